@@ -1,0 +1,154 @@
+//! The operator's command line: `serve` (the default), `migrate`, `api-key create`,
+//! `sign-in-link` and `audit verify`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use uuid::Uuid;
+
+use crate::domain::audit::Verification;
+use crate::domain::clock::SystemClock;
+use crate::domain::identity::Role;
+use crate::settings::Settings;
+use crate::startup::{self, Application, StartupError};
+
+#[derive(Parser)]
+#[command(
+    name = "cmek-console",
+    version,
+    about = "Console and REST API for customer-managed encryption keys"
+)]
+pub struct Cli {
+    /// A TOML settings file (also `CMEK_CONFIG`); environment variables override it.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Migrate the database and serve the console (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage API keys for automation.
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
+    /// Print a new one-time sign-in link for the organization's first owner.
+    SignInLink,
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key and print it once.
+    Create {
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[arg(long)]
+        name: String,
+        /// Needed only when the install has several organizations.
+        #[arg(long)]
+        organization: Option<Uuid>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Verify the hash chain; exits 1 and names the first bad event if it is broken.
+    Verify,
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text).ok_or_else(|| "expected owner, member or auditor".to_owned())
+}
+
+pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => {
+            startup::console(&settings, Arc::new(SystemClock)).await?;
+            println!("Database is up to date.");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ApiKey(ApiKeyCommand::Create {
+            role,
+            name,
+            organization,
+        }) => {
+            let console = startup::console(&settings, Arc::new(SystemClock)).await?;
+            console.bootstrap().await?;
+            let operator = console.operator(organization).await?;
+            let issued = console.create_api_key(&operator, &name, role).await?;
+            println!(
+                "Created API key \"{}\" (role {}, id {}). It is shown only now:",
+                issued.key.name,
+                role.as_str(),
+                issued.key.id
+            );
+            println!("{}", issued.secret);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SignInLink => {
+            let console = startup::console(&settings, Arc::new(SystemClock)).await?;
+            console.bootstrap().await?;
+            let Some(owner) = console.first_owner().await? else {
+                return Ok(ExitCode::FAILURE);
+            };
+            let token = console.issue_sign_in_link(owner.id).await?;
+            let public = settings
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", settings.listen));
+            println!(
+                "Sign in as {} (single use, expires in 15 minutes):",
+                owner.display_name
+            );
+            println!("{}", startup::sign_in_url(&public, &token));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCommand::Verify) => {
+            let console = startup::console(&settings, Arc::new(SystemClock)).await?;
+            match console
+                .verify_audit_chain()
+                .await
+                .map_err(crate::domain::DomainError::from)?
+            {
+                Verification::Intact { events } => {
+                    println!("Audit chain intact: {events} events verified.");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Verification::Broken(found) => {
+                    eprintln!(
+                        "Audit chain broken at event {}: {}.",
+                        found.seq, found.reason
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> Result<ExitCode, StartupError> {
+    let app = Application::build(settings).await?;
+    tracing::info!(url = app.public_url(), "cmek-console is serving");
+    println!("CMEK Console is running at {}", app.public_url());
+    if let Some(url) = app.sign_in_url() {
+        println!("Sign in as the Organization Owner (single use, expires in 15 minutes):");
+        println!("{url}");
+    }
+    app.run_until_stopped()
+        .await
+        .map_err(|source| StartupError::Listen {
+            address: "server".into(),
+            source,
+        })?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}

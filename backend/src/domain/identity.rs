@@ -1,0 +1,588 @@
+//! Who is calling: organizations, users, roles, and the credentials that prove identity
+//! (one-time sign-in links, browser sessions, API keys). Every credential is random, handed
+//! out once, and stored only as its SHA-256, so a database dump signs nobody in.
+//! Single sign-on will add another way to reach `open_session`; the rest stays as it is.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::domain::audit::{AuditDraft, Outcome};
+use crate::domain::error::Rule;
+use crate::domain::{Console, DomainError};
+
+/// A sign-in link works once, for this long.
+pub const SIGN_IN_LINK_TTL: chrono::Duration = chrono::Duration::minutes(15);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Organization Owner: creates projects, manages keys and credentials.
+    Owner,
+    /// Reads everything in the organization.
+    Member,
+    /// Reads everything, the audit log above all.
+    Auditor,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Owner, Role::Member, Role::Auditor];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Member => "member",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Role::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Role::Owner => "Organization Owner",
+            Role::Member => "Member",
+            Role::Auditor => "Auditor",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    User {
+        id: Uuid,
+        name: String,
+    },
+    ApiKey {
+        id: Uuid,
+        name: String,
+    },
+    /// The console itself, or an operator at its command line.
+    System,
+}
+
+impl Actor {
+    /// How events and `created_by` fields name the actor.
+    pub fn label(&self) -> String {
+        match self {
+            Actor::User { id, name } => format!("user:{id} ({name})"),
+            Actor::ApiKey { id, name } => format!("api_key:{id} ({name})"),
+            Actor::System => "system".into(),
+        }
+    }
+}
+
+/// An authenticated request: who, in which organization, with which role, from where.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub organization_id: Uuid,
+    pub actor: Actor,
+    pub role: Role,
+    pub source_ip: Option<String>,
+    /// The browser session behind the request, if it came from one.
+    pub session_id: Option<Uuid>,
+}
+
+impl Caller {
+    /// R2: only an Organization Owner may do `what`.
+    pub fn require_owner(&self, what: &str) -> Result<(), DomainError> {
+        if self.role == Role::Owner {
+            Ok(())
+        } else {
+            Err(DomainError::Forbidden {
+                rule: Rule::OwnerOnly,
+                detail: format!(
+                    "Only an Organization Owner can {what}; you are signed in as {}.",
+                    self.role.title()
+                ),
+            })
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Organization {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub email: Option<String>,
+    pub display_name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub last_sign_in_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SignInLink {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub token_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub token_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub name: String,
+    pub role: Role,
+    /// The first characters of the key, shown so people can tell keys apart.
+    pub prefix: String,
+    pub key_hash: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SessionPolicy {
+    /// A session unused this long ends.
+    pub idle: Duration,
+    /// A session ends this long after sign-in, used or not.
+    pub max_age: Duration,
+}
+
+/// A credential in the clear, to hand out exactly once.
+pub struct NewSecret {
+    pub plaintext: String,
+    pub hash: String,
+}
+
+impl NewSecret {
+    /// 256 random bits, URL-safe, behind a prefix that says what the secret is.
+    pub fn generate(prefix: &str) -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let plaintext = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes));
+        let hash = hash_secret(&plaintext);
+        Self { plaintext, hash }
+    }
+}
+
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// An API key created for a caller; `secret` is shown once and never stored.
+pub struct IssuedApiKey {
+    pub key: ApiKey,
+    pub secret: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkRefusal {
+    Unknown,
+    Used,
+    Expired,
+}
+
+impl LinkRefusal {
+    pub fn message(self) -> &'static str {
+        match self {
+            LinkRefusal::Unknown => "This sign-in link is not valid.",
+            LinkRefusal::Used => "This sign-in link has already been used.",
+            LinkRefusal::Expired => "This sign-in link has expired.",
+        }
+    }
+}
+
+pub enum SignIn {
+    /// The session token for the cookie.
+    Opened {
+        token: String,
+        user: User,
+    },
+    Refused(LinkRefusal),
+}
+
+impl Console {
+    /// First start: creates the organization and its owner. Until that owner has signed in
+    /// once, every start issues a fresh sign-in link (the older ones stop working).
+    /// Returns the link's token when one was issued.
+    pub async fn bootstrap(&self) -> Result<Option<String>, DomainError> {
+        let owner = match self.store.first_owner().await? {
+            Some(owner) => owner,
+            None => {
+                let now = self.clock.now();
+                let organization = Organization {
+                    id: Uuid::now_v7(),
+                    name: self.policy.organization_name.clone(),
+                    created_at: now,
+                };
+                let owner = User {
+                    id: Uuid::now_v7(),
+                    organization_id: organization.id,
+                    email: None,
+                    display_name: Role::Owner.title().into(),
+                    role: Role::Owner,
+                    created_at: now,
+                    last_sign_in_at: None,
+                };
+                let audit = AuditDraft {
+                    id: Uuid::now_v7(),
+                    organization_id: Some(organization.id),
+                    occurred_at: now,
+                    actor: Actor::System.label(),
+                    action: "organization.created",
+                    target: format!("organization/{}", organization.id),
+                    outcome: Outcome::Success,
+                    source_ip: None,
+                    detail: serde_json::json!({ "name": organization.name, "owner": owner.id }),
+                };
+                self.store
+                    .create_organization(&organization, &owner, audit)
+                    .await?;
+                owner
+            }
+        };
+        if owner.last_sign_in_at.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(self.issue_sign_in_link(owner.id).await?))
+    }
+
+    /// A fresh single-use link for a user (the operator's `sign-in-link` command uses it too).
+    pub async fn issue_sign_in_link(&self, user_id: Uuid) -> Result<String, DomainError> {
+        let now = self.clock.now();
+        let secret = NewSecret::generate("");
+        let link = SignInLink {
+            id: Uuid::now_v7(),
+            user_id,
+            token_hash: secret.hash,
+            created_at: now,
+            expires_at: now + SIGN_IN_LINK_TTL,
+            used_at: None,
+        };
+        self.store.replace_sign_in_link(&link).await?;
+        Ok(secret.plaintext)
+    }
+
+    pub async fn first_owner(&self) -> Result<Option<User>, DomainError> {
+        Ok(self.store.first_owner().await?)
+    }
+
+    /// Redeems a sign-in link: valid, unused and unexpired opens a session, once.
+    pub async fn sign_in_with_link(
+        &self,
+        token: &str,
+        source_ip: Option<String>,
+    ) -> Result<SignIn, DomainError> {
+        let now = self.clock.now();
+        let link = self.store.sign_in_link(&hash_secret(token)).await?;
+        let refusal = match &link {
+            None => Some(LinkRefusal::Unknown),
+            Some(l) if l.used_at.is_some() => Some(LinkRefusal::Used),
+            Some(l) if l.expires_at <= now => Some(LinkRefusal::Expired),
+            Some(_) => None,
+        };
+        let user = match &link {
+            Some(l) => self.store.user(l.user_id).await?,
+            None => None,
+        };
+        let (link, user) = match (link, user, refusal) {
+            (Some(link), Some(user), None) => (link, user),
+            (link, user, refusal) => {
+                let refusal = refusal.unwrap_or(LinkRefusal::Unknown);
+                self.record(AuditDraft {
+                    id: Uuid::now_v7(),
+                    organization_id: user.as_ref().map(|u| u.organization_id),
+                    occurred_at: now,
+                    actor: user
+                        .as_ref()
+                        .map(|u| Actor::User {
+                            id: u.id,
+                            name: u.display_name.clone(),
+                        })
+                        .unwrap_or(Actor::System)
+                        .label(),
+                    action: "session.sign_in",
+                    target: link
+                        .map(|l| format!("sign_in_link/{}", l.id))
+                        .unwrap_or_else(|| "sign_in_link/unknown".into()),
+                    outcome: Outcome::Denied,
+                    source_ip,
+                    detail: serde_json::json!({ "method": "link", "reason": format!("{refusal:?}").to_lowercase() }),
+                })
+                .await?;
+                return Ok(SignIn::Refused(refusal));
+            }
+        };
+        let (session, token) = self.new_session(user.id, now);
+        let audit = AuditDraft {
+            id: Uuid::now_v7(),
+            organization_id: Some(user.organization_id),
+            occurred_at: now,
+            actor: Actor::User {
+                id: user.id,
+                name: user.display_name.clone(),
+            }
+            .label(),
+            action: "session.sign_in",
+            target: format!("user/{}", user.id),
+            outcome: Outcome::Success,
+            source_ip,
+            detail: serde_json::json!({ "method": "link", "session": session.id }),
+        };
+        if self
+            .store
+            .redeem_sign_in_link(link.id, now, &session, audit)
+            .await?
+        {
+            Ok(SignIn::Opened { token, user })
+        } else {
+            Ok(SignIn::Refused(LinkRefusal::Used))
+        }
+    }
+
+    fn new_session(&self, user_id: Uuid, now: DateTime<Utc>) -> (Session, String) {
+        let secret = NewSecret::generate("");
+        let session = Session {
+            id: Uuid::now_v7(),
+            user_id,
+            token_hash: secret.hash,
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + to_chrono(self.policy.sessions.max_age),
+        };
+        (session, secret.plaintext)
+    }
+
+    /// The caller behind a session cookie, if the session is live; refreshes its idle timer.
+    pub async fn authenticate_session(
+        &self,
+        token: &str,
+        source_ip: Option<String>,
+    ) -> Result<Option<Caller>, DomainError> {
+        let now = self.clock.now();
+        let Some(session) = self.store.session(&hash_secret(token)).await? else {
+            return Ok(None);
+        };
+        let idle_deadline = session.last_seen_at + to_chrono(self.policy.sessions.idle);
+        if session.expires_at <= now || idle_deadline <= now {
+            return Ok(None);
+        }
+        let Some(user) = self.store.user(session.user_id).await? else {
+            return Ok(None);
+        };
+        // Writing on every request would make reads write; a minute of slack is plenty.
+        if now - session.last_seen_at > chrono::Duration::minutes(1) {
+            self.store.touch_session(session.id, now).await?;
+        }
+        Ok(Some(Caller {
+            organization_id: user.organization_id,
+            actor: Actor::User {
+                id: user.id,
+                name: user.display_name,
+            },
+            role: user.role,
+            source_ip,
+            session_id: Some(session.id),
+        }))
+    }
+
+    pub async fn sign_out(&self, caller: &Caller) -> Result<(), DomainError> {
+        let Some(session_id) = caller.session_id else {
+            return Ok(());
+        };
+        let audit = AuditDraft::by(
+            caller,
+            self.clock.now(),
+            "session.sign_out",
+            format!("session/{session_id}"),
+        );
+        Ok(self.store.delete_session(session_id, audit).await?)
+    }
+
+    /// The caller behind a bearer API key, if the key exists and is not revoked.
+    pub async fn authenticate_api_key(
+        &self,
+        secret: &str,
+        source_ip: Option<String>,
+    ) -> Result<Option<Caller>, DomainError> {
+        let Some(key) = self.store.api_key_by_hash(&hash_secret(secret)).await? else {
+            return Ok(None);
+        };
+        if key.revoked_at.is_some() {
+            return Ok(None);
+        }
+        let now = self.clock.now();
+        if key
+            .last_used_at
+            .is_none_or(|t| now - t > chrono::Duration::minutes(1))
+        {
+            self.store.touch_api_key(key.id, now).await?;
+        }
+        Ok(Some(Caller {
+            organization_id: key.organization_id,
+            actor: Actor::ApiKey {
+                id: key.id,
+                name: key.name,
+            },
+            role: key.role,
+            source_ip,
+            session_id: None,
+        }))
+    }
+
+    /// R2: owners create API keys. The secret is returned once; only its hash is kept.
+    pub async fn create_api_key(
+        &self,
+        caller: &Caller,
+        name: &str,
+        role: Role,
+    ) -> Result<IssuedApiKey, DomainError> {
+        caller.require_owner("create API keys")?;
+        let name = parse_key_name(name)?;
+        let now = self.clock.now();
+        let secret = NewSecret::generate("cmek_");
+        let key = ApiKey {
+            id: Uuid::now_v7(),
+            organization_id: caller.organization_id,
+            name,
+            role,
+            prefix: secret.plaintext.chars().take(12).collect(),
+            key_hash: secret.hash,
+            created_by: caller.actor.label(),
+            created_at: now,
+            last_used_at: None,
+            revoked_at: None,
+        };
+        let audit = AuditDraft::by(
+            caller,
+            now,
+            "api_key.created",
+            format!("api_key/{}", key.id),
+        )
+        .detail(serde_json::json!({ "name": key.name, "role": role.as_str() }));
+        self.store.insert_api_key(&key, audit).await?;
+        Ok(IssuedApiKey {
+            key,
+            secret: secret.plaintext,
+        })
+    }
+
+    pub async fn api_keys(&self, caller: &Caller) -> Result<Vec<ApiKey>, DomainError> {
+        caller.require_owner("manage API keys")?;
+        Ok(self.store.api_keys(caller.organization_id).await?)
+    }
+
+    pub async fn revoke_api_key(&self, caller: &Caller, id: Uuid) -> Result<(), DomainError> {
+        caller.require_owner("revoke API keys")?;
+        let now = self.clock.now();
+        let audit = AuditDraft::by(caller, now, "api_key.revoked", format!("api_key/{id}"));
+        if self
+            .store
+            .revoke_api_key(caller.organization_id, id, now, audit)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(DomainError::NotFound("API key"))
+        }
+    }
+
+    pub async fn organization_of(&self, caller: &Caller) -> Result<Organization, DomainError> {
+        self.store
+            .organization(caller.organization_id)
+            .await?
+            .ok_or(DomainError::NotFound("organization"))
+    }
+
+    /// The operator's command line acts as the system, as owner of the only organization
+    /// (or of the one named when there are several).
+    pub async fn operator(&self, organization: Option<Uuid>) -> Result<Caller, DomainError> {
+        let organizations = self.store.organizations().await?;
+        let chosen = match organization {
+            Some(id) => organizations.into_iter().find(|o| o.id == id),
+            None if organizations.len() == 1 => organizations.into_iter().next(),
+            None => {
+                return Err(DomainError::invalid(
+                    "organization",
+                    "there are several organizations: name one with --organization",
+                ));
+            }
+        };
+        let organization = chosen.ok_or(DomainError::NotFound("organization"))?;
+        Ok(Caller {
+            organization_id: organization.id,
+            actor: Actor::System,
+            role: Role::Owner,
+            source_ip: None,
+            session_id: None,
+        })
+    }
+}
+
+fn parse_key_name(name: &str) -> Result<String, DomainError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 64 {
+        return Err(DomainError::invalid("name", "must be 1 to 64 characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(DomainError::invalid(
+            "name",
+            "must not contain control characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_long_random_and_stored_only_as_their_hash() {
+        let a = NewSecret::generate("cmek_");
+        let b = NewSecret::generate("cmek_");
+        assert_ne!(a.plaintext, b.plaintext);
+        assert!(a.plaintext.starts_with("cmek_") && a.plaintext.len() >= 48);
+        assert_eq!(a.hash, hash_secret(&a.plaintext));
+        assert!(!a.hash.contains(&a.plaintext));
+    }
+
+    #[test]
+    fn only_owners_pass_the_owner_check() {
+        for role in Role::ALL {
+            let caller = Caller {
+                organization_id: Uuid::nil(),
+                actor: Actor::System,
+                role,
+                source_ip: None,
+                session_id: None,
+            };
+            assert_eq!(caller.require_owner("x").is_ok(), role == Role::Owner);
+        }
+    }
+}

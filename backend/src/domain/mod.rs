@@ -1,0 +1,60 @@
+//! The domain: the rules of PRODUCT.md and the ports they need. Nothing here knows about
+//! HTTP, SQL or a cloud SDK; `Console` is the one entry point the HTTP layer and the CLI call.
+
+pub mod audit;
+pub mod clock;
+pub mod error;
+pub mod identity;
+pub mod page;
+pub mod ports;
+pub mod projects;
+
+use std::sync::Arc;
+
+use crate::settings::Environment;
+use clock::Clock;
+use identity::SessionPolicy;
+use ports::Store;
+
+pub use error::{DomainError, FieldError, Rule};
+
+/// The console's use cases, each taking the caller it acts for.
+#[derive(Clone)]
+pub struct Console {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    policy: Policy,
+}
+
+/// Settings that change what the rules decide.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub environment: Environment,
+    pub sessions: SessionPolicy,
+    pub organization_name: String,
+}
+
+impl Console {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, policy: Policy) -> Self {
+        Self {
+            store,
+            clock,
+            policy,
+        }
+    }
+
+    /// Readiness: the database answers.
+    pub async fn ready(&self) -> Result<(), DomainError> {
+        Ok(self.store.ping().await?)
+    }
+}
+
+impl Console {
+    pub fn session_policy(&self) -> identity::SessionPolicy {
+        self.policy.sessions
+    }
+
+    pub fn environment(&self) -> Environment {
+        self.policy.environment
+    }
+}

@@ -1,0 +1,99 @@
+//! What the domain needs from storage. The sea-orm adapter in `store/` implements it; every
+//! method that changes state takes the audit event that records it and writes both in one
+//! transaction, so a change is never stored without its event (and vice versa).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::audit::{AuditDraft, AuditEvent, AuditFilter};
+use crate::domain::identity::{ApiKey, Organization, Session, SignInLink, User};
+use crate::domain::page::PageRequest;
+use crate::domain::projects::Project;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint refused the write; the name says which.
+    #[error("conflict on {0}")]
+    Conflict(String),
+    /// The database could not be reached or answered with an error.
+    #[error("database error: {0}")]
+    Database(String),
+    /// A stored value could not be read back into a domain type.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    // Organizations and people.
+    async fn organizations(&self) -> Result<Vec<Organization>, StoreError>;
+    async fn organization(&self, id: Uuid) -> Result<Option<Organization>, StoreError>;
+    async fn create_organization(
+        &self,
+        organization: &Organization,
+        owner: &User,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    /// The oldest owner of the oldest organization: who the bootstrap link is for.
+    async fn first_owner(&self) -> Result<Option<User>, StoreError>;
+    async fn user(&self, id: Uuid) -> Result<Option<User>, StoreError>;
+
+    // Sign-in links.
+    /// Stores a new link and deletes the user's unused ones, so only the newest works.
+    async fn replace_sign_in_link(&self, link: &SignInLink) -> Result<(), StoreError>;
+    async fn sign_in_link(&self, token_hash: &str) -> Result<Option<SignInLink>, StoreError>;
+    /// Marks the link used and opens the session, only if the link is still unused; false
+    /// when another request redeemed it first.
+    async fn redeem_sign_in_link(
+        &self,
+        link_id: Uuid,
+        now: DateTime<Utc>,
+        session: &Session,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError>;
+
+    // Browser sessions.
+    async fn session(&self, token_hash: &str) -> Result<Option<Session>, StoreError>;
+    async fn touch_session(&self, id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn delete_session(&self, id: Uuid, audit: AuditDraft) -> Result<(), StoreError>;
+
+    // API keys.
+    async fn insert_api_key(&self, key: &ApiKey, audit: AuditDraft) -> Result<(), StoreError>;
+    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError>;
+    async fn api_keys(&self, organization_id: Uuid) -> Result<Vec<ApiKey>, StoreError>;
+    /// Revokes a live key of the organization; false when there is none by that id.
+    async fn revoke_api_key(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError>;
+    async fn touch_api_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError>;
+
+    // Projects.
+    async fn insert_project(&self, project: &Project, audit: AuditDraft) -> Result<(), StoreError>;
+    async fn project(&self, organization_id: Uuid, id: Uuid)
+    -> Result<Option<Project>, StoreError>;
+    async fn projects(
+        &self,
+        organization_id: Uuid,
+        page: PageRequest,
+    ) -> Result<Vec<Project>, StoreError>;
+    async fn update_project(&self, project: &Project, audit: AuditDraft) -> Result<(), StoreError>;
+
+    // Audit.
+    async fn append_audit(&self, audit: AuditDraft) -> Result<(), StoreError>;
+    /// Events of one organization, oldest first, after `page.after`.
+    async fn audit_events(
+        &self,
+        organization_id: Uuid,
+        filter: &AuditFilter,
+        page: PageRequest,
+    ) -> Result<Vec<AuditEvent>, StoreError>;
+    /// The whole chain in `seq` order, `limit` events from `from_seq` on.
+    async fn audit_chain(&self, from_seq: i64, limit: u64) -> Result<Vec<AuditEvent>, StoreError>;
+}

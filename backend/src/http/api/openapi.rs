@@ -1,0 +1,74 @@
+//! The OpenAPI document, generated from the handlers' annotations. A test checks that every
+//! route of `routes::api_routes` appears in it, so the two cannot drift apart.
+
+use actix_web::HttpResponse;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::domain::FieldError;
+use crate::domain::audit::{AuditEvent, Outcome};
+use crate::domain::identity::Role;
+use crate::domain::projects::RevocationPolicy;
+use crate::http::api::{audit, me, projects};
+use crate::http::errors::Problem;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "cmek-console API",
+        version = "1",
+        description = "Customer-managed encryption keys for your projects. Errors are \
+            application/problem+json (RFC 9457) with a stable `type` per rule."
+    ),
+    paths(
+        openapi_json,
+        me::me,
+        projects::create,
+        projects::list,
+        projects::read,
+        projects::update,
+        audit::list,
+    ),
+    components(schemas(Problem, FieldError, Role, RevocationPolicy, AuditEvent, Outcome)),
+    modifiers(&Security),
+    tags(
+        (name = "identity", description = "Who is calling"),
+        (name = "projects", description = "Projects; CMEK is chosen at creation (R1)"),
+        (name = "audit", description = "The tamper-evident audit log"),
+        (name = "meta", description = "This document"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key from `cmek-console api-key create` or the API Keys page",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(
+                crate::http::auth::SESSION_COOKIE,
+            ))),
+        );
+    }
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "This OpenAPI document", content_type = "application/json"))
+)]
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

@@ -1,0 +1,262 @@
+//! How failures reach clients.
+//!
+//! Policy: the API answers with `application/problem+json` (RFC 9457) whose `type` is stable
+//! per rule (`https://cmek-console.dev/rules/<slug>`) or per kind of problem
+//! (`https://cmek-console.dev/problems/<slug>`), and names the offending fields. Pages answer
+//! with HTML: a redirect to sign-in when signed out, a 404 page with status 404, and so on.
+//! Unexpected errors are opaque to clients (a request id in `x-request-id` to quote) and
+//! logged with their full cause; internal error text never reaches a response.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, ContentType};
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::domain::{DomainError, FieldError};
+use crate::http::pages::render::error_page;
+
+pub const PROBLEM_BASE: &str = "https://cmek-console.dev";
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Stable URI naming the kind of problem or the rule that refused the request.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The fields at fault, when the request body or query was refused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl Problem {
+    fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("{PROBLEM_BASE}/problems/{slug}"),
+            title: title.into(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn rule(status: StatusCode, rule: crate::domain::Rule, title: &str, detail: String) -> Self {
+        Self {
+            kind: format!("{PROBLEM_BASE}/rules/{}", rule.slug()),
+            ..Self::new(status, "", title, detail)
+        }
+    }
+
+    fn with_fields(mut self, errors: Vec<FieldError>) -> Self {
+        self.errors = errors;
+        self
+    }
+}
+
+/// Errors of JSON endpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The body or query could not be read as the endpoint expects.
+    #[error("malformed request: {detail}")]
+    Malformed {
+        detail: String,
+        field: Option<String>,
+    },
+    #[error("request body too large")]
+    TooLarge { limit: usize },
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("cross-site request refused")]
+    CrossSite,
+}
+
+impl ApiError {
+    pub fn problem(&self) -> Problem {
+        use StatusCode as S;
+        match self {
+            ApiError::Domain(err) => domain_problem(err),
+            ApiError::Malformed { detail, field } => {
+                let problem = Problem::new(
+                    S::BAD_REQUEST,
+                    "malformed-request",
+                    "Malformed request",
+                    detail,
+                );
+                match field {
+                    Some(field) => problem.with_fields(vec![FieldError::new(field, detail)]),
+                    None => problem,
+                }
+            }
+            ApiError::TooLarge { limit } => Problem::new(
+                S::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Request body too large",
+                format!("The request body must be at most {limit} bytes."),
+            ),
+            ApiError::UnsupportedMediaType => Problem::new(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "Send the request body as application/json.",
+            ),
+            ApiError::CrossSite => cross_site_problem(),
+        }
+    }
+}
+
+pub fn cross_site_problem() -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "cross-site-request",
+        "Cross-site request refused",
+        "A request authenticated by a browser session must come from the console's own pages \
+         (its Origin header must match); scripts should use an API key.",
+    )
+}
+
+fn domain_problem(err: &DomainError) -> Problem {
+    use StatusCode as S;
+    match err {
+        DomainError::Invalid(fields) => {
+            let detail = fields
+                .iter()
+                .map(|f| format!("{}: {}", f.field, f.reason))
+                .collect::<Vec<_>>()
+                .join("; ");
+            Problem::new(
+                S::UNPROCESSABLE_ENTITY,
+                "validation",
+                "Invalid input",
+                detail,
+            )
+            .with_fields(fields.clone())
+        }
+        DomainError::Unauthenticated => Problem::new(
+            S::UNAUTHORIZED,
+            "unauthenticated",
+            "Not signed in",
+            "Send a valid API key as `Authorization: Bearer <key>`, or sign in.",
+        ),
+        DomainError::Forbidden { rule, detail } => {
+            Problem::rule(S::FORBIDDEN, *rule, "Not allowed", detail.clone())
+        }
+        DomainError::NotFound(what) => Problem::new(
+            S::NOT_FOUND,
+            "not-found",
+            "Not found",
+            format!("No such {what} in your organization."),
+        ),
+        DomainError::Conflict {
+            rule,
+            field,
+            detail,
+        } => {
+            let problem = Problem::rule(S::CONFLICT, *rule, "Conflict", detail.clone());
+            match field {
+                Some(field) => problem.with_fields(vec![FieldError::new(*field, detail.clone())]),
+                None => problem,
+            }
+        }
+        DomainError::Store(_) => Problem::new(
+            S::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "Something went wrong on our side; quote the x-request-id response header when \
+             reporting it.",
+        ),
+    }
+}
+
+fn log_if_unexpected(err: &dyn std::error::Error, status: StatusCode) {
+    if status.is_server_error() {
+        let mut chain = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            chain.push_str(": ");
+            chain.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        tracing::error!(error = %chain, "request failed");
+    }
+}
+
+pub fn problem_response(problem: &Problem) -> HttpResponse {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = HttpResponse::build(status);
+    response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
+    if status == StatusCode::UNAUTHORIZED {
+        response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"cmek-console\""));
+    }
+    response.json(problem)
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.problem().status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        log_if_unexpected(self, self.status_code());
+        problem_response(&self.problem())
+    }
+}
+
+/// Errors of HTML pages. Forms handle their own validation errors (re-rendered inline);
+/// what reaches here is rendered as a page, or a redirect to sign-in.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("template: {0}")]
+    Template(#[from] askama::Error),
+    #[error("cross-site request refused")]
+    CrossSite,
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+impl ResponseError for PageError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            PageError::Domain(DomainError::Unauthenticated) => StatusCode::SEE_OTHER,
+            PageError::Domain(err) => StatusCode::from_u16(domain_problem(err).status)
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            PageError::Template(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            PageError::CrossSite => StatusCode::FORBIDDEN,
+            PageError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        log_if_unexpected(self, status);
+        if status == StatusCode::SEE_OTHER {
+            return HttpResponse::SeeOther()
+                .insert_header((header::LOCATION, "/sign-in"))
+                .finish();
+        }
+        let (title, detail) = match self {
+            PageError::Domain(err) => {
+                let problem = domain_problem(err);
+                (problem.title, problem.detail)
+            }
+            PageError::CrossSite => (
+                "Cross-site request refused".to_owned(),
+                cross_site_problem().detail,
+            ),
+            PageError::BadRequest(detail) => ("Bad request".to_owned(), detail.clone()),
+            PageError::Template(_) => (
+                "Internal error".to_owned(),
+                "Something went wrong on our side.".to_owned(),
+            ),
+        };
+        let body = error_page(status.as_u16(), &title, &detail);
+        HttpResponse::build(status)
+            .content_type(ContentType::html())
+            .body(body)
+    }
+}

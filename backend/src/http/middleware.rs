@@ -1,0 +1,140 @@
+//! Cross-cutting request handling: request ids, logs and metrics; security headers; and the
+//! same-origin check that protects cookie-authenticated writes from cross-site requests.
+
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, ResponseError, web};
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::http::AppState;
+use crate::http::auth::bearer;
+use crate::http::errors::{ApiError, PageError};
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A request id in a span around the request, in the `x-request-id` response header, and in
+/// one log line per request; then the metrics.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let started = Instant::now();
+    let request_id = Uuid::now_v7().to_string();
+    let method = req.method().to_string();
+    let path = req.path().to_owned();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let span = tracing::info_span!("request", id = %request_id, %method, %path);
+    let mut res = next
+        .call(req)
+        .instrument(span.clone())
+        .await?
+        .map_into_boxed_body();
+    let status = res.status().as_u16();
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "(unmatched)".to_owned());
+    let elapsed = started.elapsed();
+    if let Some(state) = state {
+        state.metrics.observe(&method, &route, status, elapsed);
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert(REQUEST_ID, value);
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            route,
+            elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+            "answered"
+        );
+    });
+    Ok(res)
+}
+
+/// Headers every response carries; the CSP allows only our own scripts and styles.
+pub async fn security_headers(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let hsts = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|s| s.secure_cookies);
+    let mut res = next.call(req).await?;
+    let headers = res.headers_mut();
+    let fixed = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "same-origin"),
+    ];
+    for (name, value) in fixed {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    if hsts {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    Ok(res)
+}
+
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The origin the request claims to come from: `Origin`, else the origin of `Referer`.
+fn claimed_origin(req: &ServiceRequest) -> Option<String> {
+    let headers = req.headers();
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        return Some(origin.to_owned());
+    }
+    let referer = headers.get(header::REFERER)?.to_str().ok()?;
+    let (scheme, rest) = referer.split_once("://")?;
+    let host = rest.split('/').next()?;
+    Some(format!("{scheme}://{host}"))
+}
+
+/// Writes that a browser could send on its own (anything but a bearer-authenticated call)
+/// must come from the console's own origin: the public URL's, or the Host the request was
+/// sent to. SameSite cookies alone are not relied on.
+pub async fn same_origin(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    if is_safe(req.method()) || bearer(req.request()).is_some() {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
+    let allowed = match claimed_origin(&req) {
+        None => false,
+        Some(origin) => {
+            let info = req.connection_info();
+            let own = format!("{}://{}", info.scheme(), info.host());
+            let public = req
+                .app_data::<web::Data<AppState>>()
+                .map(|s| s.public_origin.clone());
+            origin == own || Some(origin) == public
+        }
+    };
+    if allowed {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
+    tracing::warn!(path = req.path(), "cross-site write refused");
+    let response = if req.path().starts_with("/api/") {
+        ApiError::CrossSite.error_response()
+    } else {
+        PageError::CrossSite.error_response()
+    };
+    Ok(req.into_response(response))
+}

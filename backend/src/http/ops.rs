@@ -1,0 +1,28 @@
+//! Operations endpoints: liveness, readiness (the database answers) and Prometheus metrics.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use crate::http::AppState;
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match state.console.ready().await {
+        Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready" })),
+        Err(err) => {
+            tracing::warn!(error = %err, "not ready");
+            HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE)
+                .json(json!({ "status": "unavailable", "reason": "database unreachable" }))
+        }
+    }
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}

@@ -1,0 +1,36 @@
+//! HTML pages. Every page works without JavaScript: forms post, the server redirects after a
+//! change (303) or re-renders the form with inline errors (422).
+
+pub mod api_keys;
+pub mod assets;
+pub mod audit;
+pub mod projects;
+pub mod render;
+pub mod sign_in;
+
+use actix_web::{HttpResponse, web};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(home))
+        .route("/static/{file}", web::get().to(assets::serve))
+        .route("/sign-in", web::get().to(sign_in::page))
+        .route("/sign-in/link", web::get().to(sign_in::confirm))
+        .route("/sign-in/link", web::post().to(sign_in::redeem))
+        .route("/sign-out", web::post().to(sign_in::sign_out))
+        .route("/projects", web::get().to(projects::list))
+        .route("/projects", web::post().to(projects::create))
+        .route("/projects/new", web::get().to(projects::new))
+        .route("/projects/{project_id}", web::get().to(projects::show))
+        .route("/projects/{project_id}", web::post().to(projects::rename))
+        .route("/api-keys", web::get().to(api_keys::list))
+        .route("/api-keys", web::post().to(api_keys::create))
+        .route(
+            "/api-keys/{key_id}/revoke",
+            web::post().to(api_keys::revoke),
+        )
+        .route("/audit", web::get().to(audit::list));
+}
+
+async fn home() -> HttpResponse {
+    render::see_other("/projects")
+}

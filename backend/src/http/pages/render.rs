@@ -1,0 +1,121 @@
+//! What every page shares: the chrome around it (organization, user, navigation), rendering,
+//! redirects, and the one way to show field errors.
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, ContentType};
+use askama::Template;
+
+use crate::domain::identity::{Actor, Caller, Role};
+use crate::domain::{Console, DomainError, FieldError};
+use crate::http::errors::PageError;
+
+/// The header and navigation of signed-in pages.
+pub struct Chrome {
+    pub organization: String,
+    pub user: String,
+    pub role: Role,
+    /// Which navigation item is current: `projects`, `api-keys`, `audit`.
+    pub section: &'static str,
+}
+
+impl Chrome {
+    pub async fn load(
+        console: &Console,
+        caller: &Caller,
+        section: &'static str,
+    ) -> Result<Self, PageError> {
+        let organization = console.organization_of(caller).await?;
+        let user = match &caller.actor {
+            Actor::User { name, .. } | Actor::ApiKey { name, .. } => name.clone(),
+            Actor::System => "system".into(),
+        };
+        Ok(Self {
+            organization: organization.name,
+            user,
+            role: caller.role,
+            section,
+        })
+    }
+
+    pub fn is_owner(&self) -> bool {
+        self.role == Role::Owner
+    }
+
+    pub fn role_title(&self) -> &'static str {
+        self.role.title()
+    }
+}
+
+/// Field errors of a form, looked up by field name in templates.
+#[derive(Default)]
+pub struct FormErrors(pub Vec<FieldError>);
+
+impl FormErrors {
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|e| e.field == field)
+            .map(|e| e.reason.as_str())
+    }
+
+    pub fn any(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// Turns a domain refusal that belongs on the form into field errors; other errors pass.
+    pub fn from_domain(err: DomainError) -> Result<Self, PageError> {
+        match err {
+            DomainError::Invalid(fields) => Ok(Self(fields)),
+            DomainError::Conflict {
+                field: Some(field),
+                detail,
+                ..
+            } => Ok(Self(vec![FieldError::new(field, detail)])),
+            other => Err(other.into()),
+        }
+    }
+}
+
+pub fn html(template: &impl Template) -> Result<HttpResponse, PageError> {
+    html_status(StatusCode::OK, template)
+}
+
+pub fn html_status(
+    status: StatusCode,
+    template: &impl Template,
+) -> Result<HttpResponse, PageError> {
+    Ok(HttpResponse::build(status)
+        .content_type(ContentType::html())
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(template.render()?))
+}
+
+pub fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .finish()
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    status: u16,
+    title: &'a str,
+    detail: &'a str,
+}
+
+pub fn error_page(status: u16, title: &str, detail: &str) -> String {
+    ErrorPage {
+        status,
+        title,
+        detail,
+    }
+    .render()
+    .unwrap_or_else(|_| format!("{status} {title}"))
+}
+
+/// Times as people read them in tables: UTC, to the minute.
+pub fn when(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}

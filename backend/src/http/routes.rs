@@ -1,0 +1,141 @@
+//! Every route of the console, grouped by who may call it. The API's routes are a table so
+//! tests can walk it (the OpenAPI check, and cross-organization checks later).
+
+use actix_web::http::Method;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, Route, web};
+
+use crate::domain::DomainError;
+use crate::http::api::{audit, me, openapi, projects};
+use crate::http::errors::{ApiError, PageError};
+use crate::http::json::MAX_BODY_BYTES;
+use crate::http::{ops, pages};
+
+/// Who may call a route. Finer rules (R2: owners only) are the domain's, per use case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, signed in or not.
+    Public,
+    /// Any member of the organization, by API key or session.
+    SignedIn,
+}
+
+pub struct ApiRoute {
+    pub method: Method,
+    /// As in the OpenAPI document: `{name}` for path parameters.
+    pub path: &'static str,
+    pub access: Access,
+    pub route: Route,
+}
+
+fn api(method: Method, path: &'static str, access: Access, route: Route) -> ApiRoute {
+    ApiRoute {
+        method,
+        path,
+        access,
+        route,
+    }
+}
+
+pub fn api_routes() -> Vec<ApiRoute> {
+    use Access::*;
+    vec![
+        api(
+            Method::GET,
+            "/api/v1/openapi.json",
+            Public,
+            web::get().to(openapi::openapi_json),
+        ),
+        api(Method::GET, "/api/v1/me", SignedIn, web::get().to(me::me)),
+        api(
+            Method::POST,
+            "/api/v1/projects",
+            SignedIn,
+            web::post().to(projects::create),
+        ),
+        api(
+            Method::GET,
+            "/api/v1/projects",
+            SignedIn,
+            web::get().to(projects::list),
+        ),
+        api(
+            Method::GET,
+            "/api/v1/projects/{project_id}",
+            SignedIn,
+            web::get().to(projects::read),
+        ),
+        api(
+            Method::PATCH,
+            "/api/v1/projects/{project_id}",
+            SignedIn,
+            web::patch().to(projects::update),
+        ),
+        api(
+            Method::GET,
+            "/api/v1/audit-events",
+            SignedIn,
+            web::get().to(audit::list),
+        ),
+    ]
+}
+
+/// Unknown ids and malformed path parameters are both "not found".
+fn api_path_error(_: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::Domain(DomainError::NotFound("resource")).into()
+}
+
+fn page_path_error(_: actix_web::error::PathError, _: &HttpRequest) -> actix_web::Error {
+    PageError::Domain(DomainError::NotFound("page")).into()
+}
+
+fn api_query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::Malformed {
+        detail: format!("The query string could not be read: {err}"),
+        field: None,
+    }
+    .into()
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    let err = DomainError::NotFound("resource");
+    if req.path().starts_with("/api/") {
+        ApiError::Domain(err).error_response()
+    } else {
+        PageError::Domain(DomainError::NotFound("page")).error_response()
+    }
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Operations: public, for load balancers and Prometheus.
+    cfg.route("/healthz", web::get().to(ops::healthz))
+        .route("/readyz", web::get().to(ops::readyz))
+        .route("/metrics", web::get().to(ops::metrics));
+
+    // The JSON API: API key or session; role checks happen in the domain.
+    let mut scope = web::scope("/api")
+        .app_data(web::PathConfig::default().error_handler(api_path_error))
+        .app_data(web::QueryConfig::default().error_handler(api_query_error))
+        .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+        .default_service(web::to(not_found));
+    let mut routes = api_routes();
+    while !routes.is_empty() {
+        let path = routes[0].path;
+        let mut resource = web::resource(&path["/api".len()..]);
+        let (same, rest): (Vec<_>, Vec<_>) = routes.into_iter().partition(|r| r.path == path);
+        for r in same {
+            resource = resource.route(r.route);
+        }
+        scope = scope.service(resource);
+        routes = rest;
+    }
+    cfg.service(scope);
+
+    // Pages: sign-in is public; everything else needs a session (PageCaller).
+    cfg.service(
+        web::scope("")
+            .app_data(web::PathConfig::default().error_handler(page_path_error))
+            .app_data(web::FormConfig::default().limit(MAX_BODY_BYTES))
+            .configure(pages::configure)
+            .default_service(web::to(not_found)),
+    );
+}

@@ -1,0 +1,12 @@
+//! cmek-console: a console and REST API for customer-managed encryption keys.
+//!
+//! `domain` holds the rules and the ports; `store` implements storage with sea-orm; `http`
+//! serves the API and the pages; `startup` wires them together from `settings`.
+
+pub mod cli;
+pub mod domain;
+pub mod http;
+pub mod settings;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,273 @@
+//! Typed settings: defaults, then an optional TOML file, then environment variables.
+//!
+//! Every field is documented here and in the README's settings table; the TOML keys are the
+//! variable names without the `CMEK_` prefix, lower-cased (`DATABASE_URL` -> `database_url`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::domain::identity::SessionPolicy;
+
+/// What the console refuses to do in production (R3: the built-in `local` KMS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug)]
+pub struct Settings {
+    /// `CMEK_LISTEN`: address to bind, `127.0.0.1:8080` by default; port 0 picks a free one.
+    pub listen: String,
+    /// `CMEK_PUBLIC_URL`: the URL people type; sign-in links and cookie flags derive from it.
+    /// Default: `http://` + the listen address.
+    pub public_url: Option<String>,
+    /// `CMEK_DATA_DIR`: where the embedded database lives, `./data` by default.
+    pub data_dir: PathBuf,
+    /// `DATABASE_URL`: `sqlite://...` or `postgres://...`; default a SQLite file in the data dir.
+    pub database_url: Option<SecretString>,
+    /// `CMEK_ENV`: `development` (default) or `production`.
+    pub environment: Environment,
+    /// `CMEK_LOG_FORMAT`: `text` (default) or `json`. The level comes from `RUST_LOG`.
+    pub log_format: LogFormat,
+    /// `CMEK_ORGANIZATION_NAME`: name of the organization created on first start.
+    pub organization_name: String,
+    /// `CMEK_SESSION_IDLE_TIMEOUT` (default `8h`) and `CMEK_SESSION_MAX_AGE` (default `7d`).
+    pub sessions: SessionPolicy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{name}: {reason}")]
+    Invalid { name: &'static str, reason: String },
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<String>,
+    public_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    env: Option<String>,
+    log_format: Option<String>,
+    organization_name: Option<String>,
+    session_idle_timeout: Option<String>,
+    session_max_age: Option<String>,
+}
+
+/// Every variable we read; any other `CMEK_*` variable is reported as a likely typo.
+const KNOWN_VARIABLES: &[&str] = &[
+    "CMEK_CONFIG",
+    "CMEK_LISTEN",
+    "CMEK_PUBLIC_URL",
+    "CMEK_DATA_DIR",
+    "CMEK_ENV",
+    "CMEK_LOG_FORMAT",
+    "CMEK_ORGANIZATION_NAME",
+    "CMEK_SESSION_IDLE_TIMEOUT",
+    "CMEK_SESSION_MAX_AGE",
+];
+
+impl Settings {
+    /// Reads the TOML file named by `config` (or `CMEK_CONFIG`) and the environment.
+    pub fn load(config: Option<&Path>) -> Result<(Self, Vec<String>), SettingsError> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        let config = config
+            .map(Path::to_path_buf)
+            .or_else(|| lookup(&vars, "CMEK_CONFIG").map(PathBuf::from));
+        let file = match config {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| SettingsError::Read {
+                        path: path.clone(),
+                        source,
+                    })?;
+                toml::from_str(&text).map_err(|source| SettingsError::Parse {
+                    path,
+                    source: Box::new(source),
+                })?
+            }
+            None => FileSettings::default(),
+        };
+        let warnings = vars
+            .iter()
+            .filter(|(k, _)| k.starts_with("CMEK_") && !KNOWN_VARIABLES.contains(&k.as_str()))
+            .map(|(k, _)| format!("unknown setting {k} is ignored"))
+            .collect();
+        Ok((Self::from_sources(file, &vars)?, warnings))
+    }
+
+    /// Settings from environment-style pairs only; tests build theirs this way.
+    pub fn from_vars(vars: &[(&str, &str)]) -> Result<Self, SettingsError> {
+        let owned: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Self::from_sources(FileSettings::default(), &owned)
+    }
+
+    fn from_sources(file: FileSettings, vars: &[(String, String)]) -> Result<Self, SettingsError> {
+        let pick = |name: &str, from_file: Option<String>| lookup(vars, name).or(from_file);
+        let environment = match pick("CMEK_ENV", file.env).as_deref() {
+            None | Some("development") => Environment::Development,
+            Some("production") => Environment::Production,
+            Some(other) => {
+                return Err(SettingsError::Invalid {
+                    name: "CMEK_ENV",
+                    reason: format!("expected `development` or `production`, got `{other}`"),
+                });
+            }
+        };
+        let log_format = match pick("CMEK_LOG_FORMAT", file.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(SettingsError::Invalid {
+                    name: "CMEK_LOG_FORMAT",
+                    reason: format!("expected `text` or `json`, got `{other}`"),
+                });
+            }
+        };
+        let public_url = pick("CMEK_PUBLIC_URL", file.public_url)
+            .map(|url| url.trim_end_matches('/').to_owned());
+        if let Some(url) = &public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(SettingsError::Invalid {
+                name: "CMEK_PUBLIC_URL",
+                reason: "must start with http:// or https://".into(),
+            });
+        }
+        let idle = duration_setting(
+            "CMEK_SESSION_IDLE_TIMEOUT",
+            pick("CMEK_SESSION_IDLE_TIMEOUT", file.session_idle_timeout),
+            Duration::from_secs(8 * 3600),
+        )?;
+        let max_age = duration_setting(
+            "CMEK_SESSION_MAX_AGE",
+            pick("CMEK_SESSION_MAX_AGE", file.session_max_age),
+            Duration::from_secs(7 * 24 * 3600),
+        )?;
+        Ok(Self {
+            listen: pick("CMEK_LISTEN", file.listen).unwrap_or_else(|| "127.0.0.1:8080".into()),
+            public_url,
+            data_dir: lookup(vars, "CMEK_DATA_DIR")
+                .map(PathBuf::from)
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./data")),
+            database_url: pick("DATABASE_URL", file.database_url).map(SecretString::from),
+            environment,
+            log_format,
+            organization_name: pick("CMEK_ORGANIZATION_NAME", file.organization_name)
+                .unwrap_or_else(|| "My Organization".into()),
+            sessions: SessionPolicy { idle, max_age },
+        })
+    }
+
+    /// The database URL to connect to, creating the data directory for the SQLite default.
+    pub fn database_url(&self) -> Result<String, SettingsError> {
+        if let Some(url) = &self.database_url {
+            return Ok(url.expose_secret().to_owned());
+        }
+        std::fs::create_dir_all(&self.data_dir).map_err(|e| SettingsError::Invalid {
+            name: "CMEK_DATA_DIR",
+            reason: format!("cannot create {}: {e}", self.data_dir.display()),
+        })?;
+        Ok(format!(
+            "sqlite://{}?mode=rwc",
+            self.data_dir.join("cmek-console.sqlite3").display()
+        ))
+    }
+}
+
+fn lookup(vars: &[(String, String)], name: &str) -> Option<String> {
+    vars.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .filter(|v| !v.is_empty())
+}
+
+fn duration_setting(
+    name: &'static str,
+    value: Option<String>,
+    default: Duration,
+) -> Result<Duration, SettingsError> {
+    match value {
+        None => Ok(default),
+        Some(text) => parse_duration(&text).ok_or_else(|| SettingsError::Invalid {
+            name,
+            reason: format!("`{text}` is not a duration like `90s`, `5m`, `8h` or `7d`"),
+        }),
+    }
+}
+
+/// Parses `<n><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let secs = match unit {
+        "ms" => return Some(Duration::from_millis(n)),
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("m5"), None);
+        assert_eq!(parse_duration("5 weeks"), None);
+    }
+
+    #[test]
+    fn a_bad_environment_name_is_refused_with_the_variable_named() {
+        let err = Settings::from_vars(&[("CMEK_ENV", "prod")]).err();
+        assert!(matches!(
+            err,
+            Some(SettingsError::Invalid {
+                name: "CMEK_ENV",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let parsed: Result<FileSettings, _> = toml::from_str("lisen = \"0.0.0.0:1\"");
+        assert!(parsed.is_err());
+    }
+}

@@ -1,0 +1,148 @@
+//! Wiring: settings -> database -> `Console` -> HTTP server. `Application::build` binds the
+//! listener first, so tests can ask for port 0 and read the port it got.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::middleware::{Compress, from_fn};
+use actix_web::{App, HttpServer, web};
+
+use crate::domain::clock::{Clock, SystemClock};
+use crate::domain::{Console, DomainError, Policy};
+use crate::http::metrics::Metrics;
+use crate::http::{AppState, middleware, routes};
+use crate::settings::{Settings, SettingsError};
+use crate::store::{self, SeaStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error("database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("{0}")]
+    Domain(#[from] DomainError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// Connects, migrates, and returns the use cases; the command line uses this alone.
+pub async fn console(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Console, StartupError> {
+    let db = store::connect(&settings.database_url()?).await?;
+    store::migrate(&db).await?;
+    Ok(Console::new(
+        Arc::new(SeaStore::new(db)),
+        clock,
+        Policy {
+            environment: settings.environment,
+            sessions: settings.sessions,
+            organization_name: settings.organization_name.clone(),
+        },
+    ))
+}
+
+pub struct Application {
+    port: u16,
+    public_url: String,
+    server: Server,
+    console: Console,
+    sign_in_token: Option<String>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        let console = console(&settings, clock).await?;
+        let sign_in_token = console.bootstrap().await?;
+        let listen_error = |source| StartupError::Listen {
+            address: settings.listen.clone(),
+            source,
+        };
+        let listener = TcpListener::bind(&settings.listen).map_err(listen_error)?;
+        let address = listener.local_addr().map_err(listen_error)?;
+        let public_url = settings.public_url.clone().unwrap_or_else(|| {
+            let host = if address.ip().is_unspecified() {
+                "localhost".to_owned()
+            } else {
+                address.ip().to_string()
+            };
+            format!("http://{host}:{}", address.port())
+        });
+        let state = web::Data::new(AppState {
+            console: console.clone(),
+            metrics: Metrics::default(),
+            public_origin: origin_of(&public_url),
+            secure_cookies: public_url.starts_with("https://"),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(from_fn(middleware::same_origin))
+                .wrap(Compress::default())
+                .wrap(from_fn(middleware::security_headers))
+                .wrap(from_fn(middleware::observe))
+                .configure(routes::configure)
+        })
+        .workers(std::thread::available_parallelism().map_or(2, |n| n.get().min(4)))
+        .shutdown_timeout(10)
+        .listen(listener)
+        .map_err(listen_error)?
+        .run();
+        Ok(Self {
+            port: address.port(),
+            public_url,
+            server,
+            console,
+            sign_in_token,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// The one-time sign-in link issued at this start, if the owner has never signed in.
+    pub fn sign_in_url(&self) -> Option<String> {
+        self.sign_in_token
+            .as_ref()
+            .map(|token| sign_in_url(&self.public_url, token))
+    }
+
+    pub fn console(&self) -> Console {
+        self.console.clone()
+    }
+
+    /// Serves until SIGINT or SIGTERM, then finishes in-flight requests (10 s at most).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+pub fn sign_in_url(public_url: &str, token: &str) -> String {
+    format!("{public_url}/sign-in/link?token={token}")
+}
+
+/// `scheme://host[:port]` of a URL, which is what browsers send as `Origin`.
+fn origin_of(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.split('/').next().unwrap_or(rest);
+            format!("{scheme}://{host}")
+        }
+        None => url.to_owned(),
+    }
+}

@@ -1,0 +1,296 @@
+//! Organizations, users, sign-in links, sessions and API keys.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+};
+use uuid::Uuid;
+
+use super::entities::{api_keys, organizations, sessions, sign_in_links, users};
+use crate::domain::identity::{ApiKey, Organization, Role, Session, SignInLink, User};
+use crate::domain::ports::StoreError;
+
+fn role(text: &str) -> Result<Role, StoreError> {
+    Role::parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown role {text:?}")))
+}
+
+fn organization_from(m: organizations::Model) -> Organization {
+    Organization {
+        id: m.id,
+        name: m.name,
+        created_at: m.created_at,
+    }
+}
+
+fn user_from(m: users::Model) -> Result<User, StoreError> {
+    Ok(User {
+        id: m.id,
+        organization_id: m.organization_id,
+        email: m.email,
+        display_name: m.display_name,
+        role: role(&m.role)?,
+        created_at: m.created_at,
+        last_sign_in_at: m.last_sign_in_at,
+    })
+}
+
+fn api_key_from(m: api_keys::Model) -> Result<ApiKey, StoreError> {
+    Ok(ApiKey {
+        id: m.id,
+        organization_id: m.organization_id,
+        name: m.name,
+        role: role(&m.role)?,
+        prefix: m.prefix,
+        key_hash: m.key_hash,
+        created_by: m.created_by,
+        created_at: m.created_at,
+        last_used_at: m.last_used_at,
+        revoked_at: m.revoked_at,
+    })
+}
+
+pub async fn organizations(db: &impl ConnectionTrait) -> Result<Vec<Organization>, StoreError> {
+    let rows = organizations::Entity::find()
+        .order_by_asc(organizations::Column::Id)
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(organization_from).collect())
+}
+
+pub async fn organization(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+) -> Result<Option<Organization>, StoreError> {
+    Ok(organizations::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .map(organization_from))
+}
+
+pub async fn insert_organization(
+    db: &impl ConnectionTrait,
+    organization: &Organization,
+    owner: &User,
+) -> Result<(), StoreError> {
+    organizations::Entity::insert(organizations::ActiveModel {
+        id: Set(organization.id),
+        name: Set(organization.name.clone()),
+        created_at: Set(organization.created_at),
+    })
+    .exec_without_returning(db)
+    .await?;
+    users::Entity::insert(users::ActiveModel {
+        id: Set(owner.id),
+        organization_id: Set(owner.organization_id),
+        email: Set(owner.email.clone()),
+        display_name: Set(owner.display_name.clone()),
+        role: Set(owner.role.as_str().into()),
+        created_at: Set(owner.created_at),
+        last_sign_in_at: Set(owner.last_sign_in_at),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn first_owner(db: &impl ConnectionTrait) -> Result<Option<User>, StoreError> {
+    users::Entity::find()
+        .filter(users::Column::Role.eq(Role::Owner.as_str()))
+        .order_by_asc(users::Column::Id)
+        .one(db)
+        .await?
+        .map(user_from)
+        .transpose()
+}
+
+pub async fn user(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<User>, StoreError> {
+    users::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .map(user_from)
+        .transpose()
+}
+
+pub async fn replace_sign_in_link(
+    db: &impl ConnectionTrait,
+    link: &SignInLink,
+) -> Result<(), StoreError> {
+    sign_in_links::Entity::delete_many()
+        .filter(sign_in_links::Column::UserId.eq(link.user_id))
+        .filter(sign_in_links::Column::UsedAt.is_null())
+        .exec(db)
+        .await?;
+    sign_in_links::Entity::insert(sign_in_links::ActiveModel {
+        id: Set(link.id),
+        user_id: Set(link.user_id),
+        token_hash: Set(link.token_hash.clone()),
+        created_at: Set(link.created_at),
+        expires_at: Set(link.expires_at),
+        used_at: Set(link.used_at),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn sign_in_link(
+    db: &impl ConnectionTrait,
+    token_hash: &str,
+) -> Result<Option<SignInLink>, StoreError> {
+    Ok(sign_in_links::Entity::find()
+        .filter(sign_in_links::Column::TokenHash.eq(token_hash))
+        .one(db)
+        .await?
+        .map(|m| SignInLink {
+            id: m.id,
+            user_id: m.user_id,
+            token_hash: m.token_hash,
+            created_at: m.created_at,
+            expires_at: m.expires_at,
+            used_at: m.used_at,
+        }))
+}
+
+/// The conditional update is what makes a link single-use under concurrent requests.
+pub async fn redeem_sign_in_link(
+    db: &impl ConnectionTrait,
+    link_id: Uuid,
+    now: DateTime<Utc>,
+    session: &Session,
+) -> Result<bool, StoreError> {
+    let claimed = sign_in_links::Entity::update_many()
+        .col_expr(sign_in_links::Column::UsedAt, Expr::value(now))
+        .filter(sign_in_links::Column::Id.eq(link_id))
+        .filter(sign_in_links::Column::UsedAt.is_null())
+        .exec(db)
+        .await?;
+    if claimed.rows_affected != 1 {
+        return Ok(false);
+    }
+    users::Entity::update_many()
+        .col_expr(users::Column::LastSignInAt, Expr::value(now))
+        .filter(users::Column::Id.eq(session.user_id))
+        .exec(db)
+        .await?;
+    sessions::Entity::insert(sessions::ActiveModel {
+        id: Set(session.id),
+        user_id: Set(session.user_id),
+        token_hash: Set(session.token_hash.clone()),
+        created_at: Set(session.created_at),
+        last_seen_at: Set(session.last_seen_at),
+        expires_at: Set(session.expires_at),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(true)
+}
+
+pub async fn session(
+    db: &impl ConnectionTrait,
+    token_hash: &str,
+) -> Result<Option<Session>, StoreError> {
+    Ok(sessions::Entity::find()
+        .filter(sessions::Column::TokenHash.eq(token_hash))
+        .one(db)
+        .await?
+        .map(|m| Session {
+            id: m.id,
+            user_id: m.user_id,
+            token_hash: m.token_hash,
+            created_at: m.created_at,
+            last_seen_at: m.last_seen_at,
+            expires_at: m.expires_at,
+        }))
+}
+
+pub async fn touch_session(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    sessions::Entity::update_many()
+        .col_expr(sessions::Column::LastSeenAt, Expr::value(now))
+        .filter(sessions::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn delete_session(db: &impl ConnectionTrait, id: Uuid) -> Result<(), StoreError> {
+    sessions::Entity::delete_by_id(id).exec(db).await?;
+    Ok(())
+}
+
+pub async fn insert_api_key(db: &impl ConnectionTrait, key: &ApiKey) -> Result<(), StoreError> {
+    api_keys::Entity::insert(api_keys::ActiveModel {
+        id: Set(key.id),
+        organization_id: Set(key.organization_id),
+        name: Set(key.name.clone()),
+        role: Set(key.role.as_str().into()),
+        prefix: Set(key.prefix.clone()),
+        key_hash: Set(key.key_hash.clone()),
+        created_by: Set(key.created_by.clone()),
+        created_at: Set(key.created_at),
+        last_used_at: Set(key.last_used_at),
+        revoked_at: Set(key.revoked_at),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn api_key_by_hash(
+    db: &impl ConnectionTrait,
+    key_hash: &str,
+) -> Result<Option<ApiKey>, StoreError> {
+    api_keys::Entity::find()
+        .filter(api_keys::Column::KeyHash.eq(key_hash))
+        .one(db)
+        .await?
+        .map(api_key_from)
+        .transpose()
+}
+
+pub async fn api_keys(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+) -> Result<Vec<ApiKey>, StoreError> {
+    api_keys::Entity::find()
+        .filter(api_keys::Column::OrganizationId.eq(organization_id))
+        .order_by_asc(api_keys::Column::Id)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(api_key_from)
+        .collect()
+}
+
+pub async fn revoke_api_key(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let revoked = api_keys::Entity::update_many()
+        .col_expr(api_keys::Column::RevokedAt, Expr::value(now))
+        .filter(api_keys::Column::Id.eq(id))
+        .filter(api_keys::Column::OrganizationId.eq(organization_id))
+        .filter(api_keys::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(revoked.rows_affected == 1)
+}
+
+pub async fn touch_api_key(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    api_keys::Entity::update_many()
+        .col_expr(api_keys::Column::LastUsedAt, Expr::value(now))
+        .filter(api_keys::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
