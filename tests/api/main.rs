@@ -1,1 +1,12 @@
+//! Integration tests: each test spawns the whole application on port 0 with a fresh
+//! database (SQLite by default; PostgreSQL when `CMEK_TEST_POSTGRES_URL` names a server).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod helpers;
+
+mod audit;
+mod auth;
+mod cli;
+mod ops;
+mod pages;
+mod projects;

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::http::AppState;
-use crate::http::auth::bearer;
+use crate::http::auth::{SESSION_COOKIE, bearer};
 use crate::http::errors::{ApiError, PageError};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -106,14 +106,15 @@ fn claimed_origin(req: &ServiceRequest) -> Option<String> {
     Some(format!("{scheme}://{host}"))
 }
 
-/// Writes that a browser could send on its own (anything but a bearer-authenticated call)
-/// must come from the console's own origin: the public URL's, or the Host the request was
-/// sent to. SameSite cookies alone are not relied on.
+/// Writes that ride on a browser's session cookie, and sign-in itself, must come from the
+/// console's own origin: the public URL's, or the Host the request was sent to. Bearer calls
+/// carry no ambient credential and are exempt. SameSite cookies alone are not relied on.
 pub async fn same_origin(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    if is_safe(req.method()) || bearer(req.request()).is_some() {
+    let ambient = req.cookie(SESSION_COOKIE).is_some() || req.path().starts_with("/sign-in");
+    if is_safe(req.method()) || bearer(req.request()).is_some() || !ambient {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
     let allowed = match claimed_origin(&req) {

@@ -11,7 +11,7 @@ use crate::domain::{DomainError, FieldError};
 use crate::http::AppState;
 use crate::http::auth::PageCaller;
 use crate::http::errors::PageError;
-use crate::http::pages::render::{Chrome, FormErrors, html_status, see_other, when};
+use crate::http::pages::render::{Chrome, FormErrors, actor_name, html_status, see_other, when};
 
 pub struct KeyView {
     pub id: Uuid,
@@ -31,7 +31,7 @@ impl From<ApiKey> for KeyView {
             name: k.name,
             role: k.role.as_str(),
             prefix: k.prefix,
-            created_by: k.created_by,
+            created_by: actor_name(&k.created_by),
             created_at: when(k.created_at),
             last_used_at: k.last_used_at.map(when).unwrap_or_else(|| "never".into()),
             revoked_at: k.revoked_at.map(when),

@@ -12,7 +12,9 @@ use crate::domain::projects::{NewProject, Project, ProjectChanges, RevocationPol
 use crate::http::AppState;
 use crate::http::auth::PageCaller;
 use crate::http::errors::PageError;
-use crate::http::pages::render::{Chrome, FormErrors, html, html_status, see_other, when};
+use crate::http::pages::render::{
+    Chrome, FormErrors, actor_name, html, html_status, see_other, when,
+};
 
 /// A project as pages show it.
 pub struct ProjectView {
@@ -35,7 +37,7 @@ impl From<Project> for ProjectView {
                 Some(RevocationPolicy::KeepRunning) => "Keep clusters running",
                 Some(RevocationPolicy::Stop) => "Stop clusters",
             },
-            created_by: p.created_by,
+            created_by: actor_name(&p.created_by),
             created_at: when(p.created_at),
         }
     }

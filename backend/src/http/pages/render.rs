@@ -42,8 +42,9 @@ impl Chrome {
         self.role == Role::Owner
     }
 
-    pub fn role_title(&self) -> &'static str {
-        self.role.title()
+    /// The role, unless the user's name already says it.
+    pub fn role_note(&self) -> Option<&'static str> {
+        (self.user != self.role.title()).then(|| self.role.title())
     }
 }
 
@@ -113,6 +114,16 @@ pub fn error_page(status: u16, title: &str, detail: &str) -> String {
     }
     .render()
     .unwrap_or_else(|_| format!("{status} {title}"))
+}
+
+/// The name part of an actor label (`user:<id> (Ada)` -> `Ada`), for tables; the full label
+/// stays in the API and the audit log.
+pub fn actor_name(label: &str) -> String {
+    label
+        .split_once(" (")
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap_or(label)
+        .to_owned()
 }
 
 /// Times as people read them in tables: UTC, to the minute.

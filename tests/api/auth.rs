@@ -1,0 +1,302 @@
+use cmek_console::domain::identity::Role;
+use serde_json::{Value, json};
+
+use crate::helpers::{problem, problem_type, spawn_app};
+
+#[tokio::test]
+async fn requests_without_credentials_get_401_with_a_challenge() {
+    let app = spawn_app().await;
+
+    let response = app
+        .api
+        .get(app.url("/api/v1/projects"))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 401);
+    assert!(
+        response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    assert_eq!(
+        problem(response).await["type"],
+        problem_type("unauthenticated")
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_api_key_gets_401() {
+    let app = spawn_app().await;
+    app.api_key(Role::Owner).await;
+
+    for header in [
+        "Bearer cmek_not-a-real-key",
+        "Basic b3duZXI6b3duZXI=",
+        "Bearer",
+    ] {
+        let response = app
+            .api
+            .get(app.url("/api/v1/me"))
+            .header("authorization", header)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{header}");
+    }
+}
+
+#[tokio::test]
+async fn me_names_the_caller_its_organization_and_role() {
+    let app = spawn_app().await;
+    for role in Role::ALL {
+        let key = app.api_key(role).await;
+        let me: Value = app.get("/api/v1/me", &key).await.json().await.unwrap();
+        assert_eq!(me["role"], role.as_str());
+        assert_eq!(me["actor"]["type"], "api_key");
+        assert_eq!(me["organization"]["name"], "My Organization");
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_api_key_stops_working_at_once() {
+    let app = spawn_app().await;
+    let key = app.api_key(Role::Member).await;
+    assert_eq!(app.get("/api/v1/me", &key).await.status(), 200);
+    let operator = app.console.operator(None).await.unwrap();
+    let listed = app.console.api_keys(&operator).await.unwrap();
+
+    app.console
+        .revoke_api_key(&operator, listed[0].id)
+        .await
+        .unwrap();
+
+    assert_eq!(app.get("/api/v1/me", &key).await.status(), 401);
+}
+
+#[tokio::test]
+async fn api_keys_are_stored_only_as_hashes() {
+    let app = spawn_app().await;
+    let key = app.api_key(Role::Owner).await;
+
+    let operator = app.console.operator(None).await.unwrap();
+    let stored = app.console.api_keys(&operator).await.unwrap();
+
+    assert_eq!(stored.len(), 1);
+    assert_ne!(stored[0].key_hash, key);
+    assert!(!stored[0].key_hash.contains(&key[5..]));
+    assert!(key.starts_with(&stored[0].prefix));
+}
+
+#[tokio::test]
+async fn only_owners_create_api_keys() {
+    let app = spawn_app().await;
+    let member_key = app.api_key(Role::Member).await;
+    let member = app
+        .console
+        .authenticate_api_key(&member_key, None)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let refused = app
+        .console
+        .create_api_key(&member, "escalate", Role::Owner)
+        .await;
+
+    assert!(refused.is_err());
+}
+
+#[tokio::test]
+async fn the_bootstrap_link_signs_in_once() {
+    let app = spawn_app().await;
+    let browser = app.browser();
+
+    let first = app.redeem_link(&browser, &app.sign_in_url).await;
+    assert_eq!(first.status(), 303);
+    assert_eq!(first.headers()["location"], "/projects");
+
+    let again = app.redeem_link(&app.browser(), &app.sign_in_url).await;
+    assert_eq!(again.status(), 401);
+    assert!(again.text().await.unwrap().contains("already been used"));
+}
+
+#[tokio::test]
+async fn an_expired_sign_in_link_is_refused() {
+    let app = spawn_app().await;
+
+    app.clock.advance(chrono::Duration::minutes(16));
+    let response = app.redeem_link(&app.browser(), &app.sign_in_url).await;
+
+    assert_eq!(response.status(), 401);
+    assert!(response.text().await.unwrap().contains("expired"));
+}
+
+#[tokio::test]
+async fn an_unknown_sign_in_token_is_refused() {
+    let app = spawn_app().await;
+
+    let response = app.redeem_link(&app.browser(), "x?token=made-up").await;
+
+    assert_eq!(response.status(), 401);
+    assert!(response.text().await.unwrap().contains("not valid"));
+}
+
+#[tokio::test]
+async fn a_new_link_replaces_an_unused_one() {
+    let app = spawn_app().await;
+
+    let fresh = app
+        .console
+        .bootstrap()
+        .await
+        .unwrap()
+        .expect("owner has not signed in yet");
+
+    assert_eq!(
+        app.redeem_link(&app.browser(), &app.sign_in_url)
+            .await
+            .status(),
+        401
+    );
+    let fresh_link = format!("{}/sign-in/link?token={fresh}", app.address);
+    assert_eq!(
+        app.redeem_link(&app.browser(), &fresh_link).await.status(),
+        303
+    );
+    assert!(
+        app.console.bootstrap().await.unwrap().is_none(),
+        "no link once the owner signed in"
+    );
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_http_only_and_same_site() {
+    let app = spawn_app().await;
+
+    let response = app.redeem_link(&app.browser(), &app.sign_in_url).await;
+
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.starts_with("cmek_session="));
+    assert!(cookie.contains("HttpOnly"));
+    assert!(cookie.contains("SameSite=Lax"));
+    assert!(cookie.contains("Path=/"));
+    assert!(
+        !cookie.contains("Secure"),
+        "plain-http installs cannot use Secure cookies"
+    );
+}
+
+#[tokio::test]
+async fn a_session_works_for_the_api_and_ends_at_sign_out() {
+    let app = spawn_app().await;
+    let browser = app.signed_in_owner().await;
+    let me: Value = browser
+        .get(app.url("/api/v1/me"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["role"], "owner");
+    assert_eq!(me["actor"]["type"], "user");
+
+    let out = browser.post(app.url("/sign-out")).send().await.unwrap();
+    assert_eq!(out.status(), 303);
+
+    let after = browser.get(app.url("/api/v1/me")).send().await.unwrap();
+    assert_eq!(after.status(), 401);
+}
+
+#[tokio::test]
+async fn an_idle_session_expires() {
+    let app = spawn_app().await;
+    let browser = app.signed_in_owner().await;
+
+    app.clock.advance(chrono::Duration::hours(9));
+
+    let page = browser.get(app.url("/projects")).send().await.unwrap();
+    assert_eq!(page.status(), 303);
+    assert_eq!(page.headers()["location"], "/sign-in");
+}
+
+#[tokio::test]
+async fn cookie_authenticated_writes_need_the_consoles_origin() {
+    let app = spawn_app().await;
+    let browser = app.signed_in_owner().await;
+    let body = json!({ "name": "csrf", "cmek_enabled": true });
+
+    let foreign = browser
+        .post(app.url("/api/v1/projects"))
+        .header("origin", "https://evil.example")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+    assert_eq!(
+        problem(foreign).await["type"],
+        problem_type("cross-site-request")
+    );
+
+    let form = browser
+        .post(app.url("/projects"))
+        .header("origin", "https://evil.example")
+        .form(&[("name", "csrf"), ("cmek_enabled", "true")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 403);
+
+    let own = browser
+        .post(app.url("/api/v1/projects"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 201);
+}
+
+#[tokio::test]
+async fn a_cookie_write_without_any_origin_is_refused() {
+    let app = spawn_app().await;
+    let signed_in = app.redeem_link(&app.browser(), &app.sign_in_url).await;
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    // A client that sends the session cookie but neither Origin nor Referer.
+    let response = app
+        .api
+        .post(app.url("/api/v1/projects"))
+        .header("cookie", &cookie)
+        .json(&json!({ "name": "no-origin", "cmek_enabled": false }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+
+    let read = app
+        .api
+        .get(app.url("/api/v1/projects"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200, "reads need no Origin");
+    let body: Value = read.json().await.unwrap();
+    assert!(
+        body["items"].as_array().unwrap().is_empty(),
+        "nothing was created"
+    );
+}

@@ -1,0 +1,90 @@
+//! The operator's commands, run as the real binary against a test's database.
+
+use std::process::{Command, Output};
+
+use cmek_console::domain::identity::Role;
+use sea_orm::ConnectionTrait;
+use serde_json::Value;
+
+use crate::helpers::{TestApp, spawn_app};
+
+fn run(app: &TestApp, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cmek-console"))
+        .args(args)
+        .env("DATABASE_URL", &app.database_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("cmek-console runs")
+}
+
+#[tokio::test]
+async fn api_key_create_prints_a_working_key_as_the_last_word() {
+    let app = spawn_app().await;
+
+    let output = run(
+        &app,
+        &["api-key", "create", "--role", "auditor", "--name", "ci"],
+    );
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let key = stdout
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap();
+    let me: Value = app.get("/api/v1/me", key).await.json().await.unwrap();
+    assert_eq!(me["role"], "auditor");
+}
+
+#[tokio::test]
+async fn api_key_create_refuses_an_unknown_role() {
+    let app = spawn_app().await;
+
+    let output = run(
+        &app,
+        &["api-key", "create", "--role", "root", "--name", "ci"],
+    );
+
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("owner, member or auditor"));
+}
+
+#[tokio::test]
+async fn audit_verify_passes_then_names_a_tampered_event() {
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    app.create_project(&owner, "kept", true).await;
+
+    let intact = run(&app, &["audit", "verify"]);
+    assert!(intact.status.success());
+    assert!(String::from_utf8_lossy(&intact.stdout).contains("3 events verified"));
+
+    app.db()
+        .await
+        .execute_unprepared("UPDATE audit_events SET actor = 'someone else' WHERE seq = 2")
+        .await
+        .unwrap();
+    let broken = run(&app, &["audit", "verify"]);
+
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&broken.stderr).contains("broken at event 2"));
+}
+
+#[tokio::test]
+async fn sign_in_link_prints_a_link_that_works() {
+    let app = spawn_app().await;
+
+    let output = run(&app, &["sign-in-link"]);
+
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let link = stdout.lines().last().unwrap();
+    assert_eq!(app.redeem_link(&app.browser(), link).await.status(), 303);
+}

@@ -1,0 +1,226 @@
+//! `spawn_app()` and the `TestApp` that tests drive: one method per kind of request, a
+//! browser-like client that keeps cookies and does not follow redirects, and helpers that
+//! act as each role.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cmek_console::domain::Console;
+use cmek_console::domain::clock::ManualClock;
+use cmek_console::domain::identity::Role;
+use cmek_console::settings::Settings;
+use cmek_console::startup::Application;
+use reqwest::header::{HeaderMap, HeaderValue, ORIGIN};
+use reqwest::{Client, Response};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub struct TestApp {
+    pub address: String,
+    pub console: Console,
+    pub clock: Arc<ManualClock>,
+    pub database_url: String,
+    /// The link printed at start for the first owner.
+    pub sign_in_url: String,
+    /// Plain client: no cookies, no Origin header (scripts, attackers).
+    pub api: Client,
+    _data_dir: TempDir,
+}
+
+/// A directory removed when the test ends.
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn fresh_database(dir: &TempDir) -> String {
+    match std::env::var("CMEK_TEST_POSTGRES_URL") {
+        Ok(admin_url) if !admin_url.is_empty() => {
+            let name = format!("cmek_test_{}", Uuid::new_v4().simple());
+            let admin = Database::connect(&admin_url)
+                .await
+                .expect("PostgreSQL reachable");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create test database");
+            let base = admin_url
+                .rsplit_once('/')
+                .map(|(b, _)| b)
+                .unwrap_or(&admin_url);
+            format!("{base}/{name}")
+        }
+        _ => format!("sqlite://{}?mode=rwc", dir.0.join("test.sqlite3").display()),
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    let dir = TempDir(std::env::temp_dir().join(format!("cmek-test-{}", Uuid::new_v4())));
+    std::fs::create_dir_all(&dir.0).expect("temp dir");
+    let database_url = fresh_database(&dir).await;
+    let data_dir = dir.0.display().to_string();
+    let settings = Settings::from_vars(&[
+        ("CMEK_LISTEN", "127.0.0.1:0"),
+        ("CMEK_DATA_DIR", &data_dir),
+        ("DATABASE_URL", &database_url),
+    ])
+    .expect("settings");
+    let clock = Arc::new(ManualClock::starting_now());
+    let app = Application::build_with_clock(settings, clock.clone())
+        .await
+        .expect("application builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let console = app.console();
+    let sign_in_url = app
+        .sign_in_url()
+        .expect("a first start issues a sign-in link");
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        console,
+        clock,
+        database_url,
+        sign_in_url,
+        api: Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        _data_dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// A browser: keeps cookies, sends the console's Origin on every request, and does not
+    /// follow redirects so tests can see them.
+    pub fn browser(&self) -> Client {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            ORIGIN,
+            HeaderValue::from_str(&self.address).expect("origin"),
+        );
+        Client::builder()
+            .cookie_store(true)
+            .default_headers(headers)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client")
+    }
+
+    /// A browser signed in as the first owner with the bootstrap link.
+    pub async fn signed_in_owner(&self) -> Client {
+        let browser = self.browser();
+        let response = self.redeem_link(&browser, &self.sign_in_url).await;
+        assert_eq!(response.status(), 303, "sign-in redirects to the console");
+        browser
+    }
+
+    pub async fn redeem_link(&self, browser: &Client, link: &str) -> Response {
+        let token = link.split("token=").nth(1).expect("token in link");
+        browser
+            .post(self.url("/sign-in/link"))
+            .form(&[("token", token)])
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// A fresh API key with the given role, as `cmek-console api-key create` makes it.
+    pub async fn api_key(&self, role: Role) -> String {
+        let operator = self.console.operator(None).await.expect("operator");
+        self.console
+            .create_api_key(&operator, &format!("test {}", role.as_str()), role)
+            .await
+            .expect("api key")
+            .secret
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Response {
+        self.api
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post_json(&self, path: &str, key: &str, body: &Value) -> Response {
+        self.api
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn patch_json(&self, path: &str, key: &str, body: &Value) -> Response {
+        self.api
+            .patch(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn create_project(&self, key: &str, name: &str, cmek: bool) -> Value {
+        let response = self
+            .post_json(
+                "/api/v1/projects",
+                key,
+                &serde_json::json!({ "name": name, "cmek_enabled": cmek }),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "project {name} created");
+        response.json().await.expect("json")
+    }
+
+    /// A direct connection to the app's database, for assertions on what is stored and for
+    /// tampering with it.
+    pub async fn db(&self) -> DatabaseConnection {
+        Database::connect(&self.database_url)
+            .await
+            .expect("database")
+    }
+}
+
+/// Reads a problem document and checks its media type.
+pub async fn problem(response: Response) -> Value {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    response.json().await.expect("problem json")
+}
+
+pub fn rule(slug: &str) -> String {
+    format!("https://cmek-console.dev/rules/{slug}")
+}
+
+pub fn problem_type(slug: &str) -> String {
+    format!("https://cmek-console.dev/problems/{slug}")
+}
+
+/// The names of the fields a problem names.
+pub fn fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
