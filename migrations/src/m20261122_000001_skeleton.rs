@@ -282,6 +282,18 @@ impl MigrationTrait for Migration {
             )
             .await?;
 
+        // Lists walk an organization's projects in id (creation) order.
+        manager
+            .create_index(
+                Index::create()
+                    .name("ix_projects_organization_id")
+                    .table(Projects::Table)
+                    .col(Projects::OrganizationId)
+                    .col(Projects::Id)
+                    .to_owned(),
+            )
+            .await?;
+
         // The audit chain is install-wide and ordered by `seq`, which the writer assigns; the
         // primary key on `seq` makes a second writer that raced for the same slot fail loudly.
         manager
