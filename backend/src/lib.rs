@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod domain;
 pub mod http;
+pub mod kms;
 pub mod settings;
 pub mod startup;
 pub mod store;

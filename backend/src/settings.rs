@@ -43,6 +43,11 @@ pub struct Settings {
     pub organization_name: String,
     /// `CMEK_SESSION_IDLE_TIMEOUT` (default `8h`) and `CMEK_SESSION_MAX_AGE` (default `7d`).
     pub sessions: SessionPolicy,
+    /// `CMEK_AWS_ACCOUNT_ID`: the platform's AWS account, named in the policies customers
+    /// paste and trusted by their roles. Without it the AWS KMS provider is off.
+    pub aws_account_id: Option<String>,
+    /// `CMEK_KMS_TIMEOUT` (default `5s`): the longest one KMS call may take.
+    pub kms_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +78,8 @@ struct FileSettings {
     organization_name: Option<String>,
     session_idle_timeout: Option<String>,
     session_max_age: Option<String>,
+    aws_account_id: Option<String>,
+    kms_timeout: Option<String>,
 }
 
 /// Every variable we read; any other `CMEK_*` variable is reported as a likely typo.
@@ -86,6 +93,8 @@ const KNOWN_VARIABLES: &[&str] = &[
     "CMEK_ORGANIZATION_NAME",
     "CMEK_SESSION_IDLE_TIMEOUT",
     "CMEK_SESSION_MAX_AGE",
+    "CMEK_AWS_ACCOUNT_ID",
+    "CMEK_KMS_TIMEOUT",
 ];
 
 impl Settings {
@@ -168,7 +177,23 @@ impl Settings {
             pick("CMEK_SESSION_MAX_AGE", file.session_max_age),
             Duration::from_secs(7 * 24 * 3600),
         )?;
+        let aws_account_id = pick("CMEK_AWS_ACCOUNT_ID", file.aws_account_id);
+        if let Some(account) = &aws_account_id
+            && !(account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(SettingsError::Invalid {
+                name: "CMEK_AWS_ACCOUNT_ID",
+                reason: "an AWS account ID is 12 digits".into(),
+            });
+        }
+        let kms_timeout = duration_setting(
+            "CMEK_KMS_TIMEOUT",
+            pick("CMEK_KMS_TIMEOUT", file.kms_timeout),
+            Duration::from_secs(5),
+        )?;
         Ok(Self {
+            aws_account_id,
+            kms_timeout,
             listen: pick("CMEK_LISTEN", file.listen).unwrap_or_else(|| "127.0.0.1:8080".into()),
             public_url,
             data_dir: lookup(vars, "CMEK_DATA_DIR")

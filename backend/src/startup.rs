@@ -9,10 +9,16 @@ use actix_web::middleware::{Compress, from_fn};
 use actix_web::{App, HttpServer, web};
 
 use crate::domain::clock::{Clock, SystemClock};
+use crate::domain::keys::KmsProviders;
+use crate::domain::kms::KeyProvider;
+use crate::domain::local_kms::LocalKeyAdmin;
+use crate::kms::KmsTimeouts;
+use crate::kms::aws::AwsKms;
+use crate::kms::local::LocalKms;
 use crate::domain::{Console, DomainError, Policy};
 use crate::http::metrics::Metrics;
 use crate::http::{AppState, middleware, routes};
-use crate::settings::{Settings, SettingsError};
+use crate::settings::{Environment, Settings, SettingsError};
 use crate::store::{self, SeaStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +29,8 @@ pub enum StartupError {
     Database(#[from] sea_orm::DbErr),
     #[error("{0}")]
     Domain(#[from] DomainError),
+    #[error("local KMS master key: {0}")]
+    LocalKms(std::io::Error),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: String,
@@ -34,6 +42,17 @@ pub enum StartupError {
 pub async fn console(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Console, StartupError> {
     let db = store::connect(&settings.database_url()?).await?;
     store::migrate(&db).await?;
+    let timeouts = KmsTimeouts { call: settings.kms_timeout, ..KmsTimeouts::default() };
+    let aws: Option<Arc<dyn KeyProvider>> = match &settings.aws_account_id {
+        Some(_) => Some(Arc::new(AwsKms::from_env(timeouts).await)),
+        None => None,
+    };
+    let local = match settings.environment {
+        Environment::Production => None,
+        Environment::Development => Some(Arc::new(
+            LocalKms::open(&settings.data_dir, db.clone()).map_err(StartupError::LocalKms)?,
+        )),
+    };
     Ok(Console::new(
         Arc::new(SeaStore::new(db)),
         clock,
@@ -42,6 +61,12 @@ pub async fn console(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Conso
             sessions: settings.sessions,
             organization_name: settings.organization_name.clone(),
         },
+        KmsProviders {
+            aws,
+            local: local.clone().map(|l| l as Arc<dyn KeyProvider>),
+            aws_account_id: settings.aws_account_id.clone(),
+        },
+        local.map(|l| l as Arc<dyn LocalKeyAdmin>),
     ))
 }
 

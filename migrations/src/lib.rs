@@ -3,12 +3,16 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_skeleton;
+mod m20261122_000002_encryption_keys;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261122_000001_skeleton::Migration)]
+        vec![
+            Box::new(m20261122_000001_skeleton::Migration),
+            Box::new(m20261122_000002_encryption_keys::Migration),
+        ]
     }
 }

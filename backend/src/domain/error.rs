@@ -12,6 +12,12 @@ pub enum Rule {
     OwnerOnly,
     /// Project names are unique within an organization.
     ProjectNameTaken,
+    /// Encryption keys belong to CMEK projects only.
+    CmekNotEnabled,
+    /// R3: the built-in local KMS is refused in production.
+    LocalKmsInProduction,
+    /// R4: at most one key per (project, provider, region).
+    OneKeyPerRegion,
 }
 
 impl Rule {
@@ -20,6 +26,9 @@ impl Rule {
             Rule::CmekImmutable => "cmek-immutable",
             Rule::OwnerOnly => "owner-only",
             Rule::ProjectNameTaken => "project-name-taken",
+            Rule::CmekNotEnabled => "cmek-not-enabled",
+            Rule::LocalKmsInProduction => "local-kms-not-in-production",
+            Rule::OneKeyPerRegion => "one-key-per-region",
         }
     }
 }
@@ -57,6 +66,9 @@ pub enum DomainError {
         field: Option<&'static str>,
         detail: String,
     },
+    /// The key failed a required check of Test Encryption Key; nothing was created.
+    #[error("the encryption key test failed")]
+    ChecksFailed(crate::domain::keys::checks::Checklist),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -5,6 +5,9 @@ pub mod audit;
 pub mod clock;
 pub mod error;
 pub mod identity;
+pub mod keys;
+pub mod kms;
+pub mod local_kms;
 pub mod page;
 pub mod ports;
 pub mod projects;
@@ -24,6 +27,8 @@ pub struct Console {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     policy: Policy,
+    kms: keys::KmsProviders,
+    local_admin: Option<Arc<dyn local_kms::LocalKeyAdmin>>,
 }
 
 /// Settings that change what the rules decide.
@@ -35,11 +40,19 @@ pub struct Policy {
 }
 
 impl Console {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, policy: Policy) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        policy: Policy,
+        kms: keys::KmsProviders,
+        local_admin: Option<Arc<dyn local_kms::LocalKeyAdmin>>,
+    ) -> Self {
         Self {
             store,
             clock,
             policy,
+            kms,
+            local_admin,
         }
     }
 

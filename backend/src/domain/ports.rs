@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::domain::audit::{AuditDraft, AuditEvent, AuditFilter};
 use crate::domain::identity::{ApiKey, Organization, Session, SignInLink, User};
+use crate::domain::keys::{EncryptionKey, KeyStatus};
 use crate::domain::page::PageRequest;
 use crate::domain::projects::Project;
 
@@ -84,6 +85,21 @@ pub trait Store: Send + Sync {
         page: PageRequest,
     ) -> Result<Vec<Project>, StoreError>;
     async fn update_project(&self, project: &Project, audit: AuditDraft) -> Result<(), StoreError>;
+
+    // Encryption keys.
+    /// Conflict when the project already has a key for the provider and region (R4).
+    async fn insert_key(&self, key: &EncryptionKey, audit: AuditDraft) -> Result<(), StoreError>;
+    async fn keys(&self, organization_id: Uuid, project_id: Uuid) -> Result<Vec<EncryptionKey>, StoreError>;
+    async fn key(&self, organization_id: Uuid, id: Uuid) -> Result<Option<EncryptionKey>, StoreError>;
+    async fn delete_key(&self, organization_id: Uuid, id: Uuid, audit: AuditDraft) -> Result<(), StoreError>;
+    async fn update_key_status(
+        &self,
+        id: Uuid,
+        status: KeyStatus,
+        checked_at: DateTime<Utc>,
+        error: Option<String>,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
 
     // Audit.
     async fn append_audit(&self, audit: AuditDraft) -> Result<(), StoreError>;

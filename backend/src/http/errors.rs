@@ -29,6 +29,9 @@ pub struct Problem {
     /// The fields at fault, when the request body or query was refused.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// The checklist of Test Encryption Key, when the key failed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<crate::domain::keys::checks::Checklist>,
 }
 
 impl Problem {
@@ -39,6 +42,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             errors: Vec::new(),
+            checks: None,
         }
     }
 
@@ -159,6 +163,17 @@ fn domain_problem(err: &DomainError) -> Problem {
             match field {
                 Some(field) => problem.with_fields(vec![FieldError::new(*field, detail.clone())]),
                 None => problem,
+            }
+        }
+        DomainError::ChecksFailed(checklist) => {
+            let failed = checklist.first_failure();
+            let detail = match failed {
+                Some(c) => format!("The key failed \"{}\": {}", c.title, c.fix.as_deref().unwrap_or(&c.detail)),
+                None => "The key failed a required check.".into(),
+            };
+            Problem {
+                checks: Some(checklist.clone()),
+                ..Problem::new(S::UNPROCESSABLE_ENTITY, "key-test-failed", "Encryption key test failed", detail)
             }
         }
         DomainError::Store(_) => Problem::new(

@@ -5,7 +5,7 @@ use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, Route, web};
 
 use crate::domain::DomainError;
-use crate::http::api::{audit, me, openapi, projects};
+use crate::http::api::{audit, keys, me, openapi, projects};
 use crate::http::errors::{ApiError, PageError};
 use crate::http::json::MAX_BODY_BYTES;
 use crate::http::{ops, pages};
@@ -36,46 +36,28 @@ fn api(method: Method, path: &'static str, access: Access, route: Route) -> ApiR
     }
 }
 
+/// One line per route, kept as a table on purpose.
+#[rustfmt::skip]
 pub fn api_routes() -> Vec<ApiRoute> {
     use Access::*;
+    use Method as M;
     vec![
-        api(
-            Method::GET,
-            "/api/v1/openapi.json",
-            Public,
-            web::get().to(openapi::openapi_json),
-        ),
-        api(Method::GET, "/api/v1/me", SignedIn, web::get().to(me::me)),
-        api(
-            Method::POST,
-            "/api/v1/projects",
-            SignedIn,
-            web::post().to(projects::create),
-        ),
-        api(
-            Method::GET,
-            "/api/v1/projects",
-            SignedIn,
-            web::get().to(projects::list),
-        ),
-        api(
-            Method::GET,
-            "/api/v1/projects/{project_id}",
-            SignedIn,
-            web::get().to(projects::read),
-        ),
-        api(
-            Method::PATCH,
-            "/api/v1/projects/{project_id}",
-            SignedIn,
-            web::patch().to(projects::update),
-        ),
-        api(
-            Method::GET,
-            "/api/v1/audit-events",
-            SignedIn,
-            web::get().to(audit::list),
-        ),
+        api(M::GET, "/api/v1/openapi.json", Public, web::get().to(openapi::openapi_json)),
+        api(M::GET, "/api/v1/me", SignedIn, web::get().to(me::me)),
+        api(M::POST, "/api/v1/projects", SignedIn, web::post().to(projects::create)),
+        api(M::GET, "/api/v1/projects", SignedIn, web::get().to(projects::list)),
+        api(M::GET, "/api/v1/projects/{project_id}", SignedIn, web::get().to(projects::read)),
+        api(M::PATCH, "/api/v1/projects/{project_id}", SignedIn, web::patch().to(projects::update)),
+        api(M::GET, "/api/v1/projects/{project_id}/encryption-keys/aws-trust-policy", SignedIn, web::get().to(keys::aws_trust_policy)),
+        api(M::POST, "/api/v1/projects/{project_id}/encryption-keys/test", SignedIn, web::post().to(keys::test)),
+        api(M::POST, "/api/v1/projects/{project_id}/encryption-keys", SignedIn, web::post().to(keys::create)),
+        api(M::GET, "/api/v1/projects/{project_id}/encryption-keys", SignedIn, web::get().to(keys::list)),
+        api(M::GET, "/api/v1/projects/{project_id}/encryption-keys/{key_id}", SignedIn, web::get().to(keys::read)),
+        api(M::DELETE, "/api/v1/projects/{project_id}/encryption-keys/{key_id}", SignedIn, web::delete().to(keys::delete)),
+        api(M::POST, "/api/v1/projects/{project_id}/encryption-keys/{key_id}/check", SignedIn, web::post().to(keys::check)),
+        api(M::GET, "/api/v1beta/projects/{project_id}/aws-cmek", SignedIn, web::get().to(keys::v1beta_list)),
+        api(M::POST, "/api/v1beta/projects/{project_id}/aws-cmek", SignedIn, web::post().to(keys::v1beta_create)),
+        api(M::GET, "/api/v1/audit-events", SignedIn, web::get().to(audit::list)),
     ]
 }
 

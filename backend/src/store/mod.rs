@@ -5,6 +5,8 @@
 mod audit;
 mod entities;
 mod identity;
+mod keys;
+pub mod local_kms;
 mod projects;
 
 use std::time::Duration;
@@ -17,8 +19,15 @@ use sea_orm::{
 };
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::domain::audit::AuditDraft;
-use crate::domain::ports::StoreError;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::audit::{AuditDraft, AuditEvent, AuditFilter};
+use crate::domain::identity::{ApiKey, Organization, Session, SignInLink, User};
+use crate::domain::keys::{EncryptionKey, KeyStatus};
+use crate::domain::page::PageRequest;
+use crate::domain::ports::{Store, StoreError};
+use crate::domain::projects::Project;
 
 pub struct SeaStore {
     db: DatabaseConnection,
@@ -84,7 +93,7 @@ impl Write<'_> {
 }
 
 #[async_trait]
-impl crate::domain::ports::Store for SeaStore {
+impl Store for SeaStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.db.ping().await?;
         // A ping can succeed on a pooled connection while queries fail; ask for a row too.
@@ -97,21 +106,21 @@ impl crate::domain::ports::Store for SeaStore {
 
     async fn organizations(
         &self,
-    ) -> Result<Vec<crate::domain::identity::Organization>, StoreError> {
+    ) -> Result<Vec<Organization>, StoreError> {
         identity::organizations(&self.db).await
     }
 
     async fn organization(
         &self,
-        id: uuid::Uuid,
-    ) -> Result<Option<crate::domain::identity::Organization>, StoreError> {
+        id: Uuid,
+    ) -> Result<Option<Organization>, StoreError> {
         identity::organization(&self.db, id).await
     }
 
     async fn create_organization(
         &self,
-        organization: &crate::domain::identity::Organization,
-        owner: &crate::domain::identity::User,
+        organization: &Organization,
+        owner: &User,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         let write = self.begin().await?;
@@ -119,20 +128,20 @@ impl crate::domain::ports::Store for SeaStore {
         write.commit_with(audit).await
     }
 
-    async fn first_owner(&self) -> Result<Option<crate::domain::identity::User>, StoreError> {
+    async fn first_owner(&self) -> Result<Option<User>, StoreError> {
         identity::first_owner(&self.db).await
     }
 
     async fn user(
         &self,
-        id: uuid::Uuid,
-    ) -> Result<Option<crate::domain::identity::User>, StoreError> {
+        id: Uuid,
+    ) -> Result<Option<User>, StoreError> {
         identity::user(&self.db, id).await
     }
 
     async fn replace_sign_in_link(
         &self,
-        link: &crate::domain::identity::SignInLink,
+        link: &SignInLink,
     ) -> Result<(), StoreError> {
         let write = self.begin().await?;
         identity::replace_sign_in_link(&write.txn, link).await?;
@@ -143,15 +152,15 @@ impl crate::domain::ports::Store for SeaStore {
     async fn sign_in_link(
         &self,
         token_hash: &str,
-    ) -> Result<Option<crate::domain::identity::SignInLink>, StoreError> {
+    ) -> Result<Option<SignInLink>, StoreError> {
         identity::sign_in_link(&self.db, token_hash).await
     }
 
     async fn redeem_sign_in_link(
         &self,
-        link_id: uuid::Uuid,
-        now: chrono::DateTime<chrono::Utc>,
-        session: &crate::domain::identity::Session,
+        link_id: Uuid,
+        now: DateTime<Utc>,
+        session: &Session,
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
         let write = self.begin().await?;
@@ -165,19 +174,19 @@ impl crate::domain::ports::Store for SeaStore {
     async fn session(
         &self,
         token_hash: &str,
-    ) -> Result<Option<crate::domain::identity::Session>, StoreError> {
+    ) -> Result<Option<Session>, StoreError> {
         identity::session(&self.db, token_hash).await
     }
 
     async fn touch_session(
         &self,
-        id: uuid::Uuid,
-        now: chrono::DateTime<chrono::Utc>,
+        id: Uuid,
+        now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         identity::touch_session(&self.db, id, now).await
     }
 
-    async fn delete_session(&self, id: uuid::Uuid, audit: AuditDraft) -> Result<(), StoreError> {
+    async fn delete_session(&self, id: Uuid, audit: AuditDraft) -> Result<(), StoreError> {
         let write = self.begin().await?;
         identity::delete_session(&write.txn, id).await?;
         write.commit_with(audit).await
@@ -185,7 +194,7 @@ impl crate::domain::ports::Store for SeaStore {
 
     async fn insert_api_key(
         &self,
-        key: &crate::domain::identity::ApiKey,
+        key: &ApiKey,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         let write = self.begin().await?;
@@ -196,22 +205,22 @@ impl crate::domain::ports::Store for SeaStore {
     async fn api_key_by_hash(
         &self,
         key_hash: &str,
-    ) -> Result<Option<crate::domain::identity::ApiKey>, StoreError> {
+    ) -> Result<Option<ApiKey>, StoreError> {
         identity::api_key_by_hash(&self.db, key_hash).await
     }
 
     async fn api_keys(
         &self,
-        organization_id: uuid::Uuid,
-    ) -> Result<Vec<crate::domain::identity::ApiKey>, StoreError> {
+        organization_id: Uuid,
+    ) -> Result<Vec<ApiKey>, StoreError> {
         identity::api_keys(&self.db, organization_id).await
     }
 
     async fn revoke_api_key(
         &self,
-        organization_id: uuid::Uuid,
-        id: uuid::Uuid,
-        now: chrono::DateTime<chrono::Utc>,
+        organization_id: Uuid,
+        id: Uuid,
+        now: DateTime<Utc>,
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
         let write = self.begin().await?;
@@ -224,15 +233,15 @@ impl crate::domain::ports::Store for SeaStore {
 
     async fn touch_api_key(
         &self,
-        id: uuid::Uuid,
-        now: chrono::DateTime<chrono::Utc>,
+        id: Uuid,
+        now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         identity::touch_api_key(&self.db, id, now).await
     }
 
     async fn insert_project(
         &self,
-        project: &crate::domain::projects::Project,
+        project: &Project,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         let write = self.begin().await?;
@@ -242,27 +251,60 @@ impl crate::domain::ports::Store for SeaStore {
 
     async fn project(
         &self,
-        organization_id: uuid::Uuid,
-        id: uuid::Uuid,
-    ) -> Result<Option<crate::domain::projects::Project>, StoreError> {
+        organization_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<Project>, StoreError> {
         projects::get(&self.db, organization_id, id).await
     }
 
     async fn projects(
         &self,
-        organization_id: uuid::Uuid,
-        page: crate::domain::page::PageRequest,
-    ) -> Result<Vec<crate::domain::projects::Project>, StoreError> {
+        organization_id: Uuid,
+        page: PageRequest,
+    ) -> Result<Vec<Project>, StoreError> {
         projects::list(&self.db, organization_id, page).await
     }
 
     async fn update_project(
         &self,
-        project: &crate::domain::projects::Project,
+        project: &Project,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         let write = self.begin().await?;
         projects::update(&write.txn, project).await?;
+        write.commit_with(audit).await
+    }
+
+    async fn insert_key(&self, key: &EncryptionKey, audit: AuditDraft) -> Result<(), StoreError> {
+        let write = self.begin().await?;
+        keys::insert(&write.txn, key).await?;
+        write.commit_with(audit).await
+    }
+
+    async fn keys(&self, organization_id: Uuid, project_id: Uuid) -> Result<Vec<EncryptionKey>, StoreError> {
+        keys::list(&self.db, organization_id, project_id).await
+    }
+
+    async fn key(&self, organization_id: Uuid, id: Uuid) -> Result<Option<EncryptionKey>, StoreError> {
+        keys::get(&self.db, organization_id, id).await
+    }
+
+    async fn delete_key(&self, organization_id: Uuid, id: Uuid, audit: AuditDraft) -> Result<(), StoreError> {
+        let write = self.begin().await?;
+        keys::delete(&write.txn, organization_id, id).await?;
+        write.commit_with(audit).await
+    }
+
+    async fn update_key_status(
+        &self,
+        id: Uuid,
+        status: KeyStatus,
+        checked_at: DateTime<Utc>,
+        error: Option<String>,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        let write = self.begin().await?;
+        keys::update_status(&write.txn, id, status, checked_at, error).await?;
         write.commit_with(audit).await
     }
 
@@ -272,10 +314,10 @@ impl crate::domain::ports::Store for SeaStore {
 
     async fn audit_events(
         &self,
-        organization_id: uuid::Uuid,
-        filter: &crate::domain::audit::AuditFilter,
-        page: crate::domain::page::PageRequest,
-    ) -> Result<Vec<crate::domain::audit::AuditEvent>, StoreError> {
+        organization_id: Uuid,
+        filter: &AuditFilter,
+        page: PageRequest,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
         audit::list(&self.db, organization_id, filter, page).await
     }
 
@@ -283,7 +325,7 @@ impl crate::domain::ports::Store for SeaStore {
         &self,
         from_seq: i64,
         limit: u64,
-    ) -> Result<Vec<crate::domain::audit::AuditEvent>, StoreError> {
+    ) -> Result<Vec<AuditEvent>, StoreError> {
         audit::chain(&self.db, from_seq, limit).await
     }
 }

@@ -1,6 +1,7 @@
 //! JSON endpoints under `/api/v1` (and the TiDB-compatible `/api/v1beta` later).
 
 pub mod audit;
+pub mod keys;
 pub mod me;
 pub mod openapi;
 pub mod projects;

@@ -9,7 +9,7 @@ use crate::domain::FieldError;
 use crate::domain::audit::{AuditEvent, Outcome};
 use crate::domain::identity::Role;
 use crate::domain::projects::RevocationPolicy;
-use crate::http::api::{audit, me, projects};
+use crate::http::api::{audit, keys, me, projects};
 use crate::http::errors::Problem;
 
 #[derive(OpenApi)]
@@ -27,6 +27,15 @@ use crate::http::errors::Problem;
         projects::list,
         projects::read,
         projects::update,
+        keys::aws_trust_policy,
+        keys::test,
+        keys::create,
+        keys::list,
+        keys::read,
+        keys::delete,
+        keys::check,
+        keys::v1beta_list,
+        keys::v1beta_create,
         audit::list,
     ),
     components(schemas(Problem, FieldError, Role, RevocationPolicy, AuditEvent, Outcome)),
@@ -34,6 +43,8 @@ use crate::http::errors::Problem;
     tags(
         (name = "identity", description = "Who is calling"),
         (name = "projects", description = "Projects; CMEK is chosen at creation (R1)"),
+        (name = "encryption keys", description = "Encryption Access: customer-managed keys (R3, R4, R12)"),
+        (name = "TiDB Cloud compatible", description = "The v1beta shapes existing scripts use"),
         (name = "audit", description = "The tamper-evident audit log"),
         (name = "meta", description = "This document"),
     )

@@ -1,0 +1,173 @@
+//! Test Encryption Key: the checklist run against the customer's key before it is saved, each
+//! item with its outcome, the KMS error code and a one-line fix. Items are sent to `progress`
+//! as they complete, so the wizard can show them one by one.
+
+use serde::Serialize;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::region::AwsRegion;
+use super::{AwsAccess, KeyRef};
+use crate::domain::kms::{EncryptionContext, KeyProvider, KeyState, KmsError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckOutcome {
+    Pass,
+    Fail,
+    /// Not run, because an earlier check failed.
+    Skipped,
+    /// Information only; never blocks creation.
+    Info,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Check {
+    /// Stable id: `reachable`, `enabled`, `key_spec`, `region`, `generate_data_key`,
+    /// `decrypt_round_trip`, `rotation`.
+    pub id: &'static str,
+    pub title: &'static str,
+    /// Whether the key can be created without this check passing.
+    pub required: bool,
+    pub outcome: CheckOutcome,
+    pub detail: String,
+    /// The KMS error code, when a KMS call failed.
+    pub code: Option<String>,
+    /// What to do about a failure, in one line.
+    pub fix: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Checklist {
+    /// True when every required check passed.
+    pub passed: bool,
+    pub checks: Vec<Check>,
+}
+
+impl Checklist {
+    pub fn first_failure(&self) -> Option<&Check> {
+        self.checks.iter().find(|c| c.outcome == CheckOutcome::Fail)
+    }
+}
+
+struct Run<'a> {
+    checks: Vec<Check>,
+    progress: Option<&'a UnboundedSender<Check>>,
+}
+
+impl Run<'_> {
+    fn push(&mut self, check: Check) {
+        if let Some(progress) = self.progress {
+            let _ = progress.send(check.clone());
+        }
+        self.checks.push(check);
+    }
+
+    fn pass(&mut self, id: &'static str, title: &'static str, detail: String) {
+        self.push(Check { id, title, required: true, outcome: CheckOutcome::Pass, detail, code: None, fix: None });
+    }
+
+    fn fail(&mut self, id: &'static str, title: &'static str, detail: String, code: Option<String>, fix: String) {
+        self.push(Check { id, title, required: true, outcome: CheckOutcome::Fail, detail, code, fix: Some(fix) });
+    }
+
+    fn kms_fail(&mut self, id: &'static str, title: &'static str, err: &KmsError, key: &KeyRef, region: &AwsRegion) {
+        self.fail(id, title, err.to_string(), Some(err.code().to_owned()), fix_for(err, key, region));
+    }
+
+    fn skip(&mut self, id: &'static str, title: &'static str, why: &str) {
+        self.push(Check { id, title, required: true, outcome: CheckOutcome::Skipped, detail: why.to_owned(), code: None, fix: None });
+    }
+}
+
+const REACHABLE: &str = "Key reachable (DescribeKey)";
+const ENABLED: &str = "Key enabled";
+const SPEC: &str = "Symmetric encryption key (SYMMETRIC_DEFAULT, ENCRYPT_DECRYPT)";
+const REGION: &str = "Key region matches";
+const GENERATE: &str = "Generate a data key (GenerateDataKey)";
+const ROUND_TRIP: &str = "Decrypt round trip";
+const ROTATION: &str = "Automatic rotation";
+
+/// Runs every check; stops early only when the key cannot even be described.
+pub async fn run(
+    provider: &dyn KeyProvider,
+    key: &KeyRef,
+    region: &AwsRegion,
+    context: &EncryptionContext,
+    progress: Option<&UnboundedSender<Check>>,
+) -> Checklist {
+    let mut run = Run { checks: Vec::new(), progress };
+    match provider.describe(key).await {
+        Err(err) => {
+            run.kms_fail("reachable", REACHABLE, &err, key, region);
+            let why = "not run: the key could not be described";
+            for (id, title) in [("enabled", ENABLED), ("key_spec", SPEC), ("region", REGION), ("generate_data_key", GENERATE), ("decrypt_round_trip", ROUND_TRIP)] {
+                run.skip(id, title, why);
+            }
+        }
+        Ok(description) => {
+            run.pass("reachable", REACHABLE, format!("The KMS describes {}.", description.key_id));
+            match &description.state {
+                KeyState::Enabled => run.pass("enabled", ENABLED, "The key is enabled.".into()),
+                KeyState::Disabled => run.fail("enabled", ENABLED, "The key is disabled.".into(), Some("Disabled".into()),
+                    "Enable the key in the KMS console (Key actions > Enable), then test again.".into()),
+                KeyState::PendingDeletion => run.fail("enabled", ENABLED, "The key is scheduled for deletion.".into(), Some("PendingDeletion".into()),
+                    "Cancel the key deletion in the KMS console and enable the key, then test again.".into()),
+                KeyState::Other(state) => run.fail("enabled", ENABLED, format!("The key is in state {state}."), Some(state.clone()),
+                    "Wait until the key is Enabled in the KMS console, then test again.".into()),
+            }
+            if description.spec == "SYMMETRIC_DEFAULT" && description.usage == "ENCRYPT_DECRYPT" {
+                run.pass("key_spec", SPEC, "Symmetric key for encryption and decryption.".into());
+            } else {
+                run.fail("key_spec", SPEC, format!("The key is {} for {}.", description.spec, description.usage), None,
+                    "Create a new key with Key type Symmetric and Key usage Encrypt and decrypt, and use its ARN.".into());
+            }
+            match description.region.as_deref() {
+                Some(actual) if actual != region.as_str() => run.fail("region", REGION,
+                    format!("The key is in {actual}, but the encryption key is for {region}."), None,
+                    format!("Use a key in {region} (or a replica there of a multi-Region key).")),
+                _ => run.pass("region", REGION, format!("The key is in {region}.")),
+            }
+            match provider.generate_data_key(key, context).await {
+                Err(err) => {
+                    run.kms_fail("generate_data_key", GENERATE, &err, key, region);
+                    run.skip("decrypt_round_trip", ROUND_TRIP, "not run: no data key was generated");
+                }
+                Ok(data_key) => {
+                    run.pass("generate_data_key", GENERATE, format!("A {}-byte data key was generated and wrapped.", data_key.plaintext.expose().len()));
+                    match provider.decrypt_data_key(key, &data_key.wrapped, context).await {
+                        Ok(unwrapped) if unwrapped.same_as(&data_key.plaintext) => run.pass("decrypt_round_trip", ROUND_TRIP,
+                            "The wrapped data key decrypts to the same key.".into()),
+                        Ok(_) => run.fail("decrypt_round_trip", ROUND_TRIP, "Decrypt returned a different key.".into(), None,
+                            "The KMS returned inconsistent results; contact your KMS administrator.".into()),
+                        Err(err) => run.kms_fail("decrypt_round_trip", ROUND_TRIP, &err, key, region),
+                    }
+                }
+            }
+        }
+    }
+    let rotation = match provider.rotation_enabled(key).await {
+        Ok(Some(true)) => ("Automatic rotation is enabled: the KMS rotates the key material; nothing needs updating here.".to_owned(), None, None),
+        Ok(Some(false)) => ("Automatic rotation is off.".to_owned(), None, Some("Recommended: enable automatic key rotation in the KMS console.".to_owned())),
+        Ok(None) => ("The KMS does not report rotation for this key.".to_owned(), None, None),
+        Err(err) => (format!("Could not read the rotation status: {err}."), Some(err.code().to_owned()), None),
+    };
+    run.push(Check { id: "rotation", title: ROTATION, required: false, outcome: CheckOutcome::Info, detail: rotation.0, code: rotation.1, fix: rotation.2 });
+    let passed = run.checks.iter().filter(|c| c.required).all(|c| c.outcome == CheckOutcome::Pass);
+    Checklist { passed, checks: run.checks }
+}
+
+fn fix_for(err: &KmsError, key: &KeyRef, region: &AwsRegion) -> String {
+    let role = matches!(key, KeyRef::Aws { access: AwsAccess::Role { .. }, .. });
+    match err {
+        KmsError::AccessDenied { .. } if role => "Check that the role trusts the platform account with your organization id as ExternalId, \
+            and that its permission policy (step 2) allows this key.".into(),
+        KmsError::AccessDenied { .. } => "Add the statements shown in step 2 to the key policy, then test again.".into(),
+        KmsError::NotFound { .. } => format!("No such key in {region}: check the key ARN, its account and its region."),
+        KmsError::Disabled { .. } => "Enable the key in the KMS console (Key actions > Enable), then test again.".into(),
+        KmsError::PendingDeletion { .. } => "Cancel the key deletion in the KMS console and enable the key, then test again.".into(),
+        KmsError::WrongKeyUsage { .. } => "Use a symmetric key with key usage Encrypt and decrypt.".into(),
+        KmsError::Throttled { .. } => "The KMS is throttling requests: wait a minute and test again.".into(),
+        KmsError::Unreachable(_) => "The KMS did not answer in time: check the console's network access to KMS and test again.".into(),
+        KmsError::Other { .. } => "See the KMS error message above.".into(),
+    }
+}

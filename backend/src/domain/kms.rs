@@ -1,0 +1,132 @@
+//! The key management port: what the domain needs from a KMS, whichever provider it is.
+//! Plaintext data keys live only in memory, in `PlaintextKey`, which zeroizes on drop and
+//! never prints.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use zeroize::Zeroizing;
+
+use crate::domain::keys::KeyRef;
+
+/// A plaintext data key: in memory only, zeroized when dropped, redacted in `Debug`.
+pub struct PlaintextKey(Zeroizing<Vec<u8>>);
+
+impl PlaintextKey {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// Constant-time comparison, for the round-trip check.
+    pub fn same_as(&self, other: &PlaintextKey) -> bool {
+        let (a, b) = (self.expose(), other.expose());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl std::fmt::Debug for PlaintextKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PlaintextKey(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+/// A data key as the KMS returns it: the plaintext for use now, the wrapped form to store.
+#[derive(Debug)]
+pub struct DataKey {
+    pub plaintext: PlaintextKey,
+    pub wrapped: Vec<u8>,
+}
+
+/// Binds a wrapped data key to what it is for (organization, project, purpose); the KMS
+/// refuses to unwrap it under any other context. Never secret: it shows in KMS audit logs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EncryptionContext(pub BTreeMap<String, String>);
+
+impl EncryptionContext {
+    pub fn with(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.0.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+/// The key's state as the KMS reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    Enabled,
+    Disabled,
+    PendingDeletion,
+    /// Any other state (PendingImport, Unavailable, Creating, ...), named by the KMS.
+    Other(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct KeyDescription {
+    /// The key's ARN or id as the KMS names it.
+    pub key_id: String,
+    pub state: KeyState,
+    /// `SYMMETRIC_DEFAULT`, `RSA_2048`, ...
+    pub spec: String,
+    /// `ENCRYPT_DECRYPT`, `SIGN_VERIFY`, ...
+    pub usage: String,
+    /// The region the KMS says the key is in, when it says.
+    pub region: Option<String>,
+}
+
+/// Why a KMS call failed, in the few kinds the console acts on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KmsError {
+    #[error("access denied ({code}): {message}")]
+    AccessDenied { code: String, message: String },
+    #[error("the key is disabled")]
+    Disabled { code: String },
+    #[error("the key is pending deletion or in an invalid state")]
+    PendingDeletion { code: String },
+    #[error("the key does not exist")]
+    NotFound { code: String },
+    #[error("the key cannot be used for encryption ({code})")]
+    WrongKeyUsage { code: String },
+    #[error("the KMS is throttling requests")]
+    Throttled { code: String },
+    #[error("the KMS could not be reached: {0}")]
+    Unreachable(String),
+    #[error("{code}: {message}")]
+    Other { code: String, message: String },
+}
+
+impl KmsError {
+    /// The KMS error code to show users (`AccessDeniedException`, ...).
+    pub fn code(&self) -> &str {
+        match self {
+            KmsError::AccessDenied { code, .. }
+            | KmsError::Disabled { code }
+            | KmsError::PendingDeletion { code }
+            | KmsError::NotFound { code }
+            | KmsError::WrongKeyUsage { code }
+            | KmsError::Throttled { code }
+            | KmsError::Other { code, .. } => code,
+            KmsError::Unreachable(_) => "Unreachable",
+        }
+    }
+}
+
+#[async_trait]
+pub trait KeyProvider: Send + Sync {
+    async fn describe(&self, key: &KeyRef) -> Result<KeyDescription, KmsError>;
+    async fn generate_data_key(
+        &self,
+        key: &KeyRef,
+        context: &EncryptionContext,
+    ) -> Result<DataKey, KmsError>;
+    async fn decrypt_data_key(
+        &self,
+        key: &KeyRef,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<PlaintextKey, KmsError>;
+    /// Whether the KMS rotates the key automatically (R9); `None` when it cannot say.
+    async fn rotation_enabled(&self, key: &KeyRef) -> Result<Option<bool>, KmsError>;
+}

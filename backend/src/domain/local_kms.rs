@@ -1,0 +1,108 @@
+//! The built-in local KMS (R3): development keys that behave like a cloud KMS (enable,
+//! disable, rotate), so the whole flow can be tried with no cloud account. Refused in
+//! production. Its admin port is implemented next to its `KeyProvider` in `kms::local`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::audit::AuditDraft;
+use crate::domain::error::Rule;
+use crate::domain::identity::Caller;
+use crate::domain::ports::StoreError;
+use crate::domain::{Console, DomainError};
+use crate::settings::Environment;
+
+#[derive(Clone, Debug)]
+pub struct LocalKey {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub name: String,
+    pub enabled: bool,
+    /// The current key-material version; rotation adds one, older versions still decrypt.
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub rotated_at: Option<DateTime<Utc>>,
+}
+
+#[async_trait]
+pub trait LocalKeyAdmin: Send + Sync {
+    async fn list(&self, organization_id: Uuid) -> Result<Vec<LocalKey>, StoreError>;
+    async fn create(&self, organization_id: Uuid, name: &str, now: DateTime<Utc>) -> Result<LocalKey, StoreError>;
+    /// False when the organization has no such key.
+    async fn set_enabled(&self, organization_id: Uuid, id: Uuid, enabled: bool) -> Result<bool, StoreError>;
+    async fn rotate(&self, organization_id: Uuid, id: Uuid, now: DateTime<Utc>) -> Result<bool, StoreError>;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalKeyAction {
+    Enable,
+    Disable,
+    Rotate,
+}
+
+impl LocalKeyAction {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "enable" => Some(Self::Enable),
+            "disable" => Some(Self::Disable),
+            "rotate" => Some(Self::Rotate),
+            _ => None,
+        }
+    }
+
+    fn audit_action(self) -> &'static str {
+        match self {
+            Self::Enable => "local_key.enabled",
+            Self::Disable => "local_key.disabled",
+            Self::Rotate => "local_key.rotated",
+        }
+    }
+}
+
+impl Console {
+    fn local_admin(&self) -> Result<&dyn LocalKeyAdmin, DomainError> {
+        if self.policy.environment == Environment::Production {
+            return Err(DomainError::Forbidden {
+                rule: Rule::LocalKmsInProduction,
+                detail: "The built-in local KMS is for development and is refused when CMEK_ENV=production.".into(),
+            });
+        }
+        self.local_admin.as_deref().ok_or(DomainError::NotFound("local KMS"))
+    }
+
+    pub async fn local_keys(&self, caller: &Caller) -> Result<Vec<LocalKey>, DomainError> {
+        Ok(self.local_admin()?.list(caller.organization_id).await?)
+    }
+
+    pub async fn create_local_key(&self, caller: &Caller, name: &str) -> Result<LocalKey, DomainError> {
+        caller.require_owner("manage encryption keys")?;
+        let admin = self.local_admin()?;
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            return Err(DomainError::invalid("name", "must be 1 to 64 characters"));
+        }
+        let now = self.clock.now();
+        let key = admin.create(caller.organization_id, name, now).await?;
+        self.record(AuditDraft::by(caller, now, "local_key.created", format!("local_key/{}", key.id))
+            .detail(serde_json::json!({ "name": key.name })))
+            .await?;
+        Ok(key)
+    }
+
+    pub async fn change_local_key(&self, caller: &Caller, id: Uuid, action: LocalKeyAction) -> Result<(), DomainError> {
+        caller.require_owner("manage encryption keys")?;
+        let admin = self.local_admin()?;
+        let now = self.clock.now();
+        let org = caller.organization_id;
+        let found = match action {
+            LocalKeyAction::Enable => admin.set_enabled(org, id, true).await?,
+            LocalKeyAction::Disable => admin.set_enabled(org, id, false).await?,
+            LocalKeyAction::Rotate => admin.rotate(org, id, now).await?,
+        };
+        if !found {
+            return Err(DomainError::NotFound("local key"));
+        }
+        self.record(AuditDraft::by(caller, now, action.audit_action(), format!("local_key/{id}"))).await
+    }
+}

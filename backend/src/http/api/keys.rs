@@ -1,0 +1,358 @@
+//! `/api/v1/projects/{project_id}/encryption-keys`: the Encryption Access wizard over the API
+//! (policies to paste, Test Encryption Key, Test Encryption Key and Create), and the keys.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::keys::checks::Checklist;
+use crate::domain::keys::policy::{AccessMode, AwsAccessPolicies};
+use crate::domain::keys::{AwsAccess, EncryptionKey, KeyRef, KeyRequestInput, KeyStatus, Provider};
+use crate::http::AppState;
+use crate::http::api::ListBody;
+use crate::http::auth::ApiCaller;
+use crate::http::errors::{ApiError, Problem};
+use crate::http::json::ApiJson;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct KeyBody {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub provider: Provider,
+    pub region: String,
+    /// AWS: the key ARN.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_arn: Option<String>,
+    /// Local KMS: the key id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// AWS: `key_policy` or `role`.
+    pub access_mode: Option<AccessMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    pub status: KeyStatus,
+    pub last_checked_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<EncryptionKey> for KeyBody {
+    fn from(k: EncryptionKey) -> Self {
+        let (key_arn, key_id, role_arn) = match &k.key_ref {
+            KeyRef::Aws { arn, access } => (
+                Some(arn.as_str().to_owned()),
+                None,
+                match access {
+                    AwsAccess::Role { role_arn, .. } => Some(role_arn.as_str().to_owned()),
+                    AwsAccess::KeyPolicy => None,
+                },
+            ),
+            KeyRef::Local { key_id, .. } => (None, Some(key_id.to_string()), None),
+        };
+        Self {
+            id: k.id,
+            project_id: k.project_id,
+            provider: k.key_ref.provider(),
+            region: k.region.as_str().to_owned(),
+            key_arn,
+            key_id,
+            access_mode: k.key_ref.access_mode(),
+            role_arn,
+            status: k.status,
+            last_checked_at: k.last_checked_at,
+            last_error: k.last_error,
+            created_by: k.created_by,
+            created_at: k.created_at,
+        }
+    }
+}
+
+/// A key to test or create. AWS: `provider: "aws_kms", region, key_arn, access_mode?,
+/// role_arn?`; local: `provider: "local", region, key_id`.
+#[derive(Deserialize, utoipa::ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRequestBody {
+    pub provider: String,
+    pub region: String,
+    pub key_arn: Option<String>,
+    pub access_mode: Option<String>,
+    pub role_arn: Option<String>,
+    pub vault_name: Option<String>,
+    pub key_name: Option<String>,
+    pub key_id: Option<String>,
+}
+
+impl From<KeyRequestBody> for KeyRequestInput {
+    fn from(b: KeyRequestBody) -> Self {
+        Self {
+            provider: b.provider,
+            region: b.region,
+            key_arn: b.key_arn,
+            access_mode: b.access_mode,
+            role_arn: b.role_arn,
+            vault_name: b.vault_name,
+            key_name: b.key_name,
+            key_id: b.key_id,
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedKeyBody {
+    #[serde(flatten)]
+    pub key: KeyBody,
+    pub checks: Checklist,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PolicyQuery {
+    /// An AWS region code, or `*` for one policy that serves every region.
+    pub region: String,
+    /// `key_policy` (default) or `role`.
+    pub mode: Option<String>,
+    /// Role mode: narrows the permission policy to this key.
+    pub key_arn: Option<String>,
+    /// Key policy mode: your AWS account id, to include the statement that keeps you in control of the key.
+    pub account_id: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/projects/{project_id}/encryption-keys/aws-trust-policy", tag = "encryption keys",
+    params(("project_id" = Uuid, Path), PolicyQuery),
+    responses(
+        (status = 200, body = AwsAccessPolicies, description = "The JSON to paste into AWS"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "Not a CMEK project"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn aws_trust_policy(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<Uuid>,
+    query: web::Query<PolicyQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let policies = state
+        .console
+        .aws_access_policies(
+            &caller.0,
+            path.into_inner(),
+            &query.region,
+            query.mode.as_deref(),
+            query.key_arn.as_deref(),
+            query.account_id.as_deref(),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(policies))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/projects/{project_id}/encryption-keys/test", tag = "encryption keys",
+    params(("project_id" = Uuid, Path)),
+    request_body = KeyRequestBody,
+    responses(
+        (status = 200, body = Checklist, description = "The checklist; `passed` says whether the key could be created. Nothing is created."),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn test(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<Uuid>,
+    body: ApiJson<KeyRequestBody>,
+) -> Result<HttpResponse, ApiError> {
+    let input = KeyRequestInput::from(body.0);
+    let checklist = state.console.test_key(&caller.0, path.into_inner(), &input, None).await?;
+    Ok(HttpResponse::Ok().json(checklist))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/projects/{project_id}/encryption-keys", tag = "encryption keys",
+    params(("project_id" = Uuid, Path)),
+    request_body = KeyRequestBody,
+    responses(
+        (status = 201, body = CreatedKeyBody, description = "Every required check passed; the key is saved"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "A key exists for this provider and region (rules/one-key-per-region), or not a CMEK project"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "Invalid request, or the key failed the checklist (problems/key-test-failed, with `checks`)"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<Uuid>,
+    body: ApiJson<KeyRequestBody>,
+) -> Result<HttpResponse, ApiError> {
+    let project_id = path.into_inner();
+    let input = KeyRequestInput::from(body.0);
+    let (key, checks) = state.console.create_key(&caller.0, project_id, &input, None).await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/projects/{project_id}/encryption-keys/{}", key.id)))
+        .json(CreatedKeyBody { key: key.into(), checks }))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/projects/{project_id}/encryption-keys", tag = "encryption keys",
+    params(("project_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = ListBody<KeyBody>),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let keys = state.console.encryption_keys(&caller.0, path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(ListBody {
+        items: keys.into_iter().map(KeyBody::from).collect(),
+        next_page_token: None,
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/projects/{project_id}/encryption-keys/{key_id}", tag = "encryption keys",
+    params(("project_id" = Uuid, Path), ("key_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = KeyBody),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn read(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
+    let (project_id, key_id) = path.into_inner();
+    let key = state.console.encryption_key(&caller.0, project_id, key_id).await?;
+    Ok(HttpResponse::Ok().json(KeyBody::from(key)))
+}
+
+#[utoipa::path(
+    delete, path = "/api/v1/projects/{project_id}/encryption-keys/{key_id}", tag = "encryption keys",
+    params(("project_id" = Uuid, Path), ("key_id" = Uuid, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
+    let (project_id, key_id) = path.into_inner();
+    state.console.delete_key(&caller.0, project_id, key_id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/projects/{project_id}/encryption-keys/{key_id}/check", tag = "encryption keys",
+    params(("project_id" = Uuid, Path), ("key_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = CreatedKeyBody, description = "The key with its new status, and the checklist"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn check(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
+    let (project_id, key_id) = path.into_inner();
+    let (key, checks) = state.console.check_key(&caller.0, project_id, key_id).await?;
+    Ok(HttpResponse::Ok().json(CreatedKeyBody { key: key.into(), checks }))
+}
+
+/// TiDB Cloud's v1beta shape: `{"specs": [{"region", "kms_arn"}]}`.
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AwsCmekBody {
+    pub specs: Vec<AwsCmekSpec>,
+}
+
+#[derive(Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AwsCmekSpec {
+    pub region: String,
+    pub kms_arn: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AwsCmekList {
+    pub items: Vec<AwsCmekSpec>,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1beta/projects/{project_id}/aws-cmek", tag = "TiDB Cloud compatible",
+    params(("project_id" = Uuid, Path)),
+    responses((status = 200, body = AwsCmekList), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn v1beta_list(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let keys = state.console.encryption_keys(&caller.0, path.into_inner()).await?;
+    let items = keys
+        .into_iter()
+        .filter_map(|k| match k.key_ref {
+            KeyRef::Aws { arn, .. } => Some(AwsCmekSpec { region: k.region.as_str().to_owned(), kms_arn: arn.as_str().to_owned() }),
+            KeyRef::Local { .. } => None,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(AwsCmekList { items }))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1beta/projects/{project_id}/aws-cmek", tag = "TiDB Cloud compatible",
+    params(("project_id" = Uuid, Path)),
+    request_body = AwsCmekBody,
+    responses(
+        (status = 200, body = AwsCmekList, description = "Every spec tested and created (key policy mode)"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "A spec is invalid or failed the checklist; nothing was created"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn v1beta_create(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<Uuid>,
+    body: ApiJson<AwsCmekBody>,
+) -> Result<HttpResponse, ApiError> {
+    let project_id = path.into_inner();
+    let inputs: Vec<KeyRequestInput> = body
+        .0
+        .specs
+        .into_iter()
+        .map(|spec| KeyRequestInput {
+            provider: "aws_kms".into(),
+            region: spec.region,
+            key_arn: Some(spec.kms_arn),
+            ..KeyRequestInput::default()
+        })
+        .collect();
+    let created = state.console.create_keys(&caller.0, project_id, &inputs).await?;
+    Ok(HttpResponse::Ok().json(AwsCmekList {
+        items: created
+            .into_iter()
+            .map(|k| AwsCmekSpec { region: k.region.as_str().to_owned(), kms_arn: k.key_ref.display() })
+            .collect(),
+    }))
+}

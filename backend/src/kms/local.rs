@@ -1,0 +1,221 @@
+//! The built-in local KMS: per-organization keys whose material (32 random bytes per
+//! version) is stored wrapped with AES-256-GCM under a master key file in the data
+//! directory (created on first start, mode 0600). Data keys are wrapped the same way under
+//! the key's current version, bound to the encryption context; rotation adds a version and
+//! older wrapped data keys still unwrap. Unlike moto, it enforces key state: a disabled key
+//! neither wraps nor unwraps. For development only (refused in production).
+
+use std::io::Write;
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, Payload};
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use sea_orm::DatabaseConnection;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::domain::keys::KeyRef;
+use crate::domain::kms::{DataKey, EncryptionContext, KeyDescription, KeyProvider, KeyState, KmsError, PlaintextKey};
+use crate::domain::local_kms::{LocalKey, LocalKeyAdmin};
+use crate::domain::ports::StoreError;
+use crate::store::local_kms as rows;
+
+const MASTER_FILE: &str = "local-kms-master.key";
+const WRAP_MAGIC: &[u8; 3] = b"LK1";
+
+pub struct LocalKms {
+    master: Zeroizing<[u8; 32]>,
+    db: DatabaseConnection,
+}
+
+fn random<const N: usize>() -> Zeroizing<[u8; N]> {
+    let mut bytes = Zeroizing::new([0u8; N]);
+    rand::rng().fill_bytes(bytes.as_mut());
+    bytes
+}
+
+// aes-gcm 0.10 takes nonces as generic-array 0.14 slices, whose `from_slice` is deprecated.
+#[allow(deprecated)]
+fn seal(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+    let cipher = Aes256Gcm::new_from_slice(key).ok()?;
+    let nonce = random::<12>();
+    let sealed = cipher.encrypt(Nonce::from_slice(nonce.as_ref()), Payload { msg: plaintext, aad }).ok()?;
+    let mut out = nonce.to_vec();
+    out.extend(sealed);
+    Some(out)
+}
+
+#[allow(deprecated)]
+fn unseal(key: &[u8; 32], blob: &[u8], aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    if blob.len() < 12 {
+        return None;
+    }
+    let (nonce, sealed) = blob.split_at(12);
+    let cipher = Aes256Gcm::new_from_slice(key).ok()?;
+    cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad }).ok().map(Zeroizing::new)
+}
+
+fn internal(what: &str) -> KmsError {
+    KmsError::Other { code: "KMSInternalException".into(), message: what.into() }
+}
+
+fn store_error(err: StoreError) -> KmsError {
+    KmsError::Unreachable(format!("local KMS storage: {err}"))
+}
+
+impl LocalKms {
+    /// Opens the master key in `data_dir`, creating it (0600) on first use.
+    pub fn open(data_dir: &Path, db: DatabaseConnection) -> std::io::Result<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join(MASTER_FILE);
+        let master = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let bytes = Zeroizing::new(bytes);
+                let mut master = Zeroizing::new([0u8; 32]);
+                if bytes.len() != 32 {
+                    return Err(std::io::Error::other(format!("{} must hold exactly 32 bytes", path.display())));
+                }
+                master.copy_from_slice(&bytes);
+                master
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let master = random::<32>();
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                options.open(&path)?.write_all(master.as_ref())?;
+                master
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Self { master, db })
+    }
+
+    fn material_aad(key_id: Uuid, version: i32) -> Vec<u8> {
+        format!("local-key-material:{key_id}:{version}").into_bytes()
+    }
+
+    fn data_key_aad(key_id: Uuid, context: &EncryptionContext) -> Vec<u8> {
+        let context = serde_json::to_string(&context.0).unwrap_or_default();
+        format!("local-data-key:{key_id}:{context}").into_bytes()
+    }
+
+    async fn key(&self, key: &KeyRef) -> Result<LocalKey, KmsError> {
+        let KeyRef::Local { key_id, organization_id } = key else {
+            return Err(KmsError::Other { code: "WrongProvider".into(), message: "not a local key".into() });
+        };
+        match rows::get(&self.db, *key_id).await.map_err(store_error)? {
+            Some(key) if key.organization_id == *organization_id => Ok(key),
+            _ => Err(KmsError::NotFound { code: "NotFoundException".into() }),
+        }
+    }
+
+    async fn usable(&self, key: &KeyRef) -> Result<LocalKey, KmsError> {
+        let key = self.key(key).await?;
+        if !key.enabled {
+            return Err(KmsError::Disabled { code: "DisabledException".into() });
+        }
+        Ok(key)
+    }
+
+    async fn material(&self, key_id: Uuid, version: i32) -> Result<Zeroizing<[u8; 32]>, KmsError> {
+        let sealed = rows::material(&self.db, key_id, version)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| KmsError::Other { code: "InvalidCiphertextException".into(), message: "unknown key version".into() })?;
+        let plain = unseal(&self.master, &sealed, &Self::material_aad(key_id, version))
+            .ok_or_else(|| internal("key material does not open under this master key"))?;
+        let mut material = Zeroizing::new([0u8; 32]);
+        if plain.len() != 32 {
+            return Err(internal("key material has the wrong length"));
+        }
+        material.copy_from_slice(&plain);
+        Ok(material)
+    }
+
+    fn new_material(&self, key_id: Uuid, version: i32) -> Result<Vec<u8>, StoreError> {
+        let material = random::<32>();
+        seal(&self.master, material.as_ref(), &Self::material_aad(key_id, version))
+            .ok_or_else(|| StoreError::Corrupt("could not seal new key material".into()))
+    }
+}
+
+#[async_trait]
+impl KeyProvider for LocalKms {
+    async fn describe(&self, key: &KeyRef) -> Result<KeyDescription, KmsError> {
+        let key = self.key(key).await?;
+        Ok(KeyDescription {
+            key_id: key.id.to_string(),
+            state: if key.enabled { KeyState::Enabled } else { KeyState::Disabled },
+            spec: "SYMMETRIC_DEFAULT".into(),
+            usage: "ENCRYPT_DECRYPT".into(),
+            region: None,
+        })
+    }
+
+    async fn generate_data_key(&self, key: &KeyRef, context: &EncryptionContext) -> Result<DataKey, KmsError> {
+        let local = self.usable(key).await?;
+        let material = self.material(local.id, local.version).await?;
+        let plaintext = random::<32>();
+        let sealed = seal(&material, plaintext.as_ref(), &Self::data_key_aad(local.id, context))
+            .ok_or_else(|| internal("could not wrap the data key"))?;
+        let mut wrapped = WRAP_MAGIC.to_vec();
+        wrapped.extend(local.version.to_be_bytes());
+        wrapped.extend(sealed);
+        Ok(DataKey { plaintext: PlaintextKey::new(plaintext.to_vec()), wrapped })
+    }
+
+    async fn decrypt_data_key(&self, key: &KeyRef, wrapped: &[u8], context: &EncryptionContext) -> Result<PlaintextKey, KmsError> {
+        let local = self.usable(key).await?;
+        let invalid = || KmsError::Other { code: "InvalidCiphertextException".into(), message: "the wrapped key does not open under this key and context".into() };
+        let rest = wrapped.strip_prefix(WRAP_MAGIC.as_slice()).ok_or_else(invalid)?;
+        let (version, sealed) = rest.split_at_checked(4).ok_or_else(invalid)?;
+        let version = i32::from_be_bytes(version.try_into().map_err(|_| invalid())?);
+        let material = self.material(local.id, version).await?;
+        let plain = unseal(&material, sealed, &Self::data_key_aad(local.id, context)).ok_or_else(invalid)?;
+        Ok(PlaintextKey::new(plain.to_vec()))
+    }
+
+    async fn rotation_enabled(&self, _key: &KeyRef) -> Result<Option<bool>, KmsError> {
+        Ok(None)
+    }
+}
+
+#[async_trait]
+impl LocalKeyAdmin for LocalKms {
+    async fn list(&self, organization_id: Uuid) -> Result<Vec<LocalKey>, StoreError> {
+        rows::list(&self.db, organization_id).await
+    }
+
+    async fn create(&self, organization_id: Uuid, name: &str, now: DateTime<Utc>) -> Result<LocalKey, StoreError> {
+        let key = LocalKey {
+            id: Uuid::now_v7(),
+            organization_id,
+            name: name.to_owned(),
+            enabled: true,
+            version: 1,
+            created_at: now,
+            rotated_at: None,
+        };
+        rows::create(&self.db, &key, self.new_material(key.id, 1)?).await?;
+        Ok(key)
+    }
+
+    async fn set_enabled(&self, organization_id: Uuid, id: Uuid, enabled: bool) -> Result<bool, StoreError> {
+        rows::set_enabled(&self.db, organization_id, id, enabled).await
+    }
+
+    async fn rotate(&self, organization_id: Uuid, id: Uuid, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        match rows::get(&self.db, id).await? {
+            Some(key) if key.organization_id == organization_id => {
+                rows::rotate(&self.db, &key, self.new_material(id, key.version + 1)?, now).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Encryption keys, scoped by organization in every query.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use uuid::Uuid;
+
+use super::entities::encryption_keys;
+use crate::domain::keys::arn::{KmsKeyArn, RoleArn};
+use crate::domain::keys::policy::AccessMode;
+use crate::domain::keys::region::AwsRegion;
+use crate::domain::keys::{AwsAccess, EncryptionKey, KeyRef, KeyStatus, Provider};
+use crate::domain::ports::StoreError;
+
+fn from_model(m: encryption_keys::Model) -> Result<EncryptionKey, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("encryption key {}: {what}", m.id));
+    let key_ref = match Provider::parse(&m.provider).map_err(|_| corrupt("provider"))? {
+        Provider::AwsKms => {
+            let arn = KmsKeyArn::parse("key_ref", &m.key_ref).map_err(|_| corrupt("key ARN"))?;
+            let access = match m.access_mode.as_deref() {
+                Some("role") => AwsAccess::Role {
+                    role_arn: RoleArn::parse("role_arn", m.role_arn.as_deref().unwrap_or_default())
+                        .map_err(|_| corrupt("role ARN"))?,
+                    external_id: m.organization_id.to_string(),
+                },
+                _ => AwsAccess::KeyPolicy,
+            };
+            KeyRef::Aws { arn, access }
+        }
+        Provider::Local => KeyRef::Local {
+            key_id: Uuid::parse_str(&m.key_ref).map_err(|_| corrupt("local key id"))?,
+            organization_id: m.organization_id,
+        },
+        Provider::AzureKeyVault => return Err(corrupt("unsupported provider")),
+    };
+    Ok(EncryptionKey {
+        id: m.id,
+        organization_id: m.organization_id,
+        project_id: m.project_id,
+        region: AwsRegion::parse("region", &m.region).map_err(|_| corrupt("region"))?,
+        key_ref,
+        status: KeyStatus::parse(&m.status).ok_or_else(|| corrupt("status"))?,
+        last_checked_at: m.last_checked_at,
+        last_error: m.last_error,
+        created_by: m.created_by,
+        created_at: m.created_at,
+    })
+}
+
+pub async fn insert(db: &impl ConnectionTrait, key: &EncryptionKey) -> Result<(), StoreError> {
+    let role_arn = match &key.key_ref {
+        KeyRef::Aws { access: AwsAccess::Role { role_arn, .. }, .. } => Some(role_arn.as_str().to_owned()),
+        _ => None,
+    };
+    encryption_keys::Entity::insert(encryption_keys::ActiveModel {
+        id: Set(key.id),
+        organization_id: Set(key.organization_id),
+        project_id: Set(key.project_id),
+        provider: Set(key.key_ref.provider().as_str().to_owned()),
+        region: Set(key.region.as_str().to_owned()),
+        key_ref: Set(key.key_ref.display()),
+        access_mode: Set(key.key_ref.access_mode().map(|m: AccessMode| m.as_str().to_owned())),
+        role_arn: Set(role_arn),
+        status: Set(key.status.as_str().to_owned()),
+        last_checked_at: Set(key.last_checked_at),
+        last_error: Set(key.last_error.clone()),
+        created_by: Set(key.created_by.clone()),
+        created_at: Set(key.created_at),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn list(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    project_id: Uuid,
+) -> Result<Vec<EncryptionKey>, StoreError> {
+    encryption_keys::Entity::find()
+        .filter(encryption_keys::Column::OrganizationId.eq(organization_id))
+        .filter(encryption_keys::Column::ProjectId.eq(project_id))
+        .order_by_asc(encryption_keys::Column::Id)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_model)
+        .collect()
+}
+
+pub async fn get(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    id: Uuid,
+) -> Result<Option<EncryptionKey>, StoreError> {
+    encryption_keys::Entity::find_by_id(id)
+        .filter(encryption_keys::Column::OrganizationId.eq(organization_id))
+        .one(db)
+        .await?
+        .map(from_model)
+        .transpose()
+}
+
+pub async fn delete(db: &impl ConnectionTrait, organization_id: Uuid, id: Uuid) -> Result<(), StoreError> {
+    encryption_keys::Entity::delete_many()
+        .filter(encryption_keys::Column::Id.eq(id))
+        .filter(encryption_keys::Column::OrganizationId.eq(organization_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn update_status(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    status: KeyStatus,
+    checked_at: DateTime<Utc>,
+    error: Option<String>,
+) -> Result<(), StoreError> {
+    encryption_keys::Entity::update_many()
+        .col_expr(encryption_keys::Column::Status, Expr::value(status.as_str()))
+        .col_expr(encryption_keys::Column::LastCheckedAt, Expr::value(checked_at))
+        .col_expr(encryption_keys::Column::LastError, Expr::value(error))
+        .filter(encryption_keys::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
