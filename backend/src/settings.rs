@@ -48,6 +48,21 @@ pub struct Settings {
     pub aws_account_id: Option<String>,
     /// `CMEK_KMS_TIMEOUT` (default `5s`): the longest one KMS call may take.
     pub kms_timeout: Duration,
+    /// The standard AWS variables the console applies itself (the SDK's default chain
+    /// handles every other one: profiles, web identity, instance roles...).
+    pub aws: AwsSettings,
+}
+
+/// `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`.
+#[derive(Debug, Default, Clone)]
+pub struct AwsSettings {
+    /// Where STS is called when no key region applies; default `us-east-1`.
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<SecretString>,
+    pub session_token: Option<SecretString>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +206,15 @@ impl Settings {
             pick("CMEK_KMS_TIMEOUT", file.kms_timeout),
             Duration::from_secs(5),
         )?;
+        let aws = AwsSettings {
+            region: lookup(vars, "AWS_REGION").or_else(|| lookup(vars, "AWS_DEFAULT_REGION")),
+            endpoint_url: lookup(vars, "AWS_ENDPOINT_URL"),
+            access_key_id: lookup(vars, "AWS_ACCESS_KEY_ID"),
+            secret_access_key: lookup(vars, "AWS_SECRET_ACCESS_KEY").map(SecretString::from),
+            session_token: lookup(vars, "AWS_SESSION_TOKEN").map(SecretString::from),
+        };
         Ok(Self {
+            aws,
             aws_account_id,
             kms_timeout,
             listen: pick("CMEK_LISTEN", file.listen).unwrap_or_else(|| "127.0.0.1:8080".into()),

@@ -12,12 +12,12 @@ use crate::domain::clock::{Clock, SystemClock};
 use crate::domain::keys::KmsProviders;
 use crate::domain::kms::KeyProvider;
 use crate::domain::local_kms::LocalKeyAdmin;
-use crate::kms::KmsTimeouts;
-use crate::kms::aws::AwsKms;
-use crate::kms::local::LocalKms;
 use crate::domain::{Console, DomainError, Policy};
 use crate::http::metrics::Metrics;
 use crate::http::{AppState, middleware, routes};
+use crate::kms::KmsTimeouts;
+use crate::kms::aws::AwsKms;
+use crate::kms::local::LocalKms;
 use crate::settings::{Environment, Settings, SettingsError};
 use crate::store::{self, SeaStore};
 
@@ -42,9 +42,12 @@ pub enum StartupError {
 pub async fn console(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Console, StartupError> {
     let db = store::connect(&settings.database_url()?).await?;
     store::migrate(&db).await?;
-    let timeouts = KmsTimeouts { call: settings.kms_timeout, ..KmsTimeouts::default() };
+    let timeouts = KmsTimeouts {
+        call: settings.kms_timeout,
+        ..KmsTimeouts::default()
+    };
     let aws: Option<Arc<dyn KeyProvider>> = match &settings.aws_account_id {
-        Some(_) => Some(Arc::new(AwsKms::from_env(timeouts).await)),
+        Some(_) => Some(Arc::new(AwsKms::new(&settings.aws, timeouts).await)),
         None => None,
     };
     let local = match settings.environment {

@@ -72,8 +72,17 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(EncryptionKeys::Table)
-                    .col(ColumnDef::new(EncryptionKeys::Id).uuid().not_null().primary_key())
-                    .col(ColumnDef::new(EncryptionKeys::OrganizationId).uuid().not_null())
+                    .col(
+                        ColumnDef::new(EncryptionKeys::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(EncryptionKeys::OrganizationId)
+                            .uuid()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(EncryptionKeys::ProjectId).uuid().not_null())
                     .col(text(EncryptionKeys::Provider))
                     .col(text(EncryptionKeys::Region))
@@ -81,10 +90,18 @@ impl MigrationTrait for Migration {
                     .col(text_null(EncryptionKeys::AccessMode))
                     .col(text_null(EncryptionKeys::RoleArn))
                     .col(text(EncryptionKeys::Status))
-                    .col(ColumnDef::new(EncryptionKeys::LastCheckedAt).timestamp_with_time_zone().null())
+                    .col(
+                        ColumnDef::new(EncryptionKeys::LastCheckedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
                     .col(text_null(EncryptionKeys::LastError))
                     .col(text(EncryptionKeys::CreatedBy))
-                    .col(ColumnDef::new(EncryptionKeys::CreatedAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(EncryptionKeys::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .foreign_key(
                         ForeignKey::create()
                             .name("fk_encryption_keys_project")
@@ -113,13 +130,26 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(LocalKeys::Table)
-                    .col(ColumnDef::new(LocalKeys::Id).uuid().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(LocalKeys::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(LocalKeys::OrganizationId).uuid().not_null())
                     .col(text(LocalKeys::Name))
                     .col(ColumnDef::new(LocalKeys::Enabled).boolean().not_null())
                     .col(ColumnDef::new(LocalKeys::Version).integer().not_null())
-                    .col(ColumnDef::new(LocalKeys::CreatedAt).timestamp_with_time_zone().not_null())
-                    .col(ColumnDef::new(LocalKeys::RotatedAt).timestamp_with_time_zone().null())
+                    .col(
+                        ColumnDef::new(LocalKeys::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(LocalKeys::RotatedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
                     .foreign_key(
                         ForeignKey::create()
                             .name("fk_local_keys_organization")
@@ -135,9 +165,21 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(LocalKeyVersions::Table)
                     .col(ColumnDef::new(LocalKeyVersions::KeyId).uuid().not_null())
-                    .col(ColumnDef::new(LocalKeyVersions::Version).integer().not_null())
-                    .col(ColumnDef::new(LocalKeyVersions::Material).binary().not_null())
-                    .col(ColumnDef::new(LocalKeyVersions::CreatedAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(LocalKeyVersions::Version)
+                            .integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(LocalKeyVersions::Material)
+                            .binary()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(LocalKeyVersions::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .primary_key(
                         Index::create()
                             .col(LocalKeyVersions::KeyId)

@@ -59,16 +59,22 @@ async fn fresh_database(dir: &TempDir) -> String {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// An app with extra settings (AWS endpoint and credentials, `CMEK_ENV`, ...).
+pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let dir = TempDir(std::env::temp_dir().join(format!("cmek-test-{}", Uuid::new_v4())));
     std::fs::create_dir_all(&dir.0).expect("temp dir");
     let database_url = fresh_database(&dir).await;
     let data_dir = dir.0.display().to_string();
-    let settings = Settings::from_vars(&[
+    let mut vars = vec![
         ("CMEK_LISTEN", "127.0.0.1:0"),
-        ("CMEK_DATA_DIR", &data_dir),
-        ("DATABASE_URL", &database_url),
-    ])
-    .expect("settings");
+        ("CMEK_DATA_DIR", data_dir.as_str()),
+        ("DATABASE_URL", database_url.as_str()),
+    ];
+    vars.extend_from_slice(extra);
+    let settings = Settings::from_vars(&vars).expect("settings");
     let clock = Arc::new(ManualClock::starting_now());
     let app = Application::build_with_clock(settings, clock.clone())
         .await
@@ -171,6 +177,15 @@ impl TestApp {
             .expect("request")
     }
 
+    pub async fn delete(&self, path: &str, key: &str) -> Response {
+        self.api
+            .delete(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request")
+    }
+
     pub async fn create_project(&self, key: &str, name: &str, cmek: bool) -> Value {
         let response = self
             .post_json(
@@ -181,6 +196,10 @@ impl TestApp {
             .await;
         assert_eq!(response.status(), 201, "project {name} created");
         response.json().await.expect("json")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self._data_dir.0.clone()
     }
 
     /// A direct connection to the app's database, for assertions on what is stored and for

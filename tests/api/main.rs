@@ -3,10 +3,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod helpers;
+mod moto;
 
 mod audit;
 mod auth;
 mod cli;
+mod keys;
+mod local_kms;
 mod ops;
 mod pages;
 mod projects;

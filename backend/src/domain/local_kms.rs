@@ -28,10 +28,25 @@ pub struct LocalKey {
 #[async_trait]
 pub trait LocalKeyAdmin: Send + Sync {
     async fn list(&self, organization_id: Uuid) -> Result<Vec<LocalKey>, StoreError>;
-    async fn create(&self, organization_id: Uuid, name: &str, now: DateTime<Utc>) -> Result<LocalKey, StoreError>;
+    async fn create(
+        &self,
+        organization_id: Uuid,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<LocalKey, StoreError>;
     /// False when the organization has no such key.
-    async fn set_enabled(&self, organization_id: Uuid, id: Uuid, enabled: bool) -> Result<bool, StoreError>;
-    async fn rotate(&self, organization_id: Uuid, id: Uuid, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    async fn set_enabled(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        enabled: bool,
+    ) -> Result<bool, StoreError>;
+    async fn rotate(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,14 +83,20 @@ impl Console {
                 detail: "The built-in local KMS is for development and is refused when CMEK_ENV=production.".into(),
             });
         }
-        self.local_admin.as_deref().ok_or(DomainError::NotFound("local KMS"))
+        self.local_admin
+            .as_deref()
+            .ok_or(DomainError::NotFound("local KMS"))
     }
 
     pub async fn local_keys(&self, caller: &Caller) -> Result<Vec<LocalKey>, DomainError> {
         Ok(self.local_admin()?.list(caller.organization_id).await?)
     }
 
-    pub async fn create_local_key(&self, caller: &Caller, name: &str) -> Result<LocalKey, DomainError> {
+    pub async fn create_local_key(
+        &self,
+        caller: &Caller,
+        name: &str,
+    ) -> Result<LocalKey, DomainError> {
         caller.require_owner("manage encryption keys")?;
         let admin = self.local_admin()?;
         let name = name.trim();
@@ -84,13 +105,25 @@ impl Console {
         }
         let now = self.clock.now();
         let key = admin.create(caller.organization_id, name, now).await?;
-        self.record(AuditDraft::by(caller, now, "local_key.created", format!("local_key/{}", key.id))
-            .detail(serde_json::json!({ "name": key.name })))
-            .await?;
+        self.record(
+            AuditDraft::by(
+                caller,
+                now,
+                "local_key.created",
+                format!("local_key/{}", key.id),
+            )
+            .detail(serde_json::json!({ "name": key.name })),
+        )
+        .await?;
         Ok(key)
     }
 
-    pub async fn change_local_key(&self, caller: &Caller, id: Uuid, action: LocalKeyAction) -> Result<(), DomainError> {
+    pub async fn change_local_key(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        action: LocalKeyAction,
+    ) -> Result<(), DomainError> {
         caller.require_owner("manage encryption keys")?;
         let admin = self.local_admin()?;
         let now = self.clock.now();
@@ -103,6 +136,12 @@ impl Console {
         if !found {
             return Err(DomainError::NotFound("local key"));
         }
-        self.record(AuditDraft::by(caller, now, action.audit_action(), format!("local_key/{id}"))).await
+        self.record(AuditDraft::by(
+            caller,
+            now,
+            action.audit_action(),
+            format!("local_key/{id}"),
+        ))
+        .await
     }
 }

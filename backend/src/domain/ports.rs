@@ -89,9 +89,22 @@ pub trait Store: Send + Sync {
     // Encryption keys.
     /// Conflict when the project already has a key for the provider and region (R4).
     async fn insert_key(&self, key: &EncryptionKey, audit: AuditDraft) -> Result<(), StoreError>;
-    async fn keys(&self, organization_id: Uuid, project_id: Uuid) -> Result<Vec<EncryptionKey>, StoreError>;
-    async fn key(&self, organization_id: Uuid, id: Uuid) -> Result<Option<EncryptionKey>, StoreError>;
-    async fn delete_key(&self, organization_id: Uuid, id: Uuid, audit: AuditDraft) -> Result<(), StoreError>;
+    async fn keys(
+        &self,
+        organization_id: Uuid,
+        project_id: Uuid,
+    ) -> Result<Vec<EncryptionKey>, StoreError>;
+    async fn key(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<EncryptionKey>, StoreError>;
+    async fn delete_key(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
     async fn update_key_status(
         &self,
         id: Uuid,

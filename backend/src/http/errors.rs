@@ -168,12 +168,21 @@ fn domain_problem(err: &DomainError) -> Problem {
         DomainError::ChecksFailed(checklist) => {
             let failed = checklist.first_failure();
             let detail = match failed {
-                Some(c) => format!("The key failed \"{}\": {}", c.title, c.fix.as_deref().unwrap_or(&c.detail)),
+                Some(c) => format!(
+                    "The key failed \"{}\": {}",
+                    c.title,
+                    c.fix.as_deref().unwrap_or(&c.detail)
+                ),
                 None => "The key failed a required check.".into(),
             };
             Problem {
                 checks: Some(checklist.clone()),
-                ..Problem::new(S::UNPROCESSABLE_ENTITY, "key-test-failed", "Encryption key test failed", detail)
+                ..Problem::new(
+                    S::UNPROCESSABLE_ENTITY,
+                    "key-test-failed",
+                    "Encryption key test failed",
+                    detail,
+                )
             }
         }
         DomainError::Store(_) => Problem::new(

@@ -15,12 +15,16 @@ use aws_sdk_kms::types::DataKeySpec;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
+use secrecy::ExposeSecret;
 use tokio::sync::Mutex;
 
 use super::KmsTimeouts;
 use crate::domain::keys::arn::KmsKeyArn;
 use crate::domain::keys::{AwsAccess, KeyRef};
-use crate::domain::kms::{DataKey, EncryptionContext, KeyDescription, KeyProvider, KeyState, KmsError, PlaintextKey};
+use crate::domain::kms::{
+    DataKey, EncryptionContext, KeyDescription, KeyProvider, KeyState, KmsError, PlaintextKey,
+};
+use crate::settings::AwsSettings;
 
 type Credentials = aws_sdk_kms::config::Credentials;
 
@@ -32,8 +36,32 @@ pub struct AwsKms {
 }
 
 impl AwsKms {
-    pub async fn from_env(timeouts: KmsTimeouts) -> Self {
-        let base = aws_config::defaults(BehaviorVersion::latest())
+    /// The SDK's default configuration chain, with the settings' endpoint and static
+    /// credentials applied when given (so each test app can point at its own KMS).
+    pub async fn new(settings: &AwsSettings, timeouts: KmsTimeouts) -> Self {
+        // An explicit region keeps the SDK from asking the instance metadata service.
+        let region = settings
+            .region
+            .clone()
+            .unwrap_or_else(|| "us-east-1".to_owned());
+        let mut loader =
+            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region));
+        if let Some(url) = &settings.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if let (Some(id), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
+            loader = loader.credentials_provider(Credentials::new(
+                id,
+                secret.expose_secret(),
+                settings
+                    .session_token
+                    .as_ref()
+                    .map(|t| t.expose_secret().to_owned()),
+                None,
+                "cmek-console-settings",
+            ));
+        }
+        let base = loader
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(timeouts.connect)
@@ -44,18 +72,28 @@ impl AwsKms {
             .retry_config(RetryConfig::disabled())
             .load()
             .await;
-        Self { base, timeouts, assumed: Mutex::new(HashMap::new()) }
+        Self {
+            base,
+            timeouts,
+            assumed: Mutex::new(HashMap::new()),
+        }
     }
 
     fn kms(&self, region: &str, credentials: Option<Credentials>) -> aws_sdk_kms::Client {
-        let mut config = aws_sdk_kms::config::Builder::from(&self.base).region(Region::new(region.to_owned()));
+        let mut config =
+            aws_sdk_kms::config::Builder::from(&self.base).region(Region::new(region.to_owned()));
         if let Some(credentials) = credentials {
             config = config.credentials_provider(credentials);
         }
         aws_sdk_kms::Client::from_conf(config.build())
     }
 
-    async fn assume(&self, role_arn: &str, external_id: &str, region: &str) -> Result<Credentials, KmsError> {
+    async fn assume(
+        &self,
+        role_arn: &str,
+        external_id: &str,
+        region: &str,
+    ) -> Result<Credentials, KmsError> {
         let cache_key = (role_arn.to_owned(), external_id.to_owned());
         if let Some((credentials, until)) = self.assumed.lock().await.get(&cache_key)
             && *until > SystemTime::now()
@@ -63,7 +101,9 @@ impl AwsKms {
             return Ok(credentials.clone());
         }
         let sts = aws_sdk_sts::Client::from_conf(
-            aws_sdk_sts::config::Builder::from(&self.base).region(aws_sdk_sts::config::Region::new(region.to_owned())).build(),
+            aws_sdk_sts::config::Builder::from(&self.base)
+                .region(aws_sdk_sts::config::Region::new(region.to_owned()))
+                .build(),
         );
         let output = sts
             .assume_role()
@@ -81,23 +121,46 @@ impl AwsKms {
                 other => other,
             })?;
         let Some(c) = output.credentials else {
-            return Err(KmsError::Other { code: "AssumeRole".into(), message: "STS returned no credentials".into() });
+            return Err(KmsError::Other {
+                code: "AssumeRole".into(),
+                message: "STS returned no credentials".into(),
+            });
         };
         let expires = SystemTime::try_from(c.expiration).unwrap_or_else(|_| SystemTime::now());
-        let credentials = Credentials::new(c.access_key_id, c.secret_access_key, Some(c.session_token), Some(expires), "cmek-console-assume-role");
-        let refresh_at = expires.checked_sub(Duration::from_secs(120)).unwrap_or(expires);
-        self.assumed.lock().await.insert(cache_key, (credentials.clone(), refresh_at));
+        let credentials = Credentials::new(
+            c.access_key_id,
+            c.secret_access_key,
+            Some(c.session_token),
+            Some(expires),
+            "cmek-console-assume-role",
+        );
+        let refresh_at = expires
+            .checked_sub(Duration::from_secs(120))
+            .unwrap_or(expires);
+        self.assumed
+            .lock()
+            .await
+            .insert(cache_key, (credentials.clone(), refresh_at));
         Ok(credentials)
     }
 
-    async fn client_for<'k>(&self, key: &'k KeyRef) -> Result<(aws_sdk_kms::Client, &'k KmsKeyArn), KmsError> {
+    async fn client_for<'k>(
+        &self,
+        key: &'k KeyRef,
+    ) -> Result<(aws_sdk_kms::Client, &'k KmsKeyArn), KmsError> {
         let KeyRef::Aws { arn, access } = key else {
-            return Err(KmsError::Other { code: "WrongProvider".into(), message: "not an AWS key".into() });
+            return Err(KmsError::Other {
+                code: "WrongProvider".into(),
+                message: "not an AWS key".into(),
+            });
         };
         let region = arn.region().as_str();
         let credentials = match access {
             AwsAccess::KeyPolicy => None,
-            AwsAccess::Role { role_arn, external_id } => Some(self.assume(role_arn.as_str(), external_id, region).await?),
+            AwsAccess::Role {
+                role_arn,
+                external_id,
+            } => Some(self.assume(role_arn.as_str(), external_id, region).await?),
         };
         Ok((self.kms(region, credentials), arn))
     }
@@ -124,52 +187,100 @@ impl AwsKms {
 }
 
 fn context_map(context: &EncryptionContext) -> HashMap<String, String> {
-    context.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    context
+        .0
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Sorts an SDK failure into the kinds the console acts on. moto answers an IAM denial with
 /// HTTP 403 and a body the SDK cannot parse (no error code), so the status counts too.
-fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(err: SdkError<E, HttpResponse>) -> KmsError {
-    let message = err.message().map(str::to_owned).unwrap_or_else(|| DisplayErrorContext(&err).to_string());
+fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+    err: SdkError<E, HttpResponse>,
+) -> KmsError {
+    let message = err
+        .message()
+        .map(str::to_owned)
+        .unwrap_or_else(|| DisplayErrorContext(&err).to_string());
     match &err {
-        SdkError::TimeoutError(_) => return KmsError::Unreachable("the KMS did not answer in time".into()),
+        SdkError::TimeoutError(_) => {
+            return KmsError::Unreachable("the KMS did not answer in time".into());
+        }
         SdkError::DispatchFailure(failure) => {
             return if failure.is_timeout() {
                 KmsError::Unreachable("the KMS did not answer in time".into())
             } else if failure.is_io() {
                 KmsError::Unreachable("the connection to the KMS failed".into())
             } else {
-                KmsError::Other { code: "ConfigurationError".into(), message: DisplayErrorContext(&err).to_string() }
+                KmsError::Other {
+                    code: "ConfigurationError".into(),
+                    message: DisplayErrorContext(&err).to_string(),
+                }
             };
         }
         SdkError::ConstructionFailure(_) => {
-            return KmsError::Other { code: "ConfigurationError".into(), message: DisplayErrorContext(&err).to_string() };
+            return KmsError::Other {
+                code: "ConfigurationError".into(),
+                message: DisplayErrorContext(&err).to_string(),
+            };
         }
         _ => {}
     }
     let status = err.raw_response().map(|r| r.status().as_u16());
     let code = err.code().map(str::to_owned);
     match (code.as_deref(), status) {
-        (Some("AccessDeniedException" | "AccessDenied" | "UnrecognizedClientException" | "InvalidClientTokenId"), _) | (None, Some(401 | 403)) => {
-            KmsError::AccessDenied { code: code.clone().unwrap_or_else(|| "AccessDenied".into()), message }
-        }
+        (
+            Some(
+                "AccessDeniedException"
+                | "AccessDenied"
+                | "UnrecognizedClientException"
+                | "InvalidClientTokenId",
+            ),
+            _,
+        )
+        | (None, Some(401 | 403)) => KmsError::AccessDenied {
+            code: code.clone().unwrap_or_else(|| "AccessDenied".into()),
+            message,
+        },
         (Some(c @ "DisabledException"), _) => KmsError::Disabled { code: c.into() },
         (Some(c @ "KMSInvalidStateException"), _) => KmsError::PendingDeletion { code: c.into() },
         (Some(c @ "NotFoundException"), _) => KmsError::NotFound { code: c.into() },
-        (Some(c @ ("InvalidKeyUsageException" | "IncorrectKeyException" | "UnsupportedOperationException")), _) => KmsError::WrongKeyUsage { code: c.into() },
-        (Some("ThrottlingException" | "LimitExceededException" | "RequestLimitExceeded"), _) | (None, Some(429)) => {
-            KmsError::Throttled { code: code.clone().unwrap_or_else(|| "ThrottlingException".into()) }
-        }
-        (Some("KMSInternalException" | "DependencyTimeoutException" | "ServiceUnavailable"), _) | (None, Some(500..=599)) => {
-            KmsError::Unreachable(format!("the KMS answered with an error ({})", code.clone().unwrap_or_else(|| "HTTP 5xx".into())))
-        }
-        (Some(c), _) => KmsError::Other { code: c.to_owned(), message },
-        (None, s) => KmsError::Other { code: s.map(|s| format!("HTTP {s}")).unwrap_or_else(|| "Unknown".into()), message },
+        (
+            Some(
+                c @ ("InvalidKeyUsageException"
+                | "IncorrectKeyException"
+                | "UnsupportedOperationException"),
+            ),
+            _,
+        ) => KmsError::WrongKeyUsage { code: c.into() },
+        (Some("ThrottlingException" | "LimitExceededException" | "RequestLimitExceeded"), _)
+        | (None, Some(429)) => KmsError::Throttled {
+            code: code.clone().unwrap_or_else(|| "ThrottlingException".into()),
+        },
+        (Some("KMSInternalException" | "DependencyTimeoutException" | "ServiceUnavailable"), _)
+        | (None, Some(500..=599)) => KmsError::Unreachable(format!(
+            "the KMS answered with an error ({})",
+            code.clone().unwrap_or_else(|| "HTTP 5xx".into())
+        )),
+        (Some(c), _) => KmsError::Other {
+            code: c.to_owned(),
+            message,
+        },
+        (None, s) => KmsError::Other {
+            code: s
+                .map(|s| format!("HTTP {s}"))
+                .unwrap_or_else(|| "Unknown".into()),
+            message,
+        },
     }
 }
 
 fn region_of_arn(arn: &str) -> Option<String> {
-    arn.split(':').nth(3).filter(|r| !r.is_empty()).map(str::to_owned)
+    arn.split(':')
+        .nth(3)
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
 }
 
 #[async_trait]
@@ -177,10 +288,20 @@ impl KeyProvider for AwsKms {
     async fn describe(&self, key: &KeyRef) -> Result<KeyDescription, KmsError> {
         let (client, arn) = self.client_for(key).await?;
         let output = self
-            .throttled(|| async { client.describe_key().key_id(arn.as_str()).send().await.map_err(classify) })
+            .throttled(|| async {
+                client
+                    .describe_key()
+                    .key_id(arn.as_str())
+                    .send()
+                    .await
+                    .map_err(classify)
+            })
             .await?;
         let Some(meta) = output.key_metadata else {
-            return Err(KmsError::Other { code: "DescribeKey".into(), message: "no key metadata returned".into() });
+            return Err(KmsError::Other {
+                code: "DescribeKey".into(),
+                message: "no key metadata returned".into(),
+            });
         };
         let state = match meta.key_state.as_ref().map(|s| s.as_str()) {
             Some("Enabled") => KeyState::Enabled,
@@ -195,12 +316,24 @@ impl KeyProvider for AwsKms {
             region: region_of_arn(&key_id),
             key_id,
             state,
-            spec: meta.key_spec.as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default(),
-            usage: meta.key_usage.as_ref().map(|u| u.as_str().to_owned()).unwrap_or_default(),
+            spec: meta
+                .key_spec
+                .as_ref()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
+            usage: meta
+                .key_usage
+                .as_ref()
+                .map(|u| u.as_str().to_owned())
+                .unwrap_or_default(),
         })
     }
 
-    async fn generate_data_key(&self, key: &KeyRef, context: &EncryptionContext) -> Result<DataKey, KmsError> {
+    async fn generate_data_key(
+        &self,
+        key: &KeyRef,
+        context: &EncryptionContext,
+    ) -> Result<DataKey, KmsError> {
         let (client, arn) = self.client_for(key).await?;
         let mut output = self
             .throttled(|| async {
@@ -214,13 +347,26 @@ impl KeyProvider for AwsKms {
                     .map_err(classify)
             })
             .await?;
-        let (Some(plaintext), Some(wrapped)) = (output.plaintext.take(), output.ciphertext_blob.take()) else {
-            return Err(KmsError::Other { code: "GenerateDataKey".into(), message: "no data key returned".into() });
+        let (Some(plaintext), Some(wrapped)) =
+            (output.plaintext.take(), output.ciphertext_blob.take())
+        else {
+            return Err(KmsError::Other {
+                code: "GenerateDataKey".into(),
+                message: "no data key returned".into(),
+            });
         };
-        Ok(DataKey { plaintext: PlaintextKey::new(plaintext.into_inner()), wrapped: wrapped.into_inner() })
+        Ok(DataKey {
+            plaintext: PlaintextKey::new(plaintext.into_inner()),
+            wrapped: wrapped.into_inner(),
+        })
     }
 
-    async fn decrypt_data_key(&self, key: &KeyRef, wrapped: &[u8], context: &EncryptionContext) -> Result<PlaintextKey, KmsError> {
+    async fn decrypt_data_key(
+        &self,
+        key: &KeyRef,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<PlaintextKey, KmsError> {
         let (client, arn) = self.client_for(key).await?;
         let mut output = self
             .throttled(|| async {
@@ -238,13 +384,23 @@ impl KeyProvider for AwsKms {
             .plaintext
             .take()
             .map(|p| PlaintextKey::new(p.into_inner()))
-            .ok_or_else(|| KmsError::Other { code: "Decrypt".into(), message: "no plaintext returned".into() })
+            .ok_or_else(|| KmsError::Other {
+                code: "Decrypt".into(),
+                message: "no plaintext returned".into(),
+            })
     }
 
     async fn rotation_enabled(&self, key: &KeyRef) -> Result<Option<bool>, KmsError> {
         let (client, arn) = self.client_for(key).await?;
         let output = self
-            .throttled(|| async { client.get_key_rotation_status().key_id(arn.as_str()).send().await.map_err(classify) })
+            .throttled(|| async {
+                client
+                    .get_key_rotation_status()
+                    .key_id(arn.as_str())
+                    .send()
+                    .await
+                    .map_err(classify)
+            })
             .await?;
         Ok(Some(output.key_rotation_enabled))
     }

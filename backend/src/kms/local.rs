@@ -18,7 +18,9 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::domain::keys::KeyRef;
-use crate::domain::kms::{DataKey, EncryptionContext, KeyDescription, KeyProvider, KeyState, KmsError, PlaintextKey};
+use crate::domain::kms::{
+    DataKey, EncryptionContext, KeyDescription, KeyProvider, KeyState, KmsError, PlaintextKey,
+};
 use crate::domain::local_kms::{LocalKey, LocalKeyAdmin};
 use crate::domain::ports::StoreError;
 use crate::store::local_kms as rows;
@@ -42,7 +44,15 @@ fn random<const N: usize>() -> Zeroizing<[u8; N]> {
 fn seal(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
     let cipher = Aes256Gcm::new_from_slice(key).ok()?;
     let nonce = random::<12>();
-    let sealed = cipher.encrypt(Nonce::from_slice(nonce.as_ref()), Payload { msg: plaintext, aad }).ok()?;
+    let sealed = cipher
+        .encrypt(
+            Nonce::from_slice(nonce.as_ref()),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .ok()?;
     let mut out = nonce.to_vec();
     out.extend(sealed);
     Some(out)
@@ -55,11 +65,17 @@ fn unseal(key: &[u8; 32], blob: &[u8], aad: &[u8]) -> Option<Zeroizing<Vec<u8>>>
     }
     let (nonce, sealed) = blob.split_at(12);
     let cipher = Aes256Gcm::new_from_slice(key).ok()?;
-    cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad }).ok().map(Zeroizing::new)
+    cipher
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
+        .ok()
+        .map(Zeroizing::new)
 }
 
 fn internal(what: &str) -> KmsError {
-    KmsError::Other { code: "KMSInternalException".into(), message: what.into() }
+    KmsError::Other {
+        code: "KMSInternalException".into(),
+        message: what.into(),
+    }
 }
 
 fn store_error(err: StoreError) -> KmsError {
@@ -76,7 +92,10 @@ impl LocalKms {
                 let bytes = Zeroizing::new(bytes);
                 let mut master = Zeroizing::new([0u8; 32]);
                 if bytes.len() != 32 {
-                    return Err(std::io::Error::other(format!("{} must hold exactly 32 bytes", path.display())));
+                    return Err(std::io::Error::other(format!(
+                        "{} must hold exactly 32 bytes",
+                        path.display()
+                    )));
                 }
                 master.copy_from_slice(&bytes);
                 master
@@ -105,19 +124,30 @@ impl LocalKms {
     }
 
     async fn key(&self, key: &KeyRef) -> Result<LocalKey, KmsError> {
-        let KeyRef::Local { key_id, organization_id } = key else {
-            return Err(KmsError::Other { code: "WrongProvider".into(), message: "not a local key".into() });
+        let KeyRef::Local {
+            key_id,
+            organization_id,
+        } = key
+        else {
+            return Err(KmsError::Other {
+                code: "WrongProvider".into(),
+                message: "not a local key".into(),
+            });
         };
         match rows::get(&self.db, *key_id).await.map_err(store_error)? {
             Some(key) if key.organization_id == *organization_id => Ok(key),
-            _ => Err(KmsError::NotFound { code: "NotFoundException".into() }),
+            _ => Err(KmsError::NotFound {
+                code: "NotFoundException".into(),
+            }),
         }
     }
 
     async fn usable(&self, key: &KeyRef) -> Result<LocalKey, KmsError> {
         let key = self.key(key).await?;
         if !key.enabled {
-            return Err(KmsError::Disabled { code: "DisabledException".into() });
+            return Err(KmsError::Disabled {
+                code: "DisabledException".into(),
+            });
         }
         Ok(key)
     }
@@ -126,7 +156,10 @@ impl LocalKms {
         let sealed = rows::material(&self.db, key_id, version)
             .await
             .map_err(store_error)?
-            .ok_or_else(|| KmsError::Other { code: "InvalidCiphertextException".into(), message: "unknown key version".into() })?;
+            .ok_or_else(|| KmsError::Other {
+                code: "InvalidCiphertextException".into(),
+                message: "unknown key version".into(),
+            })?;
         let plain = unseal(&self.master, &sealed, &Self::material_aad(key_id, version))
             .ok_or_else(|| internal("key material does not open under this master key"))?;
         let mut material = Zeroizing::new([0u8; 32]);
@@ -139,8 +172,12 @@ impl LocalKms {
 
     fn new_material(&self, key_id: Uuid, version: i32) -> Result<Vec<u8>, StoreError> {
         let material = random::<32>();
-        seal(&self.master, material.as_ref(), &Self::material_aad(key_id, version))
-            .ok_or_else(|| StoreError::Corrupt("could not seal new key material".into()))
+        seal(
+            &self.master,
+            material.as_ref(),
+            &Self::material_aad(key_id, version),
+        )
+        .ok_or_else(|| StoreError::Corrupt("could not seal new key material".into()))
     }
 }
 
@@ -150,33 +187,59 @@ impl KeyProvider for LocalKms {
         let key = self.key(key).await?;
         Ok(KeyDescription {
             key_id: key.id.to_string(),
-            state: if key.enabled { KeyState::Enabled } else { KeyState::Disabled },
+            state: if key.enabled {
+                KeyState::Enabled
+            } else {
+                KeyState::Disabled
+            },
             spec: "SYMMETRIC_DEFAULT".into(),
             usage: "ENCRYPT_DECRYPT".into(),
             region: None,
         })
     }
 
-    async fn generate_data_key(&self, key: &KeyRef, context: &EncryptionContext) -> Result<DataKey, KmsError> {
+    async fn generate_data_key(
+        &self,
+        key: &KeyRef,
+        context: &EncryptionContext,
+    ) -> Result<DataKey, KmsError> {
         let local = self.usable(key).await?;
         let material = self.material(local.id, local.version).await?;
         let plaintext = random::<32>();
-        let sealed = seal(&material, plaintext.as_ref(), &Self::data_key_aad(local.id, context))
-            .ok_or_else(|| internal("could not wrap the data key"))?;
+        let sealed = seal(
+            &material,
+            plaintext.as_ref(),
+            &Self::data_key_aad(local.id, context),
+        )
+        .ok_or_else(|| internal("could not wrap the data key"))?;
         let mut wrapped = WRAP_MAGIC.to_vec();
         wrapped.extend(local.version.to_be_bytes());
         wrapped.extend(sealed);
-        Ok(DataKey { plaintext: PlaintextKey::new(plaintext.to_vec()), wrapped })
+        Ok(DataKey {
+            plaintext: PlaintextKey::new(plaintext.to_vec()),
+            wrapped,
+        })
     }
 
-    async fn decrypt_data_key(&self, key: &KeyRef, wrapped: &[u8], context: &EncryptionContext) -> Result<PlaintextKey, KmsError> {
+    async fn decrypt_data_key(
+        &self,
+        key: &KeyRef,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<PlaintextKey, KmsError> {
         let local = self.usable(key).await?;
-        let invalid = || KmsError::Other { code: "InvalidCiphertextException".into(), message: "the wrapped key does not open under this key and context".into() };
-        let rest = wrapped.strip_prefix(WRAP_MAGIC.as_slice()).ok_or_else(invalid)?;
+        let invalid = || KmsError::Other {
+            code: "InvalidCiphertextException".into(),
+            message: "the wrapped key does not open under this key and context".into(),
+        };
+        let rest = wrapped
+            .strip_prefix(WRAP_MAGIC.as_slice())
+            .ok_or_else(invalid)?;
         let (version, sealed) = rest.split_at_checked(4).ok_or_else(invalid)?;
         let version = i32::from_be_bytes(version.try_into().map_err(|_| invalid())?);
         let material = self.material(local.id, version).await?;
-        let plain = unseal(&material, sealed, &Self::data_key_aad(local.id, context)).ok_or_else(invalid)?;
+        let plain = unseal(&material, sealed, &Self::data_key_aad(local.id, context))
+            .ok_or_else(invalid)?;
         Ok(PlaintextKey::new(plain.to_vec()))
     }
 
@@ -191,7 +254,12 @@ impl LocalKeyAdmin for LocalKms {
         rows::list(&self.db, organization_id).await
     }
 
-    async fn create(&self, organization_id: Uuid, name: &str, now: DateTime<Utc>) -> Result<LocalKey, StoreError> {
+    async fn create(
+        &self,
+        organization_id: Uuid,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<LocalKey, StoreError> {
         let key = LocalKey {
             id: Uuid::now_v7(),
             organization_id,
@@ -205,11 +273,21 @@ impl LocalKeyAdmin for LocalKms {
         Ok(key)
     }
 
-    async fn set_enabled(&self, organization_id: Uuid, id: Uuid, enabled: bool) -> Result<bool, StoreError> {
+    async fn set_enabled(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        enabled: bool,
+    ) -> Result<bool, StoreError> {
         rows::set_enabled(&self.db, organization_id, id, enabled).await
     }
 
-    async fn rotate(&self, organization_id: Uuid, id: Uuid, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn rotate(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         match rows::get(&self.db, id).await? {
             Some(key) if key.organization_id == organization_id => {
                 rows::rotate(&self.db, &key, self.new_material(id, key.version + 1)?, now).await?;

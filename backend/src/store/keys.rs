@@ -2,7 +2,9 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+};
 use uuid::Uuid;
 
 use super::entities::encryption_keys;
@@ -49,7 +51,10 @@ fn from_model(m: encryption_keys::Model) -> Result<EncryptionKey, StoreError> {
 
 pub async fn insert(db: &impl ConnectionTrait, key: &EncryptionKey) -> Result<(), StoreError> {
     let role_arn = match &key.key_ref {
-        KeyRef::Aws { access: AwsAccess::Role { role_arn, .. }, .. } => Some(role_arn.as_str().to_owned()),
+        KeyRef::Aws {
+            access: AwsAccess::Role { role_arn, .. },
+            ..
+        } => Some(role_arn.as_str().to_owned()),
         _ => None,
     };
     encryption_keys::Entity::insert(encryption_keys::ActiveModel {
@@ -59,7 +64,10 @@ pub async fn insert(db: &impl ConnectionTrait, key: &EncryptionKey) -> Result<()
         provider: Set(key.key_ref.provider().as_str().to_owned()),
         region: Set(key.region.as_str().to_owned()),
         key_ref: Set(key.key_ref.display()),
-        access_mode: Set(key.key_ref.access_mode().map(|m: AccessMode| m.as_str().to_owned())),
+        access_mode: Set(key
+            .key_ref
+            .access_mode()
+            .map(|m: AccessMode| m.as_str().to_owned())),
         role_arn: Set(role_arn),
         status: Set(key.status.as_str().to_owned()),
         last_checked_at: Set(key.last_checked_at),
@@ -101,7 +109,11 @@ pub async fn get(
         .transpose()
 }
 
-pub async fn delete(db: &impl ConnectionTrait, organization_id: Uuid, id: Uuid) -> Result<(), StoreError> {
+pub async fn delete(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    id: Uuid,
+) -> Result<(), StoreError> {
     encryption_keys::Entity::delete_many()
         .filter(encryption_keys::Column::Id.eq(id))
         .filter(encryption_keys::Column::OrganizationId.eq(organization_id))
@@ -118,8 +130,14 @@ pub async fn update_status(
     error: Option<String>,
 ) -> Result<(), StoreError> {
     encryption_keys::Entity::update_many()
-        .col_expr(encryption_keys::Column::Status, Expr::value(status.as_str()))
-        .col_expr(encryption_keys::Column::LastCheckedAt, Expr::value(checked_at))
+        .col_expr(
+            encryption_keys::Column::Status,
+            Expr::value(status.as_str()),
+        )
+        .col_expr(
+            encryption_keys::Column::LastCheckedAt,
+            Expr::value(checked_at),
+        )
         .col_expr(encryption_keys::Column::LastError, Expr::value(error))
         .filter(encryption_keys::Column::Id.eq(id))
         .exec(db)

@@ -24,7 +24,10 @@ fn from_model(m: local_keys::Model) -> LocalKey {
     }
 }
 
-pub async fn list(db: &DatabaseConnection, organization_id: Uuid) -> Result<Vec<LocalKey>, StoreError> {
+pub async fn list(
+    db: &DatabaseConnection,
+    organization_id: Uuid,
+) -> Result<Vec<LocalKey>, StoreError> {
     Ok(local_keys::Entity::find()
         .filter(local_keys::Column::OrganizationId.eq(organization_id))
         .order_by_asc(local_keys::Column::Id)
@@ -36,10 +39,17 @@ pub async fn list(db: &DatabaseConnection, organization_id: Uuid) -> Result<Vec<
 }
 
 pub async fn get(db: &DatabaseConnection, id: Uuid) -> Result<Option<LocalKey>, StoreError> {
-    Ok(local_keys::Entity::find_by_id(id).one(db).await?.map(from_model))
+    Ok(local_keys::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .map(from_model))
 }
 
-pub async fn material(db: &DatabaseConnection, id: Uuid, version: i32) -> Result<Option<Vec<u8>>, StoreError> {
+pub async fn material(
+    db: &DatabaseConnection,
+    id: Uuid,
+    version: i32,
+) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(local_key_versions::Entity::find_by_id((id, version))
         .one(db)
         .await?
@@ -64,7 +74,11 @@ async fn insert_version(
     Ok(())
 }
 
-pub async fn create(db: &DatabaseConnection, key: &LocalKey, material: Vec<u8>) -> Result<(), StoreError> {
+pub async fn create(
+    db: &DatabaseConnection,
+    key: &LocalKey,
+    material: Vec<u8>,
+) -> Result<(), StoreError> {
     let txn = db.begin().await?;
     local_keys::Entity::insert(local_keys::ActiveModel {
         id: Set(key.id),
@@ -82,9 +96,17 @@ pub async fn create(db: &DatabaseConnection, key: &LocalKey, material: Vec<u8>) 
     Ok(())
 }
 
-pub async fn set_enabled(db: &DatabaseConnection, organization_id: Uuid, id: Uuid, enabled: bool) -> Result<bool, StoreError> {
+pub async fn set_enabled(
+    db: &DatabaseConnection,
+    organization_id: Uuid,
+    id: Uuid,
+    enabled: bool,
+) -> Result<bool, StoreError> {
     let result = local_keys::Entity::update_many()
-        .col_expr(local_keys::Column::Enabled, sea_orm::sea_query::Expr::value(enabled))
+        .col_expr(
+            local_keys::Column::Enabled,
+            sea_orm::sea_query::Expr::value(enabled),
+        )
         .filter(local_keys::Column::Id.eq(id))
         .filter(local_keys::Column::OrganizationId.eq(organization_id))
         .exec(db)
@@ -93,13 +115,24 @@ pub async fn set_enabled(db: &DatabaseConnection, organization_id: Uuid, id: Uui
 }
 
 /// Adds version `key.version + 1` with `material` and makes it current.
-pub async fn rotate(db: &DatabaseConnection, key: &LocalKey, material: Vec<u8>, now: DateTime<Utc>) -> Result<(), StoreError> {
+pub async fn rotate(
+    db: &DatabaseConnection,
+    key: &LocalKey,
+    material: Vec<u8>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let txn = db.begin().await?;
     let next = key.version + 1;
     insert_version(&txn, key.id, next, material, now).await?;
     local_keys::Entity::update_many()
-        .col_expr(local_keys::Column::Version, sea_orm::sea_query::Expr::value(next))
-        .col_expr(local_keys::Column::RotatedAt, sea_orm::sea_query::Expr::value(now))
+        .col_expr(
+            local_keys::Column::Version,
+            sea_orm::sea_query::Expr::value(next),
+        )
+        .col_expr(
+            local_keys::Column::RotatedAt,
+            sea_orm::sea_query::Expr::value(now),
+        )
         .filter(local_keys::Column::Id.eq(key.id))
         .exec(&txn)
         .await?;

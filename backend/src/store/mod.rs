@@ -104,16 +104,11 @@ impl Store for SeaStore {
             .map_err(StoreError::from)
     }
 
-    async fn organizations(
-        &self,
-    ) -> Result<Vec<Organization>, StoreError> {
+    async fn organizations(&self) -> Result<Vec<Organization>, StoreError> {
         identity::organizations(&self.db).await
     }
 
-    async fn organization(
-        &self,
-        id: Uuid,
-    ) -> Result<Option<Organization>, StoreError> {
+    async fn organization(&self, id: Uuid) -> Result<Option<Organization>, StoreError> {
         identity::organization(&self.db, id).await
     }
 
@@ -132,27 +127,18 @@ impl Store for SeaStore {
         identity::first_owner(&self.db).await
     }
 
-    async fn user(
-        &self,
-        id: Uuid,
-    ) -> Result<Option<User>, StoreError> {
+    async fn user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
         identity::user(&self.db, id).await
     }
 
-    async fn replace_sign_in_link(
-        &self,
-        link: &SignInLink,
-    ) -> Result<(), StoreError> {
+    async fn replace_sign_in_link(&self, link: &SignInLink) -> Result<(), StoreError> {
         let write = self.begin().await?;
         identity::replace_sign_in_link(&write.txn, link).await?;
         write.txn.commit().await?;
         Ok(())
     }
 
-    async fn sign_in_link(
-        &self,
-        token_hash: &str,
-    ) -> Result<Option<SignInLink>, StoreError> {
+    async fn sign_in_link(&self, token_hash: &str) -> Result<Option<SignInLink>, StoreError> {
         identity::sign_in_link(&self.db, token_hash).await
     }
 
@@ -171,18 +157,11 @@ impl Store for SeaStore {
         Ok(true)
     }
 
-    async fn session(
-        &self,
-        token_hash: &str,
-    ) -> Result<Option<Session>, StoreError> {
+    async fn session(&self, token_hash: &str) -> Result<Option<Session>, StoreError> {
         identity::session(&self.db, token_hash).await
     }
 
-    async fn touch_session(
-        &self,
-        id: Uuid,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn touch_session(&self, id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError> {
         identity::touch_session(&self.db, id, now).await
     }
 
@@ -192,27 +171,17 @@ impl Store for SeaStore {
         write.commit_with(audit).await
     }
 
-    async fn insert_api_key(
-        &self,
-        key: &ApiKey,
-        audit: AuditDraft,
-    ) -> Result<(), StoreError> {
+    async fn insert_api_key(&self, key: &ApiKey, audit: AuditDraft) -> Result<(), StoreError> {
         let write = self.begin().await?;
         identity::insert_api_key(&write.txn, key).await?;
         write.commit_with(audit).await
     }
 
-    async fn api_key_by_hash(
-        &self,
-        key_hash: &str,
-    ) -> Result<Option<ApiKey>, StoreError> {
+    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
         identity::api_key_by_hash(&self.db, key_hash).await
     }
 
-    async fn api_keys(
-        &self,
-        organization_id: Uuid,
-    ) -> Result<Vec<ApiKey>, StoreError> {
+    async fn api_keys(&self, organization_id: Uuid) -> Result<Vec<ApiKey>, StoreError> {
         identity::api_keys(&self.db, organization_id).await
     }
 
@@ -231,19 +200,11 @@ impl Store for SeaStore {
         Ok(true)
     }
 
-    async fn touch_api_key(
-        &self,
-        id: Uuid,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    async fn touch_api_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError> {
         identity::touch_api_key(&self.db, id, now).await
     }
 
-    async fn insert_project(
-        &self,
-        project: &Project,
-        audit: AuditDraft,
-    ) -> Result<(), StoreError> {
+    async fn insert_project(&self, project: &Project, audit: AuditDraft) -> Result<(), StoreError> {
         let write = self.begin().await?;
         projects::insert(&write.txn, project).await?;
         write.commit_with(audit).await
@@ -265,11 +226,7 @@ impl Store for SeaStore {
         projects::list(&self.db, organization_id, page).await
     }
 
-    async fn update_project(
-        &self,
-        project: &Project,
-        audit: AuditDraft,
-    ) -> Result<(), StoreError> {
+    async fn update_project(&self, project: &Project, audit: AuditDraft) -> Result<(), StoreError> {
         let write = self.begin().await?;
         projects::update(&write.txn, project).await?;
         write.commit_with(audit).await
@@ -281,15 +238,28 @@ impl Store for SeaStore {
         write.commit_with(audit).await
     }
 
-    async fn keys(&self, organization_id: Uuid, project_id: Uuid) -> Result<Vec<EncryptionKey>, StoreError> {
+    async fn keys(
+        &self,
+        organization_id: Uuid,
+        project_id: Uuid,
+    ) -> Result<Vec<EncryptionKey>, StoreError> {
         keys::list(&self.db, organization_id, project_id).await
     }
 
-    async fn key(&self, organization_id: Uuid, id: Uuid) -> Result<Option<EncryptionKey>, StoreError> {
+    async fn key(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<EncryptionKey>, StoreError> {
         keys::get(&self.db, organization_id, id).await
     }
 
-    async fn delete_key(&self, organization_id: Uuid, id: Uuid, audit: AuditDraft) -> Result<(), StoreError> {
+    async fn delete_key(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
         let write = self.begin().await?;
         keys::delete(&write.txn, organization_id, id).await?;
         write.commit_with(audit).await
@@ -321,11 +291,7 @@ impl Store for SeaStore {
         audit::list(&self.db, organization_id, filter, page).await
     }
 
-    async fn audit_chain(
-        &self,
-        from_seq: i64,
-        limit: u64,
-    ) -> Result<Vec<AuditEvent>, StoreError> {
+    async fn audit_chain(&self, from_seq: i64, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {
         audit::chain(&self.db, from_seq, limit).await
     }
 }

@@ -22,9 +22,10 @@ fn is_uuid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     let lens = [8, 4, 4, 4, 12];
     parts.len() == 5
-        && parts.iter().zip(lens).all(|(p, n)| {
-            p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit())
-        })
+        && parts
+            .iter()
+            .zip(lens)
+            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn is_mrk(s: &str) -> bool {
@@ -55,13 +56,18 @@ impl KmsKeyArn {
         let (partition, service, region, account, resource) =
             (parts[1], parts[2], parts[3], parts[4], parts[5]);
         if service != "kms" {
-            return bad(format!("is an ARN of the \"{service}\" service, not of a KMS key"));
+            return bad(format!(
+                "is an ARN of the \"{service}\" service, not of a KMS key"
+            ));
         }
         if !matches!(partition, "aws" | "aws-us-gov" | "aws-cn") {
-            return bad(format!("has an unknown partition \"{partition}\" (expected aws, aws-us-gov or aws-cn)"));
+            return bad(format!(
+                "has an unknown partition \"{partition}\" (expected aws, aws-us-gov or aws-cn)"
+            ));
         }
-        let region = AwsRegion::parse(field, region)
-            .map_err(|_| FieldError::new(field, format!("names the unknown region \"{region}\"")))?;
+        let region = AwsRegion::parse(field, region).map_err(|_| {
+            FieldError::new(field, format!("names the unknown region \"{region}\""))
+        })?;
         if region.partition() != partition {
             return bad(format!(
                 "puts region {region} in partition \"{partition}\"; it belongs to \"{}\"",
@@ -69,13 +75,17 @@ impl KmsKeyArn {
             ));
         }
         if !is_account(account) {
-            return bad(format!("has the account \"{account}\"; an AWS account ID is 12 digits"));
+            return bad(format!(
+                "has the account \"{account}\"; an AWS account ID is 12 digits"
+            ));
         }
         if resource.starts_with("alias/") {
             return bad("is an alias ARN; the console needs the key's own ARN (key/...), because an alias can be re-pointed to another key. Find the key ARN under the alias in the KMS console".into());
         }
         let Some(key_id) = resource.strip_prefix("key/") else {
-            return bad(format!("names \"{resource}\"; a KMS key ARN ends in key/<key id>"));
+            return bad(format!(
+                "names \"{resource}\"; a KMS key ARN ends in key/<key id>"
+            ));
         };
         if !(is_uuid(key_id) || is_mrk(key_id)) {
             return bad(format!(
@@ -120,7 +130,10 @@ impl RoleArn {
         if parts.len() != 6 || parts[0] != "arn" {
             return bad("is not an ARN: expected arn:aws:iam::111122223333:role/cmek-access");
         }
-        if !matches!(parts[1], "aws" | "aws-us-gov" | "aws-cn") || parts[2] != "iam" || !parts[3].is_empty() {
+        if !matches!(parts[1], "aws" | "aws-us-gov" | "aws-cn")
+            || parts[2] != "iam"
+            || !parts[3].is_empty()
+        {
             return bad("is not an IAM ARN (arn:aws:iam::<account>:role/<name>)");
         }
         if !is_account(parts[4]) {
@@ -147,7 +160,10 @@ mod tests {
     use super::*;
 
     fn reason(raw: &str) -> String {
-        KmsKeyArn::parse("key_arn", raw).err().map(|e| e.reason).unwrap_or_default()
+        KmsKeyArn::parse("key_arn", raw)
+            .err()
+            .map(|e| e.reason)
+            .unwrap_or_default()
     }
 
     #[test]
@@ -168,12 +184,26 @@ mod tests {
         assert!(reason("alias/prod").contains("alias name"));
         assert!(reason("1234abcd-12ab-34cd-56ef-1234567890ab").contains("key ID, not an ARN"));
         assert!(reason("arn:aws:s3:::bucket").contains("\"s3\" service"));
-        assert!(reason("arn:aws:kms:us-east-1:1111:key/1234abcd-12ab-34cd-56ef-1234567890ab").contains("12 digits"));
-        assert!(reason("arn:aws:kms:moon-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab").contains("unknown region"));
-        assert!(reason("arn:aws-cn:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab").contains("belongs to \"aws\""));
+        assert!(
+            reason("arn:aws:kms:us-east-1:1111:key/1234abcd-12ab-34cd-56ef-1234567890ab")
+                .contains("12 digits")
+        );
+        assert!(
+            reason("arn:aws:kms:moon-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab")
+                .contains("unknown region")
+        );
+        assert!(
+            reason(
+                "arn:aws-cn:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+            )
+            .contains("belongs to \"aws\"")
+        );
         assert!(reason("arn:aws:kms:us-east-1:111122223333:key/not-a-key").contains("key ID"));
         assert!(reason("").contains("required"));
-        assert!(reason("arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab ").is_empty());
+        assert!(
+            reason("arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab ")
+                .is_empty()
+        );
     }
 
     #[test]

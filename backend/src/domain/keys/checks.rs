@@ -63,19 +63,63 @@ impl Run<'_> {
     }
 
     fn pass(&mut self, id: &'static str, title: &'static str, detail: String) {
-        self.push(Check { id, title, required: true, outcome: CheckOutcome::Pass, detail, code: None, fix: None });
+        self.push(Check {
+            id,
+            title,
+            required: true,
+            outcome: CheckOutcome::Pass,
+            detail,
+            code: None,
+            fix: None,
+        });
     }
 
-    fn fail(&mut self, id: &'static str, title: &'static str, detail: String, code: Option<String>, fix: String) {
-        self.push(Check { id, title, required: true, outcome: CheckOutcome::Fail, detail, code, fix: Some(fix) });
+    fn fail(
+        &mut self,
+        id: &'static str,
+        title: &'static str,
+        detail: String,
+        code: Option<String>,
+        fix: String,
+    ) {
+        self.push(Check {
+            id,
+            title,
+            required: true,
+            outcome: CheckOutcome::Fail,
+            detail,
+            code,
+            fix: Some(fix),
+        });
     }
 
-    fn kms_fail(&mut self, id: &'static str, title: &'static str, err: &KmsError, key: &KeyRef, region: &AwsRegion) {
-        self.fail(id, title, err.to_string(), Some(err.code().to_owned()), fix_for(err, key, region));
+    fn kms_fail(
+        &mut self,
+        id: &'static str,
+        title: &'static str,
+        err: &KmsError,
+        key: &KeyRef,
+        region: &AwsRegion,
+    ) {
+        self.fail(
+            id,
+            title,
+            err.to_string(),
+            Some(err.code().to_owned()),
+            fix_for(err, key, region),
+        );
     }
 
     fn skip(&mut self, id: &'static str, title: &'static str, why: &str) {
-        self.push(Check { id, title, required: true, outcome: CheckOutcome::Skipped, detail: why.to_owned(), code: None, fix: None });
+        self.push(Check {
+            id,
+            title,
+            required: true,
+            outcome: CheckOutcome::Skipped,
+            detail: why.to_owned(),
+            code: None,
+            fix: None,
+        });
     }
 }
 
@@ -95,17 +139,30 @@ pub async fn run(
     context: &EncryptionContext,
     progress: Option<&UnboundedSender<Check>>,
 ) -> Checklist {
-    let mut run = Run { checks: Vec::new(), progress };
+    let mut run = Run {
+        checks: Vec::new(),
+        progress,
+    };
     match provider.describe(key).await {
         Err(err) => {
             run.kms_fail("reachable", REACHABLE, &err, key, region);
             let why = "not run: the key could not be described";
-            for (id, title) in [("enabled", ENABLED), ("key_spec", SPEC), ("region", REGION), ("generate_data_key", GENERATE), ("decrypt_round_trip", ROUND_TRIP)] {
+            for (id, title) in [
+                ("enabled", ENABLED),
+                ("key_spec", SPEC),
+                ("region", REGION),
+                ("generate_data_key", GENERATE),
+                ("decrypt_round_trip", ROUND_TRIP),
+            ] {
                 run.skip(id, title, why);
             }
         }
         Ok(description) => {
-            run.pass("reachable", REACHABLE, format!("The KMS describes {}.", description.key_id));
+            run.pass(
+                "reachable",
+                REACHABLE,
+                format!("The KMS describes {}.", description.key_id),
+            );
             match &description.state {
                 KeyState::Enabled => run.pass("enabled", ENABLED, "The key is enabled.".into()),
                 KeyState::Disabled => run.fail("enabled", ENABLED, "The key is disabled.".into(), Some("Disabled".into()),
@@ -116,24 +173,43 @@ pub async fn run(
                     "Wait until the key is Enabled in the KMS console, then test again.".into()),
             }
             if description.spec == "SYMMETRIC_DEFAULT" && description.usage == "ENCRYPT_DECRYPT" {
-                run.pass("key_spec", SPEC, "Symmetric key for encryption and decryption.".into());
+                run.pass(
+                    "key_spec",
+                    SPEC,
+                    "Symmetric key for encryption and decryption.".into(),
+                );
             } else {
                 run.fail("key_spec", SPEC, format!("The key is {} for {}.", description.spec, description.usage), None,
                     "Create a new key with Key type Symmetric and Key usage Encrypt and decrypt, and use its ARN.".into());
             }
             match description.region.as_deref() {
-                Some(actual) if actual != region.as_str() => run.fail("region", REGION,
-                    format!("The key is in {actual}, but the encryption key is for {region}."), None,
-                    format!("Use a key in {region} (or a replica there of a multi-Region key).")),
+                Some(actual) if actual != region.as_str() => run.fail(
+                    "region",
+                    REGION,
+                    format!("The key is in {actual}, but the encryption key is for {region}."),
+                    None,
+                    format!("Use a key in {region} (or a replica there of a multi-Region key)."),
+                ),
                 _ => run.pass("region", REGION, format!("The key is in {region}.")),
             }
             match provider.generate_data_key(key, context).await {
                 Err(err) => {
                     run.kms_fail("generate_data_key", GENERATE, &err, key, region);
-                    run.skip("decrypt_round_trip", ROUND_TRIP, "not run: no data key was generated");
+                    run.skip(
+                        "decrypt_round_trip",
+                        ROUND_TRIP,
+                        "not run: no data key was generated",
+                    );
                 }
                 Ok(data_key) => {
-                    run.pass("generate_data_key", GENERATE, format!("A {}-byte data key was generated and wrapped.", data_key.plaintext.expose().len()));
+                    run.pass(
+                        "generate_data_key",
+                        GENERATE,
+                        format!(
+                            "A {}-byte data key was generated and wrapped.",
+                            data_key.plaintext.expose().len()
+                        ),
+                    );
                     match provider.decrypt_data_key(key, &data_key.wrapped, context).await {
                         Ok(unwrapped) if unwrapped.same_as(&data_key.plaintext) => run.pass("decrypt_round_trip", ROUND_TRIP,
                             "The wrapped data key decrypts to the same key.".into()),
@@ -151,13 +227,34 @@ pub async fn run(
         Ok(None) => ("The KMS does not report rotation for this key.".to_owned(), None, None),
         Err(err) => (format!("Could not read the rotation status: {err}."), Some(err.code().to_owned()), None),
     };
-    run.push(Check { id: "rotation", title: ROTATION, required: false, outcome: CheckOutcome::Info, detail: rotation.0, code: rotation.1, fix: rotation.2 });
-    let passed = run.checks.iter().filter(|c| c.required).all(|c| c.outcome == CheckOutcome::Pass);
-    Checklist { passed, checks: run.checks }
+    run.push(Check {
+        id: "rotation",
+        title: ROTATION,
+        required: false,
+        outcome: CheckOutcome::Info,
+        detail: rotation.0,
+        code: rotation.1,
+        fix: rotation.2,
+    });
+    let passed = run
+        .checks
+        .iter()
+        .filter(|c| c.required)
+        .all(|c| c.outcome == CheckOutcome::Pass);
+    Checklist {
+        passed,
+        checks: run.checks,
+    }
 }
 
 fn fix_for(err: &KmsError, key: &KeyRef, region: &AwsRegion) -> String {
-    let role = matches!(key, KeyRef::Aws { access: AwsAccess::Role { .. }, .. });
+    let role = matches!(
+        key,
+        KeyRef::Aws {
+            access: AwsAccess::Role { .. },
+            ..
+        }
+    );
     match err {
         KmsError::AccessDenied { .. } if role => "Check that the role trusts the platform account with your organization id as ExternalId, \
             and that its permission policy (step 2) allows this key.".into(),

@@ -48,7 +48,10 @@ impl Provider {
             "aws_kms" => Ok(Provider::AwsKms),
             "azure_key_vault" => Ok(Provider::AzureKeyVault),
             "local" => Ok(Provider::Local),
-            _ => Err(FieldError::new("provider", "must be \"aws_kms\", \"azure_key_vault\" or \"local\"")),
+            _ => Err(FieldError::new(
+                "provider",
+                "must be \"aws_kms\", \"azure_key_vault\" or \"local\"",
+            )),
         }
     }
 
@@ -66,15 +69,24 @@ impl Provider {
 pub enum AwsAccess {
     KeyPolicy,
     /// The console assumes the customer's role, presenting the organization id.
-    Role { role_arn: RoleArn, external_id: String },
+    Role {
+        role_arn: RoleArn,
+        external_id: String,
+    },
 }
 
 /// What identifies a key at its KMS.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyRef {
-    Aws { arn: KmsKeyArn, access: AwsAccess },
+    Aws {
+        arn: KmsKeyArn,
+        access: AwsAccess,
+    },
     /// A key of the built-in local KMS, scoped to its organization.
-    Local { key_id: Uuid, organization_id: Uuid },
+    Local {
+        key_id: Uuid,
+        organization_id: Uuid,
+    },
 }
 
 impl KeyRef {
@@ -95,8 +107,14 @@ impl KeyRef {
 
     pub fn access_mode(&self) -> Option<AccessMode> {
         match self {
-            KeyRef::Aws { access: AwsAccess::KeyPolicy, .. } => Some(AccessMode::KeyPolicy),
-            KeyRef::Aws { access: AwsAccess::Role { .. }, .. } => Some(AccessMode::Role),
+            KeyRef::Aws {
+                access: AwsAccess::KeyPolicy,
+                ..
+            } => Some(AccessMode::KeyPolicy),
+            KeyRef::Aws {
+                access: AwsAccess::Role { .. },
+                ..
+            } => Some(AccessMode::Role),
             KeyRef::Local { .. } => None,
         }
     }
@@ -126,9 +144,16 @@ impl KeyStatus {
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
-        [Self::Active, Self::AccessDenied, Self::Disabled, Self::PendingDeletion, Self::NotFound, Self::Unreachable]
-            .into_iter()
-            .find(|s| s.as_str() == raw)
+        [
+            Self::Active,
+            Self::AccessDenied,
+            Self::Disabled,
+            Self::PendingDeletion,
+            Self::NotFound,
+            Self::Unreachable,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == raw)
     }
 
     /// The status a checklist implies: its first failure decides.
@@ -140,7 +165,12 @@ impl KeyStatus {
             Some("Disabled" | "DisabledException") => KeyStatus::Disabled,
             Some("PendingDeletion" | "KMSInvalidStateException") => KeyStatus::PendingDeletion,
             Some("NotFoundException") => KeyStatus::NotFound,
-            Some("Unreachable" | "ThrottlingException" | "KMSInternalException" | "DependencyTimeoutException") => KeyStatus::Unreachable,
+            Some(
+                "Unreachable"
+                | "ThrottlingException"
+                | "KMSInternalException"
+                | "DependencyTimeoutException",
+            ) => KeyStatus::Unreachable,
             _ if failed.id == "enabled" => KeyStatus::Disabled,
             _ => KeyStatus::AccessDenied,
         }
@@ -183,29 +213,53 @@ pub struct KeyRequest {
 
 impl KeyRequest {
     pub fn parse(input: &KeyRequestInput, organization_id: Uuid) -> Result<Self, DomainError> {
-        let provider = Provider::parse(&input.provider);
-        let region = AwsRegion::parse("region", &input.region);
         let mut errors: Vec<FieldError> = Vec::new();
-        let key_ref = match provider {
-            Err(e) => Err(errors.push(e)),
-            Ok(Provider::AzureKeyVault) => Err(errors.push(FieldError::new(
-                "provider",
-                "Azure Key Vault is not available in this version of the console yet; use aws_kms or local",
-            ))),
-            Ok(Provider::AwsKms) => parse_aws(input, region.as_ref().ok(), organization_id, &mut errors),
-            Ok(Provider::Local) => match input.key_id.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
-                None => Err(errors.push(FieldError::new("key_id", "is required: the id of a key on the Local KMS page"))),
-                Some(raw) => Uuid::parse_str(raw)
-                    .map(|key_id| KeyRef::Local { key_id, organization_id })
-                    .map_err(|_| errors.push(FieldError::new("key_id", "is not a local key id (a UUID)"))),
-            },
+        let region = AwsRegion::parse("region", &input.region)
+            .map_err(|e| errors.push(e))
+            .ok();
+        let key_ref = match Provider::parse(&input.provider) {
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+            Ok(Provider::AzureKeyVault) => {
+                errors.push(FieldError::new(
+                    "provider",
+                    "Azure Key Vault is not available in this version of the console yet; use aws_kms or local",
+                ));
+                None
+            }
+            Ok(Provider::AwsKms) => parse_aws(input, region.as_ref(), organization_id, &mut errors),
+            Ok(Provider::Local) => parse_local(input, organization_id, &mut errors),
         };
-        if let Err(e) = &region {
-            errors.insert(0, e.clone());
-        }
         match (region, key_ref) {
-            (Ok(region), Ok(key_ref)) if errors.is_empty() => Ok(Self { region, key_ref }),
+            (Some(region), Some(key_ref)) if errors.is_empty() => Ok(Self { region, key_ref }),
             _ => Err(DomainError::Invalid(errors)),
+        }
+    }
+}
+
+fn parse_local(
+    input: &KeyRequestInput,
+    organization_id: Uuid,
+    errors: &mut Vec<FieldError>,
+) -> Option<KeyRef> {
+    let raw = input.key_id.as_deref().map(str::trim).unwrap_or_default();
+    if raw.is_empty() {
+        errors.push(FieldError::new(
+            "key_id",
+            "is required: the id of a key on the Local KMS page",
+        ));
+        return None;
+    }
+    match Uuid::parse_str(raw) {
+        Ok(key_id) => Some(KeyRef::Local {
+            key_id,
+            organization_id,
+        }),
+        Err(_) => {
+            errors.push(FieldError::new("key_id", "is not a local key id (a UUID)"));
+            None
         }
     }
 }
@@ -215,7 +269,7 @@ fn parse_aws(
     region: Option<&AwsRegion>,
     organization_id: Uuid,
     errors: &mut Vec<FieldError>,
-) -> Result<KeyRef, ()> {
+) -> Option<KeyRef> {
     let arn = KmsKeyArn::parse("key_arn", input.key_arn.as_deref().unwrap_or(""));
     let mode = AccessMode::parse("access_mode", input.access_mode.as_deref());
     let arn = match arn {
@@ -242,11 +296,17 @@ fn parse_aws(
         Ok(AccessMode::KeyPolicy) => Some(AwsAccess::KeyPolicy),
         Ok(AccessMode::Role) => match input.role_arn.as_deref().filter(|r| !r.trim().is_empty()) {
             None => {
-                errors.push(FieldError::new("role_arn", "is required in role mode: the ARN of the IAM role you created in step 2"));
+                errors.push(FieldError::new(
+                    "role_arn",
+                    "is required in role mode: the ARN of the IAM role you created in step 2",
+                ));
                 None
             }
             Some(raw) => match RoleArn::parse("role_arn", raw) {
-                Ok(role_arn) => Some(AwsAccess::Role { role_arn, external_id: organization_id.to_string() }),
+                Ok(role_arn) => Some(AwsAccess::Role {
+                    role_arn,
+                    external_id: organization_id.to_string(),
+                }),
                 Err(e) => {
                     errors.push(e);
                     None
@@ -255,8 +315,8 @@ fn parse_aws(
         },
     };
     match (arn, access) {
-        (Some(arn), Some(access)) => Ok(KeyRef::Aws { arn, access }),
-        _ => Err(()),
+        (Some(arn), Some(access)) => Some(KeyRef::Aws { arn, access }),
+        _ => None,
     }
 }
 
@@ -312,23 +372,41 @@ impl Console {
             code => AwsRegion::parse("region", code).map(PolicyScope::Region),
         };
         let mode = AccessMode::parse("mode", mode);
-        let key = key_arn.filter(|k| !k.is_empty()).map(|k| KmsKeyArn::parse("key_arn", k)).transpose();
+        let key = key_arn
+            .filter(|k| !k.is_empty())
+            .map(|k| KmsKeyArn::parse("key_arn", k))
+            .transpose();
         let customer = match customer_account.filter(|a| !a.is_empty()) {
             Some(a) if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(a)),
-            Some(_) => Err(FieldError::new("account_id", "an AWS account ID is 12 digits")),
+            Some(_) => Err(FieldError::new(
+                "account_id",
+                "an AWS account ID is 12 digits",
+            )),
             None => Ok(None),
         };
         match (scope, mode, key, customer) {
             (Ok(scope), Ok(mode), Ok(key), Ok(customer)) => Ok(policy::aws_policies(
-                mode, &scope, &account, &caller.organization_id.to_string(), key.as_ref(), customer,
+                mode,
+                &scope,
+                &account,
+                &caller.organization_id.to_string(),
+                key.as_ref(),
+                customer,
             )),
             (scope, mode, key, customer) => Err(DomainError::Invalid(
-                [scope.err(), mode.err(), key.err(), customer.err()].into_iter().flatten().collect(),
+                [scope.err(), mode.err(), key.err(), customer.err()]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
             )),
         }
     }
 
-    async fn cmek_project(&self, caller: &Caller, project_id: Uuid) -> Result<crate::domain::projects::Project, DomainError> {
+    async fn cmek_project(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+    ) -> Result<crate::domain::projects::Project, DomainError> {
         let project = self.project(caller, project_id).await?;
         if !project.cmek_enabled {
             return Err(DomainError::Conflict {
@@ -356,7 +434,8 @@ impl Console {
         progress: Option<&UnboundedSender<Check>>,
     ) -> Result<Checklist, DomainError> {
         let request = self.key_request(caller, project_id, input).await?;
-        self.run_checks(caller, project_id, &request, progress).await
+        self.run_checks(caller, project_id, &request, progress)
+            .await
     }
 
     /// Test Encryption Key and Create: created only when every required check passes (R4:
@@ -370,7 +449,9 @@ impl Console {
     ) -> Result<(EncryptionKey, Checklist), DomainError> {
         let request = self.key_request(caller, project_id, input).await?;
         self.ensure_free_slot(caller, project_id, &request).await?;
-        let checklist = self.run_checks(caller, project_id, &request, progress).await?;
+        let checklist = self
+            .run_checks(caller, project_id, &request, progress)
+            .await?;
         if !checklist.passed {
             return Err(DomainError::ChecksFailed(checklist));
         }
@@ -387,18 +468,35 @@ impl Console {
         inputs: &[KeyRequestInput],
     ) -> Result<Vec<EncryptionKey>, DomainError> {
         if inputs.is_empty() {
-            return Err(DomainError::invalid("specs", "must list at least one region and key"));
+            return Err(DomainError::invalid(
+                "specs",
+                "must list at least one region and key",
+            ));
         }
         let mut requests: Vec<KeyRequest> = Vec::new();
         for (i, input) in inputs.iter().enumerate() {
-            let request = self.key_request(caller, project_id, input).await.map_err(|err| match err {
-                DomainError::Invalid(fields) => DomainError::Invalid(
-                    fields.into_iter().map(|f| FieldError::new(format!("specs[{i}].{}", spec_field(&f.field)), f.reason)).collect(),
-                ),
-                other => other,
-            })?;
+            let request =
+                self.key_request(caller, project_id, input)
+                    .await
+                    .map_err(|err| match err {
+                        DomainError::Invalid(fields) => DomainError::Invalid(
+                            fields
+                                .into_iter()
+                                .map(|f| {
+                                    FieldError::new(
+                                        format!("specs[{i}].{}", spec_field(&f.field)),
+                                        f.reason,
+                                    )
+                                })
+                                .collect(),
+                        ),
+                        other => other,
+                    })?;
             if requests.iter().any(|r| r.region == request.region) {
-                return Err(DomainError::invalid(&format!("specs[{i}].region"), format!("{} is listed twice", request.region)));
+                return Err(DomainError::invalid(
+                    &format!("specs[{i}].region"),
+                    format!("{} is listed twice", request.region),
+                ));
             }
             self.ensure_free_slot(caller, project_id, &request).await?;
             requests.push(request);
@@ -416,7 +514,12 @@ impl Console {
         Ok(created)
     }
 
-    async fn save_key(&self, caller: &Caller, project_id: Uuid, request: KeyRequest) -> Result<EncryptionKey, DomainError> {
+    async fn save_key(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        request: KeyRequest,
+    ) -> Result<EncryptionKey, DomainError> {
         let now = self.clock.now();
         let key = EncryptionKey {
             id: Uuid::now_v7(),
@@ -430,14 +533,19 @@ impl Console {
             created_by: caller.actor.label(),
             created_at: now,
         };
-        let audit = AuditDraft::by(caller, now, "encryption_key.created", format!("encryption_key/{}", key.id))
-            .detail(serde_json::json!({
-                "project_id": project_id,
-                "provider": key.key_ref.provider().as_str(),
-                "region": key.region.as_str(),
-                "key": key.key_ref.display(),
-                "access_mode": key.key_ref.access_mode().map(AccessMode::as_str),
-            }));
+        let audit = AuditDraft::by(
+            caller,
+            now,
+            "encryption_key.created",
+            format!("encryption_key/{}", key.id),
+        )
+        .detail(serde_json::json!({
+            "project_id": project_id,
+            "provider": key.key_ref.provider().as_str(),
+            "region": key.region.as_str(),
+            "key": key.key_ref.display(),
+            "access_mode": key.key_ref.access_mode().map(AccessMode::as_str),
+        }));
         match self.store.insert_key(&key, audit).await {
             Ok(()) => Ok(key),
             Err(StoreError::Conflict(_)) => Err(one_key_per_region(&request_label(&key))),
@@ -446,7 +554,12 @@ impl Console {
     }
 
     /// R2, a CMEK project, a well-formed request, and a provider this console can reach.
-    async fn key_request(&self, caller: &Caller, project_id: Uuid, input: &KeyRequestInput) -> Result<KeyRequest, DomainError> {
+    async fn key_request(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        input: &KeyRequestInput,
+    ) -> Result<KeyRequest, DomainError> {
         caller.require_owner("manage encryption keys")?;
         self.cmek_project(caller, project_id).await?;
         let request = KeyRequest::parse(input, caller.organization_id)?;
@@ -462,37 +575,75 @@ impl Console {
         progress: Option<&UnboundedSender<Check>>,
     ) -> Result<Checklist, DomainError> {
         let provider = self.provider_for(&request.key_ref)?;
-        let checklist = checks::run(provider.as_ref(), &request.key_ref, &request.region, &self.context(caller, project_id), progress).await;
+        let checklist = checks::run(
+            provider.as_ref(),
+            &request.key_ref,
+            &request.region,
+            &self.context(caller, project_id),
+            progress,
+        )
+        .await;
         let failed = checklist.first_failure();
-        let audit = AuditDraft::by(caller, self.clock.now(), "encryption_key.tested", format!("project/{project_id}"))
-            .outcome(if checklist.passed { Outcome::Success } else { Outcome::Failure })
-            .detail(serde_json::json!({
-                "provider": request.key_ref.provider().as_str(),
-                "region": request.region.as_str(),
-                "key": request.key_ref.display(),
-                "failed_check": failed.map(|c| c.id),
-                "failed_code": failed.and_then(|c| c.code.clone()),
-            }));
+        let audit = AuditDraft::by(
+            caller,
+            self.clock.now(),
+            "encryption_key.tested",
+            format!("project/{project_id}"),
+        )
+        .outcome(if checklist.passed {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        })
+        .detail(serde_json::json!({
+            "provider": request.key_ref.provider().as_str(),
+            "region": request.region.as_str(),
+            "key": request.key_ref.display(),
+            "failed_check": failed.map(|c| c.id),
+            "failed_code": failed.and_then(|c| c.code.clone()),
+        }));
         self.record(audit).await?;
         Ok(checklist)
     }
 
-    async fn ensure_free_slot(&self, caller: &Caller, project_id: Uuid, request: &KeyRequest) -> Result<(), DomainError> {
+    async fn ensure_free_slot(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        request: &KeyRequest,
+    ) -> Result<(), DomainError> {
         let provider = request.key_ref.provider();
-        let taken = self.store.keys(caller.organization_id, project_id).await?.into_iter()
+        let taken = self
+            .store
+            .keys(caller.organization_id, project_id)
+            .await?
+            .into_iter()
             .any(|k| k.key_ref.provider() == provider && k.region == request.region);
         if taken {
-            return Err(one_key_per_region(&format!("{} in {}", provider.title(), request.region)));
+            return Err(one_key_per_region(&format!(
+                "{} in {}",
+                provider.title(),
+                request.region
+            )));
         }
         Ok(())
     }
 
-    pub async fn encryption_keys(&self, caller: &Caller, project_id: Uuid) -> Result<Vec<EncryptionKey>, DomainError> {
+    pub async fn encryption_keys(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+    ) -> Result<Vec<EncryptionKey>, DomainError> {
         self.project(caller, project_id).await?;
         Ok(self.store.keys(caller.organization_id, project_id).await?)
     }
 
-    pub async fn encryption_key(&self, caller: &Caller, project_id: Uuid, key_id: Uuid) -> Result<EncryptionKey, DomainError> {
+    pub async fn encryption_key(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<EncryptionKey, DomainError> {
         self.store
             .key(caller.organization_id, key_id)
             .await?
@@ -501,26 +652,59 @@ impl Console {
     }
 
     /// Deletes a key. Clusters do not exist yet; when they do, a key in use will be refused.
-    pub async fn delete_key(&self, caller: &Caller, project_id: Uuid, key_id: Uuid) -> Result<(), DomainError> {
+    pub async fn delete_key(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<(), DomainError> {
         let key = self.encryption_key(caller, project_id, key_id).await?;
         caller.require_owner("manage encryption keys")?;
         let audit = AuditDraft::by(caller, self.clock.now(), "encryption_key.deleted", format!("encryption_key/{key_id}"))
             .detail(serde_json::json!({ "project_id": project_id, "key": key.key_ref.display(), "region": key.region.as_str() }));
-        Ok(self.store.delete_key(caller.organization_id, key_id, audit).await?)
+        Ok(self
+            .store
+            .delete_key(caller.organization_id, key_id, audit)
+            .await?)
     }
 
     /// Check now: runs the checklist against a saved key and records its status.
-    pub async fn check_key(&self, caller: &Caller, project_id: Uuid, key_id: Uuid) -> Result<(EncryptionKey, Checklist), DomainError> {
+    pub async fn check_key(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<(EncryptionKey, Checklist), DomainError> {
         let mut key = self.encryption_key(caller, project_id, key_id).await?;
         let provider = self.provider_for(&key.key_ref)?;
-        let checklist = checks::run(provider.as_ref(), &key.key_ref, &key.region, &self.context(caller, project_id), None).await;
+        let checklist = checks::run(
+            provider.as_ref(),
+            &key.key_ref,
+            &key.region,
+            &self.context(caller, project_id),
+            None,
+        )
+        .await;
         let status = KeyStatus::from_checklist(&checklist);
         let now = self.clock.now();
-        let error = checklist.first_failure().map(|c| format!("{}: {}", c.title, c.detail));
-        let audit = AuditDraft::by(caller, now, "encryption_key.checked", format!("encryption_key/{key_id}"))
-            .outcome(if checklist.passed { Outcome::Success } else { Outcome::Failure })
-            .detail(serde_json::json!({ "from": key.status.as_str(), "to": status.as_str() }));
-        self.store.update_key_status(key_id, status, now, error.clone(), audit).await?;
+        let error = checklist
+            .first_failure()
+            .map(|c| format!("{}: {}", c.title, c.detail));
+        let audit = AuditDraft::by(
+            caller,
+            now,
+            "encryption_key.checked",
+            format!("encryption_key/{key_id}"),
+        )
+        .outcome(if checklist.passed {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        })
+        .detail(serde_json::json!({ "from": key.status.as_str(), "to": status.as_str() }));
+        self.store
+            .update_key_status(key_id, status, now, error.clone(), audit)
+            .await?;
         key.status = status;
         key.last_checked_at = Some(now);
         key.last_error = error;
@@ -541,6 +725,8 @@ fn one_key_per_region(what: &str) -> DomainError {
     DomainError::Conflict {
         rule: Rule::OneKeyPerRegion,
         field: Some("region"),
-        detail: format!("This project already has an encryption key for {what}; a project has at most one key per provider and region."),
+        detail: format!(
+            "This project already has an encryption key for {what}; a project has at most one key per provider and region."
+        ),
     }
 }

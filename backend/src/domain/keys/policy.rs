@@ -29,7 +29,10 @@ impl AccessMode {
         match raw.filter(|r| !r.is_empty()) {
             None | Some("key_policy") => Ok(AccessMode::KeyPolicy),
             Some("role") => Ok(AccessMode::Role),
-            Some(_) => Err(crate::domain::FieldError::new(field, "must be \"key_policy\" or \"role\"")),
+            Some(_) => Err(crate::domain::FieldError::new(
+                field,
+                "must be \"key_policy\" or \"role\"",
+            )),
         }
     }
 }
@@ -72,8 +75,10 @@ pub struct AwsAccessPolicies {
     pub documents: Vec<PolicyDocument>,
 }
 
-const EBS_SID: &str = "Allow access through EBS for all principals in the account that are authorized to use EBS";
-const BACKUP_SID: &str = "Allow the platform to use the key for encrypted backups to S3 and to verify it";
+const EBS_SID: &str =
+    "Allow access through EBS for all principals in the account that are authorized to use EBS";
+const BACKUP_SID: &str =
+    "Allow the platform to use the key for encrypted backups to S3 and to verify it";
 
 pub fn aws_policies(
     mode: AccessMode,
@@ -88,7 +93,12 @@ pub fn aws_policies(
         PolicyScope::AllRegions => ("*".to_owned(), "aws"),
     };
     let documents = match mode {
-        AccessMode::KeyPolicy => vec![key_policy(scope, partition, platform_account, customer_account.or(key.map(KmsKeyArn::account)))],
+        AccessMode::KeyPolicy => vec![key_policy(
+            scope,
+            partition,
+            platform_account,
+            customer_account.or(key.map(KmsKeyArn::account)),
+        )],
         AccessMode::Role => role_policies(scope, partition, platform_account, organization_id, key),
     };
     AwsAccessPolicies {
@@ -146,29 +156,36 @@ fn key_policy(
                 "Lets the cluster volumes (EBS) in the platform's account {platform_account} use the key, \
                  and only through the EC2 service{}: the condition keys kms:CallerAccount and \
                  kms:ViaService keep any other caller out.",
-                match scope { PolicyScope::Region(r) => format!(" in {r}"), PolicyScope::AllRegions => " in any region".into() }
+                match scope {
+                    PolicyScope::Region(r) => format!(" in {r}"),
+                    PolicyScope::AllRegions => " in any region".into(),
+                }
             ),
         },
         Statement {
             sid: BACKUP_SID.into(),
-            explanation: "Lets the platform's account generate and decrypt the data keys that encrypt \
+            explanation:
+                "Lets the platform's account generate and decrypt the data keys that encrypt \
                 backups in S3, and describe the key and read its rotation status, which is how the \
                 console tests the key and watches it afterwards."
-                .into(),
+                    .into(),
         },
     ];
     if let Some(account) = customer_account {
-        statements.insert(0, json!({
-            "Sid": "Enable IAM User Permissions",
-            "Effect": "Allow",
-            "Principal": { "AWS": format!("arn:{partition}:iam::{account}:root") },
-            "Action": "kms:*",
-            "Resource": "*",
-        }));
+        statements.insert(
+            0,
+            json!({
+                "Sid": "Enable IAM User Permissions",
+                "Effect": "Allow",
+                "Principal": { "AWS": format!("arn:{partition}:iam::{account}:root") },
+                "Action": "kms:*",
+                "Resource": "*",
+            }),
+        );
         explained.insert(0, Statement {
             sid: "Enable IAM User Permissions".into(),
             explanation: format!("Keeps your own account {account} in control of the key (the default \
-                statement of every KMS key policy). Without it you could lock yourself out of the key.").into(),
+                statement of every KMS key policy). Without it you could lock yourself out of the key."),
         });
     }
     PolicyDocument {
@@ -221,7 +238,8 @@ fn role_policies(
         PolicyDocument {
             file_name: "ROLE-TRUST-POLICY.JSON".into(),
             title: "Role trust policy".into(),
-            instructions: "In the IAM console, create a role with Custom trust policy, and paste this.".into(),
+            instructions:
+                "In the IAM console, create a role with Custom trust policy, and paste this.".into(),
             policy: trust,
             statements: vec![Statement {
                 sid: "AllowThePlatformToAssumeThisRole".into(),
@@ -259,12 +277,28 @@ mod tests {
 
     #[test]
     fn the_key_policy_is_the_seeds_filled_in() {
-        let p = aws_policies(AccessMode::KeyPolicy, &region("us-west-2"), "380838443567", "org", None, None);
+        let p = aws_policies(
+            AccessMode::KeyPolicy,
+            &region("us-west-2"),
+            "380838443567",
+            "org",
+            None,
+            None,
+        );
         let doc = &p.documents[0].policy;
         assert_eq!(doc["Id"], "cmek-policy");
-        assert_eq!(doc["Statement"][0]["Condition"]["StringEquals"]["kms:ViaService"], "ec2.us-west-2.amazonaws.com");
-        assert_eq!(doc["Statement"][0]["Condition"]["StringEquals"]["kms:CallerAccount"], "380838443567");
-        assert_eq!(doc["Statement"][1]["Principal"]["AWS"], "arn:aws:iam::380838443567:root");
+        assert_eq!(
+            doc["Statement"][0]["Condition"]["StringEquals"]["kms:ViaService"],
+            "ec2.us-west-2.amazonaws.com"
+        );
+        assert_eq!(
+            doc["Statement"][0]["Condition"]["StringEquals"]["kms:CallerAccount"],
+            "380838443567"
+        );
+        assert_eq!(
+            doc["Statement"][1]["Principal"]["AWS"],
+            "arn:aws:iam::380838443567:root"
+        );
         assert_eq!(p.documents[0].file_name, "ROLE-TRUST-POLICY.JSON");
         let text = serde_json::to_string_pretty(doc).unwrap_or_default();
         assert!(!text.contains("...") && !text.contains("//"));
@@ -272,20 +306,51 @@ mod tests {
 
     #[test]
     fn one_policy_can_serve_every_region() {
-        let p = aws_policies(AccessMode::KeyPolicy, &PolicyScope::AllRegions, "380838443567", "org", None, None);
+        let p = aws_policies(
+            AccessMode::KeyPolicy,
+            &PolicyScope::AllRegions,
+            "380838443567",
+            "org",
+            None,
+            None,
+        );
         let condition = &p.documents[0].policy["Statement"][0]["Condition"];
-        assert_eq!(condition["StringLike"]["kms:ViaService"], "ec2.*.amazonaws.com");
+        assert_eq!(
+            condition["StringLike"]["kms:ViaService"],
+            "ec2.*.amazonaws.com"
+        );
         assert!(condition["StringEquals"].get("kms:ViaService").is_none());
     }
 
     #[test]
     fn role_mode_requires_the_organization_as_external_id() {
-        let p = aws_policies(AccessMode::Role, &region("eu-west-1"), "380838443567", "org-42", None, None);
+        let p = aws_policies(
+            AccessMode::Role,
+            &region("eu-west-1"),
+            "380838443567",
+            "org-42",
+            None,
+            None,
+        );
         assert_eq!(p.external_id.as_deref(), Some("org-42"));
-        assert_eq!(p.documents[0].policy["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"], "org-42");
+        assert_eq!(
+            p.documents[0].policy["Statement"][0]["Condition"]["StringEquals"]["sts:ExternalId"],
+            "org-42"
+        );
         let actions = &p.documents[1].policy["Statement"][0]["Action"];
-        for action in ["kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"] {
-            assert!(actions.as_array().is_some_and(|a| a.iter().any(|x| x == action)), "{action}");
+        for action in [
+            "kms:Decrypt",
+            "kms:DescribeKey",
+            "kms:Encrypt",
+            "kms:GenerateDataKey*",
+            "kms:ReEncrypt*",
+        ] {
+            assert!(
+                actions
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == action)),
+                "{action}"
+            );
         }
     }
 }

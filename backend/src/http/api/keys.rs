@@ -169,7 +169,10 @@ pub async fn test(
     body: ApiJson<KeyRequestBody>,
 ) -> Result<HttpResponse, ApiError> {
     let input = KeyRequestInput::from(body.0);
-    let checklist = state.console.test_key(&caller.0, path.into_inner(), &input, None).await?;
+    let checklist = state
+        .console
+        .test_key(&caller.0, path.into_inner(), &input, None)
+        .await?;
     Ok(HttpResponse::Ok().json(checklist))
 }
 
@@ -193,10 +196,19 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let project_id = path.into_inner();
     let input = KeyRequestInput::from(body.0);
-    let (key, checks) = state.console.create_key(&caller.0, project_id, &input, None).await?;
+    let (key, checks) = state
+        .console
+        .create_key(&caller.0, project_id, &input, None)
+        .await?;
     Ok(HttpResponse::Created()
-        .insert_header(("Location", format!("/api/v1/projects/{project_id}/encryption-keys/{}", key.id)))
-        .json(CreatedKeyBody { key: key.into(), checks }))
+        .insert_header((
+            "Location",
+            format!("/api/v1/projects/{project_id}/encryption-keys/{}", key.id),
+        ))
+        .json(CreatedKeyBody {
+            key: key.into(),
+            checks,
+        }))
 }
 
 #[utoipa::path(
@@ -213,7 +225,10 @@ pub async fn list(
     caller: ApiCaller,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let keys = state.console.encryption_keys(&caller.0, path.into_inner()).await?;
+    let keys = state
+        .console
+        .encryption_keys(&caller.0, path.into_inner())
+        .await?;
     Ok(HttpResponse::Ok().json(ListBody {
         items: keys.into_iter().map(KeyBody::from).collect(),
         next_page_token: None,
@@ -235,7 +250,10 @@ pub async fn read(
     path: web::Path<(Uuid, Uuid)>,
 ) -> Result<HttpResponse, ApiError> {
     let (project_id, key_id) = path.into_inner();
-    let key = state.console.encryption_key(&caller.0, project_id, key_id).await?;
+    let key = state
+        .console
+        .encryption_key(&caller.0, project_id, key_id)
+        .await?;
     Ok(HttpResponse::Ok().json(KeyBody::from(key)))
 }
 
@@ -255,7 +273,10 @@ pub async fn delete(
     path: web::Path<(Uuid, Uuid)>,
 ) -> Result<HttpResponse, ApiError> {
     let (project_id, key_id) = path.into_inner();
-    state.console.delete_key(&caller.0, project_id, key_id).await?;
+    state
+        .console
+        .delete_key(&caller.0, project_id, key_id)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -274,8 +295,14 @@ pub async fn check(
     path: web::Path<(Uuid, Uuid)>,
 ) -> Result<HttpResponse, ApiError> {
     let (project_id, key_id) = path.into_inner();
-    let (key, checks) = state.console.check_key(&caller.0, project_id, key_id).await?;
-    Ok(HttpResponse::Ok().json(CreatedKeyBody { key: key.into(), checks }))
+    let (key, checks) = state
+        .console
+        .check_key(&caller.0, project_id, key_id)
+        .await?;
+    Ok(HttpResponse::Ok().json(CreatedKeyBody {
+        key: key.into(),
+        checks,
+    }))
 }
 
 /// TiDB Cloud's v1beta shape: `{"specs": [{"region", "kms_arn"}]}`.
@@ -308,11 +335,17 @@ pub async fn v1beta_list(
     caller: ApiCaller,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let keys = state.console.encryption_keys(&caller.0, path.into_inner()).await?;
+    let keys = state
+        .console
+        .encryption_keys(&caller.0, path.into_inner())
+        .await?;
     let items = keys
         .into_iter()
         .filter_map(|k| match k.key_ref {
-            KeyRef::Aws { arn, .. } => Some(AwsCmekSpec { region: k.region.as_str().to_owned(), kms_arn: arn.as_str().to_owned() }),
+            KeyRef::Aws { arn, .. } => Some(AwsCmekSpec {
+                region: k.region.as_str().to_owned(),
+                kms_arn: arn.as_str().to_owned(),
+            }),
             KeyRef::Local { .. } => None,
         })
         .collect();
@@ -348,11 +381,17 @@ pub async fn v1beta_create(
             ..KeyRequestInput::default()
         })
         .collect();
-    let created = state.console.create_keys(&caller.0, project_id, &inputs).await?;
+    let created = state
+        .console
+        .create_keys(&caller.0, project_id, &inputs)
+        .await?;
     Ok(HttpResponse::Ok().json(AwsCmekList {
         items: created
             .into_iter()
-            .map(|k| AwsCmekSpec { region: k.region.as_str().to_owned(), kms_arn: k.key_ref.display() })
+            .map(|k| AwsCmekSpec {
+                region: k.region.as_str().to_owned(),
+                kms_arn: k.key_ref.display(),
+            })
             .collect(),
     }))
 }
