@@ -32,3 +32,110 @@ document.addEventListener("submit", (event) => {
     setTimeout(() => { button.disabled = true; }, 0);
   }
 });
+
+// Test Encryption Key: send the form to the streaming endpoint and show each check as the
+// server completes it. Without JavaScript the form posts and the page shows the result.
+const keyForm = document.getElementById("key-form");
+if (keyForm && window.fetch && window.ReadableStream) {
+  let submitter = null;
+  keyForm.addEventListener("click", (event) => {
+    const button = event.target.closest("button[type=submit]");
+    if (button) submitter = button;
+  });
+  keyForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const box = document.getElementById("checklist");
+    const buttons = keyForm.querySelectorAll("button[type=submit]");
+    const data = new URLSearchParams(new FormData(keyForm));
+    if (submitter && submitter.name) data.set(submitter.name, submitter.value);
+    for (const old of keyForm.querySelectorAll(".field-error[data-field]")) old.remove();
+    for (const field of keyForm.querySelectorAll(".field.invalid")) field.classList.remove("invalid");
+    box.replaceChildren(status("Testing the key…"), element("ul", "checklist"));
+    const list = box.querySelector("ul");
+    const pending = element("li", "check running");
+    pending.append(element("span", "check-mark"), element("div", "", "Running the next check…"));
+    list.append(pending);
+    try {
+      const response = await fetch(keyForm.dataset.stream, {
+        method: "POST",
+        body: data,
+        headers: { "content-type": "application/x-www-form-urlencoded", accept: "application/x-ndjson" },
+      });
+      if (!response.ok) throw new Error(`the console answered ${response.status}`);
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffered = "";
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        buffered += decoder.decode(value, { stream: true });
+        let newline;
+        while ((newline = buffered.indexOf("\n")) >= 0) {
+          const line = buffered.slice(0, newline);
+          buffered = buffered.slice(newline + 1);
+          if (line.trim()) handle(JSON.parse(line), list, pending, box);
+        }
+      }
+    } catch (error) {
+      pending.remove();
+      box.prepend(status(`The test could not run: ${error.message}. Try again, or submit without JavaScript.`, "bad"));
+    } finally {
+      for (const button of buttons) button.disabled = false;
+    }
+  });
+}
+
+function handle(event, list, pending, box) {
+  if (event.type === "check") {
+    list.insertBefore(renderCheck(event.check), pending);
+    return;
+  }
+  pending.remove();
+  box.querySelector(".checklist-summary")?.remove();
+  if (event.type === "done" && event.created) {
+    box.prepend(status("Every required check passed. Creating the key…", "ok"));
+    window.location.assign(event.location);
+  } else if (event.type === "done") {
+    box.prepend(status(event.passed ? "Every required check passed." : "Some required checks failed.", event.passed ? "ok" : "bad"));
+  } else {
+    box.prepend(status(event.problem || "The request was refused.", "bad"));
+    for (const error of event.errors || []) {
+      const input = document.querySelector(`#key-form [name="${error.field}"]`);
+      const field = input?.closest(".field");
+      if (field) {
+        field.classList.add("invalid");
+        const message = element("p", "field-error", error.reason);
+        message.dataset.field = error.field;
+        field.append(message);
+      } else {
+        box.append(status(`${error.field}: ${error.reason}`, "bad"));
+      }
+    }
+  }
+}
+
+function renderCheck(check) {
+  const item = element("li", `check ${check.outcome}`);
+  item.dataset.check = check.id;
+  const body = element("div");
+  const title = element("strong", "", check.title);
+  body.append(title);
+  if (!check.required) body.append(" ", element("span", "muted small", "(information)"));
+  const detail = element("p", "small", check.detail);
+  if (check.code) detail.append(" ", element("code", "", check.code));
+  body.append(detail);
+  if (check.fix) body.append(element("p", "fix small", check.fix));
+  item.append(element("span", "check-mark"), body);
+  return item;
+}
+
+function status(text, kind = "") {
+  return element("p", `checklist-summary ${kind}`, text);
+}
+
+function element(tag, className = "", text = "") {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text) node.textContent = text;
+  return node;
+}

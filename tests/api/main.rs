@@ -13,3 +13,4 @@ mod local_kms;
 mod ops;
 mod pages;
 mod projects;
+mod wizard;

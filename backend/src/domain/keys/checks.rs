@@ -20,6 +20,17 @@ pub enum CheckOutcome {
     Info,
 }
 
+impl CheckOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckOutcome::Pass => "pass",
+            CheckOutcome::Fail => "fail",
+            CheckOutcome::Skipped => "skipped",
+            CheckOutcome::Info => "info",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Check {
     /// Stable id: `reachable`, `enabled`, `key_spec`, `region`, `generate_data_key`,

@@ -4,6 +4,8 @@
 pub mod api_keys;
 pub mod assets;
 pub mod audit;
+pub mod keys;
+pub mod local_kms;
 pub mod projects;
 pub mod render;
 pub mod sign_in;
@@ -22,6 +24,36 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/projects/new", web::get().to(projects::new))
         .route("/projects/{project_id}", web::get().to(projects::show))
         .route("/projects/{project_id}", web::post().to(projects::rename))
+        .route(
+            "/projects/{project_id}/encryption-keys/new",
+            web::get().to(keys::new),
+        )
+        .route(
+            "/projects/{project_id}/encryption-keys",
+            web::post().to(keys::submit),
+        )
+        .route(
+            "/projects/{project_id}/encryption-keys/stream",
+            web::post().to(keys::stream),
+        )
+        .route(
+            "/projects/{project_id}/encryption-keys/policy/{index}",
+            web::get().to(keys::download),
+        )
+        .route(
+            "/projects/{project_id}/encryption-keys/{key_id}/check",
+            web::post().to(keys::check),
+        )
+        .route(
+            "/projects/{project_id}/encryption-keys/{key_id}/delete",
+            web::post().to(keys::delete),
+        )
+        .route("/local-kms", web::get().to(local_kms::list))
+        .route("/local-kms", web::post().to(local_kms::create))
+        .route(
+            "/local-kms/{key_id}/{action}",
+            web::post().to(local_kms::change),
+        )
         .route("/api-keys", web::get().to(api_keys::list))
         .route("/api-keys", web::post().to(api_keys::create))
         .route(

@@ -7,6 +7,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::domain::FieldError;
+use crate::domain::keys::EncryptionKey;
+use crate::domain::keys::policy::AccessMode;
 use crate::domain::page::PageRequest;
 use crate::domain::projects::{NewProject, Project, ProjectChanges, RevocationPolicy};
 use crate::http::AppState;
@@ -166,11 +168,48 @@ pub async fn create(
     }
 }
 
+/// A key as the Encryption Access table shows it.
+pub struct KeyRow {
+    pub id: Uuid,
+    pub provider: &'static str,
+    pub region: String,
+    pub reference: String,
+    pub access: &'static str,
+    pub status: &'static str,
+    pub last_checked: String,
+    pub last_error: Option<String>,
+    pub created: String,
+}
+
+impl From<EncryptionKey> for KeyRow {
+    fn from(k: EncryptionKey) -> Self {
+        Self {
+            id: k.id,
+            provider: k.key_ref.provider().title(),
+            region: k.region.as_str().to_owned(),
+            reference: k.key_ref.display(),
+            access: match k.key_ref.access_mode() {
+                Some(AccessMode::KeyPolicy) => "Key policy grant",
+                Some(AccessMode::Role) => "Cross-account role",
+                None => "Built-in",
+            },
+            status: k.status.as_str(),
+            last_checked: k
+                .last_checked_at
+                .map(when)
+                .unwrap_or_else(|| "never".into()),
+            last_error: k.last_error,
+            created: format!("{} by {}", when(k.created_at), actor_name(&k.created_by)),
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "projects/show.html")]
 struct ShowPage {
     chrome: Chrome,
     project: ProjectView,
+    keys: Vec<KeyRow>,
     rename: String,
     errors: FormErrors,
     notice: Option<&'static str>,
@@ -180,6 +219,26 @@ struct ShowPage {
 pub struct ShowParams {
     created: Option<String>,
     renamed: Option<String>,
+    key_created: Option<String>,
+    key_checked: Option<String>,
+    key_deleted: Option<String>,
+}
+
+impl ShowParams {
+    fn notice(&self) -> Option<&'static str> {
+        [
+            (&self.created, "Project created."),
+            (&self.renamed, "Project renamed."),
+            (
+                &self.key_created,
+                "Encryption key created: every required check passed.",
+            ),
+            (&self.key_checked, "Key checked; its status is up to date."),
+            (&self.key_deleted, "Encryption key deleted."),
+        ]
+        .into_iter()
+        .find_map(|(flag, text)| flag.as_ref().map(|_| text))
+    }
 }
 
 pub async fn show(
@@ -188,21 +247,17 @@ pub async fn show(
     path: web::Path<Uuid>,
     params: web::Query<ShowParams>,
 ) -> Result<HttpResponse, PageError> {
-    let project = state.console.project(&caller.0, path.into_inner()).await?;
+    let id = path.into_inner();
+    let project = state.console.project(&caller.0, id).await?;
+    let keys = state.console.encryption_keys(&caller.0, id).await?;
     let chrome = Chrome::load(&state.console, &caller.0, "projects").await?;
-    let notice = if params.created.is_some() {
-        Some("Project created.")
-    } else if params.renamed.is_some() {
-        Some("Project renamed.")
-    } else {
-        None
-    };
     html(&ShowPage {
         chrome,
         rename: project.name.as_str().to_owned(),
         project: project.into(),
+        keys: keys.into_iter().map(KeyRow::from).collect(),
         errors: FormErrors::default(),
-        notice,
+        notice: params.notice(),
     })
 }
 
@@ -228,12 +283,14 @@ pub async fn rename(
         Err(err) => {
             let errors = FormErrors::from_domain(err)?;
             let project = state.console.project(&caller.0, id).await?;
+            let keys = state.console.encryption_keys(&caller.0, id).await?;
             let chrome = Chrome::load(&state.console, &caller.0, "projects").await?;
             html_status(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &ShowPage {
                     chrome,
                     project: project.into(),
+                    keys: keys.into_iter().map(KeyRow::from).collect(),
                     rename: form.name.clone(),
                     errors,
                     notice: None,

@@ -15,8 +15,10 @@ pub struct Chrome {
     pub organization: String,
     pub user: String,
     pub role: Role,
-    /// Which navigation item is current: `projects`, `api-keys`, `audit`.
+    /// Which navigation item is current: `projects`, `api-keys`, `local-kms`, `audit`.
     pub section: &'static str,
+    /// The built-in local KMS is offered (not in production).
+    pub local_kms: bool,
 }
 
 impl Chrome {
@@ -35,6 +37,7 @@ impl Chrome {
             user,
             role: caller.role,
             section,
+            local_kms: console.environment() != crate::settings::Environment::Production,
         })
     }
 

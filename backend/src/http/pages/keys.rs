@@ -1,0 +1,479 @@
+//! Project Settings > Encryption Access > Create Encryption Key: the wizard as pages. Every
+//! step is a plain form (GET to move between steps, POST to test or create), so it works
+//! without JavaScript; with it, `/stream` sends each check as it completes.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::web::Bytes;
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use futures_util::stream;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::domain::identity::Caller;
+use crate::domain::keys::KeyRequestInput;
+use crate::domain::keys::checks::{Check, Checklist};
+use crate::domain::keys::policy::{AwsAccessPolicies, Statement};
+use crate::domain::keys::region::AWS_REGIONS;
+use crate::domain::local_kms::LocalKey;
+use crate::domain::{Console, DomainError};
+use crate::http::AppState;
+use crate::http::auth::PageCaller;
+use crate::http::errors::PageError;
+use crate::http::pages::projects::ProjectView;
+use crate::http::pages::render::{Chrome, FormErrors, html_status, see_other};
+
+/// Everything the wizard's forms carry, step to step.
+#[derive(Deserialize, Default, Clone)]
+pub struct WizardForm {
+    pub provider: Option<String>,
+    pub region: Option<String>,
+    /// `key_policy` or `role`.
+    pub mode: Option<String>,
+    /// `all` for one policy that serves every region.
+    pub scope: Option<String>,
+    pub account_id: Option<String>,
+    pub key_arn: Option<String>,
+    pub role_arn: Option<String>,
+    pub key_id: Option<String>,
+    /// `test` to test only; anything else tests and creates.
+    pub action: Option<String>,
+}
+
+impl WizardForm {
+    fn input(&self) -> KeyRequestInput {
+        KeyRequestInput {
+            provider: self.provider.clone().unwrap_or_default(),
+            region: self.region.clone().unwrap_or_default(),
+            key_arn: self.key_arn.clone(),
+            access_mode: self.mode.clone(),
+            role_arn: self.role_arn.clone(),
+            key_id: self.key_id.clone(),
+            ..KeyRequestInput::default()
+        }
+    }
+
+    fn text(value: &Option<String>) -> &str {
+        value.as_deref().unwrap_or("")
+    }
+}
+
+pub struct PolicyView {
+    pub index: usize,
+    pub title: String,
+    pub file_name: String,
+    pub instructions: String,
+    pub json: String,
+    pub statements: Vec<Statement>,
+}
+
+fn policy_views(policies: &AwsAccessPolicies) -> Vec<PolicyView> {
+    policies
+        .documents
+        .iter()
+        .enumerate()
+        .map(|(index, d)| PolicyView {
+            index,
+            title: d.title.clone(),
+            file_name: d.file_name.clone(),
+            instructions: d.instructions.clone(),
+            json: serde_json::to_string_pretty(&d.policy).unwrap_or_default(),
+            statements: d.statements.clone(),
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "keys/new.html")]
+struct WizardPage {
+    chrome: Chrome,
+    project: ProjectView,
+    form: WizardForm,
+    regions: &'static [(&'static str, &'static str)],
+    policies: Vec<PolicyView>,
+    external_id: Option<String>,
+    platform_account: Option<String>,
+    local_keys: Vec<LocalKey>,
+    local_available: bool,
+    errors: FormErrors,
+    checklist: Option<Checklist>,
+    /// A refusal that is not about one field (conflict, checks failed).
+    problem: Option<String>,
+    /// The query string that reproduces steps 1-2 (for downloads and the stream).
+    step_query: String,
+}
+
+impl WizardPage {
+    fn provider_is(&self, value: &str) -> bool {
+        WizardForm::text(&self.form.provider) == value
+    }
+
+    fn region_is(&self, value: &str) -> bool {
+        WizardForm::text(&self.form.region) == value
+    }
+
+    fn mode_is(&self, value: &str) -> bool {
+        WizardForm::text(&self.form.mode).is_empty() && value == "key_policy"
+            || WizardForm::text(&self.form.mode) == value
+    }
+
+    fn all_regions(&self) -> bool {
+        WizardForm::text(&self.form.scope) == "all"
+    }
+
+    fn chosen(&self) -> bool {
+        !WizardForm::text(&self.form.provider).is_empty()
+            && !WizardForm::text(&self.form.region).is_empty()
+    }
+
+    fn value(&self, field: &str) -> &str {
+        match field {
+            "key_arn" => WizardForm::text(&self.form.key_arn),
+            "role_arn" => WizardForm::text(&self.form.role_arn),
+            "key_id" => WizardForm::text(&self.form.key_id),
+            "account_id" => WizardForm::text(&self.form.account_id),
+            _ => "",
+        }
+    }
+}
+
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn step_query(form: &WizardForm) -> String {
+    [
+        ("provider", &form.provider),
+        ("region", &form.region),
+        ("mode", &form.mode),
+        ("scope", &form.scope),
+        ("account_id", &form.account_id),
+        ("key_arn", &form.key_arn),
+    ]
+    .iter()
+    .filter_map(|(k, v)| {
+        v.as_deref()
+            .filter(|v| !v.is_empty())
+            .map(|v| format!("{k}={}", encode(v)))
+    })
+    .collect::<Vec<_>>()
+    .join("&")
+}
+
+struct Outcome {
+    errors: FormErrors,
+    checklist: Option<Checklist>,
+    problem: Option<String>,
+}
+
+async fn render(
+    console: &Console,
+    caller: &Caller,
+    project_id: Uuid,
+    form: WizardForm,
+    outcome: Outcome,
+    status: StatusCode,
+) -> Result<HttpResponse, PageError> {
+    let project = console.project(caller, project_id).await?;
+    let chrome = Chrome::load(console, caller, "projects").await?;
+    let mut errors = outcome.errors;
+    let mut policies = Vec::new();
+    let mut external_id = None;
+    if WizardForm::text(&form.provider) == "aws_kms" && !WizardForm::text(&form.region).is_empty() {
+        let region = if WizardForm::text(&form.scope) == "all" {
+            "*"
+        } else {
+            WizardForm::text(&form.region)
+        };
+        match console
+            .aws_access_policies(
+                caller,
+                project_id,
+                region,
+                form.mode.as_deref(),
+                form.key_arn
+                    .as_deref()
+                    .filter(|_| form.mode.as_deref() == Some("role")),
+                form.account_id.as_deref(),
+            )
+            .await
+        {
+            Ok(p) => {
+                external_id = p.external_id.clone();
+                policies = policy_views(&p);
+            }
+            Err(DomainError::Invalid(fields)) => errors
+                .0
+                .extend(fields.into_iter().filter(|f| f.field != "key_arn")),
+            Err(other) => return Err(other.into()),
+        }
+    }
+    let local_keys = console.local_keys(caller).await.unwrap_or_default();
+    let page = WizardPage {
+        chrome,
+        project: project.into(),
+        step_query: step_query(&form),
+        form,
+        regions: AWS_REGIONS,
+        policies,
+        external_id,
+        platform_account: console.aws_account_id().map(str::to_owned),
+        local_available: console.environment() != crate::settings::Environment::Production,
+        local_keys,
+        errors,
+        checklist: outcome.checklist,
+        problem: outcome.problem,
+    };
+    html_status(status, &page)
+}
+
+/// Steps 1-3: choose the KMS and region, read the JSON to paste, enter the key.
+pub async fn new(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<Uuid>,
+    form: web::Query<WizardForm>,
+) -> Result<HttpResponse, PageError> {
+    caller.0.require_owner("manage encryption keys")?;
+    let outcome = Outcome {
+        errors: FormErrors::default(),
+        checklist: None,
+        problem: None,
+    };
+    render(
+        &state.console,
+        &caller.0,
+        path.into_inner(),
+        form.into_inner(),
+        outcome,
+        StatusCode::OK,
+    )
+    .await
+}
+
+/// Step 4 without JavaScript: test (and create), then show the checklist or the project.
+pub async fn submit(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<Uuid>,
+    form: web::Form<WizardForm>,
+) -> Result<HttpResponse, PageError> {
+    let project_id = path.into_inner();
+    let form = form.into_inner();
+    let test_only = form.action.as_deref() == Some("test");
+    let result = if test_only {
+        state
+            .console
+            .test_key(&caller.0, project_id, &form.input(), None)
+            .await
+            .map(|c| (None, c))
+    } else {
+        state
+            .console
+            .create_key(&caller.0, project_id, &form.input(), None)
+            .await
+            .map(|(k, c)| (Some(k), c))
+    };
+    let (outcome, status) = match result {
+        Ok((Some(_), _)) => {
+            return Ok(see_other(&format!(
+                "/projects/{project_id}?key_created=1#encryption-access"
+            )));
+        }
+        Ok((None, checklist)) => (
+            Outcome {
+                errors: FormErrors::default(),
+                checklist: Some(checklist),
+                problem: None,
+            },
+            StatusCode::OK,
+        ),
+        Err(err) => (refusal(err)?, StatusCode::UNPROCESSABLE_ENTITY),
+    };
+    render(&state.console, &caller.0, project_id, form, outcome, status).await
+}
+
+/// What a refused test or create shows on the page; unexpected errors pass through.
+fn refusal(err: DomainError) -> Result<Outcome, PageError> {
+    match err {
+        DomainError::ChecksFailed(checklist) => Ok(Outcome {
+            errors: FormErrors::default(),
+            checklist: Some(checklist),
+            problem: Some(
+                "The key did not pass every required check, so it was not created.".into(),
+            ),
+        }),
+        DomainError::Conflict { detail, .. } => Ok(Outcome {
+            errors: FormErrors::default(),
+            checklist: None,
+            problem: Some(detail),
+        }),
+        other => Ok(Outcome {
+            errors: FormErrors::from_domain(other)?,
+            checklist: None,
+            problem: None,
+        }),
+    }
+}
+
+/// Step 4 with JavaScript: newline-delimited JSON, one `check` event as each check completes,
+/// then `done` (with where to go) or `refused` (field errors or a problem).
+pub async fn stream(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<Uuid>,
+    form: web::Form<WizardForm>,
+) -> Result<HttpResponse, PageError> {
+    let project_id = path.into_inner();
+    let form = form.into_inner();
+    let console = state.console.clone();
+    let caller = caller.0;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Check>();
+    let task = actix_web::rt::spawn(async move {
+        let input = form.input();
+        let result = if form.action.as_deref() == Some("test") {
+            console
+                .test_key(&caller, project_id, &input, Some(&tx))
+                .await
+                .map(|c| (false, c.passed))
+        } else {
+            console
+                .create_key(&caller, project_id, &input, Some(&tx))
+                .await
+                .map(|(_, c)| (true, c.passed))
+        };
+        drop(tx);
+        match result {
+            Ok((true, _)) => {
+                json!({ "type": "done", "created": true, "location": format!("/projects/{project_id}?key_created=1#encryption-access") })
+            }
+            Ok((false, passed)) => json!({ "type": "done", "created": false, "passed": passed }),
+            Err(err) => refusal_event(err),
+        }
+    });
+    let events = stream::unfold((Some(rx), Some(task)), |(rx, task)| async move {
+        if let Some(mut rx) = rx {
+            if let Some(check) = rx.recv().await {
+                let line = json!({ "type": "check", "check": check });
+                return Some((
+                    Ok::<Bytes, actix_web::Error>(ndjson(&line)),
+                    (Some(rx), task),
+                ));
+            }
+        }
+        let task = task?;
+        let last = task.await.unwrap_or_else(
+            |_| json!({ "type": "refused", "problem": "The test stopped unexpectedly." }),
+        );
+        Some((Ok(ndjson(&last)), (None, None)))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(events))
+}
+
+fn ndjson(value: &serde_json::Value) -> Bytes {
+    let mut line = value.to_string();
+    line.push('\n');
+    Bytes::from(line)
+}
+
+fn refusal_event(err: DomainError) -> serde_json::Value {
+    match err {
+        DomainError::ChecksFailed(_) => {
+            json!({ "type": "refused", "problem": "The key did not pass every required check, so it was not created." })
+        }
+        DomainError::Invalid(fields) => json!({ "type": "refused", "errors": fields }),
+        DomainError::Conflict { detail, .. } | DomainError::Forbidden { detail, .. } => {
+            json!({ "type": "refused", "problem": detail })
+        }
+        DomainError::NotFound(what) => {
+            json!({ "type": "refused", "problem": format!("No such {what}.") })
+        }
+        other => {
+            tracing::error!(error = %other, "key test failed unexpectedly");
+            json!({ "type": "refused", "problem": "Something went wrong on our side." })
+        }
+    }
+}
+
+/// The policy as a file: `ROLE-TRUST-POLICY.JSON` (or the role's permission policy).
+pub async fn download(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<(Uuid, usize)>,
+    form: web::Query<WizardForm>,
+) -> Result<HttpResponse, PageError> {
+    let (project_id, index) = path.into_inner();
+    let region = if WizardForm::text(&form.scope) == "all" {
+        "*"
+    } else {
+        WizardForm::text(&form.region)
+    };
+    let policies = state
+        .console
+        .aws_access_policies(
+            &caller.0,
+            project_id,
+            region,
+            form.mode.as_deref(),
+            form.key_arn.as_deref(),
+            form.account_id.as_deref(),
+        )
+        .await?;
+    let document = policies
+        .documents
+        .get(index)
+        .ok_or(DomainError::NotFound("policy document"))?;
+    let body = serde_json::to_string_pretty(&document.policy).unwrap_or_default();
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{}\"", document.file_name),
+        ))
+        .body(body))
+}
+
+/// Check now, from the project page.
+pub async fn check(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, PageError> {
+    let (project_id, key_id) = path.into_inner();
+    state
+        .console
+        .check_key(&caller.0, project_id, key_id)
+        .await?;
+    Ok(see_other(&format!(
+        "/projects/{project_id}?key_checked=1#encryption-access"
+    )))
+}
+
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, PageError> {
+    let (project_id, key_id) = path.into_inner();
+    state
+        .console
+        .delete_key(&caller.0, project_id, key_id)
+        .await?;
+    Ok(see_other(&format!(
+        "/projects/{project_id}?key_deleted=1#encryption-access"
+    )))
+}
