@@ -10,12 +10,12 @@ import { chromium } from "playwright-core";
 const here = dirname(fileURLToPath(import.meta.url));
 export const artifacts = join(here, "artifacts");
 
-export async function startConsole() {
+export async function startConsole(extraEnv = {}) {
   const bin = process.env.CMEK_BIN;
   if (!bin) throw new Error("CMEK_BIN must name the cmek-console binary (scripts/test sets it)");
   const dataDir = mkdtempSync(join(tmpdir(), "cmek-e2e-"));
   const child = spawn(bin, [], {
-    env: { ...process.env, CMEK_LISTEN: "127.0.0.1:0", CMEK_DATA_DIR: dataDir, DATABASE_URL: "", RUST_LOG: "warn" },
+    env: { ...process.env, CMEK_LISTEN: "127.0.0.1:0", CMEK_DATA_DIR: dataDir, DATABASE_URL: "", RUST_LOG: "warn", ...extraEnv },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let stderr = "";
@@ -57,8 +57,8 @@ export async function launchBrowser() {
 }
 
 /// Runs `body` with a fresh console, browser context and page; on failure keeps a screenshot.
-export async function withConsole(t, options, body) {
-  const app = await startConsole();
+export async function withConsole(t, options, body, extraEnv = {}) {
+  const app = await startConsole(extraEnv);
   const browser = await launchBrowser();
   const context = await browser.newContext(options);
   const page = await context.newPage();
@@ -80,4 +80,37 @@ export async function signIn(page, app) {
   await page.goto(app.link);
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.waitForURL(`${app.url}/projects`);
+}
+
+/// moto's KMS, spoken to directly (moto does not check signatures when IAM auth is off).
+export function moto() {
+  const url = process.env.CMEK_TEST_MOTO_URL;
+  if (!url) throw new Error("CMEK_TEST_MOTO_URL must name the moto server (scripts/test starts it)");
+  async function call(region, action, body) {
+    const response = await fetch(url, {
+      method: "POST",
+      headers: {
+        "content-type": "application/x-amz-json-1.1",
+        "x-amz-target": `TrentService.${action}`,
+        authorization: `AWS4-HMAC-SHA256 Credential=testing/20260101/${region}/kms/aws4_request, SignedHeaders=host, Signature=0`,
+      },
+      body: JSON.stringify(body),
+    });
+    if (!response.ok) throw new Error(`${action}: ${response.status} ${await response.text()}`);
+    return response.json();
+  }
+  return {
+    env: {
+      CMEK_AWS_ACCOUNT_ID: "123456789012",
+      AWS_ENDPOINT_URL: url,
+      AWS_ACCESS_KEY_ID: "testing",
+      AWS_SECRET_ACCESS_KEY: "testing",
+    },
+    async createKey(region) {
+      return (await call(region, "CreateKey", { KeySpec: "SYMMETRIC_DEFAULT", KeyUsage: "ENCRYPT_DECRYPT" })).KeyMetadata;
+    },
+    async disableKey(region, keyId) {
+      await call(region, "DisableKey", { KeyId: keyId });
+    },
+  };
 }

@@ -190,7 +190,7 @@ pub async fn run(
                     "Symmetric key for encryption and decryption.".into(),
                 );
             } else {
-                run.fail("key_spec", SPEC, format!("The key is {} for {}.", description.spec, description.usage), None,
+                run.fail("key_spec", SPEC, format!("The key is {} with key usage {}.", or_unknown(&description.spec), or_unknown(&description.usage)), None,
                     "Create a new key with Key type Symmetric and Key usage Encrypt and decrypt, and use its ARN.".into());
             }
             match description.region.as_deref() {
@@ -255,6 +255,14 @@ pub async fn run(
     Checklist {
         passed,
         checks: run.checks,
+    }
+}
+
+fn or_unknown(value: &str) -> &str {
+    if value.is_empty() {
+        "(not reported)"
+    } else {
+        value
     }
 }
 

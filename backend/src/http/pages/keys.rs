@@ -362,14 +362,14 @@ pub async fn stream(
         }
     });
     let events = stream::unfold((Some(rx), Some(task)), |(rx, task)| async move {
-        if let Some(mut rx) = rx {
-            if let Some(check) = rx.recv().await {
-                let line = json!({ "type": "check", "check": check });
-                return Some((
-                    Ok::<Bytes, actix_web::Error>(ndjson(&line)),
-                    (Some(rx), task),
-                ));
-            }
+        if let Some(mut rx) = rx
+            && let Some(check) = rx.recv().await
+        {
+            let line = json!({ "type": "check", "check": check });
+            return Some((
+                Ok::<Bytes, actix_web::Error>(ndjson(&line)),
+                (Some(rx), task),
+            ));
         }
         let task = task?;
         let last = task.await.unwrap_or_else(
