@@ -9,7 +9,7 @@ use crate::http::AppState;
 use crate::http::api::audit::AuditQuery;
 use crate::http::auth::PageCaller;
 use crate::http::errors::PageError;
-use crate::http::pages::render::{Chrome, FormErrors, html, when};
+use crate::http::pages::render::{Chrome, FormErrors, html, query_string, when};
 
 pub struct EventView {
     pub seq: i64,
@@ -69,19 +69,11 @@ pub async fn list(
         Err(err) => (Vec::new(), None, FormErrors::from_domain(err)?),
     };
     let text = |v: &Option<String>| v.clone().unwrap_or_default();
-    let filter_query = [
+    let filter_query = query_string(&[
         ("action", &query.action),
         ("since", &query.since),
         ("until", &query.until),
-    ]
-    .iter()
-    .filter_map(|(k, v)| {
-        v.as_deref()
-            .filter(|v| !v.is_empty())
-            .map(|v| format!("{k}={}", encode(v)))
-    })
-    .collect::<Vec<_>>()
-    .join("&");
+    ]);
     html(&AuditPage {
         chrome,
         events: events.into_iter().map(EventView::from).collect(),
@@ -92,17 +84,4 @@ pub async fn list(
         next_page_token: next,
         filter_query,
     })
-}
-
-/// Percent-encodes a query value (RFC 3986 unreserved characters pass).
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -23,7 +23,7 @@ use crate::http::AppState;
 use crate::http::auth::PageCaller;
 use crate::http::errors::PageError;
 use crate::http::pages::projects::ProjectView;
-use crate::http::pages::render::{Chrome, FormErrors, html_status, see_other};
+use crate::http::pages::render::{Chrome, FormErrors, html_status, query_string, see_other};
 
 /// Everything the wizard's forms carry, step to step.
 #[derive(Deserialize, Default, Clone)]
@@ -139,35 +139,15 @@ impl WizardPage {
     }
 }
 
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 fn step_query(form: &WizardForm) -> String {
-    [
+    query_string(&[
         ("provider", &form.provider),
         ("region", &form.region),
         ("mode", &form.mode),
         ("scope", &form.scope),
         ("account_id", &form.account_id),
         ("key_arn", &form.key_arn),
-    ]
-    .iter()
-    .filter_map(|(k, v)| {
-        v.as_deref()
-            .filter(|v| !v.is_empty())
-            .map(|v| format!("{k}={}", encode(v)))
-    })
-    .collect::<Vec<_>>()
-    .join("&")
+    ])
 }
 
 struct Outcome {

@@ -119,6 +119,32 @@ pub fn error_page(status: u16, title: &str, detail: &str) -> String {
     .unwrap_or_else(|_| format!("{status} {title}"))
 }
 
+/// Percent-encodes a query-string value (RFC 3986 unreserved characters pass).
+pub fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `k=v&k=v` of the pairs whose value is present and not empty, for links that keep filters.
+pub fn query_string(pairs: &[(&str, &Option<String>)]) -> String {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| {
+            v.as_deref()
+                .filter(|v| !v.is_empty())
+                .map(|v| format!("{k}={}", query_value(v)))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// The name part of an actor label (`user:<id> (Ada)` -> `Ada`), for tables; the full label
 /// stays in the API and the audit log.
 pub fn actor_name(label: &str) -> String {
