@@ -39,6 +39,9 @@ pub enum Command {
     ApiKey(ApiKeyCommand),
     /// Print a new one-time sign-in link for the organization's first owner.
     SignInLink,
+    /// Manage organizations.
+    #[command(subcommand)]
+    Organization(OrganizationCommand),
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -55,6 +58,17 @@ pub enum ApiKeyCommand {
         /// Needed only when the install has several organizations.
         #[arg(long)]
         organization: Option<Uuid>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum OrganizationCommand {
+    /// Create an organization whose first owner joins by single sign-on with this email.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        owner_email: String,
     },
 }
 
@@ -110,6 +124,20 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
                 owner.display_name
             );
             println!("{}", startup::sign_in_url(&public, &token));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Organization(OrganizationCommand::Create { name, owner_email }) => {
+            let console = startup::console(&settings, Arc::new(SystemClock)).await?;
+            console.bootstrap().await?;
+            let (organization, invitation) =
+                console.create_organization(&name, &owner_email).await?;
+            println!(
+                "Created organization \"{}\" ({}). {} is invited as its Organization Owner until {}: they join by signing in with SSO.",
+                organization.name,
+                organization.id,
+                invitation.email,
+                invitation.expires_at.format("%Y-%m-%d %H:%M UTC")
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::Verify) => {

@@ -8,6 +8,7 @@ pub mod domain;
 pub mod http;
 pub mod kms;
 pub mod settings;
+pub mod sso;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

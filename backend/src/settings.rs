@@ -51,6 +51,16 @@ pub struct Settings {
     /// The standard AWS variables the console applies itself (the SDK's default chain
     /// handles every other one: profiles, web identity, instance roles...).
     pub aws: AwsSettings,
+    /// Single sign-on; off unless `CMEK_OIDC_ISSUER` is set.
+    pub oidc: Option<OidcSettings>,
+}
+
+/// `CMEK_OIDC_ISSUER`, `CMEK_OIDC_CLIENT_ID`, `CMEK_OIDC_CLIENT_SECRET`.
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
 }
 
 /// `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
@@ -95,6 +105,9 @@ struct FileSettings {
     session_max_age: Option<String>,
     aws_account_id: Option<String>,
     kms_timeout: Option<String>,
+    oidc_issuer: Option<String>,
+    oidc_client_id: Option<String>,
+    oidc_client_secret: Option<String>,
 }
 
 /// Every variable we read; any other `CMEK_*` variable is reported as a likely typo.
@@ -110,6 +123,9 @@ const KNOWN_VARIABLES: &[&str] = &[
     "CMEK_SESSION_MAX_AGE",
     "CMEK_AWS_ACCOUNT_ID",
     "CMEK_KMS_TIMEOUT",
+    "CMEK_OIDC_ISSUER",
+    "CMEK_OIDC_CLIENT_ID",
+    "CMEK_OIDC_CLIENT_SECRET",
 ];
 
 impl Settings {
@@ -213,7 +229,28 @@ impl Settings {
             secret_access_key: lookup(vars, "AWS_SECRET_ACCESS_KEY").map(SecretString::from),
             session_token: lookup(vars, "AWS_SESSION_TOKEN").map(SecretString::from),
         };
+        let oidc = match (
+            pick("CMEK_OIDC_ISSUER", file.oidc_issuer),
+            pick("CMEK_OIDC_CLIENT_ID", file.oidc_client_id),
+            pick("CMEK_OIDC_CLIENT_SECRET", file.oidc_client_secret),
+        ) {
+            (None, _, _) => None,
+            (Some(issuer), Some(client_id), Some(secret)) => Some(OidcSettings {
+                issuer,
+                client_id,
+                client_secret: SecretString::from(secret),
+            }),
+            (Some(_), _, _) => {
+                return Err(SettingsError::Invalid {
+                    name: "CMEK_OIDC_ISSUER",
+                    reason:
+                        "single sign-on also needs CMEK_OIDC_CLIENT_ID and CMEK_OIDC_CLIENT_SECRET"
+                            .into(),
+                });
+            }
+        };
         Ok(Self {
+            oidc,
             aws,
             aws_account_id,
             kms_timeout,

@@ -3,6 +3,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::{Compress, from_fn};
@@ -14,11 +15,13 @@ use crate::domain::kms::KeyProvider;
 use crate::domain::local_kms::LocalKeyAdmin;
 use crate::domain::{Console, DomainError, Policy};
 use crate::http::metrics::Metrics;
+use crate::http::rate_limit::RateLimiter;
 use crate::http::{AppState, middleware, routes};
 use crate::kms::KmsTimeouts;
 use crate::kms::aws::AwsKms;
 use crate::kms::local::LocalKms;
 use crate::settings::{Environment, Settings, SettingsError};
+use crate::sso::oidc::OidcProvider;
 use crate::store::{self, SeaStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +32,8 @@ pub enum StartupError {
     Database(#[from] sea_orm::DbErr),
     #[error("{0}")]
     Domain(#[from] DomainError),
+    #[error("single sign-on: {0}")]
+    Sso(String),
     #[error("local KMS master key: {0}")]
     LocalKms(std::io::Error),
     #[error("cannot listen on {address}: {source}")]
@@ -56,7 +61,19 @@ pub async fn console(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Conso
             LocalKms::open(&settings.data_dir, db.clone()).map_err(StartupError::LocalKms)?,
         )),
     };
-    Ok(Console::new(
+    let sso = match &settings.oidc {
+        Some(oidc) => Some(
+            OidcProvider::new(
+                &oidc.issuer,
+                &oidc.client_id,
+                oidc.client_secret.clone(),
+                clock.clone(),
+            )
+            .map_err(StartupError::Sso)?,
+        ),
+        None => None,
+    };
+    let console = Console::new(
         Arc::new(SeaStore::new(db)),
         clock,
         Policy {
@@ -70,8 +87,15 @@ pub async fn console(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Conso
             aws_account_id: settings.aws_account_id.clone(),
         },
         local.map(|l| l as Arc<dyn LocalKeyAdmin>),
-    ))
+    );
+    Ok(match sso {
+        Some(provider) => console.with_sso(Arc::new(provider)),
+        None => console,
+    })
 }
+
+/// Sign-in attempts allowed per source address in five minutes.
+pub const SIGN_IN_ATTEMPTS: u32 = 20;
 
 pub struct Application {
     port: u16,
@@ -110,6 +134,8 @@ impl Application {
             console: console.clone(),
             metrics: Metrics::default(),
             public_origin: origin_of(&public_url),
+            public_url: public_url.clone(),
+            sign_in_limiter: RateLimiter::new(SIGN_IN_ATTEMPTS, Duration::from_secs(300)),
             secure_cookies: public_url.starts_with("https://"),
         });
         let server = HttpServer::new(move || {

@@ -13,4 +13,5 @@ mod local_kms;
 mod ops;
 mod pages;
 mod projects;
+mod sso;
 mod wizard;

@@ -18,6 +18,10 @@ pub enum Rule {
     LocalKmsInProduction,
     /// R4: at most one key per (project, provider, region).
     OneKeyPerRegion,
+    /// An organization keeps at least one owner.
+    LastOwner,
+    /// One pending invitation per email and organization.
+    InvitationPending,
 }
 
 impl Rule {
@@ -29,6 +33,8 @@ impl Rule {
             Rule::CmekNotEnabled => "cmek-not-enabled",
             Rule::LocalKmsInProduction => "local-kms-not-in-production",
             Rule::OneKeyPerRegion => "one-key-per-region",
+            Rule::LastOwner => "last-owner",
+            Rule::InvitationPending => "invitation-pending",
         }
     }
 }

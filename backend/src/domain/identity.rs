@@ -124,6 +124,8 @@ pub struct User {
     pub role: Role,
     pub created_at: DateTime<Utc>,
     pub last_sign_in_at: Option<DateTime<Utc>>,
+    /// The OpenID Connect identity (issuer, subject) of a single sign-on member.
+    pub identity: Option<(String, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -248,6 +250,7 @@ impl Console {
                     role: Role::Owner,
                     created_at: now,
                     last_sign_in_at: None,
+                    identity: None,
                 };
                 let audit = AuditDraft {
                     id: Uuid::now_v7(),
@@ -365,7 +368,7 @@ impl Console {
         }
     }
 
-    fn new_session(&self, user_id: Uuid, now: DateTime<Utc>) -> (Session, String) {
+    pub(crate) fn new_session(&self, user_id: Uuid, now: DateTime<Utc>) -> (Session, String) {
         let secret = NewSecret::generate("");
         let session = Session {
             id: Uuid::now_v7(),

@@ -8,9 +8,11 @@ pub mod identity;
 pub mod keys;
 pub mod kms;
 pub mod local_kms;
+pub mod members;
 pub mod page;
 pub mod ports;
 pub mod projects;
+pub mod sso;
 
 use std::sync::Arc;
 
@@ -29,6 +31,7 @@ pub struct Console {
     policy: Policy,
     kms: keys::KmsProviders,
     local_admin: Option<Arc<dyn local_kms::LocalKeyAdmin>>,
+    sso: Option<Arc<dyn sso::IdentityProvider>>,
 }
 
 /// Settings that change what the rules decide.
@@ -53,7 +56,18 @@ impl Console {
             policy,
             kms,
             local_admin,
+            sso: None,
         }
+    }
+
+    /// Turns single sign-on on with this provider.
+    pub fn with_sso(mut self, provider: Arc<dyn sso::IdentityProvider>) -> Self {
+        self.sso = Some(provider);
+        self
+    }
+
+    pub fn sso_enabled(&self) -> bool {
+        self.sso.is_some()
     }
 
     /// Readiness: the database answers.

@@ -7,8 +7,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::audit::{AuditDraft, AuditEvent, AuditFilter};
-use crate::domain::identity::{ApiKey, Organization, Session, SignInLink, User};
+use crate::domain::identity::{ApiKey, Organization, Role, Session, SignInLink, User};
 use crate::domain::keys::{EncryptionKey, KeyStatus};
+use crate::domain::members::{Invitation, MembershipChange};
 use crate::domain::page::PageRequest;
 use crate::domain::projects::Project;
 
@@ -41,6 +42,59 @@ pub trait Store: Send + Sync {
     /// The oldest owner of the oldest organization: who the bootstrap link is for.
     async fn first_owner(&self) -> Result<Option<User>, StoreError>;
     async fn user(&self, id: Uuid) -> Result<Option<User>, StoreError>;
+
+    /// Every membership of the person with this single sign-on identity.
+    async fn users_by_identity(&self, issuer: &str, subject: &str)
+    -> Result<Vec<User>, StoreError>;
+    async fn users(&self, organization_id: Uuid) -> Result<Vec<User>, StoreError>;
+    /// Opens a session (and records the sign-in time) with its audit event.
+    async fn open_session(&self, session: &Session, audit: AuditDraft) -> Result<(), StoreError>;
+    async fn set_session_user(&self, session_id: Uuid, user_id: Uuid) -> Result<(), StoreError>;
+    /// Changes a member's role unless that leaves the organization without an owner.
+    async fn change_role(
+        &self,
+        organization_id: Uuid,
+        user_id: Uuid,
+        role: Role,
+        audit: AuditDraft,
+    ) -> Result<MembershipChange, StoreError>;
+    /// Removes a member (and their sessions) unless they are the last owner.
+    async fn remove_user(
+        &self,
+        organization_id: Uuid,
+        user_id: Uuid,
+        audit: AuditDraft,
+    ) -> Result<MembershipChange, StoreError>;
+
+    // Invitations.
+    async fn insert_organization_with_invitation(
+        &self,
+        organization: &Organization,
+        invitation: &Invitation,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    async fn insert_invitation(
+        &self,
+        invitation: &Invitation,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    async fn invitations(&self, organization_id: Uuid) -> Result<Vec<Invitation>, StoreError>;
+    async fn invitations_for_email(&self, email: &str) -> Result<Vec<Invitation>, StoreError>;
+    /// Marks a still-pending invitation accepted and adds the member; false if it was not pending.
+    async fn accept_invitation(
+        &self,
+        id: Uuid,
+        user: &User,
+        now: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError>;
+    async fn revoke_invitation(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError>;
 
     // Sign-in links.
     /// Stores a new link and deletes the user's unused ones, so only the newest works.

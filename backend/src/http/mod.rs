@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod ops;
 pub mod pages;
+pub mod rate_limit;
 pub mod routes;
 
 use crate::domain::Console;
@@ -19,8 +20,12 @@ use metrics::Metrics;
 pub struct AppState {
     pub console: Console,
     pub metrics: Metrics,
+    /// `CMEK_PUBLIC_URL`, without a trailing slash.
+    pub public_url: String,
     /// Origin of `CMEK_PUBLIC_URL`, e.g. `https://cmek.example.com`.
     pub public_origin: String,
+    /// Sign-in attempts per source address.
+    pub sign_in_limiter: rate_limit::RateLimiter,
     /// Session cookies get `Secure` when the public URL is https.
     pub secure_cookies: bool,
 }

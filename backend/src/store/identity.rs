@@ -23,7 +23,7 @@ fn organization_from(m: organizations::Model) -> Organization {
     }
 }
 
-fn user_from(m: users::Model) -> Result<User, StoreError> {
+pub(super) fn user_from(m: users::Model) -> Result<User, StoreError> {
     Ok(User {
         id: m.id,
         organization_id: m.organization_id,
@@ -32,6 +32,7 @@ fn user_from(m: users::Model) -> Result<User, StoreError> {
         role: role(&m.role)?,
         created_at: m.created_at,
         last_sign_in_at: m.last_sign_in_at,
+        identity: m.oidc_issuer.zip(m.oidc_subject),
     })
 }
 
@@ -71,7 +72,7 @@ pub async fn organization(
 pub async fn insert_organization(
     db: &impl ConnectionTrait,
     organization: &Organization,
-    owner: &User,
+    owner: Option<&User>,
 ) -> Result<(), StoreError> {
     organizations::Entity::insert(organizations::ActiveModel {
         id: Set(organization.id),
@@ -80,14 +81,24 @@ pub async fn insert_organization(
     })
     .exec_without_returning(db)
     .await?;
+    match owner {
+        Some(owner) => insert_user(db, owner).await,
+        None => Ok(()),
+    }
+}
+
+pub(super) async fn insert_user(db: &impl ConnectionTrait, user: &User) -> Result<(), StoreError> {
+    let (issuer, subject) = user.identity.clone().unzip();
     users::Entity::insert(users::ActiveModel {
-        id: Set(owner.id),
-        organization_id: Set(owner.organization_id),
-        email: Set(owner.email.clone()),
-        display_name: Set(owner.display_name.clone()),
-        role: Set(owner.role.as_str().into()),
-        created_at: Set(owner.created_at),
-        last_sign_in_at: Set(owner.last_sign_in_at),
+        id: Set(user.id),
+        organization_id: Set(user.organization_id),
+        email: Set(user.email.clone()),
+        display_name: Set(user.display_name.clone()),
+        role: Set(user.role.as_str().into()),
+        created_at: Set(user.created_at),
+        last_sign_in_at: Set(user.last_sign_in_at),
+        oidc_issuer: Set(issuer),
+        oidc_subject: Set(subject),
     })
     .exec_without_returning(db)
     .await?;
@@ -168,6 +179,16 @@ pub async fn redeem_sign_in_link(
     if claimed.rows_affected != 1 {
         return Ok(false);
     }
+    open_session(db, session, now).await?;
+    Ok(true)
+}
+
+/// Stores a new session and the user's sign-in time.
+pub async fn open_session(
+    db: &impl ConnectionTrait,
+    session: &Session,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
     users::Entity::update_many()
         .col_expr(users::Column::LastSignInAt, Expr::value(now))
         .filter(users::Column::Id.eq(session.user_id))
@@ -183,7 +204,7 @@ pub async fn redeem_sign_in_link(
     })
     .exec_without_returning(db)
     .await?;
-    Ok(true)
+    Ok(())
 }
 
 pub async fn session(

@@ -7,6 +7,7 @@ mod entities;
 mod identity;
 mod keys;
 pub mod local_kms;
+mod members;
 mod projects;
 
 use std::time::Duration;
@@ -23,8 +24,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::audit::{AuditDraft, AuditEvent, AuditFilter};
-use crate::domain::identity::{ApiKey, Organization, Session, SignInLink, User};
+use crate::domain::identity::{ApiKey, Organization, Role, Session, SignInLink, User};
 use crate::domain::keys::{EncryptionKey, KeyStatus};
+use crate::domain::members::{Invitation, MembershipChange};
 use crate::domain::page::PageRequest;
 use crate::domain::ports::{Store, StoreError};
 use crate::domain::projects::Project;
@@ -119,7 +121,7 @@ impl Store for SeaStore {
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         let write = self.begin().await?;
-        identity::insert_organization(&write.txn, organization, owner).await?;
+        identity::insert_organization(&write.txn, organization, Some(owner)).await?;
         write.commit_with(audit).await
     }
 
@@ -129,6 +131,117 @@ impl Store for SeaStore {
 
     async fn user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
         identity::user(&self.db, id).await
+    }
+
+    async fn users_by_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Vec<User>, StoreError> {
+        members::users_by_identity(&self.db, issuer, subject).await
+    }
+
+    async fn users(&self, organization_id: Uuid) -> Result<Vec<User>, StoreError> {
+        members::users(&self.db, organization_id).await
+    }
+
+    async fn open_session(&self, session: &Session, audit: AuditDraft) -> Result<(), StoreError> {
+        let write = self.begin().await?;
+        identity::open_session(&write.txn, session, session.created_at).await?;
+        write.commit_with(audit).await
+    }
+
+    async fn set_session_user(&self, session_id: Uuid, user_id: Uuid) -> Result<(), StoreError> {
+        members::set_session_user(&self.db, session_id, user_id).await
+    }
+
+    async fn change_role(
+        &self,
+        organization_id: Uuid,
+        user_id: Uuid,
+        role: Role,
+        audit: AuditDraft,
+    ) -> Result<MembershipChange, StoreError> {
+        let write = self.begin().await?;
+        let change = members::change_role(&write.txn, organization_id, user_id, role).await?;
+        if change == MembershipChange::Done {
+            write.commit_with(audit).await?;
+        }
+        Ok(change)
+    }
+
+    async fn remove_user(
+        &self,
+        organization_id: Uuid,
+        user_id: Uuid,
+        audit: AuditDraft,
+    ) -> Result<MembershipChange, StoreError> {
+        let write = self.begin().await?;
+        let change = members::remove_user(&write.txn, organization_id, user_id).await?;
+        if change == MembershipChange::Done {
+            write.commit_with(audit).await?;
+        }
+        Ok(change)
+    }
+
+    async fn insert_organization_with_invitation(
+        &self,
+        organization: &Organization,
+        invitation: &Invitation,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        let write = self.begin().await?;
+        identity::insert_organization(&write.txn, organization, None).await?;
+        members::insert_invitation(&write.txn, invitation).await?;
+        write.commit_with(audit).await
+    }
+
+    async fn insert_invitation(
+        &self,
+        invitation: &Invitation,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        let write = self.begin().await?;
+        members::insert_invitation(&write.txn, invitation).await?;
+        write.commit_with(audit).await
+    }
+
+    async fn invitations(&self, organization_id: Uuid) -> Result<Vec<Invitation>, StoreError> {
+        members::invitations(&self.db, organization_id).await
+    }
+
+    async fn invitations_for_email(&self, email: &str) -> Result<Vec<Invitation>, StoreError> {
+        members::invitations_for_email(&self.db, email).await
+    }
+
+    async fn accept_invitation(
+        &self,
+        id: Uuid,
+        user: &User,
+        now: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        let write = self.begin().await?;
+        if !members::accept_invitation(&write.txn, id, user, now).await? {
+            return Ok(false);
+        }
+        write.commit_with(audit).await?;
+        Ok(true)
+    }
+
+    async fn revoke_invitation(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        let write = self.begin().await?;
+        if !members::revoke_invitation(&write.txn, organization_id, id, now).await? {
+            return Ok(false);
+        }
+        write.commit_with(audit).await?;
+        Ok(true)
     }
 
     async fn replace_sign_in_link(&self, link: &SignInLink) -> Result<(), StoreError> {

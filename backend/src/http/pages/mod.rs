@@ -6,6 +6,7 @@ pub mod assets;
 pub mod audit;
 pub mod keys;
 pub mod local_kms;
+pub mod members;
 pub mod projects;
 pub mod render;
 pub mod sign_in;
@@ -18,6 +19,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/sign-in", web::get().to(sign_in::page))
         .route("/sign-in/link", web::get().to(sign_in::confirm))
         .route("/sign-in/link", web::post().to(sign_in::redeem))
+        .route("/sign-in/sso", web::get().to(sign_in::sso))
+        .route(
+            "/sign-in/sso/callback",
+            web::get().to(sign_in::sso_callback),
+        )
         .route("/sign-out", web::post().to(sign_in::sign_out))
         .route("/projects", web::get().to(projects::list))
         .route("/projects", web::post().to(projects::create))
@@ -60,6 +66,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/api-keys/{key_id}/revoke",
             web::post().to(api_keys::revoke),
         )
+        .route("/members", web::get().to(members::list))
+        .route("/members/invite", web::post().to(members::invite))
+        .route(
+            "/members/invitations/{invitation_id}/revoke",
+            web::post().to(members::revoke_invitation),
+        )
+        .route(
+            "/members/{user_id}/role",
+            web::post().to(members::change_role),
+        )
+        .route("/members/{user_id}/remove", web::post().to(members::remove))
+        .route("/organizations/switch", web::post().to(members::switch))
         .route("/audit", web::get().to(audit::list));
 }
 

@@ -19,6 +19,8 @@ pub struct Chrome {
     pub section: &'static str,
     /// The built-in local KMS is offered (not in production).
     pub local_kms: bool,
+    /// Every organization the person belongs to, when more than one: (id, name, current).
+    pub organizations: Vec<(uuid::Uuid, String, bool)>,
 }
 
 impl Chrome {
@@ -28,6 +30,14 @@ impl Chrome {
         section: &'static str,
     ) -> Result<Self, PageError> {
         let organization = console.organization_of(caller).await?;
+        let all = console.organizations_of(caller).await?;
+        let organizations = if all.len() > 1 {
+            all.into_iter()
+                .map(|(org, _)| (org.id, org.name, org.id == caller.organization_id))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let user = match &caller.actor {
             Actor::User { name, .. } | Actor::ApiKey { name, .. } => name.clone(),
             Actor::System => "system".into(),
@@ -38,6 +48,7 @@ impl Chrome {
             role: caller.role,
             section,
             local_kms: console.environment() != crate::settings::Environment::Production,
+            organizations,
         })
     }
 

@@ -1,0 +1,3 @@
+//! Single sign-on adapters implementing the domain's `IdentityProvider`.
+
+pub mod oidc;

@@ -1,0 +1,227 @@
+//! Memberships (users rows), single sign-on identities and invitations.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder,
+};
+use uuid::Uuid;
+
+use super::entities::{invitations, sessions, users};
+use super::identity::user_from;
+use crate::domain::identity::{Role, User};
+use crate::domain::members::{Invitation, MembershipChange};
+use crate::domain::ports::StoreError;
+
+pub async fn users_by_identity(
+    db: &impl ConnectionTrait,
+    issuer: &str,
+    subject: &str,
+) -> Result<Vec<User>, StoreError> {
+    users::Entity::find()
+        .filter(users::Column::OidcIssuer.eq(issuer))
+        .filter(users::Column::OidcSubject.eq(subject))
+        .order_by_asc(users::Column::Id)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(user_from)
+        .collect()
+}
+
+pub async fn users(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+) -> Result<Vec<User>, StoreError> {
+    users::Entity::find()
+        .filter(users::Column::OrganizationId.eq(organization_id))
+        .order_by_asc(users::Column::Id)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(user_from)
+        .collect()
+}
+
+pub async fn set_session_user(
+    db: &impl ConnectionTrait,
+    session_id: Uuid,
+    user_id: Uuid,
+) -> Result<(), StoreError> {
+    sessions::Entity::update_many()
+        .col_expr(sessions::Column::UserId, Expr::value(user_id))
+        .filter(sessions::Column::Id.eq(session_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+async fn member(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<users::Model>, StoreError> {
+    Ok(users::Entity::find_by_id(user_id)
+        .filter(users::Column::OrganizationId.eq(organization_id))
+        .one(db)
+        .await?)
+}
+
+async fn owners(db: &impl ConnectionTrait, organization_id: Uuid) -> Result<u64, StoreError> {
+    Ok(users::Entity::find()
+        .filter(users::Column::OrganizationId.eq(organization_id))
+        .filter(users::Column::Role.eq(Role::Owner.as_str()))
+        .count(db)
+        .await?)
+}
+
+/// Runs inside the store's write lock and transaction, so two owners demoting each other
+/// at once cannot both succeed.
+pub async fn change_role(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    user_id: Uuid,
+    role: Role,
+) -> Result<MembershipChange, StoreError> {
+    let Some(current) = member(db, organization_id, user_id).await? else {
+        return Ok(MembershipChange::NotFound);
+    };
+    if current.role == Role::Owner.as_str()
+        && role != Role::Owner
+        && owners(db, organization_id).await? <= 1
+    {
+        return Ok(MembershipChange::LastOwner);
+    }
+    users::Entity::update_many()
+        .col_expr(users::Column::Role, Expr::value(role.as_str()))
+        .filter(users::Column::Id.eq(user_id))
+        .exec(db)
+        .await?;
+    Ok(MembershipChange::Done)
+}
+
+pub async fn remove_user(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    user_id: Uuid,
+) -> Result<MembershipChange, StoreError> {
+    let Some(current) = member(db, organization_id, user_id).await? else {
+        return Ok(MembershipChange::NotFound);
+    };
+    if current.role == Role::Owner.as_str() && owners(db, organization_id).await? <= 1 {
+        return Ok(MembershipChange::LastOwner);
+    }
+    sessions::Entity::delete_many()
+        .filter(sessions::Column::UserId.eq(user_id))
+        .exec(db)
+        .await?;
+    super::entities::sign_in_links::Entity::delete_many()
+        .filter(super::entities::sign_in_links::Column::UserId.eq(user_id))
+        .exec(db)
+        .await?;
+    users::Entity::delete_by_id(user_id).exec(db).await?;
+    Ok(MembershipChange::Done)
+}
+
+fn invitation_from(m: invitations::Model) -> Result<Invitation, StoreError> {
+    Ok(Invitation {
+        role: Role::parse(&m.role)
+            .ok_or_else(|| StoreError::Corrupt(format!("invitation {}: role", m.id)))?,
+        id: m.id,
+        organization_id: m.organization_id,
+        email: m.email,
+        created_by: m.created_by,
+        created_at: m.created_at,
+        expires_at: m.expires_at,
+        accepted_at: m.accepted_at,
+        revoked_at: m.revoked_at,
+    })
+}
+
+pub async fn insert_invitation(
+    db: &impl ConnectionTrait,
+    i: &Invitation,
+) -> Result<(), StoreError> {
+    invitations::Entity::insert(invitations::ActiveModel {
+        id: Set(i.id),
+        organization_id: Set(i.organization_id),
+        email: Set(i.email.clone()),
+        role: Set(i.role.as_str().to_owned()),
+        created_by: Set(i.created_by.clone()),
+        created_at: Set(i.created_at),
+        expires_at: Set(i.expires_at),
+        accepted_at: Set(i.accepted_at),
+        revoked_at: Set(i.revoked_at),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
+pub async fn invitations(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+) -> Result<Vec<Invitation>, StoreError> {
+    invitations::Entity::find()
+        .filter(invitations::Column::OrganizationId.eq(organization_id))
+        .order_by_desc(invitations::Column::Id)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(invitation_from)
+        .collect()
+}
+
+pub async fn invitations_for_email(
+    db: &impl ConnectionTrait,
+    email: &str,
+) -> Result<Vec<Invitation>, StoreError> {
+    invitations::Entity::find()
+        .filter(invitations::Column::Email.eq(email))
+        .order_by_asc(invitations::Column::Id)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(invitation_from)
+        .collect()
+}
+
+/// Claims the invitation (only if still pending) and adds the member.
+pub async fn accept_invitation(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    user: &User,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let claimed = invitations::Entity::update_many()
+        .col_expr(invitations::Column::AcceptedAt, Expr::value(now))
+        .filter(invitations::Column::Id.eq(id))
+        .filter(invitations::Column::AcceptedAt.is_null())
+        .filter(invitations::Column::RevokedAt.is_null())
+        .filter(invitations::Column::ExpiresAt.gt(now))
+        .exec(db)
+        .await?;
+    if claimed.rows_affected != 1 {
+        return Ok(false);
+    }
+    super::identity::insert_user(db, user).await?;
+    Ok(true)
+}
+
+pub async fn revoke_invitation(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let revoked = invitations::Entity::update_many()
+        .col_expr(invitations::Column::RevokedAt, Expr::value(now))
+        .filter(invitations::Column::Id.eq(id))
+        .filter(invitations::Column::OrganizationId.eq(organization_id))
+        .filter(invitations::Column::AcceptedAt.is_null())
+        .filter(invitations::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(revoked.rows_affected == 1)
+}
