@@ -32,15 +32,29 @@ fn absolute(base: &str, location: &str) -> String {
 }
 
 fn form_action(html: &str) -> String {
-    html.split("action=\"").nth(1).and_then(|r| r.split('"').next()).expect("a form").to_owned()
+    html.split("action=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a form")
+        .to_owned()
 }
 
 /// Runs the provider's login and consent for `login` and returns the callback URL the
 /// provider sends the browser to (not yet requested), and the console's SSO cookie.
 async fn authorize(app: &TestApp, browser: &Client, login: &str) -> (String, String) {
     let start = browser.get(app.url("/sign-in/sso")).send().await.unwrap();
-    assert_eq!(start.status(), 303, "Sign in with SSO redirects to the provider");
-    let sso_cookie = start.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    assert_eq!(
+        start.status(),
+        303,
+        "Sign in with SSO redirects to the provider"
+    );
+    let sso_cookie = start.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
     let mut url = start.headers()["location"].to_str().unwrap().to_owned();
     for _ in 0..12 {
         if url.contains("/sign-in/sso/callback") {
@@ -54,7 +68,11 @@ async fn authorize(app: &TestApp, browser: &Client, login: &str) -> (String, Str
         let html = response.text().await.unwrap();
         let action = form_action(&html);
         let fields: Vec<(&str, &str)> = if html.contains("value=\"login\"") {
-            vec![("prompt", "login"), ("login", login), ("password", "anything")]
+            vec![
+                ("prompt", "login"),
+                ("login", login),
+                ("password", "anything"),
+            ]
         } else {
             vec![("prompt", "consent")]
         };
@@ -72,7 +90,14 @@ async fn sso_sign_in(app: &TestApp, login: &str) -> (Client, Response) {
 }
 
 async fn me(app: &TestApp, browser: &Client) -> Value {
-    browser.get(app.url("/api/v1/me")).send().await.unwrap().json().await.unwrap()
+    browser
+        .get(app.url("/api/v1/me"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 async fn invite(app: &TestApp, email: &str, role: Role) {
@@ -94,7 +119,12 @@ async fn an_invited_person_joins_with_sso_in_the_invited_role() {
     assert_eq!(me["actor"]["type"], "user");
     assert_eq!(me["actor"]["name"], "Test ada");
     let key = app.api_key(Role::Auditor).await;
-    let log: Value = app.get("/api/v1/audit-events?action=invitation.accepted", &key).await.json().await.unwrap();
+    let log: Value = app
+        .get("/api/v1/audit-events?action=invitation.accepted", &key)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(log["items"].as_array().unwrap().len(), 1);
 }
 
@@ -110,7 +140,11 @@ async fn the_next_sign_in_finds_the_same_member_by_issuer_and_subject() {
     assert_eq!(response.status(), 303);
     assert_eq!(me(&app, &second).await["actor"]["id"], first_id);
     let operator = app.console.operator(None).await.unwrap();
-    assert_eq!(app.console.members(&operator).await.unwrap().len(), 2, "the owner and ada, once");
+    assert_eq!(
+        app.console.members(&operator).await.unwrap().len(),
+        2,
+        "the owner and ada, once"
+    );
 }
 
 #[tokio::test]
@@ -120,8 +154,22 @@ async fn without_an_invitation_nobody_gets_in() {
     let (browser, response) = sso_sign_in(&app, "eve").await;
 
     assert_eq!(response.status(), 401);
-    assert!(response.text().await.unwrap().contains("not a member of any organization"));
-    assert_eq!(browser.get(app.url("/api/v1/me")).send().await.unwrap().status(), 401);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("not a member of any organization")
+    );
+    assert_eq!(
+        browser
+            .get(app.url("/api/v1/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
 }
 
 #[tokio::test]
@@ -141,12 +189,24 @@ async fn expired_and_revoked_invitations_are_refused() {
     invite(&app, "gone@example.com", Role::Member).await;
     app.db()
         .await
-        .execute_unprepared("UPDATE invitations SET expires_at = created_at WHERE email = 'old@example.com'")
+        .execute_unprepared(
+            "UPDATE invitations SET expires_at = created_at WHERE email = 'old@example.com'",
+        )
         .await
         .unwrap();
     let operator = app.console.operator(None).await.unwrap();
-    let gone = app.console.invitations(&operator).await.unwrap().into_iter().find(|i| i.email == "gone@example.com").unwrap();
-    app.console.revoke_invitation(&operator, gone.id).await.unwrap();
+    let gone = app
+        .console
+        .invitations(&operator)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.email == "gone@example.com")
+        .unwrap();
+    app.console
+        .revoke_invitation(&operator, gone.id)
+        .await
+        .unwrap();
 
     assert_eq!(sso_sign_in(&app, "old").await.1.status(), 401);
     assert_eq!(sso_sign_in(&app, "gone").await.1.status(), 401);
@@ -163,8 +223,22 @@ async fn a_tampered_state_is_refused() {
     let response = browser.get(&forged).send().await.unwrap();
 
     assert_eq!(response.status(), 400);
-    assert!(response.text().await.unwrap().contains("state does not match"));
-    assert_eq!(browser.get(app.url("/api/v1/me")).send().await.unwrap().status(), 401);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("state does not match")
+    );
+    assert_eq!(
+        browser
+            .get(app.url("/api/v1/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
 }
 
 #[tokio::test]
@@ -175,10 +249,22 @@ async fn a_replayed_code_is_refused() {
     let (callback, sso_cookie) = authorize(&app, &browser, "ada").await;
     assert_eq!(browser.get(&callback).send().await.unwrap().status(), 303);
 
-    let replay = app.api.get(&callback).header("cookie", &sso_cookie).send().await.unwrap();
+    let replay = app
+        .api
+        .get(&callback)
+        .header("cookie", &sso_cookie)
+        .send()
+        .await
+        .unwrap();
 
     assert_eq!(replay.status(), 401);
-    assert!(replay.text().await.unwrap().contains("could not be verified"));
+    assert!(
+        replay
+            .text()
+            .await
+            .unwrap()
+            .contains("could not be verified")
+    );
 }
 
 #[tokio::test]
@@ -187,11 +273,20 @@ async fn a_wrong_nonce_is_refused() {
     invite(&app, "ada@example.com", Role::Member).await;
     let browser = app.browser();
     let (callback, sso_cookie) = authorize(&app, &browser, "ada").await;
-    let mut parts: Vec<&str> = sso_cookie.trim_start_matches("cmek_sso=").split('.').collect();
+    let mut parts: Vec<&str> = sso_cookie
+        .trim_start_matches("cmek_sso=")
+        .split('.')
+        .collect();
     parts[1] = "another-nonce";
     let forged = format!("cmek_sso={}", parts.join("."));
 
-    let response = app.api.get(&callback).header("cookie", &forged).send().await.unwrap();
+    let response = app
+        .api
+        .get(&callback)
+        .header("cookie", &forged)
+        .send()
+        .await
+        .unwrap();
 
     assert_eq!(response.status(), 401);
 }
@@ -214,14 +309,30 @@ async fn a_role_change_takes_effect_on_the_next_request() {
     let Some(app) = sso_app().await else { return };
     invite(&app, "ada@example.com", Role::Member).await;
     let (browser, _) = sso_sign_in(&app, "ada").await;
-    let ada = me(&app, &browser).await["actor"]["id"].as_str().unwrap().parse().unwrap();
+    let ada = me(&app, &browser).await["actor"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let operator = app.console.operator(None).await.unwrap();
 
-    app.console.change_role(&operator, ada, Role::Owner).await.unwrap();
+    app.console
+        .change_role(&operator, ada, Role::Owner)
+        .await
+        .unwrap();
 
     assert_eq!(me(&app, &browser).await["role"], "owner");
     app.console.remove_member(&operator, ada).await.unwrap();
-    assert_eq!(browser.get(app.url("/api/v1/me")).send().await.unwrap().status(), 401, "removal ends the session");
+    assert_eq!(
+        browser
+            .get(app.url("/api/v1/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401,
+        "removal ends the session"
+    );
 }
 
 #[tokio::test]
@@ -232,16 +343,39 @@ async fn the_last_owner_can_be_neither_demoted_nor_removed() {
     let members = app.console.members(&operator).await.unwrap();
     let only_owner = members[0].id;
 
-    let demote = owner.post(app.url(&format!("/members/{only_owner}/role"))).form(&[("role", "member")]).send().await.unwrap();
+    let demote = owner
+        .post(app.url(&format!("/members/{only_owner}/role")))
+        .form(&[("role", "member")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(demote.status(), 409);
-    assert!(demote.text().await.unwrap().contains("at least one Organization Owner"));
+    assert!(
+        demote
+            .text()
+            .await
+            .unwrap()
+            .contains("at least one Organization Owner")
+    );
     let removal = app.console.remove_member(&operator, only_owner).await;
-    assert!(matches!(removal, Err(cmek_console::domain::DomainError::Conflict { .. })));
+    assert!(matches!(
+        removal,
+        Err(cmek_console::domain::DomainError::Conflict { .. })
+    ));
 
     invite(&app, "ada@example.com", Role::Owner).await;
     sso_sign_in(&app, "ada").await;
-    let demoted = owner.post(app.url(&format!("/members/{only_owner}/role"))).form(&[("role", "member")]).send().await.unwrap();
-    assert_eq!(demoted.status(), 303, "with a second owner the first may step down");
+    let demoted = owner
+        .post(app.url(&format!("/members/{only_owner}/role")))
+        .form(&[("role", "member")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        demoted.status(),
+        303,
+        "with a second owner the first may step down"
+    );
 }
 
 #[tokio::test]
@@ -249,15 +383,43 @@ async fn invitations_are_managed_on_the_members_page() {
     let Some(app) = sso_app().await else { return };
     let owner = app.signed_in_owner().await;
 
-    let invited = owner.post(app.url("/members/invite")).form(&[("email", "New@Example.com"), ("role", "auditor")]).send().await.unwrap();
+    let invited = owner
+        .post(app.url("/members/invite"))
+        .form(&[("email", "New@Example.com"), ("role", "auditor")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(invited.status(), 303);
-    let again = owner.post(app.url("/members/invite")).form(&[("email", "new@example.com"), ("role", "member")]).send().await.unwrap();
+    let again = owner
+        .post(app.url("/members/invite"))
+        .form(&[("email", "new@example.com"), ("role", "member")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 422);
-    assert!(again.text().await.unwrap().contains("already has a pending invitation"));
-    let bad = owner.post(app.url("/members/invite")).form(&[("email", "not-an-email"), ("role", "member")]).send().await.unwrap();
+    assert!(
+        again
+            .text()
+            .await
+            .unwrap()
+            .contains("already has a pending invitation")
+    );
+    let bad = owner
+        .post(app.url("/members/invite"))
+        .form(&[("email", "not-an-email"), ("role", "member")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 422);
 
-    let page = owner.get(app.url("/members")).send().await.unwrap().text().await.unwrap();
+    let page = owner
+        .get(app.url("/members"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("new@example.com"));
     assert!(page.contains("Sign in with") || page.contains("Signs in with"));
 }
@@ -265,21 +427,66 @@ async fn invitations_are_managed_on_the_members_page() {
 #[tokio::test]
 async fn a_person_in_two_organizations_switches_between_them() {
     let Some(app) = sso_app().await else { return };
-    let (second, _) = app.console.create_organization("Second Org", "ada@example.com").await.unwrap();
-    let first_operator = app.console.operator(Some(app.console.first_owner().await.unwrap().unwrap().organization_id)).await.unwrap();
-    app.console.invite(&first_operator, "ada@example.com", Role::Member).await.unwrap();
+    let (second, _) = app
+        .console
+        .create_organization("Second Org", "ada@example.com")
+        .await
+        .unwrap();
+    let first_operator = app
+        .console
+        .operator(Some(
+            app.console
+                .first_owner()
+                .await
+                .unwrap()
+                .unwrap()
+                .organization_id,
+        ))
+        .await
+        .unwrap();
+    app.console
+        .invite(&first_operator, "ada@example.com", Role::Member)
+        .await
+        .unwrap();
     let (browser, _) = sso_sign_in(&app, "ada").await;
-    let starting = me(&app, &browser).await["organization"]["id"].as_str().unwrap().to_owned();
-    let other = if starting == second.id.to_string() { first_operator.organization_id.to_string() } else { second.id.to_string() };
+    let starting = me(&app, &browser).await["organization"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let other = if starting == second.id.to_string() {
+        first_operator.organization_id.to_string()
+    } else {
+        second.id.to_string()
+    };
 
-    let page = browser.get(app.url("/projects")).send().await.unwrap().text().await.unwrap();
-    assert!(page.contains("Second Org") && page.contains("My Organization"), "the switcher lists both");
-    let switched = browser.post(app.url("/organizations/switch")).form(&[("organization_id", other.as_str())]).send().await.unwrap();
+    let page = browser
+        .get(app.url("/projects"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Second Org") && page.contains("My Organization"),
+        "the switcher lists both"
+    );
+    let switched = browser
+        .post(app.url("/organizations/switch"))
+        .form(&[("organization_id", other.as_str())])
+        .send()
+        .await
+        .unwrap();
 
     assert_eq!(switched.status(), 303);
     assert_eq!(me(&app, &browser).await["organization"]["id"], other);
     let stranger = uuid::Uuid::now_v7().to_string();
-    let refused = browser.post(app.url("/organizations/switch")).form(&[("organization_id", stranger.as_str())]).send().await.unwrap();
+    let refused = browser
+        .post(app.url("/organizations/switch"))
+        .form(&[("organization_id", stranger.as_str())])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status(), 404);
 }
 
@@ -287,23 +494,49 @@ async fn a_person_in_two_organizations_switches_between_them() {
 async fn another_organizations_resources_are_not_found_on_every_route() {
     let Some(app) = sso_app().await else { return };
     let owner_a = app.api_key(Role::Owner).await;
-    let project = app.create_project(&owner_a, "private", true).await["id"].as_str().unwrap().to_owned();
+    let project = app.create_project(&owner_a, "private", true).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let operator_a = app.console.operator(None).await.unwrap();
-    let local = app.console.create_local_key(&operator_a, "k").await.unwrap();
+    let local = app
+        .console
+        .create_local_key(&operator_a, "k")
+        .await
+        .unwrap();
     let created: Value = app
-        .post_json(&format!("/api/v1/projects/{project}/encryption-keys"), &owner_a, &json!({ "provider": "local", "region": "us-east-1", "key_id": local.id }))
+        .post_json(
+            &format!("/api/v1/projects/{project}/encryption-keys"),
+            &owner_a,
+            &json!({ "provider": "local", "region": "us-east-1", "key_id": local.id }),
+        )
         .await
         .json()
         .await
         .unwrap();
     let key_id = created["id"].as_str().unwrap().to_owned();
-    let (second, _) = app.console.create_organization("Intruders", "mallory@example.com").await.unwrap();
+    let (second, _) = app
+        .console
+        .create_organization("Intruders", "mallory@example.com")
+        .await
+        .unwrap();
     let operator_b = app.console.operator(Some(second.id)).await.unwrap();
-    let owner_b = app.console.create_api_key(&operator_b, "b", Role::Owner).await.unwrap().secret;
+    let owner_b = app
+        .console
+        .create_api_key(&operator_b, "b", Role::Owner)
+        .await
+        .unwrap()
+        .secret;
 
     let mut checked = 0;
-    for route in api_routes().into_iter().filter(|r| r.access == Access::SignedIn && r.path.contains("{project_id}")) {
-        let path = route.path.replace("{project_id}", &project).replace("{key_id}", &key_id);
+    for route in api_routes()
+        .into_iter()
+        .filter(|r| r.access == Access::SignedIn && r.path.contains("{project_id}"))
+    {
+        let path = route
+            .path
+            .replace("{project_id}", &project)
+            .replace("{key_id}", &key_id);
         // A body each route accepts, so only the ownership check can refuse.
         let body = if route.path.ends_with("aws-cmek") {
             json!({ "specs": [{ "region": "us-east-1", "kms_arn": "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab" }] })
@@ -314,7 +547,10 @@ async fn another_organizations_resources_are_not_found_on_every_route() {
         };
         let response = app
             .api
-            .request(route.method.as_str().parse().unwrap(), app.url(&format!("{path}?region=us-east-1")))
+            .request(
+                route.method.as_str().parse().unwrap(),
+                app.url(&format!("{path}?region=us-east-1")),
+            )
             .bearer_auth(&owner_b)
             .json(&body)
             .send()
@@ -324,7 +560,12 @@ async fn another_organizations_resources_are_not_found_on_every_route() {
         checked += 1;
     }
     assert!(checked >= 10);
-    let read: Value = app.get(&format!("/api/v1/projects/{project}"), &owner_a).await.json().await.unwrap();
+    let read: Value = app
+        .get(&format!("/api/v1/projects/{project}"), &owner_a)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(read["name"], "private", "nothing changed");
 }
 
@@ -347,7 +588,15 @@ async fn sign_in_attempts_are_rate_limited_per_address() {
 async fn the_sign_in_page_offers_sso_when_configured() {
     let Some(app) = sso_app().await else { return };
 
-    let page = app.api.get(app.url("/sign-in")).send().await.unwrap().text().await.unwrap();
+    let page = app
+        .api
+        .get(app.url("/sign-in"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
 
     assert!(page.contains("Sign in with SSO"));
 }
