@@ -600,3 +600,113 @@ async fn the_sign_in_page_offers_sso_when_configured() {
 
     assert!(page.contains("Sign in with SSO"));
 }
+
+#[tokio::test]
+async fn signing_out_ends_the_session_here_and_at_the_provider() {
+    let Some(app) = sso_app().await else { return };
+    invite(&app, "ada@example.com", Role::Member).await;
+    let (browser, _) = sso_sign_in(&app, "ada").await;
+
+    let out = browser.post(app.url("/sign-out")).send().await.unwrap();
+
+    assert_eq!(out.status(), 303);
+    let location = out.headers()["location"].to_str().unwrap().to_owned();
+    let issuer = std::env::var("CMEK_TEST_OIDC_ISSUER").unwrap();
+    assert!(
+        location.starts_with(&format!("{issuer}/session/end?client_id=cmek-console")),
+        "{location}"
+    );
+    assert!(location.contains("post_logout_redirect_uri=http%3A%2F%2F127.0.0.1"));
+    assert_eq!(
+        browser
+            .get(app.url("/api/v1/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let end = browser.get(&location).send().await.unwrap();
+    assert_eq!(
+        end.status(),
+        200,
+        "the provider asks to confirm the sign-out"
+    );
+}
+
+#[tokio::test]
+async fn a_code_issued_to_another_client_is_refused() {
+    let Some(app) = sso_app().await else { return };
+    invite(&app, "ada@example.com", Role::Member).await;
+    let browser = app.browser();
+    let start = browser.get(app.url("/sign-in/sso")).send().await.unwrap();
+    let console_authorize = start.headers()["location"].to_str().unwrap().to_owned();
+    // The same request, but for the other application: its code must not work for the console.
+    let other_authorize =
+        console_authorize.replace("client_id=cmek-console", "client_id=other-client");
+    let mut url = other_authorize;
+    for _ in 0..12 {
+        if url.contains("/sign-in/sso/callback") {
+            break;
+        }
+        let response = browser.get(&url).send().await.unwrap();
+        if response.status().is_redirection() {
+            url = absolute(&url, response.headers()["location"].to_str().unwrap());
+            continue;
+        }
+        let html = response.text().await.unwrap();
+        let action = form_action(&html);
+        let fields: Vec<(&str, &str)> = if html.contains("value=\"login\"") {
+            vec![("prompt", "login"), ("login", "ada"), ("password", "x")]
+        } else {
+            vec![("prompt", "consent")]
+        };
+        let next = browser.post(&action).form(&fields).send().await.unwrap();
+        url = absolute(&action, next.headers()["location"].to_str().unwrap());
+    }
+    assert!(url.contains("/sign-in/sso/callback"));
+
+    let response = browser.get(&url).send().await.unwrap();
+
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        browser
+            .get(app.url("/api/v1/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn a_provider_whose_issuer_does_not_match_is_not_trusted() {
+    let Some(issuer) = service("CMEK_TEST_OIDC_ISSUER") else {
+        return;
+    };
+    // The same provider under another name: its discovery document names a different issuer.
+    let renamed = issuer.replace("127.0.0.1", "localhost");
+    let app = spawn_app_with(&[
+        ("CMEK_OIDC_ISSUER", &renamed),
+        ("CMEK_OIDC_CLIENT_ID", "cmek-console"),
+        ("CMEK_OIDC_CLIENT_SECRET", "cmek-console-test-secret"),
+    ])
+    .await;
+
+    let response = app
+        .browser()
+        .get(app.url("/sign-in/sso"))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 502);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("could not be reached")
+    );
+}

@@ -19,6 +19,16 @@ const configuration = {
     client_secret: "cmek-console-test-secret",
     application_type: "native",
     redirect_uris: ["http://127.0.0.1/sign-in/sso/callback"],
+    post_logout_redirect_uris: ["http://127.0.0.1/sign-in"],
+    grant_types: ["authorization_code"],
+    response_types: ["code"],
+    token_endpoint_auth_method: "client_secret_basic",
+  }, {
+    // Another application at the same provider: its codes and tokens are not the console's.
+    client_id: "other-client",
+    client_secret: "other-client-secret",
+    application_type: "native",
+    redirect_uris: ["http://127.0.0.1/sign-in/sso/callback"],
     grant_types: ["authorization_code"],
     response_types: ["code"],
     token_endpoint_auth_method: "client_secret_basic",

@@ -414,9 +414,15 @@ impl Console {
         }))
     }
 
-    pub async fn sign_out(&self, caller: &Caller) -> Result<(), DomainError> {
+    /// Ends the browser session; for a single sign-on member, also returns where to end the
+    /// session at the identity provider (when it supports that), coming back to `return_to`.
+    pub async fn sign_out(
+        &self,
+        caller: &Caller,
+        return_to: &str,
+    ) -> Result<Option<String>, DomainError> {
         let Some(session_id) = caller.session_id else {
-            return Ok(());
+            return Ok(None);
         };
         let audit = AuditDraft::by(
             caller,
@@ -424,7 +430,22 @@ impl Console {
             "session.sign_out",
             format!("session/{session_id}"),
         );
-        Ok(self.store.delete_session(session_id, audit).await?)
+        self.store.delete_session(session_id, audit).await?;
+        let Actor::User { id, .. } = &caller.actor else {
+            return Ok(None);
+        };
+        let sso_member = self
+            .store
+            .user(*id)
+            .await?
+            .is_some_and(|u| u.identity.is_some());
+        match (&self.sso, sso_member) {
+            (Some(provider), true) => Ok(provider.end_session_url(return_to).await.unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "could not end the session at the identity provider");
+                None
+            })),
+            _ => Ok(None),
+        }
     }
 
     /// The caller behind a bearer API key, if the key exists and is not revoked.

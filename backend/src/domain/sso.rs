@@ -35,6 +35,12 @@ pub enum SsoError {
 #[async_trait]
 pub trait IdentityProvider: Send + Sync {
     async fn start(&self, redirect_uri: &str) -> Result<SsoStart, SsoError>;
+    /// Where to send the browser to end its session at the provider, if the provider
+    /// supports RP-Initiated Logout.
+    async fn end_session_url(
+        &self,
+        post_logout_redirect_uri: &str,
+    ) -> Result<Option<String>, SsoError>;
     async fn finish(
         &self,
         redirect_uri: &str,

@@ -6,15 +6,44 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::core::{
+    CoreAuthDisplay, CoreAuthenticationFlow, CoreClaimName, CoreClaimType, CoreClient,
+    CoreClientAuthMethod, CoreGrantType, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm, CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
+};
 use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, Scope, TokenResponse, reqwest,
+    AdditionalProviderMetadata, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl,
+    Nonce, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl, Scope,
+    TokenResponse, reqwest, url::Url,
 };
 use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
 
 use crate::domain::clock::Clock;
 use crate::domain::sso::{IdentityProvider, SsoError, SsoIdentity, SsoStart};
+
+/// The part of RP-Initiated Logout the console uses: where to end the provider's session.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+struct LogoutMetadata {
+    end_session_endpoint: Option<String>,
+}
+
+impl AdditionalProviderMetadata for LogoutMetadata {}
+
+type Metadata = ProviderMetadata<
+    LogoutMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
 
 pub struct OidcProvider {
     issuer: IssuerUrl,
@@ -48,8 +77,8 @@ impl OidcProvider {
         })
     }
 
-    async fn metadata(&self) -> Result<CoreProviderMetadata, SsoError> {
-        CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http)
+    async fn metadata(&self) -> Result<Metadata, SsoError> {
+        Metadata::discover_async(self.issuer.clone(), &self.http)
             .await
             .map_err(|e| SsoError::Unavailable(format!("discovery failed: {e}")))
     }
@@ -88,6 +117,22 @@ impl IdentityProvider for OidcProvider {
             nonce: nonce.secret().clone(),
             pkce_verifier: verifier.secret().clone(),
         })
+    }
+
+    async fn end_session_url(
+        &self,
+        post_logout_redirect_uri: &str,
+    ) -> Result<Option<String>, SsoError> {
+        let metadata = self.metadata().await?;
+        let Some(endpoint) = metadata.additional_metadata().end_session_endpoint.clone() else {
+            return Ok(None);
+        };
+        let mut url = Url::parse(&endpoint)
+            .map_err(|e| SsoError::Unavailable(format!("end_session_endpoint: {e}")))?;
+        url.query_pairs_mut()
+            .append_pair("client_id", self.client_id.as_str())
+            .append_pair("post_logout_redirect_uri", post_logout_redirect_uri);
+        Ok(Some(url.to_string()))
     }
 
     async fn finish(

@@ -226,8 +226,9 @@ pub async fn sign_out(
     state: web::Data<AppState>,
     caller: PageCaller,
 ) -> Result<HttpResponse, PageError> {
-    state.console.sign_out(&caller.0).await?;
-    let mut response = see_other("/sign-in");
+    let return_to = format!("{}/sign-in", state.public_url);
+    let provider = state.console.sign_out(&caller.0, &return_to).await?;
+    let mut response = see_other(provider.as_deref().unwrap_or("/sign-in"));
     response
         .add_cookie(&expired_session_cookie(state.secure_cookies))
         .map_err(|e| PageError::BadRequest(e.to_string()))?;
