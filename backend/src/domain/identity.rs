@@ -196,12 +196,6 @@ fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
-/// An API key created for a caller; `secret` is shown once and never stored.
-pub struct IssuedApiKey {
-    pub key: ApiKey,
-    pub secret: String,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkRefusal {
     Unknown,
@@ -448,94 +442,6 @@ impl Console {
         }
     }
 
-    /// The caller behind a bearer API key, if the key exists and is not revoked.
-    pub async fn authenticate_api_key(
-        &self,
-        secret: &str,
-        source_ip: Option<String>,
-    ) -> Result<Option<Caller>, DomainError> {
-        let Some(key) = self.store.api_key_by_hash(&hash_secret(secret)).await? else {
-            return Ok(None);
-        };
-        if key.revoked_at.is_some() {
-            return Ok(None);
-        }
-        let now = self.clock.now();
-        if key
-            .last_used_at
-            .is_none_or(|t| now - t > chrono::Duration::minutes(1))
-        {
-            self.store.touch_api_key(key.id, now).await?;
-        }
-        Ok(Some(Caller {
-            organization_id: key.organization_id,
-            actor: Actor::ApiKey {
-                id: key.id,
-                name: key.name,
-            },
-            role: key.role,
-            source_ip,
-            session_id: None,
-        }))
-    }
-
-    /// R2: owners create API keys. The secret is returned once; only its hash is kept.
-    pub async fn create_api_key(
-        &self,
-        caller: &Caller,
-        name: &str,
-        role: Role,
-    ) -> Result<IssuedApiKey, DomainError> {
-        caller.require_owner("create API keys")?;
-        let name = parse_key_name(name)?;
-        let now = self.clock.now();
-        let secret = NewSecret::generate("cmek_");
-        let key = ApiKey {
-            id: Uuid::now_v7(),
-            organization_id: caller.organization_id,
-            name,
-            role,
-            prefix: secret.plaintext.chars().take(12).collect(),
-            key_hash: secret.hash,
-            created_by: caller.actor.label(),
-            created_at: now,
-            last_used_at: None,
-            revoked_at: None,
-        };
-        let audit = AuditDraft::by(
-            caller,
-            now,
-            "api_key.created",
-            format!("api_key/{}", key.id),
-        )
-        .detail(serde_json::json!({ "name": key.name, "role": role.as_str() }));
-        self.store.insert_api_key(&key, audit).await?;
-        Ok(IssuedApiKey {
-            key,
-            secret: secret.plaintext,
-        })
-    }
-
-    pub async fn api_keys(&self, caller: &Caller) -> Result<Vec<ApiKey>, DomainError> {
-        caller.require_owner("manage API keys")?;
-        Ok(self.store.api_keys(caller.organization_id).await?)
-    }
-
-    pub async fn revoke_api_key(&self, caller: &Caller, id: Uuid) -> Result<(), DomainError> {
-        caller.require_owner("revoke API keys")?;
-        let now = self.clock.now();
-        let audit = AuditDraft::by(caller, now, "api_key.revoked", format!("api_key/{id}"));
-        if self
-            .store
-            .revoke_api_key(caller.organization_id, id, now, audit)
-            .await?
-        {
-            Ok(())
-        } else {
-            Err(DomainError::NotFound("API key"))
-        }
-    }
-
     pub async fn organization_of(&self, caller: &Caller) -> Result<Organization, DomainError> {
         self.store
             .organization(caller.organization_id)
@@ -566,20 +472,6 @@ impl Console {
             session_id: None,
         })
     }
-}
-
-fn parse_key_name(name: &str) -> Result<String, DomainError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 64 {
-        return Err(DomainError::invalid("name", "must be 1 to 64 characters"));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(DomainError::invalid(
-            "name",
-            "must not contain control characters",
-        ));
-    }
-    Ok(name.to_owned())
 }
 
 #[cfg(test)]

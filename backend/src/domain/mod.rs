@@ -1,6 +1,7 @@
 //! The domain: the rules of PRODUCT.md and the ports they need. Nothing here knows about
 //! HTTP, SQL or a cloud SDK; `Console` is the one entry point the HTTP layer and the CLI call.
 
+pub mod api_keys;
 pub mod audit;
 pub mod clock;
 pub mod error;

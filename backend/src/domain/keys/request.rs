@@ -1,0 +1,138 @@
+//! Key requests as clients send them, parsed into domain types with every field error at once.
+
+use uuid::Uuid;
+
+use super::arn::{KmsKeyArn, RoleArn};
+use super::policy::AccessMode;
+use super::region::AwsRegion;
+use super::{AwsAccess, KeyRef, Provider};
+use crate::domain::{DomainError, FieldError};
+
+/// A key request as clients send it (every provider's fields; each uses its own).
+#[derive(Clone, Debug, Default)]
+pub struct KeyRequestInput {
+    pub provider: String,
+    pub region: String,
+    pub key_arn: Option<String>,
+    pub access_mode: Option<String>,
+    pub role_arn: Option<String>,
+    pub vault_name: Option<String>,
+    pub key_name: Option<String>,
+    pub key_id: Option<String>,
+}
+
+/// A parsed key request.
+#[derive(Clone, Debug)]
+pub struct KeyRequest {
+    pub region: AwsRegion,
+    pub key_ref: KeyRef,
+}
+
+impl KeyRequest {
+    pub fn parse(input: &KeyRequestInput, organization_id: Uuid) -> Result<Self, DomainError> {
+        let mut errors: Vec<FieldError> = Vec::new();
+        let region = AwsRegion::parse("region", &input.region)
+            .map_err(|e| errors.push(e))
+            .ok();
+        let key_ref = match Provider::parse(&input.provider) {
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+            Ok(Provider::AzureKeyVault) => {
+                errors.push(FieldError::new(
+                    "provider",
+                    "Azure Key Vault is not available in this version of the console yet; use aws_kms or local",
+                ));
+                None
+            }
+            Ok(Provider::AwsKms) => parse_aws(input, region.as_ref(), organization_id, &mut errors),
+            Ok(Provider::Local) => parse_local(input, organization_id, &mut errors),
+        };
+        match (region, key_ref) {
+            (Some(region), Some(key_ref)) if errors.is_empty() => Ok(Self { region, key_ref }),
+            _ => Err(DomainError::Invalid(errors)),
+        }
+    }
+}
+
+fn parse_local(
+    input: &KeyRequestInput,
+    organization_id: Uuid,
+    errors: &mut Vec<FieldError>,
+) -> Option<KeyRef> {
+    let raw = input.key_id.as_deref().map(str::trim).unwrap_or_default();
+    if raw.is_empty() {
+        errors.push(FieldError::new(
+            "key_id",
+            "is required: the id of a key on the Local KMS page",
+        ));
+        return None;
+    }
+    match Uuid::parse_str(raw) {
+        Ok(key_id) => Some(KeyRef::Local {
+            key_id,
+            organization_id,
+        }),
+        Err(_) => {
+            errors.push(FieldError::new("key_id", "is not a local key id (a UUID)"));
+            None
+        }
+    }
+}
+
+fn parse_aws(
+    input: &KeyRequestInput,
+    region: Option<&AwsRegion>,
+    organization_id: Uuid,
+    errors: &mut Vec<FieldError>,
+) -> Option<KeyRef> {
+    let arn = KmsKeyArn::parse("key_arn", input.key_arn.as_deref().unwrap_or(""));
+    let mode = AccessMode::parse("access_mode", input.access_mode.as_deref());
+    let arn = match arn {
+        Ok(arn) => match region {
+            Some(region) if arn.region() != region => {
+                errors.push(FieldError::new("key_arn", format!(
+                    "is a key in {}, but you chose {region}: use a key in {region}, or choose {} as the region",
+                    arn.region(), arn.region()
+                )));
+                None
+            }
+            _ => Some(arn),
+        },
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    let access = match mode {
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+        Ok(AccessMode::KeyPolicy) => Some(AwsAccess::KeyPolicy),
+        Ok(AccessMode::Role) => match input.role_arn.as_deref().filter(|r| !r.trim().is_empty()) {
+            None => {
+                errors.push(FieldError::new(
+                    "role_arn",
+                    "is required in role mode: the ARN of the IAM role you created in step 2",
+                ));
+                None
+            }
+            Some(raw) => match RoleArn::parse("role_arn", raw) {
+                Ok(role_arn) => Some(AwsAccess::Role {
+                    role_arn,
+                    external_id: organization_id.to_string(),
+                }),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            },
+        },
+    };
+    match (arn, access) {
+        (Some(arn), Some(access)) => Some(KeyRef::Aws { arn, access }),
+        _ => None,
+    }
+}

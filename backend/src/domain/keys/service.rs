@@ -1,0 +1,422 @@
+//! The encryption-key use cases: policies to paste, Test Encryption Key, Test Encryption Key
+//! and Create, list, read, delete and Check now.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc::UnboundedSender;
+use uuid::Uuid;
+
+use super::arn::KmsKeyArn;
+use super::checks::{self, Check, Checklist};
+use super::policy::{self, AccessMode, AwsAccessPolicies, PolicyScope};
+use super::region::AwsRegion;
+use super::{EncryptionKey, KeyRef, KeyRequest, KeyRequestInput, KeyStatus};
+use crate::domain::audit::{AuditDraft, Outcome};
+use crate::domain::error::Rule;
+use crate::domain::identity::Caller;
+use crate::domain::kms::{EncryptionContext, KeyProvider};
+use crate::domain::ports::StoreError;
+use crate::domain::{Console, DomainError, FieldError};
+use crate::settings::Environment;
+
+fn unavailable(detail: &str) -> DomainError {
+    DomainError::invalid("provider", detail)
+}
+
+impl Console {
+    fn provider_for(&self, key: &KeyRef) -> Result<Arc<dyn KeyProvider>, DomainError> {
+        match key {
+            KeyRef::Aws { .. } => self.kms.aws.clone().ok_or_else(|| unavailable("AWS KMS is not configured on this console (the operator sets CMEK_AWS_ACCOUNT_ID).")),
+            KeyRef::Local { .. } => {
+                if self.policy.environment == Environment::Production {
+                    return Err(DomainError::Forbidden {
+                        rule: Rule::LocalKmsInProduction,
+                        detail: "The built-in local KMS is for development and is refused when CMEK_ENV=production.".into(),
+                    });
+                }
+                self.kms.local.clone().ok_or_else(|| unavailable("The local KMS is not available."))
+            }
+        }
+    }
+
+    pub fn aws_account_id(&self) -> Option<&str> {
+        self.kms.aws_account_id.as_deref()
+    }
+
+    /// The JSON to paste into AWS for this project (step 2 of the wizard).
+    pub async fn aws_access_policies(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        region: &str,
+        mode: Option<&str>,
+        key_arn: Option<&str>,
+        customer_account: Option<&str>,
+    ) -> Result<AwsAccessPolicies, DomainError> {
+        self.cmek_project(caller, project_id).await?;
+        let account = self.kms.aws_account_id.clone().ok_or_else(|| unavailable(
+            "AWS KMS is not configured on this console (the operator sets CMEK_AWS_ACCOUNT_ID).",
+        ))?;
+        let scope = match region {
+            "*" => Ok(PolicyScope::AllRegions),
+            code => AwsRegion::parse("region", code).map(PolicyScope::Region),
+        };
+        let mode = AccessMode::parse("mode", mode);
+        let key = key_arn
+            .filter(|k| !k.is_empty())
+            .map(|k| KmsKeyArn::parse("key_arn", k))
+            .transpose();
+        let customer = match customer_account.filter(|a| !a.is_empty()) {
+            Some(a) if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(a)),
+            Some(_) => Err(FieldError::new(
+                "account_id",
+                "an AWS account ID is 12 digits",
+            )),
+            None => Ok(None),
+        };
+        match (scope, mode, key, customer) {
+            (Ok(scope), Ok(mode), Ok(key), Ok(customer)) => Ok(policy::aws_policies(
+                mode,
+                &scope,
+                &account,
+                &caller.organization_id.to_string(),
+                key.as_ref(),
+                customer,
+            )),
+            (scope, mode, key, customer) => Err(DomainError::Invalid(
+                [scope.err(), mode.err(), key.err(), customer.err()]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+            )),
+        }
+    }
+
+    async fn cmek_project(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+    ) -> Result<crate::domain::projects::Project, DomainError> {
+        let project = self.project(caller, project_id).await?;
+        if !project.cmek_enabled {
+            return Err(DomainError::Conflict {
+                rule: Rule::CmekNotEnabled,
+                field: None,
+                detail: "This project was created without CMEK, so it takes no encryption keys (R1: CMEK is chosen when a project is created).".into(),
+            });
+        }
+        Ok(project)
+    }
+
+    fn context(&self, caller: &Caller, project_id: Uuid) -> EncryptionContext {
+        EncryptionContext::default()
+            .with("organization_id", caller.organization_id.to_string())
+            .with("project_id", project_id.to_string())
+            .with("purpose", "key-test")
+    }
+
+    /// Test Encryption Key: runs the checklist, creates nothing (owners only, R2).
+    pub async fn test_key(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        input: &KeyRequestInput,
+        progress: Option<&UnboundedSender<Check>>,
+    ) -> Result<Checklist, DomainError> {
+        let request = self.key_request(caller, project_id, input).await?;
+        self.run_checks(caller, project_id, &request, progress)
+            .await
+    }
+
+    /// Test Encryption Key and Create: created only when every required check passes (R4:
+    /// one key per project, provider and region, also enforced by a unique index).
+    pub async fn create_key(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        input: &KeyRequestInput,
+        progress: Option<&UnboundedSender<Check>>,
+    ) -> Result<(EncryptionKey, Checklist), DomainError> {
+        let request = self.key_request(caller, project_id, input).await?;
+        self.ensure_free_slot(caller, project_id, &request).await?;
+        let checklist = self
+            .run_checks(caller, project_id, &request, progress)
+            .await?;
+        if !checklist.passed {
+            return Err(DomainError::ChecksFailed(checklist));
+        }
+        let key = self.save_key(caller, project_id, request).await?;
+        Ok((key, checklist))
+    }
+
+    /// The TiDB Cloud v1beta form: several regions at once. Every spec is parsed and tested
+    /// before any is saved, so a failure leaves nothing half-created.
+    pub async fn create_keys(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        inputs: &[KeyRequestInput],
+    ) -> Result<Vec<EncryptionKey>, DomainError> {
+        if inputs.is_empty() {
+            return Err(DomainError::invalid(
+                "specs",
+                "must list at least one region and key",
+            ));
+        }
+        let mut requests: Vec<KeyRequest> = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            let request =
+                self.key_request(caller, project_id, input)
+                    .await
+                    .map_err(|err| match err {
+                        DomainError::Invalid(fields) => DomainError::Invalid(
+                            fields
+                                .into_iter()
+                                .map(|f| {
+                                    FieldError::new(
+                                        format!("specs[{i}].{}", spec_field(&f.field)),
+                                        f.reason,
+                                    )
+                                })
+                                .collect(),
+                        ),
+                        other => other,
+                    })?;
+            if requests.iter().any(|r| r.region == request.region) {
+                return Err(DomainError::invalid(
+                    &format!("specs[{i}].region"),
+                    format!("{} is listed twice", request.region),
+                ));
+            }
+            self.ensure_free_slot(caller, project_id, &request).await?;
+            requests.push(request);
+        }
+        for request in &requests {
+            let checklist = self.run_checks(caller, project_id, request, None).await?;
+            if !checklist.passed {
+                return Err(DomainError::ChecksFailed(checklist));
+            }
+        }
+        let mut created = Vec::new();
+        for request in requests {
+            created.push(self.save_key(caller, project_id, request).await?);
+        }
+        Ok(created)
+    }
+
+    async fn save_key(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        request: KeyRequest,
+    ) -> Result<EncryptionKey, DomainError> {
+        let now = self.clock.now();
+        let key = EncryptionKey {
+            id: Uuid::now_v7(),
+            organization_id: caller.organization_id,
+            project_id,
+            region: request.region,
+            key_ref: request.key_ref,
+            status: KeyStatus::Active,
+            last_checked_at: Some(now),
+            last_error: None,
+            created_by: caller.actor.label(),
+            created_at: now,
+        };
+        let audit = AuditDraft::by(
+            caller,
+            now,
+            "encryption_key.created",
+            format!("encryption_key/{}", key.id),
+        )
+        .detail(serde_json::json!({
+            "project_id": project_id,
+            "provider": key.key_ref.provider().as_str(),
+            "region": key.region.as_str(),
+            "key": key.key_ref.display(),
+            "access_mode": key.key_ref.access_mode().map(AccessMode::as_str),
+        }));
+        match self.store.insert_key(&key, audit).await {
+            Ok(()) => Ok(key),
+            Err(StoreError::Conflict(_)) => Err(one_key_per_region(&request_label(&key))),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// R2, a CMEK project, a well-formed request, and a provider this console can reach.
+    async fn key_request(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        input: &KeyRequestInput,
+    ) -> Result<KeyRequest, DomainError> {
+        caller.require_owner("manage encryption keys")?;
+        self.cmek_project(caller, project_id).await?;
+        let request = KeyRequest::parse(input, caller.organization_id)?;
+        self.provider_for(&request.key_ref)?;
+        Ok(request)
+    }
+
+    async fn run_checks(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        request: &KeyRequest,
+        progress: Option<&UnboundedSender<Check>>,
+    ) -> Result<Checklist, DomainError> {
+        let provider = self.provider_for(&request.key_ref)?;
+        let checklist = checks::run(
+            provider.as_ref(),
+            &request.key_ref,
+            &request.region,
+            &self.context(caller, project_id),
+            progress,
+        )
+        .await;
+        let failed = checklist.first_failure();
+        let audit = AuditDraft::by(
+            caller,
+            self.clock.now(),
+            "encryption_key.tested",
+            format!("project/{project_id}"),
+        )
+        .outcome(if checklist.passed {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        })
+        .detail(serde_json::json!({
+            "provider": request.key_ref.provider().as_str(),
+            "region": request.region.as_str(),
+            "key": request.key_ref.display(),
+            "failed_check": failed.map(|c| c.id),
+            "failed_code": failed.and_then(|c| c.code.clone()),
+        }));
+        self.record(audit).await?;
+        Ok(checklist)
+    }
+
+    async fn ensure_free_slot(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        request: &KeyRequest,
+    ) -> Result<(), DomainError> {
+        let provider = request.key_ref.provider();
+        let taken = self
+            .store
+            .keys(caller.organization_id, project_id)
+            .await?
+            .into_iter()
+            .any(|k| k.key_ref.provider() == provider && k.region == request.region);
+        if taken {
+            return Err(one_key_per_region(&format!(
+                "{} in {}",
+                provider.title(),
+                request.region
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn encryption_keys(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+    ) -> Result<Vec<EncryptionKey>, DomainError> {
+        self.project(caller, project_id).await?;
+        Ok(self.store.keys(caller.organization_id, project_id).await?)
+    }
+
+    pub async fn encryption_key(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<EncryptionKey, DomainError> {
+        self.store
+            .key(caller.organization_id, key_id)
+            .await?
+            .filter(|k| k.project_id == project_id)
+            .ok_or(DomainError::NotFound("encryption key"))
+    }
+
+    /// Deletes a key. Clusters do not exist yet; when they do, a key in use will be refused.
+    pub async fn delete_key(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<(), DomainError> {
+        let key = self.encryption_key(caller, project_id, key_id).await?;
+        caller.require_owner("manage encryption keys")?;
+        let audit = AuditDraft::by(caller, self.clock.now(), "encryption_key.deleted", format!("encryption_key/{key_id}"))
+            .detail(serde_json::json!({ "project_id": project_id, "key": key.key_ref.display(), "region": key.region.as_str() }));
+        Ok(self
+            .store
+            .delete_key(caller.organization_id, key_id, audit)
+            .await?)
+    }
+
+    /// Check now: runs the checklist against a saved key and records its status.
+    pub async fn check_key(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<(EncryptionKey, Checklist), DomainError> {
+        let mut key = self.encryption_key(caller, project_id, key_id).await?;
+        let provider = self.provider_for(&key.key_ref)?;
+        let checklist = checks::run(
+            provider.as_ref(),
+            &key.key_ref,
+            &key.region,
+            &self.context(caller, project_id),
+            None,
+        )
+        .await;
+        let status = KeyStatus::from_checklist(&checklist);
+        let now = self.clock.now();
+        let error = checklist
+            .first_failure()
+            .map(|c| format!("{}: {}", c.title, c.detail));
+        let audit = AuditDraft::by(
+            caller,
+            now,
+            "encryption_key.checked",
+            format!("encryption_key/{key_id}"),
+        )
+        .outcome(if checklist.passed {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        })
+        .detail(serde_json::json!({ "from": key.status.as_str(), "to": status.as_str() }));
+        self.store
+            .update_key_status(key_id, status, now, error.clone(), audit)
+            .await?;
+        key.status = status;
+        key.last_checked_at = Some(now);
+        key.last_error = error;
+        Ok((key, checklist))
+    }
+}
+
+/// v1beta names the key ARN `kms_arn`.
+fn spec_field(field: &str) -> &str {
+    if field == "key_arn" { "kms_arn" } else { field }
+}
+
+fn request_label(key: &EncryptionKey) -> String {
+    format!("{} in {}", key.key_ref.provider().title(), key.region)
+}
+
+fn one_key_per_region(what: &str) -> DomainError {
+    DomainError::Conflict {
+        rule: Rule::OneKeyPerRegion,
+        field: Some("region"),
+        detail: format!(
+            "This project already has an encryption key for {what}; a project has at most one key per provider and region."
+        ),
+    }
+}
