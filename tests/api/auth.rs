@@ -300,3 +300,26 @@ async fn a_cookie_write_without_any_origin_is_refused() {
         "nothing was created"
     );
 }
+
+#[tokio::test]
+async fn behind_https_cookies_are_secure_and_hsts_is_sent() {
+    let app =
+        crate::helpers::spawn_app_with(&[("CMEK_PUBLIC_URL", "https://console.example")]).await;
+
+    let page = app.api.get(app.url("/sign-in")).send().await.unwrap();
+    let signed_in = app.redeem_link(&app.browser(), &app.sign_in_url).await;
+
+    assert_eq!(
+        page.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+    let cookie = signed_in.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.contains("Secure"), "{cookie}");
+    assert!(
+        app.sign_in_url
+            .starts_with("https://console.example/sign-in/link?token=")
+    );
+}

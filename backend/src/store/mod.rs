@@ -86,6 +86,14 @@ impl SeaStore {
 }
 
 impl Write<'_> {
+    /// Commits with the event when the guarded change happened; otherwise writes nothing.
+    async fn commit_if(self, happened: bool, audit: AuditDraft) -> Result<bool, StoreError> {
+        if happened {
+            self.commit_with(audit).await?;
+        }
+        Ok(happened)
+    }
+
     /// Appends the event and commits everything written in this transaction.
     async fn commit_with(self, audit: AuditDraft) -> Result<(), StoreError> {
         audit::append(&self.txn, audit).await?;
@@ -164,9 +172,9 @@ impl Store for SeaStore {
     ) -> Result<MembershipChange, StoreError> {
         let write = self.begin().await?;
         let change = members::change_role(&write.txn, organization_id, user_id, role).await?;
-        if change == MembershipChange::Done {
-            write.commit_with(audit).await?;
-        }
+        write
+            .commit_if(change == MembershipChange::Done, audit)
+            .await?;
         Ok(change)
     }
 
@@ -178,9 +186,9 @@ impl Store for SeaStore {
     ) -> Result<MembershipChange, StoreError> {
         let write = self.begin().await?;
         let change = members::remove_user(&write.txn, organization_id, user_id).await?;
-        if change == MembershipChange::Done {
-            write.commit_with(audit).await?;
-        }
+        write
+            .commit_if(change == MembershipChange::Done, audit)
+            .await?;
         Ok(change)
     }
 
@@ -222,11 +230,8 @@ impl Store for SeaStore {
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
         let write = self.begin().await?;
-        if !members::accept_invitation(&write.txn, id, user, now).await? {
-            return Ok(false);
-        }
-        write.commit_with(audit).await?;
-        Ok(true)
+        let happened = members::accept_invitation(&write.txn, id, user, now).await?;
+        write.commit_if(happened, audit).await
     }
 
     async fn revoke_invitation(
@@ -237,11 +242,8 @@ impl Store for SeaStore {
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
         let write = self.begin().await?;
-        if !members::revoke_invitation(&write.txn, organization_id, id, now).await? {
-            return Ok(false);
-        }
-        write.commit_with(audit).await?;
-        Ok(true)
+        let happened = members::revoke_invitation(&write.txn, organization_id, id, now).await?;
+        write.commit_if(happened, audit).await
     }
 
     async fn replace_sign_in_link(&self, link: &SignInLink) -> Result<(), StoreError> {
@@ -263,11 +265,8 @@ impl Store for SeaStore {
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
         let write = self.begin().await?;
-        if !identity::redeem_sign_in_link(&write.txn, link_id, now, session).await? {
-            return Ok(false);
-        }
-        write.commit_with(audit).await?;
-        Ok(true)
+        let happened = identity::redeem_sign_in_link(&write.txn, link_id, now, session).await?;
+        write.commit_if(happened, audit).await
     }
 
     async fn session(&self, token_hash: &str) -> Result<Option<Session>, StoreError> {
@@ -306,11 +305,8 @@ impl Store for SeaStore {
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
         let write = self.begin().await?;
-        if !identity::revoke_api_key(&write.txn, organization_id, id, now).await? {
-            return Ok(false);
-        }
-        write.commit_with(audit).await?;
-        Ok(true)
+        let happened = identity::revoke_api_key(&write.txn, organization_id, id, now).await?;
+        write.commit_if(happened, audit).await
     }
 
     async fn touch_api_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError> {
