@@ -44,6 +44,8 @@ struct MembersPage {
     invite_email: String,
     errors: FormErrors,
     problem: Option<String>,
+    /// Single sign-on is configured, so invitations can be accepted.
+    sso: bool,
 }
 
 fn member_view(user: User, you: Option<Uuid>) -> MemberView {
@@ -117,6 +119,7 @@ async fn render(
             invite_email,
             errors,
             problem,
+            sso: state.console.sso_enabled(),
         },
     )
 }
