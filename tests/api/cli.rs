@@ -88,3 +88,73 @@ async fn sign_in_link_prints_a_link_that_works() {
     let link = stdout.lines().last().unwrap();
     assert_eq!(app.redeem_link(&app.browser(), link).await.status(), 303);
 }
+
+#[tokio::test]
+async fn logs_are_json_lines_when_asked_and_typos_in_settings_are_reported() {
+    let app = spawn_app().await;
+
+    let output = Command::new(env!("CARGO_BIN_EXE_cmek-console"))
+        .arg("migrate")
+        .env("DATABASE_URL", &app.database_url)
+        .env("RUST_LOG", "info")
+        .env("CMEK_LOG_FORMAT", "json")
+        .env("CMEK_LSITEN", "0.0.0.0:1")
+        .output()
+        .unwrap();
+
+    assert!(output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    let lines: Vec<Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON log line"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "unknown setting CMEK_LSITEN is ignored")
+    );
+}
+
+#[tokio::test]
+async fn organization_create_invites_the_first_owner() {
+    let app = spawn_app().await;
+
+    let output = run(
+        &app,
+        &[
+            "organization",
+            "create",
+            "--name",
+            "Acme",
+            "--owner-email",
+            "Boss@Acme.test",
+        ],
+    );
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stdout)
+            .contains("boss@acme.test is invited as its Organization Owner")
+    );
+    let refused = run(
+        &app,
+        &[
+            "organization",
+            "create",
+            "--name",
+            "Acme 2",
+            "--owner-email",
+            "nobody",
+        ],
+    );
+    assert!(!refused.status.success());
+}

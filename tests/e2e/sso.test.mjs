@@ -28,6 +28,7 @@ test("an owner invites a colleague, who signs in with SSO and sees the console",
     await page.locator("input[name=login]").fill("grace");
     await page.locator("input[name=password]").fill("any password");
     await page.locator("button[type=submit]").click();
+    await page.locator("input[name=prompt][value=consent]").waitFor({ state: "attached" });
     await page.locator("button[type=submit]").click();
 
     await page.waitForURL(`${app.url}/projects`);
