@@ -39,9 +39,8 @@ fn form_action(html: &str) -> String {
         .to_owned()
 }
 
-/// Runs the provider's login and consent for `login` and returns the callback URL the
-/// provider sends the browser to (not yet requested), and the console's SSO cookie.
-async fn authorize(app: &TestApp, browser: &Client, login: &str) -> (String, String) {
+/// Starts Sign in with SSO at the console: the provider URL it redirects to, and its cookie.
+async fn start_sso(app: &TestApp, browser: &Client) -> (String, String) {
     let start = browser.get(app.url("/sign-in/sso")).send().await.unwrap();
     assert_eq!(
         start.status(),
@@ -55,10 +54,18 @@ async fn authorize(app: &TestApp, browser: &Client, login: &str) -> (String, Str
         .next()
         .unwrap()
         .to_owned();
-    let mut url = start.headers()["location"].to_str().unwrap().to_owned();
+    (
+        start.headers()["location"].to_str().unwrap().to_owned(),
+        sso_cookie,
+    )
+}
+
+/// Follows the provider from `url` through its login (as `login`) and consent pages, and
+/// returns the callback URL it sends the browser to, not yet requested.
+async fn through_provider(browser: &Client, mut url: String, login: &str) -> String {
     for _ in 0..12 {
         if url.contains("/sign-in/sso/callback") {
-            return (url, sso_cookie);
+            return url;
         }
         let response = browser.get(&url).send().await.unwrap();
         if response.status().is_redirection() {
@@ -80,6 +87,15 @@ async fn authorize(app: &TestApp, browser: &Client, login: &str) -> (String, Str
         url = absolute(&action, next.headers()["location"].to_str().unwrap());
     }
     panic!("the provider never redirected back");
+}
+
+/// The whole authorization for `login`: the callback URL and the console's SSO cookie.
+async fn authorize(app: &TestApp, browser: &Client, login: &str) -> (String, String) {
+    let (provider_url, sso_cookie) = start_sso(app, browser).await;
+    (
+        through_provider(browser, provider_url, login).await,
+        sso_cookie,
+    )
 }
 
 async fn sso_sign_in(app: &TestApp, login: &str) -> (Client, Response) {
@@ -639,34 +655,13 @@ async fn a_code_issued_to_another_client_is_refused() {
     let Some(app) = sso_app().await else { return };
     invite(&app, "ada@example.com", Role::Member).await;
     let browser = app.browser();
-    let start = browser.get(app.url("/sign-in/sso")).send().await.unwrap();
-    let console_authorize = start.headers()["location"].to_str().unwrap().to_owned();
+    let (console_authorize, _) = start_sso(&app, &browser).await;
     // The same request, but for the other application: its code must not work for the console.
     let other_authorize =
         console_authorize.replace("client_id=cmek-console", "client_id=other-client");
-    let mut url = other_authorize;
-    for _ in 0..12 {
-        if url.contains("/sign-in/sso/callback") {
-            break;
-        }
-        let response = browser.get(&url).send().await.unwrap();
-        if response.status().is_redirection() {
-            url = absolute(&url, response.headers()["location"].to_str().unwrap());
-            continue;
-        }
-        let html = response.text().await.unwrap();
-        let action = form_action(&html);
-        let fields: Vec<(&str, &str)> = if html.contains("value=\"login\"") {
-            vec![("prompt", "login"), ("login", "ada"), ("password", "x")]
-        } else {
-            vec![("prompt", "consent")]
-        };
-        let next = browser.post(&action).form(&fields).send().await.unwrap();
-        url = absolute(&action, next.headers()["location"].to_str().unwrap());
-    }
-    assert!(url.contains("/sign-in/sso/callback"));
+    let callback = through_provider(&browser, other_authorize, "ada").await;
 
-    let response = browser.get(&url).send().await.unwrap();
+    let response = browser.get(&callback).send().await.unwrap();
 
     assert_eq!(response.status(), 401);
     assert_eq!(
