@@ -14,6 +14,22 @@ async fn cmek_project(app: &TestApp, owner: &str) -> String {
         .to_owned()
 }
 
+/// An app with AWS configured (no KMS needed), an owner's API key and a CMEK project.
+async fn configured_project() -> (TestApp, String, String) {
+    let app = spawn_app_with(&[("CMEK_AWS_ACCOUNT_ID", ACCOUNT)]).await;
+    let owner = app.api_key(Role::Owner).await;
+    let project = cmek_project(&app, &owner).await;
+    (app, owner, project)
+}
+
+/// An app on moto with an owner's API key and a CMEK project.
+async fn aws_project(moto: &Moto) -> (TestApp, String, String) {
+    let app = moto.app().await;
+    let owner = app.api_key(Role::Owner).await;
+    let project = cmek_project(&app, &owner).await;
+    (app, owner, project)
+}
+
 fn aws_key(arn: &str) -> Value {
     json!({ "provider": "aws_kms", "region": REGION, "key_arn": arn })
 }
@@ -43,9 +59,7 @@ async fn list(app: &TestApp, key: &str, project: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn the_aws_policy_is_the_seeds_filled_in_for_region_and_account() {
-    let app = spawn_app_with(&[("CMEK_AWS_ACCOUNT_ID", ACCOUNT)]).await;
-    let owner = app.api_key(Role::Owner).await;
-    let project = cmek_project(&app, &owner).await;
+    let (app, owner, project) = configured_project().await;
 
     let body: Value = app
         .get(
@@ -82,9 +96,7 @@ async fn the_aws_policy_is_the_seeds_filled_in_for_region_and_account() {
 
 #[tokio::test]
 async fn role_mode_policies_require_the_organization_as_external_id() {
-    let app = spawn_app_with(&[("CMEK_AWS_ACCOUNT_ID", ACCOUNT)]).await;
-    let owner = app.api_key(Role::Owner).await;
-    let project = cmek_project(&app, &owner).await;
+    let (app, owner, project) = configured_project().await;
     let me: Value = app.get("/api/v1/me", &owner).await.json().await.unwrap();
 
     let body: Value = app
@@ -112,9 +124,7 @@ async fn role_mode_policies_require_the_organization_as_external_id() {
 
 #[tokio::test]
 async fn one_policy_can_serve_every_region_and_bad_parameters_are_named() {
-    let app = spawn_app_with(&[("CMEK_AWS_ACCOUNT_ID", ACCOUNT)]).await;
-    let owner = app.api_key(Role::Owner).await;
-    let project = cmek_project(&app, &owner).await;
+    let (app, owner, project) = configured_project().await;
     let path = format!("{}/aws-trust-policy", keys_path(&project));
 
     let all: Value = app
@@ -138,9 +148,7 @@ async fn one_policy_can_serve_every_region_and_bad_parameters_are_named() {
 #[tokio::test]
 async fn a_good_key_passes_every_check_and_is_created() {
     let Some(moto) = Moto::open() else { return };
-    let app = moto.app().await;
-    let owner = app.api_key(Role::Owner).await;
-    let project = cmek_project(&app, &owner).await;
+    let (app, owner, project) = aws_project(&moto).await;
     let arn = moto.create_key(REGION).await;
     moto.enable_rotation(REGION, &arn).await;
 
@@ -179,9 +187,7 @@ async fn a_good_key_passes_every_check_and_is_created() {
 #[tokio::test]
 async fn testing_a_key_creates_nothing() {
     let Some(moto) = Moto::open() else { return };
-    let app = moto.app().await;
-    let owner = app.api_key(Role::Owner).await;
-    let project = cmek_project(&app, &owner).await;
+    let (app, owner, project) = aws_project(&moto).await;
     let arn = moto.create_key(REGION).await;
 
     let response = app
@@ -201,9 +207,7 @@ async fn testing_a_key_creates_nothing() {
 #[tokio::test]
 async fn a_second_key_in_the_same_region_is_a_conflict() {
     let Some(moto) = Moto::open() else { return };
-    let app = moto.app().await;
-    let owner = app.api_key(Role::Owner).await;
-    let project = cmek_project(&app, &owner).await;
+    let (app, owner, project) = aws_project(&moto).await;
     let first = moto.create_key(REGION).await;
     let second = moto.create_key(REGION).await;
     assert_eq!(
@@ -225,9 +229,7 @@ async fn a_second_key_in_the_same_region_is_a_conflict() {
 #[tokio::test]
 async fn two_simultaneous_creates_for_one_region_make_one_key() {
     let Some(moto) = Moto::open() else { return };
-    let app = moto.app().await;
-    let owner = app.api_key(Role::Owner).await;
-    let project = cmek_project(&app, &owner).await;
+    let (app, owner, project) = aws_project(&moto).await;
     let (a, b) = (moto.create_key(REGION).await, moto.create_key(REGION).await);
     let path = keys_path(&project);
     let (body_a, body_b) = (aws_key(&a), aws_key(&b));
@@ -245,9 +247,7 @@ async fn two_simultaneous_creates_for_one_region_make_one_key() {
 
 #[tokio::test]
 async fn a_key_in_another_region_is_refused_at_the_edge() {
-    let app = spawn_app_with(&[("CMEK_AWS_ACCOUNT_ID", ACCOUNT)]).await;
-    let owner = app.api_key(Role::Owner).await;
-    let project = cmek_project(&app, &owner).await;
+    let (app, owner, project) = configured_project().await;
     let arn = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
     let response = app
@@ -267,9 +267,7 @@ async fn a_key_in_another_region_is_refused_at_the_edge() {
 
 #[tokio::test]
 async fn malformed_and_alias_arns_are_refused_with_the_reason() {
-    let app = spawn_app_with(&[("CMEK_AWS_ACCOUNT_ID", ACCOUNT)]).await;
-    let owner = app.api_key(Role::Owner).await;
-    let project = cmek_project(&app, &owner).await;
+    let (app, owner, project) = configured_project().await;
     let cases = [
         (
             "arn:aws:kms:us-east-1:111122223333:alias/payments",
@@ -302,9 +300,7 @@ async fn malformed_and_alias_arns_are_refused_with_the_reason() {
 #[tokio::test]
 async fn a_key_that_does_not_exist_fails_reachable_and_nothing_else_runs() {
     let Some(moto) = Moto::open() else { return };
-    let app = moto.app().await;
-    let owner = app.api_key(Role::Owner).await;
-    let project = cmek_project(&app, &owner).await;
+    let (app, owner, project) = aws_project(&moto).await;
     let arn = format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/00000000-0000-4000-8000-000000000000");
 
     let response = app
@@ -333,9 +329,7 @@ async fn a_key_that_does_not_exist_fails_reachable_and_nothing_else_runs() {
 #[tokio::test]
 async fn a_disabled_key_fails_and_says_how_to_fix_it() {
     let Some(moto) = Moto::open() else { return };
-    let app = moto.app().await;
-    let owner = app.api_key(Role::Owner).await;
-    let project = cmek_project(&app, &owner).await;
+    let (app, owner, project) = aws_project(&moto).await;
     let arn = moto.create_key(REGION).await;
     moto.disable_key(REGION, &arn).await;
 
@@ -358,9 +352,7 @@ async fn a_disabled_key_fails_and_says_how_to_fix_it() {
 #[tokio::test]
 async fn an_asymmetric_signing_key_fails_the_key_spec_check() {
     let Some(moto) = Moto::open() else { return };
-    let app = moto.app().await;
-    let owner = app.api_key(Role::Owner).await;
-    let project = cmek_project(&app, &owner).await;
+    let (app, owner, project) = aws_project(&moto).await;
     let arn = moto
         .create_key_with(REGION, KeySpec::Rsa2048, KeyUsageType::SignVerify)
         .await;
@@ -501,9 +493,7 @@ async fn role_mode_with_another_external_id_is_denied() {
 
 #[tokio::test]
 async fn role_mode_needs_a_role_arn() {
-    let app = spawn_app_with(&[("CMEK_AWS_ACCOUNT_ID", ACCOUNT)]).await;
-    let owner = app.api_key(Role::Owner).await;
-    let project = cmek_project(&app, &owner).await;
+    let (app, owner, project) = configured_project().await;
     let arn = format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/00000000-0000-4000-8000-000000000000");
 
     let body = json!({ "provider": "aws_kms", "region": REGION, "key_arn": arn, "access_mode": "role", "role_arn": "arn:aws:iam::111122223333:user/bob" });
@@ -515,9 +505,7 @@ async fn role_mode_needs_a_role_arn() {
 
 #[tokio::test]
 async fn members_and_auditors_cannot_test_or_create_keys() {
-    let app = spawn_app_with(&[("CMEK_AWS_ACCOUNT_ID", ACCOUNT)]).await;
-    let owner = app.api_key(Role::Owner).await;
-    let project = cmek_project(&app, &owner).await;
+    let (app, _owner, project) = configured_project().await;
     let arn = format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/00000000-0000-4000-8000-000000000000");
     for role in [Role::Member, Role::Auditor] {
         let key = app.api_key(role).await;
@@ -577,9 +565,7 @@ async fn without_a_platform_account_aws_is_refused_clearly() {
 #[tokio::test]
 async fn the_v1beta_shape_creates_and_lists_keys() {
     let Some(moto) = Moto::open() else { return };
-    let app = moto.app().await;
-    let owner = app.api_key(Role::Owner).await;
-    let project = cmek_project(&app, &owner).await;
+    let (app, owner, project) = aws_project(&moto).await;
     let east = moto.create_key("us-east-1").await;
     let west = moto.create_key("us-west-2").await;
     let path = format!("/api/v1beta/projects/{project}/aws-cmek");
@@ -599,9 +585,7 @@ async fn the_v1beta_shape_creates_and_lists_keys() {
 #[tokio::test]
 async fn a_v1beta_request_with_one_bad_spec_creates_nothing() {
     let Some(moto) = Moto::open() else { return };
-    let app = moto.app().await;
-    let owner = app.api_key(Role::Owner).await;
-    let project = cmek_project(&app, &owner).await;
+    let (app, owner, project) = aws_project(&moto).await;
     let good = moto.create_key("us-east-1").await;
     let disabled = moto.create_key("us-west-2").await;
     moto.disable_key("us-west-2", &disabled).await;
@@ -621,9 +605,7 @@ async fn a_v1beta_request_with_one_bad_spec_creates_nothing() {
 #[tokio::test]
 async fn check_now_records_a_key_disabled_after_creation() {
     let Some(moto) = Moto::open() else { return };
-    let app = moto.app().await;
-    let owner = app.api_key(Role::Owner).await;
-    let project = cmek_project(&app, &owner).await;
+    let (app, owner, project) = aws_project(&moto).await;
     let arn = moto.create_key(REGION).await;
     let created: Value = app
         .post_json(&keys_path(&project), &owner, &aws_key(&arn))
@@ -654,9 +636,7 @@ async fn check_now_records_a_key_disabled_after_creation() {
 #[tokio::test]
 async fn deleting_a_key_frees_its_region_and_is_audited() {
     let Some(moto) = Moto::open() else { return };
-    let app = moto.app().await;
-    let owner = app.api_key(Role::Owner).await;
-    let project = cmek_project(&app, &owner).await;
+    let (app, owner, project) = aws_project(&moto).await;
     let arn = moto.create_key(REGION).await;
     let created: Value = app
         .post_json(&keys_path(&project), &owner, &aws_key(&arn))
@@ -693,9 +673,7 @@ async fn deleting_a_key_frees_its_region_and_is_audited() {
 #[tokio::test]
 async fn key_tests_are_audited_with_the_failed_check_and_no_key_material() {
     let Some(moto) = Moto::open() else { return };
-    let app = moto.app().await;
-    let owner = app.api_key(Role::Owner).await;
-    let project = cmek_project(&app, &owner).await;
+    let (app, owner, project) = aws_project(&moto).await;
     let arn = moto.create_key(REGION).await;
     moto.disable_key(REGION, &arn).await;
     app.post_json(
