@@ -705,3 +705,32 @@ async fn a_provider_whose_issuer_does_not_match_is_not_trusted() {
             .contains("could not be reached")
     );
 }
+
+#[tokio::test]
+async fn a_member_invited_to_another_organization_joins_it_at_the_next_sign_in() {
+    let Some(app) = sso_app().await else { return };
+    invite(&app, "ada@example.com", Role::Member).await;
+    let (browser, _) = sso_sign_in(&app, "ada").await;
+    let first = me(&app, &browser).await["organization"]["id"].clone();
+    let (second, _) = app
+        .console
+        .create_organization("Second Org", "ada@example.com")
+        .await
+        .unwrap();
+
+    let (again, _) = sso_sign_in(&app, "ada").await;
+
+    assert_eq!(
+        me(&app, &again).await["organization"]["id"],
+        first,
+        "the most recent one opens"
+    );
+    let switched = again
+        .post(app.url("/organizations/switch"))
+        .form(&[("organization_id", second.id.to_string().as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(switched.status(), 303);
+    assert_eq!(me(&app, &again).await["role"], "owner");
+}

@@ -159,8 +159,8 @@ impl Console {
             .map_err(|r| r.message().to_owned()))
     }
 
-    /// Signs in a verified identity: into an organization it already belongs to (the one
-    /// used most recently), or by accepting every pending invitation for its verified email.
+    /// Signs in a verified identity: pending invitations for its verified email are accepted
+    /// first, then the session opens in the organization used most recently.
     pub async fn sign_in_with_sso(
         &self,
         identity: &SsoIdentity,
@@ -171,11 +171,11 @@ impl Console {
             .store
             .users_by_identity(&identity.issuer, &identity.subject)
             .await?;
-        if memberships.is_empty() {
-            memberships = self
-                .join_by_invitation(identity, now, source_ip.clone())
-                .await?;
-        }
+        let member_of: Vec<Uuid> = memberships.iter().map(|u| u.organization_id).collect();
+        let joined = self
+            .join_by_invitation(identity, &member_of, now, source_ip.clone())
+            .await?;
+        memberships.extend(joined);
         memberships.sort_by_key(|u| std::cmp::Reverse(u.last_sign_in_at));
         let Some(user) = memberships.into_iter().next() else {
             self.record(AuditDraft {
@@ -215,9 +215,12 @@ impl Console {
         Ok(Ok((token, user)))
     }
 
+    /// Accepts every pending invitation for the verified email, except to organizations the
+    /// person already belongs to.
     async fn join_by_invitation(
         &self,
         identity: &SsoIdentity,
+        member_of: &[Uuid],
         now: DateTime<Utc>,
         source_ip: Option<String>,
     ) -> Result<Vec<User>, DomainError> {
@@ -229,7 +232,7 @@ impl Console {
             .invitations_for_email(email)
             .await?
             .into_iter()
-            .filter(|i| i.is_pending(now))
+            .filter(|i| i.is_pending(now) && !member_of.contains(&i.organization_id))
             .collect();
         let mut joined = Vec::new();
         for invitation in invitations {
