@@ -697,3 +697,47 @@ async fn key_tests_are_audited_with_the_failed_check_and_no_key_material() {
     let text = event.to_string();
     assert!(!text.contains("plaintext") && !text.contains("ciphertext"));
 }
+
+#[tokio::test]
+async fn a_kms_that_never_answers_is_reported_unreachable_after_the_time_out() {
+    // A server that accepts connections and then says nothing.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let app = spawn_app_with(&[
+        ("CMEK_AWS_ACCOUNT_ID", ACCOUNT),
+        ("AWS_ENDPOINT_URL", &format!("http://{address}")),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("CMEK_KMS_TIMEOUT", "1s"),
+    ])
+    .await;
+    let owner = app.api_key(Role::Owner).await;
+    let project = cmek_project(&app, &owner).await;
+    let arn = format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/00000000-0000-4000-8000-000000000000");
+
+    let response = app
+        .post_json(
+            &format!("{}/test", keys_path(&project)),
+            &owner,
+            &aws_key(&arn),
+        )
+        .await;
+
+    assert_eq!(response.status(), 200);
+    let checklist: Value = response.json().await.unwrap();
+    let reachable = check(&checklist, "reachable");
+    assert_eq!(reachable["code"], "Unreachable");
+    assert!(
+        reachable["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer in time"),
+        "{reachable}"
+    );
+}
