@@ -79,7 +79,7 @@ pub enum AuditCommand {
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
-    Role::parse(text).ok_or_else(|| "expected owner, member or auditor".to_owned())
+    Role::parse(text).ok_or_else(|| Role::CHOICES.to_owned())
 }
 
 pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError> {

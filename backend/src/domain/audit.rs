@@ -72,6 +72,32 @@ impl AuditDraft {
         }
     }
 
+    /// An event with no authenticated caller behind it: a sign-in, the system, an operator.
+    pub fn new(
+        actor: String,
+        organization_id: Option<Uuid>,
+        at: DateTime<Utc>,
+        action: &'static str,
+        target: String,
+    ) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            organization_id,
+            occurred_at: at,
+            actor,
+            action,
+            target,
+            outcome: Outcome::Success,
+            source_ip: None,
+            detail: serde_json::Value::Object(Default::default()),
+        }
+    }
+
+    pub fn from_address(mut self, source_ip: Option<String>) -> Self {
+        self.source_ip = source_ip;
+        self
+    }
+
     pub fn outcome(mut self, outcome: Outcome) -> Self {
         self.outcome = outcome;
         self

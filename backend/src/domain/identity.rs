@@ -46,6 +46,13 @@ impl Role {
         Role::ALL.into_iter().find(|r| r.as_str() == text)
     }
 
+    /// The `role` field of a request.
+    pub fn parse_field(text: &str) -> Result<Self, DomainError> {
+        Self::parse(text).ok_or_else(|| DomainError::invalid("role", Self::CHOICES))
+    }
+
+    pub const CHOICES: &'static str = "choose owner, member or auditor";
+
     pub fn title(self) -> &'static str {
         match self {
             Role::Owner => "Organization Owner",
@@ -126,6 +133,38 @@ pub struct User {
     pub last_sign_in_at: Option<DateTime<Utc>>,
     /// The OpenID Connect identity (issuer, subject) of a single sign-on member.
     pub identity: Option<(String, String)>,
+}
+
+impl User {
+    pub fn actor(&self) -> Actor {
+        Actor::User {
+            id: self.id,
+            name: self.display_name.clone(),
+        }
+    }
+
+    /// The event of this member's successful sign-in.
+    pub(crate) fn signed_in(&self, now: DateTime<Utc>, source_ip: Option<String>) -> AuditDraft {
+        AuditDraft::new(
+            self.actor().label(),
+            Some(self.organization_id),
+            now,
+            "session.sign_in",
+            format!("user/{}", self.id),
+        )
+        .from_address(source_ip)
+    }
+}
+
+/// The event of an organization's creation, by the system.
+pub(crate) fn organization_created(organization: &Organization, now: DateTime<Utc>) -> AuditDraft {
+    AuditDraft::new(
+        Actor::System.label(),
+        Some(organization.id),
+        now,
+        "organization.created",
+        format!("organization/{}", organization.id),
+    )
 }
 
 #[derive(Clone, Debug)]
@@ -217,7 +256,6 @@ pub enum SignIn {
     /// The session token for the cookie.
     Opened {
         token: String,
-        user: User,
     },
     Refused(LinkRefusal),
 }
@@ -246,17 +284,8 @@ impl Console {
                     last_sign_in_at: None,
                     identity: None,
                 };
-                let audit = AuditDraft {
-                    id: Uuid::now_v7(),
-                    organization_id: Some(organization.id),
-                    occurred_at: now,
-                    actor: Actor::System.label(),
-                    action: "organization.created",
-                    target: format!("organization/{}", organization.id),
-                    outcome: Outcome::Success,
-                    source_ip: None,
-                    detail: serde_json::json!({ "name": organization.name, "owner": owner.id }),
-                };
+                let audit = organization_created(&organization, now)
+                    .detail(serde_json::json!({ "name": organization.name, "owner": owner.id }));
                 self.store
                     .create_organization(&organization, &owner, audit)
                     .await?;
@@ -311,52 +340,38 @@ impl Console {
             (Some(link), Some(user), None) => (link, user),
             (link, user, refusal) => {
                 let refusal = refusal.unwrap_or(LinkRefusal::Unknown);
-                self.record(AuditDraft {
-                    id: Uuid::now_v7(),
-                    organization_id: user.as_ref().map(|u| u.organization_id),
-                    occurred_at: now,
-                    actor: user
-                        .as_ref()
-                        .map(|u| Actor::User {
-                            id: u.id,
-                            name: u.display_name.clone(),
-                        })
-                        .unwrap_or(Actor::System)
-                        .label(),
-                    action: "session.sign_in",
-                    target: link
-                        .map(|l| format!("sign_in_link/{}", l.id))
-                        .unwrap_or_else(|| "sign_in_link/unknown".into()),
-                    outcome: Outcome::Denied,
-                    source_ip,
-                    detail: serde_json::json!({ "method": "link", "reason": format!("{refusal:?}").to_lowercase() }),
-                })
+                let actor = user.as_ref().map(User::actor).unwrap_or(Actor::System);
+                let target = link
+                    .map(|l| format!("sign_in_link/{}", l.id))
+                    .unwrap_or_else(|| "sign_in_link/unknown".into());
+                let organization_id = user.as_ref().map(|u| u.organization_id);
+                let reason = format!("{refusal:?}").to_lowercase();
+                self.record(
+                    AuditDraft::new(
+                        actor.label(),
+                        organization_id,
+                        now,
+                        "session.sign_in",
+                        target,
+                    )
+                    .from_address(source_ip)
+                    .outcome(Outcome::Denied)
+                    .detail(serde_json::json!({ "method": "link", "reason": reason })),
+                )
                 .await?;
                 return Ok(SignIn::Refused(refusal));
             }
         };
         let (session, token) = self.new_session(user.id, now);
-        let audit = AuditDraft {
-            id: Uuid::now_v7(),
-            organization_id: Some(user.organization_id),
-            occurred_at: now,
-            actor: Actor::User {
-                id: user.id,
-                name: user.display_name.clone(),
-            }
-            .label(),
-            action: "session.sign_in",
-            target: format!("user/{}", user.id),
-            outcome: Outcome::Success,
-            source_ip,
-            detail: serde_json::json!({ "method": "link", "session": session.id }),
-        };
+        let audit = user
+            .signed_in(now, source_ip)
+            .detail(serde_json::json!({ "method": "link", "session": session.id }));
         if self
             .store
             .redeem_sign_in_link(link.id, now, &session, audit)
             .await?
         {
-            Ok(SignIn::Opened { token, user })
+            Ok(SignIn::Opened { token })
         } else {
             Ok(SignIn::Refused(LinkRefusal::Used))
         }

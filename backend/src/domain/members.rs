@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::error::Rule;
-use crate::domain::identity::{Actor, Caller, Organization, Role, User};
+use crate::domain::identity::{Actor, Caller, Organization, Role, User, organization_created};
 use crate::domain::sso::SsoIdentity;
 use crate::domain::{Console, DomainError, FieldError};
 
@@ -87,13 +87,6 @@ fn last_owner() -> DomainError {
     }
 }
 
-fn actor_of(user: &User) -> Actor {
-    Actor::User {
-        id: user.id,
-        name: user.display_name.clone(),
-    }
-}
-
 impl Console {
     fn identity_provider(&self) -> Result<&dyn crate::domain::sso::IdentityProvider, DomainError> {
         self.sso
@@ -116,17 +109,14 @@ impl Console {
         reason: &str,
         source_ip: Option<String>,
     ) -> Result<(), DomainError> {
-        self.record(AuditDraft {
-            id: Uuid::now_v7(),
-            organization_id: None,
-            occurred_at: self.clock.now(),
-            actor: "sso:unknown".into(),
-            action: "session.sign_in",
-            target: "identity/unverified".into(),
-            outcome: Outcome::Denied,
-            source_ip,
-            detail: serde_json::json!({ "method": "sso", "reason": reason }),
-        })
+        let now = self.clock.now();
+        let target = "identity/unverified".to_owned();
+        self.record(
+            AuditDraft::new("sso:unknown".into(), None, now, "session.sign_in", target)
+                .from_address(source_ip)
+                .outcome(Outcome::Denied)
+                .detail(serde_json::json!({ "method": "sso", "reason": reason })),
+        )
         .await
     }
 
@@ -138,7 +128,7 @@ impl Console {
         pkce_verifier: &str,
         nonce: &str,
         source_ip: Option<String>,
-    ) -> Result<Result<(String, User), String>, DomainError> {
+    ) -> Result<Result<String, String>, DomainError> {
         let identity = match self
             .identity_provider()?
             .finish(redirect_uri, code, pkce_verifier, nonce)
@@ -159,13 +149,13 @@ impl Console {
             .map_err(|r| r.message().to_owned()))
     }
 
-    /// Signs in a verified identity: pending invitations for its verified email are accepted
+    /// Signs in a verified identity and returns the session token: pending invitations for its verified email are accepted
     /// first, then the session opens in the organization used most recently.
     pub async fn sign_in_with_sso(
         &self,
         identity: &SsoIdentity,
         source_ip: Option<String>,
-    ) -> Result<Result<(String, User), SsoRefusal>, DomainError> {
+    ) -> Result<Result<String, SsoRefusal>, DomainError> {
         let now = self.clock.now();
         let mut memberships = self
             .store
@@ -178,41 +168,27 @@ impl Console {
         memberships.extend(joined);
         memberships.sort_by_key(|u| std::cmp::Reverse(u.last_sign_in_at));
         let Some(user) = memberships.into_iter().next() else {
-            self.record(AuditDraft {
-                id: Uuid::now_v7(),
-                organization_id: None,
-                occurred_at: now,
-                actor: format!(
-                    "sso:{} ({})",
-                    identity.subject,
-                    identity
-                        .verified_email
-                        .as_deref()
-                        .unwrap_or("no verified email")
-                ),
-                action: "session.sign_in",
-                target: format!("identity/{}", identity.issuer),
-                outcome: Outcome::Denied,
-                source_ip,
-                detail: serde_json::json!({ "method": "sso", "reason": "not_invited" }),
-            })
+            let email = identity
+                .verified_email
+                .as_deref()
+                .unwrap_or("no verified email");
+            let actor = format!("sso:{} ({email})", identity.subject);
+            let target = format!("identity/{}", identity.issuer);
+            self.record(
+                AuditDraft::new(actor, None, now, "session.sign_in", target)
+                    .from_address(source_ip)
+                    .outcome(Outcome::Denied)
+                    .detail(serde_json::json!({ "method": "sso", "reason": "not_invited" })),
+            )
             .await?;
             return Ok(Err(SsoRefusal::NotInvited));
         };
         let (session, token) = self.new_session(user.id, now);
-        let audit = AuditDraft {
-            id: Uuid::now_v7(),
-            organization_id: Some(user.organization_id),
-            occurred_at: now,
-            actor: actor_of(&user).label(),
-            action: "session.sign_in",
-            target: format!("user/{}", user.id),
-            outcome: Outcome::Success,
-            source_ip,
-            detail: serde_json::json!({ "method": "sso", "issuer": identity.issuer, "session": session.id }),
-        };
+        let audit = user.signed_in(now, source_ip).detail(
+            serde_json::json!({ "method": "sso", "issuer": identity.issuer, "session": session.id }),
+        );
         self.store.open_session(&session, audit).await?;
-        Ok(Ok((token, user)))
+        Ok(Ok(token))
     }
 
     /// Accepts every pending invitation for the verified email, except to organizations the
@@ -246,17 +222,11 @@ impl Console {
                 last_sign_in_at: None,
                 identity: Some((identity.issuer.clone(), identity.subject.clone())),
             };
-            let audit = AuditDraft {
-                id: Uuid::now_v7(),
-                organization_id: Some(invitation.organization_id),
-                occurred_at: now,
-                actor: actor_of(&user).label(),
-                action: "invitation.accepted",
-                target: format!("invitation/{}", invitation.id),
-                outcome: Outcome::Success,
-                source_ip: source_ip.clone(),
-                detail: serde_json::json!({ "email": email, "role": invitation.role.as_str(), "user": user.id }),
-            };
+            let target = format!("invitation/{}", invitation.id);
+            let org = Some(invitation.organization_id);
+            let audit = AuditDraft::new(user.actor().label(), org, now, "invitation.accepted", target)
+                .from_address(source_ip.clone())
+                .detail(serde_json::json!({ "email": email, "role": invitation.role.as_str(), "user": user.id }));
             if self
                 .store
                 .accept_invitation(invitation.id, &user, now, audit)
@@ -297,17 +267,9 @@ impl Console {
             accepted_at: None,
             revoked_at: None,
         };
-        let audit = AuditDraft {
-            id: Uuid::now_v7(),
-            organization_id: Some(organization.id),
-            occurred_at: now,
-            actor: Actor::System.label(),
-            action: "organization.created",
-            target: format!("organization/{}", organization.id),
-            outcome: Outcome::Success,
-            source_ip: None,
-            detail: serde_json::json!({ "name": organization.name, "owner_invitation": invitation.email }),
-        };
+        let audit = organization_created(&organization, now).detail(
+            serde_json::json!({ "name": organization.name, "owner_invitation": invitation.email }),
+        );
         self.store
             .insert_organization_with_invitation(&organization, &invitation, audit)
             .await?;

@@ -7,7 +7,6 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::domain::identity::{ApiKey, Role};
-use crate::domain::{DomainError, FieldError};
 use crate::http::AppState;
 use crate::http::auth::PageCaller;
 use crate::http::errors::PageError;
@@ -102,17 +101,14 @@ pub async fn create(
     caller: PageCaller,
     form: web::Form<CreateForm>,
 ) -> Result<HttpResponse, PageError> {
-    let outcome = match Role::parse(&form.role) {
-        Some(role) => {
+    let outcome = match Role::parse_field(&form.role) {
+        Ok(role) => {
             state
                 .console
                 .create_api_key(&caller.0, &form.name, role)
                 .await
         }
-        None => Err(DomainError::Invalid(vec![FieldError::new(
-            "role",
-            "choose owner, member or auditor",
-        )])),
+        Err(err) => Err(err),
     };
     match outcome {
         Ok(issued) => {

@@ -7,9 +7,9 @@ use askama::Template;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::domain::DomainError;
 use crate::domain::identity::{Role, User};
 use crate::domain::members::Invitation;
-use crate::domain::{DomainError, FieldError};
 use crate::http::AppState;
 use crate::http::auth::PageCaller;
 use crate::http::errors::PageError;
@@ -147,21 +147,12 @@ pub struct InviteForm {
     role: String,
 }
 
-fn role(raw: &str) -> Result<Role, DomainError> {
-    Role::parse(raw).ok_or_else(|| {
-        DomainError::Invalid(vec![FieldError::new(
-            "role",
-            "choose owner, member or auditor",
-        )])
-    })
-}
-
 pub async fn invite(
     state: web::Data<AppState>,
     caller: PageCaller,
     form: web::Form<InviteForm>,
 ) -> Result<HttpResponse, PageError> {
-    let outcome = match role(&form.role) {
+    let outcome = match Role::parse_field(&form.role) {
         Ok(role) => state
             .console
             .invite(&caller.0, &form.email, role)
@@ -233,7 +224,7 @@ pub async fn change_role(
     path: web::Path<Uuid>,
     form: web::Form<RoleForm>,
 ) -> Result<HttpResponse, PageError> {
-    let result = match role(&form.role) {
+    let result = match Role::parse_field(&form.role) {
         Ok(role) => {
             state
                 .console

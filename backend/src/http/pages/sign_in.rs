@@ -213,7 +213,7 @@ pub async fn sso_callback(
         .sso_finish(&redirect, code, verifier, nonce, source_ip(&req))
         .await?
     {
-        Ok((token, _)) => signed_in(&state, token),
+        Ok(token) => signed_in(&state, token),
         Err(message) => sign_in_page(&state, StatusCode::UNAUTHORIZED, Some(&message)),
     }
 }
