@@ -76,13 +76,25 @@ impl LocalKeyAction {
 }
 
 impl Console {
-    fn local_admin(&self) -> Result<&dyn LocalKeyAdmin, DomainError> {
-        if self.policy.environment == Environment::Production {
-            return Err(DomainError::Forbidden {
-                rule: Rule::LocalKmsInProduction,
-                detail: "The built-in local KMS is for development and is refused when CMEK_ENV=production.".into(),
-            });
+    /// R3: the local KMS is offered everywhere but in production.
+    pub fn local_kms_available(&self) -> bool {
+        self.policy.environment != Environment::Production
+    }
+
+    pub(crate) fn refuse_local_kms_in_production(&self) -> Result<(), DomainError> {
+        if self.local_kms_available() {
+            return Ok(());
         }
+        Err(DomainError::Forbidden {
+            rule: Rule::LocalKmsInProduction,
+            detail:
+                "The built-in local KMS is for development and is refused when CMEK_ENV=production."
+                    .into(),
+        })
+    }
+
+    fn local_admin(&self) -> Result<&dyn LocalKeyAdmin, DomainError> {
+        self.refuse_local_kms_in_production()?;
         self.local_admin
             .as_deref()
             .ok_or(DomainError::NotFound("local KMS"))

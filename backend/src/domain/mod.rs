@@ -81,8 +81,4 @@ impl Console {
     pub fn session_policy(&self) -> identity::SessionPolicy {
         self.policy.sessions
     }
-
-    pub fn environment(&self) -> Environment {
-        self.policy.environment
-    }
 }

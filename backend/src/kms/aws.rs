@@ -194,15 +194,28 @@ fn context_map(context: &EncryptionContext) -> HashMap<String, String> {
         .collect()
 }
 
+/// The console could not even send the call (no credentials, a bad endpoint...): the cause
+/// is the operator's business, so it goes to the log and the user gets a plain sentence.
+fn configuration_error(err: &(dyn std::error::Error + 'static)) -> KmsError {
+    tracing::error!(error = %DisplayErrorContext(err), "AWS call could not be made");
+    KmsError::Other {
+        code: "ConfigurationError".into(),
+        message: "the console's AWS configuration could not make the call; its operator's log has the cause".into(),
+    }
+}
+
 /// Sorts an SDK failure into the kinds the console acts on. moto answers an IAM denial with
 /// HTTP 403 and a body the SDK cannot parse (no error code), so the status counts too.
 fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
     err: SdkError<E, HttpResponse>,
 ) -> KmsError {
-    let message = err
-        .message()
-        .map(str::to_owned)
-        .unwrap_or_else(|| DisplayErrorContext(&err).to_string());
+    let message = err.message().map(str::to_owned).unwrap_or_else(|| {
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        format!(
+            "the KMS gave no message (HTTP {})",
+            status.unwrap_or_default()
+        )
+    });
     match &err {
         SdkError::TimeoutError(_) => {
             return KmsError::Unreachable("the KMS did not answer in time".into());
@@ -213,18 +226,10 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>
             } else if failure.is_io() {
                 KmsError::Unreachable("the connection to the KMS failed".into())
             } else {
-                KmsError::Other {
-                    code: "ConfigurationError".into(),
-                    message: DisplayErrorContext(&err).to_string(),
-                }
+                configuration_error(&err)
             };
         }
-        SdkError::ConstructionFailure(_) => {
-            return KmsError::Other {
-                code: "ConfigurationError".into(),
-                message: DisplayErrorContext(&err).to_string(),
-            };
-        }
+        SdkError::ConstructionFailure(_) => return configuration_error(&err),
         _ => {}
     }
     let status = err.raw_response().map(|r| r.status().as_u16());

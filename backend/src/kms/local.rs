@@ -78,8 +78,10 @@ fn internal(what: &str) -> KmsError {
     }
 }
 
+/// Storage failures are logged with their cause; users learn only that the KMS is unavailable.
 fn store_error(err: StoreError) -> KmsError {
-    KmsError::Unreachable(format!("local KMS storage: {err}"))
+    tracing::error!(error = %err, "local KMS storage failed");
+    KmsError::Unreachable("the local KMS could not read its keys".into())
 }
 
 impl LocalKms {

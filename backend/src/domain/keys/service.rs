@@ -17,7 +17,6 @@ use crate::domain::identity::Caller;
 use crate::domain::kms::{EncryptionContext, KeyProvider};
 use crate::domain::ports::StoreError;
 use crate::domain::{Console, DomainError, FieldError};
-use crate::settings::Environment;
 
 fn unavailable(detail: &str) -> DomainError {
     DomainError::invalid("provider", detail)
@@ -28,12 +27,7 @@ impl Console {
         match key {
             KeyRef::Aws { .. } => self.kms.aws.clone().ok_or_else(|| unavailable("AWS KMS is not configured on this console (the operator sets CMEK_AWS_ACCOUNT_ID).")),
             KeyRef::Local { .. } => {
-                if self.policy.environment == Environment::Production {
-                    return Err(DomainError::Forbidden {
-                        rule: Rule::LocalKmsInProduction,
-                        detail: "The built-in local KMS is for development and is refused when CMEK_ENV=production.".into(),
-                    });
-                }
+                self.refuse_local_kms_in_production()?;
                 self.kms.local.clone().ok_or_else(|| unavailable("The local KMS is not available."))
             }
         }

@@ -69,36 +69,6 @@ impl From<EncryptionKey> for KeyBody {
     }
 }
 
-/// A key to test or create. AWS: `provider: "aws_kms", region, key_arn, access_mode?,
-/// role_arn?`; local: `provider: "local", region, key_id`.
-#[derive(Deserialize, utoipa::ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct KeyRequestBody {
-    pub provider: String,
-    pub region: String,
-    pub key_arn: Option<String>,
-    pub access_mode: Option<String>,
-    pub role_arn: Option<String>,
-    pub vault_name: Option<String>,
-    pub key_name: Option<String>,
-    pub key_id: Option<String>,
-}
-
-impl From<KeyRequestBody> for KeyRequestInput {
-    fn from(b: KeyRequestBody) -> Self {
-        Self {
-            provider: b.provider,
-            region: b.region,
-            key_arn: b.key_arn,
-            access_mode: b.access_mode,
-            role_arn: b.role_arn,
-            vault_name: b.vault_name,
-            key_name: b.key_name,
-            key_id: b.key_id,
-        }
-    }
-}
-
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct CreatedKeyBody {
     #[serde(flatten)]
@@ -153,7 +123,7 @@ pub async fn aws_trust_policy(
 #[utoipa::path(
     post, path = "/api/v1/projects/{project_id}/encryption-keys/test", tag = "encryption keys",
     params(("project_id" = Uuid, Path)),
-    request_body = KeyRequestBody,
+    request_body = KeyRequestInput,
     responses(
         (status = 200, body = Checklist, description = "The checklist; `passed` says whether the key could be created. Nothing is created."),
         (status = 403, body = Problem, content_type = "application/problem+json"),
@@ -166,9 +136,9 @@ pub async fn test(
     state: web::Data<AppState>,
     caller: ApiCaller,
     path: web::Path<Uuid>,
-    body: ApiJson<KeyRequestBody>,
+    body: ApiJson<KeyRequestInput>,
 ) -> Result<HttpResponse, ApiError> {
-    let input = KeyRequestInput::from(body.0);
+    let input = body.0;
     let checklist = state
         .console
         .test_key(&caller.0, path.into_inner(), &input, None)
@@ -179,7 +149,7 @@ pub async fn test(
 #[utoipa::path(
     post, path = "/api/v1/projects/{project_id}/encryption-keys", tag = "encryption keys",
     params(("project_id" = Uuid, Path)),
-    request_body = KeyRequestBody,
+    request_body = KeyRequestInput,
     responses(
         (status = 201, body = CreatedKeyBody, description = "Every required check passed; the key is saved"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
@@ -192,10 +162,10 @@ pub async fn create(
     state: web::Data<AppState>,
     caller: ApiCaller,
     path: web::Path<Uuid>,
-    body: ApiJson<KeyRequestBody>,
+    body: ApiJson<KeyRequestInput>,
 ) -> Result<HttpResponse, ApiError> {
     let project_id = path.into_inner();
-    let input = KeyRequestInput::from(body.0);
+    let input = body.0;
     let (key, checks) = state
         .console
         .create_key(&caller.0, project_id, &input, None)

@@ -198,7 +198,12 @@ async fn render(
             Err(other) => return Err(other.into()),
         }
     }
-    let local_keys = console.local_keys(caller).await.unwrap_or_default();
+    let local_available = console.local_kms_available();
+    let local_keys = if local_available {
+        console.local_keys(caller).await?
+    } else {
+        Vec::new()
+    };
     let page = WizardPage {
         chrome,
         project: project.into(),
@@ -208,7 +213,7 @@ async fn render(
         policies,
         external_id,
         platform_account: console.aws_account_id().map(str::to_owned),
-        local_available: console.environment() != crate::settings::Environment::Production,
+        local_available,
         local_keys,
         errors,
         checklist: outcome.checklist,

@@ -47,7 +47,7 @@ impl Chrome {
             user,
             role: caller.role,
             section,
-            local_kms: console.environment() != crate::settings::Environment::Production,
+            local_kms: console.local_kms_available(),
             organizations,
         })
     }
