@@ -400,25 +400,19 @@ async fn access_denied_is_reported_with_the_fix_for_the_key_policy() {
     );
 }
 
-#[tokio::test]
-async fn an_unreachable_kms_is_reported_as_unreachable() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+/// Tests a key through an app whose AWS endpoint is `endpoint`; the checklist.
+async fn test_key_through(endpoint: &str, timeout: &str) -> Value {
     let app = spawn_app_with(&[
         ("CMEK_AWS_ACCOUNT_ID", ACCOUNT),
-        ("AWS_ENDPOINT_URL", &format!("http://127.0.0.1:{closed}")),
+        ("AWS_ENDPOINT_URL", endpoint),
         ("AWS_ACCESS_KEY_ID", "testing"),
         ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("CMEK_KMS_TIMEOUT", "2s"),
+        ("CMEK_KMS_TIMEOUT", timeout),
     ])
     .await;
     let owner = app.api_key(Role::Owner).await;
     let project = cmek_project(&app, &owner).await;
     let arn = format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/00000000-0000-4000-8000-000000000000");
-
     let response = app
         .post_json(
             &format!("{}/test", keys_path(&project)),
@@ -426,9 +420,20 @@ async fn an_unreachable_kms_is_reported_as_unreachable() {
             &aws_key(&arn),
         )
         .await;
-
     assert_eq!(response.status(), 200);
-    let checklist: Value = response.json().await.unwrap();
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_unreachable_kms_is_reported_as_unreachable() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+
+    let checklist = test_key_through(&format!("http://127.0.0.1:{closed}"), "2s").await;
+
     let reachable = check(&checklist, "reachable");
     assert_eq!(reachable["code"], "Unreachable");
     assert!(
@@ -709,28 +714,9 @@ async fn a_kms_that_never_answers_is_reported_unreachable_after_the_time_out() {
             held.push(socket);
         }
     });
-    let app = spawn_app_with(&[
-        ("CMEK_AWS_ACCOUNT_ID", ACCOUNT),
-        ("AWS_ENDPOINT_URL", &format!("http://{address}")),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("CMEK_KMS_TIMEOUT", "1s"),
-    ])
-    .await;
-    let owner = app.api_key(Role::Owner).await;
-    let project = cmek_project(&app, &owner).await;
-    let arn = format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/00000000-0000-4000-8000-000000000000");
 
-    let response = app
-        .post_json(
-            &format!("{}/test", keys_path(&project)),
-            &owner,
-            &aws_key(&arn),
-        )
-        .await;
+    let checklist = test_key_through(&format!("http://{address}"), "1s").await;
 
-    assert_eq!(response.status(), 200);
-    let checklist: Value = response.json().await.unwrap();
     let reachable = check(&checklist, "reachable");
     assert_eq!(reachable["code"], "Unreachable");
     assert!(

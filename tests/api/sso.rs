@@ -105,6 +105,11 @@ async fn sso_sign_in(app: &TestApp, login: &str) -> (Client, Response) {
     (browser, response)
 }
 
+async fn assert_signed_out(app: &TestApp, browser: &Client) {
+    let me = browser.get(app.url("/api/v1/me")).send().await.unwrap();
+    assert_eq!(me.status(), 401, "the browser holds no working session");
+}
+
 async fn me(app: &TestApp, browser: &Client) -> Value {
     browser
         .get(app.url("/api/v1/me"))
@@ -177,15 +182,7 @@ async fn without_an_invitation_nobody_gets_in() {
             .unwrap()
             .contains("not a member of any organization")
     );
-    assert_eq!(
-        browser
-            .get(app.url("/api/v1/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_signed_out(&app, &browser).await;
 }
 
 #[tokio::test]
@@ -246,15 +243,7 @@ async fn a_tampered_state_is_refused() {
             .unwrap()
             .contains("state does not match")
     );
-    assert_eq!(
-        browser
-            .get(app.url("/api/v1/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_signed_out(&app, &browser).await;
 }
 
 #[tokio::test]
@@ -339,16 +328,7 @@ async fn a_role_change_takes_effect_on_the_next_request() {
 
     assert_eq!(me(&app, &browser).await["role"], "owner");
     app.console.remove_member(&operator, ada).await.unwrap();
-    assert_eq!(
-        browser
-            .get(app.url("/api/v1/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401,
-        "removal ends the session"
-    );
+    assert_signed_out(&app, &browser).await;
 }
 
 #[tokio::test]
@@ -633,15 +613,7 @@ async fn signing_out_ends_the_session_here_and_at_the_provider() {
         "{location}"
     );
     assert!(location.contains("post_logout_redirect_uri=http%3A%2F%2F127.0.0.1"));
-    assert_eq!(
-        browser
-            .get(app.url("/api/v1/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_signed_out(&app, &browser).await;
     let end = browser.get(&location).send().await.unwrap();
     assert_eq!(
         end.status(),
@@ -664,15 +636,7 @@ async fn a_code_issued_to_another_client_is_refused() {
     let response = browser.get(&callback).send().await.unwrap();
 
     assert_eq!(response.status(), 401);
-    assert_eq!(
-        browser
-            .get(app.url("/api/v1/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_signed_out(&app, &browser).await;
 }
 
 #[tokio::test]
