@@ -96,7 +96,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
             organization,
         }) => {
             let console = startup::console(&settings, Arc::new(SystemClock)).await?;
-            console.bootstrap().await?;
+            console.ensure_organization().await?;
             let operator = console.operator(organization).await?;
             let issued = console.create_api_key(&operator, &name, role).await?;
             println!(
@@ -110,11 +110,8 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
         }
         Command::SignInLink => {
             let console = startup::console(&settings, Arc::new(SystemClock)).await?;
-            console.bootstrap().await?;
-            let Some(owner) = console.first_owner().await? else {
-                return Ok(ExitCode::FAILURE);
-            };
-            let token = console.issue_sign_in_link(owner.id).await?;
+            let owner = console.ensure_organization().await?;
+            let token = console.issue_sign_in_link(&owner).await?;
             let public = settings
                 .public_url
                 .clone()
@@ -128,7 +125,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
         }
         Command::Organization(OrganizationCommand::Create { name, owner_email }) => {
             let console = startup::console(&settings, Arc::new(SystemClock)).await?;
-            console.bootstrap().await?;
+            console.ensure_organization().await?;
             let (organization, invitation) =
                 console.create_organization(&name, &owner_email).await?;
             println!(

@@ -53,6 +53,9 @@ pub struct Settings {
     pub aws: AwsSettings,
     /// Single sign-on; off unless `CMEK_OIDC_ISSUER` is set.
     pub oidc: Option<OidcSettings>,
+    /// `CMEK_TRUSTED_PROXIES`: addresses or CIDR ranges (comma-separated) whose
+    /// `Forwarded` / `X-Forwarded-For` headers are believed; nobody's by default.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// `CMEK_OIDC_ISSUER`, `CMEK_OIDC_CLIENT_ID`, `CMEK_OIDC_CLIENT_SECRET`.
@@ -108,6 +111,7 @@ struct FileSettings {
     oidc_issuer: Option<String>,
     oidc_client_id: Option<String>,
     oidc_client_secret: Option<String>,
+    trusted_proxies: Option<String>,
 }
 
 /// Every variable we read; any other `CMEK_*` variable is reported as a likely typo.
@@ -126,6 +130,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "CMEK_OIDC_ISSUER",
     "CMEK_OIDC_CLIENT_ID",
     "CMEK_OIDC_CLIENT_SECRET",
+    "CMEK_TRUSTED_PROXIES",
 ];
 
 impl Settings {
@@ -249,8 +254,13 @@ impl Settings {
                 });
             }
         };
+        let trusted_proxies = parse_networks(
+            "CMEK_TRUSTED_PROXIES",
+            pick("CMEK_TRUSTED_PROXIES", file.trusted_proxies).as_deref(),
+        )?;
         Ok(Self {
             oidc,
+            trusted_proxies,
             aws,
             aws_account_id,
             kms_timeout,
@@ -269,20 +279,88 @@ impl Settings {
         })
     }
 
-    /// The database URL to connect to, creating the data directory for the SQLite default.
+    /// The database URL to connect to. For the SQLite default it prepares the data directory
+    /// (0700) and the database file (0600) first, so nobody else on the machine can read them.
     pub fn database_url(&self) -> Result<String, SettingsError> {
         if let Some(url) = &self.database_url {
             return Ok(url.expose_secret().to_owned());
         }
-        std::fs::create_dir_all(&self.data_dir).map_err(|e| SettingsError::Invalid {
+        let file = self.data_dir.join(SQLITE_FILE);
+        prepare_private_file(&self.data_dir, &file).map_err(|e| SettingsError::Invalid {
             name: "CMEK_DATA_DIR",
-            reason: format!("cannot create {}: {e}", self.data_dir.display()),
+            reason: format!(
+                "cannot use {} for the database (need a writable directory): {e}",
+                file.display()
+            ),
         })?;
-        Ok(format!(
-            "sqlite://{}?mode=rwc",
-            self.data_dir.join("cmek-console.sqlite3").display()
-        ))
+        Ok(format!("sqlite://{}?mode=rwc", file.display()))
     }
+
+    /// The SQLite file of the embedded default, if that is the database in use.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        match &self.database_url {
+            None => Some(self.data_dir.join(SQLITE_FILE)),
+            Some(url) => url
+                .expose_secret()
+                .strip_prefix("sqlite://")
+                .map(|rest| PathBuf::from(rest.split('?').next().unwrap_or(rest))),
+        }
+    }
+}
+
+/// The embedded database's file name inside `CMEK_DATA_DIR`.
+const SQLITE_FILE: &str = "cmek-console.sqlite3";
+
+/// Creates `dir` (0700) and `file` (0600) if missing and tightens their modes if not, then
+/// checks that the file can be opened for writing.
+fn prepare_private_file(dir: &Path, file: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(file)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = file.as_os_str().to_owned();
+            name.push(suffix);
+            match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A comma-separated list of addresses (`10.0.0.7`) or CIDR ranges (`10.0.0.0/8`).
+fn parse_networks(
+    name: &'static str,
+    value: Option<&str>,
+) -> Result<Vec<ipnet::IpNet>, SettingsError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| SettingsError::Invalid {
+                    name,
+                    reason: format!("`{item}` is neither an IP address nor a CIDR range"),
+                })
+        })
+        .collect()
 }
 
 fn lookup(vars: &[(String, String)], name: &str) -> Option<String> {

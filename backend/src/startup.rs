@@ -3,7 +3,6 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::middleware::{Compress, from_fn};
@@ -14,8 +13,8 @@ use crate::domain::keys::KmsProviders;
 use crate::domain::kms::KeyProvider;
 use crate::domain::local_kms::LocalKeyAdmin;
 use crate::domain::{Console, DomainError, Policy};
+use crate::http::forwarded::TrustedProxies;
 use crate::http::metrics::Metrics;
-use crate::http::rate_limit::RateLimiter;
 use crate::http::{AppState, middleware, routes};
 use crate::kms::KmsTimeouts;
 use crate::kms::aws::AwsKms;
@@ -94,9 +93,6 @@ pub async fn console(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Conso
     })
 }
 
-/// Sign-in attempts allowed per source address in five minutes.
-pub const SIGN_IN_ATTEMPTS: u32 = 20;
-
 pub struct Application {
     port: u16,
     public_url: String,
@@ -135,7 +131,8 @@ impl Application {
             metrics: Metrics::default(),
             public_origin: origin_of(&public_url),
             public_url: public_url.clone(),
-            sign_in_limiter: RateLimiter::new(SIGN_IN_ATTEMPTS, Duration::from_secs(300)),
+            public_url_configured: settings.public_url.is_some(),
+            proxies: TrustedProxies::new(settings.trusted_proxies.clone()),
             secure_cookies: public_url.starts_with("https://"),
         });
         let server = HttpServer::new(move || {

@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_skeleton;
 mod m20261122_000002_encryption_keys;
 mod m20261122_000003_sso_and_invitations;
+mod m20261123_000004_shared_invariants;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_skeleton::Migration),
             Box::new(m20261122_000002_encryption_keys::Migration),
             Box::new(m20261122_000003_sso_and_invitations::Migration),
+            Box::new(m20261123_000004_shared_invariants::Migration),
         ]
     }
 }

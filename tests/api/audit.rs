@@ -54,6 +54,7 @@ async fn changes_are_audited_with_actor_target_outcome_and_source() {
             ("project.updated", "success"),
             ("project.created", "success"),
             ("api_key.created", "success"),
+            ("sign_in_link.issued", "success"),
             ("organization.created", "success"),
         ]
     );
@@ -134,7 +135,7 @@ async fn the_log_exports_as_csv() {
         lines.next().unwrap(),
         "seq,id,occurred_at,actor,action,target,outcome,source_ip,detail,prev_hash,hash"
     );
-    assert_eq!(text.lines().count(), 1 + 3);
+    assert_eq!(text.lines().count(), 1 + 4);
 }
 
 #[tokio::test]
@@ -145,7 +146,7 @@ async fn verification_names_the_first_altered_event() {
     app.create_project(&owner, "two", true).await;
     assert!(matches!(
         app.console.verify_audit_chain().await.unwrap(),
-        Verification::Intact { events: 4 }
+        Verification::Intact { events: 5 }
     ));
 
     app.db()

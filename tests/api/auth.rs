@@ -145,7 +145,7 @@ async fn an_unknown_sign_in_token_is_refused() {
 }
 
 #[tokio::test]
-async fn a_new_link_replaces_an_unused_one() {
+async fn a_printed_link_keeps_working_when_another_is_issued_and_signing_in_spends_both() {
     let app = spawn_app().await;
 
     let fresh = app
@@ -159,12 +159,14 @@ async fn a_new_link_replaces_an_unused_one() {
         app.redeem_link(&app.browser(), &app.sign_in_url)
             .await
             .status(),
-        401
+        303,
+        "the link printed first still works"
     );
     let fresh_link = format!("{}/sign-in/link?token={fresh}", app.address);
     assert_eq!(
         app.redeem_link(&app.browser(), &fresh_link).await.status(),
-        303
+        401,
+        "once the owner signed in, the other links are spent"
     );
     assert!(
         app.console.bootstrap().await.unwrap().is_none(),
@@ -307,7 +309,28 @@ async fn behind_https_cookies_are_secure_and_hsts_is_sent() {
         crate::helpers::spawn_app_with(&[("CMEK_PUBLIC_URL", "https://console.example")]).await;
 
     let page = app.api.get(app.url("/sign-in")).send().await.unwrap();
-    let signed_in = app.redeem_link(&app.browser(), &app.sign_in_url).await;
+    let token = app.sign_in_url.split("token=").nth(1).unwrap();
+    let from_elsewhere = app
+        .browser()
+        .post(app.url("/sign-in/link"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    let signed_in = app
+        .browser()
+        .post(app.url("/sign-in/link"))
+        .header("origin", "https://console.example")
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(
+        from_elsewhere.status(),
+        403,
+        "with CMEK_PUBLIC_URL set, only its origin may post"
+    );
 
     assert_eq!(
         page.headers()["strict-transport-security"],

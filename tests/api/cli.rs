@@ -57,6 +57,64 @@ async fn api_key_create_refuses_an_unknown_role() {
 }
 
 #[tokio::test]
+async fn other_commands_leave_the_link_printed_by_serve_working() {
+    let app = spawn_app().await;
+
+    let created = run(
+        &app,
+        &["api-key", "create", "--role", "owner", "--name", "ci"],
+    );
+    let organization = run(
+        &app,
+        &[
+            "organization",
+            "create",
+            "--name",
+            "Second",
+            "--owner-email",
+            "a@example.com",
+        ],
+    );
+
+    assert!(created.status.success() && organization.status.success());
+    assert_eq!(
+        app.redeem_link(&app.browser(), &app.sign_in_url)
+            .await
+            .status(),
+        303,
+        "the link serve printed still signs the owner in"
+    );
+}
+
+#[tokio::test]
+async fn api_key_create_with_several_organizations_names_them() {
+    let app = spawn_app().await;
+    let second = run(
+        &app,
+        &[
+            "organization",
+            "create",
+            "--name",
+            "Second Org",
+            "--owner-email",
+            "a@example.com",
+        ],
+    );
+    assert!(second.status.success());
+
+    let output = run(
+        &app,
+        &["api-key", "create", "--role", "owner", "--name", "ci"],
+    );
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--organization"), "{stderr}");
+    assert!(stderr.contains("Second Org"), "{stderr}");
+    assert!(stderr.contains("My Organization"), "{stderr}");
+}
+
+#[tokio::test]
 async fn audit_verify_passes_then_names_a_tampered_event() {
     let app = spawn_app().await;
     let owner = app.api_key(Role::Owner).await;
@@ -64,7 +122,7 @@ async fn audit_verify_passes_then_names_a_tampered_event() {
 
     let intact = run(&app, &["audit", "verify"]);
     assert!(intact.status.success());
-    assert!(String::from_utf8_lossy(&intact.stdout).contains("3 events verified"));
+    assert!(String::from_utf8_lossy(&intact.stdout).contains("4 events verified"));
 
     app.db()
         .await

@@ -58,7 +58,7 @@ impl FieldError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DomainError {
-    #[error("invalid input")]
+    #[error("invalid input: {}", describe(.0))]
     Invalid(Vec<FieldError>),
     #[error("not signed in")]
     Unauthenticated,
@@ -77,6 +77,14 @@ pub enum DomainError {
     ChecksFailed(crate::domain::keys::checks::Checklist),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn describe(fields: &[FieldError]) -> String {
+    fields
+        .iter()
+        .map(|f| format!("{}: {}", f.field, f.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl DomainError {

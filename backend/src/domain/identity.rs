@@ -19,6 +19,10 @@ use crate::domain::{Console, DomainError};
 
 /// A sign-in link works once, for this long.
 pub const SIGN_IN_LINK_TTL: chrono::Duration = chrono::Duration::minutes(15);
+/// Sign-in attempts (links, SSO callbacks) allowed per source address in one window, counted
+/// in the database so the limit holds however many console processes serve.
+pub const SIGN_IN_ATTEMPTS: u32 = 20;
+pub const SIGN_IN_WINDOW: chrono::Duration = chrono::Duration::minutes(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -261,56 +265,93 @@ pub enum SignIn {
 }
 
 impl Console {
-    /// First start: creates the organization and its owner. Until that owner has signed in
-    /// once, every start issues a fresh sign-in link (the older ones stop working).
-    /// Returns the link's token when one was issued.
-    pub async fn bootstrap(&self) -> Result<Option<String>, DomainError> {
-        let owner = match self.store.first_owner().await? {
-            Some(owner) => owner,
-            None => {
-                let now = self.clock.now();
-                let organization = Organization {
-                    id: Uuid::now_v7(),
-                    name: self.policy.organization_name.clone(),
-                    created_at: now,
-                };
-                let owner = User {
-                    id: Uuid::now_v7(),
-                    organization_id: organization.id,
-                    email: None,
-                    display_name: Role::Owner.title().into(),
-                    role: Role::Owner,
-                    created_at: now,
-                    last_sign_in_at: None,
-                    identity: None,
-                };
-                let audit = organization_created(&organization, now)
-                    .detail(serde_json::json!({ "name": organization.name, "owner": owner.id }));
-                self.store
-                    .create_organization(&organization, &owner, audit)
-                    .await?;
-                owner
-            }
+    /// First start of any command: creates the first organization and its owner, once, even
+    /// when several console processes start together. Returns that owner.
+    pub async fn ensure_organization(&self) -> Result<User, DomainError> {
+        if let Some(owner) = self.store.first_owner().await? {
+            return Ok(owner);
+        }
+        let now = self.clock.now();
+        let organization = Organization {
+            id: Uuid::now_v7(),
+            name: self.policy.organization_name.clone(),
+            created_at: now,
         };
+        let owner = User {
+            id: Uuid::now_v7(),
+            organization_id: organization.id,
+            email: None,
+            display_name: Role::Owner.title().into(),
+            role: Role::Owner,
+            created_at: now,
+            last_sign_in_at: None,
+            identity: None,
+        };
+        let audit = organization_created(&organization, now)
+            .detail(serde_json::json!({ "name": organization.name, "owner": owner.id }));
+        Ok(self
+            .store
+            .create_first_organization(&organization, &owner, audit)
+            .await?)
+    }
+
+    /// What `serve` does at start: the first organization, and a sign-in link for its owner
+    /// until that owner has signed in once. Links issued earlier keep working until they are
+    /// used or expire. Returns the link's token when one was issued.
+    pub async fn bootstrap(&self) -> Result<Option<String>, DomainError> {
+        let owner = self.ensure_organization().await?;
         if owner.last_sign_in_at.is_some() {
             return Ok(None);
         }
-        Ok(Some(self.issue_sign_in_link(owner.id).await?))
+        Ok(Some(self.issue_sign_in_link(&owner).await?))
+    }
+
+    /// Counts a sign-in attempt from `address`; when it is over the limit, how long until the
+    /// window ends.
+    pub async fn count_sign_in_attempt(
+        &self,
+        address: &str,
+    ) -> Result<Option<std::time::Duration>, DomainError> {
+        let now = self.clock.now();
+        let window = SIGN_IN_WINDOW.num_seconds();
+        let start_secs = now.timestamp() - now.timestamp().rem_euclid(window);
+        let start = DateTime::<Utc>::from_timestamp(start_secs, 0).unwrap_or(now);
+        let hits = self
+            .store
+            .count_attempt(&format!("sign-in:{address}"), start)
+            .await?;
+        if hits <= SIGN_IN_ATTEMPTS {
+            return Ok(None);
+        }
+        Ok(Some(
+            (start + SIGN_IN_WINDOW - now)
+                .to_std()
+                .unwrap_or_default()
+                .max(std::time::Duration::from_secs(1)),
+        ))
     }
 
     /// A fresh single-use link for a user (the operator's `sign-in-link` command uses it too).
-    pub async fn issue_sign_in_link(&self, user_id: Uuid) -> Result<String, DomainError> {
+    pub async fn issue_sign_in_link(&self, user: &User) -> Result<String, DomainError> {
         let now = self.clock.now();
         let secret = NewSecret::generate("");
         let link = SignInLink {
             id: Uuid::now_v7(),
-            user_id,
+            user_id: user.id,
             token_hash: secret.hash,
             created_at: now,
             expires_at: now + SIGN_IN_LINK_TTL,
             used_at: None,
         };
-        self.store.replace_sign_in_link(&link).await?;
+        let audit = AuditDraft::new(
+            Actor::System.label(),
+            Some(user.organization_id),
+            now,
+            "sign_in_link.issued",
+            format!("user/{}", user.id),
+        )
+        .detail(serde_json::json!({ "expires_at": link.expires_at }));
+        self.store.insert_sign_in_link(&link, audit).await?;
         Ok(secret.plaintext)
     }
 
@@ -472,9 +513,16 @@ impl Console {
             Some(id) => organizations.into_iter().find(|o| o.id == id),
             None if organizations.len() == 1 => organizations.into_iter().next(),
             None => {
+                let names = organizations
+                    .iter()
+                    .map(|o| format!("{} ({})", o.name, o.id))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 return Err(DomainError::invalid(
                     "organization",
-                    "there are several organizations: name one with --organization",
+                    format!(
+                        "there are several organizations, name one with --organization <id>: {names}"
+                    ),
                 ));
             }
         };

@@ -25,28 +25,15 @@ pub struct LocalKey {
     pub rotated_at: Option<DateTime<Utc>>,
 }
 
+/// What the domain needs from the local KMS besides `KeyProvider`: its keys, and new key
+/// material sealed under its master key. Changes go through the `Store`, in one transaction
+/// with their audit event.
 #[async_trait]
 pub trait LocalKeyAdmin: Send + Sync {
     async fn list(&self, organization_id: Uuid) -> Result<Vec<LocalKey>, StoreError>;
-    async fn create(
-        &self,
-        organization_id: Uuid,
-        name: &str,
-        now: DateTime<Utc>,
-    ) -> Result<LocalKey, StoreError>;
-    /// False when the organization has no such key.
-    async fn set_enabled(
-        &self,
-        organization_id: Uuid,
-        id: Uuid,
-        enabled: bool,
-    ) -> Result<bool, StoreError>;
-    async fn rotate(
-        &self,
-        organization_id: Uuid,
-        id: Uuid,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
+    async fn get(&self, organization_id: Uuid, id: Uuid) -> Result<Option<LocalKey>, StoreError>;
+    /// Fresh random material for `version` of the key, sealed (never plaintext at rest).
+    fn seal_new_material(&self, key_id: Uuid, version: i32) -> Result<Vec<u8>, StoreError>;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,17 +103,24 @@ impl Console {
             return Err(DomainError::invalid("name", "must be 1 to 64 characters"));
         }
         let now = self.clock.now();
-        let key = admin.create(caller.organization_id, name, now).await?;
-        self.record(
-            AuditDraft::by(
-                caller,
-                now,
-                "local_key.created",
-                format!("local_key/{}", key.id),
-            )
-            .detail(serde_json::json!({ "name": key.name })),
+        let key = LocalKey {
+            id: Uuid::now_v7(),
+            organization_id: caller.organization_id,
+            name: name.to_owned(),
+            enabled: true,
+            version: 1,
+            created_at: now,
+            rotated_at: None,
+        };
+        let material = admin.seal_new_material(key.id, key.version)?;
+        let audit = AuditDraft::by(
+            caller,
+            now,
+            "local_key.created",
+            format!("local_key/{}", key.id),
         )
-        .await?;
+        .detail(serde_json::json!({ "name": key.name }));
+        self.store.insert_local_key(&key, material, audit).await?;
         Ok(key)
     }
 
@@ -140,20 +134,47 @@ impl Console {
         let admin = self.local_admin()?;
         let now = self.clock.now();
         let org = caller.organization_id;
-        let found = match action {
-            LocalKeyAction::Enable => admin.set_enabled(org, id, true).await?,
-            LocalKeyAction::Disable => admin.set_enabled(org, id, false).await?,
-            LocalKeyAction::Rotate => admin.rotate(org, id, now).await?,
-        };
-        if !found {
-            return Err(DomainError::NotFound("local key"));
-        }
-        self.record(AuditDraft::by(
+        let audit = AuditDraft::by(
             caller,
             now,
             action.audit_action(),
             format!("local_key/{id}"),
-        ))
-        .await
+        );
+        let found = match action {
+            LocalKeyAction::Enable => {
+                self.store
+                    .set_local_key_enabled(org, id, true, audit)
+                    .await?
+            }
+            LocalKeyAction::Disable => {
+                self.store
+                    .set_local_key_enabled(org, id, false, audit)
+                    .await?
+            }
+            LocalKeyAction::Rotate => {
+                // A rotation racing this one moves the version first: read it again and retry.
+                let mut rotated = false;
+                for _ in 0..3 {
+                    let Some(key) = admin.get(org, id).await? else {
+                        break;
+                    };
+                    let material = admin.seal_new_material(id, key.version + 1)?;
+                    if self
+                        .store
+                        .rotate_local_key(&key, material, now, audit.clone())
+                        .await?
+                    {
+                        rotated = true;
+                        break;
+                    }
+                }
+                rotated
+            }
+        };
+        if found {
+            Ok(())
+        } else {
+            Err(DomainError::NotFound("local key"))
+        }
     }
 }

@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::error::Rule;
 use crate::domain::identity::{Actor, Caller, Organization, Role, User, organization_created};
+use crate::domain::ports::{Constraint, StoreError};
 use crate::domain::sso::SsoIdentity;
 use crate::domain::{Console, DomainError, FieldError};
 
@@ -292,13 +293,7 @@ impl Console {
             .into_iter()
             .any(|i| i.email == email && i.is_pending(now));
         if pending {
-            return Err(DomainError::Conflict {
-                rule: Rule::InvitationPending,
-                field: Some("email"),
-                detail: format!(
-                    "{email} already has a pending invitation; revoke it to invite again."
-                ),
-            });
+            return Err(invitation_pending(&email));
         }
         let invitation = Invitation {
             id: Uuid::now_v7(),
@@ -313,8 +308,14 @@ impl Console {
         };
         let audit = AuditDraft::by(caller, now, "invitation.created", format!("invitation/{}", invitation.id))
             .detail(serde_json::json!({ "email": invitation.email, "role": role.as_str(), "expires_at": invitation.expires_at }));
-        self.store.insert_invitation(&invitation, audit).await?;
-        Ok(invitation)
+        match self.store.insert_invitation(&invitation, audit).await {
+            Ok(()) => Ok(invitation),
+            // Another console process invited the same person a moment ago.
+            Err(StoreError::Conflict(Constraint::PendingInvitation)) => {
+                Err(invitation_pending(&invitation.email))
+            }
+            Err(other) => Err(other.into()),
+        }
     }
 
     pub async fn invitations(&self, caller: &Caller) -> Result<Vec<Invitation>, DomainError> {
@@ -430,14 +431,25 @@ impl Console {
             .into_iter()
             .find(|(org, _)| org.id == organization_id)
             .ok_or(DomainError::NotFound("organization"))?;
-        self.store.set_session_user(session_id, target.1).await?;
-        self.record(AuditDraft::by(
+        let audit = AuditDraft::by(
             caller,
             self.clock.now(),
             "session.switched_organization",
             format!("organization/{organization_id}"),
-        ))
-        .await
+        )
+        .detail(serde_json::json!({ "membership": target.1 }));
+        Ok(self
+            .store
+            .switch_session_user(session_id, target.1, audit)
+            .await?)
+    }
+}
+
+fn invitation_pending(email: &str) -> DomainError {
+    DomainError::Conflict {
+        rule: Rule::InvitationPending,
+        field: Some("email"),
+        detail: format!("{email} already has a pending invitation; revoke it to invite again."),
     }
 }
 

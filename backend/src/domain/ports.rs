@@ -9,16 +9,38 @@ use uuid::Uuid;
 use crate::domain::audit::{AuditDraft, AuditEvent, AuditFilter};
 use crate::domain::identity::{ApiKey, Organization, Role, Session, SignInLink, User};
 use crate::domain::keys::{EncryptionKey, KeyStatus};
+use crate::domain::local_kms::LocalKey;
 use crate::domain::members::{Invitation, MembershipChange};
 use crate::domain::page::PageRequest;
 use crate::domain::projects::Project;
 
+/// Which uniqueness rule a refused write broke, so a caller never reports the wrong reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Constraint {
+    /// Project names are unique within an organization.
+    ProjectName,
+    /// R4: one key per (project, provider, region).
+    KeyPerRegion,
+    /// One pending invitation per email and organization.
+    PendingInvitation,
+    /// Any other unique index or primary key, named as the database named it.
+    Other(String),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A unique constraint refused the write; the name says which.
-    #[error("conflict on {0}")]
-    Conflict(String),
-    /// The database could not be reached or answered with an error.
+    /// A unique constraint refused the write; the variant says which.
+    #[error("conflict on {0:?}")]
+    Conflict(Constraint),
+    /// The database cannot be reached right now (down, restarting, pool exhausted): the
+    /// request may be tried again later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The transaction lost a race with another writer (serialization failure, deadlock, a
+    /// busy SQLite file) and was rolled back; the store retries these itself.
+    #[error("write contention: {0}")]
+    Contention(String),
+    /// The database answered with an error.
     #[error("database error: {0}")]
     Database(String),
     /// A stored value could not be read back into a domain type.
@@ -33,12 +55,14 @@ pub trait Store: Send + Sync {
     // Organizations and people.
     async fn organizations(&self) -> Result<Vec<Organization>, StoreError>;
     async fn organization(&self, id: Uuid) -> Result<Option<Organization>, StoreError>;
-    async fn create_organization(
+    /// Creates the first organization with its owner unless an owner exists already (another
+    /// console process may have won the race); either way returns the first owner.
+    async fn create_first_organization(
         &self,
         organization: &Organization,
         owner: &User,
         audit: AuditDraft,
-    ) -> Result<(), StoreError>;
+    ) -> Result<User, StoreError>;
     /// The oldest owner of the oldest organization: who the bootstrap link is for.
     async fn first_owner(&self) -> Result<Option<User>, StoreError>;
     async fn user(&self, id: Uuid) -> Result<Option<User>, StoreError>;
@@ -49,7 +73,13 @@ pub trait Store: Send + Sync {
     async fn users(&self, organization_id: Uuid) -> Result<Vec<User>, StoreError>;
     /// Opens a session (and records the sign-in time) with its audit event.
     async fn open_session(&self, session: &Session, audit: AuditDraft) -> Result<(), StoreError>;
-    async fn set_session_user(&self, session_id: Uuid, user_id: Uuid) -> Result<(), StoreError>;
+    /// Moves a session to the person's membership of another organization.
+    async fn switch_session_user(
+        &self,
+        session_id: Uuid,
+        user_id: Uuid,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
     /// Changes a member's role unless that leaves the organization without an owner.
     async fn change_role(
         &self,
@@ -97,8 +127,13 @@ pub trait Store: Send + Sync {
     ) -> Result<bool, StoreError>;
 
     // Sign-in links.
-    /// Stores a new link and deletes the user's unused ones, so only the newest works.
-    async fn replace_sign_in_link(&self, link: &SignInLink) -> Result<(), StoreError>;
+    /// Stores a new link; the user's unexpired unused links keep working (a link already
+    /// printed must not break), expired ones are deleted.
+    async fn insert_sign_in_link(
+        &self,
+        link: &SignInLink,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
     async fn sign_in_link(&self, token_hash: &str) -> Result<Option<SignInLink>, StoreError>;
     /// Marks the link used and opens the session, only if the link is still unused; false
     /// when another request redeemed it first.
@@ -143,6 +178,12 @@ pub trait Store: Send + Sync {
     // Encryption keys.
     /// Conflict when the project already has a key for the provider and region (R4).
     async fn insert_key(&self, key: &EncryptionKey, audit: AuditDraft) -> Result<(), StoreError>;
+    /// Several keys and their events in one transaction: all or none.
+    async fn insert_keys(
+        &self,
+        keys: &[EncryptionKey],
+        events: Vec<AuditDraft>,
+    ) -> Result<(), StoreError>;
     async fn keys(
         &self,
         organization_id: Uuid,
@@ -167,6 +208,39 @@ pub trait Store: Send + Sync {
         error: Option<String>,
         audit: AuditDraft,
     ) -> Result<(), StoreError>;
+
+    // The local KMS's keys: the material arrives sealed by `kms::local`.
+    async fn insert_local_key(
+        &self,
+        key: &LocalKey,
+        material: Vec<u8>,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    /// False when the organization has no such key.
+    async fn set_local_key_enabled(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        enabled: bool,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError>;
+    /// Adds version `key.version + 1` and makes it current; false when the key is gone or
+    /// another rotation got there first.
+    async fn rotate_local_key(
+        &self,
+        key: &LocalKey,
+        material: Vec<u8>,
+        now: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError>;
+
+    // Rate limits, shared by every console process on the database.
+    /// Counts one attempt in `bucket`'s window starting at `window_start`; returns the count.
+    async fn count_attempt(
+        &self,
+        bucket: &str,
+        window_start: DateTime<Utc>,
+    ) -> Result<u32, StoreError>;
 
     // Audit.
     async fn append_audit(&self, audit: AuditDraft) -> Result<(), StoreError>;

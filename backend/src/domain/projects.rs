@@ -9,7 +9,7 @@ use crate::domain::audit::AuditDraft;
 use crate::domain::error::{FieldError, Rule};
 use crate::domain::identity::Caller;
 use crate::domain::page::{Page, PageRequest};
-use crate::domain::ports::StoreError;
+use crate::domain::ports::{Constraint, StoreError};
 use crate::domain::{Console, DomainError};
 
 pub const PROJECT_NAME_MAX: usize = 64;
@@ -196,7 +196,7 @@ fn name_taken(name: &ProjectName) -> DomainError {
 
 fn map_conflict(err: StoreError, name: &ProjectName) -> DomainError {
     match err {
-        StoreError::Conflict(_) => name_taken(name),
+        StoreError::Conflict(Constraint::ProjectName) => name_taken(name),
         other => other.into(),
     }
 }

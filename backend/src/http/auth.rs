@@ -17,8 +17,10 @@ use crate::http::errors::{ApiError, PageError};
 
 pub const SESSION_COOKIE: &str = "cmek_session";
 
+/// The client's address for audit events and rate limits (see `forwarded`).
 pub fn source_ip(req: &HttpRequest) -> Option<String> {
-    req.peer_addr().map(|addr| addr.ip().to_string())
+    let state = req.app_data::<web::Data<AppState>>()?;
+    state.proxies.client_ip(req).map(|ip| ip.to_string())
 }
 
 /// The bearer token, if the request carries an `Authorization: Bearer` header.

@@ -12,10 +12,13 @@ use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::domain::ports::StoreError;
 use crate::domain::{DomainError, FieldError};
 use crate::http::pages::render::error_page;
 
 pub const PROBLEM_BASE: &str = "https://cmek-console.dev";
+/// What a 503 tells clients to wait before trying again.
+const RETRY_AFTER_SECONDS: u64 = 5;
 
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -185,6 +188,15 @@ fn domain_problem(err: &DomainError) -> Problem {
                 )
             }
         }
+        DomainError::Store(StoreError::Unavailable(_) | StoreError::Contention(_)) => Problem::new(
+            S::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Temporarily unavailable",
+            format!(
+                "The console cannot reach its database right now. Try again in \
+                     {RETRY_AFTER_SECONDS} seconds."
+            ),
+        ),
         DomainError::Store(_) => Problem::new(
             S::INTERNAL_SERVER_ERROR,
             "internal",
@@ -214,6 +226,9 @@ pub fn problem_response(problem: &Problem) -> HttpResponse {
     response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
     if status == StatusCode::UNAUTHORIZED {
         response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"cmek-console\""));
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string()));
     }
     response.json(problem)
 }

@@ -26,7 +26,7 @@ pub async fn observe(
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let started = Instant::now();
     let request_id = Uuid::now_v7().to_string();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let path = req.path().to_owned();
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let span = tracing::info_span!("request", id = %request_id, %method, %path);
@@ -56,6 +56,21 @@ pub async fn observe(
         );
     });
     Ok(res)
+}
+
+/// The method as a metrics label: the standard ones by name, anything else as `OTHER`, so a
+/// client inventing methods cannot grow the number of series.
+fn method_label(method: &Method) -> String {
+    match *method {
+        Method::GET
+        | Method::HEAD
+        | Method::POST
+        | Method::PUT
+        | Method::PATCH
+        | Method::DELETE
+        | Method::OPTIONS => method.as_str().to_owned(),
+        _ => "OTHER".to_owned(),
+    }
 }
 
 /// Headers every response carries; the CSP allows only our own scripts and styles.
@@ -106,9 +121,25 @@ fn claimed_origin(req: &ServiceRequest) -> Option<String> {
     Some(format!("{scheme}://{host}"))
 }
 
+/// The origin the request was addressed to: the Host header, or what a trusted proxy says.
+fn own_origin(req: &ServiceRequest, state: &AppState) -> String {
+    if state.proxies.from_proxy(req.request()) {
+        let info = req.connection_info();
+        return format!("{}://{}", info.scheme(), info.host());
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    format!("http://{host}")
+}
+
 /// Writes that ride on a browser's session cookie, and sign-in itself, must come from the
-/// console's own origin: the public URL's, or the Host the request was sent to. Bearer calls
-/// carry no ambient credential and are exempt. SameSite cookies alone are not relied on.
+/// console's own origin: `CMEK_PUBLIC_URL`'s when it is set, else the Host the request was sent
+/// to. Forwarding headers (`X-Forwarded-Host`, `Forwarded`) count only from a trusted proxy.
+/// Bearer calls carry no ambient credential and are exempt. SameSite cookies alone are not
+/// relied on.
 pub async fn same_origin(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -117,16 +148,13 @@ pub async fn same_origin(
     if is_safe(req.method()) || bearer(req.request()).is_some() || !ambient {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }
-    let allowed = match claimed_origin(&req) {
-        None => false,
-        Some(origin) => {
-            let info = req.connection_info();
-            let own = format!("{}://{}", info.scheme(), info.host());
-            let public = req
-                .app_data::<web::Data<AppState>>()
-                .map(|s| s.public_origin.clone());
-            origin == own || Some(origin) == public
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let allowed = match (claimed_origin(&req), state) {
+        (Some(origin), Some(state)) => {
+            origin == state.public_origin
+                || (!state.public_url_configured && origin == own_origin(&req, &state))
         }
+        _ => false,
     };
     if allowed {
         return Ok(next.call(req).await?.map_into_boxed_body());

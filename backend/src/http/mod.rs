@@ -5,12 +5,12 @@
 pub mod api;
 pub mod auth;
 pub mod errors;
+pub mod forwarded;
 pub mod json;
 pub mod metrics;
 pub mod middleware;
 pub mod ops;
 pub mod pages;
-pub mod rate_limit;
 pub mod routes;
 
 use crate::domain::Console;
@@ -24,8 +24,10 @@ pub struct AppState {
     pub public_url: String,
     /// Origin of `CMEK_PUBLIC_URL`, e.g. `https://cmek.example.com`.
     pub public_origin: String,
-    /// Sign-in attempts per source address.
-    pub sign_in_limiter: rate_limit::RateLimiter,
+    /// Whether `CMEK_PUBLIC_URL` was set: then it is the only origin writes may come from.
+    pub public_url_configured: bool,
+    /// `CMEK_TRUSTED_PROXIES`: whose forwarding headers are believed.
+    pub proxies: forwarded::TrustedProxies,
     /// Session cookies get `Secure` when the public URL is https.
     pub secure_cookies: bool,
 }

@@ -11,7 +11,6 @@ use std::path::Path;
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use rand::RngCore;
 use sea_orm::DatabaseConnection;
 use uuid::Uuid;
@@ -256,46 +255,13 @@ impl LocalKeyAdmin for LocalKms {
         rows::list(&self.db, organization_id).await
     }
 
-    async fn create(
-        &self,
-        organization_id: Uuid,
-        name: &str,
-        now: DateTime<Utc>,
-    ) -> Result<LocalKey, StoreError> {
-        let key = LocalKey {
-            id: Uuid::now_v7(),
-            organization_id,
-            name: name.to_owned(),
-            enabled: true,
-            version: 1,
-            created_at: now,
-            rotated_at: None,
-        };
-        rows::create(&self.db, &key, self.new_material(key.id, 1)?).await?;
-        Ok(key)
+    async fn get(&self, organization_id: Uuid, id: Uuid) -> Result<Option<LocalKey>, StoreError> {
+        Ok(rows::get(&self.db, id)
+            .await?
+            .filter(|key| key.organization_id == organization_id))
     }
 
-    async fn set_enabled(
-        &self,
-        organization_id: Uuid,
-        id: Uuid,
-        enabled: bool,
-    ) -> Result<bool, StoreError> {
-        rows::set_enabled(&self.db, organization_id, id, enabled).await
-    }
-
-    async fn rotate(
-        &self,
-        organization_id: Uuid,
-        id: Uuid,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        match rows::get(&self.db, id).await? {
-            Some(key) if key.organization_id == organization_id => {
-                rows::rotate(&self.db, &key, self.new_material(id, key.version + 1)?, now).await?;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+    fn seal_new_material(&self, key_id: Uuid, version: i32) -> Result<Vec<u8>, StoreError> {
+        self.new_material(key_id, version)
     }
 }

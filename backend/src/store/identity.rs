@@ -123,13 +123,16 @@ pub async fn user(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<User>, S
         .transpose()
 }
 
-pub async fn replace_sign_in_link(
+/// Adds a link. The user's expired unused links go; unexpired ones stay valid, so a link an
+/// operator already holds keeps working until it is used or expires.
+pub async fn insert_sign_in_link(
     db: &impl ConnectionTrait,
     link: &SignInLink,
 ) -> Result<(), StoreError> {
     sign_in_links::Entity::delete_many()
         .filter(sign_in_links::Column::UserId.eq(link.user_id))
         .filter(sign_in_links::Column::UsedAt.is_null())
+        .filter(sign_in_links::Column::ExpiresAt.lte(link.created_at))
         .exec(db)
         .await?;
     sign_in_links::Entity::insert(sign_in_links::ActiveModel {
@@ -179,6 +182,12 @@ pub async fn redeem_sign_in_link(
     if claimed.rows_affected != 1 {
         return Ok(false);
     }
+    // The user is in now: the other links issued for this first sign-in are spent too.
+    sign_in_links::Entity::delete_many()
+        .filter(sign_in_links::Column::UserId.eq(session.user_id))
+        .filter(sign_in_links::Column::UsedAt.is_null())
+        .exec(db)
+        .await?;
     open_session(db, session, now).await?;
     Ok(true)
 }

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, TransactionTrait,
+    QueryOrder,
 };
 use uuid::Uuid;
 
@@ -75,11 +75,10 @@ async fn insert_version(
 }
 
 pub async fn create(
-    db: &DatabaseConnection,
+    txn: &impl ConnectionTrait,
     key: &LocalKey,
     material: Vec<u8>,
 ) -> Result<(), StoreError> {
-    let txn = db.begin().await?;
     local_keys::Entity::insert(local_keys::ActiveModel {
         id: Set(key.id),
         organization_id: Set(key.organization_id),
@@ -89,15 +88,13 @@ pub async fn create(
         created_at: Set(key.created_at),
         rotated_at: Set(key.rotated_at),
     })
-    .exec_without_returning(&txn)
+    .exec_without_returning(txn)
     .await?;
-    insert_version(&txn, key.id, key.version, material, key.created_at).await?;
-    txn.commit().await?;
-    Ok(())
+    insert_version(txn, key.id, key.version, material, key.created_at).await
 }
 
 pub async fn set_enabled(
-    db: &DatabaseConnection,
+    db: &impl ConnectionTrait,
     organization_id: Uuid,
     id: Uuid,
     enabled: bool,
@@ -114,17 +111,16 @@ pub async fn set_enabled(
     Ok(result.rows_affected == 1)
 }
 
-/// Adds version `key.version + 1` with `material` and makes it current.
+/// Adds version `key.version + 1` with `material` and makes it current, unless the key is
+/// gone or no longer at `key.version` (false).
 pub async fn rotate(
-    db: &DatabaseConnection,
+    txn: &impl ConnectionTrait,
     key: &LocalKey,
     material: Vec<u8>,
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    let txn = db.begin().await?;
+) -> Result<bool, StoreError> {
     let next = key.version + 1;
-    insert_version(&txn, key.id, next, material, now).await?;
-    local_keys::Entity::update_many()
+    let moved = local_keys::Entity::update_many()
         .col_expr(
             local_keys::Column::Version,
             sea_orm::sea_query::Expr::value(next),
@@ -134,8 +130,13 @@ pub async fn rotate(
             sea_orm::sea_query::Expr::value(now),
         )
         .filter(local_keys::Column::Id.eq(key.id))
-        .exec(&txn)
+        .filter(local_keys::Column::OrganizationId.eq(key.organization_id))
+        .filter(local_keys::Column::Version.eq(key.version))
+        .exec(txn)
         .await?;
-    txn.commit().await?;
-    Ok(())
+    if moved.rows_affected != 1 {
+        return Ok(false);
+    }
+    insert_version(txn, key.id, next, material, now).await?;
+    Ok(true)
 }

@@ -139,6 +139,27 @@ fn invitation_from(m: invitations::Model) -> Result<Invitation, StoreError> {
     })
 }
 
+/// An expired invitation is no longer pending, but the unique index on open invitations
+/// still sees it: close it at its expiry time before a new one for the same email goes in.
+pub async fn close_expired_invitations(
+    db: &impl ConnectionTrait,
+    new: &Invitation,
+) -> Result<(), StoreError> {
+    invitations::Entity::update_many()
+        .col_expr(
+            invitations::Column::RevokedAt,
+            Expr::col(invitations::Column::ExpiresAt).into(),
+        )
+        .filter(invitations::Column::OrganizationId.eq(new.organization_id))
+        .filter(invitations::Column::Email.eq(new.email.as_str()))
+        .filter(invitations::Column::AcceptedAt.is_null())
+        .filter(invitations::Column::RevokedAt.is_null())
+        .filter(invitations::Column::ExpiresAt.lte(new.created_at))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 pub async fn insert_invitation(
     db: &impl ConnectionTrait,
     i: &Invitation,

@@ -1,22 +1,29 @@
 //! The storage adapter: sea-orm over SQLite or PostgreSQL, implementing the domain's `Store`.
-//! Writes that carry an audit event run in one transaction under one in-process lock, which
-//! keeps the audit chain linear; the primary key on `seq` catches a second process racing.
+//!
+//! Every write that carries an audit event runs in one transaction that first takes the
+//! chain lock in the database itself: `pg_advisory_xact_lock` on PostgreSQL, `BEGIN IMMEDIATE`
+//! on SQLite. So the audit chain stays linear and the guards that read before they write
+//! (the last owner, R4's pre-check) hold across every console process on the database, not
+//! only inside one. A transaction that loses a race anyway (deadlock, serialization failure,
+//! a busy SQLite file) is rolled back and run again.
 
 mod audit;
 mod entities;
+mod errors;
 mod identity;
 mod keys;
 pub mod local_kms;
 mod members;
 mod projects;
+mod rate_limits;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use cmek_migrations::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbErr,
-    SqlErr, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -26,25 +33,38 @@ use uuid::Uuid;
 use crate::domain::audit::{AuditDraft, AuditEvent, AuditFilter};
 use crate::domain::identity::{ApiKey, Organization, Role, Session, SignInLink, User};
 use crate::domain::keys::{EncryptionKey, KeyStatus};
+use crate::domain::local_kms::LocalKey;
 use crate::domain::members::{Invitation, MembershipChange};
 use crate::domain::page::PageRequest;
 use crate::domain::ports::{Store, StoreError};
 use crate::domain::projects::Project;
 
+/// The advisory lock that orders appends to the audit chain on PostgreSQL ("cmekaudt").
+const CHAIN_LOCK: i64 = 0x636d_656b_6175_6474;
+/// Attempts of a write transaction that keeps losing races before the error is returned.
+const WRITE_ATTEMPTS: u32 = 4;
+
 pub struct SeaStore {
     db: DatabaseConnection,
-    write_lock: Mutex<()>,
+    /// SQLite has one writer per file: queueing this process's writers here keeps them from
+    /// spinning on a busy file. Correctness does not rest on it (`BEGIN IMMEDIATE` does).
+    local_writers: Option<Mutex<()>>,
 }
 
 /// Connects with bounded time-outs, so a database that is down fails a request quickly
 /// instead of hanging it.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    let sqlite = url.starts_with("sqlite:");
     let mut options = ConnectOptions::new(url.to_owned());
     options
-        .max_connections(if url.starts_with("sqlite:") { 4 } else { 10 })
-        .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(Duration::from_secs(5))
+        .max_connections(if sqlite { 4 } else { 10 })
+        .connect_timeout(Duration::from_secs(3))
+        .acquire_timeout(Duration::from_secs(3))
         .sqlx_logging(false);
+    if !sqlite {
+        // A connection left over from before a database restart is found dead at once.
+        options.test_before_acquire(true);
+    }
     Database::connect(options).await
 }
 
@@ -52,51 +72,87 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     Migrator::up(db, None).await
 }
 
-impl From<DbErr> for StoreError {
-    fn from(err: DbErr) -> Self {
-        match err.sql_err() {
-            Some(SqlErr::UniqueConstraintViolation(what)) => StoreError::Conflict(what),
-            _ => StoreError::Database(err.to_string()),
-        }
-    }
+struct Write<'a> {
+    _local: Option<MutexGuard<'a, ()>>,
+    txn: DatabaseTransaction,
 }
 
-struct Write<'a> {
-    _guard: MutexGuard<'a, ()>,
-    txn: DatabaseTransaction,
+/// Runs `$body` (an expression using `$txn` that yields `(value, happened)`) in a write
+/// transaction holding the chain lock; appends `$audit` and commits when the change happened,
+/// rolls back otherwise. A transaction that lost a race is run again from the start, with
+/// a short growing pause, up to `WRITE_ATTEMPTS` times.
+macro_rules! audited {
+    ($store:expr, $audit:expr, |$txn:ident| $body:expr) => {
+        audited!($store, events: vec![$audit.clone()], |$txn| $body)
+    };
+    ($store:expr, events: $events:expr, |$txn:ident| $body:expr) => {{
+        let mut attempt = 1;
+        loop {
+            let result: Result<_, StoreError> = async {
+                let write = $store.begin().await?;
+                let $txn = &write.txn;
+                let (value, happened) = $body;
+                if happened {
+                    write.commit_with($events).await?;
+                }
+                Ok(value)
+            }
+            .await;
+            match result {
+                Err(StoreError::Contention(why)) if attempt < WRITE_ATTEMPTS => {
+                    tracing::debug!(attempt, why, "write lost a race; running it again");
+                    tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        }
+    }};
 }
 
 impl SeaStore {
     pub fn new(db: DatabaseConnection) -> Self {
-        Self {
-            db,
-            write_lock: Mutex::new(()),
-        }
+        let local_writers =
+            (db.get_database_backend() == DatabaseBackend::Sqlite).then(|| Mutex::new(()));
+        Self { db, local_writers }
     }
 
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
     }
 
+    /// Opens a write transaction that holds the chain lock until it ends.
     async fn begin(&self) -> Result<Write<'_>, StoreError> {
-        let guard = self.write_lock.lock().await;
-        let txn = self.db.begin().await?;
-        Ok(Write { _guard: guard, txn })
+        let local = match &self.local_writers {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
+        };
+        let txn = match self.db.get_database_backend() {
+            DatabaseBackend::Sqlite => {
+                self.db
+                    .begin_with_options(TransactionOptions {
+                        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                        ..TransactionOptions::default()
+                    })
+                    .await?
+            }
+            _ => {
+                let txn = self.db.begin().await?;
+                txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({CHAIN_LOCK})"))
+                    .await?;
+                txn
+            }
+        };
+        Ok(Write { _local: local, txn })
     }
 }
 
 impl Write<'_> {
-    /// Commits with the event when the guarded change happened; otherwise writes nothing.
-    async fn commit_if(self, happened: bool, audit: AuditDraft) -> Result<bool, StoreError> {
-        if happened {
-            self.commit_with(audit).await?;
+    /// Appends the events and commits everything written in this transaction.
+    async fn commit_with(self, events: Vec<AuditDraft>) -> Result<(), StoreError> {
+        for event in events {
+            audit::append(&self.txn, event).await?;
         }
-        Ok(happened)
-    }
-
-    /// Appends the event and commits everything written in this transaction.
-    async fn commit_with(self, audit: AuditDraft) -> Result<(), StoreError> {
-        audit::append(&self.txn, audit).await?;
         self.txn.commit().await?;
         Ok(())
     }
@@ -122,15 +178,21 @@ impl Store for SeaStore {
         identity::organization(&self.db, id).await
     }
 
-    async fn create_organization(
+    async fn create_first_organization(
         &self,
         organization: &Organization,
         owner: &User,
         audit: AuditDraft,
-    ) -> Result<(), StoreError> {
-        let write = self.begin().await?;
-        identity::insert_organization(&write.txn, organization, Some(owner)).await?;
-        write.commit_with(audit).await
+    ) -> Result<User, StoreError> {
+        audited!(self, audit, |txn| {
+            match identity::first_owner(txn).await? {
+                Some(existing) => (existing, false),
+                None => {
+                    identity::insert_organization(txn, organization, Some(owner)).await?;
+                    (owner.clone(), true)
+                }
+            }
+        })
     }
 
     async fn first_owner(&self) -> Result<Option<User>, StoreError> {
@@ -154,13 +216,22 @@ impl Store for SeaStore {
     }
 
     async fn open_session(&self, session: &Session, audit: AuditDraft) -> Result<(), StoreError> {
-        let write = self.begin().await?;
-        identity::open_session(&write.txn, session, session.created_at).await?;
-        write.commit_with(audit).await
+        audited!(self, audit, |txn| {
+            identity::open_session(txn, session, session.created_at).await?;
+            ((), true)
+        })
     }
 
-    async fn set_session_user(&self, session_id: Uuid, user_id: Uuid) -> Result<(), StoreError> {
-        members::set_session_user(&self.db, session_id, user_id).await
+    async fn switch_session_user(
+        &self,
+        session_id: Uuid,
+        user_id: Uuid,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        audited!(self, audit, |txn| {
+            members::set_session_user(txn, session_id, user_id).await?;
+            ((), true)
+        })
     }
 
     async fn change_role(
@@ -170,12 +241,11 @@ impl Store for SeaStore {
         role: Role,
         audit: AuditDraft,
     ) -> Result<MembershipChange, StoreError> {
-        let write = self.begin().await?;
-        let change = members::change_role(&write.txn, organization_id, user_id, role).await?;
-        write
-            .commit_if(change == MembershipChange::Done, audit)
-            .await?;
-        Ok(change)
+        audited!(self, audit, |txn| {
+            let change = members::change_role(txn, organization_id, user_id, role).await?;
+            let done = change == MembershipChange::Done;
+            (change, done)
+        })
     }
 
     async fn remove_user(
@@ -184,12 +254,11 @@ impl Store for SeaStore {
         user_id: Uuid,
         audit: AuditDraft,
     ) -> Result<MembershipChange, StoreError> {
-        let write = self.begin().await?;
-        let change = members::remove_user(&write.txn, organization_id, user_id).await?;
-        write
-            .commit_if(change == MembershipChange::Done, audit)
-            .await?;
-        Ok(change)
+        audited!(self, audit, |txn| {
+            let change = members::remove_user(txn, organization_id, user_id).await?;
+            let done = change == MembershipChange::Done;
+            (change, done)
+        })
     }
 
     async fn insert_organization_with_invitation(
@@ -198,10 +267,11 @@ impl Store for SeaStore {
         invitation: &Invitation,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        let write = self.begin().await?;
-        identity::insert_organization(&write.txn, organization, None).await?;
-        members::insert_invitation(&write.txn, invitation).await?;
-        write.commit_with(audit).await
+        audited!(self, audit, |txn| {
+            identity::insert_organization(txn, organization, None).await?;
+            members::insert_invitation(txn, invitation).await?;
+            ((), true)
+        })
     }
 
     async fn insert_invitation(
@@ -209,9 +279,11 @@ impl Store for SeaStore {
         invitation: &Invitation,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        let write = self.begin().await?;
-        members::insert_invitation(&write.txn, invitation).await?;
-        write.commit_with(audit).await
+        audited!(self, audit, |txn| {
+            members::close_expired_invitations(txn, invitation).await?;
+            members::insert_invitation(txn, invitation).await?;
+            ((), true)
+        })
     }
 
     async fn invitations(&self, organization_id: Uuid) -> Result<Vec<Invitation>, StoreError> {
@@ -229,9 +301,10 @@ impl Store for SeaStore {
         now: DateTime<Utc>,
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
-        let write = self.begin().await?;
-        let happened = members::accept_invitation(&write.txn, id, user, now).await?;
-        write.commit_if(happened, audit).await
+        audited!(self, audit, |txn| {
+            let happened = members::accept_invitation(txn, id, user, now).await?;
+            (happened, happened)
+        })
     }
 
     async fn revoke_invitation(
@@ -241,16 +314,21 @@ impl Store for SeaStore {
         now: DateTime<Utc>,
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
-        let write = self.begin().await?;
-        let happened = members::revoke_invitation(&write.txn, organization_id, id, now).await?;
-        write.commit_if(happened, audit).await
+        audited!(self, audit, |txn| {
+            let happened = members::revoke_invitation(txn, organization_id, id, now).await?;
+            (happened, happened)
+        })
     }
 
-    async fn replace_sign_in_link(&self, link: &SignInLink) -> Result<(), StoreError> {
-        let write = self.begin().await?;
-        identity::replace_sign_in_link(&write.txn, link).await?;
-        write.txn.commit().await?;
-        Ok(())
+    async fn insert_sign_in_link(
+        &self,
+        link: &SignInLink,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        audited!(self, audit, |txn| {
+            identity::insert_sign_in_link(txn, link).await?;
+            ((), true)
+        })
     }
 
     async fn sign_in_link(&self, token_hash: &str) -> Result<Option<SignInLink>, StoreError> {
@@ -264,9 +342,10 @@ impl Store for SeaStore {
         session: &Session,
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
-        let write = self.begin().await?;
-        let happened = identity::redeem_sign_in_link(&write.txn, link_id, now, session).await?;
-        write.commit_if(happened, audit).await
+        audited!(self, audit, |txn| {
+            let happened = identity::redeem_sign_in_link(txn, link_id, now, session).await?;
+            (happened, happened)
+        })
     }
 
     async fn session(&self, token_hash: &str) -> Result<Option<Session>, StoreError> {
@@ -278,15 +357,17 @@ impl Store for SeaStore {
     }
 
     async fn delete_session(&self, id: Uuid, audit: AuditDraft) -> Result<(), StoreError> {
-        let write = self.begin().await?;
-        identity::delete_session(&write.txn, id).await?;
-        write.commit_with(audit).await
+        audited!(self, audit, |txn| {
+            identity::delete_session(txn, id).await?;
+            ((), true)
+        })
     }
 
     async fn insert_api_key(&self, key: &ApiKey, audit: AuditDraft) -> Result<(), StoreError> {
-        let write = self.begin().await?;
-        identity::insert_api_key(&write.txn, key).await?;
-        write.commit_with(audit).await
+        audited!(self, audit, |txn| {
+            identity::insert_api_key(txn, key).await?;
+            ((), true)
+        })
     }
 
     async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
@@ -304,9 +385,10 @@ impl Store for SeaStore {
         now: DateTime<Utc>,
         audit: AuditDraft,
     ) -> Result<bool, StoreError> {
-        let write = self.begin().await?;
-        let happened = identity::revoke_api_key(&write.txn, organization_id, id, now).await?;
-        write.commit_if(happened, audit).await
+        audited!(self, audit, |txn| {
+            let happened = identity::revoke_api_key(txn, organization_id, id, now).await?;
+            (happened, happened)
+        })
     }
 
     async fn touch_api_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -314,9 +396,10 @@ impl Store for SeaStore {
     }
 
     async fn insert_project(&self, project: &Project, audit: AuditDraft) -> Result<(), StoreError> {
-        let write = self.begin().await?;
-        projects::insert(&write.txn, project).await?;
-        write.commit_with(audit).await
+        audited!(self, audit, |txn| {
+            projects::insert(txn, project).await?;
+            ((), true)
+        })
     }
 
     async fn project(
@@ -336,15 +419,76 @@ impl Store for SeaStore {
     }
 
     async fn update_project(&self, project: &Project, audit: AuditDraft) -> Result<(), StoreError> {
-        let write = self.begin().await?;
-        projects::update(&write.txn, project).await?;
-        write.commit_with(audit).await
+        audited!(self, audit, |txn| {
+            projects::update(txn, project).await?;
+            ((), true)
+        })
+    }
+
+    async fn insert_keys(
+        &self,
+        keys: &[EncryptionKey],
+        events: Vec<AuditDraft>,
+    ) -> Result<(), StoreError> {
+        audited!(self, events: events.clone(), |txn| {
+            for key in keys {
+                keys::insert(txn, key).await?;
+            }
+            ((), true)
+        })
+    }
+
+    async fn insert_local_key(
+        &self,
+        key: &LocalKey,
+        material: Vec<u8>,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        audited!(self, audit, |txn| {
+            local_kms::create(txn, key, material.clone()).await?;
+            ((), true)
+        })
+    }
+
+    async fn set_local_key_enabled(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        enabled: bool,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        audited!(self, audit, |txn| {
+            let found = local_kms::set_enabled(txn, organization_id, id, enabled).await?;
+            (found, found)
+        })
+    }
+
+    async fn rotate_local_key(
+        &self,
+        key: &LocalKey,
+        material: Vec<u8>,
+        now: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        audited!(self, audit, |txn| {
+            let rotated = local_kms::rotate(txn, key, material.clone(), now).await?;
+            (rotated, rotated)
+        })
+    }
+
+    async fn count_attempt(
+        &self,
+        bucket: &str,
+        window_start: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        rate_limits::count(&self.db, bucket, window_start).await
     }
 
     async fn insert_key(&self, key: &EncryptionKey, audit: AuditDraft) -> Result<(), StoreError> {
-        let write = self.begin().await?;
-        keys::insert(&write.txn, key).await?;
-        write.commit_with(audit).await
+        audited!(self, audit, |txn| {
+            keys::insert(txn, key).await?;
+            ((), true)
+        })
     }
 
     async fn keys(
@@ -369,9 +513,10 @@ impl Store for SeaStore {
         id: Uuid,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        let write = self.begin().await?;
-        keys::delete(&write.txn, organization_id, id).await?;
-        write.commit_with(audit).await
+        audited!(self, audit, |txn| {
+            keys::delete(txn, organization_id, id).await?;
+            ((), true)
+        })
     }
 
     async fn update_key_status(
@@ -382,13 +527,14 @@ impl Store for SeaStore {
         error: Option<String>,
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        let write = self.begin().await?;
-        keys::update_status(&write.txn, id, status, checked_at, error).await?;
-        write.commit_with(audit).await
+        audited!(self, audit, |txn| {
+            keys::update_status(txn, id, status, checked_at, error.clone()).await?;
+            ((), true)
+        })
     }
 
     async fn append_audit(&self, audit: AuditDraft) -> Result<(), StoreError> {
-        self.begin().await?.commit_with(audit).await
+        audited!(self, audit, |_txn| ((), true))
     }
 
     async fn audit_events(

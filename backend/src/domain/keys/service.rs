@@ -15,7 +15,7 @@ use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::error::Rule;
 use crate::domain::identity::Caller;
 use crate::domain::kms::{EncryptionContext, KeyProvider};
-use crate::domain::ports::StoreError;
+use crate::domain::ports::{Constraint, StoreError};
 use crate::domain::{Console, DomainError, FieldError};
 
 fn unavailable(detail: &str) -> DomainError {
@@ -191,11 +191,21 @@ impl Console {
                 return Err(DomainError::ChecksFailed(checklist));
             }
         }
-        let mut created = Vec::new();
-        for request in requests {
-            created.push(self.save_key(caller, project_id, request).await?);
+        let (keys, events): (Vec<_>, Vec<_>) = requests
+            .into_iter()
+            .map(|request| self.new_key(caller, project_id, request))
+            .unzip();
+        match self.store.insert_keys(&keys, events).await {
+            Ok(()) => Ok(keys),
+            Err(StoreError::Conflict(Constraint::KeyPerRegion)) => Err(one_key_per_region(
+                &keys
+                    .iter()
+                    .map(request_label)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )),
+            Err(other) => Err(other.into()),
         }
-        Ok(created)
     }
 
     async fn save_key(
@@ -204,6 +214,23 @@ impl Console {
         project_id: Uuid,
         request: KeyRequest,
     ) -> Result<EncryptionKey, DomainError> {
+        let (key, audit) = self.new_key(caller, project_id, request);
+        match self.store.insert_key(&key, audit).await {
+            Ok(()) => Ok(key),
+            Err(StoreError::Conflict(Constraint::KeyPerRegion)) => {
+                Err(one_key_per_region(&request_label(&key)))
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// A key that passed its checks, and the event that records its creation.
+    fn new_key(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        request: KeyRequest,
+    ) -> (EncryptionKey, AuditDraft) {
         let now = self.clock.now();
         let key = EncryptionKey {
             id: Uuid::now_v7(),
@@ -230,11 +257,7 @@ impl Console {
             "key": key.key_ref.display(),
             "access_mode": key.key_ref.access_mode().map(AccessMode::as_str),
         }));
-        match self.store.insert_key(&key, audit).await {
-            Ok(()) => Ok(key),
-            Err(StoreError::Conflict(_)) => Err(one_key_per_region(&request_label(&key))),
-            Err(other) => Err(other.into()),
-        }
+        (key, audit)
     }
 
     /// R2, a CMEK project, a well-formed request, and a provider this console can reach.

@@ -37,11 +37,13 @@ fn sign_in_page(
 }
 
 /// Refuses an address that tried to sign in too often.
-fn limited(req: &HttpRequest, state: &AppState) -> Result<Option<HttpResponse>, PageError> {
-    let ip = req.peer_addr().map(|a| a.ip());
-    match state.sign_in_limiter.check(ip) {
-        Ok(()) => Ok(None),
-        Err(retry) => {
+async fn limited(req: &HttpRequest, state: &AppState) -> Result<Option<HttpResponse>, PageError> {
+    let Some(address) = source_ip(req) else {
+        return Ok(None);
+    };
+    match state.console.count_sign_in_attempt(&address).await? {
+        None => Ok(None),
+        Some(retry) => {
             let mut response = sign_in_page(
                 state,
                 StatusCode::TOO_MANY_REQUESTS,
@@ -95,7 +97,7 @@ pub async fn redeem(
     state: web::Data<AppState>,
     form: web::Form<LinkParams>,
 ) -> Result<HttpResponse, PageError> {
-    if let Some(refused) = limited(&req, &state)? {
+    if let Some(refused) = limited(&req, &state).await? {
         return Ok(refused);
     }
     let token = form.token.as_deref().unwrap_or_default();
@@ -137,7 +139,7 @@ fn redirect_uri(state: &AppState) -> String {
 /// Sign in with SSO: remember state, nonce and PKCE verifier in a short-lived cookie, and
 /// send the browser to the provider.
 pub async fn sso(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, PageError> {
-    if let Some(refused) = limited(&req, &state)? {
+    if let Some(refused) = limited(&req, &state).await? {
         return Ok(refused);
     }
     let start = match state.console.sso_start(&redirect_uri(&state)).await? {
@@ -180,7 +182,7 @@ pub async fn sso_callback(
     state: web::Data<AppState>,
     params: web::Query<CallbackParams>,
 ) -> Result<HttpResponse, PageError> {
-    if let Some(refused) = limited(&req, &state)? {
+    if let Some(refused) = limited(&req, &state).await? {
         return Ok(refused);
     }
     if params.error.is_some() {

@@ -1,0 +1,135 @@
+//! Sorting database errors into what the domain can act on: which uniqueness rule a write
+//! broke, a database that is down (503, try later), a transaction that lost a race (the
+//! store runs it again), anything else (opaque 500).
+
+use std::ops::Deref;
+
+use sea_orm::{DbErr, RuntimeErr};
+
+use crate::domain::ports::{Constraint, StoreError};
+
+/// Unique indexes the domain gives a reason of its own. PostgreSQL names the index; SQLite
+/// names the table and columns.
+const CONSTRAINTS: &[(&str, &str, Constraint)] = &[
+    (
+        "ux_projects_organization_name",
+        "projects.organization_id, projects.name",
+        Constraint::ProjectName,
+    ),
+    (
+        "ux_encryption_keys_project_provider_region",
+        "encryption_keys.project_id, encryption_keys.provider, encryption_keys.region",
+        Constraint::KeyPerRegion,
+    ),
+    (
+        "ux_invitations_pending",
+        "invitations.organization_id, invitations.email",
+        Constraint::PendingInvitation,
+    ),
+];
+
+/// The audit chain's positions: a write that collides here lost a race, it broke no rule.
+const AUDIT_CHAIN: &[&str] = &["audit_events_pkey", "audit_events.seq"];
+
+fn constraint(name: Option<&str>, message: &str) -> Constraint {
+    CONSTRAINTS
+        .iter()
+        .find(|(index, columns, _)| name == Some(*index) || message.ends_with(columns))
+        .map(|(_, _, c)| c.clone())
+        .unwrap_or_else(|| Constraint::Other(name.unwrap_or(message).to_owned()))
+}
+
+impl From<DbErr> for StoreError {
+    fn from(err: DbErr) -> Self {
+        let sqlx_error = match &err {
+            DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
+                return StoreError::Unavailable(err.to_string());
+            }
+            DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+                e.deref()
+            }
+            _ => return StoreError::Database(err.to_string()),
+        };
+        let database = match sqlx_error {
+            sqlx::Error::Database(database) => database,
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => return StoreError::Unavailable(err.to_string()),
+            _ => return StoreError::Database(err.to_string()),
+        };
+        let code = database.code().unwrap_or_default();
+        let message = database.message();
+        match code.deref() {
+            // PostgreSQL: unique_violation.
+            "23505" => unique_violation(database.constraint(), message),
+            // SQLite: SQLITE_CONSTRAINT_UNIQUE and SQLITE_CONSTRAINT_PRIMARYKEY.
+            "2067" | "1555" => unique_violation(None, message),
+            // serialization_failure, deadlock_detected; SQLITE_BUSY and its extended codes.
+            "40001" | "40P01" | "5" | "261" | "517" | "6" => {
+                StoreError::Contention(message.to_owned())
+            }
+            // connection_exception (08xxx), admin_shutdown, crash_shutdown, cannot_connect_now.
+            c if c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03") => {
+                StoreError::Unavailable(message.to_owned())
+            }
+            _ => StoreError::Database(err.to_string()),
+        }
+    }
+}
+
+fn unique_violation(name: Option<&str>, message: &str) -> StoreError {
+    if AUDIT_CHAIN
+        .iter()
+        .any(|c| name == Some(*c) || message.ends_with(c))
+    {
+        return StoreError::Contention(message.to_owned());
+    }
+    StoreError::Conflict(constraint(name, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_and_postgres_name_the_same_rule() {
+        assert_eq!(
+            constraint(
+                None,
+                "UNIQUE constraint failed: projects.organization_id, projects.name"
+            ),
+            Constraint::ProjectName
+        );
+        assert_eq!(
+            constraint(Some("ux_projects_organization_name"), "duplicate key"),
+            Constraint::ProjectName
+        );
+        assert_eq!(
+            constraint(Some("ux_encryption_keys_project_provider_region"), "dup"),
+            Constraint::KeyPerRegion
+        );
+    }
+
+    #[test]
+    fn a_taken_audit_position_is_a_lost_race_not_a_broken_rule() {
+        assert!(matches!(
+            unique_violation(None, "UNIQUE constraint failed: audit_events.seq"),
+            StoreError::Contention(_)
+        ));
+        assert!(matches!(
+            unique_violation(Some("audit_events_pkey"), "duplicate key"),
+            StoreError::Contention(_)
+        ));
+    }
+
+    #[test]
+    fn an_unknown_index_is_named_as_the_database_named_it() {
+        assert_eq!(
+            constraint(Some("ux_something_else"), "duplicate key"),
+            Constraint::Other("ux_something_else".into())
+        );
+    }
+}
