@@ -25,7 +25,8 @@ pub struct TestApp {
     pub sign_in_url: String,
     /// Plain client: no cookies, no Origin header (scripts, attackers).
     pub api: Client,
-    _data_dir: TempDir,
+    data_dir: PathBuf,
+    _cleanup: TempDir,
 }
 
 /// A directory removed when the test ends.
@@ -39,23 +40,26 @@ impl Drop for TempDir {
 
 async fn fresh_database(dir: &TempDir) -> String {
     match std::env::var("CMEK_TEST_POSTGRES_URL") {
-        Ok(admin_url) if !admin_url.is_empty() => {
-            let name = format!("cmek_test_{}", Uuid::new_v4().simple());
-            let admin = Database::connect(&admin_url)
-                .await
-                .expect("PostgreSQL reachable");
-            admin
-                .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                .await
-                .expect("create test database");
-            let base = admin_url
-                .rsplit_once('/')
-                .map(|(b, _)| b)
-                .unwrap_or(&admin_url);
-            format!("{base}/{name}")
-        }
+        Ok(admin_url) if !admin_url.is_empty() => create_postgres_database(&admin_url).await,
         _ => format!("sqlite://{}?mode=rwc", dir.0.join("test.sqlite3").display()),
     }
+}
+
+/// A new, empty database on the PostgreSQL server `admin_url` points at; returns its URL.
+pub async fn create_postgres_database(admin_url: &str) -> String {
+    let name = format!("cmek_test_{}", Uuid::new_v4().simple());
+    let admin = Database::connect(admin_url)
+        .await
+        .expect("PostgreSQL reachable");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(admin_url);
+    format!("{base}/{name}")
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -68,9 +72,26 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     std::fs::create_dir_all(&dir.0).expect("temp dir");
     let database_url = fresh_database(&dir).await;
     let data_dir = dir.0.display().to_string();
+    start(database_url, &data_dir, dir, extra).await
+}
+
+/// An app on a database the test prepared itself (a second PostgreSQL server, say).
+pub async fn spawn_app_on(database_url: &str, extra: &[(&str, &str)]) -> TestApp {
+    let dir = TempDir(std::env::temp_dir().join(format!("cmek-test-{}", Uuid::new_v4())));
+    std::fs::create_dir_all(&dir.0).expect("temp dir");
+    let data_dir = dir.0.display().to_string();
+    start(database_url.to_owned(), &data_dir, dir, extra).await
+}
+
+async fn start(
+    database_url: String,
+    data_dir: &str,
+    cleanup: TempDir,
+    extra: &[(&str, &str)],
+) -> TestApp {
     let mut vars = vec![
         ("CMEK_LISTEN", "127.0.0.1:0"),
-        ("CMEK_DATA_DIR", data_dir.as_str()),
+        ("CMEK_DATA_DIR", data_dir),
         ("DATABASE_URL", database_url.as_str()),
     ];
     vars.extend_from_slice(extra);
@@ -81,9 +102,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let console = app.console();
-    let sign_in_url = app
-        .sign_in_url()
-        .expect("a first start issues a sign-in link");
+    let sign_in_url = app.sign_in_url().unwrap_or_default();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -95,11 +114,20 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client"),
-        _data_dir: dir,
+        data_dir: PathBuf::from(data_dir),
+        _cleanup: cleanup,
     }
 }
 
 impl TestApp {
+    /// Another console process on the same database and data directory, as a second
+    /// instance behind a load balancer would be.
+    pub async fn another_instance(&self) -> TestApp {
+        let cleanup = TempDir(std::env::temp_dir().join(format!("cmek-test-{}", Uuid::new_v4())));
+        let data_dir = self.data_dir.display().to_string();
+        start(self.database_url.clone(), &data_dir, cleanup, &[]).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
@@ -199,7 +227,7 @@ impl TestApp {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self._data_dir.0.clone()
+        self.data_dir.clone()
     }
 
     /// A direct connection to the app's database, for assertions on what is stored and for

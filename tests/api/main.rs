@@ -13,5 +13,6 @@ mod local_kms;
 mod ops;
 mod pages;
 mod projects;
+mod scale_out;
 mod sso;
 mod wizard;

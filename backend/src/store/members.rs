@@ -148,7 +148,7 @@ pub async fn close_expired_invitations(
     invitations::Entity::update_many()
         .col_expr(
             invitations::Column::RevokedAt,
-            Expr::col(invitations::Column::ExpiresAt).into(),
+            Expr::col(invitations::Column::ExpiresAt),
         )
         .filter(invitations::Column::OrganizationId.eq(new.organization_id))
         .filter(invitations::Column::Email.eq(new.email.as_str()))
