@@ -1,5 +1,5 @@
 //! The operator's command line: `serve` (the default), `migrate`, `api-key create`,
-//! `sign-in-link` and `audit verify`.
+//! `sign-in-link`, `organization create`, `audit verify` and `audit rotate-key`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,11 +8,11 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
 
-use crate::domain::audit::Verification;
+use crate::domain::audit::{Checkpoint, Verification};
 use crate::domain::clock::SystemClock;
 use crate::domain::identity::Role;
 use crate::settings::Settings;
-use crate::startup::{self, Application, StartupError};
+use crate::startup::{self, Application, KeyAccess, StartupError};
 
 #[derive(Parser)]
 #[command(
@@ -74,8 +74,16 @@ pub enum OrganizationCommand {
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Verify the hash chain; exits 1 and names the first bad event if it is broken.
-    Verify,
+    /// Verify every row of the log; exits 1 and names the first bad event if it is broken.
+    /// Prints a signed checkpoint of the head to keep for the next run.
+    Verify {
+        /// A checkpoint saved earlier (from this command or the `audit checkpoint` log
+        /// lines): also checks that no event it covered was removed or replaced since.
+        #[arg(long)]
+        checkpoint: Option<String>,
+    },
+    /// Add a new chain key to the key file; events are sealed with it from the next start.
+    RotateKey,
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
@@ -137,25 +145,52 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit(AuditCommand::Verify) => {
-            let console = startup::console(&settings, Arc::new(SystemClock)).await?;
-            match console
-                .verify_audit_chain()
-                .await
-                .map_err(crate::domain::DomainError::from)?
-            {
-                Verification::Intact { events } => {
+        Command::Audit(AuditCommand::Verify { checkpoint }) => {
+            let since = match checkpoint.as_deref().map(Checkpoint::parse) {
+                None => None,
+                Some(Some(parsed)) => Some(parsed),
+                Some(None) => {
+                    eprintln!(
+                        "cmek-console: --checkpoint: not a checkpoint (expected cp1.<seq>.<hash>...)"
+                    );
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let console =
+                startup::console_with(&settings, Arc::new(SystemClock), KeyAccess::ReadOnly)
+                    .await?;
+            match console.verify_audit_chain(since.as_ref()).await {
+                Ok(Verification::Intact { events, checkpoint }) => {
                     println!("Audit chain intact: {events} events verified.");
+                    println!("Checkpoint (keep it to detect removal of newer events later):");
+                    println!("{}", checkpoint.token());
                     Ok(ExitCode::SUCCESS)
                 }
-                Verification::Broken(found) => {
+                Ok(Verification::Broken(found)) => {
                     eprintln!(
                         "Audit chain broken at event {}: {}.",
                         found.seq, found.reason
                     );
                     Ok(ExitCode::FAILURE)
                 }
+                Err(err) => {
+                    eprintln!(
+                        "Audit log could not be read in full: {err}. The database may be damaged; \
+                         the log is not verified."
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
             }
+        }
+        Command::Audit(AuditCommand::RotateKey) => {
+            let path = settings.audit_key_path();
+            let id = crate::store::chain_keys::append_new_key(&path)?;
+            println!(
+                "Added chain key {id} to {}. Restart every instance (with this same file) to seal \
+                 new events with it; keep the older lines so older events still verify.",
+                path.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

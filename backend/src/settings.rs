@@ -56,6 +56,12 @@ pub struct Settings {
     /// `CMEK_TRUSTED_PROXIES`: addresses or CIDR ranges (comma-separated) whose
     /// `Forwarded` / `X-Forwarded-For` headers are believed; nobody's by default.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `CMEK_AUDIT_KEY_FILE`: the audit chain's keys (default `<CMEK_DATA_DIR>/audit-chain.keys`,
+    /// created 0600 on first start). Every instance on one database needs the same file.
+    pub audit_key_file: Option<PathBuf>,
+    /// `CMEK_AUDIT_CHECKPOINT_INTERVAL` (default `15m`): how often `serve` logs a signed
+    /// checkpoint of the audit chain's head.
+    pub audit_checkpoint_interval: Duration,
 }
 
 /// `CMEK_OIDC_ISSUER`, `CMEK_OIDC_CLIENT_ID`, `CMEK_OIDC_CLIENT_SECRET`.
@@ -112,6 +118,8 @@ struct FileSettings {
     oidc_client_id: Option<String>,
     oidc_client_secret: Option<String>,
     trusted_proxies: Option<String>,
+    audit_key_file: Option<PathBuf>,
+    audit_checkpoint_interval: Option<String>,
 }
 
 /// Every variable we read; any other `CMEK_*` variable is reported as a likely typo.
@@ -131,6 +139,8 @@ const KNOWN_VARIABLES: &[&str] = &[
     "CMEK_OIDC_CLIENT_ID",
     "CMEK_OIDC_CLIENT_SECRET",
     "CMEK_TRUSTED_PROXIES",
+    "CMEK_AUDIT_KEY_FILE",
+    "CMEK_AUDIT_CHECKPOINT_INTERVAL",
 ];
 
 impl Settings {
@@ -258,9 +268,27 @@ impl Settings {
             "CMEK_TRUSTED_PROXIES",
             pick("CMEK_TRUSTED_PROXIES", file.trusted_proxies).as_deref(),
         )?;
+        let audit_checkpoint_interval = duration_setting(
+            "CMEK_AUDIT_CHECKPOINT_INTERVAL",
+            pick(
+                "CMEK_AUDIT_CHECKPOINT_INTERVAL",
+                file.audit_checkpoint_interval,
+            ),
+            Duration::from_secs(15 * 60),
+        )?;
+        if audit_checkpoint_interval.is_zero() {
+            return Err(SettingsError::Invalid {
+                name: "CMEK_AUDIT_CHECKPOINT_INTERVAL",
+                reason: "must be longer than zero".into(),
+            });
+        }
         Ok(Self {
             oidc,
             trusted_proxies,
+            audit_key_file: lookup(vars, "CMEK_AUDIT_KEY_FILE")
+                .map(PathBuf::from)
+                .or(file.audit_key_file),
+            audit_checkpoint_interval,
             aws,
             aws_account_id,
             kms_timeout,
@@ -294,6 +322,13 @@ impl Settings {
             ),
         })?;
         Ok(format!("sqlite://{}?mode=rwc", file.display()))
+    }
+
+    /// Where the audit chain's keys are.
+    pub fn audit_key_path(&self) -> PathBuf {
+        self.audit_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit-chain.keys"))
     }
 
     /// The SQLite file of the embedded default, if that is the database in use.

@@ -12,6 +12,7 @@ use crate::domain::clock::{Clock, SystemClock};
 use crate::domain::keys::KmsProviders;
 use crate::domain::kms::KeyProvider;
 use crate::domain::local_kms::LocalKeyAdmin;
+use crate::domain::ports::Store;
 use crate::domain::{Console, DomainError, Policy};
 use crate::http::forwarded::TrustedProxies;
 use crate::http::metrics::Metrics;
@@ -21,6 +22,7 @@ use crate::kms::aws::AwsKms;
 use crate::kms::local::LocalKms;
 use crate::settings::{Environment, Settings, SettingsError};
 use crate::sso::oidc::OidcProvider;
+use crate::store::chain_keys::{self, KeyFileError};
 use crate::store::{self, SeaStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,13 @@ pub enum StartupError {
     Sso(String),
     #[error("local KMS master key: {0}")]
     LocalKms(std::io::Error),
+    #[error(transparent)]
+    AuditKeys(#[from] KeyFileError),
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: String,
@@ -42,10 +51,40 @@ pub enum StartupError {
     },
 }
 
+/// What a command may do to the audit chain's key file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyAccess {
+    /// Create the key file on first use, and re-seal events from before the chain was keyed.
+    ReadWrite,
+    /// The file must exist (verification only reads).
+    ReadOnly,
+}
+
 /// Connects, migrates, and returns the use cases; the command line uses this alone.
 pub async fn console(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Console, StartupError> {
+    console_with(settings, clock, KeyAccess::ReadWrite).await
+}
+
+pub async fn console_with(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+    access: KeyAccess,
+) -> Result<Console, StartupError> {
     let db = store::connect(&settings.database_url()?).await?;
     store::migrate(&db).await?;
+    let key_path = settings.audit_key_path();
+    let chain_keys = match access {
+        KeyAccess::ReadOnly => chain_keys::load(&key_path)?,
+        KeyAccess::ReadWrite => {
+            if let Some(dir) = key_path.parent() {
+                private_dir(dir).map_err(|source| StartupError::DataDir {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+            }
+            chain_keys::load_or_create(&key_path)?
+        }
+    };
     let timeouts = KmsTimeouts {
         call: settings.kms_timeout,
         ..KmsTimeouts::default()
@@ -72,8 +111,21 @@ pub async fn console(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Conso
         ),
         None => None,
     };
+    let store = SeaStore::new(db, chain_keys.clone());
+    if access == KeyAccess::ReadWrite {
+        let resealed = store
+            .reseal_legacy_audit_chain()
+            .await
+            .map_err(DomainError::from)?;
+        if resealed > 0 {
+            tracing::info!(
+                events = resealed,
+                "audit chain re-sealed with the chain key"
+            );
+        }
+    }
     let console = Console::new(
-        Arc::new(SeaStore::new(db)),
+        Arc::new(store),
         clock,
         Policy {
             environment: settings.environment,
@@ -86,6 +138,7 @@ pub async fn console(settings: &Settings, clock: Arc<dyn Clock>) -> Result<Conso
             aws_account_id: settings.aws_account_id.clone(),
         },
         local.map(|l| l as Arc<dyn LocalKeyAdmin>),
+        chain_keys,
     );
     Ok(match sso {
         Some(provider) => console.with_sso(Arc::new(provider)),
@@ -112,6 +165,7 @@ impl Application {
     ) -> Result<Self, StartupError> {
         let console = console(&settings, clock).await?;
         let sign_in_token = console.bootstrap().await?;
+        log_audit_checkpoints(console.clone(), settings.audit_checkpoint_interval);
         let listen_error = |source| StartupError::Listen {
             address: settings.listen.clone(),
             source,
@@ -181,6 +235,35 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Creates `dir` (0700) if it is missing.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Logs a signed checkpoint of the audit chain's head at start and then every `interval`.
+/// Saved outside the database (the logs), a checkpoint lets `audit verify --checkpoint`
+/// notice that the newest events were removed.
+fn log_audit_checkpoints(console: Console, interval: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        loop {
+            ticks.tick().await;
+            match console.audit_checkpoint().await {
+                Ok(checkpoint) => tracing::info!(
+                    seq = checkpoint.seq,
+                    checkpoint = checkpoint.token(),
+                    "audit checkpoint"
+                ),
+                Err(err) => tracing::warn!(error = %err, "no audit checkpoint this time"),
+            }
+        }
+    });
 }
 
 pub fn sign_in_url(public_url: &str, token: &str) -> String {

@@ -145,8 +145,8 @@ async fn verification_names_the_first_altered_event() {
     app.create_project(&owner, "one", true).await;
     app.create_project(&owner, "two", true).await;
     assert!(matches!(
-        app.console.verify_audit_chain().await.unwrap(),
-        Verification::Intact { events: 5 }
+        app.console.verify_audit_chain(None).await.unwrap(),
+        Verification::Intact { events: 5, .. }
     ));
 
     app.db()
@@ -155,7 +155,7 @@ async fn verification_names_the_first_altered_event() {
         .await
         .unwrap();
 
-    match app.console.verify_audit_chain().await.unwrap() {
+    match app.console.verify_audit_chain(None).await.unwrap() {
         Verification::Broken(found) => assert_eq!(found.seq, 3),
         Verification::Intact { .. } => panic!("tampering went unnoticed"),
     }
@@ -174,9 +174,74 @@ async fn verification_notices_a_removed_event() {
         .await
         .unwrap();
 
-    match app.console.verify_audit_chain().await.unwrap() {
+    match app.console.verify_audit_chain(None).await.unwrap() {
         Verification::Broken(found) => assert_eq!(found.seq, 3),
         Verification::Intact { .. } => panic!("a deletion went unnoticed"),
+    }
+}
+
+#[tokio::test]
+async fn a_row_planted_outside_the_chain_is_refused_then_reported_and_never_listed() {
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    app.create_project(&owner, "one", true).await;
+    let db = app.db().await;
+    let new_id = match db.get_database_backend() {
+        sea_orm::DatabaseBackend::Sqlite => "randomblob(16)",
+        _ => "gen_random_uuid()",
+    };
+    let plant = format!(
+        "INSERT INTO audit_events (seq, id, organization_id, occurred_at, actor, action, \
+         target, outcome, source_ip, detail, prev_hash, hash, key_id) \
+         SELECT 0, {new_id}, organization_id, occurred_at, 'forger', 'project.deleted', target, \
+         outcome, source_ip, detail, prev_hash, hash, key_id FROM audit_events WHERE seq = 2"
+    );
+    let plant = plant.as_str();
+
+    let refused = db.execute_unprepared(plant).await;
+    // Someone with write access could drop the guard first; verification still sees the row.
+    match db.get_database_backend() {
+        sea_orm::DatabaseBackend::Sqlite => {
+            db.execute_unprepared("DROP TRIGGER audit_events_seq_insert")
+                .await
+                .unwrap();
+        }
+        _ => {
+            db.execute_unprepared("ALTER TABLE audit_events DROP CONSTRAINT ck_audit_events_seq")
+                .await
+                .unwrap();
+        }
+    }
+    db.execute_unprepared(plant).await.unwrap();
+    let auditor = app.api_key(Role::Auditor).await;
+    let log = events(&app, &auditor, "").await;
+
+    assert!(refused.is_err(), "the database refuses seq 0");
+    match app.console.verify_audit_chain(None).await.unwrap() {
+        Verification::Broken(found) => assert_eq!(found.seq, 0),
+        Verification::Intact { .. } => panic!("a planted row went unnoticed"),
+    }
+    assert!(
+        log.iter().all(|e| e["actor"] != "forger"),
+        "the API lists only rows inside the chain"
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_row_is_a_break_at_that_event_not_an_error() {
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    app.create_project(&owner, "one", true).await;
+
+    app.db()
+        .await
+        .execute_unprepared("UPDATE audit_events SET outcome = 'forged' WHERE seq = 2")
+        .await
+        .unwrap();
+
+    match app.console.verify_audit_chain(None).await.unwrap() {
+        Verification::Broken(found) => assert_eq!(found.seq, 2),
+        Verification::Intact { .. } => panic!("tampering went unnoticed"),
     }
 }
 
@@ -188,5 +253,60 @@ impl crate::helpers::TestApp {
     fn clock_now_rfc3339(&self) -> String {
         use cmek_console::domain::clock::Clock;
         self.clock.now().to_rfc3339()
+    }
+}
+
+/// An install from before the chain was keyed: its events carry plain SHA-256 hashes. The
+/// next start re-seals them with the chain key, after checking they still link up.
+#[tokio::test]
+async fn a_legacy_unkeyed_chain_is_resealed_at_start_and_then_verifies() {
+    use cmek_console::domain::audit::{AuditEvent, GENESIS, Outcome};
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    app.create_project(&owner, "old", true).await;
+    let auditor = app.api_key(Role::Auditor).await;
+    let mut log = events(&app, &auditor, "").await;
+    log.reverse();
+    let db = app.db().await;
+    let mut prev = GENESIS.to_owned();
+    for e in &log {
+        let mut event = AuditEvent {
+            seq: e["seq"].as_i64().unwrap(),
+            id: e["id"].as_str().unwrap().parse().unwrap(),
+            organization_id: e["organization_id"].as_str().map(|s| s.parse().unwrap()),
+            occurred_at: e["occurred_at"].as_str().unwrap().parse().unwrap(),
+            actor: e["actor"].as_str().unwrap().into(),
+            action: e["action"].as_str().unwrap().into(),
+            target: e["target"].as_str().unwrap().into(),
+            outcome: Outcome::parse(e["outcome"].as_str().unwrap()).unwrap(),
+            source_ip: e["source_ip"].as_str().map(str::to_owned),
+            detail: e["detail"].clone(),
+            prev_hash: prev.clone(),
+            hash: String::new(),
+            key_id: None,
+        };
+        event.hash = event.legacy_hash();
+        db.execute_unprepared(&format!(
+            "UPDATE audit_events SET prev_hash = '{}', hash = '{}', key_id = NULL WHERE seq = {}",
+            event.prev_hash, event.hash, event.seq
+        ))
+        .await
+        .unwrap();
+        prev = event.hash;
+    }
+    assert!(
+        matches!(
+            app.console.verify_audit_chain(None).await.unwrap(),
+            Verification::Broken(_)
+        ),
+        "unkeyed events do not pass as keyed"
+    );
+
+    let restarted = app.another_instance().await;
+
+    match restarted.console.verify_audit_chain(None).await.unwrap() {
+        // The restart's own events (a new sign-in link) come after the re-sealed ones.
+        Verification::Intact { events, .. } => assert!(events as usize > log.len()),
+        Verification::Broken(found) => panic!("not re-sealed: {} {}", found.seq, found.reason),
     }
 }

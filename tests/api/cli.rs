@@ -12,6 +12,7 @@ fn run(app: &TestApp, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cmek-console"))
         .args(args)
         .env("DATABASE_URL", &app.database_url)
+        .env("CMEK_DATA_DIR", app.data_dir())
         .env("RUST_LOG", "warn")
         .output()
         .expect("cmek-console runs")
@@ -115,6 +116,72 @@ async fn api_key_create_with_several_organizations_names_them() {
 }
 
 #[tokio::test]
+async fn audit_verify_with_a_saved_checkpoint_notices_that_the_newest_events_were_removed() {
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    app.create_project(&owner, "one", true).await;
+    let first = run(&app, &["audit", "verify"]);
+    let stdout = String::from_utf8_lossy(&first.stdout).into_owned();
+    let checkpoint = stdout.lines().last().unwrap().trim().to_owned();
+    assert!(checkpoint.starts_with("cp1."), "{stdout}");
+    app.create_project(&owner, "two", true).await;
+
+    let still_whole = run(&app, &["audit", "verify", "--checkpoint", &checkpoint]);
+    app.db()
+        .await
+        .execute_unprepared(
+            "DELETE FROM audit_events WHERE seq >= (SELECT MAX(seq) - 1 FROM audit_events)",
+        )
+        .await
+        .unwrap();
+    let plain = run(&app, &["audit", "verify"]);
+    let with_checkpoint = run(&app, &["audit", "verify", "--checkpoint", &checkpoint]);
+
+    assert!(still_whole.status.success(), "newer events are fine");
+    assert!(
+        plain.status.success(),
+        "without a checkpoint a shortened chain still links up"
+    );
+    assert_eq!(with_checkpoint.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&with_checkpoint.stderr);
+    assert!(stderr.contains("newest events were removed"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_forged_checkpoint_is_refused() {
+    let app = spawn_app().await;
+    let first = run(&app, &["audit", "verify"]);
+    let stdout = String::from_utf8_lossy(&first.stdout).into_owned();
+    let checkpoint = stdout.lines().last().unwrap().trim().to_owned();
+    let mut parts: Vec<&str> = checkpoint.split('.').collect();
+    parts[1] = "999";
+    let forged = parts.join(".");
+
+    let output = run(&app, &["audit", "verify", "--checkpoint", &forged]);
+
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("signature"));
+}
+
+#[tokio::test]
+async fn audit_verify_without_the_key_file_says_where_it_looked() {
+    let app = spawn_app().await;
+    let elsewhere = std::env::temp_dir().join(format!("no-keys-{}", uuid::Uuid::new_v4()));
+
+    let output = Command::new(env!("CARGO_BIN_EXE_cmek-console"))
+        .args(["audit", "verify"])
+        .env("DATABASE_URL", &app.database_url)
+        .env("CMEK_AUDIT_KEY_FILE", &elsewhere)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    assert!(!elsewhere.exists(), "verification creates no key");
+    assert!(String::from_utf8_lossy(&output.stderr).contains(&elsewhere.display().to_string()));
+}
+
+#[tokio::test]
 async fn audit_verify_passes_then_names_a_tampered_event() {
     let app = spawn_app().await;
     let owner = app.api_key(Role::Owner).await;
@@ -154,6 +221,7 @@ async fn logs_are_json_lines_when_asked_and_typos_in_settings_are_reported() {
     let output = Command::new(env!("CARGO_BIN_EXE_cmek-console"))
         .arg("migrate")
         .env("DATABASE_URL", &app.database_url)
+        .env("CMEK_DATA_DIR", app.data_dir())
         .env("RUST_LOG", "info")
         .env("CMEK_LOG_FORMAT", "json")
         .env("CMEK_LSITEN", "0.0.0.0:1")

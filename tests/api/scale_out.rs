@@ -205,7 +205,7 @@ async fn two_instances_under_200_concurrent_writes_keep_one_winner_and_an_intact
     let changed = role_results.iter().filter(|r| r.is_ok()).count() as i64;
 
     assert!(matches!(
-        first.console.verify_audit_chain().await.unwrap(),
+        first.console.verify_audit_chain(None).await.unwrap(),
         Verification::Intact { .. }
     ));
     assert_eq!(
@@ -424,7 +424,7 @@ async fn a_database_restart_mid_burst_fails_fast_with_503_and_loses_no_answered_
         );
     }
     assert!(matches!(
-        app.console.verify_audit_chain().await.unwrap(),
+        app.console.verify_audit_chain(None).await.unwrap(),
         Verification::Intact { .. }
     ));
 }

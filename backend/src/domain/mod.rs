@@ -33,6 +33,7 @@ pub struct Console {
     kms: keys::KmsProviders,
     local_admin: Option<Arc<dyn local_kms::LocalKeyAdmin>>,
     sso: Option<Arc<dyn sso::IdentityProvider>>,
+    audit_keys: audit::ChainKeys,
 }
 
 /// Settings that change what the rules decide.
@@ -50,6 +51,7 @@ impl Console {
         policy: Policy,
         kms: keys::KmsProviders,
         local_admin: Option<Arc<dyn local_kms::LocalKeyAdmin>>,
+        audit_keys: audit::ChainKeys,
     ) -> Self {
         Self {
             store,
@@ -57,6 +59,7 @@ impl Console {
             policy,
             kms,
             local_admin,
+            audit_keys,
             sso: None,
         }
     }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::audit::{AuditDraft, AuditEvent, AuditFilter};
+use crate::domain::audit::{AuditDraft, AuditEvent, AuditFilter, ChainRow};
 use crate::domain::identity::{ApiKey, Organization, Role, Session, SignInLink, User};
 use crate::domain::keys::{EncryptionKey, KeyStatus};
 use crate::domain::local_kms::LocalKey;
@@ -251,6 +251,11 @@ pub trait Store: Send + Sync {
         filter: &AuditFilter,
         page: PageRequest,
     ) -> Result<Vec<AuditEvent>, StoreError>;
-    /// The whole chain in `seq` order, `limit` events from `from_seq` on.
-    async fn audit_chain(&self, from_seq: i64, limit: u64) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Every stored row in `seq` order, `limit` rows from `from_seq` on (rows that no longer
+    /// read back as events included, for verification to report).
+    async fn audit_chain(&self, from_seq: i64, limit: u64) -> Result<Vec<ChainRow>, StoreError>;
+    /// The newest event's sequence number and hash.
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError>;
+    /// Re-seals, once, events written before the chain was keyed; how many.
+    async fn reseal_legacy_audit_chain(&self) -> Result<u64, StoreError>;
 }

@@ -1,6 +1,8 @@
-//! The audit chain in storage: append in the caller's transaction, read by organization or
-//! in chain order.
+//! The audit chain in storage: append in the caller's transaction (which holds the chain
+//! lock), read by organization or in chain order, and the one-time re-sealing of events
+//! from before the chain was keyed.
 
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -8,20 +10,19 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::entities::audit_events;
-use crate::domain::audit::{AuditDraft, AuditEvent, AuditFilter, GENESIS, Outcome};
+use crate::domain::audit::{
+    AuditDraft, AuditEvent, AuditFilter, ChainKey, ChainRow, GENESIS, Outcome,
+};
 use crate::domain::page::PageRequest;
 use crate::domain::ports::StoreError;
 
-pub async fn append(db: &impl ConnectionTrait, draft: AuditDraft) -> Result<(), StoreError> {
-    let last = audit_events::Entity::find()
-        .order_by_desc(audit_events::Column::Seq)
-        .one(db)
-        .await?;
-    let (seq, prev_hash) = match last {
-        Some(last) => (last.seq + 1, last.hash),
-        None => (1, GENESIS.to_owned()),
-    };
-    let event = draft.seal(seq, &prev_hash);
+pub async fn append(
+    db: &impl ConnectionTrait,
+    draft: AuditDraft,
+    key: &ChainKey,
+) -> Result<(), StoreError> {
+    let (seq, prev_hash) = head(db).await?.unwrap_or((0, GENESIS.to_owned()));
+    let event = draft.seal(seq + 1, &prev_hash, key);
     audit_events::Entity::insert(audit_events::ActiveModel {
         seq: Set(event.seq),
         id: Set(event.id),
@@ -35,6 +36,7 @@ pub async fn append(db: &impl ConnectionTrait, draft: AuditDraft) -> Result<(), 
         detail: Set(event.detail.to_string()),
         prev_hash: Set(event.prev_hash),
         hash: Set(event.hash),
+        key_id: Set(event.key_id),
     })
     .exec_without_returning(db)
     .await?;
@@ -57,7 +59,17 @@ fn from_model(m: audit_events::Model) -> Result<AuditEvent, StoreError> {
             .map_err(|_| StoreError::Corrupt(format!("audit event {}: detail", m.seq)))?,
         prev_hash: m.prev_hash,
         hash: m.hash,
+        key_id: m.key_id,
     })
+}
+
+/// The newest event's place: its sequence number and hash.
+pub async fn head(db: &impl ConnectionTrait) -> Result<Option<(i64, String)>, StoreError> {
+    Ok(audit_events::Entity::find()
+        .order_by_desc(audit_events::Column::Seq)
+        .one(db)
+        .await?
+        .map(|last| (last.seq, last.hash)))
 }
 
 pub async fn list(
@@ -66,8 +78,10 @@ pub async fn list(
     filter: &AuditFilter,
     page: PageRequest,
 ) -> Result<Vec<AuditEvent>, StoreError> {
+    // Only rows inside the chain are shown; `audit verify` reports any other.
     let mut query = audit_events::Entity::find()
         .filter(audit_events::Column::OrganizationId.eq(organization_id))
+        .filter(audit_events::Column::Seq.gte(1))
         .order_by_desc(audit_events::Column::Seq)
         .limit(page.fetch_limit());
     if let Some(action) = &filter.action {
@@ -95,14 +109,101 @@ pub async fn chain(
     db: &impl ConnectionTrait,
     from_seq: i64,
     limit: u64,
-) -> Result<Vec<AuditEvent>, StoreError> {
-    audit_events::Entity::find()
+) -> Result<Vec<ChainRow>, StoreError> {
+    Ok(audit_events::Entity::find()
         .filter(audit_events::Column::Seq.gte(from_seq))
         .order_by_asc(audit_events::Column::Seq)
         .limit(limit)
         .all(db)
         .await?
         .into_iter()
-        .map(from_model)
-        .collect()
+        .map(|m| {
+            let seq = m.seq;
+            from_model(m)
+                .map(ChainRow::Event)
+                .unwrap_or_else(|e| ChainRow::Unreadable {
+                    seq,
+                    reason: e.to_string(),
+                })
+        })
+        .collect())
+}
+
+/// Events from before the chain was keyed carry a plain SHA-256. When the whole stored chain
+/// is such events and still links up, re-seals it with `key` (same order, same content), so
+/// from then on every event is keyed. A legacy chain that is already broken is left as it is
+/// for `audit verify` to report. Returns how many events were re-sealed.
+pub async fn reseal_legacy(db: &impl ConnectionTrait, key: &ChainKey) -> Result<u64, StoreError> {
+    const BATCH: u64 = 500;
+    let legacy = audit_events::Entity::find()
+        .filter(audit_events::Column::KeyId.is_null())
+        .one(db)
+        .await?;
+    if legacy.is_none() {
+        return Ok(0);
+    }
+    let keyed = audit_events::Entity::find()
+        .filter(audit_events::Column::KeyId.is_not_null())
+        .one(db)
+        .await?;
+    if keyed.is_some() {
+        tracing::error!("the audit log mixes keyed and unkeyed events; not re-sealing");
+        return Ok(0);
+    }
+    // First pass: the legacy chain must verify as it was written.
+    let (mut expected, mut prev) = (1, GENESIS.to_owned());
+    loop {
+        let batch = chain(db, expected, BATCH).await?;
+        for row in &batch {
+            let ChainRow::Event(event) = row else {
+                tracing::error!("unreadable audit event; not re-sealing the legacy chain");
+                return Ok(0);
+            };
+            if event.seq != expected || event.prev_hash != prev || event.legacy_hash() != event.hash
+            {
+                tracing::error!(
+                    seq = event.seq,
+                    "the legacy audit chain is broken; not re-sealing"
+                );
+                return Ok(0);
+            }
+            prev = event.hash.clone();
+            expected += 1;
+        }
+        if (batch.len() as u64) < BATCH {
+            break;
+        }
+    }
+    // Second pass: the same events, linked and sealed with the key.
+    let (mut from, mut prev, mut count) = (1, GENESIS.to_owned(), 0);
+    loop {
+        let batch = chain(db, from, BATCH).await?;
+        for row in &batch {
+            let ChainRow::Event(event) = row else {
+                return Err(StoreError::Corrupt(
+                    "audit event changed while re-sealing".into(),
+                ));
+            };
+            let mut sealed = event.clone();
+            sealed.prev_hash = prev.clone();
+            sealed.key_id = Some(key.id().to_owned());
+            sealed.hash = sealed.compute_hash(key);
+            audit_events::Entity::update_many()
+                .col_expr(
+                    audit_events::Column::PrevHash,
+                    Expr::value(sealed.prev_hash),
+                )
+                .col_expr(audit_events::Column::Hash, Expr::value(sealed.hash.clone()))
+                .col_expr(audit_events::Column::KeyId, Expr::value(sealed.key_id))
+                .filter(audit_events::Column::Seq.eq(sealed.seq))
+                .exec(db)
+                .await?;
+            prev = sealed.hash;
+            from = sealed.seq + 1;
+            count += 1;
+        }
+        if (batch.len() as u64) < BATCH {
+            return Ok(count);
+        }
+    }
 }

@@ -151,6 +151,7 @@ pub mod audit_events {
         pub detail: String,
         pub prev_hash: String,
         pub hash: String,
+        pub key_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

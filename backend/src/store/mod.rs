@@ -8,6 +8,7 @@
 //! a busy SQLite file) is rolled back and run again.
 
 mod audit;
+pub mod chain_keys;
 mod entities;
 mod errors;
 mod identity;
@@ -30,7 +31,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::audit::{AuditDraft, AuditEvent, AuditFilter};
+use crate::domain::audit::{AuditDraft, AuditEvent, AuditFilter, ChainKey, ChainKeys, ChainRow};
 use crate::domain::identity::{ApiKey, Organization, Role, Session, SignInLink, User};
 use crate::domain::keys::{EncryptionKey, KeyStatus};
 use crate::domain::local_kms::LocalKey;
@@ -46,6 +47,8 @@ const WRITE_ATTEMPTS: u32 = 4;
 
 pub struct SeaStore {
     db: DatabaseConnection,
+    /// Seals appended events (the current key) and re-seals legacy ones.
+    chain_keys: ChainKeys,
     /// SQLite has one writer per file: queueing this process's writers here keeps them from
     /// spinning on a busy file. Correctness does not rest on it (`BEGIN IMMEDIATE` does).
     local_writers: Option<Mutex<()>>,
@@ -75,6 +78,7 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
 struct Write<'a> {
     _local: Option<MutexGuard<'a, ()>>,
     txn: DatabaseTransaction,
+    key: &'a ChainKey,
 }
 
 /// Runs `$body` (an expression using `$txn` that yields `(value, happened)`) in a write
@@ -111,10 +115,14 @@ macro_rules! audited {
 }
 
 impl SeaStore {
-    pub fn new(db: DatabaseConnection) -> Self {
+    pub fn new(db: DatabaseConnection, chain_keys: ChainKeys) -> Self {
         let local_writers =
             (db.get_database_backend() == DatabaseBackend::Sqlite).then(|| Mutex::new(()));
-        Self { db, local_writers }
+        Self {
+            db,
+            chain_keys,
+            local_writers,
+        }
     }
 
     pub fn connection(&self) -> &DatabaseConnection {
@@ -143,7 +151,11 @@ impl SeaStore {
                 txn
             }
         };
-        Ok(Write { _local: local, txn })
+        Ok(Write {
+            _local: local,
+            txn,
+            key: self.chain_keys.current(),
+        })
     }
 }
 
@@ -151,7 +163,7 @@ impl Write<'_> {
     /// Appends the events and commits everything written in this transaction.
     async fn commit_with(self, events: Vec<AuditDraft>) -> Result<(), StoreError> {
         for event in events {
-            audit::append(&self.txn, event).await?;
+            audit::append(&self.txn, event, self.key).await?;
         }
         self.txn.commit().await?;
         Ok(())
@@ -546,7 +558,18 @@ impl Store for SeaStore {
         audit::list(&self.db, organization_id, filter, page).await
     }
 
-    async fn audit_chain(&self, from_seq: i64, limit: u64) -> Result<Vec<AuditEvent>, StoreError> {
+    async fn audit_chain(&self, from_seq: i64, limit: u64) -> Result<Vec<ChainRow>, StoreError> {
         audit::chain(&self.db, from_seq, limit).await
+    }
+
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        audit::head(&self.db).await
+    }
+
+    async fn reseal_legacy_audit_chain(&self) -> Result<u64, StoreError> {
+        let write = self.begin().await?;
+        let count = audit::reseal_legacy(&write.txn, write.key).await?;
+        write.txn.commit().await?;
+        Ok(count)
     }
 }
