@@ -59,6 +59,9 @@ pub struct Settings {
     /// `CMEK_AUDIT_KEY_FILE`: the audit chain's keys (default `<CMEK_DATA_DIR>/audit-chain.keys`,
     /// created 0600 on first start). Every instance on one database needs the same file.
     pub audit_key_file: Option<PathBuf>,
+    /// `CMEK_BODY_TIMEOUT` (default `30s`): a request body must arrive within this after its
+    /// headers, or the request gets 408 and the connection closes.
+    pub body_timeout: Duration,
     /// `CMEK_AUDIT_CHECKPOINT_INTERVAL` (default `15m`): how often `serve` logs a signed
     /// checkpoint of the audit chain's head.
     pub audit_checkpoint_interval: Duration,
@@ -120,6 +123,7 @@ struct FileSettings {
     trusted_proxies: Option<String>,
     audit_key_file: Option<PathBuf>,
     audit_checkpoint_interval: Option<String>,
+    body_timeout: Option<String>,
 }
 
 /// Every variable we read; any other `CMEK_*` variable is reported as a likely typo.
@@ -141,6 +145,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "CMEK_TRUSTED_PROXIES",
     "CMEK_AUDIT_KEY_FILE",
     "CMEK_AUDIT_CHECKPOINT_INTERVAL",
+    "CMEK_BODY_TIMEOUT",
 ];
 
 impl Settings {
@@ -218,6 +223,12 @@ impl Settings {
             pick("CMEK_SESSION_IDLE_TIMEOUT", file.session_idle_timeout),
             Duration::from_secs(8 * 3600),
         )?;
+        if idle < Duration::from_secs(1) {
+            return Err(SettingsError::Invalid {
+                name: "CMEK_SESSION_IDLE_TIMEOUT",
+                reason: "must be at least 1s".into(),
+            });
+        }
         let max_age = duration_setting(
             "CMEK_SESSION_MAX_AGE",
             pick("CMEK_SESSION_MAX_AGE", file.session_max_age),
@@ -282,9 +293,21 @@ impl Settings {
                 reason: "must be longer than zero".into(),
             });
         }
+        let body_timeout = duration_setting(
+            "CMEK_BODY_TIMEOUT",
+            pick("CMEK_BODY_TIMEOUT", file.body_timeout),
+            Duration::from_secs(30),
+        )?;
+        if body_timeout.is_zero() {
+            return Err(SettingsError::Invalid {
+                name: "CMEK_BODY_TIMEOUT",
+                reason: "must be longer than zero".into(),
+            });
+        }
         Ok(Self {
             oidc,
             trusted_proxies,
+            body_timeout,
             audit_key_file: lookup(vars, "CMEK_AUDIT_KEY_FILE")
                 .map(PathBuf::from)
                 .or(file.audit_key_file),

@@ -12,7 +12,7 @@ use crate::domain::clock::{Clock, SystemClock};
 use crate::domain::keys::KmsProviders;
 use crate::domain::kms::KeyProvider;
 use crate::domain::local_kms::LocalKeyAdmin;
-use crate::domain::ports::Store;
+use crate::domain::ports::{Store, StoreError};
 use crate::domain::{Console, DomainError, Policy};
 use crate::http::forwarded::TrustedProxies;
 use crate::http::metrics::Metrics;
@@ -39,6 +39,12 @@ pub enum StartupError {
     LocalKms(std::io::Error),
     #[error(transparent)]
     AuditKeys(#[from] KeyFileError),
+    #[error(
+        "the database file {file} is damaged ({problem}). Stop every console using it, restore \
+         the file from a backup (or salvage what SQLite can read: `sqlite3 {file} .recover | \
+         sqlite3 recovered.sqlite3`, then put the recovered file in its place) and start again"
+    )]
+    DamagedDatabase { file: String, problem: String },
     #[error("data directory {path}: {source}")]
     DataDir {
         path: String,
@@ -70,8 +76,24 @@ pub async fn console_with(
     clock: Arc<dyn Clock>,
     access: KeyAccess,
 ) -> Result<Console, StartupError> {
-    let db = store::connect(&settings.database_url()?).await?;
-    store::migrate(&db).await?;
+    let damaged = |problem: String| StartupError::DamagedDatabase {
+        file: settings
+            .sqlite_file()
+            .map_or_else(|| "(database)".into(), |f| f.display().to_string()),
+        problem,
+    };
+    // A damaged file can fail as early as the connection's first statement.
+    let failed = |err: sea_orm::DbErr| match StoreError::from(err) {
+        StoreError::Damaged(problem) => damaged(problem),
+        other => DomainError::from(other).into(),
+    };
+    let db = store::connect(&settings.database_url()?)
+        .await
+        .map_err(failed)?;
+    if let Some(problem) = store::integrity_problem(&db).await.map_err(failed)? {
+        return Err(damaged(problem));
+    }
+    store::migrate(&db).await.map_err(failed)?;
     let key_path = settings.audit_key_path();
     let chain_keys = match access {
         KeyAccess::ReadOnly => chain_keys::load(&key_path)?,
@@ -187,6 +209,7 @@ impl Application {
             public_url: public_url.clone(),
             public_url_configured: settings.public_url.is_some(),
             proxies: TrustedProxies::new(settings.trusted_proxies.clone()),
+            body_timeout: settings.body_timeout,
             secure_cookies: public_url.starts_with("https://"),
         });
         let server = HttpServer::new(move || {
@@ -195,6 +218,7 @@ impl Application {
                 .wrap(from_fn(middleware::same_origin))
                 .wrap(Compress::default())
                 .wrap(from_fn(middleware::security_headers))
+                .wrap(from_fn(middleware::bound_request))
                 .wrap(from_fn(middleware::observe))
                 .configure(routes::configure)
         })

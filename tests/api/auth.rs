@@ -229,6 +229,43 @@ async fn an_idle_session_expires() {
 }
 
 #[tokio::test]
+async fn a_short_idle_timeout_keeps_an_active_session_alive_and_ends_an_idle_one() {
+    let app = crate::helpers::spawn_app_with(&[("CMEK_SESSION_IDLE_TIMEOUT", "10s")]).await;
+    let browser = app.signed_in_owner().await;
+
+    for _ in 0..4 {
+        app.clock.advance(chrono::Duration::seconds(4));
+        let me = browser.get(app.url("/api/v1/me")).send().await.unwrap();
+        assert_eq!(
+            me.status(),
+            200,
+            "used every 4 s, a 10 s idle time-out never ends it"
+        );
+    }
+    app.clock.advance(chrono::Duration::seconds(11));
+    let idle = browser.get(app.url("/api/v1/me")).send().await.unwrap();
+    assert_eq!(idle.status(), 401, "11 s idle ends it");
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_an_untrusted_peer_do_not_make_a_foreign_origin_ours() {
+    let app = spawn_app().await;
+    let browser = app.signed_in_owner().await;
+
+    let forged = browser
+        .post(app.url("/api/v1/projects"))
+        .header("origin", "http://evil.example")
+        .header("x-forwarded-host", "evil.example")
+        .header("forwarded", "host=evil.example;proto=http")
+        .json(&json!({ "name": "csrf", "cmek_enabled": true }))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(forged.status(), 403);
+}
+
+#[tokio::test]
 async fn cookie_authenticated_writes_need_the_consoles_origin() {
     let app = spawn_app().await;
     let browser = app.signed_in_owner().await;

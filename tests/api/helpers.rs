@@ -12,7 +12,7 @@ use cmek_console::settings::Settings;
 use cmek_console::startup::Application;
 use reqwest::header::{HeaderMap, HeaderValue, ORIGIN};
 use reqwest::{Client, Response};
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -128,6 +128,60 @@ impl TestApp {
         start(self.database_url.clone(), &data_dir, cleanup, &[]).await
     }
 
+    /// Adds an owner to the first organization, as an accepted invitation would.
+    pub async fn add_owner(&self, name: &str) -> Uuid {
+        let id = Uuid::now_v7();
+        let organization = self.console.operator(None).await.unwrap().organization_id;
+        let db = self.db().await;
+        let backend = db.get_database_backend();
+        db.execute_raw(Statement::from_sql_and_values(
+            backend,
+            match backend {
+                sea_orm::DatabaseBackend::Postgres => {
+                    "INSERT INTO users (id, organization_id, display_name, role, created_at) \
+                     VALUES ($1, $2, $3, 'owner', $4)"
+                }
+                _ => {
+                    "INSERT INTO users (id, organization_id, display_name, role, created_at) \
+                     VALUES (?, ?, ?, 'owner', ?)"
+                }
+            },
+            [
+                id.into(),
+                organization.into(),
+                name.into(),
+                chrono::Utc::now().into(),
+            ],
+        ))
+        .await
+        .unwrap();
+        id
+    }
+
+    /// A browser signed in as the first owner, who is then made `role` (another owner is
+    /// added so the organization keeps one).
+    pub async fn signed_in_as(&self, role: Role) -> Client {
+        let browser = self.signed_in_owner().await;
+        let first = self.console.first_owner().await.unwrap().unwrap();
+        let other = self.add_owner("stand-in owner").await;
+        let organization = first.organization_id;
+        let caller = cmek_console::domain::identity::Caller {
+            organization_id: organization,
+            actor: cmek_console::domain::identity::Actor::User {
+                id: other,
+                name: "stand-in owner".into(),
+            },
+            role: Role::Owner,
+            source_ip: None,
+            session_id: None,
+        };
+        self.console
+            .change_role(&caller, first.id, role)
+            .await
+            .unwrap();
+        browser
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
@@ -148,10 +202,18 @@ impl TestApp {
             .expect("client")
     }
 
-    /// A browser signed in as the first owner with the bootstrap link.
+    /// A browser signed in as the first owner: with the bootstrap link the first time, with
+    /// a fresh link (as `cmek-console sign-in-link` prints) after that.
     pub async fn signed_in_owner(&self) -> Client {
         let browser = self.browser();
-        let response = self.redeem_link(&browser, &self.sign_in_url).await;
+        let mut response = self.redeem_link(&browser, &self.sign_in_url).await;
+        if response.status() == 401 {
+            let owner = self.console.first_owner().await.unwrap().unwrap();
+            let token = self.console.issue_sign_in_link(&owner).await.unwrap();
+            response = self
+                .redeem_link(&browser, &format!("x?token={token}"))
+                .await;
+        }
         assert_eq!(response.status(), 303, "sign-in redirects to the console");
         browser
     }

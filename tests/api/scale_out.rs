@@ -29,36 +29,6 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
     row.try_get_by_index::<i64>(0).unwrap()
 }
 
-/// Adds an owner to the first organization, as an accepted invitation would.
-async fn add_owner(app: &TestApp, name: &str) -> Uuid {
-    let id = Uuid::now_v7();
-    let organization = app.console.operator(None).await.unwrap().organization_id;
-    let db = app.db().await;
-    let backend = db.get_database_backend();
-    db.execute_raw(Statement::from_sql_and_values(
-        backend,
-        match backend {
-            sea_orm::DatabaseBackend::Postgres => {
-                "INSERT INTO users (id, organization_id, display_name, role, created_at) \
-                 VALUES ($1, $2, $3, 'owner', $4)"
-            }
-            _ => {
-                "INSERT INTO users (id, organization_id, display_name, role, created_at) \
-                 VALUES (?, ?, ?, 'owner', ?)"
-            }
-        },
-        [
-            id.into(),
-            organization.into(),
-            name.into(),
-            chrono::Utc::now().into(),
-        ],
-    ))
-    .await
-    .unwrap();
-    id
-}
-
 fn as_user(organization_id: Uuid, id: Uuid) -> Caller {
     Caller {
         organization_id,
@@ -108,7 +78,7 @@ async fn two_instances_under_200_concurrent_writes_keep_one_winner_and_an_intact
         .id;
     let mut members = Vec::new();
     for i in 0..4 {
-        members.push(add_owner(&first, &format!("o{i}")).await);
+        members.push(first.add_owner(&format!("o{i}")).await);
     }
     let instances = [&first, &second];
 
@@ -257,8 +227,8 @@ async fn two_owners_demoting_each_other_on_two_instances_leave_one_owner() {
             .execute_unprepared("UPDATE users SET role = 'member'")
             .await
             .unwrap();
-        let a = add_owner(&first, &format!("a{round}")).await;
-        let b = add_owner(&first, &format!("b{round}")).await;
+        let a = first.add_owner(&format!("a{round}")).await;
+        let b = first.add_owner(&format!("b{round}")).await;
 
         let (by_a, by_b) = (as_user(organization, a), as_user(organization, b));
         let (one, other) = tokio::join!(

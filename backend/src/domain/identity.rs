@@ -448,8 +448,11 @@ impl Console {
         let Some(user) = self.store.user(session.user_id).await? else {
             return Ok(None);
         };
-        // Writing on every request would make reads write; a minute of slack is plenty.
-        if now - session.last_seen_at > chrono::Duration::minutes(1) {
+        // Writing on every request would make reads write, so the idle timer moves in steps:
+        // a minute, or a quarter of the idle time-out when that is shorter, so an active
+        // session never runs out however short the time-out is.
+        let step = chrono::Duration::minutes(1).min(to_chrono(self.policy.sessions.idle) / 4);
+        if now - session.last_seen_at >= step {
             self.store.touch_session(session.id, now).await?;
         }
         Ok(Some(Caller {

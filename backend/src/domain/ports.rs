@@ -46,10 +46,16 @@ pub enum StoreError {
     /// A stored value could not be read back into a domain type.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The database file itself is damaged (SQLite's integrity check or a read failed on a
+    /// malformed page): the console stops writing to it and reports not ready.
+    #[error("database damaged: {0}")]
+    Damaged(String),
 }
 
 #[async_trait]
 pub trait Store: Send + Sync {
+    /// Readiness: the database answers, and (SQLite) its file passed an integrity check
+    /// recently.
     async fn ping(&self) -> Result<(), StoreError>;
 
     // Organizations and people.

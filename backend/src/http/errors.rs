@@ -79,6 +79,12 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("cross-site request refused")]
     CrossSite,
+    #[error("method not allowed")]
+    MethodNotAllowed { allow: String },
+    #[error("request headers too large")]
+    HeadersTooLarge,
+    #[error("request body not received in time")]
+    BodyTimeout,
 }
 
 impl ApiError {
@@ -111,6 +117,27 @@ impl ApiError {
                 "Send the request body as application/json.",
             ),
             ApiError::CrossSite => cross_site_problem(),
+            ApiError::HeadersTooLarge => Problem::new(
+                S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers-too-large",
+                "Request headers too large",
+                format!(
+                    "The request's headers must be at most {} bytes in all.",
+                    crate::http::middleware::MAX_HEADER_BYTES
+                ),
+            ),
+            ApiError::BodyTimeout => Problem::new(
+                S::REQUEST_TIMEOUT,
+                "request-timeout",
+                "Request body not received in time",
+                "The request body did not arrive in time; send it again.",
+            ),
+            ApiError::MethodNotAllowed { allow } => Problem::new(
+                S::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                format!("This resource answers {allow}."),
+            ),
         }
     }
 }
@@ -188,6 +215,13 @@ fn domain_problem(err: &DomainError) -> Problem {
                 )
             }
         }
+        DomainError::Store(StoreError::Damaged(_)) => Problem::new(
+            S::SERVICE_UNAVAILABLE,
+            "database-damaged",
+            "Database needs its operator",
+            "The console found its database file damaged and stopped changing it; its operator \
+             has to restore it. Nothing was changed by this request.",
+        ),
         DomainError::Store(StoreError::Unavailable(_) | StoreError::Contention(_)) => Problem::new(
             S::SERVICE_UNAVAILABLE,
             "unavailable",
@@ -256,6 +290,12 @@ pub enum PageError {
     CrossSite,
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("request body too large")]
+    TooLarge,
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("request headers too large")]
+    HeadersTooLarge,
 }
 
 impl ResponseError for PageError {
@@ -267,6 +307,9 @@ impl ResponseError for PageError {
             PageError::Template(_) => StatusCode::INTERNAL_SERVER_ERROR,
             PageError::CrossSite => StatusCode::FORBIDDEN,
             PageError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            PageError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            PageError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PageError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
@@ -288,6 +331,21 @@ impl ResponseError for PageError {
                 cross_site_problem().detail,
             ),
             PageError::BadRequest(detail) => ("Bad request".to_owned(), detail.clone()),
+            PageError::TooLarge => (
+                "Too large".to_owned(),
+                "The form is larger than the console accepts.".to_owned(),
+            ),
+            PageError::HeadersTooLarge => (
+                "Request headers too large".to_owned(),
+                "The request carried more headers than the console accepts; clear this site's \
+                 cookies and try again."
+                    .to_owned(),
+            ),
+            PageError::UnsupportedMediaType => (
+                "Unsupported form".to_owned(),
+                "Send the form as the console's pages do (application/x-www-form-urlencoded)."
+                    .to_owned(),
+            ),
             PageError::Template(_) => (
                 "Internal error".to_owned(),
                 "Something went wrong on our side.".to_owned(),

@@ -43,6 +43,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
                     Some(PayloadError::Overflow) => ApiError::TooLarge {
                         limit: MAX_BODY_BYTES,
                     },
+                    Some(PayloadError::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        ApiError::BodyTimeout
+                    }
                     _ => ApiError::Malformed {
                         detail: "The request body could not be read.".into(),
                         field: None,

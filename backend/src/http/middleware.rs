@@ -1,7 +1,15 @@
 //! Cross-cutting request handling: request ids, logs and metrics; security headers; and the
 //! same-origin check that protects cookie-authenticated writes from cross-site requests.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
+
+use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
+use actix_web::web::Bytes;
+use futures_util::Stream;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -56,6 +64,75 @@ pub async fn observe(
         );
     });
     Ok(res)
+}
+
+/// Request heads larger than this (all header names and values) are refused with 431.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Bounds what a client can hold: a request head larger than `MAX_HEADER_BYTES` is refused,
+/// and the body must arrive within `CMEK_BODY_TIMEOUT` of the head (which itself has 5 s), so
+/// a client that sends part of a body and stops holds nothing for long: the handler reading
+/// it gets a time-out error, answers 408, and the connection closes.
+pub async fn bound_request(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let head_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if head_bytes > MAX_HEADER_BYTES {
+        let response = if req.path().starts_with("/api/") {
+            ApiError::HeadersTooLarge.error_response()
+        } else {
+            PageError::HeadersTooLarge.error_response()
+        };
+        return Ok(req.into_response(response));
+    }
+    let timeout = req
+        .app_data::<web::Data<AppState>>()
+        .map_or(std::time::Duration::from_secs(30), |s| s.body_timeout);
+    let (_, payload) = req.parts_mut();
+    let inner = std::mem::replace(payload, Payload::None);
+    let bounded: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =
+        Box::pin(BodyDeadline {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            expired: false,
+        });
+    req.set_payload(Payload::from(bounded));
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+/// A request body that fails with `TimedOut` once its deadline passes.
+struct BodyDeadline {
+    inner: Payload,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    expired: bool,
+}
+
+impl Stream for BodyDeadline {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.expired {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(item) => Poll::Ready(item),
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    self.expired = true;
+                    Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the request body did not arrive in time",
+                    )))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
 }
 
 /// The method as a metrics label: the standard ones by name, anything else as `OTHER`, so a

@@ -26,6 +26,8 @@ pub struct AppState {
     pub public_origin: String,
     /// Whether `CMEK_PUBLIC_URL` was set: then it is the only origin writes may come from.
     pub public_url_configured: bool,
+    /// `CMEK_BODY_TIMEOUT`: how long a request body may take to arrive.
+    pub body_timeout: std::time::Duration,
     /// `CMEK_TRUSTED_PROXIES`: whose forwarding headers are believed.
     pub proxies: forwarded::TrustedProxies,
     /// Session cookies get `Secure` when the public URL is https.

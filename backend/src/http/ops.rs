@@ -4,6 +4,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
+use crate::domain::DomainError;
+use crate::domain::ports::StoreError;
 use crate::http::AppState;
 
 pub async fn healthz() -> HttpResponse {
@@ -15,8 +17,12 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready" })),
         Err(err) => {
             tracing::warn!(error = %err, "not ready");
+            let reason = match err {
+                DomainError::Store(StoreError::Damaged(_)) => "database damaged",
+                _ => "database unreachable",
+            };
             HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE)
-                .json(json!({ "status": "unavailable", "reason": "database unreachable" }))
+                .json(json!({ "status": "unavailable", "reason": reason }))
         }
     }
 }

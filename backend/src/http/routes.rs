@@ -1,6 +1,7 @@
 //! Every route of the console, grouped by who may call it. The API's routes are a table so
 //! tests can walk it (the OpenAPI check, and cross-organization checks later).
 
+use actix_web::error::UrlencodedError;
 use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, Route, web};
 
@@ -78,6 +79,37 @@ fn api_query_error(err: actix_web::error::QueryPayloadError, _: &HttpRequest) ->
     .into()
 }
 
+/// A known API path asked with a method it does not answer: 405 with `Allow`, as a problem.
+fn method_not_allowed(allow: &str) -> HttpResponse {
+    let mut response = ApiError::MethodNotAllowed {
+        allow: allow.to_owned(),
+    }
+    .error_response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(allow) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
+}
+
+/// Forms that cannot be read (wrong content type, too large, a field of the wrong shape) get
+/// an HTML page saying so, like every other page error.
+fn page_form_error(err: UrlencodedError, _: &HttpRequest) -> actix_web::Error {
+    match err {
+        UrlencodedError::Overflow { .. } | UrlencodedError::UnknownLength => PageError::TooLarge,
+        UrlencodedError::ContentType => PageError::UnsupportedMediaType,
+        _ => PageError::BadRequest(
+            "The form could not be read. Reload the page and try again.".into(),
+        ),
+    }
+    .into()
+}
+
+fn page_query_error(_: actix_web::error::QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    PageError::BadRequest("The address has a query string this page cannot read.".into()).into()
+}
+
 async fn not_found(req: HttpRequest) -> HttpResponse {
     let err = DomainError::NotFound("resource");
     if req.path().starts_with("/api/") {
@@ -104,9 +136,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         let path = routes[0].path;
         let mut resource = web::resource(&path["/api".len()..]);
         let (same, rest): (Vec<_>, Vec<_>) = routes.into_iter().partition(|r| r.path == path);
+        let allow = same
+            .iter()
+            .map(|r| r.method.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         for r in same {
             resource = resource.route(r.route);
         }
+        resource = resource.default_service(web::to(move || {
+            let allow = allow.clone();
+            async move { method_not_allowed(&allow) }
+        }));
         scope = scope.service(resource);
         routes = rest;
     }
@@ -116,7 +157,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("")
             .app_data(web::PathConfig::default().error_handler(page_path_error))
-            .app_data(web::FormConfig::default().limit(MAX_BODY_BYTES))
+            .app_data(
+                web::FormConfig::default()
+                    .limit(MAX_BODY_BYTES)
+                    .error_handler(page_form_error),
+            )
+            .app_data(web::QueryConfig::default().error_handler(page_query_error))
             .configure(pages::configure)
             .default_service(web::to(not_found)),
     );

@@ -67,6 +67,8 @@ impl From<DbErr> for StoreError {
             "23505" => unique_violation(database.constraint(), message),
             // SQLite: SQLITE_CONSTRAINT_UNIQUE and SQLITE_CONSTRAINT_PRIMARYKEY.
             "2067" | "1555" => unique_violation(None, message),
+            // SQLITE_CORRUPT (and its extended codes), SQLITE_NOTADB: a damaged file.
+            "11" | "267" | "523" | "779" | "26" => StoreError::Damaged(message.to_owned()),
             // serialization_failure, deadlock_detected; SQLITE_BUSY and its extended codes.
             "40001" | "40P01" | "5" | "261" | "517" | "6" => {
                 StoreError::Contention(message.to_owned())

@@ -18,13 +18,15 @@ mod members;
 mod projects;
 mod rate_limits;
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cmek_migrations::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    DatabaseTransaction, DbErr, SqliteTransactionMode, Statement, TransactionOptions,
+    TransactionTrait,
 };
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -52,6 +54,60 @@ pub struct SeaStore {
     /// SQLite has one writer per file: queueing this process's writers here keeps them from
     /// spinning on a busy file. Correctness does not rest on it (`BEGIN IMMEDIATE` does).
     local_writers: Option<Mutex<()>>,
+    /// Set once the SQLite file is found damaged: no more writes go into it, and readiness
+    /// fails, until an operator restores it and restarts.
+    damaged: AtomicBool,
+    /// When the SQLite file last passed its integrity check (readiness runs it now and then).
+    checked_at: std::sync::Mutex<Option<Instant>>,
+}
+
+/// How long a passed integrity check counts for readiness.
+const INTEGRITY_CHECK_EVERY: Duration = Duration::from_secs(30);
+
+/// SQLite's own integrity check, limited to the first few problems; `None` when the file is
+/// sound (or the database is not SQLite). Run on a connection of its own, so pages cached by
+/// the pool cannot hide damage on disk.
+pub async fn integrity_problem(db: &DatabaseConnection) -> Result<Option<String>, DbErr> {
+    if db.get_database_backend() != DatabaseBackend::Sqlite {
+        return Ok(None);
+    }
+    let url = db
+        .get_sqlite_connection_pool()
+        .connect_options()
+        .get_filename()
+        .to_str()
+        .filter(|file| !file.is_empty() && *file != ":memory:")
+        .map(|file| format!("sqlite://{file}?mode=rw"));
+    let fresh = match url {
+        Some(url) => Some(
+            Database::connect(
+                ConnectOptions::new(url)
+                    .max_connections(1)
+                    .sqlx_logging(false)
+                    .to_owned(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let db = fresh.as_ref().unwrap_or(db);
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            DatabaseBackend::Sqlite,
+            "PRAGMA quick_check(5)",
+        ))
+        .await?;
+    let lines: Vec<String> = rows
+        .iter()
+        .filter_map(|row| row.try_get_by_index::<String>(0).ok())
+        .collect();
+    if let Some(fresh) = fresh {
+        fresh.close().await?;
+    }
+    Ok(match lines.as_slice() {
+        [only] if only == "ok" => None,
+        _ => Some(lines.join("; ")),
+    })
 }
 
 /// Connects with bounded time-outs, so a database that is down fails a request quickly
@@ -103,6 +159,10 @@ macro_rules! audited {
             }
             .await;
             match result {
+                Err(StoreError::Damaged(why)) => {
+                    $store.mark_damaged(&why);
+                    break Err(StoreError::Damaged(why));
+                }
                 Err(StoreError::Contention(why)) if attempt < WRITE_ATTEMPTS => {
                     tracing::debug!(attempt, why, "write lost a race; running it again");
                     tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
@@ -122,6 +182,18 @@ impl SeaStore {
             db,
             chain_keys,
             local_writers,
+            damaged: AtomicBool::new(false),
+            checked_at: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn mark_damaged(&self, why: &str) {
+        if !self.damaged.swap(true, Ordering::SeqCst) {
+            tracing::error!(
+                why,
+                "the database file is damaged: writes are refused and readiness fails until it \
+                 is restored from a backup and the console restarted"
+            );
         }
     }
 
@@ -131,6 +203,11 @@ impl SeaStore {
 
     /// Opens a write transaction that holds the chain lock until it ends.
     async fn begin(&self) -> Result<Write<'_>, StoreError> {
+        if self.damaged.load(Ordering::SeqCst) {
+            return Err(StoreError::Damaged(
+                "writes stopped: the file is damaged".into(),
+            ));
+        }
         let local = match &self.local_writers {
             Some(lock) => Some(lock.lock().await),
             None => None,
@@ -173,13 +250,38 @@ impl Write<'_> {
 #[async_trait]
 impl Store for SeaStore {
     async fn ping(&self) -> Result<(), StoreError> {
+        if self.damaged.load(Ordering::SeqCst) {
+            return Err(StoreError::Damaged("found damaged earlier".into()));
+        }
         self.db.ping().await?;
         // A ping can succeed on a pooled connection while queries fail; ask for a row too.
-        self.db
-            .execute_unprepared("SELECT 1")
-            .await
-            .map(|_| ())
-            .map_err(StoreError::from)
+        self.db.execute_unprepared("SELECT 1").await?;
+        let due = self
+            .checked_at
+            .lock()
+            .map(|at| at.is_none_or(|at| at.elapsed() >= INTEGRITY_CHECK_EVERY))
+            .unwrap_or(true);
+        if due {
+            match integrity_problem(&self.db).await {
+                Ok(None) => {
+                    if let Ok(mut at) = self.checked_at.lock() {
+                        *at = Some(Instant::now());
+                    }
+                }
+                Ok(Some(problem)) => {
+                    self.mark_damaged(&problem);
+                    return Err(StoreError::Damaged(problem));
+                }
+                Err(err) => {
+                    let err = StoreError::from(err);
+                    if let StoreError::Damaged(why) = &err {
+                        self.mark_damaged(why);
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn organizations(&self) -> Result<Vec<Organization>, StoreError> {

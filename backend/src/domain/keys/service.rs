@@ -261,6 +261,19 @@ impl Console {
     }
 
     /// R2, a CMEK project, a well-formed request, and a provider this console can reach.
+    /// Who may ask for a key test in this project at all (R2 and a CMEK project of the
+    /// caller's organization), before any input is read: the streaming wizard answers 403 or
+    /// 404 up front, as every other route does, instead of inside its stream.
+    pub async fn may_request_keys(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+    ) -> Result<(), DomainError> {
+        caller.require_owner("manage encryption keys")?;
+        self.cmek_project(caller, project_id).await?;
+        Ok(())
+    }
+
     async fn key_request(
         &self,
         caller: &Caller,

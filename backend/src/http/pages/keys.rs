@@ -323,6 +323,7 @@ pub async fn stream(
     let form = form.into_inner();
     let console = state.console.clone();
     let caller = caller.0;
+    console.may_request_keys(&caller, project_id).await?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Check>();
     let task = actix_web::rt::spawn(async move {
         let input = form.input();

@@ -1,0 +1,347 @@
+//! The cheap cases of the outside probe, kept so they keep holding: a damaged SQLite file,
+//! slow and oversized requests, metrics cardinality, the error contract per route, and the
+//! modes of what lands on disk.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use cmek_console::domain::identity::Role;
+use sea_orm::ConnectionTrait;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, problem, spawn_app, spawn_app_on, spawn_app_with};
+
+/// An app on a SQLite file of its own, whatever database the suite runs on.
+async fn sqlite_app() -> (TestApp, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("cmek-damage-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("console.sqlite3");
+    let app = spawn_app_on(&format!("sqlite://{}?mode=rwc", file.display()), &[]).await;
+    (app, file)
+}
+
+/// Overwrites the start of every page but the first (the b-tree page headers): the file
+/// still opens, but its tables no longer read.
+fn damage(file: &std::path::Path) {
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)
+        .unwrap();
+    let len = f.seek(SeekFrom::End(0)).unwrap();
+    let mut page = 4096;
+    while page < len {
+        f.seek(SeekFrom::Start(page)).unwrap();
+        f.write_all(&[0xA5; 12]).unwrap();
+        page += 4096;
+    }
+    f.sync_all().unwrap();
+}
+
+async fn fill_and_checkpoint(app: &TestApp) {
+    let owner = app.api_key(Role::Owner).await;
+    for i in 0..30 {
+        app.create_project(&owner, &format!("p{i}"), i % 2 == 0)
+            .await;
+    }
+    app.db()
+        .await
+        .execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_damaged_sqlite_file_is_refused_at_start_with_its_name_and_the_way_back() {
+    let (app, file) = sqlite_app().await;
+    fill_and_checkpoint(&app).await;
+    damage(&file);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_cmek-console"))
+        .arg("serve")
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", file.display()),
+        )
+        .env("CMEK_DATA_DIR", app.data_dir())
+        .env("CMEK_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let verify = Command::new(env!("CARGO_BIN_EXE_cmek-console"))
+        .args(["audit", "verify"])
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", file.display()),
+        )
+        .env("CMEK_DATA_DIR", app.data_dir())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success(), "serve refuses a damaged file");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+    assert!(stderr.contains("restore"), "{stderr}");
+    assert!(
+        !verify.status.success(),
+        "audit verify does not pass a damaged file"
+    );
+}
+
+#[tokio::test]
+async fn a_file_damaged_while_serving_makes_readiness_fail_and_stops_writes() {
+    let (app, file) = sqlite_app().await;
+    fill_and_checkpoint(&app).await;
+    let owner = app.api_key(Role::Owner).await;
+    damage(&file);
+
+    let ready = app.api.get(app.url("/readyz")).send().await.unwrap();
+    let ready_status = ready.status();
+    let ready: Value = ready.json().await.unwrap();
+    let write = app
+        .post_json(
+            "/api/v1/projects",
+            &owner,
+            &json!({ "name": "after damage", "cmek_enabled": true }),
+        )
+        .await;
+
+    assert_eq!(ready_status, 503);
+    assert_eq!(ready["reason"], "database damaged");
+    let write_status = write.status();
+    let body = write.text().await.unwrap();
+    assert_eq!(
+        write_status, 503,
+        "no more writes into a damaged file: {body}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_sends_half_a_body_is_cut_off_with_408() {
+    let app = spawn_app_with(&[("CMEK_BODY_TIMEOUT", "1s")]).await;
+    let owner = app.api_key(Role::Owner).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+
+    let mut stream = TcpStream::connect(&address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /api/v1/projects HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {owner}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let read = stream.read_to_string(&mut answer);
+
+    assert!(read.is_ok(), "the server closed the connection: {read:?}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request-timeout"), "{answer}");
+}
+
+#[tokio::test]
+async fn oversized_request_headers_are_refused() {
+    let app = spawn_app().await;
+
+    let response = app
+        .api
+        .get(app.url("/api/v1/projects"))
+        .header("x-padding", "a".repeat(100 * 1024))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 431);
+    assert_eq!(
+        problem(response).await["type"],
+        "https://cmek-console.dev/problems/headers-too-large"
+    );
+}
+
+#[tokio::test]
+async fn invented_methods_do_not_grow_the_metrics() {
+    let app = spawn_app().await;
+    let invent = |from: usize, to: usize| {
+        let app = &app;
+        async move {
+            for i in from..to {
+                let method = reqwest::Method::from_bytes(format!("M{i}").as_bytes()).unwrap();
+                app.api
+                    .request(method, app.url(&format!("/nowhere/{i}")))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+            app.api
+                .get(app.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+
+    invent(0, 5).await;
+    let after_five = invent(5, 10).await;
+    let after_many = invent(10, 300).await;
+
+    let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
+    assert!(
+        !after_many.contains("M299"),
+        "no series per invented method"
+    );
+    assert!(after_many.contains("method=\"OTHER\""), "{after_many}");
+    assert_eq!(
+        series(&after_five),
+        series(&after_many),
+        "290 more invented methods add no series"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_method_on_an_api_route_is_a_405_problem_with_allow() {
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+
+    let response = app
+        .api
+        .delete(app.url("/api/v1/projects"))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 405);
+    let allow = response.headers()["allow"].to_str().unwrap().to_owned();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    assert_eq!(
+        problem(response).await["type"],
+        "https://cmek-console.dev/problems/method-not-allowed"
+    );
+}
+
+#[tokio::test]
+async fn unreadable_forms_get_an_html_page_not_plain_text() {
+    let app = spawn_app().await;
+    let browser = app.signed_in_owner().await;
+
+    let wrong_type = browser
+        .post(app.url("/projects"))
+        .header("content-type", "text/plain")
+        .body("name=x")
+        .send()
+        .await
+        .unwrap();
+    let too_large = browser
+        .post(app.url("/projects"))
+        .form(&[("name", "x".repeat(100 * 1024))])
+        .send()
+        .await
+        .unwrap();
+    let not_a_uuid = browser
+        .post(app.url("/organizations/switch"))
+        .form(&[("organization_id", "not-a-uuid")])
+        .send()
+        .await
+        .unwrap();
+
+    for (response, status) in [(wrong_type, 415), (too_large, 413), (not_a_uuid, 400)] {
+        assert_eq!(response.status(), status);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(content_type.starts_with("text/html"), "{content_type}");
+        assert!(response.text().await.unwrap().contains("<html"));
+    }
+}
+
+#[tokio::test]
+async fn the_wizard_stream_answers_403_and_404_up_front() {
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    let project = app.create_project(&owner, "streamed", true).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let form = [
+        ("provider", "local"),
+        ("region", "us-east-1"),
+        ("key_id", "00000000-0000-7000-8000-000000000000"),
+        ("action", "test"),
+    ];
+    let member = app.signed_in_as(Role::Member).await;
+    let owner_browser = app.signed_in_owner().await;
+
+    let forbidden = member
+        .post(app.url(&format!("/projects/{project}/encryption-keys/stream")))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let missing = owner_browser
+        .post(app.url(&format!(
+            "/projects/{}/encryption-keys/stream",
+            uuid::Uuid::now_v7()
+        )))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(forbidden.status(), 403);
+    assert_eq!(missing.status(), 404);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_embedded_database_and_its_directory_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("cmek-modes-{}", uuid::Uuid::new_v4()));
+    let data = dir.join("data");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_cmek-console"))
+        .arg("migrate")
+        .env_remove("DATABASE_URL")
+        .env("CMEK_DATA_DIR", &data)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("cmek-console.sqlite3")), 0o600);
+    assert_eq!(mode(&data.join("audit-chain.keys")), 0o600);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn an_unwritable_data_dir_is_named_in_the_error() {
+    let file = std::env::temp_dir().join(format!("cmek-not-a-dir-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&file, b"a file, not a directory").unwrap();
+
+    let output = Command::new(env!("CARGO_BIN_EXE_cmek-console"))
+        .arg("migrate")
+        .env_remove("DATABASE_URL")
+        .env("CMEK_DATA_DIR", &file)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+    std::fs::remove_file(&file).unwrap();
+}
