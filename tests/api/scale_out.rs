@@ -537,3 +537,110 @@ async fn an_expired_invitation_does_not_block_a_new_one() {
 
     assert!(again.is_ok(), "{again:?}");
 }
+
+/// Polls `check` until it holds, for at most the 5 s the README promises.
+async fn within_five_seconds(mut check: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..50 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_revoked_api_key_stops_at_once_here_and_within_five_seconds_on_another_instance() {
+    let first = spawn_app().await;
+    let second = first.another_instance().await;
+    let operator = first.console.operator(None).await.unwrap();
+    let issued = first
+        .console
+        .create_api_key(&operator, "short-lived", Role::Auditor)
+        .await
+        .unwrap();
+    for app in [&first, &second] {
+        // Both instances have the key in memory now.
+        assert_eq!(app.get("/api/v1/me", &issued.secret).await.status(), 200);
+    }
+
+    first
+        .console
+        .revoke_api_key(&operator, issued.key.id)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        first.get("/api/v1/me", &issued.secret).await.status(),
+        401,
+        "at once on the instance that revoked it"
+    );
+    assert!(
+        within_five_seconds(
+            async || second.get("/api/v1/me", &issued.secret).await.status() == 401
+        )
+        .await,
+        "within 5 s on the other instance"
+    );
+}
+
+#[tokio::test]
+async fn a_signed_out_session_stops_on_every_instance_and_new_projects_show_everywhere() {
+    let first = spawn_app().await;
+    let second = first.another_instance().await;
+    let browser = first.signed_in_owner().await;
+    let owner = first.api_key(Role::Owner).await;
+    for app in [&first, &second] {
+        let me = browser.get(app.url("/api/v1/me")).send().await.unwrap();
+        assert_eq!(me.status(), 200);
+        let list: Value = app
+            .get("/api/v1/projects", &owner)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(list["items"].as_array().unwrap().len(), 0);
+    }
+
+    first
+        .create_project(&owner, "made on the first", true)
+        .await;
+    let signed_out = browser.post(first.url("/sign-out")).send().await.unwrap();
+
+    assert!(signed_out.status().is_redirection());
+    let listed_here: Value = first
+        .get("/api/v1/projects", &owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed_here["items"].as_array().unwrap().len(),
+        1,
+        "at once here"
+    );
+    assert!(
+        within_five_seconds(async || {
+            let list: Value = second
+                .get("/api/v1/projects", &owner)
+                .await
+                .json()
+                .await
+                .unwrap();
+            list["items"].as_array().unwrap().len() == 1
+        })
+        .await,
+        "the other instance lists it soon"
+    );
+    assert!(
+        within_five_seconds(async || browser
+            .get(second.url("/api/v1/me"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 401)
+        .await,
+        "the ended session stops on the other instance within 5 s"
+    );
+}

@@ -399,21 +399,7 @@ impl Console {
         let Actor::User { id, .. } = &caller.actor else {
             return Ok(Vec::new());
         };
-        let Some(user) = self.store.user(*id).await? else {
-            return Ok(Vec::new());
-        };
-        let memberships = match &user.identity {
-            Some((issuer, subject)) => self.store.users_by_identity(issuer, subject).await?,
-            None => vec![user],
-        };
-        let mut organizations = Vec::new();
-        for membership in memberships {
-            if let Some(org) = self.store.organization(membership.organization_id).await? {
-                organizations.push((org, membership.id));
-            }
-        }
-        organizations.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-        Ok(organizations)
+        Ok(self.store.memberships(*id).await?)
     }
 
     /// Moves the caller's session to another organization the same person belongs to.

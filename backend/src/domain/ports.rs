@@ -77,6 +77,9 @@ pub trait Store: Send + Sync {
     async fn users_by_identity(&self, issuer: &str, subject: &str)
     -> Result<Vec<User>, StoreError>;
     async fn users(&self, organization_id: Uuid) -> Result<Vec<User>, StoreError>;
+    /// Every organization the person behind membership `user_id` belongs to (through the
+    /// same single sign-on identity), with their membership in each, by organization name.
+    async fn memberships(&self, user_id: Uuid) -> Result<Vec<(Organization, Uuid)>, StoreError>;
     /// Opens a session (and records the sign-in time) with its audit event.
     async fn open_session(&self, session: &Session, audit: AuditDraft) -> Result<(), StoreError>;
     /// Moves a session to the person's membership of another organization.

@@ -3,14 +3,14 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, FromQueryResult,
+    PaginatorTrait, QueryFilter, QueryOrder, Statement,
 };
 use uuid::Uuid;
 
 use super::entities::{invitations, sessions, users};
 use super::identity::user_from;
-use crate::domain::identity::{Role, User};
+use crate::domain::identity::{Organization, Role, User};
 use crate::domain::members::{Invitation, MembershipChange};
 use crate::domain::ports::StoreError;
 
@@ -42,6 +42,56 @@ pub async fn users(
         .into_iter()
         .map(user_from)
         .collect()
+}
+
+#[derive(FromQueryResult)]
+struct MembershipRow {
+    id: Uuid,
+    name: String,
+    created_at: DateTime<Utc>,
+    membership_id: Uuid,
+}
+
+/// One query: the person's memberships (the row itself, and every row with the same single
+/// sign-on identity) joined to their organizations.
+pub async fn memberships(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+) -> Result<Vec<(Organization, Uuid)>, StoreError> {
+    let backend = db.get_database_backend();
+    let placeholder = if backend == DatabaseBackend::Postgres {
+        "$1"
+    } else {
+        "?"
+    };
+    let sql = format!(
+        "SELECT o.id, o.name, o.created_at, m.id AS membership_id \
+         FROM users me \
+         JOIN users m ON m.id = me.id OR (me.oidc_issuer IS NOT NULL \
+              AND m.oidc_issuer = me.oidc_issuer AND m.oidc_subject = me.oidc_subject) \
+         JOIN organizations o ON o.id = m.organization_id \
+         WHERE me.id = {placeholder} ORDER BY o.name, o.id"
+    );
+    let rows = MembershipRow::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [user_id.into()],
+    ))
+    .all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                Organization {
+                    id: r.id,
+                    name: r.name,
+                    created_at: r.created_at,
+                },
+                r.membership_id,
+            )
+        })
+        .collect())
 }
 
 pub async fn set_session_user(

@@ -8,6 +8,7 @@
 //! a busy SQLite file) is rolled back and run again.
 
 mod audit;
+mod cache;
 pub mod chain_keys;
 mod entities;
 mod errors;
@@ -59,6 +60,8 @@ pub struct SeaStore {
     damaged: AtomicBool,
     /// When the SQLite file last passed its integrity check (readiness runs it now and then).
     checked_at: std::sync::Mutex<Option<Instant>>,
+    /// What the read path repeats, kept in memory (see `cache`).
+    cache: cache::ReadCache,
 }
 
 /// How long a passed integrity check counts for readiness.
@@ -147,7 +150,7 @@ macro_rules! audited {
     };
     ($store:expr, events: $events:expr, |$txn:ident| $body:expr) => {{
         let mut attempt = 1;
-        loop {
+        let result = loop {
             let result: Result<_, StoreError> = async {
                 let write = $store.begin().await?;
                 let $txn = &write.txn;
@@ -170,7 +173,41 @@ macro_rules! audited {
                 }
                 other => break other,
             }
+        };
+        // Whatever was cached may predate this change.
+        $store.cache.changed();
+        result
+    }};
+}
+
+/// Answers a read from the cache when it holds it under the current version, else from the
+/// database (`$fetch`), keeping the answer for the next caller.
+macro_rules! cached {
+    ($store:expr, $map:ident, $key:expr, $fetch:expr) => {{
+        let tag = $store.read_tag().await?;
+        let key = $key;
+        if let Some(hit) = $store.cache.$map.get(&key, tag) {
+            return Ok(hit);
         }
+        let value = $fetch;
+        $store.cache.$map.put(key, tag, value.clone());
+        Ok(value)
+    }};
+}
+
+/// The same for credentials, which are cached only when they exist.
+macro_rules! cached_if_found {
+    ($store:expr, $map:ident, $key:expr, $fetch:expr) => {{
+        let tag = $store.read_tag().await?;
+        let key = $key;
+        if let Some(hit) = $store.cache.$map.get(&key, tag) {
+            return Ok(Some(hit));
+        }
+        let value = $fetch;
+        if let Some(found) = &value {
+            $store.cache.$map.put(key, tag, found.clone());
+        }
+        Ok(value)
     }};
 }
 
@@ -184,6 +221,7 @@ impl SeaStore {
             local_writers,
             damaged: AtomicBool::new(false),
             checked_at: std::sync::Mutex::new(None),
+            cache: cache::ReadCache::default(),
         }
     }
 
@@ -199,6 +237,15 @@ impl SeaStore {
 
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// The version to read under; reads the audit head first when it is due.
+    async fn read_tag(&self) -> Result<cache::Tag, StoreError> {
+        if self.cache.poll_due() {
+            let head = audit::head(&self.db).await?.map_or(0, |(seq, _)| seq);
+            self.cache.polled(head);
+        }
+        Ok(self.cache.tag())
     }
 
     /// Opens a write transaction that holds the chain lock until it ends.
@@ -289,7 +336,12 @@ impl Store for SeaStore {
     }
 
     async fn organization(&self, id: Uuid) -> Result<Option<Organization>, StoreError> {
-        identity::organization(&self.db, id).await
+        cached_if_found!(
+            self,
+            organizations,
+            id,
+            identity::organization(&self.db, id).await?
+        )
     }
 
     async fn create_first_organization(
@@ -314,7 +366,7 @@ impl Store for SeaStore {
     }
 
     async fn user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
-        identity::user(&self.db, id).await
+        cached_if_found!(self, users, id, identity::user(&self.db, id).await?)
     }
 
     async fn users_by_identity(
@@ -327,6 +379,15 @@ impl Store for SeaStore {
 
     async fn users(&self, organization_id: Uuid) -> Result<Vec<User>, StoreError> {
         members::users(&self.db, organization_id).await
+    }
+
+    async fn memberships(&self, user_id: Uuid) -> Result<Vec<(Organization, Uuid)>, StoreError> {
+        cached!(
+            self,
+            memberships,
+            user_id,
+            members::memberships(&self.db, user_id).await?
+        )
     }
 
     async fn open_session(&self, session: &Session, audit: AuditDraft) -> Result<(), StoreError> {
@@ -463,11 +524,18 @@ impl Store for SeaStore {
     }
 
     async fn session(&self, token_hash: &str) -> Result<Option<Session>, StoreError> {
-        identity::session(&self.db, token_hash).await
+        cached_if_found!(
+            self,
+            sessions,
+            token_hash.to_owned(),
+            identity::session(&self.db, token_hash).await?
+        )
     }
 
     async fn touch_session(&self, id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError> {
-        identity::touch_session(&self.db, id, now).await
+        identity::touch_session(&self.db, id, now).await?;
+        self.cache.session_seen(id, now);
+        Ok(())
     }
 
     async fn delete_session(&self, id: Uuid, audit: AuditDraft) -> Result<(), StoreError> {
@@ -485,7 +553,12 @@ impl Store for SeaStore {
     }
 
     async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
-        identity::api_key_by_hash(&self.db, key_hash).await
+        cached_if_found!(
+            self,
+            api_keys,
+            key_hash.to_owned(),
+            identity::api_key_by_hash(&self.db, key_hash).await?
+        )
     }
 
     async fn api_keys(&self, organization_id: Uuid) -> Result<Vec<ApiKey>, StoreError> {
@@ -506,7 +579,9 @@ impl Store for SeaStore {
     }
 
     async fn touch_api_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError> {
-        identity::touch_api_key(&self.db, id, now).await
+        identity::touch_api_key(&self.db, id, now).await?;
+        self.cache.api_key_used(id, now);
+        Ok(())
     }
 
     async fn insert_project(&self, project: &Project, audit: AuditDraft) -> Result<(), StoreError> {
@@ -521,7 +596,12 @@ impl Store for SeaStore {
         organization_id: Uuid,
         id: Uuid,
     ) -> Result<Option<Project>, StoreError> {
-        projects::get(&self.db, organization_id, id).await
+        cached!(
+            self,
+            project,
+            (organization_id, id),
+            projects::get(&self.db, organization_id, id).await?
+        )
     }
 
     async fn projects(
@@ -529,7 +609,12 @@ impl Store for SeaStore {
         organization_id: Uuid,
         page: PageRequest,
     ) -> Result<Vec<Project>, StoreError> {
-        projects::list(&self.db, organization_id, page).await
+        cached!(
+            self,
+            projects,
+            (organization_id, page.after, page.size),
+            projects::list(&self.db, organization_id, page).await?
+        )
     }
 
     async fn update_project(&self, project: &Project, audit: AuditDraft) -> Result<(), StoreError> {
@@ -610,7 +695,12 @@ impl Store for SeaStore {
         organization_id: Uuid,
         project_id: Uuid,
     ) -> Result<Vec<EncryptionKey>, StoreError> {
-        keys::list(&self.db, organization_id, project_id).await
+        cached!(
+            self,
+            keys,
+            (organization_id, project_id),
+            keys::list(&self.db, organization_id, project_id).await?
+        )
     }
 
     async fn key(
@@ -672,6 +762,7 @@ impl Store for SeaStore {
         let write = self.begin().await?;
         let count = audit::reseal_legacy(&write.txn, write.key).await?;
         write.txn.commit().await?;
+        self.cache.changed();
         Ok(count)
     }
 }

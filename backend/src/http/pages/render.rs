@@ -29,8 +29,12 @@ impl Chrome {
         caller: &Caller,
         section: &'static str,
     ) -> Result<Self, PageError> {
-        let organization = console.organization_of(caller).await?;
         let all = console.organizations_of(caller).await?;
+        // People see their organizations in one query; API-key and link callers have one.
+        let organization = match all.iter().find(|(org, _)| org.id == caller.organization_id) {
+            Some((org, _)) => org.clone(),
+            None => console.organization_of(caller).await?,
+        };
         let organizations = if all.len() > 1 {
             all.into_iter()
                 .map(|(org, _)| (org.id, org.name, org.id == caller.organization_id))
