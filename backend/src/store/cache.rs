@@ -6,7 +6,8 @@
 //! - Every change the console makes is written with an audit event, so the audit chain's head
 //!   sequence number is a version of everything stored. An entry is valid only under the
 //!   version it was read at. Other console processes' changes are seen when the head is
-//!   polled again: at most `HEAD_POLL` after they commit.
+//!   polled again: within `HEAD_POLL` usually, and never later than twice that (after which
+//!   every read waits for a fresh head).
 //! - A change made through this process moves a local generation after it commits, which
 //!   invalidates every entry at once; a row read before that commit is never stored after it.
 //! - Credentials also expire after `CREDENTIAL_TTL`, so what is not audited (a session's idle
@@ -117,6 +118,14 @@ impl ReadCache {
         self.polled_at
             .lock()
             .map(|at| at.is_none_or(|at| at.elapsed() >= HEAD_POLL))
+            .unwrap_or(true)
+    }
+
+    /// Whether the version in hand is too old to answer with at all.
+    pub fn poll_overdue(&self) -> bool {
+        self.polled_at
+            .lock()
+            .map(|at| at.is_none_or(|at| at.elapsed() >= 2 * HEAD_POLL))
             .unwrap_or(true)
     }
 

@@ -62,6 +62,8 @@ pub struct SeaStore {
     checked_at: std::sync::Mutex<Option<Instant>>,
     /// What the read path repeats, kept in memory (see `cache`).
     cache: cache::ReadCache,
+    /// Held by the one request that reads the audit head for the cache.
+    head_poll: Mutex<()>,
 }
 
 /// How long a passed integrity check counts for readiness.
@@ -222,6 +224,7 @@ impl SeaStore {
             damaged: AtomicBool::new(false),
             checked_at: std::sync::Mutex::new(None),
             cache: cache::ReadCache::default(),
+            head_poll: Mutex::new(()),
         }
     }
 
@@ -239,11 +242,21 @@ impl SeaStore {
         &self.db
     }
 
-    /// The version to read under; reads the audit head first when it is due.
+    /// The version to read under; reads the audit head first when it is due. One request
+    /// reads it while the others go on with the version they have, so a busy instance does
+    /// not send a burst of head queries every interval; once the version is two intervals
+    /// old (or was never read), everyone waits for a fresh one.
     async fn read_tag(&self) -> Result<cache::Tag, StoreError> {
         if self.cache.poll_due() {
-            let head = audit::head(&self.db).await?.map_or(0, |(seq, _)| seq);
-            self.cache.polled(head);
+            let polling = if self.cache.poll_overdue() {
+                Some(self.head_poll.lock().await)
+            } else {
+                self.head_poll.try_lock().ok()
+            };
+            if polling.is_some() && self.cache.poll_due() {
+                let head = audit::head(&self.db).await?.map_or(0, |(seq, _)| seq);
+                self.cache.polled(head);
+            }
         }
         Ok(self.cache.tag())
     }
