@@ -218,6 +218,7 @@ impl Application {
                 .wrap(from_fn(middleware::same_origin))
                 .wrap(Compress::default())
                 .wrap(from_fn(middleware::security_headers))
+                .wrap(from_fn(middleware::head_as_get))
                 .wrap(from_fn(middleware::bound_request))
                 .wrap(from_fn(middleware::observe))
                 .configure(routes::configure)

@@ -2,10 +2,11 @@
 //! slow and oversized requests, metrics cardinality, the error contract per route, and the
 //! modes of what lands on disk.
 
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::TcpStream;
+use std::io::{Seek, SeekFrom, Write};
+
 use std::process::Command;
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use cmek_console::domain::identity::Role;
 use sea_orm::ConnectionTrait;
@@ -125,20 +126,21 @@ async fn a_client_that_sends_half_a_body_is_cut_off_with_408() {
     let owner = app.api_key(Role::Owner).await;
     let address = app.address.trim_start_matches("http://").to_owned();
 
-    let mut stream = TcpStream::connect(&address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
+    // Async I/O: the test's runtime also drives the app's database pool.
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
         "POST /api/v1/projects HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {owner}\r\n\
          Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    let read = stream.read_to_string(&mut answer);
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
 
-    assert!(read.is_ok(), "the server closed the connection: {read:?}");
+    assert!(
+        matches!(read, Ok(Ok(_))),
+        "the server answered and closed the connection: {read:?}"
+    );
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request-timeout"), "{answer}");
 }
@@ -344,4 +346,42 @@ async fn an_unwritable_data_dir_is_named_in_the_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&file.display().to_string()), "{stderr}");
     std::fs::remove_file(&file).unwrap();
+}
+
+#[tokio::test]
+async fn head_is_answered_wherever_get_is() {
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+
+    let api = app
+        .api
+        .head(app.url("/api/v1/projects"))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
+    let page = app.api.head(app.url("/sign-in")).send().await.unwrap();
+    let health = app.api.head(app.url("/healthz")).send().await.unwrap();
+
+    assert_eq!(api.status(), 200);
+    assert_eq!(page.status(), 200);
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn the_favicon_is_served_and_a_missing_asset_gets_the_404_page() {
+    let app = spawn_app().await;
+
+    let icon = app.api.get(app.url("/favicon.ico")).send().await.unwrap();
+    let missing = app
+        .api
+        .get(app.url("/static/nope.js"))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(icon.status(), 200);
+    assert_eq!(icon.headers()["content-type"], "image/svg+xml");
+    assert_eq!(missing.status(), 404);
+    assert!(missing.text().await.unwrap().contains("<html"));
 }

@@ -26,6 +26,8 @@ pub struct TestApp {
     /// Plain client: no cookies, no Origin header (scripts, attackers).
     pub api: Client,
     data_dir: PathBuf,
+    /// Declared before the data directory so the database goes first.
+    _database: Option<DroppedDatabase>,
     _cleanup: TempDir,
 }
 
@@ -43,6 +45,46 @@ async fn fresh_database(dir: &TempDir) -> String {
         Ok(admin_url) if !admin_url.is_empty() => create_postgres_database(&admin_url).await,
         _ => format!("sqlite://{}?mode=rwc", dir.0.join("test.sqlite3").display()),
     }
+}
+
+/// Drops a test's PostgreSQL database when the test ends (`WITH (FORCE)` closes the app's
+/// connections), from a thread of its own since `Drop` cannot wait on the test's runtime.
+pub struct DroppedDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for DroppedDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                if let Ok(admin) = Database::connect(&admin_url).await {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        });
+        let _ = dropped.join();
+    }
+}
+
+/// The database a URL names, if it is one of the test PostgreSQL databases.
+fn test_database(url: &str) -> Option<DroppedDatabase> {
+    let admin_url = std::env::var("CMEK_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let name = url.rsplit('/').next()?.to_owned();
+    name.starts_with("cmek_test_")
+        .then_some(DroppedDatabase { admin_url, name })
 }
 
 /// A new, empty database on the PostgreSQL server `admin_url` points at; returns its URL.
@@ -72,7 +114,9 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     std::fs::create_dir_all(&dir.0).expect("temp dir");
     let database_url = fresh_database(&dir).await;
     let data_dir = dir.0.display().to_string();
-    start(database_url, &data_dir, dir, extra).await
+    let mut app = start(database_url, &data_dir, dir, extra).await;
+    app._database = test_database(&app.database_url);
+    app
 }
 
 /// An app on a database the test prepared itself (a second PostgreSQL server, say).
@@ -115,6 +159,7 @@ async fn start(
             .build()
             .expect("client"),
         data_dir: PathBuf::from(data_dir),
+        _database: None,
         _cleanup: cleanup,
     }
 }

@@ -146,6 +146,7 @@ async fn one_policy_can_serve_every_region_and_bad_parameters_are_named() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/test starts it)"]
 async fn a_good_key_passes_every_check_and_is_created() {
     let Some(moto) = Moto::open() else { return };
     let (app, owner, project) = aws_project(&moto).await;
@@ -185,6 +186,7 @@ async fn a_good_key_passes_every_check_and_is_created() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/test starts it)"]
 async fn testing_a_key_creates_nothing() {
     let Some(moto) = Moto::open() else { return };
     let (app, owner, project) = aws_project(&moto).await;
@@ -205,6 +207,7 @@ async fn testing_a_key_creates_nothing() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/test starts it)"]
 async fn a_second_key_in_the_same_region_is_a_conflict() {
     let Some(moto) = Moto::open() else { return };
     let (app, owner, project) = aws_project(&moto).await;
@@ -227,6 +230,7 @@ async fn a_second_key_in_the_same_region_is_a_conflict() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/test starts it)"]
 async fn two_simultaneous_creates_for_one_region_make_one_key() {
     let Some(moto) = Moto::open() else { return };
     let (app, owner, project) = aws_project(&moto).await;
@@ -298,6 +302,7 @@ async fn malformed_and_alias_arns_are_refused_with_the_reason() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/test starts it)"]
 async fn a_key_that_does_not_exist_fails_reachable_and_nothing_else_runs() {
     let Some(moto) = Moto::open() else { return };
     let (app, owner, project) = aws_project(&moto).await;
@@ -327,6 +332,7 @@ async fn a_key_that_does_not_exist_fails_reachable_and_nothing_else_runs() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/test starts it)"]
 async fn a_disabled_key_fails_and_says_how_to_fix_it() {
     let Some(moto) = Moto::open() else { return };
     let (app, owner, project) = aws_project(&moto).await;
@@ -350,6 +356,7 @@ async fn a_disabled_key_fails_and_says_how_to_fix_it() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/test starts it)"]
 async fn an_asymmetric_signing_key_fails_the_key_spec_check() {
     let Some(moto) = Moto::open() else { return };
     let (app, owner, project) = aws_project(&moto).await;
@@ -373,6 +380,7 @@ async fn an_asymmetric_signing_key_fails_the_key_spec_check() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/test starts it)"]
 async fn access_denied_is_reported_with_the_fix_for_the_key_policy() {
     let Some(moto) = Moto::iam_admin() else {
         return;
@@ -476,6 +484,7 @@ async fn role_mode(external_id_matches: bool) -> Option<Value> {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/test starts it)"]
 async fn role_mode_with_the_organization_as_external_id_works() {
     let Some(body) = role_mode(true).await else {
         return;
@@ -486,6 +495,7 @@ async fn role_mode_with_the_organization_as_external_id_works() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/test starts it)"]
 async fn role_mode_with_another_external_id_is_denied() {
     let Some(body) = role_mode(false).await else {
         return;
@@ -568,6 +578,7 @@ async fn without_a_platform_account_aws_is_refused_clearly() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/test starts it)"]
 async fn the_v1beta_shape_creates_and_lists_keys() {
     let Some(moto) = Moto::open() else { return };
     let (app, owner, project) = aws_project(&moto).await;
@@ -588,6 +599,7 @@ async fn the_v1beta_shape_creates_and_lists_keys() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/test starts it)"]
 async fn a_v1beta_request_with_one_bad_spec_creates_nothing() {
     let Some(moto) = Moto::open() else { return };
     let (app, owner, project) = aws_project(&moto).await;
@@ -608,6 +620,7 @@ async fn a_v1beta_request_with_one_bad_spec_creates_nothing() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/test starts it)"]
 async fn check_now_records_a_key_disabled_after_creation() {
     let Some(moto) = Moto::open() else { return };
     let (app, owner, project) = aws_project(&moto).await;
@@ -639,6 +652,7 @@ async fn check_now_records_a_key_disabled_after_creation() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/test starts it)"]
 async fn deleting_a_key_frees_its_region_and_is_audited() {
     let Some(moto) = Moto::open() else { return };
     let (app, owner, project) = aws_project(&moto).await;
@@ -676,6 +690,7 @@ async fn deleting_a_key_frees_its_region_and_is_audited() {
 }
 
 #[tokio::test]
+#[ignore = "needs moto (scripts/test starts it)"]
 async fn key_tests_are_audited_with_the_failed_check_and_no_key_material() {
     let Some(moto) = Moto::open() else { return };
     let (app, owner, project) = aws_project(&moto).await;

@@ -15,18 +15,13 @@ use crate::helpers::{TestApp, spawn_app_with};
 /// moto's default account: the "platform account" in tests.
 pub const ACCOUNT: &str = "123456789012";
 
-/// A service a test needs: in CI (and under scripts/test) its absence fails the test; a
-/// developer running plain `cargo test` sees the test skip with a reason.
+/// A service a test needs. Such tests are `#[ignore]`d with the reason, so a plain
+/// `cargo test` lists them as ignored instead of passing them; scripts/test starts the
+/// services and runs them with `--include-ignored`. Run without its service, a test fails.
 pub fn service(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(value) if !value.is_empty() => Some(value),
-        _ if std::env::var("CI").is_ok() || std::env::var("CMEK_TEST_REQUIRE_SERVICES").is_ok() => {
-            panic!("{var} is not set: run the tests with scripts/test, which starts moto")
-        }
-        _ => {
-            eprintln!("skipped: {var} is not set (scripts/test starts moto)");
-            None
-        }
+        _ => panic!("{var} is not set: run the tests with scripts/test, which starts the services"),
     }
 }
 

@@ -127,6 +127,7 @@ async fn invite(app: &TestApp, email: &str, role: Role) {
 }
 
 #[tokio::test]
+#[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn an_invited_person_joins_with_sso_in_the_invited_role() {
     let Some(app) = sso_app().await else { return };
     invite(&app, "ada@example.com", Role::Auditor).await;
@@ -150,6 +151,7 @@ async fn an_invited_person_joins_with_sso_in_the_invited_role() {
 }
 
 #[tokio::test]
+#[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn the_next_sign_in_finds_the_same_member_by_issuer_and_subject() {
     let Some(app) = sso_app().await else { return };
     invite(&app, "ada@example.com", Role::Member).await;
@@ -169,6 +171,7 @@ async fn the_next_sign_in_finds_the_same_member_by_issuer_and_subject() {
 }
 
 #[tokio::test]
+#[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn without_an_invitation_nobody_gets_in() {
     let Some(app) = sso_app().await else { return };
 
@@ -186,6 +189,7 @@ async fn without_an_invitation_nobody_gets_in() {
 }
 
 #[tokio::test]
+#[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn an_unverified_email_does_not_accept_an_invitation() {
     let Some(app) = sso_app().await else { return };
     invite(&app, "unverified-bob@example.com", Role::Owner).await;
@@ -196,6 +200,7 @@ async fn an_unverified_email_does_not_accept_an_invitation() {
 }
 
 #[tokio::test]
+#[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn expired_and_revoked_invitations_are_refused() {
     let Some(app) = sso_app().await else { return };
     invite(&app, "old@example.com", Role::Member).await;
@@ -226,6 +231,7 @@ async fn expired_and_revoked_invitations_are_refused() {
 }
 
 #[tokio::test]
+#[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn a_tampered_state_is_refused() {
     let Some(app) = sso_app().await else { return };
     invite(&app, "ada@example.com", Role::Member).await;
@@ -247,6 +253,7 @@ async fn a_tampered_state_is_refused() {
 }
 
 #[tokio::test]
+#[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn a_replayed_code_is_refused() {
     let Some(app) = sso_app().await else { return };
     invite(&app, "ada@example.com", Role::Member).await;
@@ -273,6 +280,7 @@ async fn a_replayed_code_is_refused() {
 }
 
 #[tokio::test]
+#[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn a_wrong_nonce_is_refused() {
     let Some(app) = sso_app().await else { return };
     invite(&app, "ada@example.com", Role::Member).await;
@@ -297,6 +305,7 @@ async fn a_wrong_nonce_is_refused() {
 }
 
 #[tokio::test]
+#[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn an_expired_id_token_is_refused() {
     let Some(app) = sso_app().await else { return };
     invite(&app, "ada@example.com", Role::Member).await;
@@ -310,6 +319,7 @@ async fn an_expired_id_token_is_refused() {
 }
 
 #[tokio::test]
+#[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn a_role_change_takes_effect_on_the_next_request() {
     let Some(app) = sso_app().await else { return };
     invite(&app, "ada@example.com", Role::Member).await;
@@ -332,6 +342,7 @@ async fn a_role_change_takes_effect_on_the_next_request() {
 }
 
 #[tokio::test]
+#[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn the_last_owner_can_be_neither_demoted_nor_removed() {
     let Some(app) = sso_app().await else { return };
     let owner = app.signed_in_owner().await;
@@ -375,6 +386,7 @@ async fn the_last_owner_can_be_neither_demoted_nor_removed() {
 }
 
 #[tokio::test]
+#[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn invitations_are_managed_on_the_members_page() {
     let Some(app) = sso_app().await else { return };
     let owner = app.signed_in_owner().await;
@@ -421,6 +433,7 @@ async fn invitations_are_managed_on_the_members_page() {
 }
 
 #[tokio::test]
+#[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn a_person_in_two_organizations_switches_between_them() {
     let Some(app) = sso_app().await else { return };
     let (second, _) = app
@@ -487,6 +500,7 @@ async fn a_person_in_two_organizations_switches_between_them() {
 }
 
 #[tokio::test]
+#[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn another_organizations_resources_are_not_found_on_every_route() {
     let Some(app) = sso_app().await else { return };
     let owner_a = app.api_key(Role::Owner).await;
@@ -566,6 +580,7 @@ async fn another_organizations_resources_are_not_found_on_every_route() {
 }
 
 #[tokio::test]
+#[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn sign_in_attempts_are_rate_limited_per_address() {
     let Some(app) = sso_app().await else { return };
     let browser = app.browser();
@@ -581,6 +596,7 @@ async fn sign_in_attempts_are_rate_limited_per_address() {
 }
 
 #[tokio::test]
+#[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn the_sign_in_page_offers_sso_when_configured() {
     let Some(app) = sso_app().await else { return };
 
@@ -598,6 +614,7 @@ async fn the_sign_in_page_offers_sso_when_configured() {
 }
 
 #[tokio::test]
+#[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn signing_out_ends_the_session_here_and_at_the_provider() {
     let Some(app) = sso_app().await else { return };
     invite(&app, "ada@example.com", Role::Member).await;
@@ -623,6 +640,7 @@ async fn signing_out_ends_the_session_here_and_at_the_provider() {
 }
 
 #[tokio::test]
+#[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn a_code_issued_to_another_client_is_refused() {
     let Some(app) = sso_app().await else { return };
     invite(&app, "ada@example.com", Role::Member).await;
@@ -640,6 +658,7 @@ async fn a_code_issued_to_another_client_is_refused() {
 }
 
 #[tokio::test]
+#[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn a_provider_whose_issuer_does_not_match_is_not_trusted() {
     let Some(issuer) = service("CMEK_TEST_OIDC_ISSUER") else {
         return;
@@ -671,6 +690,7 @@ async fn a_provider_whose_issuer_does_not_match_is_not_trusted() {
 }
 
 #[tokio::test]
+#[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn a_member_invited_to_another_organization_joins_it_at_the_next_sign_in() {
     let Some(app) = sso_app().await else { return };
     invite(&app, "ada@example.com", Role::Member).await;

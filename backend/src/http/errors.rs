@@ -296,6 +296,15 @@ pub enum PageError {
     UnsupportedMediaType,
     #[error("request headers too large")]
     HeadersTooLarge,
+    /// Something of ours failed (a header that would not encode, say): logged, opaque.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl PageError {
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        Self::Internal(err.to_string())
+    }
 }
 
 impl ResponseError for PageError {
@@ -304,7 +313,7 @@ impl ResponseError for PageError {
             PageError::Domain(DomainError::Unauthenticated) => StatusCode::SEE_OTHER,
             PageError::Domain(err) => StatusCode::from_u16(domain_problem(err).status)
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            PageError::Template(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            PageError::Template(_) | PageError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             PageError::CrossSite => StatusCode::FORBIDDEN,
             PageError::BadRequest(_) => StatusCode::BAD_REQUEST,
             PageError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -346,7 +355,7 @@ impl ResponseError for PageError {
                 "Send the form as the console's pages do (application/x-www-form-urlencoded)."
                     .to_owned(),
             ),
-            PageError::Template(_) => (
+            PageError::Template(_) | PageError::Internal(_) => (
                 "Internal error".to_owned(),
                 "Something went wrong on our side.".to_owned(),
             ),

@@ -26,6 +26,16 @@ use crate::http::errors::{ApiError, PageError};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+tokio::task_local! {
+    /// The id of the request being answered, for error pages to show.
+    static CURRENT_REQUEST: String;
+}
+
+/// The id of the request being answered, if called while answering one.
+pub fn current_request_id() -> Option<String> {
+    CURRENT_REQUEST.try_with(Clone::clone).ok()
+}
+
 /// A request id in a span around the request, in the `x-request-id` response header, and in
 /// one log line per request; then the metrics.
 pub async fn observe(
@@ -38,9 +48,8 @@ pub async fn observe(
     let path = req.path().to_owned();
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let span = tracing::info_span!("request", id = %request_id, %method, %path);
-    let mut res = next
-        .call(req)
-        .instrument(span.clone())
+    let mut res = CURRENT_REQUEST
+        .scope(request_id.clone(), next.call(req).instrument(span.clone()))
         .await?
         .map_into_boxed_body();
     let status = res.status().as_u16();
@@ -64,6 +73,18 @@ pub async fn observe(
         );
     });
     Ok(res)
+}
+
+/// `HEAD` is answered wherever `GET` is: routed as a `GET`, and the server sends the headers
+/// without the body (the connection knows the request was a `HEAD`).
+pub async fn head_as_get(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    if req.method() == Method::HEAD {
+        req.head_mut().method = Method::GET;
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 /// Request heads larger than this (all header names and values) are refused with 431.
@@ -243,4 +264,28 @@ pub async fn same_origin(
         PageError::CrossSite.error_response()
     };
     Ok(req.into_response(response))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::pages::render::error_page;
+
+    #[tokio::test]
+    async fn a_server_error_page_names_the_request_to_quote() {
+        let (server, not_found) = CURRENT_REQUEST
+            .scope("0199-request".into(), async {
+                (
+                    error_page(500, "Internal error", "x"),
+                    error_page(404, "Not found", "x"),
+                )
+            })
+            .await;
+
+        assert!(server.contains("0199-request"));
+        assert!(
+            !not_found.contains("0199-request"),
+            "only server errors name it"
+        );
+    }
 }

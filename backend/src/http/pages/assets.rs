@@ -1,7 +1,10 @@
-//! Our CSS and JavaScript, compiled into the binary so one file is the whole console.
+//! Our CSS, JavaScript and icon, compiled into the binary so one file is the whole console.
 
 use actix_web::http::header;
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpResponse, ResponseError, web};
+
+use crate::domain::DomainError;
+use crate::http::errors::PageError;
 
 const ASSETS: &[(&str, &str, &str)] = &[
     (
@@ -14,6 +17,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../../../../frontend/static/app.js"),
     ),
+    (
+        "favicon.svg",
+        "image/svg+xml",
+        include_str!("../../../../frontend/static/favicon.svg"),
+    ),
 ];
 
 pub async fn serve(file: web::Path<String>) -> HttpResponse {
@@ -22,6 +30,11 @@ pub async fn serve(file: web::Path<String>) -> HttpResponse {
             .content_type(*content_type)
             .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
             .body(*body),
-        None => HttpResponse::NotFound().finish(),
+        None => PageError::Domain(DomainError::NotFound("file")).error_response(),
     }
+}
+
+/// Browsers ask for `/favicon.ico` whatever the page says; they accept the SVG.
+pub async fn favicon() -> HttpResponse {
+    serve(web::Path::from("favicon.svg".to_owned())).await
 }

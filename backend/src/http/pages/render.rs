@@ -122,10 +122,15 @@ struct ErrorPage<'a> {
     status: u16,
     title: &'a str,
     detail: &'a str,
+    /// Shown on server errors, for the user to quote when reporting them.
+    request_id: Option<String>,
 }
 
 pub fn error_page(status: u16, title: &str, detail: &str) -> String {
     ErrorPage {
+        request_id: (status >= 500)
+            .then(crate::http::middleware::current_request_id)
+            .flatten(),
         status,
         title,
         detail,

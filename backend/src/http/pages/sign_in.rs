@@ -121,14 +121,10 @@ fn signed_in(state: &AppState, token: String) -> Result<HttpResponse, PageError>
         state.console.session_policy().max_age,
     );
     let mut response = see_other("/projects");
-    response
-        .add_cookie(&cookie)
-        .map_err(|e| PageError::BadRequest(e.to_string()))?;
+    response.add_cookie(&cookie).map_err(PageError::internal)?;
     let mut gone = Cookie::build(SSO_COOKIE, "").path("/sign-in/sso").finish();
     gone.make_removal();
-    response
-        .add_cookie(&gone)
-        .map_err(|e| PageError::BadRequest(e.to_string()))?;
+    response.add_cookie(&gone).map_err(PageError::internal)?;
     Ok(response)
 }
 
@@ -162,9 +158,7 @@ pub async fn sso(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
         .max_age(CookieDuration::minutes(10))
         .finish();
     let mut response = see_other(&start.authorize_url);
-    response
-        .add_cookie(&cookie)
-        .map_err(|e| PageError::BadRequest(e.to_string()))?;
+    response.add_cookie(&cookie).map_err(PageError::internal)?;
     Ok(response)
 }
 
@@ -233,6 +227,6 @@ pub async fn sign_out(
     let mut response = see_other(provider.as_deref().unwrap_or("/sign-in"));
     response
         .add_cookie(&expired_session_cookie(state.secure_cookies))
-        .map_err(|e| PageError::BadRequest(e.to_string()))?;
+        .map_err(PageError::internal)?;
     Ok(response)
 }
