@@ -15,5 +15,6 @@ mod ops;
 mod pages;
 mod projects;
 mod scale_out;
+mod snapshots;
 mod sso;
 mod wizard;
