@@ -11,12 +11,7 @@ use serde::Deserialize;
 
 use crate::domain::identity::SessionPolicy;
 
-/// What the console refuses to do in production (R3: the built-in `local` KMS).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Environment {
-    Development,
-    Production,
-}
+pub use crate::domain::Environment;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {

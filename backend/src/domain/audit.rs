@@ -159,7 +159,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Success,
@@ -273,7 +273,7 @@ impl AuditDraft {
     }
 }
 
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize)]
 pub struct AuditEvent {
     pub seq: i64,
     pub id: Uuid,
@@ -284,7 +284,6 @@ pub struct AuditEvent {
     pub target: String,
     pub outcome: Outcome,
     pub source_ip: Option<String>,
-    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
     pub prev_hash: String,
     pub hash: String,

@@ -39,7 +39,7 @@ impl Rule {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct FieldError {
     /// The offending field, as named in the request (`name`, `revocation_policy`, ...).
     pub field: String,

@@ -24,7 +24,7 @@ pub const SIGN_IN_LINK_TTL: chrono::Duration = chrono::Duration::minutes(15);
 pub const SIGN_IN_ATTEMPTS: u32 = 20;
 pub const SIGN_IN_WINDOW: chrono::Duration = chrono::Duration::minutes(5);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Organization Owner: creates projects, manages keys and credentials.

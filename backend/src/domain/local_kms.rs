@@ -6,12 +6,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::domain::Environment;
 use crate::domain::audit::AuditDraft;
 use crate::domain::error::Rule;
 use crate::domain::identity::Caller;
 use crate::domain::ports::StoreError;
 use crate::domain::{Console, DomainError};
-use crate::settings::Environment;
 
 #[derive(Clone, Debug)]
 pub struct LocalKey {

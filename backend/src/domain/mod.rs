@@ -17,7 +17,6 @@ pub mod sso;
 
 use std::sync::Arc;
 
-use crate::settings::Environment;
 use clock::Clock;
 use identity::SessionPolicy;
 use ports::Store;
@@ -34,6 +33,13 @@ pub struct Console {
     local_admin: Option<Arc<dyn local_kms::LocalKeyAdmin>>,
     sso: Option<Arc<dyn sso::IdentityProvider>>,
     audit_keys: audit::ChainKeys,
+}
+
+/// What the console refuses to do in production (R3: the built-in `local` KMS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
 }
 
 /// Settings that change what the rules decide.

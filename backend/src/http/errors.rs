@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::domain::ports::StoreError;
 use crate::domain::{DomainError, FieldError};
+use crate::http::api::wire;
 use crate::http::pages::render::error_page;
 
 pub const PROBLEM_BASE: &str = "https://cmek-console.dev";
@@ -31,10 +32,10 @@ pub struct Problem {
     pub detail: String,
     /// The fields at fault, when the request body or query was refused.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<FieldError>,
+    pub errors: Vec<wire::FieldError>,
     /// The checklist of Test Encryption Key, when the key failed it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub checks: Option<crate::domain::keys::checks::Checklist>,
+    pub checks: Option<wire::Checklist>,
 }
 
 impl Problem {
@@ -57,7 +58,7 @@ impl Problem {
     }
 
     fn with_fields(mut self, errors: Vec<FieldError>) -> Self {
-        self.errors = errors;
+        self.errors = errors.into_iter().map(wire::FieldError::from).collect();
         self
     }
 }
@@ -206,7 +207,7 @@ fn domain_problem(err: &DomainError) -> Problem {
                 None => "The key failed a required check.".into(),
             };
             Problem {
-                checks: Some(checklist.clone()),
+                checks: Some(checklist.clone().into()),
                 ..Problem::new(
                     S::UNPROCESSABLE_ENTITY,
                     "key-test-failed",

@@ -3,13 +3,12 @@
 //! as they complete, so the wizard can show them one by one.
 
 use serde::Serialize;
-use tokio::sync::mpsc::UnboundedSender;
 
 use super::region::AwsRegion;
 use super::{AwsAccess, KeyRef};
 use crate::domain::kms::{EncryptionContext, KeyProvider, KeyState, KmsError};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckOutcome {
     Pass,
@@ -31,7 +30,7 @@ impl CheckOutcome {
     }
 }
 
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Check {
     /// Stable id: `reachable`, `enabled`, `key_spec`, `region`, `generate_data_key`,
     /// `decrypt_round_trip`, `rotation`.
@@ -47,7 +46,7 @@ pub struct Check {
     pub fix: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Checklist {
     /// True when every required check passed.
     pub passed: bool,
@@ -60,15 +59,20 @@ impl Checklist {
     }
 }
 
+/// Told about each check as it completes, so a caller can show progress while the rest run.
+pub trait Progress: Send + Sync {
+    fn completed(&self, check: &Check);
+}
+
 struct Run<'a> {
     checks: Vec<Check>,
-    progress: Option<&'a UnboundedSender<Check>>,
+    progress: Option<&'a dyn Progress>,
 }
 
 impl Run<'_> {
     fn push(&mut self, check: Check) {
         if let Some(progress) = self.progress {
-            let _ = progress.send(check.clone());
+            progress.completed(&check);
         }
         self.checks.push(check);
     }
@@ -148,7 +152,7 @@ pub async fn run(
     key: &KeyRef,
     region: &AwsRegion,
     context: &EncryptionContext,
-    progress: Option<&UnboundedSender<Check>>,
+    progress: Option<&dyn Progress>,
 ) -> Checklist {
     let mut run = Run {
         checks: Vec::new(),

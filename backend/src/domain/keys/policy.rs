@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::arn::KmsKeyArn;
 use super::region::AwsRegion;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AccessMode {
     /// The key policy names the platform's account (TiDB Cloud).
@@ -44,7 +44,7 @@ pub enum PolicyScope {
     AllRegions,
 }
 
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Statement {
     /// The statement's `Sid`.
     pub sid: String,
@@ -52,19 +52,18 @@ pub struct Statement {
     pub explanation: String,
 }
 
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize)]
 pub struct PolicyDocument {
     /// The file name of the download.
     pub file_name: String,
     pub title: String,
     /// Where to paste it.
     pub instructions: String,
-    #[schema(value_type = Object)]
     pub policy: Value,
     pub statements: Vec<Statement>,
 }
 
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize)]
 pub struct AwsAccessPolicies {
     pub mode: AccessMode,
     /// The region the policy is for, or `*` for every region.

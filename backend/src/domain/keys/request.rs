@@ -11,7 +11,7 @@ use crate::domain::{DomainError, FieldError};
 /// A key request as clients send it (every provider's fields; each uses its own). AWS:
 /// `provider: "aws_kms", region, key_arn, access_mode?, role_arn?`; local: `provider:
 /// "local", region, key_id`. It is also the API's request body.
-#[derive(Clone, Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRequestInput {
     pub provider: String,

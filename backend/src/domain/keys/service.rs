@@ -3,11 +3,10 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc::UnboundedSender;
 use uuid::Uuid;
 
 use super::arn::KmsKeyArn;
-use super::checks::{self, Check, Checklist};
+use super::checks::{self, Checklist, Progress};
 use super::policy::{self, AccessMode, AwsAccessPolicies, PolicyScope};
 use super::region::AwsRegion;
 use super::{EncryptionKey, KeyRef, KeyRequest, KeyRequestInput, KeyStatus};
@@ -115,7 +114,7 @@ impl Console {
         caller: &Caller,
         project_id: Uuid,
         input: &KeyRequestInput,
-        progress: Option<&UnboundedSender<Check>>,
+        progress: Option<&dyn Progress>,
     ) -> Result<Checklist, DomainError> {
         let request = self.key_request(caller, project_id, input).await?;
         self.run_checks(caller, project_id, &request, progress)
@@ -129,7 +128,7 @@ impl Console {
         caller: &Caller,
         project_id: Uuid,
         input: &KeyRequestInput,
-        progress: Option<&UnboundedSender<Check>>,
+        progress: Option<&dyn Progress>,
     ) -> Result<(EncryptionKey, Checklist), DomainError> {
         let request = self.key_request(caller, project_id, input).await?;
         self.ensure_free_slot(caller, project_id, &request).await?;
@@ -292,7 +291,7 @@ impl Console {
         caller: &Caller,
         project_id: Uuid,
         request: &KeyRequest,
-        progress: Option<&UnboundedSender<Check>>,
+        progress: Option<&dyn Progress>,
     ) -> Result<Checklist, DomainError> {
         let provider = self.provider_for(&request.key_ref)?;
         let checklist = checks::run(

@@ -12,6 +12,7 @@ use crate::domain::page::{MAX_PAGE_SIZE, PageRequest};
 use crate::domain::{Console, DomainError, FieldError};
 use crate::http::AppState;
 use crate::http::api::ListBody;
+use crate::http::api::wire;
 use crate::http::auth::ApiCaller;
 use crate::http::errors::{ApiError, Problem};
 
@@ -76,7 +77,7 @@ impl AuditQuery {
     get, path = "/api/v1/audit-events", tag = "audit",
     params(AuditQuery),
     responses(
-        (status = 200, body = ListBody<AuditEvent>, description = "JSON page, or text/csv with format=csv"),
+        (status = 200, body = ListBody<wire::AuditEvent>, description = "JSON page, or text/csv with format=csv"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ),
@@ -101,7 +102,7 @@ pub async fn list(
     let page = PageRequest::parse(query.page_size.as_deref(), query.page_token.as_deref())?;
     let page = state.console.audit_events(&caller.0, &filter, page).await?;
     Ok(HttpResponse::Ok().json(ListBody {
-        items: page.items,
+        items: page.items.into_iter().map(wire::AuditEvent::from).collect(),
         next_page_token: page.next,
     }))
 }

@@ -6,11 +6,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::keys::checks::Checklist;
-use crate::domain::keys::policy::{AccessMode, AwsAccessPolicies};
-use crate::domain::keys::{AwsAccess, EncryptionKey, KeyRef, KeyRequestInput, KeyStatus, Provider};
+use crate::domain::keys::{AwsAccess, EncryptionKey, KeyRef};
 use crate::http::AppState;
 use crate::http::api::ListBody;
+use crate::http::api::wire::{
+    AccessMode, AwsAccessPolicies, Checklist, KeyRequestInput, KeyStatus, Provider,
+};
 use crate::http::auth::ApiCaller;
 use crate::http::errors::{ApiError, Problem};
 use crate::http::json::ApiJson;
@@ -54,13 +55,13 @@ impl From<EncryptionKey> for KeyBody {
         Self {
             id: k.id,
             project_id: k.project_id,
-            provider: k.key_ref.provider(),
+            provider: k.key_ref.provider().into(),
             region: k.region.as_str().to_owned(),
             key_arn,
             key_id,
-            access_mode: k.key_ref.access_mode(),
+            access_mode: k.key_ref.access_mode().map(AccessMode::from),
             role_arn,
-            status: k.status,
+            status: k.status.into(),
             last_checked_at: k.last_checked_at,
             last_error: k.last_error,
             created_by: k.created_by,
@@ -117,7 +118,7 @@ pub async fn aws_trust_policy(
             query.account_id.as_deref(),
         )
         .await?;
-    Ok(HttpResponse::Ok().json(policies))
+    Ok(HttpResponse::Ok().json(AwsAccessPolicies::from(policies)))
 }
 
 #[utoipa::path(
@@ -138,12 +139,12 @@ pub async fn test(
     path: web::Path<Uuid>,
     body: ApiJson<KeyRequestInput>,
 ) -> Result<HttpResponse, ApiError> {
-    let input = body.0;
+    let input = body.0.into();
     let checklist = state
         .console
         .test_key(&caller.0, path.into_inner(), &input, None)
         .await?;
-    Ok(HttpResponse::Ok().json(checklist))
+    Ok(HttpResponse::Ok().json(Checklist::from(checklist)))
 }
 
 #[utoipa::path(
@@ -165,7 +166,7 @@ pub async fn create(
     body: ApiJson<KeyRequestInput>,
 ) -> Result<HttpResponse, ApiError> {
     let project_id = path.into_inner();
-    let input = body.0;
+    let input = body.0.into();
     let (key, checks) = state
         .console
         .create_key(&caller.0, project_id, &input, None)
@@ -177,7 +178,7 @@ pub async fn create(
         ))
         .json(CreatedKeyBody {
             key: key.into(),
-            checks,
+            checks: checks.into(),
         }))
 }
 
@@ -271,7 +272,7 @@ pub async fn check(
         .await?;
     Ok(HttpResponse::Ok().json(CreatedKeyBody {
         key: key.into(),
-        checks,
+        checks: checks.into(),
     }))
 }
 
@@ -340,15 +341,15 @@ pub async fn v1beta_create(
     body: ApiJson<AwsCmekBody>,
 ) -> Result<HttpResponse, ApiError> {
     let project_id = path.into_inner();
-    let inputs: Vec<KeyRequestInput> = body
+    let inputs: Vec<crate::domain::keys::KeyRequestInput> = body
         .0
         .specs
         .into_iter()
-        .map(|spec| KeyRequestInput {
+        .map(|spec| crate::domain::keys::KeyRequestInput {
             provider: "aws_kms".into(),
             region: spec.region,
             key_arn: Some(spec.kms_arn),
-            ..KeyRequestInput::default()
+            ..crate::domain::keys::KeyRequestInput::default()
         })
         .collect();
     let created = state

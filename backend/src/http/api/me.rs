@@ -4,8 +4,9 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::domain::identity::{Actor, Role};
+use crate::domain::identity::Actor;
 use crate::http::AppState;
+use crate::http::api::wire::Role;
 use crate::http::auth::ApiCaller;
 use crate::http::errors::{ApiError, Problem};
 
@@ -70,6 +71,6 @@ pub async fn me(state: web::Data<AppState>, caller: ApiCaller) -> Result<HttpRes
             id: organization.id,
             name: organization.name,
         },
-        role: caller.role,
+        role: caller.role.into(),
     }))
 }

@@ -5,6 +5,7 @@ pub mod keys;
 pub mod me;
 pub mod openapi;
 pub mod projects;
+pub mod wire;
 
 use serde::{Deserialize, Serialize};
 

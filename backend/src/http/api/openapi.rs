@@ -5,10 +5,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::domain::FieldError;
-use crate::domain::audit::{AuditEvent, Outcome};
-use crate::domain::identity::Role;
-use crate::domain::projects::RevocationPolicy;
+use crate::http::api::wire::{AuditEvent, FieldError, Outcome, RevocationPolicy, Role};
 use crate::http::api::{audit, keys, me, projects};
 use crate::http::errors::Problem;
 

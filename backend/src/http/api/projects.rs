@@ -5,8 +5,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
-use crate::domain::projects::{NewProject, Project, ProjectChanges, RevocationPolicy};
+use crate::domain::projects::{NewProject, Project, ProjectChanges};
 use crate::http::AppState;
+use crate::http::api::wire::RevocationPolicy;
 use crate::http::api::{ListBody, PageQuery};
 use crate::http::auth::ApiCaller;
 use crate::http::errors::{ApiError, Problem};
@@ -31,7 +32,7 @@ impl From<Project> for ProjectBody {
             id: p.id,
             name: p.name.as_str().to_owned(),
             cmek_enabled: p.cmek_enabled,
-            revocation_policy: p.revocation_policy,
+            revocation_policy: p.revocation_policy.map(RevocationPolicy::from),
             created_by: p.created_by,
             created_at: p.created_at,
             updated_at: p.updated_at,

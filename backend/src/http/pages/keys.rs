@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::domain::identity::Caller;
 use crate::domain::keys::KeyRequestInput;
-use crate::domain::keys::checks::{Check, Checklist};
+use crate::domain::keys::checks::{Check, Checklist, Progress};
 use crate::domain::keys::policy::{AwsAccessPolicies, Statement};
 use crate::domain::keys::region::AWS_REGIONS;
 use crate::domain::local_kms::LocalKey;
@@ -311,6 +311,16 @@ fn refusal(err: DomainError) -> Result<Outcome, PageError> {
     }
 }
 
+/// The wizard's stream hears about each check through a channel.
+struct ToStream(tokio::sync::mpsc::UnboundedSender<Check>);
+
+impl Progress for ToStream {
+    fn completed(&self, check: &Check) {
+        // The browser may have gone; the checks go on and the result is still saved.
+        let _ = self.0.send(check.clone());
+    }
+}
+
 /// Step 4 with JavaScript: newline-delimited JSON, one `check` event as each check completes,
 /// then `done` (with where to go) or `refused` (field errors or a problem).
 pub async fn stream(
@@ -325,6 +335,7 @@ pub async fn stream(
     let caller = caller.0;
     console.may_request_keys(&caller, project_id).await?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Check>();
+    let tx = ToStream(tx);
     let task = actix_web::rt::spawn(async move {
         let input = form.input();
         let result = if form.action.as_deref() == Some("test") {

@@ -1,0 +1,256 @@
+//! The API's wire format for the domain's values: what clients send and receive, with the
+//! OpenAPI schemas, converted from the domain's types at the edge. The domain derives no
+//! schema; renaming a domain field cannot change what clients see (the OpenAPI snapshot test
+//! would show it anyway). Schema names match the types' names here.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain;
+use crate::domain::keys::checks as domain_checks;
+use crate::domain::keys::policy as domain_policy;
+
+/// Converts a domain enum into its wire twin, variant by variant.
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident from $domain:path { $($(#[$vmeta:meta])* $variant:ident),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),*
+        }
+
+        impl From<$domain> for $name {
+            fn from(value: $domain) -> Self {
+                match value {
+                    $(<$domain>::$variant => Self::$variant),*
+                }
+            }
+        }
+    };
+}
+
+wire_enum!(Role from domain::identity::Role { Owner, Member, Auditor });
+wire_enum!(Outcome from domain::audit::Outcome { Success, Denied, Failure });
+wire_enum!(
+    /// R10: what happens to running clusters when key access is revoked. Null on a project
+    /// means the provider's default (AWS keeps running, Azure stops).
+    RevocationPolicy from domain::projects::RevocationPolicy { KeepRunning, Stop }
+);
+wire_enum!(Provider from domain::keys::Provider { AwsKms, AzureKeyVault, Local });
+wire_enum!(KeyStatus from domain::keys::KeyStatus {
+    Active,
+    AccessDenied,
+    Disabled,
+    PendingDeletion,
+    NotFound,
+    Unreachable,
+});
+wire_enum!(AccessMode from domain_policy::AccessMode {
+    /// The key policy names the platform's account (TiDB Cloud).
+    KeyPolicy,
+    /// The customer's IAM role trusts the platform's account with an ExternalId (CockroachDB Cloud).
+    Role,
+});
+wire_enum!(CheckOutcome from domain_checks::CheckOutcome {
+    Pass,
+    Fail,
+    /// Not run, because an earlier check failed.
+    Skipped,
+    /// Information only; never blocks creation.
+    Info,
+});
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct FieldError {
+    /// The offending field, as named in the request (`name`, `revocation_policy`, ...).
+    pub field: String,
+    /// Why it was refused, in a sentence.
+    pub reason: String,
+}
+
+impl From<domain::FieldError> for FieldError {
+    fn from(e: domain::FieldError) -> Self {
+        Self {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditEvent {
+    pub seq: i64,
+    pub id: Uuid,
+    pub organization_id: Option<Uuid>,
+    pub occurred_at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: Outcome,
+    pub source_ip: Option<String>,
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+    /// The chain key that sealed the event.
+    pub key_id: Option<String>,
+}
+
+impl From<domain::audit::AuditEvent> for AuditEvent {
+    fn from(e: domain::audit::AuditEvent) -> Self {
+        Self {
+            seq: e.seq,
+            id: e.id,
+            organization_id: e.organization_id,
+            occurred_at: e.occurred_at,
+            actor: e.actor,
+            action: e.action,
+            target: e.target,
+            outcome: e.outcome.into(),
+            source_ip: e.source_ip,
+            detail: e.detail,
+            prev_hash: e.prev_hash,
+            hash: e.hash,
+            key_id: e.key_id,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Check {
+    /// Stable id: `reachable`, `enabled`, `key_spec`, `region`, `generate_data_key`,
+    /// `decrypt_round_trip`, `rotation`.
+    pub id: String,
+    pub title: String,
+    /// Whether the key can be created without this check passing.
+    pub required: bool,
+    pub outcome: CheckOutcome,
+    pub detail: String,
+    /// The KMS error code, when a KMS call failed.
+    pub code: Option<String>,
+    /// What to do about a failure, in one line.
+    pub fix: Option<String>,
+}
+
+impl From<domain_checks::Check> for Check {
+    fn from(c: domain_checks::Check) -> Self {
+        Self {
+            id: c.id.to_owned(),
+            title: c.title.to_owned(),
+            required: c.required,
+            outcome: c.outcome.into(),
+            detail: c.detail,
+            code: c.code,
+            fix: c.fix,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Checklist {
+    /// True when every required check passed.
+    pub passed: bool,
+    pub checks: Vec<Check>,
+}
+
+impl From<domain_checks::Checklist> for Checklist {
+    fn from(c: domain_checks::Checklist) -> Self {
+        Self {
+            passed: c.passed,
+            checks: c.checks.into_iter().map(Check::from).collect(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct Statement {
+    /// The statement's `Sid`.
+    pub sid: String,
+    /// What the statement allows and why it is needed.
+    pub explanation: String,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct PolicyDocument {
+    /// The file name of the download.
+    pub file_name: String,
+    pub title: String,
+    /// Where to paste it.
+    pub instructions: String,
+    #[schema(value_type = Object)]
+    pub policy: serde_json::Value,
+    pub statements: Vec<Statement>,
+}
+
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct AwsAccessPolicies {
+    pub mode: AccessMode,
+    /// The region the policy is for, or `*` for every region.
+    pub region: String,
+    pub platform_account_id: String,
+    /// In role mode: the `sts:ExternalId` the role must require (the organization id).
+    pub external_id: Option<String>,
+    pub documents: Vec<PolicyDocument>,
+}
+
+impl From<domain_policy::AwsAccessPolicies> for AwsAccessPolicies {
+    fn from(p: domain_policy::AwsAccessPolicies) -> Self {
+        Self {
+            mode: p.mode.into(),
+            region: p.region,
+            platform_account_id: p.platform_account_id,
+            external_id: p.external_id,
+            documents: p
+                .documents
+                .into_iter()
+                .map(|d| PolicyDocument {
+                    file_name: d.file_name,
+                    title: d.title,
+                    instructions: d.instructions,
+                    policy: d.policy,
+                    statements: d
+                        .statements
+                        .into_iter()
+                        .map(|s| Statement {
+                            sid: s.sid,
+                            explanation: s.explanation,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A key request as clients send it (every provider's fields; each uses its own). AWS:
+/// `provider: "aws_kms", region, key_arn, access_mode?, role_arn?`; local: `provider:
+/// "local", region, key_id`.
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRequestInput {
+    pub provider: String,
+    pub region: String,
+    pub key_arn: Option<String>,
+    pub access_mode: Option<String>,
+    pub role_arn: Option<String>,
+    pub vault_name: Option<String>,
+    pub key_name: Option<String>,
+    pub key_id: Option<String>,
+}
+
+impl From<KeyRequestInput> for domain::keys::KeyRequestInput {
+    fn from(b: KeyRequestInput) -> Self {
+        Self {
+            provider: b.provider,
+            region: b.region,
+            key_arn: b.key_arn,
+            access_mode: b.access_mode,
+            role_arn: b.role_arn,
+            vault_name: b.vault_name,
+            key_name: b.key_name,
+            key_id: b.key_id,
+        }
+    }
+}
