@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 use crate::domain::identity::Caller;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::ports::StoreError;
+use crate::domain::secrets::constant_time_eq;
 use crate::domain::{Console, DomainError};
 
 /// The `prev_hash` of the first event.
@@ -153,10 +154,6 @@ impl Checkpoint {
             constant_time_eq(expected.as_bytes(), self.signature.as_bytes())
         })
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -5,16 +5,13 @@
 
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use rand::RngCore;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::error::Rule;
+pub use crate::domain::secrets::{NewSecret, hash_secret};
 use crate::domain::{Console, DomainError};
 
 /// A sign-in link works once, for this long.
@@ -212,27 +209,6 @@ pub struct SessionPolicy {
     pub idle: Duration,
     /// A session ends this long after sign-in, used or not.
     pub max_age: Duration,
-}
-
-/// A credential in the clear, to hand out exactly once.
-pub struct NewSecret {
-    pub plaintext: String,
-    pub hash: String,
-}
-
-impl NewSecret {
-    /// 256 random bits, URL-safe, behind a prefix that says what the secret is.
-    pub fn generate(prefix: &str) -> Self {
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        let plaintext = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes));
-        let hash = hash_secret(&plaintext);
-        Self { plaintext, hash }
-    }
-}
-
-pub fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 fn to_chrono(d: Duration) -> chrono::Duration {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use zeroize::Zeroizing;
 
-use crate::domain::keys::KeyRef;
+use crate::domain::keys::{KeyRef, KeyStatus};
 
 /// A plaintext data key: in memory only, zeroized when dropped, redacted in `Debug`.
 pub struct PlaintextKey(Zeroizing<Vec<u8>>);
@@ -23,8 +23,7 @@ impl PlaintextKey {
 
     /// Constant-time comparison, for the round-trip check.
     pub fn same_as(&self, other: &PlaintextKey) -> bool {
-        let (a, b) = (self.expose(), other.expose());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        crate::domain::secrets::constant_time_eq(self.expose(), other.expose())
     }
 }
 
@@ -98,6 +97,21 @@ pub enum KmsError {
 }
 
 impl KmsError {
+    /// What this failure says about the key. Unreachable and throttled say nothing about the
+    /// key itself (never a revocation); a key the KMS refuses in some other way is one the
+    /// platform cannot use.
+    pub fn key_status(&self) -> KeyStatus {
+        match self {
+            KmsError::AccessDenied { .. }
+            | KmsError::WrongKeyUsage { .. }
+            | KmsError::Other { .. } => KeyStatus::AccessDenied,
+            KmsError::Disabled { .. } => KeyStatus::Disabled,
+            KmsError::PendingDeletion { .. } => KeyStatus::PendingDeletion,
+            KmsError::NotFound { .. } => KeyStatus::NotFound,
+            KmsError::Throttled { .. } | KmsError::Unreachable(_) => KeyStatus::Unreachable,
+        }
+    }
+
     /// The KMS error code to show users (`AccessDeniedException`, ...).
     pub fn code(&self) -> &str {
         match self {

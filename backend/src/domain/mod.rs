@@ -13,6 +13,7 @@ pub mod members;
 pub mod page;
 pub mod ports;
 pub mod projects;
+pub mod secrets;
 pub mod sso;
 
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::region::AwsRegion;
-use super::{AwsAccess, KeyRef};
+use super::{AwsAccess, KeyRef, KeyStatus};
 use crate::domain::kms::{EncryptionContext, KeyProvider, KeyState, KmsError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -44,6 +44,10 @@ pub struct Check {
     pub code: Option<String>,
     /// What to do about a failure, in one line.
     pub fix: Option<String>,
+    /// The key status a failure of this check shows (decided where the failure is known,
+    /// from the KMS error's kind or the key's state), not sent to clients.
+    #[serde(skip)]
+    pub shows: Option<KeyStatus>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -86,11 +90,24 @@ impl Run<'_> {
             detail,
             code: None,
             fix: None,
+            shows: None,
         });
     }
 
     fn fail(
         &mut self,
+        id: &'static str,
+        title: &'static str,
+        detail: String,
+        code: Option<String>,
+        fix: String,
+    ) {
+        self.fail_showing(None, id, title, detail, code, fix);
+    }
+
+    fn fail_showing(
+        &mut self,
+        shows: Option<KeyStatus>,
         id: &'static str,
         title: &'static str,
         detail: String,
@@ -105,6 +122,7 @@ impl Run<'_> {
             detail,
             code,
             fix: Some(fix),
+            shows,
         });
     }
 
@@ -116,7 +134,8 @@ impl Run<'_> {
         key: &KeyRef,
         region: &AwsRegion,
     ) {
-        self.fail(
+        self.fail_showing(
+            Some(err.key_status()),
             id,
             title,
             err.to_string(),
@@ -134,6 +153,7 @@ impl Run<'_> {
             detail: why.to_owned(),
             code: None,
             fix: None,
+            shows: None,
         });
     }
 }
@@ -180,11 +200,11 @@ pub async fn run(
             );
             match &description.state {
                 KeyState::Enabled => run.pass("enabled", ENABLED, "The key is enabled.".into()),
-                KeyState::Disabled => run.fail("enabled", ENABLED, "The key is disabled.".into(), Some("Disabled".into()),
+                KeyState::Disabled => run.fail_showing(Some(KeyStatus::Disabled), "enabled", ENABLED, "The key is disabled.".into(), Some("Disabled".into()),
                     "Enable the key in the KMS console (Key actions > Enable), then test again.".into()),
-                KeyState::PendingDeletion => run.fail("enabled", ENABLED, "The key is scheduled for deletion.".into(), Some("PendingDeletion".into()),
+                KeyState::PendingDeletion => run.fail_showing(Some(KeyStatus::PendingDeletion), "enabled", ENABLED, "The key is scheduled for deletion.".into(), Some("PendingDeletion".into()),
                     "Cancel the key deletion in the KMS console and enable the key, then test again.".into()),
-                KeyState::Other(state) => run.fail("enabled", ENABLED, format!("The key is in state {state}."), Some(state.clone()),
+                KeyState::Other(state) => run.fail_showing(Some(KeyStatus::Disabled), "enabled", ENABLED, format!("The key is in state {state}."), Some(state.clone()),
                     "Wait until the key is Enabled in the KMS console, then test again.".into()),
             }
             if description.spec == "SYMMETRIC_DEFAULT" && description.usage == "ENCRYPT_DECRYPT" {
@@ -250,6 +270,7 @@ pub async fn run(
         detail: rotation.0,
         code: rotation.1,
         fix: rotation.2,
+        shows: None,
     });
     let passed = run
         .checks
@@ -289,5 +310,108 @@ fn fix_for(err: &KmsError, key: &KeyRef, region: &AwsRegion) -> String {
         KmsError::Throttled { .. } => "The KMS is throttling requests: wait a minute and test again.".into(),
         KmsError::Unreachable(_) => "The KMS did not answer in time: check the console's network access to KMS and test again.".into(),
         KmsError::Other { .. } => "See the KMS error message above.".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::kms::{DataKey, KeyDescription, PlaintextKey};
+    use async_trait::async_trait;
+
+    /// A KMS that describes the key as told, or fails as told.
+    struct Fake {
+        describe: Result<KeyState, KmsError>,
+    }
+
+    #[async_trait]
+    impl KeyProvider for Fake {
+        async fn describe(&self, _: &KeyRef) -> Result<KeyDescription, KmsError> {
+            self.describe.clone().map(|state| KeyDescription {
+                key_id: "k".into(),
+                state,
+                spec: "SYMMETRIC_DEFAULT".into(),
+                usage: "ENCRYPT_DECRYPT".into(),
+                region: None,
+            })
+        }
+        async fn generate_data_key(
+            &self,
+            _: &KeyRef,
+            _: &EncryptionContext,
+        ) -> Result<DataKey, KmsError> {
+            Ok(DataKey {
+                plaintext: PlaintextKey::new(vec![1; 32]),
+                wrapped: vec![2; 40],
+            })
+        }
+        async fn decrypt_data_key(
+            &self,
+            _: &KeyRef,
+            _: &[u8],
+            _: &EncryptionContext,
+        ) -> Result<PlaintextKey, KmsError> {
+            Ok(PlaintextKey::new(vec![1; 32]))
+        }
+        async fn rotation_enabled(&self, _: &KeyRef) -> Result<Option<bool>, KmsError> {
+            Ok(None)
+        }
+    }
+
+    async fn status_after(describe: Result<KeyState, KmsError>) -> KeyStatus {
+        let key = KeyRef::Local {
+            key_id: uuid::Uuid::nil(),
+            organization_id: uuid::Uuid::nil(),
+        };
+        let region = AwsRegion::parse("region", "us-east-1").unwrap();
+        let checklist = run(
+            &Fake { describe },
+            &key,
+            &region,
+            &EncryptionContext::default(),
+            None,
+        )
+        .await;
+        KeyStatus::from_checklist(&checklist)
+    }
+
+    #[tokio::test]
+    async fn the_status_follows_the_kind_of_failure_not_its_code() {
+        assert_eq!(status_after(Ok(KeyState::Enabled)).await, KeyStatus::Active);
+        assert_eq!(
+            status_after(Ok(KeyState::Disabled)).await,
+            KeyStatus::Disabled
+        );
+        assert_eq!(
+            status_after(Ok(KeyState::PendingDeletion)).await,
+            KeyStatus::PendingDeletion
+        );
+        assert_eq!(
+            status_after(Err(KmsError::Throttled {
+                code: "SomethingNew".into()
+            }))
+            .await,
+            KeyStatus::Unreachable,
+            "throttling is never a revocation, whatever its code"
+        );
+        assert_eq!(
+            status_after(Err(KmsError::Unreachable("timed out".into()))).await,
+            KeyStatus::Unreachable
+        );
+        assert_eq!(
+            status_after(Err(KmsError::NotFound {
+                code: "NotFoundException".into()
+            }))
+            .await,
+            KeyStatus::NotFound
+        );
+        assert_eq!(
+            status_after(Err(KmsError::AccessDenied {
+                code: "AccessDeniedException".into(),
+                message: "no".into()
+            }))
+            .await,
+            KeyStatus::AccessDenied
+        );
     }
 }

@@ -155,23 +155,13 @@ impl KeyStatus {
         .find(|s| s.as_str() == raw)
     }
 
-    /// The status a checklist implies: its first failure decides.
+    /// The status a checklist implies: its first failure decides. A failure that names no
+    /// status (a key of the wrong kind or region, a round trip that does not match) means
+    /// the platform cannot use the key: access denied.
     pub fn from_checklist(checklist: &Checklist) -> Self {
-        let Some(failed) = checklist.first_failure() else {
-            return KeyStatus::Active;
-        };
-        match failed.code.as_deref() {
-            Some("Disabled" | "DisabledException") => KeyStatus::Disabled,
-            Some("PendingDeletion" | "KMSInvalidStateException") => KeyStatus::PendingDeletion,
-            Some("NotFoundException") => KeyStatus::NotFound,
-            Some(
-                "Unreachable"
-                | "ThrottlingException"
-                | "KMSInternalException"
-                | "DependencyTimeoutException",
-            ) => KeyStatus::Unreachable,
-            _ if failed.id == "enabled" => KeyStatus::Disabled,
-            _ => KeyStatus::AccessDenied,
+        match checklist.first_failure() {
+            None => KeyStatus::Active,
+            Some(failed) => failed.shows.unwrap_or(KeyStatus::AccessDenied),
         }
     }
 }

@@ -7,6 +7,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use crate::domain::identity::SignIn;
+use crate::domain::secrets::constant_time_eq;
 use crate::http::AppState;
 use crate::http::auth::{PageCaller, expired_session_cookie, session_cookie, source_ip};
 use crate::http::errors::PageError;
@@ -212,10 +213,6 @@ pub async fn sso_callback(
         Ok(token) => signed_in(&state, token),
         Err(message) => sign_in_page(&state, StatusCode::UNAUTHORIZED, Some(&message)),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub async fn sign_out(
