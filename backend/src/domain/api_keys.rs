@@ -53,7 +53,7 @@ impl Console {
         role: Role,
     ) -> Result<IssuedApiKey, DomainError> {
         caller.require_owner("create API keys")?;
-        let name = parse_key_name(name)?;
+        let name = crate::domain::parse_display_name("name", name, 64)?;
         let now = self.clock.now();
         let secret = NewSecret::generate("cmek_");
         let key = ApiKey {
@@ -101,18 +101,4 @@ impl Console {
             Err(DomainError::NotFound("API key"))
         }
     }
-}
-
-fn parse_key_name(name: &str) -> Result<String, DomainError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 64 {
-        return Err(DomainError::invalid("name", "must be 1 to 64 characters"));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(DomainError::invalid(
-            "name",
-            "must not contain control characters",
-        ));
-    }
-    Ok(name.to_owned())
 }

@@ -98,15 +98,12 @@ impl Console {
     ) -> Result<LocalKey, DomainError> {
         caller.require_owner("manage encryption keys")?;
         let admin = self.local_admin()?;
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-            return Err(DomainError::invalid("name", "must be 1 to 64 characters"));
-        }
+        let name = crate::domain::parse_display_name("name", name, 64)?;
         let now = self.clock.now();
         let key = LocalKey {
             id: Uuid::now_v7(),
             organization_id: caller.organization_id,
-            name: name.to_owned(),
+            name,
             enabled: true,
             version: 1,
             created_at: now,

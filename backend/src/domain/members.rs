@@ -246,15 +246,12 @@ impl Console {
         name: &str,
         owner_email: &str,
     ) -> Result<(Organization, Invitation), DomainError> {
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-            return Err(DomainError::invalid("name", "must be 1 to 100 characters"));
-        }
+        let name = crate::domain::parse_display_name("name", name, 100)?;
         let email = parse_email(owner_email).map_err(|e| DomainError::Invalid(vec![e]))?;
         let now = self.clock.now();
         let organization = Organization {
             id: Uuid::now_v7(),
-            name: name.to_owned(),
+            name,
             created_at: now,
         };
         let invitation = Invitation {

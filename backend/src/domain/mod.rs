@@ -36,6 +36,28 @@ pub struct Console {
     audit_keys: audit::ChainKeys,
 }
 
+/// A display name (API key, local key, organization): trimmed, 1 to `max` characters, no
+/// control characters; the same rule and the same words everywhere.
+pub fn parse_display_name(field: &str, raw: &str, max: usize) -> Result<String, DomainError> {
+    let name = raw.trim();
+    if name.is_empty() {
+        return Err(DomainError::invalid(field, "is required"));
+    }
+    if name.chars().count() > max {
+        return Err(DomainError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(DomainError::invalid(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
 /// What the console refuses to do in production (R3: the built-in `local` KMS).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Environment {
@@ -79,6 +101,11 @@ impl Console {
 
     pub fn sso_enabled(&self) -> bool {
         self.sso.is_some()
+    }
+
+    /// The console's clock, for pages that show how old or how near something is.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
     }
 
     /// Readiness: the database answers.

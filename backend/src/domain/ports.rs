@@ -253,7 +253,7 @@ pub trait Store: Send + Sync {
 
     // Audit.
     async fn append_audit(&self, audit: AuditDraft) -> Result<(), StoreError>;
-    /// Events of one organization, oldest first, after `page.after`.
+    /// Events of one organization, newest first, after `page.after`.
     async fn audit_events(
         &self,
         organization_id: Uuid,

@@ -43,6 +43,16 @@ pub struct WizardForm {
 }
 
 impl WizardForm {
+    /// The region the policy is for: the chosen one, or `*` when one policy is to serve
+    /// every region (the API's spelling of that scope).
+    fn policy_region(&self) -> &str {
+        if Self::text(&self.scope) == "all" {
+            "*"
+        } else {
+            Self::text(&self.region)
+        }
+    }
+
     fn input(&self) -> KeyRequestInput {
         KeyRequestInput {
             provider: self.provider.clone().unwrap_or_default(),
@@ -170,11 +180,7 @@ async fn render(
     let mut policies = Vec::new();
     let mut external_id = None;
     if WizardForm::text(&form.provider) == "aws_kms" && !WizardForm::text(&form.region).is_empty() {
-        let region = if WizardForm::text(&form.scope) == "all" {
-            "*"
-        } else {
-            WizardForm::text(&form.region)
-        };
+        let region = form.policy_region();
         match console
             .aws_access_policies(
                 caller,
@@ -414,11 +420,7 @@ pub async fn download(
     form: web::Query<WizardForm>,
 ) -> Result<HttpResponse, PageError> {
     let (project_id, index) = path.into_inner();
-    let region = if WizardForm::text(&form.scope) == "all" {
-        "*"
-    } else {
-        WizardForm::text(&form.region)
-    };
+    let region = form.policy_region();
     let policies = state
         .console
         .aws_access_policies(

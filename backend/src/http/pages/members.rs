@@ -104,7 +104,7 @@ async fn render(
     } else {
         Vec::new()
     };
-    let now = chrono::Utc::now();
+    let now = state.console.now();
     let chrome = Chrome::load(&state.console, &caller.0, "members").await?;
     html_status(
         status,
