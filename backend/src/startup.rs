@@ -12,7 +12,7 @@ use crate::domain::clock::{Clock, SystemClock};
 use crate::domain::keys::KmsProviders;
 use crate::domain::kms::KeyProvider;
 use crate::domain::local_kms::LocalKeyAdmin;
-use crate::domain::ports::{Store, StoreError};
+use crate::domain::ports::{AuditStore, StoreError};
 use crate::domain::{Console, DomainError, Policy};
 use crate::http::forwarded::TrustedProxies;
 use crate::http::metrics::Metrics;

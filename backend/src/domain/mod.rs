@@ -13,8 +13,12 @@ pub mod members;
 pub mod page;
 pub mod ports;
 pub mod projects;
+#[cfg(test)]
+mod rule_tests;
 pub mod secrets;
 pub mod sso;
+#[cfg(test)]
+pub mod testing;
 
 use std::sync::Arc;
 

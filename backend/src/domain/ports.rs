@@ -52,13 +52,18 @@ pub enum StoreError {
     Damaged(String),
 }
 
+/// Everything the domain needs from storage, one port per aggregate. The sea-orm adapter in
+/// `store/` implements each; `domain::testing` holds an in-memory one for fast rule tests.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: MemberStore + CredentialStore + ProjectStore + KeyStore + AuditStore {
     /// Readiness: the database answers, and (SQLite) its file passed an integrity check
     /// recently.
     async fn ping(&self) -> Result<(), StoreError>;
+}
 
-    // Organizations and people.
+/// Organizations and the people in them: memberships, roles, invitations.
+#[async_trait]
+pub trait MemberStore: Send + Sync {
     async fn organizations(&self) -> Result<Vec<Organization>, StoreError>;
     async fn organization(&self, id: Uuid) -> Result<Option<Organization>, StoreError>;
     /// Creates the first organization with its owner unless an owner exists already (another
@@ -72,7 +77,6 @@ pub trait Store: Send + Sync {
     /// The oldest owner of the oldest organization: who the bootstrap link is for.
     async fn first_owner(&self) -> Result<Option<User>, StoreError>;
     async fn user(&self, id: Uuid) -> Result<Option<User>, StoreError>;
-
     /// Every membership of the person with this single sign-on identity.
     async fn users_by_identity(&self, issuer: &str, subject: &str)
     -> Result<Vec<User>, StoreError>;
@@ -81,15 +85,6 @@ pub trait Store: Send + Sync {
     /// same single sign-on identity), with their membership in each, by organization name.
     async fn memberships(&self, user_id: Uuid) -> Result<Vec<(Organization, Uuid)>, StoreError>;
     /// Opens a session (and records the sign-in time) with its audit event.
-    async fn open_session(&self, session: &Session, audit: AuditDraft) -> Result<(), StoreError>;
-    /// Moves a session to the person's membership of another organization.
-    async fn switch_session_user(
-        &self,
-        session_id: Uuid,
-        user_id: Uuid,
-        audit: AuditDraft,
-    ) -> Result<(), StoreError>;
-    /// Changes a member's role unless that leaves the organization without an owner.
     async fn change_role(
         &self,
         organization_id: Uuid,
@@ -104,8 +99,6 @@ pub trait Store: Send + Sync {
         user_id: Uuid,
         audit: AuditDraft,
     ) -> Result<MembershipChange, StoreError>;
-
-    // Invitations.
     async fn insert_organization_with_invitation(
         &self,
         organization: &Organization,
@@ -134,8 +127,21 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
         audit: AuditDraft,
     ) -> Result<bool, StoreError>;
+}
 
-    // Sign-in links.
+/// How people and scripts prove who they are: sign-in links, sessions, API keys, and the
+/// sign-in rate limits.
+#[async_trait]
+pub trait CredentialStore: Send + Sync {
+    async fn open_session(&self, session: &Session, audit: AuditDraft) -> Result<(), StoreError>;
+    /// Moves a session to the person's membership of another organization.
+    async fn switch_session_user(
+        &self,
+        session_id: Uuid,
+        user_id: Uuid,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    /// Changes a member's role unless that leaves the organization without an owner.
     /// Stores a new link; the user's unexpired unused links keep working (a link already
     /// printed must not break), expired ones are deleted.
     async fn insert_sign_in_link(
@@ -153,13 +159,9 @@ pub trait Store: Send + Sync {
         session: &Session,
         audit: AuditDraft,
     ) -> Result<bool, StoreError>;
-
-    // Browser sessions.
     async fn session(&self, token_hash: &str) -> Result<Option<Session>, StoreError>;
     async fn touch_session(&self, id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError>;
     async fn delete_session(&self, id: Uuid, audit: AuditDraft) -> Result<(), StoreError>;
-
-    // API keys.
     async fn insert_api_key(&self, key: &ApiKey, audit: AuditDraft) -> Result<(), StoreError>;
     async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError>;
     async fn api_keys(&self, organization_id: Uuid) -> Result<Vec<ApiKey>, StoreError>;
@@ -172,8 +174,17 @@ pub trait Store: Send + Sync {
         audit: AuditDraft,
     ) -> Result<bool, StoreError>;
     async fn touch_api_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Counts one attempt in `bucket`'s window starting at `window_start`; returns the count.
+    async fn count_attempt(
+        &self,
+        bucket: &str,
+        window_start: DateTime<Utc>,
+    ) -> Result<u32, StoreError>;
+}
 
-    // Projects.
+/// Projects (R1: CMEK is chosen at creation).
+#[async_trait]
+pub trait ProjectStore: Send + Sync {
     async fn insert_project(&self, project: &Project, audit: AuditDraft) -> Result<(), StoreError>;
     async fn project(&self, organization_id: Uuid, id: Uuid)
     -> Result<Option<Project>, StoreError>;
@@ -183,8 +194,11 @@ pub trait Store: Send + Sync {
         page: PageRequest,
     ) -> Result<Vec<Project>, StoreError>;
     async fn update_project(&self, project: &Project, audit: AuditDraft) -> Result<(), StoreError>;
+}
 
-    // Encryption keys.
+/// Encryption keys (R4 by unique index) and the local KMS's keys.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
     /// Conflict when the project already has a key for the provider and region (R4).
     async fn insert_key(&self, key: &EncryptionKey, audit: AuditDraft) -> Result<(), StoreError>;
     /// Several keys and their events in one transaction: all or none.
@@ -217,8 +231,6 @@ pub trait Store: Send + Sync {
         error: Option<String>,
         audit: AuditDraft,
     ) -> Result<(), StoreError>;
-
-    // The local KMS's keys: the material arrives sealed by `kms::local`.
     async fn insert_local_key(
         &self,
         key: &LocalKey,
@@ -242,16 +254,11 @@ pub trait Store: Send + Sync {
         now: DateTime<Utc>,
         audit: AuditDraft,
     ) -> Result<bool, StoreError>;
+}
 
-    // Rate limits, shared by every console process on the database.
-    /// Counts one attempt in `bucket`'s window starting at `window_start`; returns the count.
-    async fn count_attempt(
-        &self,
-        bucket: &str,
-        window_start: DateTime<Utc>,
-    ) -> Result<u32, StoreError>;
-
-    // Audit.
+/// The tamper-evident audit log.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     async fn append_audit(&self, audit: AuditDraft) -> Result<(), StoreError>;
     /// Events of one organization, newest first, after `page.after`.
     async fn audit_events(

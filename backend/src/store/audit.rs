@@ -2,6 +2,9 @@
 //! lock), read by organization or in chain order, and the one-time re-sealing of events
 //! from before the chain was keyed.
 
+use super::SeaStore;
+use crate::domain::ports::AuditStore;
+use async_trait::async_trait;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
@@ -205,5 +208,37 @@ pub async fn reseal_legacy(db: &impl ConnectionTrait, key: &ChainKey) -> Result<
         if (batch.len() as u64) < BATCH {
             return Ok(count);
         }
+    }
+}
+
+#[async_trait]
+impl AuditStore for SeaStore {
+    async fn append_audit(&self, audit: AuditDraft) -> Result<(), StoreError> {
+        audited!(self, audit, |_txn| ((), true))
+    }
+
+    async fn audit_events(
+        &self,
+        organization_id: Uuid,
+        filter: &AuditFilter,
+        page: PageRequest,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        super::audit::list(&self.db, organization_id, filter, page).await
+    }
+
+    async fn audit_chain(&self, from_seq: i64, limit: u64) -> Result<Vec<ChainRow>, StoreError> {
+        super::audit::chain(&self.db, from_seq, limit).await
+    }
+
+    async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        super::audit::head(&self.db).await
+    }
+
+    async fn reseal_legacy_audit_chain(&self) -> Result<u64, StoreError> {
+        let write = self.begin().await?;
+        let count = super::audit::reseal_legacy(&write.txn, write.key).await?;
+        write.txn.commit().await?;
+        self.cache.changed();
+        Ok(count)
     }
 }

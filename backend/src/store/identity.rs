@@ -1,5 +1,9 @@
 //! Organizations, users, sign-in links, sessions and API keys.
 
+use super::SeaStore;
+use crate::domain::audit::AuditDraft;
+use crate::domain::ports::CredentialStore;
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -323,4 +327,123 @@ pub async fn touch_api_key(
         .exec(db)
         .await?;
     Ok(())
+}
+
+#[async_trait]
+impl CredentialStore for SeaStore {
+    async fn open_session(&self, session: &Session, audit: AuditDraft) -> Result<(), StoreError> {
+        audited!(self, audit, |txn| {
+            super::identity::open_session(txn, session, session.created_at).await?;
+            ((), true)
+        })
+    }
+
+    async fn switch_session_user(
+        &self,
+        session_id: Uuid,
+        user_id: Uuid,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        audited!(self, audit, |txn| {
+            super::members::set_session_user(txn, session_id, user_id).await?;
+            ((), true)
+        })
+    }
+
+    async fn insert_sign_in_link(
+        &self,
+        link: &SignInLink,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        audited!(self, audit, |txn| {
+            super::identity::insert_sign_in_link(txn, link).await?;
+            ((), true)
+        })
+    }
+
+    async fn sign_in_link(&self, token_hash: &str) -> Result<Option<SignInLink>, StoreError> {
+        super::identity::sign_in_link(&self.db, token_hash).await
+    }
+
+    async fn redeem_sign_in_link(
+        &self,
+        link_id: Uuid,
+        now: DateTime<Utc>,
+        session: &Session,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        audited!(self, audit, |txn| {
+            let happened = super::identity::redeem_sign_in_link(txn, link_id, now, session).await?;
+            (happened, happened)
+        })
+    }
+
+    async fn session(&self, token_hash: &str) -> Result<Option<Session>, StoreError> {
+        cached_if_found!(
+            self,
+            sessions,
+            token_hash.to_owned(),
+            super::identity::session(&self.db, token_hash).await?
+        )
+    }
+
+    async fn touch_session(&self, id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError> {
+        super::identity::touch_session(&self.db, id, now).await?;
+        self.cache.session_seen(id, now);
+        Ok(())
+    }
+
+    async fn delete_session(&self, id: Uuid, audit: AuditDraft) -> Result<(), StoreError> {
+        audited!(self, audit, |txn| {
+            super::identity::delete_session(txn, id).await?;
+            ((), true)
+        })
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey, audit: AuditDraft) -> Result<(), StoreError> {
+        audited!(self, audit, |txn| {
+            super::identity::insert_api_key(txn, key).await?;
+            ((), true)
+        })
+    }
+
+    async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        cached_if_found!(
+            self,
+            api_keys,
+            key_hash.to_owned(),
+            super::identity::api_key_by_hash(&self.db, key_hash).await?
+        )
+    }
+
+    async fn api_keys(&self, organization_id: Uuid) -> Result<Vec<ApiKey>, StoreError> {
+        super::identity::api_keys(&self.db, organization_id).await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        audited!(self, audit, |txn| {
+            let happened = super::identity::revoke_api_key(txn, organization_id, id, now).await?;
+            (happened, happened)
+        })
+    }
+
+    async fn touch_api_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError> {
+        super::identity::touch_api_key(&self.db, id, now).await?;
+        self.cache.api_key_used(id, now);
+        Ok(())
+    }
+
+    async fn count_attempt(
+        &self,
+        bucket: &str,
+        window_start: DateTime<Utc>,
+    ) -> Result<u32, StoreError> {
+        super::rate_limits::count(&self.db, bucket, window_start).await
+    }
 }

@@ -1,5 +1,10 @@
 //! Encryption keys, scoped by organization in every query.
 
+use super::SeaStore;
+use crate::domain::audit::AuditDraft;
+use crate::domain::local_kms::LocalKey;
+use crate::domain::ports::KeyStore;
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -143,4 +148,112 @@ pub async fn update_status(
         .exec(db)
         .await?;
     Ok(())
+}
+
+#[async_trait]
+impl KeyStore for SeaStore {
+    async fn insert_key(&self, key: &EncryptionKey, audit: AuditDraft) -> Result<(), StoreError> {
+        audited!(self, audit, |txn| {
+            super::keys::insert(txn, key).await?;
+            ((), true)
+        })
+    }
+
+    async fn insert_keys(
+        &self,
+        keys: &[EncryptionKey],
+        events: Vec<AuditDraft>,
+    ) -> Result<(), StoreError> {
+        audited!(self, events: events.clone(), |txn| {
+            for key in keys {
+                super::keys::insert(txn, key).await?;
+            }
+            ((), true)
+        })
+    }
+
+    async fn keys(
+        &self,
+        organization_id: Uuid,
+        project_id: Uuid,
+    ) -> Result<Vec<EncryptionKey>, StoreError> {
+        cached!(
+            self,
+            keys,
+            (organization_id, project_id),
+            super::keys::list(&self.db, organization_id, project_id).await?
+        )
+    }
+
+    async fn key(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<EncryptionKey>, StoreError> {
+        super::keys::get(&self.db, organization_id, id).await
+    }
+
+    async fn delete_key(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        audited!(self, audit, |txn| {
+            super::keys::delete(txn, organization_id, id).await?;
+            ((), true)
+        })
+    }
+
+    async fn update_key_status(
+        &self,
+        id: Uuid,
+        status: KeyStatus,
+        checked_at: DateTime<Utc>,
+        error: Option<String>,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        audited!(self, audit, |txn| {
+            super::keys::update_status(txn, id, status, checked_at, error.clone()).await?;
+            ((), true)
+        })
+    }
+
+    async fn insert_local_key(
+        &self,
+        key: &LocalKey,
+        material: Vec<u8>,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        audited!(self, audit, |txn| {
+            super::local_kms::create(txn, key, material.clone()).await?;
+            ((), true)
+        })
+    }
+
+    async fn set_local_key_enabled(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        enabled: bool,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        audited!(self, audit, |txn| {
+            let found = super::local_kms::set_enabled(txn, organization_id, id, enabled).await?;
+            (found, found)
+        })
+    }
+
+    async fn rotate_local_key(
+        &self,
+        key: &LocalKey,
+        material: Vec<u8>,
+        now: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        audited!(self, audit, |txn| {
+            let rotated = super::local_kms::rotate(txn, key, material.clone(), now).await?;
+            (rotated, rotated)
+        })
+    }
 }

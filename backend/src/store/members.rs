@@ -1,5 +1,9 @@
 //! Memberships (users rows), single sign-on identities and invitations.
 
+use super::SeaStore;
+use crate::domain::audit::AuditDraft;
+use crate::domain::ports::MemberStore;
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -295,4 +299,152 @@ pub async fn revoke_invitation(
         .exec(db)
         .await?;
     Ok(revoked.rows_affected == 1)
+}
+
+#[async_trait]
+impl MemberStore for SeaStore {
+    async fn organizations(&self) -> Result<Vec<Organization>, StoreError> {
+        super::identity::organizations(&self.db).await
+    }
+
+    async fn organization(&self, id: Uuid) -> Result<Option<Organization>, StoreError> {
+        cached_if_found!(
+            self,
+            organizations,
+            id,
+            super::identity::organization(&self.db, id).await?
+        )
+    }
+
+    async fn create_first_organization(
+        &self,
+        organization: &Organization,
+        owner: &User,
+        audit: AuditDraft,
+    ) -> Result<User, StoreError> {
+        audited!(self, audit, |txn| {
+            match super::identity::first_owner(txn).await? {
+                Some(existing) => (existing, false),
+                None => {
+                    super::identity::insert_organization(txn, organization, Some(owner)).await?;
+                    (owner.clone(), true)
+                }
+            }
+        })
+    }
+
+    async fn first_owner(&self) -> Result<Option<User>, StoreError> {
+        super::identity::first_owner(&self.db).await
+    }
+
+    async fn user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+        cached_if_found!(self, users, id, super::identity::user(&self.db, id).await?)
+    }
+
+    async fn users_by_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Vec<User>, StoreError> {
+        super::members::users_by_identity(&self.db, issuer, subject).await
+    }
+
+    async fn users(&self, organization_id: Uuid) -> Result<Vec<User>, StoreError> {
+        super::members::users(&self.db, organization_id).await
+    }
+
+    async fn memberships(&self, user_id: Uuid) -> Result<Vec<(Organization, Uuid)>, StoreError> {
+        cached!(
+            self,
+            memberships,
+            user_id,
+            super::members::memberships(&self.db, user_id).await?
+        )
+    }
+
+    async fn change_role(
+        &self,
+        organization_id: Uuid,
+        user_id: Uuid,
+        role: Role,
+        audit: AuditDraft,
+    ) -> Result<MembershipChange, StoreError> {
+        audited!(self, audit, |txn| {
+            let change = super::members::change_role(txn, organization_id, user_id, role).await?;
+            let done = change == MembershipChange::Done;
+            (change, done)
+        })
+    }
+
+    async fn remove_user(
+        &self,
+        organization_id: Uuid,
+        user_id: Uuid,
+        audit: AuditDraft,
+    ) -> Result<MembershipChange, StoreError> {
+        audited!(self, audit, |txn| {
+            let change = super::members::remove_user(txn, organization_id, user_id).await?;
+            let done = change == MembershipChange::Done;
+            (change, done)
+        })
+    }
+
+    async fn insert_organization_with_invitation(
+        &self,
+        organization: &Organization,
+        invitation: &Invitation,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        audited!(self, audit, |txn| {
+            super::identity::insert_organization(txn, organization, None).await?;
+            super::members::insert_invitation(txn, invitation).await?;
+            ((), true)
+        })
+    }
+
+    async fn insert_invitation(
+        &self,
+        invitation: &Invitation,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        audited!(self, audit, |txn| {
+            super::members::close_expired_invitations(txn, invitation).await?;
+            super::members::insert_invitation(txn, invitation).await?;
+            ((), true)
+        })
+    }
+
+    async fn invitations(&self, organization_id: Uuid) -> Result<Vec<Invitation>, StoreError> {
+        super::members::invitations(&self.db, organization_id).await
+    }
+
+    async fn invitations_for_email(&self, email: &str) -> Result<Vec<Invitation>, StoreError> {
+        super::members::invitations_for_email(&self.db, email).await
+    }
+
+    async fn accept_invitation(
+        &self,
+        id: Uuid,
+        user: &User,
+        now: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        audited!(self, audit, |txn| {
+            let happened = super::members::accept_invitation(txn, id, user, now).await?;
+            (happened, happened)
+        })
+    }
+
+    async fn revoke_invitation(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        audited!(self, audit, |txn| {
+            let happened = super::members::revoke_invitation(txn, organization_id, id, now).await?;
+            (happened, happened)
+        })
+    }
 }

@@ -1,5 +1,9 @@
 //! Projects, scoped by organization in every query.
 
+use super::SeaStore;
+use crate::domain::audit::AuditDraft;
+use crate::domain::ports::ProjectStore;
+use async_trait::async_trait;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -92,4 +96,47 @@ pub async fn list(
         query = query.filter(projects::Column::Id.gt(after));
     }
     query.all(db).await?.into_iter().map(from_model).collect()
+}
+
+#[async_trait]
+impl ProjectStore for SeaStore {
+    async fn insert_project(&self, project: &Project, audit: AuditDraft) -> Result<(), StoreError> {
+        audited!(self, audit, |txn| {
+            super::projects::insert(txn, project).await?;
+            ((), true)
+        })
+    }
+
+    async fn project(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<Project>, StoreError> {
+        cached!(
+            self,
+            project,
+            (organization_id, id),
+            super::projects::get(&self.db, organization_id, id).await?
+        )
+    }
+
+    async fn projects(
+        &self,
+        organization_id: Uuid,
+        page: PageRequest,
+    ) -> Result<Vec<Project>, StoreError> {
+        cached!(
+            self,
+            projects,
+            (organization_id, page.after, page.size),
+            super::projects::list(&self.db, organization_id, page).await?
+        )
+    }
+
+    async fn update_project(&self, project: &Project, audit: AuditDraft) -> Result<(), StoreError> {
+        audited!(self, audit, |txn| {
+            super::projects::update(txn, project).await?;
+            ((), true)
+        })
+    }
 }
