@@ -404,7 +404,7 @@ async fn a_database_restart_mid_burst_fails_fast_with_503_and_loses_no_answered_
 async fn the_sign_in_rate_limit_holds_across_two_instances() {
     let first = spawn_app().await;
     let second = first.another_instance().await;
-    let limit = cmek_console::domain::identity::SIGN_IN_ATTEMPTS as usize;
+    let limit = cmek_console::domain::sign_in::SIGN_IN_ATTEMPTS as usize;
 
     let mut statuses = Vec::new();
     for i in 0..=limit {
@@ -467,7 +467,7 @@ async fn forwarding_headers_count_only_from_a_trusted_proxy() {
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_client_address_has_its_own_rate_limit() {
     let app = crate::helpers::spawn_app_with(&[("CMEK_TRUSTED_PROXIES", "127.0.0.1")]).await;
-    let limit = cmek_console::domain::identity::SIGN_IN_ATTEMPTS;
+    let limit = cmek_console::domain::sign_in::SIGN_IN_ATTEMPTS;
     let attempt = |client: &'static str| {
         app.browser()
             .post(app.url("/sign-in/link"))

@@ -586,7 +586,7 @@ async fn sign_in_attempts_are_rate_limited_per_address() {
     let browser = app.browser();
 
     let mut last = None;
-    for _ in 0..=cmek_console::domain::identity::SIGN_IN_ATTEMPTS {
+    for _ in 0..=cmek_console::domain::sign_in::SIGN_IN_ATTEMPTS {
         last = Some(app.redeem_link(&browser, "x?token=guess").await);
     }
 

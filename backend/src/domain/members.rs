@@ -1,14 +1,14 @@
-//! Members and invitations: owners invite an email with a role; the invitee joins on their
-//! first single sign-on with that verified email. Owners change roles and remove members;
-//! the last owner of an organization can be neither demoted nor removed. A person who
-//! belongs to several organizations switches between them.
+//! Members and invitations: owners invite an email with a role (one pending invitation per
+//! email); the invitee joins on their first single sign-on with that verified email. Owners
+//! change roles and remove members; the last owner of an organization can be neither
+//! demoted nor removed, across every console process (the guard runs inside the write).
 
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
 
-use crate::domain::audit::{AuditDraft, Outcome};
+use crate::domain::audit::AuditDraft;
 use crate::domain::error::Rule;
-use crate::domain::identity::{Actor, Caller, Organization, Role, User, organization_created};
+use crate::domain::identity::{Caller, Role, User};
 use crate::domain::ports::{Constraint, StoreError};
 use crate::domain::sso::SsoIdentity;
 use crate::domain::{Console, DomainError, FieldError};
@@ -61,23 +61,6 @@ pub fn parse_email(raw: &str) -> Result<String, FieldError> {
     }
 }
 
-/// Why a single sign-on found no way in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SsoRefusal {
-    /// No membership and no pending invitation for a verified email.
-    NotInvited,
-}
-
-impl SsoRefusal {
-    pub fn message(self) -> &'static str {
-        match self {
-            SsoRefusal::NotInvited => {
-                "Your identity provider signed you in, but you are not a member of any organization here. Ask an Organization Owner to invite your email address."
-            }
-        }
-    }
-}
-
 fn last_owner() -> DomainError {
     DomainError::Conflict {
         rule: Rule::LastOwner,
@@ -89,112 +72,9 @@ fn last_owner() -> DomainError {
 }
 
 impl Console {
-    fn identity_provider(&self) -> Result<&dyn crate::domain::sso::IdentityProvider, DomainError> {
-        self.sso
-            .as_deref()
-            .ok_or(DomainError::NotFound("single sign-on"))
-    }
-
-    /// The first leg of single sign-on: where to send the browser, and what to remember.
-    pub async fn sso_start(
-        &self,
-        redirect_uri: &str,
-    ) -> Result<Result<crate::domain::sso::SsoStart, crate::domain::sso::SsoError>, DomainError>
-    {
-        Ok(self.identity_provider()?.start(redirect_uri).await)
-    }
-
-    /// Records a single sign-on refused before the provider was asked (a forged state).
-    pub async fn sso_refused(
-        &self,
-        reason: &str,
-        source_ip: Option<String>,
-    ) -> Result<(), DomainError> {
-        let now = self.clock.now();
-        let target = "identity/unverified".to_owned();
-        self.record(
-            AuditDraft::new("sso:unknown".into(), None, now, "session.sign_in", target)
-                .from_address(source_ip)
-                .outcome(Outcome::Denied)
-                .detail(serde_json::json!({ "method": "sso", "reason": reason })),
-        )
-        .await
-    }
-
-    /// The callback: exchanges the code, verifies the ID token, and signs the person in.
-    pub async fn sso_finish(
-        &self,
-        redirect_uri: &str,
-        code: &str,
-        pkce_verifier: &str,
-        nonce: &str,
-        source_ip: Option<String>,
-    ) -> Result<Result<String, String>, DomainError> {
-        let identity = match self
-            .identity_provider()?
-            .finish(redirect_uri, code, pkce_verifier, nonce)
-            .await
-        {
-            Ok(identity) => identity,
-            Err(err) => {
-                self.sso_refused(&err.to_string(), source_ip).await?;
-                return Ok(Err(match err {
-                    crate::domain::sso::SsoError::Unavailable(_) => "The identity provider could not be reached. Try again in a moment.".into(),
-                    crate::domain::sso::SsoError::Rejected(_) => "The identity provider's answer could not be verified, so you were not signed in.".into(),
-                }));
-            }
-        };
-        Ok(self
-            .sign_in_with_sso(&identity, source_ip)
-            .await?
-            .map_err(|r| r.message().to_owned()))
-    }
-
-    /// Signs in a verified identity and returns the session token: pending invitations for its verified email are accepted
-    /// first, then the session opens in the organization used most recently.
-    pub async fn sign_in_with_sso(
-        &self,
-        identity: &SsoIdentity,
-        source_ip: Option<String>,
-    ) -> Result<Result<String, SsoRefusal>, DomainError> {
-        let now = self.clock.now();
-        let mut memberships = self
-            .store
-            .users_by_identity(&identity.issuer, &identity.subject)
-            .await?;
-        let member_of: Vec<Uuid> = memberships.iter().map(|u| u.organization_id).collect();
-        let joined = self
-            .join_by_invitation(identity, &member_of, now, source_ip.clone())
-            .await?;
-        memberships.extend(joined);
-        memberships.sort_by_key(|u| std::cmp::Reverse(u.last_sign_in_at));
-        let Some(user) = memberships.into_iter().next() else {
-            let email = identity
-                .verified_email
-                .as_deref()
-                .unwrap_or("no verified email");
-            let actor = format!("sso:{} ({email})", identity.subject);
-            let target = format!("identity/{}", identity.issuer);
-            self.record(
-                AuditDraft::new(actor, None, now, "session.sign_in", target)
-                    .from_address(source_ip)
-                    .outcome(Outcome::Denied)
-                    .detail(serde_json::json!({ "method": "sso", "reason": "not_invited" })),
-            )
-            .await?;
-            return Ok(Err(SsoRefusal::NotInvited));
-        };
-        let (session, token) = self.new_session(user.id, now);
-        let audit = user.signed_in(now, source_ip).detail(
-            serde_json::json!({ "method": "sso", "issuer": identity.issuer, "session": session.id }),
-        );
-        self.store.open_session(&session, audit).await?;
-        Ok(Ok(token))
-    }
-
     /// Accepts every pending invitation for the verified email, except to organizations the
     /// person already belongs to.
-    async fn join_by_invitation(
+    pub(crate) async fn join_by_invitation(
         &self,
         identity: &SsoIdentity,
         member_of: &[Uuid],
@@ -237,41 +117,6 @@ impl Console {
             }
         }
         Ok(joined)
-    }
-
-    /// The operator's way to add an organization: it starts with an owner invitation, which
-    /// the named person accepts at their first single sign-on.
-    pub async fn create_organization(
-        &self,
-        name: &str,
-        owner_email: &str,
-    ) -> Result<(Organization, Invitation), DomainError> {
-        let name = crate::domain::parse_display_name("name", name, 100)?;
-        let email = parse_email(owner_email).map_err(|e| DomainError::Invalid(vec![e]))?;
-        let now = self.clock.now();
-        let organization = Organization {
-            id: Uuid::now_v7(),
-            name,
-            created_at: now,
-        };
-        let invitation = Invitation {
-            id: Uuid::now_v7(),
-            organization_id: organization.id,
-            email,
-            role: Role::Owner,
-            created_by: Actor::System.label(),
-            created_at: now,
-            expires_at: now + INVITATION_TTL,
-            accepted_at: None,
-            revoked_at: None,
-        };
-        let audit = organization_created(&organization, now).detail(
-            serde_json::json!({ "name": organization.name, "owner_invitation": invitation.email }),
-        );
-        self.store
-            .insert_organization_with_invitation(&organization, &invitation, audit)
-            .await?;
-        Ok((organization, invitation))
     }
 
     pub async fn invite(
@@ -386,45 +231,6 @@ impl Console {
             MembershipChange::NotFound => Err(DomainError::NotFound("member")),
             MembershipChange::LastOwner => Err(last_owner()),
         }
-    }
-
-    /// The organizations the caller's person belongs to (one for link and API key callers).
-    pub async fn organizations_of(
-        &self,
-        caller: &Caller,
-    ) -> Result<Vec<(Organization, Uuid)>, DomainError> {
-        let Actor::User { id, .. } = &caller.actor else {
-            return Ok(Vec::new());
-        };
-        Ok(self.store.memberships(*id).await?)
-    }
-
-    /// Moves the caller's session to another organization the same person belongs to.
-    pub async fn switch_organization(
-        &self,
-        caller: &Caller,
-        organization_id: Uuid,
-    ) -> Result<(), DomainError> {
-        let session_id = caller
-            .session_id
-            .ok_or(DomainError::NotFound("organization"))?;
-        let target = self
-            .organizations_of(caller)
-            .await?
-            .into_iter()
-            .find(|(org, _)| org.id == organization_id)
-            .ok_or(DomainError::NotFound("organization"))?;
-        let audit = AuditDraft::by(
-            caller,
-            self.clock.now(),
-            "session.switched_organization",
-            format!("organization/{organization_id}"),
-        )
-        .detail(serde_json::json!({ "membership": target.1 }));
-        Ok(self
-            .store
-            .switch_session_user(session_id, target.1, audit)
-            .await?)
     }
 }
 

@@ -10,12 +10,14 @@ pub mod keys;
 pub mod kms;
 pub mod local_kms;
 pub mod members;
+pub mod organizations;
 pub mod page;
 pub mod ports;
 pub mod projects;
 #[cfg(test)]
 mod rule_tests;
 pub mod secrets;
+pub mod sign_in;
 pub mod sso;
 #[cfg(test)]
 pub mod testing;

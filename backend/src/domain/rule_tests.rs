@@ -2,9 +2,10 @@
 
 use uuid::Uuid;
 
-use crate::domain::identity::{Actor, Caller, LinkRefusal, Role, SignIn};
+use crate::domain::identity::{Actor, Caller, Role};
 use crate::domain::keys::KeyRequestInput;
 use crate::domain::projects::{NewProject, ProjectChanges};
+use crate::domain::sign_in::{LinkRefusal, SignIn};
 use crate::domain::testing::console;
 use crate::domain::{DomainError, Environment, Rule};
 

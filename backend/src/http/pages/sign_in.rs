@@ -6,8 +6,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use crate::domain::identity::SignIn;
 use crate::domain::secrets::constant_time_eq;
+use crate::domain::sign_in::SignIn;
 use crate::http::AppState;
 use crate::http::auth::{PageCaller, expired_session_cookie, session_cookie, source_ip};
 use crate::http::errors::PageError;
