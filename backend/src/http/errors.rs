@@ -306,6 +306,40 @@ impl PageError {
     pub fn internal(err: impl std::fmt::Display) -> Self {
         Self::Internal(err.to_string())
     }
+
+    /// The title and sentence a person sees for this error (never internal text).
+    pub fn explained(&self) -> (String, String) {
+        match self {
+            PageError::Domain(err) => {
+                let problem = domain_problem(err);
+                (problem.title, problem.detail)
+            }
+            PageError::CrossSite => (
+                "Cross-site request refused".to_owned(),
+                cross_site_problem().detail,
+            ),
+            PageError::BadRequest(detail) => ("Bad request".to_owned(), detail.clone()),
+            PageError::TooLarge => (
+                "Too large".to_owned(),
+                "The form is larger than the console accepts.".to_owned(),
+            ),
+            PageError::HeadersTooLarge => (
+                "Request headers too large".to_owned(),
+                "The request carried more headers than the console accepts; clear this site's \
+             cookies and try again."
+                    .to_owned(),
+            ),
+            PageError::UnsupportedMediaType => (
+                "Unsupported form".to_owned(),
+                "Send the form as the console's pages do (application/x-www-form-urlencoded)."
+                    .to_owned(),
+            ),
+            PageError::Template(_) | PageError::Internal(_) => (
+                "Internal error".to_owned(),
+                "Something went wrong on our side.".to_owned(),
+            ),
+        }
+    }
 }
 
 impl ResponseError for PageError {
@@ -331,36 +365,7 @@ impl ResponseError for PageError {
                 .insert_header((header::LOCATION, "/sign-in"))
                 .finish();
         }
-        let (title, detail) = match self {
-            PageError::Domain(err) => {
-                let problem = domain_problem(err);
-                (problem.title, problem.detail)
-            }
-            PageError::CrossSite => (
-                "Cross-site request refused".to_owned(),
-                cross_site_problem().detail,
-            ),
-            PageError::BadRequest(detail) => ("Bad request".to_owned(), detail.clone()),
-            PageError::TooLarge => (
-                "Too large".to_owned(),
-                "The form is larger than the console accepts.".to_owned(),
-            ),
-            PageError::HeadersTooLarge => (
-                "Request headers too large".to_owned(),
-                "The request carried more headers than the console accepts; clear this site's \
-                 cookies and try again."
-                    .to_owned(),
-            ),
-            PageError::UnsupportedMediaType => (
-                "Unsupported form".to_owned(),
-                "Send the form as the console's pages do (application/x-www-form-urlencoded)."
-                    .to_owned(),
-            ),
-            PageError::Template(_) | PageError::Internal(_) => (
-                "Internal error".to_owned(),
-                "Something went wrong on our side.".to_owned(),
-            ),
-        };
+        let (title, detail) = self.explained();
         let body = error_page(status.as_u16(), &title, &detail);
         HttpResponse::build(status)
             .content_type(ContentType::html())

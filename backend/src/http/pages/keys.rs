@@ -23,7 +23,9 @@ use crate::http::AppState;
 use crate::http::auth::PageCaller;
 use crate::http::errors::PageError;
 use crate::http::pages::projects::ProjectView;
-use crate::http::pages::render::{Chrome, FormErrors, html_status, query_string, see_other};
+use crate::http::pages::render::{
+    Chrome, FormErrors, Refusal, html_status, query_string, see_other,
+};
 
 /// Everything the wizard's forms carry, step to step.
 #[derive(Deserialize, Default, Clone)]
@@ -289,32 +291,38 @@ pub async fn submit(
             },
             StatusCode::OK,
         ),
-        Err(err) => (refusal(err)?, StatusCode::UNPROCESSABLE_ENTITY),
+        Err(err) => refusal(err)?,
     };
     render(&state.console, &caller.0, project_id, form, outcome, status).await
 }
 
-/// What a refused test or create shows on the page; unexpected errors pass through.
-fn refusal(err: DomainError) -> Result<Outcome, PageError> {
-    match err {
-        DomainError::ChecksFailed(checklist) => Ok(Outcome {
-            errors: FormErrors::default(),
-            checklist: Some(checklist),
-            problem: Some(
-                "The key did not pass every required check, so it was not created.".into(),
-            ),
-        }),
-        DomainError::Conflict { detail, .. } => Ok(Outcome {
-            errors: FormErrors::default(),
-            checklist: None,
-            problem: Some(detail),
-        }),
-        other => Ok(Outcome {
-            errors: FormErrors::from_domain(other)?,
-            checklist: None,
-            problem: None,
-        }),
-    }
+const NOT_CREATED: &str = "The key did not pass every required check, so it was not created.";
+
+/// What a refused test or create shows on the form (see `Refusal`).
+fn refusal(err: DomainError) -> Result<(Outcome, StatusCode), PageError> {
+    let none = || Outcome {
+        errors: FormErrors::default(),
+        checklist: None,
+        problem: None,
+    };
+    Ok(match Refusal::of(err)? {
+        Refusal::Checks(checklist) => (
+            Outcome {
+                checklist: Some(checklist),
+                problem: Some(NOT_CREATED.into()),
+                ..none()
+            },
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        Refusal::Message { status, text } => (
+            Outcome {
+                problem: Some(text),
+                ..none()
+            },
+            status,
+        ),
+        Refusal::Fields { status, errors } => (Outcome { errors, ..none() }, status),
+    })
 }
 
 /// The wizard's stream hears about each check through a channel.
@@ -393,21 +401,17 @@ fn ndjson(value: &serde_json::Value) -> Bytes {
     Bytes::from(line)
 }
 
+/// The stream's last line for a refusal: the same sorting as the form (see `Refusal`).
 fn refusal_event(err: DomainError) -> serde_json::Value {
-    match err {
-        DomainError::ChecksFailed(_) => {
-            json!({ "type": "refused", "problem": "The key did not pass every required check, so it was not created." })
-        }
-        DomainError::Invalid(fields) => json!({ "type": "refused", "errors": fields }),
-        DomainError::Conflict { detail, .. } | DomainError::Forbidden { detail, .. } => {
-            json!({ "type": "refused", "problem": detail })
-        }
-        DomainError::NotFound(what) => {
-            json!({ "type": "refused", "problem": format!("No such {what}.") })
-        }
-        other => {
-            tracing::error!(error = %other, "key test failed unexpectedly");
-            json!({ "type": "refused", "problem": "Something went wrong on our side." })
+    match Refusal::of(err) {
+        Ok(Refusal::Checks(_)) => json!({ "type": "refused", "problem": NOT_CREATED }),
+        Ok(Refusal::Fields { errors, .. }) => json!({ "type": "refused", "errors": errors.0 }),
+        Ok(Refusal::Message { text, .. }) => json!({ "type": "refused", "problem": text }),
+        Err(page) => {
+            if actix_web::ResponseError::status_code(&page).is_server_error() {
+                tracing::error!(error = %page, "key test failed unexpectedly");
+            }
+            json!({ "type": "refused", "problem": page.explained().1 })
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::domain::members::Invitation;
 use crate::http::AppState;
 use crate::http::auth::PageCaller;
 use crate::http::errors::PageError;
-use crate::http::pages::render::{Chrome, FormErrors, html_status, see_other, when};
+use crate::http::pages::render::{Chrome, FormErrors, Refusal, html_status, see_other, when};
 
 pub struct MemberView {
     pub id: Uuid,
@@ -201,21 +201,19 @@ async fn guarded(
     caller: &PageCaller,
     result: Result<(), DomainError>,
 ) -> Result<HttpResponse, PageError> {
-    match result {
-        Ok(()) => Ok(see_other("/members")),
-        Err(DomainError::Conflict { detail, .. }) => {
-            render(
-                state,
-                caller,
-                StatusCode::CONFLICT,
-                String::new(),
-                FormErrors::default(),
-                Some(detail),
-            )
-            .await
-        }
-        Err(other) => Err(other.into()),
-    }
+    let Err(err) = result else {
+        return Ok(see_other("/members"));
+    };
+    let (status, errors, problem) = match Refusal::of(err)? {
+        Refusal::Fields { status, errors } => (status, errors, None),
+        Refusal::Message { status, text } => (status, FormErrors::default(), Some(text)),
+        Refusal::Checks(_) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            FormErrors::default(),
+            None,
+        ),
+    };
+    render(state, caller, status, String::new(), errors, problem).await
 }
 
 pub async fn change_role(

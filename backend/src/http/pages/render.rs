@@ -7,6 +7,7 @@ use actix_web::http::header::{self, ContentType};
 use askama::Template;
 
 use crate::domain::identity::{Actor, Caller, Role};
+use crate::domain::keys::checks::Checklist;
 use crate::domain::{Console, DomainError, FieldError};
 use crate::http::errors::PageError;
 
@@ -66,6 +67,47 @@ impl Chrome {
     }
 }
 
+/// How a page shows what the domain refused: the one place that sorts domain errors for
+/// HTML (the API's is `errors::domain_problem`). Field errors go beside their fields; a
+/// rule that is not about one field becomes a message above the form; a key that failed
+/// its test shows its checklist; anything else (not found, not allowed, signed out, the
+/// database) is not the form's business and becomes an error page.
+pub enum Refusal {
+    /// 422 for input that is wrong, 409 for input that clashes with what exists.
+    Fields {
+        status: StatusCode,
+        errors: FormErrors,
+    },
+    Message {
+        status: StatusCode,
+        text: String,
+    },
+    Checks(Checklist),
+}
+
+impl Refusal {
+    pub fn of(err: DomainError) -> Result<Self, PageError> {
+        match err {
+            DomainError::ChecksFailed(checklist) => Ok(Self::Checks(checklist)),
+            DomainError::Conflict {
+                field: None,
+                detail,
+                ..
+            } => Ok(Self::Message {
+                status: StatusCode::CONFLICT,
+                text: detail,
+            }),
+            other => {
+                let status = match other {
+                    DomainError::Conflict { .. } => StatusCode::CONFLICT,
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                FormErrors::from_domain(other).map(|errors| Self::Fields { status, errors })
+            }
+        }
+    }
+}
+
 /// Field errors of a form, looked up by field name in templates.
 #[derive(Default)]
 pub struct FormErrors(pub Vec<FieldError>);
@@ -82,7 +124,7 @@ impl FormErrors {
         !self.0.is_empty()
     }
 
-    /// Turns a domain refusal that belongs on the form into field errors; other errors pass.
+    /// Field errors from a refusal about fields; any other error passes on (see `Refusal`).
     pub fn from_domain(err: DomainError) -> Result<Self, PageError> {
         match err {
             DomainError::Invalid(fields) => Ok(Self(fields)),
