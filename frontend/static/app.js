@@ -87,7 +87,10 @@ if (keyForm && window.fetch && window.ReadableStream) {
 
 function handle(event, list, pending, box) {
   if (event.type === "check") {
-    list.insertBefore(renderCheck(event.check), pending);
+    // The server renders each check with the page's own partial; nothing is drawn twice.
+    const item = document.createElement("template");
+    item.innerHTML = event.html;
+    list.insertBefore(item.content, pending);
     return;
   }
   pending.remove();
@@ -112,21 +115,6 @@ function handle(event, list, pending, box) {
       }
     }
   }
-}
-
-function renderCheck(check) {
-  const item = element("li", `check ${check.outcome}`);
-  item.dataset.check = check.id;
-  const body = element("div");
-  const title = element("strong", "", check.title);
-  body.append(title);
-  if (!check.required) body.append(" ", element("span", "muted small", "(information)"));
-  const detail = element("p", "small", check.detail);
-  if (check.code) detail.append(" ", element("code", "", check.code));
-  body.append(detail);
-  if (check.fix) body.append(element("p", "fix small", check.fix));
-  item.append(element("span", "check-mark"), body);
-  return item;
 }
 
 function status(text, kind = "") {

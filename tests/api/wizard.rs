@@ -218,8 +218,9 @@ async fn the_stream_sends_each_check_then_the_outcome() {
     let checks: Vec<&str> = events
         .iter()
         .filter(|e| e["type"] == "check")
-        .map(|e| e["check"]["id"].as_str().unwrap())
+        .map(|e| e["id"].as_str().unwrap())
         .collect();
+    let first_html = events[0]["html"].as_str().unwrap();
     assert_eq!(
         checks,
         [
@@ -231,6 +232,10 @@ async fn the_stream_sends_each_check_then_the_outcome() {
             "decrypt_round_trip",
             "rotation"
         ]
+    );
+    assert!(
+        first_html.starts_with("<li class=\"check pass\" data-check=\"reachable\">"),
+        "each check comes as the page's own partial: {first_html}"
     );
     let last = events.last().unwrap();
     assert_eq!(last["type"], "done");

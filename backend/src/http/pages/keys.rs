@@ -325,6 +325,13 @@ fn refusal(err: DomainError) -> Result<(Outcome, StatusCode), PageError> {
     })
 }
 
+/// One check as the page shows it: the same partial for the full page and the stream.
+#[derive(Template)]
+#[template(path = "keys/_check.html")]
+struct CheckItem<'a> {
+    c: &'a Check,
+}
+
 /// The wizard's stream hears about each check through a channel.
 struct ToStream(tokio::sync::mpsc::UnboundedSender<Check>);
 
@@ -376,7 +383,11 @@ pub async fn stream(
         if let Some(mut rx) = rx
             && let Some(check) = rx.recv().await
         {
-            let line = json!({ "type": "check", "check": check });
+            let html = CheckItem { c: &check }.render().unwrap_or_else(|err| {
+                tracing::error!(error = %err, "a check could not be rendered");
+                String::new()
+            });
+            let line = json!({ "type": "check", "id": check.id, "html": html });
             return Some((
                 Ok::<Bytes, actix_web::Error>(ndjson(&line)),
                 (Some(rx), task),
