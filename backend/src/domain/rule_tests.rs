@@ -6,7 +6,10 @@ use crate::domain::identity::{Actor, Caller, Role};
 use crate::domain::keys::KeyRequestInput;
 use crate::domain::projects::{NewProject, ProjectChanges};
 use crate::domain::sign_in::{LinkRefusal, SignIn};
-use crate::domain::testing::console;
+use std::sync::Arc;
+
+use crate::domain::Console;
+use crate::domain::testing::{MemoryStore, console};
 use crate::domain::{DomainError, Environment, Rule};
 
 fn as_role(owner: &Caller, role: Role) -> Caller {
@@ -27,6 +30,18 @@ fn refused_by(result: Result<impl std::fmt::Debug, DomainError>) -> Rule {
     }
 }
 
+/// A console with its first organization, the operator acting as owner, and a CMEK project.
+async fn with_cmek_project() -> (Console, Arc<MemoryStore>, Caller, Uuid) {
+    let (console, store, _) = console(Environment::Development);
+    console.ensure_organization().await.unwrap();
+    let owner = console.operator(None).await.unwrap();
+    let project = console
+        .create_project(&owner, NewProject::parse("p", true, None).unwrap())
+        .await
+        .unwrap();
+    (console, store, owner, project.id)
+}
+
 fn local_key(region: &str) -> KeyRequestInput {
     KeyRequestInput {
         provider: "local".into(),
@@ -38,18 +53,12 @@ fn local_key(region: &str) -> KeyRequestInput {
 
 #[tokio::test]
 async fn r1_cmek_cannot_be_turned_off_after_creation() {
-    let (console, _, _) = console(Environment::Development);
-    console.ensure_organization().await.unwrap();
-    let owner = console.operator(None).await.unwrap();
-    let project = console
-        .create_project(&owner, NewProject::parse("p", true, None).unwrap())
-        .await
-        .unwrap();
+    let (console, _, owner, project) = with_cmek_project().await;
 
     let changed = console
         .update_project(
             &owner,
-            project.id,
+            project,
             ProjectChanges {
                 name: None,
                 cmek_enabled: Some(false),
@@ -63,13 +72,7 @@ async fn r1_cmek_cannot_be_turned_off_after_creation() {
 
 #[tokio::test]
 async fn r2_only_an_owner_creates_projects_and_keys() {
-    let (console, _, _) = console(Environment::Development);
-    console.ensure_organization().await.unwrap();
-    let owner = console.operator(None).await.unwrap();
-    let project = console
-        .create_project(&owner, NewProject::parse("p", true, None).unwrap())
-        .await
-        .unwrap();
+    let (console, _, owner, project) = with_cmek_project().await;
 
     for role in [Role::Member, Role::Auditor] {
         let caller = as_role(&owner, role);
@@ -77,7 +80,7 @@ async fn r2_only_an_owner_creates_projects_and_keys() {
             .create_project(&caller, NewProject::parse("q", true, None).unwrap())
             .await;
         let key = console
-            .create_key(&caller, project.id, &local_key("eu-west-1"), None)
+            .create_key(&caller, project, &local_key("eu-west-1"), None)
             .await;
         assert_eq!(refused_by(created), Rule::OwnerOnly);
         assert_eq!(refused_by(key), Rule::OwnerOnly);
@@ -97,22 +100,16 @@ async fn r3_the_local_kms_is_refused_in_production() {
 
 #[tokio::test]
 async fn r4_a_second_key_for_one_provider_and_region_is_a_conflict() {
-    let (console, store, _) = console(Environment::Development);
-    console.ensure_organization().await.unwrap();
-    let owner = console.operator(None).await.unwrap();
-    let project = console
-        .create_project(&owner, NewProject::parse("p", true, None).unwrap())
-        .await
-        .unwrap();
+    let (console, store, owner, project) = with_cmek_project().await;
 
     let first = console
-        .create_key(&owner, project.id, &local_key("eu-west-1"), None)
+        .create_key(&owner, project, &local_key("eu-west-1"), None)
         .await;
     let second = console
-        .create_key(&owner, project.id, &local_key("eu-west-1"), None)
+        .create_key(&owner, project, &local_key("eu-west-1"), None)
         .await;
     let elsewhere = console
-        .create_key(&owner, project.id, &local_key("us-east-1"), None)
+        .create_key(&owner, project, &local_key("us-east-1"), None)
         .await;
 
     assert!(first.is_ok() && elsewhere.is_ok());

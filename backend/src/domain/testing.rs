@@ -124,7 +124,7 @@ pub fn console(environment: Environment) -> (Console, Arc<MemoryStore>, Arc<Manu
         },
         KmsProviders {
             aws: None,
-            local: Some(Arc::new(PassingKms)),
+            local: Some(Arc::new(FakeKms::passing())),
             aws_account_id: None,
         },
         None,
@@ -133,15 +133,26 @@ pub fn console(environment: Environment) -> (Console, Arc<MemoryStore>, Arc<Manu
     (console, store, clock)
 }
 
-/// A KMS whose every key is enabled, symmetric and round-trips.
-pub struct PassingKms;
+/// A KMS that describes every key as told (enabled, by default) or fails as told; data keys
+/// always round-trip.
+pub struct FakeKms {
+    pub describe: Result<KeyState, KmsError>,
+}
+
+impl FakeKms {
+    pub fn passing() -> Self {
+        Self {
+            describe: Ok(KeyState::Enabled),
+        }
+    }
+}
 
 #[async_trait]
-impl KeyProvider for PassingKms {
+impl KeyProvider for FakeKms {
     async fn describe(&self, _: &KeyRef) -> Result<KeyDescription, KmsError> {
-        Ok(KeyDescription {
+        self.describe.clone().map(|state| KeyDescription {
             key_id: "test".into(),
-            state: KeyState::Enabled,
+            state,
             spec: "SYMMETRIC_DEFAULT".into(),
             usage: "ENCRYPT_DECRYPT".into(),
             region: None,

@@ -316,47 +316,7 @@ fn fix_for(err: &KmsError, key: &KeyRef, region: &AwsRegion) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::kms::{DataKey, KeyDescription, PlaintextKey};
-    use async_trait::async_trait;
-
-    /// A KMS that describes the key as told, or fails as told.
-    struct Fake {
-        describe: Result<KeyState, KmsError>,
-    }
-
-    #[async_trait]
-    impl KeyProvider for Fake {
-        async fn describe(&self, _: &KeyRef) -> Result<KeyDescription, KmsError> {
-            self.describe.clone().map(|state| KeyDescription {
-                key_id: "k".into(),
-                state,
-                spec: "SYMMETRIC_DEFAULT".into(),
-                usage: "ENCRYPT_DECRYPT".into(),
-                region: None,
-            })
-        }
-        async fn generate_data_key(
-            &self,
-            _: &KeyRef,
-            _: &EncryptionContext,
-        ) -> Result<DataKey, KmsError> {
-            Ok(DataKey {
-                plaintext: PlaintextKey::new(vec![1; 32]),
-                wrapped: vec![2; 40],
-            })
-        }
-        async fn decrypt_data_key(
-            &self,
-            _: &KeyRef,
-            _: &[u8],
-            _: &EncryptionContext,
-        ) -> Result<PlaintextKey, KmsError> {
-            Ok(PlaintextKey::new(vec![1; 32]))
-        }
-        async fn rotation_enabled(&self, _: &KeyRef) -> Result<Option<bool>, KmsError> {
-            Ok(None)
-        }
-    }
+    use crate::domain::testing::FakeKms;
 
     async fn status_after(describe: Result<KeyState, KmsError>) -> KeyStatus {
         let key = KeyRef::Local {
@@ -365,7 +325,7 @@ mod tests {
         };
         let region = AwsRegion::parse("region", "us-east-1").unwrap();
         let checklist = run(
-            &Fake { describe },
+            &FakeKms { describe },
             &key,
             &region,
             &EncryptionContext::default(),

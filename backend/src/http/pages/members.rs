@@ -205,7 +205,19 @@ async fn guarded(
         return Ok(see_other("/members"));
     };
     let (status, errors, problem) = match Refusal::of(err)? {
-        Refusal::Fields { status, errors } => (status, errors, None),
+        // The member actions are buttons on a row, with no field to show an error beside.
+        Refusal::Fields { status, errors } => (
+            status,
+            FormErrors::default(),
+            Some(
+                errors
+                    .0
+                    .into_iter()
+                    .map(|e| e.reason)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+        ),
         Refusal::Message { status, text } => (status, FormErrors::default(), Some(text)),
         Refusal::Checks(_) => (
             StatusCode::UNPROCESSABLE_ENTITY,
