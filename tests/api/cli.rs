@@ -284,3 +284,52 @@ async fn organization_create_invites_the_first_owner() {
     );
     assert!(!refused.status.success());
 }
+
+#[tokio::test]
+async fn serve_logs_a_signed_checkpoint_that_audit_verify_accepts() {
+    use std::io::{BufRead, BufReader};
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    app.create_project(&owner, "before the checkpoint", true)
+        .await;
+
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_cmek-console"))
+        .arg("serve")
+        .env("DATABASE_URL", &app.database_url)
+        .env("CMEK_DATA_DIR", app.data_dir())
+        .env("CMEK_LISTEN", "127.0.0.1:0")
+        .env("CMEK_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = serve.stderr.take().unwrap();
+    let found = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|line| serde_json::from_str::<Value>(&line).ok())
+            .find(|line| line["message"] == "audit checkpoint")
+    });
+    let waited = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || found.join().unwrap()),
+    )
+    .await;
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let line = waited.ok().and_then(Result::ok).flatten();
+    let checkpoint = line.expect("an audit checkpoint line at start")["checkpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let verified = run(&app, &["audit", "verify", "--checkpoint", &checkpoint]);
+
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+}
