@@ -93,9 +93,15 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// R2: whether the caller is an Organization Owner (pages use it to offer what only
+    /// owners may do; the domain checks it again when they do it).
+    pub fn is_owner(&self) -> bool {
+        self.role == Role::Owner
+    }
+
     /// R2: only an Organization Owner may do `what`.
     pub fn require_owner(&self, what: &str) -> Result<(), DomainError> {
-        if self.role == Role::Owner {
+        if self.is_owner() {
             Ok(())
         } else {
             Err(DomainError::Forbidden {

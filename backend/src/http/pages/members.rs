@@ -99,7 +99,7 @@ async fn render(
         _ => None,
     };
     let members = state.console.members(&caller.0).await?;
-    let invitations = if caller.0.role == Role::Owner {
+    let invitations = if caller.0.is_owner() {
         state.console.invitations(&caller.0).await?
     } else {
         Vec::new()
