@@ -4,6 +4,7 @@
 //! serves the API and the pages; `startup` wires them together from `settings`.
 
 pub mod cli;
+pub mod crypto;
 pub mod domain;
 pub mod http;
 pub mod kms;
