@@ -184,7 +184,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
         }
         Command::Audit(AuditCommand::RotateKey) => {
             let path = settings.audit_key_path();
-            let id = crate::store::chain_keys::append_new_key(&path)?;
+            let id = crate::store::chain_keys::rotate(&path)?;
             println!(
                 "Added chain key {id} to {}. Restart every instance (with this same file) to seal \
                  new events with it; keep the older lines so older events still verify.",

@@ -95,18 +95,34 @@ pub async fn console_with(
     }
     store::migrate(&db).await.map_err(failed)?;
     let key_path = settings.audit_key_path();
-    let chain_keys = match access {
-        KeyAccess::ReadOnly => chain_keys::load(&key_path)?,
-        KeyAccess::ReadWrite => {
+    // The key that sealed the newest event: a key file must hold it, and a new key file is
+    // made only for a log that no key has sealed yet (a fresh install, or one from before
+    // the chain was keyed), never beside one sealed by a key kept elsewhere.
+    let sealed_with = store::newest_chain_key(&db)
+        .await
+        .map_err(|e| DomainError::from(StoreError::from(e)))?;
+    let (chain_keys, created) = match access {
+        KeyAccess::ReadOnly => (chain_keys::load(&key_path)?, false),
+        KeyAccess::ReadWrite if !key_path.exists() && sealed_with.is_none() => {
             if let Some(dir) = key_path.parent() {
                 private_dir(dir).map_err(|source| StartupError::DataDir {
                     path: dir.display().to_string(),
                     source,
                 })?;
             }
-            chain_keys::load_or_create(&key_path)?
+            (chain_keys::load_or_create(&key_path)?, true)
         }
+        KeyAccess::ReadWrite => (chain_keys::load(&key_path)?, false),
     };
+    if let Some(id) = &sealed_with
+        && chain_keys.get(id).is_none()
+    {
+        return Err(KeyFileError::Foreign {
+            path: key_path.display().to_string(),
+            id: id.clone(),
+        }
+        .into());
+    }
     let timeouts = KmsTimeouts {
         call: settings.kms_timeout,
         ..KmsTimeouts::default()
@@ -134,7 +150,9 @@ pub async fn console_with(
         None => None,
     };
     let store = SeaStore::new(db, chain_keys.clone());
-    if access == KeyAccess::ReadWrite {
+    // Only the start that keys the chain re-seals a legacy one: re-sealing later would seal
+    // whatever someone with database access rewrote in the unkeyed form meanwhile.
+    if created {
         let resealed = store
             .reseal_legacy_audit_chain()
             .await

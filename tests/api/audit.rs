@@ -302,6 +302,26 @@ async fn a_legacy_unkeyed_chain_is_resealed_at_start_and_then_verifies() {
         "unkeyed events do not pass as keyed"
     );
 
+    // With the key file in place, a restart re-seals nothing: that would seal whatever was
+    // rewritten in the unkeyed form (this rewrite, say).
+    let settings = cmek_console::settings::Settings::from_vars(&[
+        ("DATABASE_URL", app.database_url.as_str()),
+        ("CMEK_DATA_DIR", app.data_dir().to_str().unwrap()),
+    ])
+    .unwrap();
+    let keyed_already = cmek_console::startup::console(
+        &settings,
+        std::sync::Arc::new(cmek_console::domain::clock::SystemClock),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        keyed_already.verify_audit_chain(None).await.unwrap(),
+        Verification::Broken(_)
+    ));
+    // An install from before the chain was keyed has no key file: its first keyed start
+    // re-seals the legacy chain, once, after checking it.
+    std::fs::remove_file(app.data_dir().join("audit-chain.keys")).unwrap();
     let restarted = app.another_instance().await;
 
     match restarted.console.verify_audit_chain(None).await.unwrap() {

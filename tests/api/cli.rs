@@ -182,6 +182,28 @@ async fn audit_verify_without_the_key_file_says_where_it_looked() {
 }
 
 #[tokio::test]
+async fn a_console_without_the_key_that_sealed_the_log_refuses_to_start() {
+    let app = spawn_app().await;
+    let elsewhere = std::env::temp_dir().join(format!("other-keys-{}", uuid::Uuid::new_v4()));
+
+    let output = Command::new(env!("CARGO_BIN_EXE_cmek-console"))
+        .args(["api-key", "create", "--role", "owner", "--name", "ci"])
+        .env("DATABASE_URL", &app.database_url)
+        .env("CMEK_AUDIT_KEY_FILE", &elsewhere)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    assert!(
+        !elsewhere.exists(),
+        "no stray key is made beside a keyed log"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("CMEK_AUDIT_KEY_FILE"), "{stderr}");
+}
+
+#[tokio::test]
 async fn audit_verify_passes_then_names_a_tampered_event() {
     let app = spawn_app().await;
     let owner = app.api_key(Role::Owner).await;

@@ -21,10 +21,16 @@ pub enum KeyFileError {
     #[error("audit chain key file {path}, line {line}: expected 64 hex digits")]
     Malformed { path: String, line: usize },
     #[error(
-        "audit chain key file {path} is missing: it is created by the first `serve`; copy it from \
-         the instance that created it (every instance on one database needs the same file)"
+        "audit chain key file {path} is missing (CMEK_AUDIT_KEY_FILE): it is created by the first \
+         `serve`; copy it from the instance that created it (every instance on one database \
+         needs the same file)"
     )]
     Missing { path: String },
+    #[error(
+        "the audit log is sealed with chain key {id}, which {path} does not hold: give this \
+         console the key file the other instances use (CMEK_AUDIT_KEY_FILE)"
+    )]
+    Foreign { path: String, id: String },
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> KeyFileError + '_ {
@@ -73,8 +79,15 @@ pub fn load_or_create(path: &Path) -> Result<ChainKeys, KeyFileError> {
     load(path)
 }
 
-/// Appends a fresh key, which seals every event from the next start on; returns its id.
-pub fn append_new_key(path: &Path) -> Result<String, KeyFileError> {
+/// Rotation: appends a fresh key to an existing file; it seals every event from the next
+/// start on. Returns its id.
+pub fn rotate(path: &Path) -> Result<String, KeyFileError> {
+    load(path)?;
+    append_new_key(path)
+}
+
+/// Appends a fresh key (creating the file, 0600, if needed); returns its id.
+fn append_new_key(path: &Path) -> Result<String, KeyFileError> {
     let mut secret = zeroize::Zeroizing::new([0u8; 32]);
     rand::rng().fill_bytes(secret.as_mut());
     let line = zeroize::Zeroizing::new(format!("{}\n", hex::encode(secret.as_ref())));
@@ -100,7 +113,7 @@ mod tests {
 
         let first = load_or_create(&path).unwrap();
         let first_id = first.current().id().to_owned();
-        let second_id = append_new_key(&path).unwrap();
+        let second_id = rotate(&path).unwrap();
         let both = load(&path).unwrap();
 
         assert_eq!(both.current().id(), second_id);
@@ -112,6 +125,13 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rotation_needs_the_existing_file() {
+        let path = std::env::temp_dir().join(format!("cmek-none-{}", uuid::Uuid::new_v4()));
+        assert!(matches!(rotate(&path), Err(KeyFileError::Missing { .. })));
+        assert!(!path.exists(), "no new key file in the wrong place");
     }
 
     #[test]

@@ -196,13 +196,24 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     Database::connect(options).await
 }
 
+/// The chain key that sealed the newest event, if any event is sealed.
+pub async fn newest_chain_key(db: &DatabaseConnection) -> Result<Option<String>, DbErr> {
+    use sea_orm::{EntityTrait, QueryOrder};
+    Ok(entities::audit_events::Entity::find()
+        .order_by_desc(entities::audit_events::Column::Seq)
+        .one(db)
+        .await?
+        .and_then(|event| event.key_id))
+}
+
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     Migrator::up(db, None).await
 }
 
 struct Write<'a> {
-    _local: Option<MutexGuard<'a, ()>>,
+    // Dropped in this order: the transaction ends before the next local writer may begin.
     txn: DatabaseTransaction,
+    _local: Option<MutexGuard<'a, ()>>,
     key: &'a ChainKey,
 }
 
@@ -282,8 +293,8 @@ impl SeaStore {
             }
         };
         Ok(Write {
-            _local: local,
             txn,
+            _local: local,
             key: self.chain_keys.current(),
         })
     }
