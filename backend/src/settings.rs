@@ -51,6 +51,9 @@ pub struct Settings {
     /// `CMEK_TRUSTED_PROXIES`: addresses or CIDR ranges (comma-separated) whose
     /// `Forwarded` / `X-Forwarded-For` headers are believed; nobody's by default.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `CMEK_FORWARDED_HEADER`: the header those proxies write the client's address into,
+    /// `x-forwarded-for` (default) or `forwarded`; the other one is never read.
+    pub forwarded_header: crate::http::forwarded::ForwardedHeader,
     /// `CMEK_AUDIT_KEY_FILE`: the audit chain's keys (default `<CMEK_DATA_DIR>/audit-chain.keys`,
     /// created 0600 on first start). Every instance on one database needs the same file.
     pub audit_key_file: Option<PathBuf>,
@@ -116,6 +119,7 @@ struct FileSettings {
     oidc_client_id: Option<String>,
     oidc_client_secret: Option<String>,
     trusted_proxies: Option<String>,
+    forwarded_header: Option<String>,
     audit_key_file: Option<PathBuf>,
     audit_checkpoint_interval: Option<String>,
     body_timeout: Option<String>,
@@ -138,6 +142,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "CMEK_OIDC_CLIENT_ID",
     "CMEK_OIDC_CLIENT_SECRET",
     "CMEK_TRUSTED_PROXIES",
+    "CMEK_FORWARDED_HEADER",
     "CMEK_AUDIT_KEY_FILE",
     "CMEK_AUDIT_CHECKPOINT_INTERVAL",
     "CMEK_BODY_TIMEOUT",
@@ -288,6 +293,21 @@ impl Settings {
                 reason: "must be longer than zero".into(),
             });
         }
+        let forwarded_header = match pick("CMEK_FORWARDED_HEADER", file.forwarded_header)
+            .map(|h| h.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("x-forwarded-for") => {
+                crate::http::forwarded::ForwardedHeader::XForwardedFor
+            }
+            Some("forwarded") => crate::http::forwarded::ForwardedHeader::Forwarded,
+            Some(other) => {
+                return Err(SettingsError::Invalid {
+                    name: "CMEK_FORWARDED_HEADER",
+                    reason: format!("expected `x-forwarded-for` or `forwarded`, got `{other}`"),
+                });
+            }
+        };
         let body_timeout = duration_setting(
             "CMEK_BODY_TIMEOUT",
             pick("CMEK_BODY_TIMEOUT", file.body_timeout),
@@ -302,6 +322,7 @@ impl Settings {
         Ok(Self {
             oidc,
             trusted_proxies,
+            forwarded_header,
             body_timeout,
             audit_key_file: lookup(vars, "CMEK_AUDIT_KEY_FILE")
                 .map(PathBuf::from)

@@ -226,7 +226,10 @@ impl Application {
             public_origin: origin_of(&public_url),
             public_url: public_url.clone(),
             public_url_configured: settings.public_url.is_some(),
-            proxies: TrustedProxies::new(settings.trusted_proxies.clone()),
+            proxies: TrustedProxies::new(
+                settings.trusted_proxies.clone(),
+                settings.forwarded_header,
+            ),
             body_timeout: settings.body_timeout,
             secure_cookies: public_url.starts_with("https://"),
         });
@@ -313,13 +316,37 @@ pub fn sign_in_url(public_url: &str, token: &str) -> String {
     format!("{public_url}/sign-in/link?token={token}")
 }
 
-/// `scheme://host[:port]` of a URL, which is what browsers send as `Origin`.
-fn origin_of(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let host = rest.split('/').next().unwrap_or(rest);
-            format!("{scheme}://{host}")
-        }
-        None => url.to_owned(),
+/// `scheme://host[:port]` of a URL as browsers send it in `Origin`: lower case, without the
+/// scheme's default port.
+pub fn origin_of(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_ascii_lowercase();
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let host = rest.split('/').next().unwrap_or(rest).to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => ":443",
+        "http" => ":80",
+        _ => "",
+    };
+    let host = match host.strip_suffix(default_port) {
+        Some(bare) if !default_port.is_empty() => bare.to_owned(),
+        _ => host,
+    };
+    format!("{scheme}://{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_of;
+
+    #[test]
+    fn origins_compare_as_browsers_send_them() {
+        assert_eq!(
+            origin_of("https://Console.Example:443/x"),
+            "https://console.example"
+        );
+        assert_eq!(origin_of("http://localhost:8080"), "http://localhost:8080");
+        assert_eq!(origin_of("http://host:80"), "http://host");
     }
 }

@@ -50,6 +50,16 @@ impl MigrationTrait for Migration {
                     )
                     .to_owned(),
             )
+            .await?;
+        // Old windows are deleted by time.
+        manager
+            .create_index(
+                Index::create()
+                    .name("ix_rate_limit_hits_window_start")
+                    .table(RateLimitHits::Table)
+                    .col(RateLimitHits::WindowStart)
+                    .to_owned(),
+            )
             .await
     }
 

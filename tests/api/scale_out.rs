@@ -129,9 +129,11 @@ async fn two_instances_under_200_concurrent_writes_keep_one_winner_and_an_intact
         }));
     }
     let mut role_changes = Vec::new();
+    let first_owner = first.console.first_owner().await.unwrap().unwrap().id;
+    let targets: Vec<Uuid> = members.iter().copied().chain([first_owner]).collect();
     for i in 0..20 {
         let app = instances[i % 2];
-        let target = members[i % members.len()];
+        let target = targets[i % targets.len()];
         let role = if i % 3 == 0 {
             Role::Auditor
         } else {
@@ -171,6 +173,21 @@ async fn two_instances_under_200_concurrent_writes_keep_one_winner_and_an_intact
                 "{what} lost for the right reason"
             );
         }
+    }
+    for refused in role_results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(
+            matches!(
+                refused,
+                cmek_console::domain::DomainError::Conflict {
+                    rule: cmek_console::domain::Rule::LastOwner,
+                    ..
+                } | cmek_console::domain::DomainError::Forbidden {
+                    rule: cmek_console::domain::Rule::OwnerOnly,
+                    ..
+                }
+            ),
+            "a role change is refused only by a rule: {refused:?}"
+        );
     }
     let changed = role_results.iter().filter(|r| r.is_ok()).count() as i64;
 

@@ -492,6 +492,8 @@ impl Console {
             }
         }
         let head = verifier.next_seq() - 1;
+        // A checkpoint of an empty log covers nothing.
+        let since = since.filter(|cp| !(cp.seq == 0 && cp.hash == GENESIS));
         if let Some(cp) = since {
             match at_checkpoint {
                 None => {

@@ -148,30 +148,38 @@ impl Console {
                     .set_local_key_enabled(org, id, false, audit)
                     .await?
             }
-            LocalKeyAction::Rotate => {
-                // A rotation racing this one moves the version first: read it again and retry.
-                let mut rotated = false;
-                for _ in 0..3 {
-                    let Some(key) = admin.get(org, id).await? else {
-                        break;
-                    };
-                    let material = admin.seal_new_material(id, key.version + 1)?;
-                    if self
-                        .store
-                        .rotate_local_key(&key, material, now, audit.clone())
-                        .await?
-                    {
-                        rotated = true;
-                        break;
-                    }
-                }
-                rotated
-            }
+            LocalKeyAction::Rotate => self.rotate_local(admin, org, id, audit).await?,
         };
         if found {
             Ok(())
         } else {
             Err(DomainError::NotFound("local key"))
         }
+    }
+
+    /// A rotation racing this one moves the version first: read it again and retry; false
+    /// when the organization has no such key.
+    async fn rotate_local(
+        &self,
+        admin: &dyn LocalKeyAdmin,
+        organization_id: Uuid,
+        id: Uuid,
+        audit: AuditDraft,
+    ) -> Result<bool, DomainError> {
+        let now = self.clock.now();
+        for _ in 0..3 {
+            let Some(key) = admin.get(organization_id, id).await? else {
+                return Ok(false);
+            };
+            let material = admin.seal_new_material(id, key.version + 1)?;
+            if self
+                .store
+                .rotate_local_key(&key, material, now, audit.clone())
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Err(StoreError::Contention("local key rotation kept racing other rotations".into()).into())
     }
 }

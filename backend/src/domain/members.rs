@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::domain::audit::AuditDraft;
 use crate::domain::error::Rule;
-use crate::domain::identity::{Caller, Role, User};
+use crate::domain::identity::{Actor, Caller, Role, User};
 use crate::domain::ports::{Constraint, StoreError};
 use crate::domain::sso::SsoIdentity;
 use crate::domain::{Console, DomainError, FieldError};
@@ -39,6 +39,8 @@ impl Invitation {
 pub enum MembershipChange {
     Done,
     NotFound,
+    /// Refused: the person acting is no longer an owner.
+    ActorNotOwner,
     /// Refused: it would leave the organization without an owner.
     LastOwner,
 }
@@ -205,12 +207,13 @@ impl Console {
         .detail(serde_json::json!({ "role": role.as_str() }));
         match self
             .store
-            .change_role(caller.organization_id, user_id, role, audit)
+            .change_role(caller.organization_id, user_id, role, acting(caller), audit)
             .await?
         {
             MembershipChange::Done => Ok(()),
             MembershipChange::NotFound => Err(DomainError::NotFound("member")),
             MembershipChange::LastOwner => Err(last_owner()),
+            MembershipChange::ActorNotOwner => Err(no_longer_owner()),
         }
     }
 
@@ -224,13 +227,29 @@ impl Console {
         );
         match self
             .store
-            .remove_user(caller.organization_id, user_id, audit)
+            .remove_user(caller.organization_id, user_id, acting(caller), audit)
             .await?
         {
             MembershipChange::Done => Ok(()),
             MembershipChange::NotFound => Err(DomainError::NotFound("member")),
             MembershipChange::LastOwner => Err(last_owner()),
+            MembershipChange::ActorNotOwner => Err(no_longer_owner()),
         }
+    }
+}
+
+/// The member a person acts as; API keys and the operator act for the organization itself.
+fn acting(caller: &Caller) -> Option<Uuid> {
+    match &caller.actor {
+        Actor::User { id, .. } => Some(*id),
+        Actor::ApiKey { .. } | Actor::System => None,
+    }
+}
+
+fn no_longer_owner() -> DomainError {
+    DomainError::Forbidden {
+        rule: Rule::OwnerOnly,
+        detail: "You are no longer an Organization Owner here; nothing was changed.".into(),
     }
 }
 

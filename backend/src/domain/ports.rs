@@ -84,19 +84,23 @@ pub trait MemberStore: Send + Sync {
     /// Every organization the person behind membership `user_id` belongs to (through the
     /// same single sign-on identity), with their membership in each, by organization name.
     async fn memberships(&self, user_id: Uuid) -> Result<Vec<(Organization, Uuid)>, StoreError>;
-    /// Opens a session (and records the sign-in time) with its audit event.
+    /// Changes a member's role unless that leaves the organization without an owner, or the
+    /// acting member (when a person acts) is no longer an owner: both checked inside the write.
     async fn change_role(
         &self,
         organization_id: Uuid,
         user_id: Uuid,
         role: Role,
+        acting: Option<Uuid>,
         audit: AuditDraft,
     ) -> Result<MembershipChange, StoreError>;
-    /// Removes a member (and their sessions) unless they are the last owner.
+    /// Removes a member (and their sessions) unless they are the last owner, or the acting
+    /// member is no longer an owner.
     async fn remove_user(
         &self,
         organization_id: Uuid,
         user_id: Uuid,
+        acting: Option<Uuid>,
         audit: AuditDraft,
     ) -> Result<MembershipChange, StoreError>;
     async fn insert_organization_with_invitation(

@@ -171,3 +171,24 @@ async fn a_sign_in_link_expires_after_15_minutes() {
         "16 minutes: expired"
     );
 }
+
+#[tokio::test]
+async fn an_owner_demoted_a_moment_ago_can_no_longer_act_as_one() {
+    let (console, store, _) = console(Environment::Development);
+    let first = console.ensure_organization().await.unwrap();
+    let owner = console.operator(None).await.unwrap();
+    let (b, c) = (store.add_owner(&first), store.add_owner(&first));
+    let as_b = Caller {
+        actor: Actor::User {
+            id: b,
+            name: "b".into(),
+        },
+        ..owner.clone()
+    };
+
+    console.change_role(&owner, b, Role::Member).await.unwrap();
+    // b's request was authenticated as an owner just before.
+    let late = console.change_role(&as_b, c, Role::Member).await;
+
+    assert_eq!(refused_by(late), Rule::OwnerOnly);
+}

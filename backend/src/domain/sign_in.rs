@@ -88,7 +88,7 @@ impl Console {
         let start = DateTime::<Utc>::from_timestamp(start_secs, 0).unwrap_or(now);
         let hits = self
             .store
-            .count_attempt(&format!("sign-in:{address}"), start)
+            .count_attempt(&format!("sign-in:{}", bucket_of(address)), start)
             .await?;
         if hits <= SIGN_IN_ATTEMPTS {
             return Ok(None);
@@ -252,5 +252,32 @@ impl Console {
             })),
             _ => Ok(None),
         }
+    }
+}
+
+/// The rate-limit bucket of an address: itself for IPv4, its /64 for IPv6 (one subscriber
+/// holds a whole /64, so single addresses would give one attacker endless buckets).
+fn bucket_of(address: &str) -> String {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        _ => address.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bucket_of;
+
+    #[test]
+    fn ipv6_addresses_of_one_64_share_a_bucket() {
+        assert_eq!(
+            bucket_of("2001:db8:1:2::1"),
+            bucket_of("2001:db8:1:2:ffff::9")
+        );
+        assert_ne!(bucket_of("2001:db8:1:2::1"), bucket_of("2001:db8:1:3::1"));
+        assert_eq!(bucket_of("192.0.2.7"), "192.0.2.7");
     }
 }

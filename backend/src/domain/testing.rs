@@ -58,6 +58,14 @@ impl State {
         self.audit.push(draft.seal(seq + 1, &prev, key));
     }
 
+    fn still_owner(&self, organization_id: Uuid, acting: Option<Uuid>) -> bool {
+        acting.is_none_or(|id| {
+            self.users.iter().any(|u| {
+                u.id == id && u.organization_id == organization_id && u.role == Role::Owner
+            })
+        })
+    }
+
     fn owners(&self, organization_id: Uuid) -> usize {
         self.users
             .iter()
@@ -85,6 +93,18 @@ impl MemoryStore {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds another owner to `beside`'s organization, as an accepted invitation would.
+    pub fn add_owner(&self, beside: &User) -> Uuid {
+        let id = Uuid::now_v7();
+        self.state().users.push(User {
+            id,
+            role: Role::Owner,
+            display_name: "another owner".into(),
+            ..beside.clone()
+        });
+        id
     }
 
     /// The audit events stored so far, oldest first.
@@ -299,9 +319,13 @@ impl MemberStore for MemoryStore {
         organization_id: Uuid,
         user_id: Uuid,
         role: Role,
+        acting: Option<Uuid>,
         audit: AuditDraft,
     ) -> Result<MembershipChange, StoreError> {
         self.write(audit, |s| {
+            if !s.still_owner(organization_id, acting) {
+                return Ok((MembershipChange::ActorNotOwner, false));
+            }
             let owners = s.owners(organization_id);
             let Some(user) = s
                 .users
@@ -322,9 +346,13 @@ impl MemberStore for MemoryStore {
         &self,
         organization_id: Uuid,
         user_id: Uuid,
+        acting: Option<Uuid>,
         audit: AuditDraft,
     ) -> Result<MembershipChange, StoreError> {
         self.write(audit, |s| {
+            if !s.still_owner(organization_id, acting) {
+                return Ok((MembershipChange::ActorNotOwner, false));
+            }
             let owners = s.owners(organization_id);
             let Some(user) = s
                 .users

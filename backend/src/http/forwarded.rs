@@ -1,8 +1,10 @@
 //! Who is on the other end of a request. The peer's address, unless the peer is one of
-//! `CMEK_TRUSTED_PROXIES`: then the client its `Forwarded` (RFC 7239) or `X-Forwarded-For`
-//! header names, read from the right and skipping further trusted hops, because only the
-//! entries our own proxies appended can be believed; whatever a client wrote itself sits
-//! further left. Everyone else's forwarding headers are ignored.
+//! `CMEK_TRUSTED_PROXIES`: then the client named by the one header those proxies write
+//! (`CMEK_FORWARDED_HEADER`: `X-Forwarded-For` by default, or `Forwarded` of RFC 7239),
+//! read from the right and skipping further trusted hops, because only the entries our own
+//! proxies appended can be believed; whatever a client wrote itself sits further left. The
+//! other header is never read (a proxy passes it through as the client sent it), and
+//! everyone else's forwarding headers are ignored.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -10,17 +12,28 @@ use actix_web::HttpRequest;
 use actix_web::http::header::{self, HeaderMap};
 use ipnet::IpNet;
 
+/// The header the trusted proxies write the client's address into.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    #[default]
+    XForwardedFor,
+    Forwarded,
+}
+
 #[derive(Clone, Debug, Default)]
-pub struct TrustedProxies(Vec<IpNet>);
+pub struct TrustedProxies {
+    networks: Vec<IpNet>,
+    header: ForwardedHeader,
+}
 
 impl TrustedProxies {
-    pub fn new(networks: Vec<IpNet>) -> Self {
-        Self(networks)
+    pub fn new(networks: Vec<IpNet>, header: ForwardedHeader) -> Self {
+        Self { networks, header }
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        self.0.iter().any(|net| net.contains(&ip))
+        self.networks.iter().any(|net| net.contains(&ip))
     }
 
     /// Whether the request came straight from a trusted proxy.
@@ -38,7 +51,10 @@ impl TrustedProxies {
         if !self.trusts(peer) {
             return peer;
         }
-        let hops = forwarded_for(headers);
+        let hops = match self.header {
+            ForwardedHeader::XForwardedFor => x_forwarded_for(headers),
+            ForwardedHeader::Forwarded => forwarded(headers),
+        };
         let mut client = peer;
         for hop in hops.iter().rev() {
             match hop {
@@ -60,10 +76,10 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The hops of `Forwarded` (preferred) or else `X-Forwarded-For`, leftmost first; `None` for a
-/// hop that is not an address (`unknown`, `_hidden`).
-fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let forwarded: Vec<Option<IpAddr>> = headers
+/// The `for=` hops of `Forwarded`, leftmost first; `None` for a hop that is not an address
+/// (`unknown`, `_hidden`) or an element without `for=`.
+fn forwarded(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    headers
         .get_all(header::FORWARDED)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -74,10 +90,11 @@ fn forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
                 .find(|(name, _)| name.eq_ignore_ascii_case("for"))
                 .and_then(|(_, value)| parse_node(value.trim().trim_matches('"')))
         })
-        .collect();
-    if !forwarded.is_empty() {
-        return forwarded;
-    }
+        .collect()
+}
+
+/// The hops of `X-Forwarded-For`, leftmost first.
+fn x_forwarded_for(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
     headers
         .get_all("x-forwarded-for")
         .filter_map(|v| v.to_str().ok())
@@ -101,7 +118,17 @@ mod tests {
     use actix_web::http::header::{HeaderName, HeaderValue};
 
     fn proxies(list: &[&str]) -> TrustedProxies {
-        TrustedProxies::new(list.iter().filter_map(|n| n.parse().ok()).collect())
+        TrustedProxies::new(
+            list.iter().filter_map(|n| n.parse().ok()).collect(),
+            ForwardedHeader::XForwardedFor,
+        )
+    }
+
+    fn forwarded_proxies(list: &[&str]) -> TrustedProxies {
+        TrustedProxies::new(
+            list.iter().filter_map(|n| n.parse().ok()).collect(),
+            ForwardedHeader::Forwarded,
+        )
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -140,8 +167,18 @@ mod tests {
     }
 
     #[test]
-    fn the_standard_forwarded_header_is_preferred_and_understood_with_ports_and_ipv6() {
-        let trusted = proxies(&["10.0.0.1/32"]);
+    fn a_forwarded_header_the_client_wrote_is_ignored_when_the_proxies_write_xff() {
+        let trusted = proxies(&["10.0.0.0/8"]);
+        let spoofed = headers(&[
+            ("forwarded", "for=1.2.3.4"),
+            ("x-forwarded-for", "203.0.113.9"),
+        ]);
+        assert_eq!(trusted.resolve(ip("10.0.0.1"), &spoofed), ip("203.0.113.9"));
+    }
+
+    #[test]
+    fn the_standard_forwarded_header_is_understood_with_ports_and_ipv6() {
+        let trusted = forwarded_proxies(&["10.0.0.1/32"]);
         let forwarded = headers(&[
             ("forwarded", "for=\"[2001:db8::7]:4711\";proto=https"),
             ("x-forwarded-for", "203.0.113.9"),
@@ -154,7 +191,7 @@ mod tests {
 
     #[test]
     fn an_unknown_hop_stops_the_walk_at_the_last_trusted_address() {
-        let trusted = proxies(&["10.0.0.0/8"]);
+        let trusted = forwarded_proxies(&["10.0.0.0/8"]);
         let forwarded = headers(&[("forwarded", "for=203.0.113.9, for=unknown")]);
         assert_eq!(trusted.resolve(ip("10.0.0.1"), &forwarded), ip("10.0.0.1"));
     }

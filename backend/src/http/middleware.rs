@@ -223,14 +223,14 @@ fn claimed_origin(req: &ServiceRequest) -> Option<String> {
 fn own_origin(req: &ServiceRequest, state: &AppState) -> String {
     if state.proxies.from_proxy(req.request()) {
         let info = req.connection_info();
-        return format!("{}://{}", info.scheme(), info.host());
+        return crate::startup::origin_of(&format!("{}://{}", info.scheme(), info.host()));
     }
     let host = req
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    format!("http://{host}")
+    crate::startup::origin_of(&format!("http://{host}"))
 }
 
 /// Writes that ride on a browser's session cookie, and sign-in itself, must come from the
@@ -249,6 +249,7 @@ pub async fn same_origin(
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let allowed = match (claimed_origin(&req), state) {
         (Some(origin), Some(state)) => {
+            let origin = crate::startup::origin_of(&origin);
             origin == state.public_origin
                 || (!state.public_url_configured && origin == own_origin(&req, &state))
         }

@@ -130,6 +130,21 @@ async fn owners(db: &impl ConnectionTrait, organization_id: Uuid) -> Result<u64,
         .await?)
 }
 
+/// Whether the person acting is still an owner, read inside the write: an owner demoted a
+/// moment ago by someone else (on any instance) can no longer act as one.
+async fn still_owner(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    acting: Option<Uuid>,
+) -> Result<bool, StoreError> {
+    let Some(acting) = acting else {
+        return Ok(true);
+    };
+    Ok(member(db, organization_id, acting)
+        .await?
+        .is_some_and(|m| m.role == Role::Owner.as_str()))
+}
+
 /// Runs inside the store's write lock and transaction, so two owners demoting each other
 /// at once cannot both succeed.
 pub async fn change_role(
@@ -137,7 +152,11 @@ pub async fn change_role(
     organization_id: Uuid,
     user_id: Uuid,
     role: Role,
+    acting: Option<Uuid>,
 ) -> Result<MembershipChange, StoreError> {
+    if !still_owner(db, organization_id, acting).await? {
+        return Ok(MembershipChange::ActorNotOwner);
+    }
     let Some(current) = member(db, organization_id, user_id).await? else {
         return Ok(MembershipChange::NotFound);
     };
@@ -159,7 +178,11 @@ pub async fn remove_user(
     db: &impl ConnectionTrait,
     organization_id: Uuid,
     user_id: Uuid,
+    acting: Option<Uuid>,
 ) -> Result<MembershipChange, StoreError> {
+    if !still_owner(db, organization_id, acting).await? {
+        return Ok(MembershipChange::ActorNotOwner);
+    }
     let Some(current) = member(db, organization_id, user_id).await? else {
         return Ok(MembershipChange::NotFound);
     };
@@ -367,10 +390,12 @@ impl MemberStore for SeaStore {
         organization_id: Uuid,
         user_id: Uuid,
         role: Role,
+        acting: Option<Uuid>,
         audit: AuditDraft,
     ) -> Result<MembershipChange, StoreError> {
         audited!(self, audit, |txn| {
-            let change = super::members::change_role(txn, organization_id, user_id, role).await?;
+            let change =
+                super::members::change_role(txn, organization_id, user_id, role, acting).await?;
             let done = change == MembershipChange::Done;
             (change, done)
         })
@@ -380,10 +405,11 @@ impl MemberStore for SeaStore {
         &self,
         organization_id: Uuid,
         user_id: Uuid,
+        acting: Option<Uuid>,
         audit: AuditDraft,
     ) -> Result<MembershipChange, StoreError> {
         audited!(self, audit, |txn| {
-            let change = super::members::remove_user(txn, organization_id, user_id).await?;
+            let change = super::members::remove_user(txn, organization_id, user_id, acting).await?;
             let done = change == MembershipChange::Done;
             (change, done)
         })

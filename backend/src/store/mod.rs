@@ -116,8 +116,9 @@ pub struct SeaStore {
     db: DatabaseConnection,
     /// Seals appended events (the current key) and re-seals legacy ones.
     chain_keys: ChainKeys,
-    /// SQLite has one writer per file: queueing this process's writers here keeps them from
-    /// spinning on a busy file. Correctness does not rest on it (`BEGIN IMMEDIATE` does).
+    /// This process's writers queue here, so only one of them waits for the database's lock
+    /// (and holds a connection meanwhile). Correctness does not rest on it: the chain lock in
+    /// the database does.
     local_writers: Option<Mutex<()>>,
     /// Set once the SQLite file is found damaged: no more writes go into it, and readiness
     /// fails, until an operator restores it and restarts.
@@ -219,8 +220,9 @@ struct Write<'a> {
 
 impl SeaStore {
     pub fn new(db: DatabaseConnection, chain_keys: ChainKeys) -> Self {
-        let local_writers =
-            (db.get_database_backend() == DatabaseBackend::Sqlite).then(|| Mutex::new(()));
+        // One waiting writer per process: the others queue here rather than each holding a
+        // pooled connection while it waits for the database's lock.
+        let local_writers = Some(Mutex::new(()));
         Self {
             db,
             chain_keys,
@@ -287,6 +289,10 @@ impl SeaStore {
             }
             _ => {
                 let txn = self.db.begin().await?;
+                // A writer stuck while holding the lock must not hang every other one: the wait
+                // is bounded, and a write that times out is a lost race (retried, then 503).
+                txn.execute_unprepared("SET LOCAL lock_timeout = '5s'")
+                    .await?;
                 txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({CHAIN_LOCK})"))
                     .await?;
                 txn
