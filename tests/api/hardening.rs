@@ -385,3 +385,25 @@ async fn the_favicon_is_served_and_a_missing_asset_gets_the_404_page() {
     assert_eq!(missing.status(), 404);
     assert!(missing.text().await.unwrap().contains("<html"));
 }
+
+#[tokio::test]
+async fn an_unauthenticated_client_with_a_trickling_chunked_body_is_answered_and_cut_off() {
+    let app = spawn_app_with(&[("CMEK_BODY_TIMEOUT", "1s")]).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /api/v1/projects HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\n\r\n5\r\n{{\"na\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+
+    assert!(
+        matches!(read, Ok(Ok(_))),
+        "the server answered and closed the connection: {read:?}"
+    );
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+}

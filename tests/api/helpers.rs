@@ -77,14 +77,14 @@ impl Drop for DroppedDatabase {
     }
 }
 
-/// The database a URL names, if it is one of the test PostgreSQL databases.
+/// The database a URL names, if it is a test database on PostgreSQL (dropped through the
+/// server's `postgres` database).
 fn test_database(url: &str) -> Option<DroppedDatabase> {
-    let admin_url = std::env::var("CMEK_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())?;
-    let name = url.rsplit('/').next()?.to_owned();
-    name.starts_with("cmek_test_")
-        .then_some(DroppedDatabase { admin_url, name })
+    let (base, name) = url.rsplit_once('/')?;
+    (url.starts_with("postgres") && name.starts_with("cmek_test_")).then(|| DroppedDatabase {
+        admin_url: format!("{base}/postgres"),
+        name: name.to_owned(),
+    })
 }
 
 /// A new, empty database on the PostgreSQL server `admin_url` points at; returns its URL.
@@ -124,7 +124,9 @@ pub async fn spawn_app_on(database_url: &str, extra: &[(&str, &str)]) -> TestApp
     let dir = TempDir(std::env::temp_dir().join(format!("cmek-test-{}", Uuid::new_v4())));
     std::fs::create_dir_all(&dir.0).expect("temp dir");
     let data_dir = dir.0.display().to_string();
-    start(database_url.to_owned(), &data_dir, dir, extra).await
+    let mut app = start(database_url.to_owned(), &data_dir, dir, extra).await;
+    app._database = test_database(database_url);
+    app
 }
 
 async fn start(

@@ -324,6 +324,7 @@ async fn a_database_restart_mid_burst_fails_fast_with_503_and_loses_no_answered_
     tokio::time::sleep(Duration::from_millis(500)).await;
     pg_ctl("stop");
     let readiness = client.get(app.url("/readyz")).send().await.unwrap();
+    let asked = std::time::Instant::now();
     let during = client
         .post(app.url("/api/v1/projects"))
         .bearer_auth(&owner)
@@ -331,6 +332,7 @@ async fn a_database_restart_mid_burst_fails_fast_with_503_and_loses_no_answered_
         .send()
         .await
         .expect("an answer while the database is down");
+    let answered_in = asked.elapsed();
     let during_status = during.status().as_u16();
     let during_type = during.headers()["content-type"]
         .to_str()
@@ -360,6 +362,11 @@ async fn a_database_restart_mid_burst_fails_fast_with_503_and_loses_no_answered_
         "not ready while the database is down"
     );
     assert_eq!(during_status, 503);
+    // Fail fast: the pool gives up after its 3 s acquire time-out at the latest.
+    assert!(
+        answered_in < Duration::from_secs(6),
+        "answered in {answered_in:?}, not a hang"
+    );
     assert_eq!(during_type, "application/problem+json");
     assert_eq!(
         during_body["type"],

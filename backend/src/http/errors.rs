@@ -297,6 +297,8 @@ pub enum PageError {
     UnsupportedMediaType,
     #[error("request headers too large")]
     HeadersTooLarge,
+    #[error("request body not received in time")]
+    BodyTimeout,
     /// Something of ours failed (a header that would not encode, say): logged, opaque.
     #[error("internal: {0}")]
     Internal(String),
@@ -322,6 +324,10 @@ impl PageError {
             PageError::TooLarge => (
                 "Too large".to_owned(),
                 "The form is larger than the console accepts.".to_owned(),
+            ),
+            PageError::BodyTimeout => (
+                "Too slow".to_owned(),
+                "The form did not arrive in time; send it again.".to_owned(),
             ),
             PageError::HeadersTooLarge => (
                 "Request headers too large".to_owned(),
@@ -354,6 +360,7 @@ impl ResponseError for PageError {
             PageError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             PageError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PageError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            PageError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 

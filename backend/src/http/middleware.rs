@@ -1,8 +1,10 @@
 //! Cross-cutting request handling: request ids, logs and metrics; security headers; and the
 //! same-origin check that protects cookie-authenticated writes from cross-site requests.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -13,8 +15,8 @@ use futures_util::Stream;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::{ConnectionType, Method};
 use actix_web::middleware::Next;
 use actix_web::{Error, ResponseError, web};
 use tracing::Instrument;
@@ -114,6 +116,13 @@ pub async fn bound_request(
     let timeout = req
         .app_data::<web::Data<AppState>>()
         .map_or(std::time::Duration::from_secs(30), |s| s.body_timeout);
+    let has_body = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() != "0")
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let finished = Rc::new(Cell::new(false));
     let (_, payload) = req.parts_mut();
     let inner = std::mem::replace(payload, Payload::None);
     let bounded: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =
@@ -121,16 +130,27 @@ pub async fn bound_request(
             inner,
             deadline: Box::pin(tokio::time::sleep(timeout)),
             expired: false,
+            finished: finished.clone(),
         });
     req.set_payload(Payload::from(bounded));
-    Ok(next.call(req).await?.map_into_boxed_body())
+    let mut res = next.call(req).await?.map_into_boxed_body();
+    if has_body && !finished.get() {
+        // The handler answered without reading the whole body (refused before it, or the
+        // body was too slow): close rather than wait for the rest with no time limit.
+        res.response_mut()
+            .head_mut()
+            .set_connection_type(ConnectionType::Close);
+    }
+    Ok(res)
 }
 
-/// A request body that fails with `TimedOut` once its deadline passes.
+/// A request body that fails with `TimedOut` once its deadline passes, and says whether it
+/// was read to its end.
 struct BodyDeadline {
     inner: Payload,
     deadline: Pin<Box<tokio::time::Sleep>>,
     expired: bool,
+    finished: Rc<Cell<bool>>,
 }
 
 impl Stream for BodyDeadline {
@@ -141,6 +161,10 @@ impl Stream for BodyDeadline {
             return Poll::Ready(None);
         }
         match Pin::new(&mut self.inner).poll_next(cx) {
+            Poll::Ready(None) => {
+                self.finished.set(true);
+                Poll::Ready(None)
+            }
             Poll::Ready(item) => Poll::Ready(item),
             Poll::Pending => match self.deadline.as_mut().poll(cx) {
                 Poll::Ready(()) => {

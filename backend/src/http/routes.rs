@@ -99,6 +99,11 @@ fn page_form_error(err: UrlencodedError, _: &HttpRequest) -> actix_web::Error {
     match err {
         UrlencodedError::Overflow { .. } | UrlencodedError::UnknownLength => PageError::TooLarge,
         UrlencodedError::ContentType => PageError::UnsupportedMediaType,
+        UrlencodedError::Payload(actix_web::error::PayloadError::Io(e))
+            if e.kind() == std::io::ErrorKind::TimedOut =>
+        {
+            PageError::BodyTimeout
+        }
         _ => PageError::BadRequest(
             "The form could not be read. Reload the page and try again.".into(),
         ),
