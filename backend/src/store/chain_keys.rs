@@ -40,8 +40,19 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> KeyFileError + '_ {
     }
 }
 
-/// Reads the keys; the file must exist.
+/// Reads the keys; the file must exist. A file others can read is loaded but reported, since
+/// whoever reads it can forge the chain.
 pub fn load(path: &Path) -> Result<ChainKeys, KeyFileError> {
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                "the audit chain key file is readable by others; make it 0600"
+            );
+        }
+    }
     let text = match std::fs::read_to_string(path) {
         Ok(text) => zeroize::Zeroizing::new(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
