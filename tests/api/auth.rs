@@ -266,6 +266,25 @@ async fn forwarding_headers_from_an_untrusted_peer_do_not_make_a_foreign_origin_
 }
 
 #[tokio::test]
+async fn a_percent_encoded_sign_in_path_gets_the_same_origin_check() {
+    let app = spawn_app().await;
+    let token = app.sign_in_url.split("token=").nth(1).unwrap();
+
+    // Login CSRF: a foreign page posting someone's link to a visitor's browser.
+    let forged = app
+        .api
+        .post(app.url("/%73ign-in/link"))
+        .header("origin", "https://evil.example")
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(forged.status(), 403);
+    assert!(forged.headers().get("set-cookie").is_none());
+}
+
+#[tokio::test]
 async fn cookie_authenticated_writes_need_the_consoles_origin() {
     let app = spawn_app().await;
     let browser = app.signed_in_owner().await;

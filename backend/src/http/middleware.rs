@@ -266,7 +266,9 @@ pub async fn same_origin(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    let ambient = req.cookie(SESSION_COOKIE).is_some() || req.path().starts_with("/sign-in");
+    // The decoded path, as the router sees it: `/%73ign-in/link` is sign-in too.
+    let ambient =
+        req.cookie(SESSION_COOKIE).is_some() || req.match_info().as_str().starts_with("/sign-in");
     if is_safe(req.method()) || bearer(req.request()).is_some() || !ambient {
         return Ok(next.call(req).await?.map_into_boxed_body());
     }

@@ -89,7 +89,7 @@ pub struct ReadCache {
     pub organizations: Map<Uuid, Organization>,
     pub memberships: Map<Uuid, Vec<(Organization, Uuid)>>,
     pub projects: Map<(Uuid, Option<Uuid>, u64), Vec<Project>>,
-    pub project: Map<(Uuid, Uuid), Option<Project>>,
+    pub project: Map<(Uuid, Uuid), Project>,
     pub keys: Map<(Uuid, Uuid), Vec<EncryptionKey>>,
 }
 
@@ -129,11 +129,11 @@ impl ReadCache {
             .unwrap_or(true)
     }
 
-    /// Records the head just read.
-    pub fn polled(&self, head: i64) {
+    /// Records the head read by a query sent at `asked`.
+    pub fn polled(&self, head: i64, asked: Instant) {
         self.head.store(head, Ordering::SeqCst);
         if let Ok(mut at) = self.polled_at.lock() {
-            *at = Some(Instant::now());
+            *at = Some(asked);
         }
     }
 
@@ -175,7 +175,7 @@ mod tests {
     #[test]
     fn a_local_change_invalidates_at_once() {
         let cache = ReadCache::default();
-        cache.polled(7);
+        cache.polled(7, Instant::now());
         let read = cache.tag();
         cache.users.put(Uuid::nil(), read, user());
         assert!(cache.users.get(&Uuid::nil(), cache.tag()).is_some());
@@ -198,10 +198,10 @@ mod tests {
     #[test]
     fn another_instances_change_is_seen_at_the_next_poll() {
         let cache = ReadCache::default();
-        cache.polled(7);
+        cache.polled(7, Instant::now());
         cache.users.put(Uuid::nil(), cache.tag(), user());
 
-        cache.polled(8);
+        cache.polled(8, Instant::now());
 
         assert!(cache.users.get(&Uuid::nil(), cache.tag()).is_none());
     }

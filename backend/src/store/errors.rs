@@ -71,7 +71,7 @@ impl From<DbErr> for StoreError {
             "11" | "267" | "523" | "779" | "26" => StoreError::Damaged(message.to_owned()),
             // serialization_failure, deadlock_detected; SQLITE_BUSY and its extended codes.
             // lock_not_available (lock_timeout) too.
-            "40001" | "40P01" | "55P03" | "5" | "261" | "517" | "6" => {
+            "40001" | "40P01" | "55P03" | "5" | "261" | "517" | "773" | "6" | "262" => {
                 StoreError::Contention(message.to_owned())
             }
             // connection_exception (08xxx), admin_shutdown, crash_shutdown, cannot_connect_now.

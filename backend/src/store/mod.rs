@@ -260,8 +260,10 @@ impl SeaStore {
                 self.head_poll.try_lock().ok()
             };
             if polling.is_some() && self.cache.poll_due() {
+                // Stamped before the query, so a slow one does not stretch how stale reads may be.
+                let asked = Instant::now();
                 let head = audit::head(&self.db).await?.map_or(0, |(seq, _)| seq);
-                self.cache.polled(head);
+                self.cache.polled(head, asked);
             }
         }
         Ok(self.cache.tag())

@@ -112,7 +112,8 @@ impl ProjectStore for SeaStore {
         organization_id: Uuid,
         id: Uuid,
     ) -> Result<Option<Project>, StoreError> {
-        cached!(
+        // Only projects that exist: ids someone guesses do not fill the cache.
+        cached_if_found!(
             self,
             project,
             (organization_id, id),
