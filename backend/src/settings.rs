@@ -387,12 +387,17 @@ const SQLITE_FILE: &str = "cmek-console.sqlite3";
 
 /// Creates `dir` (0700) and `file` (0600) if missing and tightens their modes if not, then
 /// checks that the file can be opened for writing.
-fn prepare_private_file(dir: &Path, file: &Path) -> std::io::Result<()> {
+/// Creates `dir` (and its parents) with mode 0700 if it is missing.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)?;
+    builder.create(dir)
+}
+
+fn prepare_private_file(dir: &Path, file: &Path) -> std::io::Result<()> {
+    private_dir(dir)?;
     let mut options = std::fs::OpenOptions::new();
     options.create(true).append(true);
     #[cfg(unix)]

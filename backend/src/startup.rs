@@ -20,7 +20,7 @@ use crate::http::{AppState, middleware, routes};
 use crate::kms::KmsTimeouts;
 use crate::kms::aws::AwsKms;
 use crate::kms::local::LocalKms;
-use crate::settings::{Environment, Settings, SettingsError};
+use crate::settings::{Environment, Settings, SettingsError, private_dir};
 use crate::sso::oidc::OidcProvider;
 use crate::store::chain_keys::{self, KeyFileError};
 use crate::store::{self, SeaStore};
@@ -281,15 +281,6 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
-}
-
-/// Creates `dir` (0700) if it is missing.
-fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
 }
 
 /// Logs a signed checkpoint of the audit chain's head at start and then every `interval`.

@@ -9,13 +9,21 @@ use serde_json::Value;
 use crate::helpers::{TestApp, spawn_app};
 
 fn run(app: &TestApp, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cmek-console"))
+    run_with(app, args, &[])
+}
+
+/// The command on the test's database and data directory, with settings of its own.
+fn run_with(app: &TestApp, args: &[&str], settings: &[(&str, &std::path::Path)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cmek-console"));
+    command
         .args(args)
         .env("DATABASE_URL", &app.database_url)
         .env("CMEK_DATA_DIR", app.data_dir())
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("cmek-console runs")
+        .env("RUST_LOG", "warn");
+    for (name, value) in settings {
+        command.env(name, value);
+    }
+    command.output().expect("cmek-console runs")
 }
 
 #[tokio::test]
@@ -168,13 +176,11 @@ async fn audit_verify_without_the_key_file_says_where_it_looked() {
     let app = spawn_app().await;
     let elsewhere = std::env::temp_dir().join(format!("no-keys-{}", uuid::Uuid::new_v4()));
 
-    let output = Command::new(env!("CARGO_BIN_EXE_cmek-console"))
-        .args(["audit", "verify"])
-        .env("DATABASE_URL", &app.database_url)
-        .env("CMEK_AUDIT_KEY_FILE", &elsewhere)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
+    let output = run_with(
+        &app,
+        &["audit", "verify"],
+        &[("CMEK_AUDIT_KEY_FILE", &elsewhere)],
+    );
 
     assert!(!output.status.success());
     assert!(!elsewhere.exists(), "verification creates no key");
@@ -186,13 +192,11 @@ async fn a_console_without_the_key_that_sealed_the_log_refuses_to_start() {
     let app = spawn_app().await;
     let elsewhere = std::env::temp_dir().join(format!("other-keys-{}", uuid::Uuid::new_v4()));
 
-    let output = Command::new(env!("CARGO_BIN_EXE_cmek-console"))
-        .args(["api-key", "create", "--role", "owner", "--name", "ci"])
-        .env("DATABASE_URL", &app.database_url)
-        .env("CMEK_AUDIT_KEY_FILE", &elsewhere)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
+    let output = run_with(
+        &app,
+        &["api-key", "create", "--role", "owner", "--name", "ci"],
+        &[("CMEK_AUDIT_KEY_FILE", &elsewhere)],
+    );
 
     assert!(!output.status.success());
     assert!(

@@ -120,27 +120,36 @@ async fn a_file_damaged_while_serving_makes_readiness_fail_and_stops_writes() {
     );
 }
 
+/// Sends `request` as it is on a raw connection (part of a body, say) and reads until the
+/// server closes it; `None` when it has not closed it within 10 s.
+async fn send_raw(app: &TestApp, request: impl FnOnce(&str) -> String) -> Option<String> {
+    // Async I/O: the test's runtime also drives the app's database pool.
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stream
+        .write_all(request(&address).as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await {
+        Ok(Ok(_)) => Some(String::from_utf8_lossy(&answer).into_owned()),
+        _ => None,
+    }
+}
+
 #[tokio::test]
 async fn a_client_that_sends_half_a_body_is_cut_off_with_408() {
     let app = spawn_app_with(&[("CMEK_BODY_TIMEOUT", "1s")]).await;
     let owner = app.api_key(Role::Owner).await;
-    let address = app.address.trim_start_matches("http://").to_owned();
+    let answer = send_raw(&app, |address| {
+        format!(
+            "POST /api/v1/projects HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {owner}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":"
+        )
+    })
+    .await;
 
-    // Async I/O: the test's runtime also drives the app's database pool.
-    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-    let head = format!(
-        "POST /api/v1/projects HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {owner}\r\n\
-         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":"
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer);
-
-    assert!(
-        matches!(read, Ok(Ok(_))),
-        "the server answered and closed the connection: {read:?}"
-    );
+    let answer = answer.expect("the server answered and closed the connection");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("request-timeout"), "{answer}");
 }
@@ -389,21 +398,15 @@ async fn the_favicon_is_served_and_a_missing_asset_gets_the_404_page() {
 #[tokio::test]
 async fn an_unauthenticated_client_with_a_trickling_chunked_body_is_answered_and_cut_off() {
     let app = spawn_app_with(&[("CMEK_BODY_TIMEOUT", "1s")]).await;
-    let address = app.address.trim_start_matches("http://").to_owned();
 
-    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-    let head = format!(
-        "POST /api/v1/projects HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-         Transfer-Encoding: chunked\r\n\r\n5\r\n{{\"na\r\n"
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = send_raw(&app, |address| {
+        format!(
+            "POST /api/v1/projects HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+             Transfer-Encoding: chunked\r\n\r\n5\r\n{{\"na\r\n"
+        )
+    })
+    .await;
 
-    assert!(
-        matches!(read, Ok(Ok(_))),
-        "the server answered and closed the connection: {read:?}"
-    );
+    let answer = answer.expect("the server answered and closed the connection");
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
 }

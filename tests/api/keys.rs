@@ -148,7 +148,7 @@ async fn one_policy_can_serve_every_region_and_bad_parameters_are_named() {
 #[tokio::test]
 #[ignore = "needs moto (scripts/test starts it)"]
 async fn a_good_key_passes_every_check_and_is_created() {
-    let Some(moto) = Moto::open() else { return };
+    let moto = Moto::open();
     let (app, owner, project) = aws_project(&moto).await;
     let arn = moto.create_key(REGION).await;
     moto.enable_rotation(REGION, &arn).await;
@@ -188,7 +188,7 @@ async fn a_good_key_passes_every_check_and_is_created() {
 #[tokio::test]
 #[ignore = "needs moto (scripts/test starts it)"]
 async fn testing_a_key_creates_nothing() {
-    let Some(moto) = Moto::open() else { return };
+    let moto = Moto::open();
     let (app, owner, project) = aws_project(&moto).await;
     let arn = moto.create_key(REGION).await;
 
@@ -209,7 +209,7 @@ async fn testing_a_key_creates_nothing() {
 #[tokio::test]
 #[ignore = "needs moto (scripts/test starts it)"]
 async fn a_second_key_in_the_same_region_is_a_conflict() {
-    let Some(moto) = Moto::open() else { return };
+    let moto = Moto::open();
     let (app, owner, project) = aws_project(&moto).await;
     let first = moto.create_key(REGION).await;
     let second = moto.create_key(REGION).await;
@@ -232,7 +232,7 @@ async fn a_second_key_in_the_same_region_is_a_conflict() {
 #[tokio::test]
 #[ignore = "needs moto (scripts/test starts it)"]
 async fn two_simultaneous_creates_for_one_region_make_one_key() {
-    let Some(moto) = Moto::open() else { return };
+    let moto = Moto::open();
     let (app, owner, project) = aws_project(&moto).await;
     let (a, b) = (moto.create_key(REGION).await, moto.create_key(REGION).await);
     let path = keys_path(&project);
@@ -304,7 +304,7 @@ async fn malformed_and_alias_arns_are_refused_with_the_reason() {
 #[tokio::test]
 #[ignore = "needs moto (scripts/test starts it)"]
 async fn a_key_that_does_not_exist_fails_reachable_and_nothing_else_runs() {
-    let Some(moto) = Moto::open() else { return };
+    let moto = Moto::open();
     let (app, owner, project) = aws_project(&moto).await;
     let arn = format!("arn:aws:kms:{REGION}:{ACCOUNT}:key/00000000-0000-4000-8000-000000000000");
 
@@ -334,7 +334,7 @@ async fn a_key_that_does_not_exist_fails_reachable_and_nothing_else_runs() {
 #[tokio::test]
 #[ignore = "needs moto (scripts/test starts it)"]
 async fn a_disabled_key_fails_and_says_how_to_fix_it() {
-    let Some(moto) = Moto::open() else { return };
+    let moto = Moto::open();
     let (app, owner, project) = aws_project(&moto).await;
     let arn = moto.create_key(REGION).await;
     moto.disable_key(REGION, &arn).await;
@@ -358,7 +358,7 @@ async fn a_disabled_key_fails_and_says_how_to_fix_it() {
 #[tokio::test]
 #[ignore = "needs moto (scripts/test starts it)"]
 async fn an_asymmetric_signing_key_fails_the_key_spec_check() {
-    let Some(moto) = Moto::open() else { return };
+    let moto = Moto::open();
     let (app, owner, project) = aws_project(&moto).await;
     let arn = moto
         .create_key_with(REGION, KeySpec::Rsa2048, KeyUsageType::SignVerify)
@@ -382,9 +382,7 @@ async fn an_asymmetric_signing_key_fails_the_key_spec_check() {
 #[tokio::test]
 #[ignore = "needs moto (scripts/test starts it)"]
 async fn access_denied_is_reported_with_the_fix_for_the_key_policy() {
-    let Some(moto) = Moto::iam_admin() else {
-        return;
-    };
+    let moto = Moto::iam_admin();
     let arn = moto.create_key(REGION).await;
     let (key, secret) = moto.iam_identity("denied");
     let app = moto.app_as(&key, &secret).await;
@@ -452,8 +450,8 @@ async fn an_unreachable_kms_is_reported_as_unreachable() {
     );
 }
 
-async fn role_mode(external_id_matches: bool) -> Option<Value> {
-    let moto = Moto::iam_admin()?;
+async fn role_mode(external_id_matches: bool) -> Value {
+    let moto = Moto::iam_admin();
     let (key, secret) = moto.iam_identity("console");
     let app = moto.app_as(&key, &secret).await;
     let owner = app.api_key(Role::Owner).await;
@@ -480,15 +478,13 @@ async fn role_mode(external_id_matches: bool) -> Option<Value> {
     let status = response.status().as_u16();
     let mut value: Value = response.json().await.unwrap();
     value["status_code"] = json!(status);
-    Some(value)
+    value
 }
 
 #[tokio::test]
 #[ignore = "needs moto (scripts/test starts it)"]
 async fn role_mode_with_the_organization_as_external_id_works() {
-    let Some(body) = role_mode(true).await else {
-        return;
-    };
+    let body = role_mode(true).await;
     assert_eq!(body["status_code"], 201, "{body}");
     assert_eq!(body["access_mode"], "role");
     assert!(body["role_arn"].as_str().unwrap().contains(":role/cmek-"));
@@ -497,9 +493,7 @@ async fn role_mode_with_the_organization_as_external_id_works() {
 #[tokio::test]
 #[ignore = "needs moto (scripts/test starts it)"]
 async fn role_mode_with_another_external_id_is_denied() {
-    let Some(body) = role_mode(false).await else {
-        return;
-    };
+    let body = role_mode(false).await;
     assert_eq!(body["status_code"], 422, "{body}");
     let reachable = check(&body["checks"], "reachable");
     assert_eq!(reachable["code"], "AccessDenied");
@@ -580,7 +574,7 @@ async fn without_a_platform_account_aws_is_refused_clearly() {
 #[tokio::test]
 #[ignore = "needs moto (scripts/test starts it)"]
 async fn the_v1beta_shape_creates_and_lists_keys() {
-    let Some(moto) = Moto::open() else { return };
+    let moto = Moto::open();
     let (app, owner, project) = aws_project(&moto).await;
     let east = moto.create_key("us-east-1").await;
     let west = moto.create_key("us-west-2").await;
@@ -601,7 +595,7 @@ async fn the_v1beta_shape_creates_and_lists_keys() {
 #[tokio::test]
 #[ignore = "needs moto (scripts/test starts it)"]
 async fn a_v1beta_request_with_one_bad_spec_creates_nothing() {
-    let Some(moto) = Moto::open() else { return };
+    let moto = Moto::open();
     let (app, owner, project) = aws_project(&moto).await;
     let good = moto.create_key("us-east-1").await;
     let disabled = moto.create_key("us-west-2").await;
@@ -622,7 +616,7 @@ async fn a_v1beta_request_with_one_bad_spec_creates_nothing() {
 #[tokio::test]
 #[ignore = "needs moto (scripts/test starts it)"]
 async fn check_now_records_a_key_disabled_after_creation() {
-    let Some(moto) = Moto::open() else { return };
+    let moto = Moto::open();
     let (app, owner, project) = aws_project(&moto).await;
     let arn = moto.create_key(REGION).await;
     let created: Value = app
@@ -654,7 +648,7 @@ async fn check_now_records_a_key_disabled_after_creation() {
 #[tokio::test]
 #[ignore = "needs moto (scripts/test starts it)"]
 async fn deleting_a_key_frees_its_region_and_is_audited() {
-    let Some(moto) = Moto::open() else { return };
+    let moto = Moto::open();
     let (app, owner, project) = aws_project(&moto).await;
     let arn = moto.create_key(REGION).await;
     let created: Value = app
@@ -692,7 +686,7 @@ async fn deleting_a_key_frees_its_region_and_is_audited() {
 #[tokio::test]
 #[ignore = "needs moto (scripts/test starts it)"]
 async fn key_tests_are_audited_with_the_failed_check_and_no_key_material() {
-    let Some(moto) = Moto::open() else { return };
+    let moto = Moto::open();
     let (app, owner, project) = aws_project(&moto).await;
     let arn = moto.create_key(REGION).await;
     moto.disable_key(REGION, &arn).await;

@@ -272,12 +272,8 @@ async fn two_owners_demoting_each_other_on_two_instances_leave_one_owner() {
 #[tokio::test]
 #[ignore = "needs a PostgreSQL it may restart (scripts/test starts it)"]
 async fn a_database_restart_mid_burst_fails_fast_with_503_and_loses_no_answered_write() {
-    let (Some(admin_url), Some(ctl)) = (
-        crate::moto::service("CMEK_TEST_RESTARTABLE_POSTGRES_URL"),
-        crate::moto::service("CMEK_TEST_RESTARTABLE_POSTGRES_CTL"),
-    ) else {
-        return;
-    };
+    let admin_url = crate::moto::service("CMEK_TEST_RESTARTABLE_POSTGRES_URL");
+    let ctl = crate::moto::service("CMEK_TEST_RESTARTABLE_POSTGRES_CTL");
     let database_url = crate::helpers::create_postgres_database(&admin_url).await;
     let app = crate::helpers::spawn_app_on(&database_url, &[]).await;
     let owner = app.api_key(Role::Owner).await;

@@ -10,16 +10,14 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, spawn_app_with};
 use crate::moto::service;
 
-async fn sso_app() -> Option<TestApp> {
-    let issuer = service("CMEK_TEST_OIDC_ISSUER")?;
-    Some(
-        spawn_app_with(&[
-            ("CMEK_OIDC_ISSUER", &issuer),
-            ("CMEK_OIDC_CLIENT_ID", "cmek-console"),
-            ("CMEK_OIDC_CLIENT_SECRET", "cmek-console-test-secret"),
-        ])
-        .await,
-    )
+async fn sso_app() -> TestApp {
+    let issuer = service("CMEK_TEST_OIDC_ISSUER");
+    spawn_app_with(&[
+        ("CMEK_OIDC_ISSUER", &issuer),
+        ("CMEK_OIDC_CLIENT_ID", "cmek-console"),
+        ("CMEK_OIDC_CLIENT_SECRET", "cmek-console-test-secret"),
+    ])
+    .await
 }
 
 fn absolute(base: &str, location: &str) -> String {
@@ -129,7 +127,7 @@ async fn invite(app: &TestApp, email: &str, role: Role) {
 #[tokio::test]
 #[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn an_invited_person_joins_with_sso_in_the_invited_role() {
-    let Some(app) = sso_app().await else { return };
+    let app = sso_app().await;
     invite(&app, "ada@example.com", Role::Auditor).await;
 
     let (browser, response) = sso_sign_in(&app, "ada").await;
@@ -153,7 +151,7 @@ async fn an_invited_person_joins_with_sso_in_the_invited_role() {
 #[tokio::test]
 #[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn the_next_sign_in_finds_the_same_member_by_issuer_and_subject() {
-    let Some(app) = sso_app().await else { return };
+    let app = sso_app().await;
     invite(&app, "ada@example.com", Role::Member).await;
     let (first, _) = sso_sign_in(&app, "ada").await;
     let first_id = me(&app, &first).await["actor"]["id"].clone();
@@ -173,7 +171,7 @@ async fn the_next_sign_in_finds_the_same_member_by_issuer_and_subject() {
 #[tokio::test]
 #[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn without_an_invitation_nobody_gets_in() {
-    let Some(app) = sso_app().await else { return };
+    let app = sso_app().await;
 
     let (browser, response) = sso_sign_in(&app, "eve").await;
 
@@ -191,7 +189,7 @@ async fn without_an_invitation_nobody_gets_in() {
 #[tokio::test]
 #[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn an_unverified_email_does_not_accept_an_invitation() {
-    let Some(app) = sso_app().await else { return };
+    let app = sso_app().await;
     invite(&app, "unverified-bob@example.com", Role::Owner).await;
 
     let (_, response) = sso_sign_in(&app, "unverified-bob").await;
@@ -202,7 +200,7 @@ async fn an_unverified_email_does_not_accept_an_invitation() {
 #[tokio::test]
 #[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn expired_and_revoked_invitations_are_refused() {
-    let Some(app) = sso_app().await else { return };
+    let app = sso_app().await;
     invite(&app, "old@example.com", Role::Member).await;
     invite(&app, "gone@example.com", Role::Member).await;
     app.db()
@@ -233,7 +231,7 @@ async fn expired_and_revoked_invitations_are_refused() {
 #[tokio::test]
 #[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn a_tampered_state_is_refused() {
-    let Some(app) = sso_app().await else { return };
+    let app = sso_app().await;
     invite(&app, "ada@example.com", Role::Member).await;
     let browser = app.browser();
     let (callback, _) = authorize(&app, &browser, "ada").await;
@@ -255,7 +253,7 @@ async fn a_tampered_state_is_refused() {
 #[tokio::test]
 #[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn a_replayed_code_is_refused() {
-    let Some(app) = sso_app().await else { return };
+    let app = sso_app().await;
     invite(&app, "ada@example.com", Role::Member).await;
     let browser = app.browser();
     let (callback, sso_cookie) = authorize(&app, &browser, "ada").await;
@@ -282,7 +280,7 @@ async fn a_replayed_code_is_refused() {
 #[tokio::test]
 #[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn a_wrong_nonce_is_refused() {
-    let Some(app) = sso_app().await else { return };
+    let app = sso_app().await;
     invite(&app, "ada@example.com", Role::Member).await;
     let browser = app.browser();
     let (callback, sso_cookie) = authorize(&app, &browser, "ada").await;
@@ -307,7 +305,7 @@ async fn a_wrong_nonce_is_refused() {
 #[tokio::test]
 #[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn an_expired_id_token_is_refused() {
-    let Some(app) = sso_app().await else { return };
+    let app = sso_app().await;
     invite(&app, "ada@example.com", Role::Member).await;
     let browser = app.browser();
     let (callback, _) = authorize(&app, &browser, "ada").await;
@@ -321,7 +319,7 @@ async fn an_expired_id_token_is_refused() {
 #[tokio::test]
 #[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn a_role_change_takes_effect_on_the_next_request() {
-    let Some(app) = sso_app().await else { return };
+    let app = sso_app().await;
     invite(&app, "ada@example.com", Role::Member).await;
     let (browser, _) = sso_sign_in(&app, "ada").await;
     let ada = me(&app, &browser).await["actor"]["id"]
@@ -344,7 +342,7 @@ async fn a_role_change_takes_effect_on_the_next_request() {
 #[tokio::test]
 #[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn the_last_owner_can_be_neither_demoted_nor_removed() {
-    let Some(app) = sso_app().await else { return };
+    let app = sso_app().await;
     let owner = app.signed_in_owner().await;
     let operator = app.console.operator(None).await.unwrap();
     let members = app.console.members(&operator).await.unwrap();
@@ -388,7 +386,7 @@ async fn the_last_owner_can_be_neither_demoted_nor_removed() {
 #[tokio::test]
 #[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn invitations_are_managed_on_the_members_page() {
-    let Some(app) = sso_app().await else { return };
+    let app = sso_app().await;
     let owner = app.signed_in_owner().await;
 
     let invited = owner
@@ -435,7 +433,7 @@ async fn invitations_are_managed_on_the_members_page() {
 #[tokio::test]
 #[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn a_person_in_two_organizations_switches_between_them() {
-    let Some(app) = sso_app().await else { return };
+    let app = sso_app().await;
     let (second, _) = app
         .console
         .create_organization("Second Org", "ada@example.com")
@@ -502,7 +500,7 @@ async fn a_person_in_two_organizations_switches_between_them() {
 #[tokio::test]
 #[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn another_organizations_resources_are_not_found_on_every_route() {
-    let Some(app) = sso_app().await else { return };
+    let app = sso_app().await;
     let owner_a = app.api_key(Role::Owner).await;
     let project = app.create_project(&owner_a, "private", true).await["id"]
         .as_str()
@@ -582,7 +580,7 @@ async fn another_organizations_resources_are_not_found_on_every_route() {
 #[tokio::test]
 #[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn sign_in_attempts_are_rate_limited_per_address() {
-    let Some(app) = sso_app().await else { return };
+    let app = sso_app().await;
     let browser = app.browser();
 
     let mut last = None;
@@ -598,7 +596,7 @@ async fn sign_in_attempts_are_rate_limited_per_address() {
 #[tokio::test]
 #[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn the_sign_in_page_offers_sso_when_configured() {
-    let Some(app) = sso_app().await else { return };
+    let app = sso_app().await;
 
     let page = app
         .api
@@ -616,7 +614,7 @@ async fn the_sign_in_page_offers_sso_when_configured() {
 #[tokio::test]
 #[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn signing_out_ends_the_session_here_and_at_the_provider() {
-    let Some(app) = sso_app().await else { return };
+    let app = sso_app().await;
     invite(&app, "ada@example.com", Role::Member).await;
     let (browser, _) = sso_sign_in(&app, "ada").await;
 
@@ -642,7 +640,7 @@ async fn signing_out_ends_the_session_here_and_at_the_provider() {
 #[tokio::test]
 #[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn a_code_issued_to_another_client_is_refused() {
-    let Some(app) = sso_app().await else { return };
+    let app = sso_app().await;
     invite(&app, "ada@example.com", Role::Member).await;
     let browser = app.browser();
     let (console_authorize, _) = start_sso(&app, &browser).await;
@@ -660,9 +658,7 @@ async fn a_code_issued_to_another_client_is_refused() {
 #[tokio::test]
 #[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn a_provider_whose_issuer_does_not_match_is_not_trusted() {
-    let Some(issuer) = service("CMEK_TEST_OIDC_ISSUER") else {
-        return;
-    };
+    let issuer = service("CMEK_TEST_OIDC_ISSUER");
     // The same provider under another name: its discovery document names a different issuer.
     let renamed = issuer.replace("127.0.0.1", "localhost");
     let app = spawn_app_with(&[
@@ -692,7 +688,7 @@ async fn a_provider_whose_issuer_does_not_match_is_not_trusted() {
 #[tokio::test]
 #[ignore = "needs the OpenID provider (scripts/test starts it)"]
 async fn a_member_invited_to_another_organization_joins_it_at_the_next_sign_in() {
-    let Some(app) = sso_app().await else { return };
+    let app = sso_app().await;
     invite(&app, "ada@example.com", Role::Member).await;
     let (browser, _) = sso_sign_in(&app, "ada").await;
     let first = me(&app, &browser).await["organization"]["id"].clone();
