@@ -7,6 +7,7 @@ mod m20261122_000002_encryption_keys;
 mod m20261122_000003_sso_and_invitations;
 mod m20261123_000004_shared_invariants;
 mod m20261123_000005_keyed_audit_chain;
+mod m20261201_000006_clusters;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_sso_and_invitations::Migration),
             Box::new(m20261123_000004_shared_invariants::Migration),
             Box::new(m20261123_000005_keyed_audit_chain::Migration),
+            Box::new(m20261201_000006_clusters::Migration),
         ]
     }
 }

@@ -22,6 +22,18 @@ pub enum Rule {
     LastOwner,
     /// One pending invitation per email and organization.
     InvitationPending,
+    /// Cluster names are unique within a project.
+    ClusterNameTaken,
+    /// R5, R11: a CMEK cluster needs an active key in each of its regions.
+    KeyRequiredForRegion,
+    /// R6: CMEK projects hold Dedicated clusters only.
+    DedicatedOnly,
+    /// R7: no dual-region backup in CMEK projects.
+    NoDualRegionBackup,
+    /// The cluster is not in a state that allows this (paused clusters serve no data, ...).
+    ClusterState,
+    /// An encryption key that a cluster or backup uses cannot be deleted.
+    KeyInUse,
 }
 
 impl Rule {
@@ -35,6 +47,12 @@ impl Rule {
             Rule::OneKeyPerRegion => "one-key-per-region",
             Rule::LastOwner => "last-owner",
             Rule::InvitationPending => "invitation-pending",
+            Rule::ClusterNameTaken => "cluster-name-taken",
+            Rule::KeyRequiredForRegion => "key-required-for-region",
+            Rule::DedicatedOnly => "cmek-dedicated-only",
+            Rule::NoDualRegionBackup => "no-dual-region-backup",
+            Rule::ClusterState => "cluster-state",
+            Rule::KeyInUse => "key-in-use",
         }
     }
 }
@@ -72,6 +90,30 @@ pub enum DomainError {
         field: Option<&'static str>,
         detail: String,
     },
+    /// A rule refused the request as sent (422), naming the field.
+    #[error("{detail}")]
+    Refused {
+        rule: Rule,
+        field: &'static str,
+        detail: String,
+    },
+    /// The KMS refused (or could not be reached for) the data key of one or more regions;
+    /// each failure names the region, the key and the KMS error.
+    #[error("{action}: the KMS could not provide the data key")]
+    KeyUnusable {
+        action: &'static str,
+        failures: Vec<crate::domain::clusters::RegionFailure>,
+    },
+    /// Stored data failed its integrity check (altered, truncated, moved): nothing of it is
+    /// returned.
+    #[error("integrity check failed: {0}")]
+    Integrity(String),
+    /// Object storage could not be reached; the cause is for the log.
+    #[error("object storage unavailable: {0}")]
+    Storage(String),
+    /// A request body that could not be received whole.
+    #[error("request body: {0}")]
+    Body(crate::domain::clusters::BodyError),
     /// The key failed a required check of Test Encryption Key; nothing was created.
     #[error("the encryption key test failed")]
     ChecksFailed(crate::domain::keys::checks::Checklist),

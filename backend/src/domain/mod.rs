@@ -3,7 +3,9 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod blobs;
 pub mod clock;
+pub mod clusters;
 pub mod error;
 pub mod identity;
 pub mod keys;
@@ -40,6 +42,7 @@ pub struct Console {
     local_admin: Option<Arc<dyn local_kms::LocalKeyAdmin>>,
     sso: Option<Arc<dyn sso::IdentityProvider>>,
     audit_keys: audit::ChainKeys,
+    clusters: Option<clusters::ClusterParts>,
 }
 
 /// A display name (API key, local key, organization): trimmed, 1 to `max` characters, no
@@ -96,7 +99,14 @@ impl Console {
             local_admin,
             audit_keys,
             sso: None,
+            clusters: None,
         }
+    }
+
+    /// Turns clusters on, with where their bytes go.
+    pub fn with_clusters(mut self, parts: clusters::ClusterParts) -> Self {
+        self.clusters = Some(parts);
+        self
     }
 
     /// Turns single sign-on on with this provider.

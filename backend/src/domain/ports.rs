@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::audit::{AuditDraft, AuditEvent, AuditFilter, ChainRow};
+use crate::domain::clusters::{Backup, Cluster, ClusterState, ObjectName, StoredObject};
 use crate::domain::identity::{ApiKey, Organization, Role, Session, SignInLink, User};
 use crate::domain::keys::{EncryptionKey, KeyStatus};
 use crate::domain::local_kms::LocalKey;
@@ -23,6 +24,10 @@ pub enum Constraint {
     KeyPerRegion,
     /// One pending invitation per email and organization.
     PendingInvitation,
+    /// Cluster names are unique within a project.
+    ClusterName,
+    /// A row still refers to the one being deleted (a key that a cluster or backup uses).
+    InUse,
     /// Any other unique index or primary key, named as the database named it.
     Other(String),
 }
@@ -278,4 +283,117 @@ pub trait AuditStore: Send + Sync {
     async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError>;
     /// Re-seals, once, events written before the chain was keyed; how many.
     async fn reseal_legacy_audit_chain(&self) -> Result<u64, StoreError>;
+}
+
+/// What a cluster's object write found when it came to record the new version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ObjectWrite {
+    /// Recorded; the version it replaced, if any, is returned for deletion unless a backup
+    /// is reading the cluster (then it is kept until the backup ends).
+    Recorded { replaced: Option<Uuid> },
+    /// The cluster is no longer available (paused, deleted meanwhile): nothing recorded.
+    ClusterNotAvailable,
+}
+
+/// Clusters, their objects' index and their backups. The sealed bytes live in a `BlobStore`.
+#[async_trait]
+pub trait ClusterStore: Send + Sync {
+    /// Conflict(ClusterName) when the project has a cluster by that name. `objects` are
+    /// recorded with it (a restore), all in one transaction.
+    async fn insert_cluster(
+        &self,
+        cluster: &Cluster,
+        objects: &[StoredObject],
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    async fn cluster(&self, organization_id: Uuid, id: Uuid)
+    -> Result<Option<Cluster>, StoreError>;
+    async fn clusters(
+        &self,
+        organization_id: Uuid,
+        project_id: Uuid,
+        page: PageRequest,
+    ) -> Result<Vec<Cluster>, StoreError>;
+    /// Clusters (of any project of the organization) with a region that uses the key.
+    async fn clusters_using_key(
+        &self,
+        organization_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Vec<Cluster>, StoreError>;
+    /// Moves the cluster to `to` if it is in one of `from`, setting `last_error`; false
+    /// (and nothing recorded) when it is not.
+    async fn transition(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        from: &[ClusterState],
+        to: ClusterState,
+        last_error: Option<String>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError>;
+    /// Removes the cluster, its regions and its objects' index (its backups stay).
+    async fn delete_cluster(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    async fn objects(
+        &self,
+        cluster_id: Uuid,
+        page: PageRequest,
+    ) -> Result<Vec<StoredObject>, StoreError>;
+    async fn object(
+        &self,
+        cluster_id: Uuid,
+        name: &ObjectName,
+    ) -> Result<Option<StoredObject>, StoreError>;
+    /// Records a new version of an object, if the cluster is still available.
+    async fn put_object(
+        &self,
+        cluster_id: Uuid,
+        object: &StoredObject,
+    ) -> Result<ObjectWrite, StoreError>;
+    /// Removes an object from the index: None when there is no such object; else, as for
+    /// `put_object`, the version to delete now (none while a backup reads the cluster).
+    async fn delete_object(
+        &self,
+        cluster_id: Uuid,
+        name: &ObjectName,
+    ) -> Result<Option<ObjectWrite>, StoreError>;
+    /// Starts reading the cluster for a backup: from now until `finish_backup`, replaced
+    /// versions are kept. Returns the objects as they are at this moment, or None if the
+    /// cluster is not available.
+    async fn start_backup(
+        &self,
+        cluster_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<StoredObject>>, StoreError>;
+    /// Ends the backup's reading; the versions replaced meanwhile, now to be deleted.
+    async fn finish_backup(&self, cluster_id: Uuid) -> Result<Vec<Uuid>, StoreError>;
+    async fn insert_backup(
+        &self,
+        backup: &Backup,
+        objects: &[StoredObject],
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    async fn backup(&self, organization_id: Uuid, id: Uuid) -> Result<Option<Backup>, StoreError>;
+    async fn backups(
+        &self,
+        organization_id: Uuid,
+        cluster_id: Uuid,
+    ) -> Result<Vec<Backup>, StoreError>;
+    /// Backups of the organization whose data key the key wraps.
+    async fn backups_using_key(
+        &self,
+        organization_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Vec<Backup>, StoreError>;
+    async fn backup_objects(&self, backup_id: Uuid) -> Result<Vec<StoredObject>, StoreError>;
+    async fn delete_backup(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
 }

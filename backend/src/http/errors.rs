@@ -36,6 +36,9 @@ pub struct Problem {
     /// The checklist of Test Encryption Key, when the key failed it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checks: Option<wire::Checklist>,
+    /// The regions whose data key the KMS refused, each with its key and KMS error.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<wire::RegionFailure>,
 }
 
 impl Problem {
@@ -47,6 +50,7 @@ impl Problem {
             detail: detail.into(),
             errors: Vec::new(),
             checks: None,
+            failures: Vec::new(),
         }
     }
 
@@ -214,6 +218,77 @@ fn domain_problem(err: &DomainError) -> Problem {
                     "Encryption key test failed",
                     detail,
                 )
+            }
+        }
+        DomainError::Refused {
+            rule,
+            field,
+            detail,
+        } => Problem::rule(S::UNPROCESSABLE_ENTITY, *rule, "Refused", detail.clone())
+            .with_fields(vec![FieldError::new(*field, detail.clone())]),
+        DomainError::KeyUnusable { action, failures } => {
+            let availability = failures.iter().all(|f| {
+                crate::domain::keys::KeyStatus::Unreachable == f.error.key_status()
+            });
+            let status = if availability {
+                S::SERVICE_UNAVAILABLE
+            } else {
+                S::CONFLICT
+            };
+            let detail = format!(
+                "Could not {action}: {}.",
+                crate::domain::clusters::describe_failures(failures)
+            );
+            Problem {
+                failures: failures.iter().cloned().map(wire::RegionFailure::from).collect(),
+                ..Problem::new(
+                    status,
+                    "kms-key-unusable",
+                    "The KMS did not provide the data key",
+                    detail,
+                )
+            }
+        }
+        DomainError::Integrity(_) => Problem::new(
+            S::BAD_GATEWAY,
+            "object-integrity",
+            "Stored data failed its integrity check",
+            "The stored copy was altered, truncated or moved, so it does not authenticate under \
+             its data key; nothing of it was returned. Restore it from a backup.",
+        ),
+        DomainError::Storage(_) => Problem::new(
+            S::SERVICE_UNAVAILABLE,
+            "storage-unavailable",
+            "Object storage unavailable",
+            format!(
+                "The console cannot reach its object storage right now. Try again in \
+                 {RETRY_AFTER_SECONDS} seconds."
+            ),
+        ),
+        DomainError::Body(body) => {
+            use crate::domain::clusters::BodyError as B;
+            match body {
+                B::TooLarge => Problem::new(
+                    S::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    "Request body too large",
+                    format!(
+                        "An object may be at most {} bytes.",
+                        crate::domain::clusters::MAX_OBJECT_BYTES
+                    ),
+                ),
+                B::TimedOut => Problem::new(
+                    S::REQUEST_TIMEOUT,
+                    "request-timeout",
+                    "Request body not received in time",
+                    "The request body arrived too slowly; send it again.",
+                ),
+                B::Broken => Problem::new(
+                    S::BAD_REQUEST,
+                    "malformed-request",
+                    "Malformed request",
+                    "The request body could not be read to its end.",
+                ),
             }
         }
         DomainError::Store(StoreError::Damaged(_)) => Problem::new(

@@ -253,3 +253,142 @@ pub mod invitations {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod clusters {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "clusters")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub organization_id: Uuid,
+        pub project_id: Uuid,
+        pub name: String,
+        pub provider: String,
+        pub tier: String,
+        pub dual_region_backup: bool,
+        pub state: String,
+        pub last_error: Option<String>,
+        pub backup_started_at: Option<DateTimeUtc>,
+        pub created_by: String,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod cluster_regions {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "cluster_regions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub cluster_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub region: String,
+        pub position: i32,
+        pub key_id: Option<Uuid>,
+        pub key_ref: Option<String>,
+        pub wrapped_key: Vec<u8>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod cluster_objects {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "cluster_objects")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub cluster_id: Uuid,
+        pub name: String,
+        pub version: Uuid,
+        pub size_bytes: i64,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod cluster_garbage {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "cluster_garbage")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub blob: String,
+        pub cluster_id: Uuid,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod backups {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "backups")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub organization_id: Uuid,
+        pub project_id: Uuid,
+        pub cluster_id: Uuid,
+        pub cluster_name: String,
+        pub provider: String,
+        pub regions: String,
+        pub region: String,
+        pub key_id: Option<Uuid>,
+        pub key_ref: Option<String>,
+        pub wrapped_key: Vec<u8>,
+        pub state: String,
+        pub size_bytes: i64,
+        pub object_count: i32,
+        pub created_by: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod backup_objects {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "backup_objects")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub backup_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        pub version: Uuid,
+        pub size_bytes: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -22,7 +22,7 @@ fn unavailable(detail: &str) -> DomainError {
 }
 
 impl Console {
-    fn provider_for(&self, key: &KeyRef) -> Result<Arc<dyn KeyProvider>, DomainError> {
+    pub(crate) fn provider_for(&self, key: &KeyRef) -> Result<Arc<dyn KeyProvider>, DomainError> {
         match key {
             KeyRef::Aws { .. } => self.kms.aws.clone().ok_or_else(|| unavailable("AWS KMS is not configured on this console (the operator sets CMEK_AWS_ACCOUNT_ID).")),
             KeyRef::Local { .. } => {

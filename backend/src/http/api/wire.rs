@@ -254,3 +254,37 @@ impl From<KeyRequestInput> for domain::keys::KeyRequestInput {
         }
     }
 }
+
+wire_enum!(ClusterState from domain::clusters::ClusterState {
+    Creating,
+    Available,
+    Pausing,
+    Paused,
+    Resuming,
+    Inaccessible,
+    Deleting,
+});
+wire_enum!(Tier from domain::clusters::Tier { Dedicated, Serverless });
+wire_enum!(BackupState from domain::clusters::BackupState { Creating, Available, Failed });
+
+/// A region whose data key the KMS refused or could not be reached for.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct RegionFailure {
+    pub region: String,
+    /// The key as you know it (ARN, local key id), or `platform-managed key`.
+    pub key: String,
+    /// The KMS error code (`AccessDeniedException`, `DisabledException`, `Unreachable`, ...).
+    pub code: String,
+    pub message: String,
+}
+
+impl From<domain::clusters::RegionFailure> for RegionFailure {
+    fn from(f: domain::clusters::RegionFailure) -> Self {
+        Self {
+            region: f.region,
+            key: f.key,
+            code: f.error.code().to_owned(),
+            message: f.error.to_string(),
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! What the domain needs from object storage: write an object as it streams, read one as a
+//! stream, delete. The `object_store` adapter in `storage/` implements it (local files or
+//! S3); what is stored is always sealed (`crypto::sealed_object`), never plaintext.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+
+pub type ByteStream = BoxStream<'static, Result<Bytes, BlobError>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("no such object")]
+    NotFound,
+    /// The storage could not be reached or refused the request; the cause is for the log.
+    #[error("object storage: {0}")]
+    Unavailable(String),
+}
+
+/// An object being written; nothing is visible under its key until `finish` succeeds.
+#[async_trait]
+pub trait BlobWriter: Send {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), BlobError>;
+    async fn finish(self: Box<Self>) -> Result<(), BlobError>;
+    /// Gives up, leaving nothing under the key.
+    async fn abort(self: Box<Self>);
+}
+
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    async fn writer(&self, key: &str) -> Result<Box<dyn BlobWriter>, BlobError>;
+    async fn read(&self, key: &str) -> Result<ByteStream, BlobError>;
+    /// Deleting what does not exist is not an error.
+    async fn delete(&self, key: &str) -> Result<(), BlobError>;
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), BlobError>;
+}

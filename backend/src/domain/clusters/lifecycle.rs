@@ -1,0 +1,744 @@
+//! Create, read, pause, resume and delete clusters, and make them inaccessible when their
+//! key is known to be unusable (R5-R8, R10, R11). Every step and every failure is audited.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use serde_json::json;
+use uuid::Uuid;
+
+use super::keyring::ClusterKeys;
+use super::{
+    Cluster, ClusterParts, ClusterRegion, ClusterRequestInput, ClusterState, NewCluster,
+    RegionFailure, Tier,
+};
+use crate::domain::audit::{AuditDraft, Outcome};
+use crate::domain::error::Rule;
+use crate::domain::identity::Caller;
+use crate::domain::keys::region::AwsRegion;
+use crate::domain::keys::{EncryptionKey, KeyStatus, Provider};
+use crate::domain::kms::{DataKey, EncryptionContext, PlaintextKey};
+use crate::domain::page::{Page, PageRequest};
+use crate::domain::ports::{Constraint, StoreError};
+use crate::domain::projects::{Project, RevocationPolicy};
+use crate::domain::{Console, DomainError};
+
+/// What the platform says when it holds the key itself.
+pub const PLATFORM_KEY: &str = "platform-managed key";
+
+pub(super) fn wrong_state(cluster: &Cluster, wanted: &str) -> DomainError {
+    DomainError::Conflict {
+        rule: Rule::ClusterState,
+        field: None,
+        detail: format!(
+            "Cluster \"{}\" is {}: {wanted}.",
+            cluster.name.as_str(),
+            cluster.state.as_str()
+        ),
+    }
+}
+
+/// R10: what running clusters do when their key is revoked. AWS keeps them running (the
+/// failure shows at resume); Azure stops them.
+pub fn effective_policy(project: &Project, provider: Provider) -> RevocationPolicy {
+    project.revocation_policy.unwrap_or(match provider {
+        Provider::AzureKeyVault => RevocationPolicy::Stop,
+        Provider::AwsKms | Provider::Local => RevocationPolicy::KeepRunning,
+    })
+}
+
+impl Console {
+    pub(super) fn cluster_parts(&self) -> Result<&ClusterParts, DomainError> {
+        self.clusters
+            .as_ref()
+            .ok_or_else(|| DomainError::Storage("clusters are not configured".into()))
+    }
+
+    /// The KMS context a data key is bound to: the KMS refuses to unwrap it for anything else.
+    pub(super) fn data_key_context(
+        organization_id: Uuid,
+        project_id: Uuid,
+        owner: Uuid,
+        region: &AwsRegion,
+        purpose: &str,
+    ) -> EncryptionContext {
+        let owner_field = if purpose == "backup" {
+            "backup_id"
+        } else {
+            "cluster_id"
+        };
+        EncryptionContext::default()
+            .with("organization_id", organization_id.to_string())
+            .with("project_id", project_id.to_string())
+            .with(owner_field, owner.to_string())
+            .with("region", region.as_str())
+            .with("purpose", purpose)
+    }
+
+    /// A new data key wrapped by the region's key (or the platform's).
+    pub(super) async fn new_data_key(
+        &self,
+        key: Option<&EncryptionKey>,
+        region: &AwsRegion,
+        context: &EncryptionContext,
+    ) -> Result<DataKey, RegionFailure> {
+        let parts = self
+            .cluster_parts()
+            .map_err(|e| failure(region, key, e.to_string()))?;
+        parts.kms_calls.fetch_add(1, Ordering::Relaxed);
+        match key {
+            None => parts
+                .platform
+                .generate_data_key(context)
+                .map_err(|error| RegionFailure {
+                    region: region.to_string(),
+                    key: PLATFORM_KEY.into(),
+                    error,
+                }),
+            Some(key) => {
+                let provider = self
+                    .provider_for(&key.key_ref)
+                    .map_err(|e| failure(region, Some(key), e.to_string()))?;
+                provider
+                    .generate_data_key(&key.key_ref, context)
+                    .await
+                    .map_err(|error| RegionFailure {
+                        region: region.to_string(),
+                        key: key.key_ref.display(),
+                        error,
+                    })
+            }
+        }
+    }
+
+    /// Unwraps a stored data key through the key that wrapped it.
+    pub(super) async fn unwrap_data_key(
+        &self,
+        organization_id: Uuid,
+        region: &ClusterRegion,
+        context: &EncryptionContext,
+    ) -> Result<PlaintextKey, RegionFailure> {
+        let parts = self
+            .cluster_parts()
+            .map_err(|e| failure(&region.region, None, e.to_string()))?;
+        let Some(key_id) = region.key_id else {
+            parts.kms_calls.fetch_add(1, Ordering::Relaxed);
+            return parts
+                .platform
+                .unwrap_data_key(&region.wrapped_key, context)
+                .map_err(|error| RegionFailure {
+                    region: region.region.to_string(),
+                    key: PLATFORM_KEY.into(),
+                    error,
+                });
+        };
+        let key = match self.store.key(organization_id, key_id).await {
+            Ok(Some(key)) => key,
+            Ok(None) => {
+                return Err(failure(
+                    &region.region,
+                    None,
+                    "the encryption key is no longer registered".into(),
+                ));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading an encryption key failed");
+                return Err(failure(
+                    &region.region,
+                    None,
+                    "the console's database could not be read".into(),
+                ));
+            }
+        };
+        let provider = self
+            .provider_for(&key.key_ref)
+            .map_err(|e| failure(&region.region, Some(&key), e.to_string()))?;
+        parts.kms_calls.fetch_add(1, Ordering::Relaxed);
+        provider
+            .decrypt_data_key(&key.key_ref, &region.wrapped_key, context)
+            .await
+            .map_err(|error| RegionFailure {
+                region: region.region.to_string(),
+                key: key.key_ref.display(),
+                error,
+            })
+    }
+
+    /// R5, R11: the project's active key for each region, matched by provider and region.
+    pub(super) async fn keys_for_regions(
+        &self,
+        caller: &Caller,
+        project: &Project,
+        new: &NewCluster,
+    ) -> Result<Vec<Option<EncryptionKey>>, DomainError> {
+        if !project.cmek_enabled {
+            return Ok(vec![None; new.regions.len()]);
+        }
+        let keys = self
+            .store
+            .keys(caller.organization_id, project.id)
+            .await?;
+        let mut chosen = Vec::new();
+        let mut missing = Vec::new();
+        for region in &new.regions {
+            let key = keys
+                .iter()
+                .find(|k| k.key_ref.provider() == new.provider && &k.region == region);
+            match key {
+                Some(key) if key.status == KeyStatus::Active => chosen.push(Some(key.clone())),
+                Some(key) => missing.push(format!(
+                    "{region} (its key is {}: press Check now once it is fixed)",
+                    key.status.as_str()
+                )),
+                None => missing.push(format!(
+                    "{region} (create one: /projects/{}/encryption-keys/new?provider={}&region={region})",
+                    project.id,
+                    new.provider.as_str()
+                )),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(DomainError::Conflict {
+                rule: Rule::KeyRequiredForRegion,
+                field: Some("regions"),
+                detail: format!(
+                    "A cluster in a CMEK project needs an active {} key in each of its regions; \
+                     none for {}.",
+                    new.provider.title(),
+                    missing.join("; ")
+                ),
+            });
+        }
+        Ok(chosen)
+    }
+
+    /// R6, R7 and R3 for the cluster's cloud, before any key is asked for.
+    pub(super) fn check_cluster_rules(&self, project: &Project, new: &NewCluster) -> Result<(), DomainError> {
+        if project.cmek_enabled && new.tier == Tier::Serverless {
+            return Err(DomainError::Refused {
+                rule: Rule::DedicatedOnly,
+                field: "tier",
+                detail: "CMEK projects hold Dedicated clusters only: choose tier \"dedicated\"."
+                    .into(),
+            });
+        }
+        if project.cmek_enabled && new.dual_region_backup {
+            return Err(DomainError::Refused {
+                rule: Rule::NoDualRegionBackup,
+                field: "backup.dual_region",
+                detail: "Dual-region backup is not available in CMEK projects: backups stay in \
+                         the cluster's primary region, under its key."
+                    .into(),
+            });
+        }
+        if new.provider == Provider::Local {
+            self.refuse_local_kms_in_production()?;
+        }
+        Ok(())
+    }
+
+    pub async fn create_cluster(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        input: &ClusterRequestInput,
+    ) -> Result<Cluster, DomainError> {
+        let project = self.project(caller, project_id).await?;
+        caller.require_owner("create clusters")?;
+        let new = NewCluster::parse(input)?;
+        self.check_cluster_rules(&project, &new)?;
+        let keys = self.keys_for_regions(caller, &project, &new).await?;
+        let now = self.clock.now();
+        let mut cluster = Cluster {
+            id: Uuid::now_v7(),
+            organization_id: caller.organization_id,
+            project_id,
+            name: new.name.clone(),
+            provider: new.provider,
+            tier: new.tier,
+            dual_region_backup: new.dual_region_backup,
+            regions: Vec::new(),
+            state: ClusterState::Available,
+            last_error: None,
+            created_by: caller.actor.label(),
+            created_at: now,
+            updated_at: now,
+        };
+        let plaintexts = self
+            .new_cluster_keys(caller, &mut cluster, &new.regions, &keys)
+            .await?;
+        self.provision_and_save(caller, cluster, plaintexts, &[], "cluster.created", json!({}))
+            .await
+    }
+
+    /// One data key per region, wrapped by that region's key; all or none.
+    pub(super) async fn new_cluster_keys(
+        &self,
+        caller: &Caller,
+        cluster: &mut Cluster,
+        regions: &[AwsRegion],
+        keys: &[Option<EncryptionKey>],
+    ) -> Result<ClusterKeys, DomainError> {
+        let mut plaintexts = Vec::new();
+        let mut failures = Vec::new();
+        for (region, key) in regions.iter().zip(keys) {
+            let context = Self::data_key_context(
+                caller.organization_id,
+                cluster.project_id,
+                cluster.id,
+                region,
+                "cluster-data",
+            );
+            match self.new_data_key(key.as_ref(), region, &context).await {
+                Ok(data_key) => {
+                    cluster.regions.push(ClusterRegion {
+                        region: region.clone(),
+                        key_id: key.as_ref().map(|k| k.id),
+                        key_ref: key.as_ref().map(|k| k.key_ref.display()),
+                        wrapped_key: data_key.wrapped,
+                    });
+                    plaintexts.push((region.clone(), data_key.plaintext));
+                }
+                Err(failed) => failures.push(failed),
+            }
+        }
+        if !failures.is_empty() {
+            let audit = AuditDraft::by(
+                caller,
+                self.clock.now(),
+                "cluster.create_failed",
+                format!("project/{}", cluster.project_id),
+            )
+            .outcome(Outcome::Failure)
+            .detail(json!({ "name": cluster.name.as_str(), "failures": failure_detail(&failures) }));
+            self.record(audit).await?;
+            return Err(DomainError::KeyUnusable {
+                action: "create the cluster",
+                failures,
+            });
+        }
+        Ok(ClusterKeys(plaintexts))
+    }
+
+    /// Writes the regions' manifests, then saves the cluster (and any restored objects) with
+    /// its event; a name already taken undoes the manifests.
+    pub(super) async fn provision_and_save(
+        &self,
+        caller: &Caller,
+        cluster: Cluster,
+        keys: ClusterKeys,
+        objects: &[super::StoredObject],
+        action: &'static str,
+        extra: serde_json::Value,
+    ) -> Result<Cluster, DomainError> {
+        let parts = self.cluster_parts()?;
+        let refs: Vec<(AwsRegion, &PlaintextKey)> =
+            keys.0.iter().map(|(r, k)| (r.clone(), k)).collect();
+        parts.driver.provision(&cluster, &refs).await?;
+        let mut detail = json!({
+            "project_id": cluster.project_id,
+            "name": cluster.name.as_str(),
+            "provider": cluster.provider.as_str(),
+            "tier": cluster.tier.as_str(),
+            "regions": cluster.regions.iter().map(|r| json!({
+                "region": r.region.as_str(),
+                "key": r.key_ref.as_deref().unwrap_or(PLATFORM_KEY),
+            })).collect::<Vec<_>>(),
+        });
+        if let (Some(detail), Some(extra)) = (detail.as_object_mut(), extra.as_object()) {
+            detail.extend(extra.clone());
+        }
+        let audit = AuditDraft::by(
+            caller,
+            self.clock.now(),
+            action,
+            format!("cluster/{}", cluster.id),
+        )
+        .detail(detail);
+        match parts.store.insert_cluster(&cluster, objects, audit).await {
+            Ok(()) => {}
+            Err(err) => {
+                if let Err(cleanup) = parts.driver.destroy(&cluster).await {
+                    tracing::warn!(error = %cleanup, cluster = %cluster.id, "could not remove the manifests of a cluster that was not saved");
+                }
+                return Err(match err {
+                    StoreError::Conflict(Constraint::ClusterName) => DomainError::Conflict {
+                        rule: Rule::ClusterNameTaken,
+                        field: Some("name"),
+                        detail: format!(
+                            "A cluster named \"{}\" already exists in this project.",
+                            cluster.name.as_str()
+                        ),
+                    },
+                    StoreError::Conflict(Constraint::InUse) => DomainError::Conflict {
+                        rule: Rule::KeyRequiredForRegion,
+                        field: Some("regions"),
+                        detail: "An encryption key of this cluster was deleted meanwhile.".into(),
+                    },
+                    other => other.into(),
+                });
+            }
+        }
+        parts.ring.put(cluster.id, keys);
+        Ok(cluster)
+    }
+
+    pub async fn clusters(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        page: PageRequest,
+    ) -> Result<Page<Cluster>, DomainError> {
+        self.project(caller, project_id).await?;
+        let items = self
+            .cluster_parts()?
+            .store
+            .clusters(caller.organization_id, project_id, page)
+            .await?;
+        Ok(page.finish(items, |c| c.id))
+    }
+
+    /// Another organization's cluster is "not found".
+    pub async fn cluster(&self, caller: &Caller, id: Uuid) -> Result<Cluster, DomainError> {
+        self.cluster_parts()?
+            .store
+            .cluster(caller.organization_id, id)
+            .await?
+            .ok_or(DomainError::NotFound("cluster"))
+    }
+
+    /// Whether this process holds the cluster's data keys.
+    pub fn holds_data_keys(&self, cluster: Uuid) -> bool {
+        self.clusters.as_ref().is_some_and(|p| p.ring.holds(cluster))
+    }
+
+    /// How many data-key calls the KMS got for clusters and backups.
+    pub fn cluster_kms_calls(&self) -> u64 {
+        self.clusters
+            .as_ref()
+            .map_or(0, |p| p.kms_calls.load(Ordering::Relaxed))
+    }
+
+    async fn move_cluster(
+        &self,
+        caller: &Caller,
+        cluster: &Cluster,
+        from: &[ClusterState],
+        to: ClusterState,
+        last_error: Option<String>,
+        action: &'static str,
+        outcome: Outcome,
+        detail: serde_json::Value,
+    ) -> Result<bool, DomainError> {
+        let audit = AuditDraft::by(
+            caller,
+            self.clock.now(),
+            action,
+            format!("cluster/{}", cluster.id),
+        )
+        .outcome(outcome)
+        .detail(detail);
+        Ok(self
+            .cluster_parts()?
+            .store
+            .transition(
+                cluster.organization_id,
+                cluster.id,
+                from,
+                to,
+                last_error,
+                audit,
+            )
+            .await?)
+    }
+
+    /// Pause drops the data keys (R10). Pausing a paused cluster changes nothing.
+    pub async fn pause_cluster(&self, caller: &Caller, id: Uuid) -> Result<Cluster, DomainError> {
+        let cluster = self.cluster(caller, id).await?;
+        caller.require_owner("pause clusters")?;
+        if cluster.state == ClusterState::Paused {
+            return Ok(cluster);
+        }
+        use ClusterState as S;
+        let from = [S::Available, S::Pausing, S::Resuming, S::Inaccessible];
+        if !from.contains(&cluster.state) {
+            return Err(wrong_state(&cluster, "only a running cluster can be paused"));
+        }
+        let moved = self
+            .move_cluster(
+                caller,
+                &cluster,
+                &from,
+                S::Paused,
+                cluster.last_error.clone(),
+                "cluster.paused",
+                Outcome::Success,
+                json!({ "from": cluster.state.as_str() }),
+            )
+            .await?;
+        self.cluster_parts()?.ring.drop_keys(id);
+        if !moved {
+            return Err(wrong_state(
+                &self.cluster(caller, id).await?,
+                "it changed meanwhile",
+            ));
+        }
+        self.cluster(caller, id).await
+    }
+
+    /// Resume unwraps every region's data key through its KMS; if any fails the cluster stays
+    /// paused and the problem names each region, key and KMS error (R10, R11).
+    pub async fn resume_cluster(&self, caller: &Caller, id: Uuid) -> Result<Cluster, DomainError> {
+        let cluster = self.cluster(caller, id).await?;
+        caller.require_owner("resume clusters")?;
+        use ClusterState as S;
+        if cluster.state == S::Available {
+            return Ok(cluster);
+        }
+        let from = [S::Paused, S::Inaccessible, S::Resuming];
+        if !from.contains(&cluster.state) {
+            return Err(wrong_state(&cluster, "only a paused or inaccessible cluster can be resumed"));
+        }
+        let started = self
+            .move_cluster(
+                caller,
+                &cluster,
+                &from,
+                S::Resuming,
+                None,
+                "cluster.resume_started",
+                Outcome::Success,
+                json!({ "from": cluster.state.as_str() }),
+            )
+            .await?;
+        if !started {
+            return Err(wrong_state(
+                &self.cluster(caller, id).await?,
+                "it changed meanwhile",
+            ));
+        }
+        let back_to = if cluster.state == S::Inaccessible {
+            S::Inaccessible
+        } else {
+            S::Paused
+        };
+        let keys = match self.open_cluster_keys(&cluster).await {
+            Ok(keys) => keys,
+            Err(failures) => {
+                let last_error = describe_failures(&failures);
+                self.move_cluster(
+                    caller,
+                    &cluster,
+                    &[S::Resuming],
+                    back_to,
+                    Some(last_error),
+                    "cluster.resume_failed",
+                    Outcome::Failure,
+                    json!({ "failures": failure_detail(&failures) }),
+                )
+                .await?;
+                return Err(DomainError::KeyUnusable {
+                    action: "resume the cluster",
+                    failures,
+                });
+            }
+        };
+        let parts = self.cluster_parts()?;
+        let refs: Vec<(AwsRegion, &PlaintextKey)> =
+            keys.0.iter().map(|(r, k)| (r.clone(), k)).collect();
+        if let Err(err) = parts.driver.attach(&cluster, &refs).await {
+            self.move_cluster(
+                caller,
+                &cluster,
+                &[S::Resuming],
+                back_to,
+                Some(err.to_string()),
+                "cluster.resume_failed",
+                Outcome::Failure,
+                json!({ "error": err.to_string() }),
+            )
+            .await?;
+            return Err(err);
+        }
+        parts.ring.put(id, keys);
+        self.move_cluster(
+            caller,
+            &cluster,
+            &[S::Resuming],
+            S::Available,
+            None,
+            "cluster.resumed",
+            Outcome::Success,
+            json!({ "regions": cluster.regions.len() }),
+        )
+        .await?;
+        self.cluster(caller, id).await
+    }
+
+    /// Every region's data key, unwrapped; or every region that failed.
+    pub(super) async fn open_cluster_keys(
+        &self,
+        cluster: &Cluster,
+    ) -> Result<ClusterKeys, Vec<RegionFailure>> {
+        let mut keys = Vec::new();
+        let mut failures = Vec::new();
+        for region in &cluster.regions {
+            let context = Self::data_key_context(
+                cluster.organization_id,
+                cluster.project_id,
+                cluster.id,
+                &region.region,
+                "cluster-data",
+            );
+            match self
+                .unwrap_data_key(cluster.organization_id, region, &context)
+                .await
+            {
+                Ok(key) => keys.push((region.region.clone(), key)),
+                Err(failed) => failures.push(failed),
+            }
+        }
+        if failures.is_empty() {
+            Ok(ClusterKeys(keys))
+        } else {
+            Err(failures)
+        }
+    }
+
+    /// The data keys of a cluster this process serves: from memory, or unwrapped once when
+    /// another instance resumed it. Refused unless the cluster is available.
+    pub(super) async fn serving_keys(
+        &self,
+        cluster: &Cluster,
+    ) -> Result<Arc<ClusterKeys>, DomainError> {
+        let parts = self.cluster_parts()?;
+        if cluster.state != ClusterState::Available {
+            parts.ring.drop_keys(cluster.id);
+            return Err(wrong_state(
+                cluster,
+                "its data can be read and written only while it is available (resume it first)",
+            ));
+        }
+        if let Some(keys) = parts.ring.get(cluster.id) {
+            return Ok(keys);
+        }
+        match self.open_cluster_keys(cluster).await {
+            Ok(keys) => Ok(parts.ring.put(cluster.id, keys)),
+            Err(failures) => Err(DomainError::KeyUnusable {
+                action: "open the cluster's data",
+                failures,
+            }),
+        }
+    }
+
+    /// Deletes the cluster and its data; its backups stay until they are deleted.
+    pub async fn delete_cluster(&self, caller: &Caller, id: Uuid) -> Result<(), DomainError> {
+        let cluster = self.cluster(caller, id).await?;
+        caller.require_owner("delete clusters")?;
+        let parts = self.cluster_parts()?;
+        if cluster.state != ClusterState::Deleting {
+            let from: Vec<ClusterState> = ClusterState::ALL.to_vec();
+            self.move_cluster(
+                caller,
+                &cluster,
+                &from,
+                ClusterState::Deleting,
+                None,
+                "cluster.delete_started",
+                Outcome::Success,
+                json!({ "from": cluster.state.as_str() }),
+            )
+            .await?;
+        }
+        parts.ring.drop_keys(id);
+        parts.driver.destroy(&cluster).await?;
+        let audit = AuditDraft::by(
+            caller,
+            self.clock.now(),
+            "cluster.deleted",
+            format!("cluster/{id}"),
+        )
+        .detail(json!({ "project_id": cluster.project_id, "name": cluster.name.as_str() }));
+        parts
+            .store
+            .delete_cluster(caller.organization_id, id, audit)
+            .await?;
+        Ok(())
+    }
+
+    /// For the key monitor: the key is known to be unusable (a confirmed access_denied,
+    /// disabled, pending_deletion or not_found). Clusters whose project's policy is `stop`
+    /// become `inaccessible` and their data keys are dropped; with `keep_running` they run
+    /// on and will fail at their next resume. Returns the clusters made inaccessible.
+    pub async fn key_unusable(
+        &self,
+        organization_id: Uuid,
+        key_id: Uuid,
+        reason: &str,
+    ) -> Result<Vec<Uuid>, DomainError> {
+        let parts = self.cluster_parts()?;
+        let system = Caller {
+            organization_id,
+            actor: crate::domain::identity::Actor::System,
+            role: crate::domain::identity::Role::Owner,
+            source_ip: None,
+            session_id: None,
+        };
+        let mut stopped = Vec::new();
+        for cluster in parts
+            .store
+            .clusters_using_key(organization_id, key_id)
+            .await?
+        {
+            let project = self.project(&system, cluster.project_id).await?;
+            if effective_policy(&project, cluster.provider) != RevocationPolicy::Stop {
+                continue;
+            }
+            use ClusterState as S;
+            let moved = self
+                .move_cluster(
+                    &system,
+                    &cluster,
+                    &[S::Available, S::Resuming, S::Pausing],
+                    S::Inaccessible,
+                    Some(reason.to_owned()),
+                    "cluster.inaccessible",
+                    Outcome::Failure,
+                    json!({ "key_id": key_id, "reason": reason }),
+                )
+                .await?;
+            parts.ring.drop_keys(cluster.id);
+            if moved {
+                stopped.push(cluster.id);
+            }
+        }
+        Ok(stopped)
+    }
+}
+
+fn failure(region: &AwsRegion, key: Option<&EncryptionKey>, message: String) -> RegionFailure {
+    RegionFailure {
+        region: region.to_string(),
+        key: key.map_or_else(|| PLATFORM_KEY.into(), |k| k.key_ref.display()),
+        error: crate::domain::kms::KmsError::Other {
+            code: "Unavailable".into(),
+            message,
+        },
+    }
+}
+
+/// `region: key: CODE: message`, one per failed region.
+pub fn describe_failures(failures: &[RegionFailure]) -> String {
+    failures
+        .iter()
+        .map(|f| format!("{}: key {}: {}: {}", f.region, f.key, f.error.code(), f.error))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn failure_detail(failures: &[RegionFailure]) -> Vec<serde_json::Value> {
+    failures
+        .iter()
+        .map(|f| json!({ "region": f.region, "key": f.key, "code": f.error.code() }))
+        .collect()
+}

@@ -1,0 +1,382 @@
+//! Clusters: a lifecycle (R10) and real data the console stores for them, sealed at rest
+//! under a data key per cluster-region (R8, R11) that the region's CMEK wraps. The types and
+//! the ports are here; `request` parses what clients send, `lifecycle` creates, pauses,
+//! resumes and deletes, `objects` stores the data, `backups` snapshots and restores it.
+
+mod backups;
+mod driver;
+mod keyring;
+mod lifecycle;
+mod objects;
+mod request;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::blobs::BlobStore;
+use crate::domain::ports::ClusterStore;
+
+use crate::domain::FieldError;
+use crate::domain::keys::Provider;
+use crate::domain::keys::region::AwsRegion;
+use crate::domain::kms::{DataKey, EncryptionContext, KmsError, PlaintextKey};
+
+pub use driver::ManifestDriver;
+pub use keyring::DataKeyRing;
+pub use lifecycle::{PLATFORM_KEY, describe_failures, effective_policy};
+pub use objects::{BodyError, MAX_OBJECT_BYTES, ObjectBody, ObjectRead};
+pub use request::{ClusterRequestInput, NewCluster};
+
+/// What clusters need besides the store and the KMS: where their bytes go, the driver, the
+/// platform key for projects without CMEK, and this process's plaintext data keys.
+#[derive(Clone)]
+pub struct ClusterParts {
+    pub store: Arc<dyn ClusterStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub driver: Arc<dyn ClusterDriver>,
+    pub platform: Arc<dyn PlatformKey>,
+    pub ring: Arc<DataKeyRing>,
+    /// Data-key calls to a KMS (generate and unwrap) made for clusters and backups: none
+    /// per object operation, one per cluster-region per resume.
+    pub kms_calls: Arc<AtomicU64>,
+}
+
+/// The most regions one cluster spans.
+pub const MAX_REGIONS: usize = 5;
+
+/// 1-40 characters: lower-case letters, digits and `-`, starting with a letter and not
+/// ending with `-` (it becomes part of host names, as on the platforms of the seeds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterName(String);
+
+impl ClusterName {
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let name = raw.trim();
+        let invalid = |reason: &str| FieldError::new("name", reason);
+        if name.is_empty() {
+            return Err(invalid("is required"));
+        }
+        if name.len() > 40 {
+            return Err(invalid("must be at most 40 characters"));
+        }
+        if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return Err(invalid("must start with a lower-case letter"));
+        }
+        if name.ends_with('-') {
+            return Err(invalid("must not end with '-'"));
+        }
+        if let Some(bad) = name
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        {
+            return Err(invalid(&format!(
+                "may contain lower-case letters, digits and '-', not {bad:?}"
+            )));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tier {
+    Dedicated,
+    Serverless,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Dedicated => "dedicated",
+            Tier::Serverless => "serverless",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        match raw {
+            "dedicated" => Ok(Tier::Dedicated),
+            "serverless" => Ok(Tier::Serverless),
+            _ => Err(FieldError::new(
+                "tier",
+                "must be \"dedicated\" or \"serverless\"",
+            )),
+        }
+    }
+}
+
+/// creating -> available -> pausing -> paused -> resuming -> available; inaccessible;
+/// deleting. `creating` is never stored: a cluster is saved once its data keys exist, so
+/// a crash during creation leaves nothing behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterState {
+    Creating,
+    Available,
+    Pausing,
+    Paused,
+    Resuming,
+    Inaccessible,
+    Deleting,
+}
+
+impl ClusterState {
+    pub const ALL: [ClusterState; 7] = [
+        ClusterState::Creating,
+        ClusterState::Available,
+        ClusterState::Pausing,
+        ClusterState::Paused,
+        ClusterState::Resuming,
+        ClusterState::Inaccessible,
+        ClusterState::Deleting,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterState::Creating => "creating",
+            ClusterState::Available => "available",
+            ClusterState::Pausing => "pausing",
+            ClusterState::Paused => "paused",
+            ClusterState::Resuming => "resuming",
+            ClusterState::Inaccessible => "inaccessible",
+            ClusterState::Deleting => "deleting",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+}
+
+/// One region of a cluster: the key that wraps its data key (none for a project with
+/// platform-managed keys), and the wrapped data key itself. Only the wrapped form is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterRegion {
+    pub region: AwsRegion,
+    /// The project's encryption key for this provider and region (R5), if CMEK.
+    pub key_id: Option<Uuid>,
+    /// The key as users know it (ARN, local key id), kept for display.
+    pub key_ref: Option<String>,
+    pub wrapped_key: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub project_id: Uuid,
+    pub name: ClusterName,
+    pub provider: Provider,
+    pub tier: Tier,
+    pub dual_region_backup: bool,
+    /// In order: the first is the primary region, where backups are kept.
+    pub regions: Vec<ClusterRegion>,
+    pub state: ClusterState,
+    pub last_error: Option<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Cluster {
+    pub fn primary(&self) -> Option<&ClusterRegion> {
+        self.regions.first()
+    }
+
+    /// Where a region's copy of an object version is stored.
+    pub fn blob(&self, region: &AwsRegion, version: Uuid) -> String {
+        format!("clusters/{}/{}/objects/{version}", self.id, region)
+    }
+
+    /// The sealed marker the driver writes in each region: opening it proves the data key.
+    pub fn manifest(&self, region: &AwsRegion) -> String {
+        format!("clusters/{}/{}/manifest", self.id, region)
+    }
+
+    pub fn prefix(&self) -> String {
+        format!("clusters/{}/", self.id)
+    }
+
+    pub fn uses_key(&self, key_id: Uuid) -> bool {
+        self.regions.iter().any(|r| r.key_id == Some(key_id))
+    }
+}
+
+/// An object of a cluster: the name users gave it, the version whose bytes are stored, and
+/// its size in plaintext bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredObject {
+    pub id: Uuid,
+    pub name: ObjectName,
+    pub version: Uuid,
+    pub size_bytes: u64,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// 1-1024 bytes of UTF-8, `/` separating non-empty segments, no `.` or `..` segment, no
+/// control characters, no backslash.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ObjectName(String);
+
+pub const OBJECT_NAME_MAX: usize = 1024;
+
+impl ObjectName {
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let invalid = |reason: &str| FieldError::new("name", reason);
+        if raw.is_empty() {
+            return Err(invalid("is required"));
+        }
+        if raw.len() > OBJECT_NAME_MAX {
+            return Err(invalid("must be at most 1024 bytes"));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(invalid("must not contain control characters"));
+        }
+        if raw.contains('\\') {
+            return Err(invalid("must not contain '\\'"));
+        }
+        for segment in raw.split('/') {
+            match segment {
+                "" => {
+                    return Err(invalid(
+                        "must not start or end with '/' or contain '//'",
+                    ));
+                }
+                "." | ".." => return Err(invalid("must not contain a '.' or '..' segment")),
+                _ => {}
+            }
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackupState {
+    Creating,
+    Available,
+    Failed,
+}
+
+impl BackupState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupState::Creating => "creating",
+            BackupState::Available => "available",
+            BackupState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Creating, Self::Available, Self::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+}
+
+/// A snapshot of a cluster's objects, sealed under a data key of its own that the primary
+/// region's key wraps. It outlives its cluster until it is deleted.
+#[derive(Clone, Debug)]
+pub struct Backup {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub project_id: Uuid,
+    pub cluster_id: Uuid,
+    pub cluster_name: String,
+    pub provider: Provider,
+    /// The cluster's regions, for a restore into the same ones.
+    pub regions: Vec<AwsRegion>,
+    /// Where the backup is kept, and whose key wraps its data key.
+    pub region: ClusterRegion,
+    pub state: BackupState,
+    pub size_bytes: u64,
+    pub object_count: u32,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Backup {
+    pub fn blob(&self, version: Uuid) -> String {
+        format!("backups/{}/objects/{version}", self.id)
+    }
+
+    pub fn prefix(&self) -> String {
+        format!("backups/{}/", self.id)
+    }
+}
+
+/// The platform-held key that wraps the data keys of projects without CMEK (the seeds'
+/// "encrypted storage under a platform-held key").
+pub trait PlatformKey: Send + Sync {
+    fn generate_data_key(&self, context: &EncryptionContext) -> Result<DataKey, KmsError>;
+    fn unwrap_data_key(
+        &self,
+        wrapped: &[u8],
+        context: &EncryptionContext,
+    ) -> Result<PlaintextKey, KmsError>;
+}
+
+/// Where a cloud driver would hand the plaintext data key to the disks of each region (EBS,
+/// Azure managed disks). Here the bytes are the objects the console stores, and the driver
+/// keeps a sealed manifest per region that proves, on every resume, that the unwrapped key
+/// is the one the region's data was sealed with.
+#[async_trait::async_trait]
+pub trait ClusterDriver: Send + Sync {
+    async fn provision(
+        &self,
+        cluster: &Cluster,
+        keys: &[(AwsRegion, &PlaintextKey)],
+    ) -> Result<(), crate::domain::DomainError>;
+    async fn attach(
+        &self,
+        cluster: &Cluster,
+        keys: &[(AwsRegion, &PlaintextKey)],
+    ) -> Result<(), crate::domain::DomainError>;
+    async fn destroy(&self, cluster: &Cluster) -> Result<(), crate::domain::DomainError>;
+}
+
+/// A region whose key the KMS refused or could not be reached for.
+#[derive(Clone, Debug)]
+pub struct RegionFailure {
+    pub region: String,
+    /// The key as users know it (ARN, local key id), or the platform key.
+    pub key: String,
+    pub error: KmsError,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_names_are_host_name_friendly() {
+        assert!(ClusterName::parse("prod-eu-1").is_ok());
+        assert!(ClusterName::parse("Prod").is_err());
+        assert!(ClusterName::parse("1abc").is_err());
+        assert!(ClusterName::parse("abc-").is_err());
+        assert!(ClusterName::parse("a_b").is_err());
+        assert!(ClusterName::parse(&"a".repeat(41)).is_err());
+    }
+
+    #[test]
+    fn object_names_cannot_climb_out_or_hide_control_characters() {
+        for good in ["a", "dir/file.txt", "über/ünïcode", "a..b", ".hidden"] {
+            assert!(ObjectName::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "", "../x", "a/../b", "./a", "a/.", "/abs", "a//b", "end/", "a\nb", "a\u{7f}",
+            "a\\b",
+        ] {
+            assert!(ObjectName::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(ObjectName::parse(&"x".repeat(1025)).is_err());
+        assert!(ObjectName::parse(&"x".repeat(1024)).is_ok());
+    }
+}
