@@ -11,5 +11,6 @@ pub mod kms;
 pub mod settings;
 pub mod sso;
 pub mod startup;
+pub mod storage;
 pub mod store;
 pub mod telemetry;

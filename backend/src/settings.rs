@@ -63,6 +63,14 @@ pub struct Settings {
     /// `CMEK_AUDIT_CHECKPOINT_INTERVAL` (default `15m`): how often `serve` logs a signed
     /// checkpoint of the audit chain's head.
     pub audit_checkpoint_interval: Duration,
+    /// `CMEK_STORAGE_URL`: where cluster data and backups go (sealed). Default: local files
+    /// under `<CMEK_DATA_DIR>/storage`; `s3://bucket/prefix` with the AWS settings above so
+    /// several instances share them; `file:///path` for another directory.
+    pub storage_url: Option<String>,
+    /// `CMEK_PLATFORM_KEY_FILE`: the platform-held key that wraps the data keys of projects
+    /// without CMEK (default `<CMEK_DATA_DIR>/platform-data.key`, created 0600). Instances
+    /// sharing object storage need the same file.
+    pub platform_key_file: Option<PathBuf>,
 }
 
 /// `CMEK_OIDC_ISSUER`, `CMEK_OIDC_CLIENT_ID`, `CMEK_OIDC_CLIENT_SECRET`.
@@ -123,6 +131,8 @@ struct FileSettings {
     audit_key_file: Option<PathBuf>,
     audit_checkpoint_interval: Option<String>,
     body_timeout: Option<String>,
+    storage_url: Option<String>,
+    platform_key_file: Option<PathBuf>,
 }
 
 /// Every variable we read; any other `CMEK_*` variable is reported as a likely typo.
@@ -146,6 +156,8 @@ const KNOWN_VARIABLES: &[&str] = &[
     "CMEK_AUDIT_KEY_FILE",
     "CMEK_AUDIT_CHECKPOINT_INTERVAL",
     "CMEK_BODY_TIMEOUT",
+    "CMEK_STORAGE_URL",
+    "CMEK_PLATFORM_KEY_FILE",
 ];
 
 impl Settings {
@@ -319,7 +331,20 @@ impl Settings {
                 reason: "must be longer than zero".into(),
             });
         }
+        let storage_url = pick("CMEK_STORAGE_URL", file.storage_url).filter(|u| !u.is_empty());
+        if let Some(url) = &storage_url
+            && !(url.starts_with("s3://") || url.starts_with("file:///"))
+        {
+            return Err(SettingsError::Invalid {
+                name: "CMEK_STORAGE_URL",
+                reason: "must be s3://bucket[/prefix] or file:///absolute/path".into(),
+            });
+        }
         Ok(Self {
+            storage_url,
+            platform_key_file: lookup(vars, "CMEK_PLATFORM_KEY_FILE")
+                .map(PathBuf::from)
+                .or(file.platform_key_file),
             oidc,
             trusted_proxies,
             forwarded_header,
@@ -364,6 +389,12 @@ impl Settings {
     }
 
     /// Where the audit chain's keys are.
+    pub fn platform_key_path(&self) -> PathBuf {
+        self.platform_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("platform-data.key"))
+    }
+
     pub fn audit_key_path(&self) -> PathBuf {
         self.audit_key_file
             .clone()

@@ -8,7 +8,11 @@ use actix_web::dev::Server;
 use actix_web::middleware::{Compress, from_fn};
 use actix_web::{App, HttpServer, web};
 
+use std::sync::atomic::AtomicU64;
+
+use crate::domain::blobs::BlobStore;
 use crate::domain::clock::{Clock, SystemClock};
+use crate::domain::clusters::{ClusterParts, DataKeyRing, ManifestDriver};
 use crate::domain::keys::KmsProviders;
 use crate::domain::kms::KeyProvider;
 use crate::domain::local_kms::LocalKeyAdmin;
@@ -20,6 +24,8 @@ use crate::http::{AppState, middleware, routes};
 use crate::kms::KmsTimeouts;
 use crate::kms::aws::AwsKms;
 use crate::kms::local::LocalKms;
+use crate::kms::platform::PlatformKms;
+use crate::storage::{ObjectStorage, StorageError};
 use crate::settings::{Environment, Settings, SettingsError, private_dir};
 use crate::sso::oidc::OidcProvider;
 use crate::store::chain_keys::{self, KeyFileError};
@@ -39,6 +45,8 @@ pub enum StartupError {
     LocalKms(std::io::Error),
     #[error(transparent)]
     AuditKeys(#[from] KeyFileError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     #[error(
         "the database file {file} is damaged ({problem}). Stop every console using it, restore \
          the file from a backup (or salvage what SQLite can read: `sqlite3 {file} .recover | \
@@ -149,7 +157,7 @@ pub async fn console_with(
         ),
         None => None,
     };
-    let store = SeaStore::new(db, chain_keys.clone());
+    let store = Arc::new(SeaStore::new(db, chain_keys.clone()));
     // Only the start that keys the chain re-seals a legacy one: re-sealing later would seal
     // whatever someone with database access rewrote in the unkeyed form meanwhile.
     if created {
@@ -164,8 +172,9 @@ pub async fn console_with(
             );
         }
     }
+    let clusters = cluster_parts(settings, store.clone())?;
     let console = Console::new(
-        Arc::new(store),
+        store,
         clock,
         Policy {
             environment: settings.environment,
@@ -179,10 +188,46 @@ pub async fn console_with(
         },
         local.map(|l| l as Arc<dyn LocalKeyAdmin>),
         chain_keys,
-    );
+    )
+    .with_clusters(clusters);
     Ok(match sso {
         Some(provider) => console.with_sso(Arc::new(provider)),
         None => console,
+    })
+}
+
+/// Object storage, the platform key and the driver clusters need.
+fn cluster_parts(
+    settings: &Settings,
+    store: Arc<SeaStore>,
+) -> Result<ClusterParts, StartupError> {
+    let storage = match settings.storage_url.as_deref() {
+        Some(url) if url.starts_with("s3://") => ObjectStorage::s3(url, &settings.aws)?,
+        other => {
+            let dir = other
+                .and_then(|url| url.strip_prefix("file://"))
+                .map_or_else(|| settings.data_dir.join("storage"), std::path::PathBuf::from);
+            private_dir(&dir).map_err(|source| StartupError::DataDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+            ObjectStorage::local(&dir)?
+        }
+    };
+    tracing::info!(storage = %storage.description, "cluster data and backups");
+    let blobs: Arc<dyn BlobStore> = Arc::new(storage);
+    let platform_key = settings.platform_key_path();
+    let platform = PlatformKms::open(&platform_key).map_err(|source| StartupError::DataDir {
+        path: platform_key.display().to_string(),
+        source,
+    })?;
+    Ok(ClusterParts {
+        store,
+        driver: Arc::new(ManifestDriver::new(blobs.clone())),
+        blobs,
+        platform: Arc::new(platform),
+        ring: Arc::new(DataKeyRing::default()),
+        kms_calls: Arc::new(AtomicU64::new(0)),
     })
 }
 

@@ -295,6 +295,16 @@ pub enum ObjectWrite {
     ClusterNotAvailable,
 }
 
+/// What starting a backup found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackupStart {
+    /// The objects of the snapshot.
+    Started(Vec<StoredObject>),
+    NotAvailable,
+    /// Another backup of the cluster is reading it (its lease has not expired).
+    AlreadyRunning,
+}
+
 /// Clusters, their objects' index and their backups. The sealed bytes live in a `BlobStore`.
 #[async_trait]
 pub trait ClusterStore: Send + Sync {
@@ -362,13 +372,12 @@ pub trait ClusterStore: Send + Sync {
         name: &ObjectName,
     ) -> Result<Option<ObjectWrite>, StoreError>;
     /// Starts reading the cluster for a backup: from now until `finish_backup`, replaced
-    /// versions are kept. Returns the objects as they are at this moment, or None if the
-    /// cluster is not available.
+    /// versions are kept. Returns the objects as they are at this moment.
     async fn start_backup(
         &self,
         cluster_id: Uuid,
         now: DateTime<Utc>,
-    ) -> Result<Option<Vec<StoredObject>>, StoreError>;
+    ) -> Result<BackupStart, StoreError>;
     /// Ends the backup's reading; the versions replaced meanwhile, now to be deleted.
     async fn finish_backup(&self, cluster_id: Uuid) -> Result<Vec<Uuid>, StoreError>;
     async fn insert_backup(

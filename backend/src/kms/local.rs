@@ -40,7 +40,7 @@ fn random<const N: usize>() -> Zeroizing<[u8; N]> {
 
 // aes-gcm 0.10 takes nonces as generic-array 0.14 slices, whose `from_slice` is deprecated.
 #[allow(deprecated)]
-fn seal(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn seal(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
     let cipher = Aes256Gcm::new_from_slice(key).ok()?;
     let nonce = random::<12>();
     let sealed = cipher
@@ -58,7 +58,7 @@ fn seal(key: &[u8; 32], plaintext: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
 }
 
 #[allow(deprecated)]
-fn unseal(key: &[u8; 32], blob: &[u8], aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+pub(crate) fn unseal(key: &[u8; 32], blob: &[u8], aad: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     if blob.len() < 12 {
         return None;
     }
@@ -68,6 +68,38 @@ fn unseal(key: &[u8; 32], blob: &[u8], aad: &[u8]) -> Option<Zeroizing<Vec<u8>>>
         .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
         .ok()
         .map(Zeroizing::new)
+}
+
+/// A 32-byte key kept in a file of its own: read, or created (0600) on first use.
+pub(crate) fn key_file(path: &Path) -> std::io::Result<Zeroizing<[u8; 32]>> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let bytes = Zeroizing::new(bytes);
+            let mut key = Zeroizing::new([0u8; 32]);
+            if bytes.len() != 32 {
+                return Err(std::io::Error::other(format!(
+                    "{} must hold exactly 32 bytes",
+                    path.display()
+                )));
+            }
+            key.copy_from_slice(&bytes);
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = random::<32>();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            options.open(path)?.write_all(key.as_ref())?;
+            Ok(key)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+pub(crate) fn random_key() -> Zeroizing<[u8; 32]> {
+    random::<32>()
 }
 
 fn internal(what: &str) -> KmsError {
@@ -87,31 +119,7 @@ impl LocalKms {
     /// Opens the master key in `data_dir`, creating it (0600) on first use.
     pub fn open(data_dir: &Path, db: DatabaseConnection) -> std::io::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
-        let path = data_dir.join(MASTER_FILE);
-        let master = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let bytes = Zeroizing::new(bytes);
-                let mut master = Zeroizing::new([0u8; 32]);
-                if bytes.len() != 32 {
-                    return Err(std::io::Error::other(format!(
-                        "{} must hold exactly 32 bytes",
-                        path.display()
-                    )));
-                }
-                master.copy_from_slice(&bytes);
-                master
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let master = random::<32>();
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                options.open(&path)?.write_all(master.as_ref())?;
-                master
-            }
-            Err(e) => return Err(e),
-        };
+        let master = key_file(&data_dir.join(MASTER_FILE))?;
         Ok(Self { master, db })
     }
 

@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod local;
+pub mod platform;
 
 use std::time::Duration;
 

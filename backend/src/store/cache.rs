@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::domain::clusters::Cluster;
 use crate::domain::identity::{ApiKey, Organization, Session, User};
 use crate::domain::keys::EncryptionKey;
 use crate::domain::projects::Project;
@@ -91,6 +92,7 @@ pub struct ReadCache {
     pub projects: Map<(Uuid, Option<Uuid>, u64), Vec<Project>>,
     pub project: Map<(Uuid, Uuid), Project>,
     pub keys: Map<(Uuid, Uuid), Vec<EncryptionKey>>,
+    pub clusters: Map<(Uuid, Uuid), Cluster>,
 }
 
 impl Default for ReadCache {
@@ -108,6 +110,7 @@ impl Default for ReadCache {
             projects: Map::new(lists),
             project: Map::new(lists),
             keys: Map::new(lists),
+            clusters: Map::new(lists),
         }
     }
 }

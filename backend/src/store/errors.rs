@@ -22,6 +22,11 @@ const CONSTRAINTS: &[(&str, &str, Constraint)] = &[
         Constraint::KeyPerRegion,
     ),
     (
+        "ux_clusters_project_name",
+        "clusters.project_id, clusters.name",
+        Constraint::ClusterName,
+    ),
+    (
         "ux_invitations_pending",
         "invitations.organization_id, invitations.email",
         Constraint::PendingInvitation,
@@ -65,6 +70,8 @@ impl From<DbErr> for StoreError {
         match code.deref() {
             // PostgreSQL: unique_violation.
             "23505" => unique_violation(database.constraint(), message),
+            // foreign_key_violation; SQLITE_CONSTRAINT_FOREIGNKEY: a row still refers to it.
+            "23503" | "787" => StoreError::Conflict(Constraint::InUse),
             // SQLite: SQLITE_CONSTRAINT_UNIQUE and SQLITE_CONSTRAINT_PRIMARYKEY.
             "2067" | "1555" => unique_violation(None, message),
             // SQLITE_CORRUPT (and its extended codes), SQLITE_NOTADB: a damaged file.

@@ -83,6 +83,7 @@ macro_rules! cached_if_found {
 mod audit;
 mod cache;
 pub mod chain_keys;
+mod clusters;
 mod entities;
 mod errors;
 mod identity;

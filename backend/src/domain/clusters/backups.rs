@@ -17,6 +17,7 @@ use super::{
 };
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::identity::Caller;
+use crate::domain::ports::BackupStart;
 use crate::domain::{Console, DomainError};
 
 impl Console {
@@ -84,11 +85,20 @@ impl Console {
             }
         };
         let now = self.clock.now();
-        let Some(objects) = parts.store.start_backup(cluster.id, now).await? else {
-            return Err(super::lifecycle::wrong_state(
-                &cluster,
-                "only an available cluster can be backed up",
-            ));
+        let objects = match parts.store.start_backup(cluster.id, now).await? {
+            BackupStart::Started(objects) => objects,
+            BackupStart::NotAvailable => {
+                return Err(super::lifecycle::wrong_state(
+                    &cluster,
+                    "only an available cluster can be backed up",
+                ));
+            }
+            BackupStart::AlreadyRunning => {
+                return Err(super::lifecycle::wrong_state(
+                    &cluster,
+                    "another backup of it is being taken; try again when it is done",
+                ));
+            }
         };
         let mut backup = Backup {
             id,

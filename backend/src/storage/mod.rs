@@ -1,0 +1,189 @@
+//! Where cluster data and backups go: Apache Arrow's `object_store`, on local files under
+//! the data directory by default, or S3 (`CMEK_STORAGE_URL=s3://bucket/prefix`) so that
+//! several console instances share them. What arrives here is already sealed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart,
+};
+
+use crate::domain::blobs::{BlobError, BlobStore, BlobWriter, ByteStream};
+use crate::settings::AwsSettings;
+
+/// Parts of a multipart upload (S3's minimum is 5 MiB); at most two in flight, so one
+/// upload holds about 15 MiB whatever its size.
+const PART: usize = 5 * 1024 * 1024;
+const PARTS_IN_FLIGHT: usize = 2;
+
+pub struct ObjectStorage {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    /// How the storage is named in logs and the README (`local:/path`, `s3://bucket/prefix`).
+    pub description: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("CMEK_STORAGE_URL must be s3://bucket[/prefix] or file:///absolute/path, not {0}")]
+    Url(String),
+    #[error("object storage: {0}")]
+    Open(String),
+}
+
+fn unavailable(err: object_store::Error) -> BlobError {
+    match err {
+        object_store::Error::NotFound { .. } => BlobError::NotFound,
+        other => BlobError::Unavailable(other.to_string()),
+    }
+}
+
+impl ObjectStorage {
+    /// Local files under `dir` (created 0700 by the caller).
+    pub fn local(dir: &std::path::Path) -> Result<Self, StorageError> {
+        let store = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| StorageError::Open(e.to_string()))?
+            .with_automatic_cleanup(true);
+        Ok(Self {
+            store: Arc::new(store),
+            prefix: Path::default(),
+            description: format!("local files under {}", dir.display()),
+        })
+    }
+
+    /// `s3://bucket/prefix` with the AWS settings the console uses for KMS (endpoint,
+    /// credentials, region), bounded time-outs and a few retries.
+    pub fn s3(url: &str, aws: &AwsSettings) -> Result<Self, StorageError> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| StorageError::Url(url.to_owned()))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(StorageError::Url(url.to_owned()));
+        }
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_region(aws.region.clone().unwrap_or_else(|| "us-east-1".into()))
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(3))
+                    .with_timeout(Duration::from_secs(60)),
+            )
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(30),
+            });
+        if let Some(endpoint) = &aws.endpoint_url {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let (Some(id), Some(secret)) = (&aws.access_key_id, &aws.secret_access_key) {
+            use secrecy::ExposeSecret;
+            builder = builder
+                .with_access_key_id(id)
+                .with_secret_access_key(secret.expose_secret());
+            if let Some(token) = &aws.session_token {
+                builder = builder.with_token(token.expose_secret());
+            }
+        }
+        let store = builder
+            .build()
+            .map_err(|e| StorageError::Open(e.to_string()))?;
+        Ok(Self {
+            store: Arc::new(store),
+            prefix: Path::from(prefix),
+            description: format!("s3://{bucket}/{prefix}"),
+        })
+    }
+
+    fn path(&self, key: &str) -> Path {
+        // Keys are ours (ids and region codes joined by '/'), never a user's object name.
+        self.prefix
+            .parts()
+            .chain(Path::from(key).parts())
+            .collect()
+    }
+}
+
+struct Upload {
+    upload: WriteMultipart,
+}
+
+#[async_trait]
+impl BlobWriter for Upload {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), BlobError> {
+        self.upload
+            .wait_for_capacity(PARTS_IN_FLIGHT)
+            .await
+            .map_err(unavailable)?;
+        self.upload.put(bytes);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<(), BlobError> {
+        self.upload.finish().await.map(|_| ()).map_err(unavailable)
+    }
+
+    async fn abort(self: Box<Self>) {
+        if let Err(err) = self.upload.abort().await {
+            tracing::warn!(error = %err, "could not abort an upload");
+        }
+    }
+}
+
+#[async_trait]
+impl BlobStore for ObjectStorage {
+    async fn writer(&self, key: &str) -> Result<Box<dyn BlobWriter>, BlobError> {
+        let upload = self
+            .store
+            .put_multipart(&self.path(key))
+            .await
+            .map_err(unavailable)?;
+        Ok(Box::new(Upload {
+            upload: WriteMultipart::new_with_chunk_size(upload, PART),
+        }))
+    }
+
+    async fn read(&self, key: &str) -> Result<ByteStream, BlobError> {
+        let found = self.store.get(&self.path(key)).await.map_err(unavailable)?;
+        Ok(found.into_stream().map_err(unavailable).boxed())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), BlobError> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<(), BlobError> {
+        let prefix = self.path(prefix.trim_end_matches('/'));
+        let mut listing = self.store.list(Some(&prefix));
+        while let Some(meta) = listing.next().await {
+            match meta {
+                Ok(meta) => self.delete_location(&meta.location).await?,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(err) => return Err(unavailable(err)),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ObjectStorage {
+    async fn delete_location(&self, location: &Path) -> Result<(), BlobError> {
+        match self.store.delete(location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+}

@@ -1,0 +1,638 @@
+//! Clusters, their regions, their objects' index and their backups, scoped by organization
+//! in every query that a caller's id reaches. Object writes take the chain lock too (with
+//! no event): that orders them with a backup's start, so a snapshot never loses a version.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+use uuid::Uuid;
+
+use super::SeaStore;
+use super::entities::{
+    backup_objects, backups, cluster_garbage, cluster_objects, cluster_regions, clusters,
+};
+use crate::domain::audit::AuditDraft;
+use crate::domain::clusters::{
+    Backup, BackupState, Cluster, ClusterName, ClusterRegion, ClusterState, ObjectName,
+    StoredObject, Tier,
+};
+use crate::domain::keys::Provider;
+use crate::domain::keys::region::AwsRegion;
+use crate::domain::page::PageRequest;
+use crate::domain::ports::{BackupStart, ClusterStore, ObjectWrite, StoreError};
+
+/// A backup that started this long ago and never finished (its process died) no longer
+/// holds replaced versions back.
+const BACKUP_LEASE: Duration = Duration::minutes(30);
+
+fn corrupt(what: &str, id: Uuid) -> StoreError {
+    StoreError::Corrupt(format!("{what} {id}"))
+}
+
+fn region_from(m: cluster_regions::Model) -> Result<ClusterRegion, StoreError> {
+    Ok(ClusterRegion {
+        region: AwsRegion::parse("region", &m.region)
+            .map_err(|_| corrupt("cluster region of", m.cluster_id))?,
+        key_id: m.key_id,
+        key_ref: m.key_ref,
+        wrapped_key: m.wrapped_key,
+    })
+}
+
+fn cluster_from(
+    m: clusters::Model,
+    regions: Vec<cluster_regions::Model>,
+) -> Result<Cluster, StoreError> {
+    let bad = |what: &str| corrupt(&format!("cluster ({what})"), m.id);
+    Ok(Cluster {
+        id: m.id,
+        organization_id: m.organization_id,
+        project_id: m.project_id,
+        name: ClusterName::parse(&m.name).map_err(|_| bad("name"))?,
+        provider: Provider::parse(&m.provider).map_err(|_| bad("provider"))?,
+        tier: Tier::parse(&m.tier).map_err(|_| bad("tier"))?,
+        dual_region_backup: m.dual_region_backup,
+        regions: regions
+            .into_iter()
+            .map(region_from)
+            .collect::<Result<_, _>>()?,
+        state: ClusterState::parse(&m.state).ok_or_else(|| bad("state"))?,
+        last_error: m.last_error,
+        created_by: m.created_by,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    })
+}
+
+fn object_from(m: cluster_objects::Model) -> Result<StoredObject, StoreError> {
+    Ok(StoredObject {
+        id: m.id,
+        name: ObjectName::parse(&m.name).map_err(|_| corrupt("object", m.id))?,
+        version: m.version,
+        size_bytes: u64::try_from(m.size_bytes).map_err(|_| corrupt("object", m.id))?,
+        updated_at: m.updated_at,
+    })
+}
+
+fn backup_from(m: backups::Model) -> Result<Backup, StoreError> {
+    let bad = |what: &str| corrupt(&format!("backup ({what})"), m.id);
+    let regions: Vec<String> = serde_json::from_str(&m.regions).map_err(|_| bad("regions"))?;
+    Ok(Backup {
+        id: m.id,
+        organization_id: m.organization_id,
+        project_id: m.project_id,
+        cluster_id: m.cluster_id,
+        cluster_name: m.cluster_name,
+        provider: Provider::parse(&m.provider).map_err(|_| bad("provider"))?,
+        regions: regions
+            .iter()
+            .map(|r| AwsRegion::parse("region", r).map_err(|_| bad("regions")))
+            .collect::<Result<_, _>>()?,
+        region: ClusterRegion {
+            region: AwsRegion::parse("region", &m.region).map_err(|_| bad("region"))?,
+            key_id: m.key_id,
+            key_ref: m.key_ref,
+            wrapped_key: m.wrapped_key,
+        },
+        state: BackupState::parse(&m.state).ok_or_else(|| bad("state"))?,
+        size_bytes: u64::try_from(m.size_bytes).map_err(|_| bad("size"))?,
+        object_count: u32::try_from(m.object_count).map_err(|_| bad("count"))?,
+        created_by: m.created_by,
+        created_at: m.created_at,
+    })
+}
+
+fn size(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
+async fn with_regions(
+    db: &impl ConnectionTrait,
+    rows: Vec<clusters::Model>,
+) -> Result<Vec<Cluster>, StoreError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|c| c.id).collect();
+    let regions = cluster_regions::Entity::find()
+        .filter(cluster_regions::Column::ClusterId.is_in(ids))
+        .order_by_asc(cluster_regions::Column::Position)
+        .all(db)
+        .await?;
+    rows.into_iter()
+        .map(|c| {
+            let mine = regions
+                .iter()
+                .filter(|r| r.cluster_id == c.id)
+                .cloned()
+                .collect();
+            cluster_from(c, mine)
+        })
+        .collect()
+}
+
+async fn get(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    id: Uuid,
+) -> Result<Option<Cluster>, StoreError> {
+    let row = clusters::Entity::find_by_id(id)
+        .filter(clusters::Column::OrganizationId.eq(organization_id))
+        .one(db)
+        .await?;
+    Ok(with_regions(db, row.into_iter().collect())
+        .await?
+        .into_iter()
+        .next())
+}
+
+async fn insert_objects(
+    db: &impl ConnectionTrait,
+    cluster_id: Uuid,
+    objects: &[StoredObject],
+) -> Result<(), StoreError> {
+    for object in objects {
+        cluster_objects::Entity::insert(cluster_objects::ActiveModel {
+            id: Set(object.id),
+            cluster_id: Set(cluster_id),
+            name: Set(object.name.as_str().to_owned()),
+            version: Set(object.version),
+            size_bytes: Set(size(object.size_bytes)),
+            updated_at: Set(object.updated_at),
+        })
+        .exec_without_returning(db)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Whether the cluster is available, and whether a backup is reading it, inside a write.
+async fn serving(
+    db: &impl ConnectionTrait,
+    cluster_id: Uuid,
+) -> Result<Option<bool>, StoreError> {
+    let row = clusters::Entity::find_by_id(cluster_id).one(db).await?;
+    Ok(row
+        .filter(|c| c.state == ClusterState::Available.as_str())
+        .map(|c| c.backup_started_at.is_some_and(|at| Utc::now() - at < BACKUP_LEASE)))
+}
+
+/// A replaced version: deleted by the caller now, or kept until the backup reading the
+/// cluster ends.
+async fn superseded(
+    db: &impl ConnectionTrait,
+    cluster_id: Uuid,
+    version: Uuid,
+    backup_running: bool,
+) -> Result<Option<Uuid>, StoreError> {
+    if !backup_running {
+        return Ok(Some(version));
+    }
+    cluster_garbage::Entity::insert(cluster_garbage::ActiveModel {
+        blob: Set(version.to_string()),
+        cluster_id: Set(cluster_id),
+    })
+    .exec_without_returning(db)
+    .await?;
+    Ok(None)
+}
+
+#[async_trait]
+impl ClusterStore for SeaStore {
+    async fn insert_cluster(
+        &self,
+        cluster: &Cluster,
+        objects: &[StoredObject],
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        audited!(self, audit, |txn| {
+            clusters::Entity::insert(clusters::ActiveModel {
+                id: Set(cluster.id),
+                organization_id: Set(cluster.organization_id),
+                project_id: Set(cluster.project_id),
+                name: Set(cluster.name.as_str().to_owned()),
+                provider: Set(cluster.provider.as_str().to_owned()),
+                tier: Set(cluster.tier.as_str().to_owned()),
+                dual_region_backup: Set(cluster.dual_region_backup),
+                state: Set(cluster.state.as_str().to_owned()),
+                last_error: Set(cluster.last_error.clone()),
+                backup_started_at: Set(None),
+                created_by: Set(cluster.created_by.clone()),
+                created_at: Set(cluster.created_at),
+                updated_at: Set(cluster.updated_at),
+            })
+            .exec_without_returning(txn)
+            .await?;
+            for (position, region) in cluster.regions.iter().enumerate() {
+                cluster_regions::Entity::insert(cluster_regions::ActiveModel {
+                    cluster_id: Set(cluster.id),
+                    region: Set(region.region.as_str().to_owned()),
+                    position: Set(i32::try_from(position).unwrap_or(i32::MAX)),
+                    key_id: Set(region.key_id),
+                    key_ref: Set(region.key_ref.clone()),
+                    wrapped_key: Set(region.wrapped_key.clone()),
+                })
+                .exec_without_returning(txn)
+                .await?;
+            }
+            insert_objects(txn, cluster.id, objects).await?;
+            ((), true)
+        })
+    }
+
+    async fn cluster(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+    ) -> Result<Option<Cluster>, StoreError> {
+        cached_if_found!(
+            self,
+            clusters,
+            (organization_id, id),
+            get(&self.db, organization_id, id).await?
+        )
+    }
+
+    async fn clusters(
+        &self,
+        organization_id: Uuid,
+        project_id: Uuid,
+        page: PageRequest,
+    ) -> Result<Vec<Cluster>, StoreError> {
+        let mut query = clusters::Entity::find()
+            .filter(clusters::Column::OrganizationId.eq(organization_id))
+            .filter(clusters::Column::ProjectId.eq(project_id))
+            .order_by_asc(clusters::Column::Id)
+            .limit(page.fetch_limit());
+        if let Some(after) = page.after {
+            query = query.filter(clusters::Column::Id.gt(after));
+        }
+        with_regions(&self.db, query.all(&self.db).await?).await
+    }
+
+    async fn clusters_using_key(
+        &self,
+        organization_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Vec<Cluster>, StoreError> {
+        let ids: Vec<Uuid> = cluster_regions::Entity::find()
+            .filter(cluster_regions::Column::KeyId.eq(key_id))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|r| r.cluster_id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = clusters::Entity::find()
+            .filter(clusters::Column::OrganizationId.eq(organization_id))
+            .filter(clusters::Column::Id.is_in(ids))
+            .order_by_asc(clusters::Column::Id)
+            .all(&self.db)
+            .await?;
+        with_regions(&self.db, rows).await
+    }
+
+    async fn transition(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        from: &[ClusterState],
+        to: ClusterState,
+        last_error: Option<String>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let at = audit.occurred_at;
+        audited!(self, audit, |txn| {
+            let moved = clusters::Entity::update_many()
+                .col_expr(clusters::Column::State, Expr::value(to.as_str()))
+                .col_expr(clusters::Column::LastError, Expr::value(last_error.clone()))
+                .col_expr(clusters::Column::UpdatedAt, Expr::value(at))
+                .filter(clusters::Column::Id.eq(id))
+                .filter(clusters::Column::OrganizationId.eq(organization_id))
+                .filter(clusters::Column::State.is_in(from.clone()))
+                .exec(txn)
+                .await?
+                .rows_affected
+                > 0;
+            (moved, moved)
+        })
+    }
+
+    async fn delete_cluster(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        audited!(self, audit, |txn| {
+            let mine = clusters::Entity::find_by_id(id)
+                .filter(clusters::Column::OrganizationId.eq(organization_id))
+                .one(txn)
+                .await?
+                .is_some();
+            if mine {
+                cluster_objects::Entity::delete_many()
+                    .filter(cluster_objects::Column::ClusterId.eq(id))
+                    .exec(txn)
+                    .await?;
+                cluster_garbage::Entity::delete_many()
+                    .filter(cluster_garbage::Column::ClusterId.eq(id))
+                    .exec(txn)
+                    .await?;
+                cluster_regions::Entity::delete_many()
+                    .filter(cluster_regions::Column::ClusterId.eq(id))
+                    .exec(txn)
+                    .await?;
+                clusters::Entity::delete_by_id(id).exec(txn).await?;
+            }
+            ((), mine)
+        })
+    }
+
+    async fn objects(
+        &self,
+        cluster_id: Uuid,
+        page: PageRequest,
+    ) -> Result<Vec<StoredObject>, StoreError> {
+        let mut query = cluster_objects::Entity::find()
+            .filter(cluster_objects::Column::ClusterId.eq(cluster_id))
+            .order_by_asc(cluster_objects::Column::Id)
+            .limit(page.fetch_limit());
+        if let Some(after) = page.after {
+            query = query.filter(cluster_objects::Column::Id.gt(after));
+        }
+        query
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(object_from)
+            .collect()
+    }
+
+    async fn object(
+        &self,
+        cluster_id: Uuid,
+        name: &ObjectName,
+    ) -> Result<Option<StoredObject>, StoreError> {
+        cluster_objects::Entity::find()
+            .filter(cluster_objects::Column::ClusterId.eq(cluster_id))
+            .filter(cluster_objects::Column::Name.eq(name.as_str()))
+            .one(&self.db)
+            .await?
+            .map(object_from)
+            .transpose()
+    }
+
+    async fn put_object(
+        &self,
+        cluster_id: Uuid,
+        object: &StoredObject,
+    ) -> Result<ObjectWrite, StoreError> {
+        audited!(self, events: Vec::new(), |txn| {
+            match serving(txn, cluster_id).await? {
+                None => (ObjectWrite::ClusterNotAvailable, false),
+                Some(backup_running) => {
+                    let existing = cluster_objects::Entity::find()
+                        .filter(cluster_objects::Column::ClusterId.eq(cluster_id))
+                        .filter(cluster_objects::Column::Name.eq(object.name.as_str()))
+                        .one(txn)
+                        .await?;
+                    let replaced = match existing {
+                        Some(old) => {
+                            cluster_objects::Entity::update_many()
+                                .col_expr(cluster_objects::Column::Version, Expr::value(object.version))
+                                .col_expr(cluster_objects::Column::SizeBytes, Expr::value(size(object.size_bytes)))
+                                .col_expr(cluster_objects::Column::UpdatedAt, Expr::value(object.updated_at))
+                                .filter(cluster_objects::Column::Id.eq(old.id))
+                                .exec(txn)
+                                .await?;
+                            superseded(txn, cluster_id, old.version, backup_running).await?
+                        }
+                        None => {
+                            insert_objects(txn, cluster_id, std::slice::from_ref(object)).await?;
+                            None
+                        }
+                    };
+                    (ObjectWrite::Recorded { replaced }, true)
+                }
+            }
+        })
+    }
+
+    async fn delete_object(
+        &self,
+        cluster_id: Uuid,
+        name: &ObjectName,
+    ) -> Result<Option<ObjectWrite>, StoreError> {
+        audited!(self, events: Vec::new(), |txn| {
+            match serving(txn, cluster_id).await? {
+                None => (Some(ObjectWrite::ClusterNotAvailable), false),
+                Some(backup_running) => {
+                    let existing = cluster_objects::Entity::find()
+                        .filter(cluster_objects::Column::ClusterId.eq(cluster_id))
+                        .filter(cluster_objects::Column::Name.eq(name.as_str()))
+                        .one(txn)
+                        .await?;
+                    match existing {
+                        None => (None, false),
+                        Some(old) => {
+                            cluster_objects::Entity::delete_by_id(old.id).exec(txn).await?;
+                            let replaced =
+                                superseded(txn, cluster_id, old.version, backup_running).await?;
+                            (Some(ObjectWrite::Recorded { replaced }), true)
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    async fn start_backup(
+        &self,
+        cluster_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<BackupStart, StoreError> {
+        audited!(self, events: Vec::new(), |txn| {
+            match serving(txn, cluster_id).await? {
+                None => (BackupStart::NotAvailable, false),
+                Some(true) => (BackupStart::AlreadyRunning, false),
+                Some(false) => {
+                    clusters::Entity::update_many()
+                        .col_expr(clusters::Column::BackupStartedAt, Expr::value(Some(now)))
+                        .filter(clusters::Column::Id.eq(cluster_id))
+                        .exec(txn)
+                        .await?;
+                    let objects = cluster_objects::Entity::find()
+                        .filter(cluster_objects::Column::ClusterId.eq(cluster_id))
+                        .order_by_asc(cluster_objects::Column::Id)
+                        .all(txn)
+                        .await?
+                        .into_iter()
+                        .map(object_from)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    (BackupStart::Started(objects), true)
+                }
+            }
+        })
+    }
+
+    async fn finish_backup(&self, cluster_id: Uuid) -> Result<Vec<Uuid>, StoreError> {
+        audited!(self, events: Vec::new(), |txn| {
+            clusters::Entity::update_many()
+                .col_expr(
+                    clusters::Column::BackupStartedAt,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                )
+                .filter(clusters::Column::Id.eq(cluster_id))
+                .exec(txn)
+                .await?;
+            let kept = cluster_garbage::Entity::find()
+                .filter(cluster_garbage::Column::ClusterId.eq(cluster_id))
+                .all(txn)
+                .await?;
+            cluster_garbage::Entity::delete_many()
+                .filter(cluster_garbage::Column::ClusterId.eq(cluster_id))
+                .exec(txn)
+                .await?;
+            let versions: Vec<Uuid> = kept
+                .iter()
+                .filter_map(|g| Uuid::parse_str(&g.blob).ok())
+                .collect();
+            (versions, true)
+        })
+    }
+
+    async fn insert_backup(
+        &self,
+        backup: &Backup,
+        objects: &[StoredObject],
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        let regions: Vec<&str> = backup.regions.iter().map(AwsRegion::as_str).collect();
+        let regions = serde_json::to_string(&regions).unwrap_or_else(|_| "[]".into());
+        audited!(self, audit, |txn| {
+            backups::Entity::insert(backups::ActiveModel {
+                id: Set(backup.id),
+                organization_id: Set(backup.organization_id),
+                project_id: Set(backup.project_id),
+                cluster_id: Set(backup.cluster_id),
+                cluster_name: Set(backup.cluster_name.clone()),
+                provider: Set(backup.provider.as_str().to_owned()),
+                regions: Set(regions.clone()),
+                region: Set(backup.region.region.as_str().to_owned()),
+                key_id: Set(backup.region.key_id),
+                key_ref: Set(backup.region.key_ref.clone()),
+                wrapped_key: Set(backup.region.wrapped_key.clone()),
+                state: Set(backup.state.as_str().to_owned()),
+                size_bytes: Set(size(backup.size_bytes)),
+                object_count: Set(i32::try_from(backup.object_count).unwrap_or(i32::MAX)),
+                created_by: Set(backup.created_by.clone()),
+                created_at: Set(backup.created_at),
+            })
+            .exec_without_returning(txn)
+            .await?;
+            for object in objects {
+                backup_objects::Entity::insert(backup_objects::ActiveModel {
+                    backup_id: Set(backup.id),
+                    name: Set(object.name.as_str().to_owned()),
+                    version: Set(object.version),
+                    size_bytes: Set(size(object.size_bytes)),
+                })
+                .exec_without_returning(txn)
+                .await?;
+            }
+            ((), true)
+        })
+    }
+
+    async fn backup(&self, organization_id: Uuid, id: Uuid) -> Result<Option<Backup>, StoreError> {
+        backups::Entity::find_by_id(id)
+            .filter(backups::Column::OrganizationId.eq(organization_id))
+            .one(&self.db)
+            .await?
+            .map(backup_from)
+            .transpose()
+    }
+
+    async fn backups(
+        &self,
+        organization_id: Uuid,
+        cluster_id: Uuid,
+    ) -> Result<Vec<Backup>, StoreError> {
+        backups::Entity::find()
+            .filter(backups::Column::OrganizationId.eq(organization_id))
+            .filter(backups::Column::ClusterId.eq(cluster_id))
+            .order_by_desc(backups::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(backup_from)
+            .collect()
+    }
+
+    async fn backups_using_key(
+        &self,
+        organization_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Vec<Backup>, StoreError> {
+        backups::Entity::find()
+            .filter(backups::Column::OrganizationId.eq(organization_id))
+            .filter(backups::Column::KeyId.eq(key_id))
+            .order_by_asc(backups::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(backup_from)
+            .collect()
+    }
+
+    async fn backup_objects(&self, backup_id: Uuid) -> Result<Vec<StoredObject>, StoreError> {
+        backup_objects::Entity::find()
+            .filter(backup_objects::Column::BackupId.eq(backup_id))
+            .order_by_asc(backup_objects::Column::Name)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| {
+                Ok(StoredObject {
+                    id: m.version,
+                    name: ObjectName::parse(&m.name).map_err(|_| corrupt("backup object of", m.backup_id))?,
+                    version: m.version,
+                    size_bytes: u64::try_from(m.size_bytes)
+                        .map_err(|_| corrupt("backup object of", m.backup_id))?,
+                    updated_at: Utc::now(),
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_backup(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        audited!(self, audit, |txn| {
+            let mine = backups::Entity::find_by_id(id)
+                .filter(backups::Column::OrganizationId.eq(organization_id))
+                .one(txn)
+                .await?
+                .is_some();
+            if mine {
+                backup_objects::Entity::delete_many()
+                    .filter(backup_objects::Column::BackupId.eq(id))
+                    .exec(txn)
+                    .await?;
+                backups::Entity::delete_by_id(id).exec(txn).await?;
+            }
+            ((), mine)
+        })
+    }
+}
