@@ -123,6 +123,7 @@ pub async fn bound_request(
         .is_some_and(|v| v.trim() != "0")
         || req.headers().contains_key(header::TRANSFER_ENCODING);
     let finished = Rc::new(Cell::new(false));
+    let upload = is_object_upload(req.method(), req.path());
     let (_, payload) = req.parts_mut();
     let inner = std::mem::replace(payload, Payload::None);
     let bounded: Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>> =
@@ -131,6 +132,11 @@ pub async fn bound_request(
             deadline: Box::pin(tokio::time::sleep(timeout)),
             expired: false,
             finished: finished.clone(),
+            upload: upload.then(|| Upload {
+                started: tokio::time::Instant::now(),
+                timeout,
+                received: 0,
+            }),
         });
     req.set_payload(Payload::from(bounded));
     let mut res = next.call(req).await?.map_into_boxed_body();
@@ -144,13 +150,35 @@ pub async fn bound_request(
     Ok(res)
 }
 
+/// Object uploads may take longer than `CMEK_BODY_TIMEOUT`, as long as they keep a
+/// minimum rate: each byte received buys time at this rate.
+pub const UPLOAD_MIN_RATE: u64 = 256 * 1024;
+
+/// Object uploads: `PUT /api/v1/clusters/{id}/objects/{name}` and the cluster page's form.
+fn is_object_upload(method: &Method, path: &str) -> bool {
+    let object_api = method == Method::PUT
+        && path.starts_with("/api/v1/clusters/")
+        && path.contains("/objects/");
+    let object_form = method == Method::POST
+        && path.starts_with("/clusters/")
+        && path.ends_with("/objects");
+    object_api || object_form
+}
+
+struct Upload {
+    started: tokio::time::Instant,
+    timeout: std::time::Duration,
+    received: u64,
+}
+
 /// A request body that fails with `TimedOut` once its deadline passes, and says whether it
-/// was read to its end.
+/// was read to its end. For an upload the deadline moves as bytes arrive.
 struct BodyDeadline {
     inner: Payload,
     deadline: Pin<Box<tokio::time::Sleep>>,
     expired: bool,
     finished: Rc<Cell<bool>>,
+    upload: Option<Upload>,
 }
 
 impl Stream for BodyDeadline {
@@ -164,6 +192,17 @@ impl Stream for BodyDeadline {
             Poll::Ready(None) => {
                 self.finished.set(true);
                 Poll::Ready(None)
+            }
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let Some(upload) = self.upload.as_mut() {
+                    upload.received += chunk.len() as u64;
+                    let earned = std::time::Duration::from_secs_f64(
+                        upload.received as f64 / UPLOAD_MIN_RATE as f64,
+                    );
+                    let until = upload.started + upload.timeout + earned;
+                    self.deadline.as_mut().reset(until);
+                }
+                Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(item) => Poll::Ready(item),
             Poll::Pending => match self.deadline.as_mut().poll(cx) {

@@ -6,7 +6,7 @@ use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, Route, web};
 
 use crate::domain::DomainError;
-use crate::http::api::{audit, keys, me, openapi, projects};
+use crate::http::api::{audit, backups, clusters, keys, me, objects, openapi, projects};
 use crate::http::errors::{ApiError, PageError};
 use crate::http::json::MAX_BODY_BYTES;
 use crate::http::{ops, pages};
@@ -58,6 +58,21 @@ pub fn api_routes() -> Vec<ApiRoute> {
         api(M::POST, "/api/v1/projects/{project_id}/encryption-keys/{key_id}/check", SignedIn, web::post().to(keys::check)),
         api(M::GET, "/api/v1beta/projects/{project_id}/aws-cmek", SignedIn, web::get().to(keys::v1beta_list)),
         api(M::POST, "/api/v1beta/projects/{project_id}/aws-cmek", SignedIn, web::post().to(keys::v1beta_create)),
+        api(M::POST, "/api/v1/projects/{project_id}/clusters", SignedIn, web::post().to(clusters::create)),
+        api(M::GET, "/api/v1/projects/{project_id}/clusters", SignedIn, web::get().to(clusters::list)),
+        api(M::GET, "/api/v1/clusters/{cluster_id}", SignedIn, web::get().to(clusters::read)),
+        api(M::DELETE, "/api/v1/clusters/{cluster_id}", SignedIn, web::delete().to(clusters::delete)),
+        api(M::POST, "/api/v1/clusters/{cluster_id}/pause", SignedIn, web::post().to(clusters::pause)),
+        api(M::POST, "/api/v1/clusters/{cluster_id}/resume", SignedIn, web::post().to(clusters::resume)),
+        api(M::GET, "/api/v1/clusters/{cluster_id}/objects", SignedIn, web::get().to(objects::list)),
+        api(M::PUT, "/api/v1/clusters/{cluster_id}/objects/{name}", SignedIn, web::put().to(objects::put)),
+        api(M::GET, "/api/v1/clusters/{cluster_id}/objects/{name}", SignedIn, web::get().to(objects::get)),
+        api(M::DELETE, "/api/v1/clusters/{cluster_id}/objects/{name}", SignedIn, web::delete().to(objects::delete)),
+        api(M::POST, "/api/v1/clusters/{cluster_id}/backups", SignedIn, web::post().to(backups::create)),
+        api(M::GET, "/api/v1/clusters/{cluster_id}/backups", SignedIn, web::get().to(backups::list)),
+        api(M::GET, "/api/v1/backups/{backup_id}", SignedIn, web::get().to(backups::read)),
+        api(M::DELETE, "/api/v1/backups/{backup_id}", SignedIn, web::delete().to(backups::delete)),
+        api(M::POST, "/api/v1/backups/{backup_id}/restore", SignedIn, web::post().to(backups::restore)),
         api(M::GET, "/api/v1/audit-events", SignedIn, web::get().to(audit::list)),
     ]
 }
@@ -124,6 +139,15 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     }
 }
 
+/// The router's pattern for a documented path: an object's `{name}` takes the rest of the
+/// path, slashes included.
+fn actix_pattern(path: &str) -> String {
+    match path.strip_suffix("/objects/{name}") {
+        Some(stem) => format!("{stem}/objects/{{name:.+}}"),
+        None => path.to_owned(),
+    }
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // Operations: public, for load balancers and Prometheus.
     cfg.route("/healthz", web::get().to(ops::healthz))
@@ -139,7 +163,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     let mut routes = api_routes();
     while !routes.is_empty() {
         let path = routes[0].path;
-        let mut resource = web::resource(&path["/api".len()..]);
+        let mut resource = web::resource(actix_pattern(&path["/api".len()..]));
         let (same, rest): (Vec<_>, Vec<_>) = routes.into_iter().partition(|r| r.path == path);
         let allow = same
             .iter()

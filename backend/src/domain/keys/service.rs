@@ -370,7 +370,8 @@ impl Console {
             .ok_or(DomainError::NotFound("encryption key"))
     }
 
-    /// Deletes a key. Clusters do not exist yet; when they do, a key in use will be refused.
+    /// Deletes a key, unless a cluster or a backup uses it (409, naming them: their data
+    /// keys would become impossible to unwrap).
     pub async fn delete_key(
         &self,
         caller: &Caller,
@@ -379,12 +380,51 @@ impl Console {
     ) -> Result<(), DomainError> {
         let key = self.encryption_key(caller, project_id, key_id).await?;
         caller.require_owner("manage encryption keys")?;
+        let users = self.key_users(caller.organization_id, key_id).await?;
+        if !users.is_empty() {
+            return Err(key_in_use(&users));
+        }
         let audit = AuditDraft::by(caller, self.clock.now(), "encryption_key.deleted", format!("encryption_key/{key_id}"))
             .detail(serde_json::json!({ "project_id": project_id, "key": key.key_ref.display(), "region": key.region.as_str() }));
-        Ok(self
+        match self
             .store
             .delete_key(caller.organization_id, key_id, audit)
-            .await?)
+            .await
+        {
+            Ok(()) => Ok(()),
+            // A cluster or backup took the key meanwhile.
+            Err(StoreError::Conflict(Constraint::InUse)) => Err(key_in_use(
+                &self.key_users(caller.organization_id, key_id).await?,
+            )),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// What uses a key: `cluster "name"` and `backup <id> of "name"`.
+    async fn key_users(
+        &self,
+        organization_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Vec<String>, DomainError> {
+        let Some(parts) = &self.clusters else {
+            return Ok(Vec::new());
+        };
+        let mut users: Vec<String> = parts
+            .store
+            .clusters_using_key(organization_id, key_id)
+            .await?
+            .into_iter()
+            .map(|c| format!("cluster \"{}\" ({})", c.name.as_str(), c.id))
+            .collect();
+        users.extend(
+            parts
+                .store
+                .backups_using_key(organization_id, key_id)
+                .await?
+                .into_iter()
+                .map(|b| format!("backup {} of cluster \"{}\"", b.id, b.cluster_name)),
+        );
+        Ok(users)
     }
 
     /// Check now: runs the checklist against a saved key and records its status.
@@ -438,6 +478,18 @@ fn spec_field(field: &str) -> &str {
 
 fn request_label(key: &EncryptionKey) -> String {
     format!("{} in {}", key.key_ref.provider().title(), key.region)
+}
+
+fn key_in_use(users: &[String]) -> DomainError {
+    DomainError::Conflict {
+        rule: Rule::KeyInUse,
+        field: None,
+        detail: format!(
+            "This key wraps the data keys of {}: delete those first (their data could never be \
+             decrypted again without it).",
+            if users.is_empty() { "a cluster or backup".to_owned() } else { users.join(", ") }
+        ),
+    }
 }
 
 fn one_key_per_region(what: &str) -> DomainError {

@@ -1,8 +1,11 @@
 //! JSON endpoints under `/api/v1` (and the TiDB-compatible `/api/v1beta` later).
 
 pub mod audit;
+pub mod backups;
+pub mod clusters;
 pub mod keys;
 pub mod me;
+pub mod objects;
 pub mod openapi;
 pub mod projects;
 pub mod wire;

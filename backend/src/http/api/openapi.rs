@@ -6,7 +6,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::http::api::wire::{AuditEvent, FieldError, Outcome, RevocationPolicy, Role};
-use crate::http::api::{audit, keys, me, projects};
+use crate::http::api::{audit, backups, clusters, keys, me, objects, projects};
 use crate::http::errors::Problem;
 
 #[derive(OpenApi)]
@@ -33,6 +33,21 @@ use crate::http::errors::Problem;
         keys::check,
         keys::v1beta_list,
         keys::v1beta_create,
+        clusters::create,
+        clusters::list,
+        clusters::read,
+        clusters::delete,
+        clusters::pause,
+        clusters::resume,
+        objects::list,
+        objects::put,
+        objects::get,
+        objects::delete,
+        backups::create,
+        backups::list,
+        backups::read,
+        backups::delete,
+        backups::restore,
         audit::list,
     ),
     components(schemas(Problem, FieldError, Role, RevocationPolicy, AuditEvent, Outcome)),
@@ -41,6 +56,9 @@ use crate::http::errors::Problem;
         (name = "identity", description = "Who is calling"),
         (name = "projects", description = "Projects; CMEK is chosen at creation (R1)"),
         (name = "encryption keys", description = "Encryption Access: customer-managed keys (R3, R4, R12)"),
+        (name = "clusters", description = "Clusters whose data is sealed under a data key per region, wrapped by the region's key (R5-R8, R10, R11)"),
+        (name = "cluster data", description = "A cluster's objects, stored sealed and streamed"),
+        (name = "backups", description = "Backups under their own data key, and restore into a new cluster"),
         (name = "TiDB Cloud compatible", description = "The v1beta shapes existing scripts use"),
         (name = "audit", description = "The tamper-evident audit log"),
         (name = "meta", description = "This document"),

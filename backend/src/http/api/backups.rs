@@ -1,0 +1,180 @@
+//! Backups: `POST/GET /api/v1/clusters/{cluster_id}/backups`, `GET/DELETE
+//! /api/v1/backups/{backup_id}` and `POST /api/v1/backups/{backup_id}/restore`.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::clusters::{Backup, PLATFORM_KEY};
+use crate::http::AppState;
+use crate::http::api::ListBody;
+use crate::http::api::clusters::ClusterBody;
+use crate::http::api::wire::BackupState;
+use crate::http::auth::ApiCaller;
+use crate::http::errors::{ApiError, Problem};
+use crate::http::json::decode;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BackupBody {
+    pub id: Uuid,
+    pub cluster_id: Uuid,
+    pub cluster_name: String,
+    pub project_id: Uuid,
+    pub state: BackupState,
+    /// Plaintext bytes of the objects it holds.
+    pub size_bytes: u64,
+    pub object_count: u32,
+    /// Where it is kept: the cluster's primary region.
+    pub region: String,
+    /// The key that wraps its data key (`platform-managed key` without CMEK).
+    pub key_id: Option<Uuid>,
+    pub key_ref: String,
+    /// The regions a restore creates the new cluster in.
+    pub regions: Vec<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Backup> for BackupBody {
+    fn from(b: Backup) -> Self {
+        Self {
+            id: b.id,
+            cluster_id: b.cluster_id,
+            cluster_name: b.cluster_name,
+            project_id: b.project_id,
+            state: b.state.into(),
+            size_bytes: b.size_bytes,
+            object_count: b.object_count,
+            region: b.region.region.as_str().to_owned(),
+            key_id: b.region.key_id,
+            key_ref: b
+                .region
+                .key_ref
+                .unwrap_or_else(|| PLATFORM_KEY.to_owned()),
+            regions: b.regions.iter().map(|r| r.as_str().to_owned()).collect(),
+            created_by: b.created_by,
+            created_at: b.created_at,
+        }
+    }
+}
+
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreBody {
+    /// The new cluster's name; default `<cluster>-restored-<4 hex>`.
+    pub name: Option<String>,
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/clusters/{cluster_id}/backups", tag = "backups",
+    params(("cluster_id" = Uuid, Path)),
+    responses(
+        (status = 201, body = BackupBody, description = "A consistent snapshot under a fresh backup data key"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "The cluster is not available, a backup is running, or the KMS refused the backup's data key"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let backup = state
+        .console
+        .create_backup(&caller.0, path.into_inner())
+        .await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/backups/{}", backup.id)))
+        .json(BackupBody::from(backup)))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/clusters/{cluster_id}/backups", tag = "backups",
+    params(("cluster_id" = Uuid, Path)),
+    responses((status = 200, body = ListBody<BackupBody>, description = "Newest first; also for a cluster that was deleted")),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let backups = state.console.backups(&caller.0, path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(ListBody {
+        items: backups.into_iter().map(BackupBody::from).collect(),
+        next_page_token: None,
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/backups/{backup_id}", tag = "backups",
+    params(("backup_id" = Uuid, Path)),
+    responses((status = 200, body = BackupBody), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn read(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let backup = state.console.backup(&caller.0, path.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(BackupBody::from(backup)))
+}
+
+#[utoipa::path(
+    delete, path = "/api/v1/backups/{backup_id}", tag = "backups",
+    params(("backup_id" = Uuid, Path)),
+    responses(
+        (status = 204, description = "Deleted with its data"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .console
+        .delete_backup(&caller.0, path.into_inner())
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/backups/{backup_id}/restore", tag = "backups",
+    params(("backup_id" = Uuid, Path)),
+    request_body(content = RestoreBody, description = "Optional"),
+    responses(
+        (status = 201, body = ClusterBody, description = "A new cluster in the same project and regions, holding the backup's objects"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "The key that wraps the backup is refused (problems/kms-key-unusable), a region has no active key, or the name is taken"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn restore(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<Uuid>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    // The body is optional; one that is sent must be valid.
+    let name = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        decode::<RestoreBody>(&body)?.name
+    };
+    let cluster = state
+        .console
+        .restore_backup(&caller.0, path.into_inner(), name.as_deref())
+        .await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/api/v1/clusters/{}", cluster.id)))
+        .json(ClusterBody::new(cluster, state.console.aws_account_id())))
+}

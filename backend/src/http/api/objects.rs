@@ -1,0 +1,191 @@
+//! `/api/v1/clusters/{cluster_id}/objects`: a cluster's data, streamed in both directions
+//! with flat memory and stored sealed under the cluster's data keys.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::domain::clusters::{BodyError, StoredObject};
+use crate::http::AppState;
+use crate::http::api::{ListBody, PageQuery};
+use crate::http::auth::ApiCaller;
+use crate::http::errors::{ApiError, Problem};
+use crate::http::pages::render::query_value;
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ObjectBody {
+    pub name: String,
+    /// Plaintext bytes.
+    pub size_bytes: u64,
+    /// Changes with every write of the object.
+    pub version: Uuid,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<StoredObject> for ObjectBody {
+    fn from(o: StoredObject) -> Self {
+        Self {
+            name: o.name.as_str().to_owned(),
+            size_bytes: o.size_bytes,
+            version: o.version,
+            updated_at: o.updated_at,
+        }
+    }
+}
+
+/// A request body as the domain reads it: chunks, or why it stopped.
+pub fn body_stream(payload: web::Payload) -> crate::domain::clusters::ObjectBody<'static> {
+    Box::pin(payload.map(|chunk| {
+        chunk.map_err(|err| match err {
+            actix_web::error::PayloadError::Overflow => BodyError::TooLarge,
+            actix_web::error::PayloadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                BodyError::TimedOut
+            }
+            _ => BodyError::Broken,
+        })
+    }))
+}
+
+/// Streams an object out. The first segment is opened before the status is sent, so an
+/// object that fails its integrity check at once gets a problem, not a 200; a later failure
+/// cuts the connection short (the length header shows the body incomplete).
+pub async fn download(read: crate::domain::clusters::ObjectRead) -> Result<HttpResponse, ApiError> {
+    let mut body = read.body;
+    let first = match body.next().await {
+        Some(Ok(first)) => Some(first),
+        Some(Err(err)) => return Err(err.into()),
+        None => None,
+    };
+    let name = read.object.name.as_str();
+    let file = name.rsplit('/').next().unwrap_or(name);
+    let rest = futures_util::stream::iter(first.map(Ok)).chain(body.map(|chunk| {
+        chunk.map_err(|err| {
+            tracing::error!(error = %err, "an object stopped streaming");
+            actix_web::error::ErrorBadGateway("stored data failed its integrity check")
+        })
+    }));
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename*=UTF-8''{}", query_value(file)),
+        ))
+        .insert_header((header::ETAG, format!("\"{}\"", read.object.version)))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .no_chunking(read.object.size_bytes)
+        .streaming(rest))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/clusters/{cluster_id}/objects", tag = "cluster data",
+    params(("cluster_id" = Uuid, Path), PageQuery),
+    responses((status = 200, body = ListBody<ObjectBody>), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<Uuid>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = state
+        .console
+        .objects(&caller.0, path.into_inner(), query.parse()?)
+        .await?;
+    Ok(HttpResponse::Ok().json(ListBody {
+        items: page.items.into_iter().map(ObjectBody::from).collect(),
+        next_page_token: page.next,
+    }))
+}
+
+#[utoipa::path(
+    put, path = "/api/v1/clusters/{cluster_id}/objects/{name}", tag = "cluster data",
+    params(("cluster_id" = Uuid, Path), ("name" = String, Path, description = "1-1024 bytes; `/` separates segments; no `..`, no control characters")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The object's bytes, streamed (at most 5 GiB)"),
+    responses(
+        (status = 201, body = ObjectBody, description = "Stored sealed in every region of the cluster"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "The cluster is not available (paused, inaccessible, ...)"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "The name is not valid"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn put(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<(Uuid, String)>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let (cluster_id, name) = path.into_inner();
+    let object = state
+        .console
+        .put_object(&caller.0, cluster_id, &name, body_stream(payload))
+        .await?;
+    Ok(HttpResponse::Created()
+        .insert_header((
+            "Location",
+            format!(
+                "/api/v1/clusters/{cluster_id}/objects/{}",
+                object_path(object.name.as_str())
+            ),
+        ))
+        .json(ObjectBody::from(object)))
+}
+
+/// An object's name in a URL path: each segment percent-encoded, the slashes kept.
+pub fn object_path(name: &str) -> String {
+    name.split('/')
+        .map(query_value)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/clusters/{cluster_id}/objects/{name}", tag = "cluster data",
+    params(("cluster_id" = Uuid, Path), ("name" = String, Path)),
+    responses(
+        (status = 200, content_type = "application/octet-stream", description = "The object's bytes, opened as they stream"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "The cluster is not available"),
+        (status = 502, body = Problem, content_type = "application/problem+json", description = "The stored copy failed its integrity check (problems/object-integrity)"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<(Uuid, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (cluster_id, name) = path.into_inner();
+    let read = state.console.get_object(&caller.0, cluster_id, &name).await?;
+    download(read).await
+}
+
+#[utoipa::path(
+    delete, path = "/api/v1/clusters/{cluster_id}/objects/{name}", tag = "cluster data",
+    params(("cluster_id" = Uuid, Path), ("name" = String, Path)),
+    responses(
+        (status = 204, description = "Deleted in every region"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<(Uuid, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (cluster_id, name) = path.into_inner();
+    state
+        .console
+        .delete_object(&caller.0, cluster_id, &name)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
