@@ -28,7 +28,16 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let mut body = state.metrics.render();
+    body.push_str(
+        "# HELP cmek_cluster_kms_calls_total Data-key calls to a KMS (generate, unwrap) for clusters and backups.\n\
+         # TYPE cmek_cluster_kms_calls_total counter\n",
+    );
+    body.push_str(&format!(
+        "cmek_cluster_kms_calls_total {}\n",
+        state.console.cluster_kms_calls()
+    ));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render())
+        .body(body)
 }
