@@ -742,3 +742,48 @@ fn failure_detail(failures: &[RegionFailure]) -> Vec<serde_json::Value> {
         .map(|f| json!({ "region": f.region, "key": f.key, "code": f.error.code() }))
         .collect()
 }
+
+/// What the cluster page shows about each region's key (R9: rotation happens in the KMS;
+/// the console only shows whether it is on).
+pub struct RegionKeyFacts {
+    pub region: String,
+    pub key_ref: String,
+    pub key_id: Option<Uuid>,
+    pub status: Option<KeyStatus>,
+    /// `None` when the KMS does not say (or could not be asked).
+    pub rotation_enabled: Option<bool>,
+}
+
+impl Console {
+    pub async fn cluster_key_facts(
+        &self,
+        caller: &Caller,
+        cluster: &Cluster,
+    ) -> Result<Vec<RegionKeyFacts>, DomainError> {
+        let mut facts = Vec::new();
+        for region in &cluster.regions {
+            let key = match region.key_id {
+                Some(id) => self.store.key(caller.organization_id, id).await?,
+                None => None,
+            };
+            let rotation_enabled = match &key {
+                Some(key) => match self.provider_for(&key.key_ref) {
+                    Ok(provider) => provider.rotation_enabled(&key.key_ref).await.ok().flatten(),
+                    Err(_) => None,
+                },
+                None => None,
+            };
+            facts.push(RegionKeyFacts {
+                region: region.region.to_string(),
+                key_ref: region
+                    .key_ref
+                    .clone()
+                    .unwrap_or_else(|| PLATFORM_KEY.to_owned()),
+                key_id: region.key_id,
+                status: key.map(|k| k.status),
+                rotation_enabled,
+            });
+        }
+        Ok(facts)
+    }
+}

@@ -26,7 +26,7 @@ use crate::domain::kms::{DataKey, EncryptionContext, KmsError, PlaintextKey};
 
 pub use driver::ManifestDriver;
 pub use keyring::DataKeyRing;
-pub use lifecycle::{PLATFORM_KEY, describe_failures, effective_policy};
+pub use lifecycle::{PLATFORM_KEY, RegionKeyFacts, describe_failures, effective_policy};
 pub use objects::{BodyError, MAX_OBJECT_BYTES, ObjectBody, ObjectRead};
 pub use request::{ClusterRequestInput, NewCluster};
 

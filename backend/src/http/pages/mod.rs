@@ -4,6 +4,7 @@
 pub mod api_keys;
 pub mod assets;
 pub mod audit;
+pub mod clusters;
 pub mod keys;
 pub mod local_kms;
 pub mod members;
@@ -54,6 +55,51 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/projects/{project_id}/encryption-keys/{key_id}/delete",
             web::post().to(keys::delete),
+        )
+        .route(
+            "/projects/{project_id}/clusters/new",
+            web::get().to(clusters::new),
+        )
+        .route(
+            "/projects/{project_id}/clusters",
+            web::post().to(clusters::create),
+        )
+        .route("/clusters/{cluster_id}", web::get().to(clusters::show))
+        .route(
+            "/clusters/{cluster_id}/pause",
+            web::post().to(clusters::pause),
+        )
+        .route(
+            "/clusters/{cluster_id}/resume",
+            web::post().to(clusters::resume),
+        )
+        .route(
+            "/clusters/{cluster_id}/delete",
+            web::post().to(clusters::delete),
+        )
+        .route(
+            "/clusters/{cluster_id}/objects",
+            web::post().to(clusters::upload),
+        )
+        .route(
+            "/clusters/{cluster_id}/objects/download",
+            web::get().to(clusters::download),
+        )
+        .route(
+            "/clusters/{cluster_id}/objects/delete",
+            web::post().to(clusters::delete_object),
+        )
+        .route(
+            "/clusters/{cluster_id}/backups",
+            web::post().to(clusters::backup),
+        )
+        .route(
+            "/backups/{backup_id}/restore",
+            web::post().to(clusters::restore),
+        )
+        .route(
+            "/backups/{backup_id}/delete",
+            web::post().to(clusters::delete_backup),
         )
         .route("/local-kms", web::get().to(local_kms::list))
         .route("/local-kms", web::post().to(local_kms::create))

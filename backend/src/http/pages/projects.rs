@@ -14,6 +14,7 @@ use crate::domain::projects::{NewProject, Project, ProjectChanges, RevocationPol
 use crate::http::AppState;
 use crate::http::auth::PageCaller;
 use crate::http::errors::PageError;
+use crate::http::pages::clusters::ClusterView;
 use crate::http::pages::render::{
     Chrome, FormErrors, actor_name, html, html_status, see_other, when,
 };
@@ -210,6 +211,7 @@ struct ShowPage {
     chrome: Chrome,
     project: ProjectView,
     keys: Vec<KeyRow>,
+    clusters: Vec<ClusterView>,
     rename: String,
     errors: FormErrors,
     notice: Option<&'static str>,
@@ -222,6 +224,7 @@ pub struct ShowParams {
     key_created: Option<String>,
     key_checked: Option<String>,
     key_deleted: Option<String>,
+    cluster_deleted: Option<String>,
 }
 
 impl ShowParams {
@@ -235,6 +238,10 @@ impl ShowParams {
             ),
             (&self.key_checked, "Key checked; its status is up to date."),
             (&self.key_deleted, "Encryption key deleted."),
+            (
+                &self.cluster_deleted,
+                "Cluster deleted; its backups are kept until you delete them.",
+            ),
         ]
         .into_iter()
         .find_map(|(flag, text)| flag.as_ref().map(|_| text))
@@ -250,15 +257,31 @@ pub async fn show(
     let id = path.into_inner();
     let project = state.console.project(&caller.0, id).await?;
     let keys = state.console.encryption_keys(&caller.0, id).await?;
+    let clusters = clusters_of(&state, &caller.0, id).await?;
     let chrome = Chrome::load(&state.console, &caller.0, "projects").await?;
     html(&ShowPage {
         chrome,
+        clusters,
         rename: project.name.as_str().to_owned(),
         project: project.into(),
         keys: keys.into_iter().map(KeyRow::from).collect(),
         errors: FormErrors::default(),
         notice: params.notice(),
     })
+}
+
+/// The project's clusters (the first hundred), for its page.
+async fn clusters_of(
+    state: &AppState,
+    caller: &crate::domain::identity::Caller,
+    project_id: Uuid,
+) -> Result<Vec<ClusterView>, PageError> {
+    let page = PageRequest {
+        size: crate::domain::page::MAX_PAGE_SIZE,
+        after: None,
+    };
+    let clusters = state.console.clusters(caller, project_id, page).await?;
+    Ok(clusters.items.into_iter().map(ClusterView::from).collect())
 }
 
 #[derive(Deserialize)]
@@ -284,11 +307,13 @@ pub async fn rename(
             let errors = FormErrors::from_domain(err)?;
             let project = state.console.project(&caller.0, id).await?;
             let keys = state.console.encryption_keys(&caller.0, id).await?;
+            let clusters = clusters_of(&state, &caller.0, id).await?;
             let chrome = Chrome::load(&state.console, &caller.0, "projects").await?;
             html_status(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &ShowPage {
                     chrome,
+                    clusters,
                     project: project.into(),
                     keys: keys.into_iter().map(KeyRow::from).collect(),
                     rename: form.name.clone(),

@@ -1,0 +1,673 @@
+//! Clusters as pages: Create Cluster in a project, and a cluster's page with Pause, Resume,
+//! its objects (list, upload, download, delete), its backups (take, restore, delete), the
+//! key in use per region with its rotation status (R9), and the last KMS error. Plain forms;
+//! every action redirects with a notice, or re-renders the page with what went wrong.
+
+use actix_multipart::Multipart;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use askama::Template;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::domain::DomainError;
+use crate::domain::clusters::{
+    Backup, BodyError, Cluster, ClusterRequestInput, ClusterState, PLATFORM_KEY, RegionKeyFacts,
+    StoredObject,
+};
+use crate::domain::identity::Caller;
+use crate::domain::keys::region::AWS_REGIONS;
+use crate::domain::keys::{EncryptionKey, KeyStatus};
+use crate::domain::page::{MAX_PAGE_SIZE, PageRequest};
+use crate::http::AppState;
+use crate::http::api::objects::download as stream_object;
+use crate::http::auth::PageCaller;
+use crate::http::errors::{ApiError, PageError};
+use crate::http::pages::projects::ProjectView;
+use crate::http::pages::render::{
+    Chrome, FormErrors, actor_name, html, html_status, query_value, see_other, when,
+};
+
+/// A cluster as pages show it.
+pub struct ClusterView {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub name: String,
+    pub provider: &'static str,
+    pub tier: &'static str,
+    pub state: &'static str,
+    pub available: bool,
+    pub can_resume: bool,
+    pub can_pause: bool,
+    pub last_error: Option<String>,
+    /// `us-east-1: arn:...` per region, for lists.
+    pub regions: Vec<(String, String)>,
+    pub dual_region_backup: bool,
+    pub created: String,
+}
+
+impl From<Cluster> for ClusterView {
+    fn from(c: Cluster) -> Self {
+        use ClusterState as S;
+        Self {
+            id: c.id,
+            project_id: c.project_id,
+            name: c.name.as_str().to_owned(),
+            provider: c.provider.title(),
+            tier: match c.tier {
+                crate::domain::clusters::Tier::Dedicated => "Dedicated",
+                crate::domain::clusters::Tier::Serverless => "Serverless",
+            },
+            state: c.state.as_str(),
+            available: c.state == S::Available,
+            can_resume: matches!(c.state, S::Paused | S::Inaccessible | S::Resuming),
+            can_pause: matches!(
+                c.state,
+                S::Available | S::Pausing | S::Resuming | S::Inaccessible
+            ),
+            last_error: c.last_error,
+            regions: c
+                .regions
+                .into_iter()
+                .map(|r| {
+                    (
+                        r.region.to_string(),
+                        r.key_ref.unwrap_or_else(|| PLATFORM_KEY.to_owned()),
+                    )
+                })
+                .collect(),
+            dual_region_backup: c.dual_region_backup,
+            created: format!("{} by {}", when(c.created_at), actor_name(&c.created_by)),
+        }
+    }
+}
+
+/// The form as typed, so a refused submission comes back filled in.
+#[derive(Deserialize, Default)]
+pub struct NewClusterForm {
+    #[serde(default)]
+    name: String,
+    provider: Option<String>,
+    region_1: Option<String>,
+    region_2: Option<String>,
+    region_3: Option<String>,
+    tier: Option<String>,
+    dual_region_backup: Option<String>,
+}
+
+impl NewClusterForm {
+    fn regions(&self) -> Vec<String> {
+        [&self.region_1, &self.region_2, &self.region_3]
+            .into_iter()
+            .filter_map(|r| r.as_deref().map(str::trim).filter(|r| !r.is_empty()))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn input(&self) -> ClusterRequestInput {
+        ClusterRequestInput {
+            name: self.name.clone(),
+            provider: self.provider.clone().unwrap_or_default(),
+            regions: self.regions(),
+            tier: self.tier.clone().filter(|t| !t.is_empty()),
+            dual_region_backup: self.dual_region_backup.is_some(),
+        }
+    }
+}
+
+/// A project key the form lists, so the owner sees which key each region will use.
+pub struct KeyChoice {
+    pub provider: &'static str,
+    pub provider_id: &'static str,
+    pub region: String,
+    pub reference: String,
+    pub status: &'static str,
+    pub active: bool,
+}
+
+impl From<&EncryptionKey> for KeyChoice {
+    fn from(k: &EncryptionKey) -> Self {
+        Self {
+            provider: k.key_ref.provider().title(),
+            provider_id: k.key_ref.provider().as_str(),
+            region: k.region.to_string(),
+            reference: k.key_ref.display(),
+            status: k.status.as_str(),
+            active: k.status == KeyStatus::Active,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "clusters/new.html")]
+struct NewPage {
+    chrome: Chrome,
+    project: ProjectView,
+    form: NewClusterForm,
+    errors: FormErrors,
+    message: Option<String>,
+    keys: Vec<KeyChoice>,
+    /// (provider, region) of chosen regions without an active key: links to the wizard.
+    missing: Vec<(String, String)>,
+    regions: &'static [(&'static str, &'static str)],
+    providers: Vec<(&'static str, &'static str)>,
+}
+
+impl NewPage {
+    fn provider_is(&self, value: &str) -> bool {
+        self.form.provider.as_deref().unwrap_or("aws_kms") == value
+    }
+
+    fn region_is(&self, slot: usize, value: &str) -> bool {
+        let chosen = match slot {
+            1 => &self.form.region_1,
+            2 => &self.form.region_2,
+            _ => &self.form.region_3,
+        };
+        chosen.as_deref() == Some(value)
+    }
+
+    fn tier_is(&self, value: &str) -> bool {
+        self.form.tier.as_deref().unwrap_or("dedicated") == value
+    }
+}
+
+fn providers(state: &AppState) -> Vec<(&'static str, &'static str)> {
+    let mut providers = vec![("aws_kms", "AWS"), ("azure_key_vault", "Azure")];
+    if state.console.local_kms_available() {
+        providers.push(("local", "Local (development)"));
+    }
+    providers
+}
+
+async fn new_page(
+    state: &AppState,
+    caller: &Caller,
+    project_id: Uuid,
+    form: NewClusterForm,
+    errors: FormErrors,
+    message: Option<String>,
+) -> Result<NewPage, PageError> {
+    let project = state.console.project(caller, project_id).await?;
+    let keys = state.console.encryption_keys(caller, project_id).await?;
+    let provider = form.provider.clone().unwrap_or_else(|| "aws_kms".into());
+    let missing = if errors.any() && project.cmek_enabled {
+        form.regions()
+            .into_iter()
+            .filter(|region| {
+                !keys.iter().any(|k| {
+                    k.key_ref.provider().as_str() == provider
+                        && k.region.as_str() == region
+                        && k.status == KeyStatus::Active
+                })
+            })
+            .map(|region| (provider.clone(), region))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(NewPage {
+        chrome: Chrome::load(&state.console, caller, "projects").await?,
+        project: project.into(),
+        keys: keys.iter().map(KeyChoice::from).collect(),
+        form,
+        errors,
+        message,
+        missing,
+        regions: AWS_REGIONS,
+        providers: providers(state),
+    })
+}
+
+pub async fn new(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, PageError> {
+    caller.0.require_owner("create clusters")?;
+    let page = new_page(
+        &state,
+        &caller.0,
+        path.into_inner(),
+        NewClusterForm::default(),
+        FormErrors::default(),
+        None,
+    )
+    .await?;
+    html(&page)
+}
+
+/// What a refused action shows on its page: the status and a sentence. Errors that are not
+/// the form's business (not found, not allowed, signed out, the database) become error pages.
+fn refusal(err: DomainError) -> Result<(StatusCode, String), PageError> {
+    match err {
+        DomainError::Unauthenticated
+        | DomainError::NotFound(_)
+        | DomainError::Forbidden { .. }
+        | DomainError::Store(_) => Err(err.into()),
+        other => {
+            let page = PageError::Domain(other);
+            let status = actix_web::ResponseError::status_code(&page);
+            Ok((status, page.explained().1))
+        }
+    }
+}
+
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<Uuid>,
+    form: web::Form<NewClusterForm>,
+) -> Result<HttpResponse, PageError> {
+    let project_id = path.into_inner();
+    let form = form.into_inner();
+    match state
+        .console
+        .create_cluster(&caller.0, project_id, &form.input())
+        .await
+    {
+        Ok(cluster) => Ok(see_other(&format!("/clusters/{}?created=1", cluster.id))),
+        Err(err) => {
+            let (status, errors, message) = match err {
+                DomainError::Invalid(_) | DomainError::Refused { .. } => {
+                    let status = StatusCode::UNPROCESSABLE_ENTITY;
+                    (status, form_errors(err)?, None)
+                }
+                DomainError::Conflict { field: Some(_), .. } => {
+                    (StatusCode::CONFLICT, form_errors(err)?, None)
+                }
+                other => {
+                    let (status, text) = refusal(other)?;
+                    (status, FormErrors::default(), Some(text))
+                }
+            };
+            let page = new_page(&state, &caller.0, project_id, form, errors, message).await?;
+            html_status(status, &page)
+        }
+    }
+}
+
+fn form_errors(err: DomainError) -> Result<FormErrors, PageError> {
+    match err {
+        DomainError::Refused { field, detail, .. } => Ok(FormErrors(vec![
+            crate::domain::FieldError::new(field, detail),
+        ])),
+        other => FormErrors::from_domain(other),
+    }
+}
+
+pub struct ObjectRow {
+    pub name: String,
+    pub link: String,
+    pub size: String,
+    pub updated: String,
+}
+
+impl From<StoredObject> for ObjectRow {
+    fn from(o: StoredObject) -> Self {
+        Self {
+            link: query_value(o.name.as_str()),
+            name: o.name.as_str().to_owned(),
+            size: human_size(o.size_bytes),
+            updated: when(o.updated_at),
+        }
+    }
+}
+
+pub struct BackupRow {
+    pub id: Uuid,
+    pub created: String,
+    pub size: String,
+    pub objects: u32,
+    pub region: String,
+    pub key: String,
+}
+
+impl From<Backup> for BackupRow {
+    fn from(b: Backup) -> Self {
+        Self {
+            id: b.id,
+            created: format!("{} by {}", when(b.created_at), actor_name(&b.created_by)),
+            size: human_size(b.size_bytes),
+            objects: b.object_count,
+            region: b.region.region.to_string(),
+            key: b.region.key_ref.unwrap_or_else(|| PLATFORM_KEY.to_owned()),
+        }
+    }
+}
+
+pub struct RegionRow {
+    pub region: String,
+    pub key: String,
+    pub status: &'static str,
+    pub rotation: &'static str,
+}
+
+impl From<RegionKeyFacts> for RegionRow {
+    fn from(f: RegionKeyFacts) -> Self {
+        Self {
+            region: f.region,
+            key: f.key_ref,
+            status: f.status.map_or("platform", KeyStatus::as_str),
+            rotation: match (f.key_id, f.rotation_enabled) {
+                (None, _) => "held by the platform",
+                (Some(_), Some(true)) => "automatic rotation on",
+                (Some(_), Some(false)) => "automatic rotation off",
+                (Some(_), None) => "not reported by the KMS",
+            },
+        }
+    }
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[derive(Template)]
+#[template(path = "clusters/show.html")]
+struct ShowPage {
+    chrome: Chrome,
+    cluster: ClusterView,
+    project_name: String,
+    account_id: Option<String>,
+    regions: Vec<RegionRow>,
+    objects: Vec<ObjectRow>,
+    more_objects: bool,
+    backups: Vec<BackupRow>,
+    notice: Option<&'static str>,
+    error: Option<String>,
+    keys_in_memory: bool,
+}
+
+#[derive(Deserialize, Default)]
+pub struct ShowParams {
+    created: Option<String>,
+    paused: Option<String>,
+    resumed: Option<String>,
+    uploaded: Option<String>,
+    object_deleted: Option<String>,
+    backup_taken: Option<String>,
+    backup_deleted: Option<String>,
+    restored: Option<String>,
+}
+
+impl ShowParams {
+    fn notice(&self) -> Option<&'static str> {
+        [
+            (&self.created, "Cluster created."),
+            (&self.paused, "Cluster paused."),
+            (&self.resumed, "Cluster resumed."),
+            (&self.uploaded, "Object uploaded."),
+            (&self.object_deleted, "Object deleted."),
+            (&self.backup_taken, "Backup taken."),
+            (&self.backup_deleted, "Backup deleted."),
+            (&self.restored, "Backup restored into this new cluster."),
+        ]
+        .into_iter()
+        .find_map(|(flag, text)| flag.as_ref().map(|_| text))
+    }
+}
+
+async fn show_page(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    notice: Option<&'static str>,
+    error: Option<String>,
+) -> Result<ShowPage, PageError> {
+    let console = &state.console;
+    let cluster = console.cluster(caller, id).await?;
+    let project = console.project(caller, cluster.project_id).await?;
+    let regions = console.cluster_key_facts(caller, &cluster).await?;
+    let page = PageRequest {
+        size: MAX_PAGE_SIZE,
+        after: None,
+    };
+    let objects = console.objects(caller, id, page).await?;
+    let backups = console.backups(caller, id).await?;
+    let account_id = (cluster.provider == crate::domain::keys::Provider::AwsKms)
+        .then(|| console.aws_account_id().map(str::to_owned))
+        .flatten();
+    Ok(ShowPage {
+        chrome: Chrome::load(console, caller, "projects").await?,
+        keys_in_memory: console.holds_data_keys(id),
+        cluster: cluster.into(),
+        project_name: project.name.as_str().to_owned(),
+        account_id,
+        regions: regions.into_iter().map(RegionRow::from).collect(),
+        more_objects: objects.next.is_some(),
+        objects: objects.items.into_iter().map(ObjectRow::from).collect(),
+        backups: backups.into_iter().map(BackupRow::from).collect(),
+        notice,
+        error,
+    })
+}
+
+pub async fn show(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<Uuid>,
+    params: web::Query<ShowParams>,
+) -> Result<HttpResponse, PageError> {
+    let page = show_page(&state, &caller.0, path.into_inner(), params.notice(), None).await?;
+    html(&page)
+}
+
+/// After an action: back to the cluster page with its notice, or the page again with what
+/// went wrong.
+async fn after(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    outcome: Result<&'static str, DomainError>,
+) -> Result<HttpResponse, PageError> {
+    match outcome {
+        Ok(flag) => Ok(see_other(&format!("/clusters/{id}?{flag}=1"))),
+        Err(err) => {
+            let (status, text) = refusal(err)?;
+            let page = show_page(state, caller, id, None, Some(text)).await?;
+            html_status(status, &page)
+        }
+    }
+}
+
+pub async fn pause(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, PageError> {
+    let id = path.into_inner();
+    let outcome = state
+        .console
+        .pause_cluster(&caller.0, id)
+        .await
+        .map(|_| "paused");
+    after(&state, &caller.0, id, outcome).await
+}
+
+pub async fn resume(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, PageError> {
+    let id = path.into_inner();
+    let outcome = state
+        .console
+        .resume_cluster(&caller.0, id)
+        .await
+        .map(|_| "resumed");
+    after(&state, &caller.0, id, outcome).await
+}
+
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, PageError> {
+    let id = path.into_inner();
+    let cluster = state.console.cluster(&caller.0, id).await?;
+    match state.console.delete_cluster(&caller.0, id).await {
+        Ok(()) => Ok(see_other(&format!(
+            "/projects/{}?cluster_deleted=1",
+            cluster.project_id
+        ))),
+        Err(err) => after(&state, &caller.0, id, Err(err)).await,
+    }
+}
+
+/// The upload form: an optional name first, then the file, streamed into the cluster.
+pub async fn upload(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<Uuid>,
+    form: Result<Multipart, actix_web::Error>,
+) -> Result<HttpResponse, PageError> {
+    let id = path.into_inner();
+    let mut form = form.map_err(|_| {
+        PageError::BadRequest("Send the file with the cluster page's upload form.".into())
+    })?;
+    let mut name = String::new();
+    let mut outcome = Err(DomainError::invalid("file", "choose a file to upload"));
+    while let Some(field) = form.next().await {
+        let Ok(mut field) = field else {
+            outcome = Err(DomainError::Body(BodyError::Broken));
+            break;
+        };
+        match field.name() {
+            Some("name") => {
+                while let Some(chunk) = field.next().await {
+                    let Ok(chunk) = chunk else { break };
+                    if name.len() + chunk.len() > 4096 {
+                        break;
+                    }
+                    name.push_str(&String::from_utf8_lossy(&chunk));
+                }
+            }
+            Some("file") => {
+                let file_name = field
+                    .content_disposition()
+                    .and_then(|d| d.get_filename())
+                    .unwrap_or_default()
+                    .to_owned();
+                let object_name = match name.trim() {
+                    "" => file_name,
+                    given => given.to_owned(),
+                };
+                if object_name.is_empty() {
+                    break;
+                }
+                let body = Box::pin(field.map(|chunk| chunk.map_err(|_| BodyError::Broken)));
+                outcome = state
+                    .console
+                    .put_object(&caller.0, id, &object_name, body)
+                    .await
+                    .map(|_| "uploaded");
+                break;
+            }
+            _ => while field.next().await.is_some() {},
+        }
+    }
+    after(&state, &caller.0, id, outcome).await
+}
+
+#[derive(Deserialize)]
+pub struct ObjectQuery {
+    #[serde(default)]
+    name: String,
+}
+
+pub async fn download(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<Uuid>,
+    query: web::Query<ObjectQuery>,
+) -> Result<HttpResponse, PageError> {
+    let id = path.into_inner();
+    let read = state.console.get_object(&caller.0, id, &query.name).await?;
+    stream_object(read).await.map_err(|err| match err {
+        ApiError::Domain(err) => PageError::Domain(err),
+        other => PageError::internal(other),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct ObjectForm {
+    #[serde(default)]
+    name: String,
+}
+
+pub async fn delete_object(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<Uuid>,
+    form: web::Form<ObjectForm>,
+) -> Result<HttpResponse, PageError> {
+    let id = path.into_inner();
+    let outcome = state
+        .console
+        .delete_object(&caller.0, id, &form.name)
+        .await
+        .map(|()| "object_deleted");
+    after(&state, &caller.0, id, outcome).await
+}
+
+pub async fn backup(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, PageError> {
+    let id = path.into_inner();
+    let outcome = state
+        .console
+        .create_backup(&caller.0, id)
+        .await
+        .map(|_| "backup_taken");
+    after(&state, &caller.0, id, outcome).await
+}
+
+#[derive(Deserialize)]
+pub struct RestoreForm {
+    name: Option<String>,
+}
+
+pub async fn restore(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<Uuid>,
+    form: web::Form<RestoreForm>,
+) -> Result<HttpResponse, PageError> {
+    let backup = state.console.backup(&caller.0, path.into_inner()).await?;
+    match state
+        .console
+        .restore_backup(&caller.0, backup.id, form.name.as_deref())
+        .await
+    {
+        Ok(cluster) => Ok(see_other(&format!("/clusters/{}?restored=1", cluster.id))),
+        Err(err) => after(&state, &caller.0, backup.cluster_id, Err(err)).await,
+    }
+}
+
+pub async fn delete_backup(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, PageError> {
+    let backup = state.console.backup(&caller.0, path.into_inner()).await?;
+    let outcome = state
+        .console
+        .delete_backup(&caller.0, backup.id)
+        .await
+        .map(|()| "backup_deleted");
+    after(&state, &caller.0, backup.cluster_id, outcome).await
+}
