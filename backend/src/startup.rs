@@ -25,9 +25,9 @@ use crate::kms::KmsTimeouts;
 use crate::kms::aws::AwsKms;
 use crate::kms::local::LocalKms;
 use crate::kms::platform::PlatformKms;
-use crate::storage::{ObjectStorage, StorageError};
 use crate::settings::{Environment, Settings, SettingsError, private_dir};
 use crate::sso::oidc::OidcProvider;
+use crate::storage::{ObjectStorage, StorageError};
 use crate::store::chain_keys::{self, KeyFileError};
 use crate::store::{self, SeaStore};
 
@@ -197,16 +197,16 @@ pub async fn console_with(
 }
 
 /// Object storage, the platform key and the driver clusters need.
-fn cluster_parts(
-    settings: &Settings,
-    store: Arc<SeaStore>,
-) -> Result<ClusterParts, StartupError> {
+fn cluster_parts(settings: &Settings, store: Arc<SeaStore>) -> Result<ClusterParts, StartupError> {
     let storage = match settings.storage_url.as_deref() {
         Some(url) if url.starts_with("s3://") => ObjectStorage::s3(url, &settings.aws)?,
         other => {
             let dir = other
                 .and_then(|url| url.strip_prefix("file://"))
-                .map_or_else(|| settings.data_dir.join("storage"), std::path::PathBuf::from);
+                .map_or_else(
+                    || settings.data_dir.join("storage"),
+                    std::path::PathBuf::from,
+                );
             private_dir(&dir).map_err(|source| StartupError::DataDir {
                 path: dir.display().to_string(),
                 source,

@@ -261,11 +261,7 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Backups::KeyRef).text().null())
                     .col(ColumnDef::new(Backups::WrappedKey).binary().not_null())
                     .col(text(Backups::State))
-                    .col(
-                        ColumnDef::new(Backups::SizeBytes)
-                            .big_integer()
-                            .not_null(),
-                    )
+                    .col(ColumnDef::new(Backups::SizeBytes).big_integer().not_null())
                     .col(ColumnDef::new(Backups::ObjectCount).integer().not_null())
                     .col(text(Backups::CreatedBy))
                     .col(time(Backups::CreatedAt))

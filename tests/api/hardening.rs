@@ -122,7 +122,10 @@ async fn a_file_damaged_while_serving_makes_readiness_fail_and_stops_writes() {
 
 /// Sends `request` as it is on a raw connection (part of a body, say) and reads until the
 /// server closes it; `None` when it has not closed it within 10 s.
-async fn send_raw(app: &TestApp, request: impl FnOnce(&str) -> String) -> Option<String> {
+pub(crate) async fn send_raw(
+    app: &TestApp,
+    request: impl FnOnce(&str) -> String,
+) -> Option<String> {
     // Async I/O: the test's runtime also drives the app's database pool.
     let address = app.address.trim_start_matches("http://").to_owned();
     let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();

@@ -8,6 +8,7 @@ mod moto;
 mod audit;
 mod auth;
 mod cli;
+mod clusters;
 mod hardening;
 mod keys;
 mod local_kms;

@@ -96,14 +96,24 @@ test("an owner creates a cluster with a local key, uploads a file, pauses, resum
       page.getByRole("button", { name: "Create Cluster" }).click(),
     ]);
     assert.ok(refused.status() >= 400 && refused.status() < 500, `status ${refused.status()}`);
-    await page.getByText(/eu-central-1/).first().waitFor();
-    assert.ok((await page.getByRole("link", { name: "Create Encryption Key" }).count()) >= 1);
+    // (The region's <option> names it too, hidden in the closed select: visible text only.)
+    const message = page.getByText(/eu-central-1/).filter({ visible: true });
+    await message.first().waitFor();
+    const wayOut = message.getByRole("link", { name: "Create Encryption Key" });
+    assert.equal(await wayOut.count(), 1);
+    const target = new URL(await wayOut.getAttribute("href"), app.url);
+    assert.equal(target.pathname, `${new URL(projectUrl).pathname}/encryption-keys/new`);
+    assert.equal(target.searchParams.get("provider"), "local");
+    assert.equal(target.searchParams.get("region"), "eu-central-1");
     assert.doesNotMatch(page.url(), /\/clusters\/[0-9a-f-]{36}/);
     assert.equal(await page.getByLabel("Cluster name").inputValue(), "orders-eu");
     assert.equal(await page.getByRole("button", { name: "Create Cluster" }).isVisible(), true);
 
     // The region with a key: created.
     await openClusterForm(page, projectUrl);
+    const values = (label) => page.getByLabel(label).locator("option").evaluateAll((os) => os.map((o) => o.value));
+    assert.deepEqual((await values("Cloud provider")).sort(), ["aws_kms", "azure_key_vault", "local"]);
+    assert.deepEqual(await values("Tier"), ["dedicated", "serverless"]);
     await fillClusterForm(page, { name: "orders", provider: "local", region: "us-east-1", tier: "dedicated" });
     assert.equal(await page.getByLabel("Second region (optional)").inputValue(), "");
     assert.equal(await page.getByLabel("Third region (optional)").inputValue(), "");

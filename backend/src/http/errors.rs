@@ -227,9 +227,9 @@ fn domain_problem(err: &DomainError) -> Problem {
         } => Problem::rule(S::UNPROCESSABLE_ENTITY, *rule, "Refused", detail.clone())
             .with_fields(vec![FieldError::new(*field, detail.clone())]),
         DomainError::KeyUnusable { action, failures } => {
-            let availability = failures.iter().all(|f| {
-                crate::domain::keys::KeyStatus::Unreachable == f.error.key_status()
-            });
+            let availability = failures
+                .iter()
+                .all(|f| crate::domain::keys::KeyStatus::Unreachable == f.error.key_status());
             let status = if availability {
                 S::SERVICE_UNAVAILABLE
             } else {
@@ -240,7 +240,11 @@ fn domain_problem(err: &DomainError) -> Problem {
                 crate::domain::clusters::describe_failures(failures)
             );
             Problem {
-                failures: failures.iter().cloned().map(wire::RegionFailure::from).collect(),
+                failures: failures
+                    .iter()
+                    .cloned()
+                    .map(wire::RegionFailure::from)
+                    .collect(),
                 ..Problem::new(
                     status,
                     "kms-key-unusable",

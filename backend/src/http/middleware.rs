@@ -159,9 +159,8 @@ fn is_object_upload(method: &Method, path: &str) -> bool {
     let object_api = method == Method::PUT
         && path.starts_with("/api/v1/clusters/")
         && path.contains("/objects/");
-    let object_form = method == Method::POST
-        && path.starts_with("/clusters/")
-        && path.ends_with("/objects");
+    let object_form =
+        method == Method::POST && path.starts_with("/clusters/") && path.ends_with("/objects");
     object_api || object_form
 }
 

@@ -32,12 +32,11 @@ impl PlatformKms {
 impl PlatformKey for PlatformKms {
     fn generate_data_key(&self, context: &EncryptionContext) -> Result<DataKey, KmsError> {
         let plaintext = random_key();
-        let wrapped = seal(&self.key, plaintext.as_ref(), &aad(context)).ok_or_else(|| {
-            KmsError::Other {
+        let wrapped =
+            seal(&self.key, plaintext.as_ref(), &aad(context)).ok_or_else(|| KmsError::Other {
                 code: "PlatformKeyError".into(),
                 message: "the platform key could not wrap a data key".into(),
-            }
-        })?;
+            })?;
         Ok(DataKey {
             plaintext: PlaintextKey::new(plaintext.to_vec()),
             wrapped,

@@ -107,10 +107,7 @@ impl ObjectStorage {
 
     fn path(&self, key: &str) -> Path {
         // Keys are ours (ids and region codes joined by '/'), never a user's object name.
-        self.prefix
-            .parts()
-            .chain(Path::from(key).parts())
-            .collect()
+        self.prefix.parts().chain(Path::from(key).parts()).collect()
     }
 }
 

@@ -171,14 +171,14 @@ async fn insert_objects(
 }
 
 /// Whether the cluster is available, and whether a backup is reading it, inside a write.
-async fn serving(
-    db: &impl ConnectionTrait,
-    cluster_id: Uuid,
-) -> Result<Option<bool>, StoreError> {
+async fn serving(db: &impl ConnectionTrait, cluster_id: Uuid) -> Result<Option<bool>, StoreError> {
     let row = clusters::Entity::find_by_id(cluster_id).one(db).await?;
     Ok(row
         .filter(|c| c.state == ClusterState::Available.as_str())
-        .map(|c| c.backup_started_at.is_some_and(|at| Utc::now() - at < BACKUP_LEASE)))
+        .map(|c| {
+            c.backup_started_at
+                .is_some_and(|at| Utc::now() - at < BACKUP_LEASE)
+        }))
 }
 
 /// A replaced version: deleted by the caller now, or kept until the backup reading the
@@ -603,7 +603,8 @@ impl ClusterStore for SeaStore {
             .map(|m| {
                 Ok(StoredObject {
                     id: m.version,
-                    name: ObjectName::parse(&m.name).map_err(|_| corrupt("backup object of", m.backup_id))?,
+                    name: ObjectName::parse(&m.name)
+                        .map_err(|_| corrupt("backup object of", m.backup_id))?,
                     version: m.version,
                     size_bytes: u64::try_from(m.size_bytes)
                         .map_err(|_| corrupt("backup object of", m.backup_id))?,

@@ -76,8 +76,12 @@ impl Console {
         {
             Ok(data_key) => data_key,
             Err(failed) => {
-                self.backup_failed(caller, &cluster, json!({ "code": failed.error.code(), "region": failed.region }))
-                    .await?;
+                self.backup_failed(
+                    caller,
+                    &cluster,
+                    json!({ "code": failed.error.code(), "region": failed.region }),
+                )
+                .await?;
                 return Err(DomainError::KeyUnusable {
                     action: "take the backup",
                     failures: vec![failed],
@@ -119,7 +123,14 @@ impl Console {
             created_at: now,
         };
         let copied = self
-            .copy_objects(&cluster, &keys, &primary, &backup, &data_key.plaintext, &objects)
+            .copy_objects(
+                &cluster,
+                &keys,
+                &primary,
+                &backup,
+                &data_key.plaintext,
+                &objects,
+            )
             .await;
         let replaced = parts.store.finish_backup(cluster.id).await;
         if let Ok(replaced) = &replaced {
@@ -136,14 +147,19 @@ impl Console {
         };
         backup.size_bytes = copied.iter().map(|o| o.size_bytes).sum();
         backup.object_count = u32::try_from(copied.len()).unwrap_or(u32::MAX);
-        let audit = AuditDraft::by(caller, self.clock.now(), "backup.created", format!("backup/{id}"))
-            .detail(json!({
-                "cluster_id": cluster.id,
-                "region": primary.region.as_str(),
-                "key": primary.key_ref.as_deref().unwrap_or(PLATFORM_KEY),
-                "objects": backup.object_count,
-                "size_bytes": backup.size_bytes,
-            }));
+        let audit = AuditDraft::by(
+            caller,
+            self.clock.now(),
+            "backup.created",
+            format!("backup/{id}"),
+        )
+        .detail(json!({
+            "cluster_id": cluster.id,
+            "region": primary.region.as_str(),
+            "key": primary.key_ref.as_deref().unwrap_or(PLATFORM_KEY),
+            "objects": backup.object_count,
+            "size_bytes": backup.size_bytes,
+        }));
         if let Err(err) = parts.store.insert_backup(&backup, &copied, audit).await {
             let _ = parts.blobs.delete_prefix(&backup.prefix()).await;
             return Err(err.into());
@@ -260,7 +276,10 @@ impl Console {
                 });
             }
         };
-        let backup_keys = Arc::new(ClusterKeys(vec![(backup.region.region.clone(), backup_key)]));
+        let backup_keys = Arc::new(ClusterKeys(vec![(
+            backup.region.region.clone(),
+            backup_key,
+        )]));
         let now = self.clock.now();
         let mut cluster = Cluster {
             id: Uuid::now_v7(),
@@ -343,8 +362,13 @@ impl Console {
             .delete_prefix(&backup.prefix())
             .await
             .map_err(storage_error)?;
-        let audit = AuditDraft::by(caller, self.clock.now(), "backup.deleted", format!("backup/{id}"))
-            .detail(json!({ "cluster_id": backup.cluster_id }));
+        let audit = AuditDraft::by(
+            caller,
+            self.clock.now(),
+            "backup.deleted",
+            format!("backup/{id}"),
+        )
+        .detail(json!({ "cluster_id": backup.cluster_id }));
         parts
             .store
             .delete_backup(caller.organization_id, id, audit)

@@ -174,10 +174,7 @@ impl Console {
         if !project.cmek_enabled {
             return Ok(vec![None; new.regions.len()]);
         }
-        let keys = self
-            .store
-            .keys(caller.organization_id, project.id)
-            .await?;
+        let keys = self.store.keys(caller.organization_id, project.id).await?;
         let mut chosen = Vec::new();
         let mut missing = Vec::new();
         for region in &new.regions {
@@ -213,7 +210,11 @@ impl Console {
     }
 
     /// R6, R7 and R3 for the cluster's cloud, before any key is asked for.
-    pub(super) fn check_cluster_rules(&self, project: &Project, new: &NewCluster) -> Result<(), DomainError> {
+    pub(super) fn check_cluster_rules(
+        &self,
+        project: &Project,
+        new: &NewCluster,
+    ) -> Result<(), DomainError> {
         if project.cmek_enabled && new.tier == Tier::Serverless {
             return Err(DomainError::Refused {
                 rule: Rule::DedicatedOnly,
@@ -267,8 +268,15 @@ impl Console {
         let plaintexts = self
             .new_cluster_keys(caller, &mut cluster, &new.regions, &keys)
             .await?;
-        self.provision_and_save(caller, cluster, plaintexts, &[], "cluster.created", json!({}))
-            .await
+        self.provision_and_save(
+            caller,
+            cluster,
+            plaintexts,
+            &[],
+            "cluster.created",
+            json!({}),
+        )
+        .await
     }
 
     /// One data key per region, wrapped by that region's key; all or none.
@@ -310,7 +318,9 @@ impl Console {
                 format!("project/{}", cluster.project_id),
             )
             .outcome(Outcome::Failure)
-            .detail(json!({ "name": cluster.name.as_str(), "failures": failure_detail(&failures) }));
+            .detail(
+                json!({ "name": cluster.name.as_str(), "failures": failure_detail(&failures) }),
+            );
             self.record(audit).await?;
             return Err(DomainError::KeyUnusable {
                 action: "create the cluster",
@@ -409,7 +419,9 @@ impl Console {
 
     /// Whether this process holds the cluster's data keys.
     pub fn holds_data_keys(&self, cluster: Uuid) -> bool {
-        self.clusters.as_ref().is_some_and(|p| p.ring.holds(cluster))
+        self.clusters
+            .as_ref()
+            .is_some_and(|p| p.ring.holds(cluster))
     }
 
     /// How many data-key calls the KMS got for clusters and backups.
@@ -462,7 +474,10 @@ impl Console {
         use ClusterState as S;
         let from = [S::Available, S::Pausing, S::Resuming, S::Inaccessible];
         if !from.contains(&cluster.state) {
-            return Err(wrong_state(&cluster, "only a running cluster can be paused"));
+            return Err(wrong_state(
+                &cluster,
+                "only a running cluster can be paused",
+            ));
         }
         let moved = self
             .move_cluster(
@@ -497,7 +512,10 @@ impl Console {
         }
         let from = [S::Paused, S::Inaccessible, S::Resuming];
         if !from.contains(&cluster.state) {
-            return Err(wrong_state(&cluster, "only a paused or inaccessible cluster can be resumed"));
+            return Err(wrong_state(
+                &cluster,
+                "only a paused or inaccessible cluster can be resumed",
+            ));
         }
         let started = self
             .move_cluster(
@@ -731,7 +749,15 @@ fn failure(region: &AwsRegion, key: Option<&EncryptionKey>, message: String) -> 
 pub fn describe_failures(failures: &[RegionFailure]) -> String {
     failures
         .iter()
-        .map(|f| format!("{}: key {}: {}: {}", f.region, f.key, f.error.code(), f.error))
+        .map(|f| {
+            format!(
+                "{}: key {}: {}: {}",
+                f.region,
+                f.key,
+                f.error.code(),
+                f.error
+            )
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }

@@ -242,9 +242,7 @@ impl ObjectName {
         for segment in raw.split('/') {
             match segment {
                 "" => {
-                    return Err(invalid(
-                        "must not start or end with '/' or contain '//'",
-                    ));
+                    return Err(invalid("must not start or end with '/' or contain '//'"));
                 }
                 "." | ".." => return Err(invalid("must not contain a '.' or '..' segment")),
                 _ => {}
@@ -371,8 +369,7 @@ mod tests {
             assert!(ObjectName::parse(good).is_ok(), "{good}");
         }
         for bad in [
-            "", "../x", "a/../b", "./a", "a/.", "/abs", "a//b", "end/", "a\nb", "a\u{7f}",
-            "a\\b",
+            "", "../x", "a/../b", "./a", "a/.", "/abs", "a//b", "end/", "a\nb", "a\u{7f}", "a\\b",
         ] {
             assert!(ObjectName::parse(bad).is_err(), "{bad:?}");
         }

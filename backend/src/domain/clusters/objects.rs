@@ -242,7 +242,10 @@ pub(super) fn open_sealed(
                             continue;
                         }
                         let Some(key) = st.key.get(&st.region) else {
-                            return fail(st, DomainError::Integrity("no data key for the region".into()));
+                            return fail(
+                                st,
+                                DomainError::Integrity("no data key for the region".into()),
+                            );
                         };
                         let key = match data_key(key) {
                             Ok(key) => key,
@@ -316,7 +319,11 @@ impl Console {
         page: PageRequest,
     ) -> Result<Page<StoredObject>, DomainError> {
         let cluster = self.cluster(caller, cluster_id).await?;
-        let items = self.cluster_parts()?.store.objects(cluster.id, page).await?;
+        let items = self
+            .cluster_parts()?
+            .store
+            .objects(cluster.id, page)
+            .await?;
         Ok(page.finish(items, |o| o.id))
     }
 

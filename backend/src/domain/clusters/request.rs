@@ -44,7 +44,9 @@ impl NewCluster {
     /// Parses every field and reports every problem at once.
     pub fn parse(input: &ClusterRequestInput) -> Result<Self, DomainError> {
         let mut errors = Vec::new();
-        let name = ClusterName::parse(&input.name).map_err(|e| errors.push(e)).ok();
+        let name = ClusterName::parse(&input.name)
+            .map_err(|e| errors.push(e))
+            .ok();
         let provider = provider(input.provider.trim())
             .map_err(|e| errors.push(e))
             .ok();
@@ -116,7 +118,14 @@ mod tests {
             vec!["regions[1]"]
         );
         assert_eq!(
-            fields(input(&["us-east-1", "us-east-2", "us-west-1", "us-west-2", "eu-west-1", "eu-west-2"])),
+            fields(input(&[
+                "us-east-1",
+                "us-east-2",
+                "us-west-1",
+                "us-west-2",
+                "eu-west-1",
+                "eu-west-2"
+            ])),
             vec!["regions"]
         );
     }

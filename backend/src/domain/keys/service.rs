@@ -487,7 +487,11 @@ fn key_in_use(users: &[String]) -> DomainError {
         detail: format!(
             "This key wraps the data keys of {}: delete those first (their data could never be \
              decrypted again without it).",
-            if users.is_empty() { "a cluster or backup".to_owned() } else { users.join(", ") }
+            if users.is_empty() {
+                "a cluster or backup".to_owned()
+            } else {
+                users.join(", ")
+            }
         ),
     }
 }

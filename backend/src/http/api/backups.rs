@@ -48,10 +48,7 @@ impl From<Backup> for BackupBody {
             object_count: b.object_count,
             region: b.region.region.as_str().to_owned(),
             key_id: b.region.key_id,
-            key_ref: b
-                .region
-                .key_ref
-                .unwrap_or_else(|| PLATFORM_KEY.to_owned()),
+            key_ref: b.region.key_ref.unwrap_or_else(|| PLATFORM_KEY.to_owned()),
             regions: b.regions.iter().map(|r| r.as_str().to_owned()).collect(),
             created_by: b.created_by,
             created_at: b.created_at,

@@ -162,7 +162,10 @@ pub async fn get(
     path: web::Path<(Uuid, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (cluster_id, name) = path.into_inner();
-    let read = state.console.get_object(&caller.0, cluster_id, &name).await?;
+    let read = state
+        .console
+        .get_object(&caller.0, cluster_id, &name)
+        .await?;
     download(read).await
 }
 

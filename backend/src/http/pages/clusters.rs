@@ -290,9 +290,11 @@ pub async fn create(
 
 fn form_errors(err: DomainError) -> Result<FormErrors, PageError> {
     match err {
-        DomainError::Refused { field, detail, .. } => Ok(FormErrors(vec![
-            crate::domain::FieldError::new(field, detail),
-        ])),
+        DomainError::Refused { field, detail, .. } => {
+            Ok(FormErrors(vec![crate::domain::FieldError::new(
+                field, detail,
+            )]))
+        }
         other => FormErrors::from_domain(other),
     }
 }

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""PUT then GET a cluster's objects over one keep-alive connection; prints MB/s for each.
+
+Used by scripts/bench-objects. Arguments: BASE_URL CLUSTER_ID OBJECTS OBJECT_MIB; the API key
+comes in CMEK_BENCH_KEY (not argv, so it stays out of `ps`). Each object is sent in 1 MiB
+writes with a Content-Length (no chunked encoding) and read back into one 1 MiB buffer, so
+the client's own memory stays flat; every byte read back is compared with what was sent.
+MB/s is 10^6 bytes of object data per second of wall time for the whole phase.
+"""
+
+import http.client
+import os
+import sys
+import time
+import urllib.parse
+
+MIB = 1024 * 1024
+
+
+def fail(what, response):
+    body = response.read(4096).decode("utf-8", "replace")
+    sys.exit(f"bench-objects: {what}: HTTP {response.status} {response.reason}\n{body}")
+
+
+def object_path(cluster, i):
+    return f"/api/v1/clusters/{cluster}/objects/bench/object-{i:06}"
+
+
+def put_all(conn, headers, cluster, objects, mib, piece):
+    for i in range(objects):
+        conn.putrequest("PUT", object_path(cluster, i))
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.putheader("Content-Type", "application/octet-stream")
+        conn.putheader("Content-Length", str(mib * MIB))
+        conn.endheaders()
+        try:
+            for _ in range(mib):
+                conn.send(piece)
+        except OSError as err:
+            # The console answered before reading the whole body: its answer says why.
+            print(f"bench-objects: PUT object {i}: {err}", file=sys.stderr)
+        response = conn.getresponse()
+        if response.status != 201:
+            fail(f"PUT object {i}", response)
+        response.read()
+
+
+def get_all(conn, headers, cluster, objects, mib, piece):
+    buffer = bytearray(MIB)
+    view = memoryview(buffer)
+    for i in range(objects):
+        conn.request("GET", object_path(cluster, i), headers=headers)
+        response = conn.getresponse()
+        if response.status != 200:
+            fail(f"GET object {i}", response)
+        for part in range(mib):
+            filled = 0
+            while filled < MIB:
+                n = response.readinto(view[filled:])
+                if not n:
+                    sys.exit(f"bench-objects: GET object {i} ended after "
+                             f"{part * MIB + filled} of {mib * MIB} bytes")
+                filled += n
+            if buffer != piece:
+                sys.exit(f"bench-objects: GET object {i}: MiB {part} differs from what was PUT")
+        if response.read(1):
+            sys.exit(f"bench-objects: GET object {i} is longer than {mib * MIB} bytes")
+
+
+def timed(phase, *args):
+    started = time.perf_counter()
+    phase(*args)
+    return time.perf_counter() - started
+
+
+def main():
+    base, cluster, objects, mib = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    url = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
+    headers = {"Authorization": f"Bearer {os.environ['CMEK_BENCH_KEY']}"}
+    piece = os.urandom(MIB)
+    total = objects * mib * MIB
+    put_took = timed(put_all, conn, headers, cluster, objects, mib, piece)
+    get_took = timed(get_all, conn, headers, cluster, objects, mib, piece)
+    conn.close()
+    print(f"PUT MB/s {total / 1e6 / put_took:.0f}")
+    print(f"GET MB/s {total / 1e6 / get_took:.0f}")
+
+
+if __name__ == "__main__":
+    main()

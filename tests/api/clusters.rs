@@ -1,0 +1,1244 @@
+//! Clusters with the built-in local KMS (no service needed): the rules R5-R7 and R11, data
+//! sealed at rest per region, tampering refused, pause and resume, backups and restore, keys
+//! in use, and what a crash leaves behind.
+
+use std::path::{Path, PathBuf};
+
+use cmek_console::domain::identity::Role;
+use cmek_console::domain::local_kms::LocalKeyAction;
+use reqwest::Response;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, fields, problem, problem_type, rule, spawn_app};
+
+pub struct Fixture {
+    pub app: TestApp,
+    pub owner: String,
+    pub project: String,
+    /// Local key id per region, as created.
+    pub local_keys: Vec<(String, uuid::Uuid)>,
+}
+
+/// A CMEK project with a local key (and its encryption key) in each region.
+pub async fn local_cmek(regions: &[&str]) -> Fixture {
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    let project = app.create_project(&owner, "data", true).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let operator = app.console.operator(None).await.unwrap();
+    let mut local_keys = Vec::new();
+    for region in regions {
+        let key = app
+            .console
+            .create_local_key(&operator, &format!("key {region}"))
+            .await
+            .unwrap()
+            .id;
+        let created = app
+            .post_json(
+                &format!("/api/v1/projects/{project}/encryption-keys"),
+                &owner,
+                &json!({ "provider": "local", "region": region, "key_id": key }),
+            )
+            .await;
+        assert_eq!(created.status(), 201, "key for {region}");
+        local_keys.push(((*region).to_owned(), key));
+    }
+    Fixture {
+        app,
+        owner,
+        project,
+        local_keys,
+    }
+}
+
+impl Fixture {
+    pub async fn create(&self, body: Value) -> Response {
+        self.app
+            .post_json(
+                &format!("/api/v1/projects/{}/clusters", self.project),
+                &self.owner,
+                &body,
+            )
+            .await
+    }
+
+    /// A cluster that was created; its JSON.
+    pub async fn cluster(&self, name: &str, regions: &[&str]) -> Value {
+        let response = self
+            .create(json!({ "name": name, "provider": "local", "regions": regions }))
+            .await;
+        assert_eq!(response.status(), 201, "cluster {name} created");
+        response.json().await.unwrap()
+    }
+
+    pub async fn disable_local_key(&self, region: &str) {
+        let operator = self.app.console.operator(None).await.unwrap();
+        let key = self.local_keys.iter().find(|(r, _)| r == region).unwrap().1;
+        self.app
+            .console
+            .change_local_key(&operator, key, LocalKeyAction::Disable)
+            .await
+            .unwrap();
+    }
+}
+
+pub fn id(value: &Value) -> String {
+    value["id"].as_str().unwrap().to_owned()
+}
+
+pub async fn put(app: &TestApp, key: &str, cluster: &str, name: &str, bytes: Vec<u8>) -> Response {
+    app.api
+        .put(app.url(&format!("/api/v1/clusters/{cluster}/objects/{name}")))
+        .bearer_auth(key)
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap()
+}
+
+pub async fn get(app: &TestApp, key: &str, cluster: &str, name: &str) -> Response {
+    app.get(&format!("/api/v1/clusters/{cluster}/objects/{name}"), key)
+        .await
+}
+
+pub async fn post(app: &TestApp, key: &str, path: &str) -> Response {
+    app.api
+        .post(app.url(path))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Bytes that look like nothing else, so a scan for them cannot hit by accident.
+pub fn marked(marker: &str, len: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(len);
+    while bytes.len() < len {
+        bytes.extend_from_slice(marker.as_bytes());
+        bytes.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Where the local storage keeps one region's copy of an object version.
+fn blob(app: &TestApp, cluster: &str, region: &str, version: &str) -> PathBuf {
+    app.data_dir()
+        .join("storage/clusters")
+        .join(cluster)
+        .join(region)
+        .join("objects")
+        .join(version)
+}
+
+#[tokio::test]
+async fn a_cmek_cluster_needs_an_active_key_in_each_of_its_regions() {
+    let f = local_cmek(&["us-east-1"]).await;
+
+    let refused = f
+        .create(
+            json!({ "name": "orders", "provider": "local", "regions": ["us-east-1", "eu-west-1"] }),
+        )
+        .await;
+
+    assert_eq!(refused.status(), 409);
+    let body = problem(refused).await;
+    assert_eq!(body["type"], rule("key-required-for-region"));
+    assert_eq!(fields(&body), vec!["regions"]);
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("eu-west-1"), "{detail}");
+    assert!(
+        !detail.contains("us-east-1 ("),
+        "the region with a key is not named: {detail}"
+    );
+    assert!(
+        detail.contains("encryption-keys/new?provider=local&region=eu-west-1"),
+        "{detail}"
+    );
+    // A key that is not active does not count (R5).
+    f.disable_local_key("us-east-1").await;
+    let check = post(
+        &f.app,
+        &f.owner,
+        &format!(
+            "/api/v1/projects/{}/encryption-keys/{}/check",
+            f.project,
+            list_keys(&f).await[0]["id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(check.status(), 200);
+    let refused = f
+        .create(json!({ "name": "orders", "provider": "local", "regions": ["us-east-1"] }))
+        .await;
+    assert_eq!(refused.status(), 409);
+    assert!(
+        problem(refused).await["detail"]
+            .as_str()
+            .unwrap()
+            .contains("is disabled")
+    );
+}
+
+async fn list_keys(f: &Fixture) -> Vec<Value> {
+    let body: Value = f
+        .app
+        .get(
+            &format!("/api/v1/projects/{}/encryption-keys", f.project),
+            &f.owner,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    body["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn the_key_of_each_region_is_matched_and_named_on_the_cluster() {
+    let f = local_cmek(&["us-east-1", "eu-west-1"]).await;
+
+    let cluster = f.cluster("orders", &["eu-west-1", "us-east-1"]).await;
+
+    assert_eq!(cluster["state"], "available");
+    assert_eq!(cluster["tier"], "dedicated");
+    assert_eq!(cluster["provider"], "local");
+    let regions = cluster["regions"].as_array().unwrap();
+    assert_eq!(regions[0]["region"], "eu-west-1");
+    assert_eq!(regions[1]["region"], "us-east-1");
+    for (region, local) in &f.local_keys {
+        let row = regions
+            .iter()
+            .find(|r| r["region"] == region.as_str())
+            .unwrap();
+        assert_eq!(row["key_ref"], local.to_string());
+    }
+    let read: Value = f
+        .app
+        .get(&format!("/api/v1/clusters/{}", id(&cluster)), &f.owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["name"], "orders");
+    let listed: Value = f
+        .app
+        .get(
+            &format!("/api/v1/projects/{}/clusters", f.project),
+            &f.owner,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn cmek_projects_hold_dedicated_clusters_only() {
+    let f = local_cmek(&["us-east-1"]).await;
+
+    let refused = f
+        .create(json!({ "name": "cheap", "provider": "local", "regions": ["us-east-1"], "tier": "serverless" }))
+        .await;
+
+    assert_eq!(refused.status(), 422);
+    let body = problem(refused).await;
+    assert_eq!(body["type"], rule("cmek-dedicated-only"));
+    assert_eq!(fields(&body), vec!["tier"]);
+}
+
+#[tokio::test]
+async fn dual_region_backup_is_refused_in_cmek_projects() {
+    let f = local_cmek(&["us-east-1"]).await;
+
+    let refused = f
+        .create(json!({
+            "name": "twice", "provider": "local", "regions": ["us-east-1"],
+            "backup": { "dual_region": true }
+        }))
+        .await;
+
+    assert_eq!(refused.status(), 422);
+    let body = problem(refused).await;
+    assert_eq!(body["type"], rule("no-dual-region-backup"));
+    assert_eq!(fields(&body), vec!["backup.dual_region"]);
+}
+
+#[tokio::test]
+async fn a_project_without_cmek_takes_any_tier_under_the_platform_key() {
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    let project = id(&app.create_project(&owner, "plain", false).await);
+
+    let created = app
+        .post_json(
+            &format!("/api/v1/projects/{project}/clusters"),
+            &owner,
+            &json!({ "name": "cheap", "provider": "aws", "regions": ["eu-west-1"], "tier": "serverless", "backup": { "dual_region": true } }),
+        )
+        .await;
+
+    assert_eq!(created.status(), 201);
+    let cluster: Value = created.json().await.unwrap();
+    assert_eq!(cluster["regions"][0]["key_ref"], "platform-managed key");
+    assert_eq!(cluster["regions"][0]["key_id"], Value::Null);
+    assert_eq!(cluster["backup"]["dual_region"], true);
+    let stored = put(&app, &owner, &id(&cluster), "hello.txt", b"hello".to_vec()).await;
+    assert_eq!(stored.status(), 201);
+    let read = get(&app, &owner, &id(&cluster), "hello.txt").await;
+    assert_eq!(read.bytes().await.unwrap().as_ref(), b"hello");
+}
+
+#[tokio::test]
+async fn bad_cluster_requests_name_every_field() {
+    let f = local_cmek(&["us-east-1"]).await;
+
+    let refused = f
+        .create(json!({ "name": "Bad_Name", "provider": "gcp", "regions": ["us-east-1", "mars-1"], "tier": "huge" }))
+        .await;
+
+    assert_eq!(refused.status(), 422);
+    let body = problem(refused).await;
+    let mut named = fields(&body);
+    named.sort();
+    assert_eq!(named, vec!["name", "provider", "regions[1]", "tier"]);
+    let listed: Value = f
+        .app
+        .get(
+            &format!("/api/v1/projects/{}/clusters", f.project),
+            &f.owner,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        listed["items"].as_array().unwrap().is_empty(),
+        "nothing half-created"
+    );
+}
+
+#[tokio::test]
+async fn a_second_cluster_with_the_same_name_is_a_conflict() {
+    let f = local_cmek(&["us-east-1"]).await;
+    f.cluster("orders", &["us-east-1"]).await;
+
+    let again = f
+        .create(json!({ "name": "orders", "provider": "local", "regions": ["us-east-1"] }))
+        .await;
+
+    assert_eq!(again.status(), 409);
+    assert_eq!(problem(again).await["type"], rule("cluster-name-taken"));
+}
+
+#[tokio::test]
+async fn only_owners_create_and_change_clusters_but_everyone_reads_them() {
+    let f = local_cmek(&["us-east-1"]).await;
+    let cluster = id(&f.cluster("orders", &["us-east-1"]).await);
+    assert_eq!(
+        put(&f.app, &f.owner, &cluster, "a", b"data".to_vec())
+            .await
+            .status(),
+        201
+    );
+
+    for role in [Role::Member, Role::Auditor] {
+        let key = f.app.api_key(role).await;
+        let create = f
+            .app
+            .post_json(
+                &format!("/api/v1/projects/{}/clusters", f.project),
+                &key,
+                &json!({ "name": "mine", "provider": "local", "regions": ["us-east-1"] }),
+            )
+            .await;
+        assert_eq!(create.status(), 403, "{role:?} creates");
+        assert_eq!(problem(create).await["type"], rule("owner-only"));
+        for path in ["pause", "resume", "backups"] {
+            let refused = post(&f.app, &key, &format!("/api/v1/clusters/{cluster}/{path}")).await;
+            assert_eq!(refused.status(), 403, "{role:?} {path}");
+        }
+        assert_eq!(
+            put(&f.app, &key, &cluster, "b", b"x".to_vec())
+                .await
+                .status(),
+            403
+        );
+        let deleted = f
+            .app
+            .delete(&format!("/api/v1/clusters/{cluster}"), &key)
+            .await;
+        assert_eq!(deleted.status(), 403);
+        let read = get(&f.app, &key, &cluster, "a").await;
+        assert_eq!(read.status(), 200, "{role:?} reads");
+        assert_eq!(read.bytes().await.unwrap().as_ref(), b"data");
+    }
+}
+
+#[tokio::test]
+async fn another_organizations_cluster_is_not_found() {
+    let f = local_cmek(&["us-east-1"]).await;
+    let cluster = id(&f.cluster("orders", &["us-east-1"]).await);
+    assert_eq!(
+        put(&f.app, &f.owner, &cluster, "a", b"a".to_vec())
+            .await
+            .status(),
+        201
+    );
+    let (other, _) = f
+        .app
+        .console
+        .create_organization("Intruders", "mallory@example.com")
+        .await
+        .unwrap();
+    let operator = f.app.console.operator(Some(other.id)).await.unwrap();
+    let stranger = f
+        .app
+        .console
+        .create_api_key(&operator, "stranger", Role::Owner)
+        .await
+        .unwrap()
+        .secret;
+
+    for path in [
+        format!("/api/v1/clusters/{cluster}"),
+        format!("/api/v1/clusters/{cluster}/objects"),
+        format!("/api/v1/clusters/{cluster}/objects/a"),
+    ] {
+        let response = f.app.get(&path, &stranger).await;
+        assert_eq!(response.status(), 404, "{path}");
+    }
+    for path in ["pause", "resume", "backups"] {
+        let response = post(
+            &f.app,
+            &stranger,
+            &format!("/api/v1/clusters/{cluster}/{path}"),
+        )
+        .await;
+        assert_eq!(response.status(), 404, "{path}");
+    }
+    assert_eq!(
+        put(&f.app, &stranger, &cluster, "a", b"evil".to_vec())
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        f.app
+            .delete(&format!("/api/v1/clusters/{cluster}"), &stranger)
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        get(&f.app, &f.owner, &cluster, "a")
+            .await
+            .bytes()
+            .await
+            .unwrap()
+            .as_ref(),
+        b"a"
+    );
+    assert_eq!(
+        f.app
+            .get("/api/v1/clusters/not-a-uuid", &f.owner)
+            .await
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn objects_round_trip_small_empty_and_several_mib() {
+    let f = local_cmek(&["us-east-1", "eu-west-1"]).await;
+    let cluster = id(&f.cluster("data", &["us-east-1", "eu-west-1"]).await);
+    let big = marked("several-mib", 5 * 1024 * 1024 + 17);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("small.txt", b"hello, sealed world".to_vec()),
+        ("empty", Vec::new()),
+        ("dir/sub/one-segment", marked("exact", 64 * 1024)),
+        ("big.bin", big.clone()),
+    ];
+
+    for (name, bytes) in &cases {
+        let stored = put(&f.app, &f.owner, &cluster, name, bytes.clone()).await;
+        assert_eq!(stored.status(), 201, "{name}");
+        let body: Value = stored.json().await.unwrap();
+        assert_eq!(body["size_bytes"], bytes.len() as u64);
+        assert_eq!(body["name"], *name);
+    }
+    for (name, bytes) in &cases {
+        let read = get(&f.app, &f.owner, &cluster, name).await;
+        assert_eq!(read.status(), 200, "{name}");
+        assert_eq!(
+            read.headers()["content-length"].to_str().unwrap(),
+            bytes.len().to_string()
+        );
+        assert_eq!(
+            read.bytes().await.unwrap().as_ref(),
+            bytes.as_slice(),
+            "{name}"
+        );
+    }
+    let listed: Value = f
+        .app
+        .get(
+            &format!("/api/v1/clusters/{cluster}/objects?page_size=2"),
+            &f.owner,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+    assert!(listed["next_page_token"].is_string());
+
+    // Replacing an object keeps one version; deleting removes it in every region.
+    assert_eq!(
+        put(&f.app, &f.owner, &cluster, "small.txt", b"v2".to_vec())
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        get(&f.app, &f.owner, &cluster, "small.txt")
+            .await
+            .bytes()
+            .await
+            .unwrap()
+            .as_ref(),
+        b"v2"
+    );
+    let before = files_under(&f.app.data_dir().join("storage")).len();
+    let deleted = f
+        .app
+        .delete(
+            &format!("/api/v1/clusters/{cluster}/objects/big.bin"),
+            &f.owner,
+        )
+        .await;
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(
+        files_under(&f.app.data_dir().join("storage")).len(),
+        before - 2
+    );
+    assert_eq!(
+        get(&f.app, &f.owner, &cluster, "big.bin").await.status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn object_names_are_checked_at_the_edge() {
+    let f = local_cmek(&["us-east-1"]).await;
+    let cluster = id(&f.cluster("data", &["us-east-1"]).await);
+
+    // Sent as raw bytes: an HTTP client would resolve the dot segments itself.
+    for raw in [
+        "a/../b",
+        "a/%2E%2E/b",
+        "..",
+        "a//b",
+        "x%0Ay",
+        "x%7Fy",
+        "a%5Cb",
+        &"n".repeat(1025),
+    ] {
+        let answer = crate::hardening::send_raw(&f.app, |address| {
+            format!(
+                "PUT /api/v1/clusters/{cluster}/objects/{raw} HTTP/1.1\r\nHost: {address}\r\n\
+                 Authorization: Bearer {}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+                f.owner
+            )
+        })
+        .await
+        .unwrap_or_default();
+        let status = answer.split(' ').nth(1).unwrap_or_default().to_owned();
+        assert_eq!(status, "422", "{raw}: {answer}");
+        assert!(answer.contains("\"field\":\"name\""), "{raw}: {answer}");
+    }
+    let listed: Value = f
+        .app
+        .get(&format!("/api/v1/clusters/{cluster}/objects"), &f.owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(listed["items"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn nothing_stored_holds_the_plaintext() {
+    let f = local_cmek(&["us-east-1", "eu-west-1"]).await;
+    let cluster = id(&f.cluster("data", &["us-east-1", "eu-west-1"]).await);
+    let marker = "PLAINTEXT-MARKER-7f3a";
+    assert_eq!(
+        put(&f.app, &f.owner, &cluster, "m1", marked(marker, 300_000))
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        put(&f.app, &f.owner, &cluster, "m2", marker.as_bytes().to_vec())
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        post(
+            &f.app,
+            &f.owner,
+            &format!("/api/v1/clusters/{cluster}/backups")
+        )
+        .await
+        .status(),
+        201
+    );
+
+    let files = files_under(&f.app.data_dir());
+    assert!(files.len() > 4, "the data dir holds the sealed copies");
+    for file in files {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !contains(&bytes, marker.as_bytes()),
+            "plaintext in {}",
+            file.display()
+        );
+    }
+    assert_database_clean(&f.app, marker).await;
+}
+
+/// No row of the database holds `marker` (on SQLite the file is also scanned with the data
+/// directory).
+pub async fn assert_database_clean(app: &TestApp, marker: &str) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = app.db().await;
+    let backend = db.get_database_backend();
+    for table in [
+        "clusters",
+        "cluster_regions",
+        "cluster_objects",
+        "backups",
+        "backup_objects",
+        "audit_events",
+        "encryption_keys",
+        "local_key_versions",
+    ] {
+        let sql = match backend {
+            sea_orm::DatabaseBackend::Postgres => format!("SELECT t::text AS row FROM {table} t"),
+            _ => format!("SELECT * FROM {table}"),
+        };
+        let rows = db
+            .query_all_raw(Statement::from_string(backend, sql))
+            .await
+            .unwrap();
+        for row in rows {
+            let text = format!("{row:?}");
+            assert!(!text.contains(marker), "plaintext in a row of {table}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn tampered_stored_data_is_refused_never_returned() {
+    let f = local_cmek(&["us-east-1"]).await;
+    let cluster = id(&f.cluster("data", &["us-east-1"]).await);
+    let mut versions = Vec::new();
+    for (name, len) in [("a", 1000), ("b", 1000), ("c", 1000), ("large", 300_000)] {
+        let stored: Value = put(&f.app, &f.owner, &cluster, name, marked(name, len))
+            .await
+            .json()
+            .await
+            .unwrap();
+        versions.push(stored["version"].as_str().unwrap().to_owned());
+    }
+    let path = |i: usize| blob(&f.app, &cluster, "us-east-1", &versions[i]);
+
+    // One flipped bit.
+    let mut a = std::fs::read(path(0)).unwrap();
+    a[60] ^= 0x01;
+    std::fs::write(path(0), &a).unwrap();
+    // Two objects swapped (each is intact, under the other's name).
+    let (b, c) = (
+        std::fs::read(path(1)).unwrap(),
+        std::fs::read(path(2)).unwrap(),
+    );
+    std::fs::write(path(1), &c).unwrap();
+    std::fs::write(path(2), &b).unwrap();
+
+    for name in ["a", "b", "c"] {
+        let read = get(&f.app, &f.owner, &cluster, name).await;
+        assert_eq!(read.status(), 502, "{name}");
+        assert_eq!(
+            problem(read).await["type"],
+            problem_type("object-integrity")
+        );
+    }
+
+    // Truncated after its first segments: the first ones stream, the end never comes.
+    let large = std::fs::read(path(3)).unwrap();
+    std::fs::write(path(3), &large[..large.len() - 100]).unwrap();
+    let read = get(&f.app, &f.owner, &cluster, "large").await;
+    let whole = read.bytes().await;
+    assert!(
+        whole.is_err() || whole.unwrap().len() < 300_000,
+        "a truncated object never reads whole"
+    );
+    // Cut at a segment boundary: the last segment's flag is missing.
+    std::fs::write(path(3), &large[..47 + 2 * (65536 + 16)]).unwrap();
+    let read = get(&f.app, &f.owner, &cluster, "large").await;
+    let whole = read.bytes().await;
+    assert!(whole.is_err() || whole.unwrap().len() < 300_000);
+}
+
+#[tokio::test]
+async fn a_paused_cluster_refuses_reads_and_writes_and_resumes_intact() {
+    let f = local_cmek(&["us-east-1"]).await;
+    let cluster = id(&f.cluster("data", &["us-east-1"]).await);
+    let bytes = marked("paused", 200_000);
+    assert_eq!(
+        put(&f.app, &f.owner, &cluster, "keep", bytes.clone())
+            .await
+            .status(),
+        201
+    );
+
+    let paused = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/clusters/{cluster}/pause"),
+    )
+    .await;
+    assert_eq!(paused.status(), 200);
+    assert_eq!(paused.json::<Value>().await.unwrap()["state"], "paused");
+    assert!(
+        !f.app.console.holds_data_keys(cluster.parse().unwrap()),
+        "pause drops the keys"
+    );
+
+    for response in [
+        get(&f.app, &f.owner, &cluster, "keep").await,
+        put(&f.app, &f.owner, &cluster, "new", b"x".to_vec()).await,
+        post(
+            &f.app,
+            &f.owner,
+            &format!("/api/v1/clusters/{cluster}/backups"),
+        )
+        .await,
+    ] {
+        assert_eq!(response.status(), 409);
+        assert_eq!(problem(response).await["type"], rule("cluster-state"));
+    }
+    // Pausing twice changes nothing.
+    assert_eq!(
+        post(
+            &f.app,
+            &f.owner,
+            &format!("/api/v1/clusters/{cluster}/pause")
+        )
+        .await
+        .status(),
+        200
+    );
+
+    let calls = f.app.console.cluster_kms_calls();
+    let resumed = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/clusters/{cluster}/resume"),
+    )
+    .await;
+    assert_eq!(resumed.status(), 200);
+    assert_eq!(resumed.json::<Value>().await.unwrap()["state"], "available");
+    assert_eq!(
+        f.app.console.cluster_kms_calls() - calls,
+        1,
+        "one unwrap per region"
+    );
+    let read = get(&f.app, &f.owner, &cluster, "keep").await;
+    assert_eq!(read.bytes().await.unwrap().as_ref(), bytes.as_slice());
+    assert_eq!(
+        f.app.console.cluster_kms_calls() - calls,
+        1,
+        "no KMS call per object"
+    );
+}
+
+#[tokio::test]
+async fn resume_fails_while_a_region_key_is_disabled_and_names_it() {
+    let f = local_cmek(&["us-east-1", "eu-west-1"]).await;
+    let cluster = id(&f.cluster("data", &["us-east-1", "eu-west-1"]).await);
+    assert_eq!(
+        put(&f.app, &f.owner, &cluster, "keep", b"kept".to_vec())
+            .await
+            .status(),
+        201
+    );
+    // Running clusters keep running when a key is revoked (R10, AWS semantics).
+    f.disable_local_key("eu-west-1").await;
+    assert_eq!(get(&f.app, &f.owner, &cluster, "keep").await.status(), 200);
+
+    assert_eq!(
+        post(
+            &f.app,
+            &f.owner,
+            &format!("/api/v1/clusters/{cluster}/pause")
+        )
+        .await
+        .status(),
+        200
+    );
+    let refused = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/clusters/{cluster}/resume"),
+    )
+    .await;
+
+    assert_eq!(refused.status(), 409);
+    let body = problem(refused).await;
+    assert_eq!(body["type"], problem_type("kms-key-unusable"));
+    let failures = body["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "only the region that failed: {body}");
+    assert_eq!(failures[0]["region"], "eu-west-1");
+    assert_eq!(failures[0]["code"], "DisabledException");
+    assert_eq!(failures[0]["key"], f.local_keys[1].1.to_string());
+    let state: Value = f
+        .app
+        .get(&format!("/api/v1/clusters/{cluster}"), &f.owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["state"], "paused");
+    assert!(state["last_error"].as_str().unwrap().contains("eu-west-1"));
+    let audit: Value = f
+        .app
+        .get(
+            "/api/v1/audit-events?action=cluster.resume_failed",
+            &f.owner,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit["items"].as_array().unwrap().len(), 1);
+
+    let operator = f.app.console.operator(None).await.unwrap();
+    f.app
+        .console
+        .change_local_key(&operator, f.local_keys[1].1, LocalKeyAction::Enable)
+        .await
+        .unwrap();
+    let resumed = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/clusters/{cluster}/resume"),
+    )
+    .await;
+    assert_eq!(resumed.status(), 200);
+    let body: Value = resumed.json().await.unwrap();
+    assert_eq!(body["last_error"], Value::Null);
+    assert_eq!(
+        get(&f.app, &f.owner, &cluster, "keep")
+            .await
+            .bytes()
+            .await
+            .unwrap()
+            .as_ref(),
+        b"kept"
+    );
+}
+
+#[tokio::test]
+async fn a_backup_restores_the_same_bytes_into_a_new_cluster() {
+    let f = local_cmek(&["us-east-1", "eu-west-1"]).await;
+    let cluster = id(&f.cluster("data", &["us-east-1", "eu-west-1"]).await);
+    let big = marked("backup", 700_000);
+    assert_eq!(
+        put(&f.app, &f.owner, &cluster, "big", big.clone())
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        put(&f.app, &f.owner, &cluster, "dir/small", b"small".to_vec())
+            .await
+            .status(),
+        201
+    );
+
+    let taken = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/clusters/{cluster}/backups"),
+    )
+    .await;
+    assert_eq!(taken.status(), 201);
+    let backup: Value = taken.json().await.unwrap();
+    assert_eq!(backup["object_count"], 2);
+    assert_eq!(backup["size_bytes"], 700_005);
+    assert_eq!(backup["region"], "us-east-1");
+    // Changes after the snapshot are not in it.
+    assert_eq!(
+        put(&f.app, &f.owner, &cluster, "big", b"changed".to_vec())
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        put(&f.app, &f.owner, &cluster, "later", b"later".to_vec())
+            .await
+            .status(),
+        201
+    );
+
+    let restored = f
+        .app
+        .post_json(
+            &format!("/api/v1/backups/{}/restore", id(&backup)),
+            &f.owner,
+            &json!({ "name": "data-restored" }),
+        )
+        .await;
+
+    assert_eq!(restored.status(), 201);
+    let copy: Value = restored.json().await.unwrap();
+    assert_eq!(copy["name"], "data-restored");
+    assert_eq!(copy["project_id"], f.project.as_str());
+    let regions: Vec<&str> = copy["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["region"].as_str().unwrap())
+        .collect();
+    assert_eq!(regions, vec!["us-east-1", "eu-west-1"]);
+    let copy = id(&copy);
+    assert_eq!(
+        get(&f.app, &f.owner, &copy, "big")
+            .await
+            .bytes()
+            .await
+            .unwrap()
+            .as_ref(),
+        big.as_slice()
+    );
+    assert_eq!(
+        get(&f.app, &f.owner, &copy, "dir/small")
+            .await
+            .bytes()
+            .await
+            .unwrap()
+            .as_ref(),
+        b"small"
+    );
+    assert_eq!(get(&f.app, &f.owner, &copy, "later").await.status(), 404);
+
+    // A cluster's backups outlive it; a restore without a body picks a name.
+    assert_eq!(
+        f.app
+            .delete(&format!("/api/v1/clusters/{cluster}"), &f.owner)
+            .await
+            .status(),
+        204
+    );
+    let listed: Value = f
+        .app
+        .get(&format!("/api/v1/clusters/{cluster}/backups"), &f.owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    let again = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/backups/{}/restore", id(&backup)),
+    )
+    .await;
+    assert_eq!(again.status(), 201);
+    assert!(
+        again.json::<Value>().await.unwrap()["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("data-restored-")
+    );
+}
+
+#[tokio::test]
+async fn a_restore_needs_the_backup_key() {
+    let f = local_cmek(&["us-east-1"]).await;
+    let cluster = id(&f.cluster("data", &["us-east-1"]).await);
+    assert_eq!(
+        put(&f.app, &f.owner, &cluster, "a", b"a".to_vec())
+            .await
+            .status(),
+        201
+    );
+    let backup: Value = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/clusters/{cluster}/backups"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    f.disable_local_key("us-east-1").await;
+
+    let refused = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/backups/{}/restore", id(&backup)),
+    )
+    .await;
+
+    assert_eq!(refused.status(), 409);
+    let body = problem(refused).await;
+    assert_eq!(body["type"], problem_type("kms-key-unusable"));
+    assert_eq!(body["failures"][0]["code"], "DisabledException");
+    let listed: Value = f
+        .app
+        .get(
+            &format!("/api/v1/projects/{}/clusters", f.project),
+            &f.owner,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["items"].as_array().unwrap().len(),
+        1,
+        "no cluster was half-made"
+    );
+}
+
+#[tokio::test]
+async fn a_key_that_a_cluster_or_backup_uses_cannot_be_deleted() {
+    let f = local_cmek(&["us-east-1"]).await;
+    let cluster = id(&f.cluster("orders", &["us-east-1"]).await);
+    let backup: Value = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/clusters/{cluster}/backups"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let key = list_keys(&f).await[0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/projects/{}/encryption-keys/{key}", f.project);
+
+    let refused = f.app.delete(&path, &f.owner).await;
+    assert_eq!(refused.status(), 409);
+    let body = problem(refused).await;
+    assert_eq!(body["type"], rule("key-in-use"));
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cluster \"orders\"")
+    );
+
+    assert_eq!(
+        f.app
+            .delete(&format!("/api/v1/clusters/{cluster}"), &f.owner)
+            .await
+            .status(),
+        204
+    );
+    let refused = f.app.delete(&path, &f.owner).await;
+    assert_eq!(refused.status(), 409, "its backup still needs it");
+    assert!(
+        problem(refused).await["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&id(&backup))
+    );
+
+    assert_eq!(
+        f.app
+            .delete(&format!("/api/v1/backups/{}", id(&backup)), &f.owner)
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(f.app.delete(&path, &f.owner).await.status(), 204);
+}
+
+#[tokio::test]
+async fn a_cluster_left_half_done_by_a_crash_can_be_resumed_paused_or_deleted() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let f = local_cmek(&["us-east-1"]).await;
+    let db = f.app.db().await;
+    let set_state = |cluster: String, state: &'static str| {
+        let db = db.clone();
+        async move {
+            let backend = db.get_database_backend();
+            let sql = match backend {
+                sea_orm::DatabaseBackend::Postgres => {
+                    "UPDATE clusters SET state = $1 WHERE id = $2"
+                }
+                _ => "UPDATE clusters SET state = ? WHERE id = ?",
+            };
+            db.execute_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [
+                    state.into(),
+                    uuid::Uuid::parse_str(&cluster).unwrap().into(),
+                ],
+            ))
+            .await
+            .unwrap();
+        }
+    };
+    let resuming = id(&f.cluster("resuming", &["us-east-1"]).await);
+    assert_eq!(
+        put(&f.app, &f.owner, &resuming, "a", b"a".to_vec())
+            .await
+            .status(),
+        201
+    );
+    let deleting = id(&f.cluster("deleting", &["us-east-1"]).await);
+    let pausing = id(&f.cluster("pausing", &["us-east-1"]).await);
+    set_state(resuming.clone(), "resuming").await;
+    set_state(deleting.clone(), "deleting").await;
+    set_state(pausing.clone(), "pausing").await;
+    // What a process that died mid-delete left: some of the cluster's files are gone.
+    std::fs::remove_dir_all(f.app.data_dir().join("storage/clusters").join(&deleting)).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    let resumed = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/clusters/{resuming}/resume"),
+    )
+    .await;
+    assert_eq!(resumed.status(), 200);
+    assert_eq!(
+        get(&f.app, &f.owner, &resuming, "a")
+            .await
+            .bytes()
+            .await
+            .unwrap()
+            .as_ref(),
+        b"a"
+    );
+    assert_eq!(
+        post(
+            &f.app,
+            &f.owner,
+            &format!("/api/v1/clusters/{pausing}/pause")
+        )
+        .await
+        .status(),
+        200
+    );
+    assert_eq!(
+        f.app
+            .delete(&format!("/api/v1/clusters/{deleting}"), &f.owner)
+            .await
+            .status(),
+        204
+    );
+    // The name of the deleted cluster is free again.
+    let again = f
+        .create(json!({ "name": "deleting", "provider": "local", "regions": ["us-east-1"] }))
+        .await;
+    assert_eq!(again.status(), 201);
+}
+
+#[tokio::test]
+async fn the_monitor_operation_stops_clusters_of_projects_whose_policy_is_stop() {
+    let f = local_cmek(&["us-east-1"]).await;
+    let cluster = id(&f.cluster("orders", &["us-east-1"]).await);
+    let key = list_keys(&f).await[0]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let organization = f.app.console.operator(None).await.unwrap().organization_id;
+
+    // The provider default for the local KMS is AWS's: keep running.
+    let stopped = f
+        .app
+        .console
+        .key_unusable(organization, key, "access denied")
+        .await
+        .unwrap();
+    assert!(stopped.is_empty());
+    assert_eq!(
+        get(&f.app, &f.owner, &cluster, "none").await.status(),
+        404,
+        "still serving"
+    );
+
+    let changed = f
+        .app
+        .patch_json(
+            &format!("/api/v1/projects/{}", f.project),
+            &f.owner,
+            &json!({ "revocation_policy": "stop" }),
+        )
+        .await;
+    assert_eq!(changed.status(), 200);
+    let stopped = f
+        .app
+        .console
+        .key_unusable(organization, key, "DisabledException: the key is disabled")
+        .await
+        .unwrap();
+
+    assert_eq!(stopped, vec![cluster.parse::<uuid::Uuid>().unwrap()]);
+    let read: Value = f
+        .app
+        .get(&format!("/api/v1/clusters/{cluster}"), &f.owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read["state"], "inaccessible");
+    assert!(
+        read["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("DisabledException")
+    );
+    assert!(!f.app.console.holds_data_keys(cluster.parse().unwrap()));
+    assert_eq!(get(&f.app, &f.owner, &cluster, "none").await.status(), 409);
+    // Once the key works again, the owner resumes it.
+    let resumed = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/clusters/{cluster}/resume"),
+    )
+    .await;
+    assert_eq!(resumed.status(), 200);
+}
