@@ -170,9 +170,14 @@ impl TestApp {
     /// Another console process on the same database and data directory, as a second
     /// instance behind a load balancer would be.
     pub async fn another_instance(&self) -> TestApp {
+        self.another_instance_with(&[]).await
+    }
+
+    /// Another instance with settings of its own (the same object storage, say).
+    pub async fn another_instance_with(&self, extra: &[(&str, &str)]) -> TestApp {
         let cleanup = TempDir(std::env::temp_dir().join(format!("cmek-test-{}", Uuid::new_v4())));
         let data_dir = self.data_dir.display().to_string();
-        start(self.database_url.clone(), &data_dir, cleanup, &[]).await
+        start(self.database_url.clone(), &data_dir, cleanup, extra).await
     }
 
     /// Adds an owner to the first organization, as an accepted invitation would.

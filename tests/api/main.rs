@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod cli;
 mod clusters;
+mod clusters_aws;
 mod hardening;
 mod keys;
 mod local_kms;
