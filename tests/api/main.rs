@@ -8,6 +8,7 @@ mod moto;
 mod audit;
 mod auth;
 mod cli;
+mod cluster_pages;
 mod clusters;
 mod clusters_aws;
 mod hardening;

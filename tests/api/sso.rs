@@ -523,6 +523,37 @@ async fn another_organizations_resources_are_not_found_on_every_route() {
         .await
         .unwrap();
     let key_id = created["id"].as_str().unwrap().to_owned();
+    let cluster: Value = app
+        .post_json(
+            &format!("/api/v1/projects/{project}/clusters"),
+            &owner_a,
+            &json!({ "name": "private", "provider": "local", "regions": ["us-east-1"] }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cluster_id = cluster["id"].as_str().unwrap().to_owned();
+    let stored = app
+        .api
+        .put(app.url(&format!("/api/v1/clusters/{cluster_id}/objects/secret")))
+        .bearer_auth(&owner_a)
+        .body("secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), 201);
+    let backup: Value = app
+        .api
+        .post(app.url(&format!("/api/v1/clusters/{cluster_id}/backups")))
+        .bearer_auth(&owner_a)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let backup_id = backup["id"].as_str().unwrap().to_owned();
     let (second, _) = app
         .console
         .create_organization("Intruders", "mallory@example.com")
@@ -537,19 +568,28 @@ async fn another_organizations_resources_are_not_found_on_every_route() {
         .secret;
 
     let mut checked = 0;
-    for route in api_routes()
-        .into_iter()
-        .filter(|r| r.access == Access::SignedIn && r.path.contains("{project_id}"))
-    {
+    for route in api_routes().into_iter().filter(|r| {
+        r.access == Access::SignedIn
+            && ["{project_id}", "{cluster_id}", "{backup_id}"]
+                .iter()
+                .any(|id| r.path.contains(id))
+    }) {
         let path = route
             .path
             .replace("{project_id}", &project)
-            .replace("{key_id}", &key_id);
+            .replace("{key_id}", &key_id)
+            .replace("{cluster_id}", &cluster_id)
+            .replace("{backup_id}", &backup_id)
+            .replace("{name}", "secret");
         // A body each route accepts, so only the ownership check can refuse.
         let body = if route.path.ends_with("aws-cmek") {
             json!({ "specs": [{ "region": "us-east-1", "kms_arn": "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab" }] })
         } else if route.method.as_str() == "PATCH" {
             json!({ "name": "taken over" })
+        } else if route.path.ends_with("/clusters") {
+            json!({ "name": "intruder", "provider": "local", "regions": ["us-east-1"] })
+        } else if route.path.ends_with("/restore") {
+            json!({ "name": "intruder" })
         } else {
             json!({ "provider": "local", "region": "us-east-1", "key_id": local.id })
         };
@@ -567,7 +607,7 @@ async fn another_organizations_resources_are_not_found_on_every_route() {
         assert_eq!(response.status(), 404, "{} {}", route.method, route.path);
         checked += 1;
     }
-    assert!(checked >= 10);
+    assert!(checked >= 24);
     let read: Value = app
         .get(&format!("/api/v1/projects/{project}"), &owner_a)
         .await
@@ -575,6 +615,24 @@ async fn another_organizations_resources_are_not_found_on_every_route() {
         .await
         .unwrap();
     assert_eq!(read["name"], "private", "nothing changed");
+    let secret = app
+        .get(
+            &format!("/api/v1/clusters/{cluster_id}/objects/secret"),
+            &owner_a,
+        )
+        .await;
+    assert_eq!(
+        secret.bytes().await.unwrap().as_ref(),
+        b"secret",
+        "the data is untouched"
+    );
+    let cluster: Value = app
+        .get(&format!("/api/v1/clusters/{cluster_id}"), &owner_a)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cluster["state"], "available");
 }
 
 #[tokio::test]

@@ -438,9 +438,7 @@ impl Console {
         from: &[ClusterState],
         to: ClusterState,
         last_error: Option<String>,
-        action: &'static str,
-        outcome: Outcome,
-        detail: serde_json::Value,
+        (action, outcome, detail): (&'static str, Outcome, serde_json::Value),
     ) -> Result<bool, DomainError> {
         let audit = AuditDraft::by(
             caller,
@@ -486,9 +484,11 @@ impl Console {
                 &from,
                 S::Paused,
                 cluster.last_error.clone(),
-                "cluster.paused",
-                Outcome::Success,
-                json!({ "from": cluster.state.as_str() }),
+                (
+                    "cluster.paused",
+                    Outcome::Success,
+                    json!({ "from": cluster.state.as_str() }),
+                ),
             )
             .await?;
         self.cluster_parts()?.ring.drop_keys(id);
@@ -524,9 +524,11 @@ impl Console {
                 &from,
                 S::Resuming,
                 None,
-                "cluster.resume_started",
-                Outcome::Success,
-                json!({ "from": cluster.state.as_str() }),
+                (
+                    "cluster.resume_started",
+                    Outcome::Success,
+                    json!({ "from": cluster.state.as_str() }),
+                ),
             )
             .await?;
         if !started {
@@ -550,9 +552,11 @@ impl Console {
                     &[S::Resuming],
                     back_to,
                     Some(last_error),
-                    "cluster.resume_failed",
-                    Outcome::Failure,
-                    json!({ "failures": failure_detail(&failures) }),
+                    (
+                        "cluster.resume_failed",
+                        Outcome::Failure,
+                        json!({ "failures": failure_detail(&failures) }),
+                    ),
                 )
                 .await?;
                 return Err(DomainError::KeyUnusable {
@@ -571,9 +575,11 @@ impl Console {
                 &[S::Resuming],
                 back_to,
                 Some(err.to_string()),
-                "cluster.resume_failed",
-                Outcome::Failure,
-                json!({ "error": err.to_string() }),
+                (
+                    "cluster.resume_failed",
+                    Outcome::Failure,
+                    json!({ "error": err.to_string() }),
+                ),
             )
             .await?;
             return Err(err);
@@ -585,9 +591,11 @@ impl Console {
             &[S::Resuming],
             S::Available,
             None,
-            "cluster.resumed",
-            Outcome::Success,
-            json!({ "regions": cluster.regions.len() }),
+            (
+                "cluster.resumed",
+                Outcome::Success,
+                json!({ "regions": cluster.regions.len() }),
+            ),
         )
         .await?;
         self.cluster(caller, id).await
@@ -662,9 +670,11 @@ impl Console {
                 &from,
                 ClusterState::Deleting,
                 None,
-                "cluster.delete_started",
-                Outcome::Success,
-                json!({ "from": cluster.state.as_str() }),
+                (
+                    "cluster.delete_started",
+                    Outcome::Success,
+                    json!({ "from": cluster.state.as_str() }),
+                ),
             )
             .await?;
         }
@@ -720,9 +730,11 @@ impl Console {
                     &[S::Available, S::Resuming, S::Pausing],
                     S::Inaccessible,
                     Some(reason.to_owned()),
-                    "cluster.inaccessible",
-                    Outcome::Failure,
-                    json!({ "key_id": key_id, "reason": reason }),
+                    (
+                        "cluster.inaccessible",
+                        Outcome::Failure,
+                        json!({ "key_id": key_id, "reason": reason }),
+                    ),
                 )
                 .await?;
             parts.ring.drop_keys(cluster.id);
