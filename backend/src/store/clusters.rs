@@ -170,6 +170,18 @@ async fn insert_objects(
     Ok(())
 }
 
+async fn object_row(
+    db: &impl ConnectionTrait,
+    cluster_id: Uuid,
+    name: &ObjectName,
+) -> Result<Option<cluster_objects::Model>, StoreError> {
+    Ok(cluster_objects::Entity::find()
+        .filter(cluster_objects::Column::ClusterId.eq(cluster_id))
+        .filter(cluster_objects::Column::Name.eq(name.as_str()))
+        .one(db)
+        .await?)
+}
+
 /// Whether the cluster is available, and whether a backup is reading it, inside a write.
 async fn serving(db: &impl ConnectionTrait, cluster_id: Uuid) -> Result<Option<bool>, StoreError> {
     let row = clusters::Entity::find_by_id(cluster_id).one(db).await?;
@@ -381,10 +393,7 @@ impl ClusterStore for SeaStore {
         cluster_id: Uuid,
         name: &ObjectName,
     ) -> Result<Option<StoredObject>, StoreError> {
-        cluster_objects::Entity::find()
-            .filter(cluster_objects::Column::ClusterId.eq(cluster_id))
-            .filter(cluster_objects::Column::Name.eq(name.as_str()))
-            .one(&self.db)
+        object_row(&self.db, cluster_id, name)
             .await?
             .map(object_from)
             .transpose()
@@ -399,11 +408,7 @@ impl ClusterStore for SeaStore {
             match serving(txn, cluster_id).await? {
                 None => (ObjectWrite::ClusterNotAvailable, false),
                 Some(backup_running) => {
-                    let existing = cluster_objects::Entity::find()
-                        .filter(cluster_objects::Column::ClusterId.eq(cluster_id))
-                        .filter(cluster_objects::Column::Name.eq(object.name.as_str()))
-                        .one(txn)
-                        .await?;
+                    let existing = object_row(txn, cluster_id, &object.name).await?;
                     let replaced = match existing {
                         Some(old) => {
                             cluster_objects::Entity::update_many()
@@ -435,11 +440,7 @@ impl ClusterStore for SeaStore {
             match serving(txn, cluster_id).await? {
                 None => (Some(ObjectWrite::ClusterNotAvailable), false),
                 Some(backup_running) => {
-                    let existing = cluster_objects::Entity::find()
-                        .filter(cluster_objects::Column::ClusterId.eq(cluster_id))
-                        .filter(cluster_objects::Column::Name.eq(name.as_str()))
-                        .one(txn)
-                        .await?;
+                    let existing = object_row(txn, cluster_id, name).await?;
                     match existing {
                         None => (None, false),
                         Some(old) => {
