@@ -251,6 +251,7 @@ impl Application {
         let console = console(&settings, clock).await?;
         let sign_in_token = console.bootstrap().await?;
         log_audit_checkpoints(console.clone(), settings.audit_checkpoint_interval);
+        sweep_data_keys(console.clone());
         let listen_error = |source| StartupError::Listen {
             address: settings.listen.clone(),
             source,
@@ -343,6 +344,27 @@ fn log_audit_checkpoints(console: Console, interval: std::time::Duration) {
                     "audit checkpoint"
                 ),
                 Err(err) => tracing::warn!(error = %err, "no audit checkpoint this time"),
+            }
+        }
+    });
+}
+
+/// Every second, drops the plaintext data keys of clusters that stopped being available
+/// (another instance paused, deleted or made them inaccessible).
+fn sweep_data_keys(console: Console) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match console.sweep_data_keys().await {
+                Ok(0) => {}
+                Ok(dropped) => {
+                    tracing::info!(dropped, "data keys of clusters no longer available dropped")
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not check the clusters whose data keys are held")
+                }
             }
         }
     });

@@ -21,6 +21,7 @@ enum Clusters {
     State,
     LastError,
     BackupStartedAt,
+    BackupLease,
     CreatedBy,
     CreatedAt,
     UpdatedAt,
@@ -137,6 +138,7 @@ impl MigrationTrait for Migration {
                             .timestamp_with_time_zone()
                             .null(),
                     )
+                    .col(ColumnDef::new(Clusters::BackupLease).uuid().null())
                     .col(text(Clusters::CreatedBy))
                     .col(time(Clusters::CreatedAt))
                     .col(time(Clusters::UpdatedAt))

@@ -195,3 +195,59 @@ async fn a_cross_site_form_cannot_pause_a_cluster() {
         .unwrap();
     assert_eq!(read["state"], "available");
 }
+
+#[tokio::test]
+async fn the_backups_of_a_deleted_cluster_stay_on_the_project_page() {
+    let f = local_cmek(&["us-east-1"]).await;
+    let cluster = id(&f.cluster("gone", &["us-east-1"]).await);
+    let backup: Value = crate::clusters::post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/clusters/{cluster}/backups"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        f.app
+            .delete(&format!("/api/v1/clusters/{cluster}"), &f.owner)
+            .await
+            .status(),
+        204
+    );
+    let browser = f.app.signed_in_owner().await;
+
+    let page = browser
+        .get(f.app.url(&format!("/projects/{}", f.project)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Backups of deleted clusters"));
+    assert!(page.contains(backup["id"].as_str().unwrap()));
+
+    let deleted = browser
+        .post(f.app.url(&format!(
+            "/backups/{}/delete",
+            backup["id"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 303);
+    assert_eq!(
+        deleted.headers()["location"],
+        format!("/projects/{}?backup_deleted=1", f.project).as_str()
+    );
+    let listed: Value = f
+        .app
+        .get(&format!("/api/v1/projects/{}/backups", f.project), &f.owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(listed["items"].as_array().unwrap().is_empty());
+}

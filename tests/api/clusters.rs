@@ -1242,3 +1242,170 @@ async fn the_monitor_operation_stops_clusters_of_projects_whose_policy_is_stop()
     .await;
     assert_eq!(resumed.status(), 200);
 }
+
+#[tokio::test]
+async fn an_older_version_put_back_in_place_of_the_current_one_does_not_open() {
+    let f = local_cmek(&["us-east-1"]).await;
+    let cluster = id(&f.cluster("data", &["us-east-1"]).await);
+    let first: Value = put(&f.app, &f.owner, &cluster, "doc", b"version one".to_vec())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let old = std::fs::read(blob(
+        &f.app,
+        &cluster,
+        "us-east-1",
+        first["version"].as_str().unwrap(),
+    ))
+    .unwrap();
+    let second: Value = put(&f.app, &f.owner, &cluster, "doc", b"version two".to_vec())
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    std::fs::write(
+        blob(
+            &f.app,
+            &cluster,
+            "us-east-1",
+            second["version"].as_str().unwrap(),
+        ),
+        &old,
+    )
+    .unwrap();
+
+    let read = get(&f.app, &f.owner, &cluster, "doc").await;
+    assert_eq!(read.status(), 502);
+    assert_eq!(
+        problem(read).await["type"],
+        problem_type("object-integrity")
+    );
+}
+
+#[tokio::test]
+async fn an_object_larger_than_allowed_is_refused_before_its_body_is_read() {
+    let f = local_cmek(&["us-east-1"]).await;
+    let cluster = id(&f.cluster("data", &["us-east-1"]).await);
+
+    let answer = crate::hardening::send_raw(&f.app, |address| {
+        format!(
+            "PUT /api/v1/clusters/{cluster}/objects/huge HTTP/1.1\r\nHost: {address}\r\n\
+             Authorization: Bearer {}\r\nContent-Length: 6000000000\r\n\r\n",
+            f.owner
+        )
+    })
+    .await
+    .unwrap_or_default();
+
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("payload-too-large"));
+}
+
+#[tokio::test]
+async fn another_instance_drops_the_keys_of_a_cluster_paused_elsewhere_unasked() {
+    let f = local_cmek(&["us-east-1"]).await;
+    let cluster = id(&f.cluster("data", &["us-east-1"]).await);
+    assert_eq!(
+        put(&f.app, &f.owner, &cluster, "a", b"a".to_vec())
+            .await
+            .status(),
+        201
+    );
+    let second = f.app.another_instance().await;
+    assert_eq!(get(&second, &f.owner, &cluster, "a").await.status(), 200);
+    let id: uuid::Uuid = cluster.parse().unwrap();
+    assert!(second.console.holds_data_keys(id));
+
+    assert_eq!(
+        post(
+            &f.app,
+            &f.owner,
+            &format!("/api/v1/clusters/{cluster}/pause")
+        )
+        .await
+        .status(),
+        200
+    );
+
+    let mut held = true;
+    for _ in 0..50 {
+        held = second.console.holds_data_keys(id);
+        if !held {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        !held,
+        "the other instance dropped the keys within seconds, with no request"
+    );
+}
+
+#[tokio::test]
+async fn a_backup_whose_process_died_blocks_the_next_one_only_until_its_lease_lapses() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let f = local_cmek(&["us-east-1"]).await;
+    let cluster = id(&f.cluster("data", &["us-east-1"]).await);
+    let db = f.app.db().await;
+    let backend = db.get_database_backend();
+    let lease = |minutes_ago: i64| {
+        let db = db.clone();
+        let cluster = cluster.clone();
+        async move {
+            let sql = match backend {
+                sea_orm::DatabaseBackend::Postgres => {
+                    "UPDATE clusters SET backup_lease = $1, backup_started_at = $2 WHERE id = $3"
+                }
+                _ => "UPDATE clusters SET backup_lease = ?, backup_started_at = ? WHERE id = ?",
+            };
+            db.execute_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [
+                    uuid::Uuid::now_v7().into(),
+                    (chrono::Utc::now() - chrono::Duration::minutes(minutes_ago)).into(),
+                    uuid::Uuid::parse_str(&cluster).unwrap().into(),
+                ],
+            ))
+            .await
+            .unwrap();
+        }
+    };
+
+    lease(0).await;
+    let refused = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/clusters/{cluster}/backups"),
+    )
+    .await;
+    assert_eq!(refused.status(), 409);
+    assert!(
+        problem(refused).await["detail"]
+            .as_str()
+            .unwrap()
+            .contains("another backup")
+    );
+
+    lease(3).await;
+    let taken = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/clusters/{cluster}/backups"),
+    )
+    .await;
+    assert_eq!(taken.status(), 201);
+    // Finished, it released the cluster: the next one starts at once.
+    assert_eq!(
+        post(
+            &f.app,
+            &f.owner,
+            &format!("/api/v1/clusters/{cluster}/backups")
+        )
+        .await
+        .status(),
+        201
+    );
+}

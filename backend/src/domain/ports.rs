@@ -324,6 +324,8 @@ pub trait ClusterStore: Send + Sync {
         project_id: Uuid,
         page: PageRequest,
     ) -> Result<Vec<Cluster>, StoreError>;
+    /// The states of these clusters, as stored now (not cached); deleted ones are absent.
+    async fn cluster_states(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, ClusterState)>, StoreError>;
     /// Clusters (of any project of the organization) with a region that uses the key.
     async fn clusters_using_key(
         &self,
@@ -371,15 +373,25 @@ pub trait ClusterStore: Send + Sync {
         cluster_id: Uuid,
         name: &ObjectName,
     ) -> Result<Option<ObjectWrite>, StoreError>;
-    /// Starts reading the cluster for a backup: from now until `finish_backup`, replaced
-    /// versions are kept. Returns the objects as they are at this moment.
+    /// Starts reading the cluster for backup `backup`: until `finish_backup`, or until its
+    /// lease lapses unrenewed, replaced versions are kept. Returns the objects as they are
+    /// at this moment.
     async fn start_backup(
         &self,
         cluster_id: Uuid,
+        backup: Uuid,
         now: DateTime<Utc>,
     ) -> Result<BackupStart, StoreError>;
-    /// Ends the backup's reading; the versions replaced meanwhile, now to be deleted.
-    async fn finish_backup(&self, cluster_id: Uuid) -> Result<Vec<Uuid>, StoreError>;
+    /// Renews the backup's lease; false when it lapsed and another backup holds the cluster.
+    async fn renew_backup(
+        &self,
+        cluster_id: Uuid,
+        backup: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Ends the backup's reading, if it still holds the lease; the versions replaced
+    /// meanwhile, now to be deleted.
+    async fn finish_backup(&self, cluster_id: Uuid, backup: Uuid) -> Result<Vec<Uuid>, StoreError>;
     async fn insert_backup(
         &self,
         backup: &Backup,
@@ -387,10 +399,19 @@ pub trait ClusterStore: Send + Sync {
         audit: AuditDraft,
     ) -> Result<(), StoreError>;
     async fn backup(&self, organization_id: Uuid, id: Uuid) -> Result<Option<Backup>, StoreError>;
+    /// A cluster's backups, newest first (also once the cluster is deleted).
     async fn backups(
         &self,
         organization_id: Uuid,
         cluster_id: Uuid,
+        page: PageRequest,
+    ) -> Result<Vec<Backup>, StoreError>;
+    /// A project's backups, newest first.
+    async fn project_backups(
+        &self,
+        organization_id: Uuid,
+        project_id: Uuid,
+        page: PageRequest,
     ) -> Result<Vec<Backup>, StoreError>;
     /// Backups of the organization whose data key the key wraps.
     async fn backups_using_key(

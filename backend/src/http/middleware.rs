@@ -198,7 +198,9 @@ impl Stream for BodyDeadline {
                     let earned = std::time::Duration::from_secs_f64(
                         upload.received as f64 / UPLOAD_MIN_RATE as f64,
                     );
-                    let until = upload.started + upload.timeout + earned;
+                    // Time earned by bytes, but never more than one time-out of silence.
+                    let until = (upload.started + upload.timeout + earned)
+                        .min(tokio::time::Instant::now() + upload.timeout);
                     self.deadline.as_mut().reset(until);
                 }
                 Poll::Ready(Some(Ok(chunk)))

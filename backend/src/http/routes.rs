@@ -70,6 +70,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
         api(M::DELETE, "/api/v1/clusters/{cluster_id}/objects/{name}", SignedIn, web::delete().to(objects::delete)),
         api(M::POST, "/api/v1/clusters/{cluster_id}/backups", SignedIn, web::post().to(backups::create)),
         api(M::GET, "/api/v1/clusters/{cluster_id}/backups", SignedIn, web::get().to(backups::list)),
+        api(M::GET, "/api/v1/projects/{project_id}/backups", SignedIn, web::get().to(backups::project_list)),
         api(M::GET, "/api/v1/backups/{backup_id}", SignedIn, web::get().to(backups::read)),
         api(M::DELETE, "/api/v1/backups/{backup_id}", SignedIn, web::delete().to(backups::delete)),
         api(M::POST, "/api/v1/backups/{backup_id}/restore", SignedIn, web::post().to(backups::restore)),

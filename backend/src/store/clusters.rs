@@ -25,9 +25,9 @@ use crate::domain::keys::region::AwsRegion;
 use crate::domain::page::PageRequest;
 use crate::domain::ports::{BackupStart, ClusterStore, ObjectWrite, StoreError};
 
-/// A backup that started this long ago and never finished (its process died) no longer
-/// holds replaced versions back.
-const BACKUP_LEASE: Duration = Duration::minutes(30);
+/// A backup renews its lease after every object it copied; one not renewed for this long
+/// (its process died) no longer holds replaced versions back, nor blocks the next backup.
+const BACKUP_LEASE: Duration = Duration::minutes(2);
 
 fn corrupt(what: &str, id: Uuid) -> StoreError {
     StoreError::Corrupt(format!("{what} {id}"))
@@ -170,6 +170,24 @@ async fn insert_objects(
     Ok(())
 }
 
+/// Backups of the organization matching `which`, newest first, a page at a time.
+async fn newest_backups(
+    db: &impl ConnectionTrait,
+    which: sea_orm::sea_query::SimpleExpr,
+    organization_id: Uuid,
+    page: PageRequest,
+) -> Result<Vec<Backup>, StoreError> {
+    let mut query = backups::Entity::find()
+        .filter(backups::Column::OrganizationId.eq(organization_id))
+        .filter(which)
+        .order_by_desc(backups::Column::Id)
+        .limit(page.fetch_limit());
+    if let Some(after) = page.after {
+        query = query.filter(backups::Column::Id.lt(after));
+    }
+    query.all(db).await?.into_iter().map(backup_from).collect()
+}
+
 async fn object_row(
     db: &impl ConnectionTrait,
     cluster_id: Uuid,
@@ -233,6 +251,7 @@ impl ClusterStore for SeaStore {
                 state: Set(cluster.state.as_str().to_owned()),
                 last_error: Set(cluster.last_error.clone()),
                 backup_started_at: Set(None),
+                backup_lease: Set(None),
                 created_by: Set(cluster.created_by.clone()),
                 created_at: Set(cluster.created_at),
                 updated_at: Set(cluster.updated_at),
@@ -284,6 +303,23 @@ impl ClusterStore for SeaStore {
             query = query.filter(clusters::Column::Id.gt(after));
         }
         with_regions(&self.db, query.all(&self.db).await?).await
+    }
+
+    async fn cluster_states(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, ClusterState)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        clusters::Entity::find()
+            .filter(clusters::Column::Id.is_in(ids.to_vec()))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|c| {
+                ClusterState::parse(&c.state)
+                    .map(|state| (c.id, state))
+                    .ok_or_else(|| corrupt("cluster (state)", c.id))
+            })
+            .collect()
     }
 
     async fn clusters_using_key(
@@ -404,7 +440,7 @@ impl ClusterStore for SeaStore {
         cluster_id: Uuid,
         object: &StoredObject,
     ) -> Result<ObjectWrite, StoreError> {
-        audited!(self, events: Vec::new(), |txn| {
+        audited!(self, quietly, |txn| {
             match serving(txn, cluster_id).await? {
                 None => (ObjectWrite::ClusterNotAvailable, false),
                 Some(backup_running) => {
@@ -412,9 +448,18 @@ impl ClusterStore for SeaStore {
                     let replaced = match existing {
                         Some(old) => {
                             cluster_objects::Entity::update_many()
-                                .col_expr(cluster_objects::Column::Version, Expr::value(object.version))
-                                .col_expr(cluster_objects::Column::SizeBytes, Expr::value(size(object.size_bytes)))
-                                .col_expr(cluster_objects::Column::UpdatedAt, Expr::value(object.updated_at))
+                                .col_expr(
+                                    cluster_objects::Column::Version,
+                                    Expr::value(object.version),
+                                )
+                                .col_expr(
+                                    cluster_objects::Column::SizeBytes,
+                                    Expr::value(size(object.size_bytes)),
+                                )
+                                .col_expr(
+                                    cluster_objects::Column::UpdatedAt,
+                                    Expr::value(object.updated_at),
+                                )
                                 .filter(cluster_objects::Column::Id.eq(old.id))
                                 .exec(txn)
                                 .await?;
@@ -436,7 +481,7 @@ impl ClusterStore for SeaStore {
         cluster_id: Uuid,
         name: &ObjectName,
     ) -> Result<Option<ObjectWrite>, StoreError> {
-        audited!(self, events: Vec::new(), |txn| {
+        audited!(self, quietly, |txn| {
             match serving(txn, cluster_id).await? {
                 None => (Some(ObjectWrite::ClusterNotAvailable), false),
                 Some(backup_running) => {
@@ -444,7 +489,9 @@ impl ClusterStore for SeaStore {
                     match existing {
                         None => (None, false),
                         Some(old) => {
-                            cluster_objects::Entity::delete_by_id(old.id).exec(txn).await?;
+                            cluster_objects::Entity::delete_by_id(old.id)
+                                .exec(txn)
+                                .await?;
                             let replaced =
                                 superseded(txn, cluster_id, old.version, backup_running).await?;
                             (Some(ObjectWrite::Recorded { replaced }), true)
@@ -458,15 +505,17 @@ impl ClusterStore for SeaStore {
     async fn start_backup(
         &self,
         cluster_id: Uuid,
+        backup: Uuid,
         now: DateTime<Utc>,
     ) -> Result<BackupStart, StoreError> {
-        audited!(self, events: Vec::new(), |txn| {
+        audited!(self, quietly, |txn| {
             match serving(txn, cluster_id).await? {
                 None => (BackupStart::NotAvailable, false),
                 Some(true) => (BackupStart::AlreadyRunning, false),
                 Some(false) => {
                     clusters::Entity::update_many()
                         .col_expr(clusters::Column::BackupStartedAt, Expr::value(Some(now)))
+                        .col_expr(clusters::Column::BackupLease, Expr::value(Some(backup)))
                         .filter(clusters::Column::Id.eq(cluster_id))
                         .exec(txn)
                         .await?;
@@ -484,29 +533,60 @@ impl ClusterStore for SeaStore {
         })
     }
 
-    async fn finish_backup(&self, cluster_id: Uuid) -> Result<Vec<Uuid>, StoreError> {
-        audited!(self, events: Vec::new(), |txn| {
-            clusters::Entity::update_many()
+    async fn renew_backup(
+        &self,
+        cluster_id: Uuid,
+        backup: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        audited!(self, quietly, |txn| {
+            let renewed = clusters::Entity::update_many()
+                .col_expr(clusters::Column::BackupStartedAt, Expr::value(Some(now)))
+                .filter(clusters::Column::Id.eq(cluster_id))
+                .filter(clusters::Column::BackupLease.eq(backup))
+                .exec(txn)
+                .await?
+                .rows_affected
+                > 0;
+            (renewed, renewed)
+        })
+    }
+
+    async fn finish_backup(&self, cluster_id: Uuid, backup: Uuid) -> Result<Vec<Uuid>, StoreError> {
+        audited!(self, quietly, |txn| {
+            let ours = clusters::Entity::update_many()
                 .col_expr(
                     clusters::Column::BackupStartedAt,
                     Expr::value(Option::<DateTime<Utc>>::None),
                 )
+                .col_expr(
+                    clusters::Column::BackupLease,
+                    Expr::value(Option::<Uuid>::None),
+                )
                 .filter(clusters::Column::Id.eq(cluster_id))
+                .filter(clusters::Column::BackupLease.eq(backup))
                 .exec(txn)
-                .await?;
-            let kept = cluster_garbage::Entity::find()
-                .filter(cluster_garbage::Column::ClusterId.eq(cluster_id))
-                .all(txn)
-                .await?;
-            cluster_garbage::Entity::delete_many()
-                .filter(cluster_garbage::Column::ClusterId.eq(cluster_id))
-                .exec(txn)
-                .await?;
-            let versions: Vec<Uuid> = kept
-                .iter()
-                .filter_map(|g| Uuid::parse_str(&g.blob).ok())
-                .collect();
-            (versions, true)
+                .await?
+                .rows_affected
+                > 0;
+            if !ours {
+                // Another backup holds the cluster now: what was kept is kept for it.
+                (Vec::new(), false)
+            } else {
+                let kept = cluster_garbage::Entity::find()
+                    .filter(cluster_garbage::Column::ClusterId.eq(cluster_id))
+                    .all(txn)
+                    .await?;
+                cluster_garbage::Entity::delete_many()
+                    .filter(cluster_garbage::Column::ClusterId.eq(cluster_id))
+                    .exec(txn)
+                    .await?;
+                let versions: Vec<Uuid> = kept
+                    .iter()
+                    .filter_map(|g| Uuid::parse_str(&g.blob).ok())
+                    .collect();
+                (versions, true)
+            }
         })
     }
 
@@ -566,16 +646,30 @@ impl ClusterStore for SeaStore {
         &self,
         organization_id: Uuid,
         cluster_id: Uuid,
+        page: PageRequest,
     ) -> Result<Vec<Backup>, StoreError> {
-        backups::Entity::find()
-            .filter(backups::Column::OrganizationId.eq(organization_id))
-            .filter(backups::Column::ClusterId.eq(cluster_id))
-            .order_by_desc(backups::Column::Id)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(backup_from)
-            .collect()
+        newest_backups(
+            &self.db,
+            backups::Column::ClusterId.eq(cluster_id),
+            organization_id,
+            page,
+        )
+        .await
+    }
+
+    async fn project_backups(
+        &self,
+        organization_id: Uuid,
+        project_id: Uuid,
+        page: PageRequest,
+    ) -> Result<Vec<Backup>, StoreError> {
+        newest_backups(
+            &self.db,
+            backups::Column::ProjectId.eq(project_id),
+            organization_id,
+            page,
+        )
+        .await
     }
 
     async fn backups_using_key(

@@ -271,6 +271,7 @@ pub mod clusters {
         pub state: String,
         pub last_error: Option<String>,
         pub backup_started_at: Option<DateTimeUtc>,
+        pub backup_lease: Option<Uuid>,
         pub created_by: String,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,

@@ -12,10 +12,7 @@
 /// rolls back otherwise. A transaction that lost a race is run again from the start, with
 /// a short growing pause, up to `WRITE_ATTEMPTS` times.
 macro_rules! audited {
-    ($store:expr, $audit:expr, |$txn:ident| $body:expr) => {
-        audited!($store, events: vec![$audit.clone()], |$txn| $body)
-    };
-    ($store:expr, events: $events:expr, |$txn:ident| $body:expr) => {{
+    (@write $store:expr, $events:expr, $invalidate:expr, |$txn:ident| $body:expr) => {{
         let mut attempt = 1;
         let result = loop {
             let result: Result<_, $crate::domain::ports::StoreError> = async {
@@ -44,9 +41,23 @@ macro_rules! audited {
             }
         };
         // Whatever was cached may predate this change.
-        $store.cache.changed();
+        if $invalidate {
+            $store.cache.changed();
+        }
         result
     }};
+    // A write with no event (a cluster's object index): it holds the lock and retries the
+    // same way, but changes nothing the read cache holds.
+    ($store:expr, quietly, |$txn:ident| $body:expr) => {
+        audited!(@write $store, Vec::new(), false, |$txn| $body)
+    };
+    ($store:expr, $audit:expr, |$txn:ident| $body:expr) => {
+        audited!($store, events: vec![$audit.clone()], |$txn| $body)
+    };
+    ($store:expr, events: $events:expr, |$txn:ident| $body:expr) => {
+        audited!(@write $store, $events, true, |$txn| $body)
+    };
+
 }
 
 /// Answers a read from the cache when it holds it under the current version, else from the

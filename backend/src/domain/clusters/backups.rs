@@ -10,27 +10,47 @@ use uuid::Uuid;
 
 use super::keyring::ClusterKeys;
 use super::lifecycle::PLATFORM_KEY;
-use super::objects::{open_sealed, region_targets, storage_error, write_sealed};
+use super::objects::{bound_name, open_sealed, region_targets, storage_error, write_sealed};
 use super::{
     Backup, BackupState, Cluster, ClusterName, ClusterRegion, ClusterState, NewCluster,
     StoredObject, Tier,
 };
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::identity::Caller;
+use crate::domain::page::{Page, PageRequest};
 use crate::domain::ports::BackupStart;
 use crate::domain::{Console, DomainError};
 
 impl Console {
+    /// A cluster's backups, newest first; also after the cluster was deleted.
     pub async fn backups(
         &self,
         caller: &Caller,
         cluster_id: Uuid,
-    ) -> Result<Vec<Backup>, DomainError> {
-        Ok(self
+        page: PageRequest,
+    ) -> Result<Page<Backup>, DomainError> {
+        let items = self
             .cluster_parts()?
             .store
-            .backups(caller.organization_id, cluster_id)
-            .await?)
+            .backups(caller.organization_id, cluster_id, page)
+            .await?;
+        Ok(page.finish(items, |b| b.id))
+    }
+
+    /// A project's backups, newest first.
+    pub async fn project_backups(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        page: PageRequest,
+    ) -> Result<Page<Backup>, DomainError> {
+        self.project(caller, project_id).await?;
+        let items = self
+            .cluster_parts()?
+            .store
+            .project_backups(caller.organization_id, project_id, page)
+            .await?;
+        Ok(page.finish(items, |b| b.id))
     }
 
     pub async fn backup(&self, caller: &Caller, id: Uuid) -> Result<Backup, DomainError> {
@@ -89,19 +109,28 @@ impl Console {
             }
         };
         let now = self.clock.now();
-        let objects = match parts.store.start_backup(cluster.id, now).await? {
-            BackupStart::Started(objects) => objects,
-            BackupStart::NotAvailable => {
-                return Err(super::lifecycle::wrong_state(
-                    &cluster,
-                    "only an available cluster can be backed up",
-                ));
-            }
-            BackupStart::AlreadyRunning => {
-                return Err(super::lifecycle::wrong_state(
-                    &cluster,
-                    "another backup of it is being taken; try again when it is done",
-                ));
+        let refused = match parts.store.start_backup(cluster.id, id, now).await? {
+            BackupStart::Started(objects) => Ok(objects),
+            BackupStart::NotAvailable => Err(super::lifecycle::wrong_state(
+                &cluster,
+                "only an available cluster can be backed up",
+            )),
+            BackupStart::AlreadyRunning => Err(super::lifecycle::wrong_state(
+                &cluster,
+                "another backup of it is being taken; try again when it is done",
+            )),
+        };
+        let objects = match refused {
+            Ok(objects) => objects,
+            Err(err) => {
+                self.record_refusal(
+                    caller,
+                    "backup.refused",
+                    &format!("cluster/{}", cluster.id),
+                    &err,
+                )
+                .await?;
+                return Err(err);
             }
         };
         let mut backup = Backup {
@@ -132,7 +161,7 @@ impl Console {
                 &objects,
             )
             .await;
-        let replaced = parts.store.finish_backup(cluster.id).await;
+        let replaced = parts.store.finish_backup(cluster.id, id).await;
         if let Ok(replaced) = &replaced {
             self.delete_versions(&cluster, replaced).await;
         }
@@ -140,8 +169,12 @@ impl Console {
             Ok(copied) => copied,
             Err(err) => {
                 let _ = parts.blobs.delete_prefix(&backup.prefix()).await;
-                self.backup_failed(caller, &cluster, json!({ "error": err.to_string() }))
-                    .await?;
+                self.backup_failed(
+                    caller,
+                    &cluster,
+                    json!({ "error": super::lifecycle::public_text(&err) }),
+                )
+                .await?;
                 return Err(err);
             }
         };
@@ -208,16 +241,17 @@ impl Console {
                 keys.clone(),
                 primary.region.clone(),
                 cluster.id,
-                object.name.as_str().to_owned(),
+                bound_name(object.version, object.name.as_str()),
             );
             let version = Uuid::now_v7();
             let size = write_sealed(
                 parts.blobs.as_ref(),
                 &[(backup.blob(version), backup_key)],
                 backup.id,
-                object.name.as_str(),
+                &bound_name(version, object.name.as_str()),
                 plain,
                 None,
+                Some(keys),
             )
             .await?;
             copied.push(StoredObject {
@@ -225,6 +259,19 @@ impl Console {
                 size_bytes: size,
                 ..object.clone()
             });
+            let renewed = parts
+                .store
+                .renew_backup(cluster.id, backup.id, self.clock.now())
+                .await?;
+            if !renewed {
+                return Err(DomainError::Conflict {
+                    rule: crate::domain::error::Rule::ClusterState,
+                    field: None,
+                    detail: "The backup took too long on one object and another backup of the \
+                             cluster took over; try again."
+                        .into(),
+                });
+            }
         }
         Ok(copied)
     }
@@ -251,8 +298,23 @@ impl Console {
             tier: Tier::Dedicated,
             dual_region_backup: false,
         };
-        self.check_cluster_rules(&project, &new)?;
-        let keys = self.keys_for_regions(caller, &project, &new).await?;
+        let checked = match self.check_cluster_rules(&project, &new) {
+            Ok(()) => self.keys_for_regions(caller, &project, &new).await,
+            Err(err) => Err(err),
+        };
+        let keys = match checked {
+            Ok(keys) => keys,
+            Err(err) => {
+                self.record_refusal(
+                    caller,
+                    "backup.restore_refused",
+                    &format!("backup/{backup_id}"),
+                    &err,
+                )
+                .await?;
+                return Err(err);
+            }
+        };
         let context = Self::data_key_context(
             caller.organization_id,
             backup.project_id,
@@ -276,7 +338,7 @@ impl Console {
                 });
             }
         };
-        let backup_keys = Arc::new(ClusterKeys(vec![(
+        let backup_keys = Arc::new(ClusterKeys::new(vec![(
             backup.region.region.clone(),
             backup_key,
         )]));
@@ -299,49 +361,26 @@ impl Console {
         let cluster_keys = self
             .new_cluster_keys(caller, &mut cluster, &new.regions, &keys)
             .await?;
-        let parts = self.cluster_parts()?;
-        let mut restored = Vec::new();
-        for object in parts.store.backup_objects(backup.id).await? {
-            let version = Uuid::now_v7();
-            let targets = region_targets(&cluster, &cluster_keys, version)?;
-            let source = match parts.blobs.read(&backup.blob(object.version)).await {
-                Ok(source) => source,
-                Err(err) => {
-                    let _ = parts.blobs.delete_prefix(&cluster.prefix()).await;
-                    return Err(storage_error(err));
-                }
-            };
-            let plain = open_sealed(
-                source,
-                backup_keys.clone(),
-                backup.region.region.clone(),
-                backup.id,
-                object.name.as_str().to_owned(),
-            );
-            let size = match write_sealed(
-                parts.blobs.as_ref(),
-                &targets,
-                cluster.id,
-                object.name.as_str(),
-                plain,
-                None,
-            )
+        let restored = match self
+            .restore_objects(&backup, &backup_keys, &cluster, &cluster_keys)
             .await
-            {
-                Ok(size) => size,
-                Err(err) => {
-                    let _ = parts.blobs.delete_prefix(&cluster.prefix()).await;
-                    return Err(err);
-                }
-            };
-            restored.push(StoredObject {
-                id: Uuid::now_v7(),
-                version,
-                size_bytes: size,
-                updated_at: now,
-                ..object
-            });
-        }
+        {
+            Ok(restored) => restored,
+            Err(err) => {
+                let parts = self.cluster_parts()?;
+                let _ = parts.blobs.delete_prefix(&cluster.prefix()).await;
+                let audit = AuditDraft::by(
+                    caller,
+                    self.clock.now(),
+                    "backup.restore_failed",
+                    format!("backup/{backup_id}"),
+                )
+                .outcome(Outcome::Failure)
+                .detail(json!({ "error": super::lifecycle::public_text(&err) }));
+                self.record(audit).await?;
+                return Err(err);
+            }
+        };
         self.provision_and_save(
             caller,
             cluster,
@@ -351,6 +390,53 @@ impl Console {
             json!({ "backup_id": backup.id, "objects": restored.len() }),
         )
         .await
+    }
+
+    /// Re-seals every object of the backup under the new cluster's keys, in every region.
+    async fn restore_objects(
+        &self,
+        backup: &Backup,
+        backup_keys: &Arc<ClusterKeys>,
+        cluster: &Cluster,
+        cluster_keys: &ClusterKeys,
+    ) -> Result<Vec<StoredObject>, DomainError> {
+        let parts = self.cluster_parts()?;
+        let now = self.clock.now();
+        let mut restored = Vec::new();
+        for object in parts.store.backup_objects(backup.id).await? {
+            let version = Uuid::now_v7();
+            let targets = region_targets(cluster, cluster_keys, version)?;
+            let source = parts
+                .blobs
+                .read(&backup.blob(object.version))
+                .await
+                .map_err(storage_error)?;
+            let plain = open_sealed(
+                source,
+                backup_keys.clone(),
+                backup.region.region.clone(),
+                backup.id,
+                bound_name(object.version, object.name.as_str()),
+            );
+            let size = write_sealed(
+                parts.blobs.as_ref(),
+                &targets,
+                cluster.id,
+                &bound_name(version, object.name.as_str()),
+                plain,
+                None,
+                None,
+            )
+            .await?;
+            restored.push(StoredObject {
+                id: Uuid::now_v7(),
+                version,
+                size_bytes: size,
+                updated_at: now,
+                ..object
+            });
+        }
+        Ok(restored)
     }
 
     pub async fn delete_backup(&self, caller: &Caller, id: Uuid) -> Result<(), DomainError> {

@@ -26,8 +26,10 @@ impl ManifestDriver {
     }
 }
 
+/// Bound into the manifest's seal; no object's name can be the same (they hold no control
+/// character).
 fn manifest_name(region: &AwsRegion) -> String {
-    format!("manifest/{region}")
+    format!("\u{0}manifest/{region}")
 }
 
 fn manifest(cluster: &Cluster, region: &AwsRegion) -> Vec<u8> {
@@ -58,6 +60,7 @@ impl ClusterDriver for ManifestDriver {
                 &manifest_name(region),
                 Box::pin(body),
                 None,
+                None,
             )
             .await?;
         }
@@ -70,7 +73,7 @@ impl ClusterDriver for ManifestDriver {
         keys: &[(AwsRegion, &PlaintextKey)],
     ) -> Result<(), DomainError> {
         for (region, key) in keys {
-            let one = Arc::new(ClusterKeys(vec![(
+            let one = Arc::new(ClusterKeys::new(vec![(
                 region.clone(),
                 PlaintextKey::new(key.expose().to_vec()),
             )]));

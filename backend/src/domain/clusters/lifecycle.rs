@@ -48,6 +48,26 @@ pub fn effective_policy(project: &Project, provider: Provider) -> RevocationPoli
 }
 
 impl Console {
+    /// Audits a request a rule refused (R3, R5-R7, R11, a state or a name), with the rule.
+    pub(super) async fn record_refusal(
+        &self,
+        caller: &Caller,
+        action: &'static str,
+        target: &str,
+        err: &DomainError,
+    ) -> Result<(), DomainError> {
+        let rule = match err {
+            DomainError::Refused { rule, .. }
+            | DomainError::Conflict { rule, .. }
+            | DomainError::Forbidden { rule, .. } => rule.slug(),
+            _ => return Ok(()),
+        };
+        let audit = AuditDraft::by(caller, self.clock.now(), action, target.to_owned())
+            .outcome(Outcome::Denied)
+            .detail(json!({ "rule": rule, "reason": err.to_string() }));
+        self.record(audit).await
+    }
+
     pub(super) fn cluster_parts(&self) -> Result<&ClusterParts, DomainError> {
         self.clusters
             .as_ref()
@@ -135,19 +155,23 @@ impl Console {
         let key = match self.store.key(organization_id, key_id).await {
             Ok(Some(key)) => key,
             Ok(None) => {
-                return Err(failure(
-                    &region.region,
-                    None,
-                    "the encryption key is no longer registered".into(),
-                ));
+                return Err(RegionFailure {
+                    region: region.region.to_string(),
+                    key: region.key_ref.clone().unwrap_or_default(),
+                    error: crate::domain::kms::KmsError::NotFound {
+                        code: "KeyNotRegistered".into(),
+                    },
+                });
             }
             Err(e) => {
                 tracing::error!(error = %e, "reading an encryption key failed");
-                return Err(failure(
-                    &region.region,
-                    None,
-                    "the console's database could not be read".into(),
-                ));
+                return Err(RegionFailure {
+                    region: region.region.to_string(),
+                    key: region.key_ref.clone().unwrap_or_default(),
+                    error: crate::domain::kms::KmsError::Unreachable(
+                        "the console's database could not be read".into(),
+                    ),
+                });
             }
         };
         let provider = self
@@ -247,8 +271,23 @@ impl Console {
         let project = self.project(caller, project_id).await?;
         caller.require_owner("create clusters")?;
         let new = NewCluster::parse(input)?;
-        self.check_cluster_rules(&project, &new)?;
-        let keys = self.keys_for_regions(caller, &project, &new).await?;
+        let checked = match self.check_cluster_rules(&project, &new) {
+            Ok(()) => self.keys_for_regions(caller, &project, &new).await,
+            Err(err) => Err(err),
+        };
+        let keys = match checked {
+            Ok(keys) => keys,
+            Err(err) => {
+                self.record_refusal(
+                    caller,
+                    "cluster.create_refused",
+                    &format!("project/{project_id}"),
+                    &err,
+                )
+                .await?;
+                return Err(err);
+            }
+        };
         let now = self.clock.now();
         let mut cluster = Cluster {
             id: Uuid::now_v7(),
@@ -327,7 +366,7 @@ impl Console {
                 failures,
             });
         }
-        Ok(ClusterKeys(plaintexts))
+        Ok(ClusterKeys::new(plaintexts))
     }
 
     /// Writes the regions' manifests, then saves the cluster (and any restored objects) with
@@ -343,7 +382,7 @@ impl Console {
     ) -> Result<Cluster, DomainError> {
         let parts = self.cluster_parts()?;
         let refs: Vec<(AwsRegion, &PlaintextKey)> =
-            keys.0.iter().map(|(r, k)| (r.clone(), k)).collect();
+            keys.iter().map(|(r, k)| (r.clone(), k)).collect();
         parts.driver.provision(&cluster, &refs).await?;
         let mut detail = json!({
             "project_id": cluster.project_id,
@@ -371,7 +410,7 @@ impl Console {
                 if let Err(cleanup) = parts.driver.destroy(&cluster).await {
                     tracing::warn!(error = %cleanup, cluster = %cluster.id, "could not remove the manifests of a cluster that was not saved");
                 }
-                return Err(match err {
+                let refused = match err {
                     StoreError::Conflict(Constraint::ClusterName) => DomainError::Conflict {
                         rule: Rule::ClusterNameTaken,
                         field: Some("name"),
@@ -386,7 +425,15 @@ impl Console {
                         detail: "An encryption key of this cluster was deleted meanwhile.".into(),
                     },
                     other => other.into(),
-                });
+                };
+                self.record_refusal(
+                    caller,
+                    "cluster.create_refused",
+                    &format!("project/{}", cluster.project_id),
+                    &refused,
+                )
+                .await?;
+                return Err(refused);
             }
         }
         parts.ring.put(cluster.id, keys);
@@ -415,6 +462,30 @@ impl Console {
             .cluster(caller.organization_id, id)
             .await?
             .ok_or(DomainError::NotFound("cluster"))
+    }
+
+    /// Drops the data keys of every cluster this process holds that is no longer available
+    /// (paused, made inaccessible or deleted by another instance); `serve` runs it every
+    /// second, so no instance keeps a key it should not hold.
+    pub async fn sweep_data_keys(&self) -> Result<usize, DomainError> {
+        let parts = self.cluster_parts()?;
+        let held = parts.ring.held();
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<Uuid> = held.iter().map(|(id, _)| *id).collect();
+        let states = parts.store.cluster_states(&ids).await?;
+        let mut dropped = 0;
+        for (id, keys) in held {
+            let available = states
+                .iter()
+                .any(|(c, state)| *c == id && *state == ClusterState::Available);
+            if !available {
+                parts.ring.drop_if_unchanged(id, &keys);
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
     }
 
     /// Whether this process holds the cluster's data keys.
@@ -567,38 +638,53 @@ impl Console {
         };
         let parts = self.cluster_parts()?;
         let refs: Vec<(AwsRegion, &PlaintextKey)> =
-            keys.0.iter().map(|(r, k)| (r.clone(), k)).collect();
+            keys.iter().map(|(r, k)| (r.clone(), k)).collect();
         if let Err(err) = parts.driver.attach(&cluster, &refs).await {
+            let said = public_text(&err);
             self.move_cluster(
                 caller,
                 &cluster,
                 &[S::Resuming],
                 back_to,
-                Some(err.to_string()),
+                Some(said.clone()),
                 (
                     "cluster.resume_failed",
                     Outcome::Failure,
-                    json!({ "error": err.to_string() }),
+                    json!({ "error": said }),
                 ),
             )
             .await?;
             return Err(err);
         }
+        drop(refs);
+        // Keys go into memory only once the cluster is recorded available, and come out again
+        // if it was paused, deleted or made inaccessible meanwhile.
+        let resumed = self
+            .move_cluster(
+                caller,
+                &cluster,
+                &[S::Resuming],
+                S::Available,
+                None,
+                (
+                    "cluster.resumed",
+                    Outcome::Success,
+                    json!({ "regions": cluster.regions.len() }),
+                ),
+            )
+            .await?;
+        if !resumed {
+            return Err(wrong_state(
+                &self.cluster(caller, id).await?,
+                "it changed while it was resuming",
+            ));
+        }
         parts.ring.put(id, keys);
-        self.move_cluster(
-            caller,
-            &cluster,
-            &[S::Resuming],
-            S::Available,
-            None,
-            (
-                "cluster.resumed",
-                Outcome::Success,
-                json!({ "regions": cluster.regions.len() }),
-            ),
-        )
-        .await?;
-        self.cluster(caller, id).await
+        let now = self.cluster(caller, id).await?;
+        if now.state != S::Available {
+            parts.ring.drop_keys(id);
+        }
+        Ok(now)
     }
 
     /// Every region's data key, unwrapped; or every region that failed.
@@ -625,7 +711,7 @@ impl Console {
             }
         }
         if failures.is_empty() {
-            Ok(ClusterKeys(keys))
+            Ok(ClusterKeys::new(keys))
         } else {
             Err(failures)
         }
@@ -713,36 +799,75 @@ impl Console {
             session_id: None,
         };
         let mut stopped = Vec::new();
+        let mut failed = None;
+        // Each cluster on its own: one that cannot be stopped now does not leave the others
+        // running.
         for cluster in parts
             .store
             .clusters_using_key(organization_id, key_id)
             .await?
         {
-            let project = self.project(&system, cluster.project_id).await?;
-            if effective_policy(&project, cluster.provider) != RevocationPolicy::Stop {
-                continue;
-            }
-            use ClusterState as S;
-            let moved = self
-                .move_cluster(
-                    &system,
-                    &cluster,
-                    &[S::Available, S::Resuming, S::Pausing],
-                    S::Inaccessible,
-                    Some(reason.to_owned()),
-                    (
-                        "cluster.inaccessible",
-                        Outcome::Failure,
-                        json!({ "key_id": key_id, "reason": reason }),
-                    ),
-                )
-                .await?;
-            parts.ring.drop_keys(cluster.id);
-            if moved {
-                stopped.push(cluster.id);
+            match self
+                .stop_if_policy_says(&system, &cluster, key_id, reason)
+                .await
+            {
+                Ok(true) => stopped.push(cluster.id),
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::error!(error = %err, cluster = %cluster.id, "could not make a cluster inaccessible");
+                    failed.get_or_insert(err);
+                }
             }
         }
-        Ok(stopped)
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(stopped),
+        }
+    }
+
+    async fn stop_if_policy_says(
+        &self,
+        system: &Caller,
+        cluster: &Cluster,
+        key_id: Uuid,
+        reason: &str,
+    ) -> Result<bool, DomainError> {
+        let project = self.project(system, cluster.project_id).await?;
+        if effective_policy(&project, cluster.provider) != RevocationPolicy::Stop {
+            return Ok(false);
+        }
+        let parts = self.cluster_parts()?;
+        parts.ring.drop_keys(cluster.id);
+        use ClusterState as S;
+        self.move_cluster(
+            system,
+            cluster,
+            &[S::Available, S::Resuming, S::Pausing],
+            S::Inaccessible,
+            Some(reason.to_owned()),
+            (
+                "cluster.inaccessible",
+                Outcome::Failure,
+                json!({ "key_id": key_id, "reason": reason }),
+            ),
+        )
+        .await
+    }
+}
+
+/// What a failure may say to clients and in `last_error`: storage and database causes stay
+/// in the log.
+pub(super) fn public_text(err: &DomainError) -> String {
+    match err {
+        DomainError::Storage(why) => {
+            tracing::warn!(error = %why, "object storage failed");
+            "object storage could not be reached".into()
+        }
+        DomainError::Store(why) => {
+            tracing::warn!(error = %why, "the database failed");
+            "the console's database could not be reached".into()
+        }
+        other => other.to_string(),
     }
 }
 

@@ -58,6 +58,23 @@ fn integrity(err: SealError) -> DomainError {
     DomainError::Integrity(err.to_string())
 }
 
+/// What a stored copy is bound to besides its cluster: the object's name and the version,
+/// so a copy moved to another name, or an older version put back in place of the current
+/// one, does not open.
+pub(super) fn bound_name(version: Uuid, name: &str) -> String {
+    format!("{version}:{name}")
+}
+
+fn stopped_serving() -> DomainError {
+    DomainError::Conflict {
+        rule: crate::domain::error::Rule::ClusterState,
+        field: None,
+        detail: "The cluster stopped serving data (paused, made inaccessible or deleted) while \
+                 this ran; nothing more was read or written."
+            .into(),
+    }
+}
+
 /// One sealed copy being written.
 pub(super) struct SealedWriter {
     sealer: Sealer,
@@ -121,6 +138,7 @@ pub(super) async fn write_sealed<S, E>(
     name: &str,
     mut source: S,
     limit: Option<u64>,
+    guard: Option<&ClusterKeys>,
 ) -> Result<u64, DomainError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -153,6 +171,10 @@ where
         if limit.is_some_and(|limit| size > limit) {
             abort_all(writers).await;
             return Err(DomainError::Body(BodyError::TooLarge));
+        }
+        if guard.is_some_and(ClusterKeys::dropped) {
+            abort_all(writers).await;
+            return Err(stopped_serving());
         }
         for i in 0..writers.len() {
             if let Err(err) = writers[i].push(&chunk).await {
@@ -232,6 +254,7 @@ pub(super) fn open_sealed(
         };
         loop {
             match st.blobs.next().await {
+                Some(Ok(_)) if st.key.dropped() => return fail(st, stopped_serving()),
                 Some(Ok(chunk)) => {
                     let mut rest: &[u8] = &chunk;
                     if st.opener.is_none() {
@@ -347,9 +370,10 @@ impl Console {
             parts.blobs.as_ref(),
             &targets,
             cluster.id,
-            name.as_str(),
+            &bound_name(version, name.as_str()),
             body,
             Some(MAX_OBJECT_BYTES),
+            Some(&keys),
         )
         .await?;
         let object = StoredObject {
@@ -415,25 +439,34 @@ impl Console {
         let name = ObjectName::parse(name).map_err(|e| DomainError::Invalid(vec![e]))?;
         let keys = self.serving_keys(&cluster).await?;
         let parts = self.cluster_parts()?;
-        let object = parts
-            .store
-            .object(cluster.id, &name)
-            .await?
-            .ok_or(DomainError::NotFound("object"))?;
         let primary = cluster
             .primary()
             .ok_or_else(|| DomainError::Integrity("the cluster has no region".into()))?;
-        let source = parts
-            .blobs
-            .read(&cluster.blob(&primary.region, object.version))
-            .await
-            .map_err(storage_error)?;
+        // A copy replaced between reading the index and opening it: read the index again.
+        let mut attempts = 0;
+        let (object, source) = loop {
+            attempts += 1;
+            let object = parts
+                .store
+                .object(cluster.id, &name)
+                .await?
+                .ok_or(DomainError::NotFound("object"))?;
+            match parts
+                .blobs
+                .read(&cluster.blob(&primary.region, object.version))
+                .await
+            {
+                Ok(source) => break (object, source),
+                Err(BlobError::NotFound) if attempts < 3 => continue,
+                Err(err) => return Err(storage_error(err)),
+            }
+        };
         let body = open_sealed(
             source,
             keys,
             primary.region.clone(),
             cluster.id,
-            name.as_str().to_owned(),
+            bound_name(object.version, name.as_str()),
         );
         Ok(ObjectRead { object, body })
     }

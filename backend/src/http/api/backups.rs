@@ -8,9 +8,9 @@ use uuid::Uuid;
 
 use crate::domain::clusters::{Backup, PLATFORM_KEY};
 use crate::http::AppState;
-use crate::http::api::ListBody;
 use crate::http::api::clusters::ClusterBody;
 use crate::http::api::wire::BackupState;
+use crate::http::api::{ListBody, PageQuery};
 use crate::http::auth::ApiCaller;
 use crate::http::errors::{ApiError, Problem};
 use crate::http::json::decode;
@@ -90,7 +90,7 @@ pub async fn create(
 
 #[utoipa::path(
     get, path = "/api/v1/clusters/{cluster_id}/backups", tag = "backups",
-    params(("cluster_id" = Uuid, Path)),
+    params(("cluster_id" = Uuid, Path), PageQuery),
     responses((status = 200, body = ListBody<BackupBody>, description = "Newest first; also for a cluster that was deleted")),
     security(("api_key" = []), ("session" = []))
 )]
@@ -98,11 +98,37 @@ pub async fn list(
     state: web::Data<AppState>,
     caller: ApiCaller,
     path: web::Path<Uuid>,
+    query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let backups = state.console.backups(&caller.0, path.into_inner()).await?;
+    let page = state
+        .console
+        .backups(&caller.0, path.into_inner(), query.parse()?)
+        .await?;
     Ok(HttpResponse::Ok().json(ListBody {
-        items: backups.into_iter().map(BackupBody::from).collect(),
-        next_page_token: None,
+        items: page.items.into_iter().map(BackupBody::from).collect(),
+        next_page_token: page.next,
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/projects/{project_id}/backups", tag = "backups",
+    params(("project_id" = Uuid, Path), PageQuery),
+    responses((status = 200, body = ListBody<BackupBody>, description = "Every backup of the project, newest first, those of deleted clusters included"), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn project_list(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<Uuid>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = state
+        .console
+        .project_backups(&caller.0, path.into_inner(), query.parse()?)
+        .await?;
+    Ok(HttpResponse::Ok().json(ListBody {
+        items: page.items.into_iter().map(BackupBody::from).collect(),
+        next_page_token: page.next,
     }))
 }
 

@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::domain::clusters::{BodyError, StoredObject};
+use crate::domain::clusters::{BodyError, MAX_OBJECT_BYTES, StoredObject};
 use crate::http::AppState;
 use crate::http::api::{ListBody, PageQuery};
 use crate::http::auth::ApiCaller;
@@ -34,6 +34,15 @@ impl From<StoredObject> for ObjectBody {
             updated_at: o.updated_at,
         }
     }
+}
+
+/// The body's length as the client declared it.
+pub fn declared_length(request: &actix_web::HttpRequest) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// A request body as the domain reads it: chunks, or why it stopped.
@@ -119,9 +128,15 @@ pub async fn put(
     state: web::Data<AppState>,
     caller: ApiCaller,
     path: web::Path<(Uuid, String)>,
+    request: actix_web::HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (cluster_id, name) = path.into_inner();
+    if declared_length(&request).is_some_and(|length| length > MAX_OBJECT_BYTES) {
+        return Err(ApiError::Domain(crate::domain::DomainError::Body(
+            BodyError::TooLarge,
+        )));
+    }
     let object = state
         .console
         .put_object(&caller.0, cluster_id, &name, body_stream(payload))

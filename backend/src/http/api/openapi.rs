@@ -45,6 +45,7 @@ use crate::http::errors::Problem;
         objects::delete,
         backups::create,
         backups::list,
+        backups::project_list,
         backups::read,
         backups::delete,
         backups::restore,

@@ -319,6 +319,8 @@ impl From<StoredObject> for ObjectRow {
 
 pub struct BackupRow {
     pub id: Uuid,
+    pub cluster_id: Uuid,
+    pub cluster_name: String,
     pub created: String,
     pub size: String,
     pub objects: u32,
@@ -330,6 +332,8 @@ impl From<Backup> for BackupRow {
     fn from(b: Backup) -> Self {
         Self {
             id: b.id,
+            cluster_id: b.cluster_id,
+            cluster_name: b.cluster_name,
             created: format!("{} by {}", when(b.created_at), actor_name(&b.created_by)),
             size: human_size(b.size_bytes),
             objects: b.object_count,
@@ -437,7 +441,7 @@ async fn show_page(
         after: None,
     };
     let objects = console.objects(caller, id, page).await?;
-    let backups = console.backups(caller, id).await?;
+    let backups = console.backups(caller, id, page).await?;
     let account_id = (cluster.provider == crate::domain::keys::Provider::AwsKms)
         .then(|| console.aws_account_id().map(str::to_owned))
         .flatten();
@@ -450,7 +454,7 @@ async fn show_page(
         regions: regions.into_iter().map(RegionRow::from).collect(),
         more_objects: objects.next.is_some(),
         objects: objects.items.into_iter().map(ObjectRow::from).collect(),
-        backups: backups.into_iter().map(BackupRow::from).collect(),
+        backups: backups.items.into_iter().map(BackupRow::from).collect(),
         notice,
         error,
     })
@@ -643,6 +647,15 @@ pub struct RestoreForm {
     name: Option<String>,
 }
 
+/// Where to go after acting on a backup: its cluster's page, or the project's once the
+/// cluster is deleted.
+async fn backup_home(state: &AppState, caller: &Caller, backup: &Backup) -> String {
+    match state.console.cluster(caller, backup.cluster_id).await {
+        Ok(_) => format!("/clusters/{}", backup.cluster_id),
+        Err(_) => format!("/projects/{}", backup.project_id),
+    }
+}
+
 pub async fn restore(
     state: web::Data<AppState>,
     caller: PageCaller,
@@ -656,7 +669,14 @@ pub async fn restore(
         .await
     {
         Ok(cluster) => Ok(see_other(&format!("/clusters/{}?restored=1", cluster.id))),
-        Err(err) => after(&state, &caller.0, backup.cluster_id, Err(err)).await,
+        Err(err)
+            if backup_home(&state, &caller.0, &backup)
+                .await
+                .starts_with("/clusters/") =>
+        {
+            after(&state, &caller.0, backup.cluster_id, Err(err)).await
+        }
+        Err(err) => Err(err.into()),
     }
 }
 
@@ -666,10 +686,12 @@ pub async fn delete_backup(
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, PageError> {
     let backup = state.console.backup(&caller.0, path.into_inner()).await?;
-    let outcome = state
-        .console
-        .delete_backup(&caller.0, backup.id)
-        .await
-        .map(|()| "backup_deleted");
-    after(&state, &caller.0, backup.cluster_id, outcome).await
+    let home = backup_home(&state, &caller.0, &backup).await;
+    match state.console.delete_backup(&caller.0, backup.id).await {
+        Ok(()) => Ok(see_other(&format!("{home}?backup_deleted=1"))),
+        Err(err) if home.starts_with("/clusters/") => {
+            after(&state, &caller.0, backup.cluster_id, Err(err)).await
+        }
+        Err(err) => Err(err.into()),
+    }
 }

@@ -14,7 +14,7 @@ use crate::domain::projects::{NewProject, Project, ProjectChanges, RevocationPol
 use crate::http::AppState;
 use crate::http::auth::PageCaller;
 use crate::http::errors::PageError;
-use crate::http::pages::clusters::ClusterView;
+use crate::http::pages::clusters::{BackupRow, ClusterView};
 use crate::http::pages::render::{
     Chrome, FormErrors, actor_name, html, html_status, see_other, when,
 };
@@ -212,6 +212,8 @@ struct ShowPage {
     project: ProjectView,
     keys: Vec<KeyRow>,
     clusters: Vec<ClusterView>,
+    /// Backups whose cluster was deleted: restore or delete them here.
+    orphan_backups: Vec<BackupRow>,
     rename: String,
     errors: FormErrors,
     notice: Option<&'static str>,
@@ -225,6 +227,7 @@ pub struct ShowParams {
     key_checked: Option<String>,
     key_deleted: Option<String>,
     cluster_deleted: Option<String>,
+    backup_deleted: Option<String>,
 }
 
 impl ShowParams {
@@ -238,6 +241,7 @@ impl ShowParams {
             ),
             (&self.key_checked, "Key checked; its status is up to date."),
             (&self.key_deleted, "Encryption key deleted."),
+            (&self.backup_deleted, "Backup deleted."),
             (
                 &self.cluster_deleted,
                 "Cluster deleted; its backups are kept until you delete them.",
@@ -257,11 +261,12 @@ pub async fn show(
     let id = path.into_inner();
     let project = state.console.project(&caller.0, id).await?;
     let keys = state.console.encryption_keys(&caller.0, id).await?;
-    let clusters = clusters_of(&state, &caller.0, id).await?;
+    let (clusters, orphan_backups) = clusters_of(&state, &caller.0, id).await?;
     let chrome = Chrome::load(&state.console, &caller.0, "projects").await?;
     html(&ShowPage {
         chrome,
         clusters,
+        orphan_backups,
         rename: project.name.as_str().to_owned(),
         project: project.into(),
         keys: keys.into_iter().map(KeyRow::from).collect(),
@@ -270,18 +275,36 @@ pub async fn show(
     })
 }
 
-/// The project's clusters (the first hundred), for its page.
+/// The project's clusters (the first hundred), and the backups of its deleted clusters, for
+/// its page.
 async fn clusters_of(
     state: &AppState,
     caller: &crate::domain::identity::Caller,
     project_id: Uuid,
-) -> Result<Vec<ClusterView>, PageError> {
+) -> Result<(Vec<ClusterView>, Vec<BackupRow>), PageError> {
     let page = PageRequest {
         size: crate::domain::page::MAX_PAGE_SIZE,
         after: None,
     };
-    let clusters = state.console.clusters(caller, project_id, page).await?;
-    Ok(clusters.items.into_iter().map(ClusterView::from).collect())
+    let clusters = state
+        .console
+        .clusters(caller, project_id, page)
+        .await?
+        .items;
+    let backups = state
+        .console
+        .project_backups(caller, project_id, page)
+        .await?;
+    let orphans = backups
+        .items
+        .into_iter()
+        .filter(|b| !clusters.iter().any(|c| c.id == b.cluster_id))
+        .map(BackupRow::from)
+        .collect();
+    Ok((
+        clusters.into_iter().map(ClusterView::from).collect(),
+        orphans,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -307,13 +330,14 @@ pub async fn rename(
             let errors = FormErrors::from_domain(err)?;
             let project = state.console.project(&caller.0, id).await?;
             let keys = state.console.encryption_keys(&caller.0, id).await?;
-            let clusters = clusters_of(&state, &caller.0, id).await?;
+            let (clusters, orphan_backups) = clusters_of(&state, &caller.0, id).await?;
             let chrome = Chrome::load(&state.console, &caller.0, "projects").await?;
             html_status(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 &ShowPage {
                     chrome,
                     clusters,
+                    orphan_backups,
                     project: project.into(),
                     keys: keys.into_iter().map(KeyRow::from).collect(),
                     rename: form.name.clone(),
