@@ -29,11 +29,23 @@ impl Console {
         cluster_id: Uuid,
         page: PageRequest,
     ) -> Result<Page<Backup>, DomainError> {
-        let items = self
-            .cluster_parts()?
+        let parts = self.cluster_parts()?;
+        let items = parts
             .store
             .backups(caller.organization_id, cluster_id, page)
             .await?;
+        // A cluster of the organization, or one deleted since whose backups remain; any
+        // other id is "not found", as everywhere.
+        if items.is_empty()
+            && page.after.is_none()
+            && parts
+                .store
+                .cluster(caller.organization_id, cluster_id)
+                .await?
+                .is_none()
+        {
+            return Err(DomainError::NotFound("cluster"));
+        }
         Ok(page.finish(items, |b| b.id))
     }
 
