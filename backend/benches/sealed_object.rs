@@ -152,7 +152,7 @@ fn run() -> Result<(), String> {
     println!("seal MB/s {:.0}", mb_per_s(total, seal_took));
     println!("open MB/s {:.0}", mb_per_s(total, open_took));
     println!(
-        "aes-gcm in place MB/s {:.0}",
+        "rustcrypto aes-gcm in place MB/s {:.0}",
         mb_per_s(total, primitive_took)
     );
     Ok(())

@@ -3,9 +3,12 @@
 //!
 //! Layout: a 47-byte header (`CMEKOBJ` + version 1, a random 32-byte salt, a random 7-byte
 //! nonce prefix), then AES-256-GCM segments of 64 KiB of plaintext (+16 bytes of tag) in the
-//! STREAM construction (Hoang, Reyhanitabar, Rogaway, Vizár 2015; RustCrypto's `aead::stream`,
-//! big-endian 32-bit counter): each segment's nonce carries its position and whether it is
-//! the last one, so segments cannot be reordered, dropped or cut off at a boundary.
+//! STREAM construction (Hoang, Reyhanitabar, Rogaway, Vizár 2015) with the nonce layout of
+//! RustCrypto's `aead::stream::StreamBE32` (a test checks it opens what that one seals):
+//! each segment's nonce carries its position and whether it is the last one, so segments
+//! cannot be reordered, dropped or cut off at a boundary. AES-256-GCM itself is AWS-LC's
+//! (`aws-lc-rs`), which uses the CPU's AES and carry-less multiply instructions: the
+//! RustCrypto implementation ran at a third of OpenSSL's speed on the machines we measured.
 //!
 //! The segment key is derived per object (HMAC-SHA256 of the data key over the salt, the
 //! cluster id and the object's name), so no (key, nonce) pair ever repeats however many
@@ -14,9 +17,7 @@
 //! ciphertext that was altered, truncated, reordered or moved fails with an integrity error,
 //! never with garbage.
 
-use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::stream::{DecryptorBE32, EncryptorBE32};
-use aes_gcm::aead::{KeyInit, Payload};
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
@@ -67,21 +68,44 @@ impl ObjectId<'_> {
     }
 }
 
-fn segment_cipher(data_key: &[u8; 32], salt: &[u8], id: &ObjectId<'_>) -> Aes256Gcm {
+fn segment_key(data_key: &[u8; 32], salt: &[u8], id: &ObjectId<'_>) -> LessSafeKey {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(data_key)
         .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
     mac.update(b"cmek-console sealed object v1\0");
     mac.update(salt);
     mac.update(&id.bound(&[]));
     let derived = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
-    Aes256Gcm::new_from_slice(derived.as_ref())
-        .unwrap_or_else(|_| unreachable!("a 32-byte key is an AES-256 key"))
+    let key = UnboundKey::new(&AES_256_GCM, derived.as_ref())
+        .unwrap_or_else(|_| unreachable!("a 32-byte key is an AES-256 key"));
+    LessSafeKey::new(key)
+}
+
+/// The STREAM construction's nonces (big-endian 32-bit counter, as RustCrypto's
+/// `aead::stream::StreamBE32`): the prefix, the segment's position, and 1 for the last one.
+struct Positions {
+    prefix: [u8; NONCE_PREFIX],
+    next: u32,
+}
+
+impl Positions {
+    fn nonce(&mut self, last: bool) -> Result<Nonce, SealError> {
+        if self.next == u32::MAX {
+            return Err(SealError::TooLarge);
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[..NONCE_PREFIX].copy_from_slice(&self.prefix);
+        nonce[NONCE_PREFIX..NONCE_PREFIX + 4].copy_from_slice(&self.next.to_be_bytes());
+        nonce[NONCE_LEN - 1] = u8::from(last);
+        self.next += 1;
+        Ok(Nonce::assume_unique_for_key(nonce))
+    }
 }
 
 /// Seals an object as it streams in: `push` what arrives, `finish` at the end; each call
 /// returns the ciphertext ready to write. Holds at most one segment of plaintext.
 pub struct Sealer {
-    encryptor: EncryptorBE32<Aes256Gcm>,
+    key: LessSafeKey,
+    positions: Positions,
     aad: Vec<u8>,
     pending: Zeroizing<Vec<u8>>,
 }
@@ -98,29 +122,35 @@ impl Sealer {
         header.push(VERSION);
         header.extend_from_slice(&salt);
         header.extend_from_slice(&prefix);
-        let cipher = segment_cipher(data_key, &salt, &id);
         let sealer = Self {
-            encryptor: EncryptorBE32::from_aead(cipher, prefix.as_ref().into()),
+            key: segment_key(data_key, &salt, &id),
+            positions: Positions { prefix, next: 0 },
             aad: id.bound(&header),
             pending: Zeroizing::new(Vec::with_capacity(SEGMENT)),
         };
         (sealer, header)
     }
 
+    /// Seals the pending plaintext as one segment, appending it to `out`.
+    fn seal_pending(&mut self, last: bool, out: &mut Vec<u8>) -> Result<(), SealError> {
+        let nonce = self.positions.nonce(last)?;
+        let start = out.len();
+        out.extend_from_slice(&self.pending);
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(nonce, Aad::from(&self.aad), &mut out[start..])
+            .map_err(|_| SealError::TooLarge)?;
+        out.extend_from_slice(tag.as_ref());
+        self.pending.clear();
+        Ok(())
+    }
+
     pub fn push(&mut self, mut plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(plaintext.len() + plaintext.len() / SEGMENT * TAG + TAG);
         while !plaintext.is_empty() {
             // A full segment is sealed only once more data shows it is not the last one.
             if self.pending.len() == SEGMENT {
-                let sealed = self
-                    .encryptor
-                    .encrypt_next(Payload {
-                        msg: &self.pending,
-                        aad: &self.aad,
-                    })
-                    .map_err(|_| SealError::TooLarge)?;
-                out.extend_from_slice(&sealed);
-                self.pending.clear();
+                self.seal_pending(false, &mut out)?;
             }
             let take = (SEGMENT - self.pending.len()).min(plaintext.len());
             self.pending.extend_from_slice(&plaintext[..take]);
@@ -130,20 +160,18 @@ impl Sealer {
     }
 
     /// Seals what is left as the last segment (empty for an empty object).
-    pub fn finish(self) -> Result<Vec<u8>, SealError> {
-        self.encryptor
-            .encrypt_last(Payload {
-                msg: &self.pending,
-                aad: &self.aad,
-            })
-            .map_err(|_| SealError::TooLarge)
+    pub fn finish(mut self) -> Result<Vec<u8>, SealError> {
+        let mut out = Vec::with_capacity(self.pending.len() + TAG);
+        self.seal_pending(true, &mut out)?;
+        Ok(out)
     }
 }
 
 /// Opens a sealed object as it streams in; `push` returns plaintext only once its segment
 /// authenticated, and `finish` fails unless the last segment arrived intact.
 pub struct Opener {
-    decryptor: DecryptorBE32<Aes256Gcm>,
+    key: LessSafeKey,
+    positions: Positions,
     aad: Vec<u8>,
     pending: Vec<u8>,
 }
@@ -157,28 +185,36 @@ impl Opener {
             return Err(SealError::Format);
         }
         let salt = &header[MAGIC.len() + 1..MAGIC.len() + 1 + SALT];
-        let prefix = &header[MAGIC.len() + 1 + SALT..];
-        let cipher = segment_cipher(data_key, salt, &id);
+        let mut prefix = [0u8; NONCE_PREFIX];
+        prefix.copy_from_slice(&header[MAGIC.len() + 1 + SALT..]);
         Ok(Self {
-            decryptor: DecryptorBE32::from_aead(cipher, prefix.into()),
+            key: segment_key(data_key, salt, &id),
+            positions: Positions { prefix, next: 0 },
             aad: id.bound(header),
             pending: Vec::with_capacity(SEGMENT + TAG),
         })
     }
 
+    /// Opens the pending segment, appending its plaintext to `out`.
+    fn open_pending(&mut self, last: bool, out: &mut Vec<u8>) -> Result<(), SealError> {
+        let nonce = self
+            .positions
+            .nonce(last)
+            .map_err(|_| SealError::Integrity)?;
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(&self.aad), &mut self.pending)
+            .map_err(|_| SealError::Integrity)?;
+        out.extend_from_slice(plain);
+        self.pending.clear();
+        Ok(())
+    }
+
     pub fn push(&mut self, mut ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
-        let mut out = Zeroizing::new(Vec::new());
+        let mut out = Zeroizing::new(Vec::with_capacity(ciphertext.len()));
         while !ciphertext.is_empty() {
             if self.pending.len() == SEGMENT + TAG {
-                let opened = self
-                    .decryptor
-                    .decrypt_next(Payload {
-                        msg: &self.pending,
-                        aad: &self.aad,
-                    })
-                    .map_err(|_| SealError::Integrity)?;
-                out.extend_from_slice(&opened);
-                self.pending.clear();
+                self.open_pending(false, &mut out)?;
             }
             let take = (SEGMENT + TAG - self.pending.len()).min(ciphertext.len());
             self.pending.extend_from_slice(&ciphertext[..take]);
@@ -187,14 +223,10 @@ impl Opener {
         Ok(out)
     }
 
-    pub fn finish(self) -> Result<Zeroizing<Vec<u8>>, SealError> {
-        self.decryptor
-            .decrypt_last(Payload {
-                msg: &self.pending,
-                aad: &self.aad,
-            })
-            .map(Zeroizing::new)
-            .map_err(|_| SealError::Integrity)
+    pub fn finish(mut self) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        let mut out = Zeroizing::new(Vec::with_capacity(self.pending.len()));
+        self.open_pending(true, &mut out)?;
+        Ok(out)
     }
 }
 
@@ -319,6 +351,65 @@ mod tests {
             open(&header, &[], "data/part-1", 1),
             Err(SealError::Integrity)
         );
+    }
+
+    /// The format is RustCrypto's STREAM: what its `EncryptorBE32` seals, we open, and the
+    /// other way round.
+    #[test]
+    fn the_segments_are_rustcryptos_stream_construction() {
+        use aes_gcm::Aes256Gcm;
+        use aes_gcm::aead::stream::{DecryptorBE32, EncryptorBE32};
+        use aes_gcm::aead::{KeyInit, Payload};
+        let plain = data(2 * SEGMENT + 99);
+        let (header, body) = seal(&plain, SEGMENT);
+        let salt = &header[MAGIC.len() + 1..MAGIC.len() + 1 + SALT];
+        let prefix = &header[MAGIC.len() + 1 + SALT..];
+        let derived = {
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&KEY).unwrap();
+            mac.update(b"cmek-console sealed object v1\0");
+            mac.update(salt);
+            mac.update(&id("data/part-1").bound(&[]));
+            <[u8; 32]>::from(mac.finalize().into_bytes())
+        };
+        let aad = id("data/part-1").bound(&header);
+        let cipher = || Aes256Gcm::new_from_slice(&derived).unwrap();
+        let mut theirs = DecryptorBE32::from_aead(cipher(), prefix.into());
+        let segments: Vec<&[u8]> = body.chunks(SEGMENT + TAG).collect();
+        let mut opened = Vec::new();
+        for (i, segment) in segments.iter().enumerate() {
+            let payload = Payload {
+                msg: segment,
+                aad: &aad,
+            };
+            if i + 1 == segments.len() {
+                opened.extend(theirs.decrypt_last(payload).unwrap());
+                break;
+            }
+            opened.extend(theirs.decrypt_next(payload).unwrap());
+        }
+        assert_eq!(opened, plain);
+
+        let mut sealer = EncryptorBE32::from_aead(cipher(), prefix.into());
+        let mut sealed = Vec::new();
+        for part in [&plain[..SEGMENT], &plain[SEGMENT..2 * SEGMENT]] {
+            sealed.extend(
+                sealer
+                    .encrypt_next(Payload {
+                        msg: part,
+                        aad: &aad,
+                    })
+                    .unwrap(),
+            );
+        }
+        sealed.extend(
+            sealer
+                .encrypt_last(Payload {
+                    msg: &plain[2 * SEGMENT..],
+                    aad: &aad,
+                })
+                .unwrap(),
+        );
+        assert_eq!(open(&header, &sealed, "data/part-1", 1000).unwrap(), plain);
     }
 
     #[test]
