@@ -12,7 +12,8 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, RetryConfig, WriteMultipart,
+    BackoffConfig, ClientOptions, GetResultPayload, ObjectStore, ObjectStoreExt, RetryConfig,
+    WriteMultipart,
 };
 
 use crate::domain::blobs::{BlobError, BlobStore, BlobWriter, ByteStream};
@@ -111,6 +112,33 @@ impl ObjectStorage {
     }
 }
 
+/// Bytes of a local file read per blocking task.
+const READ_CHUNK: u64 = 1024 * 1024;
+
+fn file_stream(file: std::fs::File, range: std::ops::Range<u64>) -> ByteStream {
+    let start = (file, range.start, range.end, false);
+    futures_util::stream::try_unfold(start, |(mut file, at, end, positioned)| async move {
+        if at >= end {
+            return Ok(None);
+        }
+        let len = READ_CHUNK.min(end - at);
+        let read = tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Seek, SeekFrom};
+            if !positioned {
+                file.seek(SeekFrom::Start(at))?;
+            }
+            let mut chunk = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+            file.read_exact(&mut chunk)?;
+            Ok::<_, std::io::Error>((file, chunk))
+        })
+        .await
+        .map_err(|e| BlobError::Unavailable(e.to_string()))?;
+        let (file, chunk) = read.map_err(|e| BlobError::Unavailable(e.to_string()))?;
+        Ok(Some((Bytes::from(chunk), (file, at + len, end, true))))
+    })
+    .boxed()
+}
+
 struct Upload {
     upload: WriteMultipart,
 }
@@ -152,7 +180,12 @@ impl BlobStore for ObjectStorage {
 
     async fn read(&self, key: &str) -> Result<ByteStream, BlobError> {
         let found = self.store.get(&self.path(key)).await.map_err(unavailable)?;
-        Ok(found.into_stream().map_err(unavailable).boxed())
+        Ok(match found.payload {
+            // object_store reads local files 8 KiB per blocking task; 1 MiB reads are
+            // several times faster.
+            GetResultPayload::File(file, _) => file_stream(file, found.range),
+            GetResultPayload::Stream(stream) => stream.map_err(unavailable).boxed(),
+        })
     }
 
     async fn delete(&self, key: &str) -> Result<(), BlobError> {
