@@ -51,7 +51,9 @@ impl ObjectStorage {
     pub fn local(dir: &std::path::Path) -> Result<Self, StorageError> {
         let store = LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| StorageError::Open(e.to_string()))?
-            .with_automatic_cleanup(true);
+            .with_automatic_cleanup(true)
+            // A copy is on disk before its index row says it exists.
+            .with_fsync(true);
         Ok(Self {
             store: Arc::new(store),
             prefix: Path::default(),
