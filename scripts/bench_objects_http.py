@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """PUT then GET a cluster's objects over one keep-alive connection; prints MB/s for each.
 
-Used by scripts/bench-objects. Arguments: BASE_URL CLUSTER_ID OBJECTS OBJECT_MIB; the API key
+Used by scripts/bench-objects. Arguments: BASE_URL CLUSTER_ID OBJECTS OBJECT_MIB [CONNECTIONS]
+(default 1; with more, each connection takes its share of the objects at once); the API key
 comes in CMEK_BENCH_KEY (not argv, so it stays out of `ps`). Each object is sent in 1 MiB
 writes with a Content-Length (no chunked encoding) and read back into one 1 MiB buffer, so
 the client's own memory stays flat; every byte read back is compared with what was sent.
@@ -11,6 +12,7 @@ MB/s is 10^6 bytes of object data per second of wall time for the whole phase.
 import http.client
 import os
 import sys
+import threading
 import time
 import urllib.parse
 
@@ -27,7 +29,7 @@ def object_path(cluster, i):
 
 
 def put_all(conn, headers, cluster, objects, mib, piece):
-    for i in range(objects):
+    for i in objects:
         conn.putrequest("PUT", object_path(cluster, i))
         for name, value in headers.items():
             conn.putheader(name, value)
@@ -49,7 +51,7 @@ def put_all(conn, headers, cluster, objects, mib, piece):
 def get_all(conn, headers, cluster, objects, mib, piece):
     buffer = bytearray(MIB)
     view = memoryview(buffer)
-    for i in range(objects):
+    for i in objects:
         conn.request("GET", object_path(cluster, i), headers=headers)
         response = conn.getresponse()
         if response.status != 200:
@@ -74,16 +76,41 @@ def timed(phase, *args):
     return time.perf_counter() - started
 
 
+def parallel(phase, connections, url, headers, cluster, objects, mib, piece):
+    """Runs `phase` over `connections` keep-alive connections at once, each on its own share
+    of the objects (object i goes to connection i % connections); returns the wall time."""
+    errors = []
+
+    def share(k):
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
+        try:
+            phase(conn, headers, cluster, range(k, objects, connections), mib, piece)
+        except SystemExit as failed:
+            errors.append(str(failed))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=share, args=(k,)) for k in range(connections)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    took = time.perf_counter() - started
+    if errors:
+        sys.exit(errors[0])
+    return took
+
+
 def main():
     base, cluster, objects, mib = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    connections = int(sys.argv[5]) if len(sys.argv) > 5 else 1
     url = urllib.parse.urlsplit(base)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=120)
     headers = {"Authorization": f"Bearer {os.environ['CMEK_BENCH_KEY']}"}
     piece = os.urandom(MIB)
     total = objects * mib * MIB
-    put_took = timed(put_all, conn, headers, cluster, objects, mib, piece)
-    get_took = timed(get_all, conn, headers, cluster, objects, mib, piece)
-    conn.close()
+    put_took = parallel(put_all, connections, url, headers, cluster, objects, mib, piece)
+    get_took = parallel(get_all, connections, url, headers, cluster, objects, mib, piece)
     print(f"PUT MB/s {total / 1e6 / put_took:.0f}")
     print(f"GET MB/s {total / 1e6 / get_took:.0f}")
 
