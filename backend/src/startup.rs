@@ -228,6 +228,7 @@ fn cluster_parts(settings: &Settings, store: Arc<SeaStore>) -> Result<ClusterPar
         platform: Arc::new(platform),
         ring: Arc::new(DataKeyRing::default()),
         kms_calls: Arc::new(AtomicU64::new(0)),
+        rotation: Arc::default(),
     })
 }
 

@@ -906,6 +906,35 @@ fn failure_detail(failures: &[RegionFailure]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// How long a key's rotation status, once asked, is shown without asking the KMS again.
+const ROTATION_FRESH: chrono::Duration = chrono::Duration::minutes(5);
+
+impl Console {
+    /// Whether the KMS rotates the key: asked at most every five minutes per key, so page
+    /// views do not each call the KMS.
+    async fn rotation_status(&self, key: &EncryptionKey) -> Option<bool> {
+        let parts = self.cluster_parts().ok()?;
+        let now = self.clock.now();
+        if let Ok(known) = parts.rotation.lock()
+            && let Some((at, enabled)) = known.get(&key.id)
+            && now - *at < ROTATION_FRESH
+        {
+            return *enabled;
+        }
+        let enabled = match self.provider_for(&key.key_ref) {
+            Ok(provider) => provider.rotation_enabled(&key.key_ref).await.ok().flatten(),
+            Err(_) => None,
+        };
+        if let Ok(mut known) = parts.rotation.lock() {
+            if known.len() > 10_000 {
+                known.clear();
+            }
+            known.insert(key.id, (now, enabled));
+        }
+        enabled
+    }
+}
+
 /// What the cluster page shows about each region's key (R9: rotation happens in the KMS;
 /// the console only shows whether it is on).
 pub struct RegionKeyFacts {
@@ -930,10 +959,7 @@ impl Console {
                 None => None,
             };
             let rotation_enabled = match &key {
-                Some(key) => match self.provider_for(&key.key_ref) {
-                    Ok(provider) => provider.rotation_enabled(&key.key_ref).await.ok().flatten(),
-                    Err(_) => None,
-                },
+                Some(key) => self.rotation_status(key).await,
                 None => None,
             };
             facts.push(RegionKeyFacts {

@@ -42,6 +42,9 @@ pub struct ClusterParts {
     /// Data-key calls to a KMS (generate and unwrap) made for clusters and backups: none
     /// per object operation, one per cluster-region per resume.
     pub kms_calls: Arc<AtomicU64>,
+    /// Each key's rotation status as last asked, and when (the cluster page shows it).
+    pub rotation:
+        Arc<std::sync::Mutex<std::collections::HashMap<Uuid, (DateTime<Utc>, Option<bool>)>>>,
 }
 
 /// The most regions one cluster spans.
