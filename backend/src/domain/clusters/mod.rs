@@ -43,9 +43,12 @@ pub struct ClusterParts {
     /// per object operation, one per cluster-region per resume.
     pub kms_calls: Arc<AtomicU64>,
     /// Each key's rotation status as last asked, and when (the cluster page shows it).
-    pub rotation:
-        Arc<std::sync::Mutex<std::collections::HashMap<Uuid, (DateTime<Utc>, Option<bool>)>>>,
+    pub rotation: RotationStatuses,
 }
+
+/// Rotation status per key id, with when the KMS was asked.
+pub type RotationStatuses =
+    Arc<std::sync::Mutex<std::collections::HashMap<Uuid, (DateTime<Utc>, Option<bool>)>>>;
 
 /// The most regions one cluster spans.
 pub const MAX_REGIONS: usize = 5;
