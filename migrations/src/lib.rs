@@ -8,6 +8,7 @@ mod m20261122_000003_sso_and_invitations;
 mod m20261123_000004_shared_invariants;
 mod m20261123_000005_keyed_audit_chain;
 mod m20261201_000006_clusters;
+mod m20261201_000007_key_status_history;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000004_shared_invariants::Migration),
             Box::new(m20261123_000005_keyed_audit_chain::Migration),
             Box::new(m20261201_000006_clusters::Migration),
+            Box::new(m20261201_000007_key_status_history::Migration),
         ]
     }
 }

@@ -12,6 +12,7 @@ mod cluster_pages;
 mod clusters;
 mod clusters_aws;
 mod hardening;
+mod key_history;
 mod keys;
 mod local_kms;
 mod ops;

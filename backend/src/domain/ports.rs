@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::domain::audit::{AuditDraft, AuditEvent, AuditFilter, ChainRow};
 use crate::domain::clusters::{Backup, Cluster, ClusterState, ObjectName, StoredObject};
 use crate::domain::identity::{ApiKey, Organization, Role, Session, SignInLink, User};
-use crate::domain::keys::{EncryptionKey, KeyStatus};
+use crate::domain::keys::{EncryptionKey, KeyStatus, StatusChange};
 use crate::domain::local_kms::LocalKey;
 use crate::domain::members::{Invitation, MembershipChange};
 use crate::domain::page::PageRequest;
@@ -232,6 +232,7 @@ pub trait KeyStore: Send + Sync {
         id: Uuid,
         audit: AuditDraft,
     ) -> Result<(), StoreError>;
+    /// Records a check's outcome; a status that changed is also kept in the key's history.
     async fn update_key_status(
         &self,
         id: Uuid,
@@ -240,6 +241,13 @@ pub trait KeyStore: Send + Sync {
         error: Option<String>,
         audit: AuditDraft,
     ) -> Result<(), StoreError>;
+    /// A key's status changes, newest first.
+    async fn key_history(
+        &self,
+        organization_id: Uuid,
+        key_id: Uuid,
+        page: PageRequest,
+    ) -> Result<Vec<StatusChange>, StoreError>;
     async fn insert_local_key(
         &self,
         key: &LocalKey,

@@ -21,7 +21,7 @@ use crate::domain::clock::ManualClock;
 use crate::domain::identity::{
     ApiKey, Organization, Role, Session, SessionPolicy, SignInLink, User,
 };
-use crate::domain::keys::{EncryptionKey, KeyRef, KeyStatus, KmsProviders};
+use crate::domain::keys::{EncryptionKey, KeyRef, KeyStatus, KmsProviders, StatusChange};
 use crate::domain::kms::{
     DataKey, EncryptionContext, KeyDescription, KeyProvider, KeyState, KmsError, PlaintextKey,
 };
@@ -44,6 +44,8 @@ struct State {
     api_keys: Vec<ApiKey>,
     projects: Vec<Project>,
     keys: Vec<EncryptionKey>,
+    /// (organization, key, change)
+    history: Vec<(Uuid, Uuid, StatusChange)>,
     local_keys: Vec<LocalKey>,
     audit: Vec<AuditEvent>,
     hits: HashMap<(String, DateTime<Utc>), u32>,
@@ -792,12 +794,41 @@ impl KeyStore for MemoryStore {
     ) -> Result<(), StoreError> {
         self.write(audit, |s| {
             if let Some(key) = s.keys.iter_mut().find(|k| k.id == id) {
+                if key.status != status {
+                    let change = StatusChange {
+                        id: Uuid::now_v7(),
+                        at: checked_at,
+                        from: key.status,
+                        to: status,
+                        message: error.clone(),
+                    };
+                    s.history.push((key.organization_id, id, change));
+                }
                 key.status = status;
                 key.last_checked_at = Some(checked_at);
                 key.last_error = error;
             }
             Ok(((), true))
         })
+    }
+
+    async fn key_history(
+        &self,
+        organization_id: Uuid,
+        key_id: Uuid,
+        page: PageRequest,
+    ) -> Result<Vec<StatusChange>, StoreError> {
+        Ok(self
+            .state()
+            .history
+            .iter()
+            .rev()
+            .filter(|(org, key, c)| {
+                *org == organization_id && *key == key_id && page.after.is_none_or(|a| c.id < a)
+            })
+            .map(|(_, _, c)| c.clone())
+            .take(usize::try_from(page.fetch_limit()).unwrap_or(usize::MAX))
+            .collect())
     }
 
     async fn insert_local_key(

@@ -393,3 +393,25 @@ pub mod backup_objects {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod key_status_history {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "key_status_history")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub key_id: Uuid,
+        pub organization_id: Uuid,
+        pub at: DateTimeUtc,
+        pub from_status: String,
+        pub to_status: String,
+        pub message: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

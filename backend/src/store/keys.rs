@@ -9,14 +9,16 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use uuid::Uuid;
 
-use super::entities::encryption_keys;
+use super::entities::{encryption_keys, key_status_history};
 use crate::domain::keys::arn::{KmsKeyArn, RoleArn};
 use crate::domain::keys::policy::AccessMode;
 use crate::domain::keys::region::AwsRegion;
-use crate::domain::keys::{AwsAccess, EncryptionKey, KeyRef, KeyStatus, Provider};
+use crate::domain::keys::{AwsAccess, EncryptionKey, KeyRef, KeyStatus, Provider, StatusChange};
+use crate::domain::page::PageRequest;
 use crate::domain::ports::StoreError;
 
 fn from_model(m: encryption_keys::Model) -> Result<EncryptionKey, StoreError> {
@@ -134,6 +136,22 @@ pub async fn update_status(
     checked_at: DateTime<Utc>,
     error: Option<String>,
 ) -> Result<(), StoreError> {
+    // Read inside the write: the change is kept in the history once, whoever checked.
+    if let Some(before) = encryption_keys::Entity::find_by_id(id).one(db).await?
+        && before.status != status.as_str()
+    {
+        key_status_history::Entity::insert(key_status_history::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            key_id: Set(id),
+            organization_id: Set(before.organization_id),
+            at: Set(checked_at),
+            from_status: Set(before.status),
+            to_status: Set(status.as_str().to_owned()),
+            message: Set(error.clone()),
+        })
+        .exec_without_returning(db)
+        .await?;
+    }
     encryption_keys::Entity::update_many()
         .col_expr(
             encryption_keys::Column::Status,
@@ -217,6 +235,40 @@ impl KeyStore for SeaStore {
             super::keys::update_status(txn, id, status, checked_at, error.clone()).await?;
             ((), true)
         })
+    }
+
+    async fn key_history(
+        &self,
+        organization_id: Uuid,
+        key_id: Uuid,
+        page: PageRequest,
+    ) -> Result<Vec<StatusChange>, StoreError> {
+        let mut query = key_status_history::Entity::find()
+            .filter(key_status_history::Column::OrganizationId.eq(organization_id))
+            .filter(key_status_history::Column::KeyId.eq(key_id))
+            .order_by_desc(key_status_history::Column::Id)
+            .limit(page.fetch_limit());
+        if let Some(after) = page.after {
+            query = query.filter(key_status_history::Column::Id.lt(after));
+        }
+        query
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| {
+                let status = |raw: &str| {
+                    KeyStatus::parse(raw)
+                        .ok_or_else(|| StoreError::Corrupt(format!("key history {}", m.id)))
+                };
+                Ok(StatusChange {
+                    id: m.id,
+                    at: m.at,
+                    from: status(&m.from_status)?,
+                    to: status(&m.to_status)?,
+                    message: m.message.clone(),
+                })
+            })
+            .collect()
     }
 
     async fn insert_local_key(

@@ -166,6 +166,17 @@ impl KeyStatus {
     }
 }
 
+/// One change of a key's status, as the checks saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusChange {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    pub from: KeyStatus,
+    pub to: KeyStatus,
+    /// What the KMS said (the failed check and its error), when the key stopped working.
+    pub message: Option<String>,
+}
+
 #[derive(Clone, Debug)]
 pub struct EncryptionKey {
     pub id: Uuid,

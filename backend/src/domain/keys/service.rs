@@ -427,6 +427,22 @@ impl Console {
         Ok(users)
     }
 
+    /// The key's status changes, newest first (anyone who can see the key).
+    pub async fn key_history(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        key_id: Uuid,
+        page: crate::domain::page::PageRequest,
+    ) -> Result<crate::domain::page::Page<super::StatusChange>, DomainError> {
+        self.encryption_key(caller, project_id, key_id).await?;
+        let items = self
+            .store
+            .key_history(caller.organization_id, key_id, page)
+            .await?;
+        Ok(page.finish(items, |c| c.id))
+    }
+
     /// Check now: runs the checklist against a saved key and records its status.
     pub async fn check_key(
         &self,

@@ -6,12 +6,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::keys::{AwsAccess, EncryptionKey, KeyRef};
+use crate::domain::keys::{AwsAccess, EncryptionKey, KeyRef, StatusChange};
+use crate::domain::page::PageRequest;
 use crate::http::AppState;
-use crate::http::api::ListBody;
 use crate::http::api::wire::{
     AccessMode, AwsAccessPolicies, Checklist, KeyRequestInput, KeyStatus, Provider,
 };
+use crate::http::api::{ListBody, PageQuery};
 use crate::http::auth::ApiCaller;
 use crate::http::errors::{ApiError, Problem};
 use crate::http::json::ApiJson;
@@ -37,6 +38,31 @@ pub struct KeyBody {
     pub last_error: Option<String>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
+    /// On a single key's read: its latest status changes, newest first (the whole history is
+    /// at `.../history`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<StatusChangeBody>>,
+}
+
+/// A change of a key's status.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StatusChangeBody {
+    pub at: DateTime<Utc>,
+    pub from: KeyStatus,
+    pub to: KeyStatus,
+    /// What the KMS said, when the key stopped working.
+    pub message: Option<String>,
+}
+
+impl From<StatusChange> for StatusChangeBody {
+    fn from(c: StatusChange) -> Self {
+        Self {
+            at: c.at,
+            from: c.from.into(),
+            to: c.to.into(),
+            message: c.message,
+        }
+    }
 }
 
 impl From<EncryptionKey> for KeyBody {
@@ -66,6 +92,7 @@ impl From<EncryptionKey> for KeyBody {
             last_error: k.last_error,
             created_by: k.created_by,
             created_at: k.created_at,
+            history: None,
         }
     }
 }
@@ -225,7 +252,50 @@ pub async fn read(
         .console
         .encryption_key(&caller.0, project_id, key_id)
         .await?;
-    Ok(HttpResponse::Ok().json(KeyBody::from(key)))
+    let latest = PageRequest {
+        size: 10,
+        after: None,
+    };
+    let history = state
+        .console
+        .key_history(&caller.0, project_id, key_id, latest)
+        .await?;
+    Ok(HttpResponse::Ok().json(KeyBody {
+        history: Some(
+            history
+                .items
+                .into_iter()
+                .map(StatusChangeBody::from)
+                .collect(),
+        ),
+        ..KeyBody::from(key)
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/projects/{project_id}/encryption-keys/{key_id}/history", tag = "encryption keys",
+    params(("project_id" = Uuid, Path), ("key_id" = Uuid, Path), PageQuery),
+    responses(
+        (status = 200, body = ListBody<StatusChangeBody>, description = "Status transitions, newest first"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn history(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<(Uuid, Uuid)>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (project_id, key_id) = path.into_inner();
+    let page = state
+        .console
+        .key_history(&caller.0, project_id, key_id, query.parse()?)
+        .await?;
+    Ok(HttpResponse::Ok().json(ListBody {
+        items: page.items.into_iter().map(StatusChangeBody::from).collect(),
+        next_page_token: page.next,
+    }))
 }
 
 #[utoipa::path(

@@ -31,6 +31,7 @@ use crate::http::errors::Problem;
         keys::read,
         keys::delete,
         keys::check,
+        keys::history,
         keys::v1beta_list,
         keys::v1beta_create,
         clusters::create,
