@@ -71,6 +71,11 @@ pub struct Settings {
     /// without CMEK (default `<CMEK_DATA_DIR>/platform-data.key`, created 0600). Instances
     /// sharing object storage need the same file.
     pub platform_key_file: Option<PathBuf>,
+    /// `CMEK_KEY_CHECK_INTERVAL` (default `5m`, at least `1s`): how often the key monitor
+    /// checks each key.
+    pub key_check_interval: Duration,
+    /// `CMEK_KEY_CHECK_CONCURRENCY` (default 16, 1-256): keys one instance checks at once.
+    pub key_check_concurrency: usize,
 }
 
 /// `CMEK_OIDC_ISSUER`, `CMEK_OIDC_CLIENT_ID`, `CMEK_OIDC_CLIENT_SECRET`.
@@ -133,6 +138,8 @@ struct FileSettings {
     body_timeout: Option<String>,
     storage_url: Option<String>,
     platform_key_file: Option<PathBuf>,
+    key_check_interval: Option<String>,
+    key_check_concurrency: Option<String>,
 }
 
 /// Every variable we read; any other `CMEK_*` variable is reported as a likely typo.
@@ -158,6 +165,8 @@ const KNOWN_VARIABLES: &[&str] = &[
     "CMEK_BODY_TIMEOUT",
     "CMEK_STORAGE_URL",
     "CMEK_PLATFORM_KEY_FILE",
+    "CMEK_KEY_CHECK_INTERVAL",
+    "CMEK_KEY_CHECK_CONCURRENCY",
 ];
 
 impl Settings {
@@ -340,7 +349,33 @@ impl Settings {
                 reason: "must be s3://bucket[/prefix] or file:///absolute/path".into(),
             });
         }
+        let key_check_interval = duration_setting(
+            "CMEK_KEY_CHECK_INTERVAL",
+            pick("CMEK_KEY_CHECK_INTERVAL", file.key_check_interval),
+            Duration::from_secs(5 * 60),
+        )?;
+        if key_check_interval < Duration::from_secs(1) {
+            return Err(SettingsError::Invalid {
+                name: "CMEK_KEY_CHECK_INTERVAL",
+                reason: "must be at least 1s".into(),
+            });
+        }
+        let key_check_concurrency =
+            match pick("CMEK_KEY_CHECK_CONCURRENCY", file.key_check_concurrency) {
+                None => 16,
+                Some(raw) => match raw.trim().parse::<usize>() {
+                    Ok(n) if (1..=256).contains(&n) => n,
+                    _ => {
+                        return Err(SettingsError::Invalid {
+                            name: "CMEK_KEY_CHECK_CONCURRENCY",
+                            reason: format!("expected a whole number from 1 to 256, got `{raw}`"),
+                        });
+                    }
+                },
+            };
         Ok(Self {
+            key_check_interval,
+            key_check_concurrency,
             storage_url,
             platform_key_file: lookup(vars, "CMEK_PLATFORM_KEY_FILE")
                 .map(PathBuf::from)

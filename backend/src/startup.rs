@@ -253,6 +253,13 @@ impl Application {
         let sign_in_token = console.bootstrap().await?;
         log_audit_checkpoints(console.clone(), settings.audit_checkpoint_interval);
         sweep_data_keys(console.clone());
+        monitor_keys(
+            console.clone(),
+            crate::domain::keys::MonitorPolicy {
+                interval: settings.key_check_interval,
+                concurrency: settings.key_check_concurrency,
+            },
+        );
         let listen_error = |source| StartupError::Listen {
             address: settings.listen.clone(),
             source,
@@ -366,6 +373,31 @@ fn sweep_data_keys(console: Console) {
                 Err(err) => {
                     tracing::warn!(error = %err, "could not check the clusters whose data keys are held")
                 }
+            }
+        }
+    });
+}
+
+/// The key monitor: every second, checks the keys that are due (each once per
+/// `CMEK_KEY_CHECK_INTERVAL` across every instance).
+fn monitor_keys(console: Console, policy: crate::domain::keys::MonitorPolicy) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match console.check_due_keys(&policy).await {
+                Ok(report) if report.changed > 0 || report.suspected > 0 => {
+                    tracing::info!(
+                        checked = report.checked,
+                        changed = report.changed,
+                        suspected = report.suspected,
+                        clusters_stopped = report.clusters_stopped,
+                        "key monitor"
+                    );
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "the key monitor could not run"),
             }
         }
     });

@@ -9,6 +9,7 @@ mod m20261123_000004_shared_invariants;
 mod m20261123_000005_keyed_audit_chain;
 mod m20261201_000006_clusters;
 mod m20261201_000007_key_status_history;
+mod m20261201_000008_key_monitor;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000005_keyed_audit_chain::Migration),
             Box::new(m20261201_000006_clusters::Migration),
             Box::new(m20261201_000007_key_status_history::Migration),
+            Box::new(m20261201_000008_key_monitor::Migration),
         ]
     }
 }

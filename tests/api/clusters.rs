@@ -21,7 +21,11 @@ pub struct Fixture {
 
 /// A CMEK project with a local key (and its encryption key) in each region.
 pub async fn local_cmek(regions: &[&str]) -> Fixture {
-    let app = spawn_app().await;
+    local_cmek_with(regions, &[]).await
+}
+
+pub async fn local_cmek_with(regions: &[&str], settings: &[(&str, &str)]) -> Fixture {
+    let app = crate::helpers::spawn_app_with(settings).await;
     let owner = app.api_key(Role::Owner).await;
     let project = app.create_project(&owner, "data", true).await["id"]
         .as_str()

@@ -13,6 +13,7 @@ mod clusters;
 mod clusters_aws;
 mod hardening;
 mod key_history;
+mod key_monitor;
 mod keys;
 mod local_kms;
 mod ops;

@@ -43,6 +43,8 @@ pub struct Console {
     sso: Option<Arc<dyn sso::IdentityProvider>>,
     audit_keys: audit::ChainKeys,
     clusters: Option<clusters::ClusterParts>,
+    /// Keys the monitor of this process has checked (for metrics and tests).
+    monitor_checks: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A display name (API key, local key, organization): trimmed, 1 to `max` characters, no
@@ -100,6 +102,7 @@ impl Console {
             audit_keys,
             sso: None,
             clusters: None,
+            monitor_checks: Arc::default(),
         }
     }
 

@@ -241,6 +241,26 @@ pub trait KeyStore: Send + Sync {
         error: Option<String>,
         audit: AuditDraft,
     ) -> Result<(), StoreError>;
+    /// Leases up to `limit` keys that are due for the monitor (scheduled for `now` or
+    /// earlier, or never scheduled and last checked before `checked_before`) and not leased
+    /// by another instance, until `lease_until`; with each, the status a first probe saw and
+    /// a second must confirm.
+    async fn lease_due_keys(
+        &self,
+        now: DateTime<Utc>,
+        checked_before: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<(EncryptionKey, Option<KeyStatus>)>, StoreError>;
+    /// Schedules the key's next check, releases its lease, and keeps (or clears) the status
+    /// awaiting confirmation.
+    async fn schedule_key_check(
+        &self,
+        id: Uuid,
+        checked_at: DateTime<Utc>,
+        next_check_at: DateTime<Utc>,
+        suspected: Option<KeyStatus>,
+    ) -> Result<(), StoreError>;
     /// A key's status changes, newest first.
     async fn key_history(
         &self,

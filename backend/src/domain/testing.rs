@@ -812,6 +812,27 @@ impl KeyStore for MemoryStore {
         })
     }
 
+    /// The rule tests do not run the monitor: nothing is ever due here.
+    async fn lease_due_keys(
+        &self,
+        _now: DateTime<Utc>,
+        _checked_before: DateTime<Utc>,
+        _lease_until: DateTime<Utc>,
+        _limit: u64,
+    ) -> Result<Vec<(EncryptionKey, Option<KeyStatus>)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn schedule_key_check(
+        &self,
+        _id: Uuid,
+        _checked_at: DateTime<Utc>,
+        _next_check_at: DateTime<Utc>,
+        _suspected: Option<KeyStatus>,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn key_history(
         &self,
         organization_id: Uuid,

@@ -37,6 +37,14 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         "cmek_cluster_kms_calls_total {}\n",
         state.console.cluster_kms_calls()
     ));
+    body.push_str(
+        "# HELP cmek_key_checks_total Keys the key monitor of this instance checked.\n\
+         # TYPE cmek_key_checks_total counter\n",
+    );
+    body.push_str(&format!(
+        "cmek_key_checks_total {}\n",
+        state.console.monitor_checks()
+    ));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(body)

@@ -180,6 +180,9 @@ pub mod encryption_keys {
         pub last_error: Option<String>,
         pub created_by: String,
         pub created_at: DateTimeUtc,
+        pub next_check_at: Option<DateTimeUtc>,
+        pub lease_until: Option<DateTimeUtc>,
+        pub suspected_status: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

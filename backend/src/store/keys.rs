@@ -81,6 +81,10 @@ pub async fn insert(db: &impl ConnectionTrait, key: &EncryptionKey) -> Result<()
         last_error: Set(key.last_error.clone()),
         created_by: Set(key.created_by.clone()),
         created_at: Set(key.created_at),
+        // Just checked: the monitor's first look is one interval away (set when it runs).
+        next_check_at: Set(None),
+        lease_until: Set(None),
+        suspected_status: Set(None),
     })
     .exec_without_returning(db)
     .await?;
@@ -233,6 +237,98 @@ impl KeyStore for SeaStore {
     ) -> Result<(), StoreError> {
         audited!(self, audit, |txn| {
             super::keys::update_status(txn, id, status, checked_at, error.clone()).await?;
+            ((), true)
+        })
+    }
+
+    async fn lease_due_keys(
+        &self,
+        now: DateTime<Utc>,
+        checked_before: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<(EncryptionKey, Option<KeyStatus>)>, StoreError> {
+        use sea_orm::sea_query::Condition;
+        // Inside the write lock (the chain lock on PostgreSQL, BEGIN IMMEDIATE on SQLite), so
+        // two instances never lease the same key: each key is checked once per interval.
+        audited!(self, quietly, |txn| {
+            let due = encryption_keys::Entity::find()
+                .filter(
+                    Condition::any()
+                        .add(encryption_keys::Column::NextCheckAt.lte(now))
+                        .add(
+                            Condition::all()
+                                .add(encryption_keys::Column::NextCheckAt.is_null())
+                                .add(
+                                    Condition::any()
+                                        .add(encryption_keys::Column::LastCheckedAt.is_null())
+                                        .add(
+                                            encryption_keys::Column::LastCheckedAt
+                                                .lte(checked_before),
+                                        ),
+                                ),
+                        ),
+                )
+                .filter(
+                    Condition::any()
+                        .add(encryption_keys::Column::LeaseUntil.is_null())
+                        .add(encryption_keys::Column::LeaseUntil.lte(now)),
+                )
+                .order_by_asc(encryption_keys::Column::Id)
+                .limit(limit)
+                .all(txn)
+                .await?;
+            if !due.is_empty() {
+                encryption_keys::Entity::update_many()
+                    .col_expr(
+                        encryption_keys::Column::LeaseUntil,
+                        Expr::value(Some(lease_until)),
+                    )
+                    .filter(encryption_keys::Column::Id.is_in(due.iter().map(|k| k.id)))
+                    .exec(txn)
+                    .await?;
+            }
+            let leased = due
+                .into_iter()
+                .map(|m| {
+                    let suspected = m.suspected_status.as_deref().and_then(KeyStatus::parse);
+                    from_model(m).map(|key| (key, suspected))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let any = !leased.is_empty();
+            (leased, any)
+        })
+    }
+
+    async fn schedule_key_check(
+        &self,
+        id: Uuid,
+        checked_at: DateTime<Utc>,
+        next_check_at: DateTime<Utc>,
+        suspected: Option<KeyStatus>,
+    ) -> Result<(), StoreError> {
+        // Not quiet: the key's last check shows on pages read from the cache.
+        audited!(self, events: Vec::new(), |txn| {
+            encryption_keys::Entity::update_many()
+                .col_expr(
+                    encryption_keys::Column::NextCheckAt,
+                    Expr::value(Some(next_check_at)),
+                )
+                .col_expr(
+                    encryption_keys::Column::LeaseUntil,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                )
+                .col_expr(
+                    encryption_keys::Column::SuspectedStatus,
+                    Expr::value(suspected.map(|s| s.as_str().to_owned())),
+                )
+                .col_expr(
+                    encryption_keys::Column::LastCheckedAt,
+                    Expr::value(Some(checked_at)),
+                )
+                .filter(encryption_keys::Column::Id.eq(id))
+                .exec(txn)
+                .await?;
             ((), true)
         })
     }

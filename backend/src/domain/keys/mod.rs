@@ -5,6 +5,7 @@
 
 pub mod arn;
 pub mod checks;
+mod monitor;
 pub mod policy;
 pub mod region;
 mod request;
@@ -23,6 +24,7 @@ use checks::Checklist;
 use policy::AccessMode;
 use region::AwsRegion;
 
+pub use monitor::{MonitorPolicy, SweepReport};
 pub use request::{KeyRequest, KeyRequestInput};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -101,7 +101,7 @@ impl Console {
         Ok(project)
     }
 
-    fn context(&self, caller: &Caller, project_id: Uuid) -> EncryptionContext {
+    pub(super) fn context(&self, caller: &Caller, project_id: Uuid) -> EncryptionContext {
         EncryptionContext::default()
             .with("organization_id", caller.organization_id.to_string())
             .with("project_id", project_id.to_string())

@@ -1,0 +1,255 @@
+//! The key monitor: every key is checked once per interval (across all instances: a key is
+//! leased before it is checked), with bounded concurrency and jitter. The probe is the
+//! checklist (describe, a data key generated and decrypted). `unreachable` is a KMS
+//! availability problem and never changes what clusters do. A key that stops working
+//! (access denied, disabled, pending deletion, not found) is suspected first and confirmed by
+//! a second probe before anything acts on it; then the project's revocation policy applies to
+//! the clusters using it (`Console::key_unusable`).
+
+use std::sync::atomic::Ordering;
+
+use chrono::{DateTime, Duration, Utc};
+use futures_util::StreamExt;
+use rand::Rng;
+
+use super::checks;
+use super::{EncryptionKey, KeyStatus};
+use crate::domain::audit::{AuditDraft, Outcome};
+use crate::domain::identity::{Actor, Caller, Role};
+use crate::domain::{Console, DomainError};
+
+/// How the monitor runs (`CMEK_KEY_CHECK_INTERVAL`, `CMEK_KEY_CHECK_CONCURRENCY`).
+#[derive(Clone, Copy, Debug)]
+pub struct MonitorPolicy {
+    pub interval: std::time::Duration,
+    pub concurrency: usize,
+}
+
+impl MonitorPolicy {
+    fn interval(&self) -> Duration {
+        Duration::from_std(self.interval).unwrap_or(Duration::minutes(5))
+    }
+
+    /// How soon a suspected revocation is probed again: a quarter of the interval, at most
+    /// 30 s, so it is confirmed well within one interval.
+    fn confirm_after(&self) -> Duration {
+        (self.interval() / 4).min(Duration::seconds(30))
+    }
+}
+
+/// What one sweep did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub checked: usize,
+    pub changed: usize,
+    pub suspected: usize,
+    pub clusters_stopped: usize,
+}
+
+enum Verdict {
+    /// Nothing to record but the schedule.
+    Same,
+    /// Seen once; probe again soon before acting.
+    Suspect(KeyStatus),
+    /// Record the new status (and, for a confirmed revocation, act on clusters).
+    Change(KeyStatus),
+}
+
+fn is_revocation(status: KeyStatus) -> bool {
+    matches!(
+        status,
+        KeyStatus::AccessDenied
+            | KeyStatus::Disabled
+            | KeyStatus::PendingDeletion
+            | KeyStatus::NotFound
+    )
+}
+
+fn verdict(current: KeyStatus, suspected: Option<KeyStatus>, probed: KeyStatus) -> Verdict {
+    if probed == current {
+        Verdict::Same
+    } else if !is_revocation(probed) || suspected == Some(probed) {
+        Verdict::Change(probed)
+    } else {
+        Verdict::Suspect(probed)
+    }
+}
+
+impl Console {
+    /// One sweep: leases the keys that are due and checks them, `concurrency` at a time.
+    pub async fn check_due_keys(&self, policy: &MonitorPolicy) -> Result<SweepReport, DomainError> {
+        let now = self.clock.now();
+        // Long enough for the slowest probe (a few KMS calls, each bounded by its time-out).
+        let lease_until = now + Duration::minutes(2);
+        let limit = u64::try_from(policy.concurrency.max(1) * 8).unwrap_or(128);
+        // A key just created (or checked with Check now) was checked then: its first look by
+        // the monitor is one interval later.
+        let due = self
+            .store
+            .lease_due_keys(now, now - policy.interval(), lease_until, limit)
+            .await?;
+        let outcomes: Vec<Result<(Verdict, usize), DomainError>> = futures_util::stream::iter(due)
+            .map(|(key, suspected)| self.monitor_key(key, suspected, policy))
+            .buffer_unordered(policy.concurrency.max(1))
+            .collect()
+            .await;
+        let mut report = SweepReport::default();
+        for outcome in outcomes {
+            report.checked += 1;
+            match outcome {
+                Ok((Verdict::Same, _)) => {}
+                Ok((Verdict::Suspect(_), _)) => report.suspected += 1,
+                Ok((Verdict::Change(_), stopped)) => {
+                    report.changed += 1;
+                    report.clusters_stopped += stopped;
+                }
+                Err(err) => tracing::warn!(error = %err, "a key check could not be recorded"),
+            }
+        }
+        self.monitor_checks
+            .fetch_add(report.checked as u64, Ordering::Relaxed);
+        Ok(report)
+    }
+
+    async fn monitor_key(
+        &self,
+        key: EncryptionKey,
+        suspected: Option<KeyStatus>,
+        policy: &MonitorPolicy,
+    ) -> Result<(Verdict, usize), DomainError> {
+        let system = Caller {
+            organization_id: key.organization_id,
+            actor: Actor::System,
+            role: Role::Auditor,
+            source_ip: None,
+            session_id: None,
+        };
+        let jitter = Duration::milliseconds(
+            rand::rng().random_range(0..=policy.interval().num_milliseconds().max(10) / 10),
+        );
+        let next = |from: DateTime<Utc>| from + policy.interval() + jitter;
+        let Ok(provider) = self.provider_for(&key.key_ref) else {
+            // A provider this console does not run (turned off since): check again later.
+            let now = self.clock.now();
+            self.store
+                .schedule_key_check(key.id, now, next(now), None)
+                .await?;
+            return Ok((Verdict::Same, 0));
+        };
+        let checklist = checks::run(
+            provider.as_ref(),
+            &key.key_ref,
+            &key.region,
+            &self.context(&system, key.project_id),
+            None,
+        )
+        .await;
+        let probed = KeyStatus::from_checklist(&checklist);
+        let message = checklist
+            .first_failure()
+            .map(|c| format!("{}: {}", c.title, c.detail));
+        let now = self.clock.now();
+        let decided = verdict(key.status, suspected, probed);
+        let mut stopped = 0;
+        match decided {
+            Verdict::Same => {
+                self.store
+                    .schedule_key_check(key.id, now, next(now), None)
+                    .await?;
+            }
+            Verdict::Suspect(status) => {
+                let again = now + policy.confirm_after();
+                self.store
+                    .schedule_key_check(key.id, now, again, Some(status))
+                    .await?;
+            }
+            Verdict::Change(status) => {
+                let audit = AuditDraft::by(
+                    &system,
+                    now,
+                    "encryption_key.status_changed",
+                    format!("encryption_key/{}", key.id),
+                )
+                .outcome(if status == KeyStatus::Active {
+                    Outcome::Success
+                } else {
+                    Outcome::Failure
+                })
+                .detail(serde_json::json!({
+                    "project_id": key.project_id,
+                    "from": key.status.as_str(),
+                    "to": status.as_str(),
+                    "confirmed": is_revocation(status),
+                }));
+                self.store
+                    .update_key_status(key.id, status, now, message.clone(), audit)
+                    .await?;
+                self.store
+                    .schedule_key_check(key.id, now, next(now), None)
+                    .await?;
+                if is_revocation(status) && self.clusters.is_some() {
+                    let reason = format!(
+                        "{} {}: {}",
+                        key.key_ref.display(),
+                        status.as_str(),
+                        message.as_deref().unwrap_or("the KMS refused the key")
+                    );
+                    stopped = self
+                        .key_unusable(key.organization_id, key.id, &reason)
+                        .await?
+                        .len();
+                }
+            }
+        }
+        Ok((decided, stopped))
+    }
+
+    /// How many keys the monitor of this process has checked.
+    pub fn monitor_checks(&self) -> u64 {
+        self.monitor_checks.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_denial_is_a_suspicion_and_a_second_confirms_it() {
+        use KeyStatus::*;
+        assert!(matches!(
+            verdict(Active, None, Disabled),
+            Verdict::Suspect(Disabled)
+        ));
+        assert!(matches!(
+            verdict(Active, Some(Disabled), Disabled),
+            Verdict::Change(Disabled)
+        ));
+        assert!(matches!(
+            verdict(Active, Some(Disabled), NotFound),
+            Verdict::Suspect(NotFound)
+        ));
+        assert!(matches!(
+            verdict(Active, Some(Disabled), Active),
+            Verdict::Same
+        ));
+    }
+
+    #[test]
+    fn unreachable_and_recovery_are_recorded_at_once_and_never_suspected() {
+        use KeyStatus::*;
+        assert!(matches!(
+            verdict(Active, None, Unreachable),
+            Verdict::Change(Unreachable)
+        ));
+        assert!(matches!(
+            verdict(Disabled, None, Active),
+            Verdict::Change(Active)
+        ));
+        assert!(matches!(
+            verdict(Unreachable, None, Active),
+            Verdict::Change(Active)
+        ));
+        assert!(matches!(verdict(Disabled, None, Disabled), Verdict::Same));
+    }
+}
