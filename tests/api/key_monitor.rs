@@ -100,10 +100,11 @@ async fn a_confirmed_revocation_stops_the_clusters_of_a_stop_project_and_recover
         key(&f).await["status"] == "disabled"
     })
     .await;
-    assert_eq!(
-        cluster_state(&f.app, &f.owner, &cluster).await,
-        "inaccessible"
-    );
+    // The status is recorded first, then the clusters are stopped.
+    eventually("the cluster is inaccessible", async || {
+        cluster_state(&f.app, &f.owner, &cluster).await == "inaccessible"
+    })
+    .await;
     assert!(!f.app.console.holds_data_keys(cluster.parse().unwrap()));
     let read = key(&f).await;
     assert_eq!(read["history"][0]["from"], "active");
