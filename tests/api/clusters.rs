@@ -414,20 +414,7 @@ async fn another_organizations_cluster_is_not_found() {
             .status(),
         201
     );
-    let (other, _) = f
-        .app
-        .console
-        .create_organization("Intruders", "mallory@example.com")
-        .await
-        .unwrap();
-    let operator = f.app.console.operator(Some(other.id)).await.unwrap();
-    let stranger = f
-        .app
-        .console
-        .create_api_key(&operator, "stranger", Role::Owner)
-        .await
-        .unwrap()
-        .secret;
+    let stranger = f.app.stranger_key().await;
 
     for path in [
         format!("/api/v1/clusters/{cluster}"),

@@ -280,6 +280,26 @@ impl TestApp {
             .expect("request")
     }
 
+    /// An owner's API key in a second organization of this install: someone who must find
+    /// nothing of the first one.
+    pub async fn stranger_key(&self) -> String {
+        let (other, _) = self
+            .console
+            .create_organization("Intruders", "mallory@example.com")
+            .await
+            .expect("second organization");
+        let operator = self
+            .console
+            .operator(Some(other.id))
+            .await
+            .expect("operator");
+        self.console
+            .create_api_key(&operator, "stranger", Role::Owner)
+            .await
+            .expect("api key")
+            .secret
+    }
+
     /// A fresh API key with the given role, as `cmek-console api-key create` makes it.
     pub async fn api_key(&self, role: Role) -> String {
         let operator = self.console.operator(None).await.expect("operator");

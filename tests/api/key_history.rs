@@ -146,20 +146,7 @@ async fn another_organizations_key_history_is_not_found() {
         .await
         .unwrap();
     let key = keys["items"][0]["id"].as_str().unwrap().to_owned();
-    let (other, _) = f
-        .app
-        .console
-        .create_organization("Elsewhere", "eve@example.com")
-        .await
-        .unwrap();
-    let operator = f.app.console.operator(Some(other.id)).await.unwrap();
-    let stranger = f
-        .app
-        .console
-        .create_api_key(&operator, "stranger", Role::Owner)
-        .await
-        .unwrap()
-        .secret;
+    let stranger = f.app.stranger_key().await;
 
     let response = f
         .app
