@@ -4,7 +4,7 @@
 use cmek_console::domain::identity::Role;
 use serde_json::Value;
 
-use crate::clusters::{id, local_cmek, put};
+use crate::clusters::{id, local_cmek, put, read_cluster};
 
 #[tokio::test]
 async fn create_cluster_refuses_a_region_without_a_key_and_links_to_the_wizard_for_it() {
@@ -147,13 +147,7 @@ async fn members_see_clusters_but_are_offered_no_changes_and_are_refused_them() 
         .await
         .unwrap();
     assert_eq!(refused.status(), 403);
-    let read: Value = f
-        .app
-        .get(&format!("/api/v1/clusters/{cluster}"), &f.owner)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let read = read_cluster(&f.app, &f.owner, &cluster).await;
     assert_eq!(read["state"], "available");
     let download = member
         .get(f.app.url(&format!(
@@ -186,13 +180,7 @@ async fn a_cross_site_form_cannot_pause_a_cluster() {
         .unwrap();
 
     assert_eq!(refused.status(), 403);
-    let read: Value = f
-        .app
-        .get(&format!("/api/v1/clusters/{cluster}"), &f.owner)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let read = read_cluster(&f.app, &f.owner, &cluster).await;
     assert_eq!(read["state"], "available");
 }
 

@@ -78,6 +78,19 @@ impl Fixture {
         response.json().await.unwrap()
     }
 
+    /// The project's cluster list as the API answers it.
+    pub async fn listed_clusters(&self) -> Value {
+        self.app
+            .get(
+                &format!("/api/v1/projects/{}/clusters", self.project),
+                &self.owner,
+            )
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn disable_local_key(&self, region: &str) {
         let operator = self.app.console.operator(None).await.unwrap();
         let key = self.local_keys.iter().find(|(r, _)| r == region).unwrap().1;
@@ -87,6 +100,15 @@ impl Fixture {
             .await
             .unwrap();
     }
+}
+
+/// A cluster as the API reads it.
+pub async fn read_cluster(app: &TestApp, key: &str, cluster: &str) -> Value {
+    app.get(&format!("/api/v1/clusters/{cluster}"), key)
+        .await
+        .json()
+        .await
+        .unwrap()
 }
 
 pub fn id(value: &Value) -> String {
@@ -249,16 +271,7 @@ async fn the_key_of_each_region_is_matched_and_named_on_the_cluster() {
         .await
         .unwrap();
     assert_eq!(read["name"], "orders");
-    let listed: Value = f
-        .app
-        .get(
-            &format!("/api/v1/projects/{}/clusters", f.project),
-            &f.owner,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed = f.listed_clusters().await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
 }
 
@@ -319,6 +332,52 @@ async fn a_project_without_cmek_takes_any_tier_under_the_platform_key() {
 }
 
 #[tokio::test]
+async fn local_clusters_are_refused_in_production() {
+    let app = crate::helpers::spawn_app_with(&[("CMEK_ENV", "production")]).await;
+    let owner = app.api_key(Role::Owner).await;
+    let project = id(&app.create_project(&owner, "plain", false).await);
+
+    let refused = app
+        .post_json(
+            &format!("/api/v1/projects/{project}/clusters"),
+            &owner,
+            &json!({ "name": "dev", "provider": "local", "regions": ["us-east-1"] }),
+        )
+        .await;
+
+    assert_eq!(refused.status(), 403);
+    assert_eq!(
+        problem(refused).await["type"],
+        rule("local-kms-not-in-production")
+    );
+    let allowed = app
+        .post_json(
+            &format!("/api/v1/projects/{project}/clusters"),
+            &owner,
+            &json!({ "name": "prod", "provider": "aws", "regions": ["us-east-1"] }),
+        )
+        .await;
+    assert_eq!(
+        allowed.status(),
+        201,
+        "a cloud cluster under the platform key"
+    );
+    let browser = app.signed_in_owner().await;
+    let form = browser
+        .get(app.url(&format!("/projects/{project}/clusters/new")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !form.contains("value=\"local\""),
+        "the form does not offer it"
+    );
+}
+
+#[tokio::test]
 async fn bad_cluster_requests_name_every_field() {
     let f = local_cmek(&["us-east-1"]).await;
 
@@ -331,16 +390,7 @@ async fn bad_cluster_requests_name_every_field() {
     let mut named = fields(&body);
     named.sort();
     assert_eq!(named, vec!["name", "provider", "regions[1]", "tier"]);
-    let listed: Value = f
-        .app
-        .get(
-            &format!("/api/v1/projects/{}/clusters", f.project),
-            &f.owner,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed = f.listed_clusters().await;
     assert!(
         listed["items"].as_array().unwrap().is_empty(),
         "nothing half-created"
@@ -819,13 +869,7 @@ async fn resume_fails_while_a_region_key_is_disabled_and_names_it() {
     assert_eq!(failures[0]["region"], "eu-west-1");
     assert_eq!(failures[0]["code"], "DisabledException");
     assert_eq!(failures[0]["key"], f.local_keys[1].1.to_string());
-    let state: Value = f
-        .app
-        .get(&format!("/api/v1/clusters/{cluster}"), &f.owner)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let state = read_cluster(&f.app, &f.owner, &cluster).await;
     assert_eq!(state["state"], "paused");
     assert!(state["last_error"].as_str().unwrap().contains("eu-west-1"));
     let audit: Value = f
@@ -1013,16 +1057,7 @@ async fn a_restore_needs_the_backup_key() {
     let body = problem(refused).await;
     assert_eq!(body["type"], problem_type("kms-key-unusable"));
     assert_eq!(body["failures"][0]["code"], "DisabledException");
-    let listed: Value = f
-        .app
-        .get(
-            &format!("/api/v1/projects/{}/clusters", f.project),
-            &f.owner,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed = f.listed_clusters().await;
     assert_eq!(
         listed["items"].as_array().unwrap().len(),
         1,
@@ -1208,13 +1243,7 @@ async fn the_monitor_operation_stops_clusters_of_projects_whose_policy_is_stop()
         .unwrap();
 
     assert_eq!(stopped, vec![cluster.parse::<uuid::Uuid>().unwrap()]);
-    let read: Value = f
-        .app
-        .get(&format!("/api/v1/clusters/{cluster}"), &f.owner)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let read = read_cluster(&f.app, &f.owner, &cluster).await;
     assert_eq!(read["state"], "inaccessible");
     assert!(
         read["last_error"]

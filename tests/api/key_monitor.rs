@@ -8,7 +8,7 @@ use std::time::Duration;
 use cmek_console::domain::local_kms::LocalKeyAction;
 use serde_json::{Value, json};
 
-use crate::clusters::{Fixture, id, local_cmek_with, post};
+use crate::clusters::{Fixture, id, local_cmek_with, post, read_cluster};
 use crate::helpers::TestApp;
 
 const EVERY_MINUTE: [(&str, &str); 1] = [("CMEK_KEY_CHECK_INTERVAL", "60s")];
@@ -48,13 +48,10 @@ async fn key(f: &Fixture) -> Value {
 }
 
 async fn cluster_state(app: &TestApp, owner: &str, cluster: &str) -> String {
-    let body: Value = app
-        .get(&format!("/api/v1/clusters/{cluster}"), owner)
-        .await
-        .json()
-        .await
-        .unwrap();
-    body["state"].as_str().unwrap().to_owned()
+    read_cluster(app, owner, cluster).await["state"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 async fn local_key(f: &Fixture, action: LocalKeyAction) {

@@ -272,10 +272,10 @@ pub async fn create(
             let (status, errors, message) = match err {
                 DomainError::Invalid(_) | DomainError::Refused { .. } => {
                     let status = StatusCode::UNPROCESSABLE_ENTITY;
-                    (status, form_errors(err)?, None)
+                    (status, FormErrors::from_domain(err)?, None)
                 }
                 DomainError::Conflict { field: Some(_), .. } => {
-                    (StatusCode::CONFLICT, form_errors(err)?, None)
+                    (StatusCode::CONFLICT, FormErrors::from_domain(err)?, None)
                 }
                 other => {
                     let (status, text) = refusal(other)?;
@@ -285,17 +285,6 @@ pub async fn create(
             let page = new_page(&state, &caller.0, project_id, form, errors, message).await?;
             html_status(status, &page)
         }
-    }
-}
-
-fn form_errors(err: DomainError) -> Result<FormErrors, PageError> {
-    match err {
-        DomainError::Refused { field, detail, .. } => {
-            Ok(FormErrors(vec![crate::domain::FieldError::new(
-                field, detail,
-            )]))
-        }
-        other => FormErrors::from_domain(other),
     }
 }
 

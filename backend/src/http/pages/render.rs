@@ -132,7 +132,10 @@ impl FormErrors {
                 field: Some(field),
                 detail,
                 ..
-            } => Ok(Self(vec![FieldError::new(field, detail)])),
+            }
+            | DomainError::Refused { field, detail, .. } => {
+                Ok(Self(vec![FieldError::new(field, detail)]))
+            }
             other => Err(other.into()),
         }
     }
