@@ -3,6 +3,7 @@
 //! `domain` holds the rules and the ports; `store` implements storage with sea-orm; `http`
 //! serves the API and the pages; `startup` wires them together from `settings`.
 
+pub mod alerts;
 pub mod cli;
 pub mod crypto;
 pub mod domain;

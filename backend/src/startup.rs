@@ -10,6 +10,8 @@ use actix_web::{App, HttpServer, web};
 
 use std::sync::atomic::AtomicU64;
 
+use crate::alerts::HttpSender;
+use crate::domain::alerts::AlertParts;
 use crate::domain::blobs::BlobStore;
 use crate::domain::clock::{Clock, SystemClock};
 use crate::domain::clusters::{ClusterParts, DataKeyRing, ManifestDriver};
@@ -41,6 +43,8 @@ pub enum StartupError {
     Domain(#[from] DomainError),
     #[error("single sign-on: {0}")]
     Sso(String),
+    #[error("webhook sender: {0}")]
+    Webhooks(String),
     #[error("local KMS master key: {0}")]
     LocalKms(std::io::Error),
     #[error(transparent)]
@@ -173,6 +177,12 @@ pub async fn console_with(
         }
     }
     let clusters = cluster_parts(settings, store.clone())?;
+    let alerts = AlertParts {
+        store: store.clone(),
+        sender: Arc::new(HttpSender::new().map_err(|err| StartupError::Webhooks(err.to_string()))?),
+        sealer: clusters.platform.clone(),
+        results: Arc::default(),
+    };
     let console = Console::new(
         store,
         clock,
@@ -189,7 +199,8 @@ pub async fn console_with(
         local.map(|l| l as Arc<dyn LocalKeyAdmin>),
         chain_keys,
     )
-    .with_clusters(clusters);
+    .with_clusters(clusters)
+    .with_alerts(alerts);
     Ok(match sso {
         Some(provider) => console.with_sso(Arc::new(provider)),
         None => console,
@@ -253,6 +264,7 @@ impl Application {
         let sign_in_token = console.bootstrap().await?;
         log_audit_checkpoints(console.clone(), settings.audit_checkpoint_interval);
         sweep_data_keys(console.clone());
+        deliver_webhooks(console.clone());
         monitor_keys(
             console.clone(),
             crate::domain::keys::MonitorPolicy {
@@ -373,6 +385,27 @@ fn sweep_data_keys(console: Console) {
                 Err(err) => {
                     tracing::warn!(error = %err, "could not check the clusters whose data keys are held")
                 }
+            }
+        }
+    });
+}
+
+/// Every second, sends the webhook deliveries that are due (each once across instances).
+fn deliver_webhooks(console: Console) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match console.deliver_due_webhooks().await {
+                Ok(report) if report.retried > 0 || report.failed > 0 => tracing::info!(
+                    delivered = report.delivered,
+                    retried = report.retried,
+                    failed = report.failed,
+                    "webhook deliveries"
+                ),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "webhook deliveries could not run"),
             }
         }
     });

@@ -10,6 +10,8 @@ mod m20261123_000005_keyed_audit_chain;
 mod m20261201_000006_clusters;
 mod m20261201_000007_key_status_history;
 mod m20261201_000008_key_monitor;
+mod m20261201_000009_webhooks;
+mod m20261201_000010_key_rotation;
 
 pub struct Migrator;
 
@@ -25,6 +27,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000006_clusters::Migration),
             Box::new(m20261201_000007_key_status_history::Migration),
             Box::new(m20261201_000008_key_monitor::Migration),
+            Box::new(m20261201_000009_webhooks::Migration),
+            Box::new(m20261201_000010_key_rotation::Migration),
         ]
     }
 }

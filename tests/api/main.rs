@@ -5,6 +5,7 @@
 mod helpers;
 mod moto;
 
+mod alerts;
 mod audit;
 mod auth;
 mod cli;
@@ -14,6 +15,7 @@ mod clusters_aws;
 mod hardening;
 mod key_history;
 mod key_monitor;
+mod key_status;
 mod keys;
 mod local_kms;
 mod ops;

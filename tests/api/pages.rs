@@ -259,8 +259,8 @@ async fn the_audit_page_lists_events_and_links_the_csv_export() {
         .await
         .unwrap();
 
-    assert!(page.contains("project.created"));
-    assert!(!page.contains("organization.created"));
+    assert!(page.contains("<code>project.created</code>"));
+    assert!(!page.contains("<code>organization.created</code>"));
     assert!(
         page.contains("/api/v1/audit-events?format=csv&action=project.created"),
         "{page}"

@@ -248,6 +248,18 @@ impl AuditDraft {
         self
     }
 
+    /// Names the project the event concerns (`detail.project_id`, which the audit log's
+    /// project filter reads; it is sealed with the rest of the event).
+    pub fn in_project(mut self, project_id: Uuid) -> Self {
+        if !self.detail.is_object() {
+            self.detail = serde_json::Value::Object(Default::default());
+        }
+        if let Some(fields) = self.detail.as_object_mut() {
+            fields.insert("project_id".into(), serde_json::json!(project_id));
+        }
+        self
+    }
+
     /// Gives the draft its place after `prev` (sequence number and hash), sealed with `key`.
     pub fn seal(self, seq: i64, prev_hash: &str, key: &ChainKey) -> AuditEvent {
         let mut event = AuditEvent {
@@ -321,7 +333,7 @@ impl AuditEvent {
 }
 
 /// Where the chain breaks first.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChainBreak {
     pub seq: i64,
     pub reason: String,
@@ -424,8 +436,21 @@ impl<'k> ChainVerifier<'k> {
 #[derive(Clone, Debug, Default)]
 pub struct AuditFilter {
     pub action: Option<String>,
+    /// Part of the actor's label (`user:<id> (<name>)`, `api_key:<id> (<name>)`, `system`).
+    pub actor: Option<String>,
+    /// Events about the project or anything in it.
+    pub project_id: Option<Uuid>,
+    pub outcome: Option<Outcome>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
+}
+
+/// What the audit page says about the chain: verified whole, or where it breaks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainStatus {
+    pub head_seq: i64,
+    pub broken: Option<ChainBreak>,
+    pub checked_at: DateTime<Utc>,
 }
 
 /// Result of `Console::verify_audit_chain`.
@@ -439,13 +464,15 @@ pub enum Verification {
 }
 
 impl Console {
-    /// Any member of the organization may read its audit log (auditors most of all).
+    /// Owners and auditors read the audit log; members get 403 (it says who did what and
+    /// from where).
     pub async fn audit_events(
         &self,
         caller: &Caller,
         filter: &AuditFilter,
         page: PageRequest,
     ) -> Result<Page<AuditEvent>, DomainError> {
+        caller.require_auditor_view("read the audit log")?;
         let events = self
             .store
             .audit_events(caller.organization_id, filter, page)
@@ -523,6 +550,36 @@ impl Console {
             events: verifier.checked,
             checkpoint: keys.checkpoint(head, verifier.head_hash(), self.clock.now()),
         })
+    }
+
+    /// Whether the whole chain verifies, for the audit page (owners and auditors). The result
+    /// is kept while the head stays the same, for a minute at most, and one verification runs
+    /// at a time.
+    pub async fn audit_chain_status(&self, caller: &Caller) -> Result<ChainStatus, DomainError> {
+        caller.require_auditor_view("read the audit log")?;
+        let mut last = self.chain_status.lock().await;
+        let head = self.store.audit_head().await?.map_or(0, |(seq, _)| seq);
+        let now = self.clock.now();
+        if let Some(status) = last.as_ref()
+            && status.head_seq == head
+            && now - status.checked_at < chrono::Duration::seconds(60)
+        {
+            return Ok(status.clone());
+        }
+        let status = match self.verify_audit_chain(None).await? {
+            Verification::Intact { checkpoint, .. } => ChainStatus {
+                head_seq: checkpoint.seq,
+                broken: None,
+                checked_at: now,
+            },
+            Verification::Broken(found) => ChainStatus {
+                head_seq: head,
+                broken: Some(found),
+                checked_at: now,
+            },
+        };
+        *last = Some(status.clone());
+        Ok(status)
     }
 
     /// A signed checkpoint of the chain's head as it is now.

@@ -34,6 +34,8 @@ pub enum Rule {
     ClusterState,
     /// An encryption key that a cluster or backup uses cannot be deleted.
     KeyInUse,
+    /// The audit log, the Key Status page and alerts are for owners and auditors.
+    OwnersAndAuditors,
 }
 
 impl Rule {
@@ -53,6 +55,7 @@ impl Rule {
             Rule::NoDualRegionBackup => "no-dual-region-backup",
             Rule::ClusterState => "cluster-state",
             Rule::KeyInUse => "key-in-use",
+            Rule::OwnersAndAuditors => "owners-and-auditors",
         }
     }
 }

@@ -99,6 +99,27 @@ impl Caller {
         self.role == Role::Owner
     }
 
+    /// Whether the caller may read the audit log, the Key Status page and alerts (owners
+    /// and auditors; they say who did what and from where).
+    pub fn sees_audit(&self) -> bool {
+        matches!(self.role, Role::Owner | Role::Auditor)
+    }
+
+    /// Only owners and auditors may do `what`.
+    pub fn require_auditor_view(&self, what: &str) -> Result<(), DomainError> {
+        if self.sees_audit() {
+            Ok(())
+        } else {
+            Err(DomainError::Forbidden {
+                rule: Rule::OwnersAndAuditors,
+                detail: format!(
+                    "Only Organization Owners and Auditors can {what}; you are signed in as {}.",
+                    self.role.title()
+                ),
+            })
+        }
+    }
+
     /// R2: only an Organization Owner may do `what`.
     pub fn require_owner(&self, what: &str) -> Result<(), DomainError> {
         if self.is_owner() {

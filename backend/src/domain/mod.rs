@@ -1,6 +1,7 @@
 //! The domain: the rules of PRODUCT.md and the ports they need. Nothing here knows about
 //! HTTP, SQL or a cloud SDK; `Console` is the one entry point the HTTP layer and the CLI call.
 
+pub mod alerts;
 pub mod api_keys;
 pub mod audit;
 pub mod blobs;
@@ -43,8 +44,11 @@ pub struct Console {
     sso: Option<Arc<dyn sso::IdentityProvider>>,
     audit_keys: audit::ChainKeys,
     clusters: Option<clusters::ClusterParts>,
+    alerts: Option<alerts::AlertParts>,
+    /// The audit page's last verification of the chain.
+    chain_status: Arc<tokio::sync::Mutex<Option<audit::ChainStatus>>>,
     /// Keys the monitor of this process has checked (for metrics and tests).
-    monitor_checks: Arc<std::sync::atomic::AtomicU64>,
+    monitor_checks: Arc<keys::MonitorStats>,
 }
 
 /// A display name (API key, local key, organization): trimmed, 1 to `max` characters, no
@@ -102,6 +106,8 @@ impl Console {
             audit_keys,
             sso: None,
             clusters: None,
+            alerts: None,
+            chain_status: Arc::default(),
             monitor_checks: Arc::default(),
         }
     }
@@ -109,6 +115,12 @@ impl Console {
     /// Turns clusters on, with where their bytes go.
     pub fn with_clusters(mut self, parts: clusters::ClusterParts) -> Self {
         self.clusters = Some(parts);
+        self
+    }
+
+    /// Turns alerts (webhooks) on.
+    pub fn with_alerts(mut self, parts: alerts::AlertParts) -> Self {
+        self.alerts = Some(parts);
         self
     }
 

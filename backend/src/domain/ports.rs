@@ -254,6 +254,17 @@ pub trait KeyStore: Send + Sync {
     ) -> Result<Vec<(EncryptionKey, Option<KeyStatus>)>, StoreError>;
     /// Schedules the key's next check, releases its lease, and keeps (or clears) the status
     /// awaiting confirmation.
+    /// How many keys (of every organization) have each status, for `/metrics`.
+    async fn key_status_counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Every key of the organization (the Key Status page), in id order.
+    async fn organization_keys(
+        &self,
+        organization_id: Uuid,
+    ) -> Result<Vec<EncryptionKey>, StoreError>;
+    /// Records the key's automatic rotation as a check saw it.
+    async fn record_rotation(&self, _id: Uuid, _enabled: Option<bool>) -> Result<(), StoreError> {
+        Ok(())
+    }
     async fn schedule_key_check(
         &self,
         id: Uuid,
@@ -354,6 +365,8 @@ pub trait ClusterStore: Send + Sync {
     ) -> Result<Vec<Cluster>, StoreError>;
     /// The states of these clusters, as stored now (not cached); deleted ones are absent.
     async fn cluster_states(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, ClusterState)>, StoreError>;
+    /// Every cluster of the organization that uses a customer key (the Key Status page).
+    async fn clusters_with_keys(&self, organization_id: Uuid) -> Result<Vec<Cluster>, StoreError>;
     /// Clusters (of any project of the organization) with a region that uses the key.
     async fn clusters_using_key(
         &self,

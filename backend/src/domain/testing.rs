@@ -744,6 +744,27 @@ impl KeyStore for MemoryStore {
         Ok(())
     }
 
+    async fn key_status_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut counts = std::collections::BTreeMap::<String, u64>::new();
+        for key in &self.state().keys {
+            *counts.entry(key.status.as_str().to_owned()).or_default() += 1;
+        }
+        Ok(counts.into_iter().collect())
+    }
+
+    async fn organization_keys(
+        &self,
+        organization_id: Uuid,
+    ) -> Result<Vec<EncryptionKey>, StoreError> {
+        Ok(self
+            .state()
+            .keys
+            .iter()
+            .filter(|k| k.organization_id == organization_id)
+            .cloned()
+            .collect())
+    }
+
     async fn keys(
         &self,
         organization_id: Uuid,

@@ -27,6 +27,75 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// The key monitor's and the alerts' metrics.
+async fn monitor_metrics(console: &crate::domain::Console, body: &mut String) {
+    use std::fmt::Write;
+    let stats = console.monitor_stats();
+    body.push_str(
+        "# HELP cmek_key_checks_total Keys the key monitor of this instance checked, by provider and result (the status the probe saw).\n\
+         # TYPE cmek_key_checks_total counter\n",
+    );
+    for (provider, result, n) in stats.by_result() {
+        let _ = writeln!(
+            body,
+            "cmek_key_checks_total{{provider=\"{provider}\",result=\"{result}\"}} {n}"
+        );
+    }
+    body.push_str(
+        "# HELP cmek_key_check_duration_seconds How long one key check (the whole probe) took.\n\
+         # TYPE cmek_key_check_duration_seconds histogram\n",
+    );
+    let (buckets, sum) = stats.latency();
+    for (i, count) in buckets.iter().enumerate() {
+        let bound = crate::domain::keys::LATENCY_BUCKETS
+            .get(i)
+            .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+        let _ = writeln!(
+            body,
+            "cmek_key_check_duration_seconds_bucket{{le=\"{bound}\"}} {count}"
+        );
+    }
+    let _ = writeln!(body, "cmek_key_check_duration_seconds_sum {sum}");
+    let _ = writeln!(
+        body,
+        "cmek_key_check_duration_seconds_count {}",
+        stats.total()
+    );
+    body.push_str(
+        "# HELP cmek_keys Encryption keys by status (every organization).\n\
+         # TYPE cmek_keys gauge\n",
+    );
+    match console.key_status_counts().await {
+        Ok(counts) => {
+            for status in crate::domain::keys::status_report::STATUSES {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| s == status.as_str())
+                    .map_or(0, |(_, n)| *n);
+                let _ = writeln!(body, "cmek_keys{{status=\"{}\"}} {n}", status.as_str());
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "key counts for /metrics"),
+    }
+    if let Some(results) = console.webhook_results() {
+        use std::sync::atomic::Ordering::Relaxed;
+        body.push_str(
+            "# HELP cmek_webhook_deliveries_total Webhook delivery attempts of this instance by result: delivered, retry (a failed attempt with another scheduled), failed (the last attempt failed).\n\
+             # TYPE cmek_webhook_deliveries_total counter\n",
+        );
+        for (result, n) in [
+            ("delivered", results.delivered.load(Relaxed)),
+            ("retry", results.retried.load(Relaxed)),
+            ("failed", results.failed.load(Relaxed)),
+        ] {
+            let _ = writeln!(
+                body,
+                "cmek_webhook_deliveries_total{{result=\"{result}\"}} {n}"
+            );
+        }
+    }
+}
+
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut body = state.metrics.render();
     body.push_str(
@@ -37,14 +106,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         "cmek_cluster_kms_calls_total {}\n",
         state.console.cluster_kms_calls()
     ));
-    body.push_str(
-        "# HELP cmek_key_checks_total Keys the key monitor of this instance checked.\n\
-         # TYPE cmek_key_checks_total counter\n",
-    );
-    body.push_str(&format!(
-        "cmek_key_checks_total {}\n",
-        state.console.monitor_checks()
-    ));
+    monitor_metrics(&state.console, &mut body).await;
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(body)

@@ -6,7 +6,9 @@ use actix_web::http::Method;
 use actix_web::{HttpRequest, HttpResponse, ResponseError, Route, web};
 
 use crate::domain::DomainError;
-use crate::http::api::{audit, backups, clusters, keys, me, objects, openapi, projects};
+use crate::http::api::{
+    audit, backups, clusters, key_status, keys, me, objects, openapi, projects, webhooks,
+};
 use crate::http::errors::{ApiError, PageError};
 use crate::http::json::MAX_BODY_BYTES;
 use crate::http::{ops, pages};
@@ -75,7 +77,14 @@ pub fn api_routes() -> Vec<ApiRoute> {
         api(M::GET, "/api/v1/backups/{backup_id}", SignedIn, web::get().to(backups::read)),
         api(M::DELETE, "/api/v1/backups/{backup_id}", SignedIn, web::delete().to(backups::delete)),
         api(M::POST, "/api/v1/backups/{backup_id}/restore", SignedIn, web::post().to(backups::restore)),
+        api(M::GET, "/api/v1/key-status", SignedIn, web::get().to(key_status::list)),
         api(M::GET, "/api/v1/audit-events", SignedIn, web::get().to(audit::list)),
+        api(M::POST, "/api/v1/webhooks", SignedIn, web::post().to(webhooks::create)),
+        api(M::GET, "/api/v1/webhooks", SignedIn, web::get().to(webhooks::list)),
+        api(M::GET, "/api/v1/webhooks/{webhook_id}", SignedIn, web::get().to(webhooks::read)),
+        api(M::DELETE, "/api/v1/webhooks/{webhook_id}", SignedIn, web::delete().to(webhooks::delete)),
+        api(M::GET, "/api/v1/webhooks/{webhook_id}/deliveries", SignedIn, web::get().to(webhooks::deliveries)),
+        api(M::POST, "/api/v1/webhooks/{webhook_id}/test", SignedIn, web::post().to(webhooks::test)),
     ]
 }
 

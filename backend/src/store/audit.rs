@@ -26,6 +26,8 @@ pub async fn append(
 ) -> Result<(), StoreError> {
     let (seq, prev_hash) = head(db).await?.unwrap_or((0, GENESIS.to_owned()));
     let event = draft.seal(seq + 1, &prev_hash, key);
+    // An alertable event queues its webhook deliveries in the same transaction.
+    super::webhooks::queue_alert(db, &event).await?;
     audit_events::Entity::insert(audit_events::ActiveModel {
         seq: Set(event.seq),
         id: Set(event.id),
@@ -89,6 +91,22 @@ pub async fn list(
         .limit(page.fetch_limit());
     if let Some(action) = &filter.action {
         query = query.filter(audit_events::Column::Action.eq(action.as_str()));
+    }
+    if let Some(actor) = &filter.actor {
+        query = query.filter(audit_events::Column::Actor.contains(actor.as_str()));
+    }
+    if let Some(outcome) = filter.outcome {
+        query = query.filter(audit_events::Column::Outcome.eq(outcome.as_str()));
+    }
+    if let Some(project) = filter.project_id {
+        // The project itself, or an event whose sealed detail names it.
+        query = query.filter(
+            sea_orm::sea_query::Condition::any()
+                .add(audit_events::Column::Target.eq(format!("project/{project}")))
+                .add(
+                    audit_events::Column::Detail.contains(format!("\"project_id\":\"{project}\"")),
+                ),
+        );
     }
     if let Some(since) = filter.since {
         query = query.filter(audit_events::Column::OccurredAt.gte(since));

@@ -322,6 +322,27 @@ impl ClusterStore for SeaStore {
             .collect()
     }
 
+    async fn clusters_with_keys(&self, organization_id: Uuid) -> Result<Vec<Cluster>, StoreError> {
+        let rows = clusters::Entity::find()
+            .filter(clusters::Column::OrganizationId.eq(organization_id))
+            .order_by_asc(clusters::Column::Id)
+            .all(&self.db)
+            .await?;
+        let mut found = Vec::new();
+        // A batch at a time: with_regions asks for the regions of a batch with one IN list.
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let batch: Vec<_> = rows.by_ref().take(500).collect();
+            found.extend(
+                with_regions(&self.db, batch)
+                    .await?
+                    .into_iter()
+                    .filter(|c| c.regions.iter().any(|r| r.key_id.is_some())),
+            );
+        }
+        Ok(found)
+    }
+
     async fn clusters_using_key(
         &self,
         organization_id: Uuid,

@@ -51,6 +51,7 @@ fn from_model(m: encryption_keys::Model) -> Result<EncryptionKey, StoreError> {
         status: KeyStatus::parse(&m.status).ok_or_else(|| corrupt("status"))?,
         last_checked_at: m.last_checked_at,
         last_error: m.last_error,
+        rotation_enabled: m.rotation_enabled,
         created_by: m.created_by,
         created_at: m.created_at,
     })
@@ -85,6 +86,7 @@ pub async fn insert(db: &impl ConnectionTrait, key: &EncryptionKey) -> Result<()
         next_check_at: Set(None),
         lease_until: Set(None),
         suspected_status: Set(None),
+        rotation_enabled: Set(key.rotation_enabled),
     })
     .exec_without_returning(db)
     .await?;
@@ -297,6 +299,49 @@ impl KeyStore for SeaStore {
                 .collect::<Result<Vec<_>, _>>()?;
             let any = !leased.is_empty();
             (leased, any)
+        })
+    }
+
+    async fn key_status_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> = encryption_keys::Entity::find()
+            .select_only()
+            .column(encryption_keys::Column::Status)
+            .column_as(encryption_keys::Column::Id.count(), "n")
+            .group_by(encryption_keys::Column::Status)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(status, n)| (status, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
+    async fn organization_keys(
+        &self,
+        organization_id: Uuid,
+    ) -> Result<Vec<EncryptionKey>, StoreError> {
+        encryption_keys::Entity::find()
+            .filter(encryption_keys::Column::OrganizationId.eq(organization_id))
+            .order_by_asc(encryption_keys::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(from_model)
+            .collect()
+    }
+
+    async fn record_rotation(&self, id: Uuid, enabled: Option<bool>) -> Result<(), StoreError> {
+        audited!(self, events: Vec::new(), |txn| {
+            encryption_keys::Entity::update_many()
+                .col_expr(
+                    encryption_keys::Column::RotationEnabled,
+                    Expr::value(enabled),
+                )
+                .filter(encryption_keys::Column::Id.eq(id))
+                .exec(txn)
+                .await?;
+            ((), true)
         })
     }
 

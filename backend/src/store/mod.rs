@@ -103,6 +103,7 @@ pub mod local_kms;
 mod members;
 mod projects;
 mod rate_limits;
+mod webhooks;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

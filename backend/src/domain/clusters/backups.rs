@@ -204,7 +204,8 @@ impl Console {
             "key": primary.key_ref.as_deref().unwrap_or(PLATFORM_KEY),
             "objects": backup.object_count,
             "size_bytes": backup.size_bytes,
-        }));
+        }))
+        .in_project(cluster.project_id);
         if let Err(err) = parts.store.insert_backup(&backup, &copied, audit).await {
             let _ = parts.blobs.delete_prefix(&backup.prefix()).await;
             return Err(err.into());
@@ -225,7 +226,8 @@ impl Console {
             format!("cluster/{}", cluster.id),
         )
         .outcome(Outcome::Failure)
-        .detail(detail);
+        .detail(detail)
+        .in_project(cluster.project_id);
         self.record(audit).await
     }
 
@@ -342,7 +344,8 @@ impl Console {
             Err(failed) => {
                 let audit = AuditDraft::by(caller, self.clock.now(), "backup.restore_failed", format!("backup/{backup_id}"))
                     .outcome(Outcome::Failure)
-                    .detail(json!({ "region": failed.region, "key": failed.key, "code": failed.error.code() }));
+                    .detail(json!({ "region": failed.region, "key": failed.key, "code": failed.error.code() }))
+                    .in_project(backup.project_id);
                 self.record(audit).await?;
                 return Err(DomainError::KeyUnusable {
                     action: "restore the backup",
@@ -388,7 +391,8 @@ impl Console {
                     format!("backup/{backup_id}"),
                 )
                 .outcome(Outcome::Failure)
-                .detail(json!({ "error": super::lifecycle::public_text(&err) }));
+                .detail(json!({ "error": super::lifecycle::public_text(&err) }))
+                .in_project(backup.project_id);
                 self.record(audit).await?;
                 return Err(err);
             }
@@ -466,7 +470,8 @@ impl Console {
             "backup.deleted",
             format!("backup/{id}"),
         )
-        .detail(json!({ "cluster_id": backup.cluster_id }));
+        .detail(json!({ "cluster_id": backup.cluster_id }))
+        .in_project(backup.project_id);
         parts
             .store
             .delete_backup(caller.organization_id, id, audit)

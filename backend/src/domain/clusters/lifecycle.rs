@@ -403,7 +403,8 @@ impl Console {
             action,
             format!("cluster/{}", cluster.id),
         )
-        .detail(detail);
+        .detail(detail)
+        .in_project(cluster.project_id);
         match parts.store.insert_cluster(&cluster, objects, audit).await {
             Ok(()) => {}
             Err(err) => {
@@ -509,8 +510,17 @@ impl Console {
         from: &[ClusterState],
         to: ClusterState,
         last_error: Option<String>,
-        (action, outcome, detail): (&'static str, Outcome, serde_json::Value),
+        (action, outcome, mut detail): (&'static str, Outcome, serde_json::Value),
     ) -> Result<bool, DomainError> {
+        // Every cluster event names its project and cluster (the audit log filters by project).
+        if let Some(fields) = detail.as_object_mut() {
+            fields
+                .entry("project_id")
+                .or_insert_with(|| json!(cluster.project_id));
+            fields
+                .entry("name")
+                .or_insert_with(|| json!(cluster.name.as_str()));
+        }
         let audit = AuditDraft::by(
             caller,
             self.clock.now(),
@@ -834,6 +844,29 @@ impl Console {
     ) -> Result<bool, DomainError> {
         let project = self.project(system, cluster.project_id).await?;
         if effective_policy(&project, cluster.provider) != RevocationPolicy::Stop {
+            // keep_running: the cluster runs on, but its next resume will fail until the key
+            // works again; say so (the audit log, and the owner's webhooks).
+            use ClusterState as S;
+            if matches!(
+                cluster.state,
+                S::Available | S::Paused | S::Pausing | S::Resuming
+            ) {
+                let audit = AuditDraft::by(
+                    system,
+                    self.clock.now(),
+                    "cluster.will_not_resume",
+                    format!("cluster/{}", cluster.id),
+                )
+                .outcome(Outcome::Failure)
+                .detail(json!({
+                    "project_id": cluster.project_id,
+                    "name": cluster.name.as_str(),
+                    "state": cluster.state.as_str(),
+                    "key_id": key_id,
+                    "reason": reason,
+                }));
+                self.store.append_audit(audit).await?;
+            }
             return Ok(false);
         }
         let parts = self.cluster_parts()?;
@@ -848,7 +881,12 @@ impl Console {
             (
                 "cluster.inaccessible",
                 Outcome::Failure,
-                json!({ "key_id": key_id, "reason": reason }),
+                json!({
+                    "project_id": cluster.project_id,
+                    "name": cluster.name.as_str(),
+                    "key_id": key_id,
+                    "reason": reason,
+                }),
             ),
         )
         .await

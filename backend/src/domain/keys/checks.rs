@@ -55,6 +55,9 @@ pub struct Checklist {
     /// True when every required check passed.
     pub passed: bool,
     pub checks: Vec<Check>,
+    /// Automatic rotation, when the KMS reported it.
+    #[serde(skip)]
+    pub rotation_enabled: Option<bool>,
 }
 
 impl Checklist {
@@ -256,7 +259,8 @@ pub async fn run(
             }
         }
     }
-    let rotation = match provider.rotation_enabled(key).await {
+    let rotation_enabled = provider.rotation_enabled(key).await;
+    let rotation = match rotation_enabled.clone() {
         Ok(Some(true)) => ("Automatic rotation is enabled: the KMS rotates the key material; nothing needs updating here.".to_owned(), None, None),
         Ok(Some(false)) => ("Automatic rotation is off.".to_owned(), None, Some("Recommended: enable automatic key rotation in the KMS console.".to_owned())),
         Ok(None) => ("The KMS does not report rotation for this key.".to_owned(), None, None),
@@ -280,6 +284,7 @@ pub async fn run(
     Checklist {
         passed,
         checks: run.checks,
+        rotation_enabled: rotation_enabled.ok().flatten(),
     }
 }
 

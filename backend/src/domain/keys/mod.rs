@@ -10,6 +10,7 @@ pub mod policy;
 pub mod region;
 mod request;
 mod service;
+pub mod status_report;
 
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ use checks::Checklist;
 use policy::AccessMode;
 use region::AwsRegion;
 
-pub use monitor::{MonitorPolicy, SweepReport};
+pub use monitor::{LATENCY_BUCKETS, MonitorPolicy, MonitorStats, SweepReport};
 pub use request::{KeyRequest, KeyRequestInput};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -189,6 +190,8 @@ pub struct EncryptionKey {
     pub status: KeyStatus,
     pub last_checked_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// Automatic rotation as the last check saw it (`None`: not reported or not checked yet).
+    pub rotation_enabled: Option<bool>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
 }

@@ -6,7 +6,7 @@
 //! a second probe before anything acts on it; then the project's revocation policy applies to
 //! the clusters using it (`Console::key_unusable`).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Duration, Utc};
 use futures_util::StreamExt;
@@ -34,6 +34,65 @@ impl MonitorPolicy {
     /// 30 s, so it is confirmed well within one interval.
     fn confirm_after(&self) -> Duration {
         (self.interval() / 4).min(Duration::seconds(30))
+    }
+}
+
+/// Upper bounds (seconds) of the check latency histogram.
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// What the monitor of this process did, for `/metrics`: checks by provider and result, and
+/// how long they took.
+#[derive(Debug, Default)]
+pub struct MonitorStats {
+    checks: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
+    /// Cumulative counts per bucket of `LATENCY_BUCKETS`, then +Inf.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+    total: AtomicU64,
+}
+
+impl MonitorStats {
+    fn record(&self, provider: &'static str, result: &'static str, took: std::time::Duration) {
+        if let Ok(mut checks) = self.checks.lock() {
+            *checks.entry((provider, result)).or_default() += 1;
+        }
+        let seconds = took.as_secs_f64();
+        for (i, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.buckets[LATENCY_BUCKETS.len()].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// (provider, result, count), sorted.
+    pub fn by_result(&self) -> Vec<(&'static str, &'static str, u64)> {
+        self.checks
+            .lock()
+            .map(|c| c.iter().map(|((p, r), n)| (*p, *r, *n)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Cumulative bucket counts (the last is +Inf) and the sum in seconds.
+    pub fn latency(&self) -> (Vec<u64>, f64) {
+        (
+            self.buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        )
     }
 }
 
@@ -106,8 +165,6 @@ impl Console {
                 Err(err) => tracing::warn!(error = %err, "a key check could not be recorded"),
             }
         }
-        self.monitor_checks
-            .fetch_add(report.checked as u64, Ordering::Relaxed);
         Ok(report)
     }
 
@@ -136,6 +193,7 @@ impl Console {
                 .await?;
             return Ok((Verdict::Same, 0));
         };
+        let started = std::time::Instant::now();
         let checklist = checks::run(
             provider.as_ref(),
             &key.key_ref,
@@ -145,6 +203,18 @@ impl Console {
         )
         .await;
         let probed = KeyStatus::from_checklist(&checklist);
+        self.monitor_checks.record(
+            key.key_ref.provider().as_str(),
+            probed.as_str(),
+            started.elapsed(),
+        );
+        if checklist.rotation_enabled.is_some()
+            && checklist.rotation_enabled != key.rotation_enabled
+        {
+            self.store
+                .record_rotation(key.id, checklist.rotation_enabled)
+                .await?;
+        }
         let message = checklist
             .first_failure()
             .map(|c| format!("{}: {}", c.title, c.detail));
@@ -177,6 +247,10 @@ impl Console {
                 })
                 .detail(serde_json::json!({
                     "project_id": key.project_id,
+                    "provider": key.key_ref.provider().as_str(),
+                    "region": key.region.as_str(),
+                    "key": key.key_ref.display(),
+                    "message": message,
                     "from": key.status.as_str(),
                     "to": status.as_str(),
                     "confirmed": is_revocation(status),
@@ -206,7 +280,17 @@ impl Console {
 
     /// How many keys the monitor of this process has checked.
     pub fn monitor_checks(&self) -> u64 {
-        self.monitor_checks.load(Ordering::Relaxed)
+        self.monitor_checks.total()
+    }
+
+    /// Keys per status across the database, for `/metrics`.
+    pub async fn key_status_counts(&self) -> Result<Vec<(String, u64)>, DomainError> {
+        Ok(self.store.key_status_counts().await?)
+    }
+
+    /// The monitor's counters, for `/metrics`.
+    pub fn monitor_stats(&self) -> &MonitorStats {
+        &self.monitor_checks
     }
 }
 

@@ -240,6 +240,7 @@ impl Console {
             status: KeyStatus::Active,
             last_checked_at: Some(now),
             last_error: None,
+            rotation_enabled: None,
             created_by: caller.actor.label(),
             created_at: now,
         };
@@ -461,6 +462,14 @@ impl Console {
         )
         .await;
         let status = KeyStatus::from_checklist(&checklist);
+        if checklist.rotation_enabled.is_some()
+            && checklist.rotation_enabled != key.rotation_enabled
+        {
+            self.store
+                .record_rotation(key_id, checklist.rotation_enabled)
+                .await?;
+            key.rotation_enabled = checklist.rotation_enabled;
+        }
         let now = self.clock.now();
         let error = checklist
             .first_failure()
@@ -476,7 +485,15 @@ impl Console {
         } else {
             Outcome::Failure
         })
-        .detail(serde_json::json!({ "from": key.status.as_str(), "to": status.as_str() }));
+        .detail(serde_json::json!({
+            "project_id": project_id,
+            "provider": key.key_ref.provider().as_str(),
+            "region": key.region.as_str(),
+            "key": key.key_ref.display(),
+            "from": key.status.as_str(),
+            "to": status.as_str(),
+            "message": error,
+        }));
         self.store
             .update_key_status(key_id, status, now, error.clone(), audit)
             .await?;

@@ -1,12 +1,15 @@
 //! `GET /api/v1/audit-events`: the organization's audit log, newest first, as a paginated JSON
-//! list or, with `format=csv`, the whole filtered log as a CSV download.
+//! list or, with `format=csv` or `format=json`, the whole filtered log as a download, streamed
+//! a page at a time (no row cap: memory stays flat however long the log is).
 
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use uuid::Uuid;
 
-use crate::domain::audit::{AuditEvent, AuditFilter};
+use crate::domain::audit::{AuditEvent, AuditFilter, Outcome};
 use crate::domain::identity::Caller;
 use crate::domain::page::{MAX_PAGE_SIZE, PageRequest};
 use crate::domain::{Console, DomainError, FieldError};
@@ -16,22 +19,33 @@ use crate::http::api::wire;
 use crate::http::auth::ApiCaller;
 use crate::http::errors::{ApiError, Problem};
 
-/// The CSV export stops after this many events; narrow the time range for more.
-pub const CSV_EXPORT_LIMIT: usize = 100_000;
-
 #[derive(Deserialize, utoipa::IntoParams, Default)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Exact action, e.g. `project.created`.
     pub action: Option<String>,
+    /// Part of the actor: a user's or API key's id or name, or `system`.
+    pub actor: Option<String>,
+    /// Events about this project or anything in it (keys, clusters, backups).
+    pub project_id: Option<String>,
+    /// `success`, `denied` or `failure`.
+    pub outcome: Option<String>,
     /// RFC 3339 time; events at or after it.
     pub since: Option<String>,
     /// RFC 3339 time; events before it.
     pub until: Option<String>,
-    /// `json` (default) or `csv`.
+    /// Absent: a page of JSON. `csv` or `json`: the whole filtered log as a download.
     pub format: Option<String>,
     pub page_size: Option<String>,
     pub page_token: Option<String>,
+}
+
+/// How the log is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Export {
+    Page,
+    Csv,
+    Json,
 }
 
 fn time(field: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, FieldError> {
@@ -45,31 +59,81 @@ fn time(field: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, FieldEr
     }
 }
 
+fn given(raw: &Option<String>) -> Option<&str> {
+    raw.as_deref().map(str::trim).filter(|r| !r.is_empty())
+}
+
 impl AuditQuery {
     pub fn filter(&self) -> Result<AuditFilter, DomainError> {
-        let since = time("since", self.since.as_deref());
-        let until = time("until", self.until.as_deref());
-        match (since, until) {
-            (Ok(since), Ok(until)) => Ok(AuditFilter {
-                action: self.action.clone().filter(|a| !a.is_empty()),
-                since,
-                until,
-            }),
-            (since, until) => Err(DomainError::Invalid(
-                [since.err(), until.err()].into_iter().flatten().collect(),
-            )),
+        let mut errors = Vec::new();
+        let since = time("since", self.since.as_deref())
+            .map_err(|e| errors.push(e))
+            .ok()
+            .flatten();
+        let until = time("until", self.until.as_deref())
+            .map_err(|e| errors.push(e))
+            .ok()
+            .flatten();
+        let project_id = given(&self.project_id).and_then(|raw| {
+            Uuid::parse_str(raw)
+                .map_err(|_| {
+                    errors.push(FieldError::new(
+                        "project_id",
+                        "must be a project id (a UUID)",
+                    ))
+                })
+                .ok()
+        });
+        let outcome = given(&self.outcome).and_then(|raw| {
+            Outcome::parse(raw)
+                .ok_or_else(|| {
+                    errors.push(FieldError::new(
+                        "outcome",
+                        "must be success, denied or failure",
+                    ))
+                })
+                .ok()
+        });
+        if let (Some(since), Some(until)) = (since, until)
+            && since >= until
+        {
+            errors.push(FieldError::new("until", "must be after since"));
         }
+        if !errors.is_empty() {
+            return Err(DomainError::Invalid(errors));
+        }
+        Ok(AuditFilter {
+            action: given(&self.action).map(str::to_owned),
+            actor: given(&self.actor).map(str::to_owned),
+            project_id,
+            outcome,
+            since,
+            until,
+        })
     }
 
-    pub fn wants_csv(&self) -> Result<bool, DomainError> {
+    pub fn export(&self) -> Result<Export, DomainError> {
         match self.format.as_deref() {
-            None | Some("") | Some("json") => Ok(false),
-            Some("csv") => Ok(true),
+            None | Some("") => Ok(Export::Page),
+            Some("json") => Ok(Export::Json),
+            Some("csv") => Ok(Export::Csv),
             Some(_) => Err(DomainError::invalid(
                 "format",
                 "must be \"json\" or \"csv\"",
             )),
         }
+    }
+
+    /// The filters as a query string, for export and paging links.
+    pub fn filter_query(&self) -> String {
+        crate::http::pages::render::query_string(&[
+            ("action", &self.action),
+            ("actor", &self.actor),
+            ("project_id", &self.project_id),
+            ("outcome", &self.outcome),
+            ("since", &self.since),
+            ("until", &self.until),
+        ])
     }
 }
 
@@ -79,6 +143,7 @@ impl AuditQuery {
     responses(
         (status = 200, body = ListBody<wire::AuditEvent>, description = "JSON page, or text/csv with format=csv"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "Members: the audit log is for owners and auditors"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("session" = []))
@@ -89,15 +154,9 @@ pub async fn list(
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let filter = query.filter()?;
-    if query.wants_csv()? {
-        let events = export(&state.console, &caller.0, &filter).await?;
-        return Ok(HttpResponse::Ok()
-            .content_type("text/csv; charset=utf-8")
-            .insert_header((
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"audit-events.csv\"",
-            ))
-            .body(to_csv(&events)));
+    let export = query.export()?;
+    if export != Export::Page {
+        return Ok(download(&state.console, &caller.0, filter, export).await?);
     }
     let page = PageRequest::parse(query.page_size.as_deref(), query.page_token.as_deref())?;
     let page = state.console.audit_events(&caller.0, &filter, page).await?;
@@ -107,25 +166,109 @@ pub async fn list(
     }))
 }
 
-pub async fn export(
+/// The whole filtered log as a CSV or JSON attachment, streamed a page at a time. The first
+/// page is read before the answer starts, so a refusal (a member: 403) is a proper problem;
+/// a failure later cuts the transfer short rather than ending it as if it were complete.
+pub async fn download(
     console: &Console,
     caller: &Caller,
-    filter: &AuditFilter,
-) -> Result<Vec<AuditEvent>, DomainError> {
-    let mut events = Vec::new();
-    let mut after = None;
-    loop {
-        let request = PageRequest {
-            size: MAX_PAGE_SIZE,
-            after,
-        };
-        let page = console.audit_events(caller, filter, request).await?;
-        events.extend(page.items);
-        match (page.next, events.last()) {
-            (Some(_), Some(last)) if events.len() < CSV_EXPORT_LIMIT => after = Some(last.id),
-            _ => return Ok(events),
-        }
+    filter: AuditFilter,
+    export: Export,
+) -> Result<HttpResponse, DomainError> {
+    let request = PageRequest {
+        size: MAX_PAGE_SIZE,
+        after: None,
+    };
+    let first = console.audit_events(caller, &filter, request).await?;
+    struct Cursor {
+        console: Console,
+        caller: Caller,
+        filter: AuditFilter,
+        pending: Option<Vec<AuditEvent>>,
+        after: Option<Uuid>,
+        more: bool,
+        started: bool,
+        export: Export,
+        finished: bool,
     }
+    let cursor = Cursor {
+        console: console.clone(),
+        caller: caller.clone(),
+        filter,
+        after: first.items.last().map(|e| e.id),
+        more: first.next.is_some(),
+        pending: Some(first.items),
+        started: false,
+        export,
+        finished: false,
+    };
+    let body = futures_util::stream::unfold(cursor, |mut c| async move {
+        if c.finished {
+            return None;
+        }
+        let events = match c.pending.take() {
+            Some(events) => events,
+            None if c.more => {
+                let request = PageRequest {
+                    size: MAX_PAGE_SIZE,
+                    after: c.after,
+                };
+                match c.console.audit_events(&c.caller, &c.filter, request).await {
+                    Ok(page) => {
+                        c.after = page.items.last().map(|e| e.id);
+                        c.more = page.next.is_some();
+                        page.items
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "audit export cut short");
+                        c.finished = true;
+                        return Some((Err(std::io::Error::other("audit export failed")), c));
+                    }
+                }
+            }
+            None => Vec::new(),
+        };
+        let mut chunk = String::new();
+        if !c.started {
+            chunk.push_str(match c.export {
+                Export::Csv => CSV_HEADER,
+                _ => "{\"items\":[",
+            });
+        }
+        for (i, event) in events.into_iter().enumerate() {
+            match c.export {
+                Export::Csv => chunk.push_str(&csv_row(&event)),
+                _ => {
+                    if c.started || i > 0 {
+                        chunk.push(',');
+                    }
+                    chunk.push_str(
+                        &serde_json::to_string(&wire::AuditEvent::from(event)).unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        c.started = true;
+        if !c.more {
+            if c.export == Export::Json {
+                chunk.push_str("],\"next_page_token\":null}");
+            }
+            c.finished = true;
+        }
+        Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), c))
+    });
+    let (content_type, file) = match export {
+        Export::Csv => ("text/csv; charset=utf-8", "audit-events.csv"),
+        _ => ("application/json", "audit-events.json"),
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{file}\""),
+        ))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .streaming(body))
 }
 
 /// Quotes a CSV field, and defuses values a spreadsheet would run as a formula.
@@ -141,29 +284,27 @@ fn csv_field(value: &str) -> String {
     }
 }
 
-pub fn to_csv(events: &[AuditEvent]) -> String {
-    let mut out = String::from(
-        "seq,id,occurred_at,actor,action,target,outcome,source_ip,detail,prev_hash,hash\n",
-    );
-    for e in events {
-        let row = [
-            e.seq.to_string(),
-            e.id.to_string(),
-            e.occurred_at.to_rfc3339(),
-            e.actor.clone(),
-            e.action.clone(),
-            e.target.clone(),
-            e.outcome.as_str().to_owned(),
-            e.source_ip.clone().unwrap_or_default(),
-            e.detail.to_string(),
-            e.prev_hash.clone(),
-            e.hash.clone(),
-        ];
-        let fields: Vec<String> = row.iter().map(|f| csv_field(f)).collect();
-        out.push_str(&fields.join(","));
-        out.push('\n');
-    }
-    out
+const CSV_HEADER: &str =
+    "seq,id,occurred_at,actor,action,target,outcome,source_ip,detail,prev_hash,hash\n";
+
+fn csv_row(e: &AuditEvent) -> String {
+    let row = [
+        e.seq.to_string(),
+        e.id.to_string(),
+        e.occurred_at.to_rfc3339(),
+        e.actor.clone(),
+        e.action.clone(),
+        e.target.clone(),
+        e.outcome.as_str().to_owned(),
+        e.source_ip.clone().unwrap_or_default(),
+        e.detail.to_string(),
+        e.prev_hash.clone(),
+        e.hash.clone(),
+    ];
+    let fields: Vec<String> = row.iter().map(|f| csv_field(f)).collect();
+    let mut line = fields.join(",");
+    line.push('\n');
+    line
 }
 
 #[cfg(test)]

@@ -36,6 +36,9 @@ pub struct KeyBody {
     pub status: KeyStatus,
     pub last_checked_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// Automatic rotation as the last check saw it (absent until a check reports it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_enabled: Option<bool>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     /// On a single key's read: its latest status changes, newest first (the whole history is
@@ -90,6 +93,7 @@ impl From<EncryptionKey> for KeyBody {
             status: k.status.into(),
             last_checked_at: k.last_checked_at,
             last_error: k.last_error,
+            rotation_enabled: k.rotation_enabled,
             created_by: k.created_by,
             created_at: k.created_at,
             history: None,

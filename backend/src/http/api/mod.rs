@@ -3,11 +3,13 @@
 pub mod audit;
 pub mod backups;
 pub mod clusters;
+pub mod key_status;
 pub mod keys;
 pub mod me;
 pub mod objects;
 pub mod openapi;
 pub mod projects;
+pub mod webhooks;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};

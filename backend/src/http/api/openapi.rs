@@ -6,7 +6,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::http::api::wire::{AuditEvent, FieldError, Outcome, RevocationPolicy, Role};
-use crate::http::api::{audit, backups, clusters, keys, me, objects, projects};
+use crate::http::api::{
+    audit, backups, clusters, key_status, keys, me, objects, projects, webhooks,
+};
 use crate::http::errors::Problem;
 
 #[derive(OpenApi)]
@@ -50,7 +52,14 @@ use crate::http::errors::Problem;
         backups::read,
         backups::delete,
         backups::restore,
+        key_status::list,
         audit::list,
+        webhooks::create,
+        webhooks::list,
+        webhooks::read,
+        webhooks::delete,
+        webhooks::deliveries,
+        webhooks::test,
     ),
     components(schemas(Problem, FieldError, Role, RevocationPolicy, AuditEvent, Outcome)),
     modifiers(&Security),
@@ -63,6 +72,7 @@ use crate::http::errors::Problem;
         (name = "backups", description = "Backups under their own data key, and restore into a new cluster"),
         (name = "TiDB Cloud compatible", description = "The v1beta shapes existing scripts use"),
         (name = "audit", description = "The tamper-evident audit log"),
+        (name = "alerts", description = "Webhooks signed as Standard Webhooks specifies: key status changes, clusters made inaccessible or that will not resume, failed resumes"),
         (name = "meta", description = "This document"),
     )
 )]

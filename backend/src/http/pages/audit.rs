@@ -3,13 +3,13 @@
 use actix_web::{HttpResponse, web};
 use askama::Template;
 
-use crate::domain::audit::AuditEvent;
-use crate::domain::page::PageRequest;
+use crate::domain::audit::{AuditEvent, ChainStatus};
+use crate::domain::page::{MAX_PAGE_SIZE, PageRequest};
 use crate::http::AppState;
 use crate::http::api::audit::AuditQuery;
 use crate::http::auth::PageCaller;
 use crate::http::errors::PageError;
-use crate::http::pages::render::{Chrome, FormErrors, html, query_string, when};
+use crate::http::pages::render::{Chrome, FormErrors, html, when};
 
 pub struct EventView {
     pub seq: i64,
@@ -37,14 +37,61 @@ impl From<AuditEvent> for EventView {
     }
 }
 
+/// The actions the filter offers as suggestions.
+const KNOWN_ACTIONS: &[&str] = &[
+    "api_key.created",
+    "api_key.revoked",
+    "backup.created",
+    "backup.deleted",
+    "backup.failed",
+    "backup.restore_failed",
+    "cluster.created",
+    "cluster.deleted",
+    "cluster.inaccessible",
+    "cluster.paused",
+    "cluster.restored",
+    "cluster.resume_failed",
+    "cluster.resumed",
+    "cluster.will_not_resume",
+    "encryption_key.checked",
+    "encryption_key.created",
+    "encryption_key.deleted",
+    "encryption_key.status_changed",
+    "encryption_key.tested",
+    "invitation.accepted",
+    "invitation.created",
+    "invitation.revoked",
+    "local_key.created",
+    "local_key.disabled",
+    "local_key.enabled",
+    "local_key.rotated",
+    "member.removed",
+    "member.role_changed",
+    "organization.created",
+    "project.created",
+    "project.updated",
+    "session.sign_in",
+    "session.sign_out",
+    "webhook.created",
+    "webhook.deleted",
+    "webhook.test_sent",
+];
+
 #[derive(Template)]
 #[template(path = "audit.html")]
 struct AuditPage {
     chrome: Chrome,
     events: Vec<EventView>,
     action: String,
+    actor: String,
+    project_id: String,
+    outcome: String,
     since: String,
     until: String,
+    projects: Vec<(String, String)>,
+    known_actions: &'static [&'static str],
+    chain: Option<ChainStatus>,
+    checked_at: String,
     errors: FormErrors,
     next_page_token: Option<String>,
     /// The current filters as a query string, for export and paging links.
@@ -57,6 +104,7 @@ pub async fn list(
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, PageError> {
     let chrome = Chrome::load(&state.console, &caller.0, "audit").await?;
+    let chain = state.console.audit_chain_status(&caller.0).await?;
     let (events, next, errors) = match query.filter() {
         Ok(filter) => {
             let request = PageRequest::parse(Some("50"), query.page_token.as_deref())?;
@@ -68,20 +116,36 @@ pub async fn list(
         }
         Err(err) => (Vec::new(), None, FormErrors::from_domain(err)?),
     };
+    let projects = state
+        .console
+        .projects(
+            &caller.0,
+            PageRequest {
+                size: MAX_PAGE_SIZE,
+                after: None,
+            },
+        )
+        .await?
+        .items
+        .into_iter()
+        .map(|p| (p.id.to_string(), p.name.as_str().to_owned()))
+        .collect();
     let text = |v: &Option<String>| v.clone().unwrap_or_default();
-    let filter_query = query_string(&[
-        ("action", &query.action),
-        ("since", &query.since),
-        ("until", &query.until),
-    ]);
     html(&AuditPage {
         chrome,
         events: events.into_iter().map(EventView::from).collect(),
         action: text(&query.action),
+        actor: text(&query.actor),
+        project_id: text(&query.project_id),
+        outcome: text(&query.outcome),
         since: text(&query.since),
         until: text(&query.until),
+        projects,
+        known_actions: KNOWN_ACTIONS,
+        checked_at: when(chain.checked_at),
+        chain: Some(chain),
         errors,
         next_page_token: next,
-        filter_query,
+        filter_query: query.filter_query(),
     })
 }

@@ -383,6 +383,8 @@ struct ShowPage {
     notice: Option<&'static str>,
     error: Option<String>,
     keys_in_memory: bool,
+    /// What the keys' statuses mean for the cluster (will not resume, can be resumed, ...).
+    key_effect: crate::domain::keys::status_report::ClusterEffect,
 }
 
 #[derive(Deserialize, Default)]
@@ -434,7 +436,10 @@ async fn show_page(
     let account_id = (cluster.provider == crate::domain::keys::Provider::AwsKms)
         .then(|| console.aws_account_id().map(str::to_owned))
         .flatten();
+    let statuses: Vec<_> = regions.iter().filter_map(|r| r.status).collect();
+    let key_effect = crate::domain::keys::status_report::effect(cluster.state, &statuses);
     Ok(ShowPage {
+        key_effect,
         chrome: Chrome::load(console, caller, "projects").await?,
         keys_in_memory: console.holds_data_keys(id),
         cluster: cluster.into(),

@@ -491,3 +491,85 @@ pub async fn delete(
         "/projects/{project_id}?key_deleted=1#encryption-access"
     )))
 }
+
+pub struct HistoryLine {
+    pub at: String,
+    pub from: &'static str,
+    pub to: &'static str,
+    pub message: String,
+}
+
+#[derive(Template)]
+#[template(path = "keys/show.html")]
+struct KeyPage {
+    chrome: Chrome,
+    project: ProjectView,
+    key: crate::http::pages::projects::KeyRow,
+    rotation: &'static str,
+    timeline: String,
+    history: Vec<HistoryLine>,
+    clusters: Vec<crate::http::pages::key_status::ClusterLine>,
+    policy: &'static str,
+}
+
+/// The key's page: its status, the clusters it protects, and its history as a timeline.
+pub async fn show(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, PageError> {
+    let (project_id, key_id) = path.into_inner();
+    let console = &state.console;
+    let project = console.project(&caller.0, project_id).await?;
+    let key = console
+        .encryption_key(&caller.0, project_id, key_id)
+        .await?;
+    let history = console
+        .key_history(
+            &caller.0,
+            project_id,
+            key_id,
+            crate::domain::page::PageRequest {
+                size: crate::domain::page::MAX_PAGE_SIZE,
+                after: None,
+            },
+        )
+        .await?
+        .items;
+    let clusters = console.key_clusters(&caller.0, &key).await?;
+    let chrome = Chrome::load(console, &caller.0, "projects").await?;
+    let policy = match crate::domain::clusters::effective_policy(&project, key.key_ref.provider()) {
+        crate::domain::projects::RevocationPolicy::Stop => {
+            "stop: once a revocation is confirmed, the clusters using this key become inaccessible"
+        }
+        crate::domain::projects::RevocationPolicy::KeepRunning => {
+            "keep running: the clusters using this key keep running after a revocation, but will not resume until the key works again"
+        }
+    };
+    let timeline =
+        crate::http::pages::timeline::svg(key.created_at, console.now(), key.status, &history);
+    html_status(
+        StatusCode::OK,
+        &KeyPage {
+            chrome,
+            rotation: crate::http::pages::key_status::rotation_text(&key),
+            project: project.into(),
+            timeline,
+            history: history
+                .into_iter()
+                .map(|c| HistoryLine {
+                    at: crate::http::pages::render::when(c.at),
+                    from: c.from.as_str(),
+                    to: c.to.as_str(),
+                    message: c.message.unwrap_or_default(),
+                })
+                .collect(),
+            clusters: clusters
+                .into_iter()
+                .map(crate::http::pages::key_status::ClusterLine::from)
+                .collect(),
+            key: key.into(),
+            policy,
+        },
+    )
+}

@@ -1,16 +1,19 @@
 //! HTML pages. Every page works without JavaScript: forms post, the server redirects after a
 //! change (303) or re-renders the form with inline errors (422).
 
+pub mod alerts;
 pub mod api_keys;
 pub mod assets;
 pub mod audit;
 pub mod clusters;
+pub mod key_status;
 pub mod keys;
 pub mod local_kms;
 pub mod members;
 pub mod projects;
 pub mod render;
 pub mod sign_in;
+pub mod timeline;
 
 use actix_web::{HttpResponse, web};
 
@@ -106,6 +109,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/local-kms/{key_id}/{action}",
             web::post().to(local_kms::change),
+        )
+        .route("/alerts", web::get().to(alerts::list))
+        .route("/alerts", web::post().to(alerts::create))
+        .route("/alerts/{webhook_id}", web::get().to(alerts::show))
+        .route("/alerts/{webhook_id}/test", web::post().to(alerts::test))
+        .route(
+            "/alerts/{webhook_id}/delete",
+            web::post().to(alerts::delete),
+        )
+        .route("/key-status", web::get().to(key_status::page))
+        .route(
+            "/projects/{project_id}/encryption-keys/{key_id}",
+            web::get().to(keys::show),
         )
         .route("/api-keys", web::get().to(api_keys::list))
         .route("/api-keys", web::post().to(api_keys::create))

@@ -61,6 +61,11 @@ impl Chrome {
         self.role == Role::Owner
     }
 
+    /// Owners and auditors see the audit log, the Key Status page and alerts.
+    pub fn sees_audit(&self) -> bool {
+        matches!(self.role, Role::Owner | Role::Auditor)
+    }
+
     /// The role, unless the user's name already says it.
     pub fn role_note(&self) -> Option<&'static str> {
         (self.user != self.role.title()).then(|| self.role.title())

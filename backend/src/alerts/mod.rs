@@ -1,0 +1,101 @@
+//! The webhook sender: signs each message as Standard Webhooks specifies (the
+//! `standardwebhooks` crate: `webhook-id`, `webhook-timestamp`, `webhook-signature`) and
+//! posts it with reqwest, bounded by the attempt time-out, following no redirect (a
+//! redirect could lead a signed alert somewhere the owner did not configure).
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use standardwebhooks::{
+    HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP, Webhook,
+};
+
+use crate::domain::alerts::{ATTEMPT_TIMEOUT, Outgoing, Sent, WebhookSender};
+
+pub struct HttpSender {
+    client: reqwest::Client,
+}
+
+impl HttpSender {
+    pub fn new() -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(ATTEMPT_TIMEOUT)
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!(
+                "cmek-console/",
+                env!("CARGO_PKG_VERSION"),
+                " (webhooks)"
+            ))
+            .build()?;
+        Ok(Self { client })
+    }
+}
+
+/// A reqwest error in a sentence, without the URL's query (which may carry a token).
+fn describe(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
+        format!("timed out after {} s", ATTEMPT_TIMEOUT.as_secs())
+    } else if err.is_connect() {
+        "could not connect to the endpoint".into()
+    } else if err.is_redirect() {
+        "the endpoint answered with a redirect, which is not followed".into()
+    } else {
+        "the request failed before an answer came".into()
+    }
+}
+
+#[async_trait]
+impl WebhookSender for HttpSender {
+    async fn send(&self, message: &Outgoing<'_>) -> Sent {
+        let started = Instant::now();
+        let elapsed = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // The signing time is the sending time: receivers check it against their clock.
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+        let signature = match Webhook::from_bytes(message.secret.to_vec())
+            .and_then(|hook| hook.sign(message.message_id, timestamp, message.payload.as_bytes()))
+        {
+            Ok(signature) => signature,
+            Err(err) => {
+                return Sent {
+                    status_code: None,
+                    error: Some(format!("could not sign the message: {err}")),
+                    duration_ms: elapsed(),
+                };
+            }
+        };
+        let response = self
+            .client
+            .post(message.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(HEADER_WEBHOOK_ID, message.message_id)
+            .header(HEADER_WEBHOOK_TIMESTAMP, timestamp.to_string())
+            .header(HEADER_WEBHOOK_SIGNATURE, signature)
+            .body(message.payload.to_owned())
+            .send()
+            .await;
+        match response {
+            Ok(response) => {
+                let status = response.status();
+                Sent {
+                    status_code: Some(status.as_u16()),
+                    error: (!status.is_success()).then(|| {
+                        if status.is_redirection() {
+                            format!("HTTP {}: redirects are not followed", status.as_u16())
+                        } else {
+                            format!("HTTP {}", status.as_u16())
+                        }
+                    }),
+                    duration_ms: elapsed(),
+                }
+            }
+            Err(err) => Sent {
+                status_code: None,
+                error: Some(describe(&err)),
+                duration_ms: elapsed(),
+            },
+        }
+    }
+}

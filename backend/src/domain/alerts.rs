@@ -1,0 +1,746 @@
+//! Alerts: webhooks per organization, signed as Standard Webhooks specifies. What is alerted
+//! is a projection of the audit log: the store queues a delivery for every webhook of the
+//! organization in the same transaction that appends an alertable event, so an alert is
+//! never lost nor sent for something that did not happen. Deliveries are leased (sent once
+//! across instances), retried with exponential backoff for more than a day, and each attempt
+//! is logged. The signing secret (`whsec_...`) is shown once; it is stored only wrapped under
+//! the platform key.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use base64::Engine;
+use chrono::{DateTime, Duration, Utc};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::domain::audit::{AuditDraft, AuditEvent};
+use crate::domain::clusters::PlatformKey;
+use crate::domain::identity::Caller;
+use crate::domain::kms::EncryptionContext;
+use crate::domain::page::{Page, PageRequest};
+use crate::domain::ports::StoreError;
+use crate::domain::{Console, DomainError, Environment};
+
+/// The event types a webhook receives.
+pub const EVENT_TYPES: [&str; 5] = [
+    "key.status_changed",
+    "cluster.inaccessible",
+    "cluster.will_not_resume",
+    "cluster.resume_failed",
+    "webhook.test",
+];
+
+/// The audit action of **Send test event**.
+pub const TEST_ACTION: &str = "webhook.test_sent";
+
+/// How long after each failed attempt the next one is made (the schedule Standard Webhooks
+/// suggests): 8 attempts over about 27 hours, then the delivery is marked failed.
+pub const RETRY_SCHEDULE: [i64; 7] = [5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600, 10 * 3600];
+
+/// Bound on one attempt, connection included.
+pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// An alert the audit log implies: what type, for which webhooks, with what data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alert {
+    pub event_type: &'static str,
+    /// Only this webhook (a test event); `None` for every webhook of the organization.
+    pub only_webhook: Option<Uuid>,
+    pub data: Value,
+}
+
+fn target_id(target: &str, kind: &str) -> Option<String> {
+    target
+        .strip_prefix(kind)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .map(str::to_owned)
+}
+
+/// The alert an audit event raises, if any: key status changes (by the monitor or Check now),
+/// clusters made inaccessible or marked "will not resume", failed resumes, test events.
+pub fn alert_for(event: &AuditEvent) -> Option<Alert> {
+    let detail = &event.detail;
+    let field = |name: &str| detail.get(name).cloned().unwrap_or(Value::Null);
+    let mut data = serde_json::Map::new();
+    data.insert("organization_id".into(), json!(event.organization_id));
+    data.insert("audit_event_id".into(), json!(event.id));
+    data.insert("actor".into(), json!(event.actor));
+    let (event_type, only_webhook) = match event.action.as_str() {
+        "encryption_key.status_changed" | "encryption_key.checked" => {
+            if field("from") == field("to") {
+                return None;
+            }
+            data.insert(
+                "key_id".into(),
+                json!(target_id(&event.target, "encryption_key")),
+            );
+            for name in [
+                "project_id",
+                "provider",
+                "region",
+                "key",
+                "from",
+                "to",
+                "message",
+            ] {
+                data.insert(name.into(), field(name));
+            }
+            ("key.status_changed", None)
+        }
+        "cluster.inaccessible" | "cluster.will_not_resume" | "cluster.resume_failed" => {
+            data.insert(
+                "cluster_id".into(),
+                json!(target_id(&event.target, "cluster")),
+            );
+            for (name, value) in detail.as_object()?.iter() {
+                data.insert(name.clone(), value.clone());
+            }
+            let event_type = match event.action.as_str() {
+                "cluster.inaccessible" => "cluster.inaccessible",
+                "cluster.will_not_resume" => "cluster.will_not_resume",
+                _ => "cluster.resume_failed",
+            };
+            (event_type, None)
+        }
+        TEST_ACTION => {
+            let webhook = field("webhook_id")
+                .as_str()
+                .and_then(|id| Uuid::parse_str(id).ok())?;
+            data.insert("webhook_id".into(), json!(webhook));
+            data.insert(
+                "message".into(),
+                json!("A test event from cmek-console: this endpoint receives its alerts."),
+            );
+            ("webhook.test", Some(webhook))
+        }
+        _ => return None,
+    };
+    Some(Alert {
+        event_type,
+        only_webhook,
+        data: Value::Object(data),
+    })
+}
+
+/// The body sent: `{type, timestamp, data}` as Standard Webhooks recommends.
+pub fn payload(alert: &Alert, at: DateTime<Utc>) -> String {
+    json!({
+        "type": alert.event_type,
+        "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "data": alert.data,
+    })
+    .to_string()
+}
+
+/// An endpoint URL, checked at the edge: `https`, or `http` to a loopback address in
+/// development; no user name or password in it; at most 2,000 characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookUrl(String);
+
+impl WebhookUrl {
+    pub fn parse(raw: &str, environment: Environment) -> Result<Self, DomainError> {
+        let bad = |reason: &str| DomainError::invalid("url", reason);
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(bad("is required"));
+        }
+        if raw.len() > 2000 {
+            return Err(bad("must be at most 2000 characters"));
+        }
+        let url = url::Url::parse(raw)
+            .map_err(|_| bad("must be an absolute URL, e.g. https://alerts.example.com/cmek"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad(
+                "must not contain a user name or password (the signature authenticates the console)",
+            ));
+        }
+        if url.fragment().is_some() {
+            return Err(bad("must not contain a #fragment"));
+        }
+        let host = url.host().ok_or_else(|| bad("must name a host"))?;
+        let loopback = match &host {
+            url::Host::Domain(name) => {
+                let name = name.to_ascii_lowercase();
+                name == "localhost" || name.ends_with(".localhost")
+            }
+            url::Host::Ipv4(ip) => ip.is_loopback(),
+            url::Host::Ipv6(ip) => ip.is_loopback(),
+        };
+        let private = match &host {
+            url::Host::Domain(_) => false,
+            url::Host::Ipv4(ip) => {
+                ip.is_private() || ip.is_link_local() || ip.is_unspecified() || ip.is_broadcast()
+            }
+            url::Host::Ipv6(ip) => {
+                ip.is_unspecified()
+                    || (ip.segments()[0] & 0xfe00) == 0xfc00
+                    || (ip.segments()[0] & 0xffc0) == 0xfe80
+            }
+        };
+        match (url.scheme(), environment) {
+            ("https", Environment::Development) => {}
+            ("https", Environment::Production) if loopback || private => {
+                return Err(bad(
+                    "must not point at a loopback, private or link-local address in production",
+                ));
+            }
+            ("https", Environment::Production) => {}
+            ("http", Environment::Development) if loopback => {}
+            ("http", Environment::Development) => {
+                return Err(bad(
+                    "must use https (plain http is allowed only to localhost in development)",
+                ));
+            }
+            _ => return Err(bad("must use https")),
+        }
+        Ok(Self(url.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A stored URL, checked when it was written.
+    pub fn stored(url: String) -> Self {
+        Self(url)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Webhook {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub url: WebhookUrl,
+    pub description: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A webhook just created, with its secret: the only time the secret is shown.
+pub struct CreatedWebhook {
+    pub webhook: Webhook,
+    pub secret: Zeroizing<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Waiting for its next attempt.
+    Pending,
+    Delivered,
+    /// Every attempt of the schedule failed.
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Pending, Self::Delivered, Self::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+}
+
+/// One attempt to send a delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub at: DateTime<Utc>,
+    /// The receiver's HTTP status, when it answered.
+    pub status_code: Option<u16>,
+    /// Why no 2xx came back (connection refused, time-out, the status).
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    /// Also the message id: `webhook-id` is `msg_<id>`, the same on every retry.
+    pub id: Uuid,
+    pub webhook_id: Uuid,
+    pub organization_id: Uuid,
+    pub event_type: String,
+    pub payload: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_status_code: Option<u16>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub log: Vec<Attempt>,
+}
+
+impl Delivery {
+    pub fn message_id(&self) -> String {
+        format!("msg_{}", self.id.simple())
+    }
+}
+
+/// A delivery leased for sending, with the wrapped secret of its webhook and its URL.
+pub struct LeasedDelivery {
+    pub delivery: Delivery,
+    pub url: WebhookUrl,
+    pub secret_wrapped: Vec<u8>,
+}
+
+/// What an attempt changes on its delivery.
+pub struct AttemptOutcome {
+    pub attempt: Attempt,
+    pub state: DeliveryState,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// What the sender needs: where, the message id, the body, the secret's bytes.
+pub struct Outgoing<'a> {
+    pub url: &'a str,
+    pub message_id: &'a str,
+    pub payload: &'a str,
+    pub secret: &'a [u8],
+}
+
+/// What the receiver did with one attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sent {
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+impl Sent {
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none() && self.status_code.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
+/// Signs (Standard Webhooks) and posts one message, bounded by `ATTEMPT_TIMEOUT`.
+#[async_trait]
+pub trait WebhookSender: Send + Sync {
+    async fn send(&self, message: &Outgoing<'_>) -> Sent;
+}
+
+/// Webhooks and their deliveries in storage; deliveries are queued by the audit append.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    async fn create_webhook(
+        &self,
+        webhook: &Webhook,
+        secret_wrapped: Vec<u8>,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+    async fn webhooks(
+        &self,
+        organization_id: Uuid,
+        page: PageRequest,
+    ) -> Result<Vec<Webhook>, StoreError>;
+    async fn webhook(&self, organization_id: Uuid, id: Uuid)
+    -> Result<Option<Webhook>, StoreError>;
+    /// Deletes it with its deliveries; false when it was already gone.
+    async fn delete_webhook(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError>;
+    /// Newest first, each with its attempts.
+    async fn deliveries(
+        &self,
+        webhook_id: Uuid,
+        page: PageRequest,
+    ) -> Result<Vec<Delivery>, StoreError>;
+    /// Pending deliveries due at `now` whose lease is free, leased until `lease_until`.
+    async fn lease_due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<LeasedDelivery>, StoreError>;
+    async fn record_attempt(
+        &self,
+        delivery_id: Uuid,
+        outcome: &AttemptOutcome,
+    ) -> Result<(), StoreError>;
+}
+
+/// What alerts need: where webhooks live, who sends, what wraps their secrets.
+#[derive(Clone)]
+pub struct AlertParts {
+    pub store: Arc<dyn WebhookStore>,
+    pub sender: Arc<dyn WebhookSender>,
+    pub sealer: Arc<dyn PlatformKey>,
+    /// Attempts by result, for metrics: delivered, failed (retry scheduled), gave up.
+    pub results: Arc<DeliveryCounters>,
+}
+
+#[derive(Debug, Default)]
+pub struct DeliveryCounters {
+    pub delivered: AtomicU64,
+    pub retried: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// What one round of deliveries did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    pub delivered: usize,
+    pub retried: usize,
+    pub failed: usize,
+}
+
+fn secret_context(organization_id: Uuid, webhook_id: Uuid) -> EncryptionContext {
+    EncryptionContext::default()
+        .with("organization_id", organization_id.to_string())
+        .with("webhook_id", webhook_id.to_string())
+        .with("purpose", "webhook-secret")
+}
+
+/// What follows attempt number `attempt` (1-based) that failed: the next time, or none.
+pub fn after_failure(attempt: u32, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    RETRY_SCHEDULE
+        .get(attempt.saturating_sub(1) as usize)
+        .map(|seconds| now + Duration::seconds(*seconds))
+}
+
+impl Console {
+    fn alert_parts(&self) -> Result<&AlertParts, DomainError> {
+        self.alerts
+            .as_ref()
+            .ok_or(DomainError::NotFound("alerts (not configured)"))
+    }
+
+    /// Owners create webhooks; the secret is returned once and stored only wrapped.
+    pub async fn create_webhook(
+        &self,
+        caller: &Caller,
+        url: &str,
+        description: &str,
+    ) -> Result<CreatedWebhook, DomainError> {
+        caller.require_owner("configure alerts")?;
+        let url = WebhookUrl::parse(url, self.policy.environment);
+        let description = description.trim();
+        let description = if description.chars().count() > 200 {
+            Err(DomainError::invalid(
+                "description",
+                "must be at most 200 characters",
+            ))
+        } else if description.chars().any(char::is_control) {
+            Err(DomainError::invalid(
+                "description",
+                "must not contain control characters",
+            ))
+        } else {
+            Ok(description.to_owned())
+        };
+        let (url, description) = match (url, description) {
+            (Ok(u), Ok(d)) => (u, d),
+            (u, d) => {
+                let mut fields = Vec::new();
+                for err in [u.err(), d.err()].into_iter().flatten() {
+                    if let DomainError::Invalid(f) = err {
+                        fields.extend(f);
+                    }
+                }
+                return Err(DomainError::Invalid(fields));
+            }
+        };
+        let parts = self.alert_parts()?;
+        let now = self.clock.now();
+        let webhook = Webhook {
+            id: Uuid::now_v7(),
+            organization_id: caller.organization_id,
+            url,
+            description,
+            created_by: caller.actor.label(),
+            created_at: now,
+        };
+        let key = parts
+            .sealer
+            .generate_data_key(&secret_context(webhook.organization_id, webhook.id))
+            .map_err(|err| DomainError::Storage(format!("webhook secret: {err}")))?;
+        let secret = Zeroizing::new(format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(key.plaintext.expose())
+        ));
+        let audit = AuditDraft::by(
+            caller,
+            now,
+            "webhook.created",
+            format!("webhook/{}", webhook.id),
+        )
+        .detail(json!({ "url": webhook.url.as_str() }));
+        parts
+            .store
+            .create_webhook(&webhook, key.wrapped, audit)
+            .await?;
+        Ok(CreatedWebhook { webhook, secret })
+    }
+
+    /// Owners and auditors see the webhooks (members get 403).
+    pub async fn webhooks(
+        &self,
+        caller: &Caller,
+        page: PageRequest,
+    ) -> Result<Page<Webhook>, DomainError> {
+        caller.require_auditor_view("see alerts")?;
+        let items = self
+            .alert_parts()?
+            .store
+            .webhooks(caller.organization_id, page)
+            .await?;
+        Ok(page.finish(items, |w| w.id))
+    }
+
+    pub async fn webhook(&self, caller: &Caller, id: Uuid) -> Result<Webhook, DomainError> {
+        caller.require_auditor_view("see alerts")?;
+        self.alert_parts()?
+            .store
+            .webhook(caller.organization_id, id)
+            .await?
+            .ok_or(DomainError::NotFound("webhook"))
+    }
+
+    pub async fn delete_webhook(&self, caller: &Caller, id: Uuid) -> Result<(), DomainError> {
+        let webhook = self.webhook(caller, id).await?;
+        caller.require_owner("configure alerts")?;
+        let audit = AuditDraft::by(
+            caller,
+            self.clock.now(),
+            "webhook.deleted",
+            format!("webhook/{id}"),
+        )
+        .detail(json!({ "url": webhook.url.as_str() }));
+        if self
+            .alert_parts()?
+            .store
+            .delete_webhook(caller.organization_id, id, audit)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(DomainError::NotFound("webhook"))
+        }
+    }
+
+    /// The delivery log of one webhook, newest first.
+    pub async fn webhook_deliveries(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        page: PageRequest,
+    ) -> Result<Page<Delivery>, DomainError> {
+        let webhook = self.webhook(caller, id).await?;
+        let items = self
+            .alert_parts()?
+            .store
+            .deliveries(webhook.id, page)
+            .await?;
+        Ok(page.finish(items, |d| d.id))
+    }
+
+    /// **Send test event**: queues a `webhook.test` for this webhook alone (through the
+    /// audit log, like every alert). Owners only.
+    pub async fn send_test_webhook(&self, caller: &Caller, id: Uuid) -> Result<(), DomainError> {
+        let webhook = self.webhook(caller, id).await?;
+        caller.require_owner("send test events")?;
+        let audit = AuditDraft::by(
+            caller,
+            self.clock.now(),
+            TEST_ACTION,
+            format!("webhook/{}", webhook.id),
+        )
+        .detail(json!({ "webhook_id": webhook.id }));
+        Ok(self.store.append_audit(audit).await?)
+    }
+
+    /// One round: leases the deliveries that are due and sends them, a few at a time.
+    pub async fn deliver_due_webhooks(&self) -> Result<DeliveryReport, DomainError> {
+        let Ok(parts) = self.alert_parts() else {
+            return Ok(DeliveryReport::default());
+        };
+        let now = self.clock.now();
+        // Longer than an attempt's time-out, so a lease never lapses while its send runs.
+        let lease_until = now + Duration::seconds(60);
+        let due = parts
+            .store
+            .lease_due_deliveries(now, lease_until, 32)
+            .await?;
+        let outcomes: Vec<Result<DeliveryState, DomainError>> = futures_util::stream::iter(due)
+            .map(|leased| self.deliver(parts, leased))
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let mut report = DeliveryReport::default();
+        for outcome in outcomes {
+            match outcome {
+                Ok(DeliveryState::Delivered) => report.delivered += 1,
+                Ok(DeliveryState::Pending) => report.retried += 1,
+                Ok(DeliveryState::Failed) => report.failed += 1,
+                Err(err) => tracing::warn!(error = %err, "a webhook attempt could not be recorded"),
+            }
+        }
+        Ok(report)
+    }
+
+    async fn deliver(
+        &self,
+        parts: &AlertParts,
+        leased: LeasedDelivery,
+    ) -> Result<DeliveryState, DomainError> {
+        let delivery = &leased.delivery;
+        let attempt_number = delivery.attempts + 1;
+        let started = self.clock.now();
+        let sent = match parts.sealer.unwrap_data_key(
+            &leased.secret_wrapped,
+            &secret_context(delivery.organization_id, delivery.webhook_id),
+        ) {
+            Ok(secret) => {
+                parts
+                    .sender
+                    .send(&Outgoing {
+                        url: leased.url.as_str(),
+                        message_id: &delivery.message_id(),
+                        payload: &delivery.payload,
+                        secret: secret.expose(),
+                    })
+                    .await
+            }
+            Err(_) => Sent {
+                status_code: None,
+                error: Some("the webhook's secret does not unwrap under the platform key".into()),
+                duration_ms: 0,
+            },
+        };
+        let now = self.clock.now();
+        let (state, next_attempt_at) = if sent.succeeded() {
+            parts.results.delivered.fetch_add(1, Ordering::Relaxed);
+            (DeliveryState::Delivered, None)
+        } else {
+            match after_failure(attempt_number, now) {
+                Some(next) => {
+                    parts.results.retried.fetch_add(1, Ordering::Relaxed);
+                    (DeliveryState::Pending, Some(next))
+                }
+                None => {
+                    parts.results.failed.fetch_add(1, Ordering::Relaxed);
+                    (DeliveryState::Failed, None)
+                }
+            }
+        };
+        let outcome = AttemptOutcome {
+            attempt: Attempt {
+                attempt: attempt_number,
+                at: started,
+                status_code: sent.status_code,
+                error: sent.error,
+                duration_ms: sent.duration_ms,
+            },
+            state,
+            next_attempt_at,
+        };
+        parts.store.record_attempt(delivery.id, &outcome).await?;
+        Ok(state)
+    }
+
+    /// Attempts by result since start, for `/metrics`.
+    pub fn webhook_results(&self) -> Option<&DeliveryCounters> {
+        self.alerts.as_ref().map(|parts| parts.results.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::audit::Outcome;
+
+    fn event(action: &str, target: &str, detail: Value) -> AuditEvent {
+        AuditEvent {
+            seq: 1,
+            id: Uuid::now_v7(),
+            organization_id: Some(Uuid::now_v7()),
+            occurred_at: Utc::now(),
+            actor: "system".into(),
+            action: action.into(),
+            target: target.into(),
+            outcome: Outcome::Failure,
+            source_ip: None,
+            detail,
+            prev_hash: String::new(),
+            hash: String::new(),
+            key_id: None,
+        }
+    }
+
+    #[test]
+    fn key_changes_alert_and_checks_that_change_nothing_do_not() {
+        let key = Uuid::now_v7();
+        let changed = event(
+            "encryption_key.checked",
+            &format!("encryption_key/{key}"),
+            json!({"from": "active", "to": "disabled", "project_id": "p"}),
+        );
+        let alert = alert_for(&changed).expect("an alert");
+        assert_eq!(alert.event_type, "key.status_changed");
+        assert_eq!(alert.data["key_id"], json!(key.to_string()));
+        assert_eq!(alert.data["to"], json!("disabled"));
+        let same = event(
+            "encryption_key.checked",
+            "encryption_key/x",
+            json!({"from": "active", "to": "active"}),
+        );
+        assert_eq!(alert_for(&same), None);
+        assert_eq!(
+            alert_for(&event("project.created", "project/x", json!({}))),
+            None
+        );
+    }
+
+    #[test]
+    fn a_test_event_goes_to_its_webhook_alone() {
+        let webhook = Uuid::now_v7();
+        let alert = alert_for(&event(
+            TEST_ACTION,
+            &format!("webhook/{webhook}"),
+            json!({ "webhook_id": webhook }),
+        ))
+        .expect("an alert");
+        assert_eq!(alert.only_webhook, Some(webhook));
+        assert_eq!(alert.event_type, "webhook.test");
+    }
+
+    #[test]
+    fn retries_back_off_for_more_than_a_day_then_stop() {
+        let now = Utc::now();
+        assert_eq!(after_failure(1, now), Some(now + Duration::seconds(5)));
+        let total: i64 = RETRY_SCHEDULE.iter().sum();
+        assert!(total >= 3600, "at least an hour of retries");
+        assert_eq!(after_failure(RETRY_SCHEDULE.len() as u32 + 1, now), None);
+        assert!(after_failure(RETRY_SCHEDULE.len() as u32, now).is_some());
+    }
+
+    #[test]
+    fn urls_are_https_or_loopback_http_in_development() {
+        use Environment::*;
+        let ok = |raw, env| WebhookUrl::parse(raw, env).is_ok();
+        assert!(ok("https://alerts.example.com/cmek", Production));
+        assert!(ok("http://127.0.0.1:9000/hook", Development));
+        assert!(ok("http://localhost:9000/hook", Development));
+        assert!(!ok("http://127.0.0.1:9000/hook", Production));
+        assert!(!ok("http://alerts.example.com/hook", Development));
+        assert!(!ok("https://10.0.0.5/hook", Production));
+        assert!(!ok("https://169.254.169.254/latest", Production));
+        assert!(!ok("https://user:pw@example.com/hook", Development));
+        assert!(!ok("ftp://example.com/hook", Development));
+        assert!(!ok("not a url", Development));
+        assert!(!ok("", Development));
+    }
+}

@@ -1,0 +1,161 @@
+//! `GET /api/v1/key-status?status=&provider=&project_id=`: every key of the organization with
+//! what it protects, and counts per status (owners and auditors; members get 403).
+
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::keys::status_report::{KeyStatusFilter, KeyStatusReport, ProtectedCluster};
+use crate::domain::keys::{KeyStatus, Provider};
+use crate::domain::page::PageRequest;
+use crate::domain::{DomainError, FieldError};
+use crate::http::AppState;
+use crate::http::api::keys::KeyBody;
+use crate::http::api::wire;
+use crate::http::auth::ApiCaller;
+use crate::http::errors::{ApiError, Problem};
+
+#[derive(Deserialize, utoipa::IntoParams, Default)]
+#[into_params(parameter_in = Query)]
+pub struct KeyStatusQuery {
+    /// `active`, `access_denied`, `disabled`, `pending_deletion`, `not_found` or `unreachable`.
+    pub status: Option<String>,
+    /// `aws_kms`, `azure_key_vault` or `local`.
+    pub provider: Option<String>,
+    pub project_id: Option<String>,
+    pub page_size: Option<String>,
+    pub page_token: Option<String>,
+}
+
+fn given(raw: &Option<String>) -> Option<&str> {
+    raw.as_deref().map(str::trim).filter(|r| !r.is_empty())
+}
+
+impl KeyStatusQuery {
+    pub fn filter(&self) -> Result<KeyStatusFilter, DomainError> {
+        let mut errors = Vec::new();
+        let status = given(&self.status).and_then(|raw| {
+            KeyStatus::parse(raw)
+                .ok_or_else(|| {
+                    errors.push(FieldError::new(
+                        "status",
+                        "must be active, access_denied, disabled, pending_deletion, not_found or unreachable",
+                    ))
+                })
+                .ok()
+        });
+        let provider = given(&self.provider)
+            .and_then(|raw| Provider::parse(raw).map_err(|e| errors.push(e)).ok());
+        let project_id = given(&self.project_id).and_then(|raw| {
+            Uuid::parse_str(raw)
+                .map_err(|_| {
+                    errors.push(FieldError::new(
+                        "project_id",
+                        "must be a project id (a UUID)",
+                    ))
+                })
+                .ok()
+        });
+        if errors.is_empty() {
+            Ok(KeyStatusFilter {
+                status,
+                provider,
+                project_id,
+            })
+        } else {
+            Err(DomainError::Invalid(errors))
+        }
+    }
+
+    pub fn page(&self) -> Result<PageRequest, DomainError> {
+        PageRequest::parse(self.page_size.as_deref(), self.page_token.as_deref())
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ProtectedClusterBody {
+    pub id: Uuid,
+    pub name: String,
+    pub state: wire::ClusterState,
+    /// The cluster's region this key protects.
+    pub region: String,
+    /// `ok`, `will_not_resume`, `waiting_for_key`, `can_be_resumed` or `kms_unreachable`.
+    pub effect: &'static str,
+}
+
+impl From<ProtectedCluster> for ProtectedClusterBody {
+    fn from(c: ProtectedCluster) -> Self {
+        Self {
+            id: c.id,
+            name: c.name,
+            state: c.state.into(),
+            region: c.region,
+            effect: c.effect.as_str(),
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct KeyStatusItem {
+    #[serde(flatten)]
+    pub key: KeyBody,
+    pub project_name: String,
+    /// The clusters this key protects, with their state and what the key's status means.
+    pub clusters: Vec<ProtectedClusterBody>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct KeyStatusBody {
+    /// Keys per status, over every key the provider and project filters keep.
+    #[schema(value_type = Object)]
+    pub counts: serde_json::Map<String, serde_json::Value>,
+    pub items: Vec<KeyStatusItem>,
+    pub next_page_token: Option<String>,
+}
+
+impl From<KeyStatusReport> for KeyStatusBody {
+    fn from(report: KeyStatusReport) -> Self {
+        Self {
+            counts: report
+                .counts
+                .iter()
+                .map(|(status, n)| (status.as_str().to_owned(), serde_json::json!(n)))
+                .collect(),
+            items: report
+                .page
+                .items
+                .into_iter()
+                .map(|entry| KeyStatusItem {
+                    key: KeyBody::from(entry.key),
+                    project_name: entry.project_name,
+                    clusters: entry.clusters.into_iter().map(Into::into).collect(),
+                })
+                .collect(),
+            next_page_token: report.page.next,
+        }
+    }
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/key-status", tag = "encryption keys",
+    params(KeyStatusQuery),
+    responses(
+        (status = 200, body = KeyStatusBody),
+        (status = 403, body = Problem, content_type = "application/problem+json", description = "Members: the Key Status page is for owners and auditors"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    query: web::Query<KeyStatusQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let filter = query.filter()?;
+    let page = query.page()?;
+    let report = state
+        .console
+        .key_status_report(&caller.0, &filter, page)
+        .await?;
+    Ok(HttpResponse::Ok().json(KeyStatusBody::from(report)))
+}
