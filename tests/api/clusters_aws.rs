@@ -16,7 +16,7 @@ use crate::moto::{ACCOUNT, Moto};
 
 const REGION: &str = "us-east-1";
 
-fn iam(moto: &Moto) -> aws_sdk_iam::Client {
+pub fn iam(moto: &Moto) -> aws_sdk_iam::Client {
     let (key, secret) = (
         crate::moto::service("CMEK_TEST_IAM_ADMIN_KEY"),
         crate::moto::service("CMEK_TEST_IAM_ADMIN_SECRET"),
@@ -36,7 +36,7 @@ fn iam(moto: &Moto) -> aws_sdk_iam::Client {
 const KMS_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["kms:*"],"Resource":"*"}]}"#;
 
 /// A console identity of this test's own (so revoking it touches no other test).
-async fn console_user(moto: &Moto) -> (String, String, String) {
+pub async fn console_user(moto: &Moto) -> (String, String, String) {
     let iam = iam(moto);
     let name = format!("console-{}", uuid::Uuid::new_v4().simple());
     iam.create_user().user_name(&name).send().await.unwrap();
@@ -52,7 +52,7 @@ async fn console_user(moto: &Moto) -> (String, String, String) {
     (name, key.access_key_id, key.secret_access_key)
 }
 
-async fn grant(moto: &Moto, user: &str) {
+pub async fn grant(moto: &Moto, user: &str) {
     iam(moto)
         .put_user_policy()
         .user_name(user)
@@ -63,7 +63,7 @@ async fn grant(moto: &Moto, user: &str) {
         .unwrap();
 }
 
-async fn revoke(moto: &Moto, user: &str) {
+pub async fn revoke(moto: &Moto, user: &str) {
     iam(moto)
         .delete_user_policy()
         .user_name(user)
@@ -73,7 +73,7 @@ async fn revoke(moto: &Moto, user: &str) {
         .unwrap();
 }
 
-async fn aws_cluster(app: &TestApp, owner: &str, regions: &[(&str, &str)], name: &str) -> Value {
+pub async fn aws_cluster(app: &TestApp, owner: &str, regions: &[(&str, &str)], name: &str) -> Value {
     let project = id(&app.create_project(owner, &format!("p-{name}"), true).await);
     for (region, arn) in regions {
         let created = app

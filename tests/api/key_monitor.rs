@@ -14,7 +14,7 @@ use crate::helpers::TestApp;
 const EVERY_MINUTE: [(&str, &str); 1] = [("CMEK_KEY_CHECK_INTERVAL", "60s")];
 
 /// Waits (the monitor ticks every second) until `done` holds, for at most 10 s.
-async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+pub async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
     for _ in 0..100 {
         if done().await {
             return;

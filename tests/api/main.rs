@@ -18,6 +18,7 @@ mod key_monitor;
 mod key_status;
 mod keys;
 mod local_kms;
+mod monitor_aws;
 mod ops;
 mod pages;
 mod projects;

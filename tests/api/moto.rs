@@ -175,14 +175,31 @@ impl Moto {
 
     /// An app whose AWS KMS is this server, acting with the given credentials.
     pub async fn app_as(&self, key: &str, secret: &str) -> TestApp {
-        spawn_app_with(&[
+        self.app_with(key, secret, &self.url, &[]).await
+    }
+
+    /// An app as `key`, reaching the KMS at `endpoint` (moto, or a proxy in front of it),
+    /// with extra settings.
+    pub async fn app_with(
+        &self,
+        key: &str,
+        secret: &str,
+        endpoint: &str,
+        extra: &[(&str, &str)],
+    ) -> TestApp {
+        let mut settings = vec![
             ("CMEK_AWS_ACCOUNT_ID", ACCOUNT),
-            ("AWS_ENDPOINT_URL", &self.url),
+            ("AWS_ENDPOINT_URL", endpoint),
             ("AWS_ACCESS_KEY_ID", key),
             ("AWS_SECRET_ACCESS_KEY", secret),
             ("CMEK_KMS_TIMEOUT", "3s"),
-        ])
-        .await
+        ];
+        settings.extend_from_slice(extra);
+        spawn_app_with(&settings).await
+    }
+
+    pub fn credentials(&self) -> (&str, &str) {
+        (&self.key, &self.secret)
     }
 
     pub async fn app(&self) -> TestApp {

@@ -92,6 +92,10 @@ pub enum KmsError {
     Throttled { code: String },
     #[error("the KMS could not be reached: {0}")]
     Unreachable(String),
+    /// The console could not make the call (its own configuration): like an outage, it says
+    /// nothing about the customer's key.
+    #[error("ConfigurationError: {0}")]
+    Misconfigured(String),
     #[error("{code}: {message}")]
     Other { code: String, message: String },
 }
@@ -108,7 +112,9 @@ impl KmsError {
             KmsError::Disabled { .. } => KeyStatus::Disabled,
             KmsError::PendingDeletion { .. } => KeyStatus::PendingDeletion,
             KmsError::NotFound { .. } => KeyStatus::NotFound,
-            KmsError::Throttled { .. } | KmsError::Unreachable(_) => KeyStatus::Unreachable,
+            KmsError::Throttled { .. } | KmsError::Unreachable(_) | KmsError::Misconfigured(_) => {
+                KeyStatus::Unreachable
+            }
         }
     }
 
@@ -123,6 +129,7 @@ impl KmsError {
             | KmsError::Throttled { code }
             | KmsError::Other { code, .. } => code,
             KmsError::Unreachable(_) => "Unreachable",
+            KmsError::Misconfigured(_) => "ConfigurationError",
         }
     }
 }

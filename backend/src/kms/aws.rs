@@ -198,10 +198,10 @@ fn context_map(context: &EncryptionContext) -> HashMap<String, String> {
 /// is the operator's business, so it goes to the log and the user gets a plain sentence.
 fn configuration_error(err: &(dyn std::error::Error + 'static)) -> KmsError {
     tracing::error!(error = %DisplayErrorContext(err), "AWS call could not be made");
-    KmsError::Other {
-        code: "ConfigurationError".into(),
-        message: "the console's AWS configuration could not make the call; its operator's log has the cause".into(),
-    }
+    KmsError::Misconfigured(
+        "the console's AWS configuration could not make the call; its operator's log has the cause"
+            .into(),
+    )
 }
 
 /// Sorts an SDK failure into the kinds the console acts on. moto answers an IAM denial with
@@ -221,12 +221,15 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>
             return KmsError::Unreachable("the KMS did not answer in time".into());
         }
         SdkError::DispatchFailure(failure) => {
+            // Only a request the SDK could not even make is ours to fix; a connection that
+            // failed or was cut in any other way (reset, closed before the answer, TLS) is
+            // the KMS being out of reach, never a revocation.
             return if failure.is_timeout() {
                 KmsError::Unreachable("the KMS did not answer in time".into())
-            } else if failure.is_io() {
-                KmsError::Unreachable("the connection to the KMS failed".into())
-            } else {
+            } else if failure.is_user() {
                 configuration_error(&err)
+            } else {
+                KmsError::Unreachable("the connection to the KMS failed".into())
             };
         }
         SdkError::ConstructionFailure(_) => return configuration_error(&err),

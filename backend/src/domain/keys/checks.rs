@@ -313,6 +313,7 @@ fn fix_for(err: &KmsError, key: &KeyRef, region: &AwsRegion) -> String {
         KmsError::PendingDeletion { .. } => "Cancel the key deletion in the KMS console and enable the key, then test again.".into(),
         KmsError::WrongKeyUsage { .. } => "Use a symmetric key with key usage Encrypt and decrypt.".into(),
         KmsError::Throttled { .. } => "The KMS is throttling requests: wait a minute and test again.".into(),
+        KmsError::Misconfigured(_) => "The console could not make the call: its operator should check the console's AWS settings and log.".into(),
         KmsError::Unreachable(_) => "The KMS did not answer in time: check the console's network access to KMS and test again.".into(),
         KmsError::Other { .. } => "See the KMS error message above.".into(),
     }
@@ -362,6 +363,11 @@ mod tests {
         assert_eq!(
             status_after(Err(KmsError::Unreachable("timed out".into()))).await,
             KeyStatus::Unreachable
+        );
+        assert_eq!(
+            status_after(Err(KmsError::Misconfigured("no credentials".into()))).await,
+            KeyStatus::Unreachable,
+            "the console's own configuration says nothing about the customer's key"
         );
         assert_eq!(
             status_after(Err(KmsError::NotFound {
