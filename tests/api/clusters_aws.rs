@@ -73,7 +73,12 @@ pub async fn revoke(moto: &Moto, user: &str) {
         .unwrap();
 }
 
-pub async fn aws_cluster(app: &TestApp, owner: &str, regions: &[(&str, &str)], name: &str) -> Value {
+pub async fn aws_cluster(
+    app: &TestApp,
+    owner: &str,
+    regions: &[(&str, &str)],
+    name: &str,
+) -> Value {
     let project = id(&app.create_project(owner, &format!("p-{name}"), true).await);
     for (region, arn) in regions {
         let created = app

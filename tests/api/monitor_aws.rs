@@ -19,7 +19,12 @@ const REGION: &str = "us-east-1";
 const EVERY_MINUTE: [(&str, &str); 1] = [("CMEK_KEY_CHECK_INTERVAL", "60s")];
 
 async fn only_key(app: &TestApp, owner: &str) -> Value {
-    let status: Value = app.get("/api/v1/key-status", owner).await.json().await.unwrap();
+    let status: Value = app
+        .get("/api/v1/key-status", owner)
+        .await
+        .json()
+        .await
+        .unwrap();
     status["items"][0].clone()
 }
 
@@ -49,8 +54,15 @@ async fn a_revoked_iam_grant_is_access_denied_within_an_interval_and_a_restored_
 
     revoke(&moto, &user).await;
     app.clock.advance(chrono::Duration::seconds(61));
-    eventually("the first probe", async || app.console.monitor_checks() >= 1).await;
-    assert_eq!(only_key(&app, &owner).await["status"], "active", "suspected only");
+    eventually("the first probe", async || {
+        app.console.monitor_checks() >= 1
+    })
+    .await;
+    assert_eq!(
+        only_key(&app, &owner).await["status"],
+        "active",
+        "suspected only"
+    );
     app.clock.advance(chrono::Duration::seconds(16));
     eventually("access_denied", async || {
         only_key(&app, &owner).await["status"] == "access_denied"
@@ -58,7 +70,10 @@ async fn a_revoked_iam_grant_is_access_denied_within_an_interval_and_a_restored_
     .await;
     let denied = only_key(&app, &owner).await;
     assert!(
-        denied["last_error"].as_str().unwrap().contains("AccessDenied"),
+        denied["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("AccessDenied"),
         "{denied}"
     );
     eventually("the cluster is inaccessible", async || {
@@ -96,7 +111,10 @@ async fn a_revoked_iam_grant_is_access_denied_within_an_interval_and_a_restored_
         .iter()
         .map(|c| (c["from"].as_str().unwrap(), c["to"].as_str().unwrap()))
         .collect();
-    assert_eq!(steps, [("access_denied", "active"), ("active", "access_denied")]);
+    assert_eq!(
+        steps,
+        [("access_denied", "active"), ("active", "access_denied")]
+    );
 }
 
 /// Forwards to `upstream`; while `down` is set it closes every connection, new and kept
@@ -147,7 +165,9 @@ async fn an_unreachable_kms_is_unreachable_at_once_and_clusters_are_left_alone()
     let cluster = id(&cluster);
     stop_policy(&app, &owner, &project).await;
     assert_eq!(
-        put(&app, &owner, &cluster, "kept", b"still here".to_vec()).await.status(),
+        put(&app, &owner, &cluster, "kept", b"still here".to_vec())
+            .await
+            .status(),
         201
     );
 
@@ -159,7 +179,10 @@ async fn an_unreachable_kms_is_unreachable_at_once_and_clusters_are_left_alone()
     .await;
     // Not a revocation: even under the stop policy the cluster serves on.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    assert_eq!(read_cluster(&app, &owner, &cluster).await["state"], "available");
+    assert_eq!(
+        read_cluster(&app, &owner, &cluster).await["state"],
+        "available"
+    );
     let read = get(&app, &owner, &cluster, "kept").await;
     assert_eq!(read.status(), 200);
     assert_eq!(read.bytes().await.unwrap().as_ref(), b"still here");

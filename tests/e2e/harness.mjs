@@ -1,6 +1,7 @@
 // Starts the real cmek-console binary on a free port with a fresh data directory, and
 // Chromium through playwright-core; saves a screenshot of any page whose test fails.
 import { spawn } from "node:child_process";
+import { createHash, createHmac, randomUUID } from "node:crypto";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
@@ -111,6 +112,118 @@ export function moto() {
     },
     async disableKey(region, keyId) {
       await call(region, "DisableKey", { KeyId: keyId });
+    },
+  };
+}
+
+const sha256 = (data) => createHash("sha256").update(data).digest("hex");
+const hmac = (key, data) => createHmac("sha256", key).update(data).digest();
+/// Percent-encoding of everything but RFC 3986's unreserved characters, as SigV4 wants.
+const strictEncode = (v) =>
+  encodeURIComponent(v).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+
+/// AWS Signature Version 4 headers for one request (every header given is signed, with
+/// `host` and `x-amz-date`).
+export function sigV4({ method = "POST", url, region, service, headers = {}, body = "", key, secret, now = new Date() }) {
+  const target = new URL(url);
+  const amzDate = now.toISOString().replace(/[-:]|\.\d{3}/g, "");
+  const day = amzDate.slice(0, 8);
+  const signed = { host: target.host, "x-amz-date": amzDate };
+  for (const [name, value] of Object.entries(headers)) signed[name.toLowerCase()] = String(value);
+  const names = Object.keys(signed).sort();
+  const query = [...target.searchParams].map(([k, v]) => `${strictEncode(k)}=${strictEncode(v)}`).sort().join("&");
+  const canonical = [
+    method,
+    target.pathname || "/",
+    query,
+    names.map((n) => `${n}:${signed[n].trim().replace(/\s+/g, " ")}\n`).join(""),
+    names.join(";"),
+    sha256(body),
+  ].join("\n");
+  const scope = `${day}/${region}/${service}/aws4_request`;
+  const toSign = ["AWS4-HMAC-SHA256", amzDate, scope, sha256(canonical)].join("\n");
+  const signingKey = hmac(hmac(hmac(hmac(`AWS4${secret}`, day), region), service), "aws4_request");
+  const signature = createHmac("sha256", signingKey).update(toSign).digest("hex");
+  const { host: _host, ...sent } = signed; // fetch sends Host itself, from the URL
+  return {
+    ...sent,
+    authorization: `AWS4-HMAC-SHA256 Credential=${key}/${scope}, SignedHeaders=${names.join(";")}, Signature=${signature}`,
+  };
+}
+
+const KMS_POLICY = JSON.stringify({
+  Version: "2012-10-17",
+  Statement: [{ Effect: "Allow", Action: ["kms:*"], Resource: "*" }],
+});
+
+/// moto with IAM enforced, spoken to as its administrator with signed requests: a console
+/// IAM user of the test's own (so revoking it touches no other test), its grant, and keys.
+export function iamMoto() {
+  const need = (name) => {
+    const value = process.env[name];
+    if (!value) throw new Error(`${name} must be set (scripts/test starts moto with IAM enforced)`);
+    return value;
+  };
+  const url = need("CMEK_TEST_IAM_MOTO_URL");
+  const admin = { key: need("CMEK_TEST_IAM_ADMIN_KEY"), secret: need("CMEK_TEST_IAM_ADMIN_SECRET") };
+
+  async function iam(action, params = {}) {
+    // moto checks the signature over the form as Python's urlencode writes it again from the
+    // parsed fields (RFC 3986 unreserved characters only, a space as "+"), so it is encoded so.
+    const body = Object.entries({ Action: action, Version: "2010-05-08", ...params })
+      .map(([k, v]) => `${strictEncode(k)}=${strictEncode(v)}`.replaceAll("%20", "+"))
+      .join("&");
+    const headers = sigV4({
+      url, region: "us-east-1", service: "iam", body, ...admin,
+      headers: { "content-type": "application/x-www-form-urlencoded; charset=utf-8" },
+    });
+    const response = await fetch(url, { method: "POST", headers, body });
+    const text = await response.text();
+    if (!response.ok) throw new Error(`IAM ${action}: ${response.status} ${text}`);
+    return text;
+  }
+  async function kms(region, action, payload) {
+    const body = JSON.stringify(payload);
+    const headers = sigV4({
+      url, region, service: "kms", body, ...admin,
+      headers: { "content-type": "application/x-amz-json-1.1", "x-amz-target": `TrentService.${action}` },
+    });
+    const response = await fetch(url, { method: "POST", headers, body });
+    if (!response.ok) throw new Error(`KMS ${action}: ${response.status} ${await response.text()}`);
+    return response.json();
+  }
+  const xml = (text, tag) => {
+    const value = text.match(new RegExp(`<${tag}>([^<]*)</${tag}>`))?.[1];
+    if (!value) throw new Error(`no <${tag}> in ${text}`);
+    return value;
+  };
+  const grant = (user) => iam("PutUserPolicy", { UserName: user, PolicyName: "kms", PolicyDocument: KMS_POLICY });
+
+  return {
+    url,
+    /// A new IAM user allowed `kms:*` by an inline policy `kms`, with an access key.
+    async createConsoleUser() {
+      const user = `console-${randomUUID().replaceAll("-", "")}`;
+      await iam("CreateUser", { UserName: user });
+      await grant(user);
+      const created = await iam("CreateAccessKey", { UserName: user });
+      return { user, key: xml(created, "AccessKeyId"), secret: xml(created, "SecretAccessKey") };
+    },
+    grant,
+    async revoke(user) {
+      await iam("DeleteUserPolicy", { UserName: user, PolicyName: "kms" });
+    },
+    async createKey(region) {
+      return (await kms(region, "CreateKey", { KeySpec: "SYMMETRIC_DEFAULT", KeyUsage: "ENCRYPT_DECRYPT" })).KeyMetadata;
+    },
+    /// The console's settings to reach this moto as `consoleKey`.
+    env(consoleKey, consoleSecret) {
+      return {
+        CMEK_AWS_ACCOUNT_ID: "123456789012",
+        AWS_ENDPOINT_URL: url,
+        AWS_ACCESS_KEY_ID: consoleKey,
+        AWS_SECRET_ACCESS_KEY: consoleSecret,
+      };
     },
   };
 }

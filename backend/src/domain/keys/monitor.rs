@@ -135,25 +135,54 @@ fn verdict(current: KeyStatus, suspected: Option<KeyStatus>, probed: KeyStatus) 
 }
 
 impl Console {
-    /// One sweep: leases the keys that are due and checks them, `concurrency` at a time.
+    /// One sweep: leases the keys that are due, a batch at a time, and checks them
+    /// `concurrency` at a time. The next batch is leased while the last probes of the one
+    /// before still run, so the KMS sees a steady `concurrency` calls in flight, and the sweep
+    /// goes on until no key is due (it does not wait for the next tick between batches).
     pub async fn check_due_keys(&self, policy: &MonitorPolicy) -> Result<SweepReport, DomainError> {
-        let now = self.clock.now();
-        // Long enough for the slowest probe (a few KMS calls, each bounded by its time-out).
-        let lease_until = now + Duration::minutes(2);
-        let limit = u64::try_from(policy.concurrency.max(1) * 8).unwrap_or(128);
-        // A key just created (or checked with Check now) was checked then: its first look by
-        // the monitor is one interval later.
-        let due = self
-            .store
-            .lease_due_keys(now, now - policy.interval(), lease_until, limit)
-            .await?;
-        let outcomes: Vec<Result<(Verdict, usize), DomainError>> = futures_util::stream::iter(due)
-            .map(|(key, suspected)| self.monitor_key(key, suspected, policy))
-            .buffer_unordered(policy.concurrency.max(1))
-            .collect()
-            .await;
+        let concurrency = policy.concurrency.max(1);
+        let limit = u64::try_from(concurrency * 8).unwrap_or(128);
+        let mut queue = std::collections::VecDeque::new();
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        let mut more = true;
         let mut report = SweepReport::default();
-        for outcome in outcomes {
+        loop {
+            while in_flight.len() < concurrency {
+                if queue.is_empty() && more {
+                    let now = self.clock.now();
+                    // Long enough for the slowest probe (a few KMS calls, each bounded by its
+                    // time-out) of a batch waiting behind the probes in flight.
+                    let lease_until = now + Duration::minutes(2);
+                    // A key just created (or checked with Check now) was checked then: its
+                    // first look by the monitor is one interval later.
+                    match self
+                        .store
+                        .lease_due_keys(now, now - policy.interval(), lease_until, limit)
+                        .await
+                    {
+                        Ok(batch) => {
+                            more = batch.len() as u64 == limit;
+                            queue.extend(batch);
+                        }
+                        Err(err) if report.checked == 0 && in_flight.is_empty() => {
+                            return Err(err.into());
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, "the key monitor could not lease more keys");
+                            more = false;
+                        }
+                    }
+                }
+                match queue.pop_front() {
+                    Some((key, suspected)) => {
+                        in_flight.push(self.monitor_key(key, suspected, policy))
+                    }
+                    None => break,
+                }
+            }
+            let Some(outcome) = in_flight.next().await else {
+                break;
+            };
             report.checked += 1;
             match outcome {
                 Ok((Verdict::Same, _)) => {}
