@@ -111,6 +111,10 @@ async fn plain_sweep(url: &str, arns: &[(String, String)], concurrency: usize) -
 
 #[tokio::main]
 async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let url = std::env::var("CMEK_BENCH_MOTO_URL").expect("CMEK_BENCH_MOTO_URL names moto");
     let keys = env_number("CMEK_BENCH_KEYS", 10_000);
     let concurrency = env_number("CMEK_BENCH_CONCURRENCY", 16);

@@ -179,7 +179,10 @@ pub async fn console_with(
     let clusters = cluster_parts(settings, store.clone())?;
     let alerts = AlertParts {
         store: store.clone(),
-        sender: Arc::new(HttpSender::new().map_err(|err| StartupError::Webhooks(err.to_string()))?),
+        sender: Arc::new(
+            HttpSender::new(settings.environment)
+                .map_err(|err| StartupError::Webhooks(err.to_string()))?,
+        ),
         sealer: clusters.platform.clone(),
         results: Arc::default(),
     };
@@ -369,14 +372,29 @@ fn log_audit_checkpoints(console: Console, interval: std::time::Duration) {
     });
 }
 
-/// Every second, drops the plaintext data keys of clusters that stopped being available
-/// (another instance paused, deleted or made them inaccessible).
-fn sweep_data_keys(console: Console) {
+/// Runs `round` every second, for as long as the process lives (a round that overruns
+/// delays the next, it does not pile up behind it).
+fn every_second<F, Fut>(mut round: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
+            round().await;
+        }
+    });
+}
+
+/// Drops the plaintext data keys of clusters that stopped being available (another instance
+/// paused, deleted or made them inaccessible).
+fn sweep_data_keys(console: Console) {
+    every_second(move || {
+        let console = console.clone();
+        async move {
             match console.sweep_data_keys().await {
                 Ok(0) => {}
                 Ok(dropped) => {
@@ -390,13 +408,11 @@ fn sweep_data_keys(console: Console) {
     });
 }
 
-/// Every second, sends the webhook deliveries that are due (each once across instances).
+/// Sends the webhook deliveries that are due (each once across instances).
 fn deliver_webhooks(console: Console) {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
+    every_second(move || {
+        let console = console.clone();
+        async move {
             match console.deliver_due_webhooks().await {
                 Ok(report) if report.retried > 0 || report.failed > 0 => tracing::info!(
                     delivered = report.delivered,
@@ -411,14 +427,12 @@ fn deliver_webhooks(console: Console) {
     });
 }
 
-/// The key monitor: every second, checks the keys that are due (each once per
-/// `CMEK_KEY_CHECK_INTERVAL` across every instance).
+/// The key monitor: checks the keys that are due (each once per `CMEK_KEY_CHECK_INTERVAL`
+/// across every instance).
 fn monitor_keys(console: Console, policy: crate::domain::keys::MonitorPolicy) {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
+    every_second(move || {
+        let console = console.clone();
+        async move {
             match console.check_due_keys(&policy).await {
                 Ok(report) if report.changed > 0 || report.suspected > 0 => {
                     tracing::info!(

@@ -78,6 +78,29 @@ impl Fixture {
         response.json().await.unwrap()
     }
 
+    /// The id of the project's encryption key in `region`.
+    pub async fn key_id(&self, region: &str) -> String {
+        let keys: Value = self
+            .app
+            .get(
+                &format!("/api/v1/projects/{}/encryption-keys", self.project),
+                &self.owner,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        keys["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["region"] == region)
+            .unwrap_or_else(|| panic!("no key in {region}: {keys}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// The project's cluster list as the API answers it.
     pub async fn listed_clusters(&self) -> Value {
         self.app

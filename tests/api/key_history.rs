@@ -10,17 +10,7 @@ use crate::clusters::{local_cmek, post};
 #[tokio::test]
 async fn every_status_change_is_kept_with_the_kms_message_newest_first() {
     let f = local_cmek(&["us-east-1"]).await;
-    let keys: Value = f
-        .app
-        .get(
-            &format!("/api/v1/projects/{}/encryption-keys", f.project),
-            &f.owner,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let key = keys["items"][0]["id"].as_str().unwrap().to_owned();
+    let key = f.key_id("us-east-1").await;
     let base = format!("/api/v1/projects/{}/encryption-keys/{key}", f.project);
     let operator = f.app.console.operator(None).await.unwrap();
     let local = f.local_keys[0].1;

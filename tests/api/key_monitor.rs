@@ -194,3 +194,46 @@ async fn two_instances_on_one_database_check_each_key_once_per_interval() {
         "each key once, between the two instances"
     );
 }
+
+#[tokio::test]
+async fn a_sweep_of_many_batches_checks_every_key() {
+    // Concurrency 2 leases 16 keys at a time: 60 keys take four leases, each while probes
+    // of the batch before are writing. (A sweep whose probes were not polled during a lease
+    // waited for their write lock for ever, and stopped the monitor.)
+    let regions: Vec<&str> = cmek_console::domain::keys::region::AWS_REGIONS
+        .iter()
+        .take(20)
+        .map(|(r, _)| *r)
+        .collect();
+    let settings = [
+        ("CMEK_KEY_CHECK_INTERVAL", "60s"),
+        ("CMEK_KEY_CHECK_CONCURRENCY", "2"),
+    ];
+    let f = local_cmek_with(&regions, &settings).await;
+    for name in ["second", "third"] {
+        let project = f.app.create_project(&f.owner, name, true).await;
+        for (region, local) in &f.local_keys {
+            let created = f
+                .app
+                .post_json(
+                    &format!(
+                        "/api/v1/projects/{}/encryption-keys",
+                        project["id"].as_str().unwrap()
+                    ),
+                    &f.owner,
+                    &json!({ "provider": "local", "region": region, "key_id": local }),
+                )
+                .await;
+            assert_eq!(created.status(), 201);
+        }
+    }
+
+    f.app.clock.advance(chrono::Duration::seconds(61));
+    for _ in 0..300 {
+        if f.app.console.monitor_checks() >= 60 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(f.app.console.monitor_checks(), 60, "every key, once");
+}

@@ -16,26 +16,7 @@ async fn disable_and_check(f: &Fixture, index: usize) {
         .change_local_key(&operator, f.local_keys[index].1, LocalKeyAction::Disable)
         .await
         .unwrap();
-    let keys: Value = f
-        .app
-        .get(
-            &format!("/api/v1/projects/{}/encryption-keys", f.project),
-            &f.owner,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let region = &f.local_keys[index].0;
-    let key = keys["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["region"] == region.as_str())
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = f.key_id(&f.local_keys[index].0).await;
     let checked = post(
         &f.app,
         &f.owner,
@@ -153,6 +134,8 @@ async fn members_get_403_from_the_key_status_the_audit_log_and_their_pages() {
     let member = f.app.api_key(Role::Member).await;
     for path in [
         "/api/v1/key-status",
+        "/api/v1/key-status?status=nonsense",
+        "/api/v1/audit-events?outcome=nonsense",
         "/api/v1/audit-events",
         "/api/v1/audit-events?format=csv",
         "/api/v1/audit-events?format=json",
@@ -178,7 +161,13 @@ async fn members_get_403_from_the_key_status_the_audit_log_and_their_pages() {
     );
 
     let browser = f.app.signed_in_as(Role::Member).await;
-    for page in ["/key-status", "/audit", "/alerts"] {
+    for page in [
+        "/key-status",
+        "/key-status?status=nonsense",
+        "/audit",
+        "/audit?since=x",
+        "/alerts",
+    ] {
         let refused = browser.get(f.app.url(page)).send().await.unwrap();
         assert_eq!(refused.status(), 403, "{page}");
     }
@@ -229,18 +218,23 @@ async fn the_key_status_page_and_the_key_page_show_a_revoked_key_and_its_timelin
         .await
         .unwrap();
     assert!(!filtered.contains("data-key-status=\"disabled\""));
-
-    let keys: Value = f
-        .app
-        .get(
-            &format!("/api/v1/projects/{}/encryption-keys", f.project),
-            &f.owner,
-        )
+    let scoped = browser
+        .get(f.app.url(&format!("/key-status?project_id={}", f.project)))
+        .send()
         .await
-        .json()
+        .unwrap()
+        .text()
         .await
         .unwrap();
-    let key = keys["items"][0]["id"].as_str().unwrap();
+    assert!(
+        scoped.contains(&format!(
+            "/key-status?status=disabled&project_id={}",
+            f.project
+        )),
+        "a count keeps the project filter: {scoped}"
+    );
+
+    let key = f.key_id("us-east-1").await;
     let key_page = browser
         .get(
             f.app
@@ -317,6 +311,15 @@ async fn the_audit_log_filters_by_actor_project_outcome_and_time() {
     );
     let by_key = get("actor=api_key").await;
     assert!(by_key.len() >= 3);
+    assert_eq!(
+        get("actor=API_KEY").await.len(),
+        by_key.len(),
+        "case does not matter"
+    );
+    assert!(
+        get("actor=%25").await.is_empty(),
+        "a % is a percent sign, not a wildcard"
+    );
     assert!(
         by_key
             .iter()

@@ -5,8 +5,9 @@ package, so the tests judge our signing against the reference implementation rat
 against our own code. Run `python receiver.py --port PORT` (0 picks a free port); it prints
 `listening http://127.0.0.1:<port>` once it serves.
 
-  POST /_control/config   {"secret": "whsec_...", "fail": N, "status": S}, any field optional:
-                          the secret to verify with; the next N deliveries answer S (default 500)
+  POST /_control/config   {"secret": "whsec_...", "fail": N, "status": S, "delay": D}, any
+                          field optional: the secret to verify with; the next N deliveries
+                          answer S (default 500); every answer waits D seconds (default 0)
   GET  /_control/received {"items": [...]} every delivery, in arrival order
   any other POST          a delivery: recorded, then answered 204 (or S while failures remain)
 """
@@ -14,12 +15,13 @@ against our own code. Run `python receiver.py --port PORT` (0 picks a free port)
 import argparse
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks.webhooks import Webhook
 
 lock = threading.Lock()
-state = {"secret": None, "fail": 0, "status": 500, "items": []}
+state = {"secret": None, "fail": 0, "status": 500, "delay": 0, "items": []}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -47,7 +49,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/_control/config":
             config = json.loads(raw or b"{}")
             with lock:
-                state.update({k: config[k] for k in ("secret", "fail", "status") if k in config})
+                state.update({k: config[k] for k in ("secret", "fail", "status", "delay") if k in config})
             return self.reply(204)
         if self.path.startswith("/_control/"):
             return self.reply(404)
@@ -80,6 +82,8 @@ class Handler(BaseHTTPRequestHandler):
         }
         with lock:
             state["items"].append(record)
+            delay = state["delay"]
+        time.sleep(delay)
         self.reply(status)
 
 

@@ -10,15 +10,45 @@ use standardwebhooks::{
     HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP, Webhook,
 };
 
-use crate::domain::alerts::{ATTEMPT_TIMEOUT, Outgoing, Sent, WebhookSender};
+use crate::domain::Environment;
+use crate::domain::alerts::{ATTEMPT_TIMEOUT, Outgoing, Sent, WebhookSender, is_internal};
 
 pub struct HttpSender {
     client: reqwest::Client,
 }
 
+/// Resolves names as the system does, then refuses every address that is not on the public
+/// internet (production: a name such as `metadata.example` pointing at 169.254.169.254 must
+/// not turn webhooks into a probe of the platform's network).
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|addr| !is_internal(addr.ip()))
+                .collect();
+            if found.is_empty() {
+                return Err(format!(
+                    "{host} resolves to no public address (internal addresses are refused)"
+                )
+                .into());
+            }
+            Ok(Box::new(found.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 impl HttpSender {
-    pub fn new() -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+    /// In production only public addresses are connected to.
+    pub fn new(environment: Environment) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder();
+        if environment == Environment::Production {
+            builder = builder.dns_resolver(std::sync::Arc::new(PublicOnly));
+        }
+        let client = builder
             .timeout(ATTEMPT_TIMEOUT)
             .connect_timeout(std::time::Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
@@ -97,5 +127,23 @@ impl WebhookSender for HttpSender {
                 duration_ms: elapsed(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use reqwest::dns::{Name, Resolve};
+
+    use super::PublicOnly;
+
+    #[tokio::test]
+    async fn names_that_resolve_to_internal_addresses_are_refused() {
+        let refused = PublicOnly
+            .resolve(Name::from_str("localhost").expect("a name"))
+            .await;
+        let err = refused.err().expect("localhost is refused");
+        assert!(err.to_string().contains("no public address"), "{err}");
     }
 }

@@ -6,6 +6,7 @@
 //! is logged. The signing secret (`whsec_...`) is shown once; it is stored only wrapped under
 //! the platform key.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -136,6 +137,34 @@ pub fn payload(alert: &Alert, at: DateTime<Utc>) -> String {
     .to_string()
 }
 
+/// Whether an address is not on the public internet: loopback, private, carrier-grade NAT,
+/// link-local (cloud metadata endpoints), unspecified, broadcast, IPv6 unique-local, and
+/// IPv4 addresses written as IPv6. Production refuses webhooks to them, at the edge for
+/// address literals and when a name resolves (the sender's resolver).
+pub fn is_internal(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(ip) => {
+            let [a, b, ..] = ip.octets();
+            ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_broadcast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+        }
+        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+            Some(v4) => is_internal(IpAddr::V4(v4)),
+            None => {
+                ip.is_loopback()
+                    || ip.is_unspecified()
+                    || (ip.segments()[0] & 0xfe00) == 0xfc00
+                    || (ip.segments()[0] & 0xffc0) == 0xfe80
+            }
+        },
+    }
+}
+
 /// An endpoint URL, checked at the edge: `https`, or `http` to a loopback address in
 /// development; no user name or password in it; at most 2,000 characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,24 +191,16 @@ impl WebhookUrl {
             return Err(bad("must not contain a #fragment"));
         }
         let host = url.host().ok_or_else(|| bad("must name a host"))?;
-        let loopback = match &host {
+        let (loopback, private) = match &host {
             url::Host::Domain(name) => {
                 let name = name.to_ascii_lowercase();
-                name == "localhost" || name.ends_with(".localhost")
+                (name == "localhost" || name.ends_with(".localhost"), false)
             }
-            url::Host::Ipv4(ip) => ip.is_loopback(),
-            url::Host::Ipv6(ip) => ip.is_loopback(),
-        };
-        let private = match &host {
-            url::Host::Domain(_) => false,
-            url::Host::Ipv4(ip) => {
-                ip.is_private() || ip.is_link_local() || ip.is_unspecified() || ip.is_broadcast()
-            }
-            url::Host::Ipv6(ip) => {
-                ip.is_unspecified()
-                    || (ip.segments()[0] & 0xfe00) == 0xfc00
-                    || (ip.segments()[0] & 0xffc0) == 0xfe80
-            }
+            url::Host::Ipv4(ip) => (ip.is_loopback(), is_internal(IpAddr::V4(*ip))),
+            url::Host::Ipv6(ip) => (
+                ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+                is_internal(IpAddr::V6(*ip)),
+            ),
         };
         match (url.scheme(), environment) {
             ("https", Environment::Development) => {}
@@ -202,6 +223,14 @@ impl WebhookUrl {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// `scheme://host[:port]` alone: what the audit log keeps (a path or query often carries
+    /// a token).
+    pub fn origin(&self) -> String {
+        url::Url::parse(&self.0)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default()
     }
 
     /// A stored URL, checked when it was written.
@@ -477,7 +506,7 @@ impl Console {
             "webhook.created",
             format!("webhook/{}", webhook.id),
         )
-        .detail(json!({ "url": webhook.url.as_str() }));
+        .detail(json!({ "endpoint": webhook.url.origin() }));
         parts
             .store
             .create_webhook(&webhook, key.wrapped, audit)
@@ -518,7 +547,7 @@ impl Console {
             "webhook.deleted",
             format!("webhook/{id}"),
         )
-        .detail(json!({ "url": webhook.url.as_str() }));
+        .detail(json!({ "endpoint": webhook.url.origin() }));
         if self
             .alert_parts()?
             .store
@@ -723,6 +752,10 @@ mod tests {
         assert_eq!(after_failure(1, now), Some(now + Duration::seconds(5)));
         let total: i64 = RETRY_SCHEDULE.iter().sum();
         assert!(total >= 3600, "at least an hour of retries");
+        assert_eq!(
+            total, 99_305,
+            "about 27 hours, as Standard Webhooks suggests"
+        );
         assert_eq!(after_failure(RETRY_SCHEDULE.len() as u32 + 1, now), None);
         assert!(after_failure(RETRY_SCHEDULE.len() as u32, now).is_some());
     }
@@ -738,6 +771,10 @@ mod tests {
         assert!(!ok("http://alerts.example.com/hook", Development));
         assert!(!ok("https://10.0.0.5/hook", Production));
         assert!(!ok("https://169.254.169.254/latest", Production));
+        assert!(!ok("https://[::ffff:10.0.0.5]/hook", Production));
+        assert!(!ok("https://[::ffff:127.0.0.1]/hook", Production));
+        assert!(!ok("https://100.64.0.1/hook", Production));
+        assert!(ok("https://93.184.215.14/hook", Production));
         assert!(!ok("https://user:pw@example.com/hook", Development));
         assert!(!ok("ftp://example.com/hook", Development));
         assert!(!ok("not a url", Development));

@@ -47,6 +47,12 @@ impl Role {
 
     pub const CHOICES: &'static str = "choose owner, member or auditor";
 
+    /// Owners and auditors read the audit log, the Key Status page and alerts (they say who
+    /// did what and from where); members do not.
+    pub fn sees_audit(self) -> bool {
+        matches!(self, Role::Owner | Role::Auditor)
+    }
+
     pub fn title(self) -> &'static str {
         match self {
             Role::Owner => "Organization Owner",
@@ -102,7 +108,7 @@ impl Caller {
     /// Whether the caller may read the audit log, the Key Status page and alerts (owners
     /// and auditors; they say who did what and from where).
     pub fn sees_audit(&self) -> bool {
-        matches!(self.role, Role::Owner | Role::Auditor)
+        self.role.sees_audit()
     }
 
     /// Only owners and auditors may do `what`.

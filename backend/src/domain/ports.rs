@@ -252,8 +252,6 @@ pub trait KeyStore: Send + Sync {
         lease_until: DateTime<Utc>,
         limit: u64,
     ) -> Result<Vec<(EncryptionKey, Option<KeyStatus>)>, StoreError>;
-    /// Schedules the key's next check, releases its lease, and keeps (or clears) the status
-    /// awaiting confirmation.
     /// How many keys (of every organization) have each status, for `/metrics`.
     async fn key_status_counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
     /// Every key of the organization (the Key Status page), in id order.
@@ -262,9 +260,9 @@ pub trait KeyStore: Send + Sync {
         organization_id: Uuid,
     ) -> Result<Vec<EncryptionKey>, StoreError>;
     /// Records the key's automatic rotation as a check saw it.
-    async fn record_rotation(&self, _id: Uuid, _enabled: Option<bool>) -> Result<(), StoreError> {
-        Ok(())
-    }
+    async fn record_rotation(&self, id: Uuid, enabled: Option<bool>) -> Result<(), StoreError>;
+    /// Schedules the key's next check, releases its lease, and keeps (or clears) the status
+    /// awaiting confirmation.
     async fn schedule_key_check(
         &self,
         id: Uuid,

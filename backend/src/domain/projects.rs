@@ -247,6 +247,33 @@ impl Console {
     }
 
     /// Another organization's project is "not found", never "forbidden": ids are not confirmed.
+    /// Every project of the organization as (id, name), for pickers and reports; read a page
+    /// at a time.
+    pub async fn project_names(&self, caller: &Caller) -> Result<Vec<(Uuid, String)>, DomainError> {
+        let mut names = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .projects(
+                    caller,
+                    PageRequest {
+                        size: crate::domain::page::MAX_PAGE_SIZE,
+                        after,
+                    },
+                )
+                .await?;
+            names.extend(
+                page.items
+                    .iter()
+                    .map(|p| (p.id, p.name.as_str().to_owned())),
+            );
+            match (page.next, page.items.last()) {
+                (Some(_), Some(last)) => after = Some(last.id),
+                _ => return Ok(names),
+            }
+        }
+    }
+
     pub async fn project(&self, caller: &Caller, id: Uuid) -> Result<Project, DomainError> {
         self.store
             .project(caller.organization_id, id)

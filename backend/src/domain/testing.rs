@@ -744,6 +744,13 @@ impl KeyStore for MemoryStore {
         Ok(())
     }
 
+    async fn record_rotation(&self, id: Uuid, enabled: Option<bool>) -> Result<(), StoreError> {
+        if let Some(key) = self.state().keys.iter_mut().find(|k| k.id == id) {
+            key.rotation_enabled = enabled;
+        }
+        Ok(())
+    }
+
     async fn key_status_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let mut counts = std::collections::BTreeMap::<String, u64>::new();
         for key in &self.state().keys {

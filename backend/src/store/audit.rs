@@ -5,7 +5,7 @@
 use super::SeaStore;
 use crate::domain::ports::AuditStore;
 use async_trait::async_trait;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -93,7 +93,17 @@ pub async fn list(
         query = query.filter(audit_events::Column::Action.eq(action.as_str()));
     }
     if let Some(actor) = &filter.actor {
-        query = query.filter(audit_events::Column::Actor.contains(actor.as_str()));
+        // Part of the actor, taken literally (no wildcard of the user's) and without regard
+        // to case, the same on SQLite and PostgreSQL.
+        let escaped = actor
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        query = query.filter(
+            Expr::expr(Func::lower(Expr::col(audit_events::Column::Actor)))
+                .like(LikeExpr::new(format!("%{escaped}%")).escape('\\')),
+        );
     }
     if let Some(outcome) = filter.outcome {
         query = query.filter(audit_events::Column::Outcome.eq(outcome.as_str()));

@@ -236,18 +236,31 @@ impl WebhookStore for SeaStore {
         lease_until: DateTime<Utc>,
         limit: u64,
     ) -> Result<Vec<LeasedDelivery>, StoreError> {
+        // Most seconds nothing is due: find that out without taking the write lock.
+        let due_filter = || {
+            Condition::all()
+                .add(webhook_deliveries::Column::State.eq(DeliveryState::Pending.as_str()))
+                .add(webhook_deliveries::Column::NextAttemptAt.lte(now))
+                .add(
+                    Condition::any()
+                        .add(webhook_deliveries::Column::LeaseUntil.is_null())
+                        .add(webhook_deliveries::Column::LeaseUntil.lte(now)),
+                )
+        };
+        if webhook_deliveries::Entity::find()
+            .filter(due_filter())
+            .one(&self.db)
+            .await?
+            .is_none()
+        {
+            return Ok(Vec::new());
+        }
         // Under the write lock, like the key monitor's leases: two instances never take the
         // same delivery, so each is sent once (unless an instance dies mid-send; then the
         // lease lapses and the same message id is sent again, which receivers deduplicate).
         audited!(self, quietly, |txn| {
             let due = webhook_deliveries::Entity::find()
-                .filter(webhook_deliveries::Column::State.eq(DeliveryState::Pending.as_str()))
-                .filter(webhook_deliveries::Column::NextAttemptAt.lte(now))
-                .filter(
-                    Condition::any()
-                        .add(webhook_deliveries::Column::LeaseUntil.is_null())
-                        .add(webhook_deliveries::Column::LeaseUntil.lte(now)),
-                )
+                .filter(due_filter())
                 .order_by_asc(webhook_deliveries::Column::NextAttemptAt)
                 .limit(limit)
                 .all(txn)

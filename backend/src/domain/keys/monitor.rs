@@ -9,7 +9,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Duration, Utc};
-use futures_util::StreamExt;
 use rand::Rng;
 
 use super::checks;
@@ -143,7 +142,10 @@ impl Console {
         let concurrency = policy.concurrency.max(1);
         let limit = u64::try_from(concurrency * 8).unwrap_or(128);
         let mut queue = std::collections::VecDeque::new();
-        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        // Each probe is a task of its own, so probes go on while this loop waits for the next
+        // lease: a probe inside its write transaction is never left unpolled while the lease
+        // waits for that same write lock (which would stop the monitor for good).
+        let mut in_flight = tokio::task::JoinSet::new();
         let mut more = true;
         let mut report = SweepReport::default();
         loop {
@@ -175,13 +177,22 @@ impl Console {
                 }
                 match queue.pop_front() {
                     Some((key, suspected)) => {
-                        in_flight.push(self.monitor_key(key, suspected, policy))
+                        let console = self.clone();
+                        let policy = *policy;
+                        in_flight.spawn(async move {
+                            console.monitor_key(key, suspected, &policy).await
+                        });
                     }
                     None => break,
                 }
             }
-            let Some(outcome) = in_flight.next().await else {
-                break;
+            let outcome = match in_flight.join_next().await {
+                None => break,
+                Some(Ok(outcome)) => outcome,
+                Some(Err(err)) => {
+                    tracing::error!(error = %err, "a key check stopped unexpectedly");
+                    continue;
+                }
             };
             report.checked += 1;
             match outcome {

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{EncryptionKey, KeyStatus, Provider};
 use crate::domain::clusters::{Cluster, ClusterState};
 use crate::domain::identity::Caller;
-use crate::domain::page::{MAX_PAGE_SIZE, Page, PageRequest};
+use crate::domain::page::{Page, PageRequest};
 use crate::domain::{Console, DomainError};
 
 /// Every status, in the order the page counts them.
@@ -142,26 +142,7 @@ impl Console {
             }
             None => Vec::new(),
         };
-        let mut names: HashMap<Uuid, String> = HashMap::new();
-        let mut after = None;
-        loop {
-            let projects = self
-                .projects(
-                    caller,
-                    PageRequest {
-                        size: MAX_PAGE_SIZE,
-                        after,
-                    },
-                )
-                .await?;
-            for project in &projects.items {
-                names.insert(project.id, project.name.as_str().to_owned());
-            }
-            match (projects.next, projects.items.last()) {
-                (Some(_), Some(last)) => after = Some(last.id),
-                _ => break,
-            }
-        }
+        let names: HashMap<Uuid, String> = self.project_names(caller).await?.into_iter().collect();
         let entries = selected
             .into_iter()
             .map(|key| {

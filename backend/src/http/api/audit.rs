@@ -12,10 +12,10 @@ use uuid::Uuid;
 use crate::domain::audit::{AuditEvent, AuditFilter, Outcome};
 use crate::domain::identity::Caller;
 use crate::domain::page::{MAX_PAGE_SIZE, PageRequest};
-use crate::domain::{Console, DomainError, FieldError};
+use crate::domain::{Console, DomainError};
 use crate::http::AppState;
-use crate::http::api::ListBody;
 use crate::http::api::wire;
+use crate::http::api::{ListBody, QueryFields, project_filter};
 use crate::http::auth::ApiCaller;
 use crate::http::errors::{ApiError, Problem};
 
@@ -48,63 +48,32 @@ pub enum Export {
     Json,
 }
 
-fn time(field: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, FieldError> {
-    match raw.filter(|r| !r.is_empty()) {
-        None => Ok(None),
-        Some(raw) => DateTime::parse_from_rfc3339(raw)
-            .map(|t| Some(t.with_timezone(&Utc)))
-            .map_err(|_| {
-                FieldError::new(field, "must be an RFC 3339 time, e.g. 2026-11-22T09:00:00Z")
-            }),
-    }
-}
-
-fn given(raw: &Option<String>) -> Option<&str> {
-    raw.as_deref().map(str::trim).filter(|r| !r.is_empty())
-}
-
 impl AuditQuery {
     pub fn filter(&self) -> Result<AuditFilter, DomainError> {
-        let mut errors = Vec::new();
-        let since = time("since", self.since.as_deref())
-            .map_err(|e| errors.push(e))
-            .ok()
-            .flatten();
-        let until = time("until", self.until.as_deref())
-            .map_err(|e| errors.push(e))
-            .ok()
-            .flatten();
-        let project_id = given(&self.project_id).and_then(|raw| {
-            Uuid::parse_str(raw)
-                .map_err(|_| {
-                    errors.push(FieldError::new(
-                        "project_id",
-                        "must be a project id (a UUID)",
-                    ))
-                })
+        let mut fields = QueryFields::default();
+        let time = |raw: &str| {
+            DateTime::parse_from_rfc3339(raw)
                 .ok()
-        });
-        let outcome = given(&self.outcome).and_then(|raw| {
-            Outcome::parse(raw)
-                .ok_or_else(|| {
-                    errors.push(FieldError::new(
-                        "outcome",
-                        "must be success, denied or failure",
-                    ))
-                })
-                .ok()
-        });
+                .map(|t| t.with_timezone(&Utc))
+        };
+        const TIME: &str = "must be an RFC 3339 time, e.g. 2026-11-22T09:00:00Z";
+        let since = fields.read("since", &self.since, TIME, time);
+        let until = fields.read("until", &self.until, TIME, time);
+        let project_id = project_filter(&mut fields, &self.project_id);
+        let outcome = fields.read(
+            "outcome",
+            &self.outcome,
+            "must be success, denied or failure",
+            Outcome::parse,
+        );
         if let (Some(since), Some(until)) = (since, until)
             && since >= until
         {
-            errors.push(FieldError::new("until", "must be after since"));
+            fields.refuse("until", "must be after since");
         }
-        if !errors.is_empty() {
-            return Err(DomainError::Invalid(errors));
-        }
-        Ok(AuditFilter {
-            action: given(&self.action).map(str::to_owned),
-            actor: given(&self.actor).map(str::to_owned),
+        fields.finish(AuditFilter {
+            action: QueryFields::text(&self.action),
+            actor: QueryFields::text(&self.actor),
             project_id,
             outcome,
             since,
@@ -141,7 +110,7 @@ impl AuditQuery {
     get, path = "/api/v1/audit-events", tag = "audit",
     params(AuditQuery),
     responses(
-        (status = 200, body = ListBody<wire::AuditEvent>, description = "JSON page, or text/csv with format=csv"),
+        (status = 200, body = ListBody<wire::AuditEvent>, description = "Without format: a page of JSON. format=json: every matching event as one JSON document of the same shape (streamed, next_page_token null); format=csv: every matching event as CSV (streamed)"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json", description = "Members: the audit log is for owners and auditors"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
@@ -153,6 +122,8 @@ pub async fn list(
     caller: ApiCaller,
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    // Who may look comes before what they asked for: a member's bad filter is still a 403.
+    caller.0.require_auditor_view("read the audit log")?;
     let filter = query.filter()?;
     let export = query.export()?;
     if export != Export::Page {

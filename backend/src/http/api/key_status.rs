@@ -5,13 +5,14 @@ use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::domain::DomainError;
 use crate::domain::keys::status_report::{KeyStatusFilter, KeyStatusReport, ProtectedCluster};
 use crate::domain::keys::{KeyStatus, Provider};
 use crate::domain::page::PageRequest;
-use crate::domain::{DomainError, FieldError};
 use crate::http::AppState;
 use crate::http::api::keys::KeyBody;
 use crate::http::api::wire;
+use crate::http::api::{QueryFields, project_filter};
 use crate::http::auth::ApiCaller;
 use crate::http::errors::{ApiError, Problem};
 
@@ -27,44 +28,22 @@ pub struct KeyStatusQuery {
     pub page_token: Option<String>,
 }
 
-fn given(raw: &Option<String>) -> Option<&str> {
-    raw.as_deref().map(str::trim).filter(|r| !r.is_empty())
-}
-
 impl KeyStatusQuery {
     pub fn filter(&self) -> Result<KeyStatusFilter, DomainError> {
-        let mut errors = Vec::new();
-        let status = given(&self.status).and_then(|raw| {
-            KeyStatus::parse(raw)
-                .ok_or_else(|| {
-                    errors.push(FieldError::new(
-                        "status",
-                        "must be active, access_denied, disabled, pending_deletion, not_found or unreachable",
-                    ))
-                })
-                .ok()
-        });
-        let provider = given(&self.provider)
-            .and_then(|raw| Provider::parse(raw).map_err(|e| errors.push(e)).ok());
-        let project_id = given(&self.project_id).and_then(|raw| {
-            Uuid::parse_str(raw)
-                .map_err(|_| {
-                    errors.push(FieldError::new(
-                        "project_id",
-                        "must be a project id (a UUID)",
-                    ))
-                })
-                .ok()
-        });
-        if errors.is_empty() {
-            Ok(KeyStatusFilter {
-                status,
-                provider,
-                project_id,
-            })
-        } else {
-            Err(DomainError::Invalid(errors))
-        }
+        let mut fields = QueryFields::default();
+        let status = fields.read(
+            "status",
+            &self.status,
+            "must be active, access_denied, disabled, pending_deletion, not_found or unreachable",
+            KeyStatus::parse,
+        );
+        let provider = fields.parse(&self.provider, Provider::parse);
+        let project_id = project_filter(&mut fields, &self.project_id);
+        fields.finish(KeyStatusFilter {
+            status,
+            provider,
+            project_id,
+        })
     }
 
     pub fn page(&self) -> Result<PageRequest, DomainError> {
@@ -151,6 +130,8 @@ pub async fn list(
     caller: ApiCaller,
     query: web::Query<KeyStatusQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    // Who may look comes before what they asked for: a member's bad filter is still a 403.
+    caller.0.require_auditor_view("see the Key Status page")?;
     let filter = query.filter()?;
     let page = query.page()?;
     let report = state

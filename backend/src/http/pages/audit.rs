@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use askama::Template;
 
 use crate::domain::audit::{AuditEvent, ChainStatus};
-use crate::domain::page::{MAX_PAGE_SIZE, PageRequest};
+use crate::domain::page::PageRequest;
 use crate::http::AppState;
 use crate::http::api::audit::AuditQuery;
 use crate::http::auth::PageCaller;
@@ -44,13 +44,19 @@ const KNOWN_ACTIONS: &[&str] = &[
     "backup.created",
     "backup.deleted",
     "backup.failed",
+    "backup.refused",
     "backup.restore_failed",
+    "backup.restore_refused",
+    "cluster.create_failed",
+    "cluster.create_refused",
     "cluster.created",
+    "cluster.delete_started",
     "cluster.deleted",
     "cluster.inaccessible",
     "cluster.paused",
     "cluster.restored",
     "cluster.resume_failed",
+    "cluster.resume_started",
     "cluster.resumed",
     "cluster.will_not_resume",
     "encryption_key.checked",
@@ -72,6 +78,8 @@ const KNOWN_ACTIONS: &[&str] = &[
     "project.updated",
     "session.sign_in",
     "session.sign_out",
+    "session.switched_organization",
+    "sign_in_link.issued",
     "webhook.created",
     "webhook.deleted",
     "webhook.test_sent",
@@ -103,6 +111,7 @@ pub async fn list(
     caller: PageCaller,
     query: web::Query<AuditQuery>,
 ) -> Result<HttpResponse, PageError> {
+    caller.0.require_auditor_view("read the audit log")?;
     let chrome = Chrome::load(&state.console, &caller.0, "audit").await?;
     let chain = state.console.audit_chain_status(&caller.0).await?;
     let (events, next, errors) = match query.filter() {
@@ -118,17 +127,10 @@ pub async fn list(
     };
     let projects = state
         .console
-        .projects(
-            &caller.0,
-            PageRequest {
-                size: MAX_PAGE_SIZE,
-                after: None,
-            },
-        )
+        .project_names(&caller.0)
         .await?
-        .items
         .into_iter()
-        .map(|p| (p.id.to_string(), p.name.as_str().to_owned()))
+        .map(|(id, name)| (id.to_string(), name))
         .collect();
     let text = |v: &Option<String>| v.clone().unwrap_or_default();
     html(&AuditPage {

@@ -85,10 +85,11 @@ struct KeyStatusPage {
     counts: Vec<(&'static str, usize)>,
     keys: Vec<KeyLine>,
     status: String,
-    provider: String,
     errors: FormErrors,
     next_page_token: Option<String>,
     filter_query: String,
+    /// The filters but the status: what each count link keeps.
+    count_query: String,
 }
 
 pub async fn page(
@@ -96,6 +97,7 @@ pub async fn page(
     caller: PageCaller,
     query: web::Query<KeyStatusQuery>,
 ) -> Result<HttpResponse, PageError> {
+    caller.0.require_auditor_view("see the Key Status page")?;
     let chrome = Chrome::load(&state.console, &caller.0, "key-status").await?;
     let (counts, keys, next, errors) = match query.filter() {
         Ok(filter) => {
@@ -122,9 +124,12 @@ pub async fn page(
         counts,
         keys,
         status: text(&query.status),
-        provider: text(&query.provider),
         errors,
         next_page_token: next,
+        count_query: query_string(&[
+            ("provider", &query.provider),
+            ("project_id", &query.project_id),
+        ]),
         filter_query: query_string(&[
             ("status", &query.status),
             ("provider", &query.provider),

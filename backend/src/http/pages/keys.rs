@@ -12,20 +12,25 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::domain::clusters::effective_policy;
 use crate::domain::identity::Caller;
 use crate::domain::keys::KeyRequestInput;
 use crate::domain::keys::checks::{Check, Checklist, Progress};
 use crate::domain::keys::policy::{AwsAccessPolicies, Statement};
 use crate::domain::keys::region::AWS_REGIONS;
 use crate::domain::local_kms::LocalKey;
+use crate::domain::page::{MAX_PAGE_SIZE, PageRequest};
+use crate::domain::projects::RevocationPolicy;
 use crate::domain::{Console, DomainError};
 use crate::http::AppState;
 use crate::http::auth::PageCaller;
 use crate::http::errors::PageError;
-use crate::http::pages::projects::ProjectView;
+use crate::http::pages::key_status::{ClusterLine, rotation_text};
+use crate::http::pages::projects::{KeyRow, ProjectView};
 use crate::http::pages::render::{
-    Chrome, FormErrors, Refusal, html_status, query_string, see_other,
+    Chrome, FormErrors, Refusal, html_status, query_string, see_other, when,
 };
+use crate::http::pages::timeline;
 
 /// Everything the wizard's forms carry, step to step.
 #[derive(Deserialize, Default, Clone)]
@@ -504,11 +509,11 @@ pub struct HistoryLine {
 struct KeyPage {
     chrome: Chrome,
     project: ProjectView,
-    key: crate::http::pages::projects::KeyRow,
+    key: KeyRow,
     rotation: &'static str,
     timeline: String,
     history: Vec<HistoryLine>,
-    clusters: Vec<crate::http::pages::key_status::ClusterLine>,
+    clusters: Vec<ClusterLine>,
     policy: &'static str,
 }
 
@@ -529,45 +534,48 @@ pub async fn show(
             &caller.0,
             project_id,
             key_id,
-            crate::domain::page::PageRequest {
-                size: crate::domain::page::MAX_PAGE_SIZE,
+            PageRequest {
+                size: MAX_PAGE_SIZE,
                 after: None,
             },
         )
-        .await?
-        .items;
+        .await?;
+    let complete = history.next.is_none();
+    let history = history.items;
     let clusters = console.key_clusters(&caller.0, &key).await?;
     let chrome = Chrome::load(console, &caller.0, "projects").await?;
-    let policy = match crate::domain::clusters::effective_policy(&project, key.key_ref.provider()) {
-        crate::domain::projects::RevocationPolicy::Stop => {
+    let policy = match effective_policy(&project, key.key_ref.provider()) {
+        RevocationPolicy::Stop => {
             "stop: once a revocation is confirmed, the clusters using this key become inaccessible"
         }
-        crate::domain::projects::RevocationPolicy::KeepRunning => {
+        RevocationPolicy::KeepRunning => {
             "keep running: the clusters using this key keep running after a revocation, but will not resume until the key works again"
         }
     };
-    let timeline =
-        crate::http::pages::timeline::svg(key.created_at, console.now(), key.status, &history);
+    let timeline = timeline::svg(
+        key.created_at,
+        console.now(),
+        key.status,
+        &history,
+        complete,
+    );
     html_status(
         StatusCode::OK,
         &KeyPage {
             chrome,
-            rotation: crate::http::pages::key_status::rotation_text(&key),
+            rotation: rotation_text(&key),
             project: project.into(),
             timeline,
             history: history
                 .into_iter()
                 .map(|c| HistoryLine {
-                    at: crate::http::pages::render::when(c.at),
+                    at: when(c.at),
                     from: c.from.as_str(),
                     to: c.to.as_str(),
                     message: c.message.unwrap_or_default(),
                 })
                 .collect(),
-            clusters: clusters
-                .into_iter()
-                .map(crate::http::pages::key_status::ClusterLine::from)
-                .collect(),
+            clusters: clusters.into_iter().map(ClusterLine::from).collect(),
             key: key.into(),
             policy,
         },

@@ -63,7 +63,7 @@ impl Chrome {
 
     /// Owners and auditors see the audit log, the Key Status page and alerts.
     pub fn sees_audit(&self) -> bool {
-        matches!(self.role, Role::Owner | Role::Auditor)
+        self.role.sees_audit()
     }
 
     /// The role, unless the user's name already says it.

@@ -21,27 +21,31 @@ fn colour(status: KeyStatus) -> &'static str {
 }
 
 /// `changes` newest first, as the history gives them; `since` is when the key was created.
+/// With `complete` false (the history had more pages than were read), the window starts at
+/// the oldest change read: before it, the status is not known here.
 pub fn svg(
     since: DateTime<Utc>,
     now: DateTime<Utc>,
     current: KeyStatus,
     changes: &[StatusChange],
+    complete: bool,
 ) -> String {
     let mut oldest_first: Vec<&StatusChange> = changes.iter().collect();
     oldest_first.reverse();
-    // The window starts at creation, or at the oldest change shown when the history is longer
-    // than one page.
-    let start = oldest_first
-        .first()
-        .map_or(since, |c| if c.at < since { c.at } else { since })
-        .min(now);
+    let start = match oldest_first.first() {
+        Some(oldest) if !complete => oldest.at,
+        _ => since,
+    }
+    .min(now);
     let span = (now - start).num_milliseconds().max(1) as f64;
     let x = |t: DateTime<Utc>| ((t - start).num_milliseconds().max(0) as f64 / span) * WIDTH;
     let mut periods = Vec::new();
     let mut status = oldest_first.first().map_or(current, |c| c.from);
     let mut from = start;
     for change in &oldest_first {
-        periods.push((from, change.at, status));
+        if change.at > from {
+            periods.push((from, change.at, status));
+        }
         status = change.to;
         from = change.at;
     }
@@ -99,6 +103,7 @@ mod tests {
             start + Duration::hours(4),
             KeyStatus::Active,
             &changes,
+            true,
         );
         assert_eq!(drawn.matches("<rect").count(), 3);
         let statuses: Vec<&str> = drawn
@@ -113,9 +118,35 @@ mod tests {
     }
 
     #[test]
+    fn a_partial_history_starts_at_its_oldest_change() {
+        let start = Utc::now() - Duration::hours(10);
+        let changes = vec![StatusChange {
+            id: Uuid::now_v7(),
+            at: start + Duration::hours(8),
+            from: KeyStatus::AccessDenied,
+            to: KeyStatus::Active,
+            message: None,
+        }];
+        let drawn = svg(
+            start,
+            start + Duration::hours(10),
+            KeyStatus::Active,
+            &changes,
+            false,
+        );
+        // Only the last two hours are known: one band, active, over the whole width.
+        assert_eq!(drawn.matches("<rect").count(), 1, "{drawn}");
+        assert!(
+            drawn.contains("x=\"0.0\" y=\"8\" width=\"720.0\""),
+            "{drawn}"
+        );
+        assert!(drawn.contains("data-status=\"active\""));
+    }
+
+    #[test]
     fn a_key_that_never_changed_is_one_band() {
         let start = Utc::now() - Duration::hours(1);
-        let drawn = svg(start, Utc::now(), KeyStatus::Active, &[]);
+        let drawn = svg(start, Utc::now(), KeyStatus::Active, &[], true);
         assert_eq!(drawn.matches("<rect").count(), 1);
     }
 }
