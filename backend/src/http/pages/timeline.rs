@@ -43,7 +43,8 @@ pub fn svg(
     let mut status = oldest_first.first().map_or(current, |c| c.from);
     let mut from = start;
     for change in &oldest_first {
-        if change.at > from {
+        // A partial history starts at its oldest change: what came before is not known.
+        if complete || change.at > from {
             periods.push((from, change.at, status));
         }
         status = change.to;
