@@ -46,6 +46,9 @@ pub struct Settings {
     /// The standard AWS variables the console applies itself (the SDK's default chain
     /// handles every other one: profiles, web identity, instance roles...).
     pub aws: AwsSettings,
+    /// The platform's multi-tenant Microsoft Entra application; without `CMEK_AZURE_APP_ID`
+    /// the Azure Key Vault provider is off.
+    pub azure: Option<AzureSettings>,
     /// Single sign-on; off unless `CMEK_OIDC_ISSUER` is set.
     pub oidc: Option<OidcSettings>,
     /// `CMEK_TRUSTED_PROXIES`: addresses or CIDR ranges (comma-separated) whose
@@ -84,6 +87,33 @@ pub struct OidcSettings {
     pub issuer: String,
     pub client_id: String,
     pub client_secret: SecretString,
+}
+
+/// `CMEK_AZURE_APP_ID`, `CMEK_AZURE_APP_NAME`, `CMEK_AZURE_CLIENT_SECRET`,
+/// `AZURE_AUTHORITY_HOST`, `CMEK_AZURE_VAULT_URL_TEMPLATE`, `CMEK_AZURE_CA_FILE`.
+#[derive(Debug, Clone)]
+pub struct AzureSettings {
+    /// The application (client) id customers create a service principal for.
+    pub app_id: String,
+    /// Its display name, shown in the wizard (default `cmek-console`).
+    pub app_name: String,
+    pub client_secret: SecretString,
+    /// Where tokens are requested (default `https://login.microsoftonline.com`); https only.
+    pub authority_host: url::Url,
+    /// The vault's URL with `{vault}` in it (default `https://{vault}.vault.azure.net`).
+    pub vault_url_template: String,
+    /// An extra CA (PEM) trusted for the vault and the authority.
+    pub ca_file: Option<PathBuf>,
+    /// Whether the vault's 401 challenge must name a resource whose domain the vault's host
+    /// is under: always in production; in development only when the template's host is.
+    pub verify_challenge_resource: bool,
+}
+
+impl AzureSettings {
+    /// The URL of a vault, from the template.
+    pub fn vault_url(&self, vault: &str) -> String {
+        self.vault_url_template.replace("{vault}", vault)
+    }
 }
 
 /// `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
@@ -140,6 +170,12 @@ struct FileSettings {
     platform_key_file: Option<PathBuf>,
     key_check_interval: Option<String>,
     key_check_concurrency: Option<String>,
+    azure_app_id: Option<String>,
+    azure_app_name: Option<String>,
+    azure_client_secret: Option<String>,
+    azure_authority_host: Option<String>,
+    azure_vault_url_template: Option<String>,
+    azure_ca_file: Option<PathBuf>,
 }
 
 /// Every variable we read; any other `CMEK_*` variable is reported as a likely typo.
@@ -167,6 +203,11 @@ const KNOWN_VARIABLES: &[&str] = &[
     "CMEK_PLATFORM_KEY_FILE",
     "CMEK_KEY_CHECK_INTERVAL",
     "CMEK_KEY_CHECK_CONCURRENCY",
+    "CMEK_AZURE_APP_ID",
+    "CMEK_AZURE_APP_NAME",
+    "CMEK_AZURE_CLIENT_SECRET",
+    "CMEK_AZURE_VAULT_URL_TEMPLATE",
+    "CMEK_AZURE_CA_FILE",
 ];
 
 impl Settings {
@@ -276,6 +317,22 @@ impl Settings {
             secret_access_key: lookup(vars, "AWS_SECRET_ACCESS_KEY").map(SecretString::from),
             session_token: lookup(vars, "AWS_SESSION_TOKEN").map(SecretString::from),
         };
+        let azure = azure_settings(
+            AzureInput {
+                app_id: pick("CMEK_AZURE_APP_ID", file.azure_app_id),
+                app_name: pick("CMEK_AZURE_APP_NAME", file.azure_app_name),
+                client_secret: pick("CMEK_AZURE_CLIENT_SECRET", file.azure_client_secret),
+                authority_host: pick("AZURE_AUTHORITY_HOST", file.azure_authority_host),
+                vault_url_template: pick(
+                    "CMEK_AZURE_VAULT_URL_TEMPLATE",
+                    file.azure_vault_url_template,
+                ),
+                ca_file: lookup(vars, "CMEK_AZURE_CA_FILE")
+                    .map(PathBuf::from)
+                    .or(file.azure_ca_file),
+            },
+            environment,
+        )?;
         let oidc = match (
             pick("CMEK_OIDC_ISSUER", file.oidc_issuer),
             pick("CMEK_OIDC_CLIENT_ID", file.oidc_client_id),
@@ -381,6 +438,7 @@ impl Settings {
                 .map(PathBuf::from)
                 .or(file.platform_key_file),
             oidc,
+            azure,
             trusted_proxies,
             forwarded_header,
             body_timeout,
@@ -506,6 +564,90 @@ fn parse_networks(
                 })
         })
         .collect()
+}
+
+struct AzureInput {
+    app_id: Option<String>,
+    app_name: Option<String>,
+    client_secret: Option<String>,
+    authority_host: Option<String>,
+    vault_url_template: Option<String>,
+    ca_file: Option<PathBuf>,
+}
+
+/// The Azure provider's settings: off without an app id; with one, every part checked.
+fn azure_settings(
+    input: AzureInput,
+    environment: Environment,
+) -> Result<Option<AzureSettings>, SettingsError> {
+    let invalid = |name: &'static str, reason: &str| SettingsError::Invalid {
+        name,
+        reason: reason.to_owned(),
+    };
+    let Some(app_id) = input.app_id.filter(|id| !id.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let app_id = app_id.trim().to_owned();
+    if uuid::Uuid::parse_str(&app_id).is_err() {
+        return Err(invalid(
+            "CMEK_AZURE_APP_ID",
+            "the application (client) id of an Entra application is a GUID",
+        ));
+    }
+    let client_secret = input
+        .client_secret
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            invalid(
+                "CMEK_AZURE_CLIENT_SECRET",
+                "the Azure provider needs the application's client secret",
+            )
+        })?;
+    let authority = input
+        .authority_host
+        .unwrap_or_else(|| "https://login.microsoftonline.com".to_owned());
+    let authority_host = url::Url::parse(&authority)
+        .ok()
+        .filter(|u| u.scheme() == "https" && u.host_str().is_some())
+        .ok_or_else(|| invalid("AZURE_AUTHORITY_HOST", "must be an https URL"))?;
+    let template = input
+        .vault_url_template
+        .unwrap_or_else(|| "https://{vault}.vault.azure.net".to_owned());
+    let sample = url::Url::parse(&template.replace("{vault}", "sample"))
+        .ok()
+        .filter(|u| u.scheme() == "https" && u.host_str().is_some());
+    let Some(sample) = sample.filter(|_| template.contains("{vault}")) else {
+        return Err(invalid(
+            "CMEK_AZURE_VAULT_URL_TEMPLATE",
+            "must be an https URL with {vault} in it, e.g. https://{vault}.vault.azure.net",
+        ));
+    };
+    let on_key_vault_domain = sample.host_str().is_some_and(|h| {
+        [
+            ".vault.azure.net",
+            ".vault.azure.cn",
+            ".vault.usgovcloudapi.net",
+        ]
+        .iter()
+        .any(|d| h.ends_with(d))
+    });
+    if let Some(path) = &input.ca_file
+        && !path.is_file()
+    {
+        return Err(invalid("CMEK_AZURE_CA_FILE", "no such file"));
+    }
+    Ok(Some(AzureSettings {
+        app_id,
+        app_name: input
+            .app_name
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| "cmek-console".to_owned()),
+        client_secret: SecretString::from(client_secret),
+        authority_host,
+        vault_url_template: template.trim_end_matches('/').to_owned(),
+        ca_file: input.ca_file,
+        verify_challenge_resource: environment == Environment::Production || on_key_vault_domain,
+    }))
 }
 
 fn lookup(vars: &[(String, String)], name: &str) -> Option<String> {

@@ -15,7 +15,7 @@ use crate::domain::alerts::AlertParts;
 use crate::domain::blobs::BlobStore;
 use crate::domain::clock::{Clock, SystemClock};
 use crate::domain::clusters::{ClusterParts, DataKeyRing, ManifestDriver};
-use crate::domain::keys::KmsProviders;
+use crate::domain::keys::{AzureApp, KmsProviders};
 use crate::domain::kms::KeyProvider;
 use crate::domain::local_kms::LocalKeyAdmin;
 use crate::domain::ports::{AuditStore, StoreError};
@@ -25,6 +25,7 @@ use crate::http::metrics::Metrics;
 use crate::http::{AppState, middleware, routes};
 use crate::kms::KmsTimeouts;
 use crate::kms::aws::AwsKms;
+use crate::kms::azure::AzureKeyVault;
 use crate::kms::local::LocalKms;
 use crate::kms::platform::PlatformKms;
 use crate::settings::{Environment, Settings, SettingsError, private_dir};
@@ -45,6 +46,8 @@ pub enum StartupError {
     Sso(String),
     #[error("webhook sender: {0}")]
     Webhooks(String),
+    #[error("Azure Key Vault: {0}")]
+    Azure(String),
     #[error("local KMS master key: {0}")]
     LocalKms(std::io::Error),
     #[error(transparent)]
@@ -143,6 +146,13 @@ pub async fn console_with(
         Some(_) => Some(Arc::new(AwsKms::new(&settings.aws, timeouts).await)),
         None => None,
     };
+    let azure: Option<Arc<dyn KeyProvider>> = match &settings.azure {
+        Some(azure) => Some(Arc::new(
+            AzureKeyVault::new(azure.clone(), timeouts)
+                .map_err(|e| StartupError::Azure(e.to_string()))?,
+        )),
+        None => None,
+    };
     let local = match settings.environment {
         Environment::Production => None,
         Environment::Development => Some(Arc::new(
@@ -198,6 +208,11 @@ pub async fn console_with(
             aws,
             local: local.clone().map(|l| l as Arc<dyn KeyProvider>),
             aws_account_id: settings.aws_account_id.clone(),
+            azure,
+            azure_app: settings.azure.as_ref().map(|a| AzureApp {
+                id: a.app_id.clone(),
+                name: a.app_name.clone(),
+            }),
         },
         local.map(|l| l as Arc<dyn LocalKeyAdmin>),
         chain_keys,

@@ -2,6 +2,7 @@
 //! database (SQLite by default; PostgreSQL when `CMEK_TEST_POSTGRES_URL` names a server).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod azure;
 mod helpers;
 mod moto;
 
@@ -12,11 +13,13 @@ mod cli;
 mod cluster_pages;
 mod clusters;
 mod clusters_aws;
+mod clusters_azure;
 mod hardening;
 mod key_history;
 mod key_monitor;
 mod key_status;
 mod keys;
+mod keys_azure;
 mod local_kms;
 mod monitor_aws;
 mod ops;

@@ -4,7 +4,7 @@
 //! and review the `.snap` files like code.
 
 use cmek_console::domain::keys::policy::{AccessMode, PolicyScope, aws_policies};
-use cmek_console::domain::keys::region::AwsRegion;
+use cmek_console::domain::keys::region::Region;
 use cmek_console::http::api::openapi::ApiDoc;
 use utoipa::OpenApi;
 
@@ -15,7 +15,7 @@ fn the_openapi_document() {
 
 #[test]
 fn the_key_policy_for_one_region() {
-    let region = AwsRegion::parse("region", "eu-central-1").unwrap();
+    let region = Region::parse("region", "eu-central-1").unwrap();
     let policies = aws_policies(
         AccessMode::KeyPolicy,
         &PolicyScope::Region(region),

@@ -227,3 +227,38 @@ export function iamMoto() {
     },
   };
 }
+
+/// The Azure Key Vault and Entra stand-in (tests/azure/standin.py, started by scripts/test,
+/// which also sets NODE_EXTRA_CA_CERTS to its test CA): a platform application of the test's
+/// own, a customer tenant with its service principal, and the console's settings.
+export async function azureStandin() {
+  const url = process.env.CMEK_TEST_AZURE_URL;
+  const ca = process.env.CMEK_TEST_AZURE_CA;
+  if (!url || !ca) throw new Error("CMEK_TEST_AZURE_URL and CMEK_TEST_AZURE_CA must be set (scripts/test starts the stand-in)");
+  async function control(method, path, body) {
+    const response = await fetch(`${url}/_control${path}`, {
+      method,
+      headers: { "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await response.text();
+    if (!response.ok) throw new Error(`stand-in ${method} ${path}: ${response.status} ${text}`);
+    return text ? JSON.parse(text) : null;
+  }
+  const appId = randomUUID();
+  const secret = `secret-${randomUUID()}`;
+  const tenant = randomUUID();
+  await control("POST", "/apps", { client_id: appId, client_secret: secret });
+  await control("POST", "/tenants", { tenant_id: tenant, service_principals: [appId] });
+  return {
+    url, appId, tenant, control,
+    env: {
+      CMEK_AZURE_APP_ID: appId,
+      CMEK_AZURE_APP_NAME: "cmek-console-e2e",
+      CMEK_AZURE_CLIENT_SECRET: secret,
+      AZURE_AUTHORITY_HOST: url,
+      CMEK_AZURE_VAULT_URL_TEMPLATE: `${url}/{vault}`,
+      CMEK_AZURE_CA_FILE: ca,
+    },
+  };
+}

@@ -73,6 +73,24 @@ pub struct KeyDescription {
     pub usage: String,
     /// The region the KMS says the key is in, when it says.
     pub region: Option<String>,
+    /// What Key Vault says of a key beyond the above (its own checks use these).
+    pub azure: Option<AzureKeyFacts>,
+}
+
+/// An Azure Key Vault key as `GET /keys/{name}` describes it, and the vault's region header.
+#[derive(Clone, Debug, Default)]
+pub struct AzureKeyFacts {
+    /// The current version (the last segment of the key's `kid`).
+    pub version: String,
+    /// `RSA`, `RSA-HSM`, `EC`, `EC-HSM`, `oct-HSM`.
+    pub kty: String,
+    /// The RSA modulus size in bits (from `n`), for RSA keys.
+    pub modulus_bits: Option<usize>,
+    pub key_ops: Vec<String>,
+    pub not_before: Option<chrono::DateTime<chrono::Utc>>,
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
+    /// `Recoverable`, `Recoverable+Purgeable`, `CustomizedRecoverable`, ...
+    pub recovery_level: Option<String>,
 }
 
 /// Why a KMS call failed, in the few kinds the console acts on.

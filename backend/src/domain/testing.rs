@@ -148,6 +148,7 @@ pub fn console(environment: Environment) -> (Console, Arc<MemoryStore>, Arc<Manu
             aws: None,
             local: Some(Arc::new(FakeKms::passing())),
             aws_account_id: None,
+            ..KmsProviders::default()
         },
         None,
         ChainKeys::new(vec![ChainKey::new([42; 32])]).unwrap_or_else(|| unreachable!()),
@@ -173,6 +174,7 @@ impl FakeKms {
 impl KeyProvider for FakeKms {
     async fn describe(&self, _: &KeyRef) -> Result<KeyDescription, KmsError> {
         self.describe.clone().map(|state| KeyDescription {
+            azure: None,
             key_id: "test".into(),
             state,
             spec: "SYMMETRIC_DEFAULT".into(),

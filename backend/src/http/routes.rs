@@ -52,6 +52,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
         api(M::GET, "/api/v1/projects/{project_id}", SignedIn, web::get().to(projects::read)),
         api(M::PATCH, "/api/v1/projects/{project_id}", SignedIn, web::patch().to(projects::update)),
         api(M::GET, "/api/v1/projects/{project_id}/encryption-keys/aws-trust-policy", SignedIn, web::get().to(keys::aws_trust_policy)),
+        api(M::GET, "/api/v1/projects/{project_id}/encryption-keys/azure-setup", SignedIn, web::get().to(keys::azure_setup)),
         api(M::POST, "/api/v1/projects/{project_id}/encryption-keys/test", SignedIn, web::post().to(keys::test)),
         api(M::POST, "/api/v1/projects/{project_id}/encryption-keys", SignedIn, web::post().to(keys::create)),
         api(M::GET, "/api/v1/projects/{project_id}/encryption-keys", SignedIn, web::get().to(keys::list)),

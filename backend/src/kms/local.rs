@@ -195,6 +195,7 @@ impl KeyProvider for LocalKms {
     async fn describe(&self, key: &KeyRef) -> Result<KeyDescription, KmsError> {
         let key = self.key(key).await?;
         Ok(KeyDescription {
+            azure: None,
             key_id: key.id.to_string(),
             state: if key.enabled {
                 KeyState::Enabled

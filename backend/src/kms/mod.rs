@@ -1,7 +1,8 @@
-//! KMS adapters implementing the domain's `KeyProvider`: AWS KMS through aws-sdk-kms, and the
-//! built-in local KMS for development.
+//! KMS adapters implementing the domain's `KeyProvider`: AWS KMS through aws-sdk-kms, Azure Key
+//! Vault through the Azure SDK, and the built-in local KMS for development.
 
 pub mod aws;
+pub mod azure;
 pub mod local;
 pub mod platform;
 

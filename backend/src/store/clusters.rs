@@ -21,7 +21,7 @@ use crate::domain::clusters::{
     StoredObject, Tier,
 };
 use crate::domain::keys::Provider;
-use crate::domain::keys::region::AwsRegion;
+use crate::domain::keys::region::Region;
 use crate::domain::page::PageRequest;
 use crate::domain::ports::{BackupStart, ClusterStore, ObjectWrite, StoreError};
 
@@ -35,7 +35,7 @@ fn corrupt(what: &str, id: Uuid) -> StoreError {
 
 fn region_from(m: cluster_regions::Model) -> Result<ClusterRegion, StoreError> {
     Ok(ClusterRegion {
-        region: AwsRegion::parse("region", &m.region)
+        region: Region::parse_known("region", &m.region)
             .map_err(|_| corrupt("cluster region of", m.cluster_id))?,
         key_id: m.key_id,
         key_ref: m.key_ref,
@@ -90,10 +90,10 @@ fn backup_from(m: backups::Model) -> Result<Backup, StoreError> {
         provider: Provider::parse(&m.provider).map_err(|_| bad("provider"))?,
         regions: regions
             .iter()
-            .map(|r| AwsRegion::parse("region", r).map_err(|_| bad("regions")))
+            .map(|r| Region::parse_known("region", r).map_err(|_| bad("regions")))
             .collect::<Result<_, _>>()?,
         region: ClusterRegion {
-            region: AwsRegion::parse("region", &m.region).map_err(|_| bad("region"))?,
+            region: Region::parse_known("region", &m.region).map_err(|_| bad("region"))?,
             key_id: m.key_id,
             key_ref: m.key_ref,
             wrapped_key: m.wrapped_key,
@@ -617,7 +617,7 @@ impl ClusterStore for SeaStore {
         objects: &[StoredObject],
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
-        let regions: Vec<&str> = backup.regions.iter().map(AwsRegion::as_str).collect();
+        let regions: Vec<&str> = backup.regions.iter().map(Region::as_str).collect();
         let regions = serde_json::to_string(&regions).unwrap_or_else(|_| "[]".into());
         audited!(self, audit, |txn| {
             backups::Entity::insert(backups::ActiveModel {

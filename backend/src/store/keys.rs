@@ -15,8 +15,9 @@ use uuid::Uuid;
 
 use super::entities::{encryption_keys, key_status_history};
 use crate::domain::keys::arn::{KmsKeyArn, RoleArn};
+use crate::domain::keys::azure::{KeyName, VaultName};
 use crate::domain::keys::policy::AccessMode;
-use crate::domain::keys::region::AwsRegion;
+use crate::domain::keys::region::Region;
 use crate::domain::keys::{AwsAccess, EncryptionKey, KeyRef, KeyStatus, Provider, StatusChange};
 use crate::domain::page::PageRequest;
 use crate::domain::ports::StoreError;
@@ -40,13 +41,22 @@ fn from_model(m: encryption_keys::Model) -> Result<EncryptionKey, StoreError> {
             key_id: Uuid::parse_str(&m.key_ref).map_err(|_| corrupt("local key id"))?,
             organization_id: m.organization_id,
         },
-        Provider::AzureKeyVault => return Err(corrupt("unsupported provider")),
+        Provider::AzureKeyVault => {
+            let (vault, key_name) = m
+                .key_ref
+                .split_once('/')
+                .ok_or_else(|| corrupt("Key Vault key reference"))?;
+            KeyRef::Azure {
+                vault: VaultName::parse("vault_name", vault).map_err(|_| corrupt("vault name"))?,
+                key_name: KeyName::parse("key_name", key_name).map_err(|_| corrupt("key name"))?,
+            }
+        }
     };
     Ok(EncryptionKey {
         id: m.id,
         organization_id: m.organization_id,
         project_id: m.project_id,
-        region: AwsRegion::parse("region", &m.region).map_err(|_| corrupt("region"))?,
+        region: Region::parse_known("region", &m.region).map_err(|_| corrupt("region"))?,
         key_ref,
         status: KeyStatus::parse(&m.status).ok_or_else(|| corrupt("status"))?,
         last_checked_at: m.last_checked_at,

@@ -13,7 +13,7 @@ use super::objects::{read_sealed, write_sealed};
 use super::{Cluster, ClusterDriver};
 use crate::domain::DomainError;
 use crate::domain::blobs::BlobStore;
-use crate::domain::keys::region::AwsRegion;
+use crate::domain::keys::region::Region;
 use crate::domain::kms::PlaintextKey;
 
 pub struct ManifestDriver {
@@ -28,11 +28,11 @@ impl ManifestDriver {
 
 /// Bound into the manifest's seal; no object's name can be the same (they hold no control
 /// character).
-fn manifest_name(region: &AwsRegion) -> String {
+fn manifest_name(region: &Region) -> String {
     format!("\u{0}manifest/{region}")
 }
 
-fn manifest(cluster: &Cluster, region: &AwsRegion) -> Vec<u8> {
+fn manifest(cluster: &Cluster, region: &Region) -> Vec<u8> {
     serde_json::json!({
         "cluster_id": cluster.id,
         "project_id": cluster.project_id,
@@ -47,7 +47,7 @@ impl ClusterDriver for ManifestDriver {
     async fn provision(
         &self,
         cluster: &Cluster,
-        keys: &[(AwsRegion, &PlaintextKey)],
+        keys: &[(Region, &PlaintextKey)],
     ) -> Result<(), DomainError> {
         for (region, key) in keys {
             let body = stream::iter([Ok::<_, DomainError>(bytes::Bytes::from(manifest(
@@ -70,7 +70,7 @@ impl ClusterDriver for ManifestDriver {
     async fn attach(
         &self,
         cluster: &Cluster,
-        keys: &[(AwsRegion, &PlaintextKey)],
+        keys: &[(Region, &PlaintextKey)],
     ) -> Result<(), DomainError> {
         for (region, key) in keys {
             let one = Arc::new(ClusterKeys::new(vec![(

@@ -9,29 +9,29 @@ use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
-use crate::domain::keys::region::AwsRegion;
+use crate::domain::keys::region::Region;
 use crate::domain::kms::PlaintextKey;
 
 /// A cluster's data keys, by region, in the cluster's region order. Once dropped from the
 /// ring, work still holding them (a download, an upload, a backup) stops at its next segment.
 pub struct ClusterKeys {
-    keys: Vec<(AwsRegion, PlaintextKey)>,
+    keys: Vec<(Region, PlaintextKey)>,
     dropped: AtomicBool,
 }
 
 impl ClusterKeys {
-    pub fn new(keys: Vec<(AwsRegion, PlaintextKey)>) -> Self {
+    pub fn new(keys: Vec<(Region, PlaintextKey)>) -> Self {
         Self {
             keys,
             dropped: AtomicBool::new(false),
         }
     }
 
-    pub fn get(&self, region: &AwsRegion) -> Option<&PlaintextKey> {
+    pub fn get(&self, region: &Region) -> Option<&PlaintextKey> {
         self.keys.iter().find(|(r, _)| r == region).map(|(_, k)| k)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &(AwsRegion, PlaintextKey)> {
+    pub fn iter(&self) -> impl Iterator<Item = &(Region, PlaintextKey)> {
         self.keys.iter()
     }
 

@@ -15,7 +15,7 @@ use super::{
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::error::Rule;
 use crate::domain::identity::Caller;
-use crate::domain::keys::region::AwsRegion;
+use crate::domain::keys::region::Region;
 use crate::domain::keys::{EncryptionKey, KeyStatus, Provider};
 use crate::domain::kms::{DataKey, EncryptionContext, PlaintextKey};
 use crate::domain::page::{Page, PageRequest};
@@ -79,7 +79,7 @@ impl Console {
         organization_id: Uuid,
         project_id: Uuid,
         owner: Uuid,
-        region: &AwsRegion,
+        region: &Region,
         purpose: &str,
     ) -> EncryptionContext {
         let owner_field = if purpose == "backup" {
@@ -99,7 +99,7 @@ impl Console {
     pub(super) async fn new_data_key(
         &self,
         key: Option<&EncryptionKey>,
-        region: &AwsRegion,
+        region: &Region,
         context: &EncryptionContext,
     ) -> Result<DataKey, RegionFailure> {
         let parts = self
@@ -323,7 +323,7 @@ impl Console {
         &self,
         caller: &Caller,
         cluster: &mut Cluster,
-        regions: &[AwsRegion],
+        regions: &[Region],
         keys: &[Option<EncryptionKey>],
     ) -> Result<ClusterKeys, DomainError> {
         let mut plaintexts = Vec::new();
@@ -381,8 +381,7 @@ impl Console {
         extra: serde_json::Value,
     ) -> Result<Cluster, DomainError> {
         let parts = self.cluster_parts()?;
-        let refs: Vec<(AwsRegion, &PlaintextKey)> =
-            keys.iter().map(|(r, k)| (r.clone(), k)).collect();
+        let refs: Vec<(Region, &PlaintextKey)> = keys.iter().map(|(r, k)| (r.clone(), k)).collect();
         parts.driver.provision(&cluster, &refs).await?;
         let mut detail = json!({
             "project_id": cluster.project_id,
@@ -647,8 +646,7 @@ impl Console {
             }
         };
         let parts = self.cluster_parts()?;
-        let refs: Vec<(AwsRegion, &PlaintextKey)> =
-            keys.iter().map(|(r, k)| (r.clone(), k)).collect();
+        let refs: Vec<(Region, &PlaintextKey)> = keys.iter().map(|(r, k)| (r.clone(), k)).collect();
         if let Err(err) = parts.driver.attach(&cluster, &refs).await {
             let said = public_text(&err);
             self.move_cluster(
@@ -909,7 +907,7 @@ pub(super) fn public_text(err: &DomainError) -> String {
     }
 }
 
-fn failure(region: &AwsRegion, key: Option<&EncryptionKey>, message: String) -> RegionFailure {
+fn failure(region: &Region, key: Option<&EncryptionKey>, message: String) -> RegionFailure {
     RegionFailure {
         region: region.to_string(),
         key: key.map_or_else(|| PLATFORM_KEY.into(), |k| k.key_ref.display()),

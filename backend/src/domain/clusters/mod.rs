@@ -21,7 +21,7 @@ use crate::domain::ports::ClusterStore;
 
 use crate::domain::FieldError;
 use crate::domain::keys::Provider;
-use crate::domain::keys::region::AwsRegion;
+use crate::domain::keys::region::Region;
 use crate::domain::kms::{DataKey, EncryptionContext, KmsError, PlaintextKey};
 
 pub use driver::ManifestDriver;
@@ -162,7 +162,7 @@ impl ClusterState {
 /// platform-managed keys), and the wrapped data key itself. Only the wrapped form is stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterRegion {
-    pub region: AwsRegion,
+    pub region: Region,
     /// The project's encryption key for this provider and region (R5), if CMEK.
     pub key_id: Option<Uuid>,
     /// The key as users know it (ARN, local key id), kept for display.
@@ -194,12 +194,12 @@ impl Cluster {
     }
 
     /// Where a region's copy of an object version is stored.
-    pub fn blob(&self, region: &AwsRegion, version: Uuid) -> String {
+    pub fn blob(&self, region: &Region, version: Uuid) -> String {
         format!("clusters/{}/{}/objects/{version}", self.id, region)
     }
 
     /// The sealed marker the driver writes in each region: opening it proves the data key.
-    pub fn manifest(&self, region: &AwsRegion) -> String {
+    pub fn manifest(&self, region: &Region) -> String {
         format!("clusters/{}/{}/manifest", self.id, region)
     }
 
@@ -296,7 +296,7 @@ pub struct Backup {
     pub cluster_name: String,
     pub provider: Provider,
     /// The cluster's regions, for a restore into the same ones.
-    pub regions: Vec<AwsRegion>,
+    pub regions: Vec<Region>,
     /// Where the backup is kept, and whose key wraps its data key.
     pub region: ClusterRegion,
     pub state: BackupState,
@@ -336,12 +336,12 @@ pub trait ClusterDriver: Send + Sync {
     async fn provision(
         &self,
         cluster: &Cluster,
-        keys: &[(AwsRegion, &PlaintextKey)],
+        keys: &[(Region, &PlaintextKey)],
     ) -> Result<(), crate::domain::DomainError>;
     async fn attach(
         &self,
         cluster: &Cluster,
-        keys: &[(AwsRegion, &PlaintextKey)],
+        keys: &[(Region, &PlaintextKey)],
     ) -> Result<(), crate::domain::DomainError>;
     async fn destroy(&self, cluster: &Cluster) -> Result<(), crate::domain::DomainError>;
 }

@@ -15,7 +15,7 @@ use super::{Cluster, ObjectName, StoredObject};
 use crate::crypto::sealed_object::{HEADER_LEN, ObjectId, Opener, SealError, Sealer};
 use crate::domain::blobs::{BlobError, BlobStore, BlobWriter, ByteStream};
 use crate::domain::identity::Caller;
-use crate::domain::keys::region::AwsRegion;
+use crate::domain::keys::region::Region;
 use crate::domain::kms::PlaintextKey;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::ports::ObjectWrite;
@@ -217,7 +217,7 @@ impl From<BodyError> for DomainError {
 struct Opening {
     blobs: ByteStream,
     key: Arc<ClusterKeys>,
-    region: AwsRegion,
+    region: Region,
     owner: Uuid,
     name: String,
     header: Vec<u8>,
@@ -230,7 +230,7 @@ struct Opening {
 pub(super) fn open_sealed(
     blobs: ByteStream,
     key: Arc<ClusterKeys>,
-    region: AwsRegion,
+    region: Region,
     owner: Uuid,
     name: String,
 ) -> BoxStream<'static, Result<Bytes, DomainError>> {
@@ -318,7 +318,7 @@ pub(super) async fn read_sealed(
     blobs: &dyn BlobStore,
     blob: &str,
     key: Arc<ClusterKeys>,
-    region: AwsRegion,
+    region: Region,
     owner: Uuid,
     name: &str,
 ) -> Result<Vec<u8>, DomainError> {

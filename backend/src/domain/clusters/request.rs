@@ -3,7 +3,7 @@
 
 use super::{ClusterName, MAX_REGIONS, Tier};
 use crate::domain::keys::Provider;
-use crate::domain::keys::region::AwsRegion;
+use crate::domain::keys::region::Region;
 use crate::domain::{DomainError, FieldError};
 
 /// What clients send, unparsed.
@@ -21,7 +21,7 @@ pub struct ClusterRequestInput {
 pub struct NewCluster {
     pub name: ClusterName,
     pub provider: Provider,
-    pub regions: Vec<AwsRegion>,
+    pub regions: Vec<Region>,
     pub tier: Tier,
     pub dual_region_backup: bool,
 }
@@ -53,7 +53,7 @@ impl NewCluster {
         let tier = Tier::parse(input.tier.as_deref().unwrap_or("dedicated").trim())
             .map_err(|e| errors.push(e))
             .ok();
-        let mut regions: Vec<AwsRegion> = Vec::new();
+        let mut regions: Vec<Region> = Vec::new();
         if input.regions.is_empty() {
             errors.push(FieldError::new("regions", "must list at least one region"));
         } else if input.regions.len() > MAX_REGIONS {
@@ -63,7 +63,8 @@ impl NewCluster {
             ));
         }
         for (i, raw) in input.regions.iter().enumerate() {
-            match AwsRegion::parse(&format!("regions[{i}]"), raw) {
+            let cloud = provider.unwrap_or(Provider::AwsKms);
+            match Region::parse_for(cloud, &format!("regions[{i}]"), raw) {
                 Ok(region) if regions.contains(&region) => errors.push(FieldError::new(
                     format!("regions[{i}]"),
                     format!("{region} is listed twice"),

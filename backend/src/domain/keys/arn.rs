@@ -1,6 +1,6 @@
 //! KMS key ARNs and IAM role ARNs, parsed at the edge with errors that say what is wrong.
 
-use super::region::AwsRegion;
+use super::region::Region;
 use crate::domain::FieldError;
 
 const EXAMPLE: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
@@ -9,7 +9,7 @@ const EXAMPLE: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KmsKeyArn {
     arn: String,
-    region: AwsRegion,
+    region: Region,
     account: String,
     key_id: String,
 }
@@ -65,7 +65,7 @@ impl KmsKeyArn {
                 "has an unknown partition \"{partition}\" (expected aws, aws-us-gov or aws-cn)"
             ));
         }
-        let region = AwsRegion::parse(field, region).map_err(|_| {
+        let region = Region::parse(field, region).map_err(|_| {
             FieldError::new(field, format!("names the unknown region \"{region}\""))
         })?;
         if region.partition() != partition {
@@ -104,7 +104,7 @@ impl KmsKeyArn {
         &self.arn
     }
 
-    pub fn region(&self) -> &AwsRegion {
+    pub fn region(&self) -> &Region {
         &self.region
     }
 

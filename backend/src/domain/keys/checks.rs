@@ -2,9 +2,10 @@
 //! item with its outcome, the KMS error code and a one-line fix. Items are sent to `progress`
 //! as they complete, so the wizard can show them one by one.
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::region::AwsRegion;
+use super::region::Region;
 use super::{AwsAccess, KeyRef, KeyStatus};
 use crate::domain::kms::{EncryptionContext, KeyProvider, KeyState, KmsError};
 
@@ -135,7 +136,7 @@ impl Run<'_> {
         title: &'static str,
         err: &KmsError,
         key: &KeyRef,
-        region: &AwsRegion,
+        region: &Region,
     ) {
         self.fail_showing(
             Some(err.key_status()),
@@ -169,18 +170,24 @@ const GENERATE: &str = "Generate a data key (GenerateDataKey)";
 const ROUND_TRIP: &str = "Decrypt round trip";
 const ROTATION: &str = "Automatic rotation";
 
-/// Runs every check; stops early only when the key cannot even be described.
+/// Runs every check; stops early only when the key cannot even be described. `now` decides
+/// whether an Azure key's validity period has begun or ended.
 pub async fn run(
     provider: &dyn KeyProvider,
     key: &KeyRef,
-    region: &AwsRegion,
+    region: &Region,
     context: &EncryptionContext,
+    now: DateTime<Utc>,
     progress: Option<&dyn Progress>,
 ) -> Checklist {
     let mut run = Run {
         checks: Vec::new(),
         progress,
     };
+    if matches!(key, KeyRef::Azure { .. }) {
+        azure_checks(&mut run, provider, key, region, context, now).await;
+        return finish(run, Ok(None));
+    }
     match provider.describe(key).await {
         Err(err) => {
             run.kms_fail("reachable", REACHABLE, &err, key, region);
@@ -259,7 +266,11 @@ pub async fn run(
             }
         }
     }
-    let rotation_enabled = provider.rotation_enabled(key).await;
+    finish(run, provider.rotation_enabled(key).await)
+}
+
+/// Adds the rotation item and decides whether the list passed.
+fn finish(mut run: Run<'_>, rotation_enabled: Result<Option<bool>, KmsError>) -> Checklist {
     let rotation = match rotation_enabled.clone() {
         Ok(Some(true)) => ("Automatic rotation is enabled: the KMS rotates the key material; nothing needs updating here.".to_owned(), None, None),
         Ok(Some(false)) => ("Automatic rotation is off.".to_owned(), None, Some("Recommended: enable automatic key rotation in the KMS console.".to_owned())),
@@ -288,6 +299,159 @@ pub async fn run(
     }
 }
 
+const AZ_EXISTS: &str = "Key exists (get key)";
+const AZ_VALIDITY: &str = "Key not expired and already valid (exp, nbf)";
+const AZ_TYPE: &str = "RSA or RSA-HSM key of 2048 bits or more";
+const AZ_OPS: &str = "Key operations allow wrapKey and unwrapKey";
+const AZ_PURGE: &str = "Purge protection on (recoveryLevel)";
+const AZ_REGION: &str = "Vault region matches (x-ms-keyvault-region)";
+const AZ_WRAP: &str = "Wrap a data key (wrapKey, RSA-OAEP-256)";
+const AZ_UNWRAP: &str = "Unwrap round trip (unwrapKey)";
+
+/// Azure Key Vault's checklist: what `get key` says of the key and its vault, then a wrap and
+/// unwrap of a random 32-byte data key with RSA-OAEP-256, compared in constant time.
+async fn azure_checks(
+    run: &mut Run<'_>,
+    provider: &dyn KeyProvider,
+    key: &KeyRef,
+    region: &Region,
+    context: &EncryptionContext,
+    now: DateTime<Utc>,
+) {
+    let facts = match provider.describe(key).await {
+        Err(err) => {
+            run.kms_fail("reachable", AZ_EXISTS, &err, key, region);
+            let why = "not run: the key could not be read";
+            for (id, title) in [
+                ("enabled", ENABLED),
+                ("validity", AZ_VALIDITY),
+                ("key_type", AZ_TYPE),
+                ("key_ops", AZ_OPS),
+                ("purge_protection", AZ_PURGE),
+                ("region", AZ_REGION),
+                ("wrap_key", AZ_WRAP),
+                ("unwrap_round_trip", AZ_UNWRAP),
+            ] {
+                run.skip(id, title, why);
+            }
+            return;
+        }
+        Ok(d) => {
+            run.pass(
+                "reachable",
+                AZ_EXISTS,
+                format!("Key Vault returns {}.", d.key_id),
+            );
+            if d.state == KeyState::Enabled {
+                run.pass("enabled", ENABLED, "The key is enabled.".into());
+            } else {
+                run.fail_showing(Some(KeyStatus::Disabled), "enabled", ENABLED, "The key is disabled (attributes.enabled is false).".into(), Some("KeyDisabled".into()),
+                    "In the Key Vault, open the key's current version and set Enabled to Yes, then test again.".into());
+            }
+            let region_seen = d.region.clone();
+            (d.azure.unwrap_or_default(), region_seen)
+        }
+    };
+    let (facts, region_seen) = facts;
+    match (facts.not_before, facts.expires) {
+        (Some(nbf), _) if nbf > now => run.fail_showing(Some(KeyStatus::Disabled), "validity", AZ_VALIDITY,
+            format!("The key is not valid before {} (nbf).", nbf.to_rfc3339()), Some("KeyNotYetValid".into()),
+            "Clear or move back the key's activation date in the Key Vault, then test again.".into()),
+        (_, Some(exp)) if exp <= now => run.fail_showing(Some(KeyStatus::Disabled), "validity", AZ_VALIDITY,
+            format!("The key expired at {} (exp).", exp.to_rfc3339()), Some("KeyExpired".into()),
+            "Clear or extend the key's expiration date in the Key Vault (or rotate to a new version), then test again.".into()),
+        (_, exp) => run.pass("validity", AZ_VALIDITY, match exp {
+            Some(exp) => format!("The key is valid until {}.", exp.to_rfc3339()),
+            None => "The key has no expiration date.".into(),
+        }),
+    }
+    let rsa = matches!(facts.kty.as_str(), "RSA" | "RSA-HSM");
+    match facts.modulus_bits {
+        Some(bits) if rsa && bits >= 2048 => run.pass("key_type", AZ_TYPE, format!("{} key of {bits} bits.", facts.kty)),
+        Some(bits) if rsa => run.fail("key_type", AZ_TYPE, format!("The key is {} of {bits} bits.", facts.kty), Some("KeySizeTooSmall".into()),
+            "Create a new RSA key of 2048 bits or more (3072 recommended) and use its name.".into()),
+        _ => run.fail("key_type", AZ_TYPE, format!("The key type is {}.", or_unknown(&facts.kty)), Some("UnsupportedKeyType".into()),
+            "Create an RSA or RSA-HSM key (2048 bits or more); EC and symmetric keys cannot wrap data keys here.".into()),
+    }
+    let missing: Vec<&str> = ["wrapKey", "unwrapKey"]
+        .into_iter()
+        .filter(|op| !facts.key_ops.iter().any(|o| o == op))
+        .collect();
+    if missing.is_empty() {
+        run.pass(
+            "key_ops",
+            AZ_OPS,
+            "The key allows wrapKey and unwrapKey.".into(),
+        );
+    } else {
+        run.fail("key_ops", AZ_OPS, format!("The key's permitted operations lack {}.", missing.join(" and ")), Some("OperationNotPermitted".into()),
+            "In the key's settings, allow the Wrap Key and Unwrap Key operations (or create the key with them), then test again.".into());
+    }
+    match facts.recovery_level.as_deref() {
+        Some(level) if !level.contains("Purgeable") => run.pass("purge_protection", AZ_PURGE, format!("Recovery level {level}: the key cannot be purged.")),
+        level => run.fail("purge_protection", AZ_PURGE, format!("Recovery level {}: the key can be purged.", level.unwrap_or("(not reported)")), Some("PurgeProtectionDisabled".into()),
+            "Turn on purge protection for the Key Vault (Properties > Enable purge protection; it cannot be turned off later), then test again.".into()),
+    }
+    match region_seen.as_deref() {
+        Some(seen) if region.is_named_by(seen) => {
+            run.pass("region", AZ_REGION, format!("The vault is in {region}."))
+        }
+        Some(seen) => run.fail(
+            "region",
+            AZ_REGION,
+            format!("The vault is in {seen}, but the encryption key is for {region}."),
+            Some("RegionMismatch".into()),
+            format!("Use a Key Vault in {region}, or choose {seen} as the region."),
+        ),
+        None => run.fail(
+            "region",
+            AZ_REGION,
+            "Key Vault did not report the vault's region.".into(),
+            Some("RegionUnknown".into()),
+            "Check that the vault URL points at Azure Key Vault itself, then test again.".into(),
+        ),
+    }
+    match provider.generate_data_key(key, context).await {
+        Err(err) => {
+            run.kms_fail("wrap_key", AZ_WRAP, &err, key, region);
+            run.skip(
+                "unwrap_round_trip",
+                AZ_UNWRAP,
+                "not run: no data key was wrapped",
+            );
+        }
+        Ok(data_key) => {
+            run.pass(
+                "wrap_key",
+                AZ_WRAP,
+                format!(
+                    "A random {}-byte data key was wrapped with RSA-OAEP-256.",
+                    data_key.plaintext.expose().len()
+                ),
+            );
+            match provider
+                .decrypt_data_key(key, &data_key.wrapped, context)
+                .await
+            {
+                Ok(unwrapped) if unwrapped.same_as(&data_key.plaintext) => run.pass(
+                    "unwrap_round_trip",
+                    AZ_UNWRAP,
+                    "The wrapped data key unwraps to the same key.".into(),
+                ),
+                Ok(_) => run.fail(
+                    "unwrap_round_trip",
+                    AZ_UNWRAP,
+                    "Unwrap returned a different key.".into(),
+                    None,
+                    "Key Vault returned inconsistent results; contact your Azure administrator."
+                        .into(),
+                ),
+                Err(err) => run.kms_fail("unwrap_round_trip", AZ_UNWRAP, &err, key, region),
+            }
+        }
+    }
+}
+
 fn or_unknown(value: &str) -> &str {
     if value.is_empty() {
         "(not reported)"
@@ -296,7 +460,7 @@ fn or_unknown(value: &str) -> &str {
     }
 }
 
-fn fix_for(err: &KmsError, key: &KeyRef, region: &AwsRegion) -> String {
+fn fix_for(err: &KmsError, key: &KeyRef, region: &Region) -> String {
     let role = matches!(
         key,
         KeyRef::Aws {
@@ -304,6 +468,9 @@ fn fix_for(err: &KmsError, key: &KeyRef, region: &AwsRegion) -> String {
             ..
         }
     );
+    if let KeyRef::Azure { .. } = key {
+        return azure_fix_for(err, region);
+    }
     match err {
         KmsError::AccessDenied { .. } if role => "Check that the role trusts the platform account with your organization id as ExternalId, \
             and that its permission policy (step 2) allows this key.".into(),
@@ -319,6 +486,22 @@ fn fix_for(err: &KmsError, key: &KeyRef, region: &AwsRegion) -> String {
     }
 }
 
+fn azure_fix_for(err: &KmsError, region: &Region) -> String {
+    match err {
+        KmsError::AccessDenied { code, .. } if code == "AADSTS700016" => "Create the service principal in your tenant (az ad sp create --id, step 2), then test again.".into(),
+        KmsError::AccessDenied { code, .. } if code == "Unauthorized" => "The vault belongs to another tenant than the service principal's token: check the vault name, and create the service principal in the vault's tenant.".into(),
+        KmsError::AccessDenied { .. } => "Assign Key Vault Crypto Service Encryption User on the key to the enterprise application (step 3), wait a minute for it to apply, then test again.".into(),
+        KmsError::NotFound { .. } => format!("No such key in this vault: check the vault name and the full key name (with its suffix), in {region}."),
+        KmsError::Disabled { .. } => "Enable the key's current version in the Key Vault (and check its activation and expiration dates), then test again.".into(),
+        KmsError::WrongKeyUsage { .. } => "Use an RSA key (2048 bits or more) that allows Wrap Key and Unwrap Key.".into(),
+        KmsError::PendingDeletion { .. } => "Recover the deleted key in the Key Vault, then test again.".into(),
+        KmsError::Throttled { .. } => "Key Vault is throttling requests: wait a minute and test again.".into(),
+        KmsError::Misconfigured(_) => "The console could not authenticate as its Entra application: its operator should check CMEK_AZURE_APP_ID, CMEK_AZURE_CLIENT_SECRET and the log.".into(),
+        KmsError::Unreachable(_) => "Key Vault did not answer in time: check the vault name and the console's network access to it, then test again.".into(),
+        KmsError::Other { .. } => "See the Key Vault error message above.".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,12 +512,13 @@ mod tests {
             key_id: uuid::Uuid::nil(),
             organization_id: uuid::Uuid::nil(),
         };
-        let region = AwsRegion::parse("region", "us-east-1").unwrap();
+        let region = Region::parse("region", "us-east-1").unwrap();
         let checklist = run(
             &FakeKms { describe },
             &key,
             &region,
             &EncryptionContext::default(),
+            chrono::Utc::now(),
             None,
         )
         .await;

@@ -4,6 +4,7 @@
 //! holds the use cases.
 
 pub mod arn;
+pub mod azure;
 pub mod checks;
 mod monitor;
 pub mod policy;
@@ -23,7 +24,7 @@ use crate::domain::kms::KeyProvider;
 use arn::{KmsKeyArn, RoleArn};
 use checks::Checklist;
 use policy::AccessMode;
-use region::AwsRegion;
+use region::Region;
 
 pub use monitor::{LATENCY_BUCKETS, MonitorPolicy, MonitorStats, SweepReport};
 pub use request::{KeyRequest, KeyRequestInput};
@@ -84,6 +85,11 @@ pub enum KeyRef {
         arn: KmsKeyArn,
         access: AwsAccess,
     },
+    /// A key in a customer's Azure Key Vault (the vault's tenant is found from its challenge).
+    Azure {
+        vault: azure::VaultName,
+        key_name: azure::KeyName,
+    },
     /// A key of the built-in local KMS, scoped to its organization.
     Local {
         key_id: Uuid,
@@ -95,14 +101,18 @@ impl KeyRef {
     pub fn provider(&self) -> Provider {
         match self {
             KeyRef::Aws { .. } => Provider::AwsKms,
+            KeyRef::Azure { .. } => Provider::AzureKeyVault,
             KeyRef::Local { .. } => Provider::Local,
         }
     }
 
-    /// The reference users see: the ARN, or the local key id.
+    /// The reference users see: the ARN, `vault/key` for Azure, or the local key id.
     pub fn display(&self) -> String {
         match self {
             KeyRef::Aws { arn, .. } => arn.as_str().to_owned(),
+            KeyRef::Azure { vault, key_name } => {
+                format!("{}/{}", vault.as_str(), key_name.as_str())
+            }
             KeyRef::Local { key_id, .. } => key_id.to_string(),
         }
     }
@@ -117,7 +127,7 @@ impl KeyRef {
                 access: AwsAccess::Role { .. },
                 ..
             } => Some(AccessMode::Role),
-            KeyRef::Local { .. } => None,
+            KeyRef::Azure { .. } | KeyRef::Local { .. } => None,
         }
     }
 }
@@ -185,7 +195,7 @@ pub struct EncryptionKey {
     pub id: Uuid,
     pub organization_id: Uuid,
     pub project_id: Uuid,
-    pub region: AwsRegion,
+    pub region: Region,
     pub key_ref: KeyRef,
     pub status: KeyStatus,
     pub last_checked_at: Option<DateTime<Utc>>,
@@ -203,4 +213,14 @@ pub struct KmsProviders {
     pub local: Option<Arc<dyn KeyProvider>>,
     /// The platform's AWS account (`CMEK_AWS_ACCOUNT_ID`), named in the policies customers paste.
     pub aws_account_id: Option<String>,
+    pub azure: Option<Arc<dyn KeyProvider>>,
+    /// The platform's Entra application, named in the Azure wizard.
+    pub azure_app: Option<AzureApp>,
+}
+
+/// The platform's multi-tenant Microsoft Entra application (`CMEK_AZURE_APP_ID`, `..._NAME`).
+#[derive(Clone, Debug)]
+pub struct AzureApp {
+    pub id: String,
+    pub name: String,
 }

@@ -239,6 +239,7 @@ impl Console {
             &key.key_ref,
             &key.region,
             &self.context(&system, key.project_id),
+            self.clock.now(),
             None,
         )
         .await;

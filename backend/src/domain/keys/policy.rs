@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::arn::KmsKeyArn;
-use super::region::AwsRegion;
+use super::region::Region;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,7 +40,7 @@ impl AccessMode {
 /// Where the policy applies: one region, or every region (`kms:ViaService` under StringLike).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PolicyScope {
-    Region(AwsRegion),
+    Region(Region),
     AllRegions,
 }
 
@@ -271,7 +271,7 @@ mod tests {
     use super::*;
 
     fn region(code: &str) -> PolicyScope {
-        PolicyScope::Region(AwsRegion::parse("region", code).unwrap_or_else(|_| unreachable!()))
+        PolicyScope::Region(Region::parse("region", code).unwrap_or_else(|_| unreachable!()))
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! AWS region codes and the partition each belongs to.
+//! Region codes: AWS's (with the partition each belongs to) and Azure's. A region is only
+//! ever one of these known codes; which list applies depends on the provider.
 
 /// Commercial, GovCloud and China regions, as of late 2026.
 pub const AWS_REGIONS: &[(&str, &str)] = &[
@@ -41,11 +42,58 @@ pub const AWS_REGIONS: &[(&str, &str)] = &[
     ("cn-northwest-1", "China (Ningxia)"),
 ];
 
-/// A known AWS region code.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AwsRegion(String);
+/// Azure's physical regions as `az account list-locations` names them (programmatic names),
+/// as of late 2026, with their display names.
+pub const AZURE_REGIONS: &[(&str, &str)] = &[
+    ("eastus", "East US"),
+    ("eastus2", "East US 2"),
+    ("centralus", "Central US"),
+    ("northcentralus", "North Central US"),
+    ("southcentralus", "South Central US"),
+    ("westcentralus", "West Central US"),
+    ("westus", "West US"),
+    ("westus2", "West US 2"),
+    ("westus3", "West US 3"),
+    ("canadacentral", "Canada Central"),
+    ("canadaeast", "Canada East"),
+    ("mexicocentral", "Mexico Central"),
+    ("brazilsouth", "Brazil South"),
+    ("northeurope", "North Europe"),
+    ("westeurope", "West Europe"),
+    ("uksouth", "UK South"),
+    ("ukwest", "UK West"),
+    ("francecentral", "France Central"),
+    ("germanywestcentral", "Germany West Central"),
+    ("switzerlandnorth", "Switzerland North"),
+    ("norwayeast", "Norway East"),
+    ("swedencentral", "Sweden Central"),
+    ("polandcentral", "Poland Central"),
+    ("italynorth", "Italy North"),
+    ("spaincentral", "Spain Central"),
+    ("israelcentral", "Israel Central"),
+    ("uaenorth", "UAE North"),
+    ("qatarcentral", "Qatar Central"),
+    ("southafricanorth", "South Africa North"),
+    ("centralindia", "Central India"),
+    ("southindia", "South India"),
+    ("eastasia", "East Asia"),
+    ("southeastasia", "Southeast Asia"),
+    ("japaneast", "Japan East"),
+    ("japanwest", "Japan West"),
+    ("koreacentral", "Korea Central"),
+    ("australiaeast", "Australia East"),
+    ("australiasoutheast", "Australia Southeast"),
+    ("newzealandnorth", "New Zealand North"),
+    ("indonesiacentral", "Indonesia Central"),
+    ("malaysiawest", "Malaysia West"),
+];
 
-impl AwsRegion {
+/// A known region code, of AWS or of Azure.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Region(String);
+
+impl Region {
+    /// An AWS region code (also what the local KMS uses).
     pub fn parse(field: &str, raw: &str) -> Result<Self, crate::domain::FieldError> {
         let code = raw.trim();
         if AWS_REGIONS.iter().any(|(c, _)| *c == code) {
@@ -56,6 +104,55 @@ impl AwsRegion {
                 format!("\"{code}\" is not an AWS region code (for example us-east-1)"),
             ))
         }
+    }
+
+    /// An Azure region name (`eastus2`); the display form (`East US 2`) is accepted too.
+    pub fn parse_azure(field: &str, raw: &str) -> Result<Self, crate::domain::FieldError> {
+        let name: String = raw
+            .trim()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .flat_map(char::to_lowercase)
+            .collect();
+        if AZURE_REGIONS.iter().any(|(c, _)| *c == name) {
+            Ok(Self(name))
+        } else {
+            Err(crate::domain::FieldError::new(
+                field,
+                format!(
+                    "\"{}\" is not an Azure region name (for example eastus2)",
+                    raw.trim()
+                ),
+            ))
+        }
+    }
+
+    /// A region of the provider's own list.
+    pub fn parse_for(
+        provider: super::Provider,
+        field: &str,
+        raw: &str,
+    ) -> Result<Self, crate::domain::FieldError> {
+        match provider {
+            super::Provider::AzureKeyVault => Self::parse_azure(field, raw),
+            super::Provider::AwsKms | super::Provider::Local => Self::parse(field, raw),
+        }
+    }
+
+    /// A stored region of either list (what the database holds was parsed on the way in).
+    pub fn parse_known(field: &str, raw: &str) -> Result<Self, crate::domain::FieldError> {
+        Self::parse(field, raw).or_else(|_| Self::parse_azure(field, raw))
+    }
+
+    /// Whether `reported` (as Key Vault's `x-ms-keyvault-region` header says it, in any case
+    /// and spacing) names this region.
+    pub fn is_named_by(&self, reported: &str) -> bool {
+        let reported: String = reported
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .flat_map(char::to_lowercase)
+            .collect();
+        reported == self.0
     }
 
     pub fn as_str(&self) -> &str {
@@ -83,7 +180,7 @@ impl AwsRegion {
     }
 }
 
-impl std::fmt::Display for AwsRegion {
+impl std::fmt::Display for Region {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
@@ -95,11 +192,21 @@ mod tests {
 
     #[test]
     fn known_regions_parse_with_their_partition() {
-        let region = AwsRegion::parse("region", "eu-west-1").ok();
-        assert_eq!(region.as_ref().map(AwsRegion::partition), Some("aws"));
-        let gov = AwsRegion::parse("region", "us-gov-west-1").ok();
-        assert_eq!(gov.as_ref().map(AwsRegion::partition), Some("aws-us-gov"));
-        assert!(AwsRegion::parse("region", "mars-north-1").is_err());
-        assert!(AwsRegion::parse("region", "").is_err());
+        let region = Region::parse("region", "eu-west-1").ok();
+        assert_eq!(region.as_ref().map(Region::partition), Some("aws"));
+        let gov = Region::parse("region", "us-gov-west-1").ok();
+        assert_eq!(gov.as_ref().map(Region::partition), Some("aws-us-gov"));
+        assert!(Region::parse("region", "mars-north-1").is_err());
+        assert!(Region::parse("region", "").is_err());
+    }
+
+    #[test]
+    fn azure_regions_parse_by_name_or_display_name() {
+        let r = Region::parse_azure("region", "East US 2").ok();
+        assert_eq!(r.as_ref().map(Region::as_str), Some("eastus2"));
+        assert!(Region::parse_azure("region", "us-east-1").is_err());
+        assert!(Region::parse("region", "eastus2").is_err());
+        let r = Region::parse_known("region", "westeurope").ok();
+        assert!(r.is_some_and(|r| r.is_named_by("West Europe")));
     }
 }

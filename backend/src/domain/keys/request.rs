@@ -3,14 +3,15 @@
 use uuid::Uuid;
 
 use super::arn::{KmsKeyArn, RoleArn};
+use super::azure::{KeyName, VaultName};
 use super::policy::AccessMode;
-use super::region::AwsRegion;
+use super::region::Region;
 use super::{AwsAccess, KeyRef, Provider};
 use crate::domain::{DomainError, FieldError};
 
 /// A key request as clients send it (every provider's fields; each uses its own). AWS:
-/// `provider: "aws_kms", region, key_arn, access_mode?, role_arn?`; local: `provider:
-/// "local", region, key_id`. It is also the API's request body.
+/// `provider: "aws_kms", region, key_arn, access_mode?, role_arn?`; Azure: `provider:
+/// "azure_key_vault", region, vault_name, key_name`; local: `provider: "local", region, key_id`. It is also the API's request body.
 #[derive(Clone, Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRequestInput {
@@ -27,28 +28,27 @@ pub struct KeyRequestInput {
 /// A parsed key request.
 #[derive(Clone, Debug)]
 pub struct KeyRequest {
-    pub region: AwsRegion,
+    pub region: Region,
     pub key_ref: KeyRef,
 }
 
 impl KeyRequest {
     pub fn parse(input: &KeyRequestInput, organization_id: Uuid) -> Result<Self, DomainError> {
         let mut errors: Vec<FieldError> = Vec::new();
-        let region = AwsRegion::parse("region", &input.region)
-            .map_err(|e| errors.push(e))
-            .ok();
-        let key_ref = match Provider::parse(&input.provider) {
+        let provider = Provider::parse(&input.provider);
+        let region = Region::parse_for(
+            *provider.as_ref().unwrap_or(&Provider::AwsKms),
+            "region",
+            &input.region,
+        )
+        .map_err(|e| errors.push(e))
+        .ok();
+        let key_ref = match provider {
             Err(e) => {
                 errors.push(e);
                 None
             }
-            Ok(Provider::AzureKeyVault) => {
-                errors.push(FieldError::new(
-                    "provider",
-                    "Azure Key Vault is not available in this version of the console yet; use aws_kms or local",
-                ));
-                None
-            }
+            Ok(Provider::AzureKeyVault) => parse_azure(input, &mut errors),
             Ok(Provider::AwsKms) => parse_aws(input, region.as_ref(), organization_id, &mut errors),
             Ok(Provider::Local) => parse_local(input, organization_id, &mut errors),
         };
@@ -57,6 +57,19 @@ impl KeyRequest {
             _ => Err(DomainError::Invalid(errors)),
         }
     }
+}
+
+fn parse_azure(input: &KeyRequestInput, errors: &mut Vec<FieldError>) -> Option<KeyRef> {
+    let vault = VaultName::parse("vault_name", input.vault_name.as_deref().unwrap_or(""))
+        .map_err(|e| errors.push(e))
+        .ok();
+    let key_name = KeyName::parse("key_name", input.key_name.as_deref().unwrap_or(""))
+        .map_err(|e| errors.push(e))
+        .ok();
+    Some(KeyRef::Azure {
+        vault: vault?,
+        key_name: key_name?,
+    })
 }
 
 fn parse_local(
@@ -86,7 +99,7 @@ fn parse_local(
 
 fn parse_aws(
     input: &KeyRequestInput,
-    region: Option<&AwsRegion>,
+    region: Option<&Region>,
     organization_id: Uuid,
     errors: &mut Vec<FieldError>,
 ) -> Option<KeyRef> {

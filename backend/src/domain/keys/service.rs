@@ -6,9 +6,10 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::arn::KmsKeyArn;
+use super::azure::{self, AzureSetup};
 use super::checks::{self, Checklist, Progress};
 use super::policy::{self, AccessMode, AwsAccessPolicies, PolicyScope};
-use super::region::AwsRegion;
+use super::region::Region;
 use super::{EncryptionKey, KeyRef, KeyRequest, KeyRequestInput, KeyStatus};
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::error::Rule;
@@ -25,6 +26,7 @@ impl Console {
     pub(crate) fn provider_for(&self, key: &KeyRef) -> Result<Arc<dyn KeyProvider>, DomainError> {
         match key {
             KeyRef::Aws { .. } => self.kms.aws.clone().ok_or_else(|| unavailable("AWS KMS is not configured on this console (the operator sets CMEK_AWS_ACCOUNT_ID).")),
+            KeyRef::Azure { .. } => self.kms.azure.clone().ok_or_else(|| unavailable("Azure Key Vault is not configured on this console (the operator sets CMEK_AZURE_APP_ID and CMEK_AZURE_CLIENT_SECRET).")),
             KeyRef::Local { .. } => {
                 self.refuse_local_kms_in_production()?;
                 self.kms.local.clone().ok_or_else(|| unavailable("The local KMS is not available."))
@@ -52,7 +54,7 @@ impl Console {
         ))?;
         let scope = match region {
             "*" => Ok(PolicyScope::AllRegions),
-            code => AwsRegion::parse("region", code).map(PolicyScope::Region),
+            code => Region::parse("region", code).map(PolicyScope::Region),
         };
         let mode = AccessMode::parse("mode", mode);
         let key = key_arn
@@ -83,6 +85,44 @@ impl Console {
                     .collect(),
             )),
         }
+    }
+
+    /// What the Azure wizard shows for this project and region (steps 2 and 3): the platform's
+    /// Entra application, the commands, the full key name for a prefix, the checklist and the
+    /// Resource Manager template.
+    pub async fn azure_setup(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        region: &str,
+        key_name_prefix: Option<&str>,
+    ) -> Result<AzureSetup, DomainError> {
+        self.cmek_project(caller, project_id).await?;
+        let app = self.kms.azure_app.clone().ok_or_else(|| unavailable(
+            "Azure Key Vault is not configured on this console (the operator sets CMEK_AZURE_APP_ID and CMEK_AZURE_CLIENT_SECRET).",
+        ))?;
+        let region = Region::parse_azure("region", region);
+        let key_name = match (&region, key_name_prefix.filter(|p| !p.trim().is_empty())) {
+            (Ok(region), Some(prefix)) => {
+                azure::full_key_name("key_name_prefix", prefix, project_id, region).map(Some)
+            }
+            _ => Ok(None),
+        };
+        match (region, key_name) {
+            (Ok(region), Ok(key_name)) => {
+                Ok(azure::setup(&region, &app.name, &app.id, key_name.as_ref()))
+            }
+            (region, key_name) => Err(DomainError::Invalid(
+                [region.err(), key_name.err()]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+            )),
+        }
+    }
+
+    pub fn azure_app(&self) -> Option<&super::AzureApp> {
+        self.kms.azure_app.as_ref()
     }
 
     async fn cmek_project(
@@ -300,6 +340,7 @@ impl Console {
             &request.key_ref,
             &request.region,
             &self.context(caller, project_id),
+            self.clock.now(),
             progress,
         )
         .await;
@@ -458,6 +499,7 @@ impl Console {
             &key.key_ref,
             &key.region,
             &self.context(caller, project_id),
+            self.clock.now(),
             None,
         )
         .await;

@@ -10,7 +10,7 @@ use crate::domain::keys::{AwsAccess, EncryptionKey, KeyRef, StatusChange};
 use crate::domain::page::PageRequest;
 use crate::http::AppState;
 use crate::http::api::wire::{
-    AccessMode, AwsAccessPolicies, Checklist, KeyRequestInput, KeyStatus, Provider,
+    AccessMode, AwsAccessPolicies, AzureSetup, Checklist, KeyRequestInput, KeyStatus, Provider,
 };
 use crate::http::api::{ListBody, PageQuery};
 use crate::http::auth::ApiCaller;
@@ -26,6 +26,12 @@ pub struct KeyBody {
     /// AWS: the key ARN.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_arn: Option<String>,
+    /// Azure Key Vault: the vault's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vault_name: Option<String>,
+    /// Azure Key Vault: the key's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
     /// Local KMS: the key id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
@@ -70,23 +76,29 @@ impl From<StatusChange> for StatusChangeBody {
 
 impl From<EncryptionKey> for KeyBody {
     fn from(k: EncryptionKey) -> Self {
-        let (key_arn, key_id, role_arn) = match &k.key_ref {
-            KeyRef::Aws { arn, access } => (
-                Some(arn.as_str().to_owned()),
-                None,
-                match access {
-                    AwsAccess::Role { role_arn, .. } => Some(role_arn.as_str().to_owned()),
-                    AwsAccess::KeyPolicy => None,
-                },
-            ),
-            KeyRef::Local { key_id, .. } => (None, Some(key_id.to_string()), None),
-        };
+        let (mut key_arn, mut role_arn, mut vault_name, mut key_name, mut key_id) =
+            (None, None, None, None, None);
+        match &k.key_ref {
+            KeyRef::Aws { arn, access } => {
+                key_arn = Some(arn.as_str().to_owned());
+                if let AwsAccess::Role { role_arn: r, .. } = access {
+                    role_arn = Some(r.as_str().to_owned());
+                }
+            }
+            KeyRef::Azure { vault, key_name: k } => {
+                vault_name = Some(vault.as_str().to_owned());
+                key_name = Some(k.as_str().to_owned());
+            }
+            KeyRef::Local { key_id: id, .. } => key_id = Some(id.to_string()),
+        }
         Self {
             id: k.id,
             project_id: k.project_id,
             provider: k.key_ref.provider().into(),
             region: k.region.as_str().to_owned(),
             key_arn,
+            vault_name,
+            key_name,
             key_id,
             access_mode: k.key_ref.access_mode().map(AccessMode::from),
             role_arn,
@@ -150,6 +162,44 @@ pub async fn aws_trust_policy(
         )
         .await?;
     Ok(HttpResponse::Ok().json(AwsAccessPolicies::from(policies)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AzureSetupQuery {
+    /// An Azure region name, e.g. `eastus2`.
+    pub region: String,
+    /// Your key name prefix; the answer's `key_name` adds the console's unique suffix.
+    pub key_name_prefix: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/projects/{project_id}/encryption-keys/azure-setup", tag = "encryption keys",
+    params(("project_id" = Uuid, Path), AzureSetupQuery),
+    responses(
+        (status = 200, body = AzureSetup, description = "The Entra application, commands, full key name and ARM template"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "Not a CMEK project"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "A bad region or prefix, or Azure Key Vault is not configured"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn azure_setup(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<Uuid>,
+    query: web::Query<AzureSetupQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let setup = state
+        .console
+        .azure_setup(
+            &caller.0,
+            path.into_inner(),
+            &query.region,
+            query.key_name_prefix.as_deref(),
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(AzureSetup::from(setup)))
 }
 
 #[utoipa::path(
@@ -391,7 +441,7 @@ pub async fn v1beta_list(
                 region: k.region.as_str().to_owned(),
                 kms_arn: arn.as_str().to_owned(),
             }),
-            KeyRef::Local { .. } => None,
+            KeyRef::Azure { .. } | KeyRef::Local { .. } => None,
         })
         .collect();
     Ok(HttpResponse::Ok().json(AwsCmekList { items }))

@@ -27,6 +27,7 @@ use crate::http::errors::Problem;
         projects::read,
         projects::update,
         keys::aws_trust_policy,
+        keys::azure_setup,
         keys::test,
         keys::create,
         keys::list,

@@ -184,6 +184,45 @@ pub struct PolicyDocument {
     pub statements: Vec<Statement>,
 }
 
+/// What the Azure Key Vault wizard shows: the platform's Entra application, the commands to
+/// create and find its service principal, the full key name, the checklist and an Azure
+/// Resource Manager template.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct AzureSetup {
+    pub region: String,
+    /// The Microsoft Entra application name (its enterprise application in your tenant).
+    pub app_name: String,
+    /// The application (client) id.
+    pub app_id: String,
+    /// `az ad sp create --id <app-id>`: creates the service principal in your tenant.
+    pub create_service_principal_command: String,
+    /// `az ad sp show --id <app-id> --query id -o tsv`: its object id, for the template.
+    pub show_service_principal_command: String,
+    /// The prefix with the console's unique suffix (when `key_name_prefix` was given).
+    pub key_name: Option<String>,
+    pub checklist: Vec<String>,
+    /// File name of the template download.
+    pub arm_template_file_name: String,
+    #[schema(value_type = Object)]
+    pub arm_template: serde_json::Value,
+}
+
+impl From<domain::keys::azure::AzureSetup> for AzureSetup {
+    fn from(s: domain::keys::azure::AzureSetup) -> Self {
+        Self {
+            region: s.region,
+            app_name: s.app_name,
+            app_id: s.app_id,
+            create_service_principal_command: s.create_service_principal_command,
+            show_service_principal_command: s.show_service_principal_command,
+            key_name: s.key_name,
+            checklist: s.checklist.into_iter().map(str::to_owned).collect(),
+            arm_template_file_name: domain::keys::azure::ARM_TEMPLATE_FILE.to_owned(),
+            arm_template: s.arm_template,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct AwsAccessPolicies {
     pub mode: AccessMode,

@@ -17,7 +17,7 @@ use crate::domain::clusters::{
     StoredObject,
 };
 use crate::domain::identity::Caller;
-use crate::domain::keys::region::AWS_REGIONS;
+use crate::domain::keys::region::{AWS_REGIONS, AZURE_REGIONS};
 use crate::domain::keys::{EncryptionKey, KeyStatus};
 use crate::domain::page::{MAX_PAGE_SIZE, PageRequest};
 use crate::http::AppState;
@@ -151,6 +151,7 @@ struct NewPage {
     /// (provider, region) of chosen regions without an active key: links to the wizard.
     missing: Vec<(String, String)>,
     regions: &'static [(&'static str, &'static str)],
+    azure_regions: &'static [(&'static str, &'static str)],
     providers: Vec<(&'static str, &'static str)>,
 }
 
@@ -216,6 +217,7 @@ async fn new_page(
         message,
         missing,
         regions: AWS_REGIONS,
+        azure_regions: AZURE_REGIONS,
         providers: providers(state),
     })
 }

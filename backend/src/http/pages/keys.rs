@@ -15,9 +15,10 @@ use uuid::Uuid;
 use crate::domain::clusters::effective_policy;
 use crate::domain::identity::Caller;
 use crate::domain::keys::KeyRequestInput;
+use crate::domain::keys::azure::{ARM_TEMPLATE_FILE, AzureSetup, VaultName};
 use crate::domain::keys::checks::{Check, Checklist, Progress};
 use crate::domain::keys::policy::{AwsAccessPolicies, Statement};
-use crate::domain::keys::region::AWS_REGIONS;
+use crate::domain::keys::region::{AWS_REGIONS, AZURE_REGIONS};
 use crate::domain::local_kms::LocalKey;
 use crate::domain::page::{MAX_PAGE_SIZE, PageRequest};
 use crate::domain::projects::RevocationPolicy;
@@ -45,6 +46,10 @@ pub struct WizardForm {
     pub key_arn: Option<String>,
     pub role_arn: Option<String>,
     pub key_id: Option<String>,
+    /// Azure: the Key Vault's name, the key name prefix (step 3) and the full key name.
+    pub vault_name: Option<String>,
+    pub key_name_prefix: Option<String>,
+    pub key_name: Option<String>,
     /// `test` to test only; anything else tests and creates.
     pub action: Option<String>,
 }
@@ -68,7 +73,8 @@ impl WizardForm {
             access_mode: self.mode.clone(),
             role_arn: self.role_arn.clone(),
             key_id: self.key_id.clone(),
-            ..KeyRequestInput::default()
+            vault_name: self.vault_name.clone(),
+            key_name: self.key_name.clone(),
         }
     }
 
@@ -102,6 +108,33 @@ fn policy_views(policies: &AwsAccessPolicies) -> Vec<PolicyView> {
         .collect()
 }
 
+/// Steps 2-3 of the Azure wizard, as the page shows them.
+pub struct AzureView {
+    pub app_name: String,
+    pub app_id: String,
+    pub create_command: String,
+    pub show_command: String,
+    pub key_name: Option<String>,
+    pub checklist: Vec<&'static str>,
+    pub template_json: String,
+    pub template_file: &'static str,
+}
+
+impl From<AzureSetup> for AzureView {
+    fn from(s: AzureSetup) -> Self {
+        Self {
+            template_json: serde_json::to_string_pretty(&s.arm_template).unwrap_or_default(),
+            app_name: s.app_name,
+            app_id: s.app_id,
+            create_command: s.create_service_principal_command,
+            show_command: s.show_service_principal_command,
+            key_name: s.key_name,
+            checklist: s.checklist,
+            template_file: ARM_TEMPLATE_FILE,
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "keys/new.html")]
 struct WizardPage {
@@ -109,6 +142,9 @@ struct WizardPage {
     project: ProjectView,
     form: WizardForm,
     regions: &'static [(&'static str, &'static str)],
+    azure_regions: &'static [(&'static str, &'static str)],
+    azure: Option<AzureView>,
+    azure_available: bool,
     policies: Vec<PolicyView>,
     external_id: Option<String>,
     platform_account: Option<String>,
@@ -151,6 +187,9 @@ impl WizardPage {
             "role_arn" => WizardForm::text(&self.form.role_arn),
             "key_id" => WizardForm::text(&self.form.key_id),
             "account_id" => WizardForm::text(&self.form.account_id),
+            "vault_name" => WizardForm::text(&self.form.vault_name),
+            "key_name_prefix" => WizardForm::text(&self.form.key_name_prefix),
+            "key_name" => WizardForm::text(&self.form.key_name),
             _ => "",
         }
     }
@@ -164,6 +203,8 @@ fn step_query(form: &WizardForm) -> String {
         ("scope", &form.scope),
         ("account_id", &form.account_id),
         ("key_arn", &form.key_arn),
+        ("vault_name", &form.vault_name),
+        ("key_name_prefix", &form.key_name_prefix),
     ])
 }
 
@@ -211,6 +252,30 @@ async fn render(
             Err(other) => return Err(other.into()),
         }
     }
+    let mut azure = None;
+    if WizardForm::text(&form.provider) == "azure_key_vault"
+        && !WizardForm::text(&form.region).is_empty()
+    {
+        match console
+            .azure_setup(
+                caller,
+                project_id,
+                WizardForm::text(&form.region),
+                form.key_name_prefix.as_deref(),
+            )
+            .await
+        {
+            Ok(setup) => azure = Some(AzureView::from(setup)),
+            Err(DomainError::Invalid(fields)) => errors.0.extend(fields),
+            Err(other) => return Err(other.into()),
+        }
+        if let Some(vault) = form.vault_name.as_deref().filter(|v| !v.trim().is_empty())
+            && let Err(e) = VaultName::parse("vault_name", vault)
+            && errors.get("vault_name").is_none()
+        {
+            errors.0.push(e);
+        }
+    }
     let local_available = console.local_kms_available();
     let local_keys = if local_available {
         console.local_keys(caller).await?
@@ -223,6 +288,9 @@ async fn render(
         step_query: step_query(&form),
         form,
         regions: AWS_REGIONS,
+        azure_regions: AZURE_REGIONS,
+        azure,
+        azure_available: console.azure_app().is_some(),
         policies,
         external_id,
         platform_account: console.aws_account_id().map(str::to_owned),
@@ -462,6 +530,32 @@ pub async fn download(
         .insert_header((
             header::CONTENT_DISPOSITION,
             format!("attachment; filename=\"{}\"", document.file_name),
+        ))
+        .body(body))
+}
+
+/// The Azure Resource Manager template as a file, with the wizard's region and key name.
+pub async fn azure_template(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<Uuid>,
+    form: web::Query<WizardForm>,
+) -> Result<HttpResponse, PageError> {
+    let setup = state
+        .console
+        .azure_setup(
+            &caller.0,
+            path.into_inner(),
+            WizardForm::text(&form.region),
+            form.key_name_prefix.as_deref(),
+        )
+        .await?;
+    let body = serde_json::to_string_pretty(&setup.arm_template).unwrap_or_default();
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{ARM_TEMPLATE_FILE}\""),
         ))
         .body(body))
 }

@@ -52,6 +52,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::get().to(keys::download),
         )
         .route(
+            "/projects/{project_id}/encryption-keys/azure-template",
+            web::get().to(keys::azure_template),
+        )
+        .route(
             "/projects/{project_id}/encryption-keys/{key_id}/check",
             web::post().to(keys::check),
         )

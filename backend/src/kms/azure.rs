@@ -1,0 +1,640 @@
+//! Azure Key Vault through the official SDK (`azure_identity`'s ClientSecretCredential of the
+//! platform's multi-tenant application, `azure_security_keyvault_keys`' KeyClient).
+//!
+//! - Each vault's tenant is found here, since the Key Vault client does not pass the tenant
+//!   named in the vault's 401 challenge to the credential: an unauthenticated request to the
+//!   vault, of whose challenge only the tenant id is kept, never the host (tokens are always
+//!   requested from the configured authority). One credential per tenant, one client per vault.
+//! - The SDK's retries are off (its default holds a failing call for about 80 s): each attempt
+//!   is bounded by `CMEK_KMS_TIMEOUT`, and only throttling and 503 are retried, with backoff.
+//! - Data keys are 32 random bytes wrapped with RSA-OAEP-256 by the vault; the wrapped form
+//!   records the key version that wrapped it, and unwrapping uses that version, so a key
+//!   rotated in Key Vault still unwraps what its older versions wrapped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
+use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::error::ErrorKind;
+use azure_core::http::{ClientOptions, RetryOptions, Transport};
+use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
+use azure_security_keyvault_keys::models::{
+    EncryptionAlgorithm, KeyClientGetKeyOptions, KeyClientWrapKeyOptions, KeyOperationParameters,
+};
+use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
+use rand::RngCore;
+use secrecy::ExposeSecret;
+use tokio::sync::Mutex;
+
+use super::KmsTimeouts;
+use crate::domain::keys::KeyRef;
+use crate::domain::keys::azure::{KeyName, VaultName};
+use crate::domain::kms::{
+    AzureKeyFacts, DataKey, EncryptionContext, KeyDescription, KeyProvider, KeyState, KmsError,
+    PlaintextKey,
+};
+use crate::settings::AzureSettings;
+
+const REGION_HEADER: &str = "x-ms-keyvault-region";
+/// The wrapped form: this tag, the version's length (one byte), the version, the ciphertext.
+const WRAPPED_TAG: &[u8; 4] = b"akv1";
+
+pub struct AzureKeyVault {
+    settings: AzureSettings,
+    timeouts: KmsTimeouts,
+    http: reqwest_azure::Client,
+    /// Each vault's tenant, its client (bound to that tenant's credential).
+    vaults: Mutex<HashMap<String, Arc<KeyClient>>>,
+    credentials: Mutex<HashMap<String, Arc<ClientSecretCredential>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AzureSetupError {
+    #[error("CMEK_AZURE_CA_FILE: {0}")]
+    Ca(String),
+    #[error("the Azure HTTP client: {0}")]
+    Client(String),
+}
+
+impl AzureKeyVault {
+    pub fn new(settings: AzureSettings, timeouts: KmsTimeouts) -> Result<Self, AzureSetupError> {
+        let mut builder = reqwest_azure::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .timeout(timeouts.call)
+            .redirect(reqwest_azure::redirect::Policy::none());
+        if let Some(path) = &settings.ca_file {
+            let pem = std::fs::read(path).map_err(|e| AzureSetupError::Ca(e.to_string()))?;
+            let certs = reqwest_azure::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| AzureSetupError::Ca(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(AzureSetupError::Ca("no certificate in the file".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| AzureSetupError::Client(e.to_string()))?;
+        Ok(Self {
+            settings,
+            timeouts,
+            http,
+            vaults: Mutex::new(HashMap::new()),
+            credentials: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn client_options(&self) -> ClientOptions {
+        ClientOptions {
+            transport: Some(Transport::new(Arc::new(self.http.clone()))),
+            retry: RetryOptions::none(),
+            ..Default::default()
+        }
+    }
+
+    /// The vault's client, made on first use after finding the vault's tenant.
+    async fn client(&self, vault: &VaultName) -> Result<Arc<KeyClient>, KmsError> {
+        if let Some(client) = self.vaults.lock().await.get(vault.as_str()) {
+            return Ok(client.clone());
+        }
+        let url = self.settings.vault_url(vault.as_str());
+        let tenant = self.discover_tenant(&url).await?;
+        let credential = self.credential(&tenant).await?;
+        let options = KeyClientOptions {
+            client_options: self.client_options(),
+            verify_challenge_resource: Some(self.settings.verify_challenge_resource),
+            ..Default::default()
+        };
+        let client = Arc::new(
+            KeyClient::new(&url, credential, Some(options))
+                .map_err(|e| KmsError::Misconfigured(format!("Key Vault client: {e}")))?,
+        );
+        self.vaults
+            .lock()
+            .await
+            .insert(vault.as_str().to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// Forgets a vault's client, so the next call finds its tenant again (after a 401).
+    async fn forget(&self, vault: &VaultName) {
+        self.vaults.lock().await.remove(vault.as_str());
+    }
+
+    async fn credential(&self, tenant: &str) -> Result<Arc<dyn TokenCredential>, KmsError> {
+        let mut credentials = self.credentials.lock().await;
+        if let Some(c) = credentials.get(tenant) {
+            return Ok(c.clone());
+        }
+        let mut client_options = self.client_options();
+        let mut cloud = CustomConfiguration::default();
+        cloud.authority_host = self
+            .settings
+            .authority_host
+            .as_str()
+            .trim_end_matches('/')
+            .to_owned();
+        client_options.cloud = Some(Arc::new(CloudConfiguration::Custom(cloud)));
+        let credential = ClientSecretCredential::new(
+            tenant,
+            self.settings.app_id.clone(),
+            Secret::new(self.settings.client_secret.expose_secret().to_owned()),
+            Some(ClientSecretCredentialOptions { client_options }),
+        )
+        .map_err(|e| KmsError::Misconfigured(format!("Entra credential: {e}")))?;
+        credentials.insert(tenant.to_owned(), credential.clone());
+        Ok(credential)
+    }
+
+    /// Asks the vault, without a token, which tenant it belongs to: the tenant id is the path
+    /// of the challenge's `authorization` URL. Its host is never used.
+    async fn discover_tenant(&self, vault_url: &str) -> Result<String, KmsError> {
+        let url = format!(
+            "{}/keys?api-version=2025-07-01&maxresults=1",
+            vault_url.trim_end_matches('/')
+        );
+        let response = bounded(self.timeouts.call, self.http.get(&url).send())
+            .await?
+            .map_err(|e| unreachable_from(&e))?;
+        let status = response.status().as_u16();
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        match (status, challenge) {
+            (401, Some(challenge)) => {
+                tenant_from_challenge(&challenge).ok_or_else(|| KmsError::Other {
+                    code: "InvalidChallenge".into(),
+                    message: "the vault's authentication challenge names no tenant".into(),
+                })
+            }
+            (404, _) => Err(KmsError::NotFound {
+                code: "VaultNotFound".into(),
+            }),
+            (429, _) => Err(KmsError::Throttled {
+                code: "Throttled".into(),
+            }),
+            (500..=599, _) => Err(KmsError::Unreachable(format!(
+                "the vault answered {status}"
+            ))),
+            (status, _) => Err(KmsError::Other {
+                code: "NoChallenge".into(),
+                message: format!(
+                    "the vault answered {status} without an authentication challenge; is this a Key Vault URL?"
+                ),
+            }),
+        }
+    }
+
+    /// Runs one call on the vault's client: bounded, throttling retried with backoff, and a
+    /// 401 (the vault's tenant changed, or is not the token's) retried once from discovery.
+    async fn call<T, F, Fut>(&self, vault: &VaultName, op: F) -> Result<T, KmsError>
+    where
+        F: Fn(Arc<KeyClient>) -> Fut,
+        Fut: std::future::Future<Output = azure_core::Result<T>>,
+    {
+        let mut delay = Duration::from_millis(200);
+        let mut attempt = 1;
+        let mut rediscovered = false;
+        loop {
+            let client = self.client(vault).await?;
+            let result = match bounded(self.timeouts.call, op(client)).await? {
+                Ok(value) => return Ok(value),
+                Err(err) => classify(&err),
+            };
+            match result {
+                KmsError::Throttled { .. } if attempt < self.timeouts.throttle_attempts => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                // The token was refused (AKV10032: another tenant's): the vault may have
+                // moved to another tenant. Find its tenant again, once.
+                KmsError::AccessDenied { ref code, .. } if code == "Unauthorized" => {
+                    self.forget(vault).await;
+                    if rediscovered {
+                        return Err(result);
+                    }
+                    rediscovered = true;
+                }
+                other => return Err(other),
+            }
+        }
+    }
+
+    async fn current_version(
+        &self,
+        vault: &VaultName,
+        key: &KeyName,
+    ) -> Result<
+        (
+            String,
+            Option<String>,
+            azure_security_keyvault_keys::models::Key,
+        ),
+        KmsError,
+    > {
+        let response = self
+            .call(vault, |client| async move {
+                client
+                    .get_key(key.as_str(), None::<KeyClientGetKeyOptions<'_>>)
+                    .await
+            })
+            .await?;
+        let region = response
+            .headers()
+            .get_optional_str(&azure_core::http::headers::HeaderName::from_static(
+                REGION_HEADER,
+            ))
+            .map(str::to_owned);
+        let model = response.into_model().map_err(|e| KmsError::Other {
+            code: "InvalidResponse".into(),
+            message: format!("Key Vault's key could not be read: {e}"),
+        })?;
+        let version = model
+            .key
+            .as_ref()
+            .and_then(|k| k.kid.as_deref())
+            .and_then(|kid| kid.trim_end_matches('/').rsplit('/').next())
+            .map(str::to_owned)
+            .ok_or_else(|| KmsError::Other {
+                code: "InvalidResponse".into(),
+                message: "Key Vault's key carries no kid".into(),
+            })?;
+        Ok((version, region, model))
+    }
+}
+
+fn azure_ref(key: &KeyRef) -> Result<(&VaultName, &KeyName), KmsError> {
+    match key {
+        KeyRef::Azure { vault, key_name } => Ok((vault, key_name)),
+        _ => Err(KmsError::Misconfigured("not an Azure Key Vault key".into())),
+    }
+}
+
+async fn bounded<F: std::future::Future>(limit: Duration, f: F) -> Result<F::Output, KmsError> {
+    tokio::time::timeout(limit, f).await.map_err(|_| {
+        KmsError::Unreachable(format!(
+            "Key Vault did not answer within {} ms",
+            limit.as_millis()
+        ))
+    })
+}
+
+fn unreachable_from(err: &reqwest_azure::Error) -> KmsError {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    KmsError::Unreachable(text)
+}
+
+/// The tenant id in `Bearer authorization="https://login.microsoftonline.com/<tenant>", ...`
+/// (or `authorization_uri=`): a GUID or a domain name, nothing else.
+pub fn tenant_from_challenge(challenge: &str) -> Option<String> {
+    let value = ["authorization=\"", "authorization_uri=\""]
+        .iter()
+        .find_map(|p| {
+            let start = challenge.find(p)? + p.len();
+            let end = challenge[start..].find('"')?;
+            Some(&challenge[start..start + end])
+        })?;
+    let url = url::Url::parse(value).ok()?;
+    let tenant = url.path_segments()?.find(|s| !s.is_empty())?;
+    let valid = !tenant.is_empty()
+        && tenant.len() <= 256
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    valid.then(|| tenant.to_ascii_lowercase())
+}
+
+/// Key Vault's error body: `{"error":{"code","message","innererror":{"code"}}}`.
+fn error_body(body: &[u8]) -> (Option<String>, Option<String>, String) {
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let error = &json["error"];
+    let code = error["code"].as_str().map(str::to_owned);
+    let inner = error["innererror"]["code"].as_str().map(str::to_owned);
+    let message = error["message"]
+        .as_str()
+        .map(|m| m.lines().next().unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    (code, inner, message)
+}
+
+/// The first `AADSTSnnnn` code in a credential error, if Entra answered with one.
+fn aadsts_code(text: &str) -> Option<String> {
+    let start = text.find("AADSTS")?;
+    let digits: String = text[start + 6..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (!digits.is_empty()).then(|| format!("AADSTS{digits}"))
+}
+
+fn chain_text(err: &azure_core::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn connection_failed(err: &azure_core::Error) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(az) = e.downcast_ref::<azure_core::Error>()
+            && matches!(az.kind(), ErrorKind::Connection | ErrorKind::Io)
+        {
+            return true;
+        }
+        if e.downcast_ref::<reqwest_azure::Error>().is_some() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// What a failed SDK call says, in the kinds the console acts on.
+fn classify(err: &azure_core::Error) -> KmsError {
+    match err.kind() {
+        ErrorKind::HttpResponse {
+            status,
+            error_code,
+            raw_response,
+        } => {
+            let status = u16::from(*status);
+            let (code, inner, message) = raw_response
+                .as_ref()
+                .map(|r| error_body(r.body().as_ref()))
+                .unwrap_or_default();
+            let code = inner
+                .or(code)
+                .or_else(|| error_code.clone())
+                .unwrap_or_else(|| format!("HTTP{status}"));
+            match status {
+                404 => KmsError::NotFound { code },
+                403 if matches!(
+                    code.as_str(),
+                    "KeyDisabled" | "KeyExpired" | "KeyNotYetValid"
+                ) =>
+                {
+                    KmsError::Disabled { code }
+                }
+                401 => KmsError::AccessDenied {
+                    code: "Unauthorized".into(),
+                    message,
+                },
+                403 => KmsError::AccessDenied { code, message },
+                400 if message.contains("not permitted") || message.contains("compatible") => {
+                    KmsError::WrongKeyUsage { code }
+                }
+                429 => KmsError::Throttled { code },
+                503 => KmsError::Throttled { code },
+                500..=599 => KmsError::Unreachable(format!("Key Vault answered {status} {code}")),
+                _ => KmsError::Other { code, message },
+            }
+        }
+        ErrorKind::Credential => {
+            let text = chain_text(err);
+            match aadsts_code(&text) {
+                // The customer has not created the service principal, or the tenant is gone.
+                Some(code) if code == "AADSTS700016" || code == "AADSTS90002" => {
+                    KmsError::AccessDenied {
+                        code,
+                        message: first_line_after(&text, "AADSTS"),
+                    }
+                }
+                // The platform's own secret or application: the console's configuration.
+                Some(code) => KmsError::Misconfigured(format!(
+                    "{code}: {}",
+                    first_line_after(&text, "AADSTS")
+                )),
+                None if connection_failed(err) => {
+                    KmsError::Unreachable(format!("the Entra authority: {text}"))
+                }
+                None => KmsError::Unreachable(format!("no token from the Entra authority: {text}")),
+            }
+        }
+        ErrorKind::Connection | ErrorKind::Io => KmsError::Unreachable(chain_text(err)),
+        _ if connection_failed(err) => KmsError::Unreachable(chain_text(err)),
+        _ => KmsError::Other {
+            code: "AzureSdkError".into(),
+            message: chain_text(err),
+        },
+    }
+}
+
+fn first_line_after(text: &str, marker: &str) -> String {
+    let start = text.find(marker).unwrap_or(0);
+    let rest = &text[start..];
+    let end = rest
+        .find(['\r', '\n'])
+        .or_else(|| rest.find(" Trace ID"))
+        .unwrap_or(rest.len());
+    rest[..end].trim().to_owned()
+}
+
+fn wrapped_form(version: &str, ciphertext: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + version.len() + ciphertext.len());
+    out.extend_from_slice(WRAPPED_TAG);
+    out.push(version.len() as u8);
+    out.extend_from_slice(version.as_bytes());
+    out.extend_from_slice(ciphertext);
+    out
+}
+
+fn parse_wrapped(wrapped: &[u8]) -> Option<(&str, &[u8])> {
+    let rest = wrapped.strip_prefix(WRAPPED_TAG.as_slice())?;
+    let (&len, rest) = rest.split_first()?;
+    let len = usize::from(len);
+    if rest.len() <= len || len == 0 {
+        return None;
+    }
+    let version = std::str::from_utf8(&rest[..len]).ok()?;
+    version
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric())
+        .then_some((version, &rest[len..]))
+}
+
+fn oaep256(value: Vec<u8>) -> KeyOperationParameters {
+    KeyOperationParameters {
+        algorithm: Some(EncryptionAlgorithm::RsaOaep256),
+        value: Some(value),
+        ..Default::default()
+    }
+}
+
+fn invalid_response(what: &str) -> KmsError {
+    KmsError::Other {
+        code: "InvalidResponse".into(),
+        message: format!("Key Vault's {what} answer carries no value"),
+    }
+}
+
+fn time(t: Option<azure_core::time::OffsetDateTime>) -> Option<chrono::DateTime<chrono::Utc>> {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t.unix_timestamp(), 0))
+}
+
+#[async_trait]
+impl KeyProvider for AzureKeyVault {
+    async fn describe(&self, key: &KeyRef) -> Result<KeyDescription, KmsError> {
+        let (vault, name) = azure_ref(key)?;
+        let (version, region, model) = self.current_version(vault, name).await?;
+        let attributes = model.attributes.unwrap_or_default();
+        let jwk = model.key.unwrap_or_default();
+        let kty = jwk
+            .kty
+            .as_ref()
+            .map(|k| k.as_ref().to_owned())
+            .unwrap_or_default();
+        let modulus_bits = jwk.n.as_ref().map(|n| {
+            let significant = n.iter().skip_while(|b| **b == 0).count();
+            significant * 8
+        });
+        Ok(KeyDescription {
+            key_id: jwk.kid.clone().unwrap_or_default(),
+            state: if attributes.enabled == Some(false) {
+                KeyState::Disabled
+            } else {
+                KeyState::Enabled
+            },
+            spec: kty.clone(),
+            usage: jwk.key_ops.clone().unwrap_or_default().join(","),
+            region,
+            azure: Some(AzureKeyFacts {
+                version,
+                kty,
+                modulus_bits,
+                key_ops: jwk.key_ops.unwrap_or_default(),
+                not_before: time(attributes.not_before),
+                expires: time(attributes.expires),
+                recovery_level: attributes.recovery_level.map(|l| l.as_ref().to_owned()),
+            }),
+        })
+    }
+
+    async fn generate_data_key(
+        &self,
+        key: &KeyRef,
+        _context: &EncryptionContext,
+    ) -> Result<DataKey, KmsError> {
+        let (vault, name) = azure_ref(key)?;
+        let (version, _, _) = self.current_version(vault, name).await?;
+        let mut bytes = vec![0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let plaintext = PlaintextKey::new(bytes);
+        let version_ref = version.as_str();
+        let plaintext_ref = &plaintext;
+        let result = self
+            .call(vault, |client| async move {
+                let params = oaep256(plaintext_ref.expose().to_vec()).try_into()?;
+                client
+                    .wrap_key(
+                        name.as_str(),
+                        params,
+                        Some(KeyClientWrapKeyOptions {
+                            key_version: Some(version_ref.to_owned()),
+                            ..Default::default()
+                        }),
+                    )
+                    .await
+            })
+            .await?
+            .into_model()
+            .map_err(|_| invalid_response("wrapKey"))?;
+        let ciphertext = result.result.ok_or_else(|| invalid_response("wrapKey"))?;
+        Ok(DataKey {
+            plaintext,
+            wrapped: wrapped_form(&version, &ciphertext),
+        })
+    }
+
+    async fn decrypt_data_key(
+        &self,
+        key: &KeyRef,
+        wrapped: &[u8],
+        _context: &EncryptionContext,
+    ) -> Result<PlaintextKey, KmsError> {
+        let (vault, name) = azure_ref(key)?;
+        let (version, ciphertext) = parse_wrapped(wrapped).ok_or_else(|| KmsError::Other {
+            code: "InvalidCiphertext".into(),
+            message: "the wrapped data key is not one Key Vault wrapped for this console".into(),
+        })?;
+        let result = self
+            .call(vault, |client| async move {
+                let params = oaep256(ciphertext.to_vec()).try_into()?;
+                client
+                    .unwrap_key(name.as_str(), version, params, None)
+                    .await
+            })
+            .await?
+            .into_model()
+            .map_err(|_| invalid_response("unwrapKey"))?;
+        let bytes = result.result.ok_or_else(|| invalid_response("unwrapKey"))?;
+        Ok(PlaintextKey::new(bytes))
+    }
+
+    /// Key Vault rotates by the key's rotation policy, which the platform's role
+    /// (Crypto Service Encryption User) may not read: not reported.
+    async fn rotation_enabled(&self, _key: &KeyRef) -> Result<Option<bool>, KmsError> {
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_tenant_id_is_taken_from_a_challenge() {
+        let c = r#"Bearer authorization="https://evil.example/72F988BF-86f1-41af-91ab-2d7cd011db47", resource="https://vault.azure.net""#;
+        assert_eq!(
+            tenant_from_challenge(c).as_deref(),
+            Some("72f988bf-86f1-41af-91ab-2d7cd011db47")
+        );
+        let uri = r#"Bearer authorization_uri="https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/authorize""#;
+        assert_eq!(
+            tenant_from_challenge(uri).as_deref(),
+            Some("contoso.onmicrosoft.com")
+        );
+        assert_eq!(
+            tenant_from_challenge(r#"Bearer authorization="https://x/a%2Fb""#),
+            None
+        );
+        assert_eq!(tenant_from_challenge("Bearer realm=\"x\""), None);
+    }
+
+    #[test]
+    fn the_wrapped_form_keeps_the_version() {
+        let w = wrapped_form("0123abcd", b"cipher");
+        assert_eq!(parse_wrapped(&w), Some(("0123abcd", b"cipher".as_slice())));
+        assert_eq!(parse_wrapped(b"akv1"), None);
+        assert_eq!(parse_wrapped(b"other-bytes"), None);
+    }
+
+    #[test]
+    fn entra_codes_are_found_in_credential_errors() {
+        assert_eq!(
+            aadsts_code(
+                "ClientSecretCredential authentication failed. AADSTS7000215: Invalid client secret"
+            )
+            .as_deref(),
+            Some("AADSTS7000215")
+        );
+        assert_eq!(aadsts_code("nothing here"), None);
+    }
+}

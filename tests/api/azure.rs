@@ -1,0 +1,197 @@
+//! The Azure Key Vault and Entra stand-in for tests (tests/azure/standin.py, started by
+//! scripts/test): one HTTPS server with a test CA that plays the Entra token authority and
+//! any number of vaults, set up through its `/_control` endpoints. No Key Vault emulator can
+//! be installed here; the stand-in speaks the public REST protocol and is itself checked with
+//! Microsoft's Python SDK (tests/azure/test_standin.py).
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, spawn_app_with};
+use crate::moto::service;
+
+pub struct Standin {
+    pub url: String,
+    pub ca: String,
+    http: reqwest::Client,
+}
+
+impl Standin {
+    pub fn open() -> Self {
+        let url = service("CMEK_TEST_AZURE_URL");
+        let ca = service("CMEK_TEST_AZURE_CA");
+        let pem = std::fs::read(&ca).expect("the stand-in's CA");
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA pem"))
+            .build()
+            .unwrap();
+        Self { url, ca, http }
+    }
+
+    pub async fn control(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .request(method, format!("{}/_control{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("stand-in control");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        assert!(status.is_success(), "control {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        self.control(reqwest::Method::POST, path, body).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Value {
+        self.control(reqwest::Method::PATCH, path, body).await
+    }
+}
+
+/// A platform application, a customer tenant where it has a service principal, and a vault
+/// in that tenant: what one test needs, none of it shared with another test.
+pub struct Azure {
+    pub standin: Standin,
+    pub app_id: String,
+    pub secret: String,
+    pub tenant: String,
+    pub vault: String,
+}
+
+pub const REGION: &str = "eastus";
+
+impl Azure {
+    pub async fn new() -> Self {
+        Self::in_region(REGION, true).await
+    }
+
+    pub async fn in_region(region: &str, purge_protection: bool) -> Self {
+        let standin = Standin::open();
+        let app_id = Uuid::new_v4().to_string();
+        let secret = format!("secret-{}", Uuid::new_v4().simple());
+        standin
+            .post(
+                "/apps",
+                json!({ "client_id": app_id, "client_secret": secret }),
+            )
+            .await;
+        let tenant = Uuid::new_v4().to_string();
+        standin
+            .post(
+                "/tenants",
+                json!({ "tenant_id": tenant, "service_principals": [app_id] }),
+            )
+            .await;
+        let azure = Self {
+            standin,
+            app_id,
+            secret,
+            tenant,
+            vault: String::new(),
+        };
+        let vault = azure
+            .vault_in(&azure.tenant, region, purge_protection)
+            .await;
+        Self { vault, ..azure }
+    }
+
+    /// Another vault, in `tenant`.
+    pub async fn vault_in(&self, tenant: &str, region: &str, purge_protection: bool) -> String {
+        let name = format!("v{}", &Uuid::new_v4().simple().to_string()[..12]);
+        self.standin
+            .post(
+                "/vaults",
+                json!({ "name": name, "tenant_id": tenant, "region": region,
+                        "purge_protection": purge_protection, "delay_seconds": 0 }),
+            )
+            .await;
+        name
+    }
+
+    /// A key in the vault the platform may use; `spec` overrides the defaults (RSA 2048,
+    /// wrapKey/unwrapKey allowed, enabled, granted to the platform's app). Its name.
+    pub async fn key(&self, spec: Value) -> String {
+        self.key_in(&self.vault, spec).await
+    }
+
+    pub async fn key_in(&self, vault: &str, spec: Value) -> String {
+        let name = format!("cmek-{}", &Uuid::new_v4().simple().to_string()[..8]);
+        let mut body = json!({ "name": name, "kty": "RSA", "size": 2048,
+            "key_ops": ["encrypt", "decrypt", "wrapKey", "unwrapKey"], "enabled": true,
+            "grants": [self.app_id] });
+        if let (Some(body), Some(spec)) = (body.as_object_mut(), spec.as_object()) {
+            for (k, v) in spec {
+                body.insert(k.clone(), v.clone());
+            }
+        }
+        self.standin
+            .post(&format!("/vaults/{vault}/keys"), body)
+            .await;
+        name
+    }
+
+    /// A new version of a key (what rotation does).
+    pub async fn rotate(&self, key: &str) -> Value {
+        self.standin
+            .post(
+                &format!("/vaults/{}/keys", self.vault),
+                json!({ "name": key, "kty": "RSA", "size": 2048,
+                        "key_ops": ["wrapKey", "unwrapKey"], "enabled": true }),
+            )
+            .await
+    }
+
+    pub async fn patch_key(&self, key: &str, body: Value) -> Value {
+        self.standin
+            .patch(&format!("/vaults/{}/keys/{key}", self.vault), body)
+            .await
+    }
+
+    pub async fn patch_vault(&self, body: Value) -> Value {
+        self.standin
+            .patch(&format!("/vaults/{}", self.vault), body)
+            .await
+    }
+
+    /// The console's Azure settings, pointed at the stand-in.
+    pub fn settings(&self) -> Vec<(String, String)> {
+        vec![
+            ("CMEK_AZURE_APP_ID".into(), self.app_id.clone()),
+            ("CMEK_AZURE_APP_NAME".into(), "cmek-console-tests".into()),
+            ("CMEK_AZURE_CLIENT_SECRET".into(), self.secret.clone()),
+            ("AZURE_AUTHORITY_HOST".into(), self.standin.url.clone()),
+            (
+                "CMEK_AZURE_VAULT_URL_TEMPLATE".into(),
+                format!("{}/{{vault}}", self.standin.url),
+            ),
+            ("CMEK_AZURE_CA_FILE".into(), self.standin.ca.clone()),
+            ("CMEK_KMS_TIMEOUT".into(), "3s".into()),
+        ]
+    }
+
+    pub async fn app(&self) -> TestApp {
+        self.app_with(&[]).await
+    }
+
+    /// A console with these Azure settings, `extra` overriding or adding.
+    pub async fn app_with(&self, extra: &[(&str, &str)]) -> TestApp {
+        let mut settings = self.settings();
+        for (k, v) in extra {
+            settings.retain(|(name, _)| name != k);
+            settings.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        let pairs: Vec<(&str, &str)> = settings
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        spawn_app_with(&pairs).await
+    }
+
+    /// The request body for a key of this vault.
+    pub fn body(&self, key: &str) -> Value {
+        json!({ "provider": "azure_key_vault", "region": REGION, "vault_name": self.vault, "key_name": key })
+    }
+}
