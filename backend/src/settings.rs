@@ -606,20 +606,26 @@ fn azure_settings(
     let authority = input
         .authority_host
         .unwrap_or_else(|| "https://login.microsoftonline.com".to_owned());
+    // The SDK joins `/<tenant>/oauth2/v2.0/token` onto the host: a path would be dropped.
     let authority_host = url::Url::parse(&authority)
         .ok()
-        .filter(|u| u.scheme() == "https" && u.host_str().is_some())
-        .ok_or_else(|| invalid("AZURE_AUTHORITY_HOST", "must be an https URL"))?;
+        .filter(|u| plain_https(u) && u.path().trim_end_matches('/').is_empty())
+        .ok_or_else(|| {
+            invalid(
+                "AZURE_AUTHORITY_HOST",
+                "must be an https URL with no path, query or user (e.g. https://login.microsoftonline.com)",
+            )
+        })?;
     let template = input
         .vault_url_template
         .unwrap_or_else(|| "https://{vault}.vault.azure.net".to_owned());
     let sample = url::Url::parse(&template.replace("{vault}", "sample"))
         .ok()
-        .filter(|u| u.scheme() == "https" && u.host_str().is_some());
+        .filter(plain_https);
     let Some(sample) = sample.filter(|_| template.contains("{vault}")) else {
         return Err(invalid(
             "CMEK_AZURE_VAULT_URL_TEMPLATE",
-            "must be an https URL with {vault} in it, e.g. https://{vault}.vault.azure.net",
+            "must be an https URL with {vault} in it and no query or user, e.g. https://{vault}.vault.azure.net",
         ));
     };
     let on_key_vault_domain = sample.host_str().is_some_and(|h| {
@@ -648,6 +654,16 @@ fn azure_settings(
         ca_file: input.ca_file,
         verify_challenge_resource: environment == Environment::Production || on_key_vault_domain,
     }))
+}
+
+/// An https URL with a host and nothing that a path appended to it would break.
+fn plain_https(u: &url::Url) -> bool {
+    u.scheme() == "https"
+        && u.host_str().is_some()
+        && u.username().is_empty()
+        && u.password().is_none()
+        && u.query().is_none()
+        && u.fragment().is_none()
 }
 
 fn lookup(vars: &[(String, String)], name: &str) -> Option<String> {

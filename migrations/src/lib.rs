@@ -12,6 +12,7 @@ mod m20261201_000007_key_status_history;
 mod m20261201_000008_key_monitor;
 mod m20261201_000009_webhooks;
 mod m20261201_000010_key_rotation;
+mod m20261201_000011_azure_tenant;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000008_key_monitor::Migration),
             Box::new(m20261201_000009_webhooks::Migration),
             Box::new(m20261201_000010_key_rotation::Migration),
+            Box::new(m20261201_000011_azure_tenant::Migration),
         ]
     }
 }

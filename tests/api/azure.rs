@@ -7,6 +7,8 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use cmek_console::domain::identity::Role;
+
 use crate::helpers::{TestApp, spawn_app_with};
 use crate::moto::service;
 
@@ -111,14 +113,17 @@ impl Azure {
         name
     }
 
-    /// A key in the vault the platform may use; `spec` overrides the defaults (RSA 2048,
-    /// wrapKey/unwrapKey allowed, enabled, granted to the platform's app). Its name.
-    pub async fn key(&self, spec: Value) -> String {
-        self.key_in(&self.vault, spec).await
+    /// A key in the vault the platform may use, named as the console names keys of the
+    /// console's project (a prefix of the test's own and the project's suffix); `spec`
+    /// overrides the defaults (RSA 2048, wrapKey/unwrapKey allowed, enabled, granted to the
+    /// platform's app). Its name.
+    pub async fn key(&self, console: &Console, spec: Value) -> String {
+        self.key_in(&self.vault, console, spec).await
     }
 
-    pub async fn key_in(&self, vault: &str, spec: Value) -> String {
-        let name = format!("cmek-{}", &Uuid::new_v4().simple().to_string()[..8]);
+    pub async fn key_in(&self, vault: &str, console: &Console, spec: Value) -> String {
+        let prefix = format!("k{}", &Uuid::new_v4().simple().to_string()[..6]);
+        let name = console.key_name(&prefix).await;
         let mut body = json!({ "name": name, "kty": "RSA", "size": 2048,
             "key_ops": ["encrypt", "decrypt", "wrapKey", "unwrapKey"], "enabled": true,
             "grants": [self.app_id] });
@@ -172,8 +177,23 @@ impl Azure {
         ]
     }
 
-    pub async fn app(&self) -> TestApp {
-        self.app_with(&[]).await
+    /// A console on the stand-in with an owner's API key and a CMEK project.
+    pub async fn console(&self) -> Console {
+        self.console_with(&[]).await
+    }
+
+    pub async fn console_with(&self, extra: &[(&str, &str)]) -> Console {
+        let app = self.app_with(extra).await;
+        let owner = app.api_key(Role::Owner).await;
+        let project = app.create_project(&owner, "payments", true).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        Console {
+            app,
+            owner,
+            project,
+        }
     }
 
     /// A console with these Azure settings, `extra` overriding or adding.
@@ -193,5 +213,35 @@ impl Azure {
     /// The request body for a key of this vault.
     pub fn body(&self, key: &str) -> Value {
         json!({ "provider": "azure_key_vault", "region": REGION, "vault_name": self.vault, "key_name": key })
+    }
+}
+
+/// A console, an owner's API key and a CMEK project of it.
+pub struct Console {
+    pub app: TestApp,
+    pub owner: String,
+    pub project: String,
+}
+
+impl Console {
+    /// The full key name the wizard shows for `prefix` (the project's suffix added).
+    pub async fn key_name(&self, prefix: &str) -> String {
+        let response = self
+            .app
+            .get(
+                &format!(
+                    "/api/v1/projects/{}/encryption-keys/azure-setup?region={REGION}&key_name_prefix={prefix}",
+                    self.project
+                ),
+                &self.owner,
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        let setup: Value = response.json().await.unwrap();
+        setup["key_name"].as_str().unwrap().to_owned()
+    }
+
+    pub fn keys_path(&self) -> String {
+        format!("/api/v1/projects/{}/encryption-keys", self.project)
     }
 }

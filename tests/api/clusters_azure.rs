@@ -2,28 +2,26 @@
 //! RSA key, unwrapped with the version that wrapped them after the key rotates, and R10's
 //! Azure semantics: a disabled key stops the clusters; re-enabled, the owner resumes them.
 
-use cmek_console::domain::identity::Role;
 use serde_json::{Value, json};
 
-use crate::azure::{Azure, REGION};
+use crate::azure::{Azure, Console, REGION};
 use crate::clusters::{get, id, marked, post, put};
 use crate::helpers::TestApp;
 use crate::key_monitor::eventually;
 
-async fn azure_cluster(azure: &Azure, app: &TestApp, owner: &str, key: &str) -> (String, String) {
-    let project = id(&app.create_project(owner, "azure", true).await);
-    let created = app
-        .post_json(
-            &format!("/api/v1/projects/{project}/encryption-keys"),
-            owner,
-            &azure.body(key),
-        )
+/// A saved key and a cluster in the console's project; the key's name and the cluster's id.
+async fn azure_cluster(azure: &Azure, c: &Console) -> (String, String) {
+    let key = azure.key(c, json!({})).await;
+    let created = c
+        .app
+        .post_json(&c.keys_path(), &c.owner, &azure.body(&key))
         .await;
     assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
-    let cluster = app
+    let cluster = c
+        .app
         .post_json(
-            &format!("/api/v1/projects/{project}/clusters"),
-            owner,
+            &format!("/api/v1/projects/{}/clusters", c.project),
+            &c.owner,
             &json!({ "name": "orders", "provider": "azure", "regions": [REGION] }),
         )
         .await;
@@ -31,7 +29,7 @@ async fn azure_cluster(azure: &Azure, app: &TestApp, owner: &str, key: &str) -> 
     let cluster: Value = cluster.json().await.unwrap();
     assert_eq!(cluster["provider"], "azure_key_vault");
     assert_eq!(cluster["regions"][0]["region"], REGION);
-    (project, id(&cluster))
+    (key, id(&cluster))
 }
 
 async fn state(app: &TestApp, owner: &str, cluster: &str) -> String {
@@ -61,13 +59,12 @@ async fn key_status(app: &TestApp, owner: &str, project: &str) -> String {
 #[ignore = "needs the Azure Key Vault stand-in (scripts/test starts it)"]
 async fn data_wrapped_before_a_rotation_still_unwraps_with_its_version() {
     let azure = Azure::new().await;
-    let key = azure.key(json!({})).await;
-    let app = azure.app().await;
-    let owner = app.api_key(Role::Owner).await;
-    let (_, cluster) = azure_cluster(&azure, &app, &owner, &key).await;
+    let c = azure.console().await;
+    let (app, owner) = (&c.app, c.owner.as_str());
+    let (key, cluster) = azure_cluster(&azure, &c).await;
     let bytes = marked("azure", 70_000);
     assert_eq!(
-        put(&app, &owner, &cluster, "rows", bytes.clone())
+        put(app, owner, &cluster, "rows", bytes.clone())
             .await
             .status(),
         201
@@ -75,16 +72,16 @@ async fn data_wrapped_before_a_rotation_still_unwraps_with_its_version() {
 
     azure.rotate(&key).await;
     assert_eq!(
-        post(&app, &owner, &format!("/api/v1/clusters/{cluster}/pause"))
+        post(app, owner, &format!("/api/v1/clusters/{cluster}/pause"))
             .await
             .status(),
         200
     );
     // The resume unwraps the data key: only the old version's RSA key can.
-    let resumed = post(&app, &owner, &format!("/api/v1/clusters/{cluster}/resume")).await;
+    let resumed = post(app, owner, &format!("/api/v1/clusters/{cluster}/resume")).await;
 
     assert_eq!(resumed.status(), 200, "{}", resumed.text().await.unwrap());
-    let read = get(&app, &owner, &cluster, "rows").await;
+    let read = get(app, owner, &cluster, "rows").await;
     assert_eq!(read.bytes().await.unwrap().as_ref(), bytes.as_slice());
     let requests = azure
         .standin
@@ -110,13 +107,14 @@ async fn data_wrapped_before_a_rotation_still_unwraps_with_its_version() {
 #[ignore = "needs the Azure Key Vault stand-in (scripts/test starts it)"]
 async fn a_disabled_key_stops_the_clusters_and_the_owner_resumes_them_once_enabled() {
     let azure = Azure::new().await;
-    let key = azure.key(json!({})).await;
-    let app = azure.app_with(&[("CMEK_KEY_CHECK_INTERVAL", "60s")]).await;
-    let owner = app.api_key(Role::Owner).await;
-    let (project, cluster) = azure_cluster(&azure, &app, &owner, &key).await;
+    let c = azure
+        .console_with(&[("CMEK_KEY_CHECK_INTERVAL", "60s")])
+        .await;
+    let (app, owner, project) = (&c.app, c.owner.as_str(), c.project.as_str());
+    let (key, cluster) = azure_cluster(&azure, &c).await;
     let bytes = marked("stop", 10_000);
     assert_eq!(
-        put(&app, &owner, &cluster, "rows", bytes.clone())
+        put(app, owner, &cluster, "rows", bytes.clone())
             .await
             .status(),
         201
@@ -131,29 +129,66 @@ async fn a_disabled_key_stops_the_clusters_and_the_owner_resumes_them_once_enabl
     .await;
     app.clock.advance(chrono::Duration::seconds(16));
     eventually("the key shows disabled", async || {
-        key_status(&app, &owner, &project).await == "disabled"
+        key_status(app, owner, project).await == "disabled"
     })
     .await;
     eventually("the cluster is inaccessible", async || {
-        state(&app, &owner, &cluster).await == "inaccessible"
+        state(app, owner, &cluster).await == "inaccessible"
     })
     .await;
     assert!(!app.console.holds_data_keys(cluster.parse().unwrap()));
-    assert_ne!(get(&app, &owner, &cluster, "rows").await.status(), 200);
+    assert_ne!(get(app, owner, &cluster, "rows").await.status(), 200);
 
     azure.patch_key(&key, json!({ "enabled": true })).await;
     app.clock.advance(chrono::Duration::seconds(70));
     eventually("the key shows active", async || {
-        key_status(&app, &owner, &project).await == "active"
+        key_status(app, owner, project).await == "active"
     })
     .await;
     assert_eq!(
-        state(&app, &owner, &cluster).await,
+        state(app, owner, &cluster).await,
         "inaccessible",
         "the owner resumes"
     );
-    let resumed = post(&app, &owner, &format!("/api/v1/clusters/{cluster}/resume")).await;
+    let resumed = post(app, owner, &format!("/api/v1/clusters/{cluster}/resume")).await;
     assert_eq!(resumed.status(), 200, "{}", resumed.text().await.unwrap());
-    let read = get(&app, &owner, &cluster, "rows").await;
+    let read = get(app, owner, &cluster, "rows").await;
+    assert_eq!(read.bytes().await.unwrap().as_ref(), bytes.as_slice());
+}
+
+#[tokio::test]
+#[ignore = "needs the Azure Key Vault stand-in (scripts/test starts it)"]
+async fn a_vault_that_does_not_answer_never_stops_the_clusters() {
+    let azure = Azure::new().await;
+    let c = azure
+        .console_with(&[
+            ("CMEK_KEY_CHECK_INTERVAL", "60s"),
+            ("CMEK_KMS_TIMEOUT", "1s"),
+        ])
+        .await;
+    let (app, owner, project) = (&c.app, c.owner.as_str(), c.project.as_str());
+    let (_, cluster) = azure_cluster(&azure, &c).await;
+    let bytes = marked("outage", 5_000);
+    assert_eq!(
+        put(app, owner, &cluster, "rows", bytes.clone())
+            .await
+            .status(),
+        201
+    );
+
+    // Azure's default policy is stop, but an outage is not a revocation.
+    azure.patch_vault(json!({ "delay_seconds": 20 })).await;
+    for _ in 0..2 {
+        let before = app.console.monitor_checks();
+        // An interval and its jitter (at most a tenth of it).
+        app.clock.advance(chrono::Duration::seconds(67));
+        eventually("the monitor checked the key", async || {
+            app.console.monitor_checks() > before
+        })
+        .await;
+    }
+    assert_eq!(key_status(app, owner, project).await, "unreachable");
+    assert_eq!(state(app, owner, &cluster).await, "available");
+    let read = get(app, owner, &cluster, "rows").await;
     assert_eq!(read.bytes().await.unwrap().as_ref(), bytes.as_slice());
 }

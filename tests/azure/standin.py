@@ -28,10 +28,12 @@ Simplifications (deliberate):
 
 Key Vault error codes used: Unauthorized (AKV10000 missing token, AKV10013 expired
 token, AKV10022 unknown token, AKV10032 wrong issuer/tenant), Forbidden with inner
-errors ForbiddenByRbac, KeyDisabled, KeyNotYetValid, KeyExpired; BadParameter;
+errors ForbiddenByRbac, KeyDisabled, KeyNotYetValid, KeyExpired, KeyOperationForbidden (an
+operation the key's key_ops do not allow); BadParameter;
 KeyNotFound; VaultNotFound; NotFound / MethodNotAllowed (route not implemented).
-Entra errors used: AADSTS90002 (invalid_request / invalid_tenant), AADSTS700016
-(unauthorized_client), AADSTS7000215 and AADSTS7000218 (invalid_client),
+Entra errors used: AADSTS90002 (invalid_request / invalid_tenant), AADSTS700016 (an
+unknown application) and AADSTS7000229 (an application without a service principal in the
+tenant; both unauthorized_client), AADSTS7000215 and AADSTS7000218 (invalid_client),
 AADSTS1002012 and AADSTS70011 (invalid_scope), AADSTS70003 (unsupported_grant_type),
 AADSTS900144 (missing parameter), AADSTS900561 (wrong method).
 
@@ -255,9 +257,11 @@ class StandIn:
         self.lock = threading.RLock()
         self.apps = {}        # client_id -> client_secret
         self.tenants = {}     # tenant_id -> set(client_id) with a service principal there
+        self.tenant_delays = {}  # tenant_id -> seconds the token endpoint waits before answering
         self.vaults = {}      # name -> {tenant_id, region, purge_protection, delay_seconds, keys}
         self.tokens = {}      # token -> (tenant_id, client_id, expires_at)
-        self.config = {"challenge_authority": None, "token_lifetime_seconds": DEFAULT_TOKEN_LIFETIME}
+        self.config = {"challenge_authority": None, "token_lifetime_seconds": DEFAULT_TOKEN_LIFETIME,
+                       "token_delay_seconds": 0}
         self.requests = deque(maxlen=REQUEST_LOG_SIZE)
         self.public_base = "https://localhost"
 
@@ -408,7 +412,18 @@ class StandIn:
         client_id = form["client_id"]
         with self.lock:
             secret = self.apps.get(client_id)
-        if secret is None or client_id not in sps:
+        with self.lock:
+            delay = float(self.config.get("token_delay_seconds") or 0) + self.tenant_delays.get(tenant, 0.0)
+        if delay:
+            time.sleep(delay)
+        if secret is not None and client_id not in sps:
+            # A known multi-tenant app without a service principal in this tenant (never created,
+            # or deleted): Entra's client-credentials answer since 2024.
+            return self.entra_error(
+                req, 400, "unauthorized_client", 7000229,
+                f"The client application {client_id} is missing service principal in the tenant {tenant}. "
+                "See instructions here: https://go.microsoft.com/fwlink/?linkid=2225119")
+        if secret is None:
             return self.entra_error(
                 req, 400, "unauthorized_client", 700016,
                 f"Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can "
@@ -649,7 +664,7 @@ class StandIn:
             return err(400, "BadParameter", f"Key and algorithm are not compatible: key type {kty} does not "
                        f"support {op} with {alg}.")
         if op not in key_ops:
-            return err(400, "BadParameter", f"Operation {op} is not permitted on this key.")
+            return err(403, "Forbidden", f"Operation {op} is not permitted on this key.", "KeyOperationForbidden")
         try:
             if op in PROTECTING_OPS:
                 result = private.public_key().encrypt(value, pad)
@@ -695,9 +710,14 @@ class StandIn:
             b = self._body(req)
             tid = _req_str(b, "tenant_id")
             sps = _str_list(b, "service_principals", [])
+            delay = b.get("token_delay_seconds") or 0
+            if not isinstance(delay, (int, float)) or isinstance(delay, bool) or delay < 0:
+                raise ClientError(400, "token_delay_seconds must be a non-negative number")
             with self.lock:
                 self.tenants[tid] = set(sps)
-            return json_response(200, {"tenant_id": tid, "service_principals": sorted(sps)})
+                self.tenant_delays[tid] = float(delay)
+            return json_response(200, {"tenant_id": tid, "service_principals": sorted(sps),
+                                       "token_delay_seconds": delay})
         if segs == ["vaults"] and m == "POST":
             b = self._body(req)
             name = _req_str(b, "name").lower()
@@ -763,6 +783,11 @@ class StandIn:
                         if not isinstance(lt, int) or isinstance(lt, bool) or lt < 0:
                             raise ClientError(400, "token_lifetime_seconds must be a non-negative integer or null")
                         self.config["token_lifetime_seconds"] = lt
+                    if "token_delay_seconds" in b:
+                        d = b["token_delay_seconds"] or 0
+                        if not isinstance(d, (int, float)) or isinstance(d, bool) or d < 0:
+                            raise ClientError(400, "token_delay_seconds must be a non-negative number or null")
+                        self.config["token_delay_seconds"] = d
             with self.lock:
                 cfg = dict(self.config)
             cfg["effective_challenge_authority"] = cfg["challenge_authority"] or self.public_base

@@ -539,7 +539,7 @@ class RefusalTest(StandInCase):
     def test_operation_not_in_key_ops(self):
         key = self.make_key(key_ops=["unwrapKey"])
         status, body, _ = self.wrap(self.key_client(), key)
-        self.assertKvError(status, body, 400, "BadParameter", message="Operation wrapKey is not permitted on this key.")
+        self.assertKvError(status, body, 403, "Forbidden", "KeyOperationForbidden")
 
     def test_ec_key_cannot_wrap(self):
         key = self.make_key(kty="EC", key_ops=["sign", "verify", "wrapKey"])
@@ -714,7 +714,7 @@ class ChallengeTest(StandInCase):
         key = self.make_key(vault=vault_b)
         with self.assertRaises(ClientAuthenticationError) as cm:
             self.key_client(vault_b, self.credential(allowed=("*",))).get_key(key["name"])
-        self.assertIn("AADSTS700016", str(cm.exception))
+        self.assertIn("AADSTS7000229", str(cm.exception))
         self.assertIn(other, str(cm.exception))
         self.assertEqual([e["status"] for e in self.token_entries(other)], [400])
         # once the app has a service principal there, the same code succeeds
@@ -806,10 +806,10 @@ class EntraTest(StandInCase):
         key = self.make_key()
         with self.assertRaises(ClientAuthenticationError) as cm:
             self.credential(client_id=lonely, secret="s").get_token(VAULT_SCOPE)
-        self.assertIn("AADSTS700016", str(cm.exception))
+        self.assertIn("AADSTS7000229", str(cm.exception))
         with self.assertRaises(ClientAuthenticationError) as cm:
             self.key_client(credential=self.credential(client_id=lonely, secret="s")).get_key(key["name"])
-        self.assertIn("AADSTS700016", str(cm.exception))
+        self.assertIn("AADSTS7000229", str(cm.exception))
 
     def test_sdk_unknown_tenant(self):
         # MSAL reads the tenant's OpenID configuration first; the 400 (AADSTS90002) there surfaces as a

@@ -91,6 +91,8 @@ pub struct AzureKeyFacts {
     pub expires: Option<chrono::DateTime<chrono::Utc>>,
     /// `Recoverable`, `Recoverable+Purgeable`, `CustomizedRecoverable`, ...
     pub recovery_level: Option<String>,
+    /// The Microsoft Entra tenant the vault belongs to (from its challenge).
+    pub tenant: String,
 }
 
 /// Why a KMS call failed, in the few kinds the console acts on.

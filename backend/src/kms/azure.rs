@@ -22,7 +22,8 @@ use azure_core::error::ErrorKind;
 use azure_core::http::{ClientOptions, RetryOptions, Transport};
 use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
 use azure_security_keyvault_keys::models::{
-    EncryptionAlgorithm, KeyClientGetKeyOptions, KeyClientWrapKeyOptions, KeyOperationParameters,
+    EncryptionAlgorithm, Key, KeyClientGetKeyOptions, KeyClientWrapKeyOptions,
+    KeyOperationParameters,
 };
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use rand::RngCore;
@@ -41,13 +42,15 @@ use crate::settings::AzureSettings;
 const REGION_HEADER: &str = "x-ms-keyvault-region";
 /// The wrapped form: this tag, the version's length (one byte), the version, the ciphertext.
 const WRAPPED_TAG: &[u8; 4] = b"akv1";
+const MAX_CACHED_VAULTS: usize = 4096;
+const DATA_KEY_LEN: usize = 32;
 
 pub struct AzureKeyVault {
     settings: AzureSettings,
     timeouts: KmsTimeouts,
     http: reqwest_azure::Client,
-    /// Each vault's tenant, its client (bound to that tenant's credential).
-    vaults: Mutex<HashMap<String, Arc<KeyClient>>>,
+    /// Each vault's tenant and its client (bound to that tenant's credential).
+    vaults: Mutex<HashMap<String, (String, Arc<KeyClient>)>>,
     credentials: Mutex<HashMap<String, Arc<ClientSecretCredential>>>,
 }
 
@@ -96,13 +99,29 @@ impl AzureKeyVault {
         }
     }
 
-    /// The vault's client, made on first use after finding the vault's tenant.
-    async fn client(&self, vault: &VaultName) -> Result<Arc<KeyClient>, KmsError> {
-        if let Some(client) = self.vaults.lock().await.get(vault.as_str()) {
+    /// The vault's client, made on first use after finding the vault's tenant. A saved key
+    /// names the tenant its vault was found in: a vault now in another tenant is refused.
+    async fn client(
+        &self,
+        vault: &VaultName,
+        expected: Option<&str>,
+    ) -> Result<Arc<KeyClient>, KmsError> {
+        if let Some((tenant, client)) = self.vaults.lock().await.get(vault.as_str())
+            && expected.is_none_or(|t| t == tenant)
+        {
             return Ok(client.clone());
         }
         let url = self.settings.vault_url(vault.as_str());
         let tenant = self.discover_tenant(&url).await?;
+        if let Some(expected) = expected
+            && expected != tenant
+        {
+            tracing::warn!(vault = vault.as_str(), expected, found = %tenant, "a Key Vault answers for another tenant than when its key was created");
+            return Err(KmsError::AccessDenied {
+                code: "VaultTenantChanged".into(),
+                message: "the vault now belongs to another Microsoft Entra tenant than when the key was created".into(),
+            });
+        }
         let credential = self.credential(&tenant).await?;
         let options = KeyClientOptions {
             client_options: self.client_options(),
@@ -110,13 +129,17 @@ impl AzureKeyVault {
             ..Default::default()
         };
         let client = Arc::new(
-            KeyClient::new(&url, credential, Some(options))
-                .map_err(|e| KmsError::Misconfigured(format!("Key Vault client: {e}")))?,
+            KeyClient::new(&url, credential, Some(options)).map_err(|e| {
+                tracing::error!(error = %e, "the Key Vault client could not be made");
+                KmsError::Misconfigured("the Key Vault client could not be made".into())
+            })?,
         );
-        self.vaults
-            .lock()
-            .await
-            .insert(vault.as_str().to_owned(), client.clone());
+        let mut vaults = self.vaults.lock().await;
+        // Bounded: names that were only ever tested do not pile up.
+        if vaults.len() >= MAX_CACHED_VAULTS {
+            vaults.clear();
+        }
+        vaults.insert(vault.as_str().to_owned(), (tenant, client.clone()));
         Ok(client)
     }
 
@@ -145,7 +168,10 @@ impl AzureKeyVault {
             Secret::new(self.settings.client_secret.expose_secret().to_owned()),
             Some(ClientSecretCredentialOptions { client_options }),
         )
-        .map_err(|e| KmsError::Misconfigured(format!("Entra credential: {e}")))?;
+        .map_err(|e| {
+            tracing::error!(error = %e, "the Entra credential could not be made");
+            KmsError::Misconfigured("the Entra credential could not be made".into())
+        })?;
         credentials.insert(tenant.to_owned(), credential.clone());
         Ok(credential)
     }
@@ -159,7 +185,7 @@ impl AzureKeyVault {
         );
         let response = bounded(self.timeouts.call, self.http.get(&url).send())
             .await?
-            .map_err(|e| unreachable_from(&e))?;
+            .map_err(|e| connect_failure(vault_url, &e))?;
         let status = response.status().as_u16();
         let challenge = response
             .headers()
@@ -182,18 +208,28 @@ impl AzureKeyVault {
             (500..=599, _) => Err(KmsError::Unreachable(format!(
                 "the vault answered {status}"
             ))),
-            (status, _) => Err(KmsError::Other {
-                code: "NoChallenge".into(),
-                message: format!(
-                    "the vault answered {status} without an authentication challenge; is this a Key Vault URL?"
-                ),
-            }),
+            (status, _) => {
+                tracing::warn!(
+                    url = vault_url,
+                    status,
+                    "a vault answered without an authentication challenge"
+                );
+                Err(KmsError::Unreachable(format!(
+                    "the vault answered {status} without an authentication challenge"
+                )))
+            }
         }
     }
 
     /// Runs one call on the vault's client: bounded, throttling retried with backoff, and a
-    /// 401 (the vault's tenant changed, or is not the token's) retried once from discovery.
-    async fn call<T, F, Fut>(&self, vault: &VaultName, op: F) -> Result<T, KmsError>
+    /// 401 (the token refused, e.g. as another tenant's) retried once from discovery, which
+    /// also refuses a vault that moved away from the key's tenant.
+    async fn call<T, F, Fut>(
+        &self,
+        vault: &VaultName,
+        tenant: Option<&str>,
+        op: F,
+    ) -> Result<T, KmsError>
     where
         F: Fn(Arc<KeyClient>) -> Fut,
         Fut: std::future::Future<Output = azure_core::Result<T>>,
@@ -202,7 +238,7 @@ impl AzureKeyVault {
         let mut attempt = 1;
         let mut rediscovered = false;
         loop {
-            let client = self.client(vault).await?;
+            let client = self.client(vault, tenant).await?;
             let result = match bounded(self.timeouts.call, op(client)).await? {
                 Ok(value) => return Ok(value),
                 Err(err) => classify(&err),
@@ -213,8 +249,6 @@ impl AzureKeyVault {
                     delay *= 2;
                     attempt += 1;
                 }
-                // The token was refused (AKV10032: another tenant's): the vault may have
-                // moved to another tenant. Find its tenant again, once.
                 KmsError::AccessDenied { ref code, .. } if code == "Unauthorized" => {
                     self.forget(vault).await;
                     if rediscovered {
@@ -227,20 +261,16 @@ impl AzureKeyVault {
         }
     }
 
+    /// The key as `get key` returns it: its current version, the vault's region header and
+    /// the key itself.
     async fn current_version(
         &self,
         vault: &VaultName,
         key: &KeyName,
-    ) -> Result<
-        (
-            String,
-            Option<String>,
-            azure_security_keyvault_keys::models::Key,
-        ),
-        KmsError,
-    > {
+        tenant: Option<&str>,
+    ) -> Result<(String, Option<String>, Key), KmsError> {
         let response = self
-            .call(vault, |client| async move {
+            .call(vault, tenant, |client| async move {
                 client
                     .get_key(key.as_str(), None::<KeyClientGetKeyOptions<'_>>)
                     .await
@@ -252,27 +282,29 @@ impl AzureKeyVault {
                 REGION_HEADER,
             ))
             .map(str::to_owned);
-        let model = response.into_model().map_err(|e| KmsError::Other {
-            code: "InvalidResponse".into(),
-            message: format!("Key Vault's key could not be read: {e}"),
+        let model = response.into_model().map_err(|e| {
+            tracing::warn!(error = %e, "Key Vault's key could not be read");
+            invalid_response("get key")
         })?;
         let version = model
             .key
             .as_ref()
             .and_then(|k| k.kid.as_deref())
             .and_then(|kid| kid.trim_end_matches('/').rsplit('/').next())
+            .filter(|v| valid_version(v))
             .map(str::to_owned)
-            .ok_or_else(|| KmsError::Other {
-                code: "InvalidResponse".into(),
-                message: "Key Vault's key carries no kid".into(),
-            })?;
+            .ok_or_else(|| invalid_response("get key"))?;
         Ok((version, region, model))
     }
 }
 
-fn azure_ref(key: &KeyRef) -> Result<(&VaultName, &KeyName), KmsError> {
+fn azure_ref(key: &KeyRef) -> Result<(&VaultName, &KeyName, Option<&str>), KmsError> {
     match key {
-        KeyRef::Azure { vault, key_name } => Ok((vault, key_name)),
+        KeyRef::Azure {
+            vault,
+            key_name,
+            tenant,
+        } => Ok((vault, key_name, tenant.as_deref())),
         _ => Err(KmsError::Misconfigured("not an Azure Key Vault key".into())),
     }
 }
@@ -286,7 +318,9 @@ async fn bounded<F: std::future::Future>(limit: Duration, f: F) -> Result<F::Out
     })
 }
 
-fn unreachable_from(err: &reqwest_azure::Error) -> KmsError {
+/// A request that got no answer. A vault name that does not resolve is a vault that does not
+/// exist (Key Vault names are DNS names); any other failure says nothing about the key.
+fn connect_failure(url: &str, err: &reqwest_azure::Error) -> KmsError {
     let mut text = err.to_string();
     let mut source = std::error::Error::source(err);
     while let Some(s) = source {
@@ -294,7 +328,24 @@ fn unreachable_from(err: &reqwest_azure::Error) -> KmsError {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    KmsError::Unreachable(text)
+    tracing::warn!(url, error = %text, "Key Vault could not be reached");
+    if [
+        "Name or service not known",
+        "No such host is known",
+        "nodename nor servname",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
+    {
+        return KmsError::NotFound {
+            code: "VaultNotFound".into(),
+        };
+    }
+    KmsError::Unreachable(if err.is_timeout() {
+        "Key Vault did not answer in time".into()
+    } else {
+        "Key Vault could not be reached (connection failed)".into()
+    })
 }
 
 /// The tenant id in `Bearer authorization="https://login.microsoftonline.com/<tenant>", ...`
@@ -367,7 +418,10 @@ fn connection_failed(err: &azure_core::Error) -> bool {
     false
 }
 
-/// What a failed SDK call says, in the kinds the console acts on.
+/// What a failed SDK call says, in the kinds the console acts on. Only definite answers about
+/// the key or its access are refusals; anything else (time-outs, 5xx, throttling, answers we
+/// cannot read, the console's own credential) is `Unreachable` or `Misconfigured`, which never
+/// stop a cluster. Decided on codes, not on message text.
 fn classify(err: &azure_core::Error) -> KmsError {
     match err.kind() {
         ErrorKind::HttpResponse {
@@ -380,6 +434,7 @@ fn classify(err: &azure_core::Error) -> KmsError {
                 .as_ref()
                 .map(|r| error_body(r.body().as_ref()))
                 .unwrap_or_default();
+            let outer = code.clone().or_else(|| error_code.clone());
             let code = inner
                 .or(code)
                 .or_else(|| error_code.clone())
@@ -393,47 +448,59 @@ fn classify(err: &azure_core::Error) -> KmsError {
                 {
                     KmsError::Disabled { code }
                 }
+                403 if code == "KeyOperationForbidden" => KmsError::WrongKeyUsage { code },
                 401 => KmsError::AccessDenied {
                     code: "Unauthorized".into(),
                     message,
                 },
                 403 => KmsError::AccessDenied { code, message },
-                400 if message.contains("not permitted") || message.contains("compatible") => {
-                    KmsError::WrongKeyUsage { code }
+                // The key cannot do RSA-OAEP-256 wrapping (its type or operations).
+                400 if outer.as_deref() == Some("BadParameter") => KmsError::WrongKeyUsage { code },
+                429 | 503 => KmsError::Throttled { code },
+                _ => {
+                    tracing::warn!(status, code, message, "Key Vault answered unexpectedly");
+                    KmsError::Unreachable(format!("Key Vault answered {status} {code}"))
                 }
-                429 => KmsError::Throttled { code },
-                503 => KmsError::Throttled { code },
-                500..=599 => KmsError::Unreachable(format!("Key Vault answered {status} {code}")),
-                _ => KmsError::Other { code, message },
             }
         }
         ErrorKind::Credential => {
             let text = chain_text(err);
             match aadsts_code(&text) {
-                // The customer has not created the service principal, or the tenant is gone.
-                Some(code) if code == "AADSTS700016" || code == "AADSTS90002" => {
+                // The customer's tenant: no service principal (or it was deleted or disabled),
+                // or no such tenant. Their decision, so a refusal.
+                Some(code)
+                    if matches!(
+                        code.as_str(),
+                        "AADSTS700016" | "AADSTS7000229" | "AADSTS7000112" | "AADSTS90002"
+                    ) =>
+                {
                     KmsError::AccessDenied {
-                        code,
                         message: first_line_after(&text, "AADSTS"),
+                        code,
                     }
                 }
                 // The platform's own secret or application: the console's configuration.
-                Some(code) => KmsError::Misconfigured(format!(
-                    "{code}: {}",
-                    first_line_after(&text, "AADSTS")
-                )),
-                None if connection_failed(err) => {
-                    KmsError::Unreachable(format!("the Entra authority: {text}"))
+                Some(code) => {
+                    tracing::error!(code, error = %text, "Entra refused the console's application");
+                    KmsError::Misconfigured(format!(
+                        "Entra refused the console's application ({code})"
+                    ))
                 }
-                None => KmsError::Unreachable(format!("no token from the Entra authority: {text}")),
+                None => {
+                    tracing::warn!(error = %text, "no token from the Entra authority");
+                    KmsError::Unreachable("no token from the Entra authority".into())
+                }
             }
         }
-        ErrorKind::Connection | ErrorKind::Io => KmsError::Unreachable(chain_text(err)),
-        _ if connection_failed(err) => KmsError::Unreachable(chain_text(err)),
-        _ => KmsError::Other {
-            code: "AzureSdkError".into(),
-            message: chain_text(err),
-        },
+        _ => {
+            let text = chain_text(err);
+            tracing::warn!(error = %text, "a Key Vault call failed");
+            KmsError::Unreachable(if connection_failed(err) {
+                "Key Vault could not be reached (connection failed)".into()
+            } else {
+                "the Key Vault call failed (see the console's log)".into()
+            })
+        }
     }
 }
 
@@ -445,6 +512,14 @@ fn first_line_after(text: &str, marker: &str) -> String {
         .or_else(|| rest.find(" Trace ID"))
         .unwrap_or(rest.len());
     rest[..end].trim().to_owned()
+}
+
+/// The size in bits of an RSA modulus given big-endian (leading zero bytes and bits ignored).
+fn modulus_bits(n: &[u8]) -> usize {
+    match n.iter().position(|b| *b != 0) {
+        None => 0,
+        Some(first) => (n.len() - first) * 8 - n[first].leading_zeros() as usize,
+    }
 }
 
 fn wrapped_form(version: &str, ciphertext: &[u8]) -> Vec<u8> {
@@ -478,11 +553,15 @@ fn oaep256(value: Vec<u8>) -> KeyOperationParameters {
     }
 }
 
+/// An answer we cannot read: like an outage, it says nothing about the key.
 fn invalid_response(what: &str) -> KmsError {
-    KmsError::Other {
-        code: "InvalidResponse".into(),
-        message: format!("Key Vault's {what} answer carries no value"),
-    }
+    KmsError::Unreachable(format!("Key Vault's {what} answer could not be read"))
+}
+
+/// A key version as Key Vault names them (32 hex digits); checked before it is recorded in a
+/// wrapped data key and put in a request path.
+fn valid_version(version: &str) -> bool {
+    (1..=64).contains(&version.len()) && version.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 fn time(t: Option<azure_core::time::OffsetDateTime>) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -492,8 +571,15 @@ fn time(t: Option<azure_core::time::OffsetDateTime>) -> Option<chrono::DateTime<
 #[async_trait]
 impl KeyProvider for AzureKeyVault {
     async fn describe(&self, key: &KeyRef) -> Result<KeyDescription, KmsError> {
-        let (vault, name) = azure_ref(key)?;
-        let (version, region, model) = self.current_version(vault, name).await?;
+        let (vault, name, tenant) = azure_ref(key)?;
+        let (version, region, model) = self.current_version(vault, name, tenant).await?;
+        let found_in = self
+            .vaults
+            .lock()
+            .await
+            .get(vault.as_str())
+            .map(|(t, _)| t.clone())
+            .unwrap_or_default();
         let attributes = model.attributes.unwrap_or_default();
         let jwk = model.key.unwrap_or_default();
         let kty = jwk
@@ -501,10 +587,7 @@ impl KeyProvider for AzureKeyVault {
             .as_ref()
             .map(|k| k.as_ref().to_owned())
             .unwrap_or_default();
-        let modulus_bits = jwk.n.as_ref().map(|n| {
-            let significant = n.iter().skip_while(|b| **b == 0).count();
-            significant * 8
-        });
+        let modulus_bits = jwk.n.as_ref().map(|n| modulus_bits(n));
         Ok(KeyDescription {
             key_id: jwk.kid.clone().unwrap_or_default(),
             state: if attributes.enabled == Some(false) {
@@ -523,6 +606,7 @@ impl KeyProvider for AzureKeyVault {
                 not_before: time(attributes.not_before),
                 expires: time(attributes.expires),
                 recovery_level: attributes.recovery_level.map(|l| l.as_ref().to_owned()),
+                tenant: found_in,
             }),
         })
     }
@@ -532,15 +616,15 @@ impl KeyProvider for AzureKeyVault {
         key: &KeyRef,
         _context: &EncryptionContext,
     ) -> Result<DataKey, KmsError> {
-        let (vault, name) = azure_ref(key)?;
-        let (version, _, _) = self.current_version(vault, name).await?;
-        let mut bytes = vec![0u8; 32];
+        let (vault, name, tenant) = azure_ref(key)?;
+        let (version, _, _) = self.current_version(vault, name, tenant).await?;
+        let mut bytes = vec![0u8; DATA_KEY_LEN];
         rand::rng().fill_bytes(&mut bytes);
         let plaintext = PlaintextKey::new(bytes);
         let version_ref = version.as_str();
         let plaintext_ref = &plaintext;
         let result = self
-            .call(vault, |client| async move {
+            .call(vault, tenant, |client| async move {
                 let params = oaep256(plaintext_ref.expose().to_vec()).try_into()?;
                 client
                     .wrap_key(
@@ -569,13 +653,13 @@ impl KeyProvider for AzureKeyVault {
         wrapped: &[u8],
         _context: &EncryptionContext,
     ) -> Result<PlaintextKey, KmsError> {
-        let (vault, name) = azure_ref(key)?;
+        let (vault, name, tenant) = azure_ref(key)?;
         let (version, ciphertext) = parse_wrapped(wrapped).ok_or_else(|| KmsError::Other {
             code: "InvalidCiphertext".into(),
             message: "the wrapped data key is not one Key Vault wrapped for this console".into(),
         })?;
         let result = self
-            .call(vault, |client| async move {
+            .call(vault, tenant, |client| async move {
                 let params = oaep256(ciphertext.to_vec()).try_into()?;
                 client
                     .unwrap_key(name.as_str(), version, params, None)
@@ -584,8 +668,11 @@ impl KeyProvider for AzureKeyVault {
             .await?
             .into_model()
             .map_err(|_| invalid_response("unwrapKey"))?;
-        let bytes = result.result.ok_or_else(|| invalid_response("unwrapKey"))?;
-        Ok(PlaintextKey::new(bytes))
+        let bytes = PlaintextKey::new(result.result.ok_or_else(|| invalid_response("unwrapKey"))?);
+        if bytes.expose().len() != DATA_KEY_LEN {
+            return Err(invalid_response("unwrapKey"));
+        }
+        Ok(bytes)
     }
 
     /// Key Vault rotates by the key's rotation policy, which the platform's role
@@ -616,6 +703,17 @@ mod tests {
             None
         );
         assert_eq!(tenant_from_challenge("Bearer realm=\"x\""), None);
+    }
+
+    #[test]
+    fn modulus_sizes_count_bits_not_bytes() {
+        assert_eq!(modulus_bits(&[0x80; 256]), 2048);
+        assert_eq!(modulus_bits(&[0x01, 0xff]), 9);
+        let mut short = vec![0x7f];
+        short.extend([0xff; 255]);
+        assert_eq!(modulus_bits(&short), 2047, "a 2047-bit modulus is not 2048");
+        assert_eq!(modulus_bits(&[0, 0, 0x80]), 8);
+        assert_eq!(modulus_bits(&[]), 0);
     }
 
     #[test]

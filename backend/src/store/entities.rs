@@ -184,6 +184,7 @@ pub mod encryption_keys {
         pub lease_until: Option<DateTimeUtc>,
         pub suspected_status: Option<String>,
         pub rotation_enabled: Option<bool>,
+        pub azure_tenant_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

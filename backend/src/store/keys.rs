@@ -49,6 +49,7 @@ fn from_model(m: encryption_keys::Model) -> Result<EncryptionKey, StoreError> {
             KeyRef::Azure {
                 vault: VaultName::parse("vault_name", vault).map_err(|_| corrupt("vault name"))?,
                 key_name: KeyName::parse("key_name", key_name).map_err(|_| corrupt("key name"))?,
+                tenant: m.azure_tenant_id.clone(),
             }
         }
     };
@@ -97,6 +98,10 @@ pub async fn insert(db: &impl ConnectionTrait, key: &EncryptionKey) -> Result<()
         lease_until: Set(None),
         suspected_status: Set(None),
         rotation_enabled: Set(key.rotation_enabled),
+        azure_tenant_id: Set(match &key.key_ref {
+            KeyRef::Azure { tenant, .. } => tenant.clone(),
+            _ => None,
+        }),
     })
     .exec_without_returning(db)
     .await?;

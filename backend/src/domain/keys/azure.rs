@@ -121,12 +121,40 @@ pub fn full_key_name(
         ));
     }
     check_key_chars(field, prefix, KEY_NAME_MAX - SUFFIX_LEN)?;
+    Ok(KeyName(format!("{prefix}{}", suffix(project_id, region))))
+}
+
+/// The suffix the console gives key names of this project and region (`-` and 8 hex digits).
+fn suffix(project_id: Uuid, region: &Region) -> String {
     let digest = Sha256::new()
         .chain_update(b"cmek-console azure key suffix\0")
         .chain_update(project_id.as_bytes())
         .chain_update(region.as_str().as_bytes())
         .finalize();
-    Ok(KeyName(format!("{prefix}-{}", hex::encode(&digest[..4]))))
+    format!("-{}", hex::encode(&digest[..4]))
+}
+
+/// A key name must carry this project's suffix: the platform's application may be granted
+/// keys in many customers' tenants, and the suffix ties each key to the one project that
+/// asked for it, so no other organization can register it.
+pub fn require_suffix(
+    field: &str,
+    key_name: &KeyName,
+    project_id: Uuid,
+    region: &Region,
+) -> Result<(), FieldError> {
+    let suffix = suffix(project_id, region);
+    let name = key_name.as_str();
+    if name.len() > suffix.len() && name.ends_with(&suffix) {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!(
+                "must end with this project's suffix {suffix} for {region} (the full key name shown in step 3, e.g. cmek{suffix})"
+            ),
+        ))
+    }
 }
 
 /// What step 2 and 3 of the Azure wizard show; also `GET .../azure-setup`.

@@ -59,6 +59,9 @@ pub struct Checklist {
     /// Automatic rotation, when the KMS reported it.
     #[serde(skip)]
     pub rotation_enabled: Option<bool>,
+    /// Azure: the tenant the vault was found in, kept with the key when it is saved.
+    #[serde(skip)]
+    pub tenant: Option<String>,
 }
 
 impl Checklist {
@@ -185,8 +188,10 @@ pub async fn run(
         progress,
     };
     if matches!(key, KeyRef::Azure { .. }) {
-        azure_checks(&mut run, provider, key, region, context, now).await;
-        return finish(run, Ok(None));
+        let tenant = azure_checks(&mut run, provider, key, region, context, now).await;
+        let mut checklist = finish(run, Ok(None));
+        checklist.tenant = tenant;
+        return checklist;
     }
     match provider.describe(key).await {
         Err(err) => {
@@ -296,6 +301,7 @@ fn finish(mut run: Run<'_>, rotation_enabled: Result<Option<bool>, KmsError>) ->
         passed,
         checks: run.checks,
         rotation_enabled: rotation_enabled.ok().flatten(),
+        tenant: None,
     }
 }
 
@@ -309,7 +315,8 @@ const AZ_WRAP: &str = "Wrap a data key (wrapKey, RSA-OAEP-256)";
 const AZ_UNWRAP: &str = "Unwrap round trip (unwrapKey)";
 
 /// Azure Key Vault's checklist: what `get key` says of the key and its vault, then a wrap and
-/// unwrap of a random 32-byte data key with RSA-OAEP-256, compared in constant time.
+/// unwrap of a random 32-byte data key with RSA-OAEP-256, compared in constant time. Returns
+/// the vault's tenant, when the key could be read.
 async fn azure_checks(
     run: &mut Run<'_>,
     provider: &dyn KeyProvider,
@@ -317,7 +324,7 @@ async fn azure_checks(
     region: &Region,
     context: &EncryptionContext,
     now: DateTime<Utc>,
-) {
+) -> Option<String> {
     let facts = match provider.describe(key).await {
         Err(err) => {
             run.kms_fail("reachable", AZ_EXISTS, &err, key, region);
@@ -334,7 +341,7 @@ async fn azure_checks(
             ] {
                 run.skip(id, title, why);
             }
-            return;
+            return None;
         }
         Ok(d) => {
             run.pass(
@@ -450,6 +457,7 @@ async fn azure_checks(
             }
         }
     }
+    Some(facts.tenant).filter(|t| !t.is_empty())
 }
 
 fn or_unknown(value: &str) -> &str {
@@ -488,9 +496,11 @@ fn fix_for(err: &KmsError, key: &KeyRef, region: &Region) -> String {
 
 fn azure_fix_for(err: &KmsError, region: &Region) -> String {
     match err {
-        KmsError::AccessDenied { code, .. } if code == "AADSTS700016" => "Create the service principal in your tenant (az ad sp create --id, step 2), then test again.".into(),
+        KmsError::AccessDenied { code, .. } if code == "VaultTenantChanged" => "The vault now belongs to another Microsoft Entra tenant than when this key was created: if you moved it, delete this key and create it again; otherwise the vault name was re-created by someone else.".into(),
+        KmsError::AccessDenied { code, .. } if matches!(code.as_str(), "AADSTS700016" | "AADSTS7000229") => "Create the service principal in your tenant (az ad sp create --id, step 2), then test again.".into(),
         KmsError::AccessDenied { code, .. } if code == "Unauthorized" => "The vault belongs to another tenant than the service principal's token: check the vault name, and create the service principal in the vault's tenant.".into(),
         KmsError::AccessDenied { .. } => "Assign Key Vault Crypto Service Encryption User on the key to the enterprise application (step 3), wait a minute for it to apply, then test again.".into(),
+        KmsError::NotFound { code } if code == "VaultNotFound" => "No Key Vault of this name answered: check the vault name (and that the vault was not deleted).".into(),
         KmsError::NotFound { .. } => format!("No such key in this vault: check the vault name and the full key name (with its suffix), in {region}."),
         KmsError::Disabled { .. } => "Enable the key's current version in the Key Vault (and check its activation and expiration dates), then test again.".into(),
         KmsError::WrongKeyUsage { .. } => "Use an RSA key (2048 bits or more) that allows Wrap Key and Unwrap Key.".into(),

@@ -85,10 +85,12 @@ pub enum KeyRef {
         arn: KmsKeyArn,
         access: AwsAccess,
     },
-    /// A key in a customer's Azure Key Vault (the vault's tenant is found from its challenge).
+    /// A key in a customer's Azure Key Vault. The vault's tenant is found from its challenge;
+    /// once the key is saved, the tenant it was found in is kept and required.
     Azure {
         vault: azure::VaultName,
         key_name: azure::KeyName,
+        tenant: Option<String>,
     },
     /// A key of the built-in local KMS, scoped to its organization.
     Local {
@@ -110,7 +112,9 @@ impl KeyRef {
     pub fn display(&self) -> String {
         match self {
             KeyRef::Aws { arn, .. } => arn.as_str().to_owned(),
-            KeyRef::Azure { vault, key_name } => {
+            KeyRef::Azure {
+                vault, key_name, ..
+            } => {
                 format!("{}/{}", vault.as_str(), key_name.as_str())
             }
             KeyRef::Local { key_id, .. } => key_id.to_string(),

@@ -69,6 +69,7 @@ fn parse_azure(input: &KeyRequestInput, errors: &mut Vec<FieldError>) -> Option<
     Some(KeyRef::Azure {
         vault: vault?,
         key_name: key_name?,
+        tenant: None,
     })
 }
 

@@ -178,6 +178,11 @@ impl Console {
         if !checklist.passed {
             return Err(DomainError::ChecksFailed(checklist));
         }
+        let mut request = request;
+        if let KeyRef::Azure { tenant, .. } = &mut request.key_ref {
+            // The vault is the customer's only while it stays in the tenant it was found in.
+            tenant.clone_from(&checklist.tenant);
+        }
         let key = self.save_key(caller, project_id, request).await?;
         Ok((key, checklist))
     }
@@ -324,6 +329,10 @@ impl Console {
         self.cmek_project(caller, project_id).await?;
         let request = KeyRequest::parse(input, caller.organization_id)?;
         self.provider_for(&request.key_ref)?;
+        if let KeyRef::Azure { key_name, .. } = &request.key_ref {
+            azure::require_suffix("key_name", key_name, project_id, &request.region)
+                .map_err(|e| DomainError::Invalid(vec![e]))?;
+        }
         Ok(request)
     }
 

@@ -85,7 +85,9 @@ impl From<EncryptionKey> for KeyBody {
                     role_arn = Some(r.as_str().to_owned());
                 }
             }
-            KeyRef::Azure { vault, key_name: k } => {
+            KeyRef::Azure {
+                vault, key_name: k, ..
+            } => {
                 vault_name = Some(vault.as_str().to_owned());
                 key_name = Some(k.as_str().to_owned());
             }
