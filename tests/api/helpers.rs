@@ -393,6 +393,16 @@ pub fn problem_type(slug: &str) -> String {
     format!("https://cmek-console.dev/problems/{slug}")
 }
 
+/// A check of a checklist by its id.
+pub fn check<'a>(checklist: &'a Value, id: &str) -> &'a Value {
+    checklist["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no check {id} in {checklist}"))
+}
+
 /// The names of the fields a problem names.
 pub fn fields(problem: &Value) -> Vec<String> {
     problem["errors"]

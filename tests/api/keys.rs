@@ -2,7 +2,7 @@ use aws_sdk_kms::types::{KeySpec, KeyUsageType};
 use cmek_console::domain::identity::Role;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, fields, problem, problem_type, rule, spawn_app_with};
+use crate::helpers::{TestApp, check, fields, problem, problem_type, rule, spawn_app_with};
 use crate::moto::{ACCOUNT, Moto};
 
 const REGION: &str = "us-east-1";
@@ -36,15 +36,6 @@ fn aws_key(arn: &str) -> Value {
 
 fn keys_path(project: &str) -> String {
     format!("/api/v1/projects/{project}/encryption-keys")
-}
-
-fn check<'a>(checklist: &'a Value, id: &str) -> &'a Value {
-    checklist["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap()
 }
 
 async fn list(app: &TestApp, key: &str, project: &str) -> Vec<Value> {

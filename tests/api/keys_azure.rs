@@ -8,19 +8,10 @@ use cmek_console::domain::identity::Role;
 use serde_json::{Value, json};
 
 use crate::azure::{Azure, Console, REGION};
-use crate::helpers::{TestApp, fields, problem, rule, spawn_app_with};
+use crate::helpers::{TestApp, check, fields, problem, rule, spawn_app_with};
 
 fn keys_path(project: &str) -> String {
     format!("/api/v1/projects/{project}/encryption-keys")
-}
-
-fn check<'a>(checklist: &'a Value, id: &str) -> &'a Value {
-    checklist["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("no check {id} in {checklist}"))
 }
 
 async fn project(app: &TestApp) -> (String, String) {

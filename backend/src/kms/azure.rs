@@ -321,13 +321,7 @@ async fn bounded<F: std::future::Future>(limit: Duration, f: F) -> Result<F::Out
 /// A request that got no answer. A vault name that does not resolve is a vault that does not
 /// exist (Key Vault names are DNS names); any other failure says nothing about the key.
 fn connect_failure(url: &str, err: &reqwest_azure::Error) -> KmsError {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
+    let text = chain_text(err);
     tracing::warn!(url, error = %text, "Key Vault could not be reached");
     if [
         "Name or service not known",
@@ -391,7 +385,8 @@ fn aadsts_code(text: &str) -> Option<String> {
     (!digits.is_empty()).then(|| format!("AADSTS{digits}"))
 }
 
-fn chain_text(err: &azure_core::Error) -> String {
+/// An error with its sources, for the log.
+fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = std::error::Error::source(err);
     while let Some(s) = source {
