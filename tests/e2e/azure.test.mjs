@@ -75,3 +75,47 @@ test("an owner walks the Azure wizard: service principal, full key name, ARM tem
     assert.equal(await row.locator(".badge").textContent(), "active");
   }, azure.env);
 });
+
+test("without JavaScript, the Azure wizard names a bad vault name inline, then creates the key, which Key Status shows", async (t) => {
+  const azure = await azureStandin();
+  const vault = `v${randomUUID().replaceAll("-", "").slice(0, 12)}`;
+  await azure.control("POST", "/vaults", { name: vault, tenant_id: azure.tenant, region: "westeurope", purge_protection: true });
+
+  await withConsole(t, { javaScriptEnabled: false }, async ({ app, page }) => {
+    await signIn(page, app);
+    await page.getByRole("link", { name: "Create New Project" }).first().click();
+    await page.getByLabel("Project name").fill("Azure without JS");
+    await page.getByLabel(/Customer-managed encryption keys/).check();
+    await page.getByRole("button", { name: "Create" }).click();
+    await page.getByText("Project created.").waitFor();
+
+    await page.getByRole("link", { name: "Create Encryption Key" }).click();
+    await page.getByLabel(/Azure Key Vault/).check();
+    // AWS's access choices are hidden once another service is chosen (CSS only).
+    assert.equal(await page.getByText("How the platform reaches your AWS key").isVisible(), false);
+    await page.getByLabel("Region", { exact: true }).selectOption("westeurope");
+    await page.getByRole("button", { name: "Continue" }).click();
+
+    await page.getByLabel("Key Vault name").first().fill("1bad--vault");
+    await page.getByLabel("Key name prefix").fill("ledger");
+    await page.getByRole("button", { name: "Show full key name" }).click();
+    await page.locator(".field.invalid .field-error", { hasText: "must start with a letter" }).first().waitFor();
+
+    await page.getByLabel("Key Vault name").first().fill(vault);
+    await page.getByRole("button", { name: "Show full key name" }).click();
+    const keyName = (await page.locator("#full-key-name").textContent()).trim();
+    assert.match(keyName, /^ledger-[0-9a-f]{8}$/);
+    await azure.control("POST", `/vaults/${vault}/keys`, {
+      name: keyName, kty: "RSA-HSM", size: 2048, key_ops: ["wrapKey", "unwrapKey"], enabled: true, grants: [azure.appId],
+    });
+    await page.getByRole("button", { name: "Test Encryption Key and Create" }).click();
+    await page.getByText("Encryption key created").waitFor();
+
+    await page.getByRole("link", { name: "Key Status" }).first().click();
+    const row = page.getByRole("row", { name: new RegExp(keyName) });
+    await row.waitFor();
+    assert.match(await row.textContent(), /Azure Key Vault/);
+    assert.match(await row.textContent(), /westeurope/);
+    assert.match(await row.textContent(), /active/);
+  }, azure.env);
+});
