@@ -70,7 +70,24 @@ async fn data_wrapped_before_a_rotation_still_unwraps_with_its_version() {
         201
     );
 
-    azure.rotate(&key).await;
+    let rotated = azure.rotate(&key).await;
+    let version = rotated["version"].as_str().unwrap();
+    let checklist: Value = app
+        .post_json(&format!("{}/test", c.keys_path()), owner, &azure.body(&key))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rotation = checklist["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "rotation")
+        .unwrap();
+    assert!(
+        rotation["detail"].as_str().unwrap().contains(version),
+        "the new version shows: {rotation}"
+    );
     assert_eq!(
         post(app, owner, &format!("/api/v1/clusters/{cluster}/pause"))
             .await

@@ -50,6 +50,21 @@ impl EncryptionContext {
         self.0.insert(key.to_owned(), value.into());
         self
     }
+
+    /// A digest of the whole context (names and values, length-prefixed, in order), for KMSs
+    /// that take no associated data: wrapped with the key, it binds the two as AWS's context does.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(b"cmek-console encryption context\0");
+        for (k, v) in &self.0 {
+            for part in [k, v] {
+                hash.update((part.len() as u64).to_be_bytes());
+                hash.update(part.as_bytes());
+            }
+        }
+        hash.finalize().into()
+    }
 }
 
 /// The key's state as the KMS reports it.
@@ -93,6 +108,8 @@ pub struct AzureKeyFacts {
     pub recovery_level: Option<String>,
     /// The Microsoft Entra tenant the vault belongs to (from its challenge).
     pub tenant: String,
+    /// When the current version was made (the last rotation, for a rotated key).
+    pub created: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Why a KMS call failed, in the few kinds the console acts on.

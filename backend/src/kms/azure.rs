@@ -7,7 +7,8 @@
 //!   requested from the configured authority). One credential per tenant, one client per vault.
 //! - The SDK's retries are off (its default holds a failing call for about 80 s): each attempt
 //!   is bounded by `CMEK_KMS_TIMEOUT`, and only throttling and 503 are retried, with backoff.
-//! - Data keys are 32 random bytes wrapped with RSA-OAEP-256 by the vault; the wrapped form
+//! - Data keys are 32 random bytes wrapped with RSA-OAEP-256 by the vault, together with a
+//!   digest of their encryption context (RSA-OAEP takes no associated data); the wrapped form
 //!   records the key version that wrapped it, and unwrapping uses that version, so a key
 //!   rotated in Key Vault still unwraps what its older versions wrapped.
 
@@ -29,6 +30,7 @@ use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use rand::RngCore;
 use secrecy::ExposeSecret;
 use tokio::sync::Mutex;
+use zeroize::Zeroizing;
 
 use super::KmsTimeouts;
 use crate::domain::keys::KeyRef;
@@ -602,25 +604,31 @@ impl KeyProvider for AzureKeyVault {
                 expires: time(attributes.expires),
                 recovery_level: attributes.recovery_level.map(|l| l.as_ref().to_owned()),
                 tenant: found_in,
+                created: time(attributes.created),
             }),
         })
     }
 
+    /// Wraps the data key followed by the context's digest: RSA-OAEP takes no associated
+    /// data, so this binds the wrapped key to its organization, project and purpose (a
+    /// wrapped key moved elsewhere does not unwrap).
     async fn generate_data_key(
         &self,
         key: &KeyRef,
-        _context: &EncryptionContext,
+        context: &EncryptionContext,
     ) -> Result<DataKey, KmsError> {
         let (vault, name, tenant) = azure_ref(key)?;
         let (version, _, _) = self.current_version(vault, name, tenant).await?;
         let mut bytes = vec![0u8; DATA_KEY_LEN];
         rand::rng().fill_bytes(&mut bytes);
         let plaintext = PlaintextKey::new(bytes);
+        let mut bound = Zeroizing::new(plaintext.expose().to_vec());
+        bound.extend_from_slice(&context.digest());
         let version_ref = version.as_str();
-        let plaintext_ref = &plaintext;
+        let bound_ref = &bound;
         let result = self
             .call(vault, tenant, |client| async move {
-                let params = oaep256(plaintext_ref.expose().to_vec()).try_into()?;
+                let params = oaep256(bound_ref.to_vec()).try_into()?;
                 client
                     .wrap_key(
                         name.as_str(),
@@ -646,7 +654,7 @@ impl KeyProvider for AzureKeyVault {
         &self,
         key: &KeyRef,
         wrapped: &[u8],
-        _context: &EncryptionContext,
+        context: &EncryptionContext,
     ) -> Result<PlaintextKey, KmsError> {
         let (vault, name, tenant) = azure_ref(key)?;
         let (version, ciphertext) = parse_wrapped(wrapped).ok_or_else(|| KmsError::Other {
@@ -663,11 +671,19 @@ impl KeyProvider for AzureKeyVault {
             .await?
             .into_model()
             .map_err(|_| invalid_response("unwrapKey"))?;
-        let bytes = PlaintextKey::new(result.result.ok_or_else(|| invalid_response("unwrapKey"))?);
-        if bytes.expose().len() != DATA_KEY_LEN {
+        let bound = Zeroizing::new(result.result.ok_or_else(|| invalid_response("unwrapKey"))?);
+        if bound.len() != DATA_KEY_LEN + 32 {
             return Err(invalid_response("unwrapKey"));
         }
-        Ok(bytes)
+        let (data_key, digest) = bound.split_at(DATA_KEY_LEN);
+        if !crate::domain::secrets::constant_time_eq(digest, &context.digest()) {
+            return Err(KmsError::Other {
+                code: "InvalidCiphertext".into(),
+                message: "the wrapped data key belongs to another organization, project or purpose"
+                    .into(),
+            });
+        }
+        Ok(PlaintextKey::new(data_key.to_vec()))
     }
 
     /// Key Vault rotates by the key's rotation policy, which the platform's role

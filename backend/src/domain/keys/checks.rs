@@ -188,9 +188,10 @@ pub async fn run(
         progress,
     };
     if matches!(key, KeyRef::Azure { .. }) {
-        let tenant = azure_checks(&mut run, provider, key, region, context, now).await;
-        let mut checklist = finish(run, Ok(None));
-        checklist.tenant = tenant;
+        let seen = azure_checks(&mut run, provider, key, region, context, now).await;
+        let rotation = seen.as_ref().map(|s| s.rotation.clone());
+        let mut checklist = finish(run, Ok(None), rotation);
+        checklist.tenant = seen.map(|s| s.tenant).filter(|t| !t.is_empty());
         return checklist;
     }
     match provider.describe(key).await {
@@ -271,17 +272,25 @@ pub async fn run(
             }
         }
     }
-    finish(run, provider.rotation_enabled(key).await)
+    finish(run, provider.rotation_enabled(key).await, None)
 }
 
-/// Adds the rotation item and decides whether the list passed.
-fn finish(mut run: Run<'_>, rotation_enabled: Result<Option<bool>, KmsError>) -> Checklist {
-    let rotation = match rotation_enabled.clone() {
+/// Adds the rotation item (with `detail` when the provider says more than whether rotation
+/// is on) and decides whether the list passed.
+fn finish(
+    mut run: Run<'_>,
+    rotation_enabled: Result<Option<bool>, KmsError>,
+    detail: Option<String>,
+) -> Checklist {
+    let mut rotation = match rotation_enabled.clone() {
         Ok(Some(true)) => ("Automatic rotation is enabled: the KMS rotates the key material; nothing needs updating here.".to_owned(), None, None),
         Ok(Some(false)) => ("Automatic rotation is off.".to_owned(), None, Some("Recommended: enable automatic key rotation in the KMS console.".to_owned())),
         Ok(None) => ("The KMS does not report rotation for this key.".to_owned(), None, None),
         Err(err) => (format!("Could not read the rotation status: {err}."), Some(err.code().to_owned()), None),
     };
+    if let Some(detail) = detail {
+        rotation.0 = detail;
+    }
     run.push(Check {
         id: "rotation",
         title: ROTATION,
@@ -316,7 +325,7 @@ const AZ_UNWRAP: &str = "Unwrap round trip (unwrapKey)";
 
 /// Azure Key Vault's checklist: what `get key` says of the key and its vault, then a wrap and
 /// unwrap of a random 32-byte data key with RSA-OAEP-256, compared in constant time. Returns
-/// the vault's tenant, when the key could be read.
+/// what was seen of the key, when it could be read.
 async fn azure_checks(
     run: &mut Run<'_>,
     provider: &dyn KeyProvider,
@@ -324,7 +333,7 @@ async fn azure_checks(
     region: &Region,
     context: &EncryptionContext,
     now: DateTime<Utc>,
-) -> Option<String> {
+) -> Option<AzureSeen> {
     let facts = match provider.describe(key).await {
         Err(err) => {
             run.kms_fail("reachable", AZ_EXISTS, &err, key, region);
@@ -457,7 +466,27 @@ async fn azure_checks(
             }
         }
     }
-    Some(facts.tenant).filter(|t| !t.is_empty())
+    let rotation = match facts.created {
+        Some(created) => format!(
+            "Current version {} since {}. Key Vault rotates a key by its rotation policy; each data key records the version that wrapped it, so nothing here needs updating.",
+            facts.version,
+            created.format("%Y-%m-%d %H:%M UTC")
+        ),
+        None => format!(
+            "Current version {}. Key Vault rotates a key by its rotation policy; each data key records the version that wrapped it, so nothing here needs updating.",
+            facts.version
+        ),
+    };
+    Some(AzureSeen {
+        tenant: facts.tenant,
+        rotation,
+    })
+}
+
+/// What the Azure checklist saw of the key: its vault's tenant and its current version.
+struct AzureSeen {
+    tenant: String,
+    rotation: String,
 }
 
 fn or_unknown(value: &str) -> &str {
