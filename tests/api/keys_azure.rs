@@ -95,6 +95,22 @@ async fn a_good_key_passes_every_check_and_is_created() {
         !body.to_string().contains(&azure.tenant),
         "the tenant is kept, not shown"
     );
+    use sea_orm::ConnectionTrait;
+    let db = c.app.db().await;
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT azure_tenant_id FROM encryption_keys",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let kept: Option<String> = row.try_get_by_index(0).unwrap();
+    assert_eq!(
+        kept.as_deref(),
+        Some(azure.tenant.as_str()),
+        "the vault's tenant is kept"
+    );
     let checklist = test_key(&c, &azure.body(&key)).await;
     for id in [
         "reachable",
@@ -832,4 +848,63 @@ async fn a_wrapped_data_key_unwraps_only_under_its_own_context() {
             .windows(32)
             .any(|w| w == data_key.plaintext.expose())
     );
+}
+
+#[tokio::test]
+#[ignore = "needs the Azure Key Vault stand-in (scripts/test starts it)"]
+async fn bare_answers_from_in_front_of_the_vault_are_never_a_revocation() {
+    let azure = Azure::new().await;
+    let c = azure.console().await;
+    let key = azure.key(&c, json!({})).await;
+    let created = c
+        .app
+        .post_json(&c.keys_path(), &c.owner, &azure.body(&key))
+        .await;
+    assert_eq!(created.status(), 201);
+    let key_id = keys(&c).await[0]["id"].as_str().unwrap().to_owned();
+
+    // A proxy, gateway or firewall appliance answering instead of Key Vault: a status with
+    // none of Key Vault's error codes says nothing about the key.
+    for (status, body) in [
+        (403, ""),
+        (404, "<html>Not Found</html>"),
+        (400, "Bad Request"),
+        (401, ""),
+        (500, ""),
+        (502, "Bad Gateway"),
+        (503, ""),
+    ] {
+        azure
+            .patch_vault(json!({ "fault": { "status": status, "body": body } }))
+            .await;
+        let checked = c
+            .app
+            .post_json(
+                &format!("{}/{key_id}/check", c.keys_path()),
+                &c.owner,
+                &json!({}),
+            )
+            .await;
+        assert!(
+            checked.status().is_success(),
+            "{status}: {}",
+            checked.status()
+        );
+        assert_eq!(
+            keys(&c).await[0]["status"],
+            "unreachable",
+            "a bare {status}"
+        );
+    }
+    azure.patch_vault(json!({ "fault": null })).await;
+    let checked = c
+        .app
+        .post_json(
+            &format!("{}/{key_id}/check", c.keys_path()),
+            &c.owner,
+            &json!({}),
+        )
+        .await;
+    assert!(checked.status().is_success());
+    assert_eq!(keys(&c).await[0]["status"], "active");
 }

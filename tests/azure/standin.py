@@ -497,12 +497,18 @@ class StandIn:
         with self.lock:
             vault = self.vaults.get(vault_name)
             delay = float(vault["delay_seconds"]) if vault else 0.0
+            fault = vault.get("fault") if vault else None
         if vault is None:
             return self.kv_error(404, "VaultNotFound",
                                  f"Vault '{vault_name}' does not exist. (Azure stand-in: a real vault URL that does "
                                  "not exist fails DNS resolution instead.)", req=req)
         if delay > 0:
             time.sleep(delay)
+        if fault:
+            # Something in front of the vault answers instead (a proxy, a gateway, a WAF): a bare
+            # status and body, none of Key Vault's headers or error codes.
+            return Response(fault["status"], fault["body"].encode("utf-8"),
+                            [("Content-Type", "text/plain; charset=utf-8")])
         with self.lock:
             region, vault_tenant = vault["region"], vault["tenant_id"]
 
@@ -751,6 +757,12 @@ class StandIn:
                     updates["purge_protection"] = _opt_bool(b, "purge_protection", False)
                 if "tenant_id" in b:
                     updates["tenant_id"] = _req_str(b, "tenant_id")
+                if "fault" in b:
+                    f = b["fault"]
+                    if f is not None and not (isinstance(f, dict) and isinstance(f.get("status"), int)
+                                              and 100 <= f["status"] <= 599):
+                        raise ClientError(400, "fault must be null or {status: 100-599, body?: string}")
+                    updates["fault"] = None if f is None else {"status": f["status"], "body": str(f.get("body", ""))}
                 with self.lock:
                     self.vaults[name].update(updates)
                     return json_response(200, self.vault_state(req, name))
@@ -803,6 +815,7 @@ class StandIn:
         v = self.vaults[name]
         return {"name": name, "tenant_id": v["tenant_id"], "region": v["region"],
                 "purge_protection": v["purge_protection"], "delay_seconds": v["delay_seconds"],
+                "fault": v.get("fault"),
                 "url": f"{self.control_base(req)}/{name}",
                 "host_url": f"https://{name}{HOST_MODE_SUFFIX}:{self.port}",
                 "keys": sorted(v["keys"])}

@@ -42,10 +42,15 @@ use crate::domain::kms::{
 use crate::settings::AzureSettings;
 
 const REGION_HEADER: &str = "x-ms-keyvault-region";
-/// The wrapped form: this tag, the version's length (one byte), the version, the ciphertext.
-const WRAPPED_TAG: &[u8; 4] = b"akv1";
-const MAX_CACHED_VAULTS: usize = 4096;
+/// The wrapped form: this tag, the version's length (one byte), the version, the ciphertext
+/// (of the data key and its context's digest).
+const WRAPPED_TAG: &[u8; 4] = b"akv2";
+/// At most this many vault clients and tenant credentials are kept.
+const MAX_CACHED: usize = 4096;
 const DATA_KEY_LEN: usize = 32;
+
+/// A vault's client and the tenant it answers for.
+type Bound = (String, Arc<KeyClient>);
 
 pub struct AzureKeyVault {
     settings: AzureSettings,
@@ -101,17 +106,14 @@ impl AzureKeyVault {
         }
     }
 
-    /// The vault's client, made on first use after finding the vault's tenant. A saved key
-    /// names the tenant its vault was found in: a vault now in another tenant is refused.
-    async fn client(
-        &self,
-        vault: &VaultName,
-        expected: Option<&str>,
-    ) -> Result<Arc<KeyClient>, KmsError> {
+    /// The vault's client and the tenant it answers for, made on first use after finding the
+    /// vault's tenant. A saved key names the tenant its vault was found in: a vault now in
+    /// another tenant is refused.
+    async fn client(&self, vault: &VaultName, expected: Option<&str>) -> Result<Bound, KmsError> {
         if let Some((tenant, client)) = self.vaults.lock().await.get(vault.as_str())
             && expected.is_none_or(|t| t == tenant)
         {
-            return Ok(client.clone());
+            return Ok((tenant.clone(), client.clone()));
         }
         let url = self.settings.vault_url(vault.as_str());
         let tenant = self.discover_tenant(&url).await?;
@@ -137,17 +139,27 @@ impl AzureKeyVault {
             })?,
         );
         let mut vaults = self.vaults.lock().await;
-        // Bounded: names that were only ever tested do not pile up.
-        if vaults.len() >= MAX_CACHED_VAULTS {
-            vaults.clear();
+        // Bounded: names that were only ever tested do not pile up (one makes room).
+        if vaults.len() >= MAX_CACHED
+            && !vaults.contains_key(vault.as_str())
+            && let Some(any) = vaults.keys().next().cloned()
+        {
+            vaults.remove(&any);
         }
-        vaults.insert(vault.as_str().to_owned(), (tenant, client.clone()));
-        Ok(client)
+        vaults.insert(vault.as_str().to_owned(), (tenant.clone(), client.clone()));
+        Ok((tenant, client))
     }
 
-    /// Forgets a vault's client, so the next call finds its tenant again (after a 401).
-    async fn forget(&self, vault: &VaultName) {
-        self.vaults.lock().await.remove(vault.as_str());
+    /// Forgets a vault's client after it got a 401, so the next call finds its tenant again;
+    /// only that client (another request may have replaced it meanwhile).
+    async fn forget(&self, vault: &VaultName, client: &Arc<KeyClient>) {
+        let mut vaults = self.vaults.lock().await;
+        if vaults
+            .get(vault.as_str())
+            .is_some_and(|(_, cached)| Arc::ptr_eq(cached, client))
+        {
+            vaults.remove(vault.as_str());
+        }
     }
 
     async fn credential(&self, tenant: &str) -> Result<Arc<dyn TokenCredential>, KmsError> {
@@ -174,6 +186,11 @@ impl AzureKeyVault {
             tracing::error!(error = %e, "the Entra credential could not be made");
             KmsError::Misconfigured("the Entra credential could not be made".into())
         })?;
+        if credentials.len() >= MAX_CACHED
+            && let Some(any) = credentials.keys().next().cloned()
+        {
+            credentials.remove(&any);
+        }
         credentials.insert(tenant.to_owned(), credential.clone());
         Ok(credential)
     }
@@ -194,44 +211,36 @@ impl AzureKeyVault {
             .get("www-authenticate")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        match (status, challenge) {
-            (401, Some(challenge)) => {
-                tenant_from_challenge(&challenge).ok_or_else(|| KmsError::Other {
-                    code: "InvalidChallenge".into(),
-                    message: "the vault's authentication challenge names no tenant".into(),
-                })
-            }
-            (404, _) => Err(KmsError::NotFound {
-                code: "VaultNotFound".into(),
-            }),
-            (429, _) => Err(KmsError::Throttled {
-                code: "Throttled".into(),
-            }),
-            (500..=599, _) => Err(KmsError::Unreachable(format!(
-                "the vault answered {status}"
-            ))),
-            (status, _) => {
+        if let (401, Some(challenge)) = (status, &challenge) {
+            return tenant_from_challenge(challenge).ok_or_else(|| {
                 tracing::warn!(
                     url = vault_url,
-                    status,
-                    "a vault answered without an authentication challenge"
+                    challenge,
+                    "a vault's challenge names no tenant"
                 );
-                Err(KmsError::Unreachable(format!(
-                    "the vault answered {status} without an authentication challenge"
-                )))
-            }
+                KmsError::Unreachable("the vault's authentication challenge names no tenant".into())
+            });
         }
+        let body = bounded(self.timeouts.call, response.bytes())
+            .await?
+            .unwrap_or_default();
+        Err(match status {
+            // A 401 without a challenge is no answer from Key Vault.
+            401 => KmsError::Unreachable("the vault answered 401 without a challenge".into()),
+            _ => classify_answer(status, &body, None),
+        })
     }
 
     /// Runs one call on the vault's client: bounded, throttling retried with backoff, and a
     /// 401 (the token refused, e.g. as another tenant's) retried once from discovery, which
-    /// also refuses a vault that moved away from the key's tenant.
+    /// also refuses a vault that moved away from the key's tenant. Returns the tenant that
+    /// answered with the result.
     async fn call<T, F, Fut>(
         &self,
         vault: &VaultName,
         tenant: Option<&str>,
         op: F,
-    ) -> Result<T, KmsError>
+    ) -> Result<(String, T), KmsError>
     where
         F: Fn(Arc<KeyClient>) -> Fut,
         Fut: std::future::Future<Output = azure_core::Result<T>>,
@@ -240,9 +249,9 @@ impl AzureKeyVault {
         let mut attempt = 1;
         let mut rediscovered = false;
         loop {
-            let client = self.client(vault, tenant).await?;
-            let result = match bounded(self.timeouts.call, op(client)).await? {
-                Ok(value) => return Ok(value),
+            let (answered_for, client) = self.client(vault, tenant).await?;
+            let result = match bounded(self.timeouts.call, op(client.clone())).await? {
+                Ok(value) => return Ok((answered_for, value)),
                 Err(err) => classify(&err),
             };
             match result {
@@ -252,7 +261,7 @@ impl AzureKeyVault {
                     attempt += 1;
                 }
                 KmsError::AccessDenied { ref code, .. } if code == "Unauthorized" => {
-                    self.forget(vault).await;
+                    self.forget(vault, &client).await;
                     if rediscovered {
                         return Err(result);
                     }
@@ -263,15 +272,15 @@ impl AzureKeyVault {
         }
     }
 
-    /// The key as `get key` returns it: its current version, the vault's region header and
-    /// the key itself.
+    /// The key as `get key` returns it: its current version, the vault's region header, the
+    /// key itself and the tenant that answered.
     async fn current_version(
         &self,
         vault: &VaultName,
         key: &KeyName,
         tenant: Option<&str>,
-    ) -> Result<(String, Option<String>, Key), KmsError> {
-        let response = self
+    ) -> Result<(String, Option<String>, Key, String), KmsError> {
+        let (answered_for, response) = self
             .call(vault, tenant, |client| async move {
                 client
                     .get_key(key.as_str(), None::<KeyClientGetKeyOptions<'_>>)
@@ -296,7 +305,7 @@ impl AzureKeyVault {
             .filter(|v| valid_version(v))
             .map(str::to_owned)
             .ok_or_else(|| invalid_response("get key"))?;
-        Ok((version, region, model))
+        Ok((version, region, model, answered_for))
     }
 }
 
@@ -320,23 +329,11 @@ async fn bounded<F: std::future::Future>(limit: Duration, f: F) -> Result<F::Out
     })
 }
 
-/// A request that got no answer. A vault name that does not resolve is a vault that does not
-/// exist (Key Vault names are DNS names); any other failure says nothing about the key.
+/// A request that got no answer: whatever the cause (a name that does not resolve included,
+/// since the console's own DNS may be what is wrong), it says nothing about the key.
 fn connect_failure(url: &str, err: &reqwest_azure::Error) -> KmsError {
     let text = chain_text(err);
     tracing::warn!(url, error = %text, "Key Vault could not be reached");
-    if [
-        "Name or service not known",
-        "No such host is known",
-        "nodename nor servname",
-    ]
-    .iter()
-    .any(|m| text.contains(m))
-    {
-        return KmsError::NotFound {
-            code: "VaultNotFound".into(),
-        };
-    }
     KmsError::Unreachable(if err.is_timeout() {
         "Key Vault did not answer in time".into()
     } else {
@@ -415,6 +412,42 @@ fn connection_failed(err: &azure_core::Error) -> bool {
     false
 }
 
+/// What an HTTP answer from a vault says. Only an answer carrying Key Vault's own error
+/// codes is a refusal; a bare status (a proxy, a firewall appliance, a gateway) is no answer
+/// about the key and counts as unreachable.
+fn classify_answer(status: u16, body: &[u8], sdk_code: Option<&str>) -> KmsError {
+    let (outer, inner, message) = error_body(body);
+    let outer = outer.or_else(|| sdk_code.map(str::to_owned));
+    let code = inner
+        .clone()
+        .or_else(|| outer.clone())
+        .unwrap_or_else(|| format!("HTTP{status}"));
+    match (status, outer.as_deref(), inner.as_deref()) {
+        (404, Some("KeyNotFound" | "VaultNotFound" | "NotFound"), _) => KmsError::NotFound { code },
+        (403, Some("Forbidden"), Some("KeyDisabled" | "KeyExpired" | "KeyNotYetValid")) => {
+            KmsError::Disabled { code }
+        }
+        (403, Some("Forbidden"), Some("KeyOperationForbidden")) => KmsError::WrongKeyUsage { code },
+        // RBAC (ForbiddenByRbac), an access policy (AccessDenied), the vault's firewall
+        // (ForbiddenByFirewall): the customer's decision.
+        (403, Some("Forbidden"), _) => KmsError::AccessDenied { code, message },
+        (401, Some(_), _) => KmsError::AccessDenied {
+            code: "Unauthorized".into(),
+            message,
+        },
+        (429 | 503, _, _) => KmsError::Throttled { code },
+        _ => {
+            tracing::warn!(
+                status,
+                code,
+                message,
+                "Key Vault answered without a definite refusal"
+            );
+            KmsError::Unreachable(format!("Key Vault answered {status} {code}"))
+        }
+    }
+}
+
 /// What a failed SDK call says, in the kinds the console acts on. Only definite answers about
 /// the key or its access are refusals; anything else (time-outs, 5xx, throttling, answers we
 /// cannot read, the console's own credential) is `Unreachable` or `Misconfigured`, which never
@@ -426,57 +459,26 @@ fn classify(err: &azure_core::Error) -> KmsError {
             error_code,
             raw_response,
         } => {
-            let status = u16::from(*status);
-            let (code, inner, message) = raw_response
+            let body = raw_response
                 .as_ref()
-                .map(|r| error_body(r.body().as_ref()))
+                .map(|r| r.body().as_ref().to_vec())
                 .unwrap_or_default();
-            let outer = code.clone().or_else(|| error_code.clone());
-            let code = inner
-                .or(code)
-                .or_else(|| error_code.clone())
-                .unwrap_or_else(|| format!("HTTP{status}"));
-            match status {
-                404 => KmsError::NotFound { code },
-                403 if matches!(
-                    code.as_str(),
-                    "KeyDisabled" | "KeyExpired" | "KeyNotYetValid"
-                ) =>
-                {
-                    KmsError::Disabled { code }
-                }
-                403 if code == "KeyOperationForbidden" => KmsError::WrongKeyUsage { code },
-                401 => KmsError::AccessDenied {
-                    code: "Unauthorized".into(),
-                    message,
-                },
-                403 => KmsError::AccessDenied { code, message },
-                // The key cannot do RSA-OAEP-256 wrapping (its type or operations).
-                400 if outer.as_deref() == Some("BadParameter") => KmsError::WrongKeyUsage { code },
-                429 | 503 => KmsError::Throttled { code },
-                _ => {
-                    tracing::warn!(status, code, message, "Key Vault answered unexpectedly");
-                    KmsError::Unreachable(format!("Key Vault answered {status} {code}"))
-                }
-            }
+            classify_answer(u16::from(*status), &body, error_code.as_deref())
         }
         ErrorKind::Credential => {
             let text = chain_text(err);
             match aadsts_code(&text) {
-                // The customer's tenant: no service principal (or it was deleted or disabled),
-                // or no such tenant. Their decision, so a refusal.
-                Some(code)
-                    if matches!(
-                        code.as_str(),
-                        "AADSTS700016" | "AADSTS7000229" | "AADSTS7000112" | "AADSTS90002"
-                    ) =>
-                {
+                // The customer's tenant has no service principal for the platform (never
+                // created, or deleted) or has disabled it: their decision, so a refusal.
+                Some(code) if matches!(code.as_str(), "AADSTS7000229" | "AADSTS7000112") => {
                     KmsError::AccessDenied {
                         message: first_line_after(&text, "AADSTS"),
                         code,
                     }
                 }
-                // The platform's own secret or application: the console's configuration.
+                // The platform's own application, secret or cloud (AADSTS700016: no such
+                // application, AADSTS90002: no such tenant at this authority,
+                // AADSTS7000215: a wrong secret...): the console's configuration.
                 Some(code) => {
                     tracing::error!(code, error = %text, "Entra refused the console's application");
                     KmsError::Misconfigured(format!(
@@ -569,14 +571,7 @@ fn time(t: Option<azure_core::time::OffsetDateTime>) -> Option<chrono::DateTime<
 impl KeyProvider for AzureKeyVault {
     async fn describe(&self, key: &KeyRef) -> Result<KeyDescription, KmsError> {
         let (vault, name, tenant) = azure_ref(key)?;
-        let (version, region, model) = self.current_version(vault, name, tenant).await?;
-        let found_in = self
-            .vaults
-            .lock()
-            .await
-            .get(vault.as_str())
-            .map(|(t, _)| t.clone())
-            .unwrap_or_default();
+        let (version, region, model, found_in) = self.current_version(vault, name, tenant).await?;
         let attributes = model.attributes.unwrap_or_default();
         let jwk = model.key.unwrap_or_default();
         let kty = jwk
@@ -618,7 +613,7 @@ impl KeyProvider for AzureKeyVault {
         context: &EncryptionContext,
     ) -> Result<DataKey, KmsError> {
         let (vault, name, tenant) = azure_ref(key)?;
-        let (version, _, _) = self.current_version(vault, name, tenant).await?;
+        let (version, _, _, _) = self.current_version(vault, name, tenant).await?;
         let mut bytes = vec![0u8; DATA_KEY_LEN];
         rand::rng().fill_bytes(&mut bytes);
         let plaintext = PlaintextKey::new(bytes);
@@ -641,6 +636,7 @@ impl KeyProvider for AzureKeyVault {
                     .await
             })
             .await?
+            .1
             .into_model()
             .map_err(|_| invalid_response("wrapKey"))?;
         let ciphertext = result.result.ok_or_else(|| invalid_response("wrapKey"))?;
@@ -669,6 +665,7 @@ impl KeyProvider for AzureKeyVault {
                     .await
             })
             .await?
+            .1
             .into_model()
             .map_err(|_| invalid_response("unwrapKey"))?;
         let bound = Zeroizing::new(result.result.ok_or_else(|| invalid_response("unwrapKey"))?);

@@ -144,7 +144,8 @@ pub fn require_suffix(
     region: &Region,
 ) -> Result<(), FieldError> {
     let suffix = suffix(project_id, region);
-    let name = key_name.as_str();
+    // Key Vault's key names are case-insensitive.
+    let name = key_name.as_str().to_ascii_lowercase();
     if name.len() > suffix.len() && name.ends_with(&suffix) {
         Ok(())
     } else {
@@ -328,6 +329,14 @@ mod tests {
         assert_ne!(name(a, &east), name(a, &west));
         let full = name(a, &east).unwrap_or_default();
         assert!(full.starts_with("cmek-") && full.len() == "cmek-".len() + 8);
+        let kept =
+            KeyName::parse("key_name", &full.to_uppercase()).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(
+            require_suffix("key_name", &kept, a, &east).is_ok(),
+            "Key Vault names ignore case"
+        );
+        assert!(require_suffix("key_name", &kept, b, &east).is_err());
+        assert!(require_suffix("key_name", &kept, a, &west).is_err());
         assert!(full_key_name("p", "bad name", a, &east).is_err());
         assert!(full_key_name("p", &"k".repeat(119), a, &east).is_err());
         assert!(full_key_name("p", &"k".repeat(118), a, &east).is_ok());

@@ -405,8 +405,10 @@ async fn azure_checks(
     }
     match facts.recovery_level.as_deref() {
         Some(level) if !level.contains("Purgeable") => run.pass("purge_protection", AZ_PURGE, format!("Recovery level {level}: the key cannot be purged.")),
-        level => run.fail("purge_protection", AZ_PURGE, format!("Recovery level {}: the key can be purged.", level.unwrap_or("(not reported)")), Some("PurgeProtectionDisabled".into()),
+        Some(level) => run.fail("purge_protection", AZ_PURGE, format!("Recovery level {level}: the key can be purged."), Some("PurgeProtectionDisabled".into()),
             "Turn on purge protection for the Key Vault (Properties > Enable purge protection; it cannot be turned off later), then test again.".into()),
+        None => run.fail_showing(Some(KeyStatus::Unreachable), "purge_protection", AZ_PURGE, "Key Vault did not report the key's recovery level.".into(), Some("RecoveryLevelUnknown".into()),
+            "Check that the vault URL points at Azure Key Vault itself, then test again.".into()),
     }
     match region_seen.as_deref() {
         Some(seen) if region.is_named_by(seen) => {
@@ -419,7 +421,9 @@ async fn azure_checks(
             Some("RegionMismatch".into()),
             format!("Use a Key Vault in {region}, or choose {seen} as the region."),
         ),
-        None => run.fail(
+        // Not an answer about the key (a proxy may have dropped the header): never a revocation.
+        None => run.fail_showing(
+            Some(KeyStatus::Unreachable),
             "region",
             AZ_REGION,
             "Key Vault did not report the vault's region.".into(),
@@ -525,7 +529,7 @@ fn fix_for(err: &KmsError, key: &KeyRef, region: &Region) -> String {
 
 fn azure_fix_for(err: &KmsError, region: &Region) -> String {
     match err {
-        KmsError::AccessDenied { code, .. } if code == "VaultTenantChanged" => "The vault now belongs to another Microsoft Entra tenant than when this key was created: if you moved it, delete this key and create it again; otherwise the vault name was re-created by someone else.".into(),
+        KmsError::AccessDenied { code, .. } if code == "VaultTenantChanged" => "The vault now answers for another Microsoft Entra tenant than when this key was created. The console does not follow it (a vault name re-created by someone else looks the same): if you moved the vault, move it back, or ask your operator.".into(),
         KmsError::AccessDenied { code, .. } if matches!(code.as_str(), "AADSTS700016" | "AADSTS7000229") => "Create the service principal in your tenant (az ad sp create --id, step 2), then test again.".into(),
         KmsError::AccessDenied { code, .. } if code == "Unauthorized" => "The vault belongs to another tenant than the service principal's token: check the vault name, and create the service principal in the vault's tenant.".into(),
         KmsError::AccessDenied { .. } => "Assign Key Vault Crypto Service Encryption User on the key to the enterprise application (step 3), wait a minute for it to apply, then test again.".into(),

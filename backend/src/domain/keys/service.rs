@@ -18,6 +18,23 @@ use crate::domain::kms::{EncryptionContext, KeyProvider};
 use crate::domain::ports::{Constraint, StoreError};
 use crate::domain::{Console, DomainError, FieldError};
 
+/// An Azure key is saved with the tenant its vault was found in: the vault is the customer's
+/// only while it stays there. A key whose tenant was not seen is not saved.
+fn pin_tenant(request: &mut KeyRequest, checklist: &Checklist) -> Result<(), DomainError> {
+    if let KeyRef::Azure { tenant, .. } = &mut request.key_ref {
+        match &checklist.tenant {
+            Some(found) => *tenant = Some(found.clone()),
+            None => {
+                return Err(DomainError::invalid(
+                    "vault_name",
+                    "the vault's Microsoft Entra tenant could not be confirmed: test the key again",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn unavailable(detail: &str) -> DomainError {
     DomainError::invalid("provider", detail)
 }
@@ -179,10 +196,7 @@ impl Console {
             return Err(DomainError::ChecksFailed(checklist));
         }
         let mut request = request;
-        if let KeyRef::Azure { tenant, .. } = &mut request.key_ref {
-            // The vault is the customer's only while it stays in the tenant it was found in.
-            tenant.clone_from(&checklist.tenant);
-        }
+        pin_tenant(&mut request, &checklist)?;
         let key = self.save_key(caller, project_id, request).await?;
         Ok((key, checklist))
     }
@@ -229,11 +243,12 @@ impl Console {
             self.ensure_free_slot(caller, project_id, &request).await?;
             requests.push(request);
         }
-        for request in &requests {
+        for request in &mut requests {
             let checklist = self.run_checks(caller, project_id, request, None).await?;
             if !checklist.passed {
                 return Err(DomainError::ChecksFailed(checklist));
             }
+            pin_tenant(request, &checklist)?;
         }
         let (keys, events): (Vec<_>, Vec<_>) = requests
             .into_iter()
