@@ -117,5 +117,10 @@ test("without JavaScript, the Azure wizard names a bad vault name inline, then c
     assert.match(await row.textContent(), /Azure Key Vault/);
     assert.match(await row.textContent(), /westeurope/);
     assert.match(await row.textContent(), /active/);
+
+    // The key's own page says how the platform reaches it.
+    await row.getByRole("link", { name: new RegExp(keyName) }).click();
+    await page.getByText("Service principal of the platform's application").waitFor();
+    assert.equal((await page.locator("#key-ref").textContent()).trim(), `${vault}/${keyName}`);
   }, azure.env);
 });

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::domain::FieldError;
-use crate::domain::keys::EncryptionKey;
 use crate::domain::keys::policy::AccessMode;
+use crate::domain::keys::{EncryptionKey, KeyRef};
 use crate::domain::page::PageRequest;
 use crate::domain::projects::{NewProject, Project, ProjectChanges, RevocationPolicy};
 use crate::http::AppState;
@@ -189,10 +189,11 @@ impl From<EncryptionKey> for KeyRow {
             provider: k.key_ref.provider().title(),
             region: k.region.as_str().to_owned(),
             reference: k.key_ref.display(),
-            access: match k.key_ref.access_mode() {
-                Some(AccessMode::KeyPolicy) => "Key policy grant",
-                Some(AccessMode::Role) => "Cross-account role",
-                None => "Built-in",
+            access: match (&k.key_ref, k.key_ref.access_mode()) {
+                (_, Some(AccessMode::KeyPolicy)) => "Key policy grant",
+                (_, Some(AccessMode::Role)) => "Cross-account role",
+                (KeyRef::Azure { .. }, None) => "Service principal of the platform's application",
+                (_, None) => "Built-in",
             },
             status: k.status.as_str(),
             last_checked: k
