@@ -109,14 +109,19 @@ impl AzureKeyVault {
     /// The vault's client and the tenant it answers for, made on first use after finding the
     /// vault's tenant. A saved key names the tenant its vault was found in: a vault now in
     /// another tenant is refused.
-    async fn client(&self, vault: &VaultName, expected: Option<&str>) -> Result<Bound, KmsError> {
+    async fn client(
+        &self,
+        vault: &VaultName,
+        key: &KeyName,
+        expected: Option<&str>,
+    ) -> Result<Bound, KmsError> {
         if let Some((tenant, client)) = self.vaults.lock().await.get(vault.as_str())
             && expected.is_none_or(|t| t == tenant)
         {
             return Ok((tenant.clone(), client.clone()));
         }
         let url = self.settings.vault_url(vault.as_str());
-        let tenant = self.discover_tenant(&url).await?;
+        let tenant = self.discover_tenant(&url, key).await?;
         if let Some(expected) = expected
             && expected != tenant
         {
@@ -196,11 +201,14 @@ impl AzureKeyVault {
     }
 
     /// Asks the vault, without a token, which tenant it belongs to: the tenant id is the path
-    /// of the challenge's `authorization` URL. Its host is never used.
-    async fn discover_tenant(&self, vault_url: &str) -> Result<String, KmsError> {
+    /// of the challenge's `authorization` URL. Its host is never used. The request is the
+    /// SDK's own first one (get the key, latest version), so anything that speaks Key Vault's
+    /// key API answers it.
+    async fn discover_tenant(&self, vault_url: &str, key: &KeyName) -> Result<String, KmsError> {
         let url = format!(
-            "{}/keys?api-version=2025-07-01&maxresults=1",
-            vault_url.trim_end_matches('/')
+            "{}/keys/{}/?api-version=2025-07-01",
+            vault_url.trim_end_matches('/'),
+            key.as_str()
         );
         let response = bounded(self.timeouts.call, self.http.get(&url).send())
             .await?
@@ -238,6 +246,7 @@ impl AzureKeyVault {
     async fn call<T, F, Fut>(
         &self,
         vault: &VaultName,
+        key: &KeyName,
         tenant: Option<&str>,
         op: F,
     ) -> Result<(String, T), KmsError>
@@ -249,7 +258,7 @@ impl AzureKeyVault {
         let mut attempt = 1;
         let mut rediscovered = false;
         loop {
-            let (answered_for, client) = self.client(vault, tenant).await?;
+            let (answered_for, client) = self.client(vault, key, tenant).await?;
             let result = match bounded(self.timeouts.call, op(client.clone())).await? {
                 Ok(value) => return Ok((answered_for, value)),
                 Err(err) => classify(&err),
@@ -281,7 +290,7 @@ impl AzureKeyVault {
         tenant: Option<&str>,
     ) -> Result<(String, Option<String>, Key, String), KmsError> {
         let (answered_for, response) = self
-            .call(vault, tenant, |client| async move {
+            .call(vault, key, tenant, |client| async move {
                 client
                     .get_key(key.as_str(), None::<KeyClientGetKeyOptions<'_>>)
                     .await
@@ -622,7 +631,7 @@ impl KeyProvider for AzureKeyVault {
         let version_ref = version.as_str();
         let bound_ref = &bound;
         let result = self
-            .call(vault, tenant, |client| async move {
+            .call(vault, name, tenant, |client| async move {
                 let params = oaep256(bound_ref.to_vec()).try_into()?;
                 client
                     .wrap_key(
@@ -658,7 +667,7 @@ impl KeyProvider for AzureKeyVault {
             message: "the wrapped data key is not one Key Vault wrapped for this console".into(),
         })?;
         let result = self
-            .call(vault, tenant, |client| async move {
+            .call(vault, name, tenant, |client| async move {
                 let params = oaep256(ciphertext.to_vec()).try_into()?;
                 client
                     .unwrap_key(name.as_str(), version, params, None)
