@@ -183,17 +183,7 @@ impl Azure {
     }
 
     pub async fn console_with(&self, extra: &[(&str, &str)]) -> Console {
-        let app = self.app_with(extra).await;
-        let owner = app.api_key(Role::Owner).await;
-        let project = app.create_project(&owner, "payments", true).await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        Console {
-            app,
-            owner,
-            project,
-        }
+        Console::new(self.app_with(extra).await).await
     }
 
     /// A console with these Azure settings, `extra` overriding or adding.
@@ -224,6 +214,43 @@ pub struct Console {
 }
 
 impl Console {
+    /// An owner's API key and a CMEK project on `app`.
+    pub async fn new(app: TestApp) -> Self {
+        let owner = app.api_key(Role::Owner).await;
+        let project = app.create_project(&owner, "payments", true).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        Self {
+            app,
+            owner,
+            project,
+        }
+    }
+
+    /// The project's keys, as the API lists them.
+    pub async fn keys(&self) -> Vec<Value> {
+        let keys: Value = self
+            .app
+            .get(&self.keys_path(), &self.owner)
+            .await
+            .json()
+            .await
+            .unwrap();
+        keys["items"].as_array().unwrap().clone()
+    }
+
+    /// Check now, for a saved key.
+    pub async fn check_now(&self, key_id: &str) -> reqwest::Response {
+        self.app
+            .post_json(
+                &format!("{}/{key_id}/check", self.keys_path()),
+                &self.owner,
+                &json!({}),
+            )
+            .await
+    }
+
     /// The full key name the wizard shows for `prefix` (the project's suffix added).
     pub async fn key_name(&self, prefix: &str) -> String {
         let response = self

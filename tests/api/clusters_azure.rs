@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 
 use crate::azure::{Azure, Console, REGION};
 use crate::clusters::{get, id, marked, post, put};
-use crate::helpers::TestApp;
-use crate::key_monitor::eventually;
+use crate::helpers::check;
+use crate::key_monitor::{cluster_state, eventually};
 
 /// A saved key and a cluster in the console's project; the key's name and the cluster's id.
 async fn azure_cluster(azure: &Azure, c: &Console) -> (String, String) {
@@ -30,29 +30,6 @@ async fn azure_cluster(azure: &Azure, c: &Console) -> (String, String) {
     assert_eq!(cluster["provider"], "azure_key_vault");
     assert_eq!(cluster["regions"][0]["region"], REGION);
     (key, id(&cluster))
-}
-
-async fn state(app: &TestApp, owner: &str, cluster: &str) -> String {
-    let body: Value = app
-        .get(&format!("/api/v1/clusters/{cluster}"), owner)
-        .await
-        .json()
-        .await
-        .unwrap();
-    body["state"].as_str().unwrap().to_owned()
-}
-
-async fn key_status(app: &TestApp, owner: &str, project: &str) -> String {
-    let body: Value = app
-        .get(
-            &format!("/api/v1/projects/{project}/encryption-keys"),
-            owner,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    body["items"][0]["status"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -78,12 +55,7 @@ async fn data_wrapped_before_a_rotation_still_unwraps_with_its_version() {
         .json()
         .await
         .unwrap();
-    let rotation = checklist["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "rotation")
-        .unwrap();
+    let rotation = check(&checklist, "rotation");
     assert!(
         rotation["detail"].as_str().unwrap().contains(version),
         "the new version shows: {rotation}"
@@ -127,7 +99,7 @@ async fn a_disabled_key_stops_the_clusters_and_the_owner_resumes_them_once_enabl
     let c = azure
         .console_with(&[("CMEK_KEY_CHECK_INTERVAL", "60s")])
         .await;
-    let (app, owner, project) = (&c.app, c.owner.as_str(), c.project.as_str());
+    let (app, owner) = (&c.app, c.owner.as_str());
     let (key, cluster) = azure_cluster(&azure, &c).await;
     let bytes = marked("stop", 10_000);
     assert_eq!(
@@ -146,11 +118,11 @@ async fn a_disabled_key_stops_the_clusters_and_the_owner_resumes_them_once_enabl
     .await;
     app.clock.advance(chrono::Duration::seconds(16));
     eventually("the key shows disabled", async || {
-        key_status(app, owner, project).await == "disabled"
+        c.keys().await[0]["status"] == "disabled"
     })
     .await;
     eventually("the cluster is inaccessible", async || {
-        state(app, owner, &cluster).await == "inaccessible"
+        cluster_state(app, owner, &cluster).await == "inaccessible"
     })
     .await;
     assert!(!app.console.holds_data_keys(cluster.parse().unwrap()));
@@ -159,11 +131,11 @@ async fn a_disabled_key_stops_the_clusters_and_the_owner_resumes_them_once_enabl
     azure.patch_key(&key, json!({ "enabled": true })).await;
     app.clock.advance(chrono::Duration::seconds(70));
     eventually("the key shows active", async || {
-        key_status(app, owner, project).await == "active"
+        c.keys().await[0]["status"] == "active"
     })
     .await;
     assert_eq!(
-        state(app, owner, &cluster).await,
+        cluster_state(app, owner, &cluster).await,
         "inaccessible",
         "the owner resumes"
     );
@@ -183,7 +155,7 @@ async fn a_vault_that_does_not_answer_never_stops_the_clusters() {
             ("CMEK_KMS_TIMEOUT", "1s"),
         ])
         .await;
-    let (app, owner, project) = (&c.app, c.owner.as_str(), c.project.as_str());
+    let (app, owner) = (&c.app, c.owner.as_str());
     let (_, cluster) = azure_cluster(&azure, &c).await;
     let bytes = marked("outage", 5_000);
     assert_eq!(
@@ -204,8 +176,8 @@ async fn a_vault_that_does_not_answer_never_stops_the_clusters() {
         })
         .await;
     }
-    assert_eq!(key_status(app, owner, project).await, "unreachable");
-    assert_eq!(state(app, owner, &cluster).await, "available");
+    assert_eq!(c.keys().await[0]["status"], "unreachable");
+    assert_eq!(cluster_state(app, owner, &cluster).await, "available");
     let read = get(app, owner, &cluster, "rows").await;
     assert_eq!(read.bytes().await.unwrap().as_ref(), bytes.as_slice());
 }

@@ -47,7 +47,7 @@ async fn key(f: &Fixture) -> Value {
         .unwrap()
 }
 
-async fn cluster_state(app: &TestApp, owner: &str, cluster: &str) -> String {
+pub async fn cluster_state(app: &TestApp, owner: &str, cluster: &str) -> String {
     read_cluster(app, owner, cluster).await["state"]
         .as_str()
         .unwrap()

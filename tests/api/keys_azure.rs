@@ -4,24 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use cmek_console::domain::identity::Role;
 use serde_json::{Value, json};
 
 use crate::azure::{Azure, Console, REGION};
-use crate::helpers::{TestApp, check, fields, problem, rule, spawn_app_with};
+use cmek_console::domain::identity::Role;
 
-fn keys_path(project: &str) -> String {
-    format!("/api/v1/projects/{project}/encryption-keys")
-}
-
-async fn project(app: &TestApp) -> (String, String) {
-    let owner = app.api_key(Role::Owner).await;
-    let project = app.create_project(&owner, "payments", true).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    (owner, project)
-}
+use crate::helpers::{check, fields, problem, rule, spawn_app_with};
 
 /// Test Encryption Key (nothing created) for `body`; the checklist.
 async fn test_key(c: &Console, body: &Value) -> Value {
@@ -31,17 +19,6 @@ async fn test_key(c: &Console, body: &Value) -> Value {
         .await;
     assert_eq!(response.status(), 200);
     response.json().await.unwrap()
-}
-
-async fn keys(c: &Console) -> Vec<Value> {
-    let keys: Value = c
-        .app
-        .get(&c.keys_path(), &c.owner)
-        .await
-        .json()
-        .await
-        .unwrap();
-    keys["items"].as_array().unwrap().clone()
 }
 
 /// Test Encryption Key against a vault or authority that does not answer: the first check
@@ -67,7 +44,7 @@ async fn refused(c: &Console, body: &Value) -> Value {
     let response = c.app.post_json(&c.keys_path(), &c.owner, body).await;
     assert_eq!(response.status(), 422);
     let problem = problem(response).await;
-    assert_eq!(keys(c).await.len(), 0, "nothing created");
+    assert_eq!(c.keys().await.len(), 0, "nothing created");
     problem["checks"].clone()
 }
 
@@ -102,7 +79,7 @@ async fn a_good_key_passes_every_check_and_is_created() {
         .await;
 
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-    let body = keys(&c).await[0].clone();
+    let body = c.keys().await[0].clone();
     assert_eq!(body["provider"], "azure_key_vault");
     assert_eq!(body["region"], REGION);
     assert_eq!(body["vault_name"], azure.vault);
@@ -394,7 +371,7 @@ async fn a_saved_key_whose_vault_moved_to_another_tenant_is_refused() {
         .post_json(&c.keys_path(), &c.owner, &azure.body(&key))
         .await;
     assert_eq!(created.status(), 201);
-    let key_id = keys(&c).await[0]["id"].as_str().unwrap().to_owned();
+    let key_id = c.keys().await[0]["id"].as_str().unwrap().to_owned();
 
     // The vault name now answers for another tenant (re-created there after a purge, say),
     // where the platform also has a service principal and a grant.
@@ -408,17 +385,10 @@ async fn a_saved_key_whose_vault_moved_to_another_tenant_is_refused() {
         .await;
     azure.patch_vault(json!({ "tenant_id": elsewhere })).await;
 
-    let checked = c
-        .app
-        .post_json(
-            &format!("{}/{key_id}/check", c.keys_path()),
-            &c.owner,
-            &json!({}),
-        )
-        .await;
+    let checked = c.check_now(&key_id).await;
     let text = checked.text().await.unwrap();
     assert!(text.contains("VaultTenantChanged"), "{text}");
-    assert_eq!(keys(&c).await[0]["status"], "access_denied");
+    assert_eq!(c.keys().await[0]["status"], "access_denied");
     // A key not saved yet is simply looked for where the vault is now.
     let fresh = test_key(&c, &azure.body(&key)).await;
     assert_eq!(fresh["passed"], true, "{fresh}");
@@ -498,14 +468,8 @@ async fn a_vault_nobody_listens_on_is_unreachable() {
         ("CMEK_KMS_TIMEOUT", "2s"),
     ])
     .await;
-    let (owner, project) = project(&app).await;
-    let c = Console {
-        app,
-        owner,
-        project,
-    };
-    let key_name = c.key_name("cmek").await;
-    let body = json!({ "provider": "azure_key_vault", "region": REGION, "vault_name": "contoso", "key_name": key_name });
+    let c = Console::new(app).await;
+    let body = azure_body_for(&c, "contoso").await;
 
     let checklist = test_key(&c, &body).await;
 
@@ -550,11 +514,12 @@ async fn bad_azure_fields_are_refused_at_the_edge_with_each_field_named() {
         ("CMEK_AZURE_CLIENT_SECRET", "s"),
     ])
     .await;
-    let (owner, project) = project(&app).await;
+    let c = Console::new(app).await;
+    let (app, owner) = (&c.app, &c.owner);
     let body = json!({ "provider": "azure_key_vault", "region": "us-east-1",
                        "vault_name": "1-bad--vault", "key_name": "has space" });
 
-    let response = app.post_json(&keys_path(&project), &owner, &body).await;
+    let response = app.post_json(&c.keys_path(), owner, &body).await;
 
     assert_eq!(response.status(), 422);
     let problem = problem(response).await;
@@ -564,14 +529,41 @@ async fn bad_azure_fields_are_refused_at_the_edge_with_each_field_named() {
 }
 
 #[tokio::test]
+async fn only_owners_test_and_create_azure_keys() {
+    let app = spawn_app_with(&[
+        ("CMEK_AZURE_APP_ID", "00000000-0000-4000-8000-000000000001"),
+        ("CMEK_AZURE_CLIENT_SECRET", "s"),
+    ])
+    .await;
+    let c = Console::new(app).await;
+    let body = azure_body_for(&c, "contoso").await;
+    for role in [Role::Member, Role::Auditor] {
+        let key = c.app.api_key(role).await;
+        for path in [format!("{}/test", c.keys_path()), c.keys_path()] {
+            let refused = c.app.post_json(&path, &key, &body).await;
+            assert_eq!(refused.status(), 403, "{role:?} {path}");
+            assert_eq!(problem(refused).await["type"], rule("owner-only"));
+        }
+    }
+    assert!(c.keys().await.is_empty());
+}
+
+/// A well-formed Azure key request for this project (its suffix included); no vault behind it.
+async fn azure_body_for(c: &Console, vault: &str) -> Value {
+    let key_name = c.key_name("cmek").await;
+    json!({ "provider": "azure_key_vault", "region": REGION, "vault_name": vault, "key_name": key_name })
+}
+
+#[tokio::test]
 async fn without_the_app_settings_azure_is_off_and_says_so() {
     let app = spawn_app_with(&[]).await;
-    let (owner, project) = project(&app).await;
+    let c = Console::new(app).await;
+    let (app, owner) = (&c.app, &c.owner);
     let body = json!({ "provider": "azure_key_vault", "region": REGION,
                        "vault_name": "contoso", "key_name": "cmek-1" });
 
     let response = app
-        .post_json(&format!("{}/test", keys_path(&project)), &owner, &body)
+        .post_json(&format!("{}/test", c.keys_path()), owner, &body)
         .await;
     assert_eq!(response.status(), 422);
     let refused = problem(response).await;
@@ -582,8 +574,8 @@ async fn without_the_app_settings_azure_is_off_and_says_so() {
 
     let setup = app
         .get(
-            &format!("{}/azure-setup?region={REGION}", keys_path(&project)),
-            &owner,
+            &format!("{}/azure-setup?region={REGION}", c.keys_path()),
+            owner,
         )
         .await;
     assert_eq!(setup.status(), 422);
@@ -598,27 +590,23 @@ async fn the_setup_names_the_app_commands_full_key_name_and_template() {
         ("CMEK_AZURE_CLIENT_SECRET", "s"),
     ])
     .await;
-    let (owner, project) = project(&app).await;
-    let other = app.create_project(&owner, "other", true).await["id"]
+    let c = Console::new(app).await;
+    let (app, owner, project) = (&c.app, &c.owner, &c.project);
+    let other = app.create_project(owner, "other", true).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let setup = |project: String| {
-        let app = &app;
-        let owner = &owner;
-        async move {
-            let response = app
+    let setup = |project: String| async move {
+        let response = app
                 .get(
                     &format!(
-                        "{}/azure-setup?region=eastus2&key_name_prefix=orders",
-                        keys_path(&project)
+                        "/api/v1/projects/{project}/encryption-keys/azure-setup?region=eastus2&key_name_prefix=orders"
                     ),
                     owner,
                 )
                 .await;
-            assert_eq!(response.status(), 200);
-            response.json::<Value>().await.unwrap()
-        }
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.unwrap()
     };
 
     let body = setup(project.clone()).await;
@@ -676,9 +664,9 @@ async fn the_setup_names_the_app_commands_full_key_name_and_template() {
         .get(
             &format!(
                 "{}/azure-setup?region=mars&key_name_prefix=no%20spaces",
-                keys_path(&project)
+                c.keys_path()
             ),
-            &owner,
+            owner,
         )
         .await;
     assert_eq!(bad.status(), 422);
@@ -689,9 +677,9 @@ async fn the_setup_names_the_app_commands_full_key_name_and_template() {
         .get(
             &format!(
                 "{}/azure-setup?region=eastus2&key_name_prefix=no%20spaces",
-                keys_path(&project)
+                c.keys_path()
             ),
-            &owner,
+            owner,
         )
         .await;
     assert_eq!(fields(&problem(bad_prefix).await), ["key_name_prefix"]);
@@ -844,7 +832,7 @@ async fn bare_answers_from_in_front_of_the_vault_are_never_a_revocation() {
         .post_json(&c.keys_path(), &c.owner, &azure.body(&key))
         .await;
     assert_eq!(created.status(), 201);
-    let key_id = keys(&c).await[0]["id"].as_str().unwrap().to_owned();
+    let key_id = c.keys().await[0]["id"].as_str().unwrap().to_owned();
 
     // A proxy, gateway or firewall appliance answering instead of Key Vault: a status with
     // none of Key Vault's error codes says nothing about the key.
@@ -860,34 +848,20 @@ async fn bare_answers_from_in_front_of_the_vault_are_never_a_revocation() {
         azure
             .patch_vault(json!({ "fault": { "status": status, "body": body } }))
             .await;
-        let checked = c
-            .app
-            .post_json(
-                &format!("{}/{key_id}/check", c.keys_path()),
-                &c.owner,
-                &json!({}),
-            )
-            .await;
+        let checked = c.check_now(&key_id).await;
         assert!(
             checked.status().is_success(),
             "{status}: {}",
             checked.status()
         );
         assert_eq!(
-            keys(&c).await[0]["status"],
+            c.keys().await[0]["status"],
             "unreachable",
             "a bare {status}"
         );
     }
     azure.patch_vault(json!({ "fault": null })).await;
-    let checked = c
-        .app
-        .post_json(
-            &format!("{}/{key_id}/check", c.keys_path()),
-            &c.owner,
-            &json!({}),
-        )
-        .await;
+    let checked = c.check_now(&key_id).await;
     assert!(checked.status().is_success());
-    assert_eq!(keys(&c).await[0]["status"], "active");
+    assert_eq!(c.keys().await[0]["status"], "active");
 }

@@ -530,7 +530,7 @@ fn fix_for(err: &KmsError, key: &KeyRef, region: &Region) -> String {
 fn azure_fix_for(err: &KmsError, region: &Region) -> String {
     match err {
         KmsError::AccessDenied { code, .. } if code == "VaultTenantChanged" => "The vault now answers for another Microsoft Entra tenant than when this key was created. The console does not follow it (a vault name re-created by someone else looks the same): if you moved the vault, move it back, or ask your operator.".into(),
-        KmsError::AccessDenied { code, .. } if matches!(code.as_str(), "AADSTS700016" | "AADSTS7000229") => "Create the service principal in your tenant (az ad sp create --id, step 2), then test again.".into(),
+        KmsError::AccessDenied { code, .. } if matches!(code.as_str(), "AADSTS7000229" | "AADSTS7000112") => "Create (or enable again) the enterprise application's service principal in your tenant (az ad sp create --id, step 2), then test again.".into(),
         KmsError::AccessDenied { code, .. } if code == "Unauthorized" => "The vault belongs to another tenant than the service principal's token: check the vault name, and create the service principal in the vault's tenant.".into(),
         KmsError::AccessDenied { .. } => "Assign Key Vault Crypto Service Encryption User on the key to the enterprise application (step 3), wait a minute for it to apply, then test again.".into(),
         KmsError::NotFound { code } if code == "VaultNotFound" => "No Key Vault of this name answered: check the vault name (and that the vault was not deleted).".into(),

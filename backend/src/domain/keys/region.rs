@@ -129,12 +129,7 @@ impl Region {
 
     /// An Azure region name (`eastus2`); the display form (`East US 2`) is accepted too.
     pub fn parse_azure(field: &str, raw: &str) -> Result<Self, crate::domain::FieldError> {
-        let name: String = raw
-            .trim()
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .flat_map(char::to_lowercase)
-            .collect();
+        let name = azure_name(raw);
         if AZURE_REGIONS.iter().any(|(c, _)| *c == name) {
             Ok(Self(name))
         } else {
@@ -168,12 +163,7 @@ impl Region {
     /// Whether `reported` (as Key Vault's `x-ms-keyvault-region` header says it, in any case
     /// and spacing) names this region.
     pub fn is_named_by(&self, reported: &str) -> bool {
-        let reported: String = reported
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .flat_map(char::to_lowercase)
-            .collect();
-        reported == self.0
+        azure_name(reported) == self.0
     }
 
     pub fn as_str(&self) -> &str {
@@ -199,6 +189,14 @@ impl Region {
             "amazonaws.com"
         }
     }
+}
+
+/// An Azure region as its programmatic name: `East US 2` and `eastus2` are the same region.
+fn azure_name(raw: &str) -> String {
+    raw.chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 impl std::fmt::Display for Region {
