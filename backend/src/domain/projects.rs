@@ -246,7 +246,6 @@ impl Console {
         Ok(page.finish(items, |p| p.id))
     }
 
-    /// Another organization's project is "not found", never "forbidden": ids are not confirmed.
     /// Every project of the organization as (id, name), for pickers and reports; read a page
     /// at a time.
     pub async fn project_names(&self, caller: &Caller) -> Result<Vec<(Uuid, String)>, DomainError> {
@@ -274,6 +273,7 @@ impl Console {
         }
     }
 
+    /// Another organization's project is "not found", never "forbidden": ids are not confirmed.
     pub async fn project(&self, caller: &Caller, id: Uuid) -> Result<Project, DomainError> {
         self.store
             .project(caller.organization_id, id)
