@@ -5,7 +5,7 @@
 use super::SeaStore;
 use crate::domain::ports::AuditStore;
 use async_trait::async_trait;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
@@ -94,16 +94,16 @@ pub async fn list(
     }
     if let Some(actor) = &filter.actor {
         // Part of the actor, taken literally (no wildcard of the user's) and without regard
-        // to case. The database lowers both sides, so they are lowered alike (SQLite's lower()
-        // knows only ASCII; a Rust-lowered pattern would miss "Ádám" even spelt exactly).
+        // to case, the same on SQLite and PostgreSQL.
         let escaped = actor
+            .to_lowercase()
             .replace('\\', "\\\\")
             .replace('%', "\\%")
             .replace('_', "\\_");
-        query = query.filter(Expr::cust_with_values(
-            r"lower(actor) LIKE lower(?) ESCAPE '\'",
-            [format!("%{escaped}%")],
-        ));
+        query = query.filter(
+            Expr::expr(Func::lower(Expr::col(audit_events::Column::Actor)))
+                .like(LikeExpr::new(format!("%{escaped}%")).escape('\\')),
+        );
     }
     if let Some(outcome) = filter.outcome {
         query = query.filter(audit_events::Column::Outcome.eq(outcome.as_str()));
