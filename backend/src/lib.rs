@@ -14,4 +14,5 @@ pub mod sso;
 pub mod startup;
 pub mod storage;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;

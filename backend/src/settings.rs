@@ -79,6 +79,13 @@ pub struct Settings {
     pub key_check_interval: Duration,
     /// `CMEK_KEY_CHECK_CONCURRENCY` (default 16, 1-256): keys one instance checks at once.
     pub key_check_concurrency: usize,
+    /// `CMEK_KEY_CONFIRM_DELAY` (default `2s`, at most `30s`): how long Check now waits
+    /// before the second probe that confirms a revocation the first one saw.
+    pub key_confirm_delay: Duration,
+    /// `CMEK_RECONCILE_INTERVAL` (default `30s`, at least `1s`): how often every revoked
+    /// key's clusters are brought in line with its status again (besides the reaction
+    /// queued with each status change).
+    pub reconcile_interval: Duration,
 }
 
 /// `CMEK_OIDC_ISSUER`, `CMEK_OIDC_CLIENT_ID`, `CMEK_OIDC_CLIENT_SECRET`.
@@ -170,6 +177,8 @@ struct FileSettings {
     platform_key_file: Option<PathBuf>,
     key_check_interval: Option<String>,
     key_check_concurrency: Option<String>,
+    key_confirm_delay: Option<String>,
+    reconcile_interval: Option<String>,
     azure_app_id: Option<String>,
     azure_app_name: Option<String>,
     azure_client_secret: Option<String>,
@@ -203,6 +212,8 @@ const KNOWN_VARIABLES: &[&str] = &[
     "CMEK_PLATFORM_KEY_FILE",
     "CMEK_KEY_CHECK_INTERVAL",
     "CMEK_KEY_CHECK_CONCURRENCY",
+    "CMEK_KEY_CONFIRM_DELAY",
+    "CMEK_RECONCILE_INTERVAL",
     "CMEK_AZURE_APP_ID",
     "CMEK_AZURE_APP_NAME",
     "CMEK_AZURE_CLIENT_SECRET",
@@ -430,9 +441,33 @@ impl Settings {
                     }
                 },
             };
+        let key_confirm_delay = duration_setting(
+            "CMEK_KEY_CONFIRM_DELAY",
+            pick("CMEK_KEY_CONFIRM_DELAY", file.key_confirm_delay),
+            Duration::from_secs(2),
+        )?;
+        if key_confirm_delay > Duration::from_secs(30) {
+            return Err(SettingsError::Invalid {
+                name: "CMEK_KEY_CONFIRM_DELAY",
+                reason: "must be at most 30s (Check now waits for it)".into(),
+            });
+        }
+        let reconcile_interval = duration_setting(
+            "CMEK_RECONCILE_INTERVAL",
+            pick("CMEK_RECONCILE_INTERVAL", file.reconcile_interval),
+            Duration::from_secs(30),
+        )?;
+        if reconcile_interval < Duration::from_secs(1) {
+            return Err(SettingsError::Invalid {
+                name: "CMEK_RECONCILE_INTERVAL",
+                reason: "must be at least 1s".into(),
+            });
+        }
         Ok(Self {
             key_check_interval,
             key_check_concurrency,
+            key_confirm_delay,
+            reconcile_interval,
             storage_url,
             platform_key_file: lookup(vars, "CMEK_PLATFORM_KEY_FILE")
                 .map(PathBuf::from)

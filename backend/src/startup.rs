@@ -33,6 +33,7 @@ use crate::sso::oidc::OidcProvider;
 use crate::storage::{ObjectStorage, StorageError};
 use crate::store::chain_keys::{self, KeyFileError};
 use crate::store::{self, SeaStore};
+use crate::supervisor::{Supervisor, Workers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -218,7 +219,8 @@ pub async fn console_with(
         chain_keys,
     )
     .with_clusters(clusters)
-    .with_alerts(alerts);
+    .with_alerts(alerts)
+    .with_confirm_delay(settings.key_confirm_delay);
     Ok(match sso {
         Some(provider) => console.with_sso(Arc::new(provider)),
         None => console,
@@ -267,6 +269,7 @@ pub struct Application {
     server: Server,
     console: Console,
     sign_in_token: Option<String>,
+    supervisor: Supervisor,
 }
 
 impl Application {
@@ -280,16 +283,8 @@ impl Application {
     ) -> Result<Self, StartupError> {
         let console = console(&settings, clock).await?;
         let sign_in_token = console.bootstrap().await?;
-        log_audit_checkpoints(console.clone(), settings.audit_checkpoint_interval);
-        sweep_data_keys(console.clone());
-        deliver_webhooks(console.clone());
-        monitor_keys(
-            console.clone(),
-            crate::domain::keys::MonitorPolicy {
-                interval: settings.key_check_interval,
-                concurrency: settings.key_check_concurrency,
-            },
-        );
+        let supervisor = start_workers(&console, &settings);
+        let workers = supervisor.workers();
         let listen_error = |source| StartupError::Listen {
             address: settings.listen.clone(),
             source,
@@ -316,6 +311,7 @@ impl Application {
             ),
             body_timeout: settings.body_timeout,
             secure_cookies: public_url.starts_with("https://"),
+            workers: workers.clone(),
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -339,7 +335,13 @@ impl Application {
             server,
             console,
             sign_in_token,
+            supervisor,
         })
+    }
+
+    /// The background workers of this instance (for tests of their supervision).
+    pub fn workers(&self) -> Arc<Workers> {
+        self.supervisor.workers()
     }
 
     pub fn port(&self) -> u16 {
@@ -361,108 +363,137 @@ impl Application {
         self.console.clone()
     }
 
-    /// Serves until SIGINT or SIGTERM, then finishes in-flight requests (10 s at most).
+    /// Serves until SIGINT or SIGTERM, then finishes in-flight requests (10 s at most) and
+    /// stops the background workers, waiting for the rounds in progress (10 s at most).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        self.supervisor
+            .shutdown(std::time::Duration::from_secs(10))
+            .await;
+        served
     }
 }
 
-/// Logs a signed checkpoint of the audit chain's head at start and then every `interval`.
-/// Saved outside the database (the logs), a checkpoint lets `audit verify --checkpoint`
-/// notice that the newest events were removed.
-fn log_audit_checkpoints(console: Console, interval: std::time::Duration) {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
-        loop {
-            ticks.tick().await;
-            match console.audit_checkpoint().await {
-                Ok(checkpoint) => tracing::info!(
+/// Starts the background workers under one supervisor:
+/// - `audit-checkpoints`: a signed checkpoint of the audit chain's head in the logs at start
+///   and then every `CMEK_AUDIT_CHECKPOINT_INTERVAL` (`audit verify --checkpoint` notices
+///   that the newest events were removed);
+/// - `data-key-sweep`: drops the plaintext data keys of clusters that stopped being available
+///   (another instance paused, deleted or made them inaccessible), every second;
+/// - `webhook-deliveries`: sends the deliveries that are due (each once across instances);
+/// - `key-monitor`: checks the keys that are due (each once per interval across instances);
+/// - `reactions`: runs the reconciliations queued with key status changes, every second or
+///   as soon as this process queued one;
+/// - `reconcile`: every `CMEK_RECONCILE_INTERVAL`, every revoked key's clusters again.
+fn start_workers(console: &Console, settings: &Settings) -> Supervisor {
+    let mut supervisor = Supervisor::new();
+    let second = std::time::Duration::from_secs(1);
+    let c = console.clone();
+    supervisor.every(
+        "audit-checkpoints",
+        settings.audit_checkpoint_interval,
+        move || {
+            let c = c.clone();
+            async move {
+                let checkpoint = c.audit_checkpoint().await.map_err(|e| e.to_string())?;
+                tracing::info!(
                     seq = checkpoint.seq,
                     checkpoint = checkpoint.token(),
                     "audit checkpoint"
-                ),
-                Err(err) => tracing::warn!(error = %err, "no audit checkpoint this time"),
+                );
+                Ok(())
             }
-        }
-    });
-}
-
-/// Runs `round` every second, for as long as the process lives (a round that overruns
-/// delays the next, it does not pile up behind it).
-fn every_second<F, Fut>(mut round: F)
-where
-    F: FnMut() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            round().await;
-        }
-    });
-}
-
-/// Drops the plaintext data keys of clusters that stopped being available (another instance
-/// paused, deleted or made them inaccessible).
-fn sweep_data_keys(console: Console) {
-    every_second(move || {
-        let console = console.clone();
+        },
+    );
+    let c = console.clone();
+    supervisor.every("data-key-sweep", second, move || {
+        let c = c.clone();
         async move {
-            match console.sweep_data_keys().await {
-                Ok(0) => {}
-                Ok(dropped) => {
-                    tracing::info!(dropped, "data keys of clusters no longer available dropped")
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "could not check the clusters whose data keys are held")
-                }
+            let dropped = c.sweep_data_keys().await.map_err(|e| e.to_string())?;
+            if dropped > 0 {
+                tracing::info!(dropped, "data keys of clusters no longer available dropped");
             }
+            Ok(())
         }
     });
-}
-
-/// Sends the webhook deliveries that are due (each once across instances).
-fn deliver_webhooks(console: Console) {
-    every_second(move || {
-        let console = console.clone();
+    let c = console.clone();
+    supervisor.every("webhook-deliveries", second, move || {
+        let c = c.clone();
         async move {
-            match console.deliver_due_webhooks().await {
-                Ok(report) if report.retried > 0 || report.failed > 0 => tracing::info!(
+            let report = c.deliver_due_webhooks().await.map_err(|e| e.to_string())?;
+            if report.retried > 0 || report.failed > 0 {
+                tracing::info!(
                     delivered = report.delivered,
                     retried = report.retried,
                     failed = report.failed,
                     "webhook deliveries"
-                ),
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "webhook deliveries could not run"),
+                );
             }
+            Ok(())
         }
     });
+    let policy = crate::domain::keys::MonitorPolicy {
+        interval: settings.key_check_interval,
+        concurrency: settings.key_check_concurrency,
+    };
+    let c = console.clone();
+    supervisor.every("key-monitor", second, move || {
+        let c = c.clone();
+        async move {
+            let report = c.check_due_keys(&policy).await.map_err(|e| e.to_string())?;
+            if report.changed > 0 || report.suspected > 0 {
+                tracing::info!(
+                    checked = report.checked,
+                    changed = report.changed,
+                    suspected = report.suspected,
+                    "key monitor"
+                );
+            }
+            Ok(())
+        }
+    });
+    let c = console.clone();
+    let woken = console.clone();
+    supervisor.every_or_woken(
+        "reactions",
+        second,
+        move || {
+            let c = c.clone();
+            async move {
+                let done = c.run_due_reactions().await.map_err(|e| e.to_string())?;
+                log_reactions("reactions", done);
+                Ok(())
+            }
+        },
+        move || {
+            let woken = woken.clone();
+            async move { woken.reactions_queued().await }
+        },
+    );
+    let c = console.clone();
+    supervisor.every("reconcile", settings.reconcile_interval, move || {
+        let c = c.clone();
+        async move {
+            let done = c
+                .reconcile_revoked_keys()
+                .await
+                .map_err(|e| e.to_string())?;
+            log_reactions("periodic reconciliation", done);
+            Ok(())
+        }
+    });
+    supervisor
 }
 
-/// The key monitor: checks the keys that are due (each once per `CMEK_KEY_CHECK_INTERVAL`
-/// across every instance).
-fn monitor_keys(console: Console, policy: crate::domain::keys::MonitorPolicy) {
-    every_second(move || {
-        let console = console.clone();
-        async move {
-            match console.check_due_keys(&policy).await {
-                Ok(report) if report.changed > 0 || report.suspected > 0 => {
-                    tracing::info!(
-                        checked = report.checked,
-                        changed = report.changed,
-                        suspected = report.suspected,
-                        clusters_stopped = report.clusters_stopped,
-                        "key monitor"
-                    );
-                }
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "the key monitor could not run"),
-            }
-        }
-    });
+fn log_reactions(what: &'static str, done: crate::domain::clusters::ReconcileReport) {
+    if done != crate::domain::clusters::ReconcileReport::default() {
+        tracing::info!(
+            stopped = done.stopped,
+            marked = done.marked,
+            cleared = done.cleared,
+            "{what}: clusters brought in line with their keys"
+        );
+    }
 }
 
 pub fn sign_in_url(public_url: &str, token: &str) -> String {

@@ -127,3 +127,54 @@ function element(tag, className = "", text = "") {
   if (text) node.textContent = text;
   return node;
 }
+
+// Check now: while a revocation the first probe saw is being confirmed by a second, say so;
+// then go where the form would have gone. Without JavaScript the form posts and waits.
+for (const form of document.querySelectorAll("form.check-now[data-stream]")) {
+  if (!window.fetch || !window.ReadableStream) break;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = form.querySelector("button[type=submit]");
+    const progress = document.querySelector(".check-progress") || form.appendChild(element("span", "check-progress small"));
+    const say = (text, kind = "") => {
+      progress.hidden = false;
+      progress.textContent = text;
+      progress.className = `check-progress ${kind}`.trim();
+    };
+    say("Checking…");
+    try {
+      const response = await fetch(form.dataset.stream, {
+        method: "POST",
+        body: new URLSearchParams(new FormData(form)),
+        headers: { "content-type": "application/x-www-form-urlencoded", accept: "application/x-ndjson" },
+      });
+      if (!response.ok) throw new Error(`the console answered ${response.status}`);
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffered = "";
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        buffered += decoder.decode(value, { stream: true });
+        let newline;
+        while ((newline = buffered.indexOf("\n")) >= 0) {
+          const line = buffered.slice(0, newline).trim();
+          buffered = buffered.slice(newline + 1);
+          if (!line) continue;
+          const message = JSON.parse(line);
+          if (message.type === "confirming") {
+            say(`The KMS answered ${message.seen.replace("_", " ")}: confirming… (a second probe in a few seconds)`, "bad");
+          } else if (message.type === "done") {
+            window.location.assign(message.location);
+          } else {
+            say(message.problem || "The check was refused.", "bad");
+          }
+        }
+      }
+    } catch (error) {
+      say(`The check could not run: ${error.message}. Try again.`, "bad");
+    } finally {
+      if (button) button.disabled = false;
+    }
+  });
+}

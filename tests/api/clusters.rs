@@ -1224,31 +1224,50 @@ async fn a_cluster_left_half_done_by_a_crash_can_be_resumed_paused_or_deleted() 
     assert_eq!(again.status(), 201);
 }
 
-#[tokio::test]
-async fn the_monitor_operation_stops_clusters_of_projects_whose_policy_is_stop() {
-    let f = local_cmek(&["us-east-1"]).await;
-    let cluster = id(&f.cluster("orders", &["us-east-1"]).await);
-    let key = list_keys(&f).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let organization = f.app.console.operator(None).await.unwrap().organization_id;
+/// Polls the cluster until `done` holds (at most 15 s): the reconciliation runs in the
+/// background.
+async fn cluster_until(
+    app: &crate::helpers::TestApp,
+    key: &str,
+    cluster: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let mut read = read_cluster(app, key, cluster).await;
+    for _ in 0..150 {
+        if done(&read) {
+            return read;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        read = read_cluster(app, key, cluster).await;
+    }
+    panic!("the cluster never got there: {read}");
+}
 
-    // The provider default for the local KMS is AWS's: keep running.
-    let stopped = f
-        .app
-        .console
-        .key_unusable(organization, key, "access denied")
+async fn events(app: &crate::helpers::TestApp, owner: &str, action: &str) -> Vec<Value> {
+    let page: Value = app
+        .get(&format!("/api/v1/audit-events?action={action}"), owner)
+        .await
+        .json()
         .await
         .unwrap();
-    assert!(stopped.is_empty());
-    assert_eq!(
-        get(&f.app, &f.owner, &cluster, "none").await.status(),
-        404,
-        "still serving"
-    );
+    page["items"].as_array().unwrap().clone()
+}
 
+async fn check_now(f: &Fixture, caller: &str, key: &str) -> Value {
+    let checked = post(
+        &f.app,
+        caller,
+        &format!("/api/v1/projects/{}/encryption-keys/{key}/check", f.project),
+    )
+    .await;
+    assert_eq!(checked.status(), 200);
+    checked.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn check_now_by_an_auditor_confirms_a_revocation_and_a_stop_project_cluster_becomes_inaccessible()
+ {
+    let f = local_cmek_with(&["us-east-1"], &[("CMEK_KEY_CONFIRM_DELAY", "200ms")]).await;
     let changed = f
         .app
         .patch_json(
@@ -1258,25 +1277,103 @@ async fn the_monitor_operation_stops_clusters_of_projects_whose_policy_is_stop()
         )
         .await;
     assert_eq!(changed.status(), 200);
-    let stopped = f
-        .app
-        .console
-        .key_unusable(organization, key, "DisabledException: the key is disabled")
-        .await
-        .unwrap();
+    let cluster = id(&f.cluster("orders", &["us-east-1"]).await);
+    assert_eq!(
+        put(&f.app, &f.owner, &cluster, "doc", b"x".to_vec())
+            .await
+            .status(),
+        201
+    );
+    let key = f.key_id("us-east-1").await;
+    let auditor = f.app.api_key(Role::Auditor).await;
+    f.disable_local_key("us-east-1").await;
 
-    assert_eq!(stopped, vec![cluster.parse::<uuid::Uuid>().unwrap()]);
-    let read = read_cluster(&f.app, &f.owner, &cluster).await;
-    assert_eq!(read["state"], "inaccessible");
-    assert!(
-        read["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("DisabledException")
+    let checked = check_now(&f, &auditor, &key).await;
+
+    assert_eq!(checked["status"], "disabled");
+    assert_eq!(checked["confirmation"]["state"], "confirmed");
+    assert_eq!(checked["confirmation"]["probes"], 2);
+    let read = cluster_until(&f.app, &f.owner, &cluster, |c| c["state"] == "inaccessible").await;
+    assert!(read["last_error"].as_str().unwrap().contains("disabled"));
+    assert_eq!(
+        get(&f.app, &f.owner, &cluster, "doc").await.status(),
+        409,
+        "its data is refused"
     );
     assert!(!f.app.console.holds_data_keys(cluster.parse().unwrap()));
-    assert_eq!(get(&f.app, &f.owner, &cluster, "none").await.status(), 409);
-    // Once the key works again, the owner resumes it.
+    // However often it runs again, the reaction was made (and audited, and alerted) once.
+    f.app.console.reconcile_revoked_keys().await.unwrap();
+    f.app.console.reconcile_revoked_keys().await.unwrap();
+    assert_eq!(
+        events(&f.app, &f.owner, "cluster.inaccessible").await.len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_keep_running_cluster_is_marked_once_and_a_policy_changed_to_stop_later_still_applies() {
+    let f = local_cmek_with(
+        &["us-east-1"],
+        &[
+            ("CMEK_KEY_CONFIRM_DELAY", "200ms"),
+            ("CMEK_RECONCILE_INTERVAL", "1s"),
+        ],
+    )
+    .await;
+    let cluster = id(&f.cluster("orders", &["us-east-1"]).await);
+    let key = f.key_id("us-east-1").await;
+    let member = f.app.api_key(Role::Member).await;
+    f.disable_local_key("us-east-1").await;
+
+    let checked = check_now(&f, &member, &key).await;
+
+    assert_eq!(checked["confirmation"]["state"], "confirmed");
+    // The local KMS's default is AWS's: keep running, marked "will not resume".
+    let read = cluster_until(&f.app, &f.owner, &cluster, |c| {
+        c["will_not_resume"].is_string()
+    })
+    .await;
+    assert_eq!(read["state"], "available");
+    assert_eq!(
+        get(&f.app, &f.owner, &cluster, "none").await.status(),
+        404,
+        "still serving"
+    );
+    f.app.console.reconcile_revoked_keys().await.unwrap();
+    assert_eq!(
+        events(&f.app, &f.owner, "cluster.will_not_resume")
+            .await
+            .len(),
+        1
+    );
+
+    // Level, not edge: the policy changes after the status was recorded, and the periodic
+    // reconciliation applies it.
+    let changed = f
+        .app
+        .patch_json(
+            &format!("/api/v1/projects/{}", f.project),
+            &f.owner,
+            &json!({ "revocation_policy": "stop" }),
+        )
+        .await;
+    assert_eq!(changed.status(), 200);
+    cluster_until(&f.app, &f.owner, &cluster, |c| c["state"] == "inaccessible").await;
+
+    // The key works again: the mark goes at once, and the owner resumes the cluster.
+    let operator = f.app.console.operator(None).await.unwrap();
+    f.app
+        .console
+        .change_local_key(&operator, f.local_keys[0].1, LocalKeyAction::Enable)
+        .await
+        .unwrap();
+    let checked = check_now(&f, &member, &key).await;
+    assert_eq!(checked["status"], "active");
+    assert_eq!(checked["confirmation"]["state"], "not_needed");
+    cluster_until(&f.app, &f.owner, &cluster, |c| {
+        c["will_not_resume"].is_null()
+    })
+    .await;
     let resumed = post(
         &f.app,
         &f.owner,
@@ -1284,6 +1381,51 @@ async fn the_monitor_operation_stops_clusters_of_projects_whose_policy_is_stop()
     )
     .await;
     assert_eq!(resumed.status(), 200);
+}
+
+#[tokio::test]
+async fn a_single_denial_seen_by_check_now_records_nothing() {
+    let f = local_cmek_with(&["us-east-1"], &[("CMEK_KEY_CONFIRM_DELAY", "3s")]).await;
+    let cluster = id(&f.cluster("orders", &["us-east-1"]).await);
+    let key = f.key_id("us-east-1").await;
+    f.disable_local_key("us-east-1").await;
+    let operator = f.app.console.operator(None).await.unwrap();
+    let local_key = f.local_keys[0].1;
+    let console = f.app.console.clone();
+    // The key works again while Check now waits to confirm what its first probe saw.
+    let restore = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        console
+            .change_local_key(&operator, local_key, LocalKeyAction::Enable)
+            .await
+            .unwrap();
+    });
+
+    let checked = check_now(&f, &f.owner, &key).await;
+    restore.await.unwrap();
+
+    assert_eq!(checked["confirmation"]["state"], "not_confirmed");
+    assert_eq!(checked["confirmation"]["first"], "disabled");
+    assert_eq!(checked["confirmation"]["second"], "active");
+    assert_eq!(checked["status"], "active");
+    let history: Value = f
+        .app
+        .get(
+            &format!(
+                "/api/v1/projects/{}/encryption-keys/{key}/history",
+                f.project
+            ),
+            &f.owner,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["items"].as_array().unwrap().len(), 0, "{history}");
+    f.app.console.reconcile_revoked_keys().await.unwrap();
+    let read = read_cluster(&f.app, &f.owner, &cluster).await;
+    assert_eq!(read["state"], "available");
+    assert!(read["will_not_resume"].is_null());
 }
 
 #[tokio::test]

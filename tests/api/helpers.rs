@@ -20,6 +20,8 @@ pub struct TestApp {
     pub address: String,
     pub console: Console,
     pub clock: Arc<ManualClock>,
+    /// The background workers of this instance (to put faults into them).
+    pub workers: Arc<cmek_console::supervisor::Workers>,
     pub database_url: String,
     /// The link printed at start for the first owner.
     pub sign_in_url: String,
@@ -148,12 +150,14 @@ async fn start(
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let console = app.console();
+    let workers = app.workers();
     let sign_in_url = app.sign_in_url().unwrap_or_default();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
         console,
         clock,
+        workers,
         database_url,
         sign_in_url,
         api: Client::builder()

@@ -29,3 +29,4 @@ mod scale_out;
 mod snapshots;
 mod sso;
 mod wizard;
+mod workers;

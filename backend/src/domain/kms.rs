@@ -112,6 +112,29 @@ pub struct AzureKeyFacts {
     pub created: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// One key version's attributes: whether it may be used, and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionState {
+    pub enabled: bool,
+    pub not_before: Option<chrono::DateTime<chrono::Utc>>,
+    pub expires: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl VersionState {
+    /// What the version's attributes mean at `now`: usable, or the status it gives the data
+    /// keys it wrapped (an expired or not yet valid version refuses to unwrap, like a
+    /// disabled one).
+    pub fn status_at(&self, now: chrono::DateTime<chrono::Utc>) -> KeyStatus {
+        let in_window = self.not_before.is_none_or(|nbf| nbf <= now)
+            && self.expires.is_none_or(|exp| exp > now);
+        if self.enabled && in_window {
+            KeyStatus::Active
+        } else {
+            KeyStatus::Disabled
+        }
+    }
+}
+
 /// Why a KMS call failed, in the few kinds the console acts on.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum KmsError {
@@ -187,4 +210,31 @@ pub trait KeyProvider: Send + Sync {
     ) -> Result<PlaintextKey, KmsError>;
     /// Whether the KMS rotates the key automatically (R9); `None` when it cannot say.
     async fn rotation_enabled(&self, key: &KeyRef) -> Result<Option<bool>, KmsError>;
+    /// The key version that wrapped `wrapped`, read from the wrapped form itself (no KMS
+    /// call). By default the key itself: a KMS that finds the backing key on its own (AWS
+    /// Decrypt) never breaks an old data key by rotating.
+    fn wrapped_version(&self, key: &KeyRef, wrapped: &[u8]) -> Option<String> {
+        let _ = wrapped;
+        Some(key.display())
+    }
+    /// What the KMS says of one version of the key (by default a version is the key itself,
+    /// see `wrapped_version`).
+    async fn version_state(&self, key: &KeyRef, version: &str) -> Result<VersionState, KmsError> {
+        let _ = version;
+        let described = self.describe(key).await?;
+        match described.state {
+            KeyState::Enabled | KeyState::Disabled => Ok(VersionState {
+                enabled: described.state == KeyState::Enabled,
+                not_before: None,
+                expires: None,
+            }),
+            KeyState::PendingDeletion => Err(KmsError::PendingDeletion {
+                code: "KMSInvalidStateException".into(),
+            }),
+            KeyState::Other(state) => Err(KmsError::Other {
+                code: "KMSInvalidStateException".into(),
+                message: format!("the key is {state}"),
+            }),
+        }
+    }
 }

@@ -49,6 +49,10 @@ pub struct Console {
     chain_status: Arc<tokio::sync::Mutex<Option<audit::ChainStatus>>>,
     /// Keys the monitor of this process has checked (for metrics and tests).
     monitor_checks: Arc<keys::MonitorStats>,
+    /// How long Check now waits before the probe that confirms a revocation it saw.
+    confirm_delay: std::time::Duration,
+    /// Wakes this process's reconciliation worker when a status change queued one.
+    reactions: Arc<tokio::sync::Notify>,
 }
 
 /// A display name (API key, local key, organization): trimmed, 1 to `max` characters, no
@@ -109,7 +113,26 @@ impl Console {
             alerts: None,
             chain_status: Arc::default(),
             monitor_checks: Arc::default(),
+            confirm_delay: std::time::Duration::from_secs(2),
+            reactions: Arc::default(),
         }
+    }
+
+    /// How long Check now waits before its confirming probe (`CMEK_KEY_CONFIRM_DELAY`).
+    pub fn with_confirm_delay(mut self, delay: std::time::Duration) -> Self {
+        self.confirm_delay = delay;
+        self
+    }
+
+    /// Tells the reconciliation worker of this process that a reaction was queued.
+    pub(crate) fn wake_reactions(&self) {
+        self.reactions.notify_one();
+    }
+
+    /// Resolves when a reaction was queued by this process (or at once if one was queued
+    /// since the last wait).
+    pub async fn reactions_queued(&self) {
+        self.reactions.notified().await;
     }
 
     /// Turns clusters on, with where their bytes go.

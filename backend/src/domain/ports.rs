@@ -60,7 +60,9 @@ pub enum StoreError {
 /// Everything the domain needs from storage, one port per aggregate. The sea-orm adapter in
 /// `store/` implements each; `domain::testing` holds an in-memory one for fast rule tests.
 #[async_trait]
-pub trait Store: MemberStore + CredentialStore + ProjectStore + KeyStore + AuditStore {
+pub trait Store:
+    MemberStore + CredentialStore + ProjectStore + KeyStore + AuditStore + JobStore
+{
     /// Readiness: the database answers, and (SQLite) its file passed an integrity check
     /// recently.
     async fn ping(&self) -> Result<(), StoreError>;
@@ -232,7 +234,9 @@ pub trait KeyStore: Send + Sync {
         id: Uuid,
         audit: AuditDraft,
     ) -> Result<(), StoreError>;
-    /// Records a check's outcome; a status that changed is also kept in the key's history.
+    /// Records a check's outcome; a status that changed is also kept in the key's history
+    /// and queues the key's reconciliation (`JobKind::ReconcileKey`) in the same
+    /// transaction, so the reaction to it survives a crash right after.
     async fn update_key_status(
         &self,
         id: Uuid,
@@ -371,6 +375,16 @@ pub trait ClusterStore: Send + Sync {
         organization_id: Uuid,
         key_id: Uuid,
     ) -> Result<Vec<Cluster>, StoreError>;
+    /// Marks the cluster "will not resume" (`reason`) if it is not marked, or clears the
+    /// mark (`None`) if it is, with the event; false (and nothing recorded) otherwise, so
+    /// each mark is audited and alerted once however often it is asked for.
+    async fn set_will_not_resume(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        reason: Option<String>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError>;
     /// Moves the cluster to `to` if it is in one of `from`, setting `last_error`; false
     /// (and nothing recorded) when it is not.
     async fn transition(
@@ -464,5 +478,99 @@ pub trait ClusterStore: Send + Sync {
         organization_id: Uuid,
         id: Uuid,
         audit: AuditDraft,
+    ) -> Result<(), StoreError>;
+}
+
+/// Durable work that follows a change: written in the same transaction as the change, leased
+/// by one instance at a time, retried with back-off until it succeeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobKind {
+    /// Bring the clusters that use a key (subject) in line with its status and its
+    /// versions' statuses, under each project's revocation policy.
+    ReconcileKey,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::ReconcileKey => "reconcile_key",
+        }
+    }
+}
+
+/// A leased job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub id: Uuid,
+    pub kind: JobKind,
+    pub organization_id: Uuid,
+    pub subject: Uuid,
+    /// Grows each time the job is queued again; finishing an older generation leaves the
+    /// job queued.
+    pub generation: i64,
+    /// Failed attempts so far.
+    pub attempts: i32,
+}
+
+/// What a key version still in use was last seen as, by the monitor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyVersionStatus {
+    pub key_id: Uuid,
+    pub version: String,
+    pub status: KeyStatus,
+    /// Seen once by a probe; a second must confirm it before it is recorded.
+    pub suspected: Option<KeyStatus>,
+    pub last_checked_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+}
+
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Queues the job for `subject` (or, when one is pending, brings it forward to `due_at`
+    /// and gives it a new generation).
+    async fn enqueue_job(
+        &self,
+        kind: JobKind,
+        organization_id: Uuid,
+        subject: Uuid,
+        due_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Leases up to `limit` due jobs of `kind` that no live lease holds, until `lease_until`.
+    async fn lease_jobs(
+        &self,
+        kind: JobKind,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<Job>, StoreError>;
+    /// Done: removed, unless it was queued again meanwhile (then released to run again).
+    async fn finish_job(&self, job: &Job) -> Result<(), StoreError>;
+    /// Failed: released, due again at `due_at`, with the error kept for operators.
+    async fn retry_job(
+        &self,
+        job: &Job,
+        due_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError>;
+    /// Jobs waiting (due or not), for `/metrics` and readiness.
+    async fn pending_jobs(&self, kind: JobKind) -> Result<u64, StoreError>;
+    /// Keys whose clusters the periodic reconciliation looks at: every key (of every
+    /// organization) with a revocation status or a version with one, and every key of a
+    /// cluster marked "will not resume". (organization, key), at most `limit`.
+    async fn keys_to_reconcile(&self, limit: u64) -> Result<Vec<(Uuid, Uuid)>, StoreError>;
+    /// The versions of the key that wrap data keys still in use (cluster regions and
+    /// backups), with how many each wraps, and what the monitor last saw of each.
+    async fn versions_in_use(
+        &self,
+        key_id: Uuid,
+    ) -> Result<Vec<(String, u64, Option<KeyVersionStatus>)>, StoreError>;
+    /// Records what a probe saw of a version: the status (history of a change is the
+    /// audit event's; a changed status queues the key's reconciliation in the same
+    /// transaction) or a suspicion awaiting confirmation.
+    async fn record_version_status(
+        &self,
+        organization_id: Uuid,
+        status: KeyVersionStatus,
+        audit: Option<AuditDraft>,
     ) -> Result<(), StoreError>;
 }

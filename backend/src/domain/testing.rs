@@ -29,7 +29,8 @@ use crate::domain::local_kms::LocalKey;
 use crate::domain::members::{Invitation, MembershipChange};
 use crate::domain::page::PageRequest;
 use crate::domain::ports::{
-    AuditStore, Constraint, CredentialStore, KeyStore, MemberStore, ProjectStore, Store, StoreError,
+    AuditStore, Constraint, CredentialStore, Job, JobKind, JobStore, KeyStore, KeyVersionStatus,
+    MemberStore, ProjectStore, Store, StoreError,
 };
 use crate::domain::projects::Project;
 use crate::domain::{Console, Environment, Policy};
@@ -49,6 +50,35 @@ struct State {
     local_keys: Vec<LocalKey>,
     audit: Vec<AuditEvent>,
     hits: HashMap<(String, DateTime<Utc>), u32>,
+    /// Queued jobs: the job and when it is due.
+    jobs: Vec<(Job, DateTime<Utc>)>,
+    versions: Vec<KeyVersionStatus>,
+}
+
+impl State {
+    fn enqueue(&mut self, kind: JobKind, organization_id: Uuid, subject: Uuid, due: DateTime<Utc>) {
+        match self
+            .jobs
+            .iter_mut()
+            .find(|(j, _)| j.kind == kind && j.subject == subject)
+        {
+            Some((job, at)) => {
+                job.generation += 1;
+                *at = (*at).min(due);
+            }
+            None => self.jobs.push((
+                Job {
+                    id: Uuid::now_v7(),
+                    kind,
+                    organization_id,
+                    subject,
+                    generation: 0,
+                    attempts: 0,
+                },
+                due,
+            )),
+        }
+    }
 }
 
 impl State {
@@ -823,6 +853,7 @@ impl KeyStore for MemoryStore {
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         self.write(audit, |s| {
+            let mut queue = None;
             if let Some(key) = s.keys.iter_mut().find(|k| k.id == id) {
                 if key.status != status {
                     let change = StatusChange {
@@ -833,10 +864,14 @@ impl KeyStore for MemoryStore {
                         message: error.clone(),
                     };
                     s.history.push((key.organization_id, id, change));
+                    queue = Some(key.organization_id);
                 }
                 key.status = status;
                 key.last_checked_at = Some(checked_at);
                 key.last_error = error;
+            }
+            if let Some(organization_id) = queue {
+                s.enqueue(JobKind::ReconcileKey, organization_id, id, checked_at);
             }
             Ok(((), true))
         })
@@ -937,6 +972,112 @@ impl KeyStore for MemoryStore {
                 None => Ok((false, false)),
             }
         })
+    }
+}
+
+#[async_trait]
+impl JobStore for MemoryStore {
+    async fn enqueue_job(
+        &self,
+        kind: JobKind,
+        organization_id: Uuid,
+        subject: Uuid,
+        due_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.state().enqueue(kind, organization_id, subject, due_at);
+        Ok(())
+    }
+
+    /// No leases here: one process, one worker.
+    async fn lease_jobs(
+        &self,
+        kind: JobKind,
+        now: DateTime<Utc>,
+        _lease_until: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<Job>, StoreError> {
+        Ok(self
+            .state()
+            .jobs
+            .iter()
+            .filter(|(j, due)| j.kind == kind && *due <= now)
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|(j, _)| j.clone())
+            .collect())
+    }
+
+    async fn finish_job(&self, job: &Job) -> Result<(), StoreError> {
+        self.state()
+            .jobs
+            .retain(|(j, _)| !(j.id == job.id && j.generation == job.generation));
+        Ok(())
+    }
+
+    async fn retry_job(
+        &self,
+        job: &Job,
+        due_at: DateTime<Utc>,
+        _error: &str,
+    ) -> Result<(), StoreError> {
+        if let Some((j, due)) = self.state().jobs.iter_mut().find(|(j, _)| j.id == job.id) {
+            j.attempts += 1;
+            *due = due_at;
+        }
+        Ok(())
+    }
+
+    async fn pending_jobs(&self, kind: JobKind) -> Result<u64, StoreError> {
+        Ok(self
+            .state()
+            .jobs
+            .iter()
+            .filter(|(j, _)| j.kind == kind)
+            .count() as u64)
+    }
+
+    async fn keys_to_reconcile(&self, limit: u64) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
+        Ok(self
+            .state()
+            .keys
+            .iter()
+            .filter(|k| k.status.is_revocation())
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|k| (k.organization_id, k.id))
+            .collect())
+    }
+
+    /// No clusters here: no data keys, so no versions in use.
+    async fn versions_in_use(
+        &self,
+        _key_id: Uuid,
+    ) -> Result<Vec<(String, u64, Option<KeyVersionStatus>)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn record_version_status(
+        &self,
+        organization_id: Uuid,
+        status: KeyVersionStatus,
+        audit: Option<AuditDraft>,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state();
+        let changed = audit.is_some();
+        if let Some(audit) = audit {
+            let key = self.key.clone();
+            s.append(&key, audit);
+        }
+        if changed {
+            s.enqueue(
+                JobKind::ReconcileKey,
+                organization_id,
+                status.key_id,
+                status.last_checked_at.unwrap_or_default(),
+            );
+        }
+        s.versions
+            .retain(|v| !(v.key_id == status.key_id && v.version == status.version));
+        s.versions.push(status);
+        Ok(())
     }
 }
 

@@ -32,4 +32,6 @@ pub struct AppState {
     pub proxies: forwarded::TrustedProxies,
     /// Session cookies get `Secure` when the public URL is https.
     pub secure_cookies: bool,
+    /// The background workers of this instance (`/metrics`, `/readyz`).
+    pub workers: std::sync::Arc<crate::supervisor::Workers>,
 }

@@ -14,7 +14,20 @@ pub async fn healthz() -> HttpResponse {
 
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.console.ready().await {
-        Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready" })),
+        Ok(()) => {
+            let failing = state.workers.failing();
+            if failing.is_empty() {
+                return HttpResponse::Ok().json(json!({ "status": "ready" }));
+            }
+            // Say which worker keeps failing (never its error text: it may name internals).
+            let names: Vec<&str> = failing.iter().map(|w| w.name).collect();
+            tracing::warn!(workers = ?names, "not ready: background workers keep failing");
+            HttpResponse::build(StatusCode::SERVICE_UNAVAILABLE).json(json!({
+                "status": "unavailable",
+                "reason": "background workers keep failing",
+                "failing_workers": names,
+            }))
+        }
         Err(err) => {
             tracing::warn!(error = %err, "not ready");
             let reason = match err {
@@ -107,7 +120,53 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         state.console.cluster_kms_calls()
     ));
     monitor_metrics(&state.console, &mut body).await;
+    worker_metrics(&state, &mut body).await;
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(body)
+}
+
+/// The supervised background workers, and the reconciliations waiting.
+async fn worker_metrics(state: &AppState, body: &mut String) {
+    use std::fmt::Write;
+    let workers = state.workers.report();
+    for (metric, help, kind, value) in [
+        (
+            "cmek_worker_restarts_total",
+            "Background workers of this instance restarted after a panic, by worker.",
+            "counter",
+            (|w: &crate::supervisor::WorkerReport| w.restarts) as fn(&_) -> u64,
+        ),
+        (
+            "cmek_worker_errors_total",
+            "Rounds of a background worker of this instance that failed, by worker.",
+            "counter",
+            |w| w.errors,
+        ),
+        (
+            "cmek_worker_failing",
+            "1 while a background worker of this instance keeps failing (3 failures in a row).",
+            "gauge",
+            |w| u64::from(w.failing),
+        ),
+    ] {
+        let _ = writeln!(body, "# HELP {metric} {help}\n# TYPE {metric} {kind}");
+        for worker in &workers {
+            let _ = writeln!(
+                body,
+                "{metric}{{worker=\"{}\"}} {}",
+                worker.name,
+                value(worker)
+            );
+        }
+    }
+    match state.console.pending_reactions().await {
+        Ok(n) => {
+            let _ = writeln!(
+                body,
+                "# HELP cmek_reactions_pending Reconciliations of clusters with their keys waiting to run (every instance).\n# TYPE cmek_reactions_pending gauge\ncmek_reactions_pending {n}"
+            );
+        }
+        Err(err) => tracing::warn!(error = %err, "pending reactions for /metrics"),
+    }
 }

@@ -37,7 +37,7 @@ use crate::domain::keys::KeyRef;
 use crate::domain::keys::azure::{KeyName, VaultName};
 use crate::domain::kms::{
     AzureKeyFacts, DataKey, EncryptionContext, KeyDescription, KeyProvider, KeyState, KmsError,
-    PlaintextKey,
+    PlaintextKey, VersionState,
 };
 use crate::settings::AzureSettings;
 
@@ -690,6 +690,41 @@ impl KeyProvider for AzureKeyVault {
             });
         }
         Ok(PlaintextKey::new(data_key.to_vec()))
+    }
+
+    fn wrapped_version(&self, _key: &KeyRef, wrapped: &[u8]) -> Option<String> {
+        parse_wrapped(wrapped).map(|(version, _)| version.to_owned())
+    }
+
+    async fn version_state(&self, key: &KeyRef, version: &str) -> Result<VersionState, KmsError> {
+        let (vault, name, tenant) = azure_ref(key)?;
+        if !valid_version(version) {
+            return Err(KmsError::NotFound {
+                code: "KeyNotFound".into(),
+            });
+        }
+        let (_, response) = self
+            .call(vault, name, tenant, |client| async move {
+                client
+                    .get_key(
+                        name.as_str(),
+                        Some(KeyClientGetKeyOptions {
+                            key_version: Some(version.to_owned()),
+                            ..Default::default()
+                        }),
+                    )
+                    .await
+            })
+            .await?;
+        let model = response
+            .into_model()
+            .map_err(|_| invalid_response("get key version"))?;
+        let attributes = model.attributes.unwrap_or_default();
+        Ok(VersionState {
+            enabled: attributes.enabled != Some(false),
+            not_before: time(attributes.not_before),
+            expires: time(attributes.expires),
+        })
     }
 
     /// Key Vault rotates by the key's rotation policy, which the platform's role

@@ -19,6 +19,7 @@ use zeroize::Zeroizing;
 use crate::domain::keys::KeyRef;
 use crate::domain::kms::{
     DataKey, EncryptionContext, KeyDescription, KeyProvider, KeyState, KmsError, PlaintextKey,
+    VersionState,
 };
 use crate::domain::local_kms::{LocalKey, LocalKeyAdmin};
 use crate::domain::ports::StoreError;
@@ -255,6 +256,26 @@ impl KeyProvider for LocalKms {
 
     async fn rotation_enabled(&self, _key: &KeyRef) -> Result<Option<bool>, KmsError> {
         Ok(None)
+    }
+
+    fn wrapped_version(&self, _key: &KeyRef, wrapped: &[u8]) -> Option<String> {
+        let version = wrapped.strip_prefix(WRAP_MAGIC.as_slice())?.get(..4)?;
+        Some(i32::from_be_bytes(version.try_into().ok()?).to_string())
+    }
+
+    /// A local key's versions are enabled and disabled with the key; a version whose
+    /// material is gone is not found.
+    async fn version_state(&self, key: &KeyRef, version: &str) -> Result<VersionState, KmsError> {
+        let local = self.key(key).await?;
+        let number: i32 = version.parse().map_err(|_| KmsError::NotFound {
+            code: "NotFoundException".into(),
+        })?;
+        self.material(local.id, number).await?;
+        Ok(VersionState {
+            enabled: local.enabled,
+            not_before: None,
+            expires: None,
+        })
     }
 }
 

@@ -40,6 +40,7 @@ fn region_from(m: cluster_regions::Model) -> Result<ClusterRegion, StoreError> {
         key_id: m.key_id,
         key_ref: m.key_ref,
         wrapped_key: m.wrapped_key,
+        key_version: m.key_version,
     })
 }
 
@@ -62,6 +63,7 @@ fn cluster_from(
             .collect::<Result<_, _>>()?,
         state: ClusterState::parse(&m.state).ok_or_else(|| bad("state"))?,
         last_error: m.last_error,
+        will_not_resume: m.will_not_resume,
         created_by: m.created_by,
         created_at: m.created_at,
         updated_at: m.updated_at,
@@ -97,6 +99,7 @@ fn backup_from(m: backups::Model) -> Result<Backup, StoreError> {
             key_id: m.key_id,
             key_ref: m.key_ref,
             wrapped_key: m.wrapped_key,
+            key_version: m.key_version,
         },
         state: BackupState::parse(&m.state).ok_or_else(|| bad("state"))?,
         size_bytes: u64::try_from(m.size_bytes).map_err(|_| bad("size"))?,
@@ -255,6 +258,7 @@ impl ClusterStore for SeaStore {
                 created_by: Set(cluster.created_by.clone()),
                 created_at: Set(cluster.created_at),
                 updated_at: Set(cluster.updated_at),
+                will_not_resume: Set(None),
             })
             .exec_without_returning(txn)
             .await?;
@@ -266,6 +270,7 @@ impl ClusterStore for SeaStore {
                     key_id: Set(region.key_id),
                     key_ref: Set(region.key_ref.clone()),
                     wrapped_key: Set(region.wrapped_key.clone()),
+                    key_version: Set(region.key_version.clone()),
                 })
                 .exec_without_returning(txn)
                 .await?;
@@ -391,6 +396,28 @@ impl ClusterStore for SeaStore {
                 .rows_affected
                 > 0;
             (moved, moved)
+        })
+    }
+
+    async fn set_will_not_resume(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        reason: Option<String>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        audited!(self, audit, |txn| {
+            let mut update = clusters::Entity::update_many()
+                .col_expr(clusters::Column::WillNotResume, Expr::value(reason.clone()))
+                .filter(clusters::Column::Id.eq(id))
+                .filter(clusters::Column::OrganizationId.eq(organization_id));
+            update = if reason.is_some() {
+                update.filter(clusters::Column::WillNotResume.is_null())
+            } else {
+                update.filter(clusters::Column::WillNotResume.is_not_null())
+            };
+            let changed = update.exec(txn).await?.rows_affected > 0;
+            (changed, changed)
         })
     }
 
@@ -632,6 +659,7 @@ impl ClusterStore for SeaStore {
                 key_id: Set(backup.region.key_id),
                 key_ref: Set(backup.region.key_ref.clone()),
                 wrapped_key: Set(backup.region.wrapped_key.clone()),
+                key_version: Set(backup.region.key_version.clone()),
                 state: Set(backup.state.as_str().to_owned()),
                 size_bytes: Set(size(backup.size_bytes)),
                 object_count: Set(i32::try_from(backup.object_count).unwrap_or(i32::MAX)),

@@ -280,6 +280,7 @@ pub mod clusters {
         pub created_by: String,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        pub will_not_resume: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -302,6 +303,7 @@ pub mod cluster_regions {
         pub key_id: Option<Uuid>,
         pub key_ref: Option<String>,
         pub wrapped_key: Vec<u8>,
+        pub key_version: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -371,6 +373,7 @@ pub mod backups {
         pub object_count: i32,
         pub created_by: String,
         pub created_at: DateTimeUtc,
+        pub key_version: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -486,6 +489,53 @@ pub mod webhook_attempts {
         pub status_code: Option<i32>,
         pub error: Option<String>,
         pub duration_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod jobs {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "jobs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub kind: String,
+        pub organization_id: Uuid,
+        pub subject: Uuid,
+        pub due_at: DateTimeUtc,
+        pub lease_until: Option<DateTimeUtc>,
+        pub attempts: i32,
+        pub generation: i64,
+        pub last_error: Option<String>,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod key_versions {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "key_versions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub version: String,
+        pub status: String,
+        pub suspected_status: Option<String>,
+        pub last_checked_at: Option<DateTimeUtc>,
+        pub last_error: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -157,10 +157,19 @@ pub async fn update_status(
     checked_at: DateTime<Utc>,
     error: Option<String>,
 ) -> Result<(), StoreError> {
-    // Read inside the write: the change is kept in the history once, whoever checked.
+    // Read inside the write: the change is kept in the history once, whoever checked, and
+    // its reaction is queued with it.
     if let Some(before) = encryption_keys::Entity::find_by_id(id).one(db).await?
         && before.status != status.as_str()
     {
+        super::jobs::enqueue(
+            db,
+            crate::domain::ports::JobKind::ReconcileKey,
+            before.organization_id,
+            id,
+            checked_at,
+        )
+        .await?;
         key_status_history::Entity::insert(key_status_history::ActiveModel {
             id: Set(Uuid::now_v7()),
             key_id: Set(id),

@@ -98,6 +98,7 @@ mod clusters;
 mod entities;
 mod errors;
 mod identity;
+mod jobs;
 mod keys;
 pub mod local_kms;
 mod members;

@@ -102,11 +102,11 @@ impl Console {
             &primary.region,
             "backup",
         );
-        let data_key = match self
+        let (data_key, key_version) = match self
             .new_data_key(key.as_ref(), &primary.region, &context)
             .await
         {
-            Ok(data_key) => data_key,
+            Ok(fresh) => fresh,
             Err(failed) => {
                 self.backup_failed(
                     caller,
@@ -155,6 +155,7 @@ impl Console {
             regions: cluster.regions.iter().map(|r| r.region.clone()).collect(),
             region: ClusterRegion {
                 wrapped_key: data_key.wrapped,
+                key_version,
                 ..primary.clone()
             },
             state: BackupState::Available,
@@ -338,7 +339,7 @@ impl Console {
         );
         let backup_key = match self
             .unwrap_data_key(caller.organization_id, &backup.region, &context)
-            .await
+            .await?
         {
             Ok(key) => key,
             Err(failed) => {
@@ -369,6 +370,7 @@ impl Console {
             regions: Vec::new(),
             state: ClusterState::Available,
             last_error: None,
+            will_not_resume: None,
             created_by: caller.actor.label(),
             created_at: now,
             updated_at: now,

@@ -20,7 +20,7 @@ use crate::domain::keys::{EncryptionKey, KeyStatus, Provider};
 use crate::domain::kms::{DataKey, EncryptionContext, PlaintextKey};
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::ports::{Constraint, StoreError};
-use crate::domain::projects::{Project, RevocationPolicy};
+use crate::domain::projects::Project;
 use crate::domain::{Console, DomainError};
 
 /// What the platform says when it holds the key itself.
@@ -36,15 +36,6 @@ pub(super) fn wrong_state(cluster: &Cluster, wanted: &str) -> DomainError {
             cluster.state.as_str()
         ),
     }
-}
-
-/// R10: what running clusters do when their key is revoked. AWS keeps them running (the
-/// failure shows at resume); Azure stops them.
-pub fn effective_policy(project: &Project, provider: Provider) -> RevocationPolicy {
-    project.revocation_policy.unwrap_or(match provider {
-        Provider::AzureKeyVault => RevocationPolicy::Stop,
-        Provider::AwsKms | Provider::Local => RevocationPolicy::KeepRunning,
-    })
 }
 
 impl Console {
@@ -95,13 +86,14 @@ impl Console {
             .with("purpose", purpose)
     }
 
-    /// A new data key wrapped by the region's key (or the platform's).
+    /// A new data key wrapped by the region's key (or the platform's), with the key version
+    /// that wrapped it (`None` under the platform key).
     pub(super) async fn new_data_key(
         &self,
         key: Option<&EncryptionKey>,
         region: &Region,
         context: &EncryptionContext,
-    ) -> Result<DataKey, RegionFailure> {
+    ) -> Result<(DataKey, Option<String>), RegionFailure> {
         let parts = self
             .cluster_parts()
             .map_err(|e| failure(region, key, e.to_string()))?;
@@ -110,6 +102,7 @@ impl Console {
             None => parts
                 .platform
                 .generate_data_key(context)
+                .map(|data_key| (data_key, None))
                 .map_err(|error| RegionFailure {
                     region: region.to_string(),
                     key: PLATFORM_KEY.into(),
@@ -119,73 +112,63 @@ impl Console {
                 let provider = self
                     .provider_for(&key.key_ref)
                     .map_err(|e| failure(region, Some(key), e.to_string()))?;
-                provider
+                let data_key = provider
                     .generate_data_key(&key.key_ref, context)
                     .await
                     .map_err(|error| RegionFailure {
                         region: region.to_string(),
                         key: key.key_ref.display(),
                         error,
-                    })
+                    })?;
+                let version = provider.wrapped_version(&key.key_ref, &data_key.wrapped);
+                Ok((data_key, version))
             }
         }
     }
 
-    /// Unwraps a stored data key through the key that wrapped it.
+    /// Unwraps a stored data key through the key that wrapped it. The outer error is the
+    /// console's own (its database could not be read): it says nothing about the customer's
+    /// key, and callers answer it as the console's fault (503), not as a refused key.
     pub(super) async fn unwrap_data_key(
         &self,
         organization_id: Uuid,
         region: &ClusterRegion,
         context: &EncryptionContext,
-    ) -> Result<PlaintextKey, RegionFailure> {
-        let parts = self
-            .cluster_parts()
-            .map_err(|e| failure(&region.region, None, e.to_string()))?;
+    ) -> Result<Result<PlaintextKey, RegionFailure>, DomainError> {
+        let parts = self.cluster_parts()?;
         let Some(key_id) = region.key_id else {
             parts.kms_calls.fetch_add(1, Ordering::Relaxed);
-            return parts
+            return Ok(parts
                 .platform
                 .unwrap_data_key(&region.wrapped_key, context)
                 .map_err(|error| RegionFailure {
                     region: region.region.to_string(),
                     key: PLATFORM_KEY.into(),
                     error,
-                });
+                }));
         };
-        let key = match self.store.key(organization_id, key_id).await {
-            Ok(Some(key)) => key,
-            Ok(None) => {
-                return Err(RegionFailure {
-                    region: region.region.to_string(),
-                    key: region.key_ref.clone().unwrap_or_default(),
-                    error: crate::domain::kms::KmsError::NotFound {
-                        code: "KeyNotRegistered".into(),
-                    },
-                });
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "reading an encryption key failed");
-                return Err(RegionFailure {
-                    region: region.region.to_string(),
-                    key: region.key_ref.clone().unwrap_or_default(),
-                    error: crate::domain::kms::KmsError::Unreachable(
-                        "the console's database could not be read".into(),
-                    ),
-                });
-            }
+        let Some(key) = self.store.key(organization_id, key_id).await? else {
+            return Ok(Err(RegionFailure {
+                region: region.region.to_string(),
+                key: region.key_ref.clone().unwrap_or_default(),
+                error: crate::domain::kms::KmsError::NotFound {
+                    code: "KeyNotRegistered".into(),
+                },
+            }));
         };
-        let provider = self
-            .provider_for(&key.key_ref)
-            .map_err(|e| failure(&region.region, Some(&key), e.to_string()))?;
+        let provider = match self.provider_for(&key.key_ref) {
+            Ok(provider) => provider,
+            Err(e) => return Ok(Err(failure(&region.region, Some(&key), e.to_string()))),
+        };
         parts.kms_calls.fetch_add(1, Ordering::Relaxed);
-        provider
+        Ok(provider
             .decrypt_data_key(&key.key_ref, &region.wrapped_key, context)
             .await
             .map_err(|error| RegionFailure {
                 region: region.region.to_string(),
                 key: key.key_ref.display(),
                 error,
-            })
+            }))
     }
 
     /// R5, R11: the project's active key for each region, matched by provider and region.
@@ -300,6 +283,7 @@ impl Console {
             regions: Vec::new(),
             state: ClusterState::Available,
             last_error: None,
+            will_not_resume: None,
             created_by: caller.actor.label(),
             created_at: now,
             updated_at: now,
@@ -337,12 +321,13 @@ impl Console {
                 "cluster-data",
             );
             match self.new_data_key(key.as_ref(), region, &context).await {
-                Ok(data_key) => {
+                Ok((data_key, key_version)) => {
                     cluster.regions.push(ClusterRegion {
                         region: region.clone(),
                         key_id: key.as_ref().map(|k| k.id),
                         key_ref: key.as_ref().map(|k| k.key_ref.display()),
                         wrapped_key: data_key.wrapped,
+                        key_version,
                     });
                     plaintexts.push((region.clone(), data_key.plaintext));
                 }
@@ -502,7 +487,7 @@ impl Console {
             .map_or(0, |p| p.kms_calls.load(Ordering::Relaxed))
     }
 
-    async fn move_cluster(
+    pub(super) async fn move_cluster(
         &self,
         caller: &Caller,
         cluster: &Cluster,
@@ -622,7 +607,31 @@ impl Console {
         } else {
             S::Paused
         };
-        let keys = match self.open_cluster_keys(&cluster).await {
+        let opened = match self.open_cluster_keys(&cluster).await {
+            Ok(opened) => opened,
+            Err(own) => {
+                // The console's own failure (its database), not the customer's KMS: no
+                // `resume_failed` alert blaming the key. The cluster goes back if it can; if
+                // the database is down it stays `resuming`, from which a resume may start again.
+                tracing::error!(error = %own, cluster = %cluster.id, "a resume could not read what it needs");
+                let _ = self
+                    .move_cluster(
+                        caller,
+                        &cluster,
+                        &[S::Resuming],
+                        back_to,
+                        None,
+                        (
+                            "cluster.resume_interrupted",
+                            Outcome::Failure,
+                            json!({ "reason": "the console's database could not be read" }),
+                        ),
+                    )
+                    .await;
+                return Err(own);
+            }
+        };
+        let keys = match opened {
             Ok(keys) => keys,
             Err(failures) => {
                 let last_error = describe_failures(&failures);
@@ -695,11 +704,12 @@ impl Console {
         Ok(now)
     }
 
-    /// Every region's data key, unwrapped; or every region that failed.
+    /// Every region's data key, unwrapped; or every region that failed (the outer error: the
+    /// console's own, see `unwrap_data_key`).
     pub(super) async fn open_cluster_keys(
         &self,
         cluster: &Cluster,
-    ) -> Result<ClusterKeys, Vec<RegionFailure>> {
+    ) -> Result<Result<ClusterKeys, Vec<RegionFailure>>, DomainError> {
         let mut keys = Vec::new();
         let mut failures = Vec::new();
         for region in &cluster.regions {
@@ -712,17 +722,17 @@ impl Console {
             );
             match self
                 .unwrap_data_key(cluster.organization_id, region, &context)
-                .await
+                .await?
             {
                 Ok(key) => keys.push((region.region.clone(), key)),
                 Err(failed) => failures.push(failed),
             }
         }
-        if failures.is_empty() {
+        Ok(if failures.is_empty() {
             Ok(ClusterKeys::new(keys))
         } else {
             Err(failures)
-        }
+        })
     }
 
     /// The data keys of a cluster this process serves: from memory, or unwrapped once when
@@ -742,7 +752,7 @@ impl Console {
         if let Some(keys) = parts.ring.get(cluster.id) {
             return Ok(keys);
         }
-        match self.open_cluster_keys(cluster).await {
+        match self.open_cluster_keys(cluster).await? {
             Ok(keys) => Ok(parts.ring.put(cluster.id, keys)),
             Err(failures) => Err(DomainError::KeyUnusable {
                 action: "open the cluster's data",
@@ -786,108 +796,6 @@ impl Console {
             .delete_cluster(caller.organization_id, id, audit)
             .await?;
         Ok(())
-    }
-
-    /// For the key monitor: the key is known to be unusable (a confirmed access_denied,
-    /// disabled, pending_deletion or not_found). Clusters whose project's policy is `stop`
-    /// become `inaccessible` and their data keys are dropped; with `keep_running` they run
-    /// on and will fail at their next resume. Returns the clusters made inaccessible.
-    pub async fn key_unusable(
-        &self,
-        organization_id: Uuid,
-        key_id: Uuid,
-        reason: &str,
-    ) -> Result<Vec<Uuid>, DomainError> {
-        let parts = self.cluster_parts()?;
-        let system = Caller {
-            organization_id,
-            actor: crate::domain::identity::Actor::System,
-            role: crate::domain::identity::Role::Owner,
-            source_ip: None,
-            session_id: None,
-        };
-        let mut stopped = Vec::new();
-        let mut failed = None;
-        // Each cluster on its own: one that cannot be stopped now does not leave the others
-        // running.
-        for cluster in parts
-            .store
-            .clusters_using_key(organization_id, key_id)
-            .await?
-        {
-            match self
-                .stop_if_policy_says(&system, &cluster, key_id, reason)
-                .await
-            {
-                Ok(true) => stopped.push(cluster.id),
-                Ok(false) => {}
-                Err(err) => {
-                    tracing::error!(error = %err, cluster = %cluster.id, "could not make a cluster inaccessible");
-                    failed.get_or_insert(err);
-                }
-            }
-        }
-        match failed {
-            Some(err) => Err(err),
-            None => Ok(stopped),
-        }
-    }
-
-    async fn stop_if_policy_says(
-        &self,
-        system: &Caller,
-        cluster: &Cluster,
-        key_id: Uuid,
-        reason: &str,
-    ) -> Result<bool, DomainError> {
-        let project = self.project(system, cluster.project_id).await?;
-        if effective_policy(&project, cluster.provider) != RevocationPolicy::Stop {
-            // keep_running: the cluster runs on, but its next resume will fail until the key
-            // works again; say so (the audit log, and the owner's webhooks).
-            use ClusterState as S;
-            if matches!(
-                cluster.state,
-                S::Available | S::Paused | S::Pausing | S::Resuming
-            ) {
-                let audit = AuditDraft::by(
-                    system,
-                    self.clock.now(),
-                    "cluster.will_not_resume",
-                    format!("cluster/{}", cluster.id),
-                )
-                .outcome(Outcome::Failure)
-                .detail(json!({
-                    "project_id": cluster.project_id,
-                    "name": cluster.name.as_str(),
-                    "state": cluster.state.as_str(),
-                    "key_id": key_id,
-                    "reason": reason,
-                }));
-                self.store.append_audit(audit).await?;
-            }
-            return Ok(false);
-        }
-        let parts = self.cluster_parts()?;
-        parts.ring.drop_keys(cluster.id);
-        use ClusterState as S;
-        self.move_cluster(
-            system,
-            cluster,
-            &[S::Available, S::Resuming, S::Pausing],
-            S::Inaccessible,
-            Some(reason.to_owned()),
-            (
-                "cluster.inaccessible",
-                Outcome::Failure,
-                json!({
-                    "project_id": cluster.project_id,
-                    "name": cluster.name.as_str(),
-                    "key_id": key_id,
-                    "reason": reason,
-                }),
-            ),
-        )
-        .await
     }
 }
 

@@ -8,6 +8,7 @@ mod driver;
 mod keyring;
 mod lifecycle;
 mod objects;
+mod reaction;
 mod request;
 
 use std::sync::Arc;
@@ -26,8 +27,9 @@ use crate::domain::kms::{DataKey, EncryptionContext, KmsError, PlaintextKey};
 
 pub use driver::ManifestDriver;
 pub use keyring::DataKeyRing;
-pub use lifecycle::{PLATFORM_KEY, RegionKeyFacts, describe_failures, effective_policy};
+pub use lifecycle::{PLATFORM_KEY, RegionKeyFacts, describe_failures};
 pub use objects::{BodyError, MAX_OBJECT_BYTES, ObjectBody, ObjectRead};
+pub use reaction::{Reaction, ReconcileReport, effective_policy, reaction};
 pub use request::{ClusterRequestInput, NewCluster};
 
 /// What clusters need besides the store and the KMS: where their bytes go, the driver, the
@@ -168,6 +170,10 @@ pub struct ClusterRegion {
     /// The key as users know it (ARN, local key id), kept for display.
     pub key_ref: Option<String>,
     pub wrapped_key: Vec<u8>,
+    /// The key version that wrapped the data key (Azure: the `kid` version; local: its
+    /// version; AWS: the key ARN, since Decrypt finds the backing key itself); `None` under
+    /// the platform key.
+    pub key_version: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -183,6 +189,9 @@ pub struct Cluster {
     pub regions: Vec<ClusterRegion>,
     pub state: ClusterState,
     pub last_error: Option<String>,
+    /// Set while a key it needs is revoked in a `keep_running` project: it runs on but its
+    /// next resume would fail (why, as recorded).
+    pub will_not_resume: Option<String>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

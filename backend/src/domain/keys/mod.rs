@@ -28,6 +28,7 @@ use region::Region;
 
 pub use monitor::{LATENCY_BUCKETS, MonitorPolicy, MonitorStats, SweepReport};
 pub use request::{KeyRequest, KeyRequestInput};
+pub use service::{ConfirmProgress, Confirmation, KeyCheck};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -170,6 +171,19 @@ impl KeyStatus {
         ]
         .into_iter()
         .find(|s| s.as_str() == raw)
+    }
+
+    /// A status that says the customer took the platform's use of the key away (the KMS
+    /// refused it): a confirmed one makes the project's revocation policy apply.
+    /// `unreachable` says nothing about the key and never does.
+    pub fn is_revocation(self) -> bool {
+        matches!(
+            self,
+            KeyStatus::AccessDenied
+                | KeyStatus::Disabled
+                | KeyStatus::PendingDeletion
+                | KeyStatus::NotFound
+        )
     }
 
     /// The status a checklist implies: its first failure decides. A failure that names no

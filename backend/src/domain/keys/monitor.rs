@@ -3,8 +3,10 @@
 //! checklist (describe, a data key generated and decrypted). `unreachable` is a KMS
 //! availability problem and never changes what clusters do. A key that stops working
 //! (access denied, disabled, pending deletion, not found) is suspected first and confirmed by
-//! a second probe before anything acts on it; then the project's revocation policy applies to
-//! the clusters using it (`Console::key_unusable`).
+//! a second probe before anything acts on it. Recording the status queues the reconciliation
+//! of the clusters using the key in the same transaction (`clusters::reaction`), which
+//! applies the project's revocation policy. Every version of the key that still wraps a data
+//! key is watched by the same rule.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,6 +17,8 @@ use super::checks;
 use super::{EncryptionKey, KeyStatus};
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::identity::{Actor, Caller, Role};
+use crate::domain::kms::KeyProvider;
+use crate::domain::ports::KeyVersionStatus;
 use crate::domain::{Console, DomainError};
 
 /// How the monitor runs (`CMEK_KEY_CHECK_INTERVAL`, `CMEK_KEY_CHECK_CONCURRENCY`).
@@ -101,9 +105,9 @@ pub struct SweepReport {
     pub checked: usize,
     pub changed: usize,
     pub suspected: usize,
-    pub clusters_stopped: usize,
 }
 
+#[derive(Clone, Copy, Debug)]
 enum Verdict {
     /// Nothing to record but the schedule.
     Same,
@@ -113,20 +117,10 @@ enum Verdict {
     Change(KeyStatus),
 }
 
-fn is_revocation(status: KeyStatus) -> bool {
-    matches!(
-        status,
-        KeyStatus::AccessDenied
-            | KeyStatus::Disabled
-            | KeyStatus::PendingDeletion
-            | KeyStatus::NotFound
-    )
-}
-
 fn verdict(current: KeyStatus, suspected: Option<KeyStatus>, probed: KeyStatus) -> Verdict {
     if probed == current {
         Verdict::Same
-    } else if !is_revocation(probed) || suspected == Some(probed) {
+    } else if !probed.is_revocation() || suspected == Some(probed) {
         Verdict::Change(probed)
     } else {
         Verdict::Suspect(probed)
@@ -196,12 +190,9 @@ impl Console {
             };
             report.checked += 1;
             match outcome {
-                Ok((Verdict::Same, _)) => {}
-                Ok((Verdict::Suspect(_), _)) => report.suspected += 1,
-                Ok((Verdict::Change(_), stopped)) => {
-                    report.changed += 1;
-                    report.clusters_stopped += stopped;
-                }
+                Ok(Verdict::Same) => {}
+                Ok(Verdict::Suspect(_)) => report.suspected += 1,
+                Ok(Verdict::Change(_)) => report.changed += 1,
                 Err(err) => tracing::warn!(error = %err, "a key check could not be recorded"),
             }
         }
@@ -213,7 +204,7 @@ impl Console {
         key: EncryptionKey,
         suspected: Option<KeyStatus>,
         policy: &MonitorPolicy,
-    ) -> Result<(Verdict, usize), DomainError> {
+    ) -> Result<Verdict, DomainError> {
         let system = Caller {
             organization_id: key.organization_id,
             actor: Actor::System,
@@ -231,7 +222,7 @@ impl Console {
             self.store
                 .schedule_key_check(key.id, now, next(now), None)
                 .await?;
-            return Ok((Verdict::Same, 0));
+            return Ok(Verdict::Same);
         };
         let started = std::time::Instant::now();
         let checklist = checks::run(
@@ -261,19 +252,22 @@ impl Console {
             .map(|c| format!("{}: {}", c.title, c.detail));
         let now = self.clock.now();
         let decided = verdict(key.status, suspected, probed);
-        let mut stopped = 0;
+        let status_now = match decided {
+            Verdict::Change(status) => status,
+            _ => key.status,
+        };
+        // The versions in use are watched while the key itself works: a revoked key already
+        // blocks everything it wrapped.
+        let versions_suspected = if status_now.is_revocation() {
+            false
+        } else {
+            self.monitor_versions(&system, &key, provider.as_ref())
+                .await?
+        };
+        let mut changed = false;
         match decided {
-            Verdict::Same => {
-                self.store
-                    .schedule_key_check(key.id, now, next(now), None)
-                    .await?;
-            }
-            Verdict::Suspect(status) => {
-                let again = now + policy.confirm_after();
-                self.store
-                    .schedule_key_check(key.id, now, again, Some(status))
-                    .await?;
-            }
+            Verdict::Same => {}
+            Verdict::Suspect(_) => {}
             Verdict::Change(status) => {
                 let audit = AuditDraft::by(
                     &system,
@@ -294,29 +288,122 @@ impl Console {
                     "message": message,
                     "from": key.status.as_str(),
                     "to": status.as_str(),
-                    "confirmed": is_revocation(status),
+                    "confirmed": status.is_revocation(),
                 }));
+                // The reaction is queued with the status, in one transaction.
                 self.store
                     .update_key_status(key.id, status, now, message.clone(), audit)
                     .await?;
-                self.store
-                    .schedule_key_check(key.id, now, next(now), None)
-                    .await?;
-                if is_revocation(status) && self.clusters.is_some() {
-                    let reason = format!(
-                        "{} {}: {}",
-                        key.key_ref.display(),
-                        status.as_str(),
-                        message.as_deref().unwrap_or("the KMS refused the key")
-                    );
-                    stopped = self
-                        .key_unusable(key.organization_id, key.id, &reason)
-                        .await?
-                        .len();
+                changed = true;
+            }
+        }
+        let (next_at, suspect) = match decided {
+            Verdict::Suspect(status) => (now + policy.confirm_after(), Some(status)),
+            _ if versions_suspected => (now + policy.confirm_after(), None),
+            _ => (next(now), None),
+        };
+        self.store
+            .schedule_key_check(key.id, now, next_at, suspect)
+            .await?;
+        if changed {
+            self.wake_reactions();
+        }
+        Ok(decided)
+    }
+
+    /// Probes each version of the key that still wraps a data key (beyond the key itself),
+    /// recording a change by the key's own rule: a revocation only once a second probe
+    /// confirms it, a return to `active` at once. True when a version awaits confirmation.
+    async fn monitor_versions(
+        &self,
+        system: &Caller,
+        key: &EncryptionKey,
+        provider: &dyn KeyProvider,
+    ) -> Result<bool, DomainError> {
+        let itself = key.key_ref.display();
+        let mut awaiting = false;
+        for (version, data_keys, known) in self.store.versions_in_use(key.id).await? {
+            if version == itself {
+                continue;
+            }
+            let (probed, message) = match provider.version_state(&key.key_ref, &version).await {
+                Ok(state) => {
+                    let status = state.status_at(self.clock.now());
+                    let why = (status != KeyStatus::Active).then(|| {
+                        if state.enabled {
+                            "the version is expired or not yet valid".to_owned()
+                        } else {
+                            "the version is disabled".to_owned()
+                        }
+                    });
+                    (status, why)
+                }
+                Err(err) => (err.key_status(), Some(format!("{}: {err}", err.code()))),
+            };
+            let current = known.as_ref().map_or(KeyStatus::Active, |k| k.status);
+            let suspected = known.as_ref().and_then(|k| k.suspected);
+            let now = self.clock.now();
+            let record = |status: KeyStatus, suspected: Option<KeyStatus>| KeyVersionStatus {
+                key_id: key.id,
+                version: version.clone(),
+                status,
+                suspected,
+                last_checked_at: Some(now),
+                last_error: message.clone(),
+            };
+            match verdict(current, suspected, probed) {
+                Verdict::Same if suspected.is_none() && known.is_some() => {}
+                Verdict::Same => {
+                    self.store
+                        .record_version_status(key.organization_id, record(current, None), None)
+                        .await?;
+                }
+                Verdict::Suspect(status) => {
+                    awaiting = true;
+                    self.store
+                        .record_version_status(
+                            key.organization_id,
+                            record(current, Some(status)),
+                            None,
+                        )
+                        .await?;
+                }
+                Verdict::Change(status) => {
+                    let audit = AuditDraft::by(
+                        system,
+                        now,
+                        "encryption_key.version_status_changed",
+                        format!("encryption_key/{}", key.id),
+                    )
+                    .outcome(if status == KeyStatus::Active {
+                        Outcome::Success
+                    } else {
+                        Outcome::Failure
+                    })
+                    .detail(serde_json::json!({
+                        "project_id": key.project_id,
+                        "provider": key.key_ref.provider().as_str(),
+                        "region": key.region.as_str(),
+                        "key": itself,
+                        "version": version,
+                        "data_keys": data_keys,
+                        "message": message,
+                        "from": current.as_str(),
+                        "to": status.as_str(),
+                        "confirmed": status.is_revocation(),
+                    }));
+                    self.store
+                        .record_version_status(
+                            key.organization_id,
+                            record(status, None),
+                            Some(audit),
+                        )
+                        .await?;
+                    self.wake_reactions();
                 }
             }
         }
-        Ok((decided, stopped))
+        Ok(awaiting)
     }
 
     /// How many keys the monitor of this process has checked.

@@ -509,25 +509,60 @@ impl Console {
         Ok(page.finish(items, |c| c.id))
     }
 
-    /// Check now: runs the checklist against a saved key and records its status.
+    /// Check now: runs the checklist against a saved key and records its status by the
+    /// monitor's rule. A revocation seen for the first time is probed again at once (after
+    /// `confirm_delay`) and recorded only if the second probe sees it too, so a blip never
+    /// stops clusters, whoever pressed the button; once recorded, the project's policy
+    /// applies (the reconciliation queued with the status). `progress` hears when the
+    /// confirmation starts.
     pub async fn check_key(
         &self,
         caller: &Caller,
         project_id: Uuid,
         key_id: Uuid,
-    ) -> Result<(EncryptionKey, Checklist), DomainError> {
+        progress: Option<&dyn ConfirmProgress>,
+    ) -> Result<KeyCheck, DomainError> {
         let mut key = self.encryption_key(caller, project_id, key_id).await?;
         let provider = self.provider_for(&key.key_ref)?;
-        let checklist = checks::run(
-            provider.as_ref(),
-            &key.key_ref,
-            &key.region,
-            &self.context(caller, project_id),
-            self.clock.now(),
-            None,
-        )
-        .await;
-        let status = KeyStatus::from_checklist(&checklist);
+        let probe = || async {
+            checks::run(
+                provider.as_ref(),
+                &key.key_ref,
+                &key.region,
+                &self.context(caller, project_id),
+                self.clock.now(),
+                None,
+            )
+            .await
+        };
+        let first = probe().await;
+        let seen = KeyStatus::from_checklist(&first);
+        let (checklist, confirmation) = if seen.is_revocation() && seen != key.status {
+            if let Some(progress) = progress {
+                progress.confirming(seen);
+            }
+            tokio::time::sleep(self.confirm_delay).await;
+            let second = probe().await;
+            let again = KeyStatus::from_checklist(&second);
+            let confirmation = if again == seen {
+                Confirmation::Confirmed { status: seen }
+            } else {
+                Confirmation::NotConfirmed {
+                    first: seen,
+                    second: again,
+                }
+            };
+            (second, confirmation)
+        } else {
+            (first, Confirmation::NotNeeded)
+        };
+        let probed = KeyStatus::from_checklist(&checklist);
+        // A second probe that saw another revocation than the first records nothing: the
+        // monitor confirms it at its next look.
+        let status = match confirmation {
+            Confirmation::NotConfirmed { second, .. } if second.is_revocation() => key.status,
+            _ => probed,
+        };
         if checklist.rotation_enabled.is_some()
             && checklist.rotation_enabled != key.rotation_enabled
         {
@@ -537,9 +572,13 @@ impl Console {
             key.rotation_enabled = checklist.rotation_enabled;
         }
         let now = self.clock.now();
-        let error = checklist
-            .first_failure()
-            .map(|c| format!("{}: {}", c.title, c.detail));
+        let error = if status == probed {
+            checklist
+                .first_failure()
+                .map(|c| format!("{}: {}", c.title, c.detail))
+        } else {
+            key.last_error.clone()
+        };
         let audit = AuditDraft::by(
             caller,
             now,
@@ -559,15 +598,57 @@ impl Console {
             "from": key.status.as_str(),
             "to": status.as_str(),
             "message": error,
+            "confirmation": confirmation.as_str(),
         }));
         self.store
             .update_key_status(key_id, status, now, error.clone(), audit)
             .await?;
+        if status != key.status {
+            self.wake_reactions();
+        }
         key.status = status;
         key.last_checked_at = Some(now);
         key.last_error = error;
-        Ok((key, checklist))
+        Ok(KeyCheck {
+            key,
+            checklist,
+            confirmation,
+        })
     }
+}
+
+/// What Check now did about a revocation it saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Confirmation {
+    /// Nothing to confirm: the key works, is unreachable, or was already known revoked.
+    NotNeeded,
+    /// A second probe saw the same revocation: recorded, and the policy applies.
+    Confirmed { status: KeyStatus },
+    /// The second probe saw something else: the revocation is not recorded.
+    NotConfirmed { first: KeyStatus, second: KeyStatus },
+}
+
+impl Confirmation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confirmation::NotNeeded => "not_needed",
+            Confirmation::Confirmed { .. } => "confirmed",
+            Confirmation::NotConfirmed { .. } => "not_confirmed",
+        }
+    }
+}
+
+/// Hears when Check now starts confirming a revocation (the page shows "confirming…").
+pub trait ConfirmProgress: Send + Sync {
+    fn confirming(&self, seen: KeyStatus);
+}
+
+/// What Check now answers: the key as recorded, the checklist of the last probe, and what
+/// happened to a revocation it saw.
+pub struct KeyCheck {
+    pub key: EncryptionKey,
+    pub checklist: Checklist,
+    pub confirmation: Confirmation,
 }
 
 /// v1beta names the key ARN `kms_arn`.

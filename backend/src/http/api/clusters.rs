@@ -23,6 +23,9 @@ pub struct ClusterRegionBody {
     pub key_id: Option<Uuid>,
     /// The key as you know it (the ARN, the local key id), or `platform-managed key`.
     pub key_ref: String,
+    /// The key version that wrapped this region's data key (Azure: the key version; local:
+    /// its version number; AWS: the key ARN, since AWS finds the backing key itself).
+    pub key_version: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -44,6 +47,9 @@ pub struct ClusterBody {
     pub state: ClusterState,
     /// The last failure (a resume the KMS refused, with region, key and KMS error).
     pub last_error: Option<String>,
+    /// Set while a key (or key version) it needs is revoked in a `keep_running` project: it
+    /// runs on, but its next resume would fail until the key works again (why, as recorded).
+    pub will_not_resume: Option<String>,
     /// The platform's AWS account that uses the key (AWS clusters).
     pub account_id: Option<String>,
     pub backup: BackupOptions,
@@ -67,10 +73,12 @@ impl ClusterBody {
                     region: r.region.as_str().to_owned(),
                     key_id: r.key_id,
                     key_ref: r.key_ref.unwrap_or_else(|| PLATFORM_KEY.to_owned()),
+                    key_version: r.key_version,
                 })
                 .collect(),
             state: c.state.into(),
             last_error: c.last_error,
+            will_not_resume: c.will_not_resume,
             account_id: (c.provider == DomainProvider::AwsKms)
                 .then(|| aws_account.map(str::to_owned))
                 .flatten(),

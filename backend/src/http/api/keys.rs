@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::keys::{AwsAccess, EncryptionKey, KeyRef, StatusChange};
+use crate::domain::keys::{AwsAccess, Confirmation, EncryptionKey, KeyRef, StatusChange};
 use crate::domain::page::PageRequest;
 use crate::http::AppState;
 use crate::http::api::wire::{
@@ -381,7 +381,7 @@ pub async fn delete(
     post, path = "/api/v1/projects/{project_id}/encryption-keys/{key_id}/check", tag = "encryption keys",
     params(("project_id" = Uuid, Path), ("key_id" = Uuid, Path)),
     responses(
-        (status = 200, body = CreatedKeyBody, description = "The key with its new status, and the checklist"),
+        (status = 200, body = CheckedKeyBody, description = "The key with its status as recorded, the checklist of the last probe, and what became of a revocation it saw (confirmed by a second probe a few seconds later, or not recorded)"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ),
     security(("api_key" = []), ("session" = []))
@@ -392,14 +392,59 @@ pub async fn check(
     path: web::Path<(Uuid, Uuid)>,
 ) -> Result<HttpResponse, ApiError> {
     let (project_id, key_id) = path.into_inner();
-    let (key, checks) = state
+    let checked = state
         .console
-        .check_key(&caller.0, project_id, key_id)
+        .check_key(&caller.0, project_id, key_id, None)
         .await?;
-    Ok(HttpResponse::Ok().json(CreatedKeyBody {
-        key: key.into(),
-        checks: checks.into(),
+    Ok(HttpResponse::Ok().json(CheckedKeyBody {
+        confirmation: checked.confirmation.into(),
+        key: checked.key.into(),
+        checks: checked.checklist.into(),
     }))
+}
+
+/// Check now's answer: the key and checklist, and the confirmation of a revocation.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CheckedKeyBody {
+    #[serde(flatten)]
+    pub key: KeyBody,
+    pub checks: Checklist,
+    pub confirmation: ConfirmationBody,
+}
+
+/// What Check now did about a revocation: `not_needed` (nothing to confirm), `confirmed`
+/// (a second probe saw it too: recorded, and the project's revocation policy applies) or
+/// `not_confirmed` (the second probe saw something else: the revocation is not recorded).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ConfirmationBody {
+    #[schema(value_type = String, example = "confirmed")]
+    pub state: &'static str,
+    /// How many probes were made (1, or 2 when a revocation was confirmed or not).
+    pub probes: u8,
+    /// What the first probe saw, when a revocation needed confirming.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub first: Option<&'static str>,
+    /// What the confirming probe saw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub second: Option<&'static str>,
+}
+
+impl From<Confirmation> for ConfirmationBody {
+    fn from(c: Confirmation) -> Self {
+        let (first, second) = match c {
+            Confirmation::NotNeeded => (None, None),
+            Confirmation::Confirmed { status } => (Some(status), Some(status)),
+            Confirmation::NotConfirmed { first, second } => (Some(first), Some(second)),
+        };
+        ConfirmationBody {
+            state: c.as_str(),
+            probes: if first.is_some() { 2 } else { 1 },
+            first: first.map(|s| s.as_str()),
+            second: second.map(|s| s.as_str()),
+        }
+    }
 }
 
 /// TiDB Cloud's v1beta shape: `{"specs": [{"region", "kms_arn"}]}`.

@@ -14,11 +14,11 @@ use uuid::Uuid;
 
 use crate::domain::clusters::effective_policy;
 use crate::domain::identity::Caller;
-use crate::domain::keys::KeyRequestInput;
 use crate::domain::keys::azure::{ARM_TEMPLATE_FILE, AzureSetup, VaultName};
 use crate::domain::keys::checks::{Check, Checklist, Progress};
 use crate::domain::keys::policy::{AwsAccessPolicies, Statement};
 use crate::domain::keys::region::{AWS_REGIONS, AZURE_REGIONS};
+use crate::domain::keys::{ConfirmProgress, Confirmation, KeyRequestInput, KeyStatus};
 use crate::domain::local_kms::LocalKey;
 use crate::domain::page::{MAX_PAGE_SIZE, PageRequest};
 use crate::domain::projects::RevocationPolicy;
@@ -560,20 +560,105 @@ pub async fn azure_template(
         .body(body))
 }
 
-/// Check now, from the project page.
+/// Where Check now leads: back to the page it was pressed on, saying what it did.
+fn after_check(project_id: Uuid, key_id: Uuid, back_to_key: bool, done: Confirmation) -> String {
+    let said = done.as_str();
+    if back_to_key {
+        format!("/projects/{project_id}/encryption-keys/{key_id}?checked={said}")
+    } else {
+        format!("/projects/{project_id}?key_checked={said}#encryption-access")
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CheckForm {
+    /// `key` when pressed on the key's own page.
+    from: Option<String>,
+}
+
+/// Check now, without JavaScript: both probes run (a few seconds when a revocation needs
+/// confirming), then the page it was pressed on says what happened.
 pub async fn check(
     state: web::Data<AppState>,
     caller: PageCaller,
     path: web::Path<(Uuid, Uuid)>,
+    form: web::Form<CheckForm>,
 ) -> Result<HttpResponse, PageError> {
     let (project_id, key_id) = path.into_inner();
-    state
+    let checked = state
         .console
-        .check_key(&caller.0, project_id, key_id)
+        .check_key(&caller.0, project_id, key_id, None)
         .await?;
-    Ok(see_other(&format!(
-        "/projects/{project_id}?key_checked=1#encryption-access"
+    let back_to_key = form.from.as_deref() == Some("key");
+    Ok(see_other(&after_check(
+        project_id,
+        key_id,
+        back_to_key,
+        checked.confirmation,
     )))
+}
+
+/// Check now's stream hears when a revocation is being confirmed.
+struct ConfirmingToStream(tokio::sync::mpsc::UnboundedSender<KeyStatus>);
+
+impl ConfirmProgress for ConfirmingToStream {
+    fn confirming(&self, seen: KeyStatus) {
+        let _ = self.0.send(seen);
+    }
+}
+
+/// Check now with JavaScript: `confirming` (with what the first probe saw) while the second
+/// probe waits, then `done` with where to go.
+pub async fn check_stream(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<(Uuid, Uuid)>,
+    form: web::Form<CheckForm>,
+) -> Result<HttpResponse, PageError> {
+    let (project_id, key_id) = path.into_inner();
+    let console = state.console.clone();
+    let caller = caller.0;
+    // Refused before the stream starts (another organization's key is a 404 page).
+    console.encryption_key(&caller, project_id, key_id).await?;
+    let back_to_key = form.from.as_deref() == Some("key");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<KeyStatus>();
+    let task = actix_web::rt::spawn(async move {
+        let tx = ConfirmingToStream(tx);
+        let result = console
+            .check_key(&caller, project_id, key_id, Some(&tx))
+            .await;
+        drop(tx);
+        match result {
+            Ok(checked) => json!({
+                "type": "done",
+                "status": checked.key.status.as_str(),
+                "confirmation": checked.confirmation.as_str(),
+                "location": after_check(project_id, key_id, back_to_key, checked.confirmation),
+            }),
+            Err(err) => refusal_event(err),
+        }
+    });
+    let events = stream::unfold((Some(rx), Some(task)), |(rx, task)| async move {
+        if let Some(mut rx) = rx
+            && let Some(seen) = rx.recv().await
+        {
+            let line = json!({ "type": "confirming", "seen": seen.as_str() });
+            return Some((
+                Ok::<Bytes, actix_web::Error>(ndjson(&line)),
+                (Some(rx), task),
+            ));
+        }
+        let task = task?;
+        let last = task.await.unwrap_or_else(
+            |_| json!({ "type": "refused", "problem": "The check stopped unexpectedly." }),
+        );
+        Some((Ok(ndjson(&last)), (None, None)))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(events))
 }
 
 pub async fn delete(
@@ -609,16 +694,28 @@ struct KeyPage {
     history: Vec<HistoryLine>,
     clusters: Vec<ClusterLine>,
     policy: &'static str,
+    notice: Option<&'static str>,
 }
 
 /// The key's page: its status, the clusters it protects, and its history as a timeline.
+#[derive(Deserialize)]
+pub struct KeyShowParams {
+    /// Set by Check now: what it did (`not_needed`, `confirmed`, `not_confirmed`).
+    checked: Option<String>,
+}
+
 pub async fn show(
     state: web::Data<AppState>,
     caller: PageCaller,
     path: web::Path<(Uuid, Uuid)>,
+    params: web::Query<KeyShowParams>,
 ) -> Result<HttpResponse, PageError> {
     let (project_id, key_id) = path.into_inner();
     let console = &state.console;
+    let notice = params
+        .checked
+        .as_deref()
+        .map(crate::http::pages::projects::check_notice);
     let project = console.project(&caller.0, project_id).await?;
     let key = console
         .encryption_key(&caller.0, project_id, key_id)
@@ -672,6 +769,7 @@ pub async fn show(
             clusters: clusters.into_iter().map(ClusterLine::from).collect(),
             key: key.into(),
             policy,
+            notice,
         },
     )
 }

@@ -60,6 +60,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(keys::check),
         )
         .route(
+            "/projects/{project_id}/encryption-keys/{key_id}/check/stream",
+            web::post().to(keys::check_stream),
+        )
+        .route(
             "/projects/{project_id}/encryption-keys/{key_id}/delete",
             web::post().to(keys::delete),
         )

@@ -231,6 +231,21 @@ pub struct ShowParams {
     backup_deleted: Option<String>,
 }
 
+/// What Check now says once it is done (`?key_checked=` / `?checked=`).
+pub fn check_notice(confirmation: &str) -> &'static str {
+    match confirmation {
+        "confirmed" => {
+            "A second probe confirmed that the KMS refuses the key: its status is recorded and \
+             the project's revocation policy applies to its clusters."
+        }
+        "not_confirmed" => {
+            "A first probe saw the key refused, but a second probe did not confirm it: nothing \
+             was recorded (the key monitor keeps watching it)."
+        }
+        _ => "Key checked; its status is up to date.",
+    }
+}
+
 impl ShowParams {
     fn notice(&self) -> Option<&'static str> {
         [
@@ -240,7 +255,10 @@ impl ShowParams {
                 &self.key_created,
                 "Encryption key created: every required check passed.",
             ),
-            (&self.key_checked, "Key checked; its status is up to date."),
+            (
+                &self.key_checked,
+                check_notice(self.key_checked.as_deref().unwrap_or_default()),
+            ),
             (&self.key_deleted, "Encryption key deleted."),
             (&self.backup_deleted, "Backup deleted."),
             (
