@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use cmek_console::domain::identity::Role;
 use cmek_console::domain::local_kms::LocalKeyAction;
+use cmek_console::supervisor::Fault;
 use reqwest::Response;
 use serde_json::{Value, json};
 
@@ -1381,6 +1382,55 @@ async fn a_keep_running_cluster_is_marked_once_and_a_policy_changed_to_stop_late
     )
     .await;
     assert_eq!(resumed.status(), 200);
+}
+
+#[tokio::test]
+async fn a_reaction_queued_by_an_instance_that_never_ran_it_is_run_by_another_exactly_once() {
+    let f = local_cmek_with(&["us-east-1"], &[("CMEK_KEY_CONFIRM_DELAY", "100ms")]).await;
+    let changed = f
+        .app
+        .patch_json(
+            &format!("/api/v1/projects/{}", f.project),
+            &f.owner,
+            &json!({ "revocation_policy": "stop" }),
+        )
+        .await;
+    assert_eq!(changed.status(), 200);
+    let cluster = id(&f.cluster("orders", &["us-east-1"]).await);
+    let key = f.key_id("us-east-1").await;
+    // This instance records the status but never reacts: as if it died right after the
+    // status change committed.
+    f.app.workers.inject("reactions", Some(Fault::FailAlways));
+    f.app.workers.inject("reconcile", Some(Fault::FailAlways));
+    f.disable_local_key("us-east-1").await;
+    let checked = check_now(&f, &f.owner, &key).await;
+    assert_eq!(checked["confirmation"]["state"], "confirmed");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(
+        read_cluster(&f.app, &f.owner, &cluster).await["state"],
+        "available"
+    );
+
+    // Another instance on the same database finds the queued reaction and makes it.
+    let other = f
+        .app
+        .another_instance_with(&[("CMEK_RECONCILE_INTERVAL", "1s")])
+        .await;
+    cluster_until(&other, &f.owner, &cluster, |c| c["state"] == "inaccessible").await;
+
+    // Both instances reconciling again and again change nothing more.
+    f.app.workers.inject("reactions", None);
+    f.app.workers.inject("reconcile", None);
+    for _ in 0..3 {
+        f.app.console.reconcile_revoked_keys().await.unwrap();
+        other.console.reconcile_revoked_keys().await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(
+        events(&f.app, &f.owner, "cluster.inaccessible").await.len(),
+        1
+    );
+    assert_eq!(f.app.console.pending_reactions().await.unwrap(), 0);
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ pub mod region;
 mod request;
 mod service;
 pub mod status_report;
+mod versions;
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ use region::Region;
 pub use monitor::{LATENCY_BUCKETS, MonitorPolicy, MonitorStats, SweepReport};
 pub use request::{KeyRequest, KeyRequestInput};
 pub use service::{ConfirmProgress, Confirmation, KeyCheck};
+pub use versions::VersionInUse;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -6,7 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::keys::{AwsAccess, Confirmation, EncryptionKey, KeyRef, StatusChange};
+use crate::domain::keys::{
+    AwsAccess, Confirmation, EncryptionKey, KeyRef, StatusChange, VersionInUse,
+};
 use crate::domain::page::PageRequest;
 use crate::http::AppState;
 use crate::http::api::wire::{
@@ -51,6 +53,50 @@ pub struct KeyBody {
     /// at `.../history`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<StatusChangeBody>>,
+    /// On a single key's read: the key versions that still wrap data keys, each with how many
+    /// it wraps, its status and what disabling it breaks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub versions: Option<Vec<KeyVersionBody>>,
+    /// On a single key's read: `versions_ok`, or `version_revoked` when a version in use is
+    /// disabled, expired or gone (the clusters and backups it wraps would not resume or
+    /// restore; the project's revocation policy applies to the clusters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub versions_status: Option<&'static str>,
+}
+
+/// A key version that still wraps data keys.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct KeyVersionBody {
+    /// Azure: the key version; local: its number; AWS: the key ARN (AWS finds the backing
+    /// key itself, so rotation never breaks an old data key).
+    pub version: String,
+    /// Data keys it wraps (cluster regions and backups).
+    pub data_keys: u64,
+    pub status: KeyStatus,
+    /// A status a first probe saw that a second must confirm before it counts.
+    pub suspected: Option<KeyStatus>,
+    pub last_checked_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// Clusters with a region whose data key it wraps: they would not resume without it.
+    pub clusters: Vec<String>,
+    /// Backups whose data key it wraps: they would not restore without it.
+    pub backups: Vec<Uuid>,
+}
+
+impl From<VersionInUse> for KeyVersionBody {
+    fn from(v: VersionInUse) -> Self {
+        Self {
+            version: v.version,
+            data_keys: v.data_keys,
+            status: v.status.into(),
+            suspected: v.suspected.map(Into::into),
+            last_checked_at: v.last_checked_at,
+            last_error: v.last_error,
+            clusters: v.clusters,
+            backups: v.backups,
+        }
+    }
 }
 
 /// A change of a key's status.
@@ -111,6 +157,8 @@ impl From<EncryptionKey> for KeyBody {
             created_by: k.created_by,
             created_at: k.created_at,
             history: None,
+            versions: None,
+            versions_status: None,
         }
     }
 }
@@ -316,6 +364,8 @@ pub async fn read(
         .console
         .key_history(&caller.0, project_id, key_id, latest)
         .await?;
+    let versions = state.console.key_versions(&caller.0, &key).await?;
+    let revoked = versions.iter().any(VersionInUse::revoked);
     Ok(HttpResponse::Ok().json(KeyBody {
         history: Some(
             history
@@ -324,6 +374,12 @@ pub async fn read(
                 .map(StatusChangeBody::from)
                 .collect(),
         ),
+        versions_status: Some(if revoked {
+            "version_revoked"
+        } else {
+            "versions_ok"
+        }),
+        versions: Some(versions.into_iter().map(KeyVersionBody::from).collect()),
         ..KeyBody::from(key)
     }))
 }

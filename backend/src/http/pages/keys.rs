@@ -695,6 +695,7 @@ struct KeyPage {
     clusters: Vec<ClusterLine>,
     policy: &'static str,
     notice: Option<&'static str>,
+    versions: Vec<crate::domain::keys::VersionInUse>,
 }
 
 /// The key's page: its status, the clusters it protects, and its history as a timeline.
@@ -734,6 +735,7 @@ pub async fn show(
     let complete = history.next.is_none();
     let history = history.items;
     let clusters = console.key_clusters(&caller.0, &key).await?;
+    let versions = console.key_versions(&caller.0, &key).await?;
     let chrome = Chrome::load(console, &caller.0, "projects").await?;
     let policy = match effective_policy(&project, key.key_ref.provider()) {
         RevocationPolicy::Stop => {
@@ -770,6 +772,7 @@ pub async fn show(
             key: key.into(),
             policy,
             notice,
+            versions,
         },
     )
 }

@@ -1,0 +1,94 @@
+//! The key versions in use: every wrapped data key records the version that wrapped it, so
+//! the console knows which versions still protect something, how many data keys each wraps,
+//! what the monitor last saw of each, and what disabling one would break.
+
+use uuid::Uuid;
+
+use super::{EncryptionKey, KeyStatus};
+use crate::domain::identity::Caller;
+use crate::domain::{Console, DomainError};
+
+/// One version of a key that still wraps data keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionInUse {
+    pub version: String,
+    /// Data keys it wraps (cluster regions and backups).
+    pub data_keys: u64,
+    /// As the monitor last recorded it (`active` until it sees otherwise). The key itself
+    /// (AWS, where the version is the key ARN) follows the key's status.
+    pub status: KeyStatus,
+    /// Seen once by a probe, awaiting the confirming one.
+    pub suspected: Option<KeyStatus>,
+    pub last_checked_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_error: Option<String>,
+    /// The clusters with a region whose data key it wraps (names).
+    pub clusters: Vec<String>,
+    /// The backups whose data key it wraps (ids).
+    pub backups: Vec<Uuid>,
+}
+
+impl VersionInUse {
+    /// Whether the data keys it wraps could not be unwrapped now: what it breaks is in
+    /// `clusters` (they would not resume) and `backups` (they would not restore).
+    pub fn revoked(&self) -> bool {
+        self.status.is_revocation()
+    }
+}
+
+impl Console {
+    /// The versions of the key that still wrap data keys (anyone who can see the key).
+    pub async fn key_versions(
+        &self,
+        caller: &Caller,
+        key: &EncryptionKey,
+    ) -> Result<Vec<VersionInUse>, DomainError> {
+        let Some(parts) = &self.clusters else {
+            return Ok(Vec::new());
+        };
+        let itself = key.key_ref.display();
+        let clusters = parts
+            .store
+            .clusters_using_key(caller.organization_id, key.id)
+            .await?;
+        let backups = parts
+            .store
+            .backups_using_key(caller.organization_id, key.id)
+            .await?;
+        let mut versions = Vec::new();
+        for (version, data_keys, seen) in self.store.versions_in_use(key.id).await? {
+            let (status, suspected, last_checked_at, last_error) = match seen {
+                _ if version == itself => (key.status, None, key.last_checked_at, None),
+                Some(seen) => (
+                    seen.status,
+                    seen.suspected,
+                    seen.last_checked_at,
+                    seen.last_error,
+                ),
+                None => (KeyStatus::Active, None, None, None),
+            };
+            versions.push(VersionInUse {
+                clusters: clusters
+                    .iter()
+                    .filter(|c| {
+                        c.regions.iter().any(|r| {
+                            r.key_id == Some(key.id) && r.key_version.as_ref() == Some(&version)
+                        })
+                    })
+                    .map(|c| c.name.as_str().to_owned())
+                    .collect(),
+                backups: backups
+                    .iter()
+                    .filter(|b| b.region.key_version.as_ref() == Some(&version))
+                    .map(|b| b.id)
+                    .collect(),
+                version,
+                data_keys,
+                status,
+                suspected,
+                last_checked_at,
+                last_error,
+            });
+        }
+        Ok(versions)
+    }
+}
