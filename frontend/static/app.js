@@ -61,21 +61,7 @@ if (keyForm && window.fetch && window.ReadableStream) {
         body: data,
         headers: { "content-type": "application/x-www-form-urlencoded", accept: "application/x-ndjson" },
       });
-      if (!response.ok) throw new Error(`the console answered ${response.status}`);
-      const reader = response.body.getReader();
-      const decoder = new TextDecoder();
-      let buffered = "";
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        buffered += decoder.decode(value, { stream: true });
-        let newline;
-        while ((newline = buffered.indexOf("\n")) >= 0) {
-          const line = buffered.slice(0, newline);
-          buffered = buffered.slice(newline + 1);
-          if (line.trim()) handle(JSON.parse(line), list, pending, box);
-        }
-      }
+      await eachLine(response, (event) => handle(event, list, pending, box));
     } catch (error) {
       pending.remove();
       box.prepend(status(`The test could not run: ${error.message}. Try again, or submit without JavaScript.`, "bad"));
@@ -148,33 +134,38 @@ for (const form of document.querySelectorAll("form.check-now[data-stream]")) {
         body: new URLSearchParams(new FormData(form)),
         headers: { "content-type": "application/x-www-form-urlencoded", accept: "application/x-ndjson" },
       });
-      if (!response.ok) throw new Error(`the console answered ${response.status}`);
-      const reader = response.body.getReader();
-      const decoder = new TextDecoder();
-      let buffered = "";
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        buffered += decoder.decode(value, { stream: true });
-        let newline;
-        while ((newline = buffered.indexOf("\n")) >= 0) {
-          const line = buffered.slice(0, newline).trim();
-          buffered = buffered.slice(newline + 1);
-          if (!line) continue;
-          const message = JSON.parse(line);
-          if (message.type === "confirming") {
-            say(`The KMS answered ${message.seen.replace("_", " ")}: confirming… (a second probe in a few seconds)`, "bad");
-          } else if (message.type === "done") {
-            window.location.assign(message.location);
-          } else {
-            say(message.problem || "The check was refused.", "bad");
-          }
+      await eachLine(response, (message) => {
+        if (message.type === "confirming") {
+          say(`The KMS answered ${message.seen.replace("_", " ")}: confirming… (a second probe in a few seconds)`, "bad");
+        } else if (message.type === "done") {
+          window.location.assign(message.location);
+        } else {
+          say(message.problem || "The check was refused.", "bad");
         }
-      }
+      });
     } catch (error) {
       say(`The check could not run: ${error.message}. Try again.`, "bad");
     } finally {
       if (button) button.disabled = false;
     }
   });
+}
+
+// Reads a newline-delimited JSON answer as it streams in, one parsed event at a time.
+async function eachLine(response, onEvent) {
+  if (!response.ok) throw new Error(`the console answered ${response.status}`);
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffered = "";
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    buffered += decoder.decode(value, { stream: true });
+    let newline;
+    while ((newline = buffered.indexOf("\n")) >= 0) {
+      const line = buffered.slice(0, newline).trim();
+      buffered = buffered.slice(newline + 1);
+      if (line) onEvent(JSON.parse(line));
+    }
+  }
 }

@@ -452,31 +452,52 @@ pub async fn stream(
             Err(err) => refusal_event(err),
         }
     });
-    let events = stream::unfold((Some(rx), Some(task)), |(rx, task)| async move {
-        if let Some(mut rx) = rx
-            && let Some(check) = rx.recv().await
-        {
+    Ok(ndjson_stream(
+        rx,
+        task,
+        "The test stopped unexpectedly.",
+        |check: Check| {
             let html = CheckItem { c: &check }.render().unwrap_or_else(|err| {
                 tracing::error!(error = %err, "a check could not be rendered");
                 String::new()
             });
-            let line = json!({ "type": "check", "id": check.id, "html": html });
-            return Some((
-                Ok::<Bytes, actix_web::Error>(ndjson(&line)),
-                (Some(rx), task),
-            ));
+            json!({ "type": "check", "id": check.id, "html": html })
+        },
+    ))
+}
+
+/// A newline-delimited JSON answer: one line per message from `rx` as it arrives, then the
+/// task's own last line (or `stopped` if the task died).
+fn ndjson_stream<T: 'static>(
+    rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+    task: actix_web::rt::task::JoinHandle<serde_json::Value>,
+    stopped: &'static str,
+    line: impl Fn(T) -> serde_json::Value + 'static,
+) -> HttpResponse {
+    let line = std::rc::Rc::new(line);
+    let events = stream::unfold((Some(rx), Some(task)), move |(rx, task)| {
+        let line = line.clone();
+        async move {
+            if let Some(mut rx) = rx
+                && let Some(message) = rx.recv().await
+            {
+                return Some((
+                    Ok::<Bytes, actix_web::Error>(ndjson(&line(message))),
+                    (Some(rx), task),
+                ));
+            }
+            let task = task?;
+            let last = task
+                .await
+                .unwrap_or_else(|_| json!({ "type": "refused", "problem": stopped }));
+            Some((Ok(ndjson(&last)), (None, None)))
         }
-        let task = task?;
-        let last = task.await.unwrap_or_else(
-            |_| json!({ "type": "refused", "problem": "The test stopped unexpectedly." }),
-        );
-        Some((Ok(ndjson(&last)), (None, None)))
     });
-    Ok(HttpResponse::Ok()
+    HttpResponse::Ok()
         .content_type("application/x-ndjson")
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(events))
+        .streaming(events)
 }
 
 fn ndjson(value: &serde_json::Value) -> Bytes {
@@ -638,27 +659,12 @@ pub async fn check_stream(
             Err(err) => refusal_event(err),
         }
     });
-    let events = stream::unfold((Some(rx), Some(task)), |(rx, task)| async move {
-        if let Some(mut rx) = rx
-            && let Some(seen) = rx.recv().await
-        {
-            let line = json!({ "type": "confirming", "seen": seen.as_str() });
-            return Some((
-                Ok::<Bytes, actix_web::Error>(ndjson(&line)),
-                (Some(rx), task),
-            ));
-        }
-        let task = task?;
-        let last = task.await.unwrap_or_else(
-            |_| json!({ "type": "refused", "problem": "The check stopped unexpectedly." }),
-        );
-        Some((Ok(ndjson(&last)), (None, None)))
-    });
-    Ok(HttpResponse::Ok()
-        .content_type("application/x-ndjson")
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(events))
+    Ok(ndjson_stream(
+        rx,
+        task,
+        "The check stopped unexpectedly.",
+        |seen: KeyStatus| json!({ "type": "confirming", "seen": seen.as_str() }),
+    ))
 }
 
 pub async fn delete(
