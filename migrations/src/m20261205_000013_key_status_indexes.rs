@@ -2,6 +2,8 @@
 //! its filters and keyset pages run on indexes, the clusters of a page's keys are found by
 //! key, and the counts per status are kept as keys are added, removed or change status (by
 //! triggers, so every writer keeps them right, whichever code path changed the key).
+//! A later migration that rebuilds `encryption_keys` on SQLite (copy, drop, rename) drops its
+//! triggers with it and must create them again.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::DatabaseBackend;
@@ -140,9 +142,11 @@ fn postgres_triggers() -> Vec<String> {
         format!(
             "CREATE FUNCTION key_status_counts_follow() RETURNS trigger LANGUAGE plpgsql AS $$ \
              BEGIN \
-               IF TG_OP = 'UPDATE' AND NOT ({changed}) THEN RETURN NULL; END IF; \
-               IF TG_OP IN ('UPDATE', 'DELETE') THEN {leave} END IF; \
-               IF TG_OP IN ('UPDATE', 'INSERT') THEN {join} END IF; \
+               IF TG_OP = 'UPDATE' THEN \
+                 IF NOT ({changed}) THEN RETURN NULL; END IF; \
+               END IF; \
+               IF TG_OP <> 'INSERT' THEN {leave} END IF; \
+               IF TG_OP <> 'DELETE' THEN {join} END IF; \
                RETURN NULL; \
              END $$",
             changed = counted_changed(),
