@@ -14,6 +14,7 @@ mod m20261201_000009_webhooks;
 mod m20261201_000010_key_rotation;
 mod m20261201_000011_azure_tenant;
 mod m20261205_000012_reactions_and_versions;
+mod m20261205_000013_key_status_indexes;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000010_key_rotation::Migration),
             Box::new(m20261201_000011_azure_tenant::Migration),
             Box::new(m20261205_000012_reactions_and_versions::Migration),
+            Box::new(m20261205_000013_key_status_indexes::Migration),
         ]
     }
 }

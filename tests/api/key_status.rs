@@ -443,3 +443,256 @@ async fn the_audit_page_shows_the_chain_verified_or_where_it_breaks() {
         "{page}"
     );
 }
+
+const SEVEN_REGIONS: [&str; 7] = [
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "eu-west-1",
+    "ap-south-1",
+    "ap-southeast-1",
+];
+
+/// Every page of `query` (without its page token), followed to the end: each page's items.
+async fn pages(f: &Fixture, key: &str, query: &str) -> Vec<Vec<Value>> {
+    let mut pages = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let path = match &token {
+            Some(token) => format!("/api/v1/key-status?{query}&page_token={token}"),
+            None => format!("/api/v1/key-status?{query}"),
+        };
+        let response = f.app.get(&path, key).await;
+        assert_eq!(response.status(), 200, "{path}");
+        let body: Value = response.json().await.unwrap();
+        pages.push(body["items"].as_array().unwrap().clone());
+        match body["next_page_token"].as_str() {
+            Some(next) => token = Some(next.to_owned()),
+            None => return pages,
+        }
+        assert!(pages.len() < 20, "pagination never ends: {query}");
+    }
+}
+
+fn ids(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|item| item["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A second CMEK project with local keys in `regions`; its id.
+async fn second_project(f: &Fixture, regions: &[&str]) -> String {
+    let project = id(&f.app.create_project(&f.owner, "second", true).await);
+    let operator = f.app.console.operator(None).await.unwrap();
+    for region in regions {
+        let local = f
+            .app
+            .console
+            .create_local_key(&operator, &format!("second {region}"))
+            .await
+            .unwrap()
+            .id;
+        let created = f
+            .app
+            .post_json(
+                &format!("/api/v1/projects/{project}/encryption-keys"),
+                &f.owner,
+                &json!({ "provider": "local", "region": region, "key_id": local }),
+            )
+            .await;
+        assert_eq!(created.status(), 201);
+    }
+    project
+}
+
+async fn counts(f: &Fixture, key: &str, query: &str) -> Value {
+    let body: Value = f
+        .app
+        .get(&format!("/api/v1/key-status?{query}"), key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    body["counts"].clone()
+}
+
+#[tokio::test]
+async fn pages_of_key_status_list_every_key_exactly_once_in_id_order() {
+    let f = local_cmek(&SEVEN_REGIONS).await;
+    let auditor = f.app.api_key(Role::Auditor).await;
+
+    let pages = pages(&f, &auditor, "page_size=3").await;
+
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [3, 3, 1]);
+    let seen: Vec<String> = pages.iter().flat_map(|p| ids(p)).collect();
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen, sorted, "each key once, in id order");
+    let all: Value = f
+        .app
+        .get("/api/v1/key-status?page_size=100", &auditor)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen, ids(all["items"].as_array().unwrap()));
+    assert!(all["next_page_token"].is_null());
+}
+
+#[tokio::test]
+async fn a_filter_holds_on_every_page_its_token_leads_to() {
+    let f = local_cmek(&SEVEN_REGIONS[..5]).await;
+    for index in [0, 2, 4] {
+        disable_and_check(&f, index).await;
+    }
+    let second = second_project(&f, &["us-east-1", "eu-west-1", "ap-south-1"]).await;
+    let auditor = f.app.api_key(Role::Auditor).await;
+
+    let disabled = pages(&f, &auditor, "status=disabled&page_size=2").await;
+    let sizes: Vec<usize> = disabled.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [2, 1]);
+    for item in disabled.iter().flatten() {
+        assert_eq!(item["status"], "disabled", "{item}");
+        assert_eq!(item["project_id"], f.project.as_str());
+    }
+
+    let scoped = pages(&f, &auditor, &format!("project_id={second}&page_size=1")).await;
+    assert_eq!(scoped.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+    for item in scoped.iter().flatten() {
+        assert_eq!(item["project_id"], second.as_str());
+        assert_eq!(item["project_name"], "second");
+    }
+
+    let active_here = pages(
+        &f,
+        &auditor,
+        &format!(
+            "status=active&provider=local&project_id={}&page_size=1",
+            f.project
+        ),
+    )
+    .await;
+    let active: Vec<String> = active_here.iter().flat_map(|p| ids(p)).collect();
+    assert_eq!(
+        active.len(),
+        2,
+        "the two keys left active in the first project"
+    );
+
+    // A token from one filter used with another still only returns what the filter keeps.
+    let first_disabled = &disabled[0][0]["id"];
+    let mixed = pages(&f, &auditor, &format!("project_id={second}&page_size=100")).await;
+    assert!(mixed.iter().flatten().all(|k| &k["id"] != first_disabled));
+}
+
+#[tokio::test]
+async fn counts_follow_the_project_and_provider_filters_and_every_change() {
+    let f = local_cmek(&SEVEN_REGIONS[..4]).await;
+    disable_and_check(&f, 1).await;
+    let second = second_project(&f, &["us-east-1", "eu-west-1"]).await;
+    let auditor = f.app.api_key(Role::Auditor).await;
+
+    let all = counts(&f, &auditor, "").await;
+    assert_eq!(
+        (all["active"].as_u64(), all["disabled"].as_u64()),
+        (Some(5), Some(1))
+    );
+    let first = counts(&f, &auditor, &format!("project_id={}", f.project)).await;
+    assert_eq!(
+        (first["active"].as_u64(), first["disabled"].as_u64()),
+        (Some(3), Some(1))
+    );
+    let other = counts(
+        &f,
+        &auditor,
+        &format!("project_id={second}&status=disabled"),
+    )
+    .await;
+    assert_eq!(
+        (other["active"].as_u64(), other["disabled"].as_u64()),
+        (Some(2), Some(0))
+    );
+    let aws = counts(&f, &auditor, "provider=aws_kms").await;
+    assert_eq!(aws["active"], 0);
+    assert_eq!(aws["disabled"], 0);
+
+    // Deleted and re-enabled keys leave the counts at once.
+    let keys: Value = f
+        .app
+        .get(
+            &format!("/api/v1/projects/{second}/encryption-keys"),
+            &f.owner,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let doomed = keys["items"][0]["id"].as_str().unwrap();
+    let deleted = f
+        .app
+        .delete(
+            &format!("/api/v1/projects/{second}/encryption-keys/{doomed}"),
+            &f.owner,
+        )
+        .await;
+    assert_eq!(deleted.status(), 204);
+    let operator = f.app.console.operator(None).await.unwrap();
+    f.app
+        .console
+        .change_local_key(&operator, f.local_keys[1].1, LocalKeyAction::Enable)
+        .await
+        .unwrap();
+    let key = f.key_id(&f.local_keys[1].0).await;
+    let checked = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/projects/{}/encryption-keys/{key}/check", f.project),
+    )
+    .await;
+    assert_eq!(checked.status(), 200);
+
+    let all = counts(&f, &auditor, "").await;
+    assert_eq!(
+        (all["active"].as_u64(), all["disabled"].as_u64()),
+        (Some(5), Some(0))
+    );
+    let other = counts(&f, &auditor, &format!("project_id={second}")).await;
+    assert_eq!(other["active"], 1);
+}
+
+#[tokio::test]
+async fn the_key_status_page_links_to_the_next_page_with_its_filters() {
+    let f = local_cmek(&SEVEN_REGIONS[..5]).await;
+    let browser = f.app.signed_in_as(Role::Auditor).await;
+    let read = |path: String| {
+        let browser = browser.clone();
+        let url = f.app.url(&path);
+        async move { browser.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let rows = |page: &str| page.matches("<tr data-key=").count();
+
+    let first = read("/key-status?status=active&page_size=2".to_owned()).await;
+    assert_eq!(rows(&first), 2);
+    let mut seen = rows(&first);
+    let mut page = first;
+    let mut hops = 0;
+    while let Some(start) = page.find("rel=\"next\" href=\"") {
+        let rest = &page[start + "rel=\"next\" href=\"".len()..];
+        // As a browser reads the attribute: askama escapes `&`.
+        let href = rest[..rest.find('"').unwrap()]
+            .replace("&amp;", "&")
+            .replace("&#38;", "&");
+        assert!(href.contains("status=active"), "{href}");
+        assert!(href.contains("page_size=2"), "{href}");
+        page = read(href).await;
+        assert!(page.contains("First page"));
+        seen += rows(&page);
+        hops += 1;
+        assert!(hops < 5);
+    }
+    assert_eq!((seen, hops), (5, 2));
+}

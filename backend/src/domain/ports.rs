@@ -9,7 +9,8 @@ use uuid::Uuid;
 use crate::domain::audit::{AuditDraft, AuditEvent, AuditFilter, ChainRow};
 use crate::domain::clusters::{Backup, Cluster, ClusterState, ObjectName, StoredObject};
 use crate::domain::identity::{ApiKey, Organization, Role, Session, SignInLink, User};
-use crate::domain::keys::{EncryptionKey, KeyStatus, StatusChange};
+use crate::domain::keys::status_report::KeyStatusFilter;
+use crate::domain::keys::{EncryptionKey, KeyStatus, Provider, StatusChange};
 use crate::domain::local_kms::LocalKey;
 use crate::domain::members::{Invitation, MembershipChange};
 use crate::domain::page::PageRequest;
@@ -205,6 +206,13 @@ pub trait ProjectStore: Send + Sync {
         page: PageRequest,
     ) -> Result<Vec<Project>, StoreError>;
     async fn update_project(&self, project: &Project, audit: AuditDraft) -> Result<(), StoreError>;
+    /// The names of these projects of the organization (one query, whatever the number);
+    /// ids it does not have are absent.
+    async fn project_names_of(
+        &self,
+        organization_id: Uuid,
+        ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, String)>, StoreError>;
 }
 
 /// Encryption keys (R4 by unique index) and the local KMS's keys.
@@ -258,11 +266,30 @@ pub trait KeyStore: Send + Sync {
     ) -> Result<Vec<(EncryptionKey, Option<KeyStatus>)>, StoreError>;
     /// How many keys (of every organization) have each status, for `/metrics`.
     async fn key_status_counts(&self) -> Result<Vec<(String, u64)>, StoreError>;
-    /// Every key of the organization (the Key Status page), in id order.
-    async fn organization_keys(
+    /// One page of the Key Status report: the organization's keys the filter keeps, in id
+    /// order after `page.after`, `page.fetch_limit()` of them, read on indexes (the cost is
+    /// the page's, not the organization's).
+    async fn key_status_page(
         &self,
         organization_id: Uuid,
+        filter: &KeyStatusFilter,
+        page: PageRequest,
     ) -> Result<Vec<EncryptionKey>, StoreError>;
+    /// How many of the organization's keys (of `provider`, of `project_id`, when given) have
+    /// each status; statuses no key has may be absent. Kept as keys change, so reading it
+    /// does not walk the keys.
+    async fn key_status_tally(
+        &self,
+        organization_id: Uuid,
+        provider: Option<Provider>,
+        project_id: Option<Uuid>,
+    ) -> Result<Vec<(KeyStatus, u64)>, StoreError>;
+    /// The status of each of these keys of the organization; ids it does not have are absent.
+    async fn key_statuses(
+        &self,
+        organization_id: Uuid,
+        ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, KeyStatus)>, StoreError>;
     /// Records the key's automatic rotation as a check saw it.
     async fn record_rotation(&self, id: Uuid, enabled: Option<bool>) -> Result<(), StoreError>;
     /// Schedules the key's next check, releases its lease, and keeps (or clears) the status
@@ -367,8 +394,13 @@ pub trait ClusterStore: Send + Sync {
     ) -> Result<Vec<Cluster>, StoreError>;
     /// The states of these clusters, as stored now (not cached); deleted ones are absent.
     async fn cluster_states(&self, ids: &[Uuid]) -> Result<Vec<(Uuid, ClusterState)>, StoreError>;
-    /// Every cluster of the organization that uses a customer key (the Key Status page).
-    async fn clusters_with_keys(&self, organization_id: Uuid) -> Result<Vec<Cluster>, StoreError>;
+    /// The clusters of the organization with a region that uses one of these keys (a page of
+    /// the Key Status report), found from the keys in one query.
+    async fn clusters_using_keys(
+        &self,
+        organization_id: Uuid,
+        key_ids: &[Uuid],
+    ) -> Result<Vec<Cluster>, StoreError>;
     /// Clusters (of any project of the organization) with a region that uses the key.
     async fn clusters_using_key(
         &self,

@@ -21,7 +21,8 @@ use crate::domain::clock::ManualClock;
 use crate::domain::identity::{
     ApiKey, Organization, Role, Session, SessionPolicy, SignInLink, User,
 };
-use crate::domain::keys::{EncryptionKey, KeyRef, KeyStatus, KmsProviders, StatusChange};
+use crate::domain::keys::status_report::KeyStatusFilter;
+use crate::domain::keys::{EncryptionKey, KeyRef, KeyStatus, KmsProviders, Provider, StatusChange};
 use crate::domain::kms::{
     DataKey, EncryptionContext, KeyDescription, KeyProvider, KeyState, KmsError, PlaintextKey,
 };
@@ -733,6 +734,19 @@ impl ProjectStore for MemoryStore {
             Ok(((), true))
         })
     }
+    async fn project_names_of(
+        &self,
+        organization_id: Uuid,
+        ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, String)>, StoreError> {
+        Ok(self
+            .state()
+            .projects
+            .iter()
+            .filter(|p| p.organization_id == organization_id && ids.contains(&p.id))
+            .map(|p| (p.id, p.name.as_str().to_owned()))
+            .collect())
+    }
 }
 
 fn same_slot(a: &EncryptionKey, b: &EncryptionKey) -> bool {
@@ -791,16 +805,57 @@ impl KeyStore for MemoryStore {
         Ok(counts.into_iter().collect())
     }
 
-    async fn organization_keys(
+    async fn key_status_page(
         &self,
         organization_id: Uuid,
+        filter: &KeyStatusFilter,
+        request: PageRequest,
     ) -> Result<Vec<EncryptionKey>, StoreError> {
-        Ok(self
+        let mut keys: Vec<EncryptionKey> = self
             .state()
             .keys
             .iter()
             .filter(|k| k.organization_id == organization_id)
+            .filter(|k| filter.status.is_none_or(|s| k.status == s))
+            .filter(|k| filter.provider.is_none_or(|p| k.key_ref.provider() == p))
+            .filter(|k| filter.project_id.is_none_or(|p| k.project_id == p))
             .cloned()
+            .collect();
+        keys.sort_by_key(|k| k.id);
+        Ok(page(&keys, request, |k| k.id))
+    }
+
+    async fn key_status_tally(
+        &self,
+        organization_id: Uuid,
+        provider: Option<Provider>,
+        project_id: Option<Uuid>,
+    ) -> Result<Vec<(KeyStatus, u64)>, StoreError> {
+        let mut counts: Vec<(KeyStatus, u64)> = Vec::new();
+        for key in self.state().keys.iter().filter(|k| {
+            k.organization_id == organization_id
+                && provider.is_none_or(|p| k.key_ref.provider() == p)
+                && project_id.is_none_or(|p| k.project_id == p)
+        }) {
+            match counts.iter_mut().find(|(s, _)| *s == key.status) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((key.status, 1)),
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn key_statuses(
+        &self,
+        organization_id: Uuid,
+        ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, KeyStatus)>, StoreError> {
+        Ok(self
+            .state()
+            .keys
+            .iter()
+            .filter(|k| k.organization_id == organization_id && ids.contains(&k.id))
+            .map(|k| (k.id, k.status))
             .collect())
     }
 

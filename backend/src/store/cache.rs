@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::domain::clusters::Cluster;
 use crate::domain::identity::{ApiKey, Organization, Session, User};
-use crate::domain::keys::EncryptionKey;
+use crate::domain::keys::{EncryptionKey, KeyStatus};
 use crate::domain::projects::Project;
 
 /// How often the audit head is read again: the longest another instance's change takes to
@@ -36,6 +36,20 @@ pub const HEAD_POLL: Duration = Duration::from_millis(500);
 pub const CREDENTIAL_TTL: Duration = Duration::from_secs(5);
 /// Entries per map before it is emptied (a burst of distinct callers, not a leak).
 const CAPACITY: usize = 10_000;
+/// The same for maps whose entries are whole pages of up to 100 keys (a few hundred KiB of
+/// them at most): the pages auditors are reading now, not every page ever asked for.
+const PAGE_CAPACITY: usize = 256;
+
+/// A Key Status page: organization, status and provider filters, project filter, the id the
+/// page starts after, and its size.
+pub type KeyStatusPageKey = (
+    Uuid,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<Uuid>,
+    Option<Uuid>,
+    u64,
+);
 
 /// The version an entry was read at: the audit head seen and the local generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,13 +61,19 @@ pub struct Tag {
 pub struct Map<K, V> {
     entries: Mutex<HashMap<K, (Tag, Instant, V)>>,
     max_age: Duration,
+    capacity: usize,
 }
 
 impl<K: Eq + Hash, V: Clone> Map<K, V> {
     fn new(max_age: Duration) -> Self {
+        Self::bounded(max_age, CAPACITY)
+    }
+
+    fn bounded(max_age: Duration, capacity: usize) -> Self {
         Self {
             entries: Mutex::new(HashMap::new()),
             max_age,
+            capacity,
         }
     }
 
@@ -66,7 +86,7 @@ impl<K: Eq + Hash, V: Clone> Map<K, V> {
     /// Stores `value`, read under `read`; entries of an older version are dropped, not kept.
     pub fn put(&self, key: K, read: Tag, value: V) {
         if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= CAPACITY {
+            if entries.len() >= self.capacity {
                 entries.clear();
             }
             entries.insert(key, (read, Instant::now(), value));
@@ -93,6 +113,13 @@ pub struct ReadCache {
     pub project: Map<(Uuid, Uuid), Project>,
     pub keys: Map<(Uuid, Uuid), Vec<EncryptionKey>>,
     pub clusters: Map<(Uuid, Uuid), Cluster>,
+    pub key_status_pages: Map<KeyStatusPageKey, Vec<EncryptionKey>>,
+    /// Key Status counts by (organization, provider, project).
+    pub key_tallies: Map<(Uuid, Option<&'static str>, Option<Uuid>), Vec<(KeyStatus, u64)>>,
+    /// What a Key Status page's keys lead to, by the page's ids.
+    pub key_statuses: Map<(Uuid, Vec<Uuid>), Vec<(Uuid, KeyStatus)>>,
+    pub project_names: Map<(Uuid, Vec<Uuid>), Vec<(Uuid, String)>>,
+    pub clusters_using_keys: Map<(Uuid, Vec<Uuid>), Vec<Cluster>>,
 }
 
 impl Default for ReadCache {
@@ -111,6 +138,11 @@ impl Default for ReadCache {
             project: Map::new(lists),
             keys: Map::new(lists),
             clusters: Map::new(lists),
+            key_status_pages: Map::bounded(lists, PAGE_CAPACITY),
+            key_tallies: Map::new(lists),
+            key_statuses: Map::bounded(lists, PAGE_CAPACITY),
+            project_names: Map::bounded(lists, PAGE_CAPACITY),
+            clusters_using_keys: Map::bounded(lists, PAGE_CAPACITY),
         }
     }
 }

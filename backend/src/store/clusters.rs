@@ -327,25 +327,42 @@ impl ClusterStore for SeaStore {
             .collect()
     }
 
-    async fn clusters_with_keys(&self, organization_id: Uuid) -> Result<Vec<Cluster>, StoreError> {
-        let rows = clusters::Entity::find()
-            .filter(clusters::Column::OrganizationId.eq(organization_id))
-            .order_by_asc(clusters::Column::Id)
-            .all(&self.db)
-            .await?;
-        let mut found = Vec::new();
-        // A batch at a time: with_regions asks for the regions of a batch with one IN list.
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let batch: Vec<_> = rows.by_ref().take(500).collect();
-            found.extend(
-                with_regions(&self.db, batch)
-                    .await?
-                    .into_iter()
-                    .filter(|c| c.regions.iter().any(|r| r.key_id.is_some())),
-            );
+    async fn clusters_using_keys(
+        &self,
+        organization_id: Uuid,
+        key_ids: &[Uuid],
+    ) -> Result<Vec<Cluster>, StoreError> {
+        if key_ids.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(found)
+        cached!(
+            self,
+            clusters_using_keys,
+            (organization_id, key_ids.to_vec()),
+            {
+                // On the key_id index (migration 000013): the regions of these keys only.
+                let mut ids: Vec<Uuid> = cluster_regions::Entity::find()
+                    .select_only()
+                    .column(cluster_regions::Column::ClusterId)
+                    .filter(cluster_regions::Column::KeyId.is_in(key_ids.to_vec()))
+                    .into_tuple()
+                    .all(&self.db)
+                    .await?;
+                ids.sort_unstable();
+                ids.dedup();
+                if ids.is_empty() {
+                    Vec::new()
+                } else {
+                    let rows = clusters::Entity::find()
+                        .filter(clusters::Column::OrganizationId.eq(organization_id))
+                        .filter(clusters::Column::Id.is_in(ids))
+                        .order_by_asc(clusters::Column::Id)
+                        .all(&self.db)
+                        .await?;
+                    with_regions(&self.db, rows).await?
+                }
+            }
+        )
     }
 
     async fn clusters_using_key(

@@ -522,6 +522,28 @@ pub mod jobs {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// Keys per (organization, provider, status), kept by triggers on `encryption_keys`.
+pub mod key_status_counts {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "key_status_counts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub organization_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub provider: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub status: String,
+        pub n: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod key_versions {
     use sea_orm::entity::prelude::*;
 
@@ -536,6 +558,30 @@ pub mod key_versions {
         pub suspected_status: Option<String>,
         pub last_checked_at: Option<DateTimeUtc>,
         pub last_error: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The same per project.
+pub mod key_status_counts_by_project {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "key_status_counts_by_project")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub organization_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub project_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub provider: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub status: String,
+        pub n: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

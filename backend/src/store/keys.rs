@@ -13,11 +13,14 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::entities::{encryption_keys, key_status_history};
+use super::entities::{
+    encryption_keys, key_status_counts, key_status_counts_by_project, key_status_history,
+};
 use crate::domain::keys::arn::{KmsKeyArn, RoleArn};
 use crate::domain::keys::azure::{KeyName, VaultName};
 use crate::domain::keys::policy::AccessMode;
 use crate::domain::keys::region::Region;
+use crate::domain::keys::status_report::KeyStatusFilter;
 use crate::domain::keys::{AwsAccess, EncryptionKey, KeyRef, KeyStatus, Provider, StatusChange};
 use crate::domain::page::PageRequest;
 use crate::domain::ports::StoreError;
@@ -198,6 +201,105 @@ pub async fn update_status(
     Ok(())
 }
 
+/// The Key Status page's keys: each filter is an equality on an indexed column followed by
+/// the keyset on `id` (see migration 000013), so a page reads about as many index entries as
+/// it returns.
+pub async fn status_page(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    filter: &KeyStatusFilter,
+    page: PageRequest,
+) -> Result<Vec<EncryptionKey>, StoreError> {
+    let mut query = encryption_keys::Entity::find()
+        .filter(encryption_keys::Column::OrganizationId.eq(organization_id))
+        .order_by_asc(encryption_keys::Column::Id)
+        .limit(page.fetch_limit());
+    if let Some(status) = filter.status {
+        query = query.filter(encryption_keys::Column::Status.eq(status.as_str()));
+    }
+    if let Some(provider) = filter.provider {
+        query = query.filter(encryption_keys::Column::Provider.eq(provider.as_str()));
+    }
+    if let Some(project_id) = filter.project_id {
+        query = query.filter(encryption_keys::Column::ProjectId.eq(project_id));
+    }
+    if let Some(after) = page.after {
+        query = query.filter(encryption_keys::Column::Id.gt(after));
+    }
+    query.all(db).await?.into_iter().map(from_model).collect()
+}
+
+/// Counts per status from the tallies the triggers of migration 000013 keep: at most one
+/// row per (provider, status), whatever the number of keys.
+pub async fn tally(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    provider: Option<Provider>,
+    project_id: Option<Uuid>,
+) -> Result<Vec<(KeyStatus, u64)>, StoreError> {
+    let rows: Vec<(String, i64)> = match project_id {
+        Some(project_id) => {
+            let mut query = key_status_counts_by_project::Entity::find()
+                .select_only()
+                .column(key_status_counts_by_project::Column::Status)
+                .column(key_status_counts_by_project::Column::N)
+                .filter(key_status_counts_by_project::Column::OrganizationId.eq(organization_id))
+                .filter(key_status_counts_by_project::Column::ProjectId.eq(project_id));
+            if let Some(provider) = provider {
+                query = query
+                    .filter(key_status_counts_by_project::Column::Provider.eq(provider.as_str()));
+            }
+            query.into_tuple().all(db).await?
+        }
+        None => {
+            let mut query = key_status_counts::Entity::find()
+                .select_only()
+                .column(key_status_counts::Column::Status)
+                .column(key_status_counts::Column::N)
+                .filter(key_status_counts::Column::OrganizationId.eq(organization_id));
+            if let Some(provider) = provider {
+                query = query.filter(key_status_counts::Column::Provider.eq(provider.as_str()));
+            }
+            query.into_tuple().all(db).await?
+        }
+    };
+    // One row per provider: add them up per status.
+    let mut counts: Vec<(KeyStatus, u64)> = Vec::new();
+    for (raw, n) in rows {
+        let status = KeyStatus::parse(&raw)
+            .ok_or_else(|| StoreError::Corrupt(format!("key status count for {raw:?}")))?;
+        let n = u64::try_from(n).unwrap_or(0);
+        match counts.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, total)) => *total += n,
+            None => counts.push((status, n)),
+        }
+    }
+    Ok(counts)
+}
+
+pub async fn statuses(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<(Uuid, KeyStatus)>, StoreError> {
+    let rows: Vec<(Uuid, String)> = encryption_keys::Entity::find()
+        .select_only()
+        .column(encryption_keys::Column::Id)
+        .column(encryption_keys::Column::Status)
+        .filter(encryption_keys::Column::OrganizationId.eq(organization_id))
+        .filter(encryption_keys::Column::Id.is_in(ids.to_vec()))
+        .into_tuple()
+        .all(db)
+        .await?;
+    rows.into_iter()
+        .map(|(id, raw)| {
+            KeyStatus::parse(&raw)
+                .map(|status| (id, status))
+                .ok_or_else(|| StoreError::Corrupt(format!("encryption key {id}: status")))
+        })
+        .collect()
+}
+
 #[async_trait]
 impl KeyStore for SeaStore {
     async fn insert_key(&self, key: &EncryptionKey, audit: AuditDraft) -> Result<(), StoreError> {
@@ -341,18 +443,55 @@ impl KeyStore for SeaStore {
             .collect())
     }
 
-    async fn organization_keys(
+    async fn key_status_page(
         &self,
         organization_id: Uuid,
+        filter: &KeyStatusFilter,
+        page: PageRequest,
     ) -> Result<Vec<EncryptionKey>, StoreError> {
-        encryption_keys::Entity::find()
-            .filter(encryption_keys::Column::OrganizationId.eq(organization_id))
-            .order_by_asc(encryption_keys::Column::Id)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(from_model)
-            .collect()
+        cached!(
+            self,
+            key_status_pages,
+            (
+                organization_id,
+                filter.status.map(KeyStatus::as_str),
+                filter.provider.map(Provider::as_str),
+                filter.project_id,
+                page.after,
+                page.size,
+            ),
+            super::keys::status_page(&self.db, organization_id, filter, page).await?
+        )
+    }
+
+    async fn key_status_tally(
+        &self,
+        organization_id: Uuid,
+        provider: Option<Provider>,
+        project_id: Option<Uuid>,
+    ) -> Result<Vec<(KeyStatus, u64)>, StoreError> {
+        cached!(
+            self,
+            key_tallies,
+            (organization_id, provider.map(Provider::as_str), project_id),
+            super::keys::tally(&self.db, organization_id, provider, project_id).await?
+        )
+    }
+
+    async fn key_statuses(
+        &self,
+        organization_id: Uuid,
+        ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, KeyStatus)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        cached!(
+            self,
+            key_statuses,
+            (organization_id, ids.to_vec()),
+            super::keys::statuses(&self.db, organization_id, ids).await?
+        )
     }
 
     async fn record_rotation(&self, id: Uuid, enabled: Option<bool>) -> Result<(), StoreError> {

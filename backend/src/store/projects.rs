@@ -140,4 +140,28 @@ impl ProjectStore for SeaStore {
             ((), true)
         })
     }
+
+    async fn project_names_of(
+        &self,
+        organization_id: Uuid,
+        ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, String)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        cached!(
+            self,
+            project_names,
+            (organization_id, ids.to_vec()),
+            projects::Entity::find()
+                .select_only()
+                .column(projects::Column::Id)
+                .column(projects::Column::Name)
+                .filter(projects::Column::OrganizationId.eq(organization_id))
+                .filter(projects::Column::Id.is_in(ids.to_vec()))
+                .into_tuple()
+                .all(&self.db)
+                .await?
+        )
+    }
 }

@@ -2,7 +2,7 @@
 //! last error and rotation, the clusters it protects and what its status means for them;
 //! counts per status at the top. For owners and auditors.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use uuid::Uuid;
 
@@ -108,6 +108,10 @@ pub struct KeyStatusReport {
 }
 
 impl Console {
+    /// One page of the report. Every read is bounded by the page: the keys come from an
+    /// indexed keyset query, the counts from tallies kept as keys change, and the clusters,
+    /// their other keys' statuses and the projects' names are fetched for the page's keys
+    /// only, one query each.
     pub async fn key_status_report(
         &self,
         caller: &Caller,
@@ -115,67 +119,112 @@ impl Console {
         page: PageRequest,
     ) -> Result<KeyStatusReport, DomainError> {
         caller.require_auditor_view("see the Key Status page")?;
-        let all = self.store.organization_keys(caller.organization_id).await?;
-        // Keys the filters leave out still decide what their clusters can do.
-        let all_statuses: HashMap<Uuid, KeyStatus> = all.iter().map(|k| (k.id, k.status)).collect();
-        let keys: Vec<EncryptionKey> = all
-            .into_iter()
-            .filter(|k| filter.provider.is_none_or(|p| k.key_ref.provider() == p))
-            .filter(|k| filter.project_id.is_none_or(|p| k.project_id == p))
-            .collect();
+        let organization_id = caller.organization_id;
+        let tally = self
+            .store
+            .key_status_tally(organization_id, filter.provider, filter.project_id)
+            .await?;
         let counts = STATUSES
             .iter()
-            .map(|s| (*s, keys.iter().filter(|k| k.status == *s).count()))
+            .map(|status| {
+                let n = tally
+                    .iter()
+                    .find(|(s, _)| s == status)
+                    .map_or(0, |(_, n)| usize::try_from(*n).unwrap_or(usize::MAX));
+                (*status, n)
+            })
             .collect();
-        let mut selected: Vec<EncryptionKey> = keys
-            .into_iter()
-            .filter(|k| filter.status.is_none_or(|s| k.status == s))
-            .filter(|k| page.after.is_none_or(|after| k.id > after))
-            .collect();
-        selected.truncate(usize::try_from(page.fetch_limit()).unwrap_or(usize::MAX));
+        let keys = self
+            .store
+            .key_status_page(organization_id, filter, page)
+            .await?;
+        let keys = page.finish(keys, |k| k.id);
+        let entries = self.entries(organization_id, keys.items).await?;
+        Ok(KeyStatusReport {
+            counts,
+            page: Page {
+                items: entries,
+                next: keys.next,
+            },
+        })
+    }
+
+    /// The page's keys with their projects' names and the clusters they protect.
+    async fn entries(
+        &self,
+        organization_id: Uuid,
+        keys: Vec<EncryptionKey>,
+    ) -> Result<Vec<KeyStatusEntry>, DomainError> {
+        let key_ids: Vec<Uuid> = keys.iter().map(|k| k.id).collect();
         let clusters: Vec<Cluster> = match &self.clusters {
             Some(parts) => {
                 parts
                     .store
-                    .clusters_with_keys(caller.organization_id)
+                    .clusters_using_keys(organization_id, &key_ids)
                     .await?
             }
             None => Vec::new(),
         };
-        let names: HashMap<Uuid, String> = self.project_names(caller).await?.into_iter().collect();
-        let entries = selected
-            .into_iter()
-            .map(|key| {
-                let protected = clusters
-                    .iter()
-                    .filter_map(|cluster| {
-                        let region = cluster.regions.iter().find(|r| r.key_id == Some(key.id))?;
-                        let statuses: Vec<KeyStatus> = cluster
-                            .regions
-                            .iter()
-                            .filter_map(|r| r.key_id.and_then(|id| all_statuses.get(&id).copied()))
-                            .collect();
-                        Some(ProtectedCluster {
-                            id: cluster.id,
-                            name: cluster.name.as_str().to_owned(),
-                            state: cluster.state,
-                            region: region.region.to_string(),
-                            effect: effect(cluster.state, &statuses),
-                        })
-                    })
-                    .collect();
-                KeyStatusEntry {
-                    project_name: names.get(&key.project_id).cloned().unwrap_or_default(),
-                    key,
-                    clusters: protected,
-                }
-            })
+        // A cluster's other keys, even those the filters leave out, decide what it can do.
+        let mut statuses: HashMap<Uuid, KeyStatus> =
+            keys.iter().map(|k| (k.id, k.status)).collect();
+        let others: BTreeSet<Uuid> = clusters
+            .iter()
+            .flat_map(|c| c.regions.iter().filter_map(|r| r.key_id))
+            .filter(|id| !statuses.contains_key(id))
             .collect();
-        Ok(KeyStatusReport {
-            counts,
-            page: page.finish(entries, |e| e.key.id),
-        })
+        if !others.is_empty() {
+            let others: Vec<Uuid> = others.into_iter().collect();
+            statuses.extend(self.store.key_statuses(organization_id, &others).await?);
+        }
+        let project_ids: Vec<Uuid> = keys
+            .iter()
+            .map(|k| k.project_id)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let names: HashMap<Uuid, String> = self
+            .store
+            .project_names_of(organization_id, &project_ids)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(keys
+            .into_iter()
+            .map(|key| KeyStatusEntry {
+                project_name: names.get(&key.project_id).cloned().unwrap_or_default(),
+                clusters: protected_by(&key, &clusters, &statuses),
+                key,
+            })
+            .collect())
     }
+}
+
+/// The clusters among `clusters` that `key` protects, with what the statuses of all their
+/// keys mean for each.
+fn protected_by(
+    key: &EncryptionKey,
+    clusters: &[Cluster],
+    statuses: &HashMap<Uuid, KeyStatus>,
+) -> Vec<ProtectedCluster> {
+    clusters
+        .iter()
+        .filter_map(|cluster| {
+            let region = cluster.regions.iter().find(|r| r.key_id == Some(key.id))?;
+            let all: Vec<KeyStatus> = cluster
+                .regions
+                .iter()
+                .filter_map(|r| r.key_id.and_then(|id| statuses.get(&id).copied()))
+                .collect();
+            Some(ProtectedCluster {
+                id: cluster.id,
+                name: cluster.name.as_str().to_owned(),
+                state: cluster.state,
+                region: region.region.to_string(),
+                effect: effect(cluster.state, &all),
+            })
+        })
+        .collect()
 }
 
 impl Console {

@@ -87,7 +87,11 @@ struct KeyStatusPage {
     status: String,
     errors: FormErrors,
     next_page_token: Option<String>,
+    /// Whether this is a later page (keyset pages go forward; the way back is the first).
+    later_page: bool,
     filter_query: String,
+    /// The filters and the page size: what the pager links keep.
+    pager_query: String,
     /// The filters but the status: what each count link keeps.
     count_query: String,
 }
@@ -126,6 +130,13 @@ pub async fn page(
         status: text(&query.status),
         errors,
         next_page_token: next,
+        later_page: query.page_token.as_deref().is_some_and(|t| !t.is_empty()),
+        pager_query: query_string(&[
+            ("status", &query.status),
+            ("provider", &query.provider),
+            ("project_id", &query.project_id),
+            ("page_size", &query.page_size),
+        ]),
         count_query: query_string(&[
             ("provider", &query.provider),
             ("project_id", &query.project_id),
