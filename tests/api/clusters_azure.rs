@@ -271,6 +271,19 @@ async fn an_older_key_version_still_in_use_is_watched_and_disabling_it_stops_the
         cluster_state(app, owner, &cluster).await == "inaccessible"
     })
     .await;
+    // Key Status says so too, though the key itself is active, and names what it breaks.
+    let report: Value = app
+        .get("/api/v1/key-status", owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let item = &report["items"][0];
+    assert_eq!(item["status"], "active");
+    assert_eq!(item["versions_status"], "version_revoked", "{report}");
+    assert_eq!(item["revoked_versions"][0]["version"], old.as_str());
+    assert_eq!(item["revoked_versions"][0]["status"], "disabled");
+    assert_eq!(item["clusters"][0]["effect"], "waiting_for_key", "{report}");
     let page = c
         .app
         .signed_in_owner()

@@ -210,6 +210,12 @@ pub trait KeyProvider: Send + Sync {
     ) -> Result<PlaintextKey, KmsError>;
     /// Whether the KMS rotates the key automatically (R9); `None` when it cannot say.
     async fn rotation_enabled(&self, key: &KeyRef) -> Result<Option<bool>, KmsError>;
+    /// Whether a key has versions of its own to watch beside the key itself (Azure, local);
+    /// AWS's backing keys are the KMS's business (Decrypt finds them), so there is nothing
+    /// more to probe, and the monitor skips the versions' bookkeeping.
+    fn has_versions(&self) -> bool {
+        false
+    }
     /// The key version that wrapped `wrapped`, read from the wrapped form itself (no KMS
     /// call). By default the key itself: a KMS that finds the backing key on its own (AWS
     /// Decrypt) never breaks an old data key by rotating.

@@ -596,6 +596,10 @@ pub trait JobStore: Send + Sync {
         &self,
         key_id: Uuid,
     ) -> Result<Vec<(String, u64, Option<KeyVersionStatus>)>, StoreError>;
+    /// The versions of these keys recorded with a revocation status (one query, for a page
+    /// of keys).
+    async fn revoked_versions(&self, key_ids: &[Uuid])
+    -> Result<Vec<KeyVersionStatus>, StoreError>;
     /// Records what a probe saw of a version: the status (history of a change is the
     /// audit event's; a changed status queues the key's reconciliation in the same
     /// transaction) or a suspicion awaiting confirmation.

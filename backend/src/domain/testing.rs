@@ -1109,6 +1109,19 @@ impl JobStore for MemoryStore {
         Ok(Vec::new())
     }
 
+    async fn revoked_versions(
+        &self,
+        key_ids: &[Uuid],
+    ) -> Result<Vec<KeyVersionStatus>, StoreError> {
+        Ok(self
+            .state()
+            .versions
+            .iter()
+            .filter(|v| key_ids.contains(&v.key_id) && v.status.is_revocation())
+            .cloned()
+            .collect())
+    }
+
     async fn record_version_status(
         &self,
         organization_id: Uuid,

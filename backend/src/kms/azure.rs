@@ -692,6 +692,10 @@ impl KeyProvider for AzureKeyVault {
         Ok(PlaintextKey::new(data_key.to_vec()))
     }
 
+    fn has_versions(&self) -> bool {
+        true
+    }
+
     fn wrapped_version(&self, _key: &KeyRef, wrapped: &[u8]) -> Option<String> {
         parse_wrapped(wrapped).map(|(version, _)| version.to_owned())
     }

@@ -258,6 +258,10 @@ impl KeyProvider for LocalKms {
         Ok(None)
     }
 
+    fn has_versions(&self) -> bool {
+        true
+    }
+
     fn wrapped_version(&self, _key: &KeyRef, wrapped: &[u8]) -> Option<String> {
         let version = wrapped.strip_prefix(WRAP_MAGIC.as_slice())?.get(..4)?;
         Some(i32::from_be_bytes(version.try_into().ok()?).to_string())

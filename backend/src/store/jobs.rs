@@ -315,6 +315,23 @@ impl JobStore for SeaStore {
             .collect())
     }
 
+    async fn revoked_versions(
+        &self,
+        key_ids: &[Uuid],
+    ) -> Result<Vec<KeyVersionStatus>, StoreError> {
+        if key_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        key_versions::Entity::find()
+            .filter(key_versions::Column::KeyId.is_in(key_ids.iter().copied()))
+            .filter(key_versions::Column::Status.is_in(REVOCATIONS))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(version_from)
+            .collect()
+    }
+
     async fn record_version_status(
         &self,
         organization_id: Uuid,

@@ -258,7 +258,7 @@ impl Console {
         };
         // The versions in use are watched while the key itself works: a revoked key already
         // blocks everything it wrapped.
-        let versions_suspected = if status_now.is_revocation() {
+        let versions_suspected = if status_now.is_revocation() || !provider.has_versions() {
             false
         } else {
             self.monitor_versions(&system, &key, provider.as_ref())

@@ -99,6 +99,33 @@ pub struct KeyStatusEntry {
     pub key: EncryptionKey,
     pub project_name: String,
     pub clusters: Vec<ProtectedCluster>,
+    /// Versions of the key, still wrapping data keys, recorded revoked: the key itself may
+    /// be `active` while what an older version wrapped cannot be unwrapped.
+    pub revoked_versions: Vec<(String, KeyStatus)>,
+}
+
+/// What each region's data key can count on: its key's status, or its version's when that
+/// version is recorded revoked.
+struct Statuses {
+    keys: HashMap<Uuid, KeyStatus>,
+    versions: HashMap<(Uuid, String), KeyStatus>,
+}
+
+impl Statuses {
+    fn of(&self, region: &crate::domain::clusters::ClusterRegion) -> Option<KeyStatus> {
+        let key = region.key_id?;
+        let status = *self.keys.get(&key)?;
+        if status.is_revocation() {
+            return Some(status);
+        }
+        Some(
+            region
+                .key_version
+                .as_ref()
+                .and_then(|v| self.versions.get(&(key, v.clone())).copied())
+                .unwrap_or(status),
+        )
+    }
 }
 
 pub struct KeyStatusReport {
@@ -177,6 +204,15 @@ impl Console {
             let others: Vec<Uuid> = others.into_iter().collect();
             statuses.extend(self.store.key_statuses(organization_id, &others).await?);
         }
+        let all_keys: Vec<Uuid> = statuses.keys().copied().collect();
+        let revoked = self.store.revoked_versions(&all_keys).await?;
+        let statuses = Statuses {
+            keys: statuses,
+            versions: revoked
+                .iter()
+                .map(|v| ((v.key_id, v.version.clone()), v.status))
+                .collect(),
+        };
         let project_ids: Vec<Uuid> = keys
             .iter()
             .map(|k| k.project_id)
@@ -194,6 +230,11 @@ impl Console {
             .map(|key| KeyStatusEntry {
                 project_name: names.get(&key.project_id).cloned().unwrap_or_default(),
                 clusters: protected_by(&key, &clusters, &statuses),
+                revoked_versions: revoked
+                    .iter()
+                    .filter(|v| v.key_id == key.id)
+                    .map(|v| (v.version.clone(), v.status))
+                    .collect(),
                 key,
             })
             .collect())
@@ -205,7 +246,7 @@ impl Console {
 fn protected_by(
     key: &EncryptionKey,
     clusters: &[Cluster],
-    statuses: &HashMap<Uuid, KeyStatus>,
+    statuses: &Statuses,
 ) -> Vec<ProtectedCluster> {
     clusters
         .iter()
@@ -214,7 +255,7 @@ fn protected_by(
             let all: Vec<KeyStatus> = cluster
                 .regions
                 .iter()
-                .filter_map(|r| r.key_id.and_then(|id| statuses.get(&id).copied()))
+                .filter_map(|r| statuses.of(r))
                 .collect();
             Some(ProtectedCluster {
                 id: cluster.id,
@@ -242,40 +283,33 @@ impl Console {
             .store
             .clusters_using_key(caller.organization_id, key.id)
             .await?;
-        let mut statuses: HashMap<Uuid, KeyStatus> = HashMap::from([(key.id, key.status)]);
-        let mut protected = Vec::new();
-        for cluster in clusters {
-            let mut mine = Vec::new();
-            for region in &cluster.regions {
-                let Some(id) = region.key_id else { continue };
-                let status = match statuses.get(&id) {
-                    Some(status) => *status,
-                    None => {
-                        let status = self
-                            .store
-                            .key(caller.organization_id, id)
-                            .await?
-                            .map_or(KeyStatus::NotFound, |k| k.status);
-                        statuses.insert(id, status);
-                        status
-                    }
-                };
-                mine.push(status);
-            }
-            let region = cluster
-                .regions
-                .iter()
-                .find(|r| r.key_id == Some(key.id))
-                .map(|r| r.region.to_string())
-                .unwrap_or_default();
-            protected.push(ProtectedCluster {
-                id: cluster.id,
-                name: cluster.name.as_str().to_owned(),
-                state: cluster.state,
-                region,
-                effect: effect(cluster.state, &mine),
-            });
+        let mut keys: HashMap<Uuid, KeyStatus> = HashMap::from([(key.id, key.status)]);
+        let others: Vec<Uuid> = clusters
+            .iter()
+            .flat_map(|c| c.regions.iter().filter_map(|r| r.key_id))
+            .filter(|id| *id != key.id)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !others.is_empty() {
+            keys.extend(
+                self.store
+                    .key_statuses(caller.organization_id, &others)
+                    .await?,
+            );
         }
+        let all_keys: Vec<Uuid> = keys.keys().copied().collect();
+        let statuses = Statuses {
+            versions: self
+                .store
+                .revoked_versions(&all_keys)
+                .await?
+                .into_iter()
+                .map(|v| ((v.key_id, v.version), v.status))
+                .collect(),
+            keys,
+        };
+        let protected = protected_by(key, &clusters, &statuses);
         Ok(protected)
     }
 }

@@ -79,8 +79,22 @@ pub struct KeyStatusItem {
     #[serde(flatten)]
     pub key: KeyBody,
     pub project_name: String,
-    /// The clusters this key protects, with their state and what the key's status means.
+    /// The clusters this key protects, with their state and what the key's status (and its
+    /// versions' statuses) mean.
     pub clusters: Vec<ProtectedClusterBody>,
+    /// `versions_ok`, or `version_revoked` when a version of the key that still wraps data
+    /// keys is disabled, expired or gone (the key itself may be `active`); see
+    /// `revoked_versions` and the key's read for what each version protects.
+    #[schema(value_type = String)]
+    pub versions_status: &'static str,
+    /// The versions recorded revoked, with their status.
+    pub revoked_versions: Vec<RevokedVersionBody>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RevokedVersionBody {
+    pub version: String,
+    pub status: wire::KeyStatus,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -108,6 +122,19 @@ impl From<KeyStatusReport> for KeyStatusBody {
                     key: KeyBody::from(entry.key),
                     project_name: entry.project_name,
                     clusters: entry.clusters.into_iter().map(Into::into).collect(),
+                    versions_status: if entry.revoked_versions.is_empty() {
+                        "versions_ok"
+                    } else {
+                        "version_revoked"
+                    },
+                    revoked_versions: entry
+                        .revoked_versions
+                        .into_iter()
+                        .map(|(version, status)| RevokedVersionBody {
+                            version,
+                            status: status.into(),
+                        })
+                        .collect(),
                 })
                 .collect(),
             next_page_token: report.page.next,

@@ -46,6 +46,8 @@ pub struct KeyLine {
     pub last_error: String,
     pub rotation: &'static str,
     pub clusters: Vec<ClusterLine>,
+    /// "version V disabled", one per version in use recorded revoked.
+    pub revoked_versions: Vec<String>,
 }
 
 pub fn rotation_text(key: &EncryptionKey) -> &'static str {
@@ -74,6 +76,11 @@ impl From<KeyStatusEntry> for KeyLine {
             last_error: e.key.last_error.clone().unwrap_or_default(),
             rotation: rotation_text(&e.key),
             clusters: e.clusters.into_iter().map(ClusterLine::from).collect(),
+            revoked_versions: e
+                .revoked_versions
+                .into_iter()
+                .map(|(version, status)| format!("version {version} {}", status.as_str()))
+                .collect(),
         }
     }
 }
