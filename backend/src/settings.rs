@@ -82,6 +82,10 @@ pub struct Settings {
     /// `CMEK_KEY_CONFIRM_DELAY` (default `2s`, at most `30s`): how long Check now waits
     /// before the second probe that confirms a revocation the first one saw.
     pub key_confirm_delay: Duration,
+    /// `CMEK_TEST_WORKER_FAULTS` (development only; refused with `CMEK_ENV=production`):
+    /// background workers, by name and comma-separated, whose every round fails, so tests can
+    /// stop a console between a change and its reaction (as a crash would).
+    pub test_worker_faults: Vec<String>,
     /// `CMEK_RECONCILE_INTERVAL` (default `30s`, at least `1s`): how often every revoked
     /// key's clusters are brought in line with its status again (besides the reaction
     /// queued with each status change).
@@ -214,6 +218,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "CMEK_KEY_CHECK_CONCURRENCY",
     "CMEK_KEY_CONFIRM_DELAY",
     "CMEK_RECONCILE_INTERVAL",
+    "CMEK_TEST_WORKER_FAULTS",
     "CMEK_AZURE_APP_ID",
     "CMEK_AZURE_APP_NAME",
     "CMEK_AZURE_CLIENT_SECRET",
@@ -463,7 +468,21 @@ impl Settings {
                 reason: "must be at least 1s".into(),
             });
         }
+        let test_worker_faults: Vec<String> = lookup(vars, "CMEK_TEST_WORKER_FAULTS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if !test_worker_faults.is_empty() && environment == Environment::Production {
+            return Err(SettingsError::Invalid {
+                name: "CMEK_TEST_WORKER_FAULTS",
+                reason: "is for tests and refused in production".into(),
+            });
+        }
         Ok(Self {
+            test_worker_faults,
             key_check_interval,
             key_check_concurrency,
             key_confirm_delay,

@@ -285,6 +285,15 @@ impl Application {
         let sign_in_token = console.bootstrap().await?;
         let supervisor = start_workers(&console, &settings);
         let workers = supervisor.workers();
+        for name in &settings.test_worker_faults {
+            match WORKERS.iter().find(|w| **w == name.as_str()) {
+                Some(worker) => {
+                    tracing::warn!(worker, "CMEK_TEST_WORKER_FAULTS: this worker's rounds fail");
+                    workers.inject(worker, Some(crate::supervisor::Fault::FailAlways));
+                }
+                None => tracing::warn!(worker = %name, "CMEK_TEST_WORKER_FAULTS names no worker"),
+            }
+        }
         let listen_error = |source| StartupError::Listen {
             address: settings.listen.clone(),
             source,
@@ -385,6 +394,16 @@ impl Application {
 /// - `reactions`: runs the reconciliations queued with key status changes, every second or
 ///   as soon as this process queued one;
 /// - `reconcile`: every `CMEK_RECONCILE_INTERVAL`, every revoked key's clusters again.
+/// The background workers' names, as logs, `/metrics` and `/readyz` give them.
+pub const WORKERS: [&str; 6] = [
+    "audit-checkpoints",
+    "data-key-sweep",
+    "webhook-deliveries",
+    "key-monitor",
+    "reactions",
+    "reconcile",
+];
+
 fn start_workers(console: &Console, settings: &Settings) -> Supervisor {
     let mut supervisor = Supervisor::new();
     let second = std::time::Duration::from_secs(1);

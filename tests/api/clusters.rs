@@ -1644,3 +1644,117 @@ async fn a_backup_whose_process_died_blocks_the_next_one_only_until_its_lease_la
         201
     );
 }
+
+/// `cmek-console serve` as a real process on the fixture's database and data directory.
+fn serve(
+    app: &crate::helpers::TestApp,
+    port: u16,
+    settings: &[(&str, &str)],
+) -> std::process::Child {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cmek-console"));
+    command
+        .arg("serve")
+        .env("DATABASE_URL", &app.database_url)
+        .env("CMEK_DATA_DIR", app.data_dir())
+        .env("CMEK_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (name, value) in settings {
+        command.env(name, value);
+    }
+    command.spawn().expect("cmek-console serve starts")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn until_up(port: u16) {
+    for _ in 0..150 {
+        if reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the console on port {port} never answered");
+}
+
+#[tokio::test]
+async fn a_console_killed_between_a_revocation_and_its_reaction_reacts_after_a_restart() {
+    // The test's own instance sets things up and never reacts to anything.
+    let f = local_cmek_with(
+        &["us-east-1"],
+        &[(
+            "CMEK_TEST_WORKER_FAULTS",
+            &cmek_console::startup::WORKERS.join(","),
+        )],
+    )
+    .await;
+    let changed = f
+        .app
+        .patch_json(
+            &format!("/api/v1/projects/{}", f.project),
+            &f.owner,
+            &json!({ "revocation_policy": "stop" }),
+        )
+        .await;
+    assert_eq!(changed.status(), 200);
+    let cluster = id(&f.cluster("orders", &["us-east-1"]).await);
+    let key = f.key_id("us-east-1").await;
+    f.disable_local_key("us-east-1").await;
+
+    // A real console records the confirmed revocation, and is killed (SIGKILL) before its
+    // reaction runs (its reaction workers fail every round, as if it died first).
+    let port = free_port();
+    let mut first = serve(
+        &f.app,
+        port,
+        &[
+            ("CMEK_TEST_WORKER_FAULTS", "reactions,reconcile"),
+            ("CMEK_KEY_CONFIRM_DELAY", "100ms"),
+        ],
+    );
+    until_up(port).await;
+    let checked: Value = f
+        .app
+        .api
+        .post(format!(
+            "http://127.0.0.1:{port}/api/v1/projects/{}/encryption-keys/{key}/check",
+            f.project
+        ))
+        .bearer_auth(&f.owner)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(checked["confirmation"]["state"], "confirmed", "{checked}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(
+        read_cluster(&f.app, &f.owner, &cluster).await["state"],
+        "available"
+    );
+
+    // Restarted, the console finds the reaction queued with the status and makes it.
+    let port = free_port();
+    let mut second = serve(&f.app, port, &[]);
+    until_up(port).await;
+    let read = cluster_until(&f.app, &f.owner, &cluster, |c| c["state"] == "inaccessible").await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert!(read["last_error"].as_str().unwrap().contains("disabled"));
+    assert_eq!(
+        events(&f.app, &f.owner, "cluster.inaccessible").await.len(),
+        1
+    );
+}
