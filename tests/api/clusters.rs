@@ -1758,3 +1758,68 @@ async fn a_console_killed_between_a_revocation_and_its_reaction_reacts_after_a_r
         1
     );
 }
+
+#[tokio::test]
+async fn a_database_failure_while_resuming_is_the_consoles_own_and_blames_no_key() {
+    let f = local_cmek(&["us-east-1"]).await;
+    let cluster = id(&f.cluster("orders", &["us-east-1"]).await);
+    let paused = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/clusters/{cluster}/pause"),
+    )
+    .await;
+    assert_eq!(paused.status(), 200);
+    // The keys' table cannot be read while the resume needs it.
+    use sea_orm::ConnectionTrait;
+    let db = f.app.db().await;
+    db.execute_unprepared("ALTER TABLE encryption_keys RENAME TO encryption_keys_away")
+        .await
+        .unwrap();
+
+    let resumed = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/clusters/{cluster}/resume"),
+    )
+    .await;
+
+    db.execute_unprepared("ALTER TABLE encryption_keys_away RENAME TO encryption_keys")
+        .await
+        .unwrap();
+    assert!(resumed.status().is_server_error(), "{}", resumed.status());
+    let problem = problem(resumed).await;
+    assert_ne!(
+        problem["type"],
+        problem_type("kms-key-unusable"),
+        "{problem}"
+    );
+    assert!(
+        !problem.to_string().contains("KMS"),
+        "the console's own failure names no KMS: {problem}"
+    );
+    assert!(
+        events(&f.app, &f.owner, "cluster.resume_failed")
+            .await
+            .is_empty(),
+        "no alert blames the key"
+    );
+    assert_eq!(
+        events(&f.app, &f.owner, "cluster.resume_interrupted")
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        read_cluster(&f.app, &f.owner, &cluster).await["state"],
+        "paused"
+    );
+    // The database is back: the resume works.
+    let resumed = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/clusters/{cluster}/resume"),
+    )
+    .await;
+    assert_eq!(resumed.status(), 200);
+}
