@@ -1368,6 +1368,8 @@ async fn a_keep_running_cluster_is_marked_once_and_a_policy_changed_to_stop_late
         .change_local_key(&operator, f.local_keys[0].1, LocalKeyAction::Enable)
         .await
         .unwrap();
+    // Check now answers a press within 10 seconds of the last check with that check's result.
+    f.app.clock.advance(chrono::Duration::seconds(11));
     let checked = check_now(&f, &member, &key).await;
     assert_eq!(checked["status"], "active");
     assert_eq!(checked["confirmation"]["state"], "not_needed");
@@ -1659,7 +1661,10 @@ fn serve(
         .env("CMEK_LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .stderr(
+            std::fs::File::create(app.data_dir().join(format!("serve-{port}.log")))
+                .map_or_else(|_| std::process::Stdio::null(), Into::into),
+        );
     for (name, value) in settings {
         command.env(name, value);
     }
@@ -1674,8 +1679,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn until_up(port: u16) {
-    for _ in 0..150 {
+async fn until_up(app: &crate::helpers::TestApp, port: u16) {
+    for _ in 0..600 {
         if reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
             .await
             .is_ok_and(|r| r.status() == 200)
@@ -1684,7 +1689,9 @@ async fn until_up(port: u16) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    panic!("the console on port {port} never answered");
+    let log = std::fs::read_to_string(app.data_dir().join(format!("serve-{port}.log")))
+        .unwrap_or_default();
+    panic!("the console on port {port} never answered:\n{log}");
 }
 
 #[tokio::test]
@@ -1722,7 +1729,7 @@ async fn a_console_killed_between_a_revocation_and_its_reaction_reacts_after_a_r
             ("CMEK_KEY_CONFIRM_DELAY", "100ms"),
         ],
     );
-    until_up(port).await;
+    until_up(&f.app, port).await;
     let checked: Value = f
         .app
         .api
@@ -1748,7 +1755,7 @@ async fn a_console_killed_between_a_revocation_and_its_reaction_reacts_after_a_r
     // Restarted, the console finds the reaction queued with the status and makes it.
     let port = free_port();
     let mut second = serve(&f.app, port, &[]);
-    until_up(port).await;
+    until_up(&f.app, port).await;
     let read = cluster_until(&f.app, &f.owner, &cluster, |c| c["state"] == "inaccessible").await;
     second.kill().unwrap();
     second.wait().unwrap();

@@ -413,3 +413,94 @@ async fn an_unauthenticated_client_with_a_trickling_chunked_body_is_answered_and
     let answer = answer.expect("the server answered and closed the connection");
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
 }
+
+mod check_now_bounds {
+    use cmek_console::domain::identity::Role;
+    use serde_json::Value;
+
+    use crate::clusters::{local_cmek, post};
+
+    async fn checks_recorded(f: &crate::clusters::Fixture) -> usize {
+        let page: Value = f
+            .app
+            .get(
+                "/api/v1/audit-events?action=encryption_key.checked",
+                &f.owner,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        page["items"].as_array().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn a_key_checked_moments_ago_on_any_instance_answers_with_that_check_without_calling_the_kms()
+     {
+        let f = local_cmek(&["us-east-1"]).await;
+        let key = f.key_id("us-east-1").await;
+        let path = format!("/api/v1/projects/{}/encryption-keys/{key}/check", f.project);
+        let member = f.app.api_key(Role::Member).await;
+        let other = f.app.another_instance().await;
+        // Both instances in the same 10-second window, as one shared clock would have them.
+        other.clock.set(f.app.console.now());
+
+        let first: Value = post(&f.app, &member, &path).await.json().await.unwrap();
+        let again: Value = post(&other, &f.owner, &path).await.json().await.unwrap();
+
+        assert_eq!(first["confirmation"]["state"], "not_needed");
+        assert_eq!(again["confirmation"]["state"], "reused", "{again}");
+        assert_eq!(again["confirmation"]["probes"], 0);
+        assert_eq!(again["status"], "active");
+        assert_eq!(again["last_checked_at"], first["last_checked_at"]);
+        assert_eq!(
+            checks_recorded(&f).await,
+            1,
+            "one call to the KMS, one event"
+        );
+        // Once the window has passed, the next press checks again.
+        f.app.clock.advance(chrono::Duration::seconds(11));
+        let later: Value = post(&f.app, &member, &path).await.json().await.unwrap();
+        assert_eq!(later["confirmation"]["state"], "not_needed");
+        assert_eq!(checks_recorded(&f).await, 2);
+    }
+
+    #[tokio::test]
+    async fn one_caller_pressing_check_now_too_often_gets_429_with_retry_after_on_every_instance() {
+        let f = local_cmek(&["us-east-1"]).await;
+        let key = f.key_id("us-east-1").await;
+        let path = format!("/api/v1/projects/{}/encryption-keys/{key}/check", f.project);
+        let member = f.app.api_key(Role::Member).await;
+        let other = f.app.another_instance().await;
+        // Both instances in the same 10-second window, as one shared clock would have them.
+        other.clock.set(f.app.console.now());
+
+        for press in 0..20 {
+            let app = if press % 2 == 0 { &f.app } else { &other };
+            assert_eq!(
+                post(app, &member, &path).await.status(),
+                200,
+                "press {press}"
+            );
+        }
+        let refused = post(&other, &member, &path).await;
+
+        assert_eq!(refused.status(), 429);
+        let retry: u64 = refused.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+        let problem = crate::helpers::problem(refused).await;
+        assert!(
+            problem["type"]
+                .as_str()
+                .unwrap()
+                .ends_with("/too-many-requests")
+        );
+        // Another caller is not held back by this one.
+        f.app.clock.advance(chrono::Duration::seconds(11));
+        assert_eq!(post(&f.app, &f.owner, &path).await.status(), 200);
+    }
+}

@@ -27,12 +27,14 @@ async fn every_status_change_is_kept_with_the_kms_message_newest_first() {
         .change_local_key(&operator, local, LocalKeyAction::Disable)
         .await
         .unwrap();
+    f.app.clock.advance(chrono::Duration::seconds(11));
     assert_eq!(
         post(&f.app, &f.owner, &format!("{base}/check"))
             .await
             .status(),
         200
     );
+    f.app.clock.advance(chrono::Duration::seconds(11));
     assert_eq!(
         post(&f.app, &f.owner, &format!("{base}/check"))
             .await
@@ -44,6 +46,7 @@ async fn every_status_change_is_kept_with_the_kms_message_newest_first() {
         .change_local_key(&operator, local, LocalKeyAction::Enable)
         .await
         .unwrap();
+    f.app.clock.advance(chrono::Duration::seconds(11));
     assert_eq!(
         post(&f.app, &f.owner, &format!("{base}/check"))
             .await

@@ -31,6 +31,13 @@ impl ManualClock {
         Self(Mutex::new(truncate(Utc::now())))
     }
 
+    /// Sets the time (a second instance's clock to the first one's, say).
+    pub fn set(&self, at: DateTime<Utc>) {
+        if let Ok(mut now) = self.0.lock() {
+            *now = at;
+        }
+    }
+
     pub fn advance(&self, by: Duration) {
         if let Ok(mut now) = self.0.lock() {
             *now += by;

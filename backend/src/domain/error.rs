@@ -120,6 +120,12 @@ pub enum DomainError {
     /// The key failed a required check of Test Encryption Key; nothing was created.
     #[error("the encryption key test failed")]
     ChecksFailed(crate::domain::keys::checks::Checklist),
+    /// The caller asked more often than the console allows; try again after `retry_after`.
+    #[error("{detail}")]
+    TooManyRequests {
+        detail: String,
+        retry_after: std::time::Duration,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

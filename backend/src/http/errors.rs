@@ -39,6 +39,9 @@ pub struct Problem {
     /// The regions whose data key the KMS refused, each with its key and KMS error.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<wire::RegionFailure>,
+    /// Seconds to wait before asking again (sent as `Retry-After`).
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -51,6 +54,7 @@ impl Problem {
             errors: Vec::new(),
             checks: None,
             failures: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -295,6 +299,18 @@ fn domain_problem(err: &DomainError) -> Problem {
                 ),
             }
         }
+        DomainError::TooManyRequests {
+            detail,
+            retry_after,
+        } => Problem {
+            retry_after: Some(retry_after.as_secs().max(1)),
+            ..Problem::new(
+                S::TOO_MANY_REQUESTS,
+                "too-many-requests",
+                "Too many requests",
+                detail.clone(),
+            )
+        },
         DomainError::Store(StoreError::Damaged(_)) => Problem::new(
             S::SERVICE_UNAVAILABLE,
             "database-damaged",
@@ -341,7 +357,9 @@ pub fn problem_response(problem: &Problem) -> HttpResponse {
     if status == StatusCode::UNAUTHORIZED {
         response.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"cmek-console\""));
     }
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    if let Some(seconds) = problem.retry_after {
+        response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+    } else if status == StatusCode::SERVICE_UNAVAILABLE {
         response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string()));
     }
     response.json(problem)
@@ -453,8 +471,12 @@ impl ResponseError for PageError {
         }
         let (title, detail) = self.explained();
         let body = error_page(status.as_u16(), &title, &detail);
-        HttpResponse::build(status)
-            .content_type(ContentType::html())
-            .body(body)
+        let mut response = HttpResponse::build(status);
+        if let PageError::Domain(err) = self
+            && let Some(seconds) = domain_problem(err).retry_after
+        {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.content_type(ContentType::html()).body(body)
     }
 }

@@ -523,6 +523,9 @@ impl Console {
         progress: Option<&dyn ConfirmProgress>,
     ) -> Result<KeyCheck, DomainError> {
         let mut key = self.encryption_key(caller, project_id, key_id).await?;
+        if let Some(reused) = self.bound_check_now(caller, &key).await? {
+            return Ok(reused);
+        }
         let provider = self.provider_for(&key.key_ref)?;
         let probe = || async {
             checks::run(
@@ -617,9 +620,106 @@ impl Console {
     }
 }
 
+/// How long a Check now's result answers the next presses of the same key, whoever makes
+/// them, instead of another call to the customer's KMS.
+const CHECK_FRESH_SECONDS: i64 = 10;
+/// How many times one caller may press Check now in a minute (every key together).
+const CHECKS_PER_CALLER_PER_MINUTE: u32 = 20;
+/// How long a press waits for the check another one started in its window.
+const WAIT_FOR_RUNNING_CHECK: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The start of the window of `seconds` that `now` falls in.
+fn window_start(now: chrono::DateTime<chrono::Utc>, seconds: i64) -> chrono::DateTime<chrono::Utc> {
+    let start = now.timestamp() - now.timestamp().rem_euclid(seconds);
+    chrono::DateTime::from_timestamp(start, 0).unwrap_or(now)
+}
+
+impl Console {
+    /// Check now's bounds, counted in the database so every instance shares them (each
+    /// check costs the customer several calls to their KMS, billed and throttled per
+    /// account): a caller may press it `CHECKS_PER_CALLER_PER_MINUTE` times a minute, then
+    /// gets 429 with when to try again; and one check per key runs per
+    /// `CHECK_FRESH_SECONDS` window, whoever asks: a press while one is running or just done
+    /// waits for it and answers its result (`Confirmation::Reused`).
+    async fn bound_check_now(
+        &self,
+        caller: &Caller,
+        key: &EncryptionKey,
+    ) -> Result<Option<KeyCheck>, DomainError> {
+        use crate::domain::identity::Actor;
+        let now = self.clock.now();
+        let who = match &caller.actor {
+            Actor::User { id, .. } => format!("user:{id}"),
+            Actor::ApiKey { id, .. } => format!("api-key:{id}"),
+            Actor::System => "system".to_owned(),
+        };
+        let minute = window_start(now, 60);
+        let presses = self
+            .store
+            .count_attempt(
+                &format!("check-now:{}:{who}", caller.organization_id),
+                minute,
+            )
+            .await?;
+        if presses > CHECKS_PER_CALLER_PER_MINUTE {
+            let retry_after = (minute + chrono::Duration::seconds(60) - now)
+                .to_std()
+                .unwrap_or_default()
+                .max(std::time::Duration::from_secs(1));
+            return Err(DomainError::TooManyRequests {
+                detail: format!(
+                    "Check now may be pressed {CHECKS_PER_CALLER_PER_MINUTE} times a minute: each                      check calls your KMS several times. The key monitor keeps checking every                      key. Try again in {} seconds.",
+                    retry_after.as_secs()
+                ),
+                retry_after,
+            });
+        }
+        let window = window_start(now, CHECK_FRESH_SECONDS);
+        let first = self
+            .store
+            .count_attempt(&format!("check-now-key:{}", key.id), window)
+            .await?
+            == 1;
+        if first {
+            return Ok(None);
+        }
+        // Another press made (or is making) this window's check: wait for its result.
+        let started = std::time::Instant::now();
+        let mut recorded = key.clone();
+        while recorded.last_checked_at.is_none_or(|at| at < window)
+            && started.elapsed() < WAIT_FOR_RUNNING_CHECK
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            recorded = self
+                .store
+                .key(caller.organization_id, key.id)
+                .await?
+                .ok_or(DomainError::NotFound("encryption key"))?;
+        }
+        let checklist = Checklist {
+            passed: recorded.status == KeyStatus::Active,
+            checks: Vec::new(),
+            rotation_enabled: recorded.rotation_enabled,
+            tenant: None,
+        };
+        Ok(Some(KeyCheck {
+            confirmation: Confirmation::Reused {
+                checked_at: recorded.last_checked_at,
+            },
+            key: recorded,
+            checklist,
+        }))
+    }
+}
+
 /// What Check now did about a revocation it saw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Confirmation {
+    /// The key was checked moments ago (or is being checked) by another press: its recorded
+    /// result answers, with no new call to the KMS.
+    Reused {
+        checked_at: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// Nothing to confirm: the key works, is unreachable, or was already known revoked.
     NotNeeded,
     /// A second probe saw the same revocation: recorded, and the policy applies.
@@ -632,6 +732,7 @@ impl Confirmation {
     pub fn as_str(self) -> &'static str {
         match self {
             Confirmation::NotNeeded => "not_needed",
+            Confirmation::Reused { .. } => "reused",
             Confirmation::Confirmed { .. } => "confirmed",
             Confirmation::NotConfirmed { .. } => "not_confirmed",
         }

@@ -469,8 +469,10 @@ pub struct CheckedKeyBody {
 }
 
 /// What Check now did about a revocation: `not_needed` (nothing to confirm), `confirmed`
-/// (a second probe saw it too: recorded, and the project's revocation policy applies) or
-/// `not_confirmed` (the second probe saw something else: the revocation is not recorded).
+/// (a second probe saw it too: recorded, and the project's revocation policy applies),
+/// `not_confirmed` (the second probe saw something else: the revocation is not recorded) or
+/// `reused` (the key was checked in the last 10 seconds, or is being checked, by another
+/// press: that result answers, `checks` is empty and the KMS was not called again).
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ConfirmationBody {
     #[schema(value_type = String, example = "confirmed")]
@@ -490,13 +492,17 @@ pub struct ConfirmationBody {
 impl From<Confirmation> for ConfirmationBody {
     fn from(c: Confirmation) -> Self {
         let (first, second) = match c {
-            Confirmation::NotNeeded => (None, None),
+            Confirmation::NotNeeded | Confirmation::Reused { .. } => (None, None),
             Confirmation::Confirmed { status } => (Some(status), Some(status)),
             Confirmation::NotConfirmed { first, second } => (Some(first), Some(second)),
         };
         ConfirmationBody {
             state: c.as_str(),
-            probes: if first.is_some() { 2 } else { 1 },
+            probes: match c {
+                Confirmation::Reused { .. } => 0,
+                _ if first.is_some() => 2,
+                _ => 1,
+            },
             first: first.map(|s| s.as_str()),
             second: second.map(|s| s.as_str()),
         }

@@ -242,6 +242,10 @@ pub fn check_notice(confirmation: &str) -> &'static str {
             "A first probe saw the key refused, but a second probe did not confirm it: nothing \
              was recorded (the key monitor keeps watching it)."
         }
+        "reused" => {
+            "The key was checked moments ago: that result is shown (Check now calls the KMS at \
+             most once every 10 seconds per key)."
+        }
         _ => "Key checked; its status is up to date.",
     }
 }
