@@ -283,9 +283,23 @@ impl Application {
     ) -> Result<Self, StartupError> {
         let console = console(&settings, clock).await?;
         let sign_in_token = console.bootstrap().await?;
+        match console.backfill_key_versions().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                data_keys = n,
+                "recorded the key version of data keys stored before versions were"
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not record the key versions of older data keys")
+            }
+        }
         let supervisor = start_workers(&console, &settings);
         let workers = supervisor.workers();
         for name in &settings.test_worker_faults {
+            if !cfg!(debug_assertions) {
+                tracing::warn!(worker = %name, "CMEK_TEST_WORKER_FAULTS is ignored in release builds");
+                continue;
+            }
             match WORKERS.iter().find(|w| **w == name.as_str()) {
                 Some(worker) => {
                     tracing::warn!(worker, "CMEK_TEST_WORKER_FAULTS: this worker's rounds fail");

@@ -19,6 +19,10 @@ use tokio::task::JoinHandle;
 const FAILING_AFTER: u32 = 3;
 /// Longest wait between attempts of a failing worker.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Longest a round may take (a full sweep of the key monitor over many keys stays well
+/// below it); a round that hangs longer counts as failed, so a stuck worker shows in
+/// `/readyz` instead of stopping silently.
+const ROUND_LIMIT: Duration = Duration::from_secs(15 * 60);
 
 /// A fault to put into a worker, for tests of the supervisor itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -193,11 +197,14 @@ impl Supervisor {
 
     /// Stops every worker and waits for them (each finishes the round it is in), at most
     /// `limit` in all.
-    pub async fn shutdown(self, limit: Duration) {
+    pub async fn shutdown(mut self, limit: Duration) {
         let _ = self.stop.send(true);
-        let joined = futures_util::future::join_all(self.tasks);
+        let joined = futures_util::future::join_all(self.tasks.iter_mut());
         if tokio::time::timeout(limit, joined).await.is_err() {
-            tracing::warn!("background workers did not stop in time");
+            tracing::warn!("background workers did not stop in time; stopping them where they are");
+            for task in &self.tasks {
+                task.abort();
+            }
         }
     }
 }
@@ -234,7 +241,13 @@ async fn run_rounds<F, Fut, W, WFut>(
             #[allow(clippy::panic)]
             Some(Fault::PanicOnce) => panic!("fault injected into worker {name}"),
             Some(Fault::FailAlways) => Err("fault injected".to_owned()),
-            None => round().await,
+            None => match tokio::time::timeout(ROUND_LIMIT, round()).await {
+                Ok(result) => result,
+                Err(_) => Err(format!(
+                    "the round took longer than {} minutes",
+                    ROUND_LIMIT.as_secs() / 60
+                )),
+            },
         };
         match result {
             Ok(()) => workers.with(name, |s| {

@@ -15,6 +15,7 @@ mod m20261201_000010_key_rotation;
 mod m20261201_000011_azure_tenant;
 mod m20261205_000012_reactions_and_versions;
 mod m20261205_000013_key_status_indexes;
+mod m20261205_000014_backup_key_index;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000011_azure_tenant::Migration),
             Box::new(m20261205_000012_reactions_and_versions::Migration),
             Box::new(m20261205_000013_key_status_indexes::Migration),
+            Box::new(m20261205_000014_backup_key_index::Migration),
         ]
     }
 }

@@ -1830,3 +1830,30 @@ async fn a_database_failure_while_resuming_is_the_consoles_own_and_blames_no_key
     .await;
     assert_eq!(resumed.status(), 200);
 }
+
+#[tokio::test]
+async fn data_keys_stored_before_versions_were_recorded_get_theirs_at_start() {
+    let f = local_cmek(&["us-east-1"]).await;
+    id(&f.cluster("orders", &["us-east-1"]).await);
+    let key = f.key_id("us-east-1").await;
+    let path = format!("/api/v1/projects/{}/encryption-keys/{key}", f.project);
+    let read: Value = f.app.get(&path, &f.owner).await.json().await.unwrap();
+    assert_eq!(read["versions"][0]["version"], "1", "{read}");
+    // As a database from before the upgrade has them: no version recorded.
+    use sea_orm::ConnectionTrait;
+    f.app
+        .db()
+        .await
+        .execute_unprepared("UPDATE cluster_regions SET key_version = NULL")
+        .await
+        .unwrap();
+    let before: Value = f.app.get(&path, &f.owner).await.json().await.unwrap();
+    assert_eq!(before["versions"], json!([]), "{before}");
+
+    let restarted = f.app.another_instance().await;
+
+    let after: Value = restarted.get(&path, &f.owner).await.json().await.unwrap();
+    assert_eq!(after["versions"][0]["version"], "1", "{after}");
+    assert_eq!(after["versions"][0]["clusters"], json!(["orders"]));
+    assert_eq!(after["versions"][0]["data_keys"], 1);
+}

@@ -27,8 +27,9 @@ use crate::domain::ports::StoreError;
 use crate::domain::{Console, DomainError, Environment};
 
 /// The event types a webhook receives.
-pub const EVENT_TYPES: [&str; 5] = [
+pub const EVENT_TYPES: [&str; 6] = [
     "key.status_changed",
+    "key.version_status_changed",
     "cluster.inaccessible",
     "cluster.will_not_resume",
     "cluster.resume_failed",
@@ -91,6 +92,29 @@ pub fn alert_for(event: &AuditEvent) -> Option<Alert> {
                 data.insert(name.into(), field(name));
             }
             ("key.status_changed", None)
+        }
+        "encryption_key.version_status_changed" => {
+            if field("from") == field("to") {
+                return None;
+            }
+            data.insert(
+                "key_id".into(),
+                json!(target_id(&event.target, "encryption_key")),
+            );
+            for name in [
+                "project_id",
+                "provider",
+                "region",
+                "key",
+                "version",
+                "data_keys",
+                "from",
+                "to",
+                "message",
+            ] {
+                data.insert(name.into(), field(name));
+            }
+            ("key.version_status_changed", None)
         }
         "cluster.inaccessible" | "cluster.will_not_resume" | "cluster.resume_failed" => {
             data.insert(

@@ -588,14 +588,33 @@ pub trait JobStore: Send + Sync {
     async fn pending_jobs(&self, kind: JobKind) -> Result<u64, StoreError>;
     /// Keys whose clusters the periodic reconciliation looks at: every key (of every
     /// organization) with a revocation status or a version with one, and every key of a
-    /// cluster marked "will not resume". (organization, key), at most `limit`.
-    async fn keys_to_reconcile(&self, limit: u64) -> Result<Vec<(Uuid, Uuid)>, StoreError>;
+    /// cluster marked "will not resume". (organization, key) in key order, after `after`, at
+    /// most `limit` (a keyset page).
+    async fn keys_to_reconcile(
+        &self,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> Result<Vec<(Uuid, Uuid)>, StoreError>;
     /// The versions of the key that wrap data keys still in use (cluster regions and
     /// backups), with how many each wraps, and what the monitor last saw of each.
     async fn versions_in_use(
         &self,
         key_id: Uuid,
     ) -> Result<Vec<(String, u64, Option<KeyVersionStatus>)>, StoreError>;
+    /// Data keys wrapped before versions were recorded (at most `limit`), to be given the
+    /// version their wrapped form names.
+    async fn data_keys_without_version(
+        &self,
+        limit: u64,
+    ) -> Result<Vec<UnversionedDataKey>, StoreError>;
+    async fn set_data_key_version(&self, row: &DataKeyRow, version: &str)
+    -> Result<(), StoreError>;
+    /// Forgets what the monitor saw of the key's versions that no longer wrap anything.
+    async fn forget_versions_not_in(
+        &self,
+        key_id: Uuid,
+        in_use: &[String],
+    ) -> Result<(), StoreError>;
     /// The versions of these keys recorded with a revocation status (one query, for a page
     /// of keys).
     async fn revoked_versions(&self, key_ids: &[Uuid])
@@ -609,4 +628,20 @@ pub trait JobStore: Send + Sync {
         status: KeyVersionStatus,
         audit: Option<AuditDraft>,
     ) -> Result<(), StoreError>;
+}
+
+/// Where a wrapped data key is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum DataKeyRow {
+    ClusterRegion { cluster_id: Uuid, region: String },
+    Backup { id: Uuid },
+}
+
+/// A data key stored before the key version that wrapped it was recorded.
+#[derive(Clone, Debug)]
+pub struct UnversionedDataKey {
+    pub row: DataKeyRow,
+    pub organization_id: Uuid,
+    pub key_id: Uuid,
+    pub wrapped: Vec<u8>,
 }

@@ -1090,12 +1090,16 @@ impl JobStore for MemoryStore {
             .count() as u64)
     }
 
-    async fn keys_to_reconcile(&self, limit: u64) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
-        Ok(self
-            .state()
-            .keys
+    async fn keys_to_reconcile(
+        &self,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
+        let mut keys = self.state().keys.clone();
+        keys.sort_by_key(|k| k.id);
+        Ok(keys
             .iter()
-            .filter(|k| k.status.is_revocation())
+            .filter(|k| k.status.is_revocation() && after.is_none_or(|a| k.id > a))
             .take(usize::try_from(limit).unwrap_or(usize::MAX))
             .map(|k| (k.organization_id, k.id))
             .collect())
@@ -1107,6 +1111,33 @@ impl JobStore for MemoryStore {
         _key_id: Uuid,
     ) -> Result<Vec<(String, u64, Option<KeyVersionStatus>)>, StoreError> {
         Ok(Vec::new())
+    }
+
+    /// No clusters here: every data key has its version.
+    async fn data_keys_without_version(
+        &self,
+        _limit: u64,
+    ) -> Result<Vec<crate::domain::ports::UnversionedDataKey>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn set_data_key_version(
+        &self,
+        _row: &crate::domain::ports::DataKeyRow,
+        _version: &str,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn forget_versions_not_in(
+        &self,
+        key_id: Uuid,
+        in_use: &[String],
+    ) -> Result<(), StoreError> {
+        self.state()
+            .versions
+            .retain(|v| v.key_id != key_id || in_use.contains(&v.version));
+        Ok(())
     }
 
     async fn revoked_versions(

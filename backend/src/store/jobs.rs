@@ -15,7 +15,9 @@ use super::SeaStore;
 use super::entities::{backups, cluster_regions, clusters, encryption_keys, jobs, key_versions};
 use crate::domain::audit::AuditDraft;
 use crate::domain::keys::KeyStatus;
-use crate::domain::ports::{Job, JobKind, JobStore, KeyVersionStatus, StoreError};
+use crate::domain::ports::{
+    DataKeyRow, Job, JobKind, JobStore, KeyVersionStatus, StoreError, UnversionedDataKey,
+};
 
 const REVOCATIONS: [&str; 4] = ["access_denied", "disabled", "pending_deletion", "not_found"];
 
@@ -203,13 +205,20 @@ impl JobStore for SeaStore {
             .await?)
     }
 
-    async fn keys_to_reconcile(&self, limit: u64) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
+    async fn keys_to_reconcile(
+        &self,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
+        let after = after.unwrap_or(Uuid::nil());
         let mut found = BTreeMap::new();
         for key in encryption_keys::Entity::find()
             .select_only()
             .column(encryption_keys::Column::Id)
             .column(encryption_keys::Column::OrganizationId)
             .filter(encryption_keys::Column::Status.is_in(REVOCATIONS))
+            .filter(encryption_keys::Column::Id.gt(after))
+            .order_by_asc(encryption_keys::Column::Id)
             .limit(limit)
             .into_tuple::<(Uuid, Uuid)>()
             .all(&self.db)
@@ -221,16 +230,20 @@ impl JobStore for SeaStore {
             .select_only()
             .column(key_versions::Column::KeyId)
             .filter(key_versions::Column::Status.is_in(REVOCATIONS))
+            .filter(key_versions::Column::KeyId.gt(after))
             .distinct()
+            .order_by_asc(key_versions::Column::KeyId)
             .limit(limit)
             .into_tuple::<Uuid>()
             .all(&self.db)
             .await?;
+        // Marked clusters are few (a mark lasts while a key is revoked in a keep_running
+        // project); their keys are read in key order like the rest.
         let marked: Vec<Uuid> = clusters::Entity::find()
             .select_only()
             .column(clusters::Column::Id)
             .filter(clusters::Column::WillNotResume.is_not_null())
-            .limit(limit)
+            .limit(10_000)
             .into_tuple::<Uuid>()
             .all(&self.db)
             .await?;
@@ -241,8 +254,10 @@ impl JobStore for SeaStore {
                 .select_only()
                 .column(cluster_regions::Column::KeyId)
                 .filter(cluster_regions::Column::ClusterId.is_in(marked))
-                .filter(cluster_regions::Column::KeyId.is_not_null())
+                .filter(cluster_regions::Column::KeyId.gt(after))
                 .distinct()
+                .order_by_asc(cluster_regions::Column::KeyId)
+                .limit(limit)
                 .into_tuple::<Option<Uuid>>()
                 .all(&self.db)
                 .await?
@@ -268,6 +283,8 @@ impl JobStore for SeaStore {
                 found.insert(id, organization_id);
             }
         }
+        // The smallest `limit` ids of the three: every source was read up to its own
+        // `limit` in id order, so nothing smaller than the last one taken is left behind.
         Ok(found
             .into_iter()
             .take(usize::try_from(limit).unwrap_or(usize::MAX))
@@ -313,6 +330,128 @@ impl JobStore for SeaStore {
                 (version, n, status)
             })
             .collect())
+    }
+
+    async fn data_keys_without_version(
+        &self,
+        limit: u64,
+    ) -> Result<Vec<UnversionedDataKey>, StoreError> {
+        let regions = cluster_regions::Entity::find()
+            .filter(cluster_regions::Column::KeyVersion.is_null())
+            .filter(cluster_regions::Column::KeyId.is_not_null())
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        let owners: BTreeMap<Uuid, Uuid> = if regions.is_empty() {
+            BTreeMap::new()
+        } else {
+            clusters::Entity::find()
+                .select_only()
+                .column(clusters::Column::Id)
+                .column(clusters::Column::OrganizationId)
+                .filter(clusters::Column::Id.is_in(regions.iter().map(|r| r.cluster_id)))
+                .into_tuple::<(Uuid, Uuid)>()
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .collect()
+        };
+        let mut found: Vec<UnversionedDataKey> = regions
+            .into_iter()
+            .filter_map(|r| {
+                Some(UnversionedDataKey {
+                    organization_id: *owners.get(&r.cluster_id)?,
+                    key_id: r.key_id?,
+                    row: DataKeyRow::ClusterRegion {
+                        cluster_id: r.cluster_id,
+                        region: r.region,
+                    },
+                    wrapped: r.wrapped_key,
+                })
+            })
+            .collect();
+        let room = limit.saturating_sub(found.len() as u64);
+        if room > 0 {
+            found.extend(
+                backups::Entity::find()
+                    .filter(backups::Column::KeyVersion.is_null())
+                    .filter(backups::Column::KeyId.is_not_null())
+                    .limit(room)
+                    .all(&self.db)
+                    .await?
+                    .into_iter()
+                    .filter_map(|b| {
+                        Some(UnversionedDataKey {
+                            organization_id: b.organization_id,
+                            key_id: b.key_id?,
+                            row: DataKeyRow::Backup { id: b.id },
+                            wrapped: b.wrapped_key,
+                        })
+                    }),
+            );
+        }
+        Ok(found)
+    }
+
+    async fn set_data_key_version(
+        &self,
+        row: &DataKeyRow,
+        version: &str,
+    ) -> Result<(), StoreError> {
+        let version = version.to_owned();
+        audited!(self, quietly, |txn| {
+            match row {
+                DataKeyRow::ClusterRegion { cluster_id, region } => {
+                    cluster_regions::Entity::update_many()
+                        .col_expr(
+                            cluster_regions::Column::KeyVersion,
+                            Expr::value(Some(version.clone())),
+                        )
+                        .filter(cluster_regions::Column::ClusterId.eq(*cluster_id))
+                        .filter(cluster_regions::Column::Region.eq(region.clone()))
+                        .filter(cluster_regions::Column::KeyVersion.is_null())
+                        .exec(txn)
+                        .await?;
+                }
+                DataKeyRow::Backup { id } => {
+                    backups::Entity::update_many()
+                        .col_expr(
+                            backups::Column::KeyVersion,
+                            Expr::value(Some(version.clone())),
+                        )
+                        .filter(backups::Column::Id.eq(*id))
+                        .filter(backups::Column::KeyVersion.is_null())
+                        .exec(txn)
+                        .await?;
+                }
+            }
+            ((), true)
+        })
+    }
+
+    async fn forget_versions_not_in(
+        &self,
+        key_id: Uuid,
+        in_use: &[String],
+    ) -> Result<(), StoreError> {
+        let in_use = in_use.to_vec();
+        // Most checks find nothing to forget: no write (and no write lock) for them.
+        let stale = key_versions::Entity::find()
+            .filter(key_versions::Column::KeyId.eq(key_id))
+            .filter(key_versions::Column::Version.is_not_in(in_use.clone()))
+            .count(&self.db)
+            .await?;
+        if stale == 0 {
+            return Ok(());
+        }
+        audited!(self, quietly, |txn| {
+            key_versions::Entity::delete_many()
+                .filter(key_versions::Column::KeyId.eq(key_id))
+                .filter(key_versions::Column::Version.is_not_in(in_use.clone()))
+                .exec(txn)
+                .await?;
+            ((), true)
+        })
     }
 
     async fn revoked_versions(

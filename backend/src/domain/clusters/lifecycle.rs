@@ -632,7 +632,12 @@ impl Console {
             }
         };
         let keys = match opened {
-            Ok(keys) => keys,
+            Ok(keys) => {
+                if let Err(err) = self.note_keys_work(&cluster).await {
+                    tracing::warn!(error = %err, cluster = %cluster.id, "could not record that the cluster's keys work again");
+                }
+                keys
+            }
             Err(failures) => {
                 let last_error = describe_failures(&failures);
                 self.move_cluster(

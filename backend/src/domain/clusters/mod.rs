@@ -29,7 +29,7 @@ pub use driver::ManifestDriver;
 pub use keyring::DataKeyRing;
 pub use lifecycle::{PLATFORM_KEY, RegionKeyFacts, describe_failures};
 pub use objects::{BodyError, MAX_OBJECT_BYTES, ObjectBody, ObjectRead};
-pub use reaction::{Reaction, ReconcileReport, effective_policy, reaction};
+pub use reaction::{Keys, Reaction, ReconcileReport, effective_policy, reaction};
 pub use request::{ClusterRequestInput, NewCluster};
 
 /// What clusters need besides the store and the KMS: where their bytes go, the driver, the

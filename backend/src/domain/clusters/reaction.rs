@@ -42,29 +42,41 @@ pub enum Reaction {
     ClearMark,
 }
 
+/// What the recorded statuses of a cluster's keys (and key versions) say about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keys {
+    /// One is revoked (confirmed): its data key cannot be unwrapped.
+    Revoked,
+    /// None is revoked but one is `unreachable`: nothing is known, so nothing changes
+    /// (R10: an outage is not a revocation, and not a recovery either).
+    Unknown,
+    /// Every one is `active`.
+    Usable,
+}
+
 /// The rule: a cluster a revoked key (or key version) blocks is stopped under `stop` when it
-/// runs (or is about to), and marked under `keep_running` while it exists; once nothing
-/// blocks it, its mark goes. A stopped cluster stays `inaccessible` until its owner resumes
-/// it (R10: the owner decides when it serves again).
+/// runs (or is about to), and marked under `keep_running` while it exists; once every key
+/// works again, its mark goes. A stopped cluster stays `inaccessible` until its owner
+/// resumes it (R10: the owner decides when it serves again).
 pub fn reaction(
     policy: RevocationPolicy,
-    blocked: bool,
+    keys: Keys,
     state: ClusterState,
     marked: bool,
 ) -> Reaction {
     use ClusterState as S;
-    match (blocked, policy) {
-        (true, RevocationPolicy::Stop)
+    match (keys, policy) {
+        (Keys::Revoked, RevocationPolicy::Stop)
             if matches!(state, S::Available | S::Resuming | S::Pausing) =>
         {
             Reaction::MakeInaccessible
         }
-        (true, RevocationPolicy::KeepRunning)
+        (Keys::Revoked, RevocationPolicy::KeepRunning)
             if !marked && matches!(state, S::Available | S::Paused | S::Pausing | S::Resuming) =>
         {
             Reaction::MarkWillNotResume
         }
-        (false, _) if marked => Reaction::ClearMark,
+        (Keys::Usable, _) if marked => Reaction::ClearMark,
         _ => Reaction::Nothing,
     }
 }
@@ -93,7 +105,25 @@ struct Known {
 }
 
 /// The first of the cluster's keys or key versions that is revoked, with why.
-fn blocking(cluster: &Cluster, known: &Known) -> Option<(Uuid, String)> {
+fn blocking(cluster: &Cluster, known: &Known) -> (Keys, Option<(Uuid, String)>) {
+    let unknown = cluster.regions.iter().any(|region| {
+        region
+            .key_id
+            .and_then(|id| known.keys.get(&id))
+            .is_some_and(|key| {
+                key.as_ref()
+                    .is_some_and(|k| k.status == crate::domain::keys::KeyStatus::Unreachable)
+            })
+    });
+    match first_revoked(cluster, known) {
+        Some(why) => (Keys::Revoked, Some(why)),
+        None if unknown => (Keys::Unknown, None),
+        None => (Keys::Usable, None),
+    }
+}
+
+/// The first of the cluster's keys or key versions that is revoked, with why.
+fn first_revoked(cluster: &Cluster, known: &Known) -> Option<(Uuid, String)> {
     for region in &cluster.regions {
         let Some(key_id) = region.key_id else {
             continue;
@@ -179,14 +209,7 @@ impl Console {
                     known
                         .keys
                         .insert(id, self.store.key(organization_id, id).await?);
-                    let revoked = self
-                        .store
-                        .versions_in_use(id)
-                        .await?
-                        .into_iter()
-                        .filter_map(|(_, _, status)| status)
-                        .filter(|v| v.status.is_revocation())
-                        .collect();
+                    let revoked = self.store.revoked_versions(&[id]).await?;
                     known.revoked_versions.insert(id, revoked);
                 }
             }
@@ -227,7 +250,7 @@ impl Console {
         system: &Caller,
         cluster: &Cluster,
         project: &Project,
-        blocked: Option<(Uuid, String)>,
+        (keys, blocked): (Keys, Option<(Uuid, String)>),
     ) -> Result<ReconcileReport, DomainError> {
         let policy = effective_policy(project, cluster.provider);
         let mut report = ReconcileReport::default();
@@ -235,7 +258,7 @@ impl Console {
         match (
             reaction(
                 policy,
-                blocked.is_some(),
+                keys,
                 cluster.state,
                 cluster.will_not_resume.is_some(),
             ),
@@ -318,8 +341,15 @@ impl Console {
             )
             .await?;
         let mut report = ReconcileReport::default();
+        // Each job on its own: one whose bookkeeping fails does not strand the others (its
+        // lease lapses and it runs again).
         for job in jobs {
-            report.add(self.run_job(&job).await?);
+            match self.run_job(&job).await {
+                Ok(done) => report.add(done),
+                Err(err) => {
+                    tracing::warn!(error = %err, key = %job.subject, "a reconciliation could not be recorded")
+                }
+            }
         }
         Ok(report)
     }
@@ -343,15 +373,102 @@ impl Console {
     /// marked cluster, reconciled again (a reaction lost to anything is made here).
     pub async fn reconcile_revoked_keys(&self) -> Result<ReconcileReport, DomainError> {
         let mut report = ReconcileReport::default();
-        for (organization_id, key_id) in self.store.keys_to_reconcile(10_000).await? {
-            match self.reconcile_key(organization_id, key_id).await {
-                Ok(done) => report.add(done),
-                Err(err) => {
-                    tracing::warn!(error = %err, key = %key_id, "the periodic reconciliation of a key failed")
+        let mut after = None;
+        loop {
+            let batch = self.store.keys_to_reconcile(after, 500).await?;
+            let Some(&(_, last)) = batch.last() else {
+                return Ok(report);
+            };
+            for (organization_id, key_id) in batch {
+                match self.reconcile_key(organization_id, key_id).await {
+                    Ok(done) => report.add(done),
+                    Err(err) => {
+                        tracing::warn!(error = %err, key = %key_id, "the periodic reconciliation of a key failed")
+                    }
                 }
             }
+            after = Some(last);
         }
-        Ok(report)
+    }
+
+    /// A resume just unwrapped every data key of the cluster: any of its keys (or key
+    /// versions) still recorded revoked works after all, and is recorded `active` at once, so
+    /// the periodic reconciliation does not stop the cluster again on an outdated status.
+    pub(super) async fn note_keys_work(&self, cluster: &Cluster) -> Result<(), DomainError> {
+        use crate::domain::keys::KeyStatus;
+        let system = Caller {
+            organization_id: cluster.organization_id,
+            actor: Actor::System,
+            role: Role::Owner,
+            source_ip: None,
+            session_id: None,
+        };
+        let mut changed = false;
+        for region in &cluster.regions {
+            let Some(key_id) = region.key_id else {
+                continue;
+            };
+            let Some(key) = self.store.key(cluster.organization_id, key_id).await? else {
+                continue;
+            };
+            let now = self.clock.now();
+            let message = "a resume unwrapped a data key under it";
+            if key.status.is_revocation() {
+                let audit = AuditDraft::by(
+                    &system,
+                    now,
+                    "encryption_key.status_changed",
+                    format!("encryption_key/{key_id}"),
+                )
+                .detail(json!({
+                    "project_id": key.project_id,
+                    "provider": key.key_ref.provider().as_str(),
+                    "region": key.region.as_str(),
+                    "key": key.key_ref.display(),
+                    "message": message,
+                    "from": key.status.as_str(),
+                    "to": KeyStatus::Active.as_str(),
+                }));
+                self.store
+                    .update_key_status(key_id, KeyStatus::Active, now, None, audit)
+                    .await?;
+                changed = true;
+            }
+            for version in self.store.revoked_versions(&[key_id]).await? {
+                if Some(&version.version) != region.key_version.as_ref() {
+                    continue;
+                }
+                let audit = AuditDraft::by(
+                    &system,
+                    now,
+                    "encryption_key.version_status_changed",
+                    format!("encryption_key/{key_id}"),
+                )
+                .detail(json!({
+                    "project_id": key.project_id,
+                    "key": key.key_ref.display(),
+                    "version": version.version,
+                    "message": message,
+                    "from": version.status.as_str(),
+                    "to": KeyStatus::Active.as_str(),
+                }));
+                let active = KeyVersionStatus {
+                    status: KeyStatus::Active,
+                    suspected: None,
+                    last_checked_at: Some(now),
+                    last_error: None,
+                    ..version
+                };
+                self.store
+                    .record_version_status(cluster.organization_id, active, Some(audit))
+                    .await?;
+                changed = true;
+            }
+        }
+        if changed {
+            self.wake_reactions();
+        }
+        Ok(())
     }
 
     /// Reconciliations waiting, for `/metrics`.
@@ -387,7 +504,7 @@ mod tests {
     #[test]
     fn reconciling_twice_gives_what_reconciling_once_gives() {
         for policy in [RevocationPolicy::Stop, RevocationPolicy::KeepRunning] {
-            for blocked in [true, false] {
+            for blocked in [Keys::Revoked, Keys::Unknown, Keys::Usable] {
                 for state in STATES {
                     for marked in [true, false] {
                         let once = apply(reaction(policy, blocked, state, marked), state, marked);
@@ -395,12 +512,12 @@ mod tests {
                             apply(reaction(policy, blocked, once.0, once.1), once.0, once.1);
                         assert_eq!(
                             once, twice,
-                            "{policy:?} blocked={blocked} {state:?} marked={marked}"
+                            "{policy:?} {blocked:?} {state:?} marked={marked}"
                         );
                         assert_eq!(
                             reaction(policy, blocked, once.0, once.1),
                             Reaction::Nothing,
-                            "a converged cluster needs nothing more: {policy:?} blocked={blocked} {state:?} marked={marked}"
+                            "a converged cluster needs nothing more: {policy:?} {blocked:?} {state:?} marked={marked}"
                         );
                     }
                 }
@@ -413,32 +530,35 @@ mod tests {
         use ClusterState as S;
         use RevocationPolicy::{KeepRunning, Stop};
         assert_eq!(
-            reaction(Stop, true, S::Available, false),
+            reaction(Stop, Keys::Revoked, S::Available, false),
             Reaction::MakeInaccessible
         );
         assert_eq!(
-            reaction(Stop, true, S::Resuming, false),
+            reaction(Stop, Keys::Revoked, S::Resuming, false),
             Reaction::MakeInaccessible
         );
-        assert_eq!(reaction(Stop, true, S::Paused, false), Reaction::Nothing);
         assert_eq!(
-            reaction(Stop, true, S::Inaccessible, false),
+            reaction(Stop, Keys::Revoked, S::Paused, false),
             Reaction::Nothing
         );
         assert_eq!(
-            reaction(KeepRunning, true, S::Available, false),
-            Reaction::MarkWillNotResume
-        );
-        assert_eq!(
-            reaction(KeepRunning, true, S::Paused, false),
-            Reaction::MarkWillNotResume
-        );
-        assert_eq!(
-            reaction(KeepRunning, true, S::Available, true),
+            reaction(Stop, Keys::Revoked, S::Inaccessible, false),
             Reaction::Nothing
         );
         assert_eq!(
-            reaction(KeepRunning, true, S::Deleting, false),
+            reaction(KeepRunning, Keys::Revoked, S::Available, false),
+            Reaction::MarkWillNotResume
+        );
+        assert_eq!(
+            reaction(KeepRunning, Keys::Revoked, S::Paused, false),
+            Reaction::MarkWillNotResume
+        );
+        assert_eq!(
+            reaction(KeepRunning, Keys::Revoked, S::Available, true),
+            Reaction::Nothing
+        );
+        assert_eq!(
+            reaction(KeepRunning, Keys::Revoked, S::Deleting, false),
             Reaction::Nothing
         );
     }
@@ -448,17 +568,32 @@ mod tests {
         use ClusterState as S;
         for policy in [RevocationPolicy::Stop, RevocationPolicy::KeepRunning] {
             assert_eq!(
-                reaction(policy, false, S::Available, true),
+                reaction(policy, Keys::Usable, S::Available, true),
                 Reaction::ClearMark
             );
             assert_eq!(
-                reaction(policy, false, S::Inaccessible, false),
+                reaction(policy, Keys::Usable, S::Inaccessible, false),
                 Reaction::Nothing
             );
             assert_eq!(
-                reaction(policy, false, S::Available, false),
+                reaction(policy, Keys::Usable, S::Available, false),
                 Reaction::Nothing
             );
+        }
+    }
+
+    #[test]
+    fn an_unreachable_kms_neither_stops_nor_clears_anything() {
+        for policy in [RevocationPolicy::Stop, RevocationPolicy::KeepRunning] {
+            for state in STATES {
+                for marked in [true, false] {
+                    assert_eq!(
+                        reaction(policy, Keys::Unknown, state, marked),
+                        Reaction::Nothing,
+                        "{policy:?} {state:?} marked={marked}"
+                    );
+                }
+            }
         }
     }
 

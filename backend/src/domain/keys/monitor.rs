@@ -322,7 +322,11 @@ impl Console {
     ) -> Result<bool, DomainError> {
         let itself = key.key_ref.display();
         let mut awaiting = false;
-        for (version, data_keys, known) in self.store.versions_in_use(key.id).await? {
+        let in_use = self.store.versions_in_use(key.id).await?;
+        // What was seen of versions nothing uses any more is no longer news.
+        let names: Vec<String> = in_use.iter().map(|(v, _, _)| v.clone()).collect();
+        self.store.forget_versions_not_in(key.id, &names).await?;
+        for (version, data_keys, known) in in_use {
             if version == itself {
                 continue;
             }

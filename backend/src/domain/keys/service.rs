@@ -603,15 +603,26 @@ impl Console {
             "message": error,
             "confirmation": confirmation.as_str(),
         }));
-        self.store
-            .update_key_status(key_id, status, now, error.clone(), audit)
-            .await?;
-        if status != key.status {
-            self.wake_reactions();
+        if status == probed {
+            self.store
+                .update_key_status(key_id, status, now, error.clone(), audit)
+                .await?;
+            if status != key.status {
+                self.wake_reactions();
+            }
+            key.status = status;
+            key.last_checked_at = Some(now);
+            key.last_error = error;
+        } else {
+            // Nothing recorded of the key (what was read before the probes may be stale by
+            // now: the monitor may have confirmed something meanwhile); the press is audited.
+            self.store.append_audit(audit).await?;
+            key = self
+                .store
+                .key(caller.organization_id, key_id)
+                .await?
+                .ok_or(DomainError::NotFound("encryption key"))?;
         }
-        key.status = status;
-        key.last_checked_at = Some(now);
-        key.last_error = error;
         Ok(KeyCheck {
             key,
             checklist,
