@@ -698,3 +698,31 @@ async fn the_key_status_page_links_to_the_next_page_with_its_filters() {
     }
     assert_eq!((seen, hops), (5, 2));
 }
+
+#[tokio::test]
+async fn a_clusters_effect_counts_its_keys_that_the_page_leaves_out() {
+    let f = local_cmek(&["us-east-1", "eu-west-1"]).await;
+    let cluster = id(&f.cluster("orders", &["us-east-1", "eu-west-1"]).await);
+    disable_and_check(&f, 1).await;
+    let auditor = f.app.api_key(Role::Auditor).await;
+
+    // Only the active key is on the page; the disabled one still stops the cluster resuming.
+    for query in ["status=active", "page_size=1"] {
+        let body: Value = f
+            .app
+            .get(&format!("/api/v1/key-status?{query}"), &auditor)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let items = body["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{query}");
+        assert_eq!(items[0]["region"], "us-east-1", "{query}");
+        assert_eq!(items[0]["clusters"][0]["id"], cluster.as_str());
+        assert_eq!(items[0]["clusters"][0]["region"], "us-east-1");
+        assert_eq!(
+            items[0]["clusters"][0]["effect"], "will_not_resume",
+            "{query}"
+        );
+    }
+}

@@ -50,6 +50,10 @@ pub type KeyStatusPageKey = (
     Option<Uuid>,
     u64,
 );
+/// Key Status counts: organization, provider filter, project filter.
+pub type KeyTallyKey = (Uuid, Option<&'static str>, Option<Uuid>);
+/// An organization and the ids of one Key Status page's keys (or of what they lead to).
+pub type PageIds = (Uuid, Vec<Uuid>);
 
 /// The version an entry was read at: the audit head seen and the local generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,12 +118,11 @@ pub struct ReadCache {
     pub keys: Map<(Uuid, Uuid), Vec<EncryptionKey>>,
     pub clusters: Map<(Uuid, Uuid), Cluster>,
     pub key_status_pages: Map<KeyStatusPageKey, Vec<EncryptionKey>>,
-    /// Key Status counts by (organization, provider, project).
-    pub key_tallies: Map<(Uuid, Option<&'static str>, Option<Uuid>), Vec<(KeyStatus, u64)>>,
+    pub key_tallies: Map<KeyTallyKey, Vec<(KeyStatus, u64)>>,
     /// What a Key Status page's keys lead to, by the page's ids.
-    pub key_statuses: Map<(Uuid, Vec<Uuid>), Vec<(Uuid, KeyStatus)>>,
-    pub project_names: Map<(Uuid, Vec<Uuid>), Vec<(Uuid, String)>>,
-    pub clusters_using_keys: Map<(Uuid, Vec<Uuid>), Vec<Cluster>>,
+    pub key_statuses: Map<PageIds, Vec<(Uuid, KeyStatus)>>,
+    pub project_names: Map<PageIds, Vec<(Uuid, String)>>,
+    pub clusters_using_keys: Map<PageIds, Vec<Cluster>>,
 }
 
 impl Default for ReadCache {
