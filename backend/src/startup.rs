@@ -397,6 +397,16 @@ impl Application {
     }
 }
 
+/// The background workers' names, as logs, `/metrics` and `/readyz` give them.
+pub const WORKERS: [&str; 6] = [
+    "audit-checkpoints",
+    "data-key-sweep",
+    "webhook-deliveries",
+    "key-monitor",
+    "reactions",
+    "reconcile",
+];
+
 /// Starts the background workers under one supervisor:
 /// - `audit-checkpoints`: a signed checkpoint of the audit chain's head in the logs at start
 ///   and then every `CMEK_AUDIT_CHECKPOINT_INTERVAL` (`audit verify --checkpoint` notices
@@ -408,16 +418,6 @@ impl Application {
 /// - `reactions`: runs the reconciliations queued with key status changes, every second or
 ///   as soon as this process queued one;
 /// - `reconcile`: every `CMEK_RECONCILE_INTERVAL`, every revoked key's clusters again.
-/// The background workers' names, as logs, `/metrics` and `/readyz` give them.
-pub const WORKERS: [&str; 6] = [
-    "audit-checkpoints",
-    "data-key-sweep",
-    "webhook-deliveries",
-    "key-monitor",
-    "reactions",
-    "reconcile",
-];
-
 fn start_workers(console: &Console, settings: &Settings) -> Supervisor {
     let mut supervisor = Supervisor::new();
     let second = std::time::Duration::from_secs(1);
