@@ -51,6 +51,17 @@ pub enum StartupError {
     Azure(String),
     #[error("local KMS master key: {0}")]
     LocalKms(std::io::Error),
+    #[error(
+        "{what} {path} is not the file this database was used with (its fingerprint differs \
+         from the one recorded at the first start): put the original file back (from the \
+         backup of the data directory, or copy it from another instance). Starting with \
+         another file would make {consequence}"
+    )]
+    KeyFileReplaced {
+        what: &'static str,
+        path: String,
+        consequence: &'static str,
+    },
     #[error(transparent)]
     AuditKeys(#[from] KeyFileError),
     #[error(transparent)]
@@ -80,6 +91,31 @@ pub enum KeyAccess {
     ReadWrite,
     /// The file must exist (verification only reads).
     ReadOnly,
+}
+
+/// The local KMS, refused when its master key file is not the one the database was used
+/// with: its keys would all "stop working" and be read as the customers' revocations.
+async fn open_local_kms(
+    settings: &Settings,
+    db: &sea_orm::DatabaseConnection,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<LocalKms, StartupError> {
+    let local = LocalKms::open(&settings.data_dir, db.clone()).map_err(StartupError::LocalKms)?;
+    if !store::same_key_file(db, "local-kms-master.key", &local.fingerprint(), now)
+        .await
+        .map_err(|e| DomainError::from(StoreError::from(e)))?
+    {
+        return Err(StartupError::KeyFileReplaced {
+            what: "The local KMS's master key file",
+            path: settings
+                .data_dir
+                .join("local-kms-master.key")
+                .display()
+                .to_string(),
+            consequence: "every local key look revoked",
+        });
+    }
+    Ok(local)
 }
 
 /// Connects, migrates, and returns the use cases; the command line uses this alone.
@@ -156,9 +192,9 @@ pub async fn console_with(
     };
     let local = match settings.environment {
         Environment::Production => None,
-        Environment::Development => Some(Arc::new(
-            LocalKms::open(&settings.data_dir, db.clone()).map_err(StartupError::LocalKms)?,
-        )),
+        Environment::Development => {
+            Some(Arc::new(open_local_kms(settings, &db, clock.now()).await?))
+        }
     };
     let sso = match &settings.oidc {
         Some(oidc) => Some(
@@ -187,7 +223,7 @@ pub async fn console_with(
             );
         }
     }
-    let clusters = cluster_parts(settings, store.clone())?;
+    let clusters = cluster_parts(settings, store.clone(), clock.now()).await?;
     let alerts = AlertParts {
         store: store.clone(),
         sender: Arc::new(
@@ -228,7 +264,12 @@ pub async fn console_with(
 }
 
 /// Object storage, the platform key and the driver clusters need.
-fn cluster_parts(settings: &Settings, store: Arc<SeaStore>) -> Result<ClusterParts, StartupError> {
+async fn cluster_parts(
+    settings: &Settings,
+    store: Arc<SeaStore>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<ClusterParts, StartupError> {
+    let db = store.connection();
     let storage = match settings.storage_url.as_deref() {
         Some(url) if url.starts_with("s3://") => ObjectStorage::s3(url, &settings.aws)?,
         other => {
@@ -252,6 +293,16 @@ fn cluster_parts(settings: &Settings, store: Arc<SeaStore>) -> Result<ClusterPar
         path: platform_key.display().to_string(),
         source,
     })?;
+    if !store::same_key_file(db, "platform-data.key", &platform.fingerprint(), now)
+        .await
+        .map_err(|e| DomainError::from(StoreError::from(e)))?
+    {
+        return Err(StartupError::KeyFileReplaced {
+            what: "The platform key file",
+            path: platform_key.display().to_string(),
+            consequence: "the data of projects without CMEK and the webhooks' signing secrets unreadable",
+        });
+    }
     Ok(ClusterParts {
         store,
         driver: Arc::new(ManifestDriver::new(blobs.clone())),

@@ -162,7 +162,8 @@ async fn only_owners_configure_alerts_auditors_read_them_and_members_are_refused
         .await
         .unwrap();
     assert_eq!(listed["items"][0]["id"], webhook.as_str());
-    assert_eq!(listed["items"][0]["url"], "http://127.0.0.1:9/hook");
+    // Its origin only: a path or query may carry a token (issue 18).
+    assert_eq!(listed["items"][0]["url"], "http://127.0.0.1:9");
     assert!(
         !listed.to_string().contains(&secret),
         "the secret is shown once"

@@ -504,3 +504,113 @@ mod check_now_bounds {
         assert_eq!(post(&f.app, &f.owner, &path).await.status(), 200);
     }
 }
+
+mod second_probe {
+    use cmek_console::domain::identity::Role;
+    use serde_json::{Value, json};
+
+    use crate::clusters::{get, id, local_cmek};
+
+    async fn put_raw(app: &crate::helpers::TestApp, key: &str, path: &str, body: &[u8]) -> u16 {
+        app.api
+            .put(app.url(path))
+            .bearer_auth(key)
+            .header("content-type", "application/octet-stream")
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    #[tokio::test]
+    async fn object_names_that_are_not_utf8_once_decoded_are_refused_and_never_collide() {
+        let f = local_cmek(&["us-east-1"]).await;
+        let cluster = id(&f.cluster("data", &["us-east-1"]).await);
+        let objects = format!("/api/v1/clusters/{cluster}/objects");
+
+        for name in ["coll%ff", "coll%fe", "a/%80b"] {
+            let refused = f
+                .app
+                .api
+                .put(f.app.url(&format!("{objects}/{name}")))
+                .bearer_auth(&f.owner)
+                .header("content-type", "application/octet-stream")
+                .body(b"x".to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(refused.status(), 422, "{name}");
+            let problem = crate::helpers::problem(refused).await;
+            assert_eq!(
+                crate::helpers::fields(&problem),
+                vec!["name".to_owned()],
+                "{problem}"
+            );
+        }
+        assert_eq!(
+            get(&f.app, &f.owner, &cluster, "coll%80").await.status(),
+            422
+        );
+        // A valid escaped name is stored as its characters.
+        assert_eq!(
+            put_raw(&f.app, &f.owner, &format!("{objects}/caf%C3%A9"), b"v").await,
+            201
+        );
+        let read = get(&f.app, &f.owner, &cluster, "caf%C3%A9").await;
+        assert_eq!(read.bytes().await.unwrap().as_ref(), b"v");
+        let list: Value = f.app.get(&objects, &f.owner).await.json().await.unwrap();
+        assert_eq!(list["items"][0]["name"], "café", "{list}");
+    }
+
+    #[tokio::test]
+    async fn a_webhook_url_is_shown_whole_only_in_the_answer_that_creates_it() {
+        let app = crate::helpers::spawn_app().await;
+        let owner = app.api_key(Role::Owner).await;
+        let auditor = app.api_key(Role::Auditor).await;
+        let created = app
+            .post_json(
+                "/api/v1/webhooks",
+                &owner,
+                &json!({ "url": "http://127.0.0.1:9/hooks/T000/B000?token=s3cret" }),
+            )
+            .await;
+        assert_eq!(created.status(), 201);
+        let created: Value = created.json().await.unwrap();
+        assert_eq!(
+            created["url"],
+            "http://127.0.0.1:9/hooks/T000/B000?token=s3cret"
+        );
+        let webhook = created["id"].as_str().unwrap();
+
+        for caller in [&auditor, &owner] {
+            let read = app
+                .get(&format!("/api/v1/webhooks/{webhook}"), caller)
+                .await
+                .text()
+                .await
+                .unwrap();
+            assert!(!read.contains("s3cret") && !read.contains("T000"), "{read}");
+            assert!(read.contains("\"url\":\"http://127.0.0.1:9\""), "{read}");
+            let list = app
+                .get("/api/v1/webhooks", caller)
+                .await
+                .text()
+                .await
+                .unwrap();
+            assert!(!list.contains("s3cret") && !list.contains("T000"), "{list}");
+        }
+        let page = app
+            .signed_in_as(Role::Auditor)
+            .await
+            .get(app.url(&format!("/alerts/{webhook}")))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!page.contains("s3cret") && !page.contains("T000"));
+    }
+}

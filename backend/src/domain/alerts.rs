@@ -161,31 +161,49 @@ pub fn payload(alert: &Alert, at: DateTime<Utc>) -> String {
     .to_string()
 }
 
-/// Whether an address is not on the public internet: loopback, private, carrier-grade NAT,
-/// link-local (cloud metadata endpoints), unspecified, broadcast, IPv6 unique-local, and
-/// IPv4 addresses written as IPv6. Production refuses webhooks to them, at the edge for
-/// address literals and when a name resolves (the sender's resolver).
+/// Whether an address is anything but globally routable unicast: production refuses
+/// webhooks to them, at the edge for address literals and when a name resolves (the
+/// sender's resolver). The ranges are IANA's special-purpose address registries (RFC 6890
+/// and its updates), every entry whose "globally reachable" is false, plus multicast and
+/// the reserved blocks. IPv6 must be global unicast (2000::/3) outside the special blocks
+/// inside it; so every form that embeds an IPv4 address (mapped `::ffff:a.b.c.d`,
+/// compatible `::a.b.c.d`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`, Teredo `2001::/32`) is
+/// refused, whatever the IPv4 address inside.
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(ip) => {
-            let [a, b, ..] = ip.octets();
+            let [a, b, c, _] = ip.octets();
             ip.is_loopback()
                 || ip.is_private()
                 || ip.is_link_local()
                 || ip.is_unspecified()
                 || ip.is_broadcast()
+                || ip.is_multicast()
                 || a == 0
+                || a >= 240
                 || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 192 && b == 0 && c == 2)
+                || (a == 192 && b == 88 && c == 99)
+                || (a == 198 && (18..20).contains(&b))
+                || (a == 198 && b == 51 && c == 100)
+                || (a == 203 && b == 0 && c == 113)
         }
-        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
-            Some(v4) => is_internal(IpAddr::V4(v4)),
-            None => {
-                ip.is_loopback()
-                    || ip.is_unspecified()
-                    || (ip.segments()[0] & 0xfe00) == 0xfc00
-                    || (ip.segments()[0] & 0xffc0) == 0xfe80
+        IpAddr::V6(ip) => {
+            if let Some(v4) = ip.to_ipv4_mapped() {
+                return is_internal(IpAddr::V4(v4));
             }
-        },
+            let s = ip.segments();
+            let global_unicast = (s[0] & 0xe000) == 0x2000;
+            !global_unicast
+                // IETF protocol assignments (Teredo, benchmarking, ORCHID, ...).
+                || (s[0] == 0x2001 && s[1] < 0x0200)
+                // Documentation.
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                || (s[0] & 0xfff0) == 0x3ff0
+                // 6to4.
+                || s[0] == 0x2002
+        }
     }
 }
 
@@ -798,6 +816,34 @@ mod tests {
         assert!(!ok("https://[::ffff:10.0.0.5]/hook", Production));
         assert!(!ok("https://[::ffff:127.0.0.1]/hook", Production));
         assert!(!ok("https://100.64.0.1/hook", Production));
+        // Forms that embed IPv4, multicast and the other blocks no one may reach from the
+        // internet (the second probe's list).
+        for refused in [
+            "https://[::a9fe:a9fe]/hook",
+            "https://[64:ff9b::a9fe:a9fe]/hook",
+            "https://[2002:a9fe:a9fe::1]/hook",
+            "https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook",
+            "https://[2001:db8::1]/hook",
+            "https://[ff02::1]/hook",
+            "https://[fe80::1]/hook",
+            "https://[fd00::1]/hook",
+            "https://224.0.0.1/hook",
+            "https://239.255.255.250/hook",
+            "https://198.18.0.1/hook",
+            "https://198.19.255.255/hook",
+            "https://192.0.0.8/hook",
+            "https://192.0.2.1/hook",
+            "https://240.0.0.1/hook",
+        ] {
+            assert!(!ok(refused, Production), "{refused}");
+        }
+        for accepted in [
+            "https://[2606:4700:4700::1111]/hook",
+            "https://1.1.1.1/hook",
+            "https://198.20.0.1/hook",
+        ] {
+            assert!(ok(accepted, Production), "{accepted}");
+        }
         assert!(ok("https://93.184.215.14/hook", Production));
         assert!(!ok("https://user:pw@example.com/hook", Development));
         assert!(!ok("ftp://example.com/hook", Development));

@@ -99,6 +99,17 @@ pub(crate) fn key_file(path: &Path) -> std::io::Result<Zeroizing<[u8; 32]>> {
     }
 }
 
+/// A fingerprint of a key file's key, to tell the file the database was used with from
+/// another one (HMAC under the key itself: nothing of the key can be learned from it).
+pub(crate) fn fingerprint(key: &[u8; 32], name: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let Ok(mut mac) = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key) else {
+        return String::new();
+    };
+    mac.update(format!("cmek-console key file check: {name}").as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 pub(crate) fn random_key() -> Zeroizing<[u8; 32]> {
     random::<32>()
 }
@@ -122,6 +133,11 @@ impl LocalKms {
         std::fs::create_dir_all(data_dir)?;
         let master = key_file(&data_dir.join(MASTER_FILE))?;
         Ok(Self { master, db })
+    }
+
+    /// The master key's fingerprint (see `fingerprint`).
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.master, MASTER_FILE)
     }
 
     fn material_aad(key_id: Uuid, version: i32) -> Vec<u8> {
@@ -170,8 +186,14 @@ impl LocalKms {
                 code: "InvalidCiphertextException".into(),
                 message: "unknown key version".into(),
             })?;
+        // The console's own configuration (another master key file), never the key's owner
+        // revoking anything: reported as the console's fault, which stops no cluster.
         let plain = unseal(&self.master, &sealed, &Self::material_aad(key_id, version))
-            .ok_or_else(|| internal("key material does not open under this master key"))?;
+            .ok_or_else(|| {
+                KmsError::Misconfigured(
+                    "the local KMS's master key file does not open this key's material".into(),
+                )
+            })?;
         let mut material = Zeroizing::new([0u8; 32]);
         if plain.len() != 32 {
             return Err(internal("key material has the wrong length"));

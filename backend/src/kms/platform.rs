@@ -8,7 +8,7 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use super::local::{key_file, random_key, seal, unseal};
+use super::local::{fingerprint, key_file, random_key, seal, unseal};
 use crate::domain::clusters::PlatformKey;
 use crate::domain::kms::{DataKey, EncryptionContext, KmsError, PlaintextKey};
 
@@ -26,6 +26,11 @@ impl PlatformKms {
         Ok(Self {
             key: key_file(path)?,
         })
+    }
+
+    /// The key's fingerprint (see `local::fingerprint`).
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.key, "platform-data.key")
     }
 }
 

@@ -211,6 +211,44 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     Database::connect(options).await
 }
 
+/// Whether a key file is the one the database knows by `name`: its fingerprint is compared
+/// with the one recorded at the first start that had the file (and recorded now if none
+/// was). False when another file took its place.
+pub async fn same_key_file(
+    db: &DatabaseConnection,
+    name: &str,
+    fingerprint: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, DbErr> {
+    use entities::key_file_checks;
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+    let known = |row: Option<key_file_checks::Model>| row.map(|r| r.fingerprint == fingerprint);
+    if let Some(same) = known(
+        key_file_checks::Entity::find_by_id(name.to_owned())
+            .one(db)
+            .await?,
+    ) {
+        return Ok(same);
+    }
+    let recorded = key_file_checks::Entity::insert(key_file_checks::ActiveModel {
+        name: Set(name.to_owned()),
+        fingerprint: Set(fingerprint.to_owned()),
+        recorded_at: Set(now),
+    })
+    .exec_without_returning(db)
+    .await;
+    match recorded {
+        Ok(_) => Ok(true),
+        // Another instance starting at the same moment recorded it first: compare with it.
+        Err(err) => known(
+            key_file_checks::Entity::find_by_id(name.to_owned())
+                .one(db)
+                .await?,
+        )
+        .ok_or(err),
+    }
+}
+
 /// The chain key that sealed the newest event, if any event is sealed.
 pub async fn newest_chain_key(db: &DatabaseConnection) -> Result<Option<String>, DbErr> {
     use sea_orm::{EntityTrait, QueryOrder};

@@ -131,7 +131,8 @@ pub async fn put(
     request: actix_web::HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let (cluster_id, name) = path.into_inner();
+    let (cluster_id, _) = path.into_inner();
+    let name = object_name(&request)?;
     if declared_length(&request).is_some_and(|length| length > MAX_OBJECT_BYTES) {
         return Err(ApiError::Domain(crate::domain::DomainError::Body(
             BodyError::TooLarge,
@@ -150,6 +151,26 @@ pub async fn put(
             ),
         ))
         .json(ObjectBody::from(object)))
+}
+
+/// The object's name as sent: the rest of the path after `/objects/`, %-decoded strictly.
+/// The router's own decoding replaces bytes that are not UTF-8 with U+FFFD, so `coll%ff` and
+/// `coll%fe` would name one object and the second write would silently replace the first.
+fn object_name(request: &actix_web::HttpRequest) -> Result<String, ApiError> {
+    let raw = request
+        .uri()
+        .path()
+        .split_once("/objects/")
+        .map_or("", |(_, name)| name);
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(|name| name.into_owned())
+        .map_err(|_| {
+            ApiError::Domain(crate::domain::DomainError::invalid(
+                "name",
+                "must be UTF-8 once its %-escapes are decoded",
+            ))
+        })
 }
 
 /// An object's name in a URL path: each segment percent-encoded, the slashes kept.
@@ -175,8 +196,10 @@ pub async fn get(
     state: web::Data<AppState>,
     caller: ApiCaller,
     path: web::Path<(Uuid, String)>,
+    request: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (cluster_id, name) = path.into_inner();
+    let (cluster_id, _) = path.into_inner();
+    let name = object_name(&request)?;
     let read = state
         .console
         .get_object(&caller.0, cluster_id, &name)
@@ -199,8 +222,10 @@ pub async fn delete(
     state: web::Data<AppState>,
     caller: ApiCaller,
     path: web::Path<(Uuid, String)>,
+    request: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let (cluster_id, name) = path.into_inner();
+    let (cluster_id, _) = path.into_inner();
+    let name = object_name(&request)?;
     state
         .console
         .delete_object(&caller.0, cluster_id, &name)

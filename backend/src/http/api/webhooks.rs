@@ -17,6 +17,9 @@ use crate::http::json::decode;
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct WebhookBody {
     pub id: Uuid,
+    /// The endpoint's origin (`scheme://host[:port]`): a path or query often carries a
+    /// token, and some URLs are themselves the credential, so the full URL is shown once, in
+    /// the answer that creates the webhook, and never again (to owners or auditors).
     pub url: String,
     pub description: String,
     /// The event types it receives (every alert of the organization).
@@ -29,7 +32,7 @@ impl From<Webhook> for WebhookBody {
     fn from(w: Webhook) -> Self {
         Self {
             id: w.id,
-            url: w.url.as_str().to_owned(),
+            url: w.url.origin(),
             description: w.description,
             event_types: EVENT_TYPES.to_vec(),
             created_by: w.created_by,
@@ -139,7 +142,10 @@ pub async fn create(
         .insert_header(("Location", format!("/api/v1/webhooks/{id}")))
         .insert_header(("Cache-Control", "no-store"))
         .json(CreatedWebhookBody {
-            webhook: created.webhook.into(),
+            webhook: WebhookBody {
+                url: created.webhook.url.as_str().to_owned(),
+                ..created.webhook.into()
+            },
             secret: created.secret.to_string(),
         }))
 }

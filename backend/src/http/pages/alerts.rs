@@ -28,7 +28,8 @@ impl From<Webhook> for WebhookView {
     fn from(w: Webhook) -> Self {
         Self {
             id: w.id,
-            url: w.url.as_str().to_owned(),
+            // The origin only, as the API and the audit log show it (see `WebhookBody`).
+            url: w.url.origin(),
             description: w.description,
             created_by: actor_name(&w.created_by),
             created_at: when(w.created_at),

@@ -539,7 +539,7 @@ pub async fn upload(
     let mut form = form.map_err(|_| {
         PageError::BadRequest("Send the file with the cluster page's upload form.".into())
     })?;
-    let mut name = String::new();
+    let mut name_bytes = Vec::new();
     let mut outcome = Err(DomainError::invalid("file", "choose a file to upload"));
     while let Some(field) = form.next().await {
         let Ok(mut field) = field else {
@@ -548,15 +548,20 @@ pub async fn upload(
         };
         match field.name() {
             Some("name") => {
+                // The whole field first: a character may arrive split over two reads.
                 while let Some(chunk) = field.next().await {
                     let Ok(chunk) = chunk else { break };
-                    if name.len() + chunk.len() > 4096 {
+                    if name_bytes.len() + chunk.len() > 4096 {
                         break;
                     }
-                    name.push_str(&String::from_utf8_lossy(&chunk));
+                    name_bytes.extend_from_slice(&chunk);
                 }
             }
             Some("file") => {
+                let Ok(name) = std::str::from_utf8(&name_bytes) else {
+                    outcome = Err(DomainError::invalid("name", "must be UTF-8"));
+                    break;
+                };
                 let file_name = field
                     .content_disposition()
                     .and_then(|d| d.get_filename())
