@@ -82,6 +82,10 @@ pub struct Settings {
     /// `CMEK_KEY_CONFIRM_DELAY` (default `2s`, at most `30s`): how long Check now waits
     /// before the second probe that confirms a revocation the first one saw.
     pub key_confirm_delay: Duration,
+    /// `CMEK_UPLOAD_MEMORY_MIB` (default 512, at least 16): the memory uploads of cluster
+    /// data may hold at once; an upload reserves its copies' buffers (15 MiB per region) and
+    /// is refused with 503 and `Retry-After` when that is not free.
+    pub upload_memory_mib: u32,
     /// `CMEK_TEST_WORKER_FAULTS` (development only; refused with `CMEK_ENV=production`):
     /// background workers, by name and comma-separated, whose every round fails, so tests can
     /// stop a console between a change and its reaction (as a crash would).
@@ -219,6 +223,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "CMEK_KEY_CONFIRM_DELAY",
     "CMEK_RECONCILE_INTERVAL",
     "CMEK_TEST_WORKER_FAULTS",
+    "CMEK_UPLOAD_MEMORY_MIB",
     "CMEK_AZURE_APP_ID",
     "CMEK_AZURE_APP_NAME",
     "CMEK_AZURE_CLIENT_SECRET",
@@ -481,7 +486,20 @@ impl Settings {
                 reason: "is for tests and refused in production".into(),
             });
         }
+        let upload_memory_mib = match lookup(vars, "CMEK_UPLOAD_MEMORY_MIB") {
+            None => 512,
+            Some(raw) => match raw.trim().parse::<u32>() {
+                Ok(n) if n >= 16 => n,
+                _ => {
+                    return Err(SettingsError::Invalid {
+                        name: "CMEK_UPLOAD_MEMORY_MIB",
+                        reason: format!("expected a whole number of MiB, at least 16, got `{raw}`"),
+                    });
+                }
+            },
+        };
         Ok(Self {
+            upload_memory_mib,
             test_worker_faults,
             key_check_interval,
             key_check_concurrency,

@@ -304,6 +304,7 @@ async fn cluster_parts(
         });
     }
     Ok(ClusterParts {
+        upload_memory: crate::domain::clusters::UploadMemory::new(settings.upload_memory_mib),
         store,
         driver: Arc::new(ManifestDriver::new(blobs.clone())),
         blobs,
@@ -449,13 +450,14 @@ impl Application {
 }
 
 /// The background workers' names, as logs, `/metrics` and `/readyz` give them.
-pub const WORKERS: [&str; 6] = [
+pub const WORKERS: [&str; 7] = [
     "audit-checkpoints",
     "data-key-sweep",
     "webhook-deliveries",
     "key-monitor",
     "reactions",
     "reconcile",
+    "memory-trim",
 ];
 
 /// Starts the background workers under one supervisor:
@@ -566,7 +568,33 @@ fn start_workers(console: &Console, settings: &Settings) -> Supervisor {
             Ok(())
         }
     });
+    let c = console.clone();
+    let busy_since_trim = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    supervisor.every("memory-trim", second, move || {
+        let c = c.clone();
+        let busy = busy_since_trim.clone();
+        async move {
+            use std::sync::atomic::Ordering;
+            if c.uploads_in_progress() {
+                busy.store(true, Ordering::Relaxed);
+            } else if busy.swap(false, Ordering::Relaxed) {
+                give_memory_back();
+            }
+            Ok(())
+        }
+    });
     supervisor
+}
+
+/// After a burst of uploads, hands the allocator's free memory back to the system (glibc
+/// keeps freed buffers in its arenas otherwise, and the process stays at its peak).
+fn give_memory_back() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator; it takes no pointer
+    // and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 fn log_reactions(what: &'static str, done: crate::domain::clusters::ReconcileReport) {

@@ -614,3 +614,84 @@ mod second_probe {
         assert!(!page.contains("s3cret") && !page.contains("T000"));
     }
 }
+
+mod upload_memory {
+    use tokio::io::AsyncWriteExt;
+
+    use crate::clusters::{id, local_cmek_with, put};
+
+    #[tokio::test]
+    async fn uploads_beyond_the_memory_cap_get_503_with_retry_after_until_memory_is_free() {
+        // 16 MiB: one copy's buffers (15 MiB) at a time.
+        let f = local_cmek_with(&["us-east-1"], &[("CMEK_UPLOAD_MEMORY_MIB", "16")]).await;
+        let cluster = id(&f.cluster("data", &["us-east-1"]).await);
+        // A slow client: its headers and a first few bytes, then nothing for now.
+        let address = f.app.address.trim_start_matches("http://").to_owned();
+        let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+        slow.write_all(
+            format!(
+                "PUT /api/v1/clusters/{cluster}/objects/slow HTTP/1.1\r\nHost: {address}\r\n\
+                 Authorization: Bearer {}\r\nContent-Type: application/octet-stream\r\n\
+                 Content-Length: 1000000\r\n\r\n",
+                f.owner
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        slow.write_all(&[7u8; 4096]).await.unwrap();
+        slow.flush().await.unwrap();
+        for _ in 0..100 {
+            if f.app.console.uploads_in_progress() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(
+            f.app.console.uploads_in_progress(),
+            "the slow upload holds its memory"
+        );
+
+        let mut refused = None;
+        for _ in 0..50 {
+            let response = put(&f.app, &f.owner, &cluster, "other", b"x".to_vec()).await;
+            if response.status() == 503 {
+                refused = Some(response);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let Some(refused) = refused else {
+            use tokio::io::AsyncReadExt;
+            let mut answer = vec![0u8; 2048];
+            let n = tokio::time::timeout(std::time::Duration::from_secs(2), slow.read(&mut answer))
+                .await
+                .map_or(0, |r| r.unwrap_or(0));
+            panic!(
+                "a second upload was not refused; the slow one got: {}",
+                String::from_utf8_lossy(&answer[..n])
+            );
+        };
+        assert!(refused.headers().contains_key("retry-after"));
+        let problem = crate::helpers::problem(refused).await;
+        assert!(
+            problem["type"].as_str().unwrap().ends_with("/overloaded"),
+            "{problem}"
+        );
+
+        // The slow client goes away: its memory is free again.
+        drop(slow);
+        let mut status = 0;
+        for _ in 0..100 {
+            status = put(&f.app, &f.owner, &cluster, "other", b"x".to_vec())
+                .await
+                .status()
+                .as_u16();
+            if status == 201 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(status, 201);
+    }
+}

@@ -33,4 +33,9 @@ pub trait BlobStore: Send + Sync {
     /// Deleting what does not exist is not an error.
     async fn delete(&self, key: &str) -> Result<(), BlobError>;
     async fn delete_prefix(&self, prefix: &str) -> Result<(), BlobError>;
+    /// How many bytes one writer may hold in memory at most (its buffers), so uploads can be
+    /// admitted within a memory cap.
+    fn writer_memory(&self) -> usize {
+        0
+    }
 }

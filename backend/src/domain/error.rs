@@ -126,6 +126,13 @@ pub enum DomainError {
         detail: String,
         retry_after: std::time::Duration,
     },
+    /// The console is at a limit of its own (memory for uploads): nothing was done; try
+    /// again after `retry_after`.
+    #[error("{detail}")]
+    Overloaded {
+        detail: String,
+        retry_after: std::time::Duration,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -311,6 +311,13 @@ fn domain_problem(err: &DomainError) -> Problem {
                 detail.clone(),
             )
         },
+        DomainError::Overloaded {
+            detail,
+            retry_after,
+        } => Problem {
+            retry_after: Some(retry_after.as_secs().max(1)),
+            ..Problem::new(S::SERVICE_UNAVAILABLE, "overloaded", "Busy", detail.clone())
+        },
         DomainError::Store(StoreError::Damaged(_)) => Problem::new(
             S::SERVICE_UNAVAILABLE,
             "database-damaged",

@@ -180,6 +180,11 @@ impl BlobStore for ObjectStorage {
         }))
     }
 
+    /// The part being filled and the parts in flight.
+    fn writer_memory(&self) -> usize {
+        PART * (PARTS_IN_FLIGHT + 1)
+    }
+
     async fn read(&self, key: &str) -> Result<ByteStream, BlobError> {
         let found = self.store.get(&self.path(key)).await.map_err(unavailable)?;
         Ok(match found.payload {

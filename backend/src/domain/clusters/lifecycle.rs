@@ -480,6 +480,13 @@ impl Console {
             .is_some_and(|p| p.ring.holds(cluster))
     }
 
+    /// Whether an upload holds memory now (the memory-trim worker waits for none).
+    pub fn uploads_in_progress(&self) -> bool {
+        self.clusters
+            .as_ref()
+            .is_some_and(|p| p.upload_memory.in_use())
+    }
+
     /// How many data-key calls the KMS got for clusters and backups.
     pub fn cluster_kms_calls(&self) -> u64 {
         self.clusters

@@ -46,6 +46,41 @@ pub struct ClusterParts {
     pub kms_calls: Arc<AtomicU64>,
     /// Each key's rotation status as last asked, and when (the cluster page shows it).
     pub rotation: RotationStatuses,
+    /// The memory uploads may hold at once, in MiB (`CMEK_UPLOAD_MEMORY_MIB`): an upload
+    /// takes what its copies' buffers need before it starts, and is refused with 503 when
+    /// that is not free.
+    pub upload_memory: UploadMemory,
+}
+
+/// A budget of memory for uploads, in MiB.
+#[derive(Clone)]
+pub struct UploadMemory {
+    permits: Arc<tokio::sync::Semaphore>,
+    mib: u32,
+}
+
+impl UploadMemory {
+    pub fn new(mib: u32) -> Self {
+        let mib = mib.max(1);
+        Self {
+            permits: Arc::new(tokio::sync::Semaphore::new(mib as usize)),
+            mib,
+        }
+    }
+
+    /// Reserves `bytes` (at most the whole budget, so one upload can always run alone), or
+    /// `None` when that much is not free now.
+    pub fn reserve(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let mib = u32::try_from(bytes.div_ceil(1024 * 1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.mib);
+        self.permits.clone().try_acquire_many_owned(mib).ok()
+    }
+
+    /// Whether any upload holds memory now.
+    pub fn in_use(&self) -> bool {
+        self.permits.available_permits() < self.mib as usize
+    }
 }
 
 /// Rotation status per key id, with when the KMS was asked.

@@ -364,6 +364,19 @@ impl Console {
         let name = ObjectName::parse(name).map_err(|e| DomainError::Invalid(vec![e]))?;
         let keys = self.serving_keys(&cluster).await?;
         let parts = self.cluster_parts()?;
+        // Admitted only within the memory cap: each region's copy holds its buffers for as
+        // long as the upload lasts, and a slow client can make that hours.
+        let Some(_memory) = parts
+            .upload_memory
+            .reserve(parts.blobs.writer_memory() * cluster.regions.len())
+        else {
+            return Err(DomainError::Overloaded {
+                detail: "The console holds as many uploads as its memory allows \
+                         (CMEK_UPLOAD_MEMORY_MIB); try again in a few seconds."
+                    .into(),
+                retry_after: std::time::Duration::from_secs(5),
+            });
+        };
         let version = Uuid::now_v7();
         let targets = region_targets(&cluster, &keys, version)?;
         let size = write_sealed(
