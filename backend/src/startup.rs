@@ -232,6 +232,7 @@ pub async fn console_with(
         ),
         sealer: clusters.platform.clone(),
         results: Arc::default(),
+        sending: AlertParts::sending_room(),
     };
     let console = Console::new(
         store,
@@ -507,13 +508,8 @@ fn start_workers(console: &Console, settings: &Settings) -> Supervisor {
         let c = c.clone();
         async move {
             let report = c.deliver_due_webhooks().await.map_err(|e| e.to_string())?;
-            if report.retried > 0 || report.failed > 0 {
-                tracing::info!(
-                    delivered = report.delivered,
-                    retried = report.retried,
-                    failed = report.failed,
-                    "webhook deliveries"
-                );
+            if report.started > 0 {
+                tracing::debug!(started = report.started, "webhook deliveries");
             }
             Ok(())
         }

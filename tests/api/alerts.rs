@@ -96,9 +96,10 @@ impl Receiver {
         body["items"].as_array().unwrap().clone()
     }
 
-    /// Waits (deliveries go out every second) until `n` deliveries arrived.
+    /// Waits (deliveries go out every second, one at a time per webhook) until `n`
+    /// deliveries arrived.
     pub async fn wait_for(&self, n: usize) -> Vec<Value> {
-        for _ in 0..100 {
+        for _ in 0..300 {
             let got = self.received().await;
             if got.len() >= n {
                 return got;
@@ -495,20 +496,21 @@ async fn two_instances_send_each_delivery_once() {
     receiver
         .configure(json!({ "secret": secret, "delay": 1.5 }))
         .await;
-    for _ in 0..12 {
+    // Ten: an organization may send ten test events a minute.
+    for _ in 0..10 {
         send_test(&app, &owner, &webhook).await;
     }
-    let got = receiver.wait_for(12).await;
+    let got = receiver.wait_for(10).await;
     tokio::time::sleep(Duration::from_millis(4000)).await;
     let got_after = receiver.received().await;
-    assert_eq!(got_after.len(), 12, "{got:?}");
+    assert_eq!(got_after.len(), 10, "{got:?}");
     let mut ids: Vec<&str> = got_after
         .iter()
         .map(|d| d["id"].as_str().unwrap())
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    assert_eq!(ids.len(), 12, "twelve distinct messages, each once");
+    assert_eq!(ids.len(), 10, "ten distinct messages, each once");
     assert!(got_after.iter().all(|d| d["verified"] == true));
     drop(second);
 }
@@ -622,4 +624,60 @@ async fn keep_running_clusters_are_marked_will_not_resume_and_the_owner_is_told(
         status["items"][0]["clusters"][0]["effect"],
         "will_not_resume"
     );
+}
+
+#[tokio::test]
+#[ignore = "needs Python with standardwebhooks (scripts/test)"]
+async fn a_slow_receiver_of_one_organization_never_holds_back_another_organizations_alert() {
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    let other_owner = app.stranger_key().await;
+    let slow = Receiver::start();
+    slow.configure(json!({ "delay": 9.5 })).await;
+    let fast = Receiver::start();
+    let (theirs, _) = add_webhook(&app, &other_owner, &slow.url).await;
+    let (ours, _) = add_webhook(&app, &owner, &fast.url).await;
+    // The other organization fills its queue with test events to a receiver that answers
+    // in 9.5 s; the 11th in a minute is refused.
+    for _ in 0..10 {
+        send_test(&app, &other_owner, &theirs).await;
+    }
+    let refused = app
+        .api
+        .post(app.url(&format!("/api/v1/webhooks/{theirs}/test")))
+        .bearer_auth(&other_owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let started = std::time::Instant::now();
+    send_test(&app, &owner, &ours).await;
+    fast.wait_for(1).await;
+
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "our alert waited {waited:?} behind another organization's slow receiver"
+    );
+}
+
+#[tokio::test]
+async fn an_organization_has_at_most_ten_webhooks() {
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    for n in 0..10 {
+        add_webhook(&app, &owner, &format!("http://127.0.0.1:{}", 9000 + n)).await;
+    }
+    let refused = app
+        .post_json(
+            "/api/v1/webhooks",
+            &owner,
+            &json!({ "url": "http://127.0.0.1:9100/hook" }),
+        )
+        .await;
+    assert_eq!(refused.status(), 409);
+    assert_eq!(problem(refused).await["type"], rule("webhook-limit"));
 }

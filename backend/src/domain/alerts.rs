@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -45,6 +44,16 @@ pub const RETRY_SCHEDULE: [i64; 7] = [5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10
 
 /// Bound on one attempt, connection included.
 pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Webhooks one organization may have.
+pub const MAX_WEBHOOKS: usize = 10;
+
+/// Test events one organization may send a minute (each waits in its webhook's queue).
+pub const TEST_EVENTS_PER_MINUTE: u32 = 10;
+
+/// Attempts one instance has in flight at most (every organization together); each is
+/// bounded by `ATTEMPT_TIMEOUT`.
+const SENDS_IN_FLIGHT: usize = 64;
 
 /// An alert the audit log implies: what type, for which webhooks, with what data.
 #[derive(Clone, Debug, PartialEq)]
@@ -451,6 +460,15 @@ pub struct AlertParts {
     pub sealer: Arc<dyn PlatformKey>,
     /// Attempts by result, for metrics: delivered, failed (retry scheduled), gave up.
     pub results: Arc<DeliveryCounters>,
+    /// Attempts in flight on this instance (`SENDS_IN_FLIGHT` at most).
+    pub sending: Arc<tokio::sync::Semaphore>,
+}
+
+impl AlertParts {
+    /// The room for attempts in flight that every instance starts with.
+    pub fn sending_room() -> Arc<tokio::sync::Semaphore> {
+        Arc::new(tokio::sync::Semaphore::new(SENDS_IN_FLIGHT))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -463,9 +481,8 @@ pub struct DeliveryCounters {
 /// What one round of deliveries did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DeliveryReport {
-    pub delivered: usize,
-    pub retried: usize,
-    pub failed: usize,
+    /// Attempts started (their results are counted in `DeliveryCounters` as they end).
+    pub started: usize,
 }
 
 fn secret_context(organization_id: Uuid, webhook_id: Uuid) -> EncryptionContext {
@@ -525,6 +542,25 @@ impl Console {
             }
         };
         let parts = self.alert_parts()?;
+        let existing = parts
+            .store
+            .webhooks(
+                caller.organization_id,
+                PageRequest {
+                    size: MAX_WEBHOOKS as u64 + 1,
+                    after: None,
+                },
+            )
+            .await?;
+        if existing.len() >= MAX_WEBHOOKS {
+            return Err(DomainError::Conflict {
+                rule: crate::domain::error::Rule::WebhookLimit,
+                field: None,
+                detail: format!(
+                    "An organization may have at most {MAX_WEBHOOKS} webhooks: delete one first."
+                ),
+            });
+        }
         let now = self.clock.now();
         let webhook = Webhook {
             id: Uuid::now_v7(),
@@ -623,6 +659,27 @@ impl Console {
     pub async fn send_test_webhook(&self, caller: &Caller, id: Uuid) -> Result<(), DomainError> {
         let webhook = self.webhook(caller, id).await?;
         caller.require_owner("send test events")?;
+        let now = self.clock.now();
+        let minute_start = now.timestamp() - now.timestamp().rem_euclid(60);
+        let minute = chrono::DateTime::from_timestamp(minute_start, 0).unwrap_or(now);
+        let sent = self
+            .store
+            .count_attempt(&format!("webhook-test:{}", caller.organization_id), minute)
+            .await?;
+        if sent > TEST_EVENTS_PER_MINUTE {
+            let retry_after = (minute + Duration::seconds(60) - now)
+                .to_std()
+                .unwrap_or_default()
+                .max(std::time::Duration::from_secs(1));
+            return Err(DomainError::TooManyRequests {
+                detail: format!(
+                    "An organization may send {TEST_EVENTS_PER_MINUTE} test events a minute; try \
+                     again in {} seconds.",
+                    retry_after.as_secs()
+                ),
+                retry_after,
+            });
+        }
         let audit = AuditDraft::by(
             caller,
             self.clock.now(),
@@ -633,31 +690,42 @@ impl Console {
         Ok(self.store.append_audit(audit).await?)
     }
 
-    /// One round: leases the deliveries that are due and sends them, a few at a time.
+    /// One round: leases the deliveries that are due (fairly: one per webhook in flight, a
+    /// few per organization) and starts sending them without waiting, so a slow receiver
+    /// never holds the next round (another organization's alerts) back; each attempt is
+    /// bounded by `ATTEMPT_TIMEOUT` and its lease outlives it. Returns how many were started.
     pub async fn deliver_due_webhooks(&self) -> Result<DeliveryReport, DomainError> {
         let Ok(parts) = self.alert_parts() else {
             return Ok(DeliveryReport::default());
         };
+        let room = parts.sending.available_permits();
+        if room == 0 {
+            return Ok(DeliveryReport::default());
+        }
         let now = self.clock.now();
         // Longer than an attempt's time-out, so a lease never lapses while its send runs.
         let lease_until = now + Duration::seconds(60);
         let due = parts
             .store
-            .lease_due_deliveries(now, lease_until, 32)
+            .lease_due_deliveries(now, lease_until, room.min(32) as u64)
             .await?;
-        let outcomes: Vec<Result<DeliveryState, DomainError>> = futures_util::stream::iter(due)
-            .map(|leased| self.deliver(parts, leased))
-            .buffer_unordered(8)
-            .collect()
-            .await;
         let mut report = DeliveryReport::default();
-        for outcome in outcomes {
-            match outcome {
-                Ok(DeliveryState::Delivered) => report.delivered += 1,
-                Ok(DeliveryState::Pending) => report.retried += 1,
-                Ok(DeliveryState::Failed) => report.failed += 1,
-                Err(err) => tracing::warn!(error = %err, "a webhook attempt could not be recorded"),
-            }
+        for leased in due {
+            let Ok(permit) = parts.sending.clone().try_acquire_owned() else {
+                // Its lease lapses and another round (or instance) sends it.
+                break;
+            };
+            report.started += 1;
+            let console = self.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let Ok(parts) = console.alert_parts() else {
+                    return;
+                };
+                if let Err(err) = console.deliver(parts, leased).await {
+                    tracing::warn!(error = %err, "a webhook attempt could not be recorded");
+                }
+            });
         }
         Ok(report)
     }

@@ -36,6 +36,8 @@ pub enum Rule {
     KeyInUse,
     /// The audit log, the Key Status page and alerts are for owners and auditors.
     OwnersAndAuditors,
+    /// An organization has at most `MAX_WEBHOOKS` webhooks.
+    WebhookLimit,
 }
 
 impl Rule {
@@ -56,6 +58,7 @@ impl Rule {
             Rule::ClusterState => "cluster-state",
             Rule::KeyInUse => "key-in-use",
             Rule::OwnersAndAuditors => "owners-and-auditors",
+            Rule::WebhookLimit => "webhook-limit",
         }
     }
 }

@@ -259,12 +259,47 @@ impl WebhookStore for SeaStore {
         // same delivery, so each is sent once (unless an instance dies mid-send; then the
         // lease lapses and the same message id is sent again, which receivers deduplicate).
         audited!(self, quietly, |txn| {
-            let due = webhook_deliveries::Entity::find()
-                .filter(due_filter())
-                .order_by_asc(webhook_deliveries::Column::NextAttemptAt)
-                .limit(limit)
+            // Fair between webhooks and organizations: a webhook has one delivery in flight
+            // at a time (a slow receiver holds back only its own queue), an organization at
+            // most `PER_ORGANIZATION`, and the oldest due delivery of each other webhook goes
+            // first.
+            const PER_ORGANIZATION: usize = 4;
+            let in_flight: Vec<(Uuid, Uuid)> = webhook_deliveries::Entity::find()
+                .select_only()
+                .column(webhook_deliveries::Column::WebhookId)
+                .column(webhook_deliveries::Column::OrganizationId)
+                .filter(webhook_deliveries::Column::State.eq(DeliveryState::Pending.as_str()))
+                .filter(webhook_deliveries::Column::LeaseUntil.gt(now))
+                .into_tuple::<(Uuid, Uuid)>()
                 .all(txn)
                 .await?;
+            let mut busy: std::collections::HashSet<Uuid> =
+                in_flight.iter().map(|(w, _)| *w).collect();
+            let mut per_organization: std::collections::HashMap<Uuid, usize> =
+                std::collections::HashMap::new();
+            for (_, organization) in &in_flight {
+                *per_organization.entry(*organization).or_default() += 1;
+            }
+            let candidates = webhook_deliveries::Entity::find()
+                .filter(due_filter())
+                .order_by_asc(webhook_deliveries::Column::NextAttemptAt)
+                .limit(limit.saturating_mul(16))
+                .all(txn)
+                .await?;
+            let mut due = Vec::new();
+            for delivery in candidates {
+                if due.len() as u64 >= limit {
+                    break;
+                }
+                let taken = per_organization
+                    .entry(delivery.organization_id)
+                    .or_default();
+                if *taken >= PER_ORGANIZATION || !busy.insert(delivery.webhook_id) {
+                    continue;
+                }
+                *taken += 1;
+                due.push(delivery);
+            }
             let mut leased = Vec::with_capacity(due.len());
             if !due.is_empty() {
                 webhook_deliveries::Entity::update_many()
