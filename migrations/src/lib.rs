@@ -16,6 +16,7 @@ mod m20261201_000011_azure_tenant;
 mod m20261205_000012_reactions_and_versions;
 mod m20261205_000013_key_status_indexes;
 mod m20261205_000014_backup_key_index;
+mod m20261205_000015_audit_keyset_index;
 mod m20261205_000016_key_file_checks;
 
 pub struct Migrator;
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000012_reactions_and_versions::Migration),
             Box::new(m20261205_000013_key_status_indexes::Migration),
             Box::new(m20261205_000014_backup_key_index::Migration),
+            Box::new(m20261205_000015_audit_keyset_index::Migration),
             Box::new(m20261205_000016_key_file_checks::Migration),
         ]
     }

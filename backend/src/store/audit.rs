@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, QueryTrait,
 };
 use uuid::Uuid;
 
@@ -83,6 +83,23 @@ pub async fn list(
     filter: &AuditFilter,
     page: PageRequest,
 ) -> Result<Vec<AuditEvent>, StoreError> {
+    page_query(organization_id, filter, page)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(from_model)
+        .collect()
+}
+
+/// A page of the organization's events, newest first: a keyset read in `seq` order on
+/// `(organization_id, seq)` (migration 000015), so no page sorts and none reads the rows of
+/// the pages before it; filters are checked on the rows the scan passes. An export of N
+/// events reads each of them once, however many pages it takes.
+fn page_query(
+    organization_id: Uuid,
+    filter: &AuditFilter,
+    page: PageRequest,
+) -> sea_orm::Select<audit_events::Entity> {
     // Only rows inside the chain are shown; `audit verify` reports any other.
     let mut query = audit_events::Entity::find()
         .filter(audit_events::Column::OrganizationId.eq(organization_id))
@@ -125,15 +142,18 @@ pub async fn list(
         query = query.filter(audit_events::Column::OccurredAt.lt(until));
     }
     if let Some(after) = page.after {
+        // The page goes on below the cursor's place in the chain, found in the same statement:
+        // the scan starts there on the index instead of passing the pages before it. A cursor
+        // that names no event ends the listing rather than starting it over.
         let cursor = audit_events::Entity::find()
+            .select_only()
+            .column(audit_events::Column::Seq)
             .filter(audit_events::Column::Id.eq(after))
-            .one(db)
-            .await?;
-        if let Some(cursor) = cursor {
-            query = query.filter(audit_events::Column::Seq.lt(cursor.seq));
-        }
+            .into_query();
+        query =
+            query.filter(Expr::col((audit_events::Entity, audit_events::Column::Seq)).lt(cursor));
     }
-    query.all(db).await?.into_iter().map(from_model).collect()
+    query
 }
 
 pub async fn chain(
@@ -268,5 +288,95 @@ impl AuditStore for SeaStore {
         write.txn.commit().await?;
         self.cache.changed();
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm::{DatabaseBackend, DatabaseConnection, Statement};
+
+    /// SQLite's plan for a page, one step per line.
+    async fn plan(db: &DatabaseConnection, filter: &AuditFilter) -> String {
+        let after = PageRequest {
+            size: 100,
+            after: Some(Uuid::now_v7()),
+        };
+        let page = page_query(Uuid::now_v7(), filter, after).build(DatabaseBackend::Sqlite);
+        let rows = db
+            .query_all_raw(Statement::from_sql_and_values(
+                DatabaseBackend::Sqlite,
+                format!("EXPLAIN QUERY PLAN {}", page.sql),
+                page.values.map(|v| v.0).unwrap_or_default(),
+            ))
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|row| row.try_get::<String>("", "detail").unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[tokio::test]
+    async fn every_page_of_the_log_is_a_keyset_read_on_an_index_without_a_sort() {
+        let file = std::env::temp_dir().join(format!("cmek-audit-plan-{}.db", Uuid::new_v4()));
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let migrating = crate::store::connect(&url).await.unwrap();
+        crate::store::migrate(&migrating).await.unwrap();
+        migrating.close().await.unwrap();
+        // Fresh connections: EXPLAIN starts no transaction, so a connection that was open
+        // during the migrations would still plan on the schema it read before them.
+        let db = crate::store::connect(&url).await.unwrap();
+        let at = chrono::Utc::now();
+        let filters = [
+            ("no filter", AuditFilter::default()),
+            (
+                "action",
+                AuditFilter {
+                    action: Some("project.created".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "outcome",
+                AuditFilter {
+                    outcome: Some(Outcome::Denied),
+                    ..Default::default()
+                },
+            ),
+            (
+                "time",
+                AuditFilter {
+                    since: Some(at - chrono::Duration::days(1)),
+                    until: Some(at),
+                    ..Default::default()
+                },
+            ),
+            (
+                "actor and project",
+                AuditFilter {
+                    actor: Some("alice".into()),
+                    project_id: Some(Uuid::now_v7()),
+                    ..Default::default()
+                },
+            ),
+        ];
+
+        for (what, filter) in filters {
+            let plan = plan(&db, &filter).await;
+            assert!(
+                plan.contains(
+                    "SEARCH audit_events USING INDEX ix_audit_events_organization_seq \
+                     (organization_id=? AND seq>? AND seq<?)"
+                ),
+                "{what}: not a keyset read on (organization_id, seq):\n{plan}"
+            );
+            assert!(
+                !plan.contains("TEMP B-TREE"),
+                "{what}: the page sorts:\n{plan}"
+            );
+        }
+        db.close().await.unwrap();
+        let _ = std::fs::remove_file(&file);
     }
 }
