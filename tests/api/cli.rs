@@ -360,10 +360,10 @@ async fn serve_logs_a_signed_checkpoint_that_audit_verify_accepts() {
     );
 }
 
-#[tokio::test]
-async fn a_replaced_local_kms_master_key_file_is_refused_at_start() {
+/// Replaces a key file in the data directory and runs a command: refused, saying what.
+async fn refused_with_replaced(file: &str, says: &[&str]) {
     let app = spawn_app().await;
-    std::fs::write(app.data_dir().join("local-kms-master.key"), [7u8; 32]).unwrap();
+    std::fs::write(app.data_dir().join(file), [7u8; 32]).unwrap();
 
     let output = run(
         &app,
@@ -372,27 +372,26 @@ async fn a_replaced_local_kms_master_key_file_is_refused_at_start() {
 
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("local KMS's master key file")
-            && stderr.contains("not the file this database was used with"),
-        "{stderr}"
-    );
+    assert!(says.iter().all(|s| stderr.contains(s)), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_replaced_local_kms_master_key_file_is_refused_at_start() {
+    refused_with_replaced(
+        "local-kms-master.key",
+        &[
+            "local KMS's master key file",
+            "not the file this database was used with",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_replaced_platform_key_file_is_refused_at_start() {
-    let app = spawn_app().await;
-    std::fs::write(app.data_dir().join("platform-data.key"), [9u8; 32]).unwrap();
-
-    let output = run(
-        &app,
-        &["api-key", "create", "--role", "owner", "--name", "ci"],
-    );
-
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("platform key file") && stderr.contains("put the original file back"),
-        "{stderr}"
-    );
+    refused_with_replaced(
+        "platform-data.key",
+        &["platform key file", "put the original file back"],
+    )
+    .await;
 }

@@ -115,6 +115,19 @@ impl Fixture {
             .unwrap()
     }
 
+    /// Sets the project's revocation policy to `stop`.
+    pub async fn stop_on_revocation(&self) {
+        let changed = self
+            .app
+            .patch_json(
+                &format!("/api/v1/projects/{}", self.project),
+                &self.owner,
+                &json!({ "revocation_policy": "stop" }),
+            )
+            .await;
+        assert_eq!(changed.status(), 200);
+    }
+
     pub async fn disable_local_key(&self, region: &str) {
         let operator = self.app.console.operator(None).await.unwrap();
         let key = self.local_keys.iter().find(|(r, _)| r == region).unwrap().1;
@@ -1269,15 +1282,7 @@ async fn check_now(f: &Fixture, caller: &str, key: &str) -> Value {
 async fn check_now_by_an_auditor_confirms_a_revocation_and_a_stop_project_cluster_becomes_inaccessible()
  {
     let f = local_cmek_with(&["us-east-1"], &[("CMEK_KEY_CONFIRM_DELAY", "200ms")]).await;
-    let changed = f
-        .app
-        .patch_json(
-            &format!("/api/v1/projects/{}", f.project),
-            &f.owner,
-            &json!({ "revocation_policy": "stop" }),
-        )
-        .await;
-    assert_eq!(changed.status(), 200);
+    f.stop_on_revocation().await;
     let cluster = id(&f.cluster("orders", &["us-east-1"]).await);
     assert_eq!(
         put(&f.app, &f.owner, &cluster, "doc", b"x".to_vec())
@@ -1350,15 +1355,7 @@ async fn a_keep_running_cluster_is_marked_once_and_a_policy_changed_to_stop_late
 
     // Level, not edge: the policy changes after the status was recorded, and the periodic
     // reconciliation applies it.
-    let changed = f
-        .app
-        .patch_json(
-            &format!("/api/v1/projects/{}", f.project),
-            &f.owner,
-            &json!({ "revocation_policy": "stop" }),
-        )
-        .await;
-    assert_eq!(changed.status(), 200);
+    f.stop_on_revocation().await;
     cluster_until(&f.app, &f.owner, &cluster, |c| c["state"] == "inaccessible").await;
 
     // The key works again: the mark goes at once, and the owner resumes the cluster.
@@ -1389,15 +1386,7 @@ async fn a_keep_running_cluster_is_marked_once_and_a_policy_changed_to_stop_late
 #[tokio::test]
 async fn a_reaction_queued_by_an_instance_that_never_ran_it_is_run_by_another_exactly_once() {
     let f = local_cmek_with(&["us-east-1"], &[("CMEK_KEY_CONFIRM_DELAY", "100ms")]).await;
-    let changed = f
-        .app
-        .patch_json(
-            &format!("/api/v1/projects/{}", f.project),
-            &f.owner,
-            &json!({ "revocation_policy": "stop" }),
-        )
-        .await;
-    assert_eq!(changed.status(), 200);
+    f.stop_on_revocation().await;
     let cluster = id(&f.cluster("orders", &["us-east-1"]).await);
     let key = f.key_id("us-east-1").await;
     // This instance records the status but never reacts: as if it died right after the
@@ -1705,15 +1694,7 @@ async fn a_console_killed_between_a_revocation_and_its_reaction_reacts_after_a_r
         )],
     )
     .await;
-    let changed = f
-        .app
-        .patch_json(
-            &format!("/api/v1/projects/{}", f.project),
-            &f.owner,
-            &json!({ "revocation_policy": "stop" }),
-        )
-        .await;
-    assert_eq!(changed.status(), 200);
+    f.stop_on_revocation().await;
     let cluster = id(&f.cluster("orders", &["us-east-1"]).await);
     let key = f.key_id("us-east-1").await;
     f.disable_local_key("us-east-1").await;

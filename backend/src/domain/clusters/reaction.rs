@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::{Cluster, ClusterState};
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::identity::{Actor, Caller, Role};
-use crate::domain::keys::{EncryptionKey, Provider};
+use crate::domain::keys::{EncryptionKey, Provider, StatusChangeEvent};
 use crate::domain::ports::{Job, JobKind, KeyVersionStatus};
 use crate::domain::projects::{Project, RevocationPolicy};
 use crate::domain::{Console, DomainError};
@@ -414,21 +414,14 @@ impl Console {
             let now = self.clock.now();
             let message = "a resume unwrapped a data key under it";
             if key.status.is_revocation() {
-                let audit = AuditDraft::by(
-                    &system,
-                    now,
-                    "encryption_key.status_changed",
-                    format!("encryption_key/{key_id}"),
-                )
-                .detail(json!({
-                    "project_id": key.project_id,
-                    "provider": key.key_ref.provider().as_str(),
-                    "region": key.region.as_str(),
-                    "key": key.key_ref.display(),
-                    "message": message,
-                    "from": key.status.as_str(),
-                    "to": KeyStatus::Active.as_str(),
-                }));
+                let audit = StatusChangeEvent {
+                    key: &key,
+                    version: None,
+                    from: key.status,
+                    to: KeyStatus::Active,
+                    message: Some(message),
+                }
+                .audit(&system, now);
                 self.store
                     .update_key_status(key_id, KeyStatus::Active, now, None, audit)
                     .await?;
@@ -438,20 +431,14 @@ impl Console {
                 if Some(&version.version) != region.key_version.as_ref() {
                     continue;
                 }
-                let audit = AuditDraft::by(
-                    &system,
-                    now,
-                    "encryption_key.version_status_changed",
-                    format!("encryption_key/{key_id}"),
-                )
-                .detail(json!({
-                    "project_id": key.project_id,
-                    "key": key.key_ref.display(),
-                    "version": version.version,
-                    "message": message,
-                    "from": version.status.as_str(),
-                    "to": KeyStatus::Active.as_str(),
-                }));
+                let audit = StatusChangeEvent {
+                    key: &key,
+                    version: Some((&version.version, 0)),
+                    from: version.status,
+                    to: KeyStatus::Active,
+                    message: Some(message),
+                }
+                .audit(&system, now);
                 let active = KeyVersionStatus {
                     status: KeyStatus::Active,
                     suspected: None,

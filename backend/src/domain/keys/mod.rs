@@ -27,6 +27,7 @@ use checks::Checklist;
 use policy::AccessMode;
 use region::Region;
 
+pub(crate) use monitor::StatusChangeEvent;
 pub use monitor::{LATENCY_BUCKETS, MonitorPolicy, MonitorStats, SweepReport};
 pub use request::{KeyRequest, KeyRequestInput};
 pub use service::{ConfirmProgress, Confirmation, KeyCheck};

@@ -127,6 +127,51 @@ fn verdict(current: KeyStatus, suspected: Option<KeyStatus>, probed: KeyStatus) 
     }
 }
 
+/// A change of a key's status (or of one of its versions', `version` named), recorded by
+/// `by` (the monitor, or a resume that found the key working): one event shape whoever
+/// records it, which alerts read.
+pub(crate) struct StatusChangeEvent<'a> {
+    pub key: &'a EncryptionKey,
+    pub version: Option<(&'a str, u64)>,
+    pub from: KeyStatus,
+    pub to: KeyStatus,
+    pub message: Option<&'a str>,
+}
+
+impl StatusChangeEvent<'_> {
+    pub(crate) fn audit(&self, by: &Caller, now: DateTime<Utc>) -> AuditDraft {
+        let action = if self.version.is_some() {
+            "encryption_key.version_status_changed"
+        } else {
+            "encryption_key.status_changed"
+        };
+        let mut detail = serde_json::json!({
+            "project_id": self.key.project_id,
+            "provider": self.key.key_ref.provider().as_str(),
+            "region": self.key.region.as_str(),
+            "key": self.key.key_ref.display(),
+            "message": self.message,
+            "from": self.from.as_str(),
+            "to": self.to.as_str(),
+            "confirmed": self.to.is_revocation(),
+        });
+        if let (Some((version, data_keys)), Some(fields)) = (self.version, detail.as_object_mut()) {
+            fields.insert("version".into(), version.into());
+            // Unknown (0) when the change was not seen by counting what the version wraps.
+            if data_keys > 0 {
+                fields.insert("data_keys".into(), data_keys.into());
+            }
+        }
+        AuditDraft::by(by, now, action, format!("encryption_key/{}", self.key.id))
+            .outcome(if self.to == KeyStatus::Active {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            })
+            .detail(detail)
+    }
+}
+
 impl Console {
     /// One sweep: leases the keys that are due, a batch at a time, and checks them
     /// `concurrency` at a time. The next batch is leased while the last probes of the one
@@ -269,27 +314,14 @@ impl Console {
             Verdict::Same => {}
             Verdict::Suspect(_) => {}
             Verdict::Change(status) => {
-                let audit = AuditDraft::by(
-                    &system,
-                    now,
-                    "encryption_key.status_changed",
-                    format!("encryption_key/{}", key.id),
-                )
-                .outcome(if status == KeyStatus::Active {
-                    Outcome::Success
-                } else {
-                    Outcome::Failure
-                })
-                .detail(serde_json::json!({
-                    "project_id": key.project_id,
-                    "provider": key.key_ref.provider().as_str(),
-                    "region": key.region.as_str(),
-                    "key": key.key_ref.display(),
-                    "message": message,
-                    "from": key.status.as_str(),
-                    "to": status.as_str(),
-                    "confirmed": status.is_revocation(),
-                }));
+                let audit = StatusChangeEvent {
+                    key: &key,
+                    version: None,
+                    from: key.status,
+                    to: status,
+                    message: message.as_deref(),
+                }
+                .audit(&system, now);
                 // The reaction is queued with the status, in one transaction.
                 self.store
                     .update_key_status(key.id, status, now, message.clone(), audit)
@@ -373,29 +405,14 @@ impl Console {
                         .await?;
                 }
                 Verdict::Change(status) => {
-                    let audit = AuditDraft::by(
-                        system,
-                        now,
-                        "encryption_key.version_status_changed",
-                        format!("encryption_key/{}", key.id),
-                    )
-                    .outcome(if status == KeyStatus::Active {
-                        Outcome::Success
-                    } else {
-                        Outcome::Failure
-                    })
-                    .detail(serde_json::json!({
-                        "project_id": key.project_id,
-                        "provider": key.key_ref.provider().as_str(),
-                        "region": key.region.as_str(),
-                        "key": itself,
-                        "version": version,
-                        "data_keys": data_keys,
-                        "message": message,
-                        "from": current.as_str(),
-                        "to": status.as_str(),
-                        "confirmed": status.is_revocation(),
-                    }));
+                    let audit = StatusChangeEvent {
+                        key,
+                        version: Some((&version, data_keys)),
+                        from: current,
+                        to: status,
+                        message: message.as_deref(),
+                    }
+                    .audit(system, now);
                     self.store
                         .record_version_status(
                             key.organization_id,
