@@ -87,6 +87,10 @@ pub enum StartupError {
 /// What a command may do to the audit chain's key file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyAccess {
+    /// `serve`: as `ReadWrite`, and the first start that has the local KMS's master key and
+    /// the platform key records their fingerprints (commands never do: a one-off job without
+    /// the files mounted must not lock the servers out).
+    Serve,
     /// Create the key file on first use, and re-seal events from before the chain was keyed.
     ReadWrite,
     /// The file must exist (verification only reads).
@@ -99,11 +103,18 @@ async fn open_local_kms(
     settings: &Settings,
     db: &sea_orm::DatabaseConnection,
     now: chrono::DateTime<chrono::Utc>,
+    record: bool,
 ) -> Result<LocalKms, StartupError> {
     let local = LocalKms::open(&settings.data_dir, db.clone()).map_err(StartupError::LocalKms)?;
-    if !store::same_key_file(db, "local-kms-master.key", &local.fingerprint(), now)
-        .await
-        .map_err(|e| DomainError::from(StoreError::from(e)))?
+    if !store::same_key_file(
+        db,
+        "local-kms-master.key",
+        &local.fingerprint(),
+        now,
+        record,
+    )
+    .await
+    .map_err(|e| DomainError::from(StoreError::from(e)))?
     {
         return Err(StartupError::KeyFileReplaced {
             what: "The local KMS's master key file",
@@ -155,7 +166,7 @@ pub async fn console_with(
         .map_err(|e| DomainError::from(StoreError::from(e)))?;
     let (chain_keys, created) = match access {
         KeyAccess::ReadOnly => (chain_keys::load(&key_path)?, false),
-        KeyAccess::ReadWrite if !key_path.exists() && sealed_with.is_none() => {
+        KeyAccess::ReadWrite | KeyAccess::Serve if !key_path.exists() && sealed_with.is_none() => {
             if let Some(dir) = key_path.parent() {
                 private_dir(dir).map_err(|source| StartupError::DataDir {
                     path: dir.display().to_string(),
@@ -164,7 +175,7 @@ pub async fn console_with(
             }
             (chain_keys::load_or_create(&key_path)?, true)
         }
-        KeyAccess::ReadWrite => (chain_keys::load(&key_path)?, false),
+        KeyAccess::ReadWrite | KeyAccess::Serve => (chain_keys::load(&key_path)?, false),
     };
     if let Some(id) = &sealed_with
         && chain_keys.get(id).is_none()
@@ -192,9 +203,9 @@ pub async fn console_with(
     };
     let local = match settings.environment {
         Environment::Production => None,
-        Environment::Development => {
-            Some(Arc::new(open_local_kms(settings, &db, clock.now()).await?))
-        }
+        Environment::Development => Some(Arc::new(
+            open_local_kms(settings, &db, clock.now(), access == KeyAccess::Serve).await?,
+        )),
     };
     let sso = match &settings.oidc {
         Some(oidc) => Some(
@@ -223,7 +234,13 @@ pub async fn console_with(
             );
         }
     }
-    let clusters = cluster_parts(settings, store.clone(), clock.now()).await?;
+    let clusters = cluster_parts(
+        settings,
+        store.clone(),
+        clock.now(),
+        access == KeyAccess::Serve,
+    )
+    .await?;
     let alerts = AlertParts {
         store: store.clone(),
         sender: Arc::new(
@@ -269,6 +286,7 @@ async fn cluster_parts(
     settings: &Settings,
     store: Arc<SeaStore>,
     now: chrono::DateTime<chrono::Utc>,
+    record: bool,
 ) -> Result<ClusterParts, StartupError> {
     let db = store.connection();
     let storage = match settings.storage_url.as_deref() {
@@ -294,9 +312,15 @@ async fn cluster_parts(
         path: platform_key.display().to_string(),
         source,
     })?;
-    if !store::same_key_file(db, "platform-data.key", &platform.fingerprint(), now)
-        .await
-        .map_err(|e| DomainError::from(StoreError::from(e)))?
+    if !store::same_key_file(
+        db,
+        "platform-data.key",
+        &platform.fingerprint(),
+        now,
+        record,
+    )
+    .await
+    .map_err(|e| DomainError::from(StoreError::from(e)))?
     {
         return Err(StartupError::KeyFileReplaced {
             what: "The platform key file",
@@ -334,7 +358,7 @@ impl Application {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
-        let console = console(&settings, clock).await?;
+        let console = console_with(&settings, clock, KeyAccess::Serve).await?;
         let sign_in_token = console.bootstrap().await?;
         match console.backfill_key_versions().await {
             Ok(0) => {}

@@ -18,6 +18,7 @@ mod m20261205_000013_key_status_indexes;
 mod m20261205_000014_backup_key_index;
 mod m20261205_000015_audit_keyset_index;
 mod m20261205_000016_key_file_checks;
+mod m20261205_000017_delivery_fairness_index;
 
 pub struct Migrator;
 
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000014_backup_key_index::Migration),
             Box::new(m20261205_000015_audit_keyset_index::Migration),
             Box::new(m20261205_000016_key_file_checks::Migration),
+            Box::new(m20261205_000017_delivery_fairness_index::Migration),
         ]
     }
 }

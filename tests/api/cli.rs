@@ -395,3 +395,35 @@ async fn a_replaced_platform_key_file_is_refused_at_start() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_command_run_without_the_servers_key_files_does_not_lock_them_out() {
+    // A one-off job (its own empty data directory: no master key, no platform key) runs
+    // against the database before any server has started.
+    let job = crate::helpers::TempDir(
+        std::env::temp_dir().join(format!("cmek-job-{}", uuid::Uuid::new_v4())),
+    );
+    std::fs::create_dir_all(&job.0).unwrap();
+    let database = job.0.join("shared.sqlite3");
+    let url = format!("sqlite://{}?mode=rwc", database.display());
+    let audit_keys = job.0.join("audit-chain.keys");
+    let output = Command::new(env!("CARGO_BIN_EXE_cmek-console"))
+        .args(["api-key", "create", "--role", "owner", "--name", "job"])
+        .env("DATABASE_URL", &url)
+        .env("CMEK_DATA_DIR", job.0.join("job-data"))
+        .env("CMEK_AUDIT_KEY_FILE", &audit_keys)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The server, with key files of its own, starts (spawn_app_on fails the test if not).
+    let audit = audit_keys.display().to_string();
+    let app = crate::helpers::spawn_app_on(&url, &[("CMEK_AUDIT_KEY_FILE", audit.as_str())]).await;
+    let ready = app.api.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+}

@@ -175,9 +175,11 @@ pub fn payload(alert: &Alert, at: DateTime<Utc>) -> String {
 /// sender's resolver). The ranges are IANA's special-purpose address registries (RFC 6890
 /// and its updates), every entry whose "globally reachable" is false, plus multicast and
 /// the reserved blocks. IPv6 must be global unicast (2000::/3) outside the special blocks
-/// inside it; so every form that embeds an IPv4 address (mapped `::ffff:a.b.c.d`,
-/// compatible `::a.b.c.d`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`, Teredo `2001::/32`) is
-/// refused, whatever the IPv4 address inside.
+/// inside it; so every form that embeds an IPv4 address (compatible `::a.b.c.d`, NAT64
+/// `64:ff9b::/96`, 6to4 `2002::/16`, Teredo `2001::/32`) is refused whatever the address
+/// inside, except IPv4-mapped `::ffff:a.b.c.d`, which is that IPv4 address and is judged as
+/// one. Erring on the safe side, the few globally reachable blocks inside 2001::/23 (and
+/// 192.0.0.9-10) are refused too: no webhook receiver lives there.
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(ip) => {
@@ -209,7 +211,7 @@ pub fn is_internal(ip: IpAddr) -> bool {
                 || (s[0] == 0x2001 && s[1] < 0x0200)
                 // Documentation.
                 || (s[0] == 0x2001 && s[1] == 0x0db8)
-                || (s[0] & 0xfff0) == 0x3ff0
+                || (s[0] == 0x3fff && s[1] < 0x1000)
                 // 6to4.
                 || s[0] == 0x2002
         }

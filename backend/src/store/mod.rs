@@ -213,12 +213,13 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
 
 /// Whether a key file is the one the database knows by `name`: its fingerprint is compared
 /// with the one recorded at the first start that had the file (and recorded now if none
-/// was). False when another file took its place.
+/// was and `record`: only `serve` records). False when another file took its place.
 pub async fn same_key_file(
     db: &DatabaseConnection,
     name: &str,
     fingerprint: &str,
     now: chrono::DateTime<chrono::Utc>,
+    record: bool,
 ) -> Result<bool, DbErr> {
     use entities::key_file_checks;
     use sea_orm::{ActiveValue::Set, EntityTrait};
@@ -229,6 +230,9 @@ pub async fn same_key_file(
             .await?,
     ) {
         return Ok(same);
+    }
+    if !record {
+        return Ok(true);
     }
     let recorded = key_file_checks::Entity::insert(key_file_checks::ActiveModel {
         name: Set(name.to_owned()),

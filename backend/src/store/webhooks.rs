@@ -280,12 +280,37 @@ impl WebhookStore for SeaStore {
             for (_, organization) in &in_flight {
                 *per_organization.entry(*organization).or_default() += 1;
             }
-            let candidates = webhook_deliveries::Entity::find()
+            // Which webhooks have something due (a few hundred at most per round, whatever
+            // the backlog of any one of them), then each free one's oldest due delivery: a
+            // webhook with thousands of overdue deliveries takes one slot like any other.
+            let waiting: Vec<(Uuid, Uuid)> = webhook_deliveries::Entity::find()
+                .select_only()
+                .column(webhook_deliveries::Column::WebhookId)
+                .column(webhook_deliveries::Column::OrganizationId)
                 .filter(due_filter())
-                .order_by_asc(webhook_deliveries::Column::NextAttemptAt)
-                .limit(limit.saturating_mul(16))
+                .distinct()
+                .limit(256)
+                .into_tuple::<(Uuid, Uuid)>()
                 .all(txn)
                 .await?;
+            let mut candidates = Vec::new();
+            for (webhook, organization) in waiting {
+                if busy.contains(&webhook)
+                    || per_organization.get(&organization).copied().unwrap_or(0) >= PER_ORGANIZATION
+                {
+                    continue;
+                }
+                if let Some(oldest) = webhook_deliveries::Entity::find()
+                    .filter(due_filter())
+                    .filter(webhook_deliveries::Column::WebhookId.eq(webhook))
+                    .order_by_asc(webhook_deliveries::Column::NextAttemptAt)
+                    .one(txn)
+                    .await?
+                {
+                    candidates.push(oldest);
+                }
+            }
+            candidates.sort_by_key(|d| d.next_attempt_at);
             let mut due = Vec::new();
             for delivery in candidates {
                 if due.len() as u64 >= limit {

@@ -521,7 +521,7 @@ fn fix_for(err: &KmsError, key: &KeyRef, region: &Region) -> String {
         KmsError::PendingDeletion { .. } => "Cancel the key deletion in the KMS console and enable the key, then test again.".into(),
         KmsError::WrongKeyUsage { .. } => "Use a symmetric key with key usage Encrypt and decrypt.".into(),
         KmsError::Throttled { .. } => "The KMS is throttling requests: wait a minute and test again.".into(),
-        KmsError::Misconfigured(_) => "The console could not make the call: its operator should check the console's AWS settings and log.".into(),
+        KmsError::Misconfigured(_) => "The console could not make the call: its operator should check the console's settings and log (its cloud credentials, or for the local KMS its master key file local-kms-master.key).".into(),
         KmsError::Unreachable(_) => "The KMS did not answer in time: check the console's network access to KMS and test again.".into(),
         KmsError::Other { .. } => "See the KMS error message above.".into(),
     }

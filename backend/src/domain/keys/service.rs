@@ -636,8 +636,9 @@ impl Console {
 const CHECK_FRESH_SECONDS: i64 = 10;
 /// How many times one caller may press Check now in a minute (every key together).
 const CHECKS_PER_CALLER_PER_MINUTE: u32 = 20;
-/// How long a press waits for the check another one started in its window.
-const WAIT_FOR_RUNNING_CHECK: std::time::Duration = std::time::Duration::from_secs(15);
+/// How long a press waits for the check another one started in its window, beyond that
+/// check's confirmation delay (its probes, each bounded by the KMS time-out).
+const WAIT_FOR_RUNNING_CHECK: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The start of the window of `seconds` that `now` falls in.
 fn window_start(now: chrono::DateTime<chrono::Utc>, seconds: i64) -> chrono::DateTime<chrono::Utc> {
@@ -679,7 +680,9 @@ impl Console {
                 .max(std::time::Duration::from_secs(1));
             return Err(DomainError::TooManyRequests {
                 detail: format!(
-                    "Check now may be pressed {CHECKS_PER_CALLER_PER_MINUTE} times a minute: each                      check calls your KMS several times. The key monitor keeps checking every                      key. Try again in {} seconds.",
+                    "Check now may be pressed {CHECKS_PER_CALLER_PER_MINUTE} times a minute: each \
+                     check calls your KMS several times. The key monitor keeps checking every \
+                     key. Try again in {} seconds.",
                     retry_after.as_secs()
                 ),
                 retry_after,
@@ -698,7 +701,7 @@ impl Console {
         let started = std::time::Instant::now();
         let mut recorded = key.clone();
         while recorded.last_checked_at.is_none_or(|at| at < window)
-            && started.elapsed() < WAIT_FOR_RUNNING_CHECK
+            && started.elapsed() < WAIT_FOR_RUNNING_CHECK + self.confirm_delay
         {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             recorded = self

@@ -477,9 +477,27 @@ async fn after(
     match outcome {
         Ok(flag) => Ok(see_other(&format!("/clusters/{id}?{flag}=1"))),
         Err(err) => {
+            // A refusal that says when to come back (the upload memory cap) says it in
+            // `Retry-After` too.
+            let retry_after = match &err {
+                DomainError::Overloaded { retry_after, .. }
+                | DomainError::TooManyRequests { retry_after, .. } => {
+                    Some(retry_after.as_secs().max(1))
+                }
+                _ => None,
+            };
             let (status, text) = refusal(err)?;
             let page = show_page(state, caller, id, None, Some(text)).await?;
-            html_status(status, &page)
+            let mut response = html_status(status, &page)?;
+            if let Some(seconds) = retry_after
+                && let Ok(value) =
+                    actix_web::http::header::HeaderValue::from_str(&seconds.to_string())
+            {
+                response
+                    .headers_mut()
+                    .insert(actix_web::http::header::RETRY_AFTER, value);
+            }
+            Ok(response)
         }
     }
 }
@@ -551,10 +569,11 @@ pub async fn upload(
                 // The whole field first: a character may arrive split over two reads.
                 while let Some(chunk) = field.next().await {
                     let Ok(chunk) = chunk else { break };
-                    if name_bytes.len() + chunk.len() > 4096 {
-                        break;
+                    // Far beyond any valid name (1-1024 bytes): kept whole, so the name's
+                    // own rule refuses it rather than a silently shortened one being stored.
+                    if name_bytes.len() < 4096 {
+                        name_bytes.extend_from_slice(&chunk);
                     }
-                    name_bytes.extend_from_slice(&chunk);
                 }
             }
             Some("file") => {
