@@ -15,6 +15,10 @@ use crate::domain::alerts::{ATTEMPT_TIMEOUT, Outgoing, Sent, WebhookSender, is_i
 
 pub struct HttpSender {
     client: reqwest::Client,
+    /// Production: only public addresses, for resolved names (the resolver) and for address
+    /// literals (checked here at each send: the resolver never sees them, and a webhook
+    /// stored before a refusal rule existed must meet it too).
+    public_only: bool,
 }
 
 /// Resolves names as the system does, then refuses every address that is not on the public
@@ -61,7 +65,22 @@ impl HttpSender {
                 " (webhooks)"
             ))
             .build()?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            public_only: environment == Environment::Production,
+        })
+    }
+}
+
+/// Whether the URL names its host by an address that is not public.
+fn literal_is_internal(url: &str) -> bool {
+    match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
+        Some(url::Host::Ipv4(ip)) => is_internal(std::net::IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => is_internal(std::net::IpAddr::V6(ip)),
+        _ => false,
     }
 }
 
@@ -83,6 +102,13 @@ impl WebhookSender for HttpSender {
     async fn send(&self, message: &Outgoing<'_>) -> Sent {
         let started = Instant::now();
         let elapsed = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if self.public_only && literal_is_internal(message.url) {
+            return Sent {
+                status_code: None,
+                error: Some("the endpoint's address is not public: refused in production".into()),
+                duration_ms: elapsed(),
+            };
+        }
         // The signing time is the sending time: receivers check it against their clock.
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -136,6 +162,15 @@ impl WebhookSender for HttpSender {
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;
+
+    #[test]
+    fn stored_urls_with_internal_address_literals_are_caught_at_send_time() {
+        assert!(super::literal_is_internal("https://[64:ff9b::a9fe:a9fe]/x"));
+        assert!(super::literal_is_internal("https://224.0.0.1/x"));
+        assert!(super::literal_is_internal("https://169.254.169.254/latest"));
+        assert!(!super::literal_is_internal("https://1.1.1.1/x"));
+        assert!(!super::literal_is_internal("https://hooks.example.com/x"));
+    }
 
     use reqwest::dns::{Name, Resolve};
 
