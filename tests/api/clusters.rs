@@ -1838,3 +1838,28 @@ async fn data_keys_stored_before_versions_were_recorded_get_theirs_at_start() {
     assert_eq!(after["versions"][0]["clusters"], json!(["orders"]));
     assert_eq!(after["versions"][0]["data_keys"], 1);
 }
+
+#[tokio::test]
+async fn a_policy_changed_to_stop_applies_at_once_not_only_at_the_next_periodic_pass() {
+    let f = local_cmek_with(
+        &["us-east-1"],
+        &[
+            ("CMEK_KEY_CONFIRM_DELAY", "100ms"),
+            ("CMEK_RECONCILE_INTERVAL", "1h"),
+        ],
+    )
+    .await;
+    let cluster = id(&f.cluster("orders", &["us-east-1"]).await);
+    let key = f.key_id("us-east-1").await;
+    f.disable_local_key("us-east-1").await;
+    let checked = check_now(&f, &f.owner, &key).await;
+    assert_eq!(checked["confirmation"]["state"], "confirmed");
+    cluster_until(&f.app, &f.owner, &cluster, |c| {
+        c["will_not_resume"].is_string()
+    })
+    .await;
+
+    f.stop_on_revocation().await;
+
+    cluster_until(&f.app, &f.owner, &cluster, |c| c["state"] == "inaccessible").await;
+}

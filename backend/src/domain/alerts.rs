@@ -661,25 +661,17 @@ impl Console {
     pub async fn send_test_webhook(&self, caller: &Caller, id: Uuid) -> Result<(), DomainError> {
         let webhook = self.webhook(caller, id).await?;
         caller.require_owner("send test events")?;
-        let now = self.clock.now();
-        let minute_start = now.timestamp() - now.timestamp().rem_euclid(60);
-        let minute = chrono::DateTime::from_timestamp(minute_start, 0).unwrap_or(now);
         let sent = self
-            .store
-            .count_attempt(&format!("webhook-test:{}", caller.organization_id), minute)
+            .count_in_window(&format!("webhook-test:{}", caller.organization_id), 60)
             .await?;
-        if sent > TEST_EVENTS_PER_MINUTE {
-            let retry_after = (minute + Duration::seconds(60) - now)
-                .to_std()
-                .unwrap_or_default()
-                .max(std::time::Duration::from_secs(1));
+        if sent.count > TEST_EVENTS_PER_MINUTE {
             return Err(DomainError::TooManyRequests {
                 detail: format!(
                     "An organization may send {TEST_EVENTS_PER_MINUTE} test events a minute; try \
                      again in {} seconds.",
-                    retry_after.as_secs()
+                    sent.retry_after.as_secs()
                 ),
-                retry_after,
+                retry_after: sent.retry_after,
             });
         }
         let audit = AuditDraft::by(

@@ -99,6 +99,18 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The console itself acting in an organization (the key monitor, the reconciliation,
+    /// an operator's command), with `role`'s rights.
+    pub fn system(organization_id: Uuid, role: Role) -> Self {
+        Self {
+            organization_id,
+            actor: Actor::System,
+            role,
+            source_ip: None,
+            session_id: None,
+        }
+    }
+
     /// R2: whether the caller is an Organization Owner (pages use it to offer what only
     /// owners may do; the domain checks it again when they do it).
     pub fn is_owner(&self) -> bool {

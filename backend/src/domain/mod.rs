@@ -17,6 +17,7 @@ pub mod organizations;
 pub mod page;
 pub mod ports;
 pub mod projects;
+mod rate;
 #[cfg(test)]
 mod rule_tests;
 pub mod secrets;

@@ -86,13 +86,7 @@ impl Console {
             }
         };
         let organization = chosen.ok_or(DomainError::NotFound("organization"))?;
-        Ok(Caller {
-            organization_id: organization.id,
-            actor: Actor::System,
-            role: Role::Owner,
-            source_ip: None,
-            session_id: None,
-        })
+        Ok(Caller::system(organization.id, Role::Owner))
     }
 
     /// The operator's way to add an organization: it starts with an owner invitation, which

@@ -316,6 +316,22 @@ impl Console {
             .update_project(&updated, audit)
             .await
             .map_err(|e| map_conflict(e, &updated.name))?;
+        if updated.revocation_policy != current.revocation_policy {
+            // What the project's clusters should be may have changed with the policy: their
+            // keys are reconciled now rather than at the next periodic pass (which still
+            // catches it if this process stops first).
+            for key in self.store.keys(caller.organization_id, id).await? {
+                self.store
+                    .enqueue_job(
+                        crate::domain::ports::JobKind::ReconcileKey,
+                        caller.organization_id,
+                        key.id,
+                        now,
+                    )
+                    .await?;
+            }
+            self.wake_reactions();
+        }
         Ok(updated)
     }
 }

@@ -82,23 +82,13 @@ impl Console {
         &self,
         address: &str,
     ) -> Result<Option<std::time::Duration>, DomainError> {
-        let now = self.clock.now();
-        let window = SIGN_IN_WINDOW.num_seconds();
-        let start_secs = now.timestamp() - now.timestamp().rem_euclid(window);
-        let start = DateTime::<Utc>::from_timestamp(start_secs, 0).unwrap_or(now);
-        let hits = self
-            .store
-            .count_attempt(&format!("sign-in:{}", bucket_of(address)), start)
+        let counted = self
+            .count_in_window(
+                &format!("sign-in:{}", bucket_of(address)),
+                SIGN_IN_WINDOW.num_seconds(),
+            )
             .await?;
-        if hits <= SIGN_IN_ATTEMPTS {
-            return Ok(None);
-        }
-        Ok(Some(
-            (start + SIGN_IN_WINDOW - now)
-                .to_std()
-                .unwrap_or_default()
-                .max(std::time::Duration::from_secs(1)),
-        ))
+        Ok((counted.count > SIGN_IN_ATTEMPTS).then_some(counted.retry_after))
     }
 
     /// A fresh single-use link for a user (the operator's `sign-in-link` command uses it too).

@@ -19,7 +19,14 @@ use crate::domain::ports::{
     DataKeyRow, Job, JobKind, JobStore, KeyVersionStatus, StoreError, UnversionedDataKey,
 };
 
-const REVOCATIONS: [&str; 4] = ["access_denied", "disabled", "pending_deletion", "not_found"];
+/// The stored names of the statuses that are revocations (`KeyStatus::is_revocation`).
+fn revocations() -> Vec<&'static str> {
+    crate::domain::keys::status_report::STATUSES
+        .into_iter()
+        .filter(|s| s.is_revocation())
+        .map(KeyStatus::as_str)
+        .collect()
+}
 
 /// Queues the job inside the caller's transaction (which holds the write lock, so the
 /// read-then-write is not raced; the unique index on (kind, subject) backs it up).
@@ -216,7 +223,7 @@ impl JobStore for SeaStore {
             .select_only()
             .column(encryption_keys::Column::Id)
             .column(encryption_keys::Column::OrganizationId)
-            .filter(encryption_keys::Column::Status.is_in(REVOCATIONS))
+            .filter(encryption_keys::Column::Status.is_in(revocations()))
             .filter(encryption_keys::Column::Id.gt(after))
             .order_by_asc(encryption_keys::Column::Id)
             .limit(limit)
@@ -229,7 +236,7 @@ impl JobStore for SeaStore {
         let revoked_versions: Vec<Uuid> = key_versions::Entity::find()
             .select_only()
             .column(key_versions::Column::KeyId)
-            .filter(key_versions::Column::Status.is_in(REVOCATIONS))
+            .filter(key_versions::Column::Status.is_in(revocations()))
             .filter(key_versions::Column::KeyId.gt(after))
             .distinct()
             .order_by_asc(key_versions::Column::KeyId)
@@ -463,7 +470,7 @@ impl JobStore for SeaStore {
         }
         key_versions::Entity::find()
             .filter(key_versions::Column::KeyId.is_in(key_ids.iter().copied()))
-            .filter(key_versions::Column::Status.is_in(REVOCATIONS))
+            .filter(key_versions::Column::Status.is_in(revocations()))
             .all(&self.db)
             .await?
             .into_iter()

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{Cluster, ClusterState};
 use crate::domain::audit::{AuditDraft, Outcome};
-use crate::domain::identity::{Actor, Caller, Role};
+use crate::domain::identity::{Caller, Role};
 use crate::domain::keys::{EncryptionKey, Provider, StatusChangeEvent};
 use crate::domain::ports::{Job, JobKind, KeyVersionStatus};
 use crate::domain::projects::{Project, RevocationPolicy};
@@ -186,13 +186,7 @@ impl Console {
         let Some(parts) = self.clusters.as_ref() else {
             return Ok(ReconcileReport::default());
         };
-        let system = Caller {
-            organization_id,
-            actor: Actor::System,
-            role: Role::Owner,
-            source_ip: None,
-            session_id: None,
-        };
+        let system = Caller::system(organization_id, Role::Owner);
         let mut known = Known::default();
         let mut projects: HashMap<Uuid, Project> = HashMap::new();
         let mut report = ReconcileReport::default();
@@ -396,13 +390,7 @@ impl Console {
     /// the periodic reconciliation does not stop the cluster again on an outdated status.
     pub(super) async fn note_keys_work(&self, cluster: &Cluster) -> Result<(), DomainError> {
         use crate::domain::keys::KeyStatus;
-        let system = Caller {
-            organization_id: cluster.organization_id,
-            actor: Actor::System,
-            role: Role::Owner,
-            source_ip: None,
-            session_id: None,
-        };
+        let system = Caller::system(cluster.organization_id, Role::Owner);
         let mut changed = false;
         for region in &cluster.regions {
             let Some(key_id) = region.key_id else {

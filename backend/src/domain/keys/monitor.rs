@@ -16,7 +16,7 @@ use rand::Rng;
 use super::checks;
 use super::{EncryptionKey, KeyStatus};
 use crate::domain::audit::{AuditDraft, Outcome};
-use crate::domain::identity::{Actor, Caller, Role};
+use crate::domain::identity::{Caller, Role};
 use crate::domain::kms::KeyProvider;
 use crate::domain::ports::KeyVersionStatus;
 use crate::domain::{Console, DomainError};
@@ -250,13 +250,7 @@ impl Console {
         suspected: Option<KeyStatus>,
         policy: &MonitorPolicy,
     ) -> Result<Verdict, DomainError> {
-        let system = Caller {
-            organization_id: key.organization_id,
-            actor: Actor::System,
-            role: Role::Auditor,
-            source_ip: None,
-            session_id: None,
-        };
+        let system = Caller::system(key.organization_id, Role::Auditor);
         let jitter = Duration::milliseconds(
             rand::rng().random_range(0..=policy.interval().num_milliseconds().max(10) / 10),
         );

@@ -640,12 +640,6 @@ const CHECKS_PER_CALLER_PER_MINUTE: u32 = 20;
 /// check's confirmation delay (its probes, each bounded by the KMS time-out).
 const WAIT_FOR_RUNNING_CHECK: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// The start of the window of `seconds` that `now` falls in.
-fn window_start(now: chrono::DateTime<chrono::Utc>, seconds: i64) -> chrono::DateTime<chrono::Utc> {
-    let start = now.timestamp() - now.timestamp().rem_euclid(seconds);
-    chrono::DateTime::from_timestamp(start, 0).unwrap_or(now)
-}
-
 impl Console {
     /// Check now's bounds, counted in the database so every instance shares them (each
     /// check costs the customer several calls to their KMS, billed and throttled per
@@ -659,41 +653,30 @@ impl Console {
         key: &EncryptionKey,
     ) -> Result<Option<KeyCheck>, DomainError> {
         use crate::domain::identity::Actor;
-        let now = self.clock.now();
         let who = match &caller.actor {
             Actor::User { id, .. } => format!("user:{id}"),
             Actor::ApiKey { id, .. } => format!("api-key:{id}"),
             Actor::System => "system".to_owned(),
         };
-        let minute = window_start(now, 60);
         let presses = self
-            .store
-            .count_attempt(
-                &format!("check-now:{}:{who}", caller.organization_id),
-                minute,
-            )
+            .count_in_window(&format!("check-now:{}:{who}", caller.organization_id), 60)
             .await?;
-        if presses > CHECKS_PER_CALLER_PER_MINUTE {
-            let retry_after = (minute + chrono::Duration::seconds(60) - now)
-                .to_std()
-                .unwrap_or_default()
-                .max(std::time::Duration::from_secs(1));
+        if presses.count > CHECKS_PER_CALLER_PER_MINUTE {
             return Err(DomainError::TooManyRequests {
                 detail: format!(
                     "Check now may be pressed {CHECKS_PER_CALLER_PER_MINUTE} times a minute: each \
                      check calls your KMS several times. The key monitor keeps checking every \
                      key. Try again in {} seconds.",
-                    retry_after.as_secs()
+                    presses.retry_after.as_secs()
                 ),
-                retry_after,
+                retry_after: presses.retry_after,
             });
         }
-        let window = window_start(now, CHECK_FRESH_SECONDS);
-        let first = self
-            .store
-            .count_attempt(&format!("check-now-key:{}", key.id), window)
-            .await?
-            == 1;
+        let this_key = self
+            .count_in_window(&format!("check-now-key:{}", key.id), CHECK_FRESH_SECONDS)
+            .await?;
+        let window = this_key.window_start;
+        let first = this_key.count == 1;
         if first {
             return Ok(None);
         }

@@ -67,13 +67,9 @@ impl ClusterEffect {
     }
 }
 
-pub fn is_revoked(status: KeyStatus) -> bool {
-    !matches!(status, KeyStatus::Active | KeyStatus::Unreachable)
-}
-
 /// What the statuses of a cluster's keys mean for it.
 pub fn effect(state: ClusterState, statuses: &[KeyStatus]) -> ClusterEffect {
-    let revoked = statuses.iter().any(|s| is_revoked(*s));
+    let revoked = statuses.iter().any(|s| s.is_revocation());
     let unreachable = statuses.contains(&KeyStatus::Unreachable);
     match state {
         ClusterState::Inaccessible if revoked || unreachable => ClusterEffect::WaitingForKey,

@@ -1,0 +1,37 @@
+//! Fixed-window counters kept in the database, so every instance shares one budget: sign-in
+//! attempts, Check now presses, test events.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::domain::{Console, DomainError};
+
+/// One count in a window of `seconds`: how many were counted in it so far (this one
+/// included), when it started, and how long until it ends (at least a second).
+pub struct Counted {
+    pub count: u32,
+    pub window_start: DateTime<Utc>,
+    pub retry_after: std::time::Duration,
+}
+
+impl Console {
+    /// Counts one event in `bucket`'s current window of `seconds`.
+    pub(crate) async fn count_in_window(
+        &self,
+        bucket: &str,
+        seconds: i64,
+    ) -> Result<Counted, DomainError> {
+        let now = self.clock.now();
+        let start_secs = now.timestamp() - now.timestamp().rem_euclid(seconds);
+        let window_start = DateTime::<Utc>::from_timestamp(start_secs, 0).unwrap_or(now);
+        let count = self.store.count_attempt(bucket, window_start).await?;
+        let retry_after = (window_start + Duration::seconds(seconds) - now)
+            .to_std()
+            .unwrap_or_default()
+            .max(std::time::Duration::from_secs(1));
+        Ok(Counted {
+            count,
+            window_start,
+            retry_after,
+        })
+    }
+}
