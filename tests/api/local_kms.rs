@@ -181,3 +181,122 @@ async fn production_refuses_the_local_kms() {
 fn tempdir_of(app: &crate::helpers::TestApp) -> std::path::PathBuf {
     app.data_dir()
 }
+
+#[tokio::test]
+async fn scripts_manage_local_keys_through_the_api_and_a_disabled_key_fails_its_test() {
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    let member = app.api_key(Role::Member).await;
+
+    let created = app
+        .post_json("/api/v1/local-kms/keys", &owner, &json!({ "name": "demo" }))
+        .await;
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let key: Value = created.json().await.unwrap();
+    let id = key["id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/api/v1/local-kms/keys/{id}"));
+    assert_eq!(
+        (key["enabled"].clone(), key["version"].clone()),
+        (json!(true), json!(1))
+    );
+
+    let listed: Value = app
+        .get("/api/v1/local-kms/keys", &member)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"][0]["id"], id.as_str());
+
+    // Members read; only owners change (R2).
+    let refused = app
+        .post_json("/api/v1/local-kms/keys", &member, &json!({ "name": "x" }))
+        .await;
+    assert_eq!(refused.status(), 403);
+    let refused = app
+        .post_json(
+            &format!("/api/v1/local-kms/keys/{id}/disable"),
+            &member,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(refused.status(), 403);
+
+    let rotated: Value = app
+        .post_json(
+            &format!("/api/v1/local-kms/keys/{id}/rotate"),
+            &owner,
+            &json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rotated["version"], 2);
+
+    let disabled = app
+        .post_json(
+            &format!("/api/v1/local-kms/keys/{id}/disable"),
+            &owner,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(disabled.status(), 200);
+    assert_eq!(disabled.json::<Value>().await.unwrap()["enabled"], false);
+    let project = app.create_project(&owner, "dev", true).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let tested: Value = app
+        .post_json(
+            &format!("/api/v1/projects/{project}/encryption-keys/test"),
+            &owner,
+            &json!({ "provider": "local", "region": "us-east-1", "key_id": id }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        tested["passed"], false,
+        "a disabled local key plays a revoked one"
+    );
+
+    let enabled: Value = app
+        .post_json(
+            &format!("/api/v1/local-kms/keys/{id}/enable"),
+            &owner,
+            &json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(enabled["enabled"], true);
+    let unknown = app
+        .post_json(
+            &format!("/api/v1/local-kms/keys/{}/enable", uuid::Uuid::now_v7()),
+            &owner,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(unknown.status(), 404);
+}
+
+#[tokio::test]
+async fn production_refuses_the_local_kms_api() {
+    let app = spawn_app_with(&[("CMEK_ENV", "production")]).await;
+    let owner = app.api_key(Role::Owner).await;
+    for response in [
+        app.get("/api/v1/local-kms/keys", &owner).await,
+        app.post_json("/api/v1/local-kms/keys", &owner, &json!({ "name": "x" }))
+            .await,
+    ] {
+        assert_eq!(response.status(), 403);
+        assert_eq!(
+            problem(response).await["type"],
+            rule("local-kms-not-in-production")
+        );
+    }
+}

@@ -14,6 +14,7 @@ mod cluster_pages;
 mod clusters;
 mod clusters_aws;
 mod clusters_azure;
+mod contract;
 mod hardening;
 mod key_history;
 mod key_monitor;

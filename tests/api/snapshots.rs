@@ -5,12 +5,11 @@
 
 use cmek_console::domain::keys::policy::{AccessMode, PolicyScope, aws_policies};
 use cmek_console::domain::keys::region::Region;
-use cmek_console::http::api::openapi::ApiDoc;
-use utoipa::OpenApi;
+use cmek_console::http::api::openapi;
 
 #[test]
 fn the_openapi_document() {
-    insta::assert_json_snapshot!("openapi", ApiDoc::openapi());
+    insta::assert_json_snapshot!("openapi", openapi::document());
 }
 
 #[test]

@@ -79,3 +79,25 @@ test("an owner creates an API key, copies it once, and revokes it", async (t) =>
     assert.equal(after.status, 401);
   });
 });
+
+test("the footer leads to the API reference, drawn from the served document with nothing fetched from elsewhere", async (t) => {
+  await withConsole(t, {}, async ({ app, page }) => {
+    const elsewhere = [];
+    page.on("request", (request) => {
+      if (!request.url().startsWith(app.url) && !request.url().startsWith("blob:") && !request.url().startsWith("data:")) {
+        elsewhere.push(request.url());
+      }
+    });
+    const errors = [];
+    page.on("pageerror", (error) => errors.push(error.message));
+    await signIn(page, app);
+    await page.getByRole("contentinfo").getByRole("link", { name: "API reference" }).click();
+    await page.waitForURL(`${app.url}/api/docs`);
+    // Redoc has read the document: the API's title, a tag and an operation's path are drawn.
+    await page.getByRole("heading", { name: /cmek-console API/ }).waitFor({ timeout: 30000 });
+    await page.getByText("Encryption Access: customer-managed keys").first().waitFor();
+    await page.getByText("/api/v1/projects/{project_id}/encryption-keys").first().waitFor();
+    assert.deepEqual(elsewhere, []);
+    assert.deepEqual(errors, []);
+  });
+});

@@ -223,6 +223,31 @@ pub fn is_internal(ip: IpAddr) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebhookUrl(String);
 
+/// Whether `raw` is written as RFC 3986 says: only its characters, each `%` followed by two
+/// hex digits, and brackets only in the authority (around an IPv6 address). Anything else a
+/// lenient parser would quietly re-encode, so the URL stored would not be the one given.
+fn is_uri_text(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    let authority_end = raw
+        .find("://")
+        .map(|start| {
+            let rest = &raw[start + 3..];
+            start + 3 + rest.find(['/', '?', '#']).unwrap_or(rest.len())
+        })
+        .unwrap_or(0);
+    bytes.iter().enumerate().all(|(i, b)| match b {
+        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' => true,
+        b'-' | b'.' | b'_' | b'~' | b':' | b'/' | b'?' | b'#' | b'@' => true,
+        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => true,
+        b'[' | b']' => i < authority_end,
+        b'%' => {
+            bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+        }
+        _ => false,
+    })
+}
+
 impl WebhookUrl {
     pub fn parse(raw: &str, environment: Environment) -> Result<Self, DomainError> {
         let bad = |reason: &str| DomainError::invalid("url", reason);
@@ -232,6 +257,12 @@ impl WebhookUrl {
         }
         if raw.len() > 2000 {
             return Err(bad("must be at most 2000 characters"));
+        }
+        if !is_uri_text(raw) {
+            return Err(bad(
+                "may hold only the characters of a URL (RFC 3986): percent-encode any other \
+                 (%XX), and use brackets only around an IPv6 address",
+            ));
         }
         let url = url::Url::parse(raw)
             .map_err(|_| bad("must be an absolute URL, e.g. https://alerts.example.com/cmek"))?;
@@ -873,6 +904,13 @@ mod tests {
         assert!(ok("http://localhost:9000/hook", Development));
         assert!(!ok("http://127.0.0.1:9000/hook", Production));
         assert!(!ok("http://alerts.example.com/hook", Development));
+        // Written as RFC 3986 says, or refused (not re-encoded into another URL).
+        assert!(ok("https://alerts.example.com/a%20b?x=1&y=%2F", Production));
+        assert!(!ok("https://alerts.example.com/a b", Production));
+        assert!(!ok("https://alerts.example.com/caf\u{e9}", Production));
+        assert!(!ok("https://alerts.example.com/100%", Production));
+        assert!(!ok("https://alerts.example.com/[x]", Production));
+        assert!(!ok("https://alerts.example.com/a|b", Production));
         assert!(!ok("https://10.0.0.5/hook", Production));
         assert!(!ok("https://169.254.169.254/latest", Production));
         assert!(!ok("https://[::ffff:10.0.0.5]/hook", Production));

@@ -41,6 +41,25 @@ pub enum Rule {
 }
 
 impl Rule {
+    pub const ALL: [Rule; 16] = [
+        Rule::CmekImmutable,
+        Rule::OwnerOnly,
+        Rule::ProjectNameTaken,
+        Rule::CmekNotEnabled,
+        Rule::LocalKmsInProduction,
+        Rule::OneKeyPerRegion,
+        Rule::LastOwner,
+        Rule::InvitationPending,
+        Rule::ClusterNameTaken,
+        Rule::KeyRequiredForRegion,
+        Rule::DedicatedOnly,
+        Rule::NoDualRegionBackup,
+        Rule::ClusterState,
+        Rule::KeyInUse,
+        Rule::OwnersAndAuditors,
+        Rule::WebhookLimit,
+    ];
+
     pub fn slug(self) -> &'static str {
         match self {
             Rule::CmekImmutable => "cmek-immutable",

@@ -65,11 +65,25 @@ impl PageRequest {
     }
 }
 
+/// A token is the cursor's id as 32 lower-case hex digits (`PAGE_TOKEN_PATTERN`). Any such
+/// token is a valid cursor: the next page is what comes after that id in the list's order,
+/// within the caller's organization, so a made-up one reveals nothing and costs one page.
 fn encode(id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("after:{id}"))
+    id.simple().to_string()
 }
 
+pub const PAGE_TOKEN_PATTERN: &str = "^[0-9a-f]{32}$";
+
 fn decode(token: &str) -> Option<Uuid> {
+    if token.len() == 32
+        && token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Uuid::try_parse(token).ok();
+    }
+    // Tokens handed out before 1.1.0 (base64url of `after:<id>`), for a list being paged
+    // through during an upgrade.
     let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
     let text = String::from_utf8(bytes).ok()?;
     Uuid::parse_str(text.strip_prefix("after:")?).ok()
@@ -85,6 +99,12 @@ mod tests {
         let page = PageRequest::parse(Some("2"), Some(&encode(id))).ok();
         assert_eq!(page.and_then(|p| p.after), Some(id));
         assert!(PageRequest::parse(None, Some("not-a-token")).is_err());
+        assert!(PageRequest::parse(None, Some(&"A".repeat(32))).is_err());
+        let legacy = URL_SAFE_NO_PAD.encode(format!("after:{id}"));
+        assert_eq!(
+            PageRequest::parse(None, Some(&legacy)).unwrap().after,
+            Some(id)
+        );
         assert!(PageRequest::parse(Some("0"), None).is_err());
         assert!(PageRequest::parse(Some("101"), None).is_err());
         assert!(PageRequest::parse(Some("ten"), None).is_err());

@@ -161,6 +161,18 @@ impl Project {
                 detail: detail.into(),
             });
         }
+        // A policy for a project without CMEK conflicts with what the project is (as a key for
+        // it does): 409, like every other "this needs CMEK".
+        if let Some(Some(policy)) = &changes.revocation_policy
+            && !policy.is_empty()
+            && !self.cmek_enabled
+        {
+            return Err(DomainError::Conflict {
+                rule: Rule::CmekNotEnabled,
+                field: Some("revocation_policy"),
+                detail: "A revocation policy applies only to projects with CMEK enabled.".into(),
+            });
+        }
         let mut errors = Vec::new();
         let mut next = self.clone();
         if let Some(name) = &changes.name {

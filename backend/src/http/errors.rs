@@ -16,6 +16,7 @@ use crate::domain::ports::StoreError;
 use crate::domain::{DomainError, FieldError};
 use crate::http::api::wire;
 use crate::http::pages::render::error_page;
+use crate::http::problems::{ProblemKind, rule_doc};
 
 pub const PROBLEM_BASE: &str = "https://cmek-console.dev";
 /// What a 503 tells clients to wait before trying again.
@@ -45,10 +46,11 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Self {
+    fn new(status: StatusCode, kind: ProblemKind, detail: impl Into<String>) -> Self {
+        let doc = kind.doc();
         Self {
-            kind: format!("{PROBLEM_BASE}/problems/{slug}"),
-            title: title.into(),
+            kind: doc.type_uri(),
+            title: doc.title.into(),
             status: status.as_u16(),
             detail: detail.into(),
             errors: Vec::new(),
@@ -58,10 +60,12 @@ impl Problem {
         }
     }
 
-    fn rule(status: StatusCode, rule: crate::domain::Rule, title: &str, detail: String) -> Self {
+    fn rule(status: StatusCode, rule: crate::domain::Rule, detail: String) -> Self {
+        let doc = rule_doc(rule);
         Self {
-            kind: format!("{PROBLEM_BASE}/rules/{}", rule.slug()),
-            ..Self::new(status, "", title, detail)
+            kind: doc.type_uri(),
+            title: doc.title.into(),
+            ..Self::new(status, ProblemKind::Validation, detail)
         }
     }
 
@@ -102,12 +106,7 @@ impl ApiError {
         match self {
             ApiError::Domain(err) => domain_problem(err),
             ApiError::Malformed { detail, field } => {
-                let problem = Problem::new(
-                    S::BAD_REQUEST,
-                    "malformed-request",
-                    "Malformed request",
-                    detail,
-                );
+                let problem = Problem::new(S::BAD_REQUEST, ProblemKind::MalformedRequest, detail);
                 match field {
                     Some(field) => problem.with_fields(vec![FieldError::new(field, detail)]),
                     None => problem,
@@ -115,21 +114,18 @@ impl ApiError {
             }
             ApiError::TooLarge { limit } => Problem::new(
                 S::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Request body too large",
+                ProblemKind::PayloadTooLarge,
                 format!("The request body must be at most {limit} bytes."),
             ),
             ApiError::UnsupportedMediaType => Problem::new(
                 S::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
+                ProblemKind::UnsupportedMediaType,
                 "Send the request body as application/json.",
             ),
             ApiError::CrossSite => cross_site_problem(),
             ApiError::HeadersTooLarge => Problem::new(
                 S::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "headers-too-large",
-                "Request headers too large",
+                ProblemKind::HeadersTooLarge,
                 format!(
                     "The request's headers must be at most {} bytes in all.",
                     crate::http::middleware::MAX_HEADER_BYTES
@@ -137,14 +133,12 @@ impl ApiError {
             ),
             ApiError::BodyTimeout => Problem::new(
                 S::REQUEST_TIMEOUT,
-                "request-timeout",
-                "Request body not received in time",
+                ProblemKind::RequestTimeout,
                 "The request body did not arrive in time; send it again.",
             ),
             ApiError::MethodNotAllowed { allow } => Problem::new(
                 S::METHOD_NOT_ALLOWED,
-                "method-not-allowed",
-                "Method not allowed",
+                ProblemKind::MethodNotAllowed,
                 format!("This resource answers {allow}."),
             ),
         }
@@ -154,8 +148,7 @@ impl ApiError {
 pub fn cross_site_problem() -> Problem {
     Problem::new(
         StatusCode::FORBIDDEN,
-        "cross-site-request",
-        "Cross-site request refused",
+        ProblemKind::CrossSiteRequest,
         "A request authenticated by a browser session must come from the console's own pages \
          (its Origin header must match); scripts should use an API key.",
     )
@@ -170,27 +163,20 @@ fn domain_problem(err: &DomainError) -> Problem {
                 .map(|f| format!("{}: {}", f.field, f.reason))
                 .collect::<Vec<_>>()
                 .join("; ");
-            Problem::new(
-                S::UNPROCESSABLE_ENTITY,
-                "validation",
-                "Invalid input",
-                detail,
-            )
-            .with_fields(fields.clone())
+            Problem::new(S::UNPROCESSABLE_ENTITY, ProblemKind::Validation, detail)
+                .with_fields(fields.clone())
         }
         DomainError::Unauthenticated => Problem::new(
             S::UNAUTHORIZED,
-            "unauthenticated",
-            "Not signed in",
+            ProblemKind::Unauthenticated,
             "Send a valid API key as `Authorization: Bearer <key>`, or sign in.",
         ),
         DomainError::Forbidden { rule, detail } => {
-            Problem::rule(S::FORBIDDEN, *rule, "Not allowed", detail.clone())
+            Problem::rule(S::FORBIDDEN, *rule, detail.clone())
         }
         DomainError::NotFound(what) => Problem::new(
             S::NOT_FOUND,
-            "not-found",
-            "Not found",
+            ProblemKind::NotFound,
             format!("No such {what} in your organization."),
         ),
         DomainError::Conflict {
@@ -198,7 +184,7 @@ fn domain_problem(err: &DomainError) -> Problem {
             field,
             detail,
         } => {
-            let problem = Problem::rule(S::CONFLICT, *rule, "Conflict", detail.clone());
+            let problem = Problem::rule(S::CONFLICT, *rule, detail.clone());
             match field {
                 Some(field) => problem.with_fields(vec![FieldError::new(*field, detail.clone())]),
                 None => problem,
@@ -216,19 +202,14 @@ fn domain_problem(err: &DomainError) -> Problem {
             };
             Problem {
                 checks: Some(checklist.clone().into()),
-                ..Problem::new(
-                    S::UNPROCESSABLE_ENTITY,
-                    "key-test-failed",
-                    "Encryption key test failed",
-                    detail,
-                )
+                ..Problem::new(S::UNPROCESSABLE_ENTITY, ProblemKind::KeyTestFailed, detail)
             }
         }
         DomainError::Refused {
             rule,
             field,
             detail,
-        } => Problem::rule(S::UNPROCESSABLE_ENTITY, *rule, "Refused", detail.clone())
+        } => Problem::rule(S::UNPROCESSABLE_ENTITY, *rule, detail.clone())
             .with_fields(vec![FieldError::new(*field, detail.clone())]),
         DomainError::KeyUnusable { action, failures } => {
             let availability = failures
@@ -249,25 +230,18 @@ fn domain_problem(err: &DomainError) -> Problem {
                     .cloned()
                     .map(wire::RegionFailure::from)
                     .collect(),
-                ..Problem::new(
-                    status,
-                    "kms-key-unusable",
-                    "The KMS did not provide the data key",
-                    detail,
-                )
+                ..Problem::new(status, ProblemKind::KmsKeyUnusable, detail)
             }
         }
         DomainError::Integrity(_) => Problem::new(
             S::BAD_GATEWAY,
-            "object-integrity",
-            "Stored data failed its integrity check",
+            ProblemKind::ObjectIntegrity,
             "The stored copy was altered, truncated or moved, so it does not authenticate under \
              its data key; nothing of it was returned. Restore it from a backup.",
         ),
         DomainError::Storage(_) => Problem::new(
             S::SERVICE_UNAVAILABLE,
-            "storage-unavailable",
-            "Object storage unavailable",
+            ProblemKind::StorageUnavailable,
             format!(
                 "The console cannot reach its object storage right now. Try again in \
                  {RETRY_AFTER_SECONDS} seconds."
@@ -278,8 +252,7 @@ fn domain_problem(err: &DomainError) -> Problem {
             match body {
                 B::TooLarge => Problem::new(
                     S::PAYLOAD_TOO_LARGE,
-                    "payload-too-large",
-                    "Request body too large",
+                    ProblemKind::PayloadTooLarge,
                     format!(
                         "An object may be at most {} bytes.",
                         crate::domain::clusters::MAX_OBJECT_BYTES
@@ -287,14 +260,12 @@ fn domain_problem(err: &DomainError) -> Problem {
                 ),
                 B::TimedOut => Problem::new(
                     S::REQUEST_TIMEOUT,
-                    "request-timeout",
-                    "Request body not received in time",
+                    ProblemKind::RequestTimeout,
                     "The request body arrived too slowly; send it again.",
                 ),
                 B::Broken => Problem::new(
                     S::BAD_REQUEST,
-                    "malformed-request",
-                    "Malformed request",
+                    ProblemKind::MalformedRequest,
                     "The request body could not be read to its end.",
                 ),
             }
@@ -306,8 +277,7 @@ fn domain_problem(err: &DomainError) -> Problem {
             retry_after: Some(retry_after.as_secs().max(1)),
             ..Problem::new(
                 S::TOO_MANY_REQUESTS,
-                "too-many-requests",
-                "Too many requests",
+                ProblemKind::TooManyRequests,
                 detail.clone(),
             )
         },
@@ -316,19 +286,21 @@ fn domain_problem(err: &DomainError) -> Problem {
             retry_after,
         } => Problem {
             retry_after: Some(retry_after.as_secs().max(1)),
-            ..Problem::new(S::SERVICE_UNAVAILABLE, "overloaded", "Busy", detail.clone())
+            ..Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                ProblemKind::Overloaded,
+                detail.clone(),
+            )
         },
         DomainError::Store(StoreError::Damaged(_)) => Problem::new(
             S::SERVICE_UNAVAILABLE,
-            "database-damaged",
-            "Database needs its operator",
+            ProblemKind::DatabaseDamaged,
             "The console found its database file damaged and stopped changing it; its operator \
              has to restore it. Nothing was changed by this request.",
         ),
         DomainError::Store(StoreError::Unavailable(_) | StoreError::Contention(_)) => Problem::new(
             S::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Temporarily unavailable",
+            ProblemKind::Unavailable,
             format!(
                 "The console cannot reach its database right now. Try again in \
                      {RETRY_AFTER_SECONDS} seconds."
@@ -336,8 +308,7 @@ fn domain_problem(err: &DomainError) -> Problem {
         ),
         DomainError::Store(_) => Problem::new(
             S::INTERNAL_SERVER_ERROR,
-            "internal",
-            "Internal error",
+            ProblemKind::Internal,
             "Something went wrong on our side; quote the x-request-id response header when \
              reporting it.",
         ),

@@ -57,12 +57,16 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+    // Read as JSON first: a syntax error is a 400; a body that is JSON but not an object is
+    // refused here (serde would take an array for a struct's fields in order).
+    let json: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| malformed(&e))?;
+    if !json.is_object() {
+        return Err(ApiError::Domain(DomainError::Invalid(vec![
+            FieldError::new("body", "must be a JSON object"),
+        ])));
+    }
+    let value: T = serde_path_to_error::deserialize(json).map_err(|err| {
         let inner = err.inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return malformed(inner);
-        }
         let message = inner.to_string();
         // serde reports a missing field at the parent's path; name the field itself.
         let field = match message.split('`').nth(1) {
@@ -76,7 +80,6 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             .to_owned();
         ApiError::Domain(DomainError::Invalid(vec![FieldError::new(field, reason)]))
     })?;
-    de.end().map_err(|e| malformed(&e))?;
     Ok(value)
 }
 

@@ -256,6 +256,10 @@ pub async fn security_headers(
         (header::REFERRER_POLICY, "same-origin"),
     ];
     for (name, value) in fixed {
+        // A page that needs its own policy (the API reference) has set it already.
+        if name == header::CONTENT_SECURITY_POLICY && headers.contains_key(&name) {
+            continue;
+        }
         headers.insert(name, HeaderValue::from_static(value));
     }
     if hsts {

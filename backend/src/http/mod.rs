@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod ops;
 pub mod pages;
+pub mod problems;
 pub mod routes;
 
 use crate::domain::Console;

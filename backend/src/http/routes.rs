@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, Route, web};
 
 use crate::domain::DomainError;
 use crate::http::api::{
-    audit, backups, clusters, key_status, keys, me, objects, openapi, projects, webhooks,
+    audit, backups, clusters, key_status, keys, local_kms, me, objects, openapi, projects, webhooks,
 };
 use crate::http::errors::{ApiError, PageError};
 use crate::http::json::MAX_BODY_BYTES;
@@ -86,6 +86,11 @@ pub fn api_routes() -> Vec<ApiRoute> {
         api(M::DELETE, "/api/v1/webhooks/{webhook_id}", SignedIn, web::delete().to(webhooks::delete)),
         api(M::GET, "/api/v1/webhooks/{webhook_id}/deliveries", SignedIn, web::get().to(webhooks::deliveries)),
         api(M::POST, "/api/v1/webhooks/{webhook_id}/test", SignedIn, web::post().to(webhooks::test)),
+        api(M::GET, "/api/v1/local-kms/keys", SignedIn, web::get().to(local_kms::list)),
+        api(M::POST, "/api/v1/local-kms/keys", SignedIn, web::post().to(local_kms::create)),
+        api(M::POST, "/api/v1/local-kms/keys/{local_key_id}/disable", SignedIn, web::post().to(local_kms::disable)),
+        api(M::POST, "/api/v1/local-kms/keys/{local_key_id}/enable", SignedIn, web::post().to(local_kms::enable)),
+        api(M::POST, "/api/v1/local-kms/keys/{local_key_id}/rotate", SignedIn, web::post().to(local_kms::rotate)),
     ]
 }
 
@@ -171,7 +176,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(web::PathConfig::default().error_handler(api_path_error))
         .app_data(web::QueryConfig::default().error_handler(api_query_error))
         .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
-        .default_service(web::to(not_found));
+        .default_service(web::to(not_found))
+        .route("/docs", web::get().to(pages::assets::api_docs));
     let mut routes = api_routes();
     while !routes.is_empty() {
         let path = routes[0].path;

@@ -109,6 +109,17 @@ pub const AZURE_REGIONS: &[(&str, &str)] = &[
     ("chinaeast3", "China East 3"),
 ];
 
+/// The ARN partition of an AWS region code.
+pub fn aws_partition(code: &str) -> &'static str {
+    if code.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else if code.starts_with("cn-") {
+        "aws-cn"
+    } else {
+        "aws"
+    }
+}
+
 /// A known region code, of AWS or of Azure.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Region(String);
@@ -172,13 +183,7 @@ impl Region {
 
     /// The ARN partition of the region.
     pub fn partition(&self) -> &'static str {
-        if self.0.starts_with("us-gov-") {
-            "aws-us-gov"
-        } else if self.0.starts_with("cn-") {
-            "aws-cn"
-        } else {
-            "aws"
-        }
+        aws_partition(&self.0)
     }
 
     /// The DNS suffix of its service endpoints, as used in `kms:ViaService`.

@@ -27,17 +27,34 @@ pub struct AuditQuery {
     /// Part of the actor: a user's or API key's id or name, or `system`.
     pub actor: Option<String>,
     /// Events about this project or anything in it (keys, clusters, backups).
+    #[param(value_type = Option<uuid::Uuid>)]
     pub project_id: Option<String>,
     /// `success`, `denied` or `failure`.
+    #[param(value_type = Option<wire::Outcome>)]
     pub outcome: Option<String>,
     /// RFC 3339 time; events at or after it.
+    #[param(value_type = Option<String>, format = DateTime)]
     pub since: Option<String>,
-    /// RFC 3339 time; events before it.
+    /// RFC 3339 time; events before it (after `since` when both are given).
+    #[param(value_type = Option<String>, format = DateTime)]
     pub until: Option<String>,
     /// Absent: a page of JSON. `csv` or `json`: the whole filtered log as a download.
+    #[param(value_type = Option<ExportFormat>)]
     pub format: Option<String>,
+    /// How many items per page.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 20)]
     pub page_size: Option<String>,
+    /// The `next_page_token` of the previous page, as it was handed out.
     pub page_token: Option<String>,
+}
+
+/// `format`: the whole filtered log as one download.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // documents the parameter; `AuditQuery::export` reads it
+pub enum ExportFormat {
+    Json,
+    Csv,
 }
 
 /// How the log is answered.
@@ -66,11 +83,8 @@ impl AuditQuery {
             "must be success, denied or failure",
             Outcome::parse,
         );
-        if let (Some(since), Some(until)) = (since, until)
-            && since >= until
-        {
-            fields.refuse("until", "must be after since");
-        }
+        // `until` at or before `since` is an empty range, answered as one (no events): a rule
+        // between two parameters is one the API's document cannot state to clients.
         fields.finish(AuditFilter {
             action: QueryFields::text(&self.action),
             actor: QueryFields::text(&self.actor),
@@ -107,10 +121,11 @@ impl AuditQuery {
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/audit-events", tag = "audit",
+    get, path = "/api/v1/audit-events", operation_id = "listAuditEvents", tag = "audit",
     params(AuditQuery),
     responses(
-        (status = 200, body = ListBody<wire::AuditEvent>, description = "Without format: a page of JSON. format=json: every matching event as one JSON document of the same shape (streamed, next_page_token null); format=csv: every matching event as CSV (streamed)"),
+        (status = 200, description = "Without format: a page of JSON. format=json: every matching event as one JSON document of the same shape (streamed, next_page_token null); format=csv: every matching event as CSV (streamed)",
+            content((ListBody<wire::AuditEvent> = "application/json"), (String = "text/csv"))),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json", description = "Members: the audit log is for owners and auditors"),
         (status = 422, body = Problem, content_type = "application/problem+json"),

@@ -59,12 +59,12 @@ impl From<Backup> for BackupBody {
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestoreBody {
-    /// The new cluster's name; default `<cluster>-restored-<4 hex>`.
+    /// The new cluster's name (as for a new cluster); default `<cluster>-restored-<4 hex>`.
     pub name: Option<String>,
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/clusters/{cluster_id}/backups", tag = "backups",
+    post, path = "/api/v1/clusters/{cluster_id}/backups", operation_id = "createBackup", tag = "backups",
     params(("cluster_id" = Uuid, Path)),
     responses(
         (status = 201, body = BackupBody, description = "A consistent snapshot under a fresh backup data key"),
@@ -89,7 +89,7 @@ pub async fn create(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/clusters/{cluster_id}/backups", tag = "backups",
+    get, path = "/api/v1/clusters/{cluster_id}/backups", operation_id = "listClusterBackups", tag = "backups",
     params(("cluster_id" = Uuid, Path), PageQuery),
     responses((status = 200, body = ListBody<BackupBody>, description = "Newest first; also for a cluster that was deleted")),
     security(("api_key" = []), ("session" = []))
@@ -111,7 +111,7 @@ pub async fn list(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/projects/{project_id}/backups", tag = "backups",
+    get, path = "/api/v1/projects/{project_id}/backups", operation_id = "listProjectBackups", tag = "backups",
     params(("project_id" = Uuid, Path), PageQuery),
     responses((status = 200, body = ListBody<BackupBody>, description = "Every backup of the project, newest first, those of deleted clusters included"), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = []), ("session" = []))
@@ -133,7 +133,7 @@ pub async fn project_list(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/backups/{backup_id}", tag = "backups",
+    get, path = "/api/v1/backups/{backup_id}", operation_id = "getBackup", tag = "backups",
     params(("backup_id" = Uuid, Path)),
     responses((status = 200, body = BackupBody), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = []), ("session" = []))
@@ -148,7 +148,7 @@ pub async fn read(
 }
 
 #[utoipa::path(
-    delete, path = "/api/v1/backups/{backup_id}", tag = "backups",
+    delete, path = "/api/v1/backups/{backup_id}", operation_id = "deleteBackup", tag = "backups",
     params(("backup_id" = Uuid, Path)),
     responses(
         (status = 204, description = "Deleted with its data"),
@@ -170,7 +170,7 @@ pub async fn delete(
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/backups/{backup_id}/restore", tag = "backups",
+    post, path = "/api/v1/backups/{backup_id}/restore", operation_id = "restoreBackup", tag = "backups",
     params(("backup_id" = Uuid, Path)),
     request_body(content = RestoreBody, description = "Optional"),
     responses(

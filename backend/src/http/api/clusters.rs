@@ -99,16 +99,34 @@ pub struct BackupRequest {
     pub dual_region: bool,
 }
 
+/// The cloud a cluster runs on, as a request names it (the short names are accepted too).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // documents `provider`; the domain parses it
+pub enum ClusterProvider {
+    AwsKms,
+    Aws,
+    AzureKeyVault,
+    Azure,
+    Local,
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateClusterBody {
-    /// 1-40 characters: lower-case letters, digits and `-`, starting with a letter.
+    /// 1-40 characters: lower-case letters, digits and `-`, starting with a letter and not
+    /// ending with `-`.
     pub name: String,
     /// `aws_kms` (or `aws`), `azure_key_vault` (or `azure`), `local`.
+    #[schema(value_type = ClusterProvider)]
     pub provider: String,
-    /// One or more region codes; in a CMEK project each needs an active key (R5, R11).
+    /// One to five distinct regions of the provider (AWS region codes for `aws_kms` and
+    /// `local`, Azure region names for `azure_key_vault`); in a CMEK project each needs an
+    /// active key (R5, R11).
+    #[schema(min_items = 1, max_items = 5)]
     pub regions: Vec<String>,
     /// `dedicated` (default) or `serverless` (refused in CMEK projects, R6).
+    #[schema(value_type = Option<Tier>)]
     pub tier: Option<String>,
     pub backup: Option<BackupRequest>,
 }
@@ -118,7 +136,7 @@ fn body(state: &AppState, cluster: Cluster) -> ClusterBody {
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/projects/{project_id}/clusters", tag = "clusters",
+    post, path = "/api/v1/projects/{project_id}/clusters", operation_id = "createCluster", tag = "clusters",
     params(("project_id" = Uuid, Path)),
     request_body = CreateClusterBody,
     responses(
@@ -154,7 +172,7 @@ pub async fn create(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/projects/{project_id}/clusters", tag = "clusters",
+    get, path = "/api/v1/projects/{project_id}/clusters", operation_id = "listClusters", tag = "clusters",
     params(("project_id" = Uuid, Path), PageQuery),
     responses((status = 200, body = ListBody<ClusterBody>), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = []), ("session" = []))
@@ -176,7 +194,7 @@ pub async fn list(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/clusters/{cluster_id}", tag = "clusters",
+    get, path = "/api/v1/clusters/{cluster_id}", operation_id = "getCluster", tag = "clusters",
     params(("cluster_id" = Uuid, Path)),
     responses((status = 200, body = ClusterBody), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = []), ("session" = []))
@@ -191,7 +209,7 @@ pub async fn read(
 }
 
 #[utoipa::path(
-    delete, path = "/api/v1/clusters/{cluster_id}", tag = "clusters",
+    delete, path = "/api/v1/clusters/{cluster_id}", operation_id = "deleteCluster", tag = "clusters",
     params(("cluster_id" = Uuid, Path)),
     responses(
         (status = 204, description = "Deleted with its data; its backups stay until deleted"),
@@ -213,7 +231,7 @@ pub async fn delete(
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/clusters/{cluster_id}/pause", tag = "clusters",
+    post, path = "/api/v1/clusters/{cluster_id}/pause", operation_id = "pauseCluster", tag = "clusters",
     params(("cluster_id" = Uuid, Path)),
     responses(
         (status = 200, body = ClusterBody, description = "Paused; its data keys are dropped"),
@@ -236,7 +254,7 @@ pub async fn pause(
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/clusters/{cluster_id}/resume", tag = "clusters",
+    post, path = "/api/v1/clusters/{cluster_id}/resume", operation_id = "resumeCluster", tag = "clusters",
     params(("cluster_id" = Uuid, Path)),
     responses(
         (status = 200, body = ClusterBody, description = "Available again: every region's data key unwrapped"),

@@ -10,7 +10,7 @@ use crate::domain::keys::status_report::{KeyStatusFilter, KeyStatusReport, Prote
 use crate::domain::keys::{KeyStatus, Provider};
 use crate::domain::page::PageRequest;
 use crate::http::AppState;
-use crate::http::api::keys::KeyBody;
+use crate::http::api::keys::{KeyBody, VersionsStatus};
 use crate::http::api::wire;
 use crate::http::api::{QueryFields, project_filter};
 use crate::http::auth::ApiCaller;
@@ -20,11 +20,18 @@ use crate::http::errors::{ApiError, Problem};
 #[into_params(parameter_in = Query)]
 pub struct KeyStatusQuery {
     /// `active`, `access_denied`, `disabled`, `pending_deletion`, `not_found` or `unreachable`.
+    #[param(value_type = Option<wire::KeyStatus>)]
     pub status: Option<String>,
     /// `aws_kms`, `azure_key_vault` or `local`.
+    #[param(value_type = Option<wire::Provider>)]
     pub provider: Option<String>,
+    /// Keys of this project only.
+    #[param(value_type = Option<uuid::Uuid>)]
     pub project_id: Option<String>,
+    /// How many items per page.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 20)]
     pub page_size: Option<String>,
+    /// The `next_page_token` of the previous page, as it was handed out.
     pub page_token: Option<String>,
 }
 
@@ -82,11 +89,6 @@ pub struct KeyStatusItem {
     /// The clusters this key protects, with their state and what the key's status (and its
     /// versions' statuses) mean.
     pub clusters: Vec<ProtectedClusterBody>,
-    /// `versions_ok`, or `version_revoked` when a version of the key that still wraps data
-    /// keys is disabled, expired or gone (the key itself may be `active`); see
-    /// `revoked_versions` and the key's read for what each version protects.
-    #[schema(value_type = String)]
-    pub versions_status: &'static str,
     /// The versions recorded revoked, with their status.
     pub revoked_versions: Vec<RevokedVersionBody>,
 }
@@ -119,14 +121,15 @@ impl From<KeyStatusReport> for KeyStatusBody {
                 .items
                 .into_iter()
                 .map(|entry| KeyStatusItem {
-                    key: KeyBody::from(entry.key),
+                    key: KeyBody {
+                        // On Key Status, always given.
+                        versions_status: Some(VersionsStatus::of(
+                            !entry.revoked_versions.is_empty(),
+                        )),
+                        ..KeyBody::from(entry.key)
+                    },
                     project_name: entry.project_name,
                     clusters: entry.clusters.into_iter().map(Into::into).collect(),
-                    versions_status: if entry.revoked_versions.is_empty() {
-                        "versions_ok"
-                    } else {
-                        "version_revoked"
-                    },
                     revoked_versions: entry
                         .revoked_versions
                         .into_iter()
@@ -143,7 +146,7 @@ impl From<KeyStatusReport> for KeyStatusBody {
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/key-status", tag = "encryption keys",
+    get, path = "/api/v1/key-status", operation_id = "getKeyStatus", tag = "encryption keys",
     params(KeyStatusQuery),
     responses(
         (status = 200, body = KeyStatusBody),

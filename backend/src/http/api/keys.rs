@@ -61,8 +61,26 @@ pub struct KeyBody {
     /// disabled, expired or gone (the clusters and backups it wraps would not resume or
     /// restore; the project's revocation policy applies to the clusters).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
-    pub versions_status: Option<&'static str>,
+    pub versions_status: Option<VersionsStatus>,
+}
+
+/// Whether every key version that still wraps data keys is usable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionsStatus {
+    VersionsOk,
+    /// A version in use is disabled, expired or gone.
+    VersionRevoked,
+}
+
+impl VersionsStatus {
+    pub fn of(any_revoked: bool) -> Self {
+        if any_revoked {
+            Self::VersionRevoked
+        } else {
+            Self::VersionsOk
+        }
+    }
 }
 
 /// A key version that still wraps data keys.
@@ -176,15 +194,18 @@ pub struct PolicyQuery {
     /// An AWS region code, or `*` for one policy that serves every region.
     pub region: String,
     /// `key_policy` (default) or `role`.
+    #[param(value_type = Option<AccessMode>)]
     pub mode: Option<String>,
     /// Role mode: narrows the permission policy to this key.
+    #[param(value_type = Option<String>)]
     pub key_arn: Option<String>,
     /// Key policy mode: your AWS account id, to include the statement that keeps you in control of the key.
+    #[param(value_type = Option<String>)]
     pub account_id: Option<String>,
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/projects/{project_id}/encryption-keys/aws-trust-policy", tag = "encryption keys",
+    get, path = "/api/v1/projects/{project_id}/encryption-keys/aws-trust-policy", operation_id = "getAwsTrustPolicy", tag = "encryption keys",
     params(("project_id" = Uuid, Path), PolicyQuery),
     responses(
         (status = 200, body = AwsAccessPolicies, description = "The JSON to paste into AWS"),
@@ -220,11 +241,12 @@ pub struct AzureSetupQuery {
     /// An Azure region name, e.g. `eastus2`.
     pub region: String,
     /// Your key name prefix; the answer's `key_name` adds the console's unique suffix.
+    #[param(value_type = Option<String>)]
     pub key_name_prefix: Option<String>,
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/projects/{project_id}/encryption-keys/azure-setup", tag = "encryption keys",
+    get, path = "/api/v1/projects/{project_id}/encryption-keys/azure-setup", operation_id = "getAzureSetup", tag = "encryption keys",
     params(("project_id" = Uuid, Path), AzureSetupQuery),
     responses(
         (status = 200, body = AzureSetup, description = "The Entra application, commands, full key name and ARM template"),
@@ -253,7 +275,7 @@ pub async fn azure_setup(
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/projects/{project_id}/encryption-keys/test", tag = "encryption keys",
+    post, path = "/api/v1/projects/{project_id}/encryption-keys/test", operation_id = "testEncryptionKey", tag = "encryption keys",
     params(("project_id" = Uuid, Path)),
     request_body = KeyRequestInput,
     responses(
@@ -279,7 +301,7 @@ pub async fn test(
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/projects/{project_id}/encryption-keys", tag = "encryption keys",
+    post, path = "/api/v1/projects/{project_id}/encryption-keys", operation_id = "createEncryptionKey", tag = "encryption keys",
     params(("project_id" = Uuid, Path)),
     request_body = KeyRequestInput,
     responses(
@@ -314,7 +336,7 @@ pub async fn create(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/projects/{project_id}/encryption-keys", tag = "encryption keys",
+    get, path = "/api/v1/projects/{project_id}/encryption-keys", operation_id = "listEncryptionKeys", tag = "encryption keys",
     params(("project_id" = Uuid, Path)),
     responses(
         (status = 200, body = ListBody<KeyBody>),
@@ -338,7 +360,7 @@ pub async fn list(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/projects/{project_id}/encryption-keys/{key_id}", tag = "encryption keys",
+    get, path = "/api/v1/projects/{project_id}/encryption-keys/{key_id}", operation_id = "getEncryptionKey", tag = "encryption keys",
     params(("project_id" = Uuid, Path), ("key_id" = Uuid, Path)),
     responses(
         (status = 200, body = KeyBody),
@@ -374,18 +396,14 @@ pub async fn read(
                 .map(StatusChangeBody::from)
                 .collect(),
         ),
-        versions_status: Some(if revoked {
-            "version_revoked"
-        } else {
-            "versions_ok"
-        }),
+        versions_status: Some(VersionsStatus::of(revoked)),
         versions: Some(versions.into_iter().map(KeyVersionBody::from).collect()),
         ..KeyBody::from(key)
     }))
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/projects/{project_id}/encryption-keys/{key_id}/history", tag = "encryption keys",
+    get, path = "/api/v1/projects/{project_id}/encryption-keys/{key_id}/history", operation_id = "listEncryptionKeyHistory", tag = "encryption keys",
     params(("project_id" = Uuid, Path), ("key_id" = Uuid, Path), PageQuery),
     responses(
         (status = 200, body = ListBody<StatusChangeBody>, description = "Status transitions, newest first"),
@@ -411,7 +429,7 @@ pub async fn history(
 }
 
 #[utoipa::path(
-    delete, path = "/api/v1/projects/{project_id}/encryption-keys/{key_id}", tag = "encryption keys",
+    delete, path = "/api/v1/projects/{project_id}/encryption-keys/{key_id}", operation_id = "deleteEncryptionKey", tag = "encryption keys",
     params(("project_id" = Uuid, Path), ("key_id" = Uuid, Path)),
     responses(
         (status = 204, description = "Deleted"),
@@ -434,7 +452,7 @@ pub async fn delete(
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/projects/{project_id}/encryption-keys/{key_id}/check", tag = "encryption keys",
+    post, path = "/api/v1/projects/{project_id}/encryption-keys/{key_id}/check", operation_id = "checkEncryptionKey", tag = "encryption keys",
     params(("project_id" = Uuid, Path), ("key_id" = Uuid, Path)),
     responses(
         (status = 200, body = CheckedKeyBody, description = "The key with its status as recorded, the checklist of the last probe, and what became of a revocation it saw (confirmed by a second probe a few seconds later, or not recorded)"),
@@ -513,12 +531,14 @@ impl From<Confirmation> for ConfirmationBody {
 #[derive(Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsCmekBody {
+    #[schema(min_items = 1)]
     pub specs: Vec<AwsCmekSpec>,
 }
 
 #[derive(Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsCmekSpec {
+    /// An AWS region code.
     pub region: String,
     pub kms_arn: String,
 }
@@ -529,7 +549,7 @@ pub struct AwsCmekList {
 }
 
 #[utoipa::path(
-    get, path = "/api/v1beta/projects/{project_id}/aws-cmek", tag = "TiDB Cloud compatible",
+    get, path = "/api/v1beta/projects/{project_id}/aws-cmek", operation_id = "listAwsCmekV1beta", tag = "TiDB Cloud compatible",
     params(("project_id" = Uuid, Path)),
     responses((status = 200, body = AwsCmekList), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = []), ("session" = []))
@@ -557,7 +577,7 @@ pub async fn v1beta_list(
 }
 
 #[utoipa::path(
-    post, path = "/api/v1beta/projects/{project_id}/aws-cmek", tag = "TiDB Cloud compatible",
+    post, path = "/api/v1beta/projects/{project_id}/aws-cmek", operation_id = "createAwsCmekV1beta", tag = "TiDB Cloud compatible",
     params(("project_id" = Uuid, Path)),
     request_body = AwsCmekBody,
     responses(

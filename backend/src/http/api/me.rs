@@ -55,7 +55,7 @@ impl From<&Actor> for ActorBody {
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/me", tag = "identity",
+    get, path = "/api/v1/me", operation_id = "getMe", tag = "identity",
     responses(
         (status = 200, body = MeBody, description = "The caller, its organization and role"),
         (status = 401, body = Problem, content_type = "application/problem+json"),

@@ -5,6 +5,7 @@ pub mod backups;
 pub mod clusters;
 pub mod key_status;
 pub mod keys;
+pub mod local_kms;
 pub mod me;
 pub mod objects;
 pub mod openapi;
@@ -92,7 +93,10 @@ pub struct ListBody<T: Serialize> {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// How many items per page.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 20)]
     pub page_size: Option<String>,
+    /// The `next_page_token` of the previous page, as it was handed out.
     pub page_token: Option<String>,
 }
 

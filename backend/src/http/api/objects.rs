@@ -89,7 +89,7 @@ pub async fn download(read: crate::domain::clusters::ObjectRead) -> Result<HttpR
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/clusters/{cluster_id}/objects", tag = "cluster data",
+    get, path = "/api/v1/clusters/{cluster_id}/objects", operation_id = "listObjects", tag = "cluster data",
     params(("cluster_id" = Uuid, Path), PageQuery),
     responses((status = 200, body = ListBody<ObjectBody>), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = []), ("session" = []))
@@ -111,7 +111,7 @@ pub async fn list(
 }
 
 #[utoipa::path(
-    put, path = "/api/v1/clusters/{cluster_id}/objects/{name}", tag = "cluster data",
+    put, path = "/api/v1/clusters/{cluster_id}/objects/{name}", operation_id = "putObject", tag = "cluster data",
     params(("cluster_id" = Uuid, Path), ("name" = String, Path, description = "1-1024 bytes; `/` separates segments; no `..`, no control characters")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The object's bytes, streamed (at most 5 GiB)"),
     responses(
@@ -182,7 +182,7 @@ pub fn object_path(name: &str) -> String {
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/clusters/{cluster_id}/objects/{name}", tag = "cluster data",
+    get, path = "/api/v1/clusters/{cluster_id}/objects/{name}", operation_id = "getObject", tag = "cluster data",
     params(("cluster_id" = Uuid, Path), ("name" = String, Path)),
     responses(
         (status = 200, content_type = "application/octet-stream", description = "The object's bytes, opened as they stream"),
@@ -208,7 +208,7 @@ pub async fn get(
 }
 
 #[utoipa::path(
-    delete, path = "/api/v1/clusters/{cluster_id}/objects/{name}", tag = "cluster data",
+    delete, path = "/api/v1/clusters/{cluster_id}/objects/{name}", operation_id = "deleteObject", tag = "cluster data",
     params(("cluster_id" = Uuid, Path), ("name" = String, Path)),
     responses(
         (status = 204, description = "Deleted in every region"),

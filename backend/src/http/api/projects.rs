@@ -43,11 +43,12 @@ impl From<Project> for ProjectBody {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProjectBody {
-    /// 1-64 characters: letters, digits, spaces, `-`, `_`, `.`.
+    /// 1-64 characters, no control characters; spaces around it are dropped.
     pub name: String,
     /// Whether the project's data is encrypted with customer-managed keys. Final.
     pub cmek_enabled: bool,
-    /// `keep_running` or `stop`; CMEK projects only.
+    /// `keep_running` or `stop`; CMEK projects only. Absent or null: the provider's default.
+    #[schema(value_type = Option<RevocationPolicy>)]
     pub revocation_policy: Option<String>,
 }
 
@@ -59,7 +60,7 @@ pub struct UpdateProjectBody {
     pub cmek_enabled: Option<bool>,
     /// `null` resets to the provider default.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<RevocationPolicy>)]
     pub revocation_policy: Option<Option<String>>,
 }
 
@@ -69,7 +70,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D:
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/projects", tag = "projects",
+    post, path = "/api/v1/projects", operation_id = "createProject", tag = "projects",
     request_body = CreateProjectBody,
     responses(
         (status = 201, body = ProjectBody),
@@ -86,6 +87,8 @@ pub async fn create(
     body: ApiJson<CreateProjectBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.0;
+    // Who may create comes before what they sent: a member's bad body is still a 403.
+    caller.0.require_owner("create projects")?;
     let new = NewProject::parse(
         &body.name,
         body.cmek_enabled,
@@ -98,7 +101,7 @@ pub async fn create(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/projects", tag = "projects",
+    get, path = "/api/v1/projects", operation_id = "listProjects", tag = "projects",
     params(PageQuery),
     responses(
         (status = 200, body = ListBody<ProjectBody>),
@@ -120,7 +123,7 @@ pub async fn list(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/projects/{project_id}", tag = "projects",
+    get, path = "/api/v1/projects/{project_id}", operation_id = "getProject", tag = "projects",
     params(("project_id" = Uuid, Path)),
     responses(
         (status = 200, body = ProjectBody),
@@ -138,7 +141,7 @@ pub async fn read(
 }
 
 #[utoipa::path(
-    patch, path = "/api/v1/projects/{project_id}", tag = "projects",
+    patch, path = "/api/v1/projects/{project_id}", operation_id = "updateProject", tag = "projects",
     params(("project_id" = Uuid, Path)),
     request_body = UpdateProjectBody,
     responses(

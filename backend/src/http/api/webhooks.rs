@@ -52,7 +52,8 @@ pub struct CreatedWebhookBody {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
-    /// `https://...`; plain `http` only to localhost in development.
+    /// `https://...`; plain `http` only to localhost in development. No user name, password
+    /// or fragment; in production no address that is not public.
     pub url: String,
     #[serde(default)]
     pub description: String,
@@ -118,10 +119,11 @@ impl From<Delivery> for DeliveryBody {
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/webhooks", tag = "alerts",
+    post, path = "/api/v1/webhooks", operation_id = "createWebhook", tag = "alerts",
     request_body = CreateWebhook,
     responses(
         (status = 201, body = CreatedWebhookBody, description = "Created; the secret is in this answer only"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "The organization has ten webhooks already (rules/webhook-limit)"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json", description = "The URL is refused (field `url`)"),
     ),
@@ -151,7 +153,7 @@ pub async fn create(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/webhooks", tag = "alerts",
+    get, path = "/api/v1/webhooks", operation_id = "listWebhooks", tag = "alerts",
     params(PageQuery),
     responses((status = 200, body = ListBody<WebhookBody>), (status = 403, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = []), ("session" = []))
@@ -161,6 +163,8 @@ pub async fn list(
     caller: ApiCaller,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    // Who may look comes before what they asked for: a member's bad page token is a 403.
+    caller.0.require_auditor_view("see alerts")?;
     let page = state.console.webhooks(&caller.0, query.parse()?).await?;
     Ok(HttpResponse::Ok().json(ListBody {
         items: page.items.into_iter().map(WebhookBody::from).collect(),
@@ -169,7 +173,7 @@ pub async fn list(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/webhooks/{webhook_id}", tag = "alerts",
+    get, path = "/api/v1/webhooks/{webhook_id}", operation_id = "getWebhook", tag = "alerts",
     params(("webhook_id" = Uuid, Path)),
     responses((status = 200, body = WebhookBody), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = []), ("session" = []))
@@ -184,7 +188,7 @@ pub async fn read(
 }
 
 #[utoipa::path(
-    delete, path = "/api/v1/webhooks/{webhook_id}", tag = "alerts",
+    delete, path = "/api/v1/webhooks/{webhook_id}", operation_id = "deleteWebhook", tag = "alerts",
     params(("webhook_id" = Uuid, Path)),
     responses((status = 204, description = "Deleted with its delivery log"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = []), ("session" = []))
@@ -202,7 +206,7 @@ pub async fn delete(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/webhooks/{webhook_id}/deliveries", tag = "alerts",
+    get, path = "/api/v1/webhooks/{webhook_id}/deliveries", operation_id = "listWebhookDeliveries", tag = "alerts",
     params(("webhook_id" = Uuid, Path), PageQuery),
     responses((status = 200, body = ListBody<DeliveryBody>, description = "Newest first, each with its attempts"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = []), ("session" = []))
@@ -213,6 +217,7 @@ pub async fn deliveries(
     path: web::Path<Uuid>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    caller.0.require_auditor_view("see alerts")?;
     let page = state
         .console
         .webhook_deliveries(&caller.0, path.into_inner(), query.parse()?)
@@ -224,7 +229,7 @@ pub async fn deliveries(
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/webhooks/{webhook_id}/test", tag = "alerts",
+    post, path = "/api/v1/webhooks/{webhook_id}/test", operation_id = "sendWebhookTestEvent", tag = "alerts",
     params(("webhook_id" = Uuid, Path)),
     responses((status = 202, description = "A `webhook.test` event is queued for this webhook; see its deliveries"), (status = 403, body = Problem, content_type = "application/problem+json"), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("api_key" = []), ("session" = []))

@@ -269,13 +269,24 @@ impl From<domain_policy::AwsAccessPolicies> for AwsAccessPolicies {
 #[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRequestInput {
+    #[schema(value_type = Provider)]
     pub provider: String,
+    /// The provider's region: an AWS region code for `aws_kms` and `local`, an Azure region
+    /// name for `azure_key_vault`.
     pub region: String,
+    /// AWS: the key's own ARN (not an alias), in `region`.
     pub key_arn: Option<String>,
+    /// AWS: `key_policy` (default) or `role` (then `role_arn` is required).
+    #[schema(value_type = Option<AccessMode>)]
     pub access_mode: Option<String>,
+    /// AWS role mode: your IAM role that trusts the platform's account.
     pub role_arn: Option<String>,
+    /// Azure: the Key Vault's name.
     pub vault_name: Option<String>,
+    /// Azure: the full key name, with the console's suffix (from `azure-setup`).
     pub key_name: Option<String>,
+    /// Local KMS: the local key's id.
+    #[schema(value_type = Option<uuid::Uuid>)]
     pub key_id: Option<String>,
 }
 

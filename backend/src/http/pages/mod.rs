@@ -19,8 +19,13 @@ use actix_web::{HttpResponse, web};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(home))
-        .route("/static/{file}", web::get().to(assets::serve))
+        .route("/static/{file:.+}", web::get().to(assets::serve))
         .route("/favicon.ico", web::get().to(assets::favicon))
+        .route("/problems", web::get().to(crate::http::problems::index))
+        .route(
+            "/{family:problems|rules}/{slug}",
+            web::get().to(crate::http::problems::one),
+        )
         .route("/sign-in", web::get().to(sign_in::page))
         .route("/sign-in/link", web::get().to(sign_in::confirm))
         .route("/sign-in/link", web::post().to(sign_in::redeem))
