@@ -504,6 +504,8 @@ async fn the_api_reference_page_is_served_without_the_internet() {
         .unwrap()
         .to_owned();
     assert!(csp.contains("script-src 'self';"), "{csp}");
+    assert!(csp.contains("style-src 'self' 'unsafe-inline'"), "{csp}");
+    assert!(csp.contains("worker-src 'self' blob:"), "{csp}");
     let html = page.text().await.unwrap();
     assert!(html.contains("spec-url=\"/api/v1/openapi.json\""));
     assert!(html.contains("src=\"/static/vendor/redoc.standalone.js\""));
@@ -520,11 +522,12 @@ async fn the_api_reference_page_is_served_without_the_internet() {
     assert_eq!(script.status(), 200);
     assert!(script.bytes().await.unwrap().len() > 500_000);
     // Other pages keep the strict policy.
-    let sign_in = app.api.get(app.url("/sign-in")).send().await.unwrap();
-    let csp = sign_in.headers()["content-security-policy"]
-        .to_str()
-        .unwrap();
-    assert!(csp.contains("style-src 'self';"), "{csp}");
+    for other in ["/sign-in", "/problems"] {
+        let page = app.api.get(app.url(other)).send().await.unwrap();
+        let csp = page.headers()["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("style-src 'self';"), "{other}: {csp}");
+        assert!(!csp.contains("blob:"), "{other}: {csp}");
+    }
 }
 
 #[tokio::test]

@@ -196,6 +196,8 @@ async fn scripts_manage_local_keys_through_the_api_and_a_disabled_key_fails_its_
     let key: Value = created.json().await.unwrap();
     let id = key["id"].as_str().unwrap().to_owned();
     assert_eq!(location, format!("/api/v1/local-kms/keys/{id}"));
+    let read: Value = app.get(&location, &member).await.json().await.unwrap();
+    assert_eq!(read["name"], "demo");
     assert_eq!(
         (key["enabled"].clone(), key["version"].clone()),
         (json!(true), json!(1))

@@ -554,6 +554,17 @@ async fn another_organizations_resources_are_not_found_on_every_route() {
         .await
         .unwrap();
     let backup_id = backup["id"].as_str().unwrap().to_owned();
+    let webhook: Value = app
+        .post_json(
+            "/api/v1/webhooks",
+            &owner_a,
+            &json!({ "url": "https://alerts.example.com/hook" }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let webhook_id = webhook["id"].as_str().unwrap().to_owned();
     let (second, _) = app
         .console
         .create_organization("Intruders", "mallory@example.com")
@@ -570,9 +581,15 @@ async fn another_organizations_resources_are_not_found_on_every_route() {
     let mut checked = 0;
     for route in api_routes().into_iter().filter(|r| {
         r.access == Access::SignedIn
-            && ["{project_id}", "{cluster_id}", "{backup_id}"]
-                .iter()
-                .any(|id| r.path.contains(id))
+            && [
+                "{project_id}",
+                "{cluster_id}",
+                "{backup_id}",
+                "{webhook_id}",
+                "{local_key_id}",
+            ]
+            .iter()
+            .any(|id| r.path.contains(id))
     }) {
         let path = route
             .path
@@ -580,6 +597,8 @@ async fn another_organizations_resources_are_not_found_on_every_route() {
             .replace("{key_id}", &key_id)
             .replace("{cluster_id}", &cluster_id)
             .replace("{backup_id}", &backup_id)
+            .replace("{webhook_id}", &webhook_id)
+            .replace("{local_key_id}", &local.id.to_string())
             .replace("{name}", "secret");
         // A body each route accepts, so only the ownership check can refuse.
         let body = if route.path.ends_with("aws-cmek") {
@@ -607,7 +626,7 @@ async fn another_organizations_resources_are_not_found_on_every_route() {
         assert_eq!(response.status(), 404, "{} {}", route.method, route.path);
         checked += 1;
     }
-    assert!(checked >= 24);
+    assert!(checked >= 34);
     let read: Value = app
         .get(&format!("/api/v1/projects/{project}"), &owner_a)
         .await

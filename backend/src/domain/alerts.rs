@@ -251,12 +251,13 @@ fn is_uri_text(raw: &str) -> bool {
 impl WebhookUrl {
     pub fn parse(raw: &str, environment: Environment) -> Result<Self, DomainError> {
         let bad = |reason: &str| DomainError::invalid("url", reason);
+        // Counted as sent, spaces included (as the API's document counts it).
+        if raw.chars().count() > 2000 {
+            return Err(bad("must be at most 2000 characters"));
+        }
         let raw = raw.trim();
         if raw.is_empty() {
             return Err(bad("is required"));
-        }
-        if raw.len() > 2000 {
-            return Err(bad("must be at most 2000 characters"));
         }
         if !is_uri_text(raw) {
             return Err(bad(

@@ -1,5 +1,6 @@
 //! Keyset pagination: ids are UUIDv7 (time-ordered), so "the items after id X" is a stable
-//! cursor on both databases. The token handed out is opaque to clients.
+//! cursor on both databases. A token is the cursor's id in 32 hex digits; clients pass it
+//! back as given (the API's document publishes its form so tools can generate one).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -42,7 +43,10 @@ impl PageRequest {
         let after = match token.filter(|t| !t.is_empty()) {
             None => None,
             Some(token) => Some(decode(token).ok_or_else(|| {
-                DomainError::invalid("page_token", "is not a token this API handed out")
+                DomainError::invalid(
+                    "page_token",
+                    "is not a page token: pass back a next_page_token as it was given",
+                )
             })?),
         };
         Ok(Self { size, after })
@@ -67,7 +71,8 @@ impl PageRequest {
 
 /// A token is the cursor's id as 32 lower-case hex digits (`PAGE_TOKEN_PATTERN`). Any such
 /// token is a valid cursor: the next page is what comes after that id in the list's order,
-/// within the caller's organization, so a made-up one reveals nothing and costs one page.
+/// within the caller's organization (for the audit log, an id that names none of its events
+/// ends the listing), so a made-up one reveals nothing and costs one page.
 fn encode(id: Uuid) -> String {
     id.simple().to_string()
 }

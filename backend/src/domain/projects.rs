@@ -161,18 +161,6 @@ impl Project {
                 detail: detail.into(),
             });
         }
-        // A policy for a project without CMEK conflicts with what the project is (as a key for
-        // it does): 409, like every other "this needs CMEK".
-        if let Some(Some(policy)) = &changes.revocation_policy
-            && !policy.is_empty()
-            && !self.cmek_enabled
-        {
-            return Err(DomainError::Conflict {
-                rule: Rule::CmekNotEnabled,
-                field: Some("revocation_policy"),
-                detail: "A revocation policy applies only to projects with CMEK enabled.".into(),
-            });
-        }
         let mut errors = Vec::new();
         let mut next = self.clone();
         if let Some(name) = &changes.name {
@@ -181,14 +169,26 @@ impl Project {
                 Err(e) => errors.push(e),
             }
         }
+        let mut needs_cmek = false;
         if let Some(policy) = &changes.revocation_policy {
-            match parse_policy(self.cmek_enabled, policy.as_deref()) {
+            // The value is checked as any field is (422); a valid policy for a project without
+            // CMEK conflicts with what the project is, as a key for it does (409 below). In a
+            // new project's body the two fields disagree with each other instead: 422.
+            match parse_policy(true, policy.as_deref()) {
+                Ok(Some(_)) if !self.cmek_enabled => needs_cmek = true,
                 Ok(policy) => next.revocation_policy = policy,
                 Err(e) => errors.push(e),
             }
         }
         if !errors.is_empty() {
             return Err(DomainError::Invalid(errors));
+        }
+        if needs_cmek {
+            return Err(DomainError::Conflict {
+                rule: Rule::CmekNotEnabled,
+                field: Some("revocation_policy"),
+                detail: "A revocation policy applies only to projects with CMEK enabled.".into(),
+            });
         }
         next.updated_at = now;
         Ok(next)

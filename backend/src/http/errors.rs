@@ -18,7 +18,6 @@ use crate::http::api::wire;
 use crate::http::pages::render::error_page;
 use crate::http::problems::{ProblemKind, rule_doc};
 
-pub const PROBLEM_BASE: &str = "https://cmek-console.dev";
 /// What a 503 tells clients to wait before trying again.
 const RETRY_AFTER_SECONDS: u64 = 5;
 

@@ -57,20 +57,38 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    // Read as JSON first: a syntax error is a 400; a body that is JSON but not an object is
-    // refused here (serde would take an array for a struct's fields in order).
-    let json: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| malformed(&e))?;
-    if !json.is_object() {
-        return Err(ApiError::Domain(DomainError::Invalid(vec![
-            FieldError::new("body", "must be a JSON object"),
-        ])));
+    // Every body of the API is an object: serde would otherwise read an array as a struct's
+    // fields in order. JSON that is not an object is refused before its fields are read (422),
+    // and what does not start as an object and is not JSON either is malformed (400).
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => ApiError::Domain(DomainError::Invalid(vec![FieldError::new(
+                    "body",
+                    "must be a JSON object",
+                )])),
+                Err(e) => malformed(&e),
+            },
+        );
     }
-    let value: T = serde_path_to_error::deserialize(json).map_err(|err| {
+    // Straight from the bytes, not through a `Value` (whose map keeps the last of two equal
+    // keys): a field given twice is refused, as serde's derive does.
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let inner = err.inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return malformed(inner);
+        }
         let message = inner.to_string();
-        // serde reports a missing field at the parent's path; name the field itself.
+        // serde reports a missing or repeated field at the parent's path; name the field.
         let field = match message.split('`').nth(1) {
-            Some(name) if message.starts_with("missing field") => name.to_owned(),
+            Some(name)
+                if message.starts_with("missing field")
+                    || message.starts_with("duplicate field") =>
+            {
+                name.to_owned()
+            }
             _ => err.path().to_string(),
         };
         let reason = message
@@ -80,6 +98,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             .to_owned();
         ApiError::Domain(DomainError::Invalid(vec![FieldError::new(field, reason)]))
     })?;
+    de.end().map_err(|e| malformed(&e))?;
     Ok(value)
 }
 
@@ -113,6 +132,18 @@ mod tests {
     fn a_wrong_type_names_its_field() {
         let err = decode::<Body>(br#"{"name":"a","enabled":"yes"}"#).err();
         assert_eq!(err.and_then(field_of), Some("enabled".into()));
+    }
+
+    #[test]
+    fn only_an_object_is_a_body_and_a_field_given_twice_is_refused() {
+        let err = decode::<Body>(br#"["a", true]"#).err();
+        assert_eq!(err.and_then(field_of), Some("body".into()));
+        let err = decode::<Body>(br#"{"name":"a","enabled":true,"name":"b"}"#).err();
+        assert_eq!(err.and_then(field_of), Some("name".into()));
+        assert!(matches!(
+            decode::<Body>(b"[1,"),
+            Err(ApiError::Malformed { .. })
+        ));
     }
 
     #[test]

@@ -4,15 +4,16 @@
 //! `https://cmek-console.dev/rules/<slug>` for a rule of the product that refused the request.
 //! Clients compare the `type`; people follow it. The console serves the same documentation
 //! itself, so it is there even without the internet: `/problems` lists every type, and
-//! `/problems/<slug>` and `/rules/<slug>` explain one. `errors.rs` builds problems only from
-//! [`ProblemKind`] and [`Rule`], so no answer can carry a type this list lacks.
+//! `/problems/<slug>` and `/rules/<slug>` explain one (`pages/problems.rs`). `errors.rs` builds
+//! problems only from [`ProblemKind`] and [`Rule`], so no answer can carry a type this list
+//! lacks.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
-use askama::Template;
 
-use crate::domain::{DomainError, Rule};
-use crate::http::errors::{PROBLEM_BASE, PageError};
+use crate::domain::Rule;
+
+/// Where problem types live: `<base>/problems/<slug>` and `<base>/rules/<slug>`.
+pub const PROBLEM_BASE: &str = "https://cmek-console.dev";
 
 /// A kind of failure that is not a product rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -364,30 +365,60 @@ pub fn all() -> Vec<ProblemDoc> {
         .collect()
 }
 
-#[derive(Template)]
-#[template(path = "problems.html")]
-struct ProblemsPage {
-    docs: Vec<ProblemDoc>,
-    one: bool,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn render(docs: Vec<ProblemDoc>, one: bool) -> Result<HttpResponse, PageError> {
-    Ok(HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(ProblemsPage { docs, one }.render()?))
-}
+    /// A variant added to either enum fails to compile here until it gets a place (and the
+    /// count of places below goes up with it); the test then fails until `ALL` holds it too,
+    /// so no type goes undocumented.
+    #[test]
+    fn every_kind_and_rule_is_listed_once() {
+        let place = |kind: ProblemKind| match kind {
+            ProblemKind::MalformedRequest => 0,
+            ProblemKind::Validation => 1,
+            ProblemKind::Unauthenticated => 2,
+            ProblemKind::CrossSiteRequest => 3,
+            ProblemKind::NotFound => 4,
+            ProblemKind::MethodNotAllowed => 5,
+            ProblemKind::RequestTimeout => 6,
+            ProblemKind::PayloadTooLarge => 7,
+            ProblemKind::UnsupportedMediaType => 8,
+            ProblemKind::HeadersTooLarge => 9,
+            ProblemKind::TooManyRequests => 10,
+            ProblemKind::KeyTestFailed => 11,
+            ProblemKind::KmsKeyUnusable => 12,
+            ProblemKind::ObjectIntegrity => 13,
+            ProblemKind::StorageUnavailable => 14,
+            ProblemKind::Overloaded => 15,
+            ProblemKind::Unavailable => 16,
+            ProblemKind::DatabaseDamaged => 17,
+            ProblemKind::Internal => 18,
+        };
+        let places: Vec<usize> = ProblemKind::ALL.into_iter().map(place).collect();
+        // 19 arms above: every place is in `ALL`, once, in order.
+        assert_eq!(places, (0..19).collect::<Vec<_>>());
 
-/// `/problems`: every type.
-pub async fn index() -> Result<HttpResponse, PageError> {
-    render(all(), false)
-}
-
-/// `/problems/{slug}` and `/rules/{slug}`: one type.
-pub async fn one(path: web::Path<(String, String)>) -> Result<HttpResponse, PageError> {
-    let (family, slug) = path.into_inner();
-    let doc = all()
-        .into_iter()
-        .find(|d| d.family == family && d.slug == slug)
-        .ok_or(PageError::Domain(DomainError::NotFound("problem type")))?;
-    render(vec![doc], true)
+        let place = |rule: Rule| match rule {
+            Rule::CmekImmutable => 0,
+            Rule::OwnerOnly => 1,
+            Rule::ProjectNameTaken => 2,
+            Rule::CmekNotEnabled => 3,
+            Rule::LocalKmsInProduction => 4,
+            Rule::OneKeyPerRegion => 5,
+            Rule::LastOwner => 6,
+            Rule::InvitationPending => 7,
+            Rule::ClusterNameTaken => 8,
+            Rule::KeyRequiredForRegion => 9,
+            Rule::DedicatedOnly => 10,
+            Rule::NoDualRegionBackup => 11,
+            Rule::ClusterState => 12,
+            Rule::KeyInUse => 13,
+            Rule::OwnersAndAuditors => 14,
+            Rule::WebhookLimit => 15,
+        };
+        let places: Vec<usize> = Rule::ALL.into_iter().map(place).collect();
+        // 16 arms above.
+        assert_eq!(places, (0..16).collect::<Vec<_>>());
+    }
 }

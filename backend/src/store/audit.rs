@@ -148,6 +148,7 @@ fn page_query(
         let cursor = audit_events::Entity::find()
             .select_only()
             .column(audit_events::Column::Seq)
+            .filter(audit_events::Column::OrganizationId.eq(organization_id))
             .filter(audit_events::Column::Id.eq(after))
             .into_query();
         query =

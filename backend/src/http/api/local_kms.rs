@@ -90,13 +90,9 @@ pub async fn create(
         .json(LocalKeyBody::from(key)))
 }
 
-async fn change(
-    console: &Console,
-    caller: &Caller,
-    id: Uuid,
-    action: LocalKeyAction,
-) -> Result<HttpResponse, ApiError> {
-    console.change_local_key(caller, id, action).await?;
+/// One local key of the caller's organization (the local KMS holds a handful per
+/// organization: a development tool).
+async fn one(console: &Console, caller: &Caller, id: Uuid) -> Result<HttpResponse, ApiError> {
     let key = console
         .local_keys(caller)
         .await?
@@ -104,6 +100,30 @@ async fn change(
         .find(|k| k.id == id)
         .ok_or(DomainError::NotFound("local key"))?;
     Ok(HttpResponse::Ok().json(LocalKeyBody::from(key)))
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/local-kms/keys/{local_key_id}", operation_id = "getLocalKmsKey", tag = "local KMS",
+    params(("local_key_id" = Uuid, Path)),
+    responses((status = 200, body = LocalKeyBody)),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn read(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    one(&state.console, &caller.0, path.into_inner()).await
+}
+
+async fn change(
+    console: &Console,
+    caller: &Caller,
+    id: Uuid,
+    action: LocalKeyAction,
+) -> Result<HttpResponse, ApiError> {
+    console.change_local_key(caller, id, action).await?;
+    one(console, caller, id).await
 }
 
 #[utoipa::path(

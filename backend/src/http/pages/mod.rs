@@ -10,6 +10,7 @@ pub mod key_status;
 pub mod keys;
 pub mod local_kms;
 pub mod members;
+pub mod problems;
 pub mod projects;
 pub mod render;
 pub mod sign_in;
@@ -21,10 +22,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(home))
         .route("/static/{file:.+}", web::get().to(assets::serve))
         .route("/favicon.ico", web::get().to(assets::favicon))
-        .route("/problems", web::get().to(crate::http::problems::index))
+        .route("/problems", web::get().to(problems::index))
         .route(
             "/{family:problems|rules}/{slug}",
-            web::get().to(crate::http::problems::one),
+            web::get().to(problems::one),
         )
         .route("/sign-in", web::get().to(sign_in::page))
         .route("/sign-in/link", web::get().to(sign_in::confirm))
