@@ -112,7 +112,8 @@ test("an owner creates a cluster with a local key, uploads a file, pauses, resum
     // The region with a key: created.
     await openClusterForm(page, projectUrl);
     const values = (label) => page.getByLabel(label).locator("option").evaluateAll((os) => os.map((o) => o.value));
-    assert.deepEqual((await values("Cloud provider")).sort(), ["aws_kms", "azure_key_vault", "local"]);
+    // A CMEK project with only local keys: only the local provider is offered.
+    assert.deepEqual(await values("Cloud provider"), ["local"]);
     assert.deepEqual(await values("Tier"), ["dedicated", "serverless"]);
     await fillClusterForm(page, { name: "orders", provider: "local", region: "us-east-1", tier: "dedicated" });
     assert.equal(await page.getByLabel("Second region (optional)").inputValue(), "");
@@ -158,5 +159,50 @@ test("without JavaScript, a project without CMEK gets a serverless local cluster
     await fillClusterForm(page, { name: "scratch", provider: "local", region: "eu-west-1", tier: "serverless" });
     await page.getByRole("button", { name: "Create Cluster" }).click();
     await landOnCluster(page, app, "scratch");
+  });
+});
+
+test("a new user's walk: a Local KMS key, then Create Cluster with the form's defaults succeeds", async (t) => {
+  await withConsole(t, {}, async ({ app, page }) => {
+    await signIn(page, app);
+    const projectUrl = await createProject(page, "First steps", { cmek: true });
+    const localKeyId = await createLocalKey(page, "first key");
+    await createLocalEncryptionKey(page, projectUrl, localKeyId, "ap-south-1");
+
+    await openClusterForm(page, projectUrl);
+    // The form starts where the project's only key points: its provider and its region, and
+    // offers only the providers the project has keys for.
+    assert.equal(await page.getByLabel("Cloud provider").inputValue(), "local");
+    const offered = await page.getByLabel("Cloud provider").locator("option").allTextContents();
+    assert.deepEqual(offered, ["Local (development)"]);
+    assert.equal(await page.getByLabel("Region", { exact: true }).inputValue(), "ap-south-1");
+    // What a CMEK project forbids is shown, disabled, with the reason.
+    assert.equal(await page.getByLabel("Dual-region backup").isDisabled(), true);
+    assert.equal(await page.getByText("Not available in CMEK projects").isVisible(), true);
+    assert.equal(await page.getByRole("option", { name: /Serverless/ }).isDisabled(), true);
+
+    await page.getByLabel("Cluster name").fill("first");
+    await page.getByRole("button", { name: "Create Cluster" }).click();
+    await page.getByText("Cluster created").waitFor();
+    assert.equal(await page.getByText("ap-south-1").first().isVisible(), true);
+  });
+});
+
+test("after a refusal only the select at fault is marked; the optional ones stay clean", async (t) => {
+  await withConsole(t, { javaScriptEnabled: false }, async ({ app, page }) => {
+    await signIn(page, app);
+    const projectUrl = await createProject(page, "Marked", { cmek: true });
+    const localKeyId = await createLocalKey(page, "marked key");
+    await createLocalEncryptionKey(page, projectUrl, localKeyId, "us-east-1");
+    await openClusterForm(page, projectUrl);
+    await page.getByLabel("Cluster name").fill("-bad name");
+    await page.getByRole("button", { name: "Create Cluster" }).click();
+    await page.getByText("Please correct the fields marked below.").waitFor();
+    for (const optional of ["Second region (optional)", "Third region (optional)"]) {
+      assert.equal(await page.getByLabel(optional).getAttribute("aria-invalid"), null, optional);
+      const border = await page.getByLabel(optional).evaluate((e) => getComputedStyle(e).borderColor);
+      const name = await page.getByLabel("Cluster name").evaluate((e) => getComputedStyle(e).borderColor);
+      assert.notEqual(border, name, `${optional} is drawn like the invalid name field`);
+    }
   });
 });

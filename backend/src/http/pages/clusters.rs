@@ -155,13 +155,49 @@ struct NewPage {
     providers: Vec<(&'static str, &'static str)>,
 }
 
+/// One of the form's three region selects: the first is required, the others optional, and
+/// each is marked invalid only for its own error.
+pub struct RegionSlot {
+    pub n: usize,
+    pub label: &'static str,
+    pub placeholder: &'static str,
+    pub error: Option<String>,
+}
+
 impl NewPage {
     fn provider_is(&self, value: &str) -> bool {
         self.form.provider.as_deref().unwrap_or("aws_kms") == value
     }
 
-    fn region_is(&self, slot: usize, value: &str) -> bool {
-        let chosen = match slot {
+    fn region_slots(&self) -> Vec<RegionSlot> {
+        let own = |field: &str| self.errors.get(field).map(str::to_owned);
+        // "regions" as a whole (none chosen, too many) is the first select's error, unless the
+        // missing keys are listed below instead.
+        let whole = own("regions").filter(|_| self.missing.is_empty());
+        vec![
+            RegionSlot {
+                n: 1,
+                label: "Region",
+                placeholder: "Choose a region",
+                error: own("regions[0]").or(whole),
+            },
+            RegionSlot {
+                n: 2,
+                label: "Second region (optional)",
+                placeholder: "None",
+                error: own("regions[1]"),
+            },
+            RegionSlot {
+                n: 3,
+                label: "Third region (optional)",
+                placeholder: "None",
+                error: own("regions[2]"),
+            },
+        ]
+    }
+
+    fn region_is(&self, slot: &usize, value: &str) -> bool {
+        let chosen = match *slot {
             1 => &self.form.region_1,
             2 => &self.form.region_2,
             _ => &self.form.region_3,
@@ -174,12 +210,57 @@ impl NewPage {
     }
 }
 
-fn providers(state: &AppState) -> Vec<(&'static str, &'static str)> {
+/// The clouds the form offers: in a CMEK project that has active keys, only the providers of
+/// those keys (a cluster elsewhere would be refused); otherwise every provider there is.
+fn providers(
+    state: &AppState,
+    cmek: bool,
+    keys: &[EncryptionKey],
+) -> Vec<(&'static str, &'static str)> {
     let mut providers = vec![("aws_kms", "AWS"), ("azure_key_vault", "Azure")];
     if state.console.local_kms_available() {
         providers.push(("local", "Local (development)"));
     }
+    let keyed = |id: &str| {
+        keys.iter()
+            .any(|k| k.status == KeyStatus::Active && k.key_ref.provider().as_str() == id)
+    };
+    if cmek && providers.iter().any(|(id, _)| keyed(id)) {
+        providers.retain(|(id, _)| keyed(id));
+    }
     providers
+}
+
+/// A fresh form starts where the project's keys point: the provider with the most active keys
+/// and, when that provider has one active key, its region.
+fn with_key_defaults(mut form: NewClusterForm, keys: &[EncryptionKey]) -> NewClusterForm {
+    let active: Vec<&EncryptionKey> = keys
+        .iter()
+        .filter(|k| k.status == KeyStatus::Active)
+        .collect();
+    let count = |provider: &str| {
+        active
+            .iter()
+            .filter(|k| k.key_ref.provider().as_str() == provider)
+            .count()
+    };
+    let Some(provider) = active
+        .iter()
+        .map(|k| k.key_ref.provider().as_str())
+        .max_by_key(|p| count(p))
+    else {
+        return form;
+    };
+    if form.provider.is_none() {
+        form.provider = Some(provider.to_owned());
+        if count(provider) == 1 && form.region_1.is_none() {
+            form.region_1 = active
+                .iter()
+                .find(|k| k.key_ref.provider().as_str() == provider)
+                .map(|k| k.region.to_string());
+        }
+    }
+    form
 }
 
 async fn new_page(
@@ -192,6 +273,12 @@ async fn new_page(
 ) -> Result<NewPage, PageError> {
     let project = state.console.project(caller, project_id).await?;
     let keys = state.console.encryption_keys(caller, project_id).await?;
+    let form = if project.cmek_enabled {
+        with_key_defaults(form, &keys)
+    } else {
+        form
+    };
+    let providers = providers(state, project.cmek_enabled, &keys);
     let provider = form.provider.clone().unwrap_or_else(|| "aws_kms".into());
     let missing = if errors.any() && project.cmek_enabled {
         form.regions()
@@ -210,6 +297,7 @@ async fn new_page(
     };
     Ok(NewPage {
         chrome: Chrome::load(&state.console, caller, "projects").await?,
+        providers,
         project: project.into(),
         keys: keys.iter().map(KeyChoice::from).collect(),
         form,
@@ -218,7 +306,6 @@ async fn new_page(
         missing,
         regions: AWS_REGIONS,
         azure_regions: AZURE_REGIONS,
-        providers: providers(state),
     })
 }
 
