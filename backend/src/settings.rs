@@ -11,6 +11,15 @@ use serde::Deserialize;
 
 use crate::domain::identity::SessionPolicy;
 
+/// The header the trusted proxies write the client's address into
+/// (`CMEK_FORWARDED_HEADER`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    #[default]
+    XForwardedFor,
+    Forwarded,
+}
+
 pub use crate::domain::Environment;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +65,7 @@ pub struct Settings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `CMEK_FORWARDED_HEADER`: the header those proxies write the client's address into,
     /// `x-forwarded-for` (default) or `forwarded`; the other one is never read.
-    pub forwarded_header: crate::http::forwarded::ForwardedHeader,
+    pub forwarded_header: ForwardedHeader,
     /// `CMEK_AUDIT_KEY_FILE`: the audit chain's keys (default `<CMEK_DATA_DIR>/audit-chain.keys`,
     /// created 0600 on first start). Every instance on one database needs the same file.
     pub audit_key_file: Option<PathBuf>,
@@ -396,10 +405,8 @@ impl Settings {
             .map(|h| h.to_ascii_lowercase())
             .as_deref()
         {
-            None | Some("x-forwarded-for") => {
-                crate::http::forwarded::ForwardedHeader::XForwardedFor
-            }
-            Some("forwarded") => crate::http::forwarded::ForwardedHeader::Forwarded,
+            None | Some("x-forwarded-for") => ForwardedHeader::XForwardedFor,
+            Some("forwarded") => ForwardedHeader::Forwarded,
             Some(other) => {
                 return Err(SettingsError::Invalid {
                     name: "CMEK_FORWARDED_HEADER",

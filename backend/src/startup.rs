@@ -402,7 +402,7 @@ impl Application {
         let state = web::Data::new(AppState {
             console: console.clone(),
             metrics: Metrics::default(),
-            public_origin: origin_of(&public_url),
+            public_origin: crate::http::forwarded::origin_of(&public_url),
             public_url: public_url.clone(),
             public_url_configured: settings.public_url.is_some(),
             proxies: TrustedProxies::new(
@@ -630,39 +630,4 @@ fn log_reactions(what: &'static str, done: crate::domain::clusters::ReconcileRep
 
 pub fn sign_in_url(public_url: &str, token: &str) -> String {
     format!("{public_url}/sign-in/link?token={token}")
-}
-
-/// `scheme://host[:port]` of a URL as browsers send it in `Origin`: lower case, without the
-/// scheme's default port.
-pub fn origin_of(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_ascii_lowercase();
-    };
-    let scheme = scheme.to_ascii_lowercase();
-    let host = rest.split('/').next().unwrap_or(rest).to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "https" => ":443",
-        "http" => ":80",
-        _ => "",
-    };
-    let host = match host.strip_suffix(default_port) {
-        Some(bare) if !default_port.is_empty() => bare.to_owned(),
-        _ => host,
-    };
-    format!("{scheme}://{host}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::origin_of;
-
-    #[test]
-    fn origins_compare_as_browsers_send_them() {
-        assert_eq!(
-            origin_of("https://Console.Example:443/x"),
-            "https://console.example"
-        );
-        assert_eq!(origin_of("http://localhost:8080"), "http://localhost:8080");
-        assert_eq!(origin_of("http://host:80"), "http://host");
-    }
 }

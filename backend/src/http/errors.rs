@@ -14,9 +14,9 @@ use serde::Serialize;
 
 use crate::domain::ports::StoreError;
 use crate::domain::{DomainError, FieldError};
-use crate::http::api::wire;
-use crate::http::pages::render::error_page;
 use crate::http::problems::{ProblemKind, rule_doc};
+use crate::http::shared::error_page::error_page;
+use crate::http::wire;
 
 /// What a 503 tells clients to wait before trying again.
 const RETRY_AFTER_SECONDS: u64 = 5;
@@ -94,7 +94,7 @@ pub enum ApiError {
     #[error("method not allowed")]
     MethodNotAllowed { allow: String },
     #[error("request headers too large")]
-    HeadersTooLarge,
+    HeadersTooLarge { limit: usize },
     #[error("request body not received in time")]
     BodyTimeout,
 }
@@ -122,13 +122,10 @@ impl ApiError {
                 "Send the request body as application/json.",
             ),
             ApiError::CrossSite => cross_site_problem(),
-            ApiError::HeadersTooLarge => Problem::new(
+            ApiError::HeadersTooLarge { limit } => Problem::new(
                 S::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 ProblemKind::HeadersTooLarge,
-                format!(
-                    "The request's headers must be at most {} bytes in all.",
-                    crate::http::middleware::MAX_HEADER_BYTES
-                ),
+                format!("The request's headers must be at most {limit} bytes in all."),
             ),
             ApiError::BodyTimeout => Problem::new(
                 S::REQUEST_TIMEOUT,

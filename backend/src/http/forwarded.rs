@@ -12,13 +12,7 @@ use actix_web::HttpRequest;
 use actix_web::http::header::{self, HeaderMap};
 use ipnet::IpNet;
 
-/// The header the trusted proxies write the client's address into.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ForwardedHeader {
-    #[default]
-    XForwardedFor,
-    Forwarded,
-}
+pub use crate::settings::ForwardedHeader;
 
 #[derive(Clone, Debug, Default)]
 pub struct TrustedProxies {
@@ -112,6 +106,26 @@ fn parse_node(node: &str) -> Option<IpAddr> {
         .map(canonical)
 }
 
+/// `scheme://host[:port]` of a URL as browsers send it in `Origin`: lower case, without the
+/// scheme's default port.
+pub fn origin_of(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_ascii_lowercase();
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    let host = rest.split('/').next().unwrap_or(rest).to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => ":443",
+        "http" => ":80",
+        _ => "",
+    };
+    let host = match host.strip_suffix(default_port) {
+        Some(bare) if !default_port.is_empty() => bare.to_owned(),
+        _ => host,
+    };
+    format!("{scheme}://{host}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +208,15 @@ mod tests {
         let trusted = forwarded_proxies(&["10.0.0.0/8"]);
         let forwarded = headers(&[("forwarded", "for=203.0.113.9, for=unknown")]);
         assert_eq!(trusted.resolve(ip("10.0.0.1"), &forwarded), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn origins_compare_as_browsers_send_them() {
+        assert_eq!(
+            origin_of("https://Console.Example:443/x"),
+            "https://console.example"
+        );
+        assert_eq!(origin_of("http://localhost:8080"), "http://localhost:8080");
+        assert_eq!(origin_of("http://host:80"), "http://host");
     }
 }

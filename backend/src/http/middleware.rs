@@ -25,18 +25,9 @@ use uuid::Uuid;
 use crate::http::AppState;
 use crate::http::auth::{SESSION_COOKIE, bearer};
 use crate::http::errors::{ApiError, PageError};
+use crate::http::shared::request_id::CURRENT_REQUEST;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-tokio::task_local! {
-    /// The id of the request being answered, for error pages to show.
-    static CURRENT_REQUEST: String;
-}
-
-/// The id of the request being answered, if called while answering one.
-pub fn current_request_id() -> Option<String> {
-    CURRENT_REQUEST.try_with(Clone::clone).ok()
-}
 
 /// A request id in a span around the request, in the `x-request-id` response header, and in
 /// one log line per request; then the metrics.
@@ -107,7 +98,10 @@ pub async fn bound_request(
         .sum();
     if head_bytes > MAX_HEADER_BYTES {
         let response = if req.path().starts_with("/api/") {
-            ApiError::HeadersTooLarge.error_response()
+            ApiError::HeadersTooLarge {
+                limit: MAX_HEADER_BYTES,
+            }
+            .error_response()
         } else {
             PageError::HeadersTooLarge.error_response()
         };
@@ -291,14 +285,14 @@ fn claimed_origin(req: &ServiceRequest) -> Option<String> {
 fn own_origin(req: &ServiceRequest, state: &AppState) -> String {
     if state.proxies.from_proxy(req.request()) {
         let info = req.connection_info();
-        return crate::startup::origin_of(&format!("{}://{}", info.scheme(), info.host()));
+        return crate::http::forwarded::origin_of(&format!("{}://{}", info.scheme(), info.host()));
     }
     let host = req
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    crate::startup::origin_of(&format!("http://{host}"))
+    crate::http::forwarded::origin_of(&format!("http://{host}"))
 }
 
 /// Writes that ride on a browser's session cookie, and sign-in itself, must come from the
@@ -319,7 +313,7 @@ pub async fn same_origin(
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let allowed = match (claimed_origin(&req), state) {
         (Some(origin), Some(state)) => {
-            let origin = crate::startup::origin_of(&origin);
+            let origin = crate::http::forwarded::origin_of(&origin);
             origin == state.public_origin
                 || (!state.public_url_configured && origin == own_origin(&req, &state))
         }
@@ -340,7 +334,7 @@ pub async fn same_origin(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::pages::render::error_page;
+    use crate::http::shared::error_page::error_page;
 
     #[tokio::test]
     async fn a_server_error_page_names_the_request_to_quote() {

@@ -13,6 +13,8 @@ pub mod ops;
 pub mod pages;
 pub mod problems;
 pub mod routes;
+pub mod shared;
+pub mod wire;
 
 use crate::domain::Console;
 use metrics::Metrics;

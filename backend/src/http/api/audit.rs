@@ -5,120 +5,18 @@
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::domain::audit::{AuditEvent, AuditFilter, Outcome};
+use crate::domain::audit::{AuditEvent, AuditFilter};
 use crate::domain::identity::Caller;
 use crate::domain::page::{MAX_PAGE_SIZE, PageRequest};
 use crate::domain::{Console, DomainError};
 use crate::http::AppState;
-use crate::http::api::wire;
-use crate::http::api::{ListBody, QueryFields, project_filter};
+use crate::http::api::ListBody;
 use crate::http::auth::ApiCaller;
 use crate::http::errors::{ApiError, Problem};
-
-#[derive(Deserialize, utoipa::IntoParams, Default)]
-#[into_params(parameter_in = Query)]
-pub struct AuditQuery {
-    /// Exact action, e.g. `project.created`.
-    pub action: Option<String>,
-    /// Part of the actor: a user's or API key's id or name, or `system`.
-    pub actor: Option<String>,
-    /// Events about this project or anything in it (keys, clusters, backups).
-    #[param(value_type = Option<uuid::Uuid>)]
-    pub project_id: Option<String>,
-    /// `success`, `denied` or `failure`.
-    #[param(value_type = Option<wire::Outcome>)]
-    pub outcome: Option<String>,
-    /// RFC 3339 time; events at or after it.
-    #[param(value_type = Option<String>, format = DateTime)]
-    pub since: Option<String>,
-    /// RFC 3339 time; events before it (after `since` when both are given).
-    #[param(value_type = Option<String>, format = DateTime)]
-    pub until: Option<String>,
-    /// Absent: a page of JSON. `csv` or `json`: the whole filtered log as a download.
-    #[param(value_type = Option<ExportFormat>)]
-    pub format: Option<String>,
-    /// How many items per page.
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 20)]
-    pub page_size: Option<String>,
-    /// The `next_page_token` of the previous page, as it was handed out.
-    pub page_token: Option<String>,
-}
-
-/// `format`: the whole filtered log as one download.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[allow(dead_code)] // documents the parameter; `AuditQuery::export` reads it
-pub enum ExportFormat {
-    Json,
-    Csv,
-}
-
-/// How the log is answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Export {
-    Page,
-    Csv,
-    Json,
-}
-
-impl AuditQuery {
-    pub fn filter(&self) -> Result<AuditFilter, DomainError> {
-        let mut fields = QueryFields::default();
-        let time = |raw: &str| {
-            DateTime::parse_from_rfc3339(raw)
-                .ok()
-                .map(|t| t.with_timezone(&Utc))
-        };
-        const TIME: &str = "must be an RFC 3339 time, e.g. 2026-11-22T09:00:00Z";
-        let since = fields.read("since", &self.since, TIME, time);
-        let until = fields.read("until", &self.until, TIME, time);
-        let project_id = project_filter(&mut fields, &self.project_id);
-        let outcome = fields.read(
-            "outcome",
-            &self.outcome,
-            "must be success, denied or failure",
-            Outcome::parse,
-        );
-        // `until` at or before `since` is an empty range, answered as one (no events): a rule
-        // between two parameters is one the API's document cannot state to clients.
-        fields.finish(AuditFilter {
-            action: QueryFields::text(&self.action),
-            actor: QueryFields::text(&self.actor),
-            project_id,
-            outcome,
-            since,
-            until,
-        })
-    }
-
-    pub fn export(&self) -> Result<Export, DomainError> {
-        match self.format.as_deref() {
-            None | Some("") => Ok(Export::Page),
-            Some("json") => Ok(Export::Json),
-            Some("csv") => Ok(Export::Csv),
-            Some(_) => Err(DomainError::invalid(
-                "format",
-                "must be \"json\" or \"csv\"",
-            )),
-        }
-    }
-
-    /// The filters as a query string, for export and paging links.
-    pub fn filter_query(&self) -> String {
-        crate::http::pages::render::query_string(&[
-            ("action", &self.action),
-            ("actor", &self.actor),
-            ("project_id", &self.project_id),
-            ("outcome", &self.outcome),
-            ("since", &self.since),
-            ("until", &self.until),
-        ])
-    }
-}
+use crate::http::shared::query::{AuditQuery, Export};
+use crate::http::wire;
 
 #[utoipa::path(
     get, path = "/api/v1/audit-events", operation_id = "listAuditEvents", tag = "audit",

@@ -8,12 +8,13 @@ use uuid::Uuid;
 
 use crate::domain::clusters::{Backup, PLATFORM_KEY};
 use crate::http::AppState;
+use crate::http::api::ListBody;
 use crate::http::api::clusters::ClusterBody;
-use crate::http::api::wire::BackupState;
-use crate::http::api::{ListBody, PageQuery};
 use crate::http::auth::ApiCaller;
 use crate::http::errors::{ApiError, Problem};
 use crate::http::json::decode;
+use crate::http::shared::query::PageQuery;
+use crate::http::wire::BackupState;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct BackupBody {

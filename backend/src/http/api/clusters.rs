@@ -10,11 +10,12 @@ use uuid::Uuid;
 use crate::domain::clusters::{Cluster, ClusterRequestInput, PLATFORM_KEY};
 use crate::domain::keys::Provider as DomainProvider;
 use crate::http::AppState;
-use crate::http::api::wire::{ClusterState, Provider, Tier};
-use crate::http::api::{ListBody, PageQuery};
+use crate::http::api::ListBody;
 use crate::http::auth::ApiCaller;
 use crate::http::errors::{ApiError, Problem};
 use crate::http::json::ApiJson;
+use crate::http::shared::query::PageQuery;
+use crate::http::wire::{ClusterState, Provider, Tier};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ClusterRegionBody {

@@ -2,61 +2,16 @@
 //! what it protects, and counts per status (owners and auditors; members get 403).
 
 use actix_web::{HttpResponse, web};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
-use crate::domain::DomainError;
-use crate::domain::keys::status_report::{KeyStatusFilter, KeyStatusReport, ProtectedCluster};
-use crate::domain::keys::{KeyStatus, Provider};
-use crate::domain::page::PageRequest;
+use crate::domain::keys::status_report::{KeyStatusReport, ProtectedCluster};
 use crate::http::AppState;
 use crate::http::api::keys::{KeyBody, VersionsStatus};
-use crate::http::api::wire;
-use crate::http::api::{QueryFields, project_filter};
 use crate::http::auth::ApiCaller;
 use crate::http::errors::{ApiError, Problem};
-
-#[derive(Deserialize, utoipa::IntoParams, Default)]
-#[into_params(parameter_in = Query)]
-pub struct KeyStatusQuery {
-    /// `active`, `access_denied`, `disabled`, `pending_deletion`, `not_found` or `unreachable`.
-    #[param(value_type = Option<wire::KeyStatus>)]
-    pub status: Option<String>,
-    /// `aws_kms`, `azure_key_vault` or `local`.
-    #[param(value_type = Option<wire::Provider>)]
-    pub provider: Option<String>,
-    /// Keys of this project only.
-    #[param(value_type = Option<uuid::Uuid>)]
-    pub project_id: Option<String>,
-    /// How many items per page.
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 20)]
-    pub page_size: Option<String>,
-    /// The `next_page_token` of the previous page, as it was handed out.
-    pub page_token: Option<String>,
-}
-
-impl KeyStatusQuery {
-    pub fn filter(&self) -> Result<KeyStatusFilter, DomainError> {
-        let mut fields = QueryFields::default();
-        let status = fields.read(
-            "status",
-            &self.status,
-            "must be active, access_denied, disabled, pending_deletion, not_found or unreachable",
-            KeyStatus::parse,
-        );
-        let provider = fields.parse(&self.provider, Provider::parse);
-        let project_id = project_filter(&mut fields, &self.project_id);
-        fields.finish(KeyStatusFilter {
-            status,
-            provider,
-            project_id,
-        })
-    }
-
-    pub fn page(&self) -> Result<PageRequest, DomainError> {
-        PageRequest::parse(self.page_size.as_deref(), self.page_token.as_deref())
-    }
-}
+use crate::http::shared::query::KeyStatusQuery;
+use crate::http::wire;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ProtectedClusterBody {

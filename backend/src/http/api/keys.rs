@@ -11,13 +11,14 @@ use crate::domain::keys::{
 };
 use crate::domain::page::PageRequest;
 use crate::http::AppState;
-use crate::http::api::wire::{
-    AccessMode, AwsAccessPolicies, AzureSetup, Checklist, KeyRequestInput, KeyStatus, Provider,
-};
-use crate::http::api::{ListBody, PageQuery};
+use crate::http::api::ListBody;
 use crate::http::auth::ApiCaller;
 use crate::http::errors::{ApiError, Problem};
 use crate::http::json::ApiJson;
+use crate::http::shared::query::PageQuery;
+use crate::http::wire::{
+    AccessMode, AwsAccessPolicies, AzureSetup, Checklist, KeyRequestInput, KeyStatus, Provider,
+};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct KeyBody {

@@ -6,9 +6,9 @@ use uuid::Uuid;
 
 use crate::domain::identity::Actor;
 use crate::http::AppState;
-use crate::http::api::wire::Role;
 use crate::http::auth::ApiCaller;
 use crate::http::errors::{ApiError, Problem};
+use crate::http::wire::Role;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct MeBody {

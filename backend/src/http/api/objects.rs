@@ -1,19 +1,19 @@
 //! `/api/v1/clusters/{cluster_id}/objects`: a cluster's data, streamed in both directions
 //! with flat memory and stored sealed under the cluster's data keys.
 
-use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::domain::clusters::{BodyError, MAX_OBJECT_BYTES, StoredObject};
 use crate::http::AppState;
-use crate::http::api::{ListBody, PageQuery};
+use crate::http::api::ListBody;
 use crate::http::auth::ApiCaller;
 use crate::http::errors::{ApiError, Problem};
-use crate::http::pages::render::query_value;
+use crate::http::shared::query::PageQuery;
+use crate::http::shared::query::query_value;
+use crate::http::shared::stream::{body_stream, declared_length, download};
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ObjectBody {
@@ -34,58 +34,6 @@ impl From<StoredObject> for ObjectBody {
             updated_at: o.updated_at,
         }
     }
-}
-
-/// The body's length as the client declared it.
-pub fn declared_length(request: &actix_web::HttpRequest) -> Option<u64> {
-    request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// A request body as the domain reads it: chunks, or why it stopped.
-pub fn body_stream(payload: web::Payload) -> crate::domain::clusters::ObjectBody<'static> {
-    Box::pin(payload.map(|chunk| {
-        chunk.map_err(|err| match err {
-            actix_web::error::PayloadError::Overflow => BodyError::TooLarge,
-            actix_web::error::PayloadError::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                BodyError::TimedOut
-            }
-            _ => BodyError::Broken,
-        })
-    }))
-}
-
-/// Streams an object out. The first segment is opened before the status is sent, so an
-/// object that fails its integrity check at once gets a problem, not a 200; a later failure
-/// cuts the connection short (the length header shows the body incomplete).
-pub async fn download(read: crate::domain::clusters::ObjectRead) -> Result<HttpResponse, ApiError> {
-    let mut body = read.body;
-    let first = match body.next().await {
-        Some(Ok(first)) => Some(first),
-        Some(Err(err)) => return Err(err.into()),
-        None => None,
-    };
-    let name = read.object.name.as_str();
-    let file = name.rsplit('/').next().unwrap_or(name);
-    let rest = futures_util::stream::iter(first.map(Ok)).chain(body.map(|chunk| {
-        chunk.map_err(|err| {
-            tracing::error!(error = %err, "an object stopped streaming");
-            actix_web::error::ErrorBadGateway("stored data failed its integrity check")
-        })
-    }));
-    Ok(HttpResponse::Ok()
-        .content_type("application/octet-stream")
-        .insert_header((
-            header::CONTENT_DISPOSITION,
-            format!("attachment; filename*=UTF-8''{}", query_value(file)),
-        ))
-        .insert_header((header::ETAG, format!("\"{}\"", read.object.version)))
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .no_chunking(read.object.size_bytes)
-        .streaming(rest))
 }
 
 #[utoipa::path(
@@ -204,7 +152,7 @@ pub async fn get(
         .console
         .get_object(&caller.0, cluster_id, &name)
         .await?;
-    download(read).await
+    Ok(download(read).await?)
 }
 
 #[utoipa::path(

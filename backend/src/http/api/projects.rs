@@ -7,11 +7,12 @@ use uuid::Uuid;
 
 use crate::domain::projects::{NewProject, Project, ProjectChanges};
 use crate::http::AppState;
-use crate::http::api::wire::RevocationPolicy;
-use crate::http::api::{ListBody, PageQuery};
+use crate::http::api::ListBody;
 use crate::http::auth::ApiCaller;
 use crate::http::errors::{ApiError, Problem};
 use crate::http::json::ApiJson;
+use crate::http::shared::query::PageQuery;
+use crate::http::wire::RevocationPolicy;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ProjectBody {

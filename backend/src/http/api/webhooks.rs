@@ -9,10 +9,11 @@ use uuid::Uuid;
 
 use crate::domain::alerts::{Attempt, Delivery, EVENT_TYPES, Webhook};
 use crate::http::AppState;
-use crate::http::api::{ListBody, PageQuery};
+use crate::http::api::ListBody;
 use crate::http::auth::ApiCaller;
 use crate::http::errors::{ApiError, Problem};
 use crate::http::json::decode;
+use crate::http::shared::query::PageQuery;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct WebhookBody {

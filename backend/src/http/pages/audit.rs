@@ -6,10 +6,10 @@ use askama::Template;
 use crate::domain::audit::{AuditEvent, ChainStatus};
 use crate::domain::page::PageRequest;
 use crate::http::AppState;
-use crate::http::api::audit::AuditQuery;
 use crate::http::auth::PageCaller;
 use crate::http::errors::PageError;
 use crate::http::pages::render::{Chrome, FormErrors, html, when};
+use crate::http::shared::query::AuditQuery;
 
 pub struct EventView {
     pub seq: i64,

@@ -21,13 +21,14 @@ use crate::domain::keys::region::{AWS_REGIONS, AZURE_REGIONS};
 use crate::domain::keys::{EncryptionKey, KeyStatus};
 use crate::domain::page::{MAX_PAGE_SIZE, PageRequest};
 use crate::http::AppState;
-use crate::http::api::objects::download as stream_object;
 use crate::http::auth::PageCaller;
-use crate::http::errors::{ApiError, PageError};
-use crate::http::pages::projects::ProjectView;
+use crate::http::errors::PageError;
+use crate::http::pages::render::ProjectView;
 use crate::http::pages::render::{
-    Chrome, FormErrors, actor_name, html, html_status, query_value, see_other, when,
+    Chrome, FormErrors, actor_name, html, html_status, see_other, when,
 };
+use crate::http::shared::query::query_value;
+use crate::http::shared::stream::download as stream_object;
 
 /// A cluster as pages show it.
 pub struct ClusterView {
@@ -708,10 +709,7 @@ pub async fn download(
 ) -> Result<HttpResponse, PageError> {
     let id = path.into_inner();
     let read = state.console.get_object(&caller.0, id, &query.name).await?;
-    stream_object(read).await.map_err(|err| match err {
-        ApiError::Domain(err) => PageError::Domain(err),
-        other => PageError::internal(other),
-    })
+    Ok(stream_object(read).await?)
 }
 
 #[derive(Deserialize)]

@@ -7,10 +7,11 @@ use askama::Template;
 use crate::domain::keys::EncryptionKey;
 use crate::domain::keys::status_report::{KeyStatusEntry, ProtectedCluster};
 use crate::http::AppState;
-use crate::http::api::key_status::KeyStatusQuery;
 use crate::http::auth::PageCaller;
 use crate::http::errors::PageError;
-use crate::http::pages::render::{Chrome, FormErrors, html, query_string, when};
+use crate::http::pages::render::{Chrome, FormErrors, html, when};
+use crate::http::shared::query::KeyStatusQuery;
+use crate::http::shared::query::query_string;
 
 pub struct ClusterLine {
     pub id: String,

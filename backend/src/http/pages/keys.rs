@@ -27,11 +27,11 @@ use crate::http::AppState;
 use crate::http::auth::PageCaller;
 use crate::http::errors::PageError;
 use crate::http::pages::key_status::{ClusterLine, rotation_text};
-use crate::http::pages::projects::{KeyRow, ProjectView};
-use crate::http::pages::render::{
-    Chrome, FormErrors, Refusal, html_status, query_string, see_other, when,
-};
+use crate::http::pages::projects::KeyRow;
+use crate::http::pages::render::ProjectView;
+use crate::http::pages::render::{Chrome, FormErrors, Refusal, html_status, see_other, when};
 use crate::http::pages::timeline;
+use crate::http::shared::query::query_string;
 
 /// Everything the wizard's forms carry, step to step.
 #[derive(Deserialize, Default, Clone)]

@@ -10,41 +10,14 @@ use crate::domain::FieldError;
 use crate::domain::keys::policy::AccessMode;
 use crate::domain::keys::{EncryptionKey, KeyRef};
 use crate::domain::page::PageRequest;
-use crate::domain::projects::{NewProject, Project, ProjectChanges, RevocationPolicy};
+use crate::domain::projects::{NewProject, ProjectChanges};
 use crate::http::AppState;
 use crate::http::auth::PageCaller;
 use crate::http::errors::PageError;
 use crate::http::pages::clusters::{BackupRow, ClusterView};
 use crate::http::pages::render::{
-    Chrome, FormErrors, actor_name, html, html_status, see_other, when,
+    Chrome, FormErrors, ProjectView, actor_name, html, html_status, see_other, when,
 };
-
-/// A project as pages show it.
-pub struct ProjectView {
-    pub id: Uuid,
-    pub name: String,
-    pub cmek_enabled: bool,
-    pub revocation_policy: &'static str,
-    pub created_by: String,
-    pub created_at: String,
-}
-
-impl From<Project> for ProjectView {
-    fn from(p: Project) -> Self {
-        Self {
-            id: p.id,
-            name: p.name.as_str().to_owned(),
-            cmek_enabled: p.cmek_enabled,
-            revocation_policy: match p.revocation_policy {
-                None => "Provider default",
-                Some(RevocationPolicy::KeepRunning) => "Keep clusters running",
-                Some(RevocationPolicy::Stop) => "Stop clusters",
-            },
-            created_by: actor_name(&p.created_by),
-            created_at: when(p.created_at),
-        }
-    }
-}
 
 #[derive(Template)]
 #[template(path = "projects/list.html")]

@@ -8,6 +8,7 @@ use askama::Template;
 
 use crate::domain::identity::{Actor, Caller, Role};
 use crate::domain::keys::checks::Checklist;
+use crate::domain::projects::{Project, RevocationPolicy};
 use crate::domain::{Console, DomainError, FieldError};
 use crate::http::errors::PageError;
 
@@ -166,55 +167,6 @@ pub fn see_other(location: &str) -> HttpResponse {
         .finish()
 }
 
-#[derive(Template)]
-#[template(path = "error.html")]
-struct ErrorPage<'a> {
-    status: u16,
-    title: &'a str,
-    detail: &'a str,
-    /// Shown on server errors, for the user to quote when reporting them.
-    request_id: Option<String>,
-}
-
-pub fn error_page(status: u16, title: &str, detail: &str) -> String {
-    ErrorPage {
-        request_id: (status >= 500)
-            .then(crate::http::middleware::current_request_id)
-            .flatten(),
-        status,
-        title,
-        detail,
-    }
-    .render()
-    .unwrap_or_else(|_| format!("{status} {title}"))
-}
-
-/// Percent-encodes a query-string value (RFC 3986 unreserved characters pass).
-pub fn query_value(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// `k=v&k=v` of the pairs whose value is present and not empty, for links that keep filters.
-pub fn query_string(pairs: &[(&str, &Option<String>)]) -> String {
-    pairs
-        .iter()
-        .filter_map(|(k, v)| {
-            v.as_deref()
-                .filter(|v| !v.is_empty())
-                .map(|v| format!("{k}={}", query_value(v)))
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
 /// The name part of an actor label (`user:<id> (Ada)` -> `Ada`), for tables; the full label
 /// stays in the API and the audit log.
 pub fn actor_name(label: &str) -> String {
@@ -228,4 +180,31 @@ pub fn actor_name(label: &str) -> String {
 /// Times as people read them in tables: UTC, to the minute.
 pub fn when(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// A project as pages show it.
+pub struct ProjectView {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub cmek_enabled: bool,
+    pub revocation_policy: &'static str,
+    pub created_by: String,
+    pub created_at: String,
+}
+
+impl From<Project> for ProjectView {
+    fn from(p: Project) -> Self {
+        Self {
+            id: p.id,
+            name: p.name.as_str().to_owned(),
+            cmek_enabled: p.cmek_enabled,
+            revocation_policy: match p.revocation_policy {
+                None => "Provider default",
+                Some(RevocationPolicy::KeepRunning) => "Keep clusters running",
+                Some(RevocationPolicy::Stop) => "Stop clusters",
+            },
+            created_by: actor_name(&p.created_by),
+            created_at: when(p.created_at),
+        }
+    }
 }

@@ -9,11 +9,11 @@ mod fields;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::api::wire::{AuditEvent, FieldError, Outcome, RevocationPolicy, Role};
 use crate::http::api::{
     audit, backups, clusters, key_status, keys, local_kms, me, objects, projects, webhooks,
 };
 use crate::http::errors::Problem;
+use crate::http::wire::{AuditEvent, FieldError, Outcome, RevocationPolicy, Role};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -73,7 +73,7 @@ use crate::http::errors::Problem;
         local_kms::rotate,
     ),
     components(schemas(
-        Problem, FieldError, Role, RevocationPolicy, AuditEvent, Outcome, audit::ExportFormat
+        Problem, FieldError, Role, RevocationPolicy, AuditEvent, Outcome, crate::http::shared::query::ExportFormat
     )),
     modifiers(&Security),
     tags(

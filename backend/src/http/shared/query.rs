@@ -1,0 +1,261 @@
+//! Query strings, read and written: the filters of the audit log and Key Status (one parser
+//! for the API and the pages, so both refuse the same values with the same words), paging,
+//! and links that keep filters. The parameter structs carry their OpenAPI description too.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::domain::audit::{AuditFilter, Outcome};
+use crate::domain::keys::status_report::KeyStatusFilter;
+use crate::domain::keys::{KeyStatus, Provider};
+use crate::domain::page::PageRequest;
+use crate::domain::{DomainError, FieldError};
+use crate::http::wire;
+
+/// Optional query parameters (filters), read one at a time: an absent or blank one is
+/// `None`; every refused one is kept, so a 422 names them all at once.
+#[derive(Default)]
+pub struct QueryFields {
+    errors: Vec<FieldError>,
+}
+
+impl QueryFields {
+    pub fn read<T>(
+        &mut self,
+        field: &str,
+        raw: &Option<String>,
+        reason: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Option<T> {
+        let raw = raw.as_deref().map(str::trim).filter(|r| !r.is_empty())?;
+        let parsed = parse(raw);
+        if parsed.is_none() {
+            self.refuse(field, reason);
+        }
+        parsed
+    }
+
+    /// A parameter that may be given as is (an exact action, part of an actor).
+    pub fn text(raw: &Option<String>) -> Option<String> {
+        raw.as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_owned)
+    }
+
+    pub fn refuse(&mut self, field: &str, reason: &str) {
+        self.errors.push(FieldError::new(field, reason));
+    }
+
+    /// A parameter whose parser names the field and the reason itself.
+    pub fn parse<T>(
+        &mut self,
+        raw: &Option<String>,
+        parse: impl FnOnce(&str) -> Result<T, FieldError>,
+    ) -> Option<T> {
+        let raw = Self::text(raw)?;
+        parse(&raw).map_err(|e| self.errors.push(e)).ok()
+    }
+
+    /// The filter, or every refusal.
+    pub fn finish<T>(self, value: T) -> Result<T, DomainError> {
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            Err(DomainError::Invalid(self.errors))
+        }
+    }
+}
+
+/// The `project_id` filter of the audit log and the Key Status page.
+pub fn project_filter(fields: &mut QueryFields, raw: &Option<String>) -> Option<uuid::Uuid> {
+    fields.read("project_id", raw, "must be a project id (a UUID)", |raw| {
+        uuid::Uuid::parse_str(raw).ok()
+    })
+}
+
+/// `page_size` (1-100, default 20) and `page_token` (from the previous page).
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// How many items per page.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 20)]
+    pub page_size: Option<String>,
+    /// The `next_page_token` of the previous page, as it was handed out.
+    pub page_token: Option<String>,
+}
+
+impl PageQuery {
+    pub fn parse(&self) -> Result<PageRequest, DomainError> {
+        PageRequest::parse(self.page_size.as_deref(), self.page_token.as_deref())
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams, Default)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Exact action, e.g. `project.created`.
+    pub action: Option<String>,
+    /// Part of the actor: a user's or API key's id or name, or `system`.
+    pub actor: Option<String>,
+    /// Events about this project or anything in it (keys, clusters, backups).
+    #[param(value_type = Option<uuid::Uuid>)]
+    pub project_id: Option<String>,
+    /// `success`, `denied` or `failure`.
+    #[param(value_type = Option<wire::Outcome>)]
+    pub outcome: Option<String>,
+    /// RFC 3339 time; events at or after it.
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub since: Option<String>,
+    /// RFC 3339 time; events before it (after `since` when both are given).
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub until: Option<String>,
+    /// Absent: a page of JSON. `csv` or `json`: the whole filtered log as a download.
+    #[param(value_type = Option<ExportFormat>)]
+    pub format: Option<String>,
+    /// How many items per page.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 20)]
+    pub page_size: Option<String>,
+    /// The `next_page_token` of the previous page, as it was handed out.
+    pub page_token: Option<String>,
+}
+
+/// `format`: the whole filtered log as one download.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // documents the parameter; `AuditQuery::export` reads it
+pub enum ExportFormat {
+    Json,
+    Csv,
+}
+
+/// How the log is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Export {
+    Page,
+    Csv,
+    Json,
+}
+
+impl AuditQuery {
+    pub fn filter(&self) -> Result<AuditFilter, DomainError> {
+        let mut fields = QueryFields::default();
+        let time = |raw: &str| {
+            DateTime::parse_from_rfc3339(raw)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        };
+        const TIME: &str = "must be an RFC 3339 time, e.g. 2026-11-22T09:00:00Z";
+        let since = fields.read("since", &self.since, TIME, time);
+        let until = fields.read("until", &self.until, TIME, time);
+        let project_id = project_filter(&mut fields, &self.project_id);
+        let outcome = fields.read(
+            "outcome",
+            &self.outcome,
+            "must be success, denied or failure",
+            Outcome::parse,
+        );
+        // `until` at or before `since` is an empty range, answered as one (no events): a rule
+        // between two parameters is one the API's document cannot state to clients.
+        fields.finish(AuditFilter {
+            action: QueryFields::text(&self.action),
+            actor: QueryFields::text(&self.actor),
+            project_id,
+            outcome,
+            since,
+            until,
+        })
+    }
+
+    pub fn export(&self) -> Result<Export, DomainError> {
+        match self.format.as_deref() {
+            None | Some("") => Ok(Export::Page),
+            Some("json") => Ok(Export::Json),
+            Some("csv") => Ok(Export::Csv),
+            Some(_) => Err(DomainError::invalid(
+                "format",
+                "must be \"json\" or \"csv\"",
+            )),
+        }
+    }
+
+    /// The filters as a query string, for export and paging links.
+    pub fn filter_query(&self) -> String {
+        query_string(&[
+            ("action", &self.action),
+            ("actor", &self.actor),
+            ("project_id", &self.project_id),
+            ("outcome", &self.outcome),
+            ("since", &self.since),
+            ("until", &self.until),
+        ])
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams, Default)]
+#[into_params(parameter_in = Query)]
+pub struct KeyStatusQuery {
+    /// `active`, `access_denied`, `disabled`, `pending_deletion`, `not_found` or `unreachable`.
+    #[param(value_type = Option<wire::KeyStatus>)]
+    pub status: Option<String>,
+    /// `aws_kms`, `azure_key_vault` or `local`.
+    #[param(value_type = Option<wire::Provider>)]
+    pub provider: Option<String>,
+    /// Keys of this project only.
+    #[param(value_type = Option<uuid::Uuid>)]
+    pub project_id: Option<String>,
+    /// How many items per page.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 20)]
+    pub page_size: Option<String>,
+    /// The `next_page_token` of the previous page, as it was handed out.
+    pub page_token: Option<String>,
+}
+
+impl KeyStatusQuery {
+    pub fn filter(&self) -> Result<KeyStatusFilter, DomainError> {
+        let mut fields = QueryFields::default();
+        let status = fields.read(
+            "status",
+            &self.status,
+            "must be active, access_denied, disabled, pending_deletion, not_found or unreachable",
+            KeyStatus::parse,
+        );
+        let provider = fields.parse(&self.provider, Provider::parse);
+        let project_id = project_filter(&mut fields, &self.project_id);
+        fields.finish(KeyStatusFilter {
+            status,
+            provider,
+            project_id,
+        })
+    }
+
+    pub fn page(&self) -> Result<PageRequest, DomainError> {
+        PageRequest::parse(self.page_size.as_deref(), self.page_token.as_deref())
+    }
+}
+
+/// Percent-encodes a query-string value (RFC 3986 unreserved characters pass).
+pub fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `k=v&k=v` of the pairs whose value is present and not empty, for links that keep filters.
+pub fn query_string(pairs: &[(&str, &Option<String>)]) -> String {
+    pairs
+        .iter()
+        .filter_map(|(k, v)| {
+            v.as_deref()
+                .filter(|v| !v.is_empty())
+                .map(|v| format!("{k}={}", query_value(v)))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
