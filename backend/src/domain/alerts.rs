@@ -19,10 +19,10 @@ use zeroize::Zeroizing;
 
 use crate::domain::audit::{AuditDraft, AuditEvent};
 use crate::domain::clusters::PlatformKey;
+use crate::domain::error::StoreError;
 use crate::domain::identity::Caller;
 use crate::domain::kms::EncryptionContext;
 use crate::domain::page::{Page, PageRequest};
-use crate::domain::ports::StoreError;
 use crate::domain::{Console, DomainError, Environment};
 
 /// The event types a webhook receives.

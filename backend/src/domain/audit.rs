@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use crate::domain::error::StoreError;
 use crate::domain::identity::Caller;
 use crate::domain::page::{Page, PageRequest};
-use crate::domain::ports::StoreError;
 use crate::domain::secrets::constant_time_eq;
 use crate::domain::{Console, DomainError};
 
@@ -198,6 +198,22 @@ pub struct AuditDraft {
 }
 
 impl AuditDraft {
+    /// The event of a member's successful sign-in.
+    pub(crate) fn signed_in(
+        user: &crate::domain::identity::User,
+        now: DateTime<Utc>,
+        source_ip: Option<String>,
+    ) -> Self {
+        Self::new(
+            user.actor().label(),
+            Some(user.organization_id),
+            now,
+            "session.sign_in",
+            format!("user/{}", user.id),
+        )
+        .from_address(source_ip)
+    }
+
     pub fn by(caller: &Caller, at: DateTime<Utc>, action: &'static str, target: String) -> Self {
         Self {
             id: Uuid::now_v7(),

@@ -1,7 +1,58 @@
 //! What a use case can refuse, in the domain's words. The HTTP layer maps each variant to a
 //! status and a problem `type`; nothing here formats a response.
 
-use crate::domain::ports::StoreError;
+/// Why a request body could not be received whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("the body is larger than allowed")]
+    TooLarge,
+    #[error("the body did not arrive in time")]
+    TimedOut,
+    #[error("the body could not be read")]
+    Broken,
+}
+
+/// Which uniqueness rule a refused write broke, so a caller never reports the wrong reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Constraint {
+    /// Project names are unique within an organization.
+    ProjectName,
+    /// R4: one key per (project, provider, region).
+    KeyPerRegion,
+    /// One pending invitation per email and organization.
+    PendingInvitation,
+    /// Cluster names are unique within a project.
+    ClusterName,
+    /// A row still refers to the one being deleted (a key that a cluster or backup uses).
+    InUse,
+    /// Any other unique index or primary key, named as the database named it.
+    Other(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint refused the write; the variant says which.
+    #[error("conflict on {0:?}")]
+    Conflict(Constraint),
+    /// The database cannot be reached right now (down, restarting, pool exhausted): the
+    /// request may be tried again later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The transaction lost a race with another writer (serialization failure, deadlock, a
+    /// busy SQLite file) and was rolled back; the store retries these itself.
+    #[error("write contention: {0}")]
+    Contention(String),
+    /// The database answered with an error.
+    #[error("database error: {0}")]
+    Database(String),
+    /// A stored value could not be read back into a domain type.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database file itself is damaged (SQLite's integrity check or a read failed on a
+    /// malformed page): the console stops writing to it and reports not ready.
+    #[error("database damaged: {0}")]
+    Damaged(String),
+}
 
 /// A rule with its own stable problem type (`https://cmek-console.dev/rules/<slug>`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,7 +178,7 @@ pub enum DomainError {
     #[error("{action}: the KMS could not provide the data key")]
     KeyUnusable {
         action: &'static str,
-        failures: Vec<crate::domain::clusters::RegionFailure>,
+        failures: Vec<crate::domain::kms::RegionFailure>,
     },
     /// Stored data failed its integrity check (altered, truncated, moved): nothing of it is
     /// returned.
@@ -138,7 +189,7 @@ pub enum DomainError {
     Storage(String),
     /// A request body that could not be received whole.
     #[error("request body: {0}")]
-    Body(crate::domain::clusters::BodyError),
+    Body(BodyError),
     /// The key failed a required check of Test Encryption Key; nothing was created.
     #[error("the encryption key test failed")]
     ChecksFailed(crate::domain::keys::checks::Checklist),

@@ -10,7 +10,6 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::domain::DomainError;
-use crate::domain::audit::AuditDraft;
 use crate::domain::error::Rule;
 pub use crate::domain::secrets::{NewSecret, hash_secret};
 
@@ -180,18 +179,6 @@ impl User {
             id: self.id,
             name: self.display_name.clone(),
         }
-    }
-
-    /// The event of this member's successful sign-in.
-    pub(crate) fn signed_in(&self, now: DateTime<Utc>, source_ip: Option<String>) -> AuditDraft {
-        AuditDraft::new(
-            self.actor().label(),
-            Some(self.organization_id),
-            now,
-            "session.sign_in",
-            format!("user/{}", self.id),
-        )
-        .from_address(source_ip)
     }
 }
 

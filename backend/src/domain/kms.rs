@@ -244,3 +244,12 @@ pub trait KeyProvider: Send + Sync {
         }
     }
 }
+
+/// A region whose key the KMS refused or could not be reached for.
+#[derive(Clone, Debug)]
+pub struct RegionFailure {
+    pub region: String,
+    /// The key as users know it (ARN, local key id), or the platform key.
+    pub key: String,
+    pub error: KmsError,
+}

@@ -9,8 +9,8 @@ use uuid::Uuid;
 use crate::domain::Environment;
 use crate::domain::audit::AuditDraft;
 use crate::domain::error::Rule;
+use crate::domain::error::StoreError;
 use crate::domain::identity::Caller;
-use crate::domain::ports::StoreError;
 use crate::domain::{Console, DomainError};
 
 #[derive(Clone, Debug)]

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use crate::domain::audit::AuditDraft;
 use crate::domain::error::Rule;
+use crate::domain::error::{Constraint, StoreError};
 use crate::domain::identity::{Actor, Caller, Role, User};
-use crate::domain::ports::{Constraint, StoreError};
 use crate::domain::sso::SsoIdentity;
 use crate::domain::{Console, DomainError, FieldError};
 

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod clusters;
 pub mod error;
 pub mod identity;
+pub mod jobs;
 pub mod keys;
 pub mod kms;
 pub mod local_kms;
@@ -44,7 +45,7 @@ pub struct Console {
     local_admin: Option<Arc<dyn local_kms::LocalKeyAdmin>>,
     sso: Option<Arc<dyn sso::IdentityProvider>>,
     audit_keys: audit::ChainKeys,
-    clusters: Option<clusters::ClusterParts>,
+    clusters: Option<clusters::parts::ClusterParts>,
     alerts: Option<alerts::AlertParts>,
     /// The audit page's last verification of the chain.
     chain_status: Arc<tokio::sync::Mutex<Option<audit::ChainStatus>>>,
@@ -137,7 +138,7 @@ impl Console {
     }
 
     /// Turns clusters on, with where their bytes go.
-    pub fn with_clusters(mut self, parts: clusters::ClusterParts) -> Self {
+    pub fn with_clusters(mut self, parts: clusters::parts::ClusterParts) -> Self {
         self.clusters = Some(parts);
         self
     }

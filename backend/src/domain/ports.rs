@@ -9,54 +9,16 @@ use uuid::Uuid;
 use crate::domain::audit::{AuditDraft, AuditEvent, AuditFilter, ChainRow};
 use crate::domain::clusters::{Backup, Cluster, ClusterState, ObjectName, StoredObject};
 use crate::domain::identity::{ApiKey, Organization, Role, Session, SignInLink, User};
-use crate::domain::keys::status_report::KeyStatusFilter;
+use crate::domain::keys::KeyStatusFilter;
 use crate::domain::keys::{EncryptionKey, KeyStatus, Provider, StatusChange};
 use crate::domain::local_kms::LocalKey;
 use crate::domain::members::{Invitation, MembershipChange};
 use crate::domain::page::PageRequest;
 use crate::domain::projects::Project;
 
-/// Which uniqueness rule a refused write broke, so a caller never reports the wrong reason.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Constraint {
-    /// Project names are unique within an organization.
-    ProjectName,
-    /// R4: one key per (project, provider, region).
-    KeyPerRegion,
-    /// One pending invitation per email and organization.
-    PendingInvitation,
-    /// Cluster names are unique within a project.
-    ClusterName,
-    /// A row still refers to the one being deleted (a key that a cluster or backup uses).
-    InUse,
-    /// Any other unique index or primary key, named as the database named it.
-    Other(String),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A unique constraint refused the write; the variant says which.
-    #[error("conflict on {0:?}")]
-    Conflict(Constraint),
-    /// The database cannot be reached right now (down, restarting, pool exhausted): the
-    /// request may be tried again later.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// The transaction lost a race with another writer (serialization failure, deadlock, a
-    /// busy SQLite file) and was rolled back; the store retries these itself.
-    #[error("write contention: {0}")]
-    Contention(String),
-    /// The database answered with an error.
-    #[error("database error: {0}")]
-    Database(String),
-    /// A stored value could not be read back into a domain type.
-    #[error("corrupt row: {0}")]
-    Corrupt(String),
-    /// The database file itself is damaged (SQLite's integrity check or a read failed on a
-    /// malformed page): the console stops writing to it and reports not ready.
-    #[error("database damaged: {0}")]
-    Damaged(String),
-}
+// Storage failures are the domain's own errors (error.rs); adapters name them from here too.
+pub use crate::domain::error::{Constraint, StoreError};
+pub use crate::domain::jobs::{Job, JobKind};
 
 /// Everything the domain needs from storage, one port per aggregate. The sea-orm adapter in
 /// `store/` implements each; `domain::testing` holds an in-memory one for fast rule tests.
@@ -445,18 +407,21 @@ pub trait ClusterStore: Send + Sync {
         cluster_id: Uuid,
         name: &ObjectName,
     ) -> Result<Option<StoredObject>, StoreError>;
-    /// Records a new version of an object, if the cluster is still available.
+    /// Records a new version of an object, if the cluster is still available (a backup's
+    /// lease is judged at the object's `updated_at`, the console's clock).
     async fn put_object(
         &self,
         cluster_id: Uuid,
         object: &StoredObject,
     ) -> Result<ObjectWrite, StoreError>;
     /// Removes an object from the index: None when there is no such object; else, as for
-    /// `put_object`, the version to delete now (none while a backup reads the cluster).
+    /// `put_object`, the version to delete now (none while a backup reads the cluster, whose
+    /// lease is judged at `now`).
     async fn delete_object(
         &self,
         cluster_id: Uuid,
         name: &ObjectName,
+        now: DateTime<Utc>,
     ) -> Result<Option<ObjectWrite>, StoreError>;
     /// Starts reading the cluster for backup `backup`: until `finish_backup`, or until its
     /// lease lapses unrenewed, replaced versions are kept. Returns the objects as they are
@@ -504,6 +469,7 @@ pub trait ClusterStore: Send + Sync {
         organization_id: Uuid,
         key_id: Uuid,
     ) -> Result<Vec<Backup>, StoreError>;
+    /// The objects a backup holds, each dated when the backup was taken.
     async fn backup_objects(&self, backup_id: Uuid) -> Result<Vec<StoredObject>, StoreError>;
     async fn delete_backup(
         &self,
@@ -511,37 +477,6 @@ pub trait ClusterStore: Send + Sync {
         id: Uuid,
         audit: AuditDraft,
     ) -> Result<(), StoreError>;
-}
-
-/// Durable work that follows a change: written in the same transaction as the change, leased
-/// by one instance at a time, retried with back-off until it succeeds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum JobKind {
-    /// Bring the clusters that use a key (subject) in line with its status and its
-    /// versions' statuses, under each project's revocation policy.
-    ReconcileKey,
-}
-
-impl JobKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::ReconcileKey => "reconcile_key",
-        }
-    }
-}
-
-/// A leased job.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Job {
-    pub id: Uuid,
-    pub kind: JobKind,
-    pub organization_id: Uuid,
-    pub subject: Uuid,
-    /// Grows each time the job is queued again; finishing an older generation leaves the
-    /// job queued.
-    pub generation: i64,
-    /// Failed attempts so far.
-    pub attempts: i32,
 }
 
 /// What a key version still in use was last seen as, by the monitor.

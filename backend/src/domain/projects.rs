@@ -6,10 +6,10 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::domain::audit::AuditDraft;
+use crate::domain::error::{Constraint, StoreError};
 use crate::domain::error::{FieldError, Rule};
 use crate::domain::identity::Caller;
 use crate::domain::page::{Page, PageRequest};
-use crate::domain::ports::{Constraint, StoreError};
 use crate::domain::{Console, DomainError};
 
 pub const PROJECT_NAME_MAX: usize = 64;
@@ -335,7 +335,7 @@ impl Console {
             for key in self.store.keys(caller.organization_id, id).await? {
                 self.store
                     .enqueue_job(
-                        crate::domain::ports::JobKind::ReconcileKey,
+                        crate::domain::jobs::JobKind::ReconcileKey,
                         caller.organization_id,
                         key.id,
                         now,

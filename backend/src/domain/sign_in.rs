@@ -160,8 +160,7 @@ impl Console {
             }
         };
         let (session, token) = self.new_session(user.id, now);
-        let audit = user
-            .signed_in(now, source_ip)
+        let audit = AuditDraft::signed_in(&user, now, source_ip)
             .detail(serde_json::json!({ "method": "link", "session": session.id }));
         if self
             .store

@@ -169,7 +169,7 @@ impl Console {
             return Ok(Err(SsoRefusal::NotInvited));
         };
         let (session, token) = self.new_session(user.id, now);
-        let audit = user.signed_in(now, source_ip).detail(
+        let audit = AuditDraft::signed_in(&user, now, source_ip).detail(
             serde_json::json!({ "method": "sso", "issuer": identity.issuer, "session": session.id }),
         );
         self.store.open_session(&session, audit).await?;

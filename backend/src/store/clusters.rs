@@ -203,14 +203,19 @@ async fn object_row(
         .await?)
 }
 
-/// Whether the cluster is available, and whether a backup is reading it, inside a write.
-async fn serving(db: &impl ConnectionTrait, cluster_id: Uuid) -> Result<Option<bool>, StoreError> {
+/// Whether the cluster is available, and whether a backup is reading it at `now` (the
+/// console's clock, as the lease was taken with it), inside a write.
+async fn serving(
+    db: &impl ConnectionTrait,
+    cluster_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<bool>, StoreError> {
     let row = clusters::Entity::find_by_id(cluster_id).one(db).await?;
     Ok(row
         .filter(|c| c.state == ClusterState::Available.as_str())
         .map(|c| {
             c.backup_started_at
-                .is_some_and(|at| Utc::now() - at < BACKUP_LEASE)
+                .is_some_and(|at| now - at < BACKUP_LEASE)
         }))
 }
 
@@ -506,7 +511,7 @@ impl ClusterStore for SeaStore {
         object: &StoredObject,
     ) -> Result<ObjectWrite, StoreError> {
         audited!(self, quietly, |txn| {
-            match serving(txn, cluster_id).await? {
+            match serving(txn, cluster_id, object.updated_at).await? {
                 None => (ObjectWrite::ClusterNotAvailable, false),
                 Some(backup_running) => {
                     let existing = object_row(txn, cluster_id, &object.name).await?;
@@ -545,9 +550,10 @@ impl ClusterStore for SeaStore {
         &self,
         cluster_id: Uuid,
         name: &ObjectName,
+        now: DateTime<Utc>,
     ) -> Result<Option<ObjectWrite>, StoreError> {
         audited!(self, quietly, |txn| {
-            match serving(txn, cluster_id).await? {
+            match serving(txn, cluster_id, now).await? {
                 None => (Some(ObjectWrite::ClusterNotAvailable), false),
                 Some(backup_running) => {
                     let existing = object_row(txn, cluster_id, name).await?;
@@ -574,7 +580,7 @@ impl ClusterStore for SeaStore {
         now: DateTime<Utc>,
     ) -> Result<BackupStart, StoreError> {
         audited!(self, quietly, |txn| {
-            match serving(txn, cluster_id).await? {
+            match serving(txn, cluster_id, now).await? {
                 None => (BackupStart::NotAvailable, false),
                 Some(true) => (BackupStart::AlreadyRunning, false),
                 Some(false) => {
@@ -755,6 +761,11 @@ impl ClusterStore for SeaStore {
     }
 
     async fn backup_objects(&self, backup_id: Uuid) -> Result<Vec<StoredObject>, StoreError> {
+        let taken = backups::Entity::find_by_id(backup_id)
+            .one(&self.db)
+            .await?
+            .map(|b| b.created_at)
+            .ok_or_else(|| corrupt("backup", backup_id))?;
         backup_objects::Entity::find()
             .filter(backup_objects::Column::BackupId.eq(backup_id))
             .order_by_asc(backup_objects::Column::Name)
@@ -769,7 +780,7 @@ impl ClusterStore for SeaStore {
                     version: m.version,
                     size_bytes: u64::try_from(m.size_bytes)
                         .map_err(|_| corrupt("backup object of", m.backup_id))?,
-                    updated_at: Utc::now(),
+                    updated_at: taken,
                 })
             })
             .collect()

@@ -345,7 +345,7 @@ impl CredentialStore for SeaStore {
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         audited!(self, audit, |txn| {
-            super::members::set_session_user(txn, session_id, user_id).await?;
+            set_session_user(txn, session_id, user_id).await?;
             ((), true)
         })
     }
@@ -446,4 +446,17 @@ impl CredentialStore for SeaStore {
     ) -> Result<u32, StoreError> {
         super::rate_limits::count(&self.db, bucket, window_start).await
     }
+}
+
+pub async fn set_session_user(
+    db: &impl ConnectionTrait,
+    session_id: Uuid,
+    user_id: Uuid,
+) -> Result<(), StoreError> {
+    sessions::Entity::update_many()
+        .col_expr(sessions::Column::UserId, Expr::value(user_id))
+        .filter(sessions::Column::Id.eq(session_id))
+        .exec(db)
+        .await?;
+    Ok(())
 }

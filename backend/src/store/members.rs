@@ -98,19 +98,6 @@ pub async fn memberships(
         .collect())
 }
 
-pub async fn set_session_user(
-    db: &impl ConnectionTrait,
-    session_id: Uuid,
-    user_id: Uuid,
-) -> Result<(), StoreError> {
-    sessions::Entity::update_many()
-        .col_expr(sessions::Column::UserId, Expr::value(user_id))
-        .filter(sessions::Column::Id.eq(session_id))
-        .exec(db)
-        .await?;
-    Ok(())
-}
-
 async fn member(
     db: &impl ConnectionTrait,
     organization_id: Uuid,

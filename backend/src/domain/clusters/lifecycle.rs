@@ -8,18 +8,18 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::keyring::ClusterKeys;
+use super::parts::ClusterParts;
 use super::{
-    Cluster, ClusterParts, ClusterRegion, ClusterRequestInput, ClusterState, NewCluster,
-    RegionFailure, Tier,
+    Cluster, ClusterRegion, ClusterRequestInput, ClusterState, NewCluster, RegionFailure, Tier,
 };
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::error::Rule;
+use crate::domain::error::{Constraint, StoreError};
 use crate::domain::identity::Caller;
 use crate::domain::keys::region::Region;
 use crate::domain::keys::{EncryptionKey, KeyStatus, Provider};
 use crate::domain::kms::{DataKey, EncryptionContext, PlaintextKey};
 use crate::domain::page::{Page, PageRequest};
-use crate::domain::ports::{Constraint, StoreError};
 use crate::domain::projects::Project;
 use crate::domain::{Console, DomainError};
 

@@ -12,45 +12,24 @@ mod reaction;
 mod request;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
-
-use crate::domain::blobs::BlobStore;
-use crate::domain::ports::ClusterStore;
 
 use crate::domain::FieldError;
 use crate::domain::keys::Provider;
 use crate::domain::keys::region::Region;
 use crate::domain::kms::{DataKey, EncryptionContext, KmsError, PlaintextKey};
 
+pub use crate::domain::kms::RegionFailure;
+
+pub mod parts;
 pub use driver::ManifestDriver;
 pub use keyring::DataKeyRing;
 pub use lifecycle::{PLATFORM_KEY, RegionKeyFacts, describe_failures};
 pub use objects::{BodyError, MAX_OBJECT_BYTES, ObjectBody, ObjectRead};
 pub use reaction::{Keys, Reaction, ReconcileReport, effective_policy, reaction};
 pub use request::{ClusterRequestInput, NewCluster};
-
-/// What clusters need besides the store and the KMS: where their bytes go, the driver, the
-/// platform key for projects without CMEK, and this process's plaintext data keys.
-#[derive(Clone)]
-pub struct ClusterParts {
-    pub store: Arc<dyn ClusterStore>,
-    pub blobs: Arc<dyn BlobStore>,
-    pub driver: Arc<dyn ClusterDriver>,
-    pub platform: Arc<dyn PlatformKey>,
-    pub ring: Arc<DataKeyRing>,
-    /// Data-key calls to a KMS (generate and unwrap) made for clusters and backups: none
-    /// per object operation, one per cluster-region per resume.
-    pub kms_calls: Arc<AtomicU64>,
-    /// Each key's rotation status as last asked, and when (the cluster page shows it).
-    pub rotation: RotationStatuses,
-    /// The memory uploads may hold at once, in MiB (`CMEK_UPLOAD_MEMORY_MIB`): an upload
-    /// takes what its copies' buffers need before it starts, and is refused with 503 when
-    /// that is not free.
-    pub upload_memory: UploadMemory,
-}
 
 /// A budget of memory for uploads, in MiB.
 #[derive(Clone)]
@@ -388,15 +367,6 @@ pub trait ClusterDriver: Send + Sync {
         keys: &[(Region, &PlaintextKey)],
     ) -> Result<(), crate::domain::DomainError>;
     async fn destroy(&self, cluster: &Cluster) -> Result<(), crate::domain::DomainError>;
-}
-
-/// A region whose key the KMS refused or could not be reached for.
-#[derive(Clone, Debug)]
-pub struct RegionFailure {
-    pub region: String,
-    /// The key as users know it (ARN, local key id), or the platform key.
-    pub key: String,
-    pub error: KmsError,
 }
 
 #[cfg(test)]

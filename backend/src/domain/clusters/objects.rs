@@ -21,16 +21,7 @@ use crate::domain::page::{Page, PageRequest};
 use crate::domain::ports::ObjectWrite;
 use crate::domain::{Console, DomainError};
 
-/// Why a request body could not be received whole.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum BodyError {
-    #[error("the body is larger than allowed")]
-    TooLarge,
-    #[error("the body did not arrive in time")]
-    TimedOut,
-    #[error("the body could not be read")]
-    Broken,
-}
+pub use crate::domain::error::BodyError;
 
 /// A body as it arrives (actix's payload is not `Send`, and need not be).
 pub type ObjectBody<'a> = Pin<Box<dyn Stream<Item = Result<Bytes, BodyError>> + 'a>>;
@@ -495,7 +486,11 @@ impl Console {
         let name = ObjectName::parse(name).map_err(|e| DomainError::Invalid(vec![e]))?;
         self.serving_keys(&cluster).await?;
         let parts = self.cluster_parts()?;
-        match parts.store.delete_object(cluster.id, &name).await? {
+        match parts
+            .store
+            .delete_object(cluster.id, &name, self.clock.now())
+            .await?
+        {
             Some(ObjectWrite::Recorded { replaced }) => {
                 self.delete_versions(&cluster, replaced.as_slice()).await;
                 Ok(())

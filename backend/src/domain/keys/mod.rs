@@ -71,6 +71,14 @@ impl Provider {
     }
 }
 
+/// Which keys Key Status and the API list: by status, provider and project.
+#[derive(Clone, Debug, Default)]
+pub struct KeyStatusFilter {
+    pub status: Option<KeyStatus>,
+    pub provider: Option<Provider>,
+    pub project_id: Option<Uuid>,
+}
+
 /// How the platform reaches an AWS key (R12).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AwsAccess {

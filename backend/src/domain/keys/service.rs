@@ -13,9 +13,9 @@ use super::region::Region;
 use super::{EncryptionKey, KeyRef, KeyRequest, KeyRequestInput, KeyStatus};
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::error::Rule;
+use crate::domain::error::{Constraint, StoreError};
 use crate::domain::identity::Caller;
 use crate::domain::kms::{EncryptionContext, KeyProvider};
-use crate::domain::ports::{Constraint, StoreError};
 use crate::domain::{Console, DomainError, FieldError};
 
 /// An Azure key is saved with the tenant its vault was found in: the vault is the customer's

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use uuid::Uuid;
 
-use super::{EncryptionKey, KeyStatus, Provider};
+use super::{EncryptionKey, KeyStatus};
 use crate::domain::clusters::{Cluster, ClusterState};
 use crate::domain::identity::Caller;
 use crate::domain::page::{Page, PageRequest};
@@ -22,12 +22,7 @@ pub const STATUSES: [KeyStatus; 6] = [
     KeyStatus::Unreachable,
 ];
 
-#[derive(Clone, Debug, Default)]
-pub struct KeyStatusFilter {
-    pub status: Option<KeyStatus>,
-    pub provider: Option<Provider>,
-    pub project_id: Option<Uuid>,
-}
+pub use crate::domain::keys::KeyStatusFilter;
 
 /// What a key's status means for one cluster that uses it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

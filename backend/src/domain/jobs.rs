@@ -1,0 +1,34 @@
+//! The kinds of durable work (the `jobs` table): what a change leaves to do, written with it.
+
+use uuid::Uuid;
+
+/// Durable work that follows a change: written in the same transaction as the change, leased
+/// by one instance at a time, retried with back-off until it succeeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobKind {
+    /// Bring the clusters that use a key (subject) in line with its status and its
+    /// versions' statuses, under each project's revocation policy.
+    ReconcileKey,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::ReconcileKey => "reconcile_key",
+        }
+    }
+}
+
+/// A leased job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    pub id: Uuid,
+    pub kind: JobKind,
+    pub organization_id: Uuid,
+    pub subject: Uuid,
+    /// Grows each time the job is queued again; finishing an older generation leaves the
+    /// job queued.
+    pub generation: i64,
+    /// Failed attempts so far.
+    pub attempts: i32,
+}
