@@ -1,97 +1,79 @@
-//! Prometheus metrics: request counts and latency histograms by method, route pattern and
-//! status. Route patterns (`/api/v1/projects/{project_id}`), never raw paths, keep the
-//! number of series bounded.
+//! Prometheus metrics of HTTP requests: counts and latency histograms by method, route pattern
+//! and status, kept by the Prometheus project's Rust client (`prometheus-client`): each series
+//! is found under a read lock and counted with atomics, so requests do not queue behind one
+//! lock. Route patterns (`/api/v1/projects/{project_id}`), never raw paths, keep the number of
+//! series bounded. The metric names are the ones dashboards already use.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 const BUCKETS: [f64; 11] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-#[derive(Default)]
-struct Series {
-    count: u64,
-    sum: f64,
-    buckets: [u64; BUCKETS.len()],
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Request {
+    method: String,
+    route: String,
+    status: u16,
 }
 
-#[derive(Default)]
+type Durations = Family<Request, Histogram, fn() -> Histogram>;
+
 pub struct Metrics {
-    series: Mutex<BTreeMap<(String, String, u16), Series>>,
+    registry: Registry,
+    requests: Family<Request, Counter>,
+    durations: Durations,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let requests = Family::<Request, Counter>::default();
+        let durations: Durations = Family::new_with_constructor(|| Histogram::new(BUCKETS));
+        let mut registry = Registry::default();
+        // The client adds `_total` to a counter's name and a period to its help.
+        registry.register("http_requests", "HTTP requests answered", requests.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer HTTP requests",
+            durations.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            durations,
+        }
+    }
 }
 
 impl Metrics {
     pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        let Ok(mut series) = self.series.lock() else {
-            return;
+        let labels = Request {
+            method: method.to_owned(),
+            route: route.to_owned(),
+            status,
         };
-        let s = series
-            .entry((method.to_owned(), route.to_owned(), status))
-            .or_default();
-        s.count += 1;
-        s.sum += secs;
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                s.buckets[i] += 1;
-            }
-        }
+        self.requests.get_or_create(&labels).inc();
+        self.durations
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
     }
 
     /// The text exposition format, version 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let Ok(series) = self.series.lock() else {
-            return out;
-        };
-        out.push_str("# HELP http_requests_total HTTP requests answered.\n");
-        out.push_str("# TYPE http_requests_total counter\n");
-        for ((method, route, status), s) in series.iter() {
-            let _ = writeln!(
-                out,
-                "http_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {}",
-                escape(route),
-                s.count
-            );
-        }
-        out.push_str("# HELP http_request_duration_seconds Time to answer HTTP requests.\n");
-        out.push_str("# TYPE http_request_duration_seconds histogram\n");
-        for ((method, route, status), s) in series.iter() {
-            let labels = format!(
-                "method=\"{method}\",route=\"{}\",status=\"{status}\"",
-                escape(route)
-            );
-            for (bound, n) in BUCKETS.iter().zip(s.buckets) {
-                let _ = writeln!(
-                    out,
-                    "http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                s.count
-            );
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_sum{{{labels}}} {}",
-                s.sum
-            );
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_count{{{labels}}} {}",
-                s.count
-            );
+        if let Err(err) =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+        {
+            tracing::warn!(error = %err, "HTTP metrics could not be written");
         }
         out
     }
-}
-
-fn escape(label: &str) -> String {
-    label.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 #[cfg(test)]
@@ -103,8 +85,34 @@ mod tests {
         let m = Metrics::default();
         m.observe("GET", "/x", 200, Duration::from_millis(3));
         let text = m.render();
-        assert!(text.contains(r#"http_requests_total{method="GET",route="/x",status="200"} 1"#));
-        assert!(text.contains(r#"route="/x",status="200",le="0.0025"} 0"#));
-        assert!(text.contains(r#"route="/x",status="200",le="0.005"} 1"#));
+        assert!(
+            text.contains("# TYPE http_requests_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"http_requests_total{method="GET",route="/x",status="200"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"route="/x",status="200",le="0.0025"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"route="/x",status="200",le="0.005"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"http_request_duration_seconds_count{method="GET",route="/x",status="200"} 1"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_route_with_a_quote_is_escaped() {
+        let m = Metrics::default();
+        m.observe("GET", "/a\"b", 404, Duration::from_millis(1));
+        assert!(m.render().contains(r#"route="/a\"b""#));
     }
 }
