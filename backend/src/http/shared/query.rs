@@ -234,17 +234,16 @@ impl KeyStatusQuery {
     }
 }
 
+/// What a query-string value keeps as it is: RFC 3986's unreserved characters.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Percent-encodes a query-string value (RFC 3986 unreserved characters pass).
 pub fn query_value(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(value, QUERY_VALUE).to_string()
 }
 
 /// `k=v&k=v` of the pairs whose value is present and not empty, for links that keep filters.
@@ -258,4 +257,18 @@ pub fn query_string(pairs: &[(&str, &Option<String>)]) -> String {
         })
         .collect::<Vec<_>>()
         .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_keep_only_unreserved_characters() {
+        assert_eq!(query_value("a-b_c.d~e"), "a-b_c.d~e");
+        assert_eq!(
+            query_value("reports/q1 é&x=1"),
+            "reports%2Fq1%20%C3%A9%26x%3D1"
+        );
+    }
 }
