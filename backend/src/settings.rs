@@ -601,11 +601,7 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
 
 fn prepare_private_file(dir: &Path, file: &Path) -> std::io::Result<()> {
     private_dir(dir)?;
-    let mut options = std::fs::OpenOptions::new();
-    options.create(true).append(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(file)?;
+    crate::crypto::keys::private_file(crate::crypto::keys::Private::Append).open(file)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

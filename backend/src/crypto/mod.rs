@@ -1,3 +1,4 @@
 //! Cryptographic formats of our own making, built only from reviewed constructions.
 
+pub mod keys;
 pub mod sealed_object;

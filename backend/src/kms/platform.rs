@@ -8,7 +8,7 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use super::local::{fingerprint, key_file, random_key, seal, unseal};
+use crate::crypto::keys::{fingerprint, key_file, random_key, seal, unseal};
 use crate::domain::clusters::PlatformKey;
 use crate::domain::kms::{DataKey, EncryptionContext, KmsError, PlaintextKey};
 
@@ -28,7 +28,7 @@ impl PlatformKms {
         })
     }
 
-    /// The key's fingerprint (see `local::fingerprint`).
+    /// The key's fingerprint (see `crypto::keys::fingerprint`).
     pub fn fingerprint(&self) -> String {
         fingerprint(&self.key, "platform-data.key")
     }

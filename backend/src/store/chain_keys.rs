@@ -9,6 +9,7 @@ use std::path::Path;
 
 use rand::RngCore;
 
+use crate::crypto::keys::{Private, private_file};
 use crate::domain::audit::{ChainKey, ChainKeys};
 
 #[derive(Debug, thiserror::Error)]
@@ -102,11 +103,7 @@ fn append_new_key(path: &Path) -> Result<String, KeyFileError> {
     let mut secret = zeroize::Zeroizing::new([0u8; 32]);
     rand::rng().fill_bytes(secret.as_mut());
     let line = zeroize::Zeroizing::new(format!("{}\n", hex::encode(secret.as_ref())));
-    let mut options = std::fs::OpenOptions::new();
-    options.create(true).append(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(io(path))?;
+    let mut file = private_file(Private::Append).open(path).map_err(io(path))?;
     file.write_all(line.as_bytes()).map_err(io(path))?;
     file.sync_all().map_err(io(path))?;
     Ok(ChainKey::new(*secret).id().to_owned())
