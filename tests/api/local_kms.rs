@@ -225,27 +225,19 @@ async fn scripts_manage_local_keys_through_the_api_and_a_disabled_key_fails_its_
         .await;
     assert_eq!(refused.status(), 403);
 
-    let rotated: Value = app
-        .post_json(
-            &format!("/api/v1/local-kms/keys/{id}/rotate"),
-            &owner,
-            &json!({}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(rotated["version"], 2);
-
-    let disabled = app
-        .post_json(
-            &format!("/api/v1/local-kms/keys/{id}/disable"),
-            &owner,
-            &json!({}),
-        )
-        .await;
-    assert_eq!(disabled.status(), 200);
-    assert_eq!(disabled.json::<Value>().await.unwrap()["enabled"], false);
+    let press = async |action: &str| -> Value {
+        let response = app
+            .post_json(
+                &format!("/api/v1/local-kms/keys/{id}/{action}"),
+                &owner,
+                &json!({}),
+            )
+            .await;
+        assert_eq!(response.status(), 200, "{action}");
+        response.json().await.unwrap()
+    };
+    assert_eq!(press("rotate").await["version"], 2);
+    assert_eq!(press("disable").await["enabled"], false);
     let project = app.create_project(&owner, "dev", true).await["id"]
         .as_str()
         .unwrap()
@@ -265,17 +257,7 @@ async fn scripts_manage_local_keys_through_the_api_and_a_disabled_key_fails_its_
         "a disabled local key plays a revoked one"
     );
 
-    let enabled: Value = app
-        .post_json(
-            &format!("/api/v1/local-kms/keys/{id}/enable"),
-            &owner,
-            &json!({}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(enabled["enabled"], true);
+    assert_eq!(press("enable").await["enabled"], true);
     let unknown = app
         .post_json(
             &format!("/api/v1/local-kms/keys/{}/enable", uuid::Uuid::now_v7()),

@@ -116,14 +116,19 @@ pub async fn read(
     one(&state.console, &caller.0, path.into_inner()).await
 }
 
+/// Disable, enable or rotate, then the key as it is now.
 async fn change(
-    console: &Console,
-    caller: &Caller,
-    id: Uuid,
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<Uuid>,
     action: LocalKeyAction,
 ) -> Result<HttpResponse, ApiError> {
-    console.change_local_key(caller, id, action).await?;
-    one(console, caller, id).await
+    let id = path.into_inner();
+    state
+        .console
+        .change_local_key(&caller.0, id, action)
+        .await?;
+    one(&state.console, &caller.0, id).await
 }
 
 #[utoipa::path(
@@ -139,13 +144,7 @@ pub async fn disable(
     caller: ApiCaller,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    change(
-        &state.console,
-        &caller.0,
-        path.into_inner(),
-        LocalKeyAction::Disable,
-    )
-    .await
+    change(state, caller, path, LocalKeyAction::Disable).await
 }
 
 #[utoipa::path(
@@ -159,13 +158,7 @@ pub async fn enable(
     caller: ApiCaller,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    change(
-        &state.console,
-        &caller.0,
-        path.into_inner(),
-        LocalKeyAction::Enable,
-    )
-    .await
+    change(state, caller, path, LocalKeyAction::Enable).await
 }
 
 #[utoipa::path(
@@ -179,11 +172,5 @@ pub async fn rotate(
     caller: ApiCaller,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    change(
-        &state.console,
-        &caller.0,
-        path.into_inner(),
-        LocalKeyAction::Rotate,
-    )
-    .await
+    change(state, caller, path, LocalKeyAction::Rotate).await
 }
