@@ -22,6 +22,7 @@ use crate::domain::clusters::PlatformKey;
 use crate::domain::error::StoreError;
 use crate::domain::identity::Caller;
 use crate::domain::kms::EncryptionContext;
+use crate::domain::notice::Notice;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::{Console, DomainError, Environment};
 
@@ -55,7 +56,7 @@ pub const TEST_EVENTS_PER_MINUTE: u32 = 10;
 /// bounded by `ATTEMPT_TIMEOUT`.
 const SENDS_IN_FLIGHT: usize = 64;
 
-/// An alert the audit log implies: what type, for which webhooks, with what data.
+/// An alert: what type, for which webhooks, with what data.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Alert {
     pub event_type: &'static str,
@@ -64,100 +65,20 @@ pub struct Alert {
     pub data: Value,
 }
 
-fn target_id(target: &str, kind: &str) -> Option<String> {
-    target
-        .strip_prefix(kind)
-        .and_then(|rest| rest.strip_prefix('/'))
-        .map(str::to_owned)
-}
-
-/// The alert an audit event raises, if any: key status changes (by the monitor or Check now),
-/// clusters made inaccessible or marked "will not resume", failed resumes, test events.
-pub fn alert_for(event: &AuditEvent) -> Option<Alert> {
-    let detail = &event.detail;
-    let field = |name: &str| detail.get(name).cloned().unwrap_or(Value::Null);
-    let mut data = serde_json::Map::new();
-    data.insert("organization_id".into(), json!(event.organization_id));
-    data.insert("audit_event_id".into(), json!(event.id));
-    data.insert("actor".into(), json!(event.actor));
-    let (event_type, only_webhook) = match event.action.as_str() {
-        "encryption_key.status_changed" | "encryption_key.checked" => {
-            if field("from") == field("to") {
-                return None;
-            }
-            data.insert(
-                "key_id".into(),
-                json!(target_id(&event.target, "encryption_key")),
-            );
-            for name in [
-                "project_id",
-                "provider",
-                "region",
-                "key",
-                "from",
-                "to",
-                "message",
-            ] {
-                data.insert(name.into(), field(name));
-            }
-            ("key.status_changed", None)
+impl Alert {
+    /// The alert a recorded event raises, from the notice its use case gave it: the notice's
+    /// type and data, with what every alert names (the organization, the audit event, who).
+    pub fn of(notice: &Notice, event: &AuditEvent) -> Self {
+        let mut data = notice.data();
+        data.insert("organization_id".into(), json!(event.organization_id));
+        data.insert("audit_event_id".into(), json!(event.id));
+        data.insert("actor".into(), json!(event.actor));
+        Self {
+            event_type: notice.event_type(),
+            only_webhook: notice.only_webhook(),
+            data: Value::Object(data),
         }
-        "encryption_key.version_status_changed" => {
-            if field("from") == field("to") {
-                return None;
-            }
-            data.insert(
-                "key_id".into(),
-                json!(target_id(&event.target, "encryption_key")),
-            );
-            for name in [
-                "project_id",
-                "provider",
-                "region",
-                "key",
-                "version",
-                "data_keys",
-                "from",
-                "to",
-                "message",
-            ] {
-                data.insert(name.into(), field(name));
-            }
-            ("key.version_status_changed", None)
-        }
-        "cluster.inaccessible" | "cluster.will_not_resume" | "cluster.resume_failed" => {
-            data.insert(
-                "cluster_id".into(),
-                json!(target_id(&event.target, "cluster")),
-            );
-            for (name, value) in detail.as_object()?.iter() {
-                data.insert(name.clone(), value.clone());
-            }
-            let event_type = match event.action.as_str() {
-                "cluster.inaccessible" => "cluster.inaccessible",
-                "cluster.will_not_resume" => "cluster.will_not_resume",
-                _ => "cluster.resume_failed",
-            };
-            (event_type, None)
-        }
-        TEST_ACTION => {
-            let webhook = field("webhook_id")
-                .as_str()
-                .and_then(|id| Uuid::parse_str(id).ok())?;
-            data.insert("webhook_id".into(), json!(webhook));
-            data.insert(
-                "message".into(),
-                json!("A test event from cmek-console: this endpoint receives its alerts."),
-            );
-            ("webhook.test", Some(webhook))
-        }
-        _ => return None,
-    };
-    Some(Alert {
-        event_type,
-        only_webhook,
-        data: Value::Object(data),
-    })
+    }
 }
 
 /// The body sent: `{type, timestamp, data}` as Standard Webhooks recommends.
@@ -712,7 +633,10 @@ impl Console {
             TEST_ACTION,
             format!("webhook/{}", webhook.id),
         )
-        .detail(json!({ "webhook_id": webhook.id }));
+        .detail(json!({ "webhook_id": webhook.id }))
+        .notifies(Some(Notice::WebhookTest {
+            webhook_id: webhook.id,
+        }));
         Ok(self.store.append_audit(audit).await?)
     }
 
@@ -846,38 +770,52 @@ mod tests {
     }
 
     #[test]
-    fn key_changes_alert_and_checks_that_change_nothing_do_not() {
+    fn an_alert_carries_its_notice_and_names_the_event() {
+        use crate::domain::notice::{ClusterAlert, ClusterCause, KeyChange};
         let key = Uuid::now_v7();
-        let changed = event(
-            "encryption_key.checked",
-            &format!("encryption_key/{key}"),
-            json!({"from": "active", "to": "disabled", "project_id": "p"}),
-        );
-        let alert = alert_for(&changed).expect("an alert");
+        let project = Uuid::now_v7();
+        let recorded = event("encryption_key.checked", "encryption_key/x", json!({}));
+        let change = Notice::Key(KeyChange {
+            key_id: key,
+            project_id: project,
+            provider: "local",
+            region: "us-east-1".into(),
+            key: "k".into(),
+            from: "active",
+            to: "disabled",
+            message: None,
+            version: None,
+        });
+        let alert = Alert::of(&change, &recorded);
         assert_eq!(alert.event_type, "key.status_changed");
-        assert_eq!(alert.data["key_id"], json!(key.to_string()));
+        assert_eq!(alert.only_webhook, None);
+        assert_eq!(alert.data["key_id"], json!(key));
         assert_eq!(alert.data["to"], json!("disabled"));
-        let same = event(
-            "encryption_key.checked",
-            "encryption_key/x",
-            json!({"from": "active", "to": "active"}),
-        );
-        assert_eq!(alert_for(&same), None);
-        assert_eq!(
-            alert_for(&event("project.created", "project/x", json!({}))),
-            None
-        );
+        assert_eq!(alert.data["audit_event_id"], json!(recorded.id));
+        let cluster = Notice::Cluster(ClusterAlert {
+            cluster_id: Uuid::now_v7(),
+            project_id: project,
+            name: "orders".into(),
+            cause: ClusterCause::WillNotResume {
+                state: "paused",
+                key_id: key,
+                reason: "disabled".into(),
+            },
+        });
+        let alert = Alert::of(&cluster, &recorded);
+        assert_eq!(alert.event_type, "cluster.will_not_resume");
+        assert_eq!(alert.data["state"], json!("paused"));
     }
 
     #[test]
     fn a_test_event_goes_to_its_webhook_alone() {
         let webhook = Uuid::now_v7();
-        let alert = alert_for(&event(
-            TEST_ACTION,
-            &format!("webhook/{webhook}"),
-            json!({ "webhook_id": webhook }),
-        ))
-        .expect("an alert");
+        let alert = Alert::of(
+            &Notice::WebhookTest {
+                webhook_id: webhook,
+            },
+            &event(TEST_ACTION, &format!("webhook/{webhook}"), json!({})),
+        );
         assert_eq!(alert.only_webhook, Some(webhook));
         assert_eq!(alert.event_type, "webhook.test");
     }

@@ -195,9 +195,17 @@ pub struct AuditDraft {
     pub outcome: Outcome,
     pub source_ip: Option<String>,
     pub detail: serde_json::Value,
+    /// What the event tells the organization's webhooks, if anything: queued with it.
+    pub notice: Option<crate::domain::notice::Notice>,
 }
 
 impl AuditDraft {
+    /// Alerts the organization's webhooks with `notice` (none for `None`).
+    pub fn notifies(mut self, notice: Option<crate::domain::notice::Notice>) -> Self {
+        self.notice = notice;
+        self
+    }
+
     /// The event of a member's successful sign-in.
     pub(crate) fn signed_in(
         user: &crate::domain::identity::User,
@@ -225,6 +233,7 @@ impl AuditDraft {
             outcome: Outcome::Success,
             source_ip: caller.source_ip.clone(),
             detail: serde_json::Value::Object(Default::default()),
+            notice: None,
         }
     }
 
@@ -246,6 +255,7 @@ impl AuditDraft {
             outcome: Outcome::Success,
             source_ip: None,
             detail: serde_json::Value::Object(Default::default()),
+            notice: None,
         }
     }
 
@@ -636,6 +646,7 @@ mod tests {
                     outcome: Outcome::Success,
                     source_ip: None,
                     detail: serde_json::json!({}),
+                    notice: None,
                 }
                 .seal(seq, &prev, keys.current());
                 prev = event.hash.clone();

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod kms;
 pub mod local_kms;
 pub mod members;
+pub mod notice;
 pub mod organizations;
 pub mod page;
 pub mod ports;

@@ -25,9 +25,11 @@ pub async fn append(
     key: &ChainKey,
 ) -> Result<(), StoreError> {
     let (seq, prev_hash) = head(db).await?.unwrap_or((0, GENESIS.to_owned()));
+    let notice = draft.notice.clone();
     let event = draft.seal(seq + 1, &prev_hash, key);
-    // An alertable event queues its webhook deliveries in the same transaction.
-    super::webhooks::queue_alert(db, &event).await?;
+    // An event whose use case gave it a notice queues its webhook deliveries in the same
+    // transaction.
+    super::webhooks::queue_alert(db, &event, notice.as_ref()).await?;
     audit_events::Entity::insert(audit_events::ActiveModel {
         seq: Set(event.seq),
         id: Set(event.id),

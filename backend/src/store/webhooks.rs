@@ -13,18 +13,25 @@ use uuid::Uuid;
 use super::SeaStore;
 use super::entities::{webhook_attempts, webhook_deliveries, webhooks};
 use crate::domain::alerts::{
-    Attempt, AttemptOutcome, Delivery, DeliveryState, LeasedDelivery, Webhook, WebhookStore,
-    WebhookUrl, alert_for, payload,
+    Alert, Attempt, AttemptOutcome, Delivery, DeliveryState, LeasedDelivery, Webhook, WebhookStore,
+    WebhookUrl, payload,
 };
 use crate::domain::audit::{AuditDraft, AuditEvent};
+use crate::domain::notice::Notice;
 use crate::domain::page::PageRequest;
 use crate::domain::ports::StoreError;
 
-/// Queues one delivery per webhook of the event's organization when the event is an alert.
-pub async fn queue_alert(db: &impl ConnectionTrait, event: &AuditEvent) -> Result<(), StoreError> {
-    let (Some(organization_id), Some(alert)) = (event.organization_id, alert_for(event)) else {
+/// Queues one delivery per webhook of the event's organization for the notice its use case
+/// gave it (none without one).
+pub async fn queue_alert(
+    db: &impl ConnectionTrait,
+    event: &AuditEvent,
+    notice: Option<&Notice>,
+) -> Result<(), StoreError> {
+    let (Some(organization_id), Some(notice)) = (event.organization_id, notice) else {
         return Ok(());
     };
+    let alert = Alert::of(notice, event);
     let mut query =
         webhooks::Entity::find().filter(webhooks::Column::OrganizationId.eq(organization_id));
     if let Some(only) = alert.only_webhook {

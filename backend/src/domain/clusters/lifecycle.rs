@@ -19,6 +19,7 @@ use crate::domain::identity::Caller;
 use crate::domain::keys::region::Region;
 use crate::domain::keys::{EncryptionKey, KeyStatus, Provider};
 use crate::domain::kms::{DataKey, EncryptionContext, PlaintextKey};
+use crate::domain::notice::{ClusterAlert, ClusterCause, Notice};
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::projects::Project;
 use crate::domain::{Console, DomainError};
@@ -501,7 +502,12 @@ impl Console {
         from: &[ClusterState],
         to: ClusterState,
         last_error: Option<String>,
-        (action, outcome, mut detail): (&'static str, Outcome, serde_json::Value),
+        (action, outcome, mut detail, cause): (
+            &'static str,
+            Outcome,
+            serde_json::Value,
+            Option<ClusterCause>,
+        ),
     ) -> Result<bool, DomainError> {
         // Every cluster event names its project and cluster (the audit log filters by project).
         if let Some(fields) = detail.as_object_mut() {
@@ -519,7 +525,15 @@ impl Console {
             format!("cluster/{}", cluster.id),
         )
         .outcome(outcome)
-        .detail(detail);
+        .detail(detail)
+        .notifies(cause.map(|cause| {
+            Notice::Cluster(ClusterAlert {
+                cluster_id: cluster.id,
+                project_id: cluster.project_id,
+                name: cluster.name.as_str().to_owned(),
+                cause,
+            })
+        }));
         Ok(self
             .cluster_parts()?
             .store
@@ -560,6 +574,7 @@ impl Console {
                     "cluster.paused",
                     Outcome::Success,
                     json!({ "from": cluster.state.as_str() }),
+                    None,
                 ),
             )
             .await?;
@@ -600,6 +615,7 @@ impl Console {
                     "cluster.resume_started",
                     Outcome::Success,
                     json!({ "from": cluster.state.as_str() }),
+                    None,
                 ),
             )
             .await?;
@@ -632,6 +648,7 @@ impl Console {
                             "cluster.resume_interrupted",
                             Outcome::Failure,
                             json!({ "reason": "the console's database could not be read" }),
+                            None,
                         ),
                     )
                     .await;
@@ -657,6 +674,10 @@ impl Console {
                         "cluster.resume_failed",
                         Outcome::Failure,
                         json!({ "failures": failure_detail(&failures) }),
+                        Some(ClusterCause::ResumeFailed {
+                            failures: Some(json!(failure_detail(&failures))),
+                            error: None,
+                        }),
                     ),
                 )
                 .await?;
@@ -680,6 +701,10 @@ impl Console {
                     "cluster.resume_failed",
                     Outcome::Failure,
                     json!({ "error": said }),
+                    Some(ClusterCause::ResumeFailed {
+                        failures: None,
+                        error: Some(said.clone()),
+                    }),
                 ),
             )
             .await?;
@@ -699,6 +724,7 @@ impl Console {
                     "cluster.resumed",
                     Outcome::Success,
                     json!({ "regions": cluster.regions.len() }),
+                    None,
                 ),
             )
             .await?;
@@ -790,6 +816,7 @@ impl Console {
                     "cluster.delete_started",
                     Outcome::Success,
                     json!({ "from": cluster.state.as_str() }),
+                    None,
                 ),
             )
             .await?;

@@ -17,6 +17,7 @@ use super::{Cluster, ClusterState};
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::identity::{Caller, Role};
 use crate::domain::keys::{EncryptionKey, Provider, StatusChangeEvent};
+use crate::domain::notice::{ClusterAlert, ClusterCause, Notice};
 use crate::domain::ports::{Job, JobKind, KeyVersionStatus};
 use crate::domain::projects::{Project, RevocationPolicy};
 use crate::domain::{Console, DomainError};
@@ -272,6 +273,10 @@ impl Console {
                             "cluster.inaccessible",
                             Outcome::Failure,
                             json!({ "key_id": key_id, "reason": reason }),
+                            Some(ClusterCause::Inaccessible {
+                                key_id,
+                                reason: reason.clone(),
+                            }),
                         ),
                     )
                     .await?;
@@ -291,7 +296,17 @@ impl Console {
                     "state": cluster.state.as_str(),
                     "key_id": key_id,
                     "reason": reason,
-                }));
+                }))
+                .notifies(Some(Notice::Cluster(ClusterAlert {
+                    cluster_id: cluster.id,
+                    project_id: cluster.project_id,
+                    name: cluster.name.as_str().to_owned(),
+                    cause: ClusterCause::WillNotResume {
+                        state: cluster.state.as_str(),
+                        key_id,
+                        reason: reason.clone(),
+                    },
+                })));
                 let marked = parts
                     .store
                     .set_will_not_resume(cluster.organization_id, cluster.id, Some(reason), audit)

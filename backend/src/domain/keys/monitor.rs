@@ -18,6 +18,7 @@ use super::{EncryptionKey, KeyStatus};
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::identity::{Caller, Role};
 use crate::domain::kms::KeyProvider;
+use crate::domain::notice::{KeyChange, Notice};
 use crate::domain::ports::KeyVersionStatus;
 use crate::domain::{Console, DomainError};
 
@@ -169,6 +170,21 @@ impl StatusChangeEvent<'_> {
                 Outcome::Failure
             })
             .detail(detail)
+            .notifies((self.from != self.to).then(|| {
+                Notice::Key(KeyChange {
+                    key_id: self.key.id,
+                    project_id: self.key.project_id,
+                    provider: self.key.key_ref.provider().as_str(),
+                    region: self.key.region.as_str().to_owned(),
+                    key: self.key.key_ref.display(),
+                    from: self.from.as_str(),
+                    to: self.to.as_str(),
+                    message: self.message.map(str::to_owned),
+                    version: self
+                        .version
+                        .map(|(v, n)| (v.to_owned(), (n > 0).then_some(n))),
+                })
+            }))
     }
 }
 

@@ -16,6 +16,7 @@ use crate::domain::error::Rule;
 use crate::domain::error::{Constraint, StoreError};
 use crate::domain::identity::Caller;
 use crate::domain::kms::{EncryptionContext, KeyProvider};
+use crate::domain::notice::{KeyChange, Notice};
 use crate::domain::{Console, DomainError, FieldError};
 
 /// An Azure key is saved with the tenant its vault was found in: the vault is the customer's
@@ -602,6 +603,19 @@ impl Console {
             "to": status.as_str(),
             "message": error,
             "confirmation": confirmation.as_str(),
+        }))
+        .notifies((status != key.status).then(|| {
+            Notice::Key(KeyChange {
+                key_id,
+                project_id,
+                provider: key.key_ref.provider().as_str(),
+                region: key.region.as_str().to_owned(),
+                key: key.key_ref.display(),
+                from: key.status.as_str(),
+                to: status.as_str(),
+                message: error.clone(),
+                version: None,
+            })
         }));
         if status == probed {
             self.store
