@@ -534,3 +534,75 @@ async fn an_export_of_thousands_of_events_holds_each_once_newest_first() {
         "the appended events extend the chain"
     );
 }
+
+/// Events written before the project column existed get theirs from their target or their
+/// detail when the migration runs, so the project filter finds old events too.
+#[tokio::test]
+async fn events_from_before_the_project_column_are_given_their_project() {
+    use cmek_migrations::{Migrator, MigratorTrait};
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+    let file =
+        std::env::temp_dir().join(format!("cmek-audit-backfill-{}.db", uuid::Uuid::now_v7()));
+    let db = cmek_console::store::connect(&format!("sqlite://{}?mode=rwc", file.display()))
+        .await
+        .unwrap();
+    Migrator::up(&db, Some(17)).await.unwrap();
+    let (organization, project) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let rows = [
+        (1, format!("project/{project}"), "{}".to_owned()),
+        (
+            2,
+            "cluster/c".to_owned(),
+            format!(r#"{{"project_id":"{project}","name":"c"}}"#),
+        ),
+        (3, "user/u".to_owned(), "{}".to_owned()),
+    ];
+    for (seq, target, detail) in rows {
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            "INSERT INTO audit_events (seq, id, organization_id, occurred_at, actor, action, \
+             target, outcome, detail, prev_hash, hash) \
+             VALUES (?, ?, ?, ?, 'system', 'x.y', ?, 'success', ?, '', '')",
+            [
+                seq.into(),
+                uuid::Uuid::now_v7().into(),
+                organization.into(),
+                chrono::Utc::now().into(),
+                target.into(),
+                detail.into(),
+            ],
+        ))
+        .await
+        .unwrap();
+    }
+
+    Migrator::up(&db, None).await.unwrap();
+
+    let found = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT seq, project FROM audit_events ORDER BY seq",
+        ))
+        .await
+        .unwrap();
+    let projects: Vec<(i64, Option<String>)> = found
+        .iter()
+        .map(|row| {
+            (
+                row.try_get("", "seq").unwrap(),
+                row.try_get("", "project").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        projects,
+        [
+            (1, Some(project.to_string())),
+            (2, Some(project.to_string())),
+            (3, None)
+        ]
+    );
+    drop(db);
+    let _ = std::fs::remove_file(file);
+}

@@ -286,6 +286,20 @@ impl AuditDraft {
         self
     }
 
+    /// The project the event is about: the project itself (its target), or the project its
+    /// detail names (every event about a key, cluster or backup names it).
+    pub fn project_id(&self) -> Option<Uuid> {
+        self.target
+            .strip_prefix("project/")
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .or_else(|| {
+                self.detail
+                    .get("project_id")
+                    .and_then(serde_json::Value::as_str)
+                    .and_then(|id| Uuid::parse_str(id).ok())
+            })
+    }
+
     /// Gives the draft its place after `prev` (sequence number and hash), sealed with `key`.
     pub fn seal(self, seq: i64, prev_hash: &str, key: &ChainKey) -> AuditEvent {
         let mut event = AuditEvent {

@@ -26,6 +26,7 @@ pub async fn append(
 ) -> Result<(), StoreError> {
     let (seq, prev_hash) = head(db).await?.unwrap_or((0, GENESIS.to_owned()));
     let notice = draft.notice.clone();
+    let project = draft.project_id().map(|id| id.to_string());
     let event = draft.seal(seq + 1, &prev_hash, key);
     // An event whose use case gave it a notice queues its webhook deliveries in the same
     // transaction.
@@ -44,6 +45,7 @@ pub async fn append(
         prev_hash: Set(event.prev_hash),
         hash: Set(event.hash),
         key_id: Set(event.key_id),
+        project: Set(project),
     })
     .exec_without_returning(db)
     .await?;
@@ -128,14 +130,8 @@ fn page_query(
         query = query.filter(audit_events::Column::Outcome.eq(outcome.as_str()));
     }
     if let Some(project) = filter.project_id {
-        // The project itself, or an event whose sealed detail names it.
-        query = query.filter(
-            sea_orm::sea_query::Condition::any()
-                .add(audit_events::Column::Target.eq(format!("project/{project}")))
-                .add(
-                    audit_events::Column::Detail.contains(format!("\"project_id\":\"{project}\"")),
-                ),
-        );
+        // The project itself, or anything in it (migration 000018).
+        query = query.filter(audit_events::Column::Project.eq(project.to_string()));
     }
     if let Some(since) = filter.since {
         query = query.filter(audit_events::Column::OccurredAt.gte(since));

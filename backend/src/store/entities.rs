@@ -152,6 +152,8 @@ pub mod audit_events {
         pub prev_hash: String,
         pub hash: String,
         pub key_id: Option<String>,
+        /// The project the event is about (migration 000018), for the project filter.
+        pub project: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
