@@ -31,16 +31,26 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        // The detail is JSON text; each database reads it with its own JSON function.
-        let from_detail = match manager.get_database_backend() {
-            DatabaseBackend::Postgres => "(detail::jsonb ->> 'project_id')",
-            _ => "json_extract(detail, '$.project_id')",
+        // The detail is JSON text, written by the console as `"project_id":"<uuid>"`: read
+        // with a pattern on PostgreSQL (no cast that a stray \u0000 in an old KMS message
+        // could stop), with SQLite's JSON function where the text is valid JSON. Only a
+        // 36-character id is taken, from either place.
+        let (from_target, from_detail) = match manager.get_database_backend() {
+            DatabaseBackend::Postgres => (
+                "substring(target from 9 for 36)",
+                "substring(detail from '\"project_id\":\"([0-9a-f-]{36})\"')",
+            ),
+            _ => (
+                "substr(target, 9, 36)",
+                "CASE WHEN json_valid(detail) AND length(json_extract(detail, '$.project_id')) = 36 \
+                 THEN json_extract(detail, '$.project_id') END",
+            ),
         };
         manager
             .get_connection()
             .execute_unprepared(&format!(
                 "UPDATE audit_events SET project = CASE \
-                     WHEN target LIKE 'project/%' THEN substr(target, 9) \
+                     WHEN target LIKE 'project/%' THEN {from_target} \
                      ELSE {from_detail} END"
             ))
             .await?;

@@ -536,37 +536,65 @@ async fn an_export_of_thousands_of_events_holds_each_once_newest_first() {
 }
 
 /// Events written before the project column existed get theirs from their target or their
-/// detail when the migration runs, so the project filter finds old events too.
+/// detail when the migration runs, so the project filter finds old events too. On SQLite, and
+/// on PostgreSQL when the suite has one.
 #[tokio::test]
 async fn events_from_before_the_project_column_are_given_their_project() {
     use cmek_migrations::{Migrator, MigratorTrait};
-    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    use sea_orm::{DbBackend, Statement};
 
-    let file =
-        std::env::temp_dir().join(format!("cmek-audit-backfill-{}.db", uuid::Uuid::now_v7()));
-    let db = cmek_console::store::connect(&format!("sqlite://{}?mode=rwc", file.display()))
-        .await
-        .unwrap();
+    let postgres = std::env::var("CMEK_TEST_POSTGRES_URL").ok();
+    let file = std::env::temp_dir().join(format!("cmek-audit-backfill-{}.db", Uuid::now_v7()));
+    let (url, backend) = match &postgres {
+        Some(admin) => (
+            crate::helpers::create_postgres_database(admin).await,
+            DbBackend::Postgres,
+        ),
+        None => (
+            format!("sqlite://{}?mode=rwc", file.display()),
+            DbBackend::Sqlite,
+        ),
+    };
+    let db = cmek_console::store::connect(&url).await.unwrap();
     Migrator::up(&db, Some(17)).await.unwrap();
-    let (organization, project) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let (organization, project) = (Uuid::now_v7(), Uuid::now_v7());
     let rows = [
-        (1, format!("project/{project}"), "{}".to_owned()),
+        (1_i64, format!("project/{project}"), "{}".to_owned()),
         (
             2,
             "cluster/c".to_owned(),
             format!(r#"{{"project_id":"{project}","name":"c"}}"#),
         ),
-        (3, "user/u".to_owned(), "{}".to_owned()),
+        (
+            3,
+            "user/u".to_owned(),
+            r#"{"message":"nul \u0000 from a KMS"}"#.to_owned(),
+        ),
+        (
+            4,
+            "cluster/d".to_owned(),
+            r#"{"project_id":"not-an-id"}"#.to_owned(),
+        ),
     ];
-    for (seq, target, detail) in rows {
-        db.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Sqlite,
+    let insert = match backend {
+        DbBackend::Postgres => {
             "INSERT INTO audit_events (seq, id, organization_id, occurred_at, actor, action, \
              target, outcome, detail, prev_hash, hash) \
-             VALUES (?, ?, ?, ?, 'system', 'x.y', ?, 'success', ?, '', '')",
+             VALUES ($1, $2, $3, $4, 'system', 'x.y', $5, 'success', $6, '', '')"
+        }
+        _ => {
+            "INSERT INTO audit_events (seq, id, organization_id, occurred_at, actor, action, \
+             target, outcome, detail, prev_hash, hash) \
+             VALUES (?, ?, ?, ?, 'system', 'x.y', ?, 'success', ?, '', '')"
+        }
+    };
+    for (seq, target, detail) in rows {
+        db.execute_raw(Statement::from_sql_and_values(
+            backend,
+            insert,
             [
                 seq.into(),
-                uuid::Uuid::now_v7().into(),
+                Uuid::now_v7().into(),
                 organization.into(),
                 chrono::Utc::now().into(),
                 target.into(),
@@ -581,7 +609,7 @@ async fn events_from_before_the_project_column_are_given_their_project() {
 
     let found = db
         .query_all_raw(Statement::from_string(
-            DbBackend::Sqlite,
+            backend,
             "SELECT seq, project FROM audit_events ORDER BY seq",
         ))
         .await
@@ -600,9 +628,18 @@ async fn events_from_before_the_project_column_are_given_their_project() {
         [
             (1, Some(project.to_string())),
             (2, Some(project.to_string())),
-            (3, None)
+            (3, None),
+            (4, None),
         ]
     );
-    drop(db);
+    db.close().await.unwrap();
     let _ = std::fs::remove_file(file);
+    if let Some(admin) = postgres {
+        let name = url.rsplit('/').next().unwrap_or_default().to_owned();
+        let admin = sea_orm::Database::connect(&admin).await.unwrap();
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await
+            .unwrap();
+    }
 }

@@ -18,8 +18,10 @@ pub enum Private {
     Append,
 }
 
-/// Options that open a file readable by this user only (0600 where modes exist), the one
-/// place where the console's key files and database files get their mode.
+/// Options that create a file readable by this user only (0600 where modes exist), the one
+/// place where the console's key files and database files get their mode. The mode applies
+/// when the file is created; an existing file keeps its own (`settings.rs` tightens the
+/// database's at start).
 pub fn private_file(how: Private) -> std::fs::OpenOptions {
     let mut options = std::fs::OpenOptions::new();
     match how {

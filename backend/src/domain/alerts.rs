@@ -1,7 +1,8 @@
 //! Alerts: webhooks per organization, signed as Standard Webhooks specifies. What is alerted
-//! is a projection of the audit log: the store queues a delivery for every webhook of the
-//! organization in the same transaction that appends an alertable event, so an alert is
-//! never lost nor sent for something that did not happen. Deliveries are leased (sent once
+//! is decided by the use case that records an event (a typed `Notice` on its audit draft);
+//! the store queues a delivery for every webhook of the organization in the same transaction
+//! that appends the event, so an alert is never lost nor sent for something that did not
+//! happen. Deliveries are leased (sent once
 //! across instances), retried with exponential backoff for more than a day, and each attempt
 //! is logged. The signing secret (`whsec_...`) is shown once; it is stored only wrapped under
 //! the platform key.
@@ -69,10 +70,11 @@ impl Alert {
     /// The alert a recorded event raises, from the notice its use case gave it: the notice's
     /// type and data, with what every alert names (the organization, the audit event, who).
     pub fn of(notice: &Notice, event: &AuditEvent) -> Self {
-        let mut data = notice.data();
+        let mut data = serde_json::Map::new();
         data.insert("organization_id".into(), json!(event.organization_id));
         data.insert("audit_event_id".into(), json!(event.id));
         data.insert("actor".into(), json!(event.actor));
+        data.extend(notice.data());
         Self {
             event_type: notice.event_type(),
             only_webhook: notice.only_webhook(),

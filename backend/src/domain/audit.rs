@@ -197,6 +197,9 @@ pub struct AuditDraft {
     pub detail: serde_json::Value,
     /// What the event tells the organization's webhooks, if anything: queued with it.
     pub notice: Option<crate::domain::notice::Notice>,
+    /// The project the event is about, when it is about something in one (`in_project`):
+    /// what the audit log's project filter reads.
+    pub project: Option<Uuid>,
 }
 
 impl AuditDraft {
@@ -234,6 +237,7 @@ impl AuditDraft {
             source_ip: caller.source_ip.clone(),
             detail: serde_json::Value::Object(Default::default()),
             notice: None,
+            project: None,
         }
     }
 
@@ -256,6 +260,7 @@ impl AuditDraft {
             source_ip: None,
             detail: serde_json::Value::Object(Default::default()),
             notice: None,
+            project: None,
         }
     }
 
@@ -277,6 +282,7 @@ impl AuditDraft {
     /// Names the project the event concerns (`detail.project_id`, which the audit log's
     /// project filter reads; it is sealed with the rest of the event).
     pub fn in_project(mut self, project_id: Uuid) -> Self {
+        self.project = Some(project_id);
         if !self.detail.is_object() {
             self.detail = serde_json::Value::Object(Default::default());
         }
@@ -286,18 +292,14 @@ impl AuditDraft {
         self
     }
 
-    /// The project the event is about: the project itself (its target), or the project its
-    /// detail names (every event about a key, cluster or backup names it).
+    /// The project the event is about: the one `in_project` named, or the project itself
+    /// when it is the target.
     pub fn project_id(&self) -> Option<Uuid> {
-        self.target
-            .strip_prefix("project/")
-            .and_then(|id| Uuid::parse_str(id).ok())
-            .or_else(|| {
-                self.detail
-                    .get("project_id")
-                    .and_then(serde_json::Value::as_str)
-                    .and_then(|id| Uuid::parse_str(id).ok())
-            })
+        self.project.or_else(|| {
+            self.target
+                .strip_prefix("project/")
+                .and_then(|id| Uuid::parse_str(id).ok())
+        })
     }
 
     /// Gives the draft its place after `prev` (sequence number and hash), sealed with `key`.
@@ -661,6 +663,7 @@ mod tests {
                     source_ip: None,
                     detail: serde_json::json!({}),
                     notice: None,
+                    project: None,
                 }
                 .seal(seq, &prev, keys.current());
                 prev = event.hash.clone();

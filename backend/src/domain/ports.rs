@@ -469,8 +469,12 @@ pub trait ClusterStore: Send + Sync {
         organization_id: Uuid,
         key_id: Uuid,
     ) -> Result<Vec<Backup>, StoreError>;
-    /// The objects a backup holds, each dated when the backup was taken.
-    async fn backup_objects(&self, backup_id: Uuid) -> Result<Vec<StoredObject>, StoreError>;
+    /// The objects a backup holds, each dated `taken_at` (when the backup was taken).
+    async fn backup_objects(
+        &self,
+        backup_id: Uuid,
+        taken_at: DateTime<Utc>,
+    ) -> Result<Vec<StoredObject>, StoreError>;
     async fn delete_backup(
         &self,
         organization_id: Uuid,

@@ -375,6 +375,24 @@ mod tests {
                 "{what}: the page sorts:\n{plan}"
             );
         }
+        // The project filter reads its own column on (organization_id, project, seq): still a
+        // keyset read in `seq` order, with no sort.
+        let plan = plan(
+            &db,
+            &AuditFilter {
+                project_id: Some(Uuid::now_v7()),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(
+            plan.contains("USING INDEX ix_audit_events_organization"),
+            "{plan}"
+        );
+        assert!(
+            !plan.contains("TEMP B-TREE"),
+            "project: the page sorts:\n{plan}"
+        );
         db.close().await.unwrap();
         let _ = std::fs::remove_file(&file);
     }

@@ -760,12 +760,11 @@ impl ClusterStore for SeaStore {
             .collect()
     }
 
-    async fn backup_objects(&self, backup_id: Uuid) -> Result<Vec<StoredObject>, StoreError> {
-        let taken = backups::Entity::find_by_id(backup_id)
-            .one(&self.db)
-            .await?
-            .map(|b| b.created_at)
-            .ok_or_else(|| corrupt("backup", backup_id))?;
+    async fn backup_objects(
+        &self,
+        backup_id: Uuid,
+        taken_at: DateTime<Utc>,
+    ) -> Result<Vec<StoredObject>, StoreError> {
         backup_objects::Entity::find()
             .filter(backup_objects::Column::BackupId.eq(backup_id))
             .order_by_asc(backup_objects::Column::Name)
@@ -780,7 +779,7 @@ impl ClusterStore for SeaStore {
                     version: m.version,
                     size_bytes: u64::try_from(m.size_bytes)
                         .map_err(|_| corrupt("backup object of", m.backup_id))?,
-                    updated_at: taken,
+                    updated_at: taken_at,
                 })
             })
             .collect()

@@ -421,7 +421,11 @@ impl Console {
         let parts = self.cluster_parts()?;
         let now = self.clock.now();
         let mut restored = Vec::new();
-        for object in parts.store.backup_objects(backup.id).await? {
+        for object in parts
+            .store
+            .backup_objects(backup.id, backup.created_at)
+            .await?
+        {
             let version = Uuid::now_v7();
             let targets = region_targets(cluster, cluster_keys, version)?;
             let source = parts

@@ -370,7 +370,6 @@ impl Console {
         let refs: Vec<(Region, &PlaintextKey)> = keys.iter().map(|(r, k)| (r.clone(), k)).collect();
         parts.driver.provision(&cluster, &refs).await?;
         let mut detail = json!({
-            "project_id": cluster.project_id,
             "name": cluster.name.as_str(),
             "provider": cluster.provider.as_str(),
             "tier": cluster.tier.as_str(),
@@ -509,11 +508,9 @@ impl Console {
             Option<ClusterCause>,
         ),
     ) -> Result<bool, DomainError> {
-        // Every cluster event names its project and cluster (the audit log filters by project).
+        // Every cluster event names its cluster and its project (the audit log filters by
+        // project).
         if let Some(fields) = detail.as_object_mut() {
-            fields
-                .entry("project_id")
-                .or_insert_with(|| json!(cluster.project_id));
             fields
                 .entry("name")
                 .or_insert_with(|| json!(cluster.name.as_str()));
@@ -526,6 +523,7 @@ impl Console {
         )
         .outcome(outcome)
         .detail(detail)
+        .in_project(cluster.project_id)
         .notifies(cause.map(|cause| {
             Notice::Cluster(ClusterAlert {
                 cluster_id: cluster.id,
@@ -829,7 +827,8 @@ impl Console {
             "cluster.deleted",
             format!("cluster/{id}"),
         )
-        .detail(json!({ "project_id": cluster.project_id, "name": cluster.name.as_str() }));
+        .detail(json!({ "name": cluster.name.as_str() }))
+        .in_project(cluster.project_id);
         parts
             .store
             .delete_cluster(caller.organization_id, id, audit)

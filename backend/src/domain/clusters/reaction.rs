@@ -291,12 +291,12 @@ impl Console {
                 )
                 .outcome(Outcome::Failure)
                 .detail(json!({
-                    "project_id": cluster.project_id,
                     "name": cluster.name.as_str(),
                     "state": cluster.state.as_str(),
                     "key_id": key_id,
                     "reason": reason,
                 }))
+                .in_project(cluster.project_id)
                 .notifies(Some(Notice::Cluster(ClusterAlert {
                     cluster_id: cluster.id,
                     project_id: cluster.project_id,
@@ -321,10 +321,10 @@ impl Console {
                     format!("cluster/{}", cluster.id),
                 )
                 .detail(json!({
-                    "project_id": cluster.project_id,
                     "name": cluster.name.as_str(),
                     "state": cluster.state.as_str(),
-                }));
+                }))
+                .in_project(cluster.project_id);
                 let cleared = parts
                     .store
                     .set_will_not_resume(cluster.organization_id, cluster.id, None, audit)

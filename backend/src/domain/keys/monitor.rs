@@ -130,7 +130,7 @@ fn verdict(current: KeyStatus, suspected: Option<KeyStatus>, probed: KeyStatus) 
 
 /// A change of a key's status (or of one of its versions', `version` named), recorded by
 /// `by` (the monitor, or a resume that found the key working): one event shape whoever
-/// records it, which alerts read.
+/// records it, with the alert (`Notice::Key`) it raises when the status moved.
 pub(crate) struct StatusChangeEvent<'a> {
     pub key: &'a EncryptionKey,
     pub version: Option<(&'a str, u64)>,
@@ -147,7 +147,6 @@ impl StatusChangeEvent<'_> {
             "encryption_key.status_changed"
         };
         let mut detail = serde_json::json!({
-            "project_id": self.key.project_id,
             "provider": self.key.key_ref.provider().as_str(),
             "region": self.key.region.as_str(),
             "key": self.key.key_ref.display(),
@@ -170,6 +169,7 @@ impl StatusChangeEvent<'_> {
                 Outcome::Failure
             })
             .detail(detail)
+            .in_project(self.key.project_id)
             .notifies((self.from != self.to).then(|| {
                 Notice::Key(KeyChange {
                     key_id: self.key.id,

@@ -312,12 +312,12 @@ impl Console {
             format!("encryption_key/{}", key.id),
         )
         .detail(serde_json::json!({
-            "project_id": project_id,
             "provider": key.key_ref.provider().as_str(),
             "region": key.region.as_str(),
             "key": key.key_ref.display(),
             "access_mode": key.key_ref.access_mode().map(AccessMode::as_str),
-        }));
+        }))
+        .in_project(project_id);
         (key, audit)
     }
 
@@ -451,8 +451,14 @@ impl Console {
         if !users.is_empty() {
             return Err(key_in_use(&users));
         }
-        let audit = AuditDraft::by(caller, self.clock.now(), "encryption_key.deleted", format!("encryption_key/{key_id}"))
-            .detail(serde_json::json!({ "project_id": project_id, "key": key.key_ref.display(), "region": key.region.as_str() }));
+        let audit = AuditDraft::by(
+            caller,
+            self.clock.now(),
+            "encryption_key.deleted",
+            format!("encryption_key/{key_id}"),
+        )
+        .detail(serde_json::json!({ "key": key.key_ref.display(), "region": key.region.as_str() }))
+        .in_project(project_id);
         match self
             .store
             .delete_key(caller.organization_id, key_id, audit)
@@ -595,7 +601,6 @@ impl Console {
             Outcome::Failure
         })
         .detail(serde_json::json!({
-            "project_id": project_id,
             "provider": key.key_ref.provider().as_str(),
             "region": key.region.as_str(),
             "key": key.key_ref.display(),
@@ -604,6 +609,7 @@ impl Console {
             "message": error,
             "confirmation": confirmation.as_str(),
         }))
+        .in_project(project_id)
         .notifies((status != key.status).then(|| {
             Notice::Key(KeyChange {
                 key_id,
