@@ -1863,3 +1863,40 @@ async fn a_policy_changed_to_stop_applies_at_once_not_only_at_the_next_periodic_
 
     cluster_until(&f.app, &f.owner, &cluster, |c| c["state"] == "inaccessible").await;
 }
+
+/// Which events alert is the use case's decision (a typed notice on its audit event): a check
+/// that finds the key as it was queues nothing for the webhooks; one that finds it disabled
+/// queues `key.status_changed`.
+#[tokio::test]
+async fn a_check_that_changes_nothing_alerts_nobody_and_one_that_does_queues_the_alert() {
+    let f = local_cmek_with(&["us-east-1"], &[("CMEK_KEY_CONFIRM_DELAY", "100ms")]).await;
+    let (webhook, _) =
+        crate::alerts::add_webhook(&f.app, &f.owner, "http://127.0.0.1:9/hook").await;
+    let key = f.key_id("us-east-1").await;
+    let queued = async || -> Vec<Value> {
+        let body: Value = f
+            .app
+            .get(&format!("/api/v1/webhooks/{webhook}/deliveries"), &f.owner)
+            .await
+            .json()
+            .await
+            .unwrap();
+        body["items"].as_array().unwrap().clone()
+    };
+
+    let unchanged = check_now(&f, &f.owner, &key).await;
+    assert_eq!(unchanged["status"], "active");
+    assert!(
+        queued().await.is_empty(),
+        "nothing changed, nothing alerted"
+    );
+
+    f.disable_local_key("us-east-1").await;
+    // Past the window in which a second press answers with the first check's result.
+    f.app.clock.advance(chrono::Duration::seconds(11));
+    let changed = check_now(&f, &f.owner, &key).await;
+    assert_eq!(changed["status"], "disabled");
+    let queued = queued().await;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0]["event_type"], "key.status_changed");
+}
