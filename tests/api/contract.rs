@@ -141,6 +141,24 @@ fn every_reference_resolves_and_nothing_is_null() {
 }
 
 #[test]
+fn each_create_body_has_an_example() {
+    let doc = openapi::document();
+    for (_, _, operation) in operations(&doc) {
+        let Some(schema) =
+            operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].as_str()
+        else {
+            continue;
+        };
+        let name = schema.rsplit('/').next().unwrap();
+        let examples = &doc["components"]["schemas"][name]["examples"];
+        assert!(
+            examples.as_array().is_some_and(|e| !e.is_empty()),
+            "{name} has no example"
+        );
+    }
+}
+
+#[test]
 fn page_sizes_are_bounded_integers_and_filters_are_enums() {
     let doc = openapi::document();
     let audit = &doc["paths"]["/api/v1/audit-events"]["get"]["parameters"];

@@ -128,7 +128,59 @@ pub(super) fn refine_request_fields(doc: &mut Value) {
     let vault_name = &mut schemas["KeyRequestInput"]["properties"]["vault_name"];
     vault_name["minLength"] = json!(3);
     vault_name["maxLength"] = json!(24);
+    // A key request's fields are each read only for their provider (an AWS request's
+    // `vault_name` is ignored, not refused): each field's rule applies in its provider's branch.
+    let request = &mut schemas["KeyRequestInput"];
+    for (field, branch) in [
+        ("vault_name", 0),
+        ("key_name", 0),
+        ("key_arn", 1),
+        ("role_arn", 1),
+        ("access_mode", 1),
+        ("key_id", 2),
+    ] {
+        let rule = request["properties"][field].take();
+        let mut any = json!({ "type": ["string", "null"] });
+        if let Some(description) = rule
+            .get("description")
+            .or_else(|| rule.pointer("/oneOf/1/description"))
+        {
+            any["description"] = description.clone();
+        }
+        request["allOf"][branch]["then"]["properties"][field] = rule;
+        request["properties"][field] = any;
+    }
     schemas["CreateWebhook"]["properties"]["url"]["maxLength"] = json!(2000);
+    // A valid body of each create, shown by the reference page and sent by tools that start
+    // from examples.
+    let arn = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    for (schema, example) in [
+        (
+            "CreateProjectBody",
+            json!({ "name": "payments", "cmek_enabled": true, "revocation_policy": "stop" }),
+        ),
+        ("UpdateProjectBody", json!({ "name": "payments-eu" })),
+        (
+            "KeyRequestInput",
+            json!({ "provider": "aws_kms", "region": "us-east-1", "key_arn": arn }),
+        ),
+        (
+            "CreateClusterBody",
+            json!({ "name": "orders", "provider": "aws_kms", "regions": ["us-east-1"], "tier": "dedicated" }),
+        ),
+        ("RestoreBody", json!({ "name": "orders-restored" })),
+        (
+            "CreateWebhook",
+            json!({ "url": "https://alerts.example.com/cmek", "description": "on-call" }),
+        ),
+        ("CreateLocalKeyBody", json!({ "name": "dev key" })),
+        (
+            "AwsCmekBody",
+            json!({ "specs": [{ "region": "us-east-1", "kms_arn": arn }] }),
+        ),
+    ] {
+        schemas[schema]["examples"] = json!([example]);
+    }
 }
 
 /// White space as the server's `str::trim` drops it around a field (Unicode White_Space).
