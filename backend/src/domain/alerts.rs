@@ -147,8 +147,10 @@ pub fn is_internal(ip: IpAddr) -> bool {
 pub struct WebhookUrl(String);
 
 /// Whether `raw` is written as RFC 3986 says: only its characters, each `%` followed by two
-/// hex digits, and brackets only in the authority (around an IPv6 address). Anything else a
-/// lenient parser would quietly re-encode, so the URL stored would not be the one given.
+/// hex digits, and brackets only in the authority (around an IPv6 address). What else the
+/// URL parser would take (spaces, non-ASCII, a stray `%`) is refused instead of re-encoded;
+/// the parser still normalizes what RFC 3986 allows (`'` to `%27`, `/a/../b` to `/b`), and
+/// the URL stored is that normal form.
 fn is_uri_text(raw: &str) -> bool {
     let bytes = raw.as_bytes();
     let authority_end = raw

@@ -15,7 +15,7 @@ use crate::http::AppState;
 use crate::http::api::ListBody;
 use crate::http::auth::ApiCaller;
 use crate::http::errors::{ApiError, Problem};
-use crate::http::shared::query::{AuditQuery, Export};
+use crate::http::shared::query::{AuditQuery, ExportFormat};
 use crate::http::wire;
 
 #[utoipa::path(
@@ -41,7 +41,7 @@ pub async fn list(
     let export = query.export()?;
     // Read even for a download (which starts at the newest event): a bad one is refused alike.
     let page = PageRequest::parse(query.page_size.as_deref(), query.page_token.as_deref())?;
-    if export != Export::Page {
+    if let Some(export) = export {
         return Ok(download(&state.console, &caller.0, filter, export).await?);
     }
     let page = state.console.audit_events(&caller.0, &filter, page).await?;
@@ -58,7 +58,7 @@ pub async fn download(
     console: &Console,
     caller: &Caller,
     filter: AuditFilter,
-    export: Export,
+    export: ExportFormat,
 ) -> Result<HttpResponse, DomainError> {
     let request = PageRequest {
         size: MAX_PAGE_SIZE,
@@ -73,7 +73,7 @@ pub async fn download(
         after: Option<Uuid>,
         more: bool,
         started: bool,
-        export: Export,
+        export: ExportFormat,
         finished: bool,
     }
     let cursor = Cursor {
@@ -116,13 +116,13 @@ pub async fn download(
         let mut chunk = String::new();
         if !c.started {
             chunk.push_str(match c.export {
-                Export::Csv => CSV_HEADER,
+                ExportFormat::Csv => CSV_HEADER,
                 _ => "{\"items\":[",
             });
         }
         for (i, event) in events.into_iter().enumerate() {
             match c.export {
-                Export::Csv => chunk.push_str(&csv_row(&event)),
+                ExportFormat::Csv => chunk.push_str(&csv_row(&event)),
                 _ => {
                     if c.started || i > 0 {
                         chunk.push(',');
@@ -135,7 +135,7 @@ pub async fn download(
         }
         c.started = true;
         if !c.more {
-            if c.export == Export::Json {
+            if c.export == ExportFormat::Json {
                 chunk.push_str("],\"next_page_token\":null}");
             }
             c.finished = true;
@@ -143,7 +143,7 @@ pub async fn download(
         Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), c))
     });
     let (content_type, file) = match export {
-        Export::Csv => ("text/csv; charset=utf-8", "audit-events.csv"),
+        ExportFormat::Csv => ("text/csv; charset=utf-8", "audit-events.csv"),
         _ => ("application/json", "audit-events.json"),
     };
     Ok(HttpResponse::Ok()

@@ -120,21 +120,12 @@ pub struct AuditQuery {
     pub page_token: Option<String>,
 }
 
-/// `format`: the whole filtered log as one download.
-#[derive(serde::Serialize, utoipa::ToSchema)]
+/// `format`: the whole filtered log as one download (absent: a page of JSON).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-#[allow(dead_code)] // documents the parameter; `AuditQuery::export` reads it
 pub enum ExportFormat {
     Json,
     Csv,
-}
-
-/// How the log is answered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Export {
-    Page,
-    Csv,
-    Json,
 }
 
 impl AuditQuery {
@@ -167,11 +158,12 @@ impl AuditQuery {
         })
     }
 
-    pub fn export(&self) -> Result<Export, DomainError> {
+    /// The download asked for, or `None` for a page.
+    pub fn export(&self) -> Result<Option<ExportFormat>, DomainError> {
         match self.format.as_deref() {
-            None | Some("") => Ok(Export::Page),
-            Some("json") => Ok(Export::Json),
-            Some("csv") => Ok(Export::Csv),
+            None | Some("") => Ok(None),
+            Some("json") => Ok(Some(ExportFormat::Json)),
+            Some("csv") => Ok(Some(ExportFormat::Csv)),
             Some(_) => Err(DomainError::invalid(
                 "format",
                 "must be \"json\" or \"csv\"",
