@@ -476,13 +476,14 @@ impl Application {
 }
 
 /// The background workers' names, as logs, `/metrics` and `/readyz` give them.
-pub const WORKERS: [&str; 7] = [
+pub const WORKERS: [&str; 8] = [
     "audit-checkpoints",
     "data-key-sweep",
     "webhook-deliveries",
     "key-monitor",
     "reactions",
     "reconcile",
+    "backups",
     "memory-trim",
 ];
 
@@ -496,7 +497,9 @@ pub const WORKERS: [&str; 7] = [
 /// - `key-monitor`: checks the keys that are due (each once per interval across instances);
 /// - `reactions`: runs the reconciliations queued with key status changes, every second or
 ///   as soon as this process queued one;
-/// - `reconcile`: every `CMEK_RECONCILE_INTERVAL`, every revoked key's clusters again.
+/// - `reconcile`: every `CMEK_RECONCILE_INTERVAL`, every revoked key's clusters again;
+/// - `backups`: copies the objects of the backups being taken (each job leased, resumed after
+///   a crash), every second or as soon as this process started one.
 fn start_workers(console: &Console, settings: &Settings) -> Supervisor {
     let mut supervisor = Supervisor::new();
     let second = std::time::Duration::from_secs(1);
@@ -589,6 +592,31 @@ fn start_workers(console: &Console, settings: &Settings) -> Supervisor {
             Ok(())
         }
     });
+    let c = console.clone();
+    let woken = console.clone();
+    supervisor.every_or_woken(
+        "backups",
+        second,
+        move || {
+            let c = c.clone();
+            async move {
+                let done = c.run_due_backups().await.map_err(|e| e.to_string())?;
+                if done != crate::domain::clusters::BackupReport::default() {
+                    tracing::info!(
+                        copied = done.copied,
+                        available = done.available,
+                        failed = done.failed,
+                        "backups"
+                    );
+                }
+                Ok(())
+            }
+        },
+        move || {
+            let woken = woken.clone();
+            async move { woken.backups_queued().await }
+        },
+    );
     let c = console.clone();
     let busy_since_trim = Arc::new(std::sync::atomic::AtomicBool::new(false));
     supervisor.every("memory-trim", second, move || {

@@ -20,6 +20,7 @@ mod m20261205_000015_audit_keyset_index;
 mod m20261205_000016_key_file_checks;
 mod m20261205_000017_delivery_fairness_index;
 mod m20261207_000018_audit_project_column;
+mod m20261207_000019_backup_jobs;
 
 pub struct Migrator;
 
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000016_key_file_checks::Migration),
             Box::new(m20261205_000017_delivery_fairness_index::Migration),
             Box::new(m20261207_000018_audit_project_column::Migration),
+            Box::new(m20261207_000019_backup_jobs::Migration),
         ]
     }
 }

@@ -188,15 +188,7 @@ async fn a_cross_site_form_cannot_pause_a_cluster() {
 async fn the_backups_of_a_deleted_cluster_stay_on_the_project_page() {
     let f = local_cmek(&["us-east-1"]).await;
     let cluster = id(&f.cluster("gone", &["us-east-1"]).await);
-    let backup: Value = crate::clusters::post(
-        &f.app,
-        &f.owner,
-        &format!("/api/v1/clusters/{cluster}/backups"),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let backup = f.app.take_backup(&f.owner, &cluster).await;
     assert_eq!(
         f.app
             .delete(&format!("/api/v1/clusters/{cluster}"), &f.owner)

@@ -688,14 +688,8 @@ async fn nothing_stored_holds_the_plaintext() {
         201
     );
     assert_eq!(
-        post(
-            &f.app,
-            &f.owner,
-            &format!("/api/v1/clusters/{cluster}/backups")
-        )
-        .await
-        .status(),
-        201
+        f.app.take_backup(&f.owner, &cluster).await["state"],
+        "available"
     );
 
     let files = files_under(&f.app.data_dir());
@@ -965,15 +959,10 @@ async fn a_backup_restores_the_same_bytes_into_a_new_cluster() {
         201
     );
 
-    let taken = post(
-        &f.app,
-        &f.owner,
-        &format!("/api/v1/clusters/{cluster}/backups"),
-    )
-    .await;
-    assert_eq!(taken.status(), 201);
-    let backup: Value = taken.json().await.unwrap();
+    let backup = f.app.take_backup(&f.owner, &cluster).await;
+    assert_eq!(backup["state"], "available");
     assert_eq!(backup["object_count"], 2);
+    assert_eq!(backup["objects_copied"], 2);
     assert_eq!(backup["size_bytes"], 700_005);
     assert_eq!(backup["region"], "us-east-1");
     // Changes after the snapshot are not in it.
@@ -1072,15 +1061,7 @@ async fn a_restore_needs_the_backup_key() {
             .status(),
         201
     );
-    let backup: Value = post(
-        &f.app,
-        &f.owner,
-        &format!("/api/v1/clusters/{cluster}/backups"),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let backup = f.app.take_backup(&f.owner, &cluster).await;
     f.disable_local_key("us-east-1").await;
 
     let refused = post(
@@ -1106,15 +1087,7 @@ async fn a_restore_needs_the_backup_key() {
 async fn a_key_that_a_cluster_or_backup_uses_cannot_be_deleted() {
     let f = local_cmek(&["us-east-1"]).await;
     let cluster = id(&f.cluster("orders", &["us-east-1"]).await);
-    let backup: Value = post(
-        &f.app,
-        &f.owner,
-        &format!("/api/v1/clusters/{cluster}/backups"),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let backup = f.app.take_backup(&f.owner, &cluster).await;
     let key = list_keys(&f).await[0]["id"].as_str().unwrap().to_owned();
     let path = format!("/api/v1/projects/{}/encryption-keys/{key}", f.project);
 
@@ -1570,37 +1543,32 @@ async fn another_instance_drops_the_keys_of_a_cluster_paused_elsewhere_unasked()
 }
 
 #[tokio::test]
-async fn a_backup_whose_process_died_blocks_the_next_one_only_until_its_lease_lapses() {
-    use sea_orm::{ConnectionTrait, Statement};
+async fn a_backup_being_taken_holds_the_cluster_until_its_job_ends() {
+    use cmek_console::supervisor::Fault;
     let f = local_cmek(&["us-east-1"]).await;
     let cluster = id(&f.cluster("data", &["us-east-1"]).await);
-    let db = f.app.db().await;
-    let backend = db.get_database_backend();
-    let lease = |minutes_ago: i64| {
-        let db = db.clone();
-        let cluster = cluster.clone();
-        async move {
-            let sql = match backend {
-                sea_orm::DatabaseBackend::Postgres => {
-                    "UPDATE clusters SET backup_lease = $1, backup_started_at = $2 WHERE id = $3"
-                }
-                _ => "UPDATE clusters SET backup_lease = ?, backup_started_at = ? WHERE id = ?",
-            };
-            db.execute_raw(Statement::from_sql_and_values(
-                backend,
-                sql,
-                [
-                    uuid::Uuid::now_v7().into(),
-                    (chrono::Utc::now() - chrono::Duration::minutes(minutes_ago)).into(),
-                    uuid::Uuid::parse_str(&cluster).unwrap().into(),
-                ],
-            ))
+    assert_eq!(
+        put(&f.app, &f.owner, &cluster, "a", b"before".to_vec())
             .await
-            .unwrap();
-        }
-    };
+            .status(),
+        201
+    );
+    // The job cannot run yet: the backup stays `creating`.
+    f.app.workers.inject("backups", Some(Fault::FailAlways));
+    let started = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/clusters/{cluster}/backups"),
+    )
+    .await;
+    assert_eq!(started.status(), 202);
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    let first: Value = started.json().await.unwrap();
+    assert_eq!(location, format!("/api/v1/backups/{}", id(&first)));
+    assert_eq!(first["state"], "creating");
+    assert_eq!(first["object_count"], 1);
+    assert_eq!(first["objects_copied"], 0);
 
-    lease(0).await;
     let refused = post(
         &f.app,
         &f.owner,
@@ -1614,25 +1582,55 @@ async fn a_backup_whose_process_died_blocks_the_next_one_only_until_its_lease_la
             .unwrap()
             .contains("another backup")
     );
-
-    lease(3).await;
-    let taken = post(
+    let restore = post(
         &f.app,
         &f.owner,
-        &format!("/api/v1/clusters/{cluster}/backups"),
+        &format!("/api/v1/backups/{}/restore", id(&first)),
     )
     .await;
-    assert_eq!(taken.status(), 201);
-    // Finished, it released the cluster: the next one starts at once.
+    assert_eq!(restore.status(), 409);
+    assert_eq!(problem(restore).await["type"], rule("backup-state"));
+    let delete = f
+        .app
+        .delete(&format!("/api/v1/backups/{}", id(&first)), &f.owner)
+        .await;
+    assert_eq!(delete.status(), 409);
+    assert_eq!(problem(delete).await["type"], rule("backup-state"));
+    // A version replaced while the backup waits is kept for it.
     assert_eq!(
-        post(
-            &f.app,
-            &f.owner,
-            &format!("/api/v1/clusters/{cluster}/backups")
-        )
-        .await
-        .status(),
+        put(&f.app, &f.owner, &cluster, "a", b"after".to_vec())
+            .await
+            .status(),
         201
+    );
+
+    f.app.workers.inject("backups", None);
+    let done = f.app.backup_when_done(&f.owner, &id(&first)).await;
+    assert_eq!(done["state"], "available", "{done}");
+    assert_eq!(done["objects_copied"], 1);
+    assert_eq!(done["size_bytes"], 6);
+    assert!(done["finished_at"].is_string());
+    // It released the cluster: the next one starts at once.
+    assert_eq!(
+        f.app.take_backup(&f.owner, &cluster).await["state"],
+        "available"
+    );
+    let restored = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/backups/{}/restore", id(&first)),
+    )
+    .await;
+    assert_eq!(restored.status(), 201);
+    let copy = id(&restored.json::<Value>().await.unwrap());
+    assert_eq!(
+        get(&f.app, &f.owner, &copy, "a")
+            .await
+            .bytes()
+            .await
+            .unwrap()
+            .as_ref(),
+        b"before"
     );
 }
 

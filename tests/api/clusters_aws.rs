@@ -129,11 +129,8 @@ async fn revoked_access_keeps_a_running_cluster_running_fails_its_resume_and_res
             .status(),
         201
     );
-    let backup: Value = post(&app, &owner, &format!("/api/v1/clusters/{cluster}/backups"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let backup = app.take_backup(&owner, &cluster).await;
+    assert_eq!(backup["state"], "available");
 
     revoke(&moto, &user).await;
     // AWS semantics: the running cluster keeps running.
@@ -359,10 +356,8 @@ async fn cluster_data_in_s3_is_sealed_and_shared_by_two_instances() {
         201
     );
     assert_eq!(
-        post(&app, &owner, &format!("/api/v1/clusters/{cluster}/backups"))
-            .await
-            .status(),
-        201
+        app.take_backup(&owner, &cluster).await["state"],
+        "available"
     );
 
     let second = app.another_instance_with(&settings).await;

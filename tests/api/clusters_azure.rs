@@ -197,11 +197,8 @@ async fn a_backup_under_the_vault_key_restores_into_a_new_cluster_and_not_while_
             .status(),
         201
     );
-    let backup: Value = post(app, owner, &format!("/api/v1/clusters/{cluster}/backups"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let backup = app.take_backup(owner, &cluster).await;
+    assert_eq!(backup["state"], "available");
     let restore = format!("/api/v1/backups/{}/restore", id(&backup));
 
     azure.patch_key(&key, json!({ "enabled": false })).await;

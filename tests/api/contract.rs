@@ -282,6 +282,16 @@ fn breaking_changes(old: &Value, new: &Value) -> Vec<String> {
                 found.push(format!("new required parameter {name} of {method} {path}"));
             }
         }
+        // A client generated from the old document reads the success it was told of.
+        for status in old_op["responses"]
+            .as_object()
+            .into_iter()
+            .flat_map(|r| r.keys())
+        {
+            if status.starts_with('2') && new_op["responses"].get(status).is_none() {
+                found.push(format!("{method} {path} no longer answers {status}"));
+            }
+        }
     }
     let schemas = |doc: &Value| {
         doc["components"]["schemas"]
@@ -414,6 +424,17 @@ fn the_breaking_change_check_sees_what_breaks_clients() {
     assert_eq!(
         breaking_changes(&old, &removed_path),
         ["removed operation GET /api/v1/me"]
+    );
+
+    let mut other_success = old.clone();
+    let responses = other_success["paths"]["/api/v1/projects"]["post"]["responses"]
+        .as_object_mut()
+        .unwrap();
+    let created = responses.remove("201").unwrap();
+    responses.insert("202".into(), created);
+    assert_eq!(
+        breaking_changes(&old, &other_success),
+        ["POST /api/v1/projects no longer answers 201"]
     );
 
     let mut removed_value = old.clone();

@@ -323,6 +323,40 @@ impl TestApp {
             .expect("request")
     }
 
+    /// Starts a backup of the cluster (202, `creating`) and waits until its job has ended:
+    /// the backup as it ended (`available` or `failed`).
+    pub async fn take_backup(&self, key: &str, cluster: &str) -> Value {
+        let started = self
+            .api
+            .post(self.url(&format!("/api/v1/clusters/{cluster}/backups")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(started.status(), 202, "a backup starts as a job");
+        let backup: Value = started.json().await.expect("a backup");
+        assert_eq!(backup["state"], "creating");
+        self.backup_when_done(key, backup["id"].as_str().expect("an id"))
+            .await
+    }
+
+    /// The backup once its job has ended (polled; a minute at most).
+    pub async fn backup_when_done(&self, key: &str, backup: &str) -> Value {
+        for _ in 0..1200 {
+            let now: Value = self
+                .get(&format!("/api/v1/backups/{backup}"), key)
+                .await
+                .json()
+                .await
+                .expect("a backup");
+            if now["state"] != "creating" {
+                return now;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("backup {backup} was still being taken after a minute");
+    }
+
     pub async fn post_json(&self, path: &str, key: &str, body: &Value) -> Response {
         self.api
             .post(self.url(path))

@@ -543,16 +543,7 @@ async fn another_organizations_resources_are_not_found_on_every_route() {
         .await
         .unwrap();
     assert_eq!(stored.status(), 201);
-    let backup: Value = app
-        .api
-        .post(app.url(&format!("/api/v1/clusters/{cluster_id}/backups")))
-        .bearer_auth(&owner_a)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let backup = app.take_backup(&owner_a, &cluster_id).await;
     let backup_id = backup["id"].as_str().unwrap().to_owned();
     let webhook: Value = app
         .post_json(

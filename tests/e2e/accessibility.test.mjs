@@ -81,6 +81,8 @@ test("every page passes axe-core with no violation", async (t) => {
     const clusterUrl = page.url().split("?")[0];
     await check("cluster");
     await page.getByRole("button", { name: "Take backup" }).click();
+    // The page follows the backup's job (it reloads itself while one runs).
+    await page.locator("#backups .badge.state-available").waitFor();
     await page.goto(clusterUrl);
     await check("cluster with a backup");
 

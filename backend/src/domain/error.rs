@@ -89,10 +89,13 @@ pub enum Rule {
     OwnersAndAuditors,
     /// An organization has at most `MAX_WEBHOOKS` webhooks.
     WebhookLimit,
+    /// The backup is not in a state that allows this (one being taken is neither restored
+    /// nor deleted until it is done).
+    BackupState,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 16] = [
+    pub const ALL: [Rule; 17] = [
         Rule::CmekImmutable,
         Rule::OwnerOnly,
         Rule::ProjectNameTaken,
@@ -109,6 +112,7 @@ impl Rule {
         Rule::KeyInUse,
         Rule::OwnersAndAuditors,
         Rule::WebhookLimit,
+        Rule::BackupState,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -129,6 +133,7 @@ impl Rule {
             Rule::KeyInUse => "key-in-use",
             Rule::OwnersAndAuditors => "owners-and-auditors",
             Rule::WebhookLimit => "webhook-limit",
+            Rule::BackupState => "backup-state",
         }
     }
 }

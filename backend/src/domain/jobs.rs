@@ -9,12 +9,18 @@ pub enum JobKind {
     /// Bring the clusters that use a key (subject) in line with its status and its
     /// versions' statuses, under each project's revocation policy.
     ReconcileKey,
+    /// Copy the objects of a backup (subject) that is `creating`, page by page, then make it
+    /// available (or failed) and release its cluster.
+    Backup,
 }
 
 impl JobKind {
+    pub const ALL: [JobKind; 2] = [JobKind::ReconcileKey, JobKind::Backup];
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::ReconcileKey => "reconcile_key",
+            JobKind::Backup => "backup",
         }
     }
 }

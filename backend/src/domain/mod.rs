@@ -56,6 +56,8 @@ pub struct Console {
     confirm_delay: std::time::Duration,
     /// Wakes this process's reconciliation worker when a status change queued one.
     reactions: Arc<tokio::sync::Notify>,
+    /// Wakes this process's backup worker when a backup was started here.
+    backups_queued: Arc<tokio::sync::Notify>,
 }
 
 /// A display name (API key, local key, organization): trimmed, 1 to `max` characters, no
@@ -118,6 +120,7 @@ impl Console {
             monitor_checks: Arc::default(),
             confirm_delay: std::time::Duration::from_secs(2),
             reactions: Arc::default(),
+            backups_queued: Arc::default(),
         }
     }
 

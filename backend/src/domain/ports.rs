@@ -328,11 +328,21 @@ pub enum ObjectWrite {
 /// What starting a backup found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BackupStart {
-    /// The objects of the snapshot.
-    Started(Vec<StoredObject>),
+    /// Recorded `creating` with its snapshot of this many objects; its job is queued.
+    Started {
+        objects: u32,
+    },
     NotAvailable,
-    /// Another backup of the cluster is reading it (its lease has not expired).
+    /// Another backup of the cluster is being taken.
     AlreadyRunning,
+}
+
+/// One object a backup job copied: its name, the copy's version, its plaintext size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupCopy {
+    pub name: ObjectName,
+    pub version: Uuid,
+    pub size_bytes: u64,
 }
 
 /// Clusters, their objects' index and their backups. The sealed bytes live in a `BlobStore`.
@@ -407,47 +417,53 @@ pub trait ClusterStore: Send + Sync {
         cluster_id: Uuid,
         name: &ObjectName,
     ) -> Result<Option<StoredObject>, StoreError>;
-    /// Records a new version of an object, if the cluster is still available (a backup's
-    /// lease is judged at the object's `updated_at`, the console's clock).
+    /// Records a new version of an object, if the cluster is still available.
     async fn put_object(
         &self,
         cluster_id: Uuid,
         object: &StoredObject,
     ) -> Result<ObjectWrite, StoreError>;
     /// Removes an object from the index: None when there is no such object; else, as for
-    /// `put_object`, the version to delete now (none while a backup reads the cluster, whose
-    /// lease is judged at `now`).
+    /// `put_object`, the version to delete now (none while a backup reads the cluster).
     async fn delete_object(
         &self,
         cluster_id: Uuid,
         name: &ObjectName,
-        now: DateTime<Utc>,
     ) -> Result<Option<ObjectWrite>, StoreError>;
-    /// Starts reading the cluster for backup `backup`: until `finish_backup`, or until its
-    /// lease lapses unrenewed, replaced versions are kept. Returns the objects as they are
-    /// at this moment.
+    /// Records `backup` as `creating` with a snapshot of the cluster's index (taken inside
+    /// the database, whatever its size), holds the cluster for it (a version replaced from
+    /// now on is kept until the backup ends) and queues its job, with `audit`, in one
+    /// transaction, if the cluster is available and no other backup holds it.
     async fn start_backup(
         &self,
-        cluster_id: Uuid,
-        backup: Uuid,
+        backup: &Backup,
         now: DateTime<Utc>,
+        audit: AuditDraft,
     ) -> Result<BackupStart, StoreError>;
-    /// Renews the backup's lease; false when it lapsed and another backup holds the cluster.
-    async fn renew_backup(
+    /// Up to `limit` objects of the snapshot not copied yet, in name order; each names the
+    /// cluster's version to copy.
+    async fn backup_objects_to_copy(
         &self,
-        cluster_id: Uuid,
-        backup: Uuid,
-        now: DateTime<Utc>,
+        backup_id: Uuid,
+        limit: u64,
+    ) -> Result<Vec<StoredObject>, StoreError>;
+    /// Records copies made by the backup's job, and its progress; false (nothing recorded)
+    /// when the backup is no longer `creating`.
+    async fn record_backup_copies(
+        &self,
+        backup_id: Uuid,
+        copies: &[BackupCopy],
     ) -> Result<bool, StoreError>;
-    /// Ends the backup's reading, if it still holds the lease; the versions replaced
-    /// meanwhile, now to be deleted.
-    async fn finish_backup(&self, cluster_id: Uuid, backup: Uuid) -> Result<Vec<Uuid>, StoreError>;
-    async fn insert_backup(
+    /// Ends a `creating` backup, available (`failure` None) or failed, with `audit`; removes
+    /// its job and releases its cluster, in one transaction. The versions the cluster kept
+    /// for it, now to be deleted; None (nothing recorded) when it was not `creating`.
+    async fn end_backup(
         &self,
         backup: &Backup,
-        objects: &[StoredObject],
+        failure: Option<String>,
+        now: DateTime<Utc>,
         audit: AuditDraft,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Option<Vec<Uuid>>, StoreError>;
     async fn backup(&self, organization_id: Uuid, id: Uuid) -> Result<Option<Backup>, StoreError>;
     /// A cluster's backups, newest first (also once the cluster is deleted).
     async fn backups(
@@ -469,11 +485,14 @@ pub trait ClusterStore: Send + Sync {
         organization_id: Uuid,
         key_id: Uuid,
     ) -> Result<Vec<Backup>, StoreError>;
-    /// The objects a backup holds, each dated `taken_at` (when the backup was taken).
+    /// The objects a backup holds, in name order after `after`, at most `limit`, each dated
+    /// `taken_at` (when the backup was taken).
     async fn backup_objects(
         &self,
         backup_id: Uuid,
         taken_at: DateTime<Utc>,
+        after: Option<&ObjectName>,
+        limit: u64,
     ) -> Result<Vec<StoredObject>, StoreError>;
     async fn delete_backup(
         &self,
@@ -516,6 +535,12 @@ pub trait JobStore: Send + Sync {
     ) -> Result<Vec<Job>, StoreError>;
     /// Done: removed, unless it was queued again meanwhile (then released to run again).
     async fn finish_job(&self, job: &Job) -> Result<(), StoreError>;
+    /// Extends a long job's lease; false when the job is gone or was queued again (then the
+    /// holder stops: what it does may be outdated).
+    async fn renew_job(&self, job: &Job, lease_until: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// Given back after some progress (a long job's share of a round): due again at
+    /// `due_at`, its count of failed attempts reset.
+    async fn release_job(&self, job: &Job, due_at: DateTime<Utc>) -> Result<(), StoreError>;
     /// Failed: released, due again at `due_at`, with the error kept for operators.
     async fn retry_job(
         &self,

@@ -1068,6 +1068,22 @@ impl JobStore for MemoryStore {
         Ok(())
     }
 
+    async fn renew_job(&self, job: &Job, _lease_until: DateTime<Utc>) -> Result<bool, StoreError> {
+        Ok(self
+            .state()
+            .jobs
+            .iter()
+            .any(|(j, _)| j.id == job.id && j.generation == job.generation))
+    }
+
+    async fn release_job(&self, job: &Job, due_at: DateTime<Utc>) -> Result<(), StoreError> {
+        if let Some((j, due)) = self.state().jobs.iter_mut().find(|(j, _)| j.id == job.id) {
+            j.attempts = 0;
+            *due = due_at;
+        }
+        Ok(())
+    }
+
     async fn retry_job(
         &self,
         job: &Job,

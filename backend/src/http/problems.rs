@@ -330,6 +330,13 @@ pub fn rule_doc(rule: Rule) -> ProblemDoc {
             "The cluster's state does not allow this: a paused or inaccessible cluster serves \
              no data, only a paused cluster resumes, and so on. `detail` names the state.",
         ),
+        Rule::BackupState => (
+            "Conflict",
+            &[409],
+            "The backup's state does not allow this: a backup that is still being taken (state \
+             `creating`) can be neither restored nor deleted until its job ends, and a failed \
+             one holds nothing to restore. `detail` names the state.",
+        ),
         Rule::KeyInUse => (
             "Conflict",
             &[409],
@@ -416,9 +423,10 @@ mod tests {
             Rule::KeyInUse => 13,
             Rule::OwnersAndAuditors => 14,
             Rule::WebhookLimit => 15,
+            Rule::BackupState => 16,
         };
         let places: Vec<usize> = Rule::ALL.into_iter().map(place).collect();
-        // 16 arms above.
-        assert_eq!(places, (0..16).collect::<Vec<_>>());
+        // 17 arms above.
+        assert_eq!(places, (0..17).collect::<Vec<_>>());
     }
 }

@@ -3,7 +3,7 @@
 //! no event): that orders them with a backup's start, so a snapshot never loses a version.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
@@ -11,23 +11,20 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::SeaStore;
 use super::entities::{
     backup_objects, backups, cluster_garbage, cluster_objects, cluster_regions, clusters,
 };
+use super::{SeaStore, jobs};
 use crate::domain::audit::AuditDraft;
 use crate::domain::clusters::{
     Backup, BackupState, Cluster, ClusterName, ClusterRegion, ClusterState, ObjectName,
     StoredObject, Tier,
 };
+use crate::domain::jobs::JobKind;
 use crate::domain::keys::Provider;
 use crate::domain::keys::region::Region;
 use crate::domain::page::PageRequest;
-use crate::domain::ports::{BackupStart, ClusterStore, ObjectWrite, StoreError};
-
-/// A backup renews its lease after every object it copied; one not renewed for this long
-/// (its process died) no longer holds replaced versions back, nor blocks the next backup.
-const BACKUP_LEASE: Duration = Duration::minutes(2);
+use crate::domain::ports::{BackupCopy, BackupStart, ClusterStore, ObjectWrite, StoreError};
 
 fn corrupt(what: &str, id: Uuid) -> StoreError {
     StoreError::Corrupt(format!("{what} {id}"))
@@ -104,8 +101,11 @@ fn backup_from(m: backups::Model) -> Result<Backup, StoreError> {
         state: BackupState::parse(&m.state).ok_or_else(|| bad("state"))?,
         size_bytes: u64::try_from(m.size_bytes).map_err(|_| bad("size"))?,
         object_count: u32::try_from(m.object_count).map_err(|_| bad("count"))?,
+        objects_copied: u32::try_from(m.objects_copied).map_err(|_| bad("progress"))?,
+        last_error: m.last_error,
         created_by: m.created_by,
         created_at: m.created_at,
+        finished_at: m.finished_at,
     })
 }
 
@@ -203,20 +203,66 @@ async fn object_row(
         .await?)
 }
 
-/// Whether the cluster is available, and whether a backup is reading it at `now` (the
-/// console's clock, as the lease was taken with it), inside a write.
-async fn serving(
-    db: &impl ConnectionTrait,
-    cluster_id: Uuid,
-    now: DateTime<Utc>,
-) -> Result<Option<bool>, StoreError> {
+/// Whether the cluster is available, and whether a backup is reading it (its lease lasts as
+/// long as the backup's job: until it ends, whatever happens to the instance running it).
+async fn serving(db: &impl ConnectionTrait, cluster_id: Uuid) -> Result<Option<bool>, StoreError> {
     let row = clusters::Entity::find_by_id(cluster_id).one(db).await?;
     Ok(row
         .filter(|c| c.state == ClusterState::Available.as_str())
-        .map(|c| {
-            c.backup_started_at
-                .is_some_and(|at| now - at < BACKUP_LEASE)
-        }))
+        .map(|c| c.backup_lease.is_some()))
+}
+
+/// Ends backup `backup`'s reading of the cluster if it holds it: the versions replaced
+/// meanwhile, now to be deleted by the caller.
+async fn release_cluster(
+    db: &impl ConnectionTrait,
+    cluster_id: Uuid,
+    backup: Uuid,
+) -> Result<Vec<Uuid>, StoreError> {
+    let ours = clusters::Entity::update_many()
+        .col_expr(
+            clusters::Column::BackupStartedAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            clusters::Column::BackupLease,
+            Expr::value(Option::<Uuid>::None),
+        )
+        .filter(clusters::Column::Id.eq(cluster_id))
+        .filter(clusters::Column::BackupLease.eq(backup))
+        .exec(db)
+        .await?
+        .rows_affected
+        > 0;
+    if !ours {
+        return Ok(Vec::new());
+    }
+    let kept = cluster_garbage::Entity::find()
+        .filter(cluster_garbage::Column::ClusterId.eq(cluster_id))
+        .all(db)
+        .await?;
+    cluster_garbage::Entity::delete_many()
+        .filter(cluster_garbage::Column::ClusterId.eq(cluster_id))
+        .exec(db)
+        .await?;
+    Ok(kept
+        .iter()
+        .filter_map(|g| Uuid::parse_str(&g.blob).ok())
+        .collect())
+}
+
+fn backup_object_from(
+    m: backup_objects::Model,
+    taken_at: DateTime<Utc>,
+) -> Result<StoredObject, StoreError> {
+    Ok(StoredObject {
+        id: m.version,
+        name: ObjectName::parse(&m.name).map_err(|_| corrupt("backup object of", m.backup_id))?,
+        version: m.version,
+        size_bytes: u64::try_from(m.size_bytes)
+            .map_err(|_| corrupt("backup object of", m.backup_id))?,
+        updated_at: taken_at,
+    })
 }
 
 /// A replaced version: deleted by the caller now, or kept until the backup reading the
@@ -511,7 +557,7 @@ impl ClusterStore for SeaStore {
         object: &StoredObject,
     ) -> Result<ObjectWrite, StoreError> {
         audited!(self, quietly, |txn| {
-            match serving(txn, cluster_id, object.updated_at).await? {
+            match serving(txn, cluster_id).await? {
                 None => (ObjectWrite::ClusterNotAvailable, false),
                 Some(backup_running) => {
                     let existing = object_row(txn, cluster_id, &object.name).await?;
@@ -550,10 +596,9 @@ impl ClusterStore for SeaStore {
         &self,
         cluster_id: Uuid,
         name: &ObjectName,
-        now: DateTime<Utc>,
     ) -> Result<Option<ObjectWrite>, StoreError> {
         audited!(self, quietly, |txn| {
-            match serving(txn, cluster_id, now).await? {
+            match serving(txn, cluster_id).await? {
                 None => (Some(ObjectWrite::ClusterNotAvailable), false),
                 Some(backup_running) => {
                     let existing = object_row(txn, cluster_id, name).await?;
@@ -575,133 +620,201 @@ impl ClusterStore for SeaStore {
 
     async fn start_backup(
         &self,
-        cluster_id: Uuid,
-        backup: Uuid,
+        backup: &Backup,
         now: DateTime<Utc>,
+        audit: AuditDraft,
     ) -> Result<BackupStart, StoreError> {
-        audited!(self, quietly, |txn| {
-            match serving(txn, cluster_id, now).await? {
+        use sea_orm::sea_query::Query;
+        let regions: Vec<&str> = backup.regions.iter().map(Region::as_str).collect();
+        let regions = serde_json::to_string(&regions).unwrap_or_else(|_| "[]".into());
+        let cluster_id = backup.cluster_id;
+        audited!(self, audit, |txn| {
+            match serving(txn, cluster_id).await? {
                 None => (BackupStart::NotAvailable, false),
                 Some(true) => (BackupStart::AlreadyRunning, false),
                 Some(false) => {
                     clusters::Entity::update_many()
                         .col_expr(clusters::Column::BackupStartedAt, Expr::value(Some(now)))
-                        .col_expr(clusters::Column::BackupLease, Expr::value(Some(backup)))
+                        .col_expr(clusters::Column::BackupLease, Expr::value(Some(backup.id)))
                         .filter(clusters::Column::Id.eq(cluster_id))
                         .exec(txn)
                         .await?;
-                    let objects = cluster_objects::Entity::find()
-                        .filter(cluster_objects::Column::ClusterId.eq(cluster_id))
-                        .order_by_asc(cluster_objects::Column::Id)
-                        .all(txn)
-                        .await?
-                        .into_iter()
-                        .map(object_from)
-                        .collect::<Result<Vec<_>, _>>()?;
-                    (BackupStart::Started(objects), true)
+                    let objects: u32 = {
+                        use sea_orm::PaginatorTrait;
+                        let n = cluster_objects::Entity::find()
+                            .filter(cluster_objects::Column::ClusterId.eq(cluster_id))
+                            .count(txn)
+                            .await?;
+                        u32::try_from(n).unwrap_or(u32::MAX)
+                    };
+                    backups::Entity::insert(backups::ActiveModel {
+                        id: Set(backup.id),
+                        organization_id: Set(backup.organization_id),
+                        project_id: Set(backup.project_id),
+                        cluster_id: Set(cluster_id),
+                        cluster_name: Set(backup.cluster_name.clone()),
+                        provider: Set(backup.provider.as_str().to_owned()),
+                        regions: Set(regions.clone()),
+                        region: Set(backup.region.region.as_str().to_owned()),
+                        key_id: Set(backup.region.key_id),
+                        key_ref: Set(backup.region.key_ref.clone()),
+                        wrapped_key: Set(backup.region.wrapped_key.clone()),
+                        key_version: Set(backup.region.key_version.clone()),
+                        state: Set(BackupState::Creating.as_str().to_owned()),
+                        size_bytes: Set(0),
+                        object_count: Set(i32::try_from(objects).unwrap_or(i32::MAX)),
+                        objects_copied: Set(0),
+                        last_error: Set(None),
+                        created_by: Set(backup.created_by.clone()),
+                        created_at: Set(backup.created_at),
+                        finished_at: Set(None),
+                    })
+                    .exec_without_returning(txn)
+                    .await?;
+                    // The snapshot: the index as it is now, copied inside the database (no
+                    // row passes through this process, whatever the cluster holds).
+                    let snapshot = Query::select()
+                        .expr(Expr::val(backup.id))
+                        .column(cluster_objects::Column::Name)
+                        .column(cluster_objects::Column::Version)
+                        .column(cluster_objects::Column::SizeBytes)
+                        .expr(Expr::val(false))
+                        .from(cluster_objects::Entity)
+                        .and_where(cluster_objects::Column::ClusterId.eq(cluster_id))
+                        .to_owned();
+                    let insert = Query::insert()
+                        .into_table(backup_objects::Entity)
+                        .columns([
+                            backup_objects::Column::BackupId,
+                            backup_objects::Column::Name,
+                            backup_objects::Column::Version,
+                            backup_objects::Column::SizeBytes,
+                            backup_objects::Column::Copied,
+                        ])
+                        .select_from(snapshot)
+                        .map_err(|e| StoreError::Database(e.to_string()))?
+                        .to_owned();
+                    txn.execute(&insert).await?;
+                    jobs::enqueue(txn, JobKind::Backup, backup.organization_id, backup.id, now)
+                        .await?;
+                    (BackupStart::Started { objects }, true)
                 }
             }
         })
     }
 
-    async fn renew_backup(
+    async fn backup_objects_to_copy(
         &self,
-        cluster_id: Uuid,
-        backup: Uuid,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        audited!(self, quietly, |txn| {
-            let renewed = clusters::Entity::update_many()
-                .col_expr(clusters::Column::BackupStartedAt, Expr::value(Some(now)))
-                .filter(clusters::Column::Id.eq(cluster_id))
-                .filter(clusters::Column::BackupLease.eq(backup))
-                .exec(txn)
-                .await?
-                .rows_affected
-                > 0;
-            (renewed, renewed)
-        })
+        backup_id: Uuid,
+        limit: u64,
+    ) -> Result<Vec<StoredObject>, StoreError> {
+        let taken_at = backups::Entity::find_by_id(backup_id)
+            .one(&self.db)
+            .await?
+            .map(|b| b.created_at)
+            .unwrap_or_default();
+        backup_objects::Entity::find()
+            .filter(backup_objects::Column::BackupId.eq(backup_id))
+            .filter(backup_objects::Column::Copied.eq(false))
+            .order_by_asc(backup_objects::Column::Name)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| backup_object_from(m, taken_at))
+            .collect()
     }
 
-    async fn finish_backup(&self, cluster_id: Uuid, backup: Uuid) -> Result<Vec<Uuid>, StoreError> {
+    async fn record_backup_copies(
+        &self,
+        backup_id: Uuid,
+        copies: &[BackupCopy],
+    ) -> Result<bool, StoreError> {
+        let copies = copies.to_vec();
         audited!(self, quietly, |txn| {
-            let ours = clusters::Entity::update_many()
-                .col_expr(
-                    clusters::Column::BackupStartedAt,
-                    Expr::value(Option::<DateTime<Utc>>::None),
-                )
-                .col_expr(
-                    clusters::Column::BackupLease,
-                    Expr::value(Option::<Uuid>::None),
-                )
-                .filter(clusters::Column::Id.eq(cluster_id))
-                .filter(clusters::Column::BackupLease.eq(backup))
-                .exec(txn)
+            let creating = backups::Entity::find_by_id(backup_id)
+                .one(txn)
                 .await?
-                .rows_affected
-                > 0;
-            if !ours {
-                // Another backup holds the cluster now: what was kept is kept for it.
-                (Vec::new(), false)
-            } else {
-                let kept = cluster_garbage::Entity::find()
-                    .filter(cluster_garbage::Column::ClusterId.eq(cluster_id))
-                    .all(txn)
-                    .await?;
-                cluster_garbage::Entity::delete_many()
-                    .filter(cluster_garbage::Column::ClusterId.eq(cluster_id))
-                    .exec(txn)
-                    .await?;
-                let versions: Vec<Uuid> = kept
-                    .iter()
-                    .filter_map(|g| Uuid::parse_str(&g.blob).ok())
-                    .collect();
-                (versions, true)
+                .filter(|b| b.state == BackupState::Creating.as_str());
+            match creating {
+                None => (false, false),
+                Some(row) => {
+                    let mut copied = 0i32;
+                    let mut bytes = 0i64;
+                    for copy in &copies {
+                        let done = backup_objects::Entity::update_many()
+                            .col_expr(backup_objects::Column::Version, Expr::value(copy.version))
+                            .col_expr(
+                                backup_objects::Column::SizeBytes,
+                                Expr::value(size(copy.size_bytes)),
+                            )
+                            .col_expr(backup_objects::Column::Copied, Expr::value(true))
+                            .filter(backup_objects::Column::BackupId.eq(backup_id))
+                            .filter(backup_objects::Column::Name.eq(copy.name.as_str()))
+                            .filter(backup_objects::Column::Copied.eq(false))
+                            .exec(txn)
+                            .await?
+                            .rows_affected;
+                        if done > 0 {
+                            copied += 1;
+                            bytes = bytes.saturating_add(size(copy.size_bytes));
+                        }
+                    }
+                    backups::Entity::update_many()
+                        .col_expr(
+                            backups::Column::ObjectsCopied,
+                            Expr::value(row.objects_copied.saturating_add(copied)),
+                        )
+                        .col_expr(
+                            backups::Column::SizeBytes,
+                            Expr::value(row.size_bytes.saturating_add(bytes)),
+                        )
+                        .filter(backups::Column::Id.eq(backup_id))
+                        .exec(txn)
+                        .await?;
+                    (true, true)
+                }
             }
         })
     }
 
-    async fn insert_backup(
+    async fn end_backup(
         &self,
         backup: &Backup,
-        objects: &[StoredObject],
+        failure: Option<String>,
+        now: DateTime<Utc>,
         audit: AuditDraft,
-    ) -> Result<(), StoreError> {
-        let regions: Vec<&str> = backup.regions.iter().map(Region::as_str).collect();
-        let regions = serde_json::to_string(&regions).unwrap_or_else(|_| "[]".into());
+    ) -> Result<Option<Vec<Uuid>>, StoreError> {
+        let state = match failure {
+            None => BackupState::Available,
+            Some(_) => BackupState::Failed,
+        };
         audited!(self, audit, |txn| {
-            backups::Entity::insert(backups::ActiveModel {
-                id: Set(backup.id),
-                organization_id: Set(backup.organization_id),
-                project_id: Set(backup.project_id),
-                cluster_id: Set(backup.cluster_id),
-                cluster_name: Set(backup.cluster_name.clone()),
-                provider: Set(backup.provider.as_str().to_owned()),
-                regions: Set(regions.clone()),
-                region: Set(backup.region.region.as_str().to_owned()),
-                key_id: Set(backup.region.key_id),
-                key_ref: Set(backup.region.key_ref.clone()),
-                wrapped_key: Set(backup.region.wrapped_key.clone()),
-                key_version: Set(backup.region.key_version.clone()),
-                state: Set(backup.state.as_str().to_owned()),
-                size_bytes: Set(size(backup.size_bytes)),
-                object_count: Set(i32::try_from(backup.object_count).unwrap_or(i32::MAX)),
-                created_by: Set(backup.created_by.clone()),
-                created_at: Set(backup.created_at),
-            })
-            .exec_without_returning(txn)
-            .await?;
-            for object in objects {
-                backup_objects::Entity::insert(backup_objects::ActiveModel {
-                    backup_id: Set(backup.id),
-                    name: Set(object.name.as_str().to_owned()),
-                    version: Set(object.version),
-                    size_bytes: Set(size(object.size_bytes)),
-                })
-                .exec_without_returning(txn)
-                .await?;
+            let ended = backups::Entity::update_many()
+                .col_expr(backups::Column::State, Expr::value(state.as_str()))
+                .col_expr(backups::Column::LastError, Expr::value(failure.clone()))
+                .col_expr(backups::Column::FinishedAt, Expr::value(Some(now)))
+                .filter(backups::Column::Id.eq(backup.id))
+                .filter(backups::Column::State.eq(BackupState::Creating.as_str()))
+                .exec(txn)
+                .await?
+                .rows_affected
+                > 0;
+            if !ended {
+                (None, false)
+            } else {
+                if failure.is_some() {
+                    // A failed backup holds nothing: its rows go, its copies are deleted by
+                    // the caller (or, if it dies first, by the storage sweeper).
+                    backup_objects::Entity::delete_many()
+                        .filter(backup_objects::Column::BackupId.eq(backup.id))
+                        .exec(txn)
+                        .await?;
+                }
+                jobs::forget(txn, JobKind::Backup, backup.id).await?;
+                let released = release_cluster(txn, backup.cluster_id, backup.id).await?;
+                (Some(released), true)
             }
-            ((), true)
         })
     }
 
@@ -764,24 +877,22 @@ impl ClusterStore for SeaStore {
         &self,
         backup_id: Uuid,
         taken_at: DateTime<Utc>,
+        after: Option<&ObjectName>,
+        limit: u64,
     ) -> Result<Vec<StoredObject>, StoreError> {
-        backup_objects::Entity::find()
+        let mut query = backup_objects::Entity::find()
             .filter(backup_objects::Column::BackupId.eq(backup_id))
+            .filter(backup_objects::Column::Copied.eq(true))
             .order_by_asc(backup_objects::Column::Name)
+            .limit(limit);
+        if let Some(after) = after {
+            query = query.filter(backup_objects::Column::Name.gt(after.as_str()));
+        }
+        query
             .all(&self.db)
             .await?
             .into_iter()
-            .map(|m| {
-                Ok(StoredObject {
-                    id: m.version,
-                    name: ObjectName::parse(&m.name)
-                        .map_err(|_| corrupt("backup object of", m.backup_id))?,
-                    version: m.version,
-                    size_bytes: u64::try_from(m.size_bytes)
-                        .map_err(|_| corrupt("backup object of", m.backup_id))?,
-                    updated_at: taken_at,
-                })
-            })
+            .map(|m| backup_object_from(m, taken_at))
             .collect()
     }
 

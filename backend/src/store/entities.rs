@@ -376,6 +376,9 @@ pub mod backups {
         pub created_by: String,
         pub created_at: DateTimeUtc,
         pub key_version: Option<String>,
+        pub objects_copied: i32,
+        pub last_error: Option<String>,
+        pub finished_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -396,6 +399,9 @@ pub mod backup_objects {
         pub name: String,
         pub version: Uuid,
         pub size_bytes: i64,
+        /// False while the row names the cluster's version the backup has still to copy;
+        /// true once `version` is the backup's own copy.
+        pub copied: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -71,8 +71,23 @@ pub(super) async fn enqueue(
     Ok(())
 }
 
+/// Removes the job of `kind` for `subject`, inside the caller's transaction (the work it stood
+/// for ended with what the transaction records).
+pub(super) async fn forget(
+    db: &impl ConnectionTrait,
+    kind: JobKind,
+    subject: Uuid,
+) -> Result<(), StoreError> {
+    jobs::Entity::delete_many()
+        .filter(jobs::Column::Kind.eq(kind.as_str()))
+        .filter(jobs::Column::Subject.eq(subject))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 fn kind_from(raw: &str) -> Option<JobKind> {
-    (raw == JobKind::ReconcileKey.as_str()).then_some(JobKind::ReconcileKey)
+    JobKind::ALL.into_iter().find(|k| k.as_str() == raw)
 }
 
 fn version_from(m: key_versions::Model) -> Result<KeyVersionStatus, StoreError> {
@@ -181,6 +196,34 @@ impl JobStore for SeaStore {
                     .exec(txn)
                     .await?;
             }
+            ((), true)
+        })
+    }
+
+    async fn renew_job(&self, job: &Job, lease_until: DateTime<Utc>) -> Result<bool, StoreError> {
+        audited!(self, quietly, |txn| {
+            let renewed = jobs::Entity::update_many()
+                .col_expr(jobs::Column::LeaseUntil, Expr::value(Some(lease_until)))
+                .filter(jobs::Column::Id.eq(job.id))
+                .filter(jobs::Column::Generation.eq(job.generation))
+                .exec(txn)
+                .await?
+                .rows_affected
+                > 0;
+            (renewed, renewed)
+        })
+    }
+
+    async fn release_job(&self, job: &Job, due_at: DateTime<Utc>) -> Result<(), StoreError> {
+        audited!(self, quietly, |txn| {
+            jobs::Entity::update_many()
+                .col_expr(jobs::Column::LeaseUntil, Expr::value(None::<DateTime<Utc>>))
+                .col_expr(jobs::Column::DueAt, Expr::value(due_at))
+                .col_expr(jobs::Column::Attempts, Expr::value(0))
+                .col_expr(jobs::Column::LastError, Expr::value(None::<String>))
+                .filter(jobs::Column::Id.eq(job.id))
+                .exec(txn)
+                .await?;
             ((), true)
         })
     }

@@ -12,10 +12,11 @@ use super::keyring::ClusterKeys;
 use super::lifecycle::PLATFORM_KEY;
 use super::objects::{bound_name, open_sealed, region_targets, storage_error, write_sealed};
 use super::{
-    Backup, BackupState, Cluster, ClusterName, ClusterRegion, ClusterState, NewCluster,
+    Backup, BackupState, Cluster, ClusterName, ClusterRegion, ClusterState, NewCluster, ObjectName,
     StoredObject, Tier,
 };
 use crate::domain::audit::{AuditDraft, Outcome};
+use crate::domain::error::Rule;
 use crate::domain::identity::Caller;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::ports::BackupStart;
@@ -73,7 +74,9 @@ impl Console {
             .ok_or(DomainError::NotFound("backup"))
     }
 
-    /// Takes a backup of an available cluster (owners only).
+    /// Starts a backup of an available cluster (owners only): the data key is made and the
+    /// snapshot taken now, so a refused key or a busy cluster is answered at once; the
+    /// objects are copied by the `backup` job. Answers the backup, `creating`.
     pub async fn create_backup(
         &self,
         caller: &Caller,
@@ -81,7 +84,17 @@ impl Console {
     ) -> Result<Backup, DomainError> {
         let cluster = self.cluster(caller, cluster_id).await?;
         caller.require_owner("take backups")?;
-        let keys = self.serving_keys(&cluster).await?;
+        // The cluster's own keys must work now: the job reads its objects with them.
+        if let Err(err) = self.serving_keys(&cluster).await {
+            self.record_refusal(
+                caller,
+                "backup.refused",
+                &format!("cluster/{}", cluster.id),
+                &err,
+            )
+            .await?;
+            return Err(err);
+        }
         let parts = self.cluster_parts()?;
         let primary = cluster
             .primary()
@@ -108,12 +121,16 @@ impl Console {
         {
             Ok(fresh) => fresh,
             Err(failed) => {
-                self.backup_failed(
+                let audit = AuditDraft::by(
                     caller,
-                    &cluster,
-                    json!({ "code": failed.error.code(), "region": failed.region }),
+                    self.clock.now(),
+                    "backup.failed",
+                    format!("cluster/{}", cluster.id),
                 )
-                .await?;
+                .outcome(Outcome::Failure)
+                .detail(json!({ "code": failed.error.code(), "region": failed.region }))
+                .in_project(cluster.project_id);
+                self.record(audit).await?;
                 return Err(DomainError::KeyUnusable {
                     action: "take the backup",
                     failures: vec![failed],
@@ -121,30 +138,6 @@ impl Console {
             }
         };
         let now = self.clock.now();
-        let refused = match parts.store.start_backup(cluster.id, id, now).await? {
-            BackupStart::Started(objects) => Ok(objects),
-            BackupStart::NotAvailable => Err(super::lifecycle::wrong_state(
-                &cluster,
-                "only an available cluster can be backed up",
-            )),
-            BackupStart::AlreadyRunning => Err(super::lifecycle::wrong_state(
-                &cluster,
-                "another backup of it is being taken; try again when it is done",
-            )),
-        };
-        let objects = match refused {
-            Ok(objects) => objects,
-            Err(err) => {
-                self.record_refusal(
-                    caller,
-                    "backup.refused",
-                    &format!("cluster/{}", cluster.id),
-                    &err,
-                )
-                .await?;
-                return Err(err);
-            }
-        };
         let mut backup = Backup {
             id,
             organization_id: caller.organization_id,
@@ -154,141 +147,52 @@ impl Console {
             provider: cluster.provider,
             regions: cluster.regions.iter().map(|r| r.region.clone()).collect(),
             region: ClusterRegion {
-                wrapped_key: data_key.wrapped,
+                wrapped_key: data_key.wrapped.clone(),
                 key_version,
                 ..primary.clone()
             },
-            state: BackupState::Available,
+            state: BackupState::Creating,
             size_bytes: 0,
             object_count: 0,
+            objects_copied: 0,
+            last_error: None,
             created_by: caller.actor.label(),
             created_at: now,
+            finished_at: None,
         };
-        let copied = self
-            .copy_objects(
+        // The plaintext data key is not kept: the job unwraps it when it runs (on whichever
+        // instance leases it).
+        drop(data_key);
+        let audit = AuditDraft::by(caller, now, "backup.started", format!("backup/{id}"))
+            .detail(json!({
+                "cluster_id": cluster.id,
+                "region": primary.region.as_str(),
+                "key": primary.key_ref.as_deref().unwrap_or(PLATFORM_KEY),
+            }))
+            .in_project(cluster.project_id);
+        let refused = match parts.store.start_backup(&backup, now, audit).await? {
+            BackupStart::Started { objects } => {
+                backup.object_count = objects;
+                self.wake_backups();
+                return Ok(backup);
+            }
+            BackupStart::NotAvailable => super::lifecycle::wrong_state(
                 &cluster,
-                &keys,
-                &primary,
-                &backup,
-                &data_key.plaintext,
-                &objects,
-            )
-            .await;
-        let replaced = parts.store.finish_backup(cluster.id, id).await;
-        if let Ok(replaced) = &replaced {
-            self.delete_versions(&cluster, replaced).await;
-        }
-        let copied = match copied {
-            Ok(copied) => copied,
-            Err(err) => {
-                let _ = parts.blobs.delete_prefix(&backup.prefix()).await;
-                self.backup_failed(
-                    caller,
-                    &cluster,
-                    json!({ "error": super::lifecycle::public_text(&err) }),
-                )
-                .await?;
-                return Err(err);
-            }
+                "only an available cluster can be backed up",
+            ),
+            BackupStart::AlreadyRunning => super::lifecycle::wrong_state(
+                &cluster,
+                "another backup of it is being taken; try again when it is done",
+            ),
         };
-        backup.size_bytes = copied.iter().map(|o| o.size_bytes).sum();
-        backup.object_count = u32::try_from(copied.len()).unwrap_or(u32::MAX);
-        let audit = AuditDraft::by(
+        self.record_refusal(
             caller,
-            self.clock.now(),
-            "backup.created",
-            format!("backup/{id}"),
+            "backup.refused",
+            &format!("cluster/{}", cluster.id),
+            &refused,
         )
-        .detail(json!({
-            "cluster_id": cluster.id,
-            "region": primary.region.as_str(),
-            "key": primary.key_ref.as_deref().unwrap_or(PLATFORM_KEY),
-            "objects": backup.object_count,
-            "size_bytes": backup.size_bytes,
-        }))
-        .in_project(cluster.project_id);
-        if let Err(err) = parts.store.insert_backup(&backup, &copied, audit).await {
-            let _ = parts.blobs.delete_prefix(&backup.prefix()).await;
-            return Err(err.into());
-        }
-        Ok(backup)
-    }
-
-    async fn backup_failed(
-        &self,
-        caller: &Caller,
-        cluster: &Cluster,
-        detail: serde_json::Value,
-    ) -> Result<(), DomainError> {
-        let audit = AuditDraft::by(
-            caller,
-            self.clock.now(),
-            "backup.failed",
-            format!("cluster/{}", cluster.id),
-        )
-        .outcome(Outcome::Failure)
-        .detail(detail)
-        .in_project(cluster.project_id);
-        self.record(audit).await
-    }
-
-    /// Re-seals each object of the snapshot from the cluster's primary copy under the
-    /// backup's data key.
-    async fn copy_objects(
-        &self,
-        cluster: &Cluster,
-        keys: &Arc<ClusterKeys>,
-        primary: &ClusterRegion,
-        backup: &Backup,
-        backup_key: &crate::domain::kms::PlaintextKey,
-        objects: &[StoredObject],
-    ) -> Result<Vec<StoredObject>, DomainError> {
-        let parts = self.cluster_parts()?;
-        let mut copied = Vec::new();
-        for object in objects {
-            let source = parts
-                .blobs
-                .read(&cluster.blob(&primary.region, object.version))
-                .await
-                .map_err(storage_error)?;
-            let plain = open_sealed(
-                source,
-                keys.clone(),
-                primary.region.clone(),
-                cluster.id,
-                bound_name(object.version, object.name.as_str()),
-            );
-            let version = Uuid::now_v7();
-            let size = write_sealed(
-                parts.blobs.as_ref(),
-                &[(backup.blob(version), backup_key)],
-                backup.id,
-                &bound_name(version, object.name.as_str()),
-                plain,
-                None,
-                Some(keys),
-            )
-            .await?;
-            copied.push(StoredObject {
-                version,
-                size_bytes: size,
-                ..object.clone()
-            });
-            let renewed = parts
-                .store
-                .renew_backup(cluster.id, backup.id, self.clock.now())
-                .await?;
-            if !renewed {
-                return Err(DomainError::Conflict {
-                    rule: crate::domain::error::Rule::ClusterState,
-                    field: None,
-                    detail: "The backup took too long on one object and another backup of the \
-                             cluster took over; try again."
-                        .into(),
-                });
-            }
-        }
-        Ok(copied)
+        .await?;
+        Err(refused)
     }
 
     /// Restores a backup into a new cluster of the same project and regions; it needs the
@@ -301,6 +205,7 @@ impl Console {
     ) -> Result<Cluster, DomainError> {
         let backup = self.backup(caller, backup_id).await?;
         caller.require_owner("restore backups")?;
+        require_available(&backup, "restored")?;
         let project = self.project(caller, backup.project_id).await?;
         let name = match name.filter(|n| !n.trim().is_empty()) {
             Some(name) => ClusterName::parse(name).map_err(|e| DomainError::Invalid(vec![e]))?,
@@ -410,7 +315,8 @@ impl Console {
         .await
     }
 
-    /// Re-seals every object of the backup under the new cluster's keys, in every region.
+    /// Re-seals every object of the backup under the new cluster's keys, in every region,
+    /// reading the backup's index a page at a time.
     async fn restore_objects(
         &self,
         backup: &Backup,
@@ -418,52 +324,62 @@ impl Console {
         cluster: &Cluster,
         cluster_keys: &ClusterKeys,
     ) -> Result<Vec<StoredObject>, DomainError> {
+        const PAGE: u64 = 256;
         let parts = self.cluster_parts()?;
         let now = self.clock.now();
         let mut restored = Vec::new();
-        for object in parts
-            .store
-            .backup_objects(backup.id, backup.created_at)
-            .await?
-        {
-            let version = Uuid::now_v7();
-            let targets = region_targets(cluster, cluster_keys, version)?;
-            let source = parts
-                .blobs
-                .read(&backup.blob(object.version))
-                .await
-                .map_err(storage_error)?;
-            let plain = open_sealed(
-                source,
-                backup_keys.clone(),
-                backup.region.region.clone(),
-                backup.id,
-                bound_name(object.version, object.name.as_str()),
-            );
-            let size = write_sealed(
-                parts.blobs.as_ref(),
-                &targets,
-                cluster.id,
-                &bound_name(version, object.name.as_str()),
-                plain,
-                None,
-                None,
-            )
-            .await?;
-            restored.push(StoredObject {
-                id: Uuid::now_v7(),
-                version,
-                size_bytes: size,
-                updated_at: now,
-                ..object
-            });
+        let mut after: Option<ObjectName> = None;
+        loop {
+            let page = parts
+                .store
+                .backup_objects(backup.id, backup.created_at, after.as_ref(), PAGE)
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(restored);
+            };
+            after = Some(last.name.clone());
+            for object in page {
+                let version = Uuid::now_v7();
+                let targets = region_targets(cluster, cluster_keys, version)?;
+                let source = parts
+                    .blobs
+                    .read(&backup.blob(object.version))
+                    .await
+                    .map_err(storage_error)?;
+                let plain = open_sealed(
+                    source,
+                    backup_keys.clone(),
+                    backup.region.region.clone(),
+                    backup.id,
+                    bound_name(object.version, object.name.as_str()),
+                );
+                let size = write_sealed(
+                    parts.blobs.as_ref(),
+                    &targets,
+                    cluster.id,
+                    &bound_name(version, object.name.as_str()),
+                    plain,
+                    None,
+                    None,
+                )
+                .await?;
+                restored.push(StoredObject {
+                    id: Uuid::now_v7(),
+                    version,
+                    size_bytes: size,
+                    updated_at: now,
+                    ..object
+                });
+            }
         }
-        Ok(restored)
     }
 
     pub async fn delete_backup(&self, caller: &Caller, id: Uuid) -> Result<(), DomainError> {
         let backup = self.backup(caller, id).await?;
         caller.require_owner("delete backups")?;
+        if backup.state == BackupState::Creating {
+            return Err(not_yet(&backup, "deleted"));
+        }
         let parts = self.cluster_parts()?;
         parts
             .blobs
@@ -483,6 +399,35 @@ impl Console {
             .delete_backup(caller.organization_id, id, audit)
             .await?;
         Ok(())
+    }
+}
+
+/// The backup is still being taken (or failed): what it cannot be yet.
+fn not_yet(backup: &Backup, what: &str) -> DomainError {
+    let detail = match backup.state {
+        BackupState::Creating => format!(
+            "Backup {} is still being taken ({} of {} objects copied): it can be {what} once it \
+             is available.",
+            backup.id, backup.objects_copied, backup.object_count
+        ),
+        _ => format!(
+            "Backup {} failed ({}): it holds nothing to be {what}; delete it and take another.",
+            backup.id,
+            backup.last_error.as_deref().unwrap_or("no reason recorded")
+        ),
+    };
+    DomainError::Conflict {
+        rule: Rule::BackupState,
+        field: None,
+        detail,
+    }
+}
+
+fn require_available(backup: &Backup, what: &str) -> Result<(), DomainError> {
+    if backup.state == BackupState::Available {
+        Ok(())
+    } else {
+        Err(not_yet(backup, what))
     }
 }
 

@@ -3,6 +3,7 @@
 //! the ports are here; `request` parses what clients send, `lifecycle` creates, pauses,
 //! resumes and deletes, `objects` stores the data, `backups` snapshots and restores it.
 
+mod backup_job;
 mod backups;
 mod driver;
 mod keyring;
@@ -24,6 +25,7 @@ use crate::domain::kms::{DataKey, EncryptionContext, KmsError, PlaintextKey};
 pub use crate::domain::kms::RegionFailure;
 
 pub mod parts;
+pub use backup_job::BackupReport;
 pub use driver::ManifestDriver;
 pub use keyring::DataKeyRing;
 pub use lifecycle::{PLATFORM_KEY, RegionKeyFacts, describe_failures};
@@ -323,10 +325,18 @@ pub struct Backup {
     /// Where the backup is kept, and whose key wraps its data key.
     pub region: ClusterRegion,
     pub state: BackupState,
+    /// Plaintext bytes copied so far (all of them once available).
     pub size_bytes: u64,
+    /// The objects of the snapshot.
     pub object_count: u32,
+    /// How many of them are copied (`object_count` once available).
+    pub objects_copied: u32,
+    /// Why it failed, in words fit for its owner (no key material, no internal detail).
+    pub last_error: Option<String>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
+    /// When it became available or failed.
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 impl Backup {

@@ -486,11 +486,7 @@ impl Console {
         let name = ObjectName::parse(name).map_err(|e| DomainError::Invalid(vec![e]))?;
         self.serving_keys(&cluster).await?;
         let parts = self.cluster_parts()?;
-        match parts
-            .store
-            .delete_object(cluster.id, &name, self.clock.now())
-            .await?
-        {
+        match parts.store.delete_object(cluster.id, &name).await? {
             Some(ObjectWrite::Recorded { replaced }) => {
                 self.delete_versions(&cluster, replaced.as_slice()).await;
                 Ok(())

@@ -22,10 +22,17 @@ pub struct BackupBody {
     pub cluster_id: Uuid,
     pub cluster_name: String,
     pub project_id: Uuid,
+    /// `creating` while its job copies the objects, then `available` (or `failed`, with
+    /// `error`).
     pub state: BackupState,
-    /// Plaintext bytes of the objects it holds.
+    /// Plaintext bytes of the objects it holds (copied so far while `creating`).
     pub size_bytes: u64,
+    /// The objects of the snapshot.
     pub object_count: u32,
+    /// How many are copied: the progress while `creating`.
+    pub objects_copied: u32,
+    /// Why it failed.
+    pub error: Option<String>,
     /// Where it is kept: the cluster's primary region.
     pub region: String,
     /// The key that wraps its data key (`platform-managed key` without CMEK).
@@ -35,6 +42,8 @@ pub struct BackupBody {
     pub regions: Vec<String>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
+    /// When it became available or failed.
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 impl From<Backup> for BackupBody {
@@ -47,12 +56,15 @@ impl From<Backup> for BackupBody {
             state: b.state.into(),
             size_bytes: b.size_bytes,
             object_count: b.object_count,
+            objects_copied: b.objects_copied,
+            error: b.last_error,
             region: b.region.region.as_str().to_owned(),
             key_id: b.region.key_id,
             key_ref: b.region.key_ref.unwrap_or_else(|| PLATFORM_KEY.to_owned()),
             regions: b.regions.iter().map(|r| r.as_str().to_owned()).collect(),
             created_by: b.created_by,
             created_at: b.created_at,
+            finished_at: b.finished_at,
         }
     }
 }
@@ -68,10 +80,10 @@ pub struct RestoreBody {
     post, path = "/api/v1/clusters/{cluster_id}/backups", operation_id = "createBackup", tag = "backups",
     params(("cluster_id" = Uuid, Path)),
     responses(
-        (status = 201, body = BackupBody, description = "A consistent snapshot under a fresh backup data key"),
+        (status = 202, body = BackupBody, description = "Started: the snapshot is taken and the backup's data key made; the backup is `creating` while a background job copies the objects (follow `Location` until it is `available` or `failed`)"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "The cluster is not available, a backup is running, or the KMS refused the backup's data key"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "The cluster is not available, a backup of it is being taken, or the KMS refused the backup's data key"),
     ),
     security(("api_key" = []), ("session" = []))
 )]
@@ -84,7 +96,7 @@ pub async fn create(
         .console
         .create_backup(&caller.0, path.into_inner())
         .await?;
-    Ok(HttpResponse::Created()
+    Ok(HttpResponse::Accepted()
         .insert_header(("Location", format!("/api/v1/backups/{}", backup.id)))
         .json(BackupBody::from(backup)))
 }
@@ -155,6 +167,7 @@ pub async fn read(
         (status = 204, description = "Deleted with its data"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "The backup is still being taken (rules/backup-state)"),
     ),
     security(("api_key" = []), ("session" = []))
 )]
@@ -178,7 +191,7 @@ pub async fn delete(
         (status = 201, body = ClusterBody, description = "A new cluster in the same project and regions, holding the backup's objects"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "The key that wraps the backup is refused (problems/kms-key-unusable), a region has no active key, or the name is taken"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "The backup is not available (rules/backup-state), the key that wraps it is refused (problems/kms-key-unusable), a region has no active key, or the name is taken"),
     ),
     security(("api_key" = []), ("session" = []))
 )]

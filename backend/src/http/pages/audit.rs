@@ -47,6 +47,7 @@ const KNOWN_ACTIONS: &[&str] = &[
     "backup.refused",
     "backup.restore_failed",
     "backup.restore_refused",
+    "backup.started",
     "cluster.create_failed",
     "cluster.create_refused",
     "cluster.created",

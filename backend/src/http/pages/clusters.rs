@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use crate::domain::DomainError;
 use crate::domain::clusters::{
-    Backup, BodyError, Cluster, ClusterRequestInput, ClusterState, PLATFORM_KEY, RegionKeyFacts,
-    StoredObject,
+    Backup, BackupState, BodyError, Cluster, ClusterRequestInput, ClusterState, PLATFORM_KEY,
+    RegionKeyFacts, StoredObject,
 };
 use crate::domain::identity::Caller;
 use crate::domain::keys::region::{AWS_REGIONS, AZURE_REGIONS};
@@ -403,6 +403,10 @@ pub struct BackupRow {
     pub created: String,
     pub size: String,
     pub objects: u32,
+    pub copied: u32,
+    pub creating: bool,
+    pub available: bool,
+    pub error: Option<String>,
     pub region: String,
     pub key: String,
 }
@@ -410,6 +414,10 @@ pub struct BackupRow {
 impl From<Backup> for BackupRow {
     fn from(b: Backup) -> Self {
         Self {
+            copied: b.objects_copied,
+            creating: b.state == BackupState::Creating,
+            available: b.state == BackupState::Available,
+            error: b.last_error,
             id: b.id,
             cluster_id: b.cluster_id,
             cluster_name: b.cluster_name,
@@ -470,6 +478,8 @@ struct ShowPage {
     objects: Vec<ObjectRow>,
     more_objects: bool,
     backups: Vec<BackupRow>,
+    /// A backup is being taken: the page reloads itself to show its progress.
+    backups_running: bool,
     notice: Option<&'static str>,
     error: Option<String>,
     keys_in_memory: bool,
@@ -497,7 +507,10 @@ impl ShowParams {
             (&self.resumed, "Cluster resumed."),
             (&self.uploaded, "Object uploaded."),
             (&self.object_deleted, "Object deleted."),
-            (&self.backup_taken, "Backup taken."),
+            (
+                &self.backup_taken,
+                "Backup started: its objects are being copied (this page shows the progress).",
+            ),
             (&self.backup_deleted, "Backup deleted."),
             (&self.restored, "Backup restored into this new cluster."),
         ]
@@ -538,6 +551,10 @@ async fn show_page(
         regions: regions.into_iter().map(RegionRow::from).collect(),
         more_objects: objects.next.is_some(),
         objects: objects.items.into_iter().map(ObjectRow::from).collect(),
+        backups_running: backups
+            .items
+            .iter()
+            .any(|b| b.state == BackupState::Creating),
         backups: backups.items.into_iter().map(BackupRow::from).collect(),
         notice,
         error,

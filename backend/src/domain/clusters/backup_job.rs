@@ -1,0 +1,333 @@
+//! The `backup` job: copies the objects of a `creating` backup page by page, re-sealed under
+//! the backup's data key, then makes it available (or failed) and releases its cluster.
+//!
+//! - Durable: the job row was written with the backup (`start_backup`); whichever instance
+//!   leases it runs it, and one that dies leaves the lease to lapse and the job to resume from
+//!   the first object not recorded as copied.
+//! - Bounded: a round copies for at most `SLICE` and then gives the job back (due at once),
+//!   so a large backup never holds a worker round for long, and backups take turns.
+//! - Flat memory: a page of `PAGE` index rows at a time, each object streamed.
+//! - A copy written but not recorded (a crash between the two) names no row: the storage
+//!   sweeper removes it after its grace period.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::keyring::ClusterKeys;
+use super::lifecycle::{PLATFORM_KEY, public_text, wrong_state};
+use super::objects::{bound_name, open_sealed, storage_error, write_sealed};
+use super::{Backup, BackupState, Cluster, ClusterRegion, StoredObject};
+use crate::domain::audit::{AuditDraft, Outcome};
+use crate::domain::error::Rule;
+use crate::domain::identity::{Caller, Role};
+use crate::domain::jobs::{Job, JobKind};
+use crate::domain::keys::KeyStatus;
+use crate::domain::kms::PlaintextKey;
+use crate::domain::ports::BackupCopy;
+use crate::domain::{Console, DomainError};
+
+/// Index rows read at a time.
+const PAGE: u64 = 64;
+/// How long one round copies before giving the job back.
+const SLICE: Duration = Duration::from_secs(20);
+/// A job's lease; renewed after every page.
+const LEASE: chrono::Duration = chrono::Duration::minutes(2);
+/// Attempts after a passing fault (storage or KMS unreachable) before the backup fails.
+const MAX_ATTEMPTS: i32 = 8;
+
+/// What a round of the `backups` worker did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackupReport {
+    pub copied: usize,
+    pub available: usize,
+    pub failed: usize,
+}
+
+/// How far a run of the job got.
+enum Run {
+    /// Every object is copied.
+    Done,
+    /// The round's share is used up: the job goes back to the queue.
+    Paused,
+    /// The backup stopped being `creating`, or the lease went to another holder.
+    Stopped,
+}
+
+/// A fault that may pass (the storage or the KMS could not be reached, the database
+/// failed): retried with back-off. Anything else fails the backup at once.
+fn passing(err: &DomainError) -> bool {
+    match err {
+        DomainError::Storage(_) | DomainError::Store(_) | DomainError::Overloaded { .. } => true,
+        DomainError::KeyUnusable { failures, .. } => failures
+            .iter()
+            .all(|f| f.error.key_status() == KeyStatus::Unreachable),
+        _ => false,
+    }
+}
+
+fn backoff(attempts: i32) -> chrono::Duration {
+    chrono::Duration::seconds(2_i64 << attempts.clamp(0, 8)).min(chrono::Duration::minutes(5))
+}
+
+impl Console {
+    /// Tells this process's `backups` worker that a backup was queued.
+    pub(super) fn wake_backups(&self) {
+        self.backups_queued.notify_one();
+    }
+
+    /// Resolves when this process queued a backup (or at once if one was queued since the
+    /// last wait).
+    pub async fn backups_queued(&self) {
+        self.backups_queued.notified().await;
+    }
+
+    /// Runs the backup jobs that are due, one at a time, each for at most a slice.
+    pub async fn run_due_backups(&self) -> Result<BackupReport, DomainError> {
+        if self.clusters.is_none() {
+            return Ok(BackupReport::default());
+        }
+        let started = Instant::now();
+        let mut report = BackupReport::default();
+        while started.elapsed() < SLICE {
+            let now = self.clock.now();
+            let jobs = self
+                .store
+                .lease_jobs(JobKind::Backup, now, now + LEASE, 1)
+                .await?;
+            let Some(job) = jobs.into_iter().next() else {
+                break;
+            };
+            self.run_backup_job(&job, started, &mut report).await?;
+        }
+        Ok(report)
+    }
+
+    async fn run_backup_job(
+        &self,
+        job: &Job,
+        started: Instant,
+        report: &mut BackupReport,
+    ) -> Result<(), DomainError> {
+        let parts = self.cluster_parts()?;
+        let backup = parts
+            .store
+            .backup(job.organization_id, job.subject)
+            .await?
+            .filter(|b| b.state == BackupState::Creating);
+        let Some(backup) = backup else {
+            // Ended or deleted meanwhile: nothing left to do.
+            return Ok(self.store.finish_job(job).await?);
+        };
+        match self.copy_backup(job, &backup, started, report).await {
+            Ok(Run::Done) => {
+                if self.end_backup(&backup, None).await? {
+                    report.available += 1;
+                }
+            }
+            Ok(Run::Paused) => {
+                self.store.release_job(job, self.clock.now()).await?;
+            }
+            Ok(Run::Stopped) => {}
+            Err(err) if passing(&err) && job.attempts + 1 < MAX_ATTEMPTS => {
+                let why = public_text(&err);
+                tracing::warn!(backup = %backup.id, attempts = job.attempts + 1, error = %why, "a backup could not go on; it will be retried");
+                let due = self.clock.now() + backoff(job.attempts);
+                self.store.retry_job(job, due, &why).await?;
+            }
+            Err(err) => {
+                let why = public_text(&err);
+                tracing::warn!(backup = %backup.id, error = %why, "a backup failed");
+                if self.end_backup(&backup, Some(why)).await? {
+                    report.failed += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the objects not copied yet, page by page, until none is left or the slice is
+    /// used up.
+    async fn copy_backup(
+        &self,
+        job: &Job,
+        backup: &Backup,
+        started: Instant,
+        report: &mut BackupReport,
+    ) -> Result<Run, DomainError> {
+        let parts = self.cluster_parts()?;
+        let cluster = parts
+            .store
+            .cluster(backup.organization_id, backup.cluster_id)
+            .await?
+            .ok_or_else(|| DomainError::Conflict {
+                rule: Rule::BackupState,
+                field: None,
+                detail: "The cluster was deleted before the backup was taken.".into(),
+            })?;
+        let keys = self.serving_keys(&cluster).await.map_err(|err| match err {
+            DomainError::Conflict { .. } => wrong_state(
+                &cluster,
+                "the backup needs it available until every object is copied",
+            ),
+            other => other,
+        })?;
+        let primary = cluster
+            .regions
+            .iter()
+            .find(|r| r.region == backup.region.region)
+            .cloned()
+            .ok_or_else(|| DomainError::Integrity("the backup's region left the cluster".into()))?;
+        let context = Self::data_key_context(
+            backup.organization_id,
+            backup.project_id,
+            backup.id,
+            &backup.region.region,
+            "backup",
+        );
+        let backup_key = match self
+            .unwrap_data_key(backup.organization_id, &backup.region, &context)
+            .await?
+        {
+            Ok(key) => key,
+            Err(failed) => {
+                return Err(DomainError::KeyUnusable {
+                    action: "take the backup",
+                    failures: vec![failed],
+                });
+            }
+        };
+        loop {
+            if started.elapsed() >= SLICE {
+                return Ok(Run::Paused);
+            }
+            let page = parts.store.backup_objects_to_copy(backup.id, PAGE).await?;
+            if page.is_empty() {
+                return Ok(Run::Done);
+            }
+            let mut copies = Vec::with_capacity(page.len());
+            for object in &page {
+                let copy = self
+                    .copy_object(&cluster, &keys, &primary, backup, &backup_key, object)
+                    .await;
+                match copy {
+                    Ok(copy) => copies.push(copy),
+                    Err(err) => {
+                        // What this page copied is recorded; the rest is copied again.
+                        if !copies.is_empty() {
+                            parts.store.record_backup_copies(backup.id, &copies).await?;
+                        }
+                        return Err(err);
+                    }
+                }
+            }
+            if !parts.store.record_backup_copies(backup.id, &copies).await? {
+                for copy in &copies {
+                    let _ = parts.blobs.delete(&backup.blob(copy.version)).await;
+                }
+                return Ok(Run::Stopped);
+            }
+            report.copied += copies.len();
+            if !self.store.renew_job(job, self.clock.now() + LEASE).await? {
+                return Ok(Run::Stopped);
+            }
+        }
+    }
+
+    /// Re-seals one object of the snapshot from the cluster's primary copy under the
+    /// backup's data key.
+    async fn copy_object(
+        &self,
+        cluster: &Cluster,
+        keys: &Arc<ClusterKeys>,
+        primary: &ClusterRegion,
+        backup: &Backup,
+        backup_key: &PlaintextKey,
+        object: &StoredObject,
+    ) -> Result<BackupCopy, DomainError> {
+        let parts = self.cluster_parts()?;
+        let source = parts
+            .blobs
+            .read(&cluster.blob(&primary.region, object.version))
+            .await
+            .map_err(storage_error)?;
+        let plain = open_sealed(
+            source,
+            keys.clone(),
+            primary.region.clone(),
+            cluster.id,
+            bound_name(object.version, object.name.as_str()),
+        );
+        let version = uuid::Uuid::now_v7();
+        let size_bytes = write_sealed(
+            parts.blobs.as_ref(),
+            &[(backup.blob(version), backup_key)],
+            backup.id,
+            &bound_name(version, object.name.as_str()),
+            plain,
+            None,
+            Some(keys),
+        )
+        .await?;
+        Ok(BackupCopy {
+            name: object.name.clone(),
+            version,
+            size_bytes,
+        })
+    }
+
+    /// Ends the backup (available, or failed with `failure`), audited as the console's own
+    /// act, and deletes what the cluster kept for it (and, when it failed, its copies).
+    /// False when it had already ended.
+    async fn end_backup(
+        &self,
+        backup: &Backup,
+        failure: Option<String>,
+    ) -> Result<bool, DomainError> {
+        let parts = self.cluster_parts()?;
+        // The progress as recorded (this job is the only writer of it).
+        let done = parts
+            .store
+            .backup(backup.organization_id, backup.id)
+            .await?
+            .unwrap_or_else(|| backup.clone());
+        let system = Caller::system(backup.organization_id, Role::Owner);
+        let now = self.clock.now();
+        let target = format!("backup/{}", backup.id);
+        let audit = match &failure {
+            None => AuditDraft::by(&system, now, "backup.created", target).detail(json!({
+                "cluster_id": backup.cluster_id,
+                "region": backup.region.region.as_str(),
+                "key": backup.region.key_ref.as_deref().unwrap_or(PLATFORM_KEY),
+                "objects": done.objects_copied,
+                "size_bytes": done.size_bytes,
+                "requested_by": backup.created_by,
+            })),
+            Some(why) => AuditDraft::by(&system, now, "backup.failed", target)
+                .outcome(Outcome::Failure)
+                .detail(json!({
+                    "cluster_id": backup.cluster_id,
+                    "error": why,
+                    "requested_by": backup.created_by,
+                })),
+        }
+        .in_project(backup.project_id);
+        let failed = failure.is_some();
+        let Some(kept) = parts.store.end_backup(backup, failure, now, audit).await? else {
+            return Ok(false);
+        };
+        if !kept.is_empty()
+            && let Some(cluster) = parts
+                .store
+                .cluster(backup.organization_id, backup.cluster_id)
+                .await?
+        {
+            self.delete_versions(&cluster, &kept).await;
+        }
+        if failed && let Err(err) = parts.blobs.delete_prefix(&backup.prefix()).await {
+            tracing::warn!(error = %err, backup = %backup.id, "could not delete a failed backup's copies; the storage sweeper will");
+        }
+        Ok(true)
+    }
+}
