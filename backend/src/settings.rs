@@ -103,6 +103,13 @@ pub struct Settings {
     /// key's clusters are brought in line with its status again (besides the reaction
     /// queued with each status change).
     pub reconcile_interval: Duration,
+    /// `CMEK_STORAGE_SWEEP_INTERVAL` (default `1h`, at least `1s`): how often the storage
+    /// sweeper lists the stored copies. A copy no index row names is removed when two sweeps
+    /// in a row found it so and it is older than the grace period.
+    pub storage_sweep_interval: Duration,
+    /// `CMEK_STORAGE_SWEEP_GRACE` (default `1h`, at least `1s`): how old a copy, or an
+    /// unfinished write's leftovers, must be before the sweeper may remove it.
+    pub storage_sweep_grace: Duration,
 }
 
 /// `CMEK_OIDC_ISSUER`, `CMEK_OIDC_CLIENT_ID`, `CMEK_OIDC_CLIENT_SECRET`.
@@ -196,6 +203,8 @@ struct FileSettings {
     key_check_concurrency: Option<String>,
     key_confirm_delay: Option<String>,
     reconcile_interval: Option<String>,
+    storage_sweep_interval: Option<String>,
+    storage_sweep_grace: Option<String>,
     azure_app_id: Option<String>,
     azure_app_name: Option<String>,
     azure_client_secret: Option<String>,
@@ -231,6 +240,8 @@ const KNOWN_VARIABLES: &[&str] = &[
     "CMEK_KEY_CHECK_CONCURRENCY",
     "CMEK_KEY_CONFIRM_DELAY",
     "CMEK_RECONCILE_INTERVAL",
+    "CMEK_STORAGE_SWEEP_INTERVAL",
+    "CMEK_STORAGE_SWEEP_GRACE",
     "CMEK_TEST_WORKER_FAULTS",
     "CMEK_UPLOAD_MEMORY_MIB",
     "CMEK_AZURE_APP_ID",
@@ -480,6 +491,26 @@ impl Settings {
                 reason: "must be at least 1s".into(),
             });
         }
+        let mut sweep = [Duration::ZERO; 2];
+        for (slot, (name, raw)) in sweep.iter_mut().zip([
+            (
+                "CMEK_STORAGE_SWEEP_INTERVAL",
+                pick("CMEK_STORAGE_SWEEP_INTERVAL", file.storage_sweep_interval),
+            ),
+            (
+                "CMEK_STORAGE_SWEEP_GRACE",
+                pick("CMEK_STORAGE_SWEEP_GRACE", file.storage_sweep_grace),
+            ),
+        ]) {
+            *slot = duration_setting(name, raw, Duration::from_secs(3600))?;
+            if *slot < Duration::from_secs(1) {
+                return Err(SettingsError::Invalid {
+                    name,
+                    reason: "must be at least 1s".into(),
+                });
+            }
+        }
+        let [storage_sweep_interval, storage_sweep_grace] = sweep;
         let test_worker_faults: Vec<String> = lookup(vars, "CMEK_TEST_WORKER_FAULTS")
             .unwrap_or_default()
             .split(',')
@@ -512,6 +543,8 @@ impl Settings {
             key_check_concurrency,
             key_confirm_delay,
             reconcile_interval,
+            storage_sweep_interval,
+            storage_sweep_grace,
             storage_url,
             platform_key_file: lookup(vars, "CMEK_PLATFORM_KEY_FILE")
                 .map(PathBuf::from)

@@ -476,7 +476,7 @@ impl Application {
 }
 
 /// The background workers' names, as logs, `/metrics` and `/readyz` give them.
-pub const WORKERS: [&str; 8] = [
+pub const WORKERS: [&str; 9] = [
     "audit-checkpoints",
     "data-key-sweep",
     "webhook-deliveries",
@@ -484,6 +484,7 @@ pub const WORKERS: [&str; 8] = [
     "reactions",
     "reconcile",
     "backups",
+    "storage-sweeper",
     "memory-trim",
 ];
 
@@ -499,7 +500,10 @@ pub const WORKERS: [&str; 8] = [
 ///   as soon as this process queued one;
 /// - `reconcile`: every `CMEK_RECONCILE_INTERVAL`, every revoked key's clusters again;
 /// - `backups`: copies the objects of the backups being taken (each job leased, resumed after
-///   a crash), every second or as soon as this process started one.
+///   a crash), every second or as soon as this process started one;
+/// - `storage-sweeper`: every `CMEK_STORAGE_SWEEP_INTERVAL`, removes the stored copies no
+///   index row names (seen so by two sweeps in a row, older than `CMEK_STORAGE_SWEEP_GRACE`)
+///   and what unfinished writes left.
 fn start_workers(console: &Console, settings: &Settings) -> Supervisor {
     let mut supervisor = Supervisor::new();
     let second = std::time::Duration::from_secs(1);
@@ -615,6 +619,34 @@ fn start_workers(console: &Console, settings: &Settings) -> Supervisor {
         move || {
             let woken = woken.clone();
             async move { woken.backups_queued().await }
+        },
+    );
+    let c = console.clone();
+    let grace = settings.storage_sweep_grace;
+    let orphans = Arc::new(tokio::sync::Mutex::new(std::collections::HashSet::new()));
+    supervisor.every(
+        "storage-sweeper",
+        settings.storage_sweep_interval,
+        move || {
+            let c = c.clone();
+            let orphans = orphans.clone();
+            async move {
+                let mut orphans = orphans.lock().await;
+                let done = c
+                    .sweep_storage(&mut orphans, grace)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if done.removed > 0 || done.marked > 0 || done.uploads_aborted > 0 {
+                    tracing::info!(
+                        listed = done.listed,
+                        removed = done.removed,
+                        marked = done.marked,
+                        uploads_aborted = done.uploads_aborted,
+                        "storage sweep"
+                    );
+                }
+                Ok(())
+            }
         },
     );
     let c = console.clone();

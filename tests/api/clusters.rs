@@ -1635,7 +1635,7 @@ async fn a_backup_being_taken_holds_the_cluster_until_its_job_ends() {
 }
 
 /// `cmek-console serve` as a real process on the fixture's database and data directory.
-fn serve(
+pub fn serve(
     app: &crate::helpers::TestApp,
     port: u16,
     settings: &[(&str, &str)],
@@ -1658,7 +1658,7 @@ fn serve(
     command.spawn().expect("cmek-console serve starts")
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -1666,7 +1666,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn until_up(app: &crate::helpers::TestApp, port: u16) {
+pub async fn until_up(app: &crate::helpers::TestApp, port: u16) {
     for _ in 0..600 {
         if reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
             .await

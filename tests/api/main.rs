@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod azure;
+mod backup_jobs;
 mod helpers;
 mod moto;
 

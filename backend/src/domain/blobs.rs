@@ -4,9 +4,18 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures_util::stream::BoxStream;
 
 pub type ByteStream = BoxStream<'static, Result<Bytes, BlobError>>;
+
+/// A stored copy as a listing shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobMeta {
+    pub key: String,
+    /// When the storage says it was written (S3: when its upload began).
+    pub modified: DateTime<Utc>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -33,6 +42,13 @@ pub trait BlobStore: Send + Sync {
     /// Deleting what does not exist is not an error.
     async fn delete(&self, key: &str) -> Result<(), BlobError>;
     async fn delete_prefix(&self, prefix: &str) -> Result<(), BlobError>;
+    /// Every copy under `prefix`, as the storage lists them (finished writes only).
+    fn list(&self, prefix: &str) -> BoxStream<'static, Result<BlobMeta, BlobError>>;
+    /// Removes what writes that never finished left behind (a killed process's multipart
+    /// uploads, a local file's staging copy) untouched for longer than `grace`, judged by the
+    /// storage's own clock (no index names such leftovers: age is all there is to go by, and
+    /// it must be measured with the clock that dated them); how many.
+    async fn abort_stale_uploads(&self, grace: std::time::Duration) -> Result<u64, BlobError>;
     /// How many bytes one writer may hold in memory at most (its buffers), so uploads can be
     /// admitted within a memory cap.
     fn writer_memory(&self) -> usize {

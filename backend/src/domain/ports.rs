@@ -500,6 +500,14 @@ pub trait ClusterStore: Send + Sync {
         id: Uuid,
         audit: AuditDraft,
     ) -> Result<(), StoreError>;
+    /// Which of these versions of the owner's copies an index row names: a cluster's objects,
+    /// the versions it keeps for a backup being taken and those a backup still has to copy;
+    /// a backup's objects.
+    async fn named_versions(
+        &self,
+        owner: crate::domain::clusters::sweeper::CopyOwner,
+        versions: &[Uuid],
+    ) -> Result<Vec<Uuid>, StoreError>;
 }
 
 /// What a key version still in use was last seen as, by the monitor.

@@ -16,7 +16,7 @@ use object_store::{
     WriteMultipart,
 };
 
-use crate::domain::blobs::{BlobError, BlobStore, BlobWriter, ByteStream};
+use crate::domain::blobs::{BlobError, BlobMeta, BlobStore, BlobWriter, ByteStream};
 use crate::settings::AwsSettings;
 
 /// Parts of a multipart upload (S3's minimum is 5 MiB); at most two in flight, so one
@@ -27,6 +27,8 @@ const PARTS_IN_FLIGHT: usize = 2;
 pub struct ObjectStorage {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
+    /// The directory of local files (where staging copies of unfinished writes are found).
+    local_root: Option<std::path::PathBuf>,
     /// How the storage is named in logs and the README (`local:/path`, `s3://bucket/prefix`).
     pub description: String,
 }
@@ -57,6 +59,7 @@ impl ObjectStorage {
         Ok(Self {
             store: Arc::new(store),
             prefix: Path::default(),
+            local_root: Some(dir.to_path_buf()),
             description: format!("local files under {}", dir.display()),
         })
     }
@@ -104,6 +107,7 @@ impl ObjectStorage {
         Ok(Self {
             store: Arc::new(store),
             prefix: Path::from(prefix),
+            local_root: None,
             description: format!("s3://{bucket}/{prefix}"),
         })
     }
@@ -214,6 +218,91 @@ impl BlobStore for ObjectStorage {
         }
         Ok(())
     }
+
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> futures_util::stream::BoxStream<'static, Result<BlobMeta, BlobError>> {
+        let root = self.prefix.clone();
+        let prefix = self.path(prefix.trim_end_matches('/'));
+        self.store
+            .list(Some(&prefix))
+            .filter_map(move |meta| {
+                let found = match meta {
+                    Ok(meta) => meta.location.prefix_match(&root).map(|parts| {
+                        Ok(BlobMeta {
+                            key: parts
+                                .map(|p| p.as_ref().to_owned())
+                                .collect::<Vec<_>>()
+                                .join("/"),
+                            modified: meta.last_modified,
+                        })
+                    }),
+                    Err(object_store::Error::NotFound { .. }) => None,
+                    Err(err) => Some(Err(unavailable(err))),
+                };
+                std::future::ready(found)
+            })
+            .boxed()
+    }
+
+    async fn abort_stale_uploads(&self, grace: Duration) -> Result<u64, BlobError> {
+        match &self.local_root {
+            Some(root) => {
+                let root = root.clone();
+                let before = std::time::SystemTime::now()
+                    .checked_sub(grace)
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                tokio::task::spawn_blocking(move || remove_staging_files(&root, before))
+                    .await
+                    .map_err(|e| BlobError::Unavailable(e.to_string()))?
+            }
+            // S3: incomplete multipart uploads are removed by the bucket's lifecycle rule
+            // (README, "Object storage").
+            None => Ok(0),
+        }
+    }
+}
+
+/// object_store writes a local file as `<name>#<n>` and renames it when the write finishes;
+/// a process killed meanwhile leaves the staging file, which no listing shows. Those last
+/// written before `before` (the file system's clock) are removed.
+fn remove_staging_files(
+    root: &std::path::Path,
+    before: std::time::SystemTime,
+) -> Result<u64, BlobError> {
+    let mut removed = 0;
+    // Only where the console writes copies.
+    let mut dirs = vec![root.join("clusters"), root.join("backups")];
+    while let Some(dir) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(BlobError::Unavailable(err.to_string())),
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                dirs.push(entry.path());
+                continue;
+            }
+            let name = entry.file_name();
+            let staging = name
+                .to_string_lossy()
+                .rsplit_once('#')
+                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if !staging {
+                continue;
+            }
+            let modified = entry.metadata().and_then(|m| m.modified());
+            if modified.is_ok_and(|at| at < before) && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 impl ObjectStorage {

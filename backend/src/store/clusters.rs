@@ -16,6 +16,7 @@ use super::entities::{
 };
 use super::{SeaStore, jobs};
 use crate::domain::audit::AuditDraft;
+use crate::domain::clusters::sweeper::CopyOwner;
 use crate::domain::clusters::{
     Backup, BackupState, Cluster, ClusterName, ClusterRegion, ClusterState, ObjectName,
     StoredObject, Tier,
@@ -917,5 +918,77 @@ impl ClusterStore for SeaStore {
             }
             ((), mine)
         })
+    }
+
+    async fn named_versions(
+        &self,
+        owner: CopyOwner,
+        versions: &[Uuid],
+    ) -> Result<Vec<Uuid>, StoreError> {
+        if versions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted = versions.to_vec();
+        let mut named: Vec<Uuid> = Vec::new();
+        match owner {
+            CopyOwner::Cluster(cluster_id) => {
+                named.extend(
+                    cluster_objects::Entity::find()
+                        .select_only()
+                        .column(cluster_objects::Column::Version)
+                        .filter(cluster_objects::Column::ClusterId.eq(cluster_id))
+                        .filter(cluster_objects::Column::Version.is_in(wanted.clone()))
+                        .into_tuple::<Uuid>()
+                        .all(&self.db)
+                        .await?,
+                );
+                named.extend(
+                    cluster_garbage::Entity::find()
+                        .filter(cluster_garbage::Column::ClusterId.eq(cluster_id))
+                        .filter(
+                            cluster_garbage::Column::Blob.is_in(wanted.iter().map(Uuid::to_string)),
+                        )
+                        .all(&self.db)
+                        .await?
+                        .into_iter()
+                        .filter_map(|g| Uuid::parse_str(&g.blob).ok()),
+                );
+                let taking: Vec<Uuid> = backups::Entity::find()
+                    .select_only()
+                    .column(backups::Column::Id)
+                    .filter(backups::Column::ClusterId.eq(cluster_id))
+                    .filter(backups::Column::State.eq(BackupState::Creating.as_str()))
+                    .into_tuple::<Uuid>()
+                    .all(&self.db)
+                    .await?;
+                if !taking.is_empty() {
+                    named.extend(
+                        backup_objects::Entity::find()
+                            .select_only()
+                            .column(backup_objects::Column::Version)
+                            .filter(backup_objects::Column::BackupId.is_in(taking))
+                            .filter(backup_objects::Column::Copied.eq(false))
+                            .filter(backup_objects::Column::Version.is_in(wanted))
+                            .into_tuple::<Uuid>()
+                            .all(&self.db)
+                            .await?,
+                    );
+                }
+            }
+            CopyOwner::Backup(backup_id) => {
+                named.extend(
+                    backup_objects::Entity::find()
+                        .select_only()
+                        .column(backup_objects::Column::Version)
+                        .filter(backup_objects::Column::BackupId.eq(backup_id))
+                        .filter(backup_objects::Column::Copied.eq(true))
+                        .filter(backup_objects::Column::Version.is_in(wanted))
+                        .into_tuple::<Uuid>()
+                        .all(&self.db)
+                        .await?,
+                );
+            }
+        }
+        Ok(named)
     }
 }

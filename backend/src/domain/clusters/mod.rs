@@ -11,6 +11,7 @@ mod lifecycle;
 mod objects;
 mod reaction;
 mod request;
+pub mod sweeper;
 
 use std::sync::Arc;
 
