@@ -1,4 +1,4 @@
-//! Backups become durable jobs: the request takes the snapshot (the index rows, copied in one
+//! Backups and restores become durable jobs: the request takes the snapshot (the index rows, copied in one
 //! statement inside the database) and queues a `backup` job; the job copies the objects page by
 //! page, marking each row `copied` with the copy's version, so a crash resumes where it
 //! stopped. The backup row shows the progress (`objects_copied`), why it failed
@@ -9,6 +9,9 @@
 //! a crashed instance stays away. Leases left by backups that ran inside a request before this
 //! version are cleared here (such a backup died with its process); what they kept is garbage
 //! for the storage sweeper.
+//!
+//! A restore makes its cluster at once, `creating`, with `restored_from` (the backup) and its
+//! progress (`restore_done` of `restore_total` objects); a `restore` job copies the objects.
 
 use sea_orm_migration::prelude::*;
 
@@ -21,6 +24,14 @@ enum Backups {
     ObjectsCopied,
     LastError,
     FinishedAt,
+}
+
+#[derive(DeriveIden)]
+enum Clusters {
+    Table,
+    RestoredFrom,
+    RestoreTotal,
+    RestoreDone,
 }
 
 #[derive(DeriveIden)]
@@ -75,6 +86,32 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        let columns = [
+            ColumnDef::new(Clusters::RestoredFrom)
+                .uuid()
+                .null()
+                .to_owned(),
+            ColumnDef::new(Clusters::RestoreTotal)
+                .integer()
+                .not_null()
+                .default(0)
+                .to_owned(),
+            ColumnDef::new(Clusters::RestoreDone)
+                .integer()
+                .not_null()
+                .default(0)
+                .to_owned(),
+        ];
+        for mut column in columns {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Clusters::Table)
+                        .add_column(&mut column)
+                        .to_owned(),
+                )
+                .await?;
+        }
         manager
             .get_connection()
             .execute_unprepared(
@@ -90,6 +127,20 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        for column in [
+            Clusters::RestoreDone,
+            Clusters::RestoreTotal,
+            Clusters::RestoredFrom,
+        ] {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Clusters::Table)
+                        .drop_column(column)
+                        .to_owned(),
+                )
+                .await?;
+        }
         manager
             .alter_table(
                 Table::alter()

@@ -170,15 +170,10 @@ async fn a_console_killed_during_a_backup_leaves_it_to_another_and_the_cluster_u
     second.kill().unwrap();
     second.wait().unwrap();
 
-    // The backup holds the snapshot: the object as it was before the change.
-    let restored = post(
-        &f.app,
-        &f.owner,
-        &format!("/api/v1/backups/{backup_id}/restore"),
-    )
-    .await;
-    assert_eq!(restored.status(), 201);
-    let copy = id(&restored.json::<Value>().await.unwrap());
+    // The backup holds the snapshot: the object as it was before the change. (The test's
+    // own instance runs the restore's job.)
+    f.app.workers.inject("backups", None);
+    let copy = id(&f.app.restore_backup(&f.owner, &backup_id, None).await);
     for i in [0, 1, n / 2, n - 1] {
         let read = get(&f.app, &f.owner, &copy, &format!("o/{i:05}")).await;
         assert_eq!(read.status(), 200);
@@ -293,4 +288,105 @@ async fn the_sweeper_removes_orphans_and_never_a_live_copy_while_writes_race_it(
         assert_eq!(&read.text().await.unwrap(), want);
     }
     assert_eq!(copies_in(&objects), (expected.len(), 0));
+}
+
+#[tokio::test]
+async fn a_restore_that_cannot_finish_leaves_a_failed_cluster_that_says_why_and_can_be_deleted() {
+    use cmek_console::supervisor::Fault;
+    let f = local_cmek_with(&["us-east-1"], &[]).await;
+    let cluster = id(&f.cluster("source", &["us-east-1"]).await);
+    fill(&f, &cluster, 3, 1024).await;
+    let backup = f.app.take_backup(&f.owner, &cluster).await;
+    assert_eq!(backup["state"], "available");
+
+    // The restore is accepted (its checks pass) and waits for its job ...
+    f.app.workers.inject("backups", Some(Fault::FailAlways));
+    let started = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/backups/{}/restore", id(&backup)),
+    )
+    .await;
+    assert_eq!(started.status(), 202);
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    let creating: Value = started.json().await.unwrap();
+    assert_eq!(location, format!("/api/v1/clusters/{}", id(&creating)));
+    assert_eq!(creating["state"], "creating");
+    assert_eq!(creating["restore"]["objects_total"], 3);
+    assert_eq!(creating["restore"]["objects_restored"], 0);
+    // ... which the page shows, reloading itself.
+    let browser = f.app.signed_in_owner().await;
+    let page = browser
+        .get(f.app.url(&format!("/clusters/{}", id(&creating))))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"restore-progress\""), "{page}");
+    assert!(page.contains("0 of 3 objects"));
+    assert!(page.contains("http-equiv=\"refresh\""));
+
+    // The backup's copies are lost meanwhile: the job cannot finish.
+    std::fs::remove_dir_all(
+        f.app
+            .data_dir()
+            .join(format!("storage/backups/{}", id(&backup))),
+    )
+    .unwrap();
+    f.app.workers.inject("backups", None);
+    let mut failed = Value::Null;
+    for _ in 0..600 {
+        failed = f
+            .app
+            .get(&format!("/api/v1/clusters/{}", id(&creating)), &f.owner)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if failed["state"] != "creating" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(
+        failed["last_error"].as_str().unwrap().contains("missing"),
+        "{failed}"
+    );
+    // It serves nothing, says why on its page, and can be deleted.
+    assert_eq!(
+        get(&f.app, &f.owner, &id(&creating), "o/00000")
+            .await
+            .status(),
+        409
+    );
+    let page = browser
+        .get(f.app.url(&format!("/clusters/{}", id(&creating))))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("The restore failed"), "{page}");
+    let events: Value = f
+        .app
+        .get(
+            "/api/v1/audit-events?action=backup.restore_failed",
+            &f.owner,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(events["items"][0]["detail"]["cluster_id"], id(&creating));
+    assert_eq!(
+        f.app
+            .delete(&format!("/api/v1/clusters/{}", id(&creating)), &f.owner)
+            .await
+            .status(),
+        204
+    );
 }

@@ -979,17 +979,18 @@ async fn a_backup_restores_the_same_bytes_into_a_new_cluster() {
         201
     );
 
-    let restored = f
+    let copy = f
         .app
-        .post_json(
-            &format!("/api/v1/backups/{}/restore", id(&backup)),
+        .restore_backup(
             &f.owner,
-            &json!({ "name": "data-restored" }),
+            &id(&backup),
+            Some(json!({ "name": "data-restored" })),
         )
         .await;
 
-    assert_eq!(restored.status(), 201);
-    let copy: Value = restored.json().await.unwrap();
+    assert_eq!(copy["state"], "available", "{copy}");
+    assert_eq!(copy["restore"]["objects_total"], 2);
+    assert_eq!(copy["restore"]["objects_restored"], 2);
     assert_eq!(copy["name"], "data-restored");
     assert_eq!(copy["project_id"], f.project.as_str());
     let regions: Vec<&str> = copy["regions"]
@@ -1036,15 +1037,10 @@ async fn a_backup_restores_the_same_bytes_into_a_new_cluster() {
         .await
         .unwrap();
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
-    let again = post(
-        &f.app,
-        &f.owner,
-        &format!("/api/v1/backups/{}/restore", id(&backup)),
-    )
-    .await;
-    assert_eq!(again.status(), 201);
+    let again = f.app.restore_backup(&f.owner, &id(&backup), None).await;
+    assert_eq!(again["state"], "available");
     assert!(
-        again.json::<Value>().await.unwrap()["name"]
+        again["name"]
             .as_str()
             .unwrap()
             .starts_with("data-restored-")
@@ -1615,14 +1611,7 @@ async fn a_backup_being_taken_holds_the_cluster_until_its_job_ends() {
         f.app.take_backup(&f.owner, &cluster).await["state"],
         "available"
     );
-    let restored = post(
-        &f.app,
-        &f.owner,
-        &format!("/api/v1/backups/{}/restore", id(&first)),
-    )
-    .await;
-    assert_eq!(restored.status(), 201);
-    let copy = id(&restored.json::<Value>().await.unwrap());
+    let copy = id(&f.app.restore_backup(&f.owner, &id(&first), None).await);
     assert_eq!(
         get(&f.app, &f.owner, &copy, "a")
             .await

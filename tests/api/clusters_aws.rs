@@ -190,14 +190,9 @@ async fn revoked_access_keeps_a_running_cluster_running_fails_its_resume_and_res
             .as_ref(),
         bytes.as_slice()
     );
-    let restored = post(
-        &app,
-        &owner,
-        &format!("/api/v1/backups/{}/restore", id(&backup)),
-    )
-    .await;
-    assert_eq!(restored.status(), 201);
-    let copy = id(&restored.json::<Value>().await.unwrap());
+    let restored = app.restore_backup(&owner, &id(&backup), None).await;
+    assert_eq!(restored["state"], "available", "{restored}");
+    let copy = id(&restored);
     assert_eq!(
         get(&app, &owner, &copy, "keep")
             .await

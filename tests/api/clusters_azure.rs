@@ -207,9 +207,9 @@ async fn a_backup_under_the_vault_key_restores_into_a_new_cluster_and_not_while_
     assert!(refused.text().await.unwrap().contains("KeyDisabled"));
 
     azure.patch_key(&key, json!({ "enabled": true })).await;
-    let restored = post(app, owner, &restore).await;
-    assert_eq!(restored.status(), 201, "{}", restored.text().await.unwrap());
-    let copy = id(&restored.json::<Value>().await.unwrap());
+    let restored = app.restore_backup(owner, &id(&backup), None).await;
+    assert_eq!(restored["state"], "available", "{restored}");
+    let copy = id(&restored);
     let read = get(app, owner, &copy, "rows").await;
     assert_eq!(read.bytes().await.unwrap().as_ref(), bytes.as_slice());
 }

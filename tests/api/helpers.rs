@@ -340,6 +340,37 @@ impl TestApp {
             .await
     }
 
+    /// Restores a backup (202, a new cluster `creating`) and waits until its job has ended:
+    /// the cluster as it ended (`available` or `failed`).
+    pub async fn restore_backup(&self, key: &str, backup: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .api
+            .post(self.url(&format!("/api/v1/backups/{backup}/restore")))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let started = request.send().await.expect("request");
+        assert_eq!(started.status(), 202, "a restore starts as a job");
+        let cluster: Value = started.json().await.expect("a cluster");
+        assert_eq!(cluster["state"], "creating");
+        assert_eq!(cluster["restore"]["backup_id"], backup);
+        let id = cluster["id"].as_str().expect("an id").to_owned();
+        for _ in 0..1200 {
+            let now: Value = self
+                .get(&format!("/api/v1/clusters/{id}"), key)
+                .await
+                .json()
+                .await
+                .expect("a cluster");
+            if now["state"] != "creating" {
+                return now;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("cluster {id} was still being restored after a minute");
+    }
+
     /// The backup once its job has ended (polled; a minute at most).
     pub async fn backup_when_done(&self, key: &str, backup: &str) -> Value {
         for _ in 0..1200 {

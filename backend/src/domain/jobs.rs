@@ -12,15 +12,19 @@ pub enum JobKind {
     /// Copy the objects of a backup (subject) that is `creating`, page by page, then make it
     /// available (or failed) and release its cluster.
     Backup,
+    /// Copy a backup's objects into the cluster (subject) being restored from it, page by
+    /// page, then make the cluster available (or failed).
+    Restore,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 2] = [JobKind::ReconcileKey, JobKind::Backup];
+    pub const ALL: [JobKind; 3] = [JobKind::ReconcileKey, JobKind::Backup, JobKind::Restore];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::ReconcileKey => "reconcile_key",
             JobKind::Backup => "backup",
+            JobKind::Restore => "restore",
         }
     }
 }

@@ -349,7 +349,8 @@ pub struct BackupCopy {
 #[async_trait]
 pub trait ClusterStore: Send + Sync {
     /// Conflict(ClusterName) when the project has a cluster by that name. `objects` are
-    /// recorded with it (a restore), all in one transaction.
+    /// recorded with it, all in one transaction; a cluster being restored (`creating`, with
+    /// `restore` set) is recorded with its restore job queued.
     async fn insert_cluster(
         &self,
         cluster: &Cluster,
@@ -500,6 +501,24 @@ pub trait ClusterStore: Send + Sync {
         id: Uuid,
         audit: AuditDraft,
     ) -> Result<(), StoreError>;
+    /// The last object (in name order) a restore has put into the cluster so far.
+    async fn restored_up_to(&self, cluster_id: Uuid) -> Result<Option<ObjectName>, StoreError>;
+    /// Records objects a restore's job put into the cluster, and its progress; false
+    /// (nothing recorded) when the cluster is no longer `creating`.
+    async fn record_restored(
+        &self,
+        cluster_id: Uuid,
+        objects: &[StoredObject],
+    ) -> Result<bool, StoreError>;
+    /// Ends a restore: the `creating` cluster becomes available (`failure` None) or failed,
+    /// its job removed, with `audit`, in one transaction; false when it was not `creating`.
+    async fn end_restore(
+        &self,
+        cluster_id: Uuid,
+        failure: Option<String>,
+        now: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError>;
     /// Which of these versions of the owner's copies an index row names: a cluster's objects,
     /// the versions it keeps for a backup being taken and those a backup still has to copy;
     /// a backup's objects.

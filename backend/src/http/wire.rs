@@ -313,6 +313,7 @@ wire_enum!(ClusterState from domain::clusters::ClusterState {
     Resuming,
     Inaccessible,
     Deleting,
+    Failed,
 });
 wire_enum!(Tier from domain::clusters::Tier { Dedicated, Serverless });
 wire_enum!(BackupState from domain::clusters::BackupState { Creating, Available, Failed });

@@ -19,7 +19,7 @@ use crate::domain::audit::AuditDraft;
 use crate::domain::clusters::sweeper::CopyOwner;
 use crate::domain::clusters::{
     Backup, BackupState, Cluster, ClusterName, ClusterRegion, ClusterState, ObjectName,
-    StoredObject, Tier,
+    RestoreProgress, StoredObject, Tier,
 };
 use crate::domain::jobs::JobKind;
 use crate::domain::keys::Provider;
@@ -62,6 +62,14 @@ fn cluster_from(
         state: ClusterState::parse(&m.state).ok_or_else(|| bad("state"))?,
         last_error: m.last_error,
         will_not_resume: m.will_not_resume,
+        restore: match m.restored_from {
+            Some(backup_id) => Some(RestoreProgress {
+                backup_id,
+                objects_total: u32::try_from(m.restore_total).map_err(|_| bad("restore"))?,
+                objects_restored: u32::try_from(m.restore_done).map_err(|_| bad("restore"))?,
+            }),
+            None => None,
+        },
         created_by: m.created_by,
         created_at: m.created_at,
         updated_at: m.updated_at,
@@ -311,9 +319,24 @@ impl ClusterStore for SeaStore {
                 created_at: Set(cluster.created_at),
                 updated_at: Set(cluster.updated_at),
                 will_not_resume: Set(None),
+                restored_from: Set(cluster.restore.map(|r| r.backup_id)),
+                restore_total: Set(cluster
+                    .restore
+                    .map_or(0, |r| i32::try_from(r.objects_total).unwrap_or(i32::MAX))),
+                restore_done: Set(0),
             })
             .exec_without_returning(txn)
             .await?;
+            if cluster.restore.is_some() && cluster.state == ClusterState::Creating {
+                jobs::enqueue(
+                    txn,
+                    JobKind::Restore,
+                    cluster.organization_id,
+                    cluster.id,
+                    cluster.created_at,
+                )
+                .await?;
+            }
             for (position, region) in cluster.regions.iter().enumerate() {
                 cluster_regions::Entity::insert(cluster_regions::ActiveModel {
                     cluster_id: Set(cluster.id),
@@ -917,6 +940,80 @@ impl ClusterStore for SeaStore {
                 backups::Entity::delete_by_id(id).exec(txn).await?;
             }
             ((), mine)
+        })
+    }
+
+    async fn restored_up_to(&self, cluster_id: Uuid) -> Result<Option<ObjectName>, StoreError> {
+        let last: Option<String> = cluster_objects::Entity::find()
+            .select_only()
+            .column(cluster_objects::Column::Name)
+            .filter(cluster_objects::Column::ClusterId.eq(cluster_id))
+            .order_by_desc(cluster_objects::Column::Name)
+            .limit(1)
+            .into_tuple::<String>()
+            .one(&self.db)
+            .await?;
+        last.map(|name| ObjectName::parse(&name).map_err(|_| corrupt("object of", cluster_id)))
+            .transpose()
+    }
+
+    async fn record_restored(
+        &self,
+        cluster_id: Uuid,
+        objects: &[StoredObject],
+    ) -> Result<bool, StoreError> {
+        let objects = objects.to_vec();
+        // No event, but the cluster's progress is cached with it: invalidated.
+        audited!(self, events: Vec::new(), |txn| {
+            let row = clusters::Entity::find_by_id(cluster_id)
+                .one(txn)
+                .await?
+                .filter(|c| c.state == ClusterState::Creating.as_str());
+            match row {
+                None => (false, false),
+                Some(row) => {
+                    insert_objects(txn, cluster_id, &objects).await?;
+                    let done = i32::try_from(objects.len()).unwrap_or(i32::MAX);
+                    clusters::Entity::update_many()
+                        .col_expr(
+                            clusters::Column::RestoreDone,
+                            Expr::value(row.restore_done.saturating_add(done)),
+                        )
+                        .filter(clusters::Column::Id.eq(cluster_id))
+                        .exec(txn)
+                        .await?;
+                    (true, true)
+                }
+            }
+        })
+    }
+
+    async fn end_restore(
+        &self,
+        cluster_id: Uuid,
+        failure: Option<String>,
+        now: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        let state = match failure {
+            None => ClusterState::Available,
+            Some(_) => ClusterState::Failed,
+        };
+        audited!(self, audit, |txn| {
+            let ended = clusters::Entity::update_many()
+                .col_expr(clusters::Column::State, Expr::value(state.as_str()))
+                .col_expr(clusters::Column::LastError, Expr::value(failure.clone()))
+                .col_expr(clusters::Column::UpdatedAt, Expr::value(now))
+                .filter(clusters::Column::Id.eq(cluster_id))
+                .filter(clusters::Column::State.eq(ClusterState::Creating.as_str()))
+                .exec(txn)
+                .await?
+                .rows_affected
+                > 0;
+            if ended {
+                jobs::forget(txn, JobKind::Restore, cluster_id).await?;
+            }
+            (ended, ended)
         })
     }
 

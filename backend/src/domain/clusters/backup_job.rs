@@ -29,24 +29,26 @@ use crate::domain::ports::BackupCopy;
 use crate::domain::{Console, DomainError};
 
 /// Index rows read at a time.
-const PAGE: u64 = 64;
+pub(super) const PAGE: u64 = 64;
 /// How long one round copies before giving the job back.
-const SLICE: Duration = Duration::from_secs(20);
+pub(super) const SLICE: Duration = Duration::from_secs(20);
 /// A job's lease; renewed after every page.
-const LEASE: chrono::Duration = chrono::Duration::minutes(2);
-/// Attempts after a passing fault (storage or KMS unreachable) before the backup fails.
-const MAX_ATTEMPTS: i32 = 8;
+pub(super) const LEASE: chrono::Duration = chrono::Duration::minutes(2);
+/// Attempts after a passing fault (storage or KMS unreachable) before the job fails.
+pub(super) const MAX_ATTEMPTS: i32 = 8;
 
-/// What a round of the `backups` worker did.
+/// What a round of the `backups` worker did, backups and restores together.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BackupReport {
+    /// Objects copied.
     pub copied: usize,
+    /// Jobs that ended with their backup (or restored cluster) available.
     pub available: usize,
     pub failed: usize,
 }
 
-/// How far a run of the job got.
-enum Run {
+/// How far a run of a job got.
+pub(super) enum Run {
     /// Every object is copied.
     Done,
     /// The round's share is used up: the job goes back to the queue.
@@ -57,7 +59,7 @@ enum Run {
 
 /// A fault that may pass (the storage or the KMS could not be reached, the database
 /// failed): retried with back-off. Anything else fails the backup at once.
-fn passing(err: &DomainError) -> bool {
+pub(super) fn passing(err: &DomainError) -> bool {
     match err {
         DomainError::Storage(_) | DomainError::Store(_) | DomainError::Overloaded { .. } => true,
         DomainError::KeyUnusable { failures, .. } => failures
@@ -67,7 +69,7 @@ fn passing(err: &DomainError) -> bool {
     }
 }
 
-fn backoff(attempts: i32) -> chrono::Duration {
+pub(super) fn backoff(attempts: i32) -> chrono::Duration {
     chrono::Duration::seconds(2_i64 << attempts.clamp(0, 8)).min(chrono::Duration::minutes(5))
 }
 
@@ -83,7 +85,8 @@ impl Console {
         self.backups_queued.notified().await;
     }
 
-    /// Runs the backup jobs that are due, one at a time, each for at most a slice.
+    /// Runs the backup and restore jobs that are due, one at a time, for at most a slice in
+    /// all.
     pub async fn run_due_backups(&self) -> Result<BackupReport, DomainError> {
         if self.clusters.is_none() {
             return Ok(BackupReport::default());
@@ -91,17 +94,27 @@ impl Console {
         let started = Instant::now();
         let mut report = BackupReport::default();
         while started.elapsed() < SLICE {
-            let now = self.clock.now();
-            let jobs = self
-                .store
-                .lease_jobs(JobKind::Backup, now, now + LEASE, 1)
-                .await?;
-            let Some(job) = jobs.into_iter().next() else {
+            let Some(job) = self.next_copy_job().await? else {
                 break;
             };
-            self.run_backup_job(&job, started, &mut report).await?;
+            match job.kind {
+                JobKind::Restore => self.run_restore_job(&job, started, &mut report).await?,
+                _ => self.run_backup_job(&job, started, &mut report).await?,
+            }
         }
         Ok(report)
+    }
+
+    /// The next due backup job, else the next due restore job, leased.
+    async fn next_copy_job(&self) -> Result<Option<Job>, DomainError> {
+        for kind in [JobKind::Backup, JobKind::Restore] {
+            let now = self.clock.now();
+            let leased = self.store.lease_jobs(kind, now, now + LEASE, 1).await?;
+            if let Some(job) = leased.into_iter().next() {
+                return Ok(Some(job));
+            }
+        }
+        Ok(None)
     }
 
     async fn run_backup_job(

@@ -3,17 +3,14 @@
 //! projects), and restore into a new cluster of the same project and regions, which needs
 //! the key again.
 
-use std::sync::Arc;
-
 use serde_json::json;
 use uuid::Uuid;
 
-use super::keyring::ClusterKeys;
 use super::lifecycle::PLATFORM_KEY;
-use super::objects::{bound_name, open_sealed, region_targets, storage_error, write_sealed};
+use super::objects::storage_error;
 use super::{
-    Backup, BackupState, Cluster, ClusterName, ClusterRegion, ClusterState, NewCluster, ObjectName,
-    StoredObject, Tier,
+    Backup, BackupState, Cluster, ClusterName, ClusterRegion, ClusterState, NewCluster,
+    RestoreProgress, Tier,
 };
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::error::Rule;
@@ -196,7 +193,9 @@ impl Console {
     }
 
     /// Restores a backup into a new cluster of the same project and regions; it needs the
-    /// key that wrapped the backup, and an active key in every region (R5, R11).
+    /// key that wrapped the backup, and an active key in every region (R5, R11). Both are
+    /// checked, the cluster's data keys made and the cluster recorded `creating` now; the
+    /// `restore` job copies the objects into it.
     pub async fn restore_backup(
         &self,
         caller: &Caller,
@@ -259,10 +258,8 @@ impl Console {
                 });
             }
         };
-        let backup_keys = Arc::new(ClusterKeys::new(vec![(
-            backup.region.region.clone(),
-            backup_key,
-        )]));
+        // The backup's key works: the job unwraps it again where it runs.
+        drop(backup_key);
         let now = self.clock.now();
         let mut cluster = Cluster {
             id: Uuid::now_v7(),
@@ -273,9 +270,14 @@ impl Console {
             tier: new.tier,
             dual_region_backup: false,
             regions: Vec::new(),
-            state: ClusterState::Available,
+            state: ClusterState::Creating,
             last_error: None,
             will_not_resume: None,
+            restore: Some(RestoreProgress {
+                backup_id: backup.id,
+                objects_total: backup.object_count,
+                objects_restored: 0,
+            }),
             created_by: caller.actor.label(),
             created_at: now,
             updated_at: now,
@@ -283,95 +285,18 @@ impl Console {
         let cluster_keys = self
             .new_cluster_keys(caller, &mut cluster, &new.regions, &keys)
             .await?;
-        let restored = match self
-            .restore_objects(&backup, &backup_keys, &cluster, &cluster_keys)
-            .await
-        {
-            Ok(restored) => restored,
-            Err(err) => {
-                let parts = self.cluster_parts()?;
-                let _ = parts.blobs.delete_prefix(&cluster.prefix()).await;
-                let audit = AuditDraft::by(
-                    caller,
-                    self.clock.now(),
-                    "backup.restore_failed",
-                    format!("backup/{backup_id}"),
-                )
-                .outcome(Outcome::Failure)
-                .detail(json!({ "error": super::lifecycle::public_text(&err) }))
-                .in_project(backup.project_id);
-                self.record(audit).await?;
-                return Err(err);
-            }
-        };
-        self.provision_and_save(
-            caller,
-            cluster,
-            cluster_keys,
-            &restored,
-            "cluster.restored",
-            json!({ "backup_id": backup.id, "objects": restored.len() }),
-        )
-        .await
-    }
-
-    /// Re-seals every object of the backup under the new cluster's keys, in every region,
-    /// reading the backup's index a page at a time.
-    async fn restore_objects(
-        &self,
-        backup: &Backup,
-        backup_keys: &Arc<ClusterKeys>,
-        cluster: &Cluster,
-        cluster_keys: &ClusterKeys,
-    ) -> Result<Vec<StoredObject>, DomainError> {
-        const PAGE: u64 = 256;
-        let parts = self.cluster_parts()?;
-        let now = self.clock.now();
-        let mut restored = Vec::new();
-        let mut after: Option<ObjectName> = None;
-        loop {
-            let page = parts
-                .store
-                .backup_objects(backup.id, backup.created_at, after.as_ref(), PAGE)
-                .await?;
-            let Some(last) = page.last() else {
-                return Ok(restored);
-            };
-            after = Some(last.name.clone());
-            for object in page {
-                let version = Uuid::now_v7();
-                let targets = region_targets(cluster, cluster_keys, version)?;
-                let source = parts
-                    .blobs
-                    .read(&backup.blob(object.version))
-                    .await
-                    .map_err(storage_error)?;
-                let plain = open_sealed(
-                    source,
-                    backup_keys.clone(),
-                    backup.region.region.clone(),
-                    backup.id,
-                    bound_name(object.version, object.name.as_str()),
-                );
-                let size = write_sealed(
-                    parts.blobs.as_ref(),
-                    &targets,
-                    cluster.id,
-                    &bound_name(version, object.name.as_str()),
-                    plain,
-                    None,
-                    None,
-                )
-                .await?;
-                restored.push(StoredObject {
-                    id: Uuid::now_v7(),
-                    version,
-                    size_bytes: size,
-                    updated_at: now,
-                    ..object
-                });
-            }
-        }
+        let cluster = self
+            .provision_and_save(
+                caller,
+                cluster,
+                cluster_keys,
+                &[],
+                "cluster.restore_started",
+                json!({ "backup_id": backup.id, "objects": backup.object_count }),
+            )
+            .await?;
+        self.wake_backups();
+        Ok(cluster)
     }
 
     pub async fn delete_backup(&self, caller: &Caller, id: Uuid) -> Result<(), DomainError> {

@@ -285,6 +285,7 @@ impl Console {
             state: ClusterState::Available,
             last_error: None,
             will_not_resume: None,
+            restore: None,
             created_by: caller.actor.label(),
             created_at: now,
             updated_at: now,

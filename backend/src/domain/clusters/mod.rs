@@ -11,6 +11,7 @@ mod lifecycle;
 mod objects;
 mod reaction;
 mod request;
+mod restore_job;
 pub mod sweeper;
 
 use std::sync::Arc;
@@ -147,10 +148,13 @@ pub enum ClusterState {
     Resuming,
     Inaccessible,
     Deleting,
+    /// A restore that could not finish (`last_error` says why): it serves nothing and can
+    /// only be deleted.
+    Failed,
 }
 
 impl ClusterState {
-    pub const ALL: [ClusterState; 7] = [
+    pub const ALL: [ClusterState; 8] = [
         ClusterState::Creating,
         ClusterState::Available,
         ClusterState::Pausing,
@@ -158,6 +162,7 @@ impl ClusterState {
         ClusterState::Resuming,
         ClusterState::Inaccessible,
         ClusterState::Deleting,
+        ClusterState::Failed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -169,6 +174,7 @@ impl ClusterState {
             ClusterState::Resuming => "resuming",
             ClusterState::Inaccessible => "inaccessible",
             ClusterState::Deleting => "deleting",
+            ClusterState::Failed => "failed",
         }
     }
 
@@ -209,9 +215,20 @@ pub struct Cluster {
     /// Set while a key it needs is revoked in a `keep_running` project: it runs on but its
     /// next resume would fail (why, as recorded).
     pub will_not_resume: Option<String>,
+    /// Set on a cluster made by restoring a backup: which, and how far its job got.
+    pub restore: Option<RestoreProgress>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A restore's progress: the cluster is `creating` until every object of the backup is in
+/// it, then `available` (or `failed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestoreProgress {
+    pub backup_id: Uuid,
+    pub objects_total: u32,
+    pub objects_restored: u32,
 }
 
 impl Cluster {

@@ -471,15 +471,7 @@ impl Console {
 mod tests {
     use super::*;
 
-    const STATES: [ClusterState; 7] = [
-        ClusterState::Creating,
-        ClusterState::Available,
-        ClusterState::Pausing,
-        ClusterState::Paused,
-        ClusterState::Resuming,
-        ClusterState::Inaccessible,
-        ClusterState::Deleting,
-    ];
+    const STATES: [ClusterState; 8] = ClusterState::ALL;
 
     /// What applying a reaction leaves: the state and the mark.
     fn apply(reaction: Reaction, state: ClusterState, marked: bool) -> (ClusterState, bool) {

@@ -69,7 +69,7 @@ pub fn effect(state: ClusterState, statuses: &[KeyStatus]) -> ClusterEffect {
     match state {
         ClusterState::Inaccessible if revoked || unreachable => ClusterEffect::WaitingForKey,
         ClusterState::Inaccessible => ClusterEffect::CanBeResumed,
-        ClusterState::Deleting => ClusterEffect::Ok,
+        ClusterState::Deleting | ClusterState::Failed => ClusterEffect::Ok,
         _ if revoked => ClusterEffect::WillNotResume,
         _ if unreachable => ClusterEffect::KmsUnreachable,
         _ => ClusterEffect::Ok,

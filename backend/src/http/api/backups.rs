@@ -188,7 +188,7 @@ pub async fn delete(
     params(("backup_id" = Uuid, Path)),
     request_body(content = RestoreBody, description = "Optional"),
     responses(
-        (status = 201, body = ClusterBody, description = "A new cluster in the same project and regions, holding the backup's objects"),
+        (status = 202, body = ClusterBody, description = "Started: a new cluster in the same project and regions, `creating` while a background job copies the backup's objects into it (`restore` shows the progress; follow `Location` until it is `available` or `failed`)"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "The backup is not available (rules/backup-state), the key that wraps it is refused (problems/kms-key-unusable), a region has no active key, or the name is taken"),
@@ -211,7 +211,7 @@ pub async fn restore(
         .console
         .restore_backup(&caller.0, path.into_inner(), name.as_deref())
         .await?;
-    Ok(HttpResponse::Created()
+    Ok(HttpResponse::Accepted()
         .insert_header(("Location", format!("/api/v1/clusters/{}", cluster.id)))
         .json(ClusterBody::new(cluster, state.console.aws_account_id())))
 }

@@ -36,6 +36,15 @@ pub struct BackupOptions {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
+pub struct RestoreProgressBody {
+    pub backup_id: Uuid,
+    /// The backup's objects.
+    pub objects_total: u32,
+    /// How many are in the cluster so far.
+    pub objects_restored: u32,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ClusterBody {
     pub id: Uuid,
     pub project_id: Uuid,
@@ -54,6 +63,9 @@ pub struct ClusterBody {
     /// The platform's AWS account that uses the key (AWS clusters).
     pub account_id: Option<String>,
     pub backup: BackupOptions,
+    /// Set on a cluster restored from a backup: which, and the progress of its restore
+    /// (the cluster is `creating` until every object is in it).
+    pub restore: Option<RestoreProgressBody>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -86,6 +98,11 @@ impl ClusterBody {
             backup: BackupOptions {
                 dual_region: c.dual_region_backup,
             },
+            restore: c.restore.map(|r| RestoreProgressBody {
+                backup_id: r.backup_id,
+                objects_total: r.objects_total,
+                objects_restored: r.objects_restored,
+            }),
             created_by: c.created_by,
             created_at: c.created_at,
             updated_at: c.updated_at,

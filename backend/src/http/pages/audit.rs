@@ -55,6 +55,7 @@ const KNOWN_ACTIONS: &[&str] = &[
     "cluster.deleted",
     "cluster.inaccessible",
     "cluster.paused",
+    "cluster.restore_started",
     "cluster.restored",
     "cluster.resume_failed",
     "cluster.resume_started",

@@ -46,6 +46,10 @@ pub struct ClusterView {
     pub regions: Vec<(String, String)>,
     pub dual_region_backup: bool,
     pub created: String,
+    /// A restore in progress: (backup, objects restored, objects in all).
+    pub restoring: Option<(Uuid, u32, u32)>,
+    /// A restore that could not finish.
+    pub failed: bool,
 }
 
 impl From<Cluster> for ClusterView {
@@ -67,6 +71,11 @@ impl From<Cluster> for ClusterView {
                 c.state,
                 S::Available | S::Pausing | S::Resuming | S::Inaccessible
             ),
+            restoring: c
+                .restore
+                .filter(|_| c.state == S::Creating)
+                .map(|r| (r.backup_id, r.objects_restored, r.objects_total)),
+            failed: c.state == S::Failed,
             last_error: c.last_error,
             regions: c
                 .regions
@@ -478,7 +487,8 @@ struct ShowPage {
     objects: Vec<ObjectRow>,
     more_objects: bool,
     backups: Vec<BackupRow>,
-    /// A backup is being taken: the page reloads itself to show its progress.
+    /// A backup is being taken or the cluster is being restored: the page reloads itself to
+    /// show the progress.
     backups_running: bool,
     notice: Option<&'static str>,
     error: Option<String>,
@@ -512,7 +522,7 @@ impl ShowParams {
                 "Backup started: its objects are being copied (this page shows the progress).",
             ),
             (&self.backup_deleted, "Backup deleted."),
-            (&self.restored, "Backup restored into this new cluster."),
+            (&self.restored, "Restoring the backup into this new cluster: its objects are being copied (this page shows the progress)."),
         ]
         .into_iter()
         .find_map(|(flag, text)| flag.as_ref().map(|_| text))
@@ -528,6 +538,7 @@ async fn show_page(
 ) -> Result<ShowPage, PageError> {
     let console = &state.console;
     let cluster = console.cluster(caller, id).await?;
+    let creating = cluster.state == ClusterState::Creating;
     let project = console.project(caller, cluster.project_id).await?;
     let regions = console.cluster_key_facts(caller, &cluster).await?;
     let page = PageRequest {
@@ -551,10 +562,11 @@ async fn show_page(
         regions: regions.into_iter().map(RegionRow::from).collect(),
         more_objects: objects.next.is_some(),
         objects: objects.items.into_iter().map(ObjectRow::from).collect(),
-        backups_running: backups
-            .items
-            .iter()
-            .any(|b| b.state == BackupState::Creating),
+        backups_running: creating
+            || backups
+                .items
+                .iter()
+                .any(|b| b.state == BackupState::Creating),
         backups: backups.items.into_iter().map(BackupRow::from).collect(),
         notice,
         error,

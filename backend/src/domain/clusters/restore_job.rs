@@ -1,0 +1,233 @@
+//! The `restore` job: copies a backup's objects into the cluster being restored from it (made
+//! `creating` by the request), page by page in name order, then makes the cluster available
+//! (or failed). Durable and bounded as the backup job is (`backup_job.rs`): a crash resumes
+//! after the last object recorded in the cluster; a copy written but not recorded is the
+//! storage sweeper's.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+use uuid::Uuid;
+
+use super::backup_job::{BackupReport, LEASE, MAX_ATTEMPTS, PAGE, Run, SLICE, backoff, passing};
+use super::keyring::ClusterKeys;
+use super::lifecycle::public_text;
+use super::objects::{bound_name, open_sealed, region_targets, storage_error, write_sealed};
+use super::{Cluster, ClusterState, StoredObject};
+use crate::domain::audit::{AuditDraft, Outcome};
+use crate::domain::error::Rule;
+use crate::domain::identity::{Caller, Role};
+use crate::domain::jobs::Job;
+use crate::domain::{Console, DomainError};
+
+impl Console {
+    pub(super) async fn run_restore_job(
+        &self,
+        job: &Job,
+        started: Instant,
+        report: &mut BackupReport,
+    ) -> Result<(), DomainError> {
+        let parts = self.cluster_parts()?;
+        let cluster = parts
+            .store
+            .cluster(job.organization_id, job.subject)
+            .await?
+            .filter(|c| c.state == ClusterState::Creating && c.restore.is_some());
+        let Some(cluster) = cluster else {
+            // Ended, or deleted meanwhile: nothing left to do.
+            return Ok(self.store.finish_job(job).await?);
+        };
+        match self.restore_into(job, &cluster, started, report).await {
+            Ok(Run::Done) => {
+                if self.end_restore(&cluster, None).await? {
+                    report.available += 1;
+                }
+            }
+            Ok(Run::Paused) => self.store.release_job(job, self.clock.now()).await?,
+            Ok(Run::Stopped) => {}
+            Err(err) if passing(&err) && job.attempts + 1 < MAX_ATTEMPTS => {
+                let why = public_text(&err);
+                tracing::warn!(cluster = %cluster.id, attempts = job.attempts + 1, error = %why, "a restore could not go on; it will be retried");
+                let due = self.clock.now() + backoff(job.attempts);
+                self.store.retry_job(job, due, &why).await?;
+            }
+            Err(err) => {
+                let why = public_text(&err);
+                tracing::warn!(cluster = %cluster.id, error = %why, "a restore failed");
+                if self.end_restore(&cluster, Some(why)).await? {
+                    report.failed += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn restore_into(
+        &self,
+        job: &Job,
+        cluster: &Cluster,
+        started: Instant,
+        report: &mut BackupReport,
+    ) -> Result<Run, DomainError> {
+        let parts = self.cluster_parts()?;
+        let Some(progress) = cluster.restore else {
+            return Ok(Run::Done);
+        };
+        let backup = parts
+            .store
+            .backup(cluster.organization_id, progress.backup_id)
+            .await?
+            .ok_or_else(|| DomainError::Conflict {
+                rule: Rule::BackupState,
+                field: None,
+                detail: "The backup was deleted before the restore finished.".into(),
+            })?;
+        let context = Self::data_key_context(
+            backup.organization_id,
+            backup.project_id,
+            backup.id,
+            &backup.region.region,
+            "backup",
+        );
+        let backup_key = match self
+            .unwrap_data_key(backup.organization_id, &backup.region, &context)
+            .await?
+        {
+            Ok(key) => key,
+            Err(failed) => {
+                return Err(DomainError::KeyUnusable {
+                    action: "restore the backup",
+                    failures: vec![failed],
+                });
+            }
+        };
+        let backup_keys = Arc::new(ClusterKeys::new(vec![(
+            backup.region.region.clone(),
+            backup_key,
+        )]));
+        let cluster_keys = match parts.ring.get(cluster.id) {
+            Some(keys) => keys,
+            None => match self.open_cluster_keys(cluster).await? {
+                Ok(keys) => Arc::new(keys),
+                Err(failures) => {
+                    return Err(DomainError::KeyUnusable {
+                        action: "restore the backup",
+                        failures,
+                    });
+                }
+            },
+        };
+        let mut after = parts.store.restored_up_to(cluster.id).await?;
+        loop {
+            if started.elapsed() >= SLICE {
+                return Ok(Run::Paused);
+            }
+            let page = parts
+                .store
+                .backup_objects(backup.id, backup.created_at, after.as_ref(), PAGE)
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(Run::Done);
+            };
+            after = Some(last.name.clone());
+            let now = self.clock.now();
+            let mut restored = Vec::with_capacity(page.len());
+            for object in page {
+                let version = Uuid::now_v7();
+                let targets = region_targets(cluster, &cluster_keys, version)?;
+                let source = parts
+                    .blobs
+                    .read(&backup.blob(object.version))
+                    .await
+                    .map_err(storage_error)?;
+                let plain = open_sealed(
+                    source,
+                    backup_keys.clone(),
+                    backup.region.region.clone(),
+                    backup.id,
+                    bound_name(object.version, object.name.as_str()),
+                );
+                let size_bytes = write_sealed(
+                    parts.blobs.as_ref(),
+                    &targets,
+                    cluster.id,
+                    &bound_name(version, object.name.as_str()),
+                    plain,
+                    None,
+                    None,
+                )
+                .await?;
+                restored.push(StoredObject {
+                    id: Uuid::now_v7(),
+                    version,
+                    size_bytes,
+                    updated_at: now,
+                    ..object
+                });
+            }
+            if !parts.store.record_restored(cluster.id, &restored).await? {
+                self.delete_versions(
+                    cluster,
+                    &restored.iter().map(|o| o.version).collect::<Vec<_>>(),
+                )
+                .await;
+                return Ok(Run::Stopped);
+            }
+            report.copied += restored.len();
+            if !self.store.renew_job(job, self.clock.now() + LEASE).await? {
+                return Ok(Run::Stopped);
+            }
+        }
+    }
+
+    /// Ends the restore (available, or failed with `failure`), audited as the console's own
+    /// act. False when it had already ended.
+    async fn end_restore(
+        &self,
+        cluster: &Cluster,
+        failure: Option<String>,
+    ) -> Result<bool, DomainError> {
+        let parts = self.cluster_parts()?;
+        let system = Caller::system(cluster.organization_id, Role::Owner);
+        let now = self.clock.now();
+        let backup_id = cluster.restore.map(|r| r.backup_id);
+        let done = parts
+            .store
+            .cluster(cluster.organization_id, cluster.id)
+            .await?
+            .and_then(|c| c.restore)
+            .map_or(0, |r| r.objects_restored);
+        let audit = match &failure {
+            None => AuditDraft::by(
+                &system,
+                now,
+                "cluster.restored",
+                format!("cluster/{}", cluster.id),
+            )
+            .detail(json!({
+                "name": cluster.name.as_str(),
+                "backup_id": backup_id,
+                "objects": done,
+                "requested_by": cluster.created_by,
+            })),
+            Some(why) => AuditDraft::by(
+                &system,
+                now,
+                "backup.restore_failed",
+                format!("backup/{}", backup_id.unwrap_or_default()),
+            )
+            .outcome(Outcome::Failure)
+            .detail(json!({
+                "cluster_id": cluster.id,
+                "error": why,
+                "requested_by": cluster.created_by,
+            })),
+        }
+        .in_project(cluster.project_id);
+        Ok(parts
+            .store
+            .end_restore(cluster.id, failure, now, audit)
+            .await?)
+    }
+}
