@@ -9,6 +9,13 @@ use futures_util::stream::BoxStream;
 
 pub type ByteStream = BoxStream<'static, Result<Bytes, BlobError>>;
 
+/// Whose copy a stored key is (the storage sweeper asks the index about each owner's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CopyOwner {
+    Cluster(uuid::Uuid),
+    Backup(uuid::Uuid),
+}
+
 /// A stored copy as a listing shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlobMeta {

@@ -524,7 +524,7 @@ pub trait ClusterStore: Send + Sync {
     /// a backup's objects.
     async fn named_versions(
         &self,
-        owner: crate::domain::clusters::sweeper::CopyOwner,
+        owner: crate::domain::blobs::CopyOwner,
         versions: &[Uuid],
     ) -> Result<Vec<Uuid>, StoreError>;
 }

@@ -16,7 +16,7 @@ use super::entities::{
 };
 use super::{SeaStore, jobs};
 use crate::domain::audit::AuditDraft;
-use crate::domain::clusters::sweeper::CopyOwner;
+use crate::domain::blobs::CopyOwner;
 use crate::domain::clusters::{
     Backup, BackupState, Cluster, ClusterName, ClusterRegion, ClusterState, ObjectName,
     RestoreProgress, StoredObject, Tier,

@@ -19,14 +19,8 @@ use futures_util::StreamExt;
 use uuid::Uuid;
 
 use crate::domain::blobs::BlobMeta;
+pub use crate::domain::blobs::CopyOwner;
 use crate::domain::{Console, DomainError};
-
-/// Whose copy a stored key is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum CopyOwner {
-    Cluster(Uuid),
-    Backup(Uuid),
-}
 
 /// A stored copy of an object: whose, and which version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
