@@ -12,6 +12,8 @@ mod objects;
 mod reaction;
 mod request;
 mod restore_job;
+#[cfg(test)]
+mod rule_tests;
 pub mod sweeper;
 
 use std::sync::Arc;
