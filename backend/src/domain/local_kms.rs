@@ -69,15 +69,7 @@ impl Console {
     }
 
     pub(crate) fn refuse_local_kms_in_production(&self) -> Result<(), DomainError> {
-        if self.local_kms_available() {
-            return Ok(());
-        }
-        Err(DomainError::Forbidden {
-            rule: Rule::LocalKmsInProduction,
-            detail:
-                "The built-in local KMS is for development and is refused when CMEK_ENV=production."
-                    .into(),
-        })
+        refuse_in_production(self.policy.environment)
     }
 
     fn local_admin(&self) -> Result<&dyn LocalKeyAdmin, DomainError> {
@@ -182,4 +174,17 @@ impl Console {
         }
         Err(StoreError::Contention("local key rotation kept racing other rotations".into()).into())
     }
+}
+
+/// R3: the built-in local KMS is refused in production.
+pub(crate) fn refuse_in_production(environment: Environment) -> Result<(), DomainError> {
+    if environment != Environment::Production {
+        return Ok(());
+    }
+    Err(DomainError::Forbidden {
+        rule: Rule::LocalKmsInProduction,
+        detail:
+            "The built-in local KMS is for development and is refused when CMEK_ENV=production."
+                .into(),
+    })
 }

@@ -10,7 +10,7 @@ use super::azure::{self, AzureSetup};
 use super::checks::{self, Checklist, Progress};
 use super::policy::{self, AccessMode, AwsAccessPolicies, PolicyScope};
 use super::region::Region;
-use super::{EncryptionKey, KeyRef, KeyRequest, KeyRequestInput, KeyStatus};
+use super::{EncryptionKey, KeyRef, KeyRequest, KeyRequestInput, KeyStatus, KmsProviders};
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::error::Rule;
 use crate::domain::error::{Constraint, StoreError};
@@ -40,16 +40,28 @@ fn unavailable(detail: &str) -> DomainError {
     DomainError::invalid("provider", detail)
 }
 
-impl Console {
-    pub(crate) fn provider_for(&self, key: &KeyRef) -> Result<Arc<dyn KeyProvider>, DomainError> {
+impl KmsProviders {
+    /// The adapter for the key's KMS, refused clearly when it is not configured (and the
+    /// local KMS in production, R3).
+    pub(crate) fn provider_for(
+        &self,
+        key: &KeyRef,
+        environment: crate::domain::Environment,
+    ) -> Result<Arc<dyn KeyProvider>, DomainError> {
         match key {
-            KeyRef::Aws { .. } => self.kms.aws.clone().ok_or_else(|| unavailable("AWS KMS is not configured on this console (the operator sets CMEK_AWS_ACCOUNT_ID).")),
-            KeyRef::Azure { .. } => self.kms.azure.clone().ok_or_else(|| unavailable("Azure Key Vault is not configured on this console (the operator sets CMEK_AZURE_APP_ID and CMEK_AZURE_CLIENT_SECRET).")),
+            KeyRef::Aws { .. } => self.aws.clone().ok_or_else(|| unavailable("AWS KMS is not configured on this console (the operator sets CMEK_AWS_ACCOUNT_ID).")),
+            KeyRef::Azure { .. } => self.azure.clone().ok_or_else(|| unavailable("Azure Key Vault is not configured on this console (the operator sets CMEK_AZURE_APP_ID and CMEK_AZURE_CLIENT_SECRET).")),
             KeyRef::Local { .. } => {
-                self.refuse_local_kms_in_production()?;
-                self.kms.local.clone().ok_or_else(|| unavailable("The local KMS is not available."))
+                crate::domain::local_kms::refuse_in_production(environment)?;
+                self.local.clone().ok_or_else(|| unavailable("The local KMS is not available."))
             }
         }
+    }
+}
+
+impl Console {
+    pub(crate) fn provider_for(&self, key: &KeyRef) -> Result<Arc<dyn KeyProvider>, DomainError> {
+        self.kms.provider_for(key, self.policy.environment)
     }
 
     pub fn aws_account_id(&self) -> Option<&str> {
