@@ -14,6 +14,7 @@ use crate::alerts::HttpSender;
 use crate::domain::alerts::AlertParts;
 use crate::domain::blobs::BlobStore;
 use crate::domain::clock::{Clock, SystemClock};
+use crate::domain::clusters::Clusters;
 use crate::domain::clusters::parts::ClusterParts;
 use crate::domain::clusters::{DataKeyRing, ManifestDriver};
 use crate::domain::keys::{AzureApp, KmsProviders};
@@ -371,7 +372,7 @@ impl Application {
                 tracing::warn!(error = %err, "could not record the key versions of older data keys")
             }
         }
-        let supervisor = start_workers(&console, &settings);
+        let supervisor = start_workers(&console, console.clusters().ok(), &settings);
         let workers = supervisor.workers();
         for name in &settings.test_worker_faults {
             if !cfg!(debug_assertions) {
@@ -504,7 +505,11 @@ pub const WORKERS: [&str; 9] = [
 /// - `storage-sweeper`: every `CMEK_STORAGE_SWEEP_INTERVAL`, removes the stored copies no
 ///   index row names (seen so by two sweeps in a row, older than `CMEK_STORAGE_SWEEP_GRACE`)
 ///   and what unfinished writes left.
-fn start_workers(console: &Console, settings: &Settings) -> Supervisor {
+fn start_workers(
+    console: &Console,
+    clusters: Option<&Clusters>,
+    settings: &Settings,
+) -> Supervisor {
     let mut supervisor = Supervisor::new();
     let second = std::time::Duration::from_secs(1);
     let c = console.clone();
@@ -524,17 +529,6 @@ fn start_workers(console: &Console, settings: &Settings) -> Supervisor {
             }
         },
     );
-    let c = console.clone();
-    supervisor.every("data-key-sweep", second, move || {
-        let c = c.clone();
-        async move {
-            let dropped = c.sweep_data_keys().await.map_err(|e| e.to_string())?;
-            if dropped > 0 {
-                tracing::info!(dropped, "data keys of clusters no longer available dropped");
-            }
-            Ok(())
-        }
-    });
     let c = console.clone();
     supervisor.every("webhook-deliveries", second, move || {
         let c = c.clone();
@@ -566,7 +560,21 @@ fn start_workers(console: &Console, settings: &Settings) -> Supervisor {
             Ok(())
         }
     });
-    let c = console.clone();
+    let Some(clusters) = clusters else {
+        return supervisor;
+    };
+    let c = clusters.clone();
+    supervisor.every("data-key-sweep", second, move || {
+        let c = c.clone();
+        async move {
+            let dropped = c.sweep_data_keys().await.map_err(|e| e.to_string())?;
+            if dropped > 0 {
+                tracing::info!(dropped, "data keys of clusters no longer available dropped");
+            }
+            Ok(())
+        }
+    });
+    let c = clusters.clone();
     let woken = console.clone();
     supervisor.every_or_woken(
         "reactions",
@@ -584,7 +592,7 @@ fn start_workers(console: &Console, settings: &Settings) -> Supervisor {
             async move { woken.reactions_queued().await }
         },
     );
-    let c = console.clone();
+    let c = clusters.clone();
     supervisor.every("reconcile", settings.reconcile_interval, move || {
         let c = c.clone();
         async move {
@@ -596,8 +604,8 @@ fn start_workers(console: &Console, settings: &Settings) -> Supervisor {
             Ok(())
         }
     });
-    let c = console.clone();
-    let woken = console.clone();
+    let c = clusters.clone();
+    let woken = clusters.clone();
     supervisor.every_or_woken(
         "backups",
         second,
@@ -621,7 +629,7 @@ fn start_workers(console: &Console, settings: &Settings) -> Supervisor {
             async move { woken.backups_queued().await }
         },
     );
-    let c = console.clone();
+    let c = clusters.clone();
     let grace = settings.storage_sweep_grace;
     let orphans = Arc::new(tokio::sync::Mutex::new(std::collections::HashSet::new()));
     supervisor.every(
@@ -649,7 +657,7 @@ fn start_workers(console: &Console, settings: &Settings) -> Supervisor {
             }
         },
     );
-    let c = console.clone();
+    let c = clusters.clone();
     let busy_since_trim = Arc::new(std::sync::atomic::AtomicBool::new(false));
     supervisor.every("memory-trim", second, move || {
         let c = c.clone();

@@ -46,7 +46,7 @@ pub struct Console {
     local_admin: Option<Arc<dyn local_kms::LocalKeyAdmin>>,
     sso: Option<Arc<dyn sso::IdentityProvider>>,
     audit_keys: audit::ChainKeys,
-    clusters: Option<clusters::parts::ClusterParts>,
+    clusters: Option<clusters::Clusters>,
     alerts: Option<alerts::AlertParts>,
     /// The audit page's last verification of the chain.
     chain_status: Arc<tokio::sync::Mutex<Option<audit::ChainStatus>>>,
@@ -56,8 +56,6 @@ pub struct Console {
     confirm_delay: std::time::Duration,
     /// Wakes this process's reconciliation worker when a status change queued one.
     reactions: Arc<tokio::sync::Notify>,
-    /// Wakes this process's backup worker when a backup was started here.
-    backups_queued: Arc<tokio::sync::Notify>,
 }
 
 /// A display name (API key, local key, organization): trimmed, 1 to `max` characters, no
@@ -120,7 +118,6 @@ impl Console {
             monitor_checks: Arc::default(),
             confirm_delay: std::time::Duration::from_secs(2),
             reactions: Arc::default(),
-            backups_queued: Arc::default(),
         }
     }
 
@@ -141,10 +138,28 @@ impl Console {
         self.reactions.notified().await;
     }
 
-    /// Turns clusters on, with where their bytes go.
+    /// Turns clusters on, with where their bytes go: the clusters service, over this
+    /// console's store (as the narrow ports it needs), KMS adapters and clock.
     pub fn with_clusters(mut self, parts: clusters::parts::ClusterParts) -> Self {
-        self.clusters = Some(parts);
+        self.clusters = Some(clusters::Clusters::new(clusters::ClusterPorts {
+            parts,
+            keys: self.store.clone(),
+            jobs: self.store.clone(),
+            projects: self.store.clone(),
+            audit: self.store.clone(),
+            kms: self.kms.clone(),
+            clock: self.clock.clone(),
+            environment: self.policy.environment,
+            reactions: self.reactions.clone(),
+        }));
         self
+    }
+
+    /// The clusters service (lifecycle, objects, backups, restores, their jobs).
+    pub fn clusters(&self) -> Result<&clusters::Clusters, DomainError> {
+        self.clusters
+            .as_ref()
+            .ok_or_else(|| DomainError::Storage("clusters are not configured".into()))
     }
 
     /// Turns alerts (webhooks) on.

@@ -117,7 +117,10 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     );
     body.push_str(&format!(
         "cmek_cluster_kms_calls_total {}\n",
-        state.console.cluster_kms_calls()
+        state
+            .console
+            .clusters()
+            .map_or(0, |c| c.cluster_kms_calls())
     ));
     monitor_metrics(&state.console, &mut body).await;
     worker_metrics(&state, &mut body).await;
@@ -160,7 +163,11 @@ async fn worker_metrics(state: &AppState, body: &mut String) {
             );
         }
     }
-    match state.console.pending_reactions().await {
+    let pending = match state.console.clusters() {
+        Ok(clusters) => clusters.pending_reactions().await,
+        Err(err) => Err(err),
+    };
+    match pending {
         Ok(n) => {
             let _ = writeln!(
                 body,

@@ -18,7 +18,9 @@ use serde_json::json;
 use super::keyring::ClusterKeys;
 use super::lifecycle::{PLATFORM_KEY, public_text, wrong_state};
 use super::objects::{bound_name, open_sealed, storage_error, write_sealed};
+use super::service::Clusters;
 use super::{Backup, BackupState, Cluster, ClusterRegion, StoredObject};
+use crate::domain::DomainError;
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::error::Rule;
 use crate::domain::identity::{Caller, Role};
@@ -26,7 +28,6 @@ use crate::domain::jobs::{Job, JobKind};
 use crate::domain::keys::KeyStatus;
 use crate::domain::kms::PlaintextKey;
 use crate::domain::ports::BackupCopy;
-use crate::domain::{Console, DomainError};
 
 /// Index rows read at a time.
 pub(super) const PAGE: u64 = 64;
@@ -73,7 +74,7 @@ pub(super) fn backoff(attempts: i32) -> chrono::Duration {
     chrono::Duration::seconds(2_i64 << attempts.clamp(0, 8)).min(chrono::Duration::minutes(5))
 }
 
-impl Console {
+impl Clusters {
     /// Tells this process's `backups` worker that a backup was queued.
     pub(super) fn wake_backups(&self) {
         self.backups_queued.notify_one();
@@ -88,9 +89,6 @@ impl Console {
     /// Runs the backup and restore jobs that are due, one at a time, for at most a slice in
     /// all.
     pub async fn run_due_backups(&self) -> Result<BackupReport, DomainError> {
-        if self.clusters.is_none() {
-            return Ok(BackupReport::default());
-        }
         let started = Instant::now();
         let mut report = BackupReport::default();
         while started.elapsed() < SLICE {
@@ -109,7 +107,7 @@ impl Console {
     async fn next_copy_job(&self) -> Result<Option<Job>, DomainError> {
         for kind in [JobKind::Backup, JobKind::Restore] {
             let now = self.clock.now();
-            let leased = self.store.lease_jobs(kind, now, now + LEASE, 1).await?;
+            let leased = self.jobs.lease_jobs(kind, now, now + LEASE, 1).await?;
             if let Some(job) = leased.into_iter().next() {
                 return Ok(Some(job));
             }
@@ -123,7 +121,7 @@ impl Console {
         started: Instant,
         report: &mut BackupReport,
     ) -> Result<(), DomainError> {
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         let backup = parts
             .store
             .backup(job.organization_id, job.subject)
@@ -131,7 +129,7 @@ impl Console {
             .filter(|b| b.state == BackupState::Creating);
         let Some(backup) = backup else {
             // Ended or deleted meanwhile: nothing left to do.
-            return Ok(self.store.finish_job(job).await?);
+            return Ok(self.jobs.finish_job(job).await?);
         };
         match self.copy_backup(job, &backup, started, report).await {
             Ok(Run::Done) => {
@@ -140,14 +138,14 @@ impl Console {
                 }
             }
             Ok(Run::Paused) => {
-                self.store.release_job(job, self.clock.now()).await?;
+                self.jobs.release_job(job, self.clock.now()).await?;
             }
             Ok(Run::Stopped) => {}
             Err(err) if passing(&err) && job.attempts + 1 < MAX_ATTEMPTS => {
                 let why = public_text(&err);
                 tracing::warn!(backup = %backup.id, attempts = job.attempts + 1, error = %why, "a backup could not go on; it will be retried");
                 let due = self.clock.now() + backoff(job.attempts);
-                self.store.retry_job(job, due, &why).await?;
+                self.jobs.retry_job(job, due, &why).await?;
             }
             Err(err) => {
                 let why = public_text(&err);
@@ -169,7 +167,7 @@ impl Console {
         started: Instant,
         report: &mut BackupReport,
     ) -> Result<Run, DomainError> {
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         let cluster = parts
             .store
             .cluster(backup.organization_id, backup.cluster_id)
@@ -242,7 +240,7 @@ impl Console {
                 return Ok(Run::Stopped);
             }
             report.copied += copies.len();
-            if !self.store.renew_job(job, self.clock.now() + LEASE).await? {
+            if !self.jobs.renew_job(job, self.clock.now() + LEASE).await? {
                 return Ok(Run::Stopped);
             }
         }
@@ -259,7 +257,7 @@ impl Console {
         backup_key: &PlaintextKey,
         object: &StoredObject,
     ) -> Result<BackupCopy, DomainError> {
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         let source = parts
             .blobs
             .read(&cluster.blob(&primary.region, object.version))
@@ -298,7 +296,7 @@ impl Console {
         backup: &Backup,
         failure: Option<String>,
     ) -> Result<bool, DomainError> {
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         // The progress as recorded (this job is the only writer of it).
         let done = parts
             .store

@@ -8,18 +8,19 @@ use uuid::Uuid;
 
 use super::lifecycle::PLATFORM_KEY;
 use super::objects::storage_error;
+use super::service::Clusters;
 use super::{
     Backup, BackupState, Cluster, ClusterName, ClusterRegion, ClusterState, NewCluster,
     RestoreProgress, Tier,
 };
+use crate::domain::DomainError;
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::error::Rule;
 use crate::domain::identity::Caller;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::ports::BackupStart;
-use crate::domain::{Console, DomainError};
 
-impl Console {
+impl Clusters {
     /// A cluster's backups, newest first; also after the cluster was deleted.
     pub async fn backups(
         &self,
@@ -27,7 +28,7 @@ impl Console {
         cluster_id: Uuid,
         page: PageRequest,
     ) -> Result<Page<Backup>, DomainError> {
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         let items = parts
             .store
             .backups(caller.organization_id, cluster_id, page)
@@ -56,7 +57,7 @@ impl Console {
     ) -> Result<Page<Backup>, DomainError> {
         self.project(caller, project_id).await?;
         let items = self
-            .cluster_parts()?
+            .parts
             .store
             .project_backups(caller.organization_id, project_id, page)
             .await?;
@@ -64,7 +65,7 @@ impl Console {
     }
 
     pub async fn backup(&self, caller: &Caller, id: Uuid) -> Result<Backup, DomainError> {
-        self.cluster_parts()?
+        self.parts
             .store
             .backup(caller.organization_id, id)
             .await?
@@ -92,13 +93,13 @@ impl Console {
             .await?;
             return Err(err);
         }
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         let primary = cluster
             .primary()
             .cloned()
             .ok_or_else(|| DomainError::Integrity("the cluster has no region".into()))?;
         let key = match primary.key_id {
-            Some(id) => self.store.key(caller.organization_id, id).await?,
+            Some(id) => self.keys.key(caller.organization_id, id).await?,
             None => None,
         };
         if primary.key_id.is_some() && key.is_none() {
@@ -305,7 +306,7 @@ impl Console {
         if backup.state == BackupState::Creating {
             return Err(not_yet(&backup, "deleted"));
         }
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         parts
             .blobs
             .delete_prefix(&backup.prefix())

@@ -8,10 +8,11 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::keyring::ClusterKeys;
-use super::parts::ClusterParts;
+use super::service::Clusters;
 use super::{
     Cluster, ClusterRegion, ClusterRequestInput, ClusterState, NewCluster, RegionFailure, Tier,
 };
+use crate::domain::DomainError;
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::error::Rule;
 use crate::domain::error::{Constraint, StoreError};
@@ -22,7 +23,6 @@ use crate::domain::kms::{DataKey, EncryptionContext, PlaintextKey};
 use crate::domain::notice::{ClusterAlert, ClusterCause, Notice};
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::projects::Project;
-use crate::domain::{Console, DomainError};
 
 /// What the platform says when it holds the key itself.
 pub const PLATFORM_KEY: &str = "platform-managed key";
@@ -39,7 +39,7 @@ pub(super) fn wrong_state(cluster: &Cluster, wanted: &str) -> DomainError {
     }
 }
 
-impl Console {
+impl Clusters {
     /// Audits a request a rule refused (R3, R5-R7, R11, a state or a name), with the rule.
     pub(super) async fn record_refusal(
         &self,
@@ -58,12 +58,6 @@ impl Console {
             .outcome(Outcome::Denied)
             .detail(json!({ "rule": rule, "reason": err.to_string() }));
         self.record(audit).await
-    }
-
-    pub(super) fn cluster_parts(&self) -> Result<&ClusterParts, DomainError> {
-        self.clusters
-            .as_ref()
-            .ok_or_else(|| DomainError::Storage("clusters are not configured".into()))
     }
 
     /// The KMS context a data key is bound to: the KMS refuses to unwrap it for anything else.
@@ -95,9 +89,7 @@ impl Console {
         region: &Region,
         context: &EncryptionContext,
     ) -> Result<(DataKey, Option<String>), RegionFailure> {
-        let parts = self
-            .cluster_parts()
-            .map_err(|e| failure(region, key, e.to_string()))?;
+        let parts = &self.parts;
         parts.kms_calls.fetch_add(1, Ordering::Relaxed);
         match key {
             None => parts
@@ -136,7 +128,7 @@ impl Console {
         region: &ClusterRegion,
         context: &EncryptionContext,
     ) -> Result<Result<PlaintextKey, RegionFailure>, DomainError> {
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         let Some(key_id) = region.key_id else {
             parts.kms_calls.fetch_add(1, Ordering::Relaxed);
             return Ok(parts
@@ -148,7 +140,7 @@ impl Console {
                     error,
                 }));
         };
-        let Some(key) = self.store.key(organization_id, key_id).await? else {
+        let Some(key) = self.keys.key(organization_id, key_id).await? else {
             return Ok(Err(RegionFailure {
                 region: region.region.to_string(),
                 key: region.key_ref.clone().unwrap_or_default(),
@@ -182,7 +174,7 @@ impl Console {
         if !project.cmek_enabled {
             return Ok(vec![None; new.regions.len()]);
         }
-        let keys = self.store.keys(caller.organization_id, project.id).await?;
+        let keys = self.keys.keys(caller.organization_id, project.id).await?;
         let mut chosen = Vec::new();
         let mut missing = Vec::new();
         for region in &new.regions {
@@ -367,7 +359,7 @@ impl Console {
         action: &'static str,
         extra: serde_json::Value,
     ) -> Result<Cluster, DomainError> {
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         let refs: Vec<(Region, &PlaintextKey)> = keys.iter().map(|(r, k)| (r.clone(), k)).collect();
         parts.driver.provision(&cluster, &refs).await?;
         let mut detail = json!({
@@ -434,7 +426,7 @@ impl Console {
     ) -> Result<Page<Cluster>, DomainError> {
         self.project(caller, project_id).await?;
         let items = self
-            .cluster_parts()?
+            .parts
             .store
             .clusters(caller.organization_id, project_id, page)
             .await?;
@@ -443,7 +435,7 @@ impl Console {
 
     /// Another organization's cluster is "not found".
     pub async fn cluster(&self, caller: &Caller, id: Uuid) -> Result<Cluster, DomainError> {
-        self.cluster_parts()?
+        self.parts
             .store
             .cluster(caller.organization_id, id)
             .await?
@@ -454,7 +446,7 @@ impl Console {
     /// (paused, made inaccessible or deleted by another instance); `serve` runs it every
     /// second, so no instance keeps a key it should not hold.
     pub async fn sweep_data_keys(&self) -> Result<usize, DomainError> {
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         let held = parts.ring.held();
         if held.is_empty() {
             return Ok(0);
@@ -476,23 +468,17 @@ impl Console {
 
     /// Whether this process holds the cluster's data keys.
     pub fn holds_data_keys(&self, cluster: Uuid) -> bool {
-        self.clusters
-            .as_ref()
-            .is_some_and(|p| p.ring.holds(cluster))
+        self.parts.ring.holds(cluster)
     }
 
     /// Whether an upload holds memory now (the memory-trim worker waits for none).
     pub fn uploads_in_progress(&self) -> bool {
-        self.clusters
-            .as_ref()
-            .is_some_and(|p| p.upload_memory.in_use())
+        self.parts.upload_memory.in_use()
     }
 
     /// How many data-key calls the KMS got for clusters and backups.
     pub fn cluster_kms_calls(&self) -> u64 {
-        self.clusters
-            .as_ref()
-            .map_or(0, |p| p.kms_calls.load(Ordering::Relaxed))
+        self.parts.kms_calls.load(Ordering::Relaxed)
     }
 
     pub(super) async fn move_cluster(
@@ -534,7 +520,7 @@ impl Console {
             })
         }));
         Ok(self
-            .cluster_parts()?
+            .parts
             .store
             .transition(
                 cluster.organization_id,
@@ -577,7 +563,7 @@ impl Console {
                 ),
             )
             .await?;
-        self.cluster_parts()?.ring.drop_keys(id);
+        self.parts.ring.drop_keys(id);
         if !moved {
             return Err(wrong_state(
                 &self.cluster(caller, id).await?,
@@ -686,7 +672,7 @@ impl Console {
                 });
             }
         };
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         let refs: Vec<(Region, &PlaintextKey)> = keys.iter().map(|(r, k)| (r.clone(), k)).collect();
         if let Err(err) = parts.driver.attach(&cluster, &refs).await {
             let said = public_text(&err);
@@ -778,7 +764,7 @@ impl Console {
         &self,
         cluster: &Cluster,
     ) -> Result<Arc<ClusterKeys>, DomainError> {
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         if cluster.state != ClusterState::Available {
             parts.ring.drop_keys(cluster.id);
             return Err(wrong_state(
@@ -802,7 +788,7 @@ impl Console {
     pub async fn delete_cluster(&self, caller: &Caller, id: Uuid) -> Result<(), DomainError> {
         let cluster = self.cluster(caller, id).await?;
         caller.require_owner("delete clusters")?;
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         if cluster.state != ClusterState::Deleting {
             let from: Vec<ClusterState> = ClusterState::ALL.to_vec();
             self.move_cluster(
@@ -892,11 +878,11 @@ fn failure_detail(failures: &[RegionFailure]) -> Vec<serde_json::Value> {
 /// How long a key's rotation status, once asked, is shown without asking the KMS again.
 const ROTATION_FRESH: chrono::Duration = chrono::Duration::minutes(5);
 
-impl Console {
+impl Clusters {
     /// Whether the KMS rotates the key: asked at most every five minutes per key, so page
     /// views do not each call the KMS.
     async fn rotation_status(&self, key: &EncryptionKey) -> Option<bool> {
-        let parts = self.cluster_parts().ok()?;
+        let parts = &self.parts;
         let now = self.clock.now();
         if let Ok(known) = parts.rotation.lock()
             && let Some((at, enabled)) = known.get(&key.id)
@@ -929,7 +915,7 @@ pub struct RegionKeyFacts {
     pub rotation_enabled: Option<bool>,
 }
 
-impl Console {
+impl Clusters {
     pub async fn cluster_key_facts(
         &self,
         caller: &Caller,
@@ -938,7 +924,7 @@ impl Console {
         let mut facts = Vec::new();
         for region in &cluster.regions {
             let key = match region.key_id {
-                Some(id) => self.store.key(caller.organization_id, id).await?,
+                Some(id) => self.keys.key(caller.organization_id, id).await?,
                 None => None,
             };
             let rotation_enabled = match &key {

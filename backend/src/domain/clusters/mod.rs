@@ -14,6 +14,7 @@ mod request;
 mod restore_job;
 #[cfg(test)]
 mod rule_tests;
+mod service;
 pub mod sweeper;
 
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub use lifecycle::{PLATFORM_KEY, RegionKeyFacts, describe_failures};
 pub use objects::{BodyError, MAX_OBJECT_BYTES, ObjectBody, ObjectRead};
 pub use reaction::{Keys, Reaction, ReconcileReport, effective_policy, reaction};
 pub use request::{ClusterRequestInput, NewCluster};
+pub use service::{ClusterPorts, Clusters};
 
 /// A budget of memory for uploads, in MiB.
 #[derive(Clone)]

@@ -11,15 +11,16 @@ use uuid::Uuid;
 
 use super::keyring::ClusterKeys;
 use super::lifecycle::wrong_state;
+use super::service::Clusters;
 use super::{Cluster, ObjectName, StoredObject};
 use crate::crypto::sealed_object::{HEADER_LEN, ObjectId, Opener, SealError, Sealer};
+use crate::domain::DomainError;
 use crate::domain::blobs::{BlobError, BlobStore, BlobWriter, ByteStream};
 use crate::domain::identity::Caller;
 use crate::domain::keys::region::Region;
 use crate::domain::kms::PlaintextKey;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::ports::ObjectWrite;
-use crate::domain::{Console, DomainError};
 
 pub use crate::domain::error::BodyError;
 
@@ -325,7 +326,7 @@ pub(super) async fn read_sealed(
 /// The largest object the console stores (5 GiB).
 pub const MAX_OBJECT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
-impl Console {
+impl Clusters {
     pub async fn objects(
         &self,
         caller: &Caller,
@@ -333,11 +334,7 @@ impl Console {
         page: PageRequest,
     ) -> Result<Page<StoredObject>, DomainError> {
         let cluster = self.cluster(caller, cluster_id).await?;
-        let items = self
-            .cluster_parts()?
-            .store
-            .objects(cluster.id, page)
-            .await?;
+        let items = self.parts.store.objects(cluster.id, page).await?;
         Ok(page.finish(items, |o| o.id))
     }
 
@@ -354,7 +351,7 @@ impl Console {
         caller.require_owner("write cluster data")?;
         let name = ObjectName::parse(name).map_err(|e| DomainError::Invalid(vec![e]))?;
         let keys = self.serving_keys(&cluster).await?;
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         // Admitted only within the memory cap: each region's copy holds its buffers for as
         // long as the upload lasts, and a slow client can make that hours.
         let Some(_memory) = parts
@@ -415,9 +412,7 @@ impl Console {
     /// Removes every region's copy of these versions; a copy that cannot be removed now is
     /// logged (it is unreachable: no index row names it).
     pub(super) async fn delete_versions(&self, cluster: &Cluster, versions: &[Uuid]) {
-        let Ok(parts) = self.cluster_parts() else {
-            return;
-        };
+        let parts = &self.parts;
         for version in versions {
             for region in &cluster.regions {
                 if let Err(err) = parts
@@ -442,7 +437,7 @@ impl Console {
         let cluster = self.cluster(caller, cluster_id).await?;
         let name = ObjectName::parse(name).map_err(|e| DomainError::Invalid(vec![e]))?;
         let keys = self.serving_keys(&cluster).await?;
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         let primary = cluster
             .primary()
             .ok_or_else(|| DomainError::Integrity("the cluster has no region".into()))?;
@@ -485,7 +480,7 @@ impl Console {
         caller.require_owner("write cluster data")?;
         let name = ObjectName::parse(name).map_err(|e| DomainError::Invalid(vec![e]))?;
         self.serving_keys(&cluster).await?;
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         match parts.store.delete_object(cluster.id, &name).await? {
             Some(ObjectWrite::Recorded { replaced }) => {
                 self.delete_versions(&cluster, replaced.as_slice()).await;

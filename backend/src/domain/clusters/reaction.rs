@@ -13,14 +13,15 @@ use std::collections::HashMap;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::service::Clusters;
 use super::{Cluster, ClusterState};
+use crate::domain::DomainError;
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::identity::{Caller, Role};
 use crate::domain::keys::{EncryptionKey, Provider, StatusChangeEvent};
 use crate::domain::notice::{ClusterAlert, ClusterCause, Notice};
 use crate::domain::ports::{Job, JobKind, KeyVersionStatus};
 use crate::domain::projects::{Project, RevocationPolicy};
-use crate::domain::{Console, DomainError};
 
 /// R10: what running clusters do when their key is revoked. AWS keeps them running (the
 /// failure shows at resume); Azure stops them.
@@ -175,7 +176,7 @@ fn backoff(attempts: i32) -> chrono::Duration {
     chrono::Duration::seconds(1_i64 << attempts.clamp(0, 9)).min(chrono::Duration::minutes(5))
 }
 
-impl Console {
+impl Clusters {
     /// Brings every cluster that uses the key in line with the recorded statuses of its keys
     /// and key versions. Each cluster on its own: one that cannot be changed now does not
     /// hold the others back (the first error is returned, so the job is retried).
@@ -184,9 +185,7 @@ impl Console {
         organization_id: Uuid,
         key_id: Uuid,
     ) -> Result<ReconcileReport, DomainError> {
-        let Some(parts) = self.clusters.as_ref() else {
-            return Ok(ReconcileReport::default());
-        };
+        let parts = &self.parts;
         let system = Caller::system(organization_id, Role::Owner);
         let mut known = Known::default();
         let mut projects: HashMap<Uuid, Project> = HashMap::new();
@@ -203,14 +202,14 @@ impl Console {
                 {
                     known
                         .keys
-                        .insert(id, self.store.key(organization_id, id).await?);
-                    let revoked = self.store.revoked_versions(&[id]).await?;
+                        .insert(id, self.keys.key(organization_id, id).await?);
+                    let revoked = self.jobs.revoked_versions(&[id]).await?;
                     known.revoked_versions.insert(id, revoked);
                 }
             }
             if !projects.contains_key(&cluster.project_id) {
                 match self
-                    .store
+                    .projects
                     .project(organization_id, cluster.project_id)
                     .await?
                 {
@@ -249,7 +248,7 @@ impl Console {
     ) -> Result<ReconcileReport, DomainError> {
         let policy = effective_policy(project, cluster.provider);
         let mut report = ReconcileReport::default();
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         match (
             reaction(
                 policy,
@@ -341,7 +340,7 @@ impl Console {
     pub async fn run_due_reactions(&self) -> Result<ReconcileReport, DomainError> {
         let now = self.clock.now();
         let jobs = self
-            .store
+            .jobs
             .lease_jobs(
                 JobKind::ReconcileKey,
                 now,
@@ -366,13 +365,13 @@ impl Console {
     async fn run_job(&self, job: &Job) -> Result<ReconcileReport, DomainError> {
         match self.reconcile_key(job.organization_id, job.subject).await {
             Ok(report) => {
-                self.store.finish_job(job).await?;
+                self.jobs.finish_job(job).await?;
                 Ok(report)
             }
             Err(err) => {
                 tracing::warn!(error = %err, key = %job.subject, attempts = job.attempts + 1, "a reconciliation failed; it will be retried");
                 let due = self.clock.now() + backoff(job.attempts);
-                self.store.retry_job(job, due, &err.to_string()).await?;
+                self.jobs.retry_job(job, due, &err.to_string()).await?;
                 Ok(ReconcileReport::default())
             }
         }
@@ -384,7 +383,7 @@ impl Console {
         let mut report = ReconcileReport::default();
         let mut after = None;
         loop {
-            let batch = self.store.keys_to_reconcile(after, 500).await?;
+            let batch = self.jobs.keys_to_reconcile(after, 500).await?;
             let Some(&(_, last)) = batch.last() else {
                 return Ok(report);
             };
@@ -411,7 +410,7 @@ impl Console {
             let Some(key_id) = region.key_id else {
                 continue;
             };
-            let Some(key) = self.store.key(cluster.organization_id, key_id).await? else {
+            let Some(key) = self.keys.key(cluster.organization_id, key_id).await? else {
                 continue;
             };
             let now = self.clock.now();
@@ -425,12 +424,12 @@ impl Console {
                     message: Some(message),
                 }
                 .audit(&system, now);
-                self.store
+                self.keys
                     .update_key_status(key_id, KeyStatus::Active, now, None, audit)
                     .await?;
                 changed = true;
             }
-            for version in self.store.revoked_versions(&[key_id]).await? {
+            for version in self.jobs.revoked_versions(&[key_id]).await? {
                 if Some(&version.version) != region.key_version.as_ref() {
                     continue;
                 }
@@ -449,7 +448,7 @@ impl Console {
                     last_error: None,
                     ..version
                 };
-                self.store
+                self.jobs
                     .record_version_status(cluster.organization_id, active, Some(audit))
                     .await?;
                 changed = true;
@@ -463,7 +462,7 @@ impl Console {
 
     /// Reconciliations waiting, for `/metrics`.
     pub async fn pending_reactions(&self) -> Result<u64, DomainError> {
-        Ok(self.store.pending_jobs(JobKind::ReconcileKey).await?)
+        Ok(self.jobs.pending_jobs(JobKind::ReconcileKey).await?)
     }
 }
 

@@ -14,21 +14,22 @@ use super::backup_job::{BackupReport, LEASE, MAX_ATTEMPTS, PAGE, Run, SLICE, bac
 use super::keyring::ClusterKeys;
 use super::lifecycle::public_text;
 use super::objects::{bound_name, open_sealed, region_targets, storage_error, write_sealed};
+use super::service::Clusters;
 use super::{Cluster, ClusterState, StoredObject};
+use crate::domain::DomainError;
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::error::Rule;
 use crate::domain::identity::{Caller, Role};
 use crate::domain::jobs::Job;
-use crate::domain::{Console, DomainError};
 
-impl Console {
+impl Clusters {
     pub(super) async fn run_restore_job(
         &self,
         job: &Job,
         started: Instant,
         report: &mut BackupReport,
     ) -> Result<(), DomainError> {
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         let cluster = parts
             .store
             .cluster(job.organization_id, job.subject)
@@ -36,7 +37,7 @@ impl Console {
             .filter(|c| c.state == ClusterState::Creating && c.restore.is_some());
         let Some(cluster) = cluster else {
             // Ended, or deleted meanwhile: nothing left to do.
-            return Ok(self.store.finish_job(job).await?);
+            return Ok(self.jobs.finish_job(job).await?);
         };
         match self.restore_into(job, &cluster, started, report).await {
             Ok(Run::Done) => {
@@ -44,13 +45,13 @@ impl Console {
                     report.available += 1;
                 }
             }
-            Ok(Run::Paused) => self.store.release_job(job, self.clock.now()).await?,
+            Ok(Run::Paused) => self.jobs.release_job(job, self.clock.now()).await?,
             Ok(Run::Stopped) => {}
             Err(err) if passing(&err) && job.attempts + 1 < MAX_ATTEMPTS => {
                 let why = public_text(&err);
                 tracing::warn!(cluster = %cluster.id, attempts = job.attempts + 1, error = %why, "a restore could not go on; it will be retried");
                 let due = self.clock.now() + backoff(job.attempts);
-                self.store.retry_job(job, due, &why).await?;
+                self.jobs.retry_job(job, due, &why).await?;
             }
             Err(err) => {
                 let why = public_text(&err);
@@ -70,7 +71,7 @@ impl Console {
         started: Instant,
         report: &mut BackupReport,
     ) -> Result<Run, DomainError> {
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         let Some(progress) = cluster.restore else {
             return Ok(Run::Done);
         };
@@ -175,7 +176,7 @@ impl Console {
                 return Ok(Run::Stopped);
             }
             report.copied += restored.len();
-            if !self.store.renew_job(job, self.clock.now() + LEASE).await? {
+            if !self.jobs.renew_job(job, self.clock.now() + LEASE).await? {
                 return Ok(Run::Stopped);
             }
         }
@@ -188,7 +189,7 @@ impl Console {
         cluster: &Cluster,
         failure: Option<String>,
     ) -> Result<bool, DomainError> {
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         let system = Caller::system(cluster.organization_id, Role::Owner);
         let now = self.clock.now();
         let backup_id = cluster.restore.map(|r| r.backup_id);

@@ -32,7 +32,7 @@ async fn r5_r11_a_cmek_cluster_needs_an_active_key_in_each_of_its_regions() {
     let w = World::new().await;
 
     let refused = w
-        .console
+        .svc()
         .create_cluster(
             &w.owner,
             w.project,
@@ -60,10 +60,10 @@ async fn r6_r7_cmek_clusters_are_dedicated_and_back_up_to_one_region() {
     dual.dual_region_backup = true;
 
     let serverless = w
-        .console
+        .svc()
         .create_cluster(&w.owner, w.project, &serverless)
         .await;
-    let dual = w.console.create_cluster(&w.owner, w.project, &dual).await;
+    let dual = w.svc().create_cluster(&w.owner, w.project, &dual).await;
 
     assert_eq!(rule_of(serverless), Rule::DedicatedOnly);
     assert_eq!(rule_of(dual), Rule::NoDualRegionBackup);
@@ -104,7 +104,7 @@ async fn r10_a_paused_cluster_serves_nothing_and_resumes_only_with_its_key() {
     let cluster = w.cluster("c", &["us-east-1"]).await;
     w.put(cluster.id, "a", b"kept").await.unwrap();
 
-    let paused = w.console.pause_cluster(&w.owner, cluster.id).await.unwrap();
+    let paused = w.svc().pause_cluster(&w.owner, cluster.id).await.unwrap();
     assert_eq!(paused.state, ClusterState::Paused);
     assert_eq!(rule_of(w.read(cluster.id, "a").await), Rule::ClusterState);
     assert_eq!(
@@ -112,27 +112,23 @@ async fn r10_a_paused_cluster_serves_nothing_and_resumes_only_with_its_key() {
         Rule::ClusterState
     );
     assert_eq!(
-        rule_of(w.console.create_backup(&w.owner, cluster.id).await),
+        rule_of(w.svc().create_backup(&w.owner, cluster.id).await),
         Rule::ClusterState
     );
 
     // The key is refused: the cluster stays paused, and says why.
     w.kms.refuse(Some(disabled()));
-    let refused = w.console.resume_cluster(&w.owner, cluster.id).await;
+    let refused = w.svc().resume_cluster(&w.owner, cluster.id).await;
     assert!(
         matches!(refused, Err(DomainError::KeyUnusable { .. })),
         "{refused:?}"
     );
-    let still = w.console.cluster(&w.owner, cluster.id).await.unwrap();
+    let still = w.svc().cluster(&w.owner, cluster.id).await.unwrap();
     assert_eq!(still.state, ClusterState::Paused);
     assert!(still.last_error.is_some());
 
     w.kms.refuse(None);
-    let resumed = w
-        .console
-        .resume_cluster(&w.owner, cluster.id)
-        .await
-        .unwrap();
+    let resumed = w.svc().resume_cluster(&w.owner, cluster.id).await.unwrap();
     assert_eq!(resumed.state, ClusterState::Available);
     assert_eq!(w.read(cluster.id, "a").await.unwrap(), b"kept");
 }
@@ -144,28 +140,28 @@ async fn a_backup_is_a_snapshot_copied_by_its_job_and_restores_as_it_was() {
     w.put(cluster.id, "a", b"before").await.unwrap();
     w.put(cluster.id, "b", b"bee").await.unwrap();
 
-    let backup = w.console.create_backup(&w.owner, cluster.id).await.unwrap();
+    let backup = w.svc().create_backup(&w.owner, cluster.id).await.unwrap();
     assert_eq!(backup.state, BackupState::Creating);
     assert_eq!(backup.object_count, 2);
     // Changes after the snapshot are not in it; a second backup waits for the first.
     w.put(cluster.id, "a", b"after").await.unwrap();
     w.put(cluster.id, "c", b"later").await.unwrap();
     assert_eq!(
-        rule_of(w.console.create_backup(&w.owner, cluster.id).await),
+        rule_of(w.svc().create_backup(&w.owner, cluster.id).await),
         Rule::ClusterState
     );
     // Not restorable nor deletable while it is being taken.
     assert_eq!(
-        rule_of(w.console.restore_backup(&w.owner, backup.id, None).await),
+        rule_of(w.svc().restore_backup(&w.owner, backup.id, None).await),
         Rule::BackupState
     );
     assert_eq!(
-        rule_of(w.console.delete_backup(&w.owner, backup.id).await),
+        rule_of(w.svc().delete_backup(&w.owner, backup.id).await),
         Rule::BackupState
     );
 
     w.run_jobs().await;
-    let taken = w.console.backup(&w.owner, backup.id).await.unwrap();
+    let taken = w.svc().backup(&w.owner, backup.id).await.unwrap();
     assert_eq!(taken.state, BackupState::Available);
     assert_eq!(taken.objects_copied, 2);
     assert_eq!(taken.size_bytes, 9);
@@ -182,7 +178,7 @@ async fn a_backup_is_a_snapshot_copied_by_its_job_and_restores_as_it_was() {
     assert_eq!(copies(&w), 3 * 2);
 
     let restored = w
-        .console
+        .svc()
         .restore_backup(&w.owner, backup.id, Some("copy"))
         .await
         .unwrap();
@@ -190,7 +186,7 @@ async fn a_backup_is_a_snapshot_copied_by_its_job_and_restores_as_it_was() {
     assert_eq!(restored.restore.unwrap().objects_total, 2);
     assert_eq!(rule_of(w.read(restored.id, "a").await), Rule::ClusterState);
     w.run_jobs().await;
-    let restored = w.console.cluster(&w.owner, restored.id).await.unwrap();
+    let restored = w.svc().cluster(&w.owner, restored.id).await.unwrap();
     assert_eq!(restored.state, ClusterState::Available);
     assert_eq!(restored.restore.unwrap().objects_restored, 2);
     assert_eq!(w.read(restored.id, "a").await.unwrap(), b"before");
@@ -205,42 +201,42 @@ async fn a_refused_key_fails_a_backup_at_once_and_an_unreachable_kms_is_waited_o
     w.put(cluster.id, "a", b"x").await.unwrap();
 
     // Unreachable: retried later, still `creating`.
-    let first = w.console.create_backup(&w.owner, cluster.id).await.unwrap();
+    let first = w.svc().create_backup(&w.owner, cluster.id).await.unwrap();
     w.kms
         .refuse(Some(KmsError::Unreachable("connection reset".into())));
-    w.console.sweep_data_keys().await.unwrap();
+    w.svc().sweep_data_keys().await.unwrap();
     w.run_jobs().await;
     assert_eq!(
-        w.console.backup(&w.owner, first.id).await.unwrap().state,
+        w.svc().backup(&w.owner, first.id).await.unwrap().state,
         BackupState::Creating
     );
     w.kms.refuse(None);
     w.clock.advance(chrono::Duration::minutes(10));
     w.run_jobs().await;
     assert_eq!(
-        w.console.backup(&w.owner, first.id).await.unwrap().state,
+        w.svc().backup(&w.owner, first.id).await.unwrap().state,
         BackupState::Available
     );
 
     // Refused: failed at once, with the reason, and the cluster is free again.
-    let second = w.console.create_backup(&w.owner, cluster.id).await.unwrap();
+    let second = w.svc().create_backup(&w.owner, cluster.id).await.unwrap();
     w.kms.refuse(Some(disabled()));
     w.run_jobs().await;
-    let failed = w.console.backup(&w.owner, second.id).await.unwrap();
+    let failed = w.svc().backup(&w.owner, second.id).await.unwrap();
     assert_eq!(failed.state, BackupState::Failed);
     assert!(failed.last_error.is_some());
     assert_eq!(
-        rule_of(w.console.restore_backup(&w.owner, failed.id, None).await),
+        rule_of(w.svc().restore_backup(&w.owner, failed.id, None).await),
         Rule::BackupState
     );
     w.kms.refuse(None);
-    let third = w.console.create_backup(&w.owner, cluster.id).await.unwrap();
+    let third = w.svc().create_backup(&w.owner, cluster.id).await.unwrap();
     w.run_jobs().await;
     assert_eq!(
-        w.console.backup(&w.owner, third.id).await.unwrap().state,
+        w.svc().backup(&w.owner, third.id).await.unwrap().state,
         BackupState::Available
     );
-    w.console.delete_backup(&w.owner, failed.id).await.unwrap();
+    w.svc().delete_backup(&w.owner, failed.id).await.unwrap();
 }
 
 #[tokio::test]
@@ -269,13 +265,13 @@ async fn the_sweeper_removes_an_orphan_on_its_second_sighting_and_nothing_live()
     let grace = std::time::Duration::from_secs(3600);
     let mut orphans = std::collections::HashSet::new();
 
-    let first = w.console.sweep_storage(&mut orphans, grace).await.unwrap();
+    let first = w.svc().sweep_storage(&mut orphans, grace).await.unwrap();
     assert_eq!((first.removed, first.marked), (0, 2));
     assert_eq!(first.uploads_aborted, 1);
     assert_eq!(w.blobs.unfinished(), 1);
     assert_eq!(w.blobs.keys().len(), before);
 
-    let second = w.console.sweep_storage(&mut orphans, grace).await.unwrap();
+    let second = w.svc().sweep_storage(&mut orphans, grace).await.unwrap();
     assert_eq!(second.removed, 2);
     let left = w.blobs.keys();
     assert!(!left.contains(&orphan) && !left.contains(&gone_backup));

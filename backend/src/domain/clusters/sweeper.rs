@@ -18,9 +18,10 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use uuid::Uuid;
 
+use super::service::Clusters;
+use crate::domain::DomainError;
 use crate::domain::blobs::BlobMeta;
 pub use crate::domain::blobs::CopyOwner;
-use crate::domain::{Console, DomainError};
 
 /// A stored copy of an object: whose, and which version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -85,7 +86,7 @@ pub struct SweepReport {
 /// Copies checked against the index at a time.
 const BATCH: usize = 500;
 
-impl Console {
+impl Clusters {
     /// One sweep of the storage. `orphans` holds the keys the previous sweep found orphaned
     /// and is replaced by this sweep's.
     pub async fn sweep_storage(
@@ -93,9 +94,7 @@ impl Console {
         orphans: &mut HashSet<String>,
         grace: std::time::Duration,
     ) -> Result<SweepReport, DomainError> {
-        let Ok(parts) = self.cluster_parts() else {
-            return Ok(SweepReport::default());
-        };
+        let parts = &self.parts;
         let cutoff = self.clock.now()
             - chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::hours(1));
         let mut report = SweepReport {
@@ -149,7 +148,7 @@ impl Console {
 
     /// Which of the listed copies an index row names, asked per owner.
     async fn live_copies(&self, batch: &[(BlobMeta, Copy)]) -> Result<HashSet<Copy>, DomainError> {
-        let parts = self.cluster_parts()?;
+        let parts = &self.parts;
         let mut by_owner: BTreeMap<CopyOwner, Vec<Uuid>> = BTreeMap::new();
         for (_, copy) in batch {
             by_owner.entry(copy.owner).or_default().push(copy.version);

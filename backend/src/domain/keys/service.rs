@@ -495,7 +495,7 @@ impl Console {
             return Ok(Vec::new());
         };
         let mut users: Vec<String> = parts
-            .store
+            .store()
             .clusters_using_key(organization_id, key_id)
             .await?
             .into_iter()
@@ -503,7 +503,7 @@ impl Console {
             .collect();
         users.extend(
             parts
-                .store
+                .store()
                 .backups_using_key(organization_id, key_id)
                 .await?
                 .into_iter()

@@ -177,7 +177,7 @@ impl Console {
         let clusters: Vec<Cluster> = match &self.clusters {
             Some(parts) => {
                 parts
-                    .store
+                    .store()
                     .clusters_using_keys(organization_id, &key_ids)
                     .await?
             }
@@ -271,7 +271,7 @@ impl Console {
             return Ok(Vec::new());
         };
         let clusters = parts
-            .store
+            .store()
             .clusters_using_key(caller.organization_id, key.id)
             .await?;
         let mut keys: HashMap<Uuid, KeyStatus> = HashMap::from([(key.id, key.status)]);

@@ -47,11 +47,11 @@ impl Console {
         };
         let itself = key.key_ref.display();
         let clusters = parts
-            .store
+            .store()
             .clusters_using_key(caller.organization_id, key.id)
             .await?;
         let backups = parts
-            .store
+            .store()
             .backups_using_key(caller.organization_id, key.id)
             .await?;
         let mut versions = Vec::new();

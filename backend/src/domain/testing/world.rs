@@ -183,6 +183,11 @@ impl World {
         world
     }
 
+    /// The clusters service under test.
+    pub fn svc(&self) -> &crate::domain::clusters::Clusters {
+        self.console.clusters().unwrap_or_else(|e| panic!("{e}"))
+    }
+
     pub async fn add_key(&self, project: Uuid, region: &str) {
         let input = KeyRequestInput {
             provider: "local".into(),
@@ -207,7 +212,7 @@ impl World {
     }
 
     pub async fn cluster(&self, name: &str, regions: &[&str]) -> Cluster {
-        self.console
+        self.svc()
             .create_cluster(&self.owner, self.project, &Self::request(name, regions))
             .await
             .unwrap_or_else(|e| panic!("{e}"))
@@ -216,7 +221,7 @@ impl World {
     pub async fn put(&self, cluster: Uuid, name: &str, bytes: &[u8]) -> Result<(), DomainError> {
         let body: Vec<Result<Bytes, crate::domain::clusters::BodyError>> =
             vec![Ok(Bytes::copy_from_slice(bytes))];
-        self.console
+        self.svc()
             .put_object(
                 &self.owner,
                 cluster,
@@ -228,7 +233,7 @@ impl World {
     }
 
     pub async fn read(&self, cluster: Uuid, name: &str) -> Result<Vec<u8>, DomainError> {
-        let read = self.console.get_object(&self.owner, cluster, name).await?;
+        let read = self.svc().get_object(&self.owner, cluster, name).await?;
         let mut body = read.body;
         let mut bytes = Vec::new();
         while let Some(chunk) = body.next().await {
@@ -241,7 +246,7 @@ impl World {
     pub async fn run_jobs(&self) {
         for _ in 0..100 {
             let done = self
-                .console
+                .svc()
                 .run_due_backups()
                 .await
                 .unwrap_or_else(|e| panic!("{e}"));

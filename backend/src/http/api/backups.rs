@@ -94,6 +94,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let backup = state
         .console
+        .clusters()?
         .create_backup(&caller.0, path.into_inner())
         .await?;
     Ok(HttpResponse::Accepted()
@@ -115,6 +116,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let page = state
         .console
+        .clusters()?
         .backups(&caller.0, path.into_inner(), query.parse()?)
         .await?;
     Ok(HttpResponse::Ok().json(ListBody {
@@ -137,6 +139,7 @@ pub async fn project_list(
 ) -> Result<HttpResponse, ApiError> {
     let page = state
         .console
+        .clusters()?
         .project_backups(&caller.0, path.into_inner(), query.parse()?)
         .await?;
     Ok(HttpResponse::Ok().json(ListBody {
@@ -156,7 +159,11 @@ pub async fn read(
     caller: ApiCaller,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let backup = state.console.backup(&caller.0, path.into_inner()).await?;
+    let backup = state
+        .console
+        .clusters()?
+        .backup(&caller.0, path.into_inner())
+        .await?;
     Ok(HttpResponse::Ok().json(BackupBody::from(backup)))
 }
 
@@ -178,6 +185,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     state
         .console
+        .clusters()?
         .delete_backup(&caller.0, path.into_inner())
         .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -209,6 +217,7 @@ pub async fn restore(
     };
     let cluster = state
         .console
+        .clusters()?
         .restore_backup(&caller.0, path.into_inner(), name.as_deref())
         .await?;
     Ok(HttpResponse::Accepted()

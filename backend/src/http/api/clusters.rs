@@ -182,6 +182,7 @@ pub async fn create(
     };
     let cluster = state
         .console
+        .clusters()?
         .create_cluster(&caller.0, path.into_inner(), &input)
         .await?;
     Ok(HttpResponse::Created()
@@ -203,6 +204,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let page = state
         .console
+        .clusters()?
         .clusters(&caller.0, path.into_inner(), query.parse()?)
         .await?;
     Ok(HttpResponse::Ok().json(ListBody {
@@ -222,7 +224,11 @@ pub async fn read(
     caller: ApiCaller,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let cluster = state.console.cluster(&caller.0, path.into_inner()).await?;
+    let cluster = state
+        .console
+        .clusters()?
+        .cluster(&caller.0, path.into_inner())
+        .await?;
     Ok(HttpResponse::Ok().json(body(&state, cluster)))
 }
 
@@ -243,6 +249,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     state
         .console
+        .clusters()?
         .delete_cluster(&caller.0, path.into_inner())
         .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -266,6 +273,7 @@ pub async fn pause(
 ) -> Result<HttpResponse, ApiError> {
     let cluster = state
         .console
+        .clusters()?
         .pause_cluster(&caller.0, path.into_inner())
         .await?;
     Ok(HttpResponse::Ok().json(body(&state, cluster)))
@@ -290,6 +298,7 @@ pub async fn resume(
 ) -> Result<HttpResponse, ApiError> {
     let cluster = state
         .console
+        .clusters()?
         .resume_cluster(&caller.0, path.into_inner())
         .await?;
     Ok(HttpResponse::Ok().json(body(&state, cluster)))

@@ -50,6 +50,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let page = state
         .console
+        .clusters()?
         .objects(&caller.0, path.into_inner(), query.parse()?)
         .await?;
     Ok(HttpResponse::Ok().json(ListBody {
@@ -88,6 +89,7 @@ pub async fn put(
     }
     let object = state
         .console
+        .clusters()?
         .put_object(&caller.0, cluster_id, &name, body_stream(payload))
         .await?;
     Ok(HttpResponse::Created()
@@ -150,6 +152,7 @@ pub async fn get(
     let name = object_name(&request)?;
     let read = state
         .console
+        .clusters()?
         .get_object(&caller.0, cluster_id, &name)
         .await?;
     Ok(download(read).await?)
@@ -176,6 +179,7 @@ pub async fn delete(
     let name = object_name(&request)?;
     state
         .console
+        .clusters()?
         .delete_object(&caller.0, cluster_id, &name)
         .await?;
     Ok(HttpResponse::NoContent().finish())

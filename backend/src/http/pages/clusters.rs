@@ -363,6 +363,7 @@ pub async fn create(
     let form = form.into_inner();
     match state
         .console
+        .clusters()?
         .create_cluster(&caller.0, project_id, &form.input())
         .await
     {
@@ -537,16 +538,19 @@ async fn show_page(
     error: Option<String>,
 ) -> Result<ShowPage, PageError> {
     let console = &state.console;
-    let cluster = console.cluster(caller, id).await?;
+    let cluster = console.clusters()?.cluster(caller, id).await?;
     let creating = cluster.state == ClusterState::Creating;
     let project = console.project(caller, cluster.project_id).await?;
-    let regions = console.cluster_key_facts(caller, &cluster).await?;
+    let regions = console
+        .clusters()?
+        .cluster_key_facts(caller, &cluster)
+        .await?;
     let page = PageRequest {
         size: MAX_PAGE_SIZE,
         after: None,
     };
-    let objects = console.objects(caller, id, page).await?;
-    let backups = console.backups(caller, id, page).await?;
+    let objects = console.clusters()?.objects(caller, id, page).await?;
+    let backups = console.clusters()?.backups(caller, id, page).await?;
     let account_id = (cluster.provider == crate::domain::keys::Provider::AwsKms)
         .then(|| console.aws_account_id().map(str::to_owned))
         .flatten();
@@ -555,7 +559,7 @@ async fn show_page(
     Ok(ShowPage {
         key_effect,
         chrome: Chrome::load(console, caller, "projects").await?,
-        keys_in_memory: console.holds_data_keys(id),
+        keys_in_memory: console.clusters()?.holds_data_keys(id),
         cluster: cluster.into(),
         project_name: project.name.as_str().to_owned(),
         account_id,
@@ -627,6 +631,7 @@ pub async fn pause(
     let id = path.into_inner();
     let outcome = state
         .console
+        .clusters()?
         .pause_cluster(&caller.0, id)
         .await
         .map(|_| "paused");
@@ -641,6 +646,7 @@ pub async fn resume(
     let id = path.into_inner();
     let outcome = state
         .console
+        .clusters()?
         .resume_cluster(&caller.0, id)
         .await
         .map(|_| "resumed");
@@ -653,8 +659,13 @@ pub async fn delete(
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, PageError> {
     let id = path.into_inner();
-    let cluster = state.console.cluster(&caller.0, id).await?;
-    match state.console.delete_cluster(&caller.0, id).await {
+    let cluster = state.console.clusters()?.cluster(&caller.0, id).await?;
+    match state
+        .console
+        .clusters()?
+        .delete_cluster(&caller.0, id)
+        .await
+    {
         Ok(()) => Ok(see_other(&format!(
             "/projects/{}?cluster_deleted=1",
             cluster.project_id
@@ -713,6 +724,7 @@ pub async fn upload(
                 let body = Box::pin(field.map(|chunk| chunk.map_err(|_| BodyError::Broken)));
                 outcome = state
                     .console
+                    .clusters()?
                     .put_object(&caller.0, id, &object_name, body)
                     .await
                     .map(|_| "uploaded");
@@ -737,7 +749,11 @@ pub async fn download(
     query: web::Query<ObjectQuery>,
 ) -> Result<HttpResponse, PageError> {
     let id = path.into_inner();
-    let read = state.console.get_object(&caller.0, id, &query.name).await?;
+    let read = state
+        .console
+        .clusters()?
+        .get_object(&caller.0, id, &query.name)
+        .await?;
     Ok(stream_object(read).await?)
 }
 
@@ -756,6 +772,7 @@ pub async fn delete_object(
     let id = path.into_inner();
     let outcome = state
         .console
+        .clusters()?
         .delete_object(&caller.0, id, &form.name)
         .await
         .map(|()| "object_deleted");
@@ -770,6 +787,7 @@ pub async fn backup(
     let id = path.into_inner();
     let outcome = state
         .console
+        .clusters()?
         .create_backup(&caller.0, id)
         .await
         .map(|_| "backup_taken");
@@ -784,7 +802,11 @@ pub struct RestoreForm {
 /// Where to go after acting on a backup: its cluster's page, or the project's once the
 /// cluster is deleted.
 async fn backup_home(state: &AppState, caller: &Caller, backup: &Backup) -> String {
-    match state.console.cluster(caller, backup.cluster_id).await {
+    let cluster = match state.console.clusters() {
+        Ok(clusters) => clusters.cluster(caller, backup.cluster_id).await,
+        Err(err) => Err(err),
+    };
+    match cluster {
         Ok(_) => format!("/clusters/{}", backup.cluster_id),
         Err(_) => format!("/projects/{}", backup.project_id),
     }
@@ -796,9 +818,14 @@ pub async fn restore(
     path: web::Path<Uuid>,
     form: web::Form<RestoreForm>,
 ) -> Result<HttpResponse, PageError> {
-    let backup = state.console.backup(&caller.0, path.into_inner()).await?;
+    let backup = state
+        .console
+        .clusters()?
+        .backup(&caller.0, path.into_inner())
+        .await?;
     match state
         .console
+        .clusters()?
         .restore_backup(&caller.0, backup.id, form.name.as_deref())
         .await
     {
@@ -819,9 +846,18 @@ pub async fn delete_backup(
     caller: PageCaller,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, PageError> {
-    let backup = state.console.backup(&caller.0, path.into_inner()).await?;
+    let backup = state
+        .console
+        .clusters()?
+        .backup(&caller.0, path.into_inner())
+        .await?;
     let home = backup_home(&state, &caller.0, &backup).await;
-    match state.console.delete_backup(&caller.0, backup.id).await {
+    match state
+        .console
+        .clusters()?
+        .delete_backup(&caller.0, backup.id)
+        .await
+    {
         Ok(()) => Ok(see_other(&format!("{home}?backup_deleted=1"))),
         Err(err) if home.starts_with("/clusters/") => {
             after(&state, &caller.0, backup.cluster_id, Err(err)).await

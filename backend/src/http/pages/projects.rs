@@ -284,11 +284,13 @@ async fn clusters_of(
     };
     let clusters = state
         .console
+        .clusters()?
         .clusters(caller, project_id, page)
         .await?
         .items;
     let backups = state
         .console
+        .clusters()?
         .project_backups(caller, project_id, page)
         .await?;
     let orphans = backups
