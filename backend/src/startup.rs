@@ -529,17 +529,19 @@ fn start_workers(
             }
         },
     );
-    let c = console.clone();
-    supervisor.every("webhook-deliveries", second, move || {
-        let c = c.clone();
-        async move {
-            let report = c.deliver_due_webhooks().await.map_err(|e| e.to_string())?;
-            if report.started > 0 {
-                tracing::debug!(started = report.started, "webhook deliveries");
+    if let Ok(alerts) = console.alerts() {
+        let c = alerts.clone();
+        supervisor.every("webhook-deliveries", second, move || {
+            let c = c.clone();
+            async move {
+                let report = c.deliver_due_webhooks().await.map_err(|e| e.to_string())?;
+                if report.started > 0 {
+                    tracing::debug!(started = report.started, "webhook deliveries");
+                }
+                Ok(())
             }
-            Ok(())
-        }
-    });
+        });
+    }
     let policy = crate::domain::keys::MonitorPolicy {
         interval: settings.key_check_interval,
         concurrency: settings.key_check_concurrency,

@@ -25,7 +25,7 @@ use crate::domain::identity::Caller;
 use crate::domain::kms::EncryptionContext;
 use crate::domain::notice::Notice;
 use crate::domain::page::{Page, PageRequest};
-use crate::domain::{Console, DomainError, Environment};
+use crate::domain::{DomainError, Environment};
 
 /// The event types a webhook receives.
 pub const EVENT_TYPES: [&str; 6] = [
@@ -458,11 +458,34 @@ pub fn after_failure(attempt: u32, now: DateTime<Utc>) -> Option<DateTime<Utc>> 
         .map(|seconds| now + Duration::seconds(*seconds))
 }
 
-impl Console {
-    fn alert_parts(&self) -> Result<&AlertParts, DomainError> {
-        self.alerts
-            .as_ref()
-            .ok_or(DomainError::NotFound("alerts (not configured)"))
+/// The alerts feature as a service: webhooks, their deliveries (Standard Webhooks), the test
+/// event. Over its own store and sender, the audit port (a test event is recorded there, and
+/// deliveries are queued with audit events), the clock and the environment.
+#[derive(Clone)]
+pub struct Alerts {
+    parts: AlertParts,
+    audit: Arc<dyn crate::domain::ports::AuditStore>,
+    /// The shared rate counters (test events per organization and minute).
+    counters: Arc<dyn crate::domain::ports::CredentialStore>,
+    clock: Arc<dyn crate::domain::clock::Clock>,
+    environment: Environment,
+}
+
+impl Alerts {
+    pub fn new(
+        parts: AlertParts,
+        audit: Arc<dyn crate::domain::ports::AuditStore>,
+        counters: Arc<dyn crate::domain::ports::CredentialStore>,
+        clock: Arc<dyn crate::domain::clock::Clock>,
+        environment: Environment,
+    ) -> Self {
+        Self {
+            parts,
+            audit,
+            counters,
+            clock,
+            environment,
+        }
     }
 
     /// Owners create webhooks; the secret is returned once and stored only wrapped.
@@ -473,7 +496,7 @@ impl Console {
         description: &str,
     ) -> Result<CreatedWebhook, DomainError> {
         caller.require_owner("configure alerts")?;
-        let url = WebhookUrl::parse(url, self.policy.environment);
+        let url = WebhookUrl::parse(url, self.environment);
         let description = description.trim();
         let description = if description.chars().count() > 200 {
             Err(DomainError::invalid(
@@ -500,7 +523,7 @@ impl Console {
                 return Err(DomainError::Invalid(fields));
             }
         };
-        let parts = self.alert_parts()?;
+        let parts = &self.parts;
         let existing = parts
             .store
             .webhooks(
@@ -559,7 +582,7 @@ impl Console {
     ) -> Result<Page<Webhook>, DomainError> {
         caller.require_auditor_view("see alerts")?;
         let items = self
-            .alert_parts()?
+            .parts
             .store
             .webhooks(caller.organization_id, page)
             .await?;
@@ -568,7 +591,7 @@ impl Console {
 
     pub async fn webhook(&self, caller: &Caller, id: Uuid) -> Result<Webhook, DomainError> {
         caller.require_auditor_view("see alerts")?;
-        self.alert_parts()?
+        self.parts
             .store
             .webhook(caller.organization_id, id)
             .await?
@@ -586,7 +609,7 @@ impl Console {
         )
         .detail(json!({ "endpoint": webhook.url.origin() }));
         if self
-            .alert_parts()?
+            .parts
             .store
             .delete_webhook(caller.organization_id, id, audit)
             .await?
@@ -605,11 +628,7 @@ impl Console {
         page: PageRequest,
     ) -> Result<Page<Delivery>, DomainError> {
         let webhook = self.webhook(caller, id).await?;
-        let items = self
-            .alert_parts()?
-            .store
-            .deliveries(webhook.id, page)
-            .await?;
+        let items = self.parts.store.deliveries(webhook.id, page).await?;
         Ok(page.finish(items, |d| d.id))
     }
 
@@ -618,9 +637,13 @@ impl Console {
     pub async fn send_test_webhook(&self, caller: &Caller, id: Uuid) -> Result<(), DomainError> {
         let webhook = self.webhook(caller, id).await?;
         caller.require_owner("send test events")?;
-        let sent = self
-            .count_in_window(&format!("webhook-test:{}", caller.organization_id), 60)
-            .await?;
+        let sent = crate::domain::rate::count_in_window(
+            self.counters.as_ref(),
+            self.clock.as_ref(),
+            &format!("webhook-test:{}", caller.organization_id),
+            60,
+        )
+        .await?;
         if sent.count > TEST_EVENTS_PER_MINUTE {
             return Err(DomainError::TooManyRequests {
                 detail: format!(
@@ -641,7 +664,7 @@ impl Console {
         .notifies(Some(Notice::WebhookTest {
             webhook_id: webhook.id,
         }));
-        Ok(self.store.append_audit(audit).await?)
+        Ok(self.audit.append_audit(audit).await?)
     }
 
     /// One round: leases the deliveries that are due (fairly: one per webhook in flight, a
@@ -649,9 +672,7 @@ impl Console {
     /// never holds the next round (another organization's alerts) back; each attempt is
     /// bounded by `ATTEMPT_TIMEOUT` and its lease outlives it. Returns how many were started.
     pub async fn deliver_due_webhooks(&self) -> Result<DeliveryReport, DomainError> {
-        let Ok(parts) = self.alert_parts() else {
-            return Ok(DeliveryReport::default());
-        };
+        let parts = &self.parts;
         let room = parts.sending.available_permits();
         if room == 0 {
             return Ok(DeliveryReport::default());
@@ -670,13 +691,10 @@ impl Console {
                 break;
             };
             report.started += 1;
-            let console = self.clone();
+            let alerts = self.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                let Ok(parts) = console.alert_parts() else {
-                    return;
-                };
-                if let Err(err) = console.deliver(parts, leased).await {
+                if let Err(err) = alerts.deliver(&alerts.parts, leased).await {
                     tracing::warn!(error = %err, "a webhook attempt could not be recorded");
                 }
             });
@@ -746,7 +764,7 @@ impl Console {
 
     /// Attempts by result since start, for `/metrics`.
     pub fn webhook_results(&self) -> Option<&DeliveryCounters> {
-        self.alerts.as_ref().map(|parts| parts.results.as_ref())
+        Some(self.parts.results.as_ref())
     }
 }
 

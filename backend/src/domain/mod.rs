@@ -47,7 +47,7 @@ pub struct Console {
     sso: Option<Arc<dyn sso::IdentityProvider>>,
     audit_keys: audit::ChainKeys,
     clusters: Option<clusters::Clusters>,
-    alerts: Option<alerts::AlertParts>,
+    alerts: Option<alerts::Alerts>,
     /// The audit page's last verification of the chain.
     chain_status: Arc<tokio::sync::Mutex<Option<audit::ChainStatus>>>,
     /// Keys the monitor of this process has checked (for metrics and tests).
@@ -164,8 +164,21 @@ impl Console {
 
     /// Turns alerts (webhooks) on.
     pub fn with_alerts(mut self, parts: alerts::AlertParts) -> Self {
-        self.alerts = Some(parts);
+        self.alerts = Some(alerts::Alerts::new(
+            parts,
+            self.store.clone(),
+            self.store.clone(),
+            self.clock.clone(),
+            self.policy.environment,
+        ));
         self
+    }
+
+    /// The alerts service (webhooks and their deliveries).
+    pub fn alerts(&self) -> Result<&alerts::Alerts, DomainError> {
+        self.alerts
+            .as_ref()
+            .ok_or(DomainError::NotFound("alerts (not configured)"))
     }
 
     /// Turns single sign-on on with this provider.

@@ -3,6 +3,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::domain::clock::Clock;
+use crate::domain::ports::CredentialStore;
 use crate::domain::{Console, DomainError};
 
 /// One count in a window of `seconds`: how many were counted in it so far (this one
@@ -20,18 +22,28 @@ impl Console {
         bucket: &str,
         seconds: i64,
     ) -> Result<Counted, DomainError> {
-        let now = self.clock.now();
-        let start_secs = now.timestamp() - now.timestamp().rem_euclid(seconds);
-        let window_start = DateTime::<Utc>::from_timestamp(start_secs, 0).unwrap_or(now);
-        let count = self.store.count_attempt(bucket, window_start).await?;
-        let retry_after = (window_start + Duration::seconds(seconds) - now)
-            .to_std()
-            .unwrap_or_default()
-            .max(std::time::Duration::from_secs(1));
-        Ok(Counted {
-            count,
-            window_start,
-            retry_after,
-        })
+        count_in_window(self.store.as_ref(), self.clock.as_ref(), bucket, seconds).await
     }
+}
+
+/// Counts one event in `bucket`'s current window of `seconds`, in the shared counters.
+pub(crate) async fn count_in_window(
+    store: &dyn CredentialStore,
+    clock: &dyn Clock,
+    bucket: &str,
+    seconds: i64,
+) -> Result<Counted, DomainError> {
+    let now = clock.now();
+    let start_secs = now.timestamp() - now.timestamp().rem_euclid(seconds);
+    let window_start = DateTime::<Utc>::from_timestamp(start_secs, 0).unwrap_or(now);
+    let count = store.count_attempt(bucket, window_start).await?;
+    let retry_after = (window_start + Duration::seconds(seconds) - now)
+        .to_std()
+        .unwrap_or_default()
+        .max(std::time::Duration::from_secs(1));
+    Ok(Counted {
+        count,
+        window_start,
+        retry_after,
+    })
 }

@@ -90,7 +90,7 @@ async fn monitor_metrics(console: &crate::domain::Console, body: &mut String) {
         }
         Err(err) => tracing::warn!(error = %err, "key counts for /metrics"),
     }
-    if let Some(results) = console.webhook_results() {
+    if let Some(results) = console.alerts().ok().and_then(|a| a.webhook_results()) {
         use std::sync::atomic::Ordering::Relaxed;
         body.push_str(
             "# HELP cmek_webhook_deliveries_total Webhook delivery attempts of this instance by result: delivered, retry (a failed attempt with another scheduled), failed (the last attempt failed).\n\

@@ -138,6 +138,7 @@ pub async fn create(
     let request: CreateWebhook = decode(&body)?;
     let created = state
         .console
+        .alerts()?
         .create_webhook(&caller.0, &request.url, &request.description)
         .await?;
     let id = created.webhook.id;
@@ -166,7 +167,11 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     // Who may look comes before what they asked for: a member's bad page token is a 403.
     caller.0.require_auditor_view("see alerts")?;
-    let page = state.console.webhooks(&caller.0, query.parse()?).await?;
+    let page = state
+        .console
+        .alerts()?
+        .webhooks(&caller.0, query.parse()?)
+        .await?;
     Ok(HttpResponse::Ok().json(ListBody {
         items: page.items.into_iter().map(WebhookBody::from).collect(),
         next_page_token: page.next,
@@ -184,7 +189,11 @@ pub async fn read(
     caller: ApiCaller,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let webhook = state.console.webhook(&caller.0, path.into_inner()).await?;
+    let webhook = state
+        .console
+        .alerts()?
+        .webhook(&caller.0, path.into_inner())
+        .await?;
     Ok(HttpResponse::Ok().json(WebhookBody::from(webhook)))
 }
 
@@ -201,6 +210,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     state
         .console
+        .alerts()?
         .delete_webhook(&caller.0, path.into_inner())
         .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -221,6 +231,7 @@ pub async fn deliveries(
     caller.0.require_auditor_view("see alerts")?;
     let page = state
         .console
+        .alerts()?
         .webhook_deliveries(&caller.0, path.into_inner(), query.parse()?)
         .await?;
     Ok(HttpResponse::Ok().json(ListBody {
@@ -241,7 +252,11 @@ pub async fn test(
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
-    state.console.send_test_webhook(&caller.0, id).await?;
+    state
+        .console
+        .alerts()?
+        .send_test_webhook(&caller.0, id)
+        .await?;
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", format!("/api/v1/webhooks/{id}/deliveries")))
         .finish())

@@ -111,6 +111,7 @@ async fn render(
     let chrome = Chrome::load(&state.console, &caller.0, "alerts").await?;
     let webhooks = state
         .console
+        .alerts()?
         .webhooks(
             &caller.0,
             PageRequest {
@@ -163,6 +164,7 @@ pub async fn create(
 ) -> Result<HttpResponse, PageError> {
     match state
         .console
+        .alerts()?
         .create_webhook(&caller.0, &form.url, &form.description)
         .await
     {
@@ -200,6 +202,7 @@ pub async fn delete(
 ) -> Result<HttpResponse, PageError> {
     state
         .console
+        .alerts()?
         .delete_webhook(&caller.0, path.into_inner())
         .await?;
     Ok(see_other("/alerts"))
@@ -211,7 +214,11 @@ pub async fn test(
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, PageError> {
     let id = path.into_inner();
-    state.console.send_test_webhook(&caller.0, id).await?;
+    state
+        .console
+        .alerts()?
+        .send_test_webhook(&caller.0, id)
+        .await?;
     Ok(see_other(&format!("/alerts/{id}?sent=test")))
 }
 
@@ -239,10 +246,11 @@ pub async fn show(
 ) -> Result<HttpResponse, PageError> {
     let id = path.into_inner();
     let chrome = Chrome::load(&state.console, &caller.0, "alerts").await?;
-    let webhook = state.console.webhook(&caller.0, id).await?;
+    let webhook = state.console.alerts()?.webhook(&caller.0, id).await?;
     let request = PageRequest::parse(Some("25"), query.page_token.as_deref())?;
     let deliveries = state
         .console
+        .alerts()?
         .webhook_deliveries(&caller.0, id, request)
         .await?;
     html(&WebhookPage {
