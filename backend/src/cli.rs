@@ -159,7 +159,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
             let console =
                 startup::console_with(&settings, Arc::new(SystemClock), KeyAccess::ReadOnly)
                     .await?;
-            match console.verify_audit_chain(since.as_ref()).await {
+            match console.audit().verify_audit_chain(since.as_ref()).await {
                 Ok(Verification::Intact { events, checkpoint }) => {
                     println!("Audit chain intact: {events} events verified.");
                     println!("Checkpoint (keep it to detect removal of newer events later):");

@@ -519,7 +519,11 @@ fn start_workers(
         move || {
             let c = c.clone();
             async move {
-                let checkpoint = c.audit_checkpoint().await.map_err(|e| e.to_string())?;
+                let checkpoint = c
+                    .audit()
+                    .audit_checkpoint()
+                    .await
+                    .map_err(|e| e.to_string())?;
                 tracing::info!(
                     seq = checkpoint.seq,
                     checkpoint = checkpoint.token(),

@@ -146,7 +146,7 @@ async fn verification_names_the_first_altered_event() {
     app.create_project(&owner, "one", true).await;
     app.create_project(&owner, "two", true).await;
     assert!(matches!(
-        app.console.verify_audit_chain(None).await.unwrap(),
+        app.console.audit().verify_audit_chain(None).await.unwrap(),
         Verification::Intact { events: 5, .. }
     ));
 
@@ -156,7 +156,7 @@ async fn verification_names_the_first_altered_event() {
         .await
         .unwrap();
 
-    match app.console.verify_audit_chain(None).await.unwrap() {
+    match app.console.audit().verify_audit_chain(None).await.unwrap() {
         Verification::Broken(found) => assert_eq!(found.seq, 3),
         Verification::Intact { .. } => panic!("tampering went unnoticed"),
     }
@@ -175,7 +175,7 @@ async fn verification_notices_a_removed_event() {
         .await
         .unwrap();
 
-    match app.console.verify_audit_chain(None).await.unwrap() {
+    match app.console.audit().verify_audit_chain(None).await.unwrap() {
         Verification::Broken(found) => assert_eq!(found.seq, 3),
         Verification::Intact { .. } => panic!("a deletion went unnoticed"),
     }
@@ -218,7 +218,7 @@ async fn a_row_planted_outside_the_chain_is_refused_then_reported_and_never_list
     let log = events(&app, &auditor, "").await;
 
     assert!(refused.is_err(), "the database refuses seq 0");
-    match app.console.verify_audit_chain(None).await.unwrap() {
+    match app.console.audit().verify_audit_chain(None).await.unwrap() {
         Verification::Broken(found) => assert_eq!(found.seq, 0),
         Verification::Intact { .. } => panic!("a planted row went unnoticed"),
     }
@@ -240,7 +240,7 @@ async fn an_unreadable_row_is_a_break_at_that_event_not_an_error() {
         .await
         .unwrap();
 
-    match app.console.verify_audit_chain(None).await.unwrap() {
+    match app.console.audit().verify_audit_chain(None).await.unwrap() {
         Verification::Broken(found) => assert_eq!(found.seq, 2),
         Verification::Intact { .. } => panic!("tampering went unnoticed"),
     }
@@ -297,7 +297,7 @@ async fn a_legacy_unkeyed_chain_is_resealed_at_start_and_then_verifies() {
     }
     assert!(
         matches!(
-            app.console.verify_audit_chain(None).await.unwrap(),
+            app.console.audit().verify_audit_chain(None).await.unwrap(),
             Verification::Broken(_)
         ),
         "unkeyed events do not pass as keyed"
@@ -317,7 +317,11 @@ async fn a_legacy_unkeyed_chain_is_resealed_at_start_and_then_verifies() {
     .await
     .unwrap();
     assert!(matches!(
-        keyed_already.verify_audit_chain(None).await.unwrap(),
+        keyed_already
+            .audit()
+            .verify_audit_chain(None)
+            .await
+            .unwrap(),
         Verification::Broken(_)
     ));
     // An install from before the chain was keyed has no key file: its first keyed start
@@ -325,7 +329,13 @@ async fn a_legacy_unkeyed_chain_is_resealed_at_start_and_then_verifies() {
     std::fs::remove_file(app.data_dir().join("audit-chain.keys")).unwrap();
     let restarted = app.another_instance().await;
 
-    match restarted.console.verify_audit_chain(None).await.unwrap() {
+    match restarted
+        .console
+        .audit()
+        .verify_audit_chain(None)
+        .await
+        .unwrap()
+    {
         // The restart's own events (a new sign-in link) come after the re-sealed ones.
         Verification::Intact { events, .. } => assert!(events as usize > log.len()),
         Verification::Broken(found) => panic!("not re-sealed: {} {}", found.seq, found.reason),
@@ -344,7 +354,7 @@ async fn append_events(app: &crate::helpers::TestApp, organization: Uuid, n: usi
 
     let keys =
         cmek_console::store::chain_keys::load(&app.data_dir().join("audit-chain.keys")).unwrap();
-    let head = app.console.audit_checkpoint().await.unwrap();
+    let head = app.console.audit().audit_checkpoint().await.unwrap();
     let (mut seq, mut prev) = (head.seq, head.hash);
     assert_ne!(prev, GENESIS, "the install's own events come first");
     let other = Uuid::now_v7();
@@ -528,7 +538,7 @@ async fn an_export_of_thousands_of_events_holds_each_once_newest_first() {
     );
     assert!(
         matches!(
-            app.console.verify_audit_chain(None).await.unwrap(),
+            app.console.audit().verify_audit_chain(None).await.unwrap(),
             Verification::Intact { .. }
         ),
         "the appended events extend the chain"

@@ -192,7 +192,12 @@ async fn two_instances_under_200_concurrent_writes_keep_one_winner_and_an_intact
     let changed = role_results.iter().filter(|r| r.is_ok()).count() as i64;
 
     assert!(matches!(
-        first.console.verify_audit_chain(None).await.unwrap(),
+        first
+            .console
+            .audit()
+            .verify_audit_chain(None)
+            .await
+            .unwrap(),
         Verification::Intact { .. }
     ));
     assert_eq!(
@@ -415,7 +420,7 @@ async fn a_database_restart_mid_burst_fails_fast_with_503_and_loses_no_answered_
         );
     }
     assert!(matches!(
-        app.console.verify_audit_chain(None).await.unwrap(),
+        app.console.audit().verify_audit_chain(None).await.unwrap(),
         Verification::Intact { .. }
     ));
 }

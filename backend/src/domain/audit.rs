@@ -495,7 +495,7 @@ pub struct ChainStatus {
     pub checked_at: DateTime<Utc>,
 }
 
-/// Result of `Console::verify_audit_chain`.
+/// Result of `Audit::verify_audit_chain`.
 pub enum Verification {
     /// Every row verified; the checkpoint of the head, to keep for the next verification.
     Intact {
@@ -505,7 +505,33 @@ pub enum Verification {
     Broken(ChainBreak),
 }
 
-impl Console {
+/// The audit feature as a service: reading the log, verifying its chain (and what the Audit
+/// Log page shows of it), signed checkpoints. Over the audit port, the chain's keys and the
+/// clock. (Every feature records its events through the audit port itself, in the
+/// transaction of the change.)
+#[derive(Clone)]
+pub struct Audit {
+    store: std::sync::Arc<dyn crate::domain::ports::AuditStore>,
+    audit_keys: ChainKeys,
+    clock: std::sync::Arc<dyn crate::domain::clock::Clock>,
+    /// The audit page's last verification of the chain.
+    chain_status: std::sync::Arc<tokio::sync::Mutex<Option<ChainStatus>>>,
+}
+
+impl Audit {
+    pub fn new(
+        store: std::sync::Arc<dyn crate::domain::ports::AuditStore>,
+        audit_keys: ChainKeys,
+        clock: std::sync::Arc<dyn crate::domain::clock::Clock>,
+    ) -> Self {
+        Self {
+            store,
+            audit_keys,
+            clock,
+            chain_status: std::sync::Arc::default(),
+        }
+    }
+
     /// Owners and auditors read the audit log; members get 403 (it says who did what and
     /// from where).
     pub async fn audit_events(
@@ -633,7 +659,11 @@ impl Console {
             .unwrap_or((0, GENESIS.to_owned()));
         Ok(self.audit_keys.checkpoint(seq, &hash, self.clock.now()))
     }
+}
 
+impl Console {
+    /// Records an event through the audit port (a change's own event is written with the
+    /// change, by the store).
     pub(crate) async fn record(&self, draft: AuditDraft) -> Result<(), DomainError> {
         Ok(self.store.append_audit(draft).await?)
     }

@@ -45,11 +45,9 @@ pub struct Console {
     kms: keys::KmsProviders,
     local_admin: Option<Arc<dyn local_kms::LocalKeyAdmin>>,
     sso: Option<Arc<dyn sso::IdentityProvider>>,
-    audit_keys: audit::ChainKeys,
+    audit: audit::Audit,
     clusters: Option<clusters::Clusters>,
     alerts: Option<alerts::Alerts>,
-    /// The audit page's last verification of the chain.
-    chain_status: Arc<tokio::sync::Mutex<Option<audit::ChainStatus>>>,
     /// Keys the monitor of this process has checked (for metrics and tests).
     monitor_checks: Arc<keys::MonitorStats>,
     /// How long Check now waits before the probe that confirms a revocation it saw.
@@ -104,17 +102,17 @@ impl Console {
         local_admin: Option<Arc<dyn local_kms::LocalKeyAdmin>>,
         audit_keys: audit::ChainKeys,
     ) -> Self {
+        let audit = audit::Audit::new(store.clone(), audit_keys, clock.clone());
         Self {
             store,
             clock,
             policy,
             kms,
             local_admin,
-            audit_keys,
+            audit,
             sso: None,
             clusters: None,
             alerts: None,
-            chain_status: Arc::default(),
             monitor_checks: Arc::default(),
             confirm_delay: std::time::Duration::from_secs(2),
             reactions: Arc::default(),
@@ -153,6 +151,11 @@ impl Console {
             reactions: self.reactions.clone(),
         }));
         self
+    }
+
+    /// The audit service (the log, its chain's verification, checkpoints).
+    pub fn audit(&self) -> &audit::Audit {
+        &self.audit
     }
 
     /// The clusters service (lifecycle, objects, backups, restores, their jobs).

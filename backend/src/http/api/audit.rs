@@ -44,7 +44,11 @@ pub async fn list(
     if let Some(export) = export {
         return Ok(download(&state.console, &caller.0, filter, export).await?);
     }
-    let page = state.console.audit_events(&caller.0, &filter, page).await?;
+    let page = state
+        .console
+        .audit()
+        .audit_events(&caller.0, &filter, page)
+        .await?;
     Ok(HttpResponse::Ok().json(ListBody {
         items: page.items.into_iter().map(wire::AuditEvent::from).collect(),
         next_page_token: page.next,
@@ -64,7 +68,10 @@ pub async fn download(
         size: MAX_PAGE_SIZE,
         after: None,
     };
-    let first = console.audit_events(caller, &filter, request).await?;
+    let first = console
+        .audit()
+        .audit_events(caller, &filter, request)
+        .await?;
     struct Cursor {
         console: Console,
         caller: Caller,
@@ -98,7 +105,12 @@ pub async fn download(
                     size: MAX_PAGE_SIZE,
                     after: c.after,
                 };
-                match c.console.audit_events(&c.caller, &c.filter, request).await {
+                match c
+                    .console
+                    .audit()
+                    .audit_events(&c.caller, &c.filter, request)
+                    .await
+                {
                     Ok(page) => {
                         c.after = page.items.last().map(|e| e.id);
                         c.more = page.next.is_some();

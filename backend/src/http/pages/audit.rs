@@ -115,12 +115,13 @@ pub async fn list(
 ) -> Result<HttpResponse, PageError> {
     caller.0.require_auditor_view("read the audit log")?;
     let chrome = Chrome::load(&state.console, &caller.0, "audit").await?;
-    let chain = state.console.audit_chain_status(&caller.0).await?;
+    let chain = state.console.audit().audit_chain_status(&caller.0).await?;
     let (events, next, errors) = match query.filter() {
         Ok(filter) => {
             let request = PageRequest::parse(Some("50"), query.page_token.as_deref())?;
             let page = state
                 .console
+                .audit()
                 .audit_events(&caller.0, &filter, request)
                 .await?;
             (page.items, page.next, FormErrors::default())
