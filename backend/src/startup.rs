@@ -637,7 +637,10 @@ fn start_workers(
     );
     let c = clusters.clone();
     let grace = settings.storage_sweep_grace;
-    let orphans = Arc::new(tokio::sync::Mutex::new(std::collections::HashSet::new()));
+    let settle = settings.storage_sweep_interval;
+    let orphans = Arc::new(tokio::sync::Mutex::new(
+        crate::domain::clusters::sweeper::Sightings::new(),
+    ));
     supervisor.every(
         "storage-sweeper",
         settings.storage_sweep_interval,
@@ -647,7 +650,7 @@ fn start_workers(
             async move {
                 let mut orphans = orphans.lock().await;
                 let done = c
-                    .sweep_storage(&mut orphans, grace)
+                    .sweep_storage(&mut orphans, grace, settle)
                     .await
                     .map_err(|e| e.to_string())?;
                 if done.removed > 0 || done.marked > 0 || done.uploads_aborted > 0 {

@@ -37,8 +37,19 @@ enum Clusters {
 #[derive(DeriveIden)]
 enum BackupObjects {
     Table,
+    BackupId,
     Copied,
+    Name,
 }
+
+#[derive(DeriveIden)]
+enum Jobs {
+    Table,
+    Holder,
+}
+
+/// A backup job reads the rows still to copy, in name order, page after page.
+const TO_COPY: &str = "ix_backup_objects_backup_copied_name";
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
@@ -113,6 +124,28 @@ impl MigrationTrait for Migration {
                 .await?;
         }
         manager
+            .create_index(
+                Index::create()
+                    .name(TO_COPY)
+                    .table(BackupObjects::Table)
+                    .col(BackupObjects::BackupId)
+                    .col(BackupObjects::Copied)
+                    .col(BackupObjects::Name)
+                    .to_owned(),
+            )
+            .await?;
+        // Who holds a job's lease: renewing, releasing or finishing it is refused to anyone
+        // else (a long job whose lease lapsed while it ran must not go on beside its
+        // successor).
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Jobs::Table)
+                    .add_column(ColumnDef::new(Jobs::Holder).uuid().null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
             .get_connection()
             .execute_unprepared(
                 "UPDATE clusters SET backup_lease = NULL, backup_started_at = NULL \
@@ -127,6 +160,22 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Jobs::Table)
+                    .drop_column(Jobs::Holder)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .drop_index(
+                Index::drop()
+                    .name(TO_COPY)
+                    .table(BackupObjects::Table)
+                    .to_owned(),
+            )
+            .await?;
         for column in [
             Clusters::RestoreDone,
             Clusters::RestoreTotal,

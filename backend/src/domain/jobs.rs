@@ -41,4 +41,7 @@ pub struct Job {
     pub generation: i64,
     /// Failed attempts so far.
     pub attempts: i32,
+    /// This lease: renewing, releasing, retrying or finishing the job is done only while the
+    /// lease is still this one (a lease that lapsed went to another holder).
+    pub lease: Uuid,
 }

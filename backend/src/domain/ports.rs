@@ -501,6 +501,12 @@ pub trait ClusterStore: Send + Sync {
         id: Uuid,
         audit: AuditDraft,
     ) -> Result<(), StoreError>;
+    /// Whether a restore from the backup is running (a cluster `creating` from it).
+    async fn restoring_from(
+        &self,
+        organization_id: Uuid,
+        backup_id: Uuid,
+    ) -> Result<bool, StoreError>;
     /// The last object (in name order) a restore has put into the cluster so far.
     async fn restored_up_to(&self, cluster_id: Uuid) -> Result<Option<ObjectName>, StoreError>;
     /// Records objects a restore's job put into the cluster, and its progress; false

@@ -333,9 +333,10 @@ pub fn rule_doc(rule: Rule) -> ProblemDoc {
         Rule::BackupState => (
             "Conflict",
             &[409],
-            "The backup's state does not allow this: a backup that is still being taken (state \
-             `creating`) can be neither restored nor deleted until its job ends, and a failed \
-             one holds nothing to restore. `detail` names the state.",
+            "A backup's job does not allow this now: a backup that is still being taken (state \
+             `creating`) can be neither restored nor deleted, nor its cluster deleted, until its \
+             job ends; a backup a restore is reading is not deleted until the restore ends; a \
+             failed backup holds nothing to restore. `detail` says which.",
         ),
         Rule::KeyInUse => (
             "Conflict",

@@ -943,6 +943,21 @@ impl ClusterStore for SeaStore {
         })
     }
 
+    async fn restoring_from(
+        &self,
+        organization_id: Uuid,
+        backup_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        use sea_orm::PaginatorTrait;
+        Ok(clusters::Entity::find()
+            .filter(clusters::Column::OrganizationId.eq(organization_id))
+            .filter(clusters::Column::RestoredFrom.eq(backup_id))
+            .filter(clusters::Column::State.eq(ClusterState::Creating.as_str()))
+            .count(&self.db)
+            .await?
+            > 0)
+    }
+
     async fn restored_up_to(&self, cluster_id: Uuid) -> Result<Option<ObjectName>, StoreError> {
         let last: Option<String> = cluster_objects::Entity::find()
             .select_only()

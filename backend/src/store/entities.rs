@@ -525,6 +525,7 @@ pub mod jobs {
         pub generation: i64,
         pub last_error: Option<String>,
         pub created_at: DateTimeUtc,
+        pub holder: Option<Uuid>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -63,6 +63,7 @@ pub(super) async fn enqueue(
                 generation: Set(0),
                 last_error: Set(None),
                 created_at: Set(due_at),
+                holder: Set(None),
             })
             .exec_without_returning(db)
             .await?;
@@ -155,9 +156,11 @@ impl JobStore for SeaStore {
                 .limit(limit)
                 .all(txn)
                 .await?;
+            let lease = Uuid::now_v7();
             if !due.is_empty() {
                 jobs::Entity::update_many()
                     .col_expr(jobs::Column::LeaseUntil, Expr::value(Some(lease_until)))
+                    .col_expr(jobs::Column::Holder, Expr::value(Some(lease)))
                     .filter(jobs::Column::Id.is_in(due.iter().map(|j| j.id)))
                     .exec(txn)
                     .await?;
@@ -172,6 +175,7 @@ impl JobStore for SeaStore {
                         subject: m.subject,
                         generation: m.generation,
                         attempts: m.attempts,
+                        lease,
                     })
                 })
                 .collect::<Vec<_>>();
@@ -185,14 +189,17 @@ impl JobStore for SeaStore {
             let removed = jobs::Entity::delete_many()
                 .filter(jobs::Column::Id.eq(job.id))
                 .filter(jobs::Column::Generation.eq(job.generation))
+                .filter(jobs::Column::Holder.eq(job.lease))
                 .exec(txn)
                 .await?;
             if removed.rows_affected == 0 {
-                // Queued again while it ran: what it did may predate the newer change.
+                // Queued again while it ran: what it did may predate the newer change. (Or
+                // its lease went to another holder, who finishes it.)
                 jobs::Entity::update_many()
                     .col_expr(jobs::Column::LeaseUntil, Expr::value(None::<DateTime<Utc>>))
                     .col_expr(jobs::Column::Attempts, Expr::value(0))
                     .filter(jobs::Column::Id.eq(job.id))
+                    .filter(jobs::Column::Holder.eq(job.lease))
                     .exec(txn)
                     .await?;
             }
@@ -206,6 +213,7 @@ impl JobStore for SeaStore {
                 .col_expr(jobs::Column::LeaseUntil, Expr::value(Some(lease_until)))
                 .filter(jobs::Column::Id.eq(job.id))
                 .filter(jobs::Column::Generation.eq(job.generation))
+                .filter(jobs::Column::Holder.eq(job.lease))
                 .exec(txn)
                 .await?
                 .rows_affected
@@ -222,6 +230,7 @@ impl JobStore for SeaStore {
                 .col_expr(jobs::Column::Attempts, Expr::value(0))
                 .col_expr(jobs::Column::LastError, Expr::value(None::<String>))
                 .filter(jobs::Column::Id.eq(job.id))
+                .filter(jobs::Column::Holder.eq(job.lease))
                 .exec(txn)
                 .await?;
             ((), true)
@@ -242,6 +251,7 @@ impl JobStore for SeaStore {
                 .col_expr(jobs::Column::Attempts, Expr::value(job.attempts + 1))
                 .col_expr(jobs::Column::LastError, Expr::value(Some(error.clone())))
                 .filter(jobs::Column::Id.eq(job.id))
+                .filter(jobs::Column::Holder.eq(job.lease))
                 .exec(txn)
                 .await?;
             ((), true)

@@ -7,10 +7,13 @@
 //! - Bounded: a round copies for at most `SLICE` and then gives the job back (due at once),
 //!   so a large backup never holds a worker round for long, and backups take turns.
 //! - Flat memory: a page of `PAGE` index rows at a time, each object streamed.
+//! - Held by one instance: a heartbeat renews the lease while the job runs, and an instance
+//!   whose lease went to another (it stalled past it) stops at its next object.
 //! - A copy written but not recorded (a crash between the two) names no row: the storage
 //!   sweeper removes it after its grace period.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -22,18 +25,20 @@ use super::service::Clusters;
 use super::{Backup, BackupState, Cluster, ClusterRegion, StoredObject};
 use crate::domain::DomainError;
 use crate::domain::audit::{AuditDraft, Outcome};
+use crate::domain::clock::Clock;
 use crate::domain::error::Rule;
 use crate::domain::identity::{Caller, Role};
 use crate::domain::jobs::{Job, JobKind};
 use crate::domain::keys::KeyStatus;
 use crate::domain::kms::PlaintextKey;
 use crate::domain::ports::BackupCopy;
+use crate::domain::ports::JobStore;
 
 /// Index rows read at a time.
 pub(super) const PAGE: u64 = 64;
 /// How long one round copies before giving the job back.
 pub(super) const SLICE: Duration = Duration::from_secs(20);
-/// A job's lease; renewed after every page.
+/// A job's lease; renewed by its heartbeat every third of it.
 pub(super) const LEASE: chrono::Duration = chrono::Duration::minutes(2);
 /// Attempts after a passing fault (storage or KMS unreachable) before the job fails.
 pub(super) const MAX_ATTEMPTS: i32 = 8;
@@ -46,6 +51,87 @@ pub struct BackupReport {
     /// Jobs that ended with their backup (or restored cluster) available.
     pub available: usize,
     pub failed: usize,
+}
+
+/// Copies made and not yet recorded. They are recorded at the latest `RECORD_WITHIN` after
+/// the first of them was finished (or once there are `PAGE` of them): the storage sweeper
+/// removes only what it found orphaned at least an interval (a second or more) earlier, so a
+/// copy is never unrecorded for long enough to be taken for an orphan.
+pub(super) struct Pending<T = BackupCopy> {
+    items: Vec<T>,
+    since: Option<Instant>,
+}
+
+impl<T> Default for Pending<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            since: None,
+        }
+    }
+}
+
+/// See `Pending`.
+pub(super) const RECORD_WITHIN: Duration = Duration::from_millis(500);
+
+impl<T> Pending<T> {
+    pub(super) fn push(&mut self, item: T) {
+        self.since.get_or_insert_with(Instant::now);
+        self.items.push(item);
+    }
+
+    pub(super) fn due(&self) -> bool {
+        self.items.len() >= PAGE as usize
+            || self.since.is_some_and(|t| t.elapsed() >= RECORD_WITHIN)
+    }
+
+    pub(super) fn take(&mut self) -> Vec<T> {
+        self.since = None;
+        std::mem::take(&mut self.items)
+    }
+}
+
+/// Keeps a long job's lease alive while it runs, renewing it every third of the lease from a
+/// task of its own (so one large object's copy never outlasts the lease); once a renewal is
+/// refused (the lease lapsed and went to another holder) `lost()` says so, and the job stops
+/// at its next object. Stopped when dropped.
+pub(super) struct Heartbeat {
+    lost: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Heartbeat {
+    pub(super) fn start(jobs: Arc<dyn JobStore>, clock: Arc<dyn Clock>, job: Job) -> Self {
+        let lost = Arc::new(AtomicBool::new(false));
+        let flag = lost.clone();
+        let every = (LEASE / 3).to_std().unwrap_or(Duration::from_secs(40));
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match jobs.renew_job(&job, clock.now() + LEASE).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        flag.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, job = %job.id, "a job's lease could not be renewed; trying again");
+                    }
+                }
+            }
+        });
+        Self { lost, task }
+    }
+
+    pub(super) fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// How far a run of a job got.
@@ -209,7 +295,18 @@ impl Clusters {
                 });
             }
         };
+        let heartbeat = Heartbeat::start(self.jobs.clone(), self.clock.clone(), job.clone());
+        let mut pending: Pending = Pending::default();
         loop {
+            // Everything copied is recorded before the next page is read (which would
+            // otherwise hand out again what is copied but not yet recorded).
+            if !matches!(
+                self.record_copies(backup, &mut pending, report, Run::Done)
+                    .await?,
+                Run::Done
+            ) {
+                return Ok(Run::Stopped);
+            }
             if started.elapsed() >= SLICE {
                 return Ok(Run::Paused);
             }
@@ -217,33 +314,74 @@ impl Clusters {
             if page.is_empty() {
                 return Ok(Run::Done);
             }
-            let mut copies = Vec::with_capacity(page.len());
             for object in &page {
                 let copy = self
                     .copy_object(&cluster, &keys, &primary, backup, &backup_key, object)
                     .await;
-                match copy {
-                    Ok(copy) => copies.push(copy),
+                let copy = match copy {
+                    Ok(copy) => copy,
                     Err(err) => {
-                        // What this page copied is recorded; the rest is copied again.
-                        if !copies.is_empty() {
-                            parts.store.record_backup_copies(backup.id, &copies).await?;
-                        }
+                        // What was copied is recorded; the rest is copied again.
+                        self.record_copies(backup, &mut pending, report, Run::Stopped)
+                            .await?;
                         return Err(err);
+                    }
+                };
+                pending.push(copy);
+                if heartbeat.lost() {
+                    // Another holder took the job over: what this one copied is recorded
+                    // (a row already copied by the other is left as it is), and it stops.
+                    return self
+                        .record_copies(backup, &mut pending, report, Run::Stopped)
+                        .await;
+                }
+                if !parts.ring.holds(cluster.id) {
+                    // Paused, made inaccessible or deleted meanwhile: its keys were dropped.
+                    self.record_copies(backup, &mut pending, report, Run::Stopped)
+                        .await?;
+                    return Err(wrong_state(
+                        &cluster,
+                        "it stopped serving data before every object was copied",
+                    ));
+                }
+                if pending.due() {
+                    let go_on = self
+                        .record_copies(backup, &mut pending, report, Run::Done)
+                        .await?;
+                    if !matches!(go_on, Run::Done) {
+                        return Ok(go_on);
                     }
                 }
             }
-            if !parts.store.record_backup_copies(backup.id, &copies).await? {
-                for copy in &copies {
-                    let _ = parts.blobs.delete(&backup.blob(copy.version)).await;
-                }
-                return Ok(Run::Stopped);
-            }
-            report.copied += copies.len();
-            if !self.jobs.renew_job(job, self.clock.now() + LEASE).await? {
-                return Ok(Run::Stopped);
-            }
         }
+    }
+
+    /// Records the copies made and not yet recorded; `then` if they were, `Stopped` (and the
+    /// copies deleted) when the backup is no longer `creating`.
+    async fn record_copies(
+        &self,
+        backup: &Backup,
+        pending: &mut Pending,
+        report: &mut BackupReport,
+        then: Run,
+    ) -> Result<Run, DomainError> {
+        let copies = pending.take();
+        if copies.is_empty() {
+            return Ok(then);
+        }
+        if !self
+            .parts
+            .store
+            .record_backup_copies(backup.id, &copies)
+            .await?
+        {
+            for copy in &copies {
+                let _ = self.parts.blobs.delete(&backup.blob(copy.version)).await;
+            }
+            return Ok(Run::Stopped);
+        }
+        report.copied += copies.len();
+        Ok(then)
     }
 
     /// Re-seals one object of the snapshot from the cluster's primary copy under the

@@ -306,6 +306,22 @@ impl Clusters {
         if backup.state == BackupState::Creating {
             return Err(not_yet(&backup, "deleted"));
         }
+        if self
+            .parts
+            .store
+            .restoring_from(caller.organization_id, backup.id)
+            .await?
+        {
+            return Err(DomainError::Conflict {
+                rule: Rule::BackupState,
+                field: None,
+                detail: format!(
+                    "A restore from backup {} is running: delete it once the restored cluster \
+                     is available.",
+                    backup.id
+                ),
+            });
+        }
         let parts = &self.parts;
         parts
             .blobs

@@ -789,6 +789,36 @@ impl Clusters {
         let cluster = self.cluster(caller, id).await?;
         caller.require_owner("delete clusters")?;
         let parts = &self.parts;
+        // A backup being taken reads the cluster's data: deleting it now would lose the
+        // backup (the newest is the one being taken, if any).
+        let newest = parts
+            .store
+            .backups(
+                caller.organization_id,
+                id,
+                PageRequest {
+                    size: 1,
+                    after: None,
+                },
+            )
+            .await?;
+        if let Some(taking) = newest
+            .first()
+            .filter(|b| b.state == super::BackupState::Creating)
+        {
+            return Err(DomainError::Conflict {
+                rule: Rule::BackupState,
+                field: None,
+                detail: format!(
+                    "Backup {} of cluster \"{}\" is being taken ({} of {} objects copied): \
+                     delete the cluster once it is done, or it would be lost.",
+                    taking.id,
+                    cluster.name.as_str(),
+                    taking.objects_copied,
+                    taking.object_count
+                ),
+            });
+        }
         if cluster.state != ClusterState::Deleting {
             let from: Vec<ClusterState> = ClusterState::ALL.to_vec();
             self.move_cluster(

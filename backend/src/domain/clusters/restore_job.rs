@@ -10,7 +10,9 @@ use std::time::Instant;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::backup_job::{BackupReport, LEASE, MAX_ATTEMPTS, PAGE, Run, SLICE, backoff, passing};
+use super::backup_job::{
+    BackupReport, Heartbeat, MAX_ATTEMPTS, PAGE, Pending, Run, SLICE, backoff, passing,
+};
 use super::keyring::ClusterKeys;
 use super::lifecycle::public_text;
 use super::objects::{bound_name, open_sealed, region_targets, storage_error, write_sealed};
@@ -119,8 +121,17 @@ impl Clusters {
                 }
             },
         };
+        let heartbeat = Heartbeat::start(self.jobs.clone(), self.clock.clone(), job.clone());
+        let mut pending: Pending<StoredObject> = Pending::default();
         let mut after = parts.store.restored_up_to(cluster.id).await?;
         loop {
+            if !matches!(
+                self.record_restored(cluster, &mut pending, report, Run::Done)
+                    .await?,
+                Run::Done
+            ) {
+                return Ok(Run::Stopped);
+            }
             if started.elapsed() >= SLICE {
                 return Ok(Run::Paused);
             }
@@ -132,54 +143,93 @@ impl Clusters {
                 return Ok(Run::Done);
             };
             after = Some(last.name.clone());
-            let now = self.clock.now();
-            let mut restored = Vec::with_capacity(page.len());
             for object in page {
                 let version = Uuid::now_v7();
                 let targets = region_targets(cluster, &cluster_keys, version)?;
-                let source = parts
-                    .blobs
-                    .read(&backup.blob(object.version))
+                let copied = async {
+                    let source = parts
+                        .blobs
+                        .read(&backup.blob(object.version))
+                        .await
+                        .map_err(storage_error)?;
+                    let plain = open_sealed(
+                        source,
+                        backup_keys.clone(),
+                        backup.region.region.clone(),
+                        backup.id,
+                        bound_name(object.version, object.name.as_str()),
+                    );
+                    write_sealed(
+                        parts.blobs.as_ref(),
+                        &targets,
+                        cluster.id,
+                        &bound_name(version, object.name.as_str()),
+                        plain,
+                        None,
+                        None,
+                    )
                     .await
-                    .map_err(storage_error)?;
-                let plain = open_sealed(
-                    source,
-                    backup_keys.clone(),
-                    backup.region.region.clone(),
-                    backup.id,
-                    bound_name(object.version, object.name.as_str()),
-                );
-                let size_bytes = write_sealed(
-                    parts.blobs.as_ref(),
-                    &targets,
-                    cluster.id,
-                    &bound_name(version, object.name.as_str()),
-                    plain,
-                    None,
-                    None,
-                )
-                .await?;
-                restored.push(StoredObject {
+                }
+                .await;
+                let size_bytes = match copied {
+                    Ok(size) => size,
+                    Err(err) => {
+                        // What was restored is recorded; the rest is copied again.
+                        self.record_restored(cluster, &mut pending, report, Run::Stopped)
+                            .await?;
+                        return Err(err);
+                    }
+                };
+                pending.push(StoredObject {
                     id: Uuid::now_v7(),
                     version,
                     size_bytes,
-                    updated_at: now,
+                    updated_at: self.clock.now(),
                     ..object
                 });
-            }
-            if !parts.store.record_restored(cluster.id, &restored).await? {
-                self.delete_versions(
-                    cluster,
-                    &restored.iter().map(|o| o.version).collect::<Vec<_>>(),
-                )
-                .await;
-                return Ok(Run::Stopped);
-            }
-            report.copied += restored.len();
-            if !self.jobs.renew_job(job, self.clock.now() + LEASE).await? {
-                return Ok(Run::Stopped);
+                if heartbeat.lost() {
+                    return self
+                        .record_restored(cluster, &mut pending, report, Run::Stopped)
+                        .await;
+                }
+                if pending.due()
+                    && !matches!(
+                        self.record_restored(cluster, &mut pending, report, Run::Done)
+                            .await?,
+                        Run::Done
+                    )
+                {
+                    return Ok(Run::Stopped);
+                }
             }
         }
+    }
+
+    /// Records the objects restored and not yet recorded; `then` if they were, `Stopped`
+    /// (and their copies deleted) when the cluster is no longer `creating`.
+    async fn record_restored(
+        &self,
+        cluster: &Cluster,
+        pending: &mut Pending<StoredObject>,
+        report: &mut BackupReport,
+        then: Run,
+    ) -> Result<Run, DomainError> {
+        let restored = pending.take();
+        if restored.is_empty() {
+            return Ok(then);
+        }
+        if !self
+            .parts
+            .store
+            .record_restored(cluster.id, &restored)
+            .await?
+        {
+            let versions: Vec<Uuid> = restored.iter().map(|o| o.version).collect();
+            self.delete_versions(cluster, &versions).await;
+            return Ok(Run::Stopped);
+        }
+        report.copied += restored.len();
+        Ok(then)
     }
 
     /// Ends the restore (available, or failed with `failure`), audited as the console's own

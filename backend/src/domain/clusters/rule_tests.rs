@@ -159,6 +159,11 @@ async fn a_backup_is_a_snapshot_copied_by_its_job_and_restores_as_it_was() {
         rule_of(w.svc().delete_backup(&w.owner, backup.id).await),
         Rule::BackupState
     );
+    // Nor is the cluster deleted from under it.
+    assert_eq!(
+        rule_of(w.svc().delete_cluster(&w.owner, cluster.id).await),
+        Rule::BackupState
+    );
 
     w.run_jobs().await;
     let taken = w.svc().backup(&w.owner, backup.id).await.unwrap();
@@ -185,6 +190,11 @@ async fn a_backup_is_a_snapshot_copied_by_its_job_and_restores_as_it_was() {
     assert_eq!(restored.state, ClusterState::Creating);
     assert_eq!(restored.restore.unwrap().objects_total, 2);
     assert_eq!(rule_of(w.read(restored.id, "a").await), Rule::ClusterState);
+    // The backup a restore reads is not deleted from under it.
+    assert_eq!(
+        rule_of(w.svc().delete_backup(&w.owner, backup.id).await),
+        Rule::BackupState
+    );
     w.run_jobs().await;
     let restored = w.svc().cluster(&w.owner, restored.id).await.unwrap();
     assert_eq!(restored.state, ClusterState::Available);
@@ -263,15 +273,25 @@ async fn the_sweeper_removes_an_orphan_on_its_second_sighting_and_nothing_live()
     w.blobs.leave_unfinished("clusters/y/upload", w.clock.now());
     let before = w.blobs.keys().len();
     let grace = std::time::Duration::from_secs(3600);
-    let mut orphans = std::collections::HashSet::new();
+    let mut orphans = Default::default();
+    // Sightings count from the second on (the fakes' writes are recorded at once).
+    let settle = std::time::Duration::ZERO;
 
-    let first = w.svc().sweep_storage(&mut orphans, grace).await.unwrap();
+    let first = w
+        .svc()
+        .sweep_storage(&mut orphans, grace, settle)
+        .await
+        .unwrap();
     assert_eq!((first.removed, first.marked), (0, 2));
     assert_eq!(first.uploads_aborted, 1);
     assert_eq!(w.blobs.unfinished(), 1);
     assert_eq!(w.blobs.keys().len(), before);
 
-    let second = w.svc().sweep_storage(&mut orphans, grace).await.unwrap();
+    let second = w
+        .svc()
+        .sweep_storage(&mut orphans, grace, settle)
+        .await
+        .unwrap();
     assert_eq!(second.removed, 2);
     let left = w.blobs.keys();
     assert!(!left.contains(&orphan) && !left.contains(&gone_backup));

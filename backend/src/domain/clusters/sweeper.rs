@@ -9,10 +9,13 @@
 //! - the storage dates it before the grace period;
 //! - the index names it nowhere: not the cluster's objects, not the versions the cluster keeps
 //!   for a backup being taken, not a backup's objects (copied or still to copy);
-//! - the previous sweep, an interval earlier, found it orphaned too (a write records its copy
-//!   milliseconds after finishing it, so two sightings an interval apart are not a race).
+//! - a sweep found it orphaned at least `settle` earlier (the sweep interval, a second or
+//!   more): a write records its copy milliseconds after finishing it, and a backup or restore
+//!   job within half a second (`RECORD_WITHIN`), so two sightings that far apart are not a
+//!   write in progress.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -49,25 +52,29 @@ pub fn copy_of(key: &str) -> Option<Copy> {
     })
 }
 
-/// The choice, without I/O: of the listed copies, those to remove now (old enough, named by
-/// no index row, and seen orphaned by the previous sweep), and those to remember as orphans
-/// for the next one.
+/// When the sweeps first found each orphaned copy (by key), kept between sweeps.
+pub type Sightings = HashMap<String, Instant>;
+
+/// The choice, without I/O: of the listed copies, those to remove now (older than `cutoff` by
+/// the storage's date, named by no index row, and first found orphaned at least `settle`
+/// ago), and those to remember as orphans for a later sweep, with when they were first seen.
 pub fn choose(
     listed: &[(BlobMeta, Copy)],
     live: &HashSet<Copy>,
-    seen_before: &HashSet<String>,
+    seen_before: &Sightings,
     cutoff: DateTime<Utc>,
-) -> (Vec<String>, Vec<String>) {
+    settle: Duration,
+) -> (Vec<String>, Vec<(String, Instant)>) {
     let mut remove = Vec::new();
     let mut remember = Vec::new();
     for (meta, copy) in listed {
         if meta.modified >= cutoff || live.contains(copy) {
             continue;
         }
-        if seen_before.contains(&meta.key) {
-            remove.push(meta.key.clone());
-        } else {
-            remember.push(meta.key.clone());
+        match seen_before.get(&meta.key) {
+            Some(first) if first.elapsed() >= settle => remove.push(meta.key.clone()),
+            Some(first) => remember.push((meta.key.clone(), *first)),
+            None => remember.push((meta.key.clone(), Instant::now())),
         }
     }
     (remove, remember)
@@ -87,12 +94,13 @@ pub struct SweepReport {
 const BATCH: usize = 500;
 
 impl Clusters {
-    /// One sweep of the storage. `orphans` holds the keys the previous sweep found orphaned
-    /// and is replaced by this sweep's.
+    /// One sweep of the storage. `orphans` holds the copies earlier sweeps found orphaned
+    /// (and when they first did), and is replaced by what is still orphaned now.
     pub async fn sweep_storage(
         &self,
-        orphans: &mut HashSet<String>,
-        grace: std::time::Duration,
+        orphans: &mut Sightings,
+        grace: Duration,
+        settle: Duration,
     ) -> Result<SweepReport, DomainError> {
         let parts = &self.parts;
         let cutoff = self.clock.now()
@@ -105,7 +113,7 @@ impl Clusters {
                 .map_err(super::objects::storage_error)?,
             ..SweepReport::default()
         };
-        let mut next = HashSet::new();
+        let mut next = Sightings::new();
         for prefix in ["clusters/", "backups/"] {
             let mut listing = parts.blobs.list(prefix);
             let mut batch = Vec::with_capacity(BATCH);
@@ -123,13 +131,13 @@ impl Clusters {
                 }
                 if batch.len() >= BATCH || (end && !batch.is_empty()) {
                     let live = self.live_copies(&batch).await?;
-                    let (remove, remember) = choose(&batch, &live, orphans, cutoff);
+                    let (remove, remember) = choose(&batch, &live, orphans, cutoff, settle);
                     for key in remove {
                         match parts.blobs.delete(&key).await {
                             Ok(()) => report.removed += 1,
                             Err(err) => {
                                 tracing::warn!(error = %err, key, "the sweeper could not remove an orphaned copy");
-                                next.insert(key);
+                                next.insert(key, Instant::now());
                             }
                         }
                     }
@@ -212,7 +220,7 @@ mod tests {
     }
 
     #[test]
-    fn an_orphan_is_removed_only_when_old_and_seen_by_the_previous_sweep() {
+    fn an_orphan_is_removed_only_when_old_and_first_seen_long_enough_ago() {
         let old_orphan = format!("clusters/{CLUSTER}/us-east-1/objects/{V1}");
         let live_one = format!("clusters/{CLUSTER}/us-east-1/objects/{V2}");
         let young_orphan = format!("backups/{BACKUP}/objects/{V1}");
@@ -224,16 +232,31 @@ mod tests {
         let live: HashSet<Copy> = [copy_of(&live_one).unwrap()].into();
         let cutoff = at(60);
 
-        // First sighting: remembered, not removed.
-        let (remove, remember) = choose(&batch, &live, &HashSet::new(), cutoff);
-        assert!(remove.is_empty());
-        assert_eq!(remember, vec![old_orphan.clone()]);
+        let settle = Duration::from_secs(60);
 
-        // Second sighting: removed. A live copy never is, even if it was once remembered
-        // (recorded between the two sweeps); a young one waits for its grace period.
-        let seen: HashSet<String> =
-            [old_orphan.clone(), live_one.clone(), young_orphan.clone()].into();
-        let (remove, remember) = choose(&batch, &live, &seen, cutoff);
+        // First sighting: remembered, not removed.
+        let (remove, remember) = choose(&batch, &live, &Sightings::new(), cutoff, settle);
+        assert!(remove.is_empty());
+        let keys: Vec<&String> = remember.iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, vec![&old_orphan]);
+
+        // Seen again too soon: still only remembered, with its first sighting.
+        let first = Instant::now();
+        let soon: Sightings = [(old_orphan.clone(), first)].into();
+        let (remove, remember) = choose(&batch, &live, &soon, cutoff, settle);
+        assert!(remove.is_empty());
+        assert_eq!(remember, vec![(old_orphan.clone(), first)]);
+
+        // Seen again `settle` later: removed. A live copy never is, even if it was once
+        // remembered (recorded between the two sweeps); a young one waits for its grace.
+        let Some(long_ago) = Instant::now().checked_sub(settle) else {
+            return;
+        };
+        let seen: Sightings = [&old_orphan, &live_one, &young_orphan]
+            .into_iter()
+            .map(|k| (k.clone(), long_ago))
+            .collect();
+        let (remove, remember) = choose(&batch, &live, &seen, cutoff, settle);
         assert_eq!(remove, vec![old_orphan]);
         assert!(remember.is_empty());
     }

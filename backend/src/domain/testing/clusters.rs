@@ -606,6 +606,20 @@ impl ClusterStore for MemoryClusters {
         Ok(())
     }
 
+    async fn restoring_from(
+        &self,
+        organization_id: Uuid,
+        backup_id: Uuid,
+    ) -> Result<bool, StoreError> {
+        Ok(self.read(|c| {
+            c.clusters.iter().any(|c| {
+                c.organization_id == organization_id
+                    && c.state == ClusterState::Creating
+                    && c.restore.is_some_and(|r| r.backup_id == backup_id)
+            })
+        }))
+    }
+
     async fn restored_up_to(&self, cluster_id: Uuid) -> Result<Option<ObjectName>, StoreError> {
         Ok(self.read(|c| {
             c.objects

@@ -85,6 +85,7 @@ impl State {
                     subject,
                     generation: 0,
                     attempts: 0,
+                    lease: Uuid::nil(),
                 },
                 due,
             )),

@@ -174,7 +174,7 @@ pub async fn read(
         (status = 204, description = "Deleted with its data"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "The backup is still being taken (rules/backup-state)"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "The backup is still being taken, or a restore from it is running (rules/backup-state)"),
     ),
     security(("api_key" = []), ("session" = []))
 )]

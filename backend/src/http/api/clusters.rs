@@ -239,6 +239,7 @@ pub async fn read(
         (status = 204, description = "Deleted with its data; its backups stay until deleted"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "A backup of it is being taken (rules/backup-state): delete it once the backup is done"),
     ),
     security(("api_key" = []), ("session" = []))
 )]
