@@ -316,17 +316,23 @@ async fn a_restore_that_cannot_finish_leaves_a_failed_cluster_that_says_why_and_
     assert_eq!(creating["restore"]["objects_restored"], 0);
     // ... which the page shows, reloading itself.
     let browser = f.app.signed_in_owner().await;
-    let page = browser
-        .get(f.app.url(&format!("/clusters/{}", id(&creating))))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let cluster_page = || async {
+        browser
+            .get(f.app.url(&format!("/clusters/{}", id(&creating))))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let page = cluster_page().await;
     assert!(page.contains("id=\"restore-progress\""), "{page}");
     assert!(page.contains("0 of 3 objects"));
-    assert!(page.contains("http-equiv=\"refresh\""));
+    assert!(page.contains(&format!(
+        "http-equiv=\"refresh\" content=\"3;url=/clusters/{}\"",
+        id(&creating)
+    )));
 
     // The backup's copies are lost meanwhile: the job cannot finish.
     std::fs::remove_dir_all(
@@ -362,14 +368,7 @@ async fn a_restore_that_cannot_finish_leaves_a_failed_cluster_that_says_why_and_
             .status(),
         409
     );
-    let page = browser
-        .get(f.app.url(&format!("/clusters/{}", id(&creating))))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = cluster_page().await;
     assert!(page.contains("The restore failed"), "{page}");
     let events: Value = f
         .app

@@ -53,6 +53,16 @@ pub struct BackupReport {
     pub failed: usize,
 }
 
+impl BackupReport {
+    pub(super) fn ended(&mut self, failed: bool) {
+        if failed {
+            self.failed += 1;
+        } else {
+            self.available += 1;
+        }
+    }
+}
+
 /// Copies made and not yet recorded. They are recorded at the latest `RECORD_WITHIN` after
 /// the first of them was finished (or once there are `PAGE` of them): the storage sweeper
 /// removes only what it found orphaned at least an interval (a second or more) earlier, so a
@@ -217,31 +227,45 @@ impl Clusters {
             // Ended or deleted meanwhile: nothing left to do.
             return Ok(self.jobs.finish_job(job).await?);
         };
-        match self.copy_backup(job, &backup, started, report).await {
-            Ok(Run::Done) => {
-                if self.end_backup(&backup, None).await? {
-                    report.available += 1;
-                }
-            }
-            Ok(Run::Paused) => {
-                self.jobs.release_job(job, self.clock.now()).await?;
-            }
-            Ok(Run::Stopped) => {}
-            Err(err) if passing(&err) && job.attempts + 1 < MAX_ATTEMPTS => {
-                let why = public_text(&err);
-                tracing::warn!(backup = %backup.id, attempts = job.attempts + 1, error = %why, "a backup could not go on; it will be retried");
-                let due = self.clock.now() + backoff(job.attempts);
-                self.jobs.retry_job(job, due, &why).await?;
-            }
-            Err(err) => {
-                let why = public_text(&err);
-                tracing::warn!(backup = %backup.id, error = %why, "a backup failed");
-                if self.end_backup(&backup, Some(why)).await? {
-                    report.failed += 1;
-                }
+        let run = self.copy_backup(job, &backup, started, report).await;
+        if let Some(failure) = self.settle(job, "backup", run).await? {
+            let failed = failure.is_some();
+            if self.end_backup(&backup, failure).await? {
+                report.ended(failed);
             }
         }
         Ok(())
+    }
+
+    /// What a run of a copying job leads to. Given back (its share of the round used up),
+    /// left (another holder has it), or retried later (a fault that may pass): `None`. To be
+    /// ended: `Some(None)` when every object is copied, `Some(Some(why))` when it failed.
+    pub(super) async fn settle(
+        &self,
+        job: &Job,
+        what: &'static str,
+        run: Result<Run, DomainError>,
+    ) -> Result<Option<Option<String>>, DomainError> {
+        match run {
+            Ok(Run::Done) => Ok(Some(None)),
+            Ok(Run::Paused) => {
+                self.jobs.release_job(job, self.clock.now()).await?;
+                Ok(None)
+            }
+            Ok(Run::Stopped) => Ok(None),
+            Err(err) if passing(&err) && job.attempts + 1 < MAX_ATTEMPTS => {
+                let why = public_text(&err);
+                tracing::warn!(what, subject = %job.subject, attempts = job.attempts + 1, error = %why, "a copying job could not go on; it will be retried");
+                let due = self.clock.now() + backoff(job.attempts);
+                self.jobs.retry_job(job, due, &why).await?;
+                Ok(None)
+            }
+            Err(err) => {
+                let why = public_text(&err);
+                tracing::warn!(what, subject = %job.subject, error = %why, "a copying job failed");
+                Ok(Some(Some(why)))
+            }
+        }
     }
 
     /// Copies the objects not copied yet, page by page, until none is left or the slice is

@@ -10,11 +10,8 @@ use std::time::Instant;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::backup_job::{
-    BackupReport, Heartbeat, MAX_ATTEMPTS, PAGE, Pending, Run, SLICE, backoff, passing,
-};
+use super::backup_job::{BackupReport, Heartbeat, PAGE, Pending, Run, SLICE};
 use super::keyring::ClusterKeys;
-use super::lifecycle::public_text;
 use super::objects::{bound_name, open_sealed, region_targets, storage_error, write_sealed};
 use super::service::Clusters;
 use super::{Cluster, ClusterState, StoredObject};
@@ -41,26 +38,11 @@ impl Clusters {
             // Ended, or deleted meanwhile: nothing left to do.
             return Ok(self.jobs.finish_job(job).await?);
         };
-        match self.restore_into(job, &cluster, started, report).await {
-            Ok(Run::Done) => {
-                if self.end_restore(&cluster, None).await? {
-                    report.available += 1;
-                }
-            }
-            Ok(Run::Paused) => self.jobs.release_job(job, self.clock.now()).await?,
-            Ok(Run::Stopped) => {}
-            Err(err) if passing(&err) && job.attempts + 1 < MAX_ATTEMPTS => {
-                let why = public_text(&err);
-                tracing::warn!(cluster = %cluster.id, attempts = job.attempts + 1, error = %why, "a restore could not go on; it will be retried");
-                let due = self.clock.now() + backoff(job.attempts);
-                self.jobs.retry_job(job, due, &why).await?;
-            }
-            Err(err) => {
-                let why = public_text(&err);
-                tracing::warn!(cluster = %cluster.id, error = %why, "a restore failed");
-                if self.end_restore(&cluster, Some(why)).await? {
-                    report.failed += 1;
-                }
+        let run = self.restore_into(job, &cluster, started, report).await;
+        if let Some(failure) = self.settle(job, "restore", run).await? {
+            let failed = failure.is_some();
+            if self.end_restore(&cluster, failure).await? {
+                report.ended(failed);
             }
         }
         Ok(())

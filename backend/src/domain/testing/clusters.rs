@@ -101,6 +101,17 @@ impl Clusters {
     }
 }
 
+/// A backup's row as the object it names, dated when the backup was taken.
+fn row_object(name: &str, row: &Row, taken_at: DateTime<Utc>) -> Option<StoredObject> {
+    Some(StoredObject {
+        id: row.version,
+        name: ObjectName::parse(name).ok()?,
+        version: row.version,
+        size_bytes: row.size_bytes,
+        updated_at: taken_at,
+    })
+}
+
 fn forget(store: &mut State, kind: JobKind, subject: Uuid) {
     store
         .jobs
@@ -415,15 +426,7 @@ impl ClusterStore for MemoryClusters {
                 .flat_map(|rows| rows.iter())
                 .filter(|(_, row)| !row.copied)
                 .take(usize::try_from(limit).unwrap_or(usize::MAX))
-                .filter_map(|(name, row)| {
-                    Some(StoredObject {
-                        id: row.version,
-                        name: ObjectName::parse(name).ok()?,
-                        version: row.version,
-                        size_bytes: row.size_bytes,
-                        updated_at: taken_at,
-                    })
-                })
+                .filter_map(|(name, row)| row_object(name, row, taken_at))
                 .collect()
         }))
     }
@@ -574,15 +577,7 @@ impl ClusterStore for MemoryClusters {
                     row.copied && after.is_none_or(|a| name.as_str() > a.as_str())
                 })
                 .take(usize::try_from(limit).unwrap_or(usize::MAX))
-                .filter_map(|(name, row)| {
-                    Some(StoredObject {
-                        id: row.version,
-                        name: ObjectName::parse(name).ok()?,
-                        version: row.version,
-                        size_bytes: row.size_bytes,
-                        updated_at: taken_at,
-                    })
-                })
+                .filter_map(|(name, row)| row_object(name, row, taken_at))
                 .collect()
         }))
     }
