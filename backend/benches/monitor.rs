@@ -189,6 +189,7 @@ async fn main() {
                     key_id: None,
                 };
                 console
+                    .keys()
                     .create_key(&owner, *project, &input, None)
                     .await
                     .expect("create key");
@@ -206,10 +207,10 @@ async fn main() {
     // The sweep: every key due at once; the monitor inside the console does the rest.
     let rss_before = rss_kib();
     let mut rss_peak = rss_before;
-    let checks_before = console.monitor_checks();
+    let checks_before = console.keys().monitor_checks();
     clock.advance(chrono::Duration::hours(1) + chrono::Duration::seconds(1));
     let started = Instant::now();
-    while console.monitor_checks() - checks_before < keys as u64 {
+    while console.keys().monitor_checks() - checks_before < keys as u64 {
         tokio::time::sleep(Duration::from_millis(20)).await;
         rss_peak = rss_peak.max(rss_kib());
         assert!(

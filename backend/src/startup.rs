@@ -362,7 +362,7 @@ impl Application {
     ) -> Result<Self, StartupError> {
         let console = console_with(&settings, clock, KeyAccess::Serve).await?;
         let sign_in_token = console.bootstrap().await?;
-        match console.backfill_key_versions().await {
+        match console.keys().backfill_key_versions().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 data_keys = n,
@@ -554,7 +554,11 @@ fn start_workers(
     supervisor.every("key-monitor", second, move || {
         let c = c.clone();
         async move {
-            let report = c.check_due_keys(&policy).await.map_err(|e| e.to_string())?;
+            let report = c
+                .keys()
+                .check_due_keys(&policy)
+                .await
+                .map_err(|e| e.to_string())?;
             if report.changed > 0 || report.suspected > 0 {
                 tracing::info!(
                     checked = report.checked,

@@ -533,6 +533,7 @@ async fn key_status_changes_and_what_they_do_to_clusters_are_alerted() {
     let operator = f.app.console.operator(None).await.unwrap();
     f.app
         .console
+        .keys()
         .change_local_key(&operator, f.local_keys[0].1, LocalKeyAction::Disable)
         .await
         .unwrap();
@@ -594,6 +595,7 @@ async fn keep_running_clusters_are_marked_will_not_resume_and_the_owner_is_told(
     let operator = f.app.console.operator(None).await.unwrap();
     f.app
         .console
+        .keys()
         .change_local_key(&operator, f.local_keys[0].1, LocalKeyAction::Disable)
         .await
         .unwrap();

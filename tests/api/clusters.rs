@@ -37,6 +37,7 @@ pub async fn local_cmek_with(regions: &[&str], settings: &[(&str, &str)]) -> Fix
     for region in regions {
         let key = app
             .console
+            .keys()
             .create_local_key(&operator, &format!("key {region}"))
             .await
             .unwrap()
@@ -133,6 +134,7 @@ impl Fixture {
         let key = self.local_keys.iter().find(|(r, _)| r == region).unwrap().1;
         self.app
             .console
+            .keys()
             .change_local_key(&operator, key, LocalKeyAction::Disable)
             .await
             .unwrap();
@@ -922,6 +924,7 @@ async fn resume_fails_while_a_region_key_is_disabled_and_names_it() {
     let operator = f.app.console.operator(None).await.unwrap();
     f.app
         .console
+        .keys()
         .change_local_key(&operator, f.local_keys[1].1, LocalKeyAction::Enable)
         .await
         .unwrap();
@@ -1359,6 +1362,7 @@ async fn a_keep_running_cluster_is_marked_once_and_a_policy_changed_to_stop_late
     let operator = f.app.console.operator(None).await.unwrap();
     f.app
         .console
+        .keys()
         .change_local_key(&operator, f.local_keys[0].1, LocalKeyAction::Enable)
         .await
         .unwrap();
@@ -1455,6 +1459,7 @@ async fn a_single_denial_seen_by_check_now_records_nothing() {
     let restore = tokio::spawn(async move {
         tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
         console
+            .keys()
             .change_local_key(&operator, local_key, LocalKeyAction::Enable)
             .await
             .unwrap();

@@ -113,7 +113,7 @@ async fn a_disabled_key_stops_the_clusters_and_the_owner_resumes_them_once_enabl
     // Azure's default policy is stop; a first denial is only suspected, the next confirms.
     app.clock.advance(chrono::Duration::seconds(61));
     eventually("the monitor checked the key", async || {
-        app.console.monitor_checks() >= 1
+        app.console.keys().monitor_checks() >= 1
     })
     .await;
     app.clock.advance(chrono::Duration::seconds(16));
@@ -173,11 +173,11 @@ async fn a_vault_that_does_not_answer_never_stops_the_clusters() {
     // Azure's default policy is stop, but an outage is not a revocation.
     azure.patch_vault(json!({ "delay_seconds": 20 })).await;
     for _ in 0..2 {
-        let before = app.console.monitor_checks();
+        let before = app.console.keys().monitor_checks();
         // An interval and its jitter (at most a tenth of it).
         app.clock.advance(chrono::Duration::seconds(67));
         eventually("the monitor checked the key", async || {
-            app.console.monitor_checks() > before
+            app.console.keys().monitor_checks() > before
         })
         .await;
     }
@@ -242,10 +242,10 @@ async fn an_older_key_version_still_in_use_is_watched_and_disabling_it_stops_the
         .patch_key(&key, json!({ "version": old, "enabled": false }))
         .await;
     let sweeps = async |seconds: i64| {
-        let before = app.console.monitor_checks();
+        let before = app.console.keys().monitor_checks();
         app.clock.advance(chrono::Duration::seconds(seconds));
         eventually("the monitor checked the key", async || {
-            app.console.monitor_checks() > before
+            app.console.keys().monitor_checks() > before
         })
         .await;
     };

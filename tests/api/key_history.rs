@@ -24,6 +24,7 @@ async fn every_status_change_is_kept_with_the_kms_message_newest_first() {
     );
     f.app
         .console
+        .keys()
         .change_local_key(&operator, local, LocalKeyAction::Disable)
         .await
         .unwrap();
@@ -43,6 +44,7 @@ async fn every_status_change_is_kept_with_the_kms_message_newest_first() {
     );
     f.app
         .console
+        .keys()
         .change_local_key(&operator, local, LocalKeyAction::Enable)
         .await
         .unwrap();

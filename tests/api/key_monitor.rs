@@ -58,6 +58,7 @@ async fn local_key(f: &Fixture, action: LocalKeyAction) {
     let operator = f.app.console.operator(None).await.unwrap();
     f.app
         .console
+        .keys()
         .change_local_key(&operator, f.local_keys[0].1, action)
         .await
         .unwrap();
@@ -81,7 +82,7 @@ async fn a_confirmed_revocation_stops_the_clusters_of_a_stop_project_and_recover
     // The first probe after an interval only suspects.
     f.app.clock.advance(chrono::Duration::seconds(61));
     eventually("the monitor checked the key", async || {
-        f.app.console.monitor_checks() >= 1
+        f.app.console.keys().monitor_checks() >= 1
     })
     .await;
     assert_eq!(
@@ -155,14 +156,14 @@ async fn a_single_denial_followed_by_success_is_not_acted_on() {
     local_key(&f, LocalKeyAction::Disable).await;
     f.app.clock.advance(chrono::Duration::seconds(61));
     eventually("the first probe", async || {
-        f.app.console.monitor_checks() >= 1
+        f.app.console.keys().monitor_checks() >= 1
     })
     .await;
 
     local_key(&f, LocalKeyAction::Enable).await;
     f.app.clock.advance(chrono::Duration::seconds(16));
     eventually("the second probe", async || {
-        f.app.console.monitor_checks() >= 2
+        f.app.console.keys().monitor_checks() >= 2
     })
     .await;
 
@@ -187,7 +188,7 @@ async fn two_instances_on_one_database_check_each_key_once_per_interval() {
 
     f.app.clock.advance(chrono::Duration::seconds(61));
     second.clock.advance(chrono::Duration::seconds(61));
-    let total = || f.app.console.monitor_checks() + second.console.monitor_checks();
+    let total = || f.app.console.keys().monitor_checks() + second.console.keys().monitor_checks();
     eventually("every key was checked", async || {
         total() >= regions.len() as u64
     })
@@ -236,10 +237,10 @@ async fn a_sweep_of_many_batches_checks_every_key() {
 
     f.app.clock.advance(chrono::Duration::seconds(61));
     for _ in 0..300 {
-        if f.app.console.monitor_checks() >= 60 {
+        if f.app.console.keys().monitor_checks() >= 60 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(f.app.console.monitor_checks(), 60, "every key, once");
+    assert_eq!(f.app.console.keys().monitor_checks(), 60, "every key, once");
 }

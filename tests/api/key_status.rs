@@ -13,6 +13,7 @@ async fn disable_and_check(f: &Fixture, index: usize) {
     let operator = f.app.console.operator(None).await.unwrap();
     f.app
         .console
+        .keys()
         .change_local_key(&operator, f.local_keys[index].1, LocalKeyAction::Disable)
         .await
         .unwrap();
@@ -498,6 +499,7 @@ async fn second_project(f: &Fixture, regions: &[&str]) -> String {
         let local = f
             .app
             .console
+            .keys()
             .create_local_key(&operator, &format!("second {region}"))
             .await
             .unwrap()
@@ -651,6 +653,7 @@ async fn counts_follow_the_project_and_provider_filters_and_every_change() {
     let operator = f.app.console.operator(None).await.unwrap();
     f.app
         .console
+        .keys()
         .change_local_key(&operator, f.local_keys[1].1, LocalKeyAction::Enable)
         .await
         .unwrap();

@@ -12,6 +12,7 @@ use crate::helpers::{problem, rule, spawn_app, spawn_app_with};
 async fn local_key(app: &crate::helpers::TestApp, name: &str) -> uuid::Uuid {
     let operator = app.console.operator(None).await.unwrap();
     app.console
+        .keys()
         .create_local_key(&operator, name)
         .await
         .unwrap()
@@ -54,6 +55,7 @@ async fn a_disabled_local_key_is_refused_for_real() {
     let key_id = local_key(&app, "dev key").await;
     let operator = app.console.operator(None).await.unwrap();
     app.console
+        .keys()
         .change_local_key(&operator, key_id, LocalKeyAction::Disable)
         .await
         .unwrap();
@@ -92,6 +94,7 @@ async fn rotation_keeps_older_data_keys_readable_and_disabling_stops_both() {
     let before = kms.generate_data_key(&key, &context).await.unwrap();
 
     app.console
+        .keys()
         .change_local_key(&operator, key_id, LocalKeyAction::Rotate)
         .await
         .unwrap();
@@ -117,6 +120,7 @@ async fn rotation_keeps_older_data_keys_readable_and_disabling_stops_both() {
     );
 
     app.console
+        .keys()
         .change_local_key(&operator, key_id, LocalKeyAction::Disable)
         .await
         .unwrap();
@@ -175,7 +179,13 @@ async fn production_refuses_the_local_kms() {
         rule("local-kms-not-in-production")
     );
     let operator = app.console.operator(None).await.unwrap();
-    assert!(app.console.create_local_key(&operator, "x").await.is_err());
+    assert!(
+        app.console
+            .keys()
+            .create_local_key(&operator, "x")
+            .await
+            .is_err()
+    );
 }
 
 fn tempdir_of(app: &crate::helpers::TestApp) -> std::path::PathBuf {

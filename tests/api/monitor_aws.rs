@@ -55,7 +55,7 @@ async fn a_revoked_iam_grant_is_access_denied_within_an_interval_and_a_restored_
     revoke(&moto, &user).await;
     app.clock.advance(chrono::Duration::seconds(61));
     eventually("the first probe", async || {
-        app.console.monitor_checks() >= 1
+        app.console.keys().monitor_checks() >= 1
     })
     .await;
     assert_eq!(

@@ -72,6 +72,7 @@ async fn two_instances_under_200_concurrent_writes_keep_one_winner_and_an_intact
     let operator = first.console.operator(None).await.unwrap();
     let local = first
         .console
+        .keys()
         .create_local_key(&operator, "shared")
         .await
         .unwrap()

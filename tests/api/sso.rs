@@ -509,6 +509,7 @@ async fn another_organizations_resources_are_not_found_on_every_route() {
     let operator_a = app.console.operator(None).await.unwrap();
     let local = app
         .console
+        .keys()
         .create_local_key(&operator_a, "k")
         .await
         .unwrap();

@@ -116,7 +116,7 @@ async fn a_local_key_is_created_from_the_wizard_and_listed_on_the_project() {
         .unwrap();
     assert_eq!(created.status(), 303);
     let operator = app.console.operator(None).await.unwrap();
-    let key_id = app.console.local_keys(&operator).await.unwrap()[0]
+    let key_id = app.console.keys().local_keys(&operator).await.unwrap()[0]
         .id
         .to_string();
 
@@ -153,8 +153,14 @@ async fn testing_without_javascript_shows_the_checklist_and_creates_nothing() {
     let app = spawn_app().await;
     let (browser, project) = project_with_browser(&app).await;
     let operator = app.console.operator(None).await.unwrap();
-    let key = app.console.create_local_key(&operator, "k").await.unwrap();
+    let key = app
+        .console
+        .keys()
+        .create_local_key(&operator, "k")
+        .await
+        .unwrap();
     app.console
+        .keys()
         .change_local_key(
             &operator,
             key.id,
@@ -182,6 +188,7 @@ async fn testing_without_javascript_shows_the_checklist_and_creates_nothing() {
     assert!(page.contains("Enable the key"));
     assert!(
         app.console
+            .keys()
             .encryption_keys(&operator, project.parse().unwrap())
             .await
             .unwrap()
@@ -277,7 +284,7 @@ async fn the_local_kms_page_disables_enables_and_rotates_keys() {
         .await
         .unwrap();
     let operator = app.console.operator(None).await.unwrap();
-    let id = app.console.local_keys(&operator).await.unwrap()[0].id;
+    let id = app.console.keys().local_keys(&operator).await.unwrap()[0].id;
 
     for action in ["disable", "rotate", "enable"] {
         let response = browser
@@ -288,7 +295,7 @@ async fn the_local_kms_page_disables_enables_and_rotates_keys() {
         assert_eq!(response.status(), 303, "{action}");
     }
 
-    let key = &app.console.local_keys(&operator).await.unwrap()[0];
+    let key = &app.console.keys().local_keys(&operator).await.unwrap()[0];
     assert!(key.enabled);
     assert_eq!(key.version, 2);
     let page = browser

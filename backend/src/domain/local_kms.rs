@@ -6,12 +6,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::domain::DomainError;
 use crate::domain::Environment;
 use crate::domain::audit::AuditDraft;
 use crate::domain::error::Rule;
 use crate::domain::error::StoreError;
 use crate::domain::identity::Caller;
-use crate::domain::{Console, DomainError};
+use crate::domain::keys::Keys;
 
 #[derive(Clone, Debug)]
 pub struct LocalKey {
@@ -62,16 +63,7 @@ impl LocalKeyAction {
     }
 }
 
-impl Console {
-    /// R3: the local KMS is offered everywhere but in production.
-    pub fn local_kms_available(&self) -> bool {
-        self.policy.environment != Environment::Production
-    }
-
-    pub(crate) fn refuse_local_kms_in_production(&self) -> Result<(), DomainError> {
-        refuse_in_production(self.policy.environment)
-    }
-
+impl Keys {
     fn local_admin(&self) -> Result<&dyn LocalKeyAdmin, DomainError> {
         self.refuse_local_kms_in_production()?;
         self.local_admin
@@ -109,7 +101,7 @@ impl Console {
             format!("local_key/{}", key.id),
         )
         .detail(serde_json::json!({ "name": key.name }));
-        self.store.insert_local_key(&key, material, audit).await?;
+        self.keys.insert_local_key(&key, material, audit).await?;
         Ok(key)
     }
 
@@ -131,12 +123,12 @@ impl Console {
         );
         let found = match action {
             LocalKeyAction::Enable => {
-                self.store
+                self.keys
                     .set_local_key_enabled(org, id, true, audit)
                     .await?
             }
             LocalKeyAction::Disable => {
-                self.store
+                self.keys
                     .set_local_key_enabled(org, id, false, audit)
                     .await?
             }
@@ -165,7 +157,7 @@ impl Console {
             };
             let material = admin.seal_new_material(id, key.version + 1)?;
             if self
-                .store
+                .keys
                 .rotate_local_key(&key, material, now, audit.clone())
                 .await?
             {

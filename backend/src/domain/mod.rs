@@ -43,15 +43,11 @@ pub struct Console {
     clock: Arc<dyn Clock>,
     policy: Policy,
     kms: keys::KmsProviders,
-    local_admin: Option<Arc<dyn local_kms::LocalKeyAdmin>>,
     sso: Option<Arc<dyn sso::IdentityProvider>>,
     audit: audit::Audit,
     clusters: Option<clusters::Clusters>,
     alerts: Option<alerts::Alerts>,
-    /// Keys the monitor of this process has checked (for metrics and tests).
-    monitor_checks: Arc<keys::MonitorStats>,
-    /// How long Check now waits before the probe that confirms a revocation it saw.
-    confirm_delay: std::time::Duration,
+    keys: keys::Keys,
     /// Wakes this process's reconciliation worker when a status change queued one.
     reactions: Arc<tokio::sync::Notify>,
 }
@@ -103,25 +99,39 @@ impl Console {
         audit_keys: audit::ChainKeys,
     ) -> Self {
         let audit = audit::Audit::new(store.clone(), audit_keys, clock.clone());
+        let reactions: Arc<tokio::sync::Notify> = Arc::default();
+        let keys = keys::Keys {
+            keys: store.clone(),
+            jobs: store.clone(),
+            projects: store.clone(),
+            audit: store.clone(),
+            credentials: store.clone(),
+            clusters: Arc::default(),
+            kms: kms.clone(),
+            local_admin,
+            clock: clock.clone(),
+            environment: policy.environment,
+            confirm_delay: std::time::Duration::from_secs(2),
+            monitor_checks: Arc::default(),
+            reactions: reactions.clone(),
+        };
         Self {
             store,
             clock,
             policy,
             kms,
-            local_admin,
             audit,
             sso: None,
             clusters: None,
             alerts: None,
-            monitor_checks: Arc::default(),
-            confirm_delay: std::time::Duration::from_secs(2),
-            reactions: Arc::default(),
+            keys,
+            reactions,
         }
     }
 
     /// How long Check now waits before its confirming probe (`CMEK_KEY_CONFIRM_DELAY`).
     pub fn with_confirm_delay(mut self, delay: std::time::Duration) -> Self {
-        self.confirm_delay = delay;
+        self.keys.confirm_delay = delay;
         self
     }
 
@@ -139,6 +149,8 @@ impl Console {
     /// Turns clusters on, with where their bytes go: the clusters service, over this
     /// console's store (as the narrow ports it needs), KMS adapters and clock.
     pub fn with_clusters(mut self, parts: clusters::parts::ClusterParts) -> Self {
+        // The keys feature reads what keys protect through the cluster store's port.
+        let _ = self.keys.clusters.set(parts.store.clone());
         self.clusters = Some(clusters::Clusters::new(clusters::ClusterPorts {
             parts,
             keys: self.store.clone(),
@@ -151,6 +163,12 @@ impl Console {
             reactions: self.reactions.clone(),
         }));
         self
+    }
+
+    /// The keys service (wizards, key tests, keys, Check now, the monitor, Key Status, the
+    /// development KMS).
+    pub fn keys(&self) -> &keys::Keys {
+        &self.keys
     }
 
     /// The audit service (the log, its chain's verification, checkpoints).
@@ -192,6 +210,11 @@ impl Console {
 
     pub fn sso_enabled(&self) -> bool {
         self.sso.is_some()
+    }
+
+    /// R3: the local KMS is offered everywhere but in production.
+    pub fn local_kms_available(&self) -> bool {
+        self.policy.environment != Environment::Production
     }
 
     /// The console's clock, for pages that show how old or how near something is.

@@ -80,6 +80,7 @@ async fn r2_only_an_owner_creates_projects_and_keys() {
             .create_project(&caller, NewProject::parse("q", true, None).unwrap())
             .await;
         let key = console
+            .keys()
             .create_key(&caller, project, &local_key("eu-west-1"), None)
             .await;
         assert_eq!(refused_by(created), Rule::OwnerOnly);
@@ -93,7 +94,7 @@ async fn r3_the_local_kms_is_refused_in_production() {
     console.ensure_organization().await.unwrap();
     let owner = console.operator(None).await.unwrap();
 
-    let created = console.create_local_key(&owner, "dev key").await;
+    let created = console.keys().create_local_key(&owner, "dev key").await;
 
     assert_eq!(refused_by(created), Rule::LocalKmsInProduction);
 }
@@ -103,12 +104,15 @@ async fn r4_a_second_key_for_one_provider_and_region_is_a_conflict() {
     let (console, store, owner, project) = with_cmek_project().await;
 
     let first = console
+        .keys()
         .create_key(&owner, project, &local_key("eu-west-1"), None)
         .await;
     let second = console
+        .keys()
         .create_key(&owner, project, &local_key("eu-west-1"), None)
         .await;
     let elsewhere = console
+        .keys()
         .create_key(&owner, project, &local_key("us-east-1"), None)
         .await;
 

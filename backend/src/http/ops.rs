@@ -43,7 +43,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 /// The key monitor's and the alerts' metrics.
 async fn monitor_metrics(console: &crate::domain::Console, body: &mut String) {
     use std::fmt::Write;
-    let stats = console.monitor_stats();
+    let stats = console.keys().monitor_stats();
     body.push_str(
         "# HELP cmek_key_checks_total Keys the key monitor of this instance checked, by provider and result (the status the probe saw).\n\
          # TYPE cmek_key_checks_total counter\n",
@@ -78,7 +78,7 @@ async fn monitor_metrics(console: &crate::domain::Console, body: &mut String) {
         "# HELP cmek_keys Encryption keys by status (every organization).\n\
          # TYPE cmek_keys gauge\n",
     );
-    match console.key_status_counts().await {
+    match console.keys().key_status_counts().await {
         Ok(counts) => {
             for status in crate::domain::keys::status_report::STATUSES {
                 let n = counts

@@ -30,7 +30,7 @@ use region::Region;
 pub(crate) use monitor::StatusChangeEvent;
 pub use monitor::{LATENCY_BUCKETS, MonitorPolicy, MonitorStats, SweepReport};
 pub use request::{KeyRequest, KeyRequestInput};
-pub use service::{ConfirmProgress, Confirmation, KeyCheck};
+pub use service::{ConfirmProgress, Confirmation, KeyCheck, Keys};
 pub use versions::VersionInUse;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

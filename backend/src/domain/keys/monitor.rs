@@ -15,12 +15,13 @@ use rand::Rng;
 
 use super::checks;
 use super::{EncryptionKey, KeyStatus};
+use crate::domain::DomainError;
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::identity::{Caller, Role};
+use crate::domain::keys::Keys;
 use crate::domain::kms::KeyProvider;
 use crate::domain::notice::{KeyChange, Notice};
 use crate::domain::ports::KeyVersionStatus;
-use crate::domain::{Console, DomainError};
 
 /// How the monitor runs (`CMEK_KEY_CHECK_INTERVAL`, `CMEK_KEY_CHECK_CONCURRENCY`).
 #[derive(Clone, Copy, Debug)]
@@ -188,7 +189,7 @@ impl StatusChangeEvent<'_> {
     }
 }
 
-impl Console {
+impl Keys {
     /// One sweep: leases the keys that are due, a batch at a time, and checks them
     /// `concurrency` at a time. The next batch is leased while the last probes of the one
     /// before still run, so the KMS sees a steady `concurrency` calls in flight, and the sweep
@@ -213,7 +214,7 @@ impl Console {
                     // A key just created (or checked with Check now) was checked then: its
                     // first look by the monitor is one interval later.
                     match self
-                        .store
+                        .keys
                         .lease_due_keys(now, now - policy.interval(), lease_until, limit)
                         .await
                     {
@@ -274,7 +275,7 @@ impl Console {
         let Ok(provider) = self.provider_for(&key.key_ref) else {
             // A provider this console does not run (turned off since): check again later.
             let now = self.clock.now();
-            self.store
+            self.keys
                 .schedule_key_check(key.id, now, next(now), None)
                 .await?;
             return Ok(Verdict::Same);
@@ -298,7 +299,7 @@ impl Console {
         if checklist.rotation_enabled.is_some()
             && checklist.rotation_enabled != key.rotation_enabled
         {
-            self.store
+            self.keys
                 .record_rotation(key.id, checklist.rotation_enabled)
                 .await?;
         }
@@ -333,7 +334,7 @@ impl Console {
                 }
                 .audit(&system, now);
                 // The reaction is queued with the status, in one transaction.
-                self.store
+                self.keys
                     .update_key_status(key.id, status, now, message.clone(), audit)
                     .await?;
                 changed = true;
@@ -344,7 +345,7 @@ impl Console {
             _ if versions_suspected => (now + policy.confirm_after(), None),
             _ => (next(now), None),
         };
-        self.store
+        self.keys
             .schedule_key_check(key.id, now, next_at, suspect)
             .await?;
         if changed {
@@ -364,10 +365,10 @@ impl Console {
     ) -> Result<bool, DomainError> {
         let itself = key.key_ref.display();
         let mut awaiting = false;
-        let in_use = self.store.versions_in_use(key.id).await?;
+        let in_use = self.jobs.versions_in_use(key.id).await?;
         // What was seen of versions nothing uses any more is no longer news.
         let names: Vec<String> = in_use.iter().map(|(v, _, _)| v.clone()).collect();
-        self.store.forget_versions_not_in(key.id, &names).await?;
+        self.jobs.forget_versions_not_in(key.id, &names).await?;
         for (version, data_keys, known) in in_use {
             if version == itself {
                 continue;
@@ -400,13 +401,13 @@ impl Console {
             match verdict(current, suspected, probed) {
                 Verdict::Same if suspected.is_none() && known.is_some() => {}
                 Verdict::Same => {
-                    self.store
+                    self.jobs
                         .record_version_status(key.organization_id, record(current, None), None)
                         .await?;
                 }
                 Verdict::Suspect(status) => {
                     awaiting = true;
-                    self.store
+                    self.jobs
                         .record_version_status(
                             key.organization_id,
                             record(current, Some(status)),
@@ -423,7 +424,7 @@ impl Console {
                         message: message.as_deref(),
                     }
                     .audit(system, now);
-                    self.store
+                    self.jobs
                         .record_version_status(
                             key.organization_id,
                             record(status, None),
@@ -444,7 +445,7 @@ impl Console {
 
     /// Keys per status across the database, for `/metrics`.
     pub async fn key_status_counts(&self) -> Result<Vec<(String, u64)>, DomainError> {
-        Ok(self.store.key_status_counts().await?)
+        Ok(self.keys.key_status_counts().await?)
     }
 
     /// The monitor's counters, for `/metrics`.

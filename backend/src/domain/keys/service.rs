@@ -1,23 +1,35 @@
-//! The encryption-key use cases: policies to paste, Test Encryption Key, Test Encryption Key
-//! and Create, list, read, delete and Check now.
+//! The keys feature as a service (`Keys`) and its use cases: policies to paste, Test
+//! Encryption Key, Test Encryption Key and Create, list, read, delete and Check now. The
+//! monitor, Key Status, the versions in use and the development KMS are its methods too
+//! (`monitor.rs`, `status_report.rs`, `versions.rs`, `../local_kms.rs`).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::arn::KmsKeyArn;
 use super::azure::{self, AzureSetup};
 use super::checks::{self, Checklist, Progress};
+use super::monitor::MonitorStats;
 use super::policy::{self, AccessMode, AwsAccessPolicies, PolicyScope};
 use super::region::Region;
 use super::{EncryptionKey, KeyRef, KeyRequest, KeyRequestInput, KeyStatus, KmsProviders};
 use crate::domain::audit::{AuditDraft, Outcome};
+use crate::domain::clock::Clock;
 use crate::domain::error::Rule;
 use crate::domain::error::{Constraint, StoreError};
 use crate::domain::identity::Caller;
 use crate::domain::kms::{EncryptionContext, KeyProvider};
+use crate::domain::local_kms::LocalKeyAdmin;
 use crate::domain::notice::{KeyChange, Notice};
-use crate::domain::{Console, DomainError, FieldError};
+use crate::domain::ports::{
+    AuditStore, ClusterStore, CredentialStore, JobStore, KeyStore, ProjectStore,
+};
+use crate::domain::projects::Project;
+use crate::domain::rate::Counted;
+use crate::domain::{DomainError, Environment, FieldError};
 
 /// An Azure key is saved with the tenant its vault was found in: the vault is the customer's
 /// only while it stays there. A key whose tenant was not seen is not saved.
@@ -40,6 +52,77 @@ fn unavailable(detail: &str) -> DomainError {
     DomainError::invalid("provider", detail)
 }
 
+/// The keys feature: over the ports it needs (key, job, project and audit ports, the shared
+/// rate counters, the cluster store's port to read what keys protect), the KMS adapters and
+/// the clock; nothing of the rest of the console.
+#[derive(Clone)]
+pub struct Keys {
+    pub(crate) keys: Arc<dyn KeyStore>,
+    pub(crate) jobs: Arc<dyn JobStore>,
+    pub(crate) projects: Arc<dyn ProjectStore>,
+    pub(crate) audit: Arc<dyn AuditStore>,
+    /// The shared rate counters (Check now presses).
+    pub(crate) credentials: Arc<dyn CredentialStore>,
+    /// The cluster store's port, once clusters are turned on: what a key protects.
+    pub(crate) clusters: Arc<OnceLock<Arc<dyn ClusterStore>>>,
+    pub(crate) kms: KmsProviders,
+    pub(crate) local_admin: Option<Arc<dyn LocalKeyAdmin>>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) environment: Environment,
+    /// How long Check now waits before the probe that confirms a revocation it saw.
+    pub(crate) confirm_delay: Duration,
+    /// Keys the monitor of this process has checked (for metrics and tests).
+    pub(crate) monitor_checks: Arc<MonitorStats>,
+    /// Wakes this process's reconciliation worker when a status change queued one.
+    pub(crate) reactions: Arc<Notify>,
+}
+
+impl Keys {
+    /// Another organization's project is "not found", as everywhere.
+    pub(crate) async fn project(&self, caller: &Caller, id: Uuid) -> Result<Project, DomainError> {
+        self.projects
+            .project(caller.organization_id, id)
+            .await?
+            .ok_or(DomainError::NotFound("project"))
+    }
+
+    pub(crate) async fn record(&self, draft: AuditDraft) -> Result<(), DomainError> {
+        Ok(self.audit.append_audit(draft).await?)
+    }
+
+    pub(crate) fn provider_for(&self, key: &KeyRef) -> Result<Arc<dyn KeyProvider>, DomainError> {
+        self.kms.provider_for(key, self.environment)
+    }
+
+    pub(crate) fn refuse_local_kms_in_production(&self) -> Result<(), DomainError> {
+        crate::domain::local_kms::refuse_in_production(self.environment)
+    }
+
+    /// R3: the local KMS is offered everywhere but in production.
+    pub fn local_kms_available(&self) -> bool {
+        self.environment != Environment::Production
+    }
+
+    pub(crate) async fn count_in_window(
+        &self,
+        bucket: &str,
+        seconds: i64,
+    ) -> Result<Counted, DomainError> {
+        crate::domain::rate::count_in_window(
+            self.credentials.as_ref(),
+            self.clock.as_ref(),
+            bucket,
+            seconds,
+        )
+        .await
+    }
+
+    /// Tells this process's reconciliation worker that a reaction was queued.
+    pub(crate) fn wake_reactions(&self) {
+        self.reactions.notify_one();
+    }
+}
+
 impl KmsProviders {
     /// The adapter for the key's KMS, refused clearly when it is not configured (and the
     /// local KMS in production, R3).
@@ -59,11 +142,7 @@ impl KmsProviders {
     }
 }
 
-impl Console {
-    pub(crate) fn provider_for(&self, key: &KeyRef) -> Result<Arc<dyn KeyProvider>, DomainError> {
-        self.kms.provider_for(key, self.policy.environment)
-    }
-
+impl Keys {
     pub fn aws_account_id(&self) -> Option<&str> {
         self.kms.aws_account_id.as_deref()
     }
@@ -267,7 +346,7 @@ impl Console {
             .into_iter()
             .map(|request| self.new_key(caller, project_id, request))
             .unzip();
-        match self.store.insert_keys(&keys, events).await {
+        match self.keys.insert_keys(&keys, events).await {
             Ok(()) => Ok(keys),
             Err(StoreError::Conflict(Constraint::KeyPerRegion)) => Err(one_key_per_region(
                 &keys
@@ -287,7 +366,7 @@ impl Console {
         request: KeyRequest,
     ) -> Result<EncryptionKey, DomainError> {
         let (key, audit) = self.new_key(caller, project_id, request);
-        match self.store.insert_key(&key, audit).await {
+        match self.keys.insert_key(&key, audit).await {
             Ok(()) => Ok(key),
             Err(StoreError::Conflict(Constraint::KeyPerRegion)) => {
                 Err(one_key_per_region(&request_label(&key)))
@@ -412,7 +491,7 @@ impl Console {
     ) -> Result<(), DomainError> {
         let provider = request.key_ref.provider();
         let taken = self
-            .store
+            .keys
             .keys(caller.organization_id, project_id)
             .await?
             .into_iter()
@@ -433,7 +512,7 @@ impl Console {
         project_id: Uuid,
     ) -> Result<Vec<EncryptionKey>, DomainError> {
         self.project(caller, project_id).await?;
-        Ok(self.store.keys(caller.organization_id, project_id).await?)
+        Ok(self.keys.keys(caller.organization_id, project_id).await?)
     }
 
     pub async fn encryption_key(
@@ -442,7 +521,7 @@ impl Console {
         project_id: Uuid,
         key_id: Uuid,
     ) -> Result<EncryptionKey, DomainError> {
-        self.store
+        self.keys
             .key(caller.organization_id, key_id)
             .await?
             .filter(|k| k.project_id == project_id)
@@ -472,7 +551,7 @@ impl Console {
         .detail(serde_json::json!({ "key": key.key_ref.display(), "region": key.region.as_str() }))
         .in_project(project_id);
         match self
-            .store
+            .keys
             .delete_key(caller.organization_id, key_id, audit)
             .await
         {
@@ -491,11 +570,10 @@ impl Console {
         organization_id: Uuid,
         key_id: Uuid,
     ) -> Result<Vec<String>, DomainError> {
-        let Some(parts) = &self.clusters else {
+        let Some(parts) = self.clusters.get() else {
             return Ok(Vec::new());
         };
         let mut users: Vec<String> = parts
-            .store()
             .clusters_using_key(organization_id, key_id)
             .await?
             .into_iter()
@@ -503,7 +581,6 @@ impl Console {
             .collect();
         users.extend(
             parts
-                .store()
                 .backups_using_key(organization_id, key_id)
                 .await?
                 .into_iter()
@@ -522,7 +599,7 @@ impl Console {
     ) -> Result<crate::domain::page::Page<super::StatusChange>, DomainError> {
         self.encryption_key(caller, project_id, key_id).await?;
         let items = self
-            .store
+            .keys
             .key_history(caller.organization_id, key_id, page)
             .await?;
         Ok(page.finish(items, |c| c.id))
@@ -588,7 +665,7 @@ impl Console {
         if checklist.rotation_enabled.is_some()
             && checklist.rotation_enabled != key.rotation_enabled
         {
-            self.store
+            self.keys
                 .record_rotation(key_id, checklist.rotation_enabled)
                 .await?;
             key.rotation_enabled = checklist.rotation_enabled;
@@ -636,7 +713,7 @@ impl Console {
             })
         }));
         if status == probed {
-            self.store
+            self.keys
                 .update_key_status(key_id, status, now, error.clone(), audit)
                 .await?;
             if status != key.status {
@@ -648,9 +725,9 @@ impl Console {
         } else {
             // Nothing recorded of the key (what was read before the probes may be stale by
             // now: the monitor may have confirmed something meanwhile); the press is audited.
-            self.store.append_audit(audit).await?;
+            self.audit.append_audit(audit).await?;
             key = self
-                .store
+                .keys
                 .key(caller.organization_id, key_id)
                 .await?
                 .ok_or(DomainError::NotFound("encryption key"))?;
@@ -672,7 +749,7 @@ const CHECKS_PER_CALLER_PER_MINUTE: u32 = 20;
 /// check's confirmation delay (its probes, each bounded by the KMS time-out).
 const WAIT_FOR_RUNNING_CHECK: std::time::Duration = std::time::Duration::from_secs(20);
 
-impl Console {
+impl Keys {
     /// Check now's bounds, counted in the database so every instance shares them (each
     /// check costs the customer several calls to their KMS, billed and throttled per
     /// account): a caller may press it `CHECKS_PER_CALLER_PER_MINUTE` times a minute, then
@@ -720,7 +797,7 @@ impl Console {
         {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             recorded = self
-                .store
+                .keys
                 .key(caller.organization_id, key.id)
                 .await?
                 .ok_or(DomainError::NotFound("encryption key"))?;

@@ -7,10 +7,11 @@ use std::collections::{BTreeSet, HashMap};
 use uuid::Uuid;
 
 use super::{EncryptionKey, KeyStatus};
+use crate::domain::DomainError;
 use crate::domain::clusters::{Cluster, ClusterState};
 use crate::domain::identity::Caller;
+use crate::domain::keys::Keys;
 use crate::domain::page::{Page, PageRequest};
-use crate::domain::{Console, DomainError};
 
 /// Every status, in the order the page counts them.
 pub const STATUSES: [KeyStatus; 6] = [
@@ -125,7 +126,7 @@ pub struct KeyStatusReport {
     pub page: Page<KeyStatusEntry>,
 }
 
-impl Console {
+impl Keys {
     /// One page of the report. Every read is bounded by the page: the keys come from an
     /// indexed keyset query, the counts from tallies kept as keys change, and the clusters,
     /// their other keys' statuses and the projects' names are fetched for the page's keys
@@ -139,7 +140,7 @@ impl Console {
         caller.require_auditor_view("see the Key Status page")?;
         let organization_id = caller.organization_id;
         let tally = self
-            .store
+            .keys
             .key_status_tally(organization_id, filter.provider, filter.project_id)
             .await?;
         let counts = STATUSES
@@ -153,7 +154,7 @@ impl Console {
             })
             .collect();
         let keys = self
-            .store
+            .keys
             .key_status_page(organization_id, filter, page)
             .await?;
         let keys = page.finish(keys, |k| k.id);
@@ -174,13 +175,8 @@ impl Console {
         keys: Vec<EncryptionKey>,
     ) -> Result<Vec<KeyStatusEntry>, DomainError> {
         let key_ids: Vec<Uuid> = keys.iter().map(|k| k.id).collect();
-        let clusters: Vec<Cluster> = match &self.clusters {
-            Some(parts) => {
-                parts
-                    .store()
-                    .clusters_using_keys(organization_id, &key_ids)
-                    .await?
-            }
+        let clusters: Vec<Cluster> = match self.clusters.get() {
+            Some(parts) => parts.clusters_using_keys(organization_id, &key_ids).await?,
             None => Vec::new(),
         };
         // A cluster's other keys, even those the filters leave out, decide what it can do.
@@ -193,10 +189,10 @@ impl Console {
             .collect();
         if !others.is_empty() {
             let others: Vec<Uuid> = others.into_iter().collect();
-            statuses.extend(self.store.key_statuses(organization_id, &others).await?);
+            statuses.extend(self.keys.key_statuses(organization_id, &others).await?);
         }
         let all_keys: Vec<Uuid> = statuses.keys().copied().collect();
-        let revoked = self.store.revoked_versions(&all_keys).await?;
+        let revoked = self.jobs.revoked_versions(&all_keys).await?;
         let statuses = Statuses {
             keys: statuses,
             versions: revoked
@@ -211,7 +207,7 @@ impl Console {
             .into_iter()
             .collect();
         let names: HashMap<Uuid, String> = self
-            .store
+            .projects
             .project_names_of(organization_id, &project_ids)
             .await?
             .into_iter()
@@ -259,7 +255,7 @@ fn protected_by(
         .collect()
 }
 
-impl Console {
+impl Keys {
     /// The clusters a key protects and what its status means for each (the key's page; anyone
     /// who can see the key).
     pub async fn key_clusters(
@@ -267,11 +263,10 @@ impl Console {
         caller: &Caller,
         key: &EncryptionKey,
     ) -> Result<Vec<ProtectedCluster>, DomainError> {
-        let Some(parts) = &self.clusters else {
+        let Some(parts) = self.clusters.get() else {
             return Ok(Vec::new());
         };
         let clusters = parts
-            .store()
             .clusters_using_key(caller.organization_id, key.id)
             .await?;
         let mut keys: HashMap<Uuid, KeyStatus> = HashMap::from([(key.id, key.status)]);
@@ -284,7 +279,7 @@ impl Console {
             .collect();
         if !others.is_empty() {
             keys.extend(
-                self.store
+                self.keys
                     .key_statuses(caller.organization_id, &others)
                     .await?,
             );
@@ -292,7 +287,7 @@ impl Console {
         let all_keys: Vec<Uuid> = keys.keys().copied().collect();
         let statuses = Statuses {
             versions: self
-                .store
+                .jobs
                 .revoked_versions(&all_keys)
                 .await?
                 .into_iter()

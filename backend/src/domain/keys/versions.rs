@@ -5,8 +5,9 @@
 use uuid::Uuid;
 
 use super::{EncryptionKey, KeyStatus};
+use crate::domain::DomainError;
 use crate::domain::identity::Caller;
-use crate::domain::{Console, DomainError};
+use crate::domain::keys::Keys;
 
 /// One version of a key that still wraps data keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,27 +36,25 @@ impl VersionInUse {
     }
 }
 
-impl Console {
+impl Keys {
     /// The versions of the key that still wrap data keys (anyone who can see the key).
     pub async fn key_versions(
         &self,
         caller: &Caller,
         key: &EncryptionKey,
     ) -> Result<Vec<VersionInUse>, DomainError> {
-        let Some(parts) = &self.clusters else {
+        let Some(parts) = self.clusters.get() else {
             return Ok(Vec::new());
         };
         let itself = key.key_ref.display();
         let clusters = parts
-            .store()
             .clusters_using_key(caller.organization_id, key.id)
             .await?;
         let backups = parts
-            .store()
             .backups_using_key(caller.organization_id, key.id)
             .await?;
         let mut versions = Vec::new();
-        for (version, data_keys, seen) in self.store.versions_in_use(key.id).await? {
+        for (version, data_keys, seen) in self.jobs.versions_in_use(key.id).await? {
             let (status, suspected, last_checked_at, last_error) = match seen {
                 _ if version == itself => (key.status, None, key.last_checked_at, None),
                 Some(seen) => (
@@ -99,7 +98,7 @@ impl Console {
         let mut done = 0;
         let mut skipped = std::collections::HashSet::new();
         loop {
-            let batch = self.store.data_keys_without_version(500).await?;
+            let batch = self.jobs.data_keys_without_version(500).await?;
             let fresh: Vec<_> = batch
                 .into_iter()
                 .filter(|d| !skipped.contains(&d.row))
@@ -109,7 +108,7 @@ impl Console {
             }
             for data_key in fresh {
                 let key = self
-                    .store
+                    .keys
                     .key(data_key.organization_id, data_key.key_id)
                     .await?;
                 let version = key.and_then(|key| {
@@ -119,7 +118,7 @@ impl Console {
                 });
                 match version {
                     Some(version) => {
-                        self.store
+                        self.jobs
                             .set_data_key_version(&data_key.row, &version)
                             .await?;
                         done += 1;

@@ -196,6 +196,7 @@ impl World {
             ..KeyRequestInput::default()
         };
         self.console
+            .keys()
             .create_key(&self.owner, project, &input, None)
             .await
             .unwrap_or_else(|e| panic!("{e}"));

@@ -222,5 +222,8 @@ pub async fn restore(
         .await?;
     Ok(HttpResponse::Accepted()
         .insert_header(("Location", format!("/api/v1/clusters/{}", cluster.id)))
-        .json(ClusterBody::new(cluster, state.console.aws_account_id())))
+        .json(ClusterBody::new(
+            cluster,
+            state.console.keys().aws_account_id(),
+        )))
 }

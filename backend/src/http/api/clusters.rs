@@ -150,7 +150,7 @@ pub struct CreateClusterBody {
 }
 
 fn body(state: &AppState, cluster: Cluster) -> ClusterBody {
-    ClusterBody::new(cluster, state.console.aws_account_id())
+    ClusterBody::new(cluster, state.console.keys().aws_account_id())
 }
 
 #[utoipa::path(

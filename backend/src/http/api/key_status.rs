@@ -121,6 +121,7 @@ pub async fn list(
     let page = query.page()?;
     let report = state
         .console
+        .keys()
         .key_status_report(&caller.0, &filter, page)
         .await?;
     Ok(HttpResponse::Ok().json(KeyStatusBody::from(report)))

@@ -224,6 +224,7 @@ pub async fn aws_trust_policy(
 ) -> Result<HttpResponse, ApiError> {
     let policies = state
         .console
+        .keys()
         .aws_access_policies(
             &caller.0,
             path.into_inner(),
@@ -265,6 +266,7 @@ pub async fn azure_setup(
 ) -> Result<HttpResponse, ApiError> {
     let setup = state
         .console
+        .keys()
         .azure_setup(
             &caller.0,
             path.into_inner(),
@@ -296,6 +298,7 @@ pub async fn test(
     let input = body.0.into();
     let checklist = state
         .console
+        .keys()
         .test_key(&caller.0, path.into_inner(), &input, None)
         .await?;
     Ok(HttpResponse::Ok().json(Checklist::from(checklist)))
@@ -323,6 +326,7 @@ pub async fn create(
     let input = body.0.into();
     let (key, checks) = state
         .console
+        .keys()
         .create_key(&caller.0, project_id, &input, None)
         .await?;
     Ok(HttpResponse::Created()
@@ -352,6 +356,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let keys = state
         .console
+        .keys()
         .encryption_keys(&caller.0, path.into_inner())
         .await?;
     Ok(HttpResponse::Ok().json(ListBody {
@@ -377,6 +382,7 @@ pub async fn read(
     let (project_id, key_id) = path.into_inner();
     let key = state
         .console
+        .keys()
         .encryption_key(&caller.0, project_id, key_id)
         .await?;
     let latest = PageRequest {
@@ -385,9 +391,10 @@ pub async fn read(
     };
     let history = state
         .console
+        .keys()
         .key_history(&caller.0, project_id, key_id, latest)
         .await?;
-    let versions = state.console.key_versions(&caller.0, &key).await?;
+    let versions = state.console.keys().key_versions(&caller.0, &key).await?;
     let revoked = versions.iter().any(VersionInUse::revoked);
     Ok(HttpResponse::Ok().json(KeyBody {
         history: Some(
@@ -421,6 +428,7 @@ pub async fn history(
     let (project_id, key_id) = path.into_inner();
     let page = state
         .console
+        .keys()
         .key_history(&caller.0, project_id, key_id, query.parse()?)
         .await?;
     Ok(HttpResponse::Ok().json(ListBody {
@@ -447,6 +455,7 @@ pub async fn delete(
     let (project_id, key_id) = path.into_inner();
     state
         .console
+        .keys()
         .delete_key(&caller.0, project_id, key_id)
         .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -469,6 +478,7 @@ pub async fn check(
     let (project_id, key_id) = path.into_inner();
     let checked = state
         .console
+        .keys()
         .check_key(&caller.0, project_id, key_id, None)
         .await?;
     Ok(HttpResponse::Ok().json(CheckedKeyBody {
@@ -562,6 +572,7 @@ pub async fn v1beta_list(
 ) -> Result<HttpResponse, ApiError> {
     let keys = state
         .console
+        .keys()
         .encryption_keys(&caller.0, path.into_inner())
         .await?;
     let items = keys
@@ -608,6 +619,7 @@ pub async fn v1beta_create(
         .collect();
     let created = state
         .console
+        .keys()
         .create_keys(&caller.0, project_id, &inputs)
         .await?;
     Ok(HttpResponse::Ok().json(AwsCmekList {

@@ -60,7 +60,7 @@ pub struct CreateLocalKeyBody {
     security(("api_key" = []), ("session" = []))
 )]
 pub async fn list(state: web::Data<AppState>, caller: ApiCaller) -> Result<HttpResponse, ApiError> {
-    let keys = state.console.local_keys(&caller.0).await?;
+    let keys = state.console.keys().local_keys(&caller.0).await?;
     Ok(HttpResponse::Ok().json(ListBody {
         items: keys.into_iter().map(LocalKeyBody::from).collect(),
         next_page_token: None,
@@ -83,6 +83,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let key = state
         .console
+        .keys()
         .create_local_key(&caller.0, &body.0.name)
         .await?;
     Ok(HttpResponse::Created()
@@ -94,6 +95,7 @@ pub async fn create(
 /// organization: a development tool).
 async fn one(console: &Console, caller: &Caller, id: Uuid) -> Result<HttpResponse, ApiError> {
     let key = console
+        .keys()
         .local_keys(caller)
         .await?
         .into_iter()
@@ -126,6 +128,7 @@ async fn change(
     let id = path.into_inner();
     state
         .console
+        .keys()
         .change_local_key(&caller.0, id, action)
         .await?;
     one(&state.console, &caller.0, id).await

@@ -282,7 +282,11 @@ async fn new_page(
     message: Option<String>,
 ) -> Result<NewPage, PageError> {
     let project = state.console.project(caller, project_id).await?;
-    let keys = state.console.encryption_keys(caller, project_id).await?;
+    let keys = state
+        .console
+        .keys()
+        .encryption_keys(caller, project_id)
+        .await?;
     let form = if project.cmek_enabled {
         with_key_defaults(form, &keys)
     } else {
@@ -552,7 +556,7 @@ async fn show_page(
     let objects = console.clusters()?.objects(caller, id, page).await?;
     let backups = console.clusters()?.backups(caller, id, page).await?;
     let account_id = (cluster.provider == crate::domain::keys::Provider::AwsKms)
-        .then(|| console.aws_account_id().map(str::to_owned))
+        .then(|| console.keys().aws_account_id().map(str::to_owned))
         .flatten();
     let statuses: Vec<_> = regions.iter().filter_map(|r| r.status).collect();
     let key_effect = crate::domain::keys::status_report::effect(cluster.state, &statuses);

@@ -115,6 +115,7 @@ pub async fn page(
         Ok(filter) => {
             let report = state
                 .console
+                .keys()
                 .key_status_report(&caller.0, &filter, query.page()?)
                 .await?;
             (

@@ -230,6 +230,7 @@ async fn render(
     if WizardForm::text(&form.provider) == "aws_kms" && !WizardForm::text(&form.region).is_empty() {
         let region = form.policy_region();
         match console
+            .keys()
             .aws_access_policies(
                 caller,
                 project_id,
@@ -257,6 +258,7 @@ async fn render(
         && !WizardForm::text(&form.region).is_empty()
     {
         match console
+            .keys()
             .azure_setup(
                 caller,
                 project_id,
@@ -278,7 +280,7 @@ async fn render(
     }
     let local_available = console.local_kms_available();
     let local_keys = if local_available {
-        console.local_keys(caller).await?
+        console.keys().local_keys(caller).await?
     } else {
         Vec::new()
     };
@@ -290,10 +292,10 @@ async fn render(
         regions: AWS_REGIONS,
         azure_regions: AZURE_REGIONS,
         azure,
-        azure_available: console.azure_app().is_some(),
+        azure_available: console.keys().azure_app().is_some(),
         policies,
         external_id,
-        platform_account: console.aws_account_id().map(str::to_owned),
+        platform_account: console.keys().aws_account_id().map(str::to_owned),
         local_available,
         local_keys,
         errors,
@@ -340,12 +342,14 @@ pub async fn submit(
     let result = if test_only {
         state
             .console
+            .keys()
             .test_key(&caller.0, project_id, &form.input(), None)
             .await
             .map(|c| (None, c))
     } else {
         state
             .console
+            .keys()
             .create_key(&caller.0, project_id, &form.input(), None)
             .await
             .map(|(k, c)| (Some(k), c))
@@ -427,18 +431,20 @@ pub async fn stream(
     let form = form.into_inner();
     let console = state.console.clone();
     let caller = caller.0;
-    console.may_request_keys(&caller, project_id).await?;
+    console.keys().may_request_keys(&caller, project_id).await?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Check>();
     let tx = ToStream(tx);
     let task = actix_web::rt::spawn(async move {
         let input = form.input();
         let result = if form.action.as_deref() == Some("test") {
             console
+                .keys()
                 .test_key(&caller, project_id, &input, Some(&tx))
                 .await
                 .map(|c| (false, c.passed))
         } else {
             console
+                .keys()
                 .create_key(&caller, project_id, &input, Some(&tx))
                 .await
                 .map(|(_, c)| (true, c.passed))
@@ -532,6 +538,7 @@ pub async fn download(
     let region = form.policy_region();
     let policies = state
         .console
+        .keys()
         .aws_access_policies(
             &caller.0,
             project_id,
@@ -564,6 +571,7 @@ pub async fn azure_template(
 ) -> Result<HttpResponse, PageError> {
     let setup = state
         .console
+        .keys()
         .azure_setup(
             &caller.0,
             path.into_inner(),
@@ -608,6 +616,7 @@ pub async fn check(
     let (project_id, key_id) = path.into_inner();
     let checked = state
         .console
+        .keys()
         .check_key(&caller.0, project_id, key_id, None)
         .await?;
     let back_to_key = form.from.as_deref() == Some("key");
@@ -640,12 +649,16 @@ pub async fn check_stream(
     let console = state.console.clone();
     let caller = caller.0;
     // Refused before the stream starts (another organization's key is a 404 page).
-    console.encryption_key(&caller, project_id, key_id).await?;
+    console
+        .keys()
+        .encryption_key(&caller, project_id, key_id)
+        .await?;
     let back_to_key = form.from.as_deref() == Some("key");
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<KeyStatus>();
     let task = actix_web::rt::spawn(async move {
         let tx = ConfirmingToStream(tx);
         let result = console
+            .keys()
             .check_key(&caller, project_id, key_id, Some(&tx))
             .await;
         drop(tx);
@@ -675,6 +688,7 @@ pub async fn delete(
     let (project_id, key_id) = path.into_inner();
     state
         .console
+        .keys()
         .delete_key(&caller.0, project_id, key_id)
         .await?;
     Ok(see_other(&format!(
@@ -725,9 +739,11 @@ pub async fn show(
         .map(crate::http::pages::projects::check_notice);
     let project = console.project(&caller.0, project_id).await?;
     let key = console
+        .keys()
         .encryption_key(&caller.0, project_id, key_id)
         .await?;
     let history = console
+        .keys()
         .key_history(
             &caller.0,
             project_id,
@@ -740,8 +756,8 @@ pub async fn show(
         .await?;
     let complete = history.next.is_none();
     let history = history.items;
-    let clusters = console.key_clusters(&caller.0, &key).await?;
-    let versions = console.key_versions(&caller.0, &key).await?;
+    let clusters = console.keys().key_clusters(&caller.0, &key).await?;
+    let versions = console.keys().key_versions(&caller.0, &key).await?;
     let chrome = Chrome::load(console, &caller.0, "projects").await?;
     let policy = match effective_policy(&project, key.key_ref.provider()) {
         RevocationPolicy::Stop => {

@@ -52,7 +52,7 @@ async fn render(
     form_name: String,
     errors: FormErrors,
 ) -> Result<HttpResponse, PageError> {
-    let keys = state.console.local_keys(&caller.0).await?;
+    let keys = state.console.keys().local_keys(&caller.0).await?;
     let chrome = Chrome::load(&state.console, &caller.0, "local-kms").await?;
     html_status(
         status,
@@ -90,7 +90,12 @@ pub async fn create(
     caller: PageCaller,
     form: web::Form<CreateForm>,
 ) -> Result<HttpResponse, PageError> {
-    match state.console.create_local_key(&caller.0, &form.name).await {
+    match state
+        .console
+        .keys()
+        .create_local_key(&caller.0, &form.name)
+        .await
+    {
         Ok(_) => Ok(see_other("/local-kms")),
         Err(err) => {
             let errors = FormErrors::from_domain(err)?;
@@ -115,6 +120,7 @@ pub async fn change(
     let action = LocalKeyAction::parse(&action).ok_or(DomainError::NotFound("action"))?;
     state
         .console
+        .keys()
         .change_local_key(&caller.0, id, action)
         .await?;
     Ok(see_other("/local-kms"))

@@ -256,7 +256,7 @@ pub async fn show(
 ) -> Result<HttpResponse, PageError> {
     let id = path.into_inner();
     let project = state.console.project(&caller.0, id).await?;
-    let keys = state.console.encryption_keys(&caller.0, id).await?;
+    let keys = state.console.keys().encryption_keys(&caller.0, id).await?;
     let (clusters, orphan_backups) = clusters_of(&state, &caller.0, id).await?;
     let chrome = Chrome::load(&state.console, &caller.0, "projects").await?;
     html(&ShowPage {
@@ -327,7 +327,7 @@ pub async fn rename(
         Err(err) => {
             let errors = FormErrors::from_domain(err)?;
             let project = state.console.project(&caller.0, id).await?;
-            let keys = state.console.encryption_keys(&caller.0, id).await?;
+            let keys = state.console.keys().encryption_keys(&caller.0, id).await?;
             let (clusters, orphan_backups) = clusters_of(&state, &caller.0, id).await?;
             let chrome = Chrome::load(&state.console, &caller.0, "projects").await?;
             html_status(
