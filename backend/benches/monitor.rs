@@ -154,13 +154,14 @@ async fn main() {
         .expect("console");
     let console = app.console();
     tokio::spawn(app.run_until_stopped());
-    let owner = console.operator(None).await.expect("operator");
+    let owner = console.identity().operator(None).await.expect("operator");
 
     let setup = Instant::now();
     let projects = keys.div_ceil(regions.len());
     let mut planned = Vec::new();
     for n in 0..projects {
         let project = console
+            .projects()
             .create_project(
                 &owner,
                 NewProject::parse(&format!("bench-{n}"), true, None).expect("project"),

@@ -104,9 +104,12 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
             organization,
         }) => {
             let console = startup::console(&settings, Arc::new(SystemClock)).await?;
-            console.ensure_organization().await?;
-            let operator = console.operator(organization).await?;
-            let issued = console.create_api_key(&operator, &name, role).await?;
+            console.identity().ensure_organization().await?;
+            let operator = console.identity().operator(organization).await?;
+            let issued = console
+                .identity()
+                .create_api_key(&operator, &name, role)
+                .await?;
             println!(
                 "Created API key \"{}\" (role {}, id {}). It is shown only now:",
                 issued.key.name,
@@ -118,8 +121,8 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
         }
         Command::SignInLink => {
             let console = startup::console(&settings, Arc::new(SystemClock)).await?;
-            let owner = console.ensure_organization().await?;
-            let token = console.issue_sign_in_link(&owner).await?;
+            let owner = console.identity().ensure_organization().await?;
+            let token = console.identity().issue_sign_in_link(&owner).await?;
             let public = settings
                 .public_url
                 .clone()
@@ -133,9 +136,11 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
         }
         Command::Organization(OrganizationCommand::Create { name, owner_email }) => {
             let console = startup::console(&settings, Arc::new(SystemClock)).await?;
-            console.ensure_organization().await?;
-            let (organization, invitation) =
-                console.create_organization(&name, &owner_email).await?;
+            console.identity().ensure_organization().await?;
+            let (organization, invitation) = console
+                .identity()
+                .create_organization(&name, &owner_email)
+                .await?;
             println!(
                 "Created organization \"{}\" ({}). {} is invited as its Organization Owner until {}: they join by signing in with SSO.",
                 organization.name,

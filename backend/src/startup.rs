@@ -361,7 +361,7 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, StartupError> {
         let console = console_with(&settings, clock, KeyAccess::Serve).await?;
-        let sign_in_token = console.bootstrap().await?;
+        let sign_in_token = console.identity().bootstrap().await?;
         match console.keys().backfill_key_versions().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(

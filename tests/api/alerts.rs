@@ -530,7 +530,7 @@ async fn key_status_changes_and_what_they_do_to_clusters_are_alerted() {
             &json!({ "revocation_policy": "stop" }),
         )
         .await;
-    let operator = f.app.console.operator(None).await.unwrap();
+    let operator = f.app.console.identity().operator(None).await.unwrap();
     f.app
         .console
         .keys()
@@ -592,7 +592,7 @@ async fn keep_running_clusters_are_marked_will_not_resume_and_the_owner_is_told(
     let cluster = id(&f.cluster("orders", &["us-east-1"]).await);
     let (_, secret) = add_webhook(&f.app, &f.owner, &receiver.url).await;
     receiver.configure(json!({ "secret": secret })).await;
-    let operator = f.app.console.operator(None).await.unwrap();
+    let operator = f.app.console.identity().operator(None).await.unwrap();
     f.app
         .console
         .keys()

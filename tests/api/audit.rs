@@ -458,7 +458,13 @@ fn assert_same_events(got: &[String], expected: &[String], what: &str) {
 async fn an_export_of_thousands_of_events_holds_each_once_newest_first() {
     let app = spawn_app().await;
     let auditor = app.api_key(Role::Auditor).await;
-    let organization = app.console.operator(None).await.unwrap().organization_id;
+    let organization = app
+        .console
+        .identity()
+        .operator(None)
+        .await
+        .unwrap()
+        .organization_id;
     let ids = |events: &[Value]| -> Vec<String> {
         events
             .iter()

@@ -65,10 +65,11 @@ async fn a_revoked_api_key_stops_working_at_once() {
     let app = spawn_app().await;
     let key = app.api_key(Role::Member).await;
     assert_eq!(app.get("/api/v1/me", &key).await.status(), 200);
-    let operator = app.console.operator(None).await.unwrap();
-    let listed = app.console.api_keys(&operator).await.unwrap();
+    let operator = app.console.identity().operator(None).await.unwrap();
+    let listed = app.console.identity().api_keys(&operator).await.unwrap();
 
     app.console
+        .identity()
         .revoke_api_key(&operator, listed[0].id)
         .await
         .unwrap();
@@ -81,8 +82,8 @@ async fn api_keys_are_stored_only_as_hashes() {
     let app = spawn_app().await;
     let key = app.api_key(Role::Owner).await;
 
-    let operator = app.console.operator(None).await.unwrap();
-    let stored = app.console.api_keys(&operator).await.unwrap();
+    let operator = app.console.identity().operator(None).await.unwrap();
+    let stored = app.console.identity().api_keys(&operator).await.unwrap();
 
     assert_eq!(stored.len(), 1);
     assert_ne!(stored[0].key_hash, key);
@@ -96,6 +97,7 @@ async fn only_owners_create_api_keys() {
     let member_key = app.api_key(Role::Member).await;
     let member = app
         .console
+        .identity()
         .authenticate_api_key(&member_key, None)
         .await
         .unwrap()
@@ -103,6 +105,7 @@ async fn only_owners_create_api_keys() {
 
     let refused = app
         .console
+        .identity()
         .create_api_key(&member, "escalate", Role::Owner)
         .await;
 
@@ -150,6 +153,7 @@ async fn a_printed_link_keeps_working_when_another_is_issued_and_signing_in_spen
 
     let fresh = app
         .console
+        .identity()
         .bootstrap()
         .await
         .unwrap()
@@ -169,7 +173,7 @@ async fn a_printed_link_keeps_working_when_another_is_issued_and_signing_in_spen
         "once the owner signed in, the other links are spent"
     );
     assert!(
-        app.console.bootstrap().await.unwrap().is_none(),
+        app.console.identity().bootstrap().await.unwrap().is_none(),
         "no link once the owner signed in"
     );
 }

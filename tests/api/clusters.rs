@@ -32,7 +32,7 @@ pub async fn local_cmek_with(regions: &[&str], settings: &[(&str, &str)]) -> Fix
         .as_str()
         .unwrap()
         .to_owned();
-    let operator = app.console.operator(None).await.unwrap();
+    let operator = app.console.identity().operator(None).await.unwrap();
     let mut local_keys = Vec::new();
     for region in regions {
         let key = app
@@ -130,7 +130,7 @@ impl Fixture {
     }
 
     pub async fn disable_local_key(&self, region: &str) {
-        let operator = self.app.console.operator(None).await.unwrap();
+        let operator = self.app.console.identity().operator(None).await.unwrap();
         let key = self.local_keys.iter().find(|(r, _)| r == region).unwrap().1;
         self.app
             .console
@@ -921,7 +921,7 @@ async fn resume_fails_while_a_region_key_is_disabled_and_names_it() {
         .unwrap();
     assert_eq!(audit["items"].as_array().unwrap().len(), 1);
 
-    let operator = f.app.console.operator(None).await.unwrap();
+    let operator = f.app.console.identity().operator(None).await.unwrap();
     f.app
         .console
         .keys()
@@ -1359,7 +1359,7 @@ async fn a_keep_running_cluster_is_marked_once_and_a_policy_changed_to_stop_late
     cluster_until(&f.app, &f.owner, &cluster, |c| c["state"] == "inaccessible").await;
 
     // The key works again: the mark goes at once, and the owner resumes the cluster.
-    let operator = f.app.console.operator(None).await.unwrap();
+    let operator = f.app.console.identity().operator(None).await.unwrap();
     f.app
         .console
         .keys()
@@ -1452,7 +1452,7 @@ async fn a_single_denial_seen_by_check_now_records_nothing() {
     let cluster = id(&f.cluster("orders", &["us-east-1"]).await);
     let key = f.key_id("us-east-1").await;
     f.disable_local_key("us-east-1").await;
-    let operator = f.app.console.operator(None).await.unwrap();
+    let operator = f.app.console.identity().operator(None).await.unwrap();
     let local_key = f.local_keys[0].1;
     let console = f.app.console.clone();
     // The key works again while Check now waits to confirm what its first probe saw.

@@ -187,7 +187,13 @@ impl TestApp {
     /// Adds an owner to the first organization, as an accepted invitation would.
     pub async fn add_owner(&self, name: &str) -> Uuid {
         let id = Uuid::now_v7();
-        let organization = self.console.operator(None).await.unwrap().organization_id;
+        let organization = self
+            .console
+            .identity()
+            .operator(None)
+            .await
+            .unwrap()
+            .organization_id;
         let db = self.db().await;
         let backend = db.get_database_backend();
         db.execute_raw(Statement::from_sql_and_values(
@@ -218,7 +224,13 @@ impl TestApp {
     /// added so the organization keeps one).
     pub async fn signed_in_as(&self, role: Role) -> Client {
         let browser = self.signed_in_owner().await;
-        let first = self.console.first_owner().await.unwrap().unwrap();
+        let first = self
+            .console
+            .identity()
+            .first_owner()
+            .await
+            .unwrap()
+            .unwrap();
         let other = self.add_owner("stand-in owner").await;
         let organization = first.organization_id;
         let caller = cmek_console::domain::identity::Caller {
@@ -232,6 +244,7 @@ impl TestApp {
             session_id: None,
         };
         self.console
+            .identity()
             .change_role(&caller, first.id, role)
             .await
             .unwrap();
@@ -264,8 +277,19 @@ impl TestApp {
         let browser = self.browser();
         let mut response = self.redeem_link(&browser, &self.sign_in_url).await;
         if response.status() == 401 {
-            let owner = self.console.first_owner().await.unwrap().unwrap();
-            let token = self.console.issue_sign_in_link(&owner).await.unwrap();
+            let owner = self
+                .console
+                .identity()
+                .first_owner()
+                .await
+                .unwrap()
+                .unwrap();
+            let token = self
+                .console
+                .identity()
+                .issue_sign_in_link(&owner)
+                .await
+                .unwrap();
             response = self
                 .redeem_link(&browser, &format!("x?token={token}"))
                 .await;
@@ -289,15 +313,18 @@ impl TestApp {
     pub async fn stranger_key(&self) -> String {
         let (other, _) = self
             .console
+            .identity()
             .create_organization("Intruders", "mallory@example.com")
             .await
             .expect("second organization");
         let operator = self
             .console
+            .identity()
             .operator(Some(other.id))
             .await
             .expect("operator");
         self.console
+            .identity()
             .create_api_key(&operator, "stranger", Role::Owner)
             .await
             .expect("api key")
@@ -306,8 +333,14 @@ impl TestApp {
 
     /// A fresh API key with the given role, as `cmek-console api-key create` makes it.
     pub async fn api_key(&self, role: Role) -> String {
-        let operator = self.console.operator(None).await.expect("operator");
+        let operator = self
+            .console
+            .identity()
+            .operator(None)
+            .await
+            .expect("operator");
         self.console
+            .identity()
             .create_api_key(&operator, &format!("test {}", role.as_str()), role)
             .await
             .expect("api key")

@@ -12,7 +12,7 @@ async fn every_status_change_is_kept_with_the_kms_message_newest_first() {
     let f = local_cmek(&["us-east-1"]).await;
     let key = f.key_id("us-east-1").await;
     let base = format!("/api/v1/projects/{}/encryption-keys/{key}", f.project);
-    let operator = f.app.console.operator(None).await.unwrap();
+    let operator = f.app.console.identity().operator(None).await.unwrap();
     let local = f.local_keys[0].1;
 
     // A check that changes nothing is not a change.

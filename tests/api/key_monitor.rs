@@ -55,7 +55,7 @@ pub async fn cluster_state(app: &TestApp, owner: &str, cluster: &str) -> String 
 }
 
 async fn local_key(f: &Fixture, action: LocalKeyAction) {
-    let operator = f.app.console.operator(None).await.unwrap();
+    let operator = f.app.console.identity().operator(None).await.unwrap();
     f.app
         .console
         .keys()

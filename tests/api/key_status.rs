@@ -10,7 +10,7 @@ use crate::clusters::{Fixture, id, local_cmek, post};
 use crate::helpers::{fields, problem, rule};
 
 async fn disable_and_check(f: &Fixture, index: usize) {
-    let operator = f.app.console.operator(None).await.unwrap();
+    let operator = f.app.console.identity().operator(None).await.unwrap();
     f.app
         .console
         .keys()
@@ -494,7 +494,7 @@ fn ids(items: &[Value]) -> Vec<String> {
 /// A second CMEK project with local keys in `regions`; its id.
 async fn second_project(f: &Fixture, regions: &[&str]) -> String {
     let project = id(&f.app.create_project(&f.owner, "second", true).await);
-    let operator = f.app.console.operator(None).await.unwrap();
+    let operator = f.app.console.identity().operator(None).await.unwrap();
     for region in regions {
         let local = f
             .app
@@ -650,7 +650,7 @@ async fn counts_follow_the_project_and_provider_filters_and_every_change() {
         )
         .await;
     assert_eq!(deleted.status(), 204);
-    let operator = f.app.console.operator(None).await.unwrap();
+    let operator = f.app.console.identity().operator(None).await.unwrap();
     f.app
         .console
         .keys()

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::helpers::{problem, rule, spawn_app, spawn_app_with};
 
 async fn local_key(app: &crate::helpers::TestApp, name: &str) -> uuid::Uuid {
-    let operator = app.console.operator(None).await.unwrap();
+    let operator = app.console.identity().operator(None).await.unwrap();
     app.console
         .keys()
         .create_local_key(&operator, name)
@@ -53,7 +53,7 @@ async fn a_disabled_local_key_is_refused_for_real() {
         .unwrap()
         .to_owned();
     let key_id = local_key(&app, "dev key").await;
-    let operator = app.console.operator(None).await.unwrap();
+    let operator = app.console.identity().operator(None).await.unwrap();
     app.console
         .keys()
         .change_local_key(&operator, key_id, LocalKeyAction::Disable)
@@ -83,7 +83,7 @@ async fn a_disabled_local_key_is_refused_for_real() {
 async fn rotation_keeps_older_data_keys_readable_and_disabling_stops_both() {
     let app = spawn_app().await;
     let key_id = local_key(&app, "rotating").await;
-    let operator = app.console.operator(None).await.unwrap();
+    let operator = app.console.identity().operator(None).await.unwrap();
     let dir = tempdir_of(&app);
     let kms = LocalKms::open(&dir, app.db().await).unwrap();
     let key = KeyRef::Local {
@@ -178,7 +178,7 @@ async fn production_refuses_the_local_kms() {
         problem(response).await["type"],
         rule("local-kms-not-in-production")
     );
-    let operator = app.console.operator(None).await.unwrap();
+    let operator = app.console.identity().operator(None).await.unwrap();
     assert!(
         app.console
             .keys()

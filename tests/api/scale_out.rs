@@ -69,7 +69,7 @@ async fn two_instances_under_200_concurrent_writes_keep_one_winner_and_an_intact
         .as_str()
         .unwrap()
         .to_owned();
-    let operator = first.console.operator(None).await.unwrap();
+    let operator = first.console.identity().operator(None).await.unwrap();
     let local = first
         .console
         .keys()
@@ -130,7 +130,14 @@ async fn two_instances_under_200_concurrent_writes_keep_one_winner_and_an_intact
         }));
     }
     let mut role_changes = Vec::new();
-    let first_owner = first.console.first_owner().await.unwrap().unwrap().id;
+    let first_owner = first
+        .console
+        .identity()
+        .first_owner()
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
     let targets: Vec<Uuid> = members.iter().copied().chain([first_owner]).collect();
     for i in 0..20 {
         let app = instances[i % 2];
@@ -141,7 +148,12 @@ async fn two_instances_under_200_concurrent_writes_keep_one_winner_and_an_intact
             Role::Owner
         };
         let caller = as_user(operator.organization_id, members[(i + 1) % members.len()]);
-        role_changes.push(async move { app.console.change_role(&caller, target, role).await });
+        role_changes.push(async move {
+            app.console
+                .identity()
+                .change_role(&caller, target, role)
+                .await
+        });
     }
     let (answers, role_results) = tokio::join!(join_all(requests), join_all(role_changes));
 
@@ -241,7 +253,13 @@ async fn two_instances_under_200_concurrent_writes_keep_one_winner_and_an_intact
 async fn two_owners_demoting_each_other_on_two_instances_leave_one_owner() {
     let first = spawn_app().await;
     let second = first.another_instance().await;
-    let organization = first.console.operator(None).await.unwrap().organization_id;
+    let organization = first
+        .console
+        .identity()
+        .operator(None)
+        .await
+        .unwrap()
+        .organization_id;
     for round in 0..10 {
         // Exactly two owners, a and b.
         first
@@ -255,8 +273,11 @@ async fn two_owners_demoting_each_other_on_two_instances_leave_one_owner() {
 
         let (by_a, by_b) = (as_user(organization, a), as_user(organization, b));
         let (one, other) = tokio::join!(
-            first.console.change_role(&by_a, b, Role::Member),
-            second.console.change_role(&by_b, a, Role::Member),
+            first.console.identity().change_role(&by_a, b, Role::Member),
+            second
+                .console
+                .identity()
+                .change_role(&by_b, a, Role::Member),
         );
 
         assert!(
@@ -520,13 +541,19 @@ async fn behind_a_trusted_proxy_each_client_address_has_its_own_rate_limit() {
 async fn one_pending_invitation_per_email_even_when_two_instances_invite_at_once() {
     let first = spawn_app().await;
     let second = first.another_instance().await;
-    let operator = first.console.operator(None).await.unwrap();
+    let operator = first.console.identity().operator(None).await.unwrap();
 
     for round in 0..5 {
         let email = format!("new{round}@example.com");
         let (one, other) = tokio::join!(
-            first.console.invite(&operator, &email, Role::Member),
-            second.console.invite(&operator, &email, Role::Member),
+            first
+                .console
+                .identity()
+                .invite(&operator, &email, Role::Member),
+            second
+                .console
+                .identity()
+                .invite(&operator, &email, Role::Member),
         );
 
         assert!(
@@ -550,8 +577,9 @@ async fn one_pending_invitation_per_email_even_when_two_instances_invite_at_once
 #[tokio::test]
 async fn an_expired_invitation_does_not_block_a_new_one() {
     let app = spawn_app().await;
-    let operator = app.console.operator(None).await.unwrap();
+    let operator = app.console.identity().operator(None).await.unwrap();
     app.console
+        .identity()
         .invite(&operator, "late@example.com", Role::Member)
         .await
         .unwrap();
@@ -559,6 +587,7 @@ async fn an_expired_invitation_does_not_block_a_new_one() {
     app.clock.advance(chrono::Duration::days(30));
     let again = app
         .console
+        .identity()
         .invite(&operator, "late@example.com", Role::Member)
         .await;
 
@@ -580,9 +609,10 @@ async fn within_five_seconds(mut check: impl AsyncFnMut() -> bool) -> bool {
 async fn a_revoked_api_key_stops_at_once_here_and_within_five_seconds_on_another_instance() {
     let first = spawn_app().await;
     let second = first.another_instance().await;
-    let operator = first.console.operator(None).await.unwrap();
+    let operator = first.console.identity().operator(None).await.unwrap();
     let issued = first
         .console
+        .identity()
         .create_api_key(&operator, "short-lived", Role::Auditor)
         .await
         .unwrap();
@@ -593,6 +623,7 @@ async fn a_revoked_api_key_stops_at_once_here_and_within_five_seconds_on_another
 
     first
         .console
+        .identity()
         .revoke_api_key(&operator, issued.key.id)
         .await
         .unwrap();

@@ -120,8 +120,12 @@ async fn me(app: &TestApp, browser: &Client) -> Value {
 }
 
 async fn invite(app: &TestApp, email: &str, role: Role) {
-    let operator = app.console.operator(None).await.unwrap();
-    app.console.invite(&operator, email, role).await.unwrap();
+    let operator = app.console.identity().operator(None).await.unwrap();
+    app.console
+        .identity()
+        .invite(&operator, email, role)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -160,9 +164,14 @@ async fn the_next_sign_in_finds_the_same_member_by_issuer_and_subject() {
 
     assert_eq!(response.status(), 303);
     assert_eq!(me(&app, &second).await["actor"]["id"], first_id);
-    let operator = app.console.operator(None).await.unwrap();
+    let operator = app.console.identity().operator(None).await.unwrap();
     assert_eq!(
-        app.console.members(&operator).await.unwrap().len(),
+        app.console
+            .identity()
+            .members(&operator)
+            .await
+            .unwrap()
+            .len(),
         2,
         "the owner and ada, once"
     );
@@ -210,9 +219,10 @@ async fn expired_and_revoked_invitations_are_refused() {
         )
         .await
         .unwrap();
-    let operator = app.console.operator(None).await.unwrap();
+    let operator = app.console.identity().operator(None).await.unwrap();
     let gone = app
         .console
+        .identity()
         .invitations(&operator)
         .await
         .unwrap()
@@ -220,6 +230,7 @@ async fn expired_and_revoked_invitations_are_refused() {
         .find(|i| i.email == "gone@example.com")
         .unwrap();
     app.console
+        .identity()
         .revoke_invitation(&operator, gone.id)
         .await
         .unwrap();
@@ -327,15 +338,20 @@ async fn a_role_change_takes_effect_on_the_next_request() {
         .unwrap()
         .parse()
         .unwrap();
-    let operator = app.console.operator(None).await.unwrap();
+    let operator = app.console.identity().operator(None).await.unwrap();
 
     app.console
+        .identity()
         .change_role(&operator, ada, Role::Owner)
         .await
         .unwrap();
 
     assert_eq!(me(&app, &browser).await["role"], "owner");
-    app.console.remove_member(&operator, ada).await.unwrap();
+    app.console
+        .identity()
+        .remove_member(&operator, ada)
+        .await
+        .unwrap();
     assert_signed_out(&app, &browser).await;
 }
 
@@ -344,8 +360,8 @@ async fn a_role_change_takes_effect_on_the_next_request() {
 async fn the_last_owner_can_be_neither_demoted_nor_removed() {
     let app = sso_app().await;
     let owner = app.signed_in_owner().await;
-    let operator = app.console.operator(None).await.unwrap();
-    let members = app.console.members(&operator).await.unwrap();
+    let operator = app.console.identity().operator(None).await.unwrap();
+    let members = app.console.identity().members(&operator).await.unwrap();
     let only_owner = members[0].id;
 
     let demote = owner
@@ -362,7 +378,11 @@ async fn the_last_owner_can_be_neither_demoted_nor_removed() {
             .unwrap()
             .contains("at least one Organization Owner")
     );
-    let removal = app.console.remove_member(&operator, only_owner).await;
+    let removal = app
+        .console
+        .identity()
+        .remove_member(&operator, only_owner)
+        .await;
     assert!(matches!(
         removal,
         Err(cmek_console::domain::DomainError::Conflict { .. })
@@ -436,13 +456,16 @@ async fn a_person_in_two_organizations_switches_between_them() {
     let app = sso_app().await;
     let (second, _) = app
         .console
+        .identity()
         .create_organization("Second Org", "ada@example.com")
         .await
         .unwrap();
     let first_operator = app
         .console
+        .identity()
         .operator(Some(
             app.console
+                .identity()
                 .first_owner()
                 .await
                 .unwrap()
@@ -452,6 +475,7 @@ async fn a_person_in_two_organizations_switches_between_them() {
         .await
         .unwrap();
     app.console
+        .identity()
         .invite(&first_operator, "ada@example.com", Role::Member)
         .await
         .unwrap();
@@ -506,7 +530,7 @@ async fn another_organizations_resources_are_not_found_on_every_route() {
         .as_str()
         .unwrap()
         .to_owned();
-    let operator_a = app.console.operator(None).await.unwrap();
+    let operator_a = app.console.identity().operator(None).await.unwrap();
     let local = app
         .console
         .keys()
@@ -559,12 +583,19 @@ async fn another_organizations_resources_are_not_found_on_every_route() {
     let webhook_id = webhook["id"].as_str().unwrap().to_owned();
     let (second, _) = app
         .console
+        .identity()
         .create_organization("Intruders", "mallory@example.com")
         .await
         .unwrap();
-    let operator_b = app.console.operator(Some(second.id)).await.unwrap();
+    let operator_b = app
+        .console
+        .identity()
+        .operator(Some(second.id))
+        .await
+        .unwrap();
     let owner_b = app
         .console
+        .identity()
         .create_api_key(&operator_b, "b", Role::Owner)
         .await
         .unwrap()
@@ -763,6 +794,7 @@ async fn a_member_invited_to_another_organization_joins_it_at_the_next_sign_in()
     let first = me(&app, &browser).await["organization"]["id"].clone();
     let (second, _) = app
         .console
+        .identity()
         .create_organization("Second Org", "ada@example.com")
         .await
         .unwrap();

@@ -115,7 +115,7 @@ async fn a_local_key_is_created_from_the_wizard_and_listed_on_the_project() {
         .await
         .unwrap();
     assert_eq!(created.status(), 303);
-    let operator = app.console.operator(None).await.unwrap();
+    let operator = app.console.identity().operator(None).await.unwrap();
     let key_id = app.console.keys().local_keys(&operator).await.unwrap()[0]
         .id
         .to_string();
@@ -152,7 +152,7 @@ async fn a_local_key_is_created_from_the_wizard_and_listed_on_the_project() {
 async fn testing_without_javascript_shows_the_checklist_and_creates_nothing() {
     let app = spawn_app().await;
     let (browser, project) = project_with_browser(&app).await;
-    let operator = app.console.operator(None).await.unwrap();
+    let operator = app.console.identity().operator(None).await.unwrap();
     let key = app
         .console
         .keys()
@@ -283,7 +283,7 @@ async fn the_local_kms_page_disables_enables_and_rotates_keys() {
         .send()
         .await
         .unwrap();
-    let operator = app.console.operator(None).await.unwrap();
+    let operator = app.console.identity().operator(None).await.unwrap();
     let id = app.console.keys().local_keys(&operator).await.unwrap()[0].id;
 
     for action in ["disable", "rotate", "enable"] {

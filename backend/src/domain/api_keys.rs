@@ -3,9 +3,10 @@
 
 use uuid::Uuid;
 
+use crate::domain::DomainError;
 use crate::domain::audit::AuditDraft;
 use crate::domain::identity::{Actor, ApiKey, Caller, NewSecret, Role, hash_secret};
-use crate::domain::{Console, DomainError};
+use crate::domain::identity_service::Identity;
 
 /// An API key created for a caller; `secret` is shown once and never stored.
 pub struct IssuedApiKey {
@@ -13,14 +14,18 @@ pub struct IssuedApiKey {
     pub secret: String,
 }
 
-impl Console {
+impl Identity {
     /// The caller behind a bearer API key, if the key exists and is not revoked.
     pub async fn authenticate_api_key(
         &self,
         secret: &str,
         source_ip: Option<String>,
     ) -> Result<Option<Caller>, DomainError> {
-        let Some(key) = self.store.api_key_by_hash(&hash_secret(secret)).await? else {
+        let Some(key) = self
+            .credentials
+            .api_key_by_hash(&hash_secret(secret))
+            .await?
+        else {
             return Ok(None);
         };
         if key.revoked_at.is_some() {
@@ -31,7 +36,7 @@ impl Console {
             .last_used_at
             .is_none_or(|t| now - t > chrono::Duration::minutes(1))
         {
-            self.store.touch_api_key(key.id, now).await?;
+            self.credentials.touch_api_key(key.id, now).await?;
         }
         Ok(Some(Caller {
             organization_id: key.organization_id,
@@ -75,7 +80,7 @@ impl Console {
             format!("api_key/{}", key.id),
         )
         .detail(serde_json::json!({ "name": key.name, "role": role.as_str() }));
-        self.store.insert_api_key(&key, audit).await?;
+        self.credentials.insert_api_key(&key, audit).await?;
         Ok(IssuedApiKey {
             key,
             secret: secret.plaintext,
@@ -84,7 +89,7 @@ impl Console {
 
     pub async fn api_keys(&self, caller: &Caller) -> Result<Vec<ApiKey>, DomainError> {
         caller.require_owner("manage API keys")?;
-        Ok(self.store.api_keys(caller.organization_id).await?)
+        Ok(self.credentials.api_keys(caller.organization_id).await?)
     }
 
     pub async fn revoke_api_key(&self, caller: &Caller, id: Uuid) -> Result<(), DomainError> {
@@ -92,7 +97,7 @@ impl Console {
         let now = self.clock.now();
         let audit = AuditDraft::by(caller, now, "api_key.revoked", format!("api_key/{id}"));
         if self
-            .store
+            .credentials
             .revoke_api_key(caller.organization_id, id, now, audit)
             .await?
         {

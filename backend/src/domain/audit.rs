@@ -14,11 +14,11 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use crate::domain::DomainError;
 use crate::domain::error::StoreError;
 use crate::domain::identity::Caller;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::secrets::constant_time_eq;
-use crate::domain::{Console, DomainError};
 
 /// The `prev_hash` of the first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -658,14 +658,6 @@ impl Audit {
             .await?
             .unwrap_or((0, GENESIS.to_owned()));
         Ok(self.audit_keys.checkpoint(seq, &hash, self.clock.now()))
-    }
-}
-
-impl Console {
-    /// Records an event through the audit port (a change's own event is written with the
-    /// change, by the store).
-    pub(crate) async fn record(&self, draft: AuditDraft) -> Result<(), DomainError> {
-        Ok(self.store.append_audit(draft).await?)
     }
 }
 

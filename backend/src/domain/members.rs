@@ -10,8 +10,9 @@ use crate::domain::audit::AuditDraft;
 use crate::domain::error::Rule;
 use crate::domain::error::{Constraint, StoreError};
 use crate::domain::identity::{Actor, Caller, Role, User};
+use crate::domain::identity_service::Identity;
 use crate::domain::sso::SsoIdentity;
-use crate::domain::{Console, DomainError, FieldError};
+use crate::domain::{DomainError, FieldError};
 
 pub const INVITATION_TTL: Duration = Duration::days(7);
 
@@ -73,7 +74,7 @@ fn last_owner() -> DomainError {
     }
 }
 
-impl Console {
+impl Identity {
     /// Accepts every pending invitation for the verified email, except to organizations the
     /// person already belongs to.
     pub(crate) async fn join_by_invitation(
@@ -87,7 +88,7 @@ impl Console {
             return Ok(Vec::new());
         };
         let invitations: Vec<Invitation> = self
-            .store
+            .members
             .invitations_for_email(email)
             .await?
             .into_iter()
@@ -111,7 +112,7 @@ impl Console {
                 .from_address(source_ip.clone())
                 .detail(serde_json::json!({ "email": email, "role": invitation.role.as_str(), "user": user.id }));
             if self
-                .store
+                .members
                 .accept_invitation(invitation.id, &user, now, audit)
                 .await?
             {
@@ -131,7 +132,7 @@ impl Console {
         let email = parse_email(email).map_err(|e| DomainError::Invalid(vec![e]))?;
         let now = self.clock.now();
         let pending = self
-            .store
+            .members
             .invitations(caller.organization_id)
             .await?
             .into_iter()
@@ -152,7 +153,7 @@ impl Console {
         };
         let audit = AuditDraft::by(caller, now, "invitation.created", format!("invitation/{}", invitation.id))
             .detail(serde_json::json!({ "email": invitation.email, "role": role.as_str(), "expires_at": invitation.expires_at }));
-        match self.store.insert_invitation(&invitation, audit).await {
+        match self.members.insert_invitation(&invitation, audit).await {
             Ok(()) => Ok(invitation),
             // Another console process invited the same person a moment ago.
             Err(StoreError::Conflict(Constraint::PendingInvitation)) => {
@@ -164,7 +165,7 @@ impl Console {
 
     pub async fn invitations(&self, caller: &Caller) -> Result<Vec<Invitation>, DomainError> {
         caller.require_owner("manage invitations")?;
-        Ok(self.store.invitations(caller.organization_id).await?)
+        Ok(self.members.invitations(caller.organization_id).await?)
     }
 
     pub async fn revoke_invitation(&self, caller: &Caller, id: Uuid) -> Result<(), DomainError> {
@@ -177,7 +178,7 @@ impl Console {
             format!("invitation/{id}"),
         );
         if self
-            .store
+            .members
             .revoke_invitation(caller.organization_id, id, now, audit)
             .await?
         {
@@ -188,7 +189,7 @@ impl Console {
     }
 
     pub async fn members(&self, caller: &Caller) -> Result<Vec<User>, DomainError> {
-        Ok(self.store.users(caller.organization_id).await?)
+        Ok(self.members.users(caller.organization_id).await?)
     }
 
     pub async fn change_role(
@@ -206,7 +207,7 @@ impl Console {
         )
         .detail(serde_json::json!({ "role": role.as_str() }));
         match self
-            .store
+            .members
             .change_role(caller.organization_id, user_id, role, acting(caller), audit)
             .await?
         {
@@ -226,7 +227,7 @@ impl Console {
             format!("user/{user_id}"),
         );
         match self
-            .store
+            .members
             .remove_user(caller.organization_id, user_id, acting(caller), audit)
             .await?
         {

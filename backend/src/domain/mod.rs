@@ -9,6 +9,7 @@ pub mod clock;
 pub mod clusters;
 pub mod error;
 pub mod identity;
+pub mod identity_service;
 pub mod jobs;
 pub mod keys;
 pub mod kms;
@@ -43,11 +44,12 @@ pub struct Console {
     clock: Arc<dyn Clock>,
     policy: Policy,
     kms: keys::KmsProviders,
-    sso: Option<Arc<dyn sso::IdentityProvider>>,
     audit: audit::Audit,
     clusters: Option<clusters::Clusters>,
     alerts: Option<alerts::Alerts>,
     keys: keys::Keys,
+    identity: identity_service::Identity,
+    projects: projects::Projects,
     /// Wakes this process's reconciliation worker when a status change queued one.
     reactions: Arc<tokio::sync::Notify>,
 }
@@ -115,13 +117,30 @@ impl Console {
             monitor_checks: Arc::default(),
             reactions: reactions.clone(),
         };
+        let identity = identity_service::Identity {
+            members: store.clone(),
+            credentials: store.clone(),
+            audit: store.clone(),
+            clock: clock.clone(),
+            policy: policy.clone(),
+            sso: None,
+        };
+        let projects = projects::Projects {
+            projects: store.clone(),
+            audit: store.clone(),
+            keys: store.clone(),
+            jobs: store.clone(),
+            clock: clock.clone(),
+            reactions: reactions.clone(),
+        };
         Self {
+            identity,
+            projects,
             store,
             clock,
             policy,
             kms,
             audit,
-            sso: None,
             clusters: None,
             alerts: None,
             keys,
@@ -133,11 +152,6 @@ impl Console {
     pub fn with_confirm_delay(mut self, delay: std::time::Duration) -> Self {
         self.keys.confirm_delay = delay;
         self
-    }
-
-    /// Tells the reconciliation worker of this process that a reaction was queued.
-    pub(crate) fn wake_reactions(&self) {
-        self.reactions.notify_one();
     }
 
     /// Resolves when a reaction was queued by this process (or at once if one was queued
@@ -204,12 +218,22 @@ impl Console {
 
     /// Turns single sign-on on with this provider.
     pub fn with_sso(mut self, provider: Arc<dyn sso::IdentityProvider>) -> Self {
-        self.sso = Some(provider);
+        self.identity.sso = Some(provider);
         self
     }
 
     pub fn sso_enabled(&self) -> bool {
-        self.sso.is_some()
+        self.identity.sso_enabled()
+    }
+
+    /// The identity service (organizations, members, invitations, API keys, signing in).
+    pub fn identity(&self) -> &identity_service::Identity {
+        &self.identity
+    }
+
+    /// The projects service.
+    pub fn projects(&self) -> &projects::Projects {
+        &self.projects
     }
 
     /// R3: the local KMS is offered everywhere but in production.

@@ -6,10 +6,11 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::domain::DomainError;
 use crate::domain::audit::AuditDraft;
 use crate::domain::identity::{Actor, Caller, Organization, Role, User};
+use crate::domain::identity_service::Identity;
 use crate::domain::members::{INVITATION_TTL, Invitation, parse_email};
-use crate::domain::{Console, DomainError};
 
 /// The event of an organization's creation, by the system.
 pub(crate) fn organization_created(organization: &Organization, now: DateTime<Utc>) -> AuditDraft {
@@ -22,11 +23,11 @@ pub(crate) fn organization_created(organization: &Organization, now: DateTime<Ut
     )
 }
 
-impl Console {
+impl Identity {
     /// First start of any command: creates the first organization and its owner, once, even
     /// when several console processes start together. Returns that owner.
     pub async fn ensure_organization(&self) -> Result<User, DomainError> {
-        if let Some(owner) = self.store.first_owner().await? {
+        if let Some(owner) = self.members.first_owner().await? {
             return Ok(owner);
         }
         let now = self.clock.now();
@@ -48,17 +49,17 @@ impl Console {
         let audit = organization_created(&organization, now)
             .detail(serde_json::json!({ "name": organization.name, "owner": owner.id }));
         Ok(self
-            .store
+            .members
             .create_first_organization(&organization, &owner, audit)
             .await?)
     }
 
     pub async fn first_owner(&self) -> Result<Option<User>, DomainError> {
-        Ok(self.store.first_owner().await?)
+        Ok(self.members.first_owner().await?)
     }
 
     pub async fn organization_of(&self, caller: &Caller) -> Result<Organization, DomainError> {
-        self.store
+        self.members
             .organization(caller.organization_id)
             .await?
             .ok_or(DomainError::NotFound("organization"))
@@ -67,7 +68,7 @@ impl Console {
     /// The operator's command line acts as the system, as owner of the only organization
     /// (or of the one named when there are several).
     pub async fn operator(&self, organization: Option<Uuid>) -> Result<Caller, DomainError> {
-        let organizations = self.store.organizations().await?;
+        let organizations = self.members.organizations().await?;
         let chosen = match organization {
             Some(id) => organizations.into_iter().find(|o| o.id == id),
             None if organizations.len() == 1 => organizations.into_iter().next(),
@@ -118,7 +119,7 @@ impl Console {
         let audit = organization_created(&organization, now).detail(
             serde_json::json!({ "name": organization.name, "owner_invitation": invitation.email }),
         );
-        self.store
+        self.members
             .insert_organization_with_invitation(&organization, &invitation, audit)
             .await?;
         Ok((organization, invitation))
@@ -132,7 +133,7 @@ impl Console {
         let Actor::User { id, .. } = &caller.actor else {
             return Ok(Vec::new());
         };
-        Ok(self.store.memberships(*id).await?)
+        Ok(self.members.memberships(*id).await?)
     }
 
     /// Moves the caller's session to another organization the same person belongs to.
@@ -158,7 +159,7 @@ impl Console {
         )
         .detail(serde_json::json!({ "membership": target.1 }));
         Ok(self
-            .store
+            .credentials
             .switch_session_user(session_id, target.1, audit)
             .await?)
     }

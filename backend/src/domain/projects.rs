@@ -5,12 +5,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::domain::DomainError;
 use crate::domain::audit::AuditDraft;
 use crate::domain::error::{Constraint, StoreError};
 use crate::domain::error::{FieldError, Rule};
 use crate::domain::identity::Caller;
 use crate::domain::page::{Page, PageRequest};
-use crate::domain::{Console, DomainError};
 
 pub const PROJECT_NAME_MAX: usize = 64;
 
@@ -213,7 +213,29 @@ fn map_conflict(err: StoreError, name: &ProjectName) -> DomainError {
     }
 }
 
-impl Console {
+/// Projects as a service: create, list, read and change them (R1: CMEK is chosen once; R2:
+/// owners only), over the project, audit, key and job ports and the clock.
+#[derive(Clone)]
+pub struct Projects {
+    pub(crate) projects: std::sync::Arc<dyn crate::domain::ports::ProjectStore>,
+    pub(crate) audit: std::sync::Arc<dyn crate::domain::ports::AuditStore>,
+    /// A changed revocation policy queues the reconciliation of the project's keys.
+    pub(crate) keys: std::sync::Arc<dyn crate::domain::ports::KeyStore>,
+    pub(crate) jobs: std::sync::Arc<dyn crate::domain::ports::JobStore>,
+    pub(crate) clock: std::sync::Arc<dyn crate::domain::clock::Clock>,
+    /// Wakes this process's reconciliation worker when a policy change queued one.
+    pub(crate) reactions: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Projects {
+    pub(crate) async fn record(&self, draft: AuditDraft) -> Result<(), DomainError> {
+        Ok(self.audit.append_audit(draft).await?)
+    }
+
+    pub(crate) fn wake_reactions(&self) {
+        self.reactions.notify_one();
+    }
+
     pub async fn create_project(
         &self,
         caller: &Caller,
@@ -242,7 +264,7 @@ impl Console {
             "cmek_enabled": project.cmek_enabled,
             "revocation_policy": project.revocation_policy.map(RevocationPolicy::as_str),
         }));
-        self.store
+        self.projects
             .insert_project(&project, audit)
             .await
             .map_err(|e| map_conflict(e, &project.name))?;
@@ -254,7 +276,7 @@ impl Console {
         caller: &Caller,
         page: PageRequest,
     ) -> Result<Page<Project>, DomainError> {
-        let items = self.store.projects(caller.organization_id, page).await?;
+        let items = self.projects.projects(caller.organization_id, page).await?;
         Ok(page.finish(items, |p| p.id))
     }
 
@@ -287,7 +309,7 @@ impl Console {
 
     /// Another organization's project is "not found", never "forbidden": ids are not confirmed.
     pub async fn project(&self, caller: &Caller, id: Uuid) -> Result<Project, DomainError> {
-        self.store
+        self.projects
             .project(caller.organization_id, id)
             .await?
             .ok_or(DomainError::NotFound("project"))
@@ -324,7 +346,7 @@ impl Console {
                 "revocation_policy": updated.revocation_policy.map(RevocationPolicy::as_str),
             }),
         );
-        self.store
+        self.projects
             .update_project(&updated, audit)
             .await
             .map_err(|e| map_conflict(e, &updated.name))?;
@@ -332,8 +354,8 @@ impl Console {
             // What the project's clusters should be may have changed with the policy: their
             // keys are reconciled now rather than at the next periodic pass (which still
             // catches it if this process stops first).
-            for key in self.store.keys(caller.organization_id, id).await? {
-                self.store
+            for key in self.keys.keys(caller.organization_id, id).await? {
+                self.jobs
                     .enqueue_job(
                         crate::domain::jobs::JobKind::ReconcileKey,
                         caller.organization_id,

@@ -3,9 +3,9 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::domain::DomainError;
 use crate::domain::clock::Clock;
 use crate::domain::ports::CredentialStore;
-use crate::domain::{Console, DomainError};
 
 /// One count in a window of `seconds`: how many were counted in it so far (this one
 /// included), when it started, and how long until it ends (at least a second).
@@ -13,17 +13,6 @@ pub struct Counted {
     pub count: u32,
     pub window_start: DateTime<Utc>,
     pub retry_after: std::time::Duration,
-}
-
-impl Console {
-    /// Counts one event in `bucket`'s current window of `seconds`.
-    pub(crate) async fn count_in_window(
-        &self,
-        bucket: &str,
-        seconds: i64,
-    ) -> Result<Counted, DomainError> {
-        count_in_window(self.store.as_ref(), self.clock.as_ref(), bucket, seconds).await
-    }
 }
 
 /// Counts one event in `bucket`'s current window of `seconds`, in the shared counters.

@@ -33,9 +33,10 @@ fn refused_by(result: Result<impl std::fmt::Debug, DomainError>) -> Rule {
 /// A console with its first organization, the operator acting as owner, and a CMEK project.
 async fn with_cmek_project() -> (Console, Arc<MemoryStore>, Caller, Uuid) {
     let (console, store, _) = console(Environment::Development);
-    console.ensure_organization().await.unwrap();
-    let owner = console.operator(None).await.unwrap();
+    console.identity().ensure_organization().await.unwrap();
+    let owner = console.identity().operator(None).await.unwrap();
     let project = console
+        .projects()
         .create_project(&owner, NewProject::parse("p", true, None).unwrap())
         .await
         .unwrap();
@@ -56,6 +57,7 @@ async fn r1_cmek_cannot_be_turned_off_after_creation() {
     let (console, _, owner, project) = with_cmek_project().await;
 
     let changed = console
+        .projects()
         .update_project(
             &owner,
             project,
@@ -77,6 +79,7 @@ async fn r2_only_an_owner_creates_projects_and_keys() {
     for role in [Role::Member, Role::Auditor] {
         let caller = as_role(&owner, role);
         let created = console
+            .projects()
             .create_project(&caller, NewProject::parse("q", true, None).unwrap())
             .await;
         let key = console
@@ -91,8 +94,8 @@ async fn r2_only_an_owner_creates_projects_and_keys() {
 #[tokio::test]
 async fn r3_the_local_kms_is_refused_in_production() {
     let (console, _, _) = console(Environment::Production);
-    console.ensure_organization().await.unwrap();
-    let owner = console.operator(None).await.unwrap();
+    console.identity().ensure_organization().await.unwrap();
+    let owner = console.identity().operator(None).await.unwrap();
 
     let created = console.keys().create_local_key(&owner, "dev key").await;
 
@@ -132,11 +135,14 @@ async fn r4_a_second_key_for_one_provider_and_region_is_a_conflict() {
 #[tokio::test]
 async fn the_last_owner_cannot_step_down_or_be_removed() {
     let (console, _, _) = console(Environment::Development);
-    let first = console.ensure_organization().await.unwrap();
-    let owner = console.operator(None).await.unwrap();
+    let first = console.identity().ensure_organization().await.unwrap();
+    let owner = console.identity().operator(None).await.unwrap();
 
-    let demoted = console.change_role(&owner, first.id, Role::Member).await;
-    let removed = console.remove_member(&owner, first.id).await;
+    let demoted = console
+        .identity()
+        .change_role(&owner, first.id, Role::Member)
+        .await;
+    let removed = console.identity().remove_member(&owner, first.id).await;
 
     assert_eq!(refused_by(demoted), Rule::LastOwner);
     assert_eq!(refused_by(removed), Rule::LastOwner);
@@ -145,10 +151,18 @@ async fn the_last_owner_cannot_step_down_or_be_removed() {
 #[tokio::test]
 async fn a_sign_in_link_works_once() {
     let (console, _, _) = console(Environment::Development);
-    let token = console.bootstrap().await.unwrap().unwrap();
+    let token = console.identity().bootstrap().await.unwrap().unwrap();
 
-    let first = console.sign_in_with_link(&token, None).await.unwrap();
-    let again = console.sign_in_with_link(&token, None).await.unwrap();
+    let first = console
+        .identity()
+        .sign_in_with_link(&token, None)
+        .await
+        .unwrap();
+    let again = console
+        .identity()
+        .sign_in_with_link(&token, None)
+        .await
+        .unwrap();
 
     assert!(matches!(first, SignIn::Opened { .. }));
     assert!(matches!(again, SignIn::Refused(LinkRefusal::Used)));
@@ -157,14 +171,22 @@ async fn a_sign_in_link_works_once() {
 #[tokio::test]
 async fn a_sign_in_link_expires_after_15_minutes() {
     let (console, _, clock) = console(Environment::Development);
-    let in_time = console.bootstrap().await.unwrap().unwrap();
+    let in_time = console.identity().bootstrap().await.unwrap().unwrap();
 
     clock.advance(chrono::Duration::minutes(14));
-    let before = console.sign_in_with_link(&in_time, None).await.unwrap();
+    let before = console
+        .identity()
+        .sign_in_with_link(&in_time, None)
+        .await
+        .unwrap();
     let (console, _, clock) = crate::domain::testing::console(Environment::Development);
-    let token_late = console.bootstrap().await.unwrap().unwrap();
+    let token_late = console.identity().bootstrap().await.unwrap().unwrap();
     clock.advance(chrono::Duration::minutes(16));
-    let after = console.sign_in_with_link(&token_late, None).await.unwrap();
+    let after = console
+        .identity()
+        .sign_in_with_link(&token_late, None)
+        .await
+        .unwrap();
 
     assert!(
         matches!(before, SignIn::Opened { .. }),
@@ -179,8 +201,8 @@ async fn a_sign_in_link_expires_after_15_minutes() {
 #[tokio::test]
 async fn an_owner_demoted_a_moment_ago_can_no_longer_act_as_one() {
     let (console, store, _) = console(Environment::Development);
-    let first = console.ensure_organization().await.unwrap();
-    let owner = console.operator(None).await.unwrap();
+    let first = console.identity().ensure_organization().await.unwrap();
+    let owner = console.identity().operator(None).await.unwrap();
     let (b, c) = (store.add_owner(&first), store.add_owner(&first));
     let as_b = Caller {
         actor: Actor::User {
@@ -190,9 +212,13 @@ async fn an_owner_demoted_a_moment_ago_can_no_longer_act_as_one() {
         ..owner.clone()
     };
 
-    console.change_role(&owner, b, Role::Member).await.unwrap();
+    console
+        .identity()
+        .change_role(&owner, b, Role::Member)
+        .await
+        .unwrap();
     // b's request was authenticated as an owner just before.
-    let late = console.change_role(&as_b, c, Role::Member).await;
+    let late = console.identity().change_role(&as_b, c, Role::Member).await;
 
     assert_eq!(refused_by(late), Rule::OwnerOnly);
 }

@@ -9,10 +9,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::domain::DomainError;
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::identity::{Actor, Caller, Session, SignInLink, User};
+use crate::domain::identity_service::Identity;
 use crate::domain::secrets::{NewSecret, hash_secret};
-use crate::domain::{Console, DomainError};
 
 fn to_chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
@@ -52,7 +53,7 @@ pub enum SignIn {
     Refused(LinkRefusal),
 }
 
-impl Console {
+impl Identity {
     pub(crate) fn new_session(&self, user_id: Uuid, now: DateTime<Utc>) -> (Session, String) {
         let secret = NewSecret::generate("");
         let session = Session {
@@ -111,7 +112,7 @@ impl Console {
             format!("user/{}", user.id),
         )
         .detail(serde_json::json!({ "expires_at": link.expires_at }));
-        self.store.insert_sign_in_link(&link, audit).await?;
+        self.credentials.insert_sign_in_link(&link, audit).await?;
         Ok(secret.plaintext)
     }
 
@@ -122,7 +123,7 @@ impl Console {
         source_ip: Option<String>,
     ) -> Result<SignIn, DomainError> {
         let now = self.clock.now();
-        let link = self.store.sign_in_link(&hash_secret(token)).await?;
+        let link = self.credentials.sign_in_link(&hash_secret(token)).await?;
         let refusal = match &link {
             None => Some(LinkRefusal::Unknown),
             Some(l) if l.used_at.is_some() => Some(LinkRefusal::Used),
@@ -130,7 +131,7 @@ impl Console {
             Some(_) => None,
         };
         let user = match &link {
-            Some(l) => self.store.user(l.user_id).await?,
+            Some(l) => self.members.user(l.user_id).await?,
             None => None,
         };
         let (link, user) = match (link, user, refusal) {
@@ -163,7 +164,7 @@ impl Console {
         let audit = AuditDraft::signed_in(&user, now, source_ip)
             .detail(serde_json::json!({ "method": "link", "session": session.id }));
         if self
-            .store
+            .credentials
             .redeem_sign_in_link(link.id, now, &session, audit)
             .await?
         {
@@ -180,14 +181,14 @@ impl Console {
         source_ip: Option<String>,
     ) -> Result<Option<Caller>, DomainError> {
         let now = self.clock.now();
-        let Some(session) = self.store.session(&hash_secret(token)).await? else {
+        let Some(session) = self.credentials.session(&hash_secret(token)).await? else {
             return Ok(None);
         };
         let idle_deadline = session.last_seen_at + to_chrono(self.policy.sessions.idle);
         if session.expires_at <= now || idle_deadline <= now {
             return Ok(None);
         }
-        let Some(user) = self.store.user(session.user_id).await? else {
+        let Some(user) = self.members.user(session.user_id).await? else {
             return Ok(None);
         };
         // Writing on every request would make reads write, so the idle timer moves in steps:
@@ -195,7 +196,7 @@ impl Console {
         // session never runs out however short the time-out is.
         let step = chrono::Duration::minutes(1).min(to_chrono(self.policy.sessions.idle) / 4);
         if now - session.last_seen_at >= step {
-            self.store.touch_session(session.id, now).await?;
+            self.credentials.touch_session(session.id, now).await?;
         }
         Ok(Some(Caller {
             organization_id: user.organization_id,
@@ -225,12 +226,12 @@ impl Console {
             "session.sign_out",
             format!("session/{session_id}"),
         );
-        self.store.delete_session(session_id, audit).await?;
+        self.credentials.delete_session(session_id, audit).await?;
         let Actor::User { id, .. } = &caller.actor else {
             return Ok(None);
         };
         let sso_member = self
-            .store
+            .members
             .user(*id)
             .await?
             .is_some_and(|u| u.identity.is_some());

@@ -7,8 +7,9 @@ use async_trait::async_trait;
 
 use uuid::Uuid;
 
+use crate::domain::DomainError;
 use crate::domain::audit::{AuditDraft, Outcome};
-use crate::domain::{Console, DomainError};
+use crate::domain::identity_service::Identity;
 
 /// What a sign-in attempt must remember between the redirect and the callback.
 pub struct SsoStart {
@@ -73,7 +74,7 @@ impl SsoRefusal {
     }
 }
 
-impl Console {
+impl Identity {
     fn identity_provider(&self) -> Result<&dyn crate::domain::sso::IdentityProvider, DomainError> {
         self.sso
             .as_deref()
@@ -143,7 +144,7 @@ impl Console {
     ) -> Result<Result<String, SsoRefusal>, DomainError> {
         let now = self.clock.now();
         let mut memberships = self
-            .store
+            .members
             .users_by_identity(&identity.issuer, &identity.subject)
             .await?;
         let member_of: Vec<Uuid> = memberships.iter().map(|u| u.organization_id).collect();
@@ -172,7 +173,7 @@ impl Console {
         let audit = AuditDraft::signed_in(&user, now, source_ip).detail(
             serde_json::json!({ "method": "sso", "issuer": identity.issuer, "session": session.id }),
         );
-        self.store.open_session(&session, audit).await?;
+        self.credentials.open_session(&session, audit).await?;
         Ok(Ok(token))
     }
 }

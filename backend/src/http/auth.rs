@@ -43,7 +43,13 @@ async fn authenticate(req: HttpRequest, allow_bearer: bool) -> Result<Caller, Do
         // A credential that was sent but is wrong never falls back to the cookie.
         let token = bearer(&req).filter(|_| allow_bearer);
         return match token {
-            Some(token) => state.console.authenticate_api_key(token, ip).await?,
+            Some(token) => {
+                state
+                    .console
+                    .identity()
+                    .authenticate_api_key(token, ip)
+                    .await?
+            }
             None => None,
         }
         .ok_or(DomainError::Unauthenticated);
@@ -51,6 +57,7 @@ async fn authenticate(req: HttpRequest, allow_bearer: bool) -> Result<Caller, Do
     match req.cookie(SESSION_COOKIE) {
         Some(cookie) => state
             .console
+            .identity()
             .authenticate_session(cookie.value(), ip)
             .await?
             .ok_or(DomainError::Unauthenticated),

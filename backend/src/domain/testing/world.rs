@@ -152,14 +152,17 @@ impl World {
             upload_memory: UploadMemory::new(64),
         });
         console
+            .identity()
             .ensure_organization()
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let owner = console
+            .identity()
             .operator(None)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let project = console
+            .projects()
             .create_project(
                 &owner,
                 NewProject::parse("p", true, None).unwrap_or_else(|e| panic!("{e:?}")),

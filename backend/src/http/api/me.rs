@@ -64,7 +64,7 @@ impl From<&Actor> for ActorBody {
 )]
 pub async fn me(state: web::Data<AppState>, caller: ApiCaller) -> Result<HttpResponse, ApiError> {
     let caller = caller.0;
-    let organization = state.console.organization_of(&caller).await?;
+    let organization = state.console.identity().organization_of(&caller).await?;
     Ok(HttpResponse::Ok().json(MeBody {
         actor: ActorBody::from(&caller.actor),
         organization: OrganizationBody {

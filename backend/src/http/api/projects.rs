@@ -95,7 +95,11 @@ pub async fn create(
         body.cmek_enabled,
         body.revocation_policy.as_deref(),
     )?;
-    let project = state.console.create_project(&caller.0, new).await?;
+    let project = state
+        .console
+        .projects()
+        .create_project(&caller.0, new)
+        .await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/api/v1/projects/{}", project.id)))
         .json(ProjectBody::from(project)))
@@ -116,7 +120,11 @@ pub async fn list(
     caller: ApiCaller,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let page = state.console.projects(&caller.0, query.parse()?).await?;
+    let page = state
+        .console
+        .projects()
+        .projects(&caller.0, query.parse()?)
+        .await?;
     Ok(HttpResponse::Ok().json(ListBody {
         items: page.items.into_iter().map(ProjectBody::from).collect(),
         next_page_token: page.next,
@@ -137,7 +145,11 @@ pub async fn read(
     caller: ApiCaller,
     path: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let project = state.console.project(&caller.0, path.into_inner()).await?;
+    let project = state
+        .console
+        .projects()
+        .project(&caller.0, path.into_inner())
+        .await?;
     Ok(HttpResponse::Ok().json(ProjectBody::from(project)))
 }
 
@@ -168,6 +180,7 @@ pub async fn update(
     };
     let project = state
         .console
+        .projects()
         .update_project(&caller.0, path.into_inner(), changes)
         .await?;
     Ok(HttpResponse::Ok().json(ProjectBody::from(project)))

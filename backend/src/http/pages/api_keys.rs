@@ -58,7 +58,7 @@ async fn render(
     form_name: String,
     errors: FormErrors,
 ) -> Result<HttpResponse, PageError> {
-    let keys = state.console.api_keys(&caller.0).await?;
+    let keys = state.console.identity().api_keys(&caller.0).await?;
     let chrome = Chrome::load(&state.console, &caller.0, "api-keys").await?;
     html_status(
         status,
@@ -105,6 +105,7 @@ pub async fn create(
         Ok(role) => {
             state
                 .console
+                .identity()
                 .create_api_key(&caller.0, &form.name, role)
                 .await
         }
@@ -144,6 +145,7 @@ pub async fn revoke(
 ) -> Result<HttpResponse, PageError> {
     state
         .console
+        .identity()
         .revoke_api_key(&caller.0, path.into_inner())
         .await?;
     Ok(see_other("/api-keys"))

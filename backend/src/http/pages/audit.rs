@@ -130,6 +130,7 @@ pub async fn list(
     };
     let projects = state
         .console
+        .projects()
         .project_names(&caller.0)
         .await?
         .into_iter()

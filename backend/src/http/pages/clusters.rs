@@ -281,7 +281,7 @@ async fn new_page(
     errors: FormErrors,
     message: Option<String>,
 ) -> Result<NewPage, PageError> {
-    let project = state.console.project(caller, project_id).await?;
+    let project = state.console.projects().project(caller, project_id).await?;
     let keys = state
         .console
         .keys()
@@ -544,7 +544,10 @@ async fn show_page(
     let console = &state.console;
     let cluster = console.clusters()?.cluster(caller, id).await?;
     let creating = cluster.state == ClusterState::Creating;
-    let project = console.project(caller, cluster.project_id).await?;
+    let project = console
+        .projects()
+        .project(caller, cluster.project_id)
+        .await?;
     let regions = console
         .clusters()?
         .cluster_key_facts(caller, &cluster)

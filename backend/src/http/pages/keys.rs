@@ -222,7 +222,7 @@ async fn render(
     outcome: Outcome,
     status: StatusCode,
 ) -> Result<HttpResponse, PageError> {
-    let project = console.project(caller, project_id).await?;
+    let project = console.projects().project(caller, project_id).await?;
     let chrome = Chrome::load(console, caller, "projects").await?;
     let mut errors = outcome.errors;
     let mut policies = Vec::new();
@@ -737,7 +737,7 @@ pub async fn show(
         .checked
         .as_deref()
         .map(crate::http::pages::projects::check_notice);
-    let project = console.project(&caller.0, project_id).await?;
+    let project = console.projects().project(&caller.0, project_id).await?;
     let key = console
         .keys()
         .encryption_key(&caller.0, project_id, key_id)

@@ -98,9 +98,9 @@ async fn render(
         crate::domain::identity::Actor::User { id, .. } => Some(*id),
         _ => None,
     };
-    let members = state.console.members(&caller.0).await?;
+    let members = state.console.identity().members(&caller.0).await?;
     let invitations = if caller.0.is_owner() {
-        state.console.invitations(&caller.0).await?
+        state.console.identity().invitations(&caller.0).await?
     } else {
         Vec::new()
     };
@@ -155,6 +155,7 @@ pub async fn invite(
     let outcome = match Role::parse_field(&form.role) {
         Ok(role) => state
             .console
+            .identity()
             .invite(&caller.0, &form.email, role)
             .await
             .map(|_| ()),
@@ -184,6 +185,7 @@ pub async fn revoke_invitation(
 ) -> Result<HttpResponse, PageError> {
     state
         .console
+        .identity()
         .revoke_invitation(&caller.0, path.into_inner())
         .await?;
     Ok(see_other("/members"))
@@ -238,6 +240,7 @@ pub async fn change_role(
         Ok(role) => {
             state
                 .console
+                .identity()
                 .change_role(&caller.0, path.into_inner(), role)
                 .await
         }
@@ -253,6 +256,7 @@ pub async fn remove(
 ) -> Result<HttpResponse, PageError> {
     let result = state
         .console
+        .identity()
         .remove_member(&caller.0, path.into_inner())
         .await;
     guarded(&state, &caller, result).await
@@ -270,6 +274,7 @@ pub async fn switch(
 ) -> Result<HttpResponse, PageError> {
     state
         .console
+        .identity()
         .switch_organization(&caller.0, form.organization_id)
         .await?;
     Ok(see_other("/projects"))

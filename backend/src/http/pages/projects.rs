@@ -39,7 +39,11 @@ pub async fn list(
 ) -> Result<HttpResponse, PageError> {
     let chrome = Chrome::load(&state.console, &caller.0, "projects").await?;
     let request = PageRequest::parse(None, params.page_token.as_deref())?;
-    let page = state.console.projects(&caller.0, request).await?;
+    let page = state
+        .console
+        .projects()
+        .projects(&caller.0, request)
+        .await?;
     html(&ListPage {
         chrome,
         projects: page.items.into_iter().map(ProjectView::from).collect(),
@@ -122,7 +126,13 @@ pub async fn create(
 ) -> Result<HttpResponse, PageError> {
     let form = form.into_inner();
     let outcome = match parse_new(&form) {
-        Ok(new) => state.console.create_project(&caller.0, new).await,
+        Ok(new) => {
+            state
+                .console
+                .projects()
+                .create_project(&caller.0, new)
+                .await
+        }
         Err(err) => Err(err),
     };
     match outcome {
@@ -255,7 +265,7 @@ pub async fn show(
     params: web::Query<ShowParams>,
 ) -> Result<HttpResponse, PageError> {
     let id = path.into_inner();
-    let project = state.console.project(&caller.0, id).await?;
+    let project = state.console.projects().project(&caller.0, id).await?;
     let keys = state.console.keys().encryption_keys(&caller.0, id).await?;
     let (clusters, orphan_backups) = clusters_of(&state, &caller.0, id).await?;
     let chrome = Chrome::load(&state.console, &caller.0, "projects").await?;
@@ -322,11 +332,16 @@ pub async fn rename(
         name: Some(form.name.clone()),
         ..Default::default()
     };
-    match state.console.update_project(&caller.0, id, changes).await {
+    match state
+        .console
+        .projects()
+        .update_project(&caller.0, id, changes)
+        .await
+    {
         Ok(project) => Ok(see_other(&format!("/projects/{}?renamed=1", project.id))),
         Err(err) => {
             let errors = FormErrors::from_domain(err)?;
-            let project = state.console.project(&caller.0, id).await?;
+            let project = state.console.projects().project(&caller.0, id).await?;
             let keys = state.console.keys().encryption_keys(&caller.0, id).await?;
             let (clusters, orphan_backups) = clusters_of(&state, &caller.0, id).await?;
             let chrome = Chrome::load(&state.console, &caller.0, "projects").await?;

@@ -31,11 +31,11 @@ impl Chrome {
         caller: &Caller,
         section: &'static str,
     ) -> Result<Self, PageError> {
-        let all = console.organizations_of(caller).await?;
+        let all = console.identity().organizations_of(caller).await?;
         // People see their organizations in one query; API-key and link callers have one.
         let organization = match all.iter().find(|(org, _)| org.id == caller.organization_id) {
             Some((org, _)) => org.clone(),
-            None => console.organization_of(caller).await?,
+            None => console.identity().organization_of(caller).await?,
         };
         let organizations = if all.len() > 1 {
             all.into_iter()

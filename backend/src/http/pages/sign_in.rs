@@ -42,7 +42,12 @@ async fn limited(req: &HttpRequest, state: &AppState) -> Result<Option<HttpRespo
     let Some(address) = source_ip(req) else {
         return Ok(None);
     };
-    match state.console.count_sign_in_attempt(&address).await? {
+    match state
+        .console
+        .identity()
+        .count_sign_in_attempt(&address)
+        .await?
+    {
         None => Ok(None),
         Some(retry) => {
             let mut response = sign_in_page(
@@ -104,6 +109,7 @@ pub async fn redeem(
     let token = form.token.as_deref().unwrap_or_default();
     match state
         .console
+        .identity()
         .sign_in_with_link(token, source_ip(&req))
         .await?
     {
@@ -139,7 +145,12 @@ pub async fn sso(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     if let Some(refused) = limited(&req, &state).await? {
         return Ok(refused);
     }
-    let start = match state.console.sso_start(&redirect_uri(&state)).await? {
+    let start = match state
+        .console
+        .identity()
+        .sso_start(&redirect_uri(&state))
+        .await?
+    {
         Ok(start) => start,
         Err(err) => {
             tracing::warn!(error = %err, "single sign-on could not start");
@@ -199,6 +210,7 @@ pub async fn sso_callback(
     if !constant_time_eq(returned.as_bytes(), expected.as_bytes()) {
         state
             .console
+            .identity()
             .sso_refused("state mismatch", source_ip(&req))
             .await?;
         let message = "This sign-in could not be verified (its state does not match). Start again.";
@@ -207,6 +219,7 @@ pub async fn sso_callback(
     let redirect = redirect_uri(&state);
     match state
         .console
+        .identity()
         .sso_finish(&redirect, code, verifier, nonce, source_ip(&req))
         .await?
     {
@@ -220,7 +233,11 @@ pub async fn sign_out(
     caller: PageCaller,
 ) -> Result<HttpResponse, PageError> {
     let return_to = format!("{}/sign-in", state.public_url);
-    let provider = state.console.sign_out(&caller.0, &return_to).await?;
+    let provider = state
+        .console
+        .identity()
+        .sign_out(&caller.0, &return_to)
+        .await?;
     let mut response = see_other(provider.as_deref().unwrap_or("/sign-in"));
     response
         .add_cookie(&expired_session_cookie(state.secure_cookies))
