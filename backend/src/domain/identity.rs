@@ -253,3 +253,36 @@ mod tests {
         }
     }
 }
+
+/// How long an invitation stays open.
+pub const INVITATION_TTL: chrono::Duration = chrono::Duration::days(7);
+
+#[derive(Clone, Debug)]
+pub struct Invitation {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub email: String,
+    pub role: Role,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub accepted_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl Invitation {
+    pub fn is_pending(&self, now: DateTime<Utc>) -> bool {
+        self.accepted_at.is_none() && self.revoked_at.is_none() && self.expires_at > now
+    }
+}
+
+/// What a guarded membership change did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    Done,
+    NotFound,
+    /// Refused: the person acting is no longer an owner.
+    ActorNotOwner,
+    /// Refused: it would leave the organization without an owner.
+    LastOwner,
+}

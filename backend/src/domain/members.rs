@@ -3,7 +3,7 @@
 //! change roles and remove members; the last owner of an organization can be neither
 //! demoted nor removed, across every console process (the guard runs inside the write).
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::domain::audit::AuditDraft;
@@ -14,37 +14,7 @@ use crate::domain::identity_service::Identity;
 use crate::domain::sso::SsoIdentity;
 use crate::domain::{DomainError, FieldError};
 
-pub const INVITATION_TTL: Duration = Duration::days(7);
-
-#[derive(Clone, Debug)]
-pub struct Invitation {
-    pub id: Uuid,
-    pub organization_id: Uuid,
-    pub email: String,
-    pub role: Role,
-    pub created_by: String,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    pub accepted_at: Option<DateTime<Utc>>,
-    pub revoked_at: Option<DateTime<Utc>>,
-}
-
-impl Invitation {
-    pub fn is_pending(&self, now: DateTime<Utc>) -> bool {
-        self.accepted_at.is_none() && self.revoked_at.is_none() && self.expires_at > now
-    }
-}
-
-/// What a guarded membership change did.
-#[derive(Debug, PartialEq, Eq)]
-pub enum MembershipChange {
-    Done,
-    NotFound,
-    /// Refused: the person acting is no longer an owner.
-    ActorNotOwner,
-    /// Refused: it would leave the organization without an owner.
-    LastOwner,
-}
+pub use crate::domain::identity::{INVITATION_TTL, Invitation, MembershipChange};
 
 /// Lower-cased and checked: one `@`, something on both sides, no spaces, at most 254 characters.
 pub fn parse_email(raw: &str) -> Result<String, FieldError> {
@@ -300,7 +270,7 @@ mod tests {
             revoked_at: None,
         };
         assert!(invitation.is_pending(now));
-        assert!(!invitation.is_pending(now + Duration::days(8)));
+        assert!(!invitation.is_pending(now + chrono::Duration::days(8)));
         assert!(
             !Invitation {
                 revoked_at: Some(now),

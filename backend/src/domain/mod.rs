@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod api_keys;
 pub mod audit;
+pub mod audit_log;
 pub mod blobs;
 pub mod clock;
 pub mod clusters;
@@ -20,6 +21,7 @@ pub mod organizations;
 pub mod page;
 pub mod ports;
 pub mod projects;
+pub mod projects_service;
 mod rate;
 #[cfg(test)]
 mod rule_tests;
@@ -44,12 +46,12 @@ pub struct Console {
     clock: Arc<dyn Clock>,
     policy: Policy,
     kms: keys::KmsProviders,
-    audit: audit::Audit,
+    audit: audit_log::Audit,
     clusters: Option<clusters::Clusters>,
     alerts: Option<alerts::Alerts>,
     keys: keys::Keys,
     identity: identity_service::Identity,
-    projects: projects::Projects,
+    projects: projects_service::Projects,
     /// Wakes this process's reconciliation worker when a status change queued one.
     reactions: Arc<tokio::sync::Notify>,
 }
@@ -100,7 +102,7 @@ impl Console {
         local_admin: Option<Arc<dyn local_kms::LocalKeyAdmin>>,
         audit_keys: audit::ChainKeys,
     ) -> Self {
-        let audit = audit::Audit::new(store.clone(), audit_keys, clock.clone());
+        let audit = audit_log::Audit::new(store.clone(), audit_keys, clock.clone());
         let reactions: Arc<tokio::sync::Notify> = Arc::default();
         let keys = keys::Keys {
             keys: store.clone(),
@@ -125,7 +127,7 @@ impl Console {
             policy: policy.clone(),
             sso: None,
         };
-        let projects = projects::Projects {
+        let projects = projects_service::Projects {
             projects: store.clone(),
             audit: store.clone(),
             keys: store.clone(),
@@ -186,7 +188,7 @@ impl Console {
     }
 
     /// The audit service (the log, its chain's verification, checkpoints).
-    pub fn audit(&self) -> &audit::Audit {
+    pub fn audit(&self) -> &audit_log::Audit {
         &self.audit
     }
 
@@ -232,7 +234,7 @@ impl Console {
     }
 
     /// The projects service.
-    pub fn projects(&self) -> &projects::Projects {
+    pub fn projects(&self) -> &projects_service::Projects {
         &self.projects
     }
 

@@ -8,11 +8,13 @@ use uuid::Uuid;
 
 use crate::domain::audit::{AuditDraft, AuditEvent, AuditFilter, ChainRow};
 use crate::domain::clusters::{Backup, Cluster, ClusterState, ObjectName, StoredObject};
-use crate::domain::identity::{ApiKey, Organization, Role, Session, SignInLink, User};
+use crate::domain::identity::{
+    ApiKey, Invitation, MembershipChange, Organization, Role, Session, SignInLink, User,
+};
 use crate::domain::keys::KeyStatusFilter;
 use crate::domain::keys::{EncryptionKey, KeyStatus, Provider, StatusChange};
 use crate::domain::local_kms::LocalKey;
-use crate::domain::members::{Invitation, MembershipChange};
+
 use crate::domain::page::PageRequest;
 use crate::domain::projects::Project;
 

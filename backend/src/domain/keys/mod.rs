@@ -6,6 +6,7 @@
 pub mod arn;
 pub mod azure;
 pub mod checks;
+mod local;
 mod monitor;
 pub mod policy;
 pub mod region;

@@ -1,0 +1,167 @@
+//! The audit log as a service: reading it, verifying its chain (and what the Audit Log page
+//! shows of it), signed checkpoints. The events, the chain and its keys are in `audit.rs`.
+
+use crate::domain::DomainError;
+use crate::domain::audit::{
+    AuditEvent, AuditFilter, ChainBreak, ChainKeys, ChainRow, ChainStatus, ChainVerifier,
+    Checkpoint, GENESIS, Verification,
+};
+use crate::domain::error::StoreError;
+use crate::domain::identity::Caller;
+use crate::domain::page::{Page, PageRequest};
+
+/// The audit feature as a service: reading the log, verifying its chain (and what the Audit
+/// Log page shows of it), signed checkpoints. Over the audit port, the chain's keys and the
+/// clock. (Every feature records its events through the audit port itself, in the
+/// transaction of the change.)
+#[derive(Clone)]
+pub struct Audit {
+    store: std::sync::Arc<dyn crate::domain::ports::AuditStore>,
+    audit_keys: ChainKeys,
+    clock: std::sync::Arc<dyn crate::domain::clock::Clock>,
+    /// The audit page's last verification of the chain.
+    chain_status: std::sync::Arc<tokio::sync::Mutex<Option<ChainStatus>>>,
+}
+
+impl Audit {
+    pub fn new(
+        store: std::sync::Arc<dyn crate::domain::ports::AuditStore>,
+        audit_keys: ChainKeys,
+        clock: std::sync::Arc<dyn crate::domain::clock::Clock>,
+    ) -> Self {
+        Self {
+            store,
+            audit_keys,
+            clock,
+            chain_status: std::sync::Arc::default(),
+        }
+    }
+
+    /// Owners and auditors read the audit log; members get 403 (it says who did what and
+    /// from where).
+    pub async fn audit_events(
+        &self,
+        caller: &Caller,
+        filter: &AuditFilter,
+        page: PageRequest,
+    ) -> Result<Page<AuditEvent>, DomainError> {
+        caller.require_auditor_view("read the audit log")?;
+        let events = self
+            .store
+            .audit_events(caller.organization_id, filter, page)
+            .await?;
+        Ok(page.finish(events, |e| e.id))
+    }
+
+    /// Checks every row of the log, a batch at a time so memory stays flat, and, given a
+    /// checkpoint saved earlier, that no event it covered was removed or replaced since.
+    pub async fn verify_audit_chain(
+        &self,
+        since: Option<&Checkpoint>,
+    ) -> Result<Verification, StoreError> {
+        const BATCH: u64 = 500;
+        let keys = &self.audit_keys;
+        if let Some(checkpoint) = since
+            && !checkpoint.is_signed_by(keys)
+        {
+            return Ok(Verification::Broken(ChainBreak {
+                seq: checkpoint.seq,
+                reason: "the checkpoint's signature does not verify with the chain keys".into(),
+            }));
+        }
+        let mut verifier = ChainVerifier::new(keys);
+        // The first batch starts below 1, so rows planted outside the chain are read too.
+        let mut from = i64::MIN;
+        let mut at_checkpoint = None;
+        loop {
+            let batch = self.store.audit_chain(from, BATCH).await?;
+            let done = (batch.len() as u64) < BATCH;
+            for row in &batch {
+                if let Err(found) = verifier.check(row) {
+                    return Ok(Verification::Broken(found));
+                }
+                if let (Some(cp), ChainRow::Event(e)) = (since, row)
+                    && e.seq == cp.seq
+                {
+                    at_checkpoint = Some(e.hash.clone());
+                }
+            }
+            from = verifier.next_seq();
+            if done {
+                break;
+            }
+        }
+        let head = verifier.next_seq() - 1;
+        // A checkpoint of an empty log covers nothing.
+        let since = since.filter(|cp| !(cp.seq == 0 && cp.hash == GENESIS));
+        if let Some(cp) = since {
+            match at_checkpoint {
+                None => {
+                    return Ok(Verification::Broken(ChainBreak {
+                        seq: head + 1,
+                        reason: format!(
+                            "the checkpoint of {} covered events up to {}, but the chain ends \
+                             at {head}: the newest events were removed",
+                            cp.at, cp.seq
+                        ),
+                    }));
+                }
+                Some(hash) if hash != cp.hash => {
+                    return Ok(Verification::Broken(ChainBreak {
+                        seq: cp.seq,
+                        reason: format!(
+                            "it is not the event the checkpoint of {} saw: the chain was \
+                             rewritten from here",
+                            cp.at
+                        ),
+                    }));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(Verification::Intact {
+            events: verifier.checked,
+            checkpoint: keys.checkpoint(head, verifier.head_hash(), self.clock.now()),
+        })
+    }
+
+    /// Whether the whole chain verifies, for the audit page (owners and auditors). The result
+    /// is kept while the head stays the same, for a minute at most, and one verification runs
+    /// at a time.
+    pub async fn audit_chain_status(&self, caller: &Caller) -> Result<ChainStatus, DomainError> {
+        caller.require_auditor_view("read the audit log")?;
+        let mut last = self.chain_status.lock().await;
+        let head = self.store.audit_head().await?.map_or(0, |(seq, _)| seq);
+        let now = self.clock.now();
+        if let Some(status) = last.as_ref()
+            && status.head_seq == head
+            && now - status.checked_at < chrono::Duration::seconds(60)
+        {
+            return Ok(status.clone());
+        }
+        let status = match self.verify_audit_chain(None).await? {
+            Verification::Intact { checkpoint, .. } => ChainStatus {
+                head_seq: checkpoint.seq,
+                broken: None,
+                checked_at: now,
+            },
+            Verification::Broken(found) => ChainStatus {
+                head_seq: head,
+                broken: Some(found),
+                checked_at: now,
+            },
+        };
+        *last = Some(status.clone());
+        Ok(status)
+    }
+
+    /// A signed checkpoint of the chain's head as it is now.
+    pub async fn audit_checkpoint(&self) -> Result<Checkpoint, StoreError> {
+        let (seq, hash) = self
+            .store
+            .audit_head()
+            .await?
+            .unwrap_or((0, GENESIS.to_owned()));
+        Ok(self.audit_keys.checkpoint(seq, &hash, self.clock.now()))
+    }
+}
