@@ -48,6 +48,42 @@ async fn metrics_count_requests_by_route_pattern_and_status() {
 }
 
 #[tokio::test]
+async fn the_consoles_own_metrics_keep_their_names_and_types() {
+    let app = spawn_app().await;
+
+    let text = app
+        .api
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    // Dashboards read these names: the registry must write them as before.
+    for line in [
+        "# TYPE cmek_cluster_kms_calls_total counter",
+        "cmek_cluster_kms_calls_total 0",
+        "# TYPE cmek_key_check_duration_seconds histogram",
+        r#"cmek_key_check_duration_seconds_bucket{le="+Inf"} 0"#,
+        "cmek_key_check_duration_seconds_count 0",
+        r#"cmek_keys{status="active"} 0"#,
+        r#"cmek_worker_restarts_total{worker="key-monitor"} 0"#,
+        r#"cmek_worker_errors_total{worker="backups"} 0"#,
+        r#"cmek_worker_failing{worker="storage-sweeper"} 0"#,
+        "cmek_reactions_pending 0",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    assert!(
+        !text.contains("# EOF"),
+        "the Prometheus text format, as before"
+    );
+    assert!(!text.contains(".."), "help texts end with one full stop");
+}
+
+#[tokio::test]
 async fn every_api_route_is_in_the_openapi_document() {
     let app = spawn_app().await;
     let doc: Value = app
