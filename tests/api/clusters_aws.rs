@@ -575,3 +575,68 @@ async fn a_console_killed_in_the_middle_of_creating_a_cluster_leaves_nothing_tha
         204
     );
 }
+
+#[tokio::test]
+#[ignore = "needs moto (scripts/test starts it)"]
+async fn the_sweeper_aborts_unfinished_s3_uploads_under_the_consoles_prefix_only() {
+    let moto = Moto::open();
+    let bucket = bucket(&moto).await;
+    let storage = format!("s3://{bucket}/console");
+    let client = reqwest::Client::new();
+    // What a process killed in the middle of two uploads leaves, and one of another tenant
+    // of the bucket.
+    let mut started = Vec::new();
+    for key in [
+        "console/clusters/c1/us-east-1/objects/v1",
+        "console/backups/b1/objects/v2",
+        "elsewhere/theirs",
+    ] {
+        let made = client
+            .post(format!("{}/{bucket}/{key}?uploads", moto.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(made.status().is_success(), "{}", made.status());
+        started.push(key);
+    }
+    let unfinished = || async {
+        let listing = client
+            .get(format!("{}/{bucket}?uploads", moto.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        listing
+            .split("<Key>")
+            .skip(1)
+            .filter_map(|rest| rest.split("</Key>").next().map(str::to_owned))
+            .collect::<Vec<String>>()
+    };
+    assert_eq!(unfinished().await.len(), 3);
+
+    let _app = spawn_app_with(&[
+        ("AWS_ENDPOINT_URL", moto.url.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("CMEK_STORAGE_URL", storage.as_str()),
+        ("CMEK_STORAGE_SWEEP_INTERVAL", "1s"),
+        ("CMEK_STORAGE_SWEEP_GRACE", "1s"),
+    ])
+    .await;
+
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left = unfinished().await;
+        if left == ["elsewhere/theirs"] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        left,
+        ["elsewhere/theirs"],
+        "the console's own, and only those, were aborted"
+    );
+}

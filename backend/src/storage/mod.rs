@@ -17,6 +17,8 @@ use object_store::{
 };
 
 use crate::domain::blobs::{BlobError, BlobMeta, BlobStore, BlobWriter, ByteStream};
+
+mod s3_uploads;
 use crate::settings::AwsSettings;
 
 /// Parts of a multipart upload (S3's minimum is 5 MiB); at most two in flight, so one
@@ -29,6 +31,8 @@ pub struct ObjectStorage {
     prefix: Path,
     /// The directory of local files (where staging copies of unfinished writes are found).
     local_root: Option<std::path::PathBuf>,
+    /// S3's unfinished multipart uploads under the console's prefix.
+    s3_uploads: Option<s3_uploads::S3Uploads>,
     /// How the storage is named in logs and the README (`local:/path`, `s3://bucket/prefix`).
     pub description: String,
 }
@@ -60,6 +64,7 @@ impl ObjectStorage {
             store: Arc::new(store),
             prefix: Path::default(),
             local_root: Some(dir.to_path_buf()),
+            s3_uploads: None,
             description: format!("local files under {}", dir.display()),
         })
     }
@@ -108,6 +113,10 @@ impl ObjectStorage {
             store: Arc::new(store),
             prefix: Path::from(prefix),
             local_root: None,
+            s3_uploads: Some(
+                s3_uploads::S3Uploads::new(bucket, prefix, aws)
+                    .map_err(|e| StorageError::Open(e.to_string()))?,
+            ),
             description: format!("s3://{bucket}/{prefix}"),
         })
     }
@@ -257,9 +266,13 @@ impl BlobStore for ObjectStorage {
                     .await
                     .map_err(|e| BlobError::Unavailable(e.to_string()))?
             }
-            // S3: incomplete multipart uploads are removed by the bucket's lifecycle rule
-            // (README, "Object storage").
-            None => Ok(0),
+            None => match &self.s3_uploads {
+                Some(uploads) => {
+                    let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+                    uploads.abort_begun_before(chrono::Utc::now() - grace).await
+                }
+                None => Ok(0),
+            },
         }
     }
 }
