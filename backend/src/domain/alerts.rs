@@ -466,7 +466,7 @@ pub struct Alerts {
     parts: AlertParts,
     audit: Arc<dyn crate::domain::ports::AuditStore>,
     /// The shared rate counters (test events per organization and minute).
-    counters: Arc<dyn crate::domain::ports::CredentialStore>,
+    counters: Arc<dyn crate::domain::ports::Counters>,
     clock: Arc<dyn crate::domain::clock::Clock>,
     environment: Environment,
 }
@@ -475,7 +475,7 @@ impl Alerts {
     pub fn new(
         parts: AlertParts,
         audit: Arc<dyn crate::domain::ports::AuditStore>,
-        counters: Arc<dyn crate::domain::ports::CredentialStore>,
+        counters: Arc<dyn crate::domain::ports::Counters>,
         clock: Arc<dyn crate::domain::clock::Clock>,
         environment: Environment,
     ) -> Self {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::domain::audit::AuditDraft;
 use crate::domain::clock::Clock;
-use crate::domain::ports::{AuditStore, CredentialStore, MemberStore};
+use crate::domain::ports::{AuditStore, Counters, CredentialStore, MemberStore};
 use crate::domain::rate::Counted;
 use crate::domain::sso::IdentityProvider;
 use crate::domain::{DomainError, Policy};
@@ -16,6 +16,8 @@ use crate::domain::{DomainError, Policy};
 pub struct Identity {
     pub(crate) members: Arc<dyn MemberStore>,
     pub(crate) credentials: Arc<dyn CredentialStore>,
+    /// The shared rate counters (sign-in attempts).
+    pub(crate) counters: Arc<dyn Counters>,
     pub(crate) audit: Arc<dyn AuditStore>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) policy: Policy,
@@ -33,7 +35,7 @@ impl Identity {
         seconds: i64,
     ) -> Result<Counted, DomainError> {
         crate::domain::rate::count_in_window(
-            self.credentials.as_ref(),
+            self.counters.as_ref(),
             self.clock.as_ref(),
             bucket,
             seconds,

@@ -109,7 +109,7 @@ impl Console {
             jobs: store.clone(),
             projects: store.clone(),
             audit: store.clone(),
-            credentials: store.clone(),
+            counters: store.clone(),
             clusters: Arc::default(),
             kms: kms.clone(),
             local_admin,
@@ -122,6 +122,7 @@ impl Console {
         let identity = identity_service::Identity {
             members: store.clone(),
             credentials: store.clone(),
+            counters: store.clone(),
             audit: store.clone(),
             clock: clock.clone(),
             policy: policy.clone(),
@@ -174,9 +175,9 @@ impl Console {
             projects: self.store.clone(),
             audit: self.store.clone(),
             kms: self.kms.clone(),
+            key_service: self.keys.clone(),
             clock: self.clock.clone(),
             environment: self.policy.environment,
-            reactions: self.reactions.clone(),
         }));
         self
     }

@@ -26,7 +26,7 @@ pub use crate::domain::jobs::{Job, JobKind};
 /// `store/` implements each; `domain::testing` holds an in-memory one for fast rule tests.
 #[async_trait]
 pub trait Store:
-    MemberStore + CredentialStore + ProjectStore + KeyStore + AuditStore + JobStore
+    MemberStore + CredentialStore + Counters + ProjectStore + KeyStore + AuditStore + JobStore
 {
     /// Readiness: the database answers, and (SQLite) its file passed an integrity check
     /// recently.
@@ -150,6 +150,12 @@ pub trait CredentialStore: Send + Sync {
         audit: AuditDraft,
     ) -> Result<bool, StoreError>;
     async fn touch_api_key(&self, id: Uuid, now: DateTime<Utc>) -> Result<(), StoreError>;
+}
+
+/// Fixed-window counters every instance shares (sign-in attempts, Check now presses, test
+/// events).
+#[async_trait]
+pub trait Counters: Send + Sync {
     /// Counts one attempt in `bucket`'s window starting at `window_start`; returns the count.
     async fn count_attempt(
         &self,

@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::domain::DomainError;
 use crate::domain::clock::Clock;
-use crate::domain::ports::CredentialStore;
+use crate::domain::ports::Counters;
 
 /// One count in a window of `seconds`: how many were counted in it so far (this one
 /// included), when it started, and how long until it ends (at least a second).
@@ -17,7 +17,7 @@ pub struct Counted {
 
 /// Counts one event in `bucket`'s current window of `seconds`, in the shared counters.
 pub(crate) async fn count_in_window(
-    store: &dyn CredentialStore,
+    store: &dyn Counters,
     clock: &dyn Clock,
     bucket: &str,
     seconds: i64,

@@ -438,7 +438,10 @@ impl CredentialStore for SeaStore {
         self.cache.api_key_used(id, now);
         Ok(())
     }
+}
 
+#[async_trait]
+impl crate::domain::ports::Counters for SeaStore {
     async fn count_attempt(
         &self,
         bucket: &str,

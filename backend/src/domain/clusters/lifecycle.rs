@@ -642,7 +642,7 @@ impl Clusters {
         };
         let keys = match opened {
             Ok(keys) => {
-                if let Err(err) = self.note_keys_work(&cluster).await {
+                if let Err(err) = self.key_service.note_keys_work(&cluster).await {
                     tracing::warn!(error = %err, cluster = %cluster.id, "could not record that the cluster's keys work again");
                 }
                 keys

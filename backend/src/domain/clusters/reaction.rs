@@ -18,7 +18,7 @@ use super::{Cluster, ClusterState};
 use crate::domain::DomainError;
 use crate::domain::audit::{AuditDraft, Outcome};
 use crate::domain::identity::{Caller, Role};
-use crate::domain::keys::{EncryptionKey, Provider, StatusChangeEvent};
+use crate::domain::keys::{EncryptionKey, Provider};
 use crate::domain::notice::{ClusterAlert, ClusterCause, Notice};
 use crate::domain::ports::{Job, JobKind, KeyVersionStatus};
 use crate::domain::projects::{Project, RevocationPolicy};
@@ -397,67 +397,6 @@ impl Clusters {
             }
             after = Some(last);
         }
-    }
-
-    /// A resume just unwrapped every data key of the cluster: any of its keys (or key
-    /// versions) still recorded revoked works after all, and is recorded `active` at once, so
-    /// the periodic reconciliation does not stop the cluster again on an outdated status.
-    pub(super) async fn note_keys_work(&self, cluster: &Cluster) -> Result<(), DomainError> {
-        use crate::domain::keys::KeyStatus;
-        let system = Caller::system(cluster.organization_id, Role::Owner);
-        let mut changed = false;
-        for region in &cluster.regions {
-            let Some(key_id) = region.key_id else {
-                continue;
-            };
-            let Some(key) = self.keys.key(cluster.organization_id, key_id).await? else {
-                continue;
-            };
-            let now = self.clock.now();
-            let message = "a resume unwrapped a data key under it";
-            if key.status.is_revocation() {
-                let audit = StatusChangeEvent {
-                    key: &key,
-                    version: None,
-                    from: key.status,
-                    to: KeyStatus::Active,
-                    message: Some(message),
-                }
-                .audit(&system, now);
-                self.keys
-                    .update_key_status(key_id, KeyStatus::Active, now, None, audit)
-                    .await?;
-                changed = true;
-            }
-            for version in self.jobs.revoked_versions(&[key_id]).await? {
-                if Some(&version.version) != region.key_version.as_ref() {
-                    continue;
-                }
-                let audit = StatusChangeEvent {
-                    key: &key,
-                    version: Some((&version.version, 0)),
-                    from: version.status,
-                    to: KeyStatus::Active,
-                    message: Some(message),
-                }
-                .audit(&system, now);
-                let active = KeyVersionStatus {
-                    status: KeyStatus::Active,
-                    suspected: None,
-                    last_checked_at: Some(now),
-                    last_error: None,
-                    ..version
-                };
-                self.jobs
-                    .record_version_status(cluster.organization_id, active, Some(audit))
-                    .await?;
-                changed = true;
-            }
-        }
-        if changed {
-            self.wake_reactions();
-        }
-        Ok(())
     }
 
     /// Reconciliations waiting, for `/metrics`.

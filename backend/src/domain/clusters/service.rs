@@ -15,7 +15,7 @@ use crate::domain::clock::Clock;
 use crate::domain::identity::Caller;
 use crate::domain::keys::{KeyRef, KmsProviders};
 use crate::domain::kms::KeyProvider;
-use crate::domain::ports::{AuditStore, ClusterStore, JobStore, KeyStore, ProjectStore};
+use crate::domain::ports::{AuditStore, JobStore, KeyStore, ProjectStore};
 use crate::domain::projects::Project;
 use crate::domain::{DomainError, Environment};
 
@@ -27,12 +27,12 @@ pub struct Clusters {
     pub(super) projects: Arc<dyn ProjectStore>,
     pub(super) audit: Arc<dyn AuditStore>,
     pub(super) kms: KmsProviders,
+    /// The keys feature: a resume that unwrapped a key still recorded revoked tells it.
+    pub(super) key_service: crate::domain::keys::Keys,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) environment: Environment,
     /// Wakes this process's backup worker when a backup or restore was started here.
     pub(super) backups_queued: Arc<Notify>,
-    /// Wakes this process's reconciliation worker when a key status change queued one.
-    pub(super) reactions: Arc<Notify>,
 }
 
 /// What the clusters service is built from.
@@ -43,9 +43,9 @@ pub struct ClusterPorts {
     pub projects: Arc<dyn ProjectStore>,
     pub audit: Arc<dyn AuditStore>,
     pub kms: KmsProviders,
+    pub key_service: crate::domain::keys::Keys,
     pub clock: Arc<dyn Clock>,
     pub environment: Environment,
-    pub reactions: Arc<Notify>,
 }
 
 impl Clusters {
@@ -57,17 +57,11 @@ impl Clusters {
             projects: ports.projects,
             audit: ports.audit,
             kms: ports.kms,
+            key_service: ports.key_service,
             clock: ports.clock,
             environment: ports.environment,
             backups_queued: Arc::default(),
-            reactions: ports.reactions,
         }
-    }
-
-    /// The cluster store's port, for the features that read what clusters use (Key
-    /// Status, a key's deletion, the versions in use).
-    pub fn store(&self) -> &Arc<dyn ClusterStore> {
-        &self.parts.store
     }
 
     /// Another organization's project is "not found", as everywhere.
@@ -88,10 +82,5 @@ impl Clusters {
 
     pub(super) fn refuse_local_kms_in_production(&self) -> Result<(), DomainError> {
         crate::domain::local_kms::refuse_in_production(self.environment)
-    }
-
-    /// Tells this process's reconciliation worker that a reaction was queued.
-    pub(super) fn wake_reactions(&self) {
-        self.reactions.notify_one();
     }
 }

@@ -24,9 +24,7 @@ use crate::domain::identity::Caller;
 use crate::domain::kms::{EncryptionContext, KeyProvider};
 use crate::domain::local_kms::LocalKeyAdmin;
 use crate::domain::notice::{KeyChange, Notice};
-use crate::domain::ports::{
-    AuditStore, ClusterStore, CredentialStore, JobStore, KeyStore, ProjectStore,
-};
+use crate::domain::ports::{AuditStore, ClusterStore, Counters, JobStore, KeyStore, ProjectStore};
 use crate::domain::projects::Project;
 use crate::domain::rate::Counted;
 use crate::domain::{DomainError, Environment, FieldError};
@@ -62,7 +60,7 @@ pub struct Keys {
     pub(crate) projects: Arc<dyn ProjectStore>,
     pub(crate) audit: Arc<dyn AuditStore>,
     /// The shared rate counters (Check now presses).
-    pub(crate) credentials: Arc<dyn CredentialStore>,
+    pub(crate) counters: Arc<dyn Counters>,
     /// The cluster store's port, once clusters are turned on: what a key protects.
     pub(crate) clusters: Arc<OnceLock<Arc<dyn ClusterStore>>>,
     pub(crate) kms: KmsProviders,
@@ -109,7 +107,7 @@ impl Keys {
         seconds: i64,
     ) -> Result<Counted, DomainError> {
         crate::domain::rate::count_in_window(
-            self.credentials.as_ref(),
+            self.counters.as_ref(),
             self.clock.as_ref(),
             bucket,
             seconds,
@@ -120,25 +118,6 @@ impl Keys {
     /// Tells this process's reconciliation worker that a reaction was queued.
     pub(crate) fn wake_reactions(&self) {
         self.reactions.notify_one();
-    }
-}
-
-impl KmsProviders {
-    /// The adapter for the key's KMS, refused clearly when it is not configured (and the
-    /// local KMS in production, R3).
-    pub(crate) fn provider_for(
-        &self,
-        key: &KeyRef,
-        environment: crate::domain::Environment,
-    ) -> Result<Arc<dyn KeyProvider>, DomainError> {
-        match key {
-            KeyRef::Aws { .. } => self.aws.clone().ok_or_else(|| unavailable("AWS KMS is not configured on this console (the operator sets CMEK_AWS_ACCOUNT_ID).")),
-            KeyRef::Azure { .. } => self.azure.clone().ok_or_else(|| unavailable("Azure Key Vault is not configured on this console (the operator sets CMEK_AZURE_APP_ID and CMEK_AZURE_CLIENT_SECRET).")),
-            KeyRef::Local { .. } => {
-                crate::domain::local_kms::refuse_in_production(environment)?;
-                self.local.clone().ok_or_else(|| unavailable("The local KMS is not available."))
-            }
-        }
     }
 }
 

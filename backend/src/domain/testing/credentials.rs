@@ -155,7 +155,10 @@ impl CredentialStore for MemoryStore {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl crate::domain::ports::Counters for MemoryStore {
     async fn count_attempt(
         &self,
         bucket: &str,
