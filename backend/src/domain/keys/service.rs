@@ -29,6 +29,29 @@ use crate::domain::projects::Project;
 use crate::domain::rate::Counted;
 use crate::domain::{DomainError, Environment, FieldError};
 
+impl KmsProviders {
+    /// The adapter for the key's KMS, refused clearly when it is not configured (and the
+    /// local KMS in production, R3).
+    pub(crate) fn provider_for(
+        &self,
+        key: &KeyRef,
+        environment: crate::domain::Environment,
+    ) -> Result<Arc<dyn KeyProvider>, crate::domain::DomainError> {
+        match key {
+            KeyRef::Aws { .. } => self.aws.clone().ok_or_else(|| unconfigured("AWS KMS is not configured on this console (the operator sets CMEK_AWS_ACCOUNT_ID).")),
+            KeyRef::Azure { .. } => self.azure.clone().ok_or_else(|| unconfigured("Azure Key Vault is not configured on this console (the operator sets CMEK_AZURE_APP_ID and CMEK_AZURE_CLIENT_SECRET).")),
+            KeyRef::Local { .. } => {
+                crate::domain::local_kms::refuse_in_production(environment)?;
+                self.local.clone().ok_or_else(|| unconfigured("The local KMS is not available."))
+            }
+        }
+    }
+}
+
+fn unconfigured(detail: &str) -> crate::domain::DomainError {
+    crate::domain::DomainError::invalid("provider", detail)
+}
+
 /// An Azure key is saved with the tenant its vault was found in: the vault is the customer's
 /// only while it stays there. A key whose tenant was not seen is not saved.
 fn pin_tenant(request: &mut KeyRequest, checklist: &Checklist) -> Result<(), DomainError> {
