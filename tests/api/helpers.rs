@@ -388,37 +388,27 @@ impl TestApp {
         let cluster: Value = started.json().await.expect("a cluster");
         assert_eq!(cluster["state"], "creating");
         assert_eq!(cluster["restore"]["backup_id"], backup);
-        let id = cluster["id"].as_str().expect("an id").to_owned();
-        for _ in 0..1200 {
-            let now: Value = self
-                .get(&format!("/api/v1/clusters/{id}"), key)
-                .await
-                .json()
-                .await
-                .expect("a cluster");
-            if now["state"] != "creating" {
-                return now;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("cluster {id} was still being restored after a minute");
+        let id = cluster["id"].as_str().expect("an id");
+        self.once_created(key, &format!("/api/v1/clusters/{id}"))
+            .await
     }
 
     /// The backup once its job has ended (polled; a minute at most).
     pub async fn backup_when_done(&self, key: &str, backup: &str) -> Value {
+        self.once_created(key, &format!("/api/v1/backups/{backup}"))
+            .await
+    }
+
+    /// The resource at `path` once it is no longer `creating` (polled; a minute at most).
+    async fn once_created(&self, key: &str, path: &str) -> Value {
         for _ in 0..1200 {
-            let now: Value = self
-                .get(&format!("/api/v1/backups/{backup}"), key)
-                .await
-                .json()
-                .await
-                .expect("a backup");
+            let now: Value = self.get(path, key).await.json().await.expect("a resource");
             if now["state"] != "creating" {
                 return now;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        panic!("backup {backup} was still being taken after a minute");
+        panic!("{path} was still being created after a minute");
     }
 
     pub async fn post_json(&self, path: &str, key: &str, body: &Value) -> Response {

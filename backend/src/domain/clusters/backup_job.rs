@@ -300,25 +300,7 @@ impl Clusters {
             .find(|r| r.region == backup.region.region)
             .cloned()
             .ok_or_else(|| DomainError::Integrity("the backup's region left the cluster".into()))?;
-        let context = Self::data_key_context(
-            backup.organization_id,
-            backup.project_id,
-            backup.id,
-            &backup.region.region,
-            "backup",
-        );
-        let backup_key = match self
-            .unwrap_data_key(backup.organization_id, &backup.region, &context)
-            .await?
-        {
-            Ok(key) => key,
-            Err(failed) => {
-                return Err(DomainError::KeyUnusable {
-                    action: "take the backup",
-                    failures: vec![failed],
-                });
-            }
-        };
+        let backup_key = self.backup_key(backup, "take the backup").await?;
         let heartbeat = Heartbeat::start(self.jobs.clone(), self.clock.clone(), job.clone());
         let mut pending: Pending = Pending::default();
         loop {
@@ -406,6 +388,32 @@ impl Clusters {
         }
         report.copied += copies.len();
         Ok(then)
+    }
+
+    /// The backup's data key, unwrapped through the key that wrapped it; refused with what
+    /// the KMS said (`action` names what needed it).
+    pub(super) async fn backup_key(
+        &self,
+        backup: &Backup,
+        action: &'static str,
+    ) -> Result<PlaintextKey, DomainError> {
+        let context = Self::data_key_context(
+            backup.organization_id,
+            backup.project_id,
+            backup.id,
+            &backup.region.region,
+            "backup",
+        );
+        match self
+            .unwrap_data_key(backup.organization_id, &backup.region, &context)
+            .await?
+        {
+            Ok(key) => Ok(key),
+            Err(failed) => Err(DomainError::KeyUnusable {
+                action,
+                failures: vec![failed],
+            }),
+        }
     }
 
     /// Re-seals one object of the snapshot from the cluster's primary copy under the

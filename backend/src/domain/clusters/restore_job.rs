@@ -68,25 +68,7 @@ impl Clusters {
                 field: None,
                 detail: "The backup was deleted before the restore finished.".into(),
             })?;
-        let context = Self::data_key_context(
-            backup.organization_id,
-            backup.project_id,
-            backup.id,
-            &backup.region.region,
-            "backup",
-        );
-        let backup_key = match self
-            .unwrap_data_key(backup.organization_id, &backup.region, &context)
-            .await?
-        {
-            Ok(key) => key,
-            Err(failed) => {
-                return Err(DomainError::KeyUnusable {
-                    action: "restore the backup",
-                    failures: vec![failed],
-                });
-            }
-        };
+        let backup_key = self.backup_key(&backup, "restore the backup").await?;
         let backup_keys = Arc::new(ClusterKeys::new(vec![(
             backup.region.region.clone(),
             backup_key,

@@ -62,6 +62,12 @@ impl MemoryClusters {
         value
     }
 
+    /// The backups that `keep` selects, newest first, a page of them.
+    fn newest_backups(&self, page: PageRequest, keep: impl Fn(&Backup) -> bool) -> Vec<Backup> {
+        let found = self.read(|c| c.backups.iter().filter(|b| keep(b)).cloned().collect());
+        newest(found, page)
+    }
+
     fn read<T>(&self, f: impl FnOnce(&Clusters) -> T) -> T {
         f(&self
             .state
@@ -521,14 +527,9 @@ impl ClusterStore for MemoryClusters {
         cluster_id: Uuid,
         page: PageRequest,
     ) -> Result<Vec<Backup>, StoreError> {
-        let found = self.read(|c| {
-            c.backups
-                .iter()
-                .filter(|b| b.organization_id == organization_id && b.cluster_id == cluster_id)
-                .cloned()
-                .collect()
-        });
-        Ok(newest(found, page))
+        Ok(self.newest_backups(page, |b| {
+            b.organization_id == organization_id && b.cluster_id == cluster_id
+        }))
     }
 
     async fn project_backups(
@@ -537,14 +538,9 @@ impl ClusterStore for MemoryClusters {
         project_id: Uuid,
         page: PageRequest,
     ) -> Result<Vec<Backup>, StoreError> {
-        let found = self.read(|c| {
-            c.backups
-                .iter()
-                .filter(|b| b.organization_id == organization_id && b.project_id == project_id)
-                .cloned()
-                .collect()
-        });
-        Ok(newest(found, page))
+        Ok(self.newest_backups(page, |b| {
+            b.organization_id == organization_id && b.project_id == project_id
+        }))
     }
 
     async fn backups_using_key(
