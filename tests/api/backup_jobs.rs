@@ -389,3 +389,111 @@ async fn a_restore_that_cannot_finish_leaves_a_failed_cluster_that_says_why_and_
         204
     );
 }
+
+#[tokio::test]
+async fn a_keys_impact_names_what_it_protects_and_what_each_action_would_break() {
+    let f = local_cmek_with(&["us-east-1"], &[]).await;
+    let key = f.key_id("us-east-1").await;
+    let impact_path = format!(
+        "/api/v1/projects/{}/encryption-keys/{key}/impact",
+        f.project
+    );
+    let member = f
+        .app
+        .api_key(cmek_console::domain::identity::Role::Member)
+        .await;
+    let impact = |key: String| {
+        let path = impact_path.clone();
+        let app = &f.app;
+        async move { app.get(&path, &key).await.json::<Value>().await.unwrap() }
+    };
+
+    // Nothing uses a new key: every action is safe.
+    let unused = impact(member.clone()).await;
+    assert!(
+        unused["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["safe"] == true),
+        "{unused}"
+    );
+
+    let cluster = id(&f.cluster("orders", &["us-east-1"]).await);
+    let backup = f.app.take_backup(&f.owner, &cluster).await;
+    let used = impact(member.clone()).await;
+
+    assert_eq!(used["key_id"], key.to_string());
+    assert_eq!(used["clusters"][0]["name"], "orders");
+    assert_eq!(used["clusters"][0]["state"], "available");
+    // The local KMS's default policy is keep_running.
+    assert_eq!(used["clusters"][0]["if_revoked"], "would_not_resume");
+    assert_eq!(used["backups"][0]["id"], backup["id"]);
+    let verdict = |action: &str| {
+        used["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["action"] == action)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(verdict("delete")["safe"], false);
+    assert!(
+        verdict("delete")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cluster \"orders\"")
+    );
+    let disable = verdict("disable_key");
+    assert_eq!(disable["safe"], false);
+    assert!(
+        disable["reason"]
+            .as_str()
+            .unwrap()
+            .contains("\"orders\" would keep running but could not resume"),
+        "{disable}"
+    );
+    let version = verdict("disable_version");
+    assert_eq!(version["safe"], false);
+    assert!(
+        version["reason"].as_str().unwrap().contains("2 data keys"),
+        "{version}"
+    );
+    // Under `stop`, the same key would stop the cluster.
+    assert_eq!(
+        f.app
+            .patch_json(
+                &format!("/api/v1/projects/{}", f.project),
+                &f.owner,
+                &serde_json::json!({ "revocation_policy": "stop" }),
+            )
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        impact(member.clone()).await["clusters"][0]["if_revoked"],
+        "becomes_inaccessible"
+    );
+    // The key's page shows the verdicts, and Key Status links to them.
+    let browser = f.app.signed_in_owner().await;
+    let page = browser
+        .get(
+            f.app
+                .url(&format!("/projects/{}/encryption-keys/{key}", f.project)),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"impact\""), "{page}");
+    assert!(page.contains("Disable the key in your KMS"));
+    assert!(page.contains("would become inaccessible"));
+    assert!(page.contains(backup["id"].as_str().unwrap()));
+    // Another organization's key is not found.
+    let stranger = f.app.stranger_key().await;
+    assert_eq!(f.app.get(&impact_path, &stranger).await.status(), 404);
+}

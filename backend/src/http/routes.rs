@@ -60,6 +60,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
         api(M::DELETE, "/api/v1/projects/{project_id}/encryption-keys/{key_id}", SignedIn, web::delete().to(keys::delete)),
         api(M::POST, "/api/v1/projects/{project_id}/encryption-keys/{key_id}/check", SignedIn, web::post().to(keys::check)),
         api(M::GET, "/api/v1/projects/{project_id}/encryption-keys/{key_id}/history", SignedIn, web::get().to(keys::history)),
+        api(M::GET, "/api/v1/projects/{project_id}/encryption-keys/{key_id}/impact", SignedIn, web::get().to(keys::impact)),
         api(M::GET, "/api/v1beta/projects/{project_id}/aws-cmek", SignedIn, web::get().to(keys::v1beta_list)),
         api(M::POST, "/api/v1beta/projects/{project_id}/aws-cmek", SignedIn, web::post().to(keys::v1beta_create)),
         api(M::POST, "/api/v1/projects/{project_id}/clusters", SignedIn, web::post().to(clusters::create)),

@@ -6,6 +6,7 @@
 pub mod arn;
 pub mod azure;
 pub mod checks;
+mod impact;
 mod local;
 mod monitor;
 pub mod policy;
@@ -28,6 +29,7 @@ use checks::Checklist;
 use policy::AccessMode;
 use region::Region;
 
+pub use impact::{BackupImpact, ClusterImpact, IfRevoked, KeyImpact, Verdict};
 pub(crate) use monitor::StatusChangeEvent;
 pub use monitor::{LATENCY_BUCKETS, MonitorPolicy, MonitorStats, SweepReport};
 pub use request::{KeyRequest, KeyRequestInput};

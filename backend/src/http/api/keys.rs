@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::keys::{
-    AwsAccess, Confirmation, EncryptionKey, KeyRef, StatusChange, VersionInUse,
+    AwsAccess, Confirmation, EncryptionKey, IfRevoked, KeyImpact, KeyRef, StatusChange,
+    VersionInUse,
 };
 use crate::domain::page::PageRequest;
 use crate::http::AppState;
@@ -408,6 +409,141 @@ pub async fn read(
         versions: Some(versions.into_iter().map(KeyVersionBody::from).collect()),
         ..KeyBody::from(key)
     }))
+}
+
+/// What a revocation of the key, confirmed now, would do to a cluster.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IfRevokedBody {
+    /// `stop` policy: its data keys are dropped and it becomes `inaccessible`.
+    BecomesInaccessible,
+    /// `keep_running` policy: it runs on but would not resume once paused.
+    WouldNotResume,
+    /// Nothing changes for it now (paused, inaccessible, ...); it could not resume.
+    Unchanged,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ClusterImpactBody {
+    pub id: Uuid,
+    pub name: String,
+    pub state: crate::http::wire::ClusterState,
+    pub if_revoked: IfRevokedBody,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BackupImpactBody {
+    pub id: Uuid,
+    pub cluster_id: Uuid,
+    pub cluster_name: String,
+    pub state: crate::http::wire::BackupState,
+    /// The key version that wrapped its data key.
+    pub key_version: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An action on the key and whether it is safe now.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImpactAction {
+    /// Delete the key from the console.
+    Delete,
+    /// Disable (or schedule the deletion of) the key in your KMS.
+    DisableKey,
+    /// Disable one version of the key in your KMS (`version` names it).
+    DisableVersion,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct VerdictBody {
+    pub action: ImpactAction,
+    pub version: Option<String>,
+    pub safe: bool,
+    /// Why, naming what would break.
+    pub reason: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct KeyImpactBody {
+    pub key_id: Uuid,
+    pub clusters: Vec<ClusterImpactBody>,
+    pub backups: Vec<BackupImpactBody>,
+    /// The key versions that wrap data keys the console holds. A version not listed wraps
+    /// nothing here.
+    pub versions: Vec<KeyVersionBody>,
+    pub verdicts: Vec<VerdictBody>,
+}
+
+impl From<KeyImpact> for KeyImpactBody {
+    fn from(i: KeyImpact) -> Self {
+        Self {
+            key_id: i.key.id,
+            clusters: i
+                .clusters
+                .into_iter()
+                .map(|c| ClusterImpactBody {
+                    id: c.id,
+                    name: c.name,
+                    state: c.state.into(),
+                    if_revoked: match c.if_revoked {
+                        IfRevoked::BecomesInaccessible => IfRevokedBody::BecomesInaccessible,
+                        IfRevoked::WouldNotResume => IfRevokedBody::WouldNotResume,
+                        IfRevoked::Unchanged => IfRevokedBody::Unchanged,
+                    },
+                })
+                .collect(),
+            backups: i
+                .backups
+                .into_iter()
+                .map(|b| BackupImpactBody {
+                    id: b.id,
+                    cluster_id: b.cluster_id,
+                    cluster_name: b.cluster_name,
+                    state: b.state.into(),
+                    key_version: b.key_version,
+                    created_at: b.created_at,
+                })
+                .collect(),
+            versions: i.versions.into_iter().map(KeyVersionBody::from).collect(),
+            verdicts: i
+                .verdicts
+                .into_iter()
+                .map(|v| VerdictBody {
+                    action: match v.action {
+                        "delete" => ImpactAction::Delete,
+                        "disable_key" => ImpactAction::DisableKey,
+                        _ => ImpactAction::DisableVersion,
+                    },
+                    version: v.version,
+                    safe: v.safe,
+                    reason: v.reason,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/projects/{project_id}/encryption-keys/{key_id}/impact", operation_id = "getEncryptionKeyImpact", tag = "encryption keys",
+    params(("project_id" = Uuid, Path), ("key_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = KeyImpactBody, description = "What the key protects (clusters, with what a revocation confirmed now would do to each under the project's policy; backups; data keys per key version) and a verdict per action: delete, disable the key in your KMS, disable one of its versions"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn impact(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
+    let (project_id, key_id) = path.into_inner();
+    let impact = state
+        .console
+        .keys()
+        .key_impact(&caller.0, project_id, key_id)
+        .await?;
+    Ok(HttpResponse::Ok().json(KeyImpactBody::from(impact)))
 }
 
 #[utoipa::path(

@@ -716,6 +716,10 @@ struct KeyPage {
     policy: &'static str,
     notice: Option<&'static str>,
     versions: Vec<crate::domain::keys::VersionInUse>,
+    /// Each action and whether it is safe now: (safe, what, why).
+    verdicts: Vec<(bool, String, String)>,
+    /// Backups wrapped under this key: (id, cluster name, state, version).
+    backups: Vec<(Uuid, String, &'static str, String)>,
 }
 
 /// The key's page: its status, the clusters it protects, and its history as a timeline.
@@ -757,7 +761,36 @@ pub async fn show(
     let complete = history.next.is_none();
     let history = history.items;
     let clusters = console.keys().key_clusters(&caller.0, &key).await?;
-    let versions = console.keys().key_versions(&caller.0, &key).await?;
+    let impact = console
+        .keys()
+        .key_impact(&caller.0, project_id, key_id)
+        .await?;
+    let verdicts = impact
+        .verdicts
+        .iter()
+        .map(|v| {
+            let what = match (v.action, &v.version) {
+                ("delete", _) => "Delete the key here".to_owned(),
+                ("disable_key", _) => "Disable the key in your KMS".to_owned(),
+                (_, Some(version)) => format!("Disable version {version} in your KMS"),
+                (_, None) => "Disable a version in your KMS".to_owned(),
+            };
+            (v.safe, what, v.reason.clone())
+        })
+        .collect();
+    let backups = impact
+        .backups
+        .iter()
+        .map(|b| {
+            (
+                b.id,
+                b.cluster_name.clone(),
+                b.state.as_str(),
+                b.key_version.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let versions = impact.versions;
     let chrome = Chrome::load(console, &caller.0, "projects").await?;
     let policy = match effective_policy(&project, key.key_ref.provider()) {
         RevocationPolicy::Stop => {
@@ -795,6 +828,8 @@ pub async fn show(
             policy,
             notice,
             versions,
+            verdicts,
+            backups,
         },
     )
 }

@@ -39,6 +39,7 @@ use crate::http::wire::{AuditEvent, FieldError, Outcome, RevocationPolicy, Role}
         keys::delete,
         keys::check,
         keys::history,
+        keys::impact,
         keys::v1beta_list,
         keys::v1beta_create,
         clusters::create,
