@@ -1,5 +1,5 @@
 //! The operator's command line: `serve` (the default), `migrate`, `api-key create`,
-//! `sign-in-link`, `organization create`, `audit verify` and `audit rotate-key`.
+//! `sign-in-link`, `organization create`, `key impact`, `audit verify` and `audit rotate-key`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,9 +42,25 @@ pub enum Command {
     /// Manage organizations.
     #[command(subcommand)]
     Organization(OrganizationCommand),
+    /// Look at encryption keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// What the key protects and what each action on it would break (delete it here,
+    /// disable it in the KMS, disable one of its versions). Exits 1 when no action is safe.
+    Impact {
+        /// The key's id (as the API and the key's page show it).
+        key_id: Uuid,
+        /// Needed only when the install has several organizations.
+        #[arg(long)]
+        organization: Option<Uuid>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -149,6 +165,60 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
                 invitation.expires_at.format("%Y-%m-%d %H:%M UTC")
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Key(KeyCommand::Impact {
+            key_id,
+            organization,
+        }) => {
+            let console = startup::console(&settings, Arc::new(SystemClock)).await?;
+            console.identity().ensure_organization().await?;
+            let operator = console.identity().operator(organization).await?;
+            let impact = console.keys().key_impact_of(&operator, key_id).await?;
+            println!("Key {} ({}):", impact.key.id, impact.key.key_ref.display());
+            for c in &impact.clusters {
+                println!(
+                    "  cluster {} ({}, {}): if the key were revoked now, {}",
+                    c.name,
+                    c.id,
+                    c.state.as_str(),
+                    match c.if_revoked {
+                        crate::domain::keys::IfRevoked::BecomesInaccessible =>
+                            "it would become inaccessible",
+                        crate::domain::keys::IfRevoked::WouldNotResume =>
+                            "it would keep running but could not resume",
+                        crate::domain::keys::IfRevoked::Unchanged => "it could not resume",
+                    }
+                );
+            }
+            for b in &impact.backups {
+                println!(
+                    "  backup {} of cluster {} ({})",
+                    b.id,
+                    b.cluster_name,
+                    b.state.as_str()
+                );
+            }
+            for v in &impact.versions {
+                println!("  version {}: {} data key(s)", v.version, v.data_keys);
+            }
+            for v in &impact.verdicts {
+                let what = match (v.action, &v.version) {
+                    ("delete", _) => "delete".to_owned(),
+                    ("disable_key", _) => "disable in the KMS".to_owned(),
+                    (_, Some(version)) => format!("disable version {version}"),
+                    (_, None) => "disable a version".to_owned(),
+                };
+                println!(
+                    "{what}: {} - {}",
+                    if v.safe { "safe" } else { "NOT SAFE" },
+                    v.reason
+                );
+            }
+            Ok(if impact.verdicts.iter().any(|v| v.safe) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Audit(AuditCommand::Verify { checkpoint }) => {
             let since = match checkpoint.as_deref().map(Checkpoint::parse) {

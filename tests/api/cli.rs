@@ -427,3 +427,39 @@ async fn a_command_run_without_the_servers_key_files_does_not_lock_them_out() {
     let ready = app.api.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
 }
+
+#[tokio::test]
+async fn key_impact_prints_what_the_key_protects_and_each_verdict() {
+    let f = crate::clusters::local_cmek(&["us-east-1"]).await;
+    let key = f.key_id("us-east-1").await;
+
+    let unused = run(&f.app, &["key", "impact", &key]);
+    assert!(
+        unused.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unused.stderr)
+    );
+    let text = String::from_utf8(unused.stdout).unwrap();
+    assert!(text.contains("delete: safe"), "{text}");
+
+    let cluster = f.cluster("orders", &["us-east-1"]).await;
+    let used = run(&f.app, &["key", "impact", &key]);
+    let text = String::from_utf8(used.stdout).unwrap();
+    assert!(!used.status.success(), "no action is safe: {text}");
+    assert!(
+        text.contains(&format!(
+            "cluster orders ({}, available)",
+            cluster["id"].as_str().unwrap()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("delete: NOT SAFE"), "{text}");
+    assert!(text.contains("disable in the KMS: NOT SAFE"), "{text}");
+
+    let unknown = run(
+        &f.app,
+        &["key", "impact", &uuid::Uuid::now_v7().to_string()],
+    );
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("not found"));
+}

@@ -168,6 +168,20 @@ pub fn verdicts(
 }
 
 impl Keys {
+    /// The same, for a key named by its id alone (the command line).
+    pub async fn key_impact_of(
+        &self,
+        caller: &Caller,
+        key_id: Uuid,
+    ) -> Result<KeyImpact, DomainError> {
+        let key = self
+            .keys
+            .key(caller.organization_id, key_id)
+            .await?
+            .ok_or(DomainError::NotFound("encryption key"))?;
+        self.key_impact(caller, key.project_id, key.id).await
+    }
+
     /// What the key protects and what each action on it would break (any role may read it,
     /// as the key's page).
     pub async fn key_impact(
