@@ -466,7 +466,7 @@ pub struct Alerts {
     parts: AlertParts,
     audit: Arc<dyn crate::domain::ports::AuditStore>,
     /// The shared rate counters (test events per organization and minute).
-    counters: Arc<dyn crate::domain::ports::Counters>,
+    windows: crate::domain::rate::Windows,
     clock: Arc<dyn crate::domain::clock::Clock>,
     environment: Environment,
 }
@@ -482,7 +482,10 @@ impl Alerts {
         Self {
             parts,
             audit,
-            counters,
+            windows: crate::domain::rate::Windows {
+                counters,
+                clock: clock.clone(),
+            },
             clock,
             environment,
         }
@@ -637,13 +640,10 @@ impl Alerts {
     pub async fn send_test_webhook(&self, caller: &Caller, id: Uuid) -> Result<(), DomainError> {
         let webhook = self.webhook(caller, id).await?;
         caller.require_owner("send test events")?;
-        let sent = crate::domain::rate::count_in_window(
-            self.counters.as_ref(),
-            self.clock.as_ref(),
-            &format!("webhook-test:{}", caller.organization_id),
-            60,
-        )
-        .await?;
+        let sent = self
+            .windows
+            .count(&format!("webhook-test:{}", caller.organization_id), 60)
+            .await?;
         if sent.count > TEST_EVENTS_PER_MINUTE {
             return Err(DomainError::TooManyRequests {
                 detail: format!(

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use crate::domain::audit::AuditDraft;
 use crate::domain::clock::Clock;
-use crate::domain::ports::{AuditStore, Counters, CredentialStore, MemberStore};
-use crate::domain::rate::Counted;
+use crate::domain::ports::{AuditStore, CredentialStore, MemberStore};
 use crate::domain::sso::IdentityProvider;
 use crate::domain::{DomainError, Policy};
 
@@ -17,7 +16,7 @@ pub struct Identity {
     pub(crate) members: Arc<dyn MemberStore>,
     pub(crate) credentials: Arc<dyn CredentialStore>,
     /// The shared rate counters (sign-in attempts).
-    pub(crate) counters: Arc<dyn Counters>,
+    pub(crate) windows: crate::domain::rate::Windows,
     pub(crate) audit: Arc<dyn AuditStore>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) policy: Policy,
@@ -27,20 +26,6 @@ pub struct Identity {
 impl Identity {
     pub(crate) async fn record(&self, draft: AuditDraft) -> Result<(), DomainError> {
         Ok(self.audit.append_audit(draft).await?)
-    }
-
-    pub(crate) async fn count_in_window(
-        &self,
-        bucket: &str,
-        seconds: i64,
-    ) -> Result<Counted, DomainError> {
-        crate::domain::rate::count_in_window(
-            self.counters.as_ref(),
-            self.clock.as_ref(),
-            bucket,
-            seconds,
-        )
-        .await
     }
 
     pub fn sso_enabled(&self) -> bool {

@@ -109,7 +109,10 @@ impl Console {
             jobs: store.clone(),
             projects: store.clone(),
             audit: store.clone(),
-            counters: store.clone(),
+            windows: rate::Windows {
+                counters: store.clone(),
+                clock: clock.clone(),
+            },
             clusters: Arc::default(),
             kms: kms.clone(),
             local_admin,
@@ -122,7 +125,10 @@ impl Console {
         let identity = identity_service::Identity {
             members: store.clone(),
             credentials: store.clone(),
-            counters: store.clone(),
+            windows: rate::Windows {
+                counters: store.clone(),
+                clock: clock.clone(),
+            },
             audit: store.clone(),
             clock: clock.clone(),
             policy: policy.clone(),

@@ -10,6 +10,19 @@ use crate::domain::identity::Caller;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::projects::{NewProject, Project, ProjectChanges, ProjectName, RevocationPolicy};
 
+/// The caller's project: another organization's is "not found", never "forbidden" (ids are
+/// not confirmed). Every feature that works inside a project reads it through this.
+pub(crate) async fn find(
+    projects: &dyn crate::domain::ports::ProjectStore,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<Project, DomainError> {
+    projects
+        .project(caller.organization_id, id)
+        .await?
+        .ok_or(DomainError::NotFound("project"))
+}
+
 fn name_taken(name: &ProjectName) -> DomainError {
     DomainError::Conflict {
         rule: Rule::ProjectNameTaken,
@@ -124,10 +137,7 @@ impl Projects {
 
     /// Another organization's project is "not found", never "forbidden": ids are not confirmed.
     pub async fn project(&self, caller: &Caller, id: Uuid) -> Result<Project, DomainError> {
-        self.projects
-            .project(caller.organization_id, id)
-            .await?
-            .ok_or(DomainError::NotFound("project"))
+        find(self.projects.as_ref(), caller, id).await
     }
 
     pub async fn update_project(

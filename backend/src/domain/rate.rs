@@ -36,3 +36,17 @@ pub(crate) async fn count_in_window(
         retry_after,
     })
 }
+
+/// The shared counters read with the console's clock: what a feature that limits a rate holds.
+#[derive(Clone)]
+pub struct Windows {
+    pub(crate) counters: std::sync::Arc<dyn Counters>,
+    pub(crate) clock: std::sync::Arc<dyn Clock>,
+}
+
+impl Windows {
+    /// Counts one event in `bucket`'s current window of `seconds`.
+    pub(crate) async fn count(&self, bucket: &str, seconds: i64) -> Result<Counted, DomainError> {
+        count_in_window(self.counters.as_ref(), self.clock.as_ref(), bucket, seconds).await
+    }
+}

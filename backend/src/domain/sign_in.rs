@@ -84,7 +84,8 @@ impl Identity {
         address: &str,
     ) -> Result<Option<std::time::Duration>, DomainError> {
         let counted = self
-            .count_in_window(
+            .windows
+            .count(
                 &format!("sign-in:{}", bucket_of(address)),
                 SIGN_IN_WINDOW.num_seconds(),
             )

@@ -66,10 +66,7 @@ impl Clusters {
 
     /// Another organization's project is "not found", as everywhere.
     pub(super) async fn project(&self, caller: &Caller, id: Uuid) -> Result<Project, DomainError> {
-        self.projects
-            .project(caller.organization_id, id)
-            .await?
-            .ok_or(DomainError::NotFound("project"))
+        crate::domain::projects_service::find(self.projects.as_ref(), caller, id).await
     }
 
     pub(super) async fn record(&self, draft: AuditDraft) -> Result<(), DomainError> {

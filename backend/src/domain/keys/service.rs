@@ -24,9 +24,8 @@ use crate::domain::identity::Caller;
 use crate::domain::kms::{EncryptionContext, KeyProvider};
 use crate::domain::local_kms::LocalKeyAdmin;
 use crate::domain::notice::{KeyChange, Notice};
-use crate::domain::ports::{AuditStore, ClusterStore, Counters, JobStore, KeyStore, ProjectStore};
+use crate::domain::ports::{AuditStore, ClusterStore, JobStore, KeyStore, ProjectStore};
 use crate::domain::projects::Project;
-use crate::domain::rate::Counted;
 use crate::domain::{DomainError, Environment, FieldError};
 
 impl KmsProviders {
@@ -83,7 +82,7 @@ pub struct Keys {
     pub(crate) projects: Arc<dyn ProjectStore>,
     pub(crate) audit: Arc<dyn AuditStore>,
     /// The shared rate counters (Check now presses).
-    pub(crate) counters: Arc<dyn Counters>,
+    pub(crate) windows: crate::domain::rate::Windows,
     /// The cluster store's port, once clusters are turned on: what a key protects.
     pub(crate) clusters: Arc<OnceLock<Arc<dyn ClusterStore>>>,
     pub(crate) kms: KmsProviders,
@@ -101,10 +100,7 @@ pub struct Keys {
 impl Keys {
     /// Another organization's project is "not found", as everywhere.
     pub(crate) async fn project(&self, caller: &Caller, id: Uuid) -> Result<Project, DomainError> {
-        self.projects
-            .project(caller.organization_id, id)
-            .await?
-            .ok_or(DomainError::NotFound("project"))
+        crate::domain::projects_service::find(self.projects.as_ref(), caller, id).await
     }
 
     pub(crate) async fn record(&self, draft: AuditDraft) -> Result<(), DomainError> {
@@ -117,25 +113,6 @@ impl Keys {
 
     pub(crate) fn refuse_local_kms_in_production(&self) -> Result<(), DomainError> {
         crate::domain::local_kms::refuse_in_production(self.environment)
-    }
-
-    /// R3: the local KMS is offered everywhere but in production.
-    pub fn local_kms_available(&self) -> bool {
-        self.environment != Environment::Production
-    }
-
-    pub(crate) async fn count_in_window(
-        &self,
-        bucket: &str,
-        seconds: i64,
-    ) -> Result<Counted, DomainError> {
-        crate::domain::rate::count_in_window(
-            self.counters.as_ref(),
-            self.clock.as_ref(),
-            bucket,
-            seconds,
-        )
-        .await
     }
 
     /// Tells this process's reconciliation worker that a reaction was queued.
@@ -770,7 +747,8 @@ impl Keys {
             Actor::System => "system".to_owned(),
         };
         let presses = self
-            .count_in_window(&format!("check-now:{}:{who}", caller.organization_id), 60)
+            .windows
+            .count(&format!("check-now:{}:{who}", caller.organization_id), 60)
             .await?;
         if presses.count > CHECKS_PER_CALLER_PER_MINUTE {
             return Err(DomainError::TooManyRequests {
@@ -784,7 +762,8 @@ impl Keys {
             });
         }
         let this_key = self
-            .count_in_window(&format!("check-now-key:{}", key.id), CHECK_FRESH_SECONDS)
+            .windows
+            .count(&format!("check-now-key:{}", key.id), CHECK_FRESH_SECONDS)
             .await?;
         let window = this_key.window_start;
         let first = this_key.count == 1;
