@@ -6,7 +6,8 @@
 use serde_json::Value;
 
 use crate::clusters::{
-    Fixture, free_port, get, id, local_cmek_with, marked, post, put, serve, until_up,
+    Fixture, free_port, get, id, local_cmek_quiet, local_cmek_with, marked, post, put, serve,
+    until_up,
 };
 
 /// The stored copies under `dir` (finished ones and unfinished writes' staging files).
@@ -67,14 +68,7 @@ async fn lapse_leases(f: &Fixture) {
 #[tokio::test]
 async fn a_console_killed_during_a_backup_leaves_it_to_another_and_the_cluster_untouched() {
     // The test's own instance sets things up and runs no background work.
-    let f = local_cmek_with(
-        &["us-east-1"],
-        &[(
-            "CMEK_TEST_WORKER_FAULTS",
-            &cmek_console::startup::WORKERS.join(","),
-        )],
-    )
-    .await;
+    let f = local_cmek_quiet(&["us-east-1"]).await;
     let cluster = id(&f.cluster("big", &["us-east-1"]).await);
     let n = 640;
     fill(&f, &cluster, n, 16 * 1024).await;

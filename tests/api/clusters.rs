@@ -25,6 +25,19 @@ pub async fn local_cmek(regions: &[&str]) -> Fixture {
     local_cmek_with(regions, &[]).await
 }
 
+/// As `local_cmek`, on an instance that runs no background work (its workers fail every
+/// round): what a test needs to stop a console between a change and its reaction.
+pub async fn local_cmek_quiet(regions: &[&str]) -> Fixture {
+    local_cmek_with(
+        regions,
+        &[(
+            "CMEK_TEST_WORKER_FAULTS",
+            &cmek_console::startup::WORKERS.join(","),
+        )],
+    )
+    .await
+}
+
 pub async fn local_cmek_with(regions: &[&str], settings: &[(&str, &str)]) -> Fixture {
     let app = crate::helpers::spawn_app_with(settings).await;
     let owner = app.api_key(Role::Owner).await;
@@ -811,11 +824,7 @@ async fn a_paused_cluster_refuses_reads_and_writes_and_resumes_intact() {
     assert_eq!(paused.status(), 200);
     assert_eq!(paused.json::<Value>().await.unwrap()["state"], "paused");
     assert!(
-        !f.app
-            .console
-            .clusters()
-            .unwrap()
-            .holds_data_keys(cluster.parse().unwrap()),
+        !f.app.clusters().holds_data_keys(cluster.parse().unwrap()),
         "pause drops the keys"
     );
 
@@ -844,7 +853,7 @@ async fn a_paused_cluster_refuses_reads_and_writes_and_resumes_intact() {
         200
     );
 
-    let calls = f.app.console.clusters().unwrap().cluster_kms_calls();
+    let calls = f.app.clusters().cluster_kms_calls();
     let resumed = post(
         &f.app,
         &f.owner,
@@ -854,14 +863,14 @@ async fn a_paused_cluster_refuses_reads_and_writes_and_resumes_intact() {
     assert_eq!(resumed.status(), 200);
     assert_eq!(resumed.json::<Value>().await.unwrap()["state"], "available");
     assert_eq!(
-        f.app.console.clusters().unwrap().cluster_kms_calls() - calls,
+        f.app.clusters().cluster_kms_calls() - calls,
         1,
         "one unwrap per region"
     );
     let read = get(&f.app, &f.owner, &cluster, "keep").await;
     assert_eq!(read.bytes().await.unwrap().as_ref(), bytes.as_slice());
     assert_eq!(
-        f.app.console.clusters().unwrap().cluster_kms_calls() - calls,
+        f.app.clusters().cluster_kms_calls() - calls,
         1,
         "no KMS call per object"
     );
@@ -1282,22 +1291,10 @@ async fn check_now_by_an_auditor_confirms_a_revocation_and_a_stop_project_cluste
         409,
         "its data is refused"
     );
-    assert!(
-        !f.app
-            .console
-            .clusters()
-            .unwrap()
-            .holds_data_keys(cluster.parse().unwrap())
-    );
+    assert!(!f.app.clusters().holds_data_keys(cluster.parse().unwrap()));
     // However often it runs again, the reaction was made (and audited, and alerted) once.
     for _ in 0..2 {
-        f.app
-            .console
-            .clusters()
-            .unwrap()
-            .reconcile_revoked_keys()
-            .await
-            .unwrap();
+        f.app.clusters().reconcile_revoked_keys().await.unwrap();
     }
     assert_eq!(
         events(&f.app, &f.owner, "cluster.inaccessible").await.len(),
@@ -1334,13 +1331,7 @@ async fn a_keep_running_cluster_is_marked_once_and_a_policy_changed_to_stop_late
         404,
         "still serving"
     );
-    f.app
-        .console
-        .clusters()
-        .unwrap()
-        .reconcile_revoked_keys()
-        .await
-        .unwrap();
+    f.app.clusters().reconcile_revoked_keys().await.unwrap();
     assert_eq!(
         events(&f.app, &f.owner, "cluster.will_not_resume")
             .await
@@ -1409,36 +1400,15 @@ async fn a_reaction_queued_by_an_instance_that_never_ran_it_is_run_by_another_ex
     f.app.workers.inject("reactions", None);
     f.app.workers.inject("reconcile", None);
     for _ in 0..3 {
-        f.app
-            .console
-            .clusters()
-            .unwrap()
-            .reconcile_revoked_keys()
-            .await
-            .unwrap();
-        other
-            .console
-            .clusters()
-            .unwrap()
-            .reconcile_revoked_keys()
-            .await
-            .unwrap();
+        f.app.clusters().reconcile_revoked_keys().await.unwrap();
+        other.clusters().reconcile_revoked_keys().await.unwrap();
     }
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     assert_eq!(
         events(&f.app, &f.owner, "cluster.inaccessible").await.len(),
         1
     );
-    assert_eq!(
-        f.app
-            .console
-            .clusters()
-            .unwrap()
-            .pending_reactions()
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(f.app.clusters().pending_reactions().await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -1481,13 +1451,7 @@ async fn a_single_denial_seen_by_check_now_records_nothing() {
         .await
         .unwrap();
     assert_eq!(history["items"].as_array().unwrap().len(), 0, "{history}");
-    f.app
-        .console
-        .clusters()
-        .unwrap()
-        .reconcile_revoked_keys()
-        .await
-        .unwrap();
+    f.app.clusters().reconcile_revoked_keys().await.unwrap();
     let read = read_cluster(&f.app, &f.owner, &cluster).await;
     assert_eq!(read["state"], "available");
     assert!(read["will_not_resume"].is_null());
@@ -1566,7 +1530,7 @@ async fn another_instance_drops_the_keys_of_a_cluster_paused_elsewhere_unasked()
     let second = f.app.another_instance().await;
     assert_eq!(get(&second, &f.owner, &cluster, "a").await.status(), 200);
     let id: uuid::Uuid = cluster.parse().unwrap();
-    assert!(second.console.clusters().unwrap().holds_data_keys(id));
+    assert!(second.clusters().holds_data_keys(id));
 
     assert_eq!(
         post(
@@ -1581,7 +1545,7 @@ async fn another_instance_drops_the_keys_of_a_cluster_paused_elsewhere_unasked()
 
     let mut held = true;
     for _ in 0..50 {
-        held = second.console.clusters().unwrap().holds_data_keys(id);
+        held = second.clusters().holds_data_keys(id);
         if !held {
             break;
         }
@@ -1728,14 +1692,7 @@ pub async fn until_up(app: &crate::helpers::TestApp, port: u16) {
 #[tokio::test]
 async fn a_console_killed_between_a_revocation_and_its_reaction_reacts_after_a_restart() {
     // The test's own instance sets things up and never reacts to anything.
-    let f = local_cmek_with(
-        &["us-east-1"],
-        &[(
-            "CMEK_TEST_WORKER_FAULTS",
-            &cmek_console::startup::WORKERS.join(","),
-        )],
-    )
-    .await;
+    let f = local_cmek_quiet(&["us-east-1"]).await;
     f.stop_on_revocation().await;
     let cluster = id(&f.cluster("orders", &["us-east-1"]).await);
     let key = f.key_id("us-east-1").await;

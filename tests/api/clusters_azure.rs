@@ -125,12 +125,7 @@ async fn a_disabled_key_stops_the_clusters_and_the_owner_resumes_them_once_enabl
         cluster_state(app, owner, &cluster).await == "inaccessible"
     })
     .await;
-    assert!(
-        !app.console
-            .clusters()
-            .unwrap()
-            .holds_data_keys(cluster.parse().unwrap())
-    );
+    assert!(!app.clusters().holds_data_keys(cluster.parse().unwrap()));
     assert_ne!(get(app, owner, &cluster, "rows").await.status(), 200);
 
     azure.patch_key(&key, json!({ "enabled": true })).await;

@@ -642,13 +642,13 @@ mod upload_memory {
         slow.write_all(&[7u8; 4096]).await.unwrap();
         slow.flush().await.unwrap();
         for _ in 0..100 {
-            if f.app.console.clusters().unwrap().uploads_in_progress() {
+            if f.app.clusters().uploads_in_progress() {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         assert!(
-            f.app.console.clusters().unwrap().uploads_in_progress(),
+            f.app.clusters().uploads_in_progress(),
             "the slow upload holds its memory"
         );
 

@@ -251,6 +251,11 @@ impl TestApp {
         browser
     }
 
+    /// This instance's clusters service.
+    pub fn clusters(&self) -> &cmek_console::domain::clusters::Clusters {
+        self.console.clusters().expect("clusters are configured")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

@@ -103,13 +103,7 @@ async fn a_confirmed_revocation_stops_the_clusters_of_a_stop_project_and_recover
         cluster_state(&f.app, &f.owner, &cluster).await == "inaccessible"
     })
     .await;
-    assert!(
-        !f.app
-            .console
-            .clusters()
-            .unwrap()
-            .holds_data_keys(cluster.parse().unwrap())
-    );
+    assert!(!f.app.clusters().holds_data_keys(cluster.parse().unwrap()));
     let read = key(&f).await;
     assert_eq!(read["history"][0]["from"], "active");
     assert_eq!(read["history"][0]["to"], "disabled");

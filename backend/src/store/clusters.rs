@@ -230,10 +230,6 @@ async fn release_cluster(
 ) -> Result<Vec<Uuid>, StoreError> {
     let ours = clusters::Entity::update_many()
         .col_expr(
-            clusters::Column::BackupStartedAt,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
-        .col_expr(
             clusters::Column::BackupLease,
             Expr::value(Option::<Uuid>::None),
         )
@@ -658,7 +654,6 @@ impl ClusterStore for SeaStore {
                 Some(true) => (BackupStart::AlreadyRunning, false),
                 Some(false) => {
                     clusters::Entity::update_many()
-                        .col_expr(clusters::Column::BackupStartedAt, Expr::value(Some(now)))
                         .col_expr(clusters::Column::BackupLease, Expr::value(Some(backup.id)))
                         .filter(clusters::Column::Id.eq(cluster_id))
                         .exec(txn)
