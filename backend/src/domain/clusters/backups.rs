@@ -7,7 +7,6 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::lifecycle::PLATFORM_KEY;
-use super::objects::storage_error;
 use super::service::Clusters;
 use super::{
     Backup, BackupState, Cluster, ClusterName, ClusterRegion, ClusterState, NewCluster,
@@ -323,11 +322,6 @@ impl Clusters {
             });
         }
         let parts = &self.parts;
-        parts
-            .blobs
-            .delete_prefix(&backup.prefix())
-            .await
-            .map_err(storage_error)?;
         let audit = AuditDraft::by(
             caller,
             self.clock.now(),
@@ -336,10 +330,16 @@ impl Clusters {
         )
         .detail(json!({ "cluster_id": backup.cluster_id }))
         .in_project(backup.project_id);
+        // The record goes first: a crash (or storage down) after it leaves copies no row
+        // names, which the storage sweeper removes; the other order could leave a backup
+        // listed as available whose copies are gone.
         parts
             .store
             .delete_backup(caller.organization_id, id, audit)
             .await?;
+        if let Err(err) = parts.blobs.delete_prefix(&backup.prefix()).await {
+            tracing::warn!(error = %err, backup = %id, "a deleted backup's copies could not be removed now; the storage sweeper will");
+        }
         Ok(())
     }
 }
