@@ -477,7 +477,7 @@ impl Application {
 }
 
 /// The background workers' names, as logs, `/metrics` and `/readyz` give them.
-pub const WORKERS: [&str; 9] = [
+pub const WORKERS: [&str; 10] = [
     "audit-checkpoints",
     "data-key-sweep",
     "webhook-deliveries",
@@ -485,6 +485,7 @@ pub const WORKERS: [&str; 9] = [
     "reactions",
     "reconcile",
     "backups",
+    "rewraps",
     "storage-sweeper",
     "memory-trim",
 ];
@@ -502,6 +503,8 @@ pub const WORKERS: [&str; 9] = [
 /// - `reconcile`: every `CMEK_RECONCILE_INTERVAL`, every revoked key's clusters again;
 /// - `backups`: copies the objects of the backups being taken (each job leased, resumed after
 ///   a crash), every second or as soon as this process started one;
+/// - `rewraps`: moves the data keys of key changes (replacements and re-wraps) to their new
+///   key, every second (each change leased, resumed after a crash);
 /// - `storage-sweeper`: every `CMEK_STORAGE_SWEEP_INTERVAL`, removes the stored copies no
 ///   index row names (seen so by two sweeps in a row, older than `CMEK_STORAGE_SWEEP_GRACE`)
 ///   and what unfinished writes left.
@@ -639,6 +642,22 @@ fn start_workers(
             async move { woken.backups_queued().await }
         },
     );
+    let c = clusters.clone();
+    supervisor.every("rewraps", second, move || {
+        let c = c.clone();
+        async move {
+            let done = c.run_due_rewraps().await.map_err(|e| e.to_string())?;
+            if done != crate::domain::clusters::RewrapReport::default() {
+                tracing::info!(
+                    moved = done.moved,
+                    failed = done.failed,
+                    ended = done.ended,
+                    "key changes"
+                );
+            }
+            Ok(())
+        }
+    });
     let c = clusters.clone();
     let grace = settings.storage_sweep_grace;
     let settle = settings.storage_sweep_interval;

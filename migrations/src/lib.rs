@@ -21,6 +21,7 @@ mod m20261205_000016_key_file_checks;
 mod m20261205_000017_delivery_fairness_index;
 mod m20261207_000018_audit_project_column;
 mod m20261207_000019_backup_jobs;
+mod m20261207_000020_key_rewraps;
 
 pub struct Migrator;
 
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000017_delivery_fairness_index::Migration),
             Box::new(m20261207_000018_audit_project_column::Migration),
             Box::new(m20261207_000019_backup_jobs::Migration),
+            Box::new(m20261207_000020_key_rewraps::Migration),
         ]
     }
 }

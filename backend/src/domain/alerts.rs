@@ -28,9 +28,10 @@ use crate::domain::page::{Page, PageRequest};
 use crate::domain::{DomainError, Environment};
 
 /// The event types a webhook receives.
-pub const EVENT_TYPES: [&str; 6] = [
+pub const EVENT_TYPES: [&str; 7] = [
     "key.status_changed",
     "key.version_status_changed",
+    "key.rewrap_failed",
     "cluster.inaccessible",
     "cluster.will_not_resume",
     "cluster.resume_failed",

@@ -25,6 +25,8 @@ pub enum Constraint {
     ClusterName,
     /// A row still refers to the one being deleted (a key that a cluster or backup uses).
     InUse,
+    /// The key was replaced meanwhile, or a re-wrap of it is running.
+    KeyChange,
     /// Any other unique index or primary key, named as the database named it.
     Other(String),
 }
@@ -92,10 +94,13 @@ pub enum Rule {
     /// The backup is not in a state that allows this (one being taken is neither restored
     /// nor deleted until it is done).
     BackupState,
+    /// A key that was replaced is not replaced again (replace its successor), and a key
+    /// being re-wrapped takes no other change until the re-wrap ends.
+    KeyChange,
 }
 
 impl Rule {
-    pub const ALL: [Rule; 17] = [
+    pub const ALL: [Rule; 18] = [
         Rule::CmekImmutable,
         Rule::OwnerOnly,
         Rule::ProjectNameTaken,
@@ -113,6 +118,7 @@ impl Rule {
         Rule::OwnersAndAuditors,
         Rule::WebhookLimit,
         Rule::BackupState,
+        Rule::KeyChange,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -134,6 +140,7 @@ impl Rule {
             Rule::OwnersAndAuditors => "owners-and-auditors",
             Rule::WebhookLimit => "webhook-limit",
             Rule::BackupState => "backup-state",
+            Rule::KeyChange => "key-change",
         }
     }
 }

@@ -15,16 +15,25 @@ pub enum JobKind {
     /// Copy a backup's objects into the cluster (subject) being restored from it, page by
     /// page, then make the cluster available (or failed).
     Restore,
+    /// Move the data keys of a key change (subject: the re-wrap) to the target key, page by
+    /// page, then end it done (or failed, naming what could not be moved).
+    Rewrap,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 3] = [JobKind::ReconcileKey, JobKind::Backup, JobKind::Restore];
+    pub const ALL: [JobKind; 4] = [
+        JobKind::ReconcileKey,
+        JobKind::Backup,
+        JobKind::Restore,
+        JobKind::Rewrap,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::ReconcileKey => "reconcile_key",
             JobKind::Backup => "backup",
             JobKind::Restore => "restore",
+            JobKind::Rewrap => "rewrap",
         }
     }
 }

@@ -208,6 +208,14 @@ pub trait KeyProvider: Send + Sync {
         wrapped: &[u8],
         context: &EncryptionContext,
     ) -> Result<PlaintextKey, KmsError>;
+    /// Wraps a data key that exists already (a key change moves it to another key or to the
+    /// current version) in the form `generate_data_key` gives, bound to the same context.
+    async fn wrap_data_key(
+        &self,
+        key: &KeyRef,
+        plaintext: &PlaintextKey,
+        context: &EncryptionContext,
+    ) -> Result<Vec<u8>, KmsError>;
     /// Whether the KMS rotates the key automatically (R9); `None` when it cannot say.
     async fn rotation_enabled(&self, key: &KeyRef) -> Result<Option<bool>, KmsError>;
     /// Whether a key has versions of its own to watch beside the key itself (Azure, local);

@@ -48,10 +48,26 @@ pub struct ClusterAlert {
     pub cause: ClusterCause,
 }
 
+/// A key change (replacement or re-wrap) that ended with data keys it could not move: they
+/// stay wrapped by the old key (or version), readable as before, until it is retried.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RewrapAlert {
+    pub rewrap_id: Uuid,
+    pub project_id: Uuid,
+    pub key_id: Uuid,
+    pub to_key_id: Uuid,
+    pub total: u32,
+    pub done: u32,
+    pub failed: u32,
+    /// A few of the data keys not moved, with the KMS's answer.
+    pub failures: Value,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Notice {
     Key(KeyChange),
     Cluster(ClusterAlert),
+    RewrapFailed(RewrapAlert),
     /// **Send test event**: to this webhook alone.
     WebhookTest {
         webhook_id: Uuid,
@@ -69,6 +85,7 @@ impl Notice {
                 ClusterCause::WillNotResume { .. } => "cluster.will_not_resume",
                 ClusterCause::ResumeFailed { .. } => "cluster.resume_failed",
             },
+            Notice::RewrapFailed(_) => "key.rewrap_failed",
             Notice::WebhookTest { .. } => "webhook.test",
         }
     }
@@ -129,6 +146,16 @@ impl Notice {
                         }
                     }
                 }
+            }
+            Notice::RewrapFailed(r) => {
+                put("rewrap_id", json!(r.rewrap_id));
+                put("project_id", json!(r.project_id));
+                put("key_id", json!(r.key_id));
+                put("to_key_id", json!(r.to_key_id));
+                put("total", json!(r.total));
+                put("done", json!(r.done));
+                put("failed", json!(r.failed));
+                put("failures", r.failures.clone());
             }
             Notice::WebhookTest { webhook_id } => {
                 put("webhook_id", json!(webhook_id));

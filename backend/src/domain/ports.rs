@@ -12,6 +12,7 @@ use crate::domain::identity::{
     ApiKey, Invitation, MembershipChange, Organization, Role, Session, SignInLink, User,
 };
 use crate::domain::keys::KeyStatusFilter;
+use crate::domain::keys::rewrap::{DataKeySwap, DataKeyToMove, Rewrap, RewrapFailure, RewrapState};
 use crate::domain::keys::{EncryptionKey, KeyStatus, Provider, StatusChange};
 use crate::domain::local_kms::LocalKey;
 
@@ -530,6 +531,54 @@ pub trait ClusterStore: Send + Sync {
         &self,
         cluster_id: Uuid,
         failure: Option<String>,
+        now: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError>;
+    /// Starts a change of key: with `replacement`, saves the new key and marks `rewrap`'s
+    /// old key replaced by it (R4 then counts the new one); records the re-wrap with how many
+    /// data keys the old key wraps, and queues its job, with `events`, in one transaction.
+    /// Conflict(KeyChange) when the old key was replaced meanwhile or a re-wrap of either key
+    /// is running; Conflict(KeyPerRegion) as for any new key.
+    async fn start_rewrap(
+        &self,
+        rewrap: &Rewrap,
+        replacement: Option<&EncryptionKey>,
+        events: Vec<AuditDraft>,
+    ) -> Result<Rewrap, StoreError>;
+    /// A re-wrap of the organization, with (the first `FAILURES_SHOWN` of) its failures.
+    async fn rewrap(&self, organization_id: Uuid, id: Uuid) -> Result<Option<Rewrap>, StoreError>;
+    /// The latest re-wrap from or to each of these keys (one per key that has any).
+    async fn latest_rewraps(
+        &self,
+        organization_id: Uuid,
+        key_ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, Rewrap)>, StoreError>;
+    /// Up to `limit` data keys the re-wrap still has to move: wrapped by its old key (and,
+    /// for a re-wrap under the same key, by a version other than the target), not given up
+    /// on by this re-wrap.
+    async fn data_keys_to_move(
+        &self,
+        rewrap: &Rewrap,
+        limit: u64,
+    ) -> Result<Vec<DataKeyToMove>, StoreError>;
+    /// Records a page of the job's work in one transaction: each swap made only where the
+    /// stored wrapped key is still the one read (its event written only then), each failure
+    /// marked on its data key and listed, the progress counted, and the target version
+    /// (when it changed, the total is counted again). How many swaps were made.
+    async fn record_rewrap(
+        &self,
+        rewrap: &Rewrap,
+        to_key_ref: &str,
+        swaps: Vec<(DataKeySwap, AuditDraft)>,
+        failures: &[(DataKeyRow, Vec<u8>, RewrapFailure)],
+    ) -> Result<u32, StoreError>;
+    /// Ends the re-wrap (`state` done or failed) with `audit` and removes its job, if no data
+    /// key is left to move (one written meanwhile, a backup taken under the old key, keeps
+    /// it going): false, nothing recorded, otherwise.
+    async fn finish_rewrap(
+        &self,
+        rewrap: &Rewrap,
+        state: RewrapState,
         now: DateTime<Utc>,
         audit: AuditDraft,
     ) -> Result<bool, StoreError>;

@@ -338,6 +338,14 @@ pub fn rule_doc(rule: Rule) -> ProblemDoc {
              job ends; a backup a restore is reading is not deleted until the restore ends; a \
              failed backup holds nothing to restore. `detail` says which.",
         ),
+        Rule::KeyChange => (
+            "Conflict",
+            &[409],
+            "The key cannot be changed this way now: a key that was replaced is not replaced or \
+             re-wrapped again (change its successor, named in `detail`), and a key being \
+             re-wrapped (or the key a re-wrap moves data keys to) takes no other replacement, \
+             re-wrap or deletion until that re-wrap ends.",
+        ),
         Rule::KeyInUse => (
             "Conflict",
             &[409],
@@ -425,9 +433,10 @@ mod tests {
             Rule::OwnersAndAuditors => 14,
             Rule::WebhookLimit => 15,
             Rule::BackupState => 16,
+            Rule::KeyChange => 17,
         };
         let places: Vec<usize> = Rule::ALL.into_iter().map(place).collect();
-        // 17 arms above.
-        assert_eq!(places, (0..17).collect::<Vec<_>>());
+        // 18 arms above.
+        assert_eq!(places, (0..18).collect::<Vec<_>>());
     }
 }

@@ -399,6 +399,37 @@ impl KeyProvider for AwsKms {
             })
     }
 
+    /// Encrypt under the key, with the same encryption context GenerateDataKey took: the
+    /// result is a ciphertext blob Decrypt opens as it opens a generated one.
+    async fn wrap_data_key(
+        &self,
+        key: &KeyRef,
+        plaintext: &PlaintextKey,
+        context: &EncryptionContext,
+    ) -> Result<Vec<u8>, KmsError> {
+        let (client, arn) = self.client_for(key).await?;
+        let mut output = self
+            .throttled(|| async {
+                client
+                    .encrypt()
+                    .key_id(arn.as_str())
+                    .plaintext(Blob::new(plaintext.expose().to_vec()))
+                    .set_encryption_context(Some(context_map(context)))
+                    .send()
+                    .await
+                    .map_err(classify)
+            })
+            .await?;
+        output
+            .ciphertext_blob
+            .take()
+            .map(Blob::into_inner)
+            .ok_or_else(|| KmsError::Other {
+                code: "Encrypt".into(),
+                message: "no ciphertext returned".into(),
+            })
+    }
+
     async fn rotation_enabled(&self, key: &KeyRef) -> Result<Option<bool>, KmsError> {
         let (client, arn) = self.client_for(key).await?;
         let output = self

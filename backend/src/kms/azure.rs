@@ -621,11 +621,23 @@ impl KeyProvider for AzureKeyVault {
         key: &KeyRef,
         context: &EncryptionContext,
     ) -> Result<DataKey, KmsError> {
-        let (vault, name, tenant) = azure_ref(key)?;
-        let (version, _, _, _) = self.current_version(vault, name, tenant).await?;
         let mut bytes = vec![0u8; DATA_KEY_LEN];
         rand::rng().fill_bytes(&mut bytes);
         let plaintext = PlaintextKey::new(bytes);
+        let wrapped = self.wrap_data_key(key, &plaintext, context).await?;
+        Ok(DataKey { plaintext, wrapped })
+    }
+
+    /// Wraps under the key's current version (a re-wrap after a rotation moves data keys
+    /// to it).
+    async fn wrap_data_key(
+        &self,
+        key: &KeyRef,
+        plaintext: &PlaintextKey,
+        context: &EncryptionContext,
+    ) -> Result<Vec<u8>, KmsError> {
+        let (vault, name, tenant) = azure_ref(key)?;
+        let (version, _, _, _) = self.current_version(vault, name, tenant).await?;
         let mut bound = Zeroizing::new(plaintext.expose().to_vec());
         bound.extend_from_slice(&context.digest());
         let version_ref = version.as_str();
@@ -649,10 +661,7 @@ impl KeyProvider for AzureKeyVault {
             .into_model()
             .map_err(|_| invalid_response("wrapKey"))?;
         let ciphertext = result.result.ok_or_else(|| invalid_response("wrapKey"))?;
-        Ok(DataKey {
-            plaintext,
-            wrapped: wrapped_form(&version, &ciphertext),
-        })
+        Ok(wrapped_form(&version, &ciphertext))
     }
 
     async fn decrypt_data_key(

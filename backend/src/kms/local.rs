@@ -152,22 +152,30 @@ impl KeyProvider for LocalKms {
         key: &KeyRef,
         context: &EncryptionContext,
     ) -> Result<DataKey, KmsError> {
+        let plaintext = PlaintextKey::new(random::<32>().to_vec());
+        let wrapped = self.wrap_data_key(key, &plaintext, context).await?;
+        Ok(DataKey { plaintext, wrapped })
+    }
+
+    /// Seals under the key's current version.
+    async fn wrap_data_key(
+        &self,
+        key: &KeyRef,
+        plaintext: &PlaintextKey,
+        context: &EncryptionContext,
+    ) -> Result<Vec<u8>, KmsError> {
         let local = self.usable(key).await?;
         let material = self.material(local.id, local.version).await?;
-        let plaintext = random::<32>();
         let sealed = seal(
             &material,
-            plaintext.as_ref(),
+            plaintext.expose(),
             &Self::data_key_aad(local.id, context),
         )
         .ok_or_else(|| internal("could not wrap the data key"))?;
         let mut wrapped = WRAP_MAGIC.to_vec();
         wrapped.extend(local.version.to_be_bytes());
         wrapped.extend(sealed);
-        Ok(DataKey {
-            plaintext: PlaintextKey::new(plaintext.to_vec()),
-            wrapped,
-        })
+        Ok(wrapped)
     }
 
     async fn decrypt_data_key(

@@ -25,7 +25,11 @@ use crate::domain::jobs::JobKind;
 use crate::domain::keys::Provider;
 use crate::domain::keys::region::Region;
 use crate::domain::page::PageRequest;
-use crate::domain::ports::{BackupCopy, BackupStart, ClusterStore, ObjectWrite, StoreError};
+use crate::domain::keys::EncryptionKey;
+use crate::domain::keys::rewrap::{DataKeySwap, DataKeyToMove, Rewrap, RewrapFailure, RewrapState};
+use crate::domain::ports::{
+    BackupCopy, BackupStart, ClusterStore, DataKeyRow, ObjectWrite, StoreError,
+};
 
 fn corrupt(what: &str, id: Uuid) -> StoreError {
     StoreError::Corrupt(format!("{what} {id}"))
@@ -342,6 +346,7 @@ impl ClusterStore for SeaStore {
                     key_ref: Set(region.key_ref.clone()),
                     wrapped_key: Set(region.wrapped_key.clone()),
                     key_version: Set(region.key_version.clone()),
+                    rewrap_failed: Set(None),
                 })
                 .exec_without_returning(txn)
                 .await?;
@@ -687,6 +692,7 @@ impl ClusterStore for SeaStore {
                         created_by: Set(backup.created_by.clone()),
                         created_at: Set(backup.created_at),
                         finished_at: Set(None),
+                        rewrap_failed: Set(None),
                     })
                     .exec_without_returning(txn)
                     .await?;
@@ -1025,6 +1031,56 @@ impl ClusterStore for SeaStore {
             }
             (ended, ended)
         })
+    }
+
+    async fn start_rewrap(
+        &self,
+        rewrap: &Rewrap,
+        replacement: Option<&EncryptionKey>,
+        events: Vec<AuditDraft>,
+    ) -> Result<Rewrap, StoreError> {
+        self.start_rewrap_now(rewrap, replacement, events).await
+    }
+
+    async fn rewrap(&self, organization_id: Uuid, id: Uuid) -> Result<Option<Rewrap>, StoreError> {
+        self.rewrap_by_id(organization_id, id).await
+    }
+
+    async fn latest_rewraps(
+        &self,
+        organization_id: Uuid,
+        key_ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, Rewrap)>, StoreError> {
+        self.latest_rewraps_of(organization_id, key_ids).await
+    }
+
+    async fn data_keys_to_move(
+        &self,
+        rewrap: &Rewrap,
+        limit: u64,
+    ) -> Result<Vec<DataKeyToMove>, StoreError> {
+        self.data_keys_left(rewrap, limit).await
+    }
+
+    async fn record_rewrap(
+        &self,
+        rewrap: &Rewrap,
+        to_key_ref: &str,
+        swaps: Vec<(DataKeySwap, AuditDraft)>,
+        failures: &[(DataKeyRow, Vec<u8>, RewrapFailure)],
+    ) -> Result<u32, StoreError> {
+        self.record_rewrap_page(rewrap, to_key_ref, swaps, failures)
+            .await
+    }
+
+    async fn finish_rewrap(
+        &self,
+        rewrap: &Rewrap,
+        state: RewrapState,
+        now: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        self.finish_rewrap_now(rewrap, state, now, audit).await
     }
 
     async fn named_versions(

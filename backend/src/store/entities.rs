@@ -187,6 +187,7 @@ pub mod encryption_keys {
         pub suspected_status: Option<String>,
         pub rotation_enabled: Option<bool>,
         pub azure_tenant_id: Option<String>,
+        pub replaced_by: Option<Uuid>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -309,6 +310,7 @@ pub mod cluster_regions {
         pub key_ref: Option<String>,
         pub wrapped_key: Vec<u8>,
         pub key_version: Option<String>,
+        pub rewrap_failed: Option<Uuid>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -382,6 +384,7 @@ pub mod backups {
         pub objects_copied: i32,
         pub last_error: Option<String>,
         pub finished_at: Option<DateTimeUtc>,
+        pub rewrap_failed: Option<Uuid>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -612,6 +615,55 @@ pub mod key_file_checks {
         pub name: String,
         pub fingerprint: String,
         pub recorded_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod key_rewraps {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "key_rewraps")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub organization_id: Uuid,
+        pub project_id: Uuid,
+        pub from_key_id: Uuid,
+        pub to_key_id: Uuid,
+        pub state: String,
+        pub target_version: Option<String>,
+        pub total: i32,
+        pub done: i32,
+        pub failed: i32,
+        pub started_by: String,
+        pub started_at: DateTimeUtc,
+        pub finished_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod key_rewrap_failures {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "key_rewrap_failures")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub rewrap_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub data_key: String,
+        pub code: String,
+        pub message: String,
+        pub at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

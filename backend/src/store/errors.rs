@@ -21,6 +21,12 @@ const CONSTRAINTS: &[(&str, &str, Constraint)] = &[
         "encryption_keys.project_id, encryption_keys.provider, encryption_keys.region",
         Constraint::KeyPerRegion,
     ),
+    // The same rule among the keys not replaced (migration 000020).
+    (
+        "ux_encryption_keys_region_key",
+        "encryption_keys.project_id, encryption_keys.provider, encryption_keys.region",
+        Constraint::KeyPerRegion,
+    ),
     (
         "ux_clusters_project_name",
         "clusters.project_id, clusters.name",

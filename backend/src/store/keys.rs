@@ -66,6 +66,7 @@ fn from_model(m: encryption_keys::Model) -> Result<EncryptionKey, StoreError> {
         last_checked_at: m.last_checked_at,
         last_error: m.last_error,
         rotation_enabled: m.rotation_enabled,
+        replaced_by: m.replaced_by,
         created_by: m.created_by,
         created_at: m.created_at,
     })
@@ -105,6 +106,7 @@ pub async fn insert(db: &impl ConnectionTrait, key: &EncryptionKey) -> Result<()
             KeyRef::Azure { tenant, .. } => tenant.clone(),
             _ => None,
         }),
+        replaced_by: Set(key.replaced_by),
     })
     .exec_without_returning(db)
     .await?;

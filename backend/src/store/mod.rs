@@ -104,6 +104,7 @@ pub mod local_kms;
 mod members;
 mod projects;
 mod rate_limits;
+mod rewraps;
 mod webhooks;
 
 use std::sync::atomic::{AtomicBool, Ordering};

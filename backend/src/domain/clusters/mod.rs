@@ -12,8 +12,11 @@ mod objects;
 mod reaction;
 mod request;
 mod restore_job;
+mod rewrap_job;
 #[cfg(test)]
 mod rule_tests;
+#[cfg(test)]
+mod rewrap_tests;
 mod service;
 pub mod sweeper;
 
@@ -31,6 +34,7 @@ pub use crate::domain::kms::RegionFailure;
 
 pub mod parts;
 pub use backup_job::BackupReport;
+pub use rewrap_job::{CONCURRENCY as REWRAP_CONCURRENCY, RewrapReport};
 pub use driver::ManifestDriver;
 pub use keyring::DataKeyRing;
 pub use lifecycle::{PLATFORM_KEY, RegionKeyFacts, describe_failures};

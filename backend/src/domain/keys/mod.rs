@@ -5,6 +5,7 @@
 
 pub mod arn;
 pub mod azure;
+mod change;
 pub mod checks;
 mod impact;
 mod local;
@@ -12,6 +13,7 @@ mod monitor;
 pub mod policy;
 pub mod region;
 mod request;
+pub mod rewrap;
 mod service;
 pub mod status_report;
 mod versions;
@@ -29,6 +31,7 @@ use checks::Checklist;
 use policy::AccessMode;
 use region::Region;
 
+pub use change::Replacement;
 pub use impact::{BackupImpact, ClusterImpact, IfRevoked, KeyImpact, Verdict};
 pub(crate) use monitor::StatusChangeEvent;
 pub use monitor::{LATENCY_BUCKETS, MonitorPolicy, MonitorStats, SweepReport};
@@ -234,6 +237,9 @@ pub struct EncryptionKey {
     pub last_error: Option<String>,
     /// Automatic rotation as the last check saw it (`None`: not reported or not checked yet).
     pub rotation_enabled: Option<bool>,
+    /// Set once a replacement took over this key's region: the key stays, watched, until
+    /// nothing it wrapped remains; new clusters and R4 count only its successor.
+    pub replaced_by: Option<Uuid>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
 }

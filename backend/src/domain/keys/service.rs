@@ -53,7 +53,7 @@ fn unconfigured(detail: &str) -> crate::domain::DomainError {
 
 /// An Azure key is saved with the tenant its vault was found in: the vault is the customer's
 /// only while it stays there. A key whose tenant was not seen is not saved.
-fn pin_tenant(request: &mut KeyRequest, checklist: &Checklist) -> Result<(), DomainError> {
+pub(super) fn pin_tenant(request: &mut KeyRequest, checklist: &Checklist) -> Result<(), DomainError> {
     if let KeyRef::Azure { tenant, .. } = &mut request.key_ref {
         match &checklist.tenant {
             Some(found) => *tenant = Some(found.clone()),
@@ -355,7 +355,7 @@ impl Keys {
     }
 
     /// A key that passed its checks, and the event that records its creation.
-    fn new_key(
+    pub(super) fn new_key(
         &self,
         caller: &Caller,
         project_id: Uuid,
@@ -372,6 +372,7 @@ impl Keys {
             last_checked_at: Some(now),
             last_error: None,
             rotation_enabled: None,
+            replaced_by: None,
             created_by: caller.actor.label(),
             created_at: now,
         };
@@ -405,7 +406,7 @@ impl Keys {
         Ok(())
     }
 
-    async fn key_request(
+    pub(super) async fn key_request(
         &self,
         caller: &Caller,
         project_id: Uuid,
@@ -422,7 +423,7 @@ impl Keys {
         Ok(request)
     }
 
-    async fn run_checks(
+    pub(super) async fn run_checks(
         &self,
         caller: &Caller,
         project_id: Uuid,
@@ -474,7 +475,11 @@ impl Keys {
             .keys(caller.organization_id, project_id)
             .await?
             .into_iter()
-            .any(|k| k.key_ref.provider() == provider && k.region == request.region);
+            .any(|k| {
+                k.replaced_by.is_none()
+                    && k.key_ref.provider() == provider
+                    && k.region == request.region
+            });
         if taken {
             return Err(one_key_per_region(&format!(
                 "{} in {}",
@@ -517,6 +522,7 @@ impl Keys {
     ) -> Result<(), DomainError> {
         let key = self.encryption_key(caller, project_id, key_id).await?;
         caller.require_owner("manage encryption keys")?;
+        self.refuse_while_changing(&key).await?;
         let users = self.key_users(caller.organization_id, key_id).await?;
         if !users.is_empty() {
             return Err(key_in_use(&users));
@@ -844,7 +850,7 @@ fn spec_field(field: &str) -> &str {
     if field == "key_arn" { "kms_arn" } else { field }
 }
 
-fn request_label(key: &EncryptionKey) -> String {
+pub(super) fn request_label(key: &EncryptionKey) -> String {
     format!("{} in {}", key.key_ref.provider().title(), key.region)
 }
 
@@ -853,8 +859,8 @@ fn key_in_use(users: &[String]) -> DomainError {
         rule: Rule::KeyInUse,
         field: None,
         detail: format!(
-            "This key wraps the data keys of {}: delete those first (their data could never be \
-             decrypted again without it).",
+            "This key wraps the data keys of {}: replace it (Change key, on its page) or delete \
+             those first (their data could never be decrypted again without it).",
             if users.is_empty() {
                 "a cluster or backup".to_owned()
             } else {
@@ -864,7 +870,7 @@ fn key_in_use(users: &[String]) -> DomainError {
     }
 }
 
-fn one_key_per_region(what: &str) -> DomainError {
+pub(super) fn one_key_per_region(what: &str) -> DomainError {
     DomainError::Conflict {
         rule: Rule::OneKeyPerRegion,
         field: Some("region"),

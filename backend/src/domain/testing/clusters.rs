@@ -11,7 +11,10 @@ use crate::domain::blobs::CopyOwner;
 use crate::domain::clusters::{
     Backup, BackupState, Cluster, ClusterState, ObjectName, StoredObject,
 };
-use crate::domain::ports::{BackupCopy, BackupStart, ClusterStore, ObjectWrite};
+use crate::domain::keys::rewrap::{
+    DataKeySwap, DataKeyToMove, FAILURES_SHOWN, Rewrap, RewrapFailure, RewrapState,
+};
+use crate::domain::ports::{BackupCopy, BackupStart, ClusterStore, DataKeyRow, ObjectWrite};
 
 /// One row of a backup's index: the version (the cluster's until copied, then the copy's).
 #[derive(Clone, Copy)]
@@ -29,6 +32,10 @@ struct Clusters {
     held: HashMap<Uuid, (Uuid, Vec<Uuid>)>,
     backups: Vec<Backup>,
     rows: HashMap<Uuid, BTreeMap<String, Row>>,
+    rewraps: Vec<Rewrap>,
+    /// The re-wrap that gave up on each data key (by its label).
+    gave_up: HashMap<String, Uuid>,
+    failures: Vec<(Uuid, RewrapFailure)>,
 }
 
 pub struct MemoryClusters {
@@ -104,6 +111,74 @@ impl Clusters {
 
     fn backup_mut(&mut self, id: Uuid) -> Option<&mut Backup> {
         self.backups.iter_mut().find(|b| b.id == id)
+    }
+
+    /// The data keys a re-wrap still has to move, as the adapter selects them.
+    fn to_move(&self, rewrap: &Rewrap) -> Vec<DataKeyToMove> {
+        let pending = |key_id: Option<Uuid>, version: &Option<String>, row: &DataKeyRow| {
+            key_id == Some(rewrap.from_key_id)
+                && self.gave_up.get(&row.label()) != Some(&rewrap.id)
+                && (rewrap.replaces()
+                    || rewrap.target_version.is_none()
+                    || version != &rewrap.target_version)
+        };
+        let mut left = Vec::new();
+        for cluster in &self.clusters {
+            for region in &cluster.regions {
+                let row = DataKeyRow::ClusterRegion {
+                    cluster_id: cluster.id,
+                    region: region.region.as_str().to_owned(),
+                };
+                if pending(region.key_id, &region.key_version, &row) {
+                    left.push(DataKeyToMove {
+                        row,
+                        region: region.region.clone(),
+                        project_id: cluster.project_id,
+                        wrapped: region.wrapped_key.clone(),
+                        key_version: region.key_version.clone(),
+                    });
+                }
+            }
+        }
+        for backup in &self.backups {
+            let row = DataKeyRow::Backup { id: backup.id };
+            if pending(backup.region.key_id, &backup.region.key_version, &row) {
+                left.push(DataKeyToMove {
+                    row,
+                    region: backup.region.region.clone(),
+                    project_id: backup.project_id,
+                    wrapped: backup.region.wrapped_key.clone(),
+                    key_version: backup.region.key_version.clone(),
+                });
+            }
+        }
+        left
+    }
+
+    /// The stored data key `row` names, if it is still wrapped by the re-wrap's old key.
+    fn data_key_mut(&mut self, row: &DataKeyRow) -> Option<&mut crate::domain::clusters::ClusterRegion> {
+        match row {
+            DataKeyRow::ClusterRegion { cluster_id, region } => self
+                .clusters
+                .iter_mut()
+                .find(|c| c.id == *cluster_id)?
+                .regions
+                .iter_mut()
+                .find(|r| r.region.as_str() == region),
+            DataKeyRow::Backup { id } => self.backup_mut(*id).map(|b| &mut b.region),
+        }
+    }
+
+    fn with_failures(&self, rewrap: &Rewrap) -> Rewrap {
+        let mut shown = rewrap.clone();
+        shown.failures = self
+            .failures
+            .iter()
+            .filter(|(id, _)| *id == rewrap.id)
+            .map(|(_, f)| f.clone())
+            .take(FAILURES_SHOWN as usize)
+            .collect();
+        shown
     }
 }
 
@@ -668,6 +743,177 @@ impl ClusterStore for MemoryClusters {
             cluster.updated_at = now;
             forget(store, JobKind::Restore, cluster_id);
             (true, true)
+        }))
+    }
+
+    async fn start_rewrap(
+        &self,
+        rewrap: &Rewrap,
+        replacement: Option<&EncryptionKey>,
+        events: Vec<AuditDraft>,
+    ) -> Result<Rewrap, StoreError> {
+        let mut c = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut store = self.store.state();
+        let ids = [rewrap.from_key_id, rewrap.to_key_id];
+        if c.rewraps.iter().any(|r| {
+            r.state == RewrapState::Rewrapping
+                && (ids.contains(&r.from_key_id) || ids.contains(&r.to_key_id))
+        }) {
+            return Err(StoreError::Conflict(Constraint::KeyChange));
+        }
+        let Some(old) = store.keys.iter().position(|k| {
+            k.id == rewrap.from_key_id
+                && k.organization_id == rewrap.organization_id
+                && k.replaced_by.is_none()
+        }) else {
+            return Err(StoreError::Conflict(Constraint::KeyChange));
+        };
+        if let Some(new) = replacement {
+            let mut keys = store.keys.clone();
+            keys[old].replaced_by = Some(new.id);
+            if keys.iter().any(|k| super::keys::same_slot(k, new)) {
+                return Err(StoreError::Conflict(Constraint::KeyPerRegion));
+            }
+            keys.push(new.clone());
+            store.keys = keys;
+        }
+        let mut started = rewrap.clone();
+        started.total = u32::try_from(c.to_move(rewrap).len()).unwrap_or(u32::MAX);
+        c.rewraps.push(started.clone());
+        store.enqueue(
+            JobKind::Rewrap,
+            rewrap.organization_id,
+            rewrap.id,
+            rewrap.started_at,
+        );
+        for event in events {
+            store.append(&self.store.key, event);
+        }
+        Ok(started)
+    }
+
+    async fn rewrap(&self, organization_id: Uuid, id: Uuid) -> Result<Option<Rewrap>, StoreError> {
+        Ok(self.read(|c| {
+            c.rewraps
+                .iter()
+                .find(|r| r.id == id && r.organization_id == organization_id)
+                .map(|r| c.with_failures(r))
+        }))
+    }
+
+    async fn latest_rewraps(
+        &self,
+        organization_id: Uuid,
+        key_ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, Rewrap)>, StoreError> {
+        Ok(self.read(|c| {
+            key_ids
+                .iter()
+                .filter_map(|key| {
+                    c.rewraps
+                        .iter()
+                        .rev()
+                        .find(|r| {
+                            r.organization_id == organization_id
+                                && (r.from_key_id == *key || r.to_key_id == *key)
+                        })
+                        .map(|r| (*key, c.with_failures(r)))
+                })
+                .collect()
+        }))
+    }
+
+    async fn data_keys_to_move(
+        &self,
+        rewrap: &Rewrap,
+        limit: u64,
+    ) -> Result<Vec<DataKeyToMove>, StoreError> {
+        Ok(self.read(|c| {
+            c.to_move(rewrap)
+                .into_iter()
+                .take(usize::try_from(limit).unwrap_or(usize::MAX))
+                .collect()
+        }))
+    }
+
+    async fn record_rewrap(
+        &self,
+        rewrap: &Rewrap,
+        to_key_ref: &str,
+        swaps: Vec<(DataKeySwap, AuditDraft)>,
+        failures: &[(DataKeyRow, Vec<u8>, RewrapFailure)],
+    ) -> Result<u32, StoreError> {
+        let mut c = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut store = self.store.state();
+        let mut swapped = 0u32;
+        for (swap, event) in swaps {
+            let moved = c.data_key_mut(&swap.row).is_some_and(|stored| {
+                let still = stored.key_id == Some(rewrap.from_key_id) && stored.wrapped_key == swap.old;
+                if still {
+                    stored.key_id = Some(rewrap.to_key_id);
+                    stored.key_ref = Some(to_key_ref.to_owned());
+                    stored.wrapped_key = swap.new.clone();
+                    stored.key_version = swap.version.clone();
+                }
+                still
+            });
+            if moved {
+                c.gave_up.remove(&swap.row.label());
+                store.append(&self.store.key, event);
+                swapped += 1;
+            }
+        }
+        let mut failed = 0u32;
+        for (row, old, failure) in failures {
+            let pending = c.to_move(rewrap).iter().any(|k| &k.row == row && &k.wrapped == old);
+            if pending {
+                c.gave_up.insert(row.label(), rewrap.id);
+                c.failures.push((rewrap.id, failure.clone()));
+                failed += 1;
+            }
+        }
+        let left = u32::try_from(c.to_move(rewrap).len()).unwrap_or(u32::MAX);
+        if let Some(stored) = c.rewraps.iter_mut().find(|r| r.id == rewrap.id) {
+            stored.done += swapped;
+            stored.failed += failed;
+            if stored.target_version != rewrap.target_version {
+                stored.total = stored.done + stored.failed + left;
+                stored.target_version = rewrap.target_version.clone();
+            }
+        }
+        Ok(swapped)
+    }
+
+    async fn finish_rewrap(
+        &self,
+        rewrap: &Rewrap,
+        state: RewrapState,
+        now: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        Ok(self.write(Some(audit), |c, store| {
+            if !c.to_move(rewrap).is_empty() {
+                return (false, false);
+            }
+            match c
+                .rewraps
+                .iter_mut()
+                .find(|r| r.id == rewrap.id && r.state == RewrapState::Rewrapping)
+            {
+                Some(stored) => {
+                    stored.state = state;
+                    stored.finished_at = Some(now);
+                    forget(store, JobKind::Rewrap, rewrap.id);
+                    (true, true)
+                }
+                None => (false, false),
+            }
         }))
     }
 

@@ -278,8 +278,11 @@ impl KeyStore for MemoryStore {
 }
 
 /// The same (project, provider, region): R4's slot.
-fn same_slot(a: &EncryptionKey, b: &EncryptionKey) -> bool {
-    a.project_id == b.project_id
+/// R4 among the keys not replaced (the unique index is partial the same way).
+pub(super) fn same_slot(a: &EncryptionKey, b: &EncryptionKey) -> bool {
+    a.replaced_by.is_none()
+        && b.replaced_by.is_none()
+        && a.project_id == b.project_id
         && a.key_ref.provider() == b.key_ref.provider()
         && a.region == b.region
 }

@@ -245,6 +245,15 @@ impl KeyProvider for FakeKms {
         Ok(PlaintextKey::new(vec![7; 32]))
     }
 
+    async fn wrap_data_key(
+        &self,
+        _: &KeyRef,
+        _: &PlaintextKey,
+        _: &EncryptionContext,
+    ) -> Result<Vec<u8>, KmsError> {
+        Ok(vec![9; 48])
+    }
+
     async fn rotation_enabled(&self, _: &KeyRef) -> Result<Option<bool>, KmsError> {
         Ok(Some(true))
     }

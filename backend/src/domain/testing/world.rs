@@ -90,6 +90,16 @@ impl KeyProvider for SwitchKms {
         Self::open(wrapped)
     }
 
+    async fn wrap_data_key(
+        &self,
+        _: &KeyRef,
+        plaintext: &PlaintextKey,
+        _: &EncryptionContext,
+    ) -> Result<Vec<u8>, KmsError> {
+        self.refused()?;
+        Ok([WRAPPED, plaintext.expose()].concat())
+    }
+
     async fn rotation_enabled(&self, _: &KeyRef) -> Result<Option<bool>, KmsError> {
         Ok(Some(true))
     }

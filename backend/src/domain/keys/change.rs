@@ -1,0 +1,266 @@
+//! Changing a key in place (owners only): **Replace** tests a new key for the same provider
+//! and region, as Test Encryption Key and Create does, then saves it as the region's key and
+//! starts moving the old key's data keys to it; **Re-wrap** moves a key's data keys to its
+//! current version. The `rewrap` job (`clusters::rewrap_job`) does the moving.
+
+use serde_json::json;
+use uuid::Uuid;
+
+use super::checks::{Checklist, Progress};
+use super::rewrap::{Rewrap, RewrapState};
+use super::service::{one_key_per_region, pin_tenant, request_label};
+use super::{EncryptionKey, KeyRequestInput, Keys};
+use crate::domain::audit::AuditDraft;
+use crate::domain::error::{Constraint, Rule, StoreError};
+use crate::domain::identity::Caller;
+use crate::domain::ports::ClusterStore;
+use crate::domain::{DomainError, FieldError};
+
+/// A replacement that started: the new key, what its checks said, and the change.
+#[derive(Debug)]
+pub struct Replacement {
+    pub key: EncryptionKey,
+    pub checklist: Checklist,
+    pub rewrap: Rewrap,
+}
+
+fn key_change(detail: String) -> DomainError {
+    DomainError::Conflict {
+        rule: Rule::KeyChange,
+        field: None,
+        detail,
+    }
+}
+
+impl Keys {
+    fn data_keys(&self) -> Result<&dyn ClusterStore, DomainError> {
+        self.clusters
+            .get()
+            .map(|store| store.as_ref())
+            .ok_or_else(|| DomainError::invalid("key_id", "clusters are not enabled on this console"))
+    }
+
+    /// Refuses a change of a key that was replaced, or that a running change involves.
+    async fn may_change(&self, key: &EncryptionKey) -> Result<(), DomainError> {
+        if let Some(successor) = key.replaced_by {
+            return Err(key_change(format!(
+                "This key was replaced by key {successor}: change that one instead."
+            )));
+        }
+        if let Some(running) = self.running_change(key).await? {
+            return Err(key_change(format!(
+                "A change of this key is running ({} of {} data keys moved): wait until it ends.",
+                running.done, running.total
+            )));
+        }
+        Ok(())
+    }
+
+    async fn running_change(&self, key: &EncryptionKey) -> Result<Option<Rewrap>, DomainError> {
+        let Some(store) = self.clusters.get() else {
+            return Ok(None);
+        };
+        Ok(store
+            .latest_rewraps(key.organization_id, &[key.id])
+            .await?
+            .into_iter()
+            .map(|(_, r)| r)
+            .find(|r| r.state == RewrapState::Rewrapping))
+    }
+
+    /// Deleting a key is refused while a change moves data keys from or to it.
+    pub(super) async fn refuse_while_changing(
+        &self,
+        key: &EncryptionKey,
+    ) -> Result<(), DomainError> {
+        match self.running_change(key).await? {
+            Some(running) => Err(key_change(format!(
+                "A change of this key is running ({} of {} data keys moved): it can be deleted \
+                 once the change ends and nothing it wraps remains.",
+                running.done, running.total
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn new_rewrap(&self, caller: &Caller, from: &EncryptionKey, to: Uuid) -> Rewrap {
+        Rewrap {
+            id: Uuid::now_v7(),
+            organization_id: caller.organization_id,
+            project_id: from.project_id,
+            from_key_id: from.id,
+            to_key_id: to,
+            state: RewrapState::Rewrapping,
+            target_version: None,
+            total: 0,
+            done: 0,
+            failed: 0,
+            failures: Vec::new(),
+            started_by: caller.actor.label(),
+            started_at: self.clock.now(),
+            finished_at: None,
+        }
+    }
+
+    /// Replace key: the new key (the same body as creating one) must be for the same provider
+    /// and region and pass every check; then it becomes the region's key (R4 counts it, new
+    /// clusters use it) and the old key's data keys move to it in the background. The old
+    /// key stays, watched, until nothing it wrapped remains.
+    pub async fn replace_key(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        key_id: Uuid,
+        input: &KeyRequestInput,
+        progress: Option<&dyn Progress>,
+    ) -> Result<Replacement, DomainError> {
+        let old = self.encryption_key(caller, project_id, key_id).await?;
+        caller.require_owner("change encryption keys")?;
+        let request = self.key_request(caller, project_id, input).await?;
+        let mut wrong = Vec::new();
+        if request.key_ref.provider() != old.key_ref.provider() {
+            wrong.push(FieldError::new(
+                "provider",
+                format!(
+                    "must be \"{}\", the provider of the key it replaces (a region's key is \
+                     replaced by a key of the same KMS)",
+                    old.key_ref.provider().as_str()
+                ),
+            ));
+        }
+        if request.region != old.region {
+            wrong.push(FieldError::new(
+                "region",
+                format!("must be {}, the region of the key it replaces", old.region),
+            ));
+        }
+        if request.key_ref.display() == old.key_ref.display() {
+            let field = match old.key_ref.provider() {
+                super::Provider::AwsKms => "key_arn",
+                super::Provider::AzureKeyVault => "key_name",
+                super::Provider::Local => "key_id",
+            };
+            wrong.push(FieldError::new(
+                field,
+                "is the key being replaced: to move its data keys to its current version, \
+                 re-wrap it instead",
+            ));
+        }
+        if !wrong.is_empty() {
+            return Err(DomainError::Invalid(wrong));
+        }
+        self.may_change(&old).await?;
+        let store = self.data_keys()?;
+        let checklist = self
+            .run_checks(caller, project_id, &request, progress)
+            .await?;
+        if !checklist.passed {
+            return Err(DomainError::ChecksFailed(checklist));
+        }
+        let mut request = request;
+        pin_tenant(&mut request, &checklist)?;
+        let (key, created) = self.new_key(caller, project_id, request);
+        let rewrap = self.new_rewrap(caller, &old, key.id);
+        let started = AuditDraft::by(
+            caller,
+            rewrap.started_at,
+            "encryption_key.replace_started",
+            format!("encryption_key/{}", old.id),
+        )
+        .detail(json!({
+            "rewrap_id": rewrap.id,
+            "key": old.key_ref.display(),
+            "region": old.region.as_str(),
+            "replacement_key_id": key.id,
+            "replacement": key.key_ref.display(),
+        }))
+        .in_project(project_id);
+        let rewrap = match store
+            .start_rewrap(&rewrap, Some(&key), vec![created, started])
+            .await
+        {
+            Ok(rewrap) => rewrap,
+            Err(StoreError::Conflict(Constraint::KeyChange)) => {
+                return Err(key_change(
+                    "This key was replaced, or a change of it started, meanwhile.".into(),
+                ));
+            }
+            Err(StoreError::Conflict(Constraint::KeyPerRegion)) => {
+                return Err(one_key_per_region(&request_label(&key)));
+            }
+            Err(other) => return Err(other.into()),
+        };
+        Ok(Replacement {
+            key,
+            checklist,
+            rewrap,
+        })
+    }
+
+    /// Re-wrap: moves the key's data keys to its current version (after a rotation in Azure
+    /// or the local KMS; AWS KMS keeps every backing key and decrypts with the right one, so
+    /// an AWS key has nothing to move).
+    pub async fn rewrap_key(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Rewrap, DomainError> {
+        let key = self.encryption_key(caller, project_id, key_id).await?;
+        caller.require_owner("change encryption keys")?;
+        self.provider_for(&key.key_ref)?;
+        self.may_change(&key).await?;
+        let store = self.data_keys()?;
+        let rewrap = self.new_rewrap(caller, &key, key.id);
+        let started = AuditDraft::by(
+            caller,
+            rewrap.started_at,
+            "encryption_key.rewrap_started",
+            format!("encryption_key/{}", key.id),
+        )
+        .detail(json!({
+            "rewrap_id": rewrap.id,
+            "key": key.key_ref.display(),
+            "region": key.region.as_str(),
+        }))
+        .in_project(project_id);
+        match store.start_rewrap(&rewrap, None, vec![started]).await {
+            Ok(rewrap) => Ok(rewrap),
+            Err(StoreError::Conflict(Constraint::KeyChange)) => Err(key_change(
+                "This key was replaced, or a change of it started, meanwhile.".into(),
+            )),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// The latest change from or to the key, if any (anyone who can see the key).
+    pub async fn key_change(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<Option<Rewrap>, DomainError> {
+        let key = self.encryption_key(caller, project_id, key_id).await?;
+        let Some(store) = self.clusters.get() else {
+            return Ok(None);
+        };
+        Ok(store
+            .latest_rewraps(caller.organization_id, &[key.id])
+            .await?
+            .into_iter()
+            .next()
+            .map(|(_, r)| r))
+    }
+
+    /// The latest change of each of these keys of the organization (a page of Key Status).
+    pub async fn key_changes(
+        &self,
+        organization_id: Uuid,
+        key_ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, Rewrap)>, DomainError> {
+        let Some(store) = self.clusters.get() else {
+            return Ok(Vec::new());
+        };
+        Ok(store.latest_rewraps(organization_id, key_ids).await?)
+    }
+}
