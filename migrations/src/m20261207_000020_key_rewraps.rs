@@ -104,7 +104,12 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(KeyRewraps::Table)
-                    .col(ColumnDef::new(KeyRewraps::Id).uuid().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(KeyRewraps::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(KeyRewraps::OrganizationId).uuid().not_null())
                     .col(ColumnDef::new(KeyRewraps::ProjectId).uuid().not_null())
                     .col(ColumnDef::new(KeyRewraps::FromKeyId).uuid().not_null())
@@ -148,7 +153,11 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(KeyRewrapFailures::Table)
-                    .col(ColumnDef::new(KeyRewrapFailures::RewrapId).uuid().not_null())
+                    .col(
+                        ColumnDef::new(KeyRewrapFailures::RewrapId)
+                            .uuid()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(KeyRewrapFailures::DataKey).text().not_null())
                     .col(ColumnDef::new(KeyRewrapFailures::Code).text().not_null())
                     .col(ColumnDef::new(KeyRewrapFailures::Message).text().not_null())

@@ -17,6 +17,7 @@ mod clusters_aws;
 mod clusters_azure;
 mod contract;
 mod hardening;
+mod key_changes;
 mod key_history;
 mod key_monitor;
 mod key_status;

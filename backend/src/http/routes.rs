@@ -7,7 +7,8 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, Route, web};
 
 use crate::domain::DomainError;
 use crate::http::api::{
-    audit, backups, clusters, key_status, keys, local_kms, me, objects, openapi, projects, webhooks,
+    audit, backups, clusters, key_changes, key_status, keys, local_kms, me, objects, openapi,
+    projects, webhooks,
 };
 use crate::http::errors::{ApiError, PageError};
 use crate::http::json::MAX_BODY_BYTES;
@@ -61,6 +62,8 @@ pub fn api_routes() -> Vec<ApiRoute> {
         api(M::POST, "/api/v1/projects/{project_id}/encryption-keys/{key_id}/check", SignedIn, web::post().to(keys::check)),
         api(M::GET, "/api/v1/projects/{project_id}/encryption-keys/{key_id}/history", SignedIn, web::get().to(keys::history)),
         api(M::GET, "/api/v1/projects/{project_id}/encryption-keys/{key_id}/impact", SignedIn, web::get().to(keys::impact)),
+        api(M::POST, "/api/v1/projects/{project_id}/encryption-keys/{key_id}/replace", SignedIn, web::post().to(key_changes::replace)),
+        api(M::POST, "/api/v1/projects/{project_id}/encryption-keys/{key_id}/rewrap", SignedIn, web::post().to(key_changes::rewrap)),
         api(M::GET, "/api/v1beta/projects/{project_id}/aws-cmek", SignedIn, web::get().to(keys::v1beta_list)),
         api(M::POST, "/api/v1beta/projects/{project_id}/aws-cmek", SignedIn, web::post().to(keys::v1beta_create)),
         api(M::POST, "/api/v1/projects/{project_id}/clusters", SignedIn, web::post().to(clusters::create)),

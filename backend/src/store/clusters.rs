@@ -22,11 +22,11 @@ use crate::domain::clusters::{
     RestoreProgress, StoredObject, Tier,
 };
 use crate::domain::jobs::JobKind;
+use crate::domain::keys::EncryptionKey;
 use crate::domain::keys::Provider;
 use crate::domain::keys::region::Region;
-use crate::domain::page::PageRequest;
-use crate::domain::keys::EncryptionKey;
 use crate::domain::keys::rewrap::{DataKeySwap, DataKeyToMove, Rewrap, RewrapFailure, RewrapState};
+use crate::domain::page::PageRequest;
 use crate::domain::ports::{
     BackupCopy, BackupStart, ClusterStore, DataKeyRow, ObjectWrite, StoreError,
 };

@@ -10,7 +10,9 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::entities::{backups, cluster_regions, clusters, encryption_keys, key_rewrap_failures, key_rewraps};
+use super::entities::{
+    backups, cluster_regions, clusters, encryption_keys, key_rewrap_failures, key_rewraps,
+};
 use super::{SeaStore, jobs};
 use crate::domain::audit::AuditDraft;
 use crate::domain::error::Constraint;
@@ -347,8 +349,9 @@ impl SeaStore {
             else {
                 continue;
             };
-            let parsed = Region::parse_known("region", &region.region)
-                .map_err(|_| StoreError::Corrupt(format!("cluster region of {}", region.cluster_id)))?;
+            let parsed = Region::parse_known("region", &region.region).map_err(|_| {
+                StoreError::Corrupt(format!("cluster region of {}", region.cluster_id))
+            })?;
             left.push(DataKeyToMove {
                 region: parsed,
                 row: DataKeyRow::ClusterRegion {

@@ -178,13 +178,11 @@ impl Clusters {
         let mut chosen = Vec::new();
         let mut missing = Vec::new();
         for region in &new.regions {
-            let key = keys
-                .iter()
-                .find(|k| {
-                    k.replaced_by.is_none()
-                        && k.key_ref.provider() == new.provider
-                        && &k.region == region
-                });
+            let key = keys.iter().find(|k| {
+                k.replaced_by.is_none()
+                    && k.key_ref.provider() == new.provider
+                    && &k.region == region
+            });
             match key {
                 Some(key) if key.status == KeyStatus::Active => chosen.push(Some(key.clone())),
                 Some(key) => missing.push(format!(

@@ -14,9 +14,9 @@ mod request;
 mod restore_job;
 mod rewrap_job;
 #[cfg(test)]
-mod rule_tests;
-#[cfg(test)]
 mod rewrap_tests;
+#[cfg(test)]
+mod rule_tests;
 mod service;
 pub mod sweeper;
 
@@ -34,13 +34,13 @@ pub use crate::domain::kms::RegionFailure;
 
 pub mod parts;
 pub use backup_job::BackupReport;
-pub use rewrap_job::{CONCURRENCY as REWRAP_CONCURRENCY, RewrapReport};
 pub use driver::ManifestDriver;
 pub use keyring::DataKeyRing;
 pub use lifecycle::{PLATFORM_KEY, RegionKeyFacts, describe_failures};
 pub use objects::{BodyError, MAX_OBJECT_BYTES, ObjectBody, ObjectRead};
 pub use reaction::{Keys, Reaction, ReconcileReport, effective_policy, reaction};
 pub use request::{ClusterRequestInput, NewCluster};
+pub use rewrap_job::{CONCURRENCY as REWRAP_CONCURRENCY, RewrapReport};
 pub use service::{ClusterPorts, Clusters};
 
 /// A budget of memory for uploads, in MiB.

@@ -98,7 +98,10 @@ impl Clusters {
         let Some(mut rewrap) = rewrap else {
             return Ok(self.jobs.finish_job(job).await?);
         };
-        let from = self.keys.key(job.organization_id, rewrap.from_key_id).await?;
+        let from = self
+            .keys
+            .key(job.organization_id, rewrap.from_key_id)
+            .await?;
         let to = self.keys.key(job.organization_id, rewrap.to_key_id).await?;
         let heartbeat = Heartbeat::start(self.jobs.clone(), self.clock.clone(), job.clone());
         let round = match (from, to) {
@@ -202,7 +205,9 @@ impl Clusters {
             for (row, _, failure) in &mut failures {
                 failure.data_key = row.label();
             }
-            let moved = store.record_rewrap(rewrap, &to_ref, swaps, &failures).await?;
+            let moved = store
+                .record_rewrap(rewrap, &to_ref, swaps, &failures)
+                .await?;
             report.moved += moved as usize;
             report.failed += failures.len();
             rewrap.done += moved;
@@ -228,7 +233,9 @@ impl Clusters {
             .with("organization_id", rewrap.organization_id.to_string())
             .with("project_id", rewrap.project_id.to_string())
             .with("purpose", "rewrap-probe");
-        let wrapped = provider.wrap_data_key(&to.key_ref, &probe, &context).await?;
+        let wrapped = provider
+            .wrap_data_key(&to.key_ref, &probe, &context)
+            .await?;
         Ok(provider.wrapped_version(&to.key_ref, &wrapped))
     }
 
@@ -317,7 +324,9 @@ impl Clusters {
                     (item.row, item.wrapped, failure)
                 })
                 .collect();
-            store.record_rewrap(rewrap, "", Vec::new(), &failures).await?;
+            store
+                .record_rewrap(rewrap, "", Vec::new(), &failures)
+                .await?;
             report.failed += failures.len();
             rewrap.failed += u32::try_from(failures.len()).unwrap_or(u32::MAX);
         }

@@ -89,8 +89,17 @@ async fn a_replacement_moves_every_data_key_of_the_region_while_clusters_serve()
     assert_eq!((change.done, change.failed), (3, 0));
     for id in [running.id, paused.id] {
         let cluster = w.svc().cluster(&w.owner, id).await.unwrap();
-        let east = cluster.regions.iter().find(|r| r.region.as_str() == "us-east-1").unwrap();
-        assert_eq!(east.key_id, Some(replaced.key.id), "{}", cluster.name.as_str());
+        let east = cluster
+            .regions
+            .iter()
+            .find(|r| r.region.as_str() == "us-east-1")
+            .unwrap();
+        assert_eq!(
+            east.key_id,
+            Some(replaced.key.id),
+            "{}",
+            cluster.name.as_str()
+        );
     }
     let moved = w.svc().backup(&w.owner, backup.id).await.unwrap();
     assert_eq!(moved.region.key_id, Some(replaced.key.id));
@@ -145,7 +154,10 @@ async fn a_refusing_kms_leaves_the_data_keys_readable_and_fails_the_change_with_
     assert_eq!(change.state, RewrapState::Failed);
     assert_eq!((change.done, change.failed), (0, 1));
     assert_eq!(change.failures[0].code, "DisabledException");
-    assert_eq!(change.failures[0].data_key, format!("cluster/{}/us-east-1", cluster.id));
+    assert_eq!(
+        change.failures[0].data_key,
+        format!("cluster/{}/us-east-1", cluster.id)
+    );
     let alert = w
         .store
         .audit_log()

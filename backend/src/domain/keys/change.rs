@@ -37,7 +37,9 @@ impl Keys {
         self.clusters
             .get()
             .map(|store| store.as_ref())
-            .ok_or_else(|| DomainError::invalid("key_id", "clusters are not enabled on this console"))
+            .ok_or_else(|| {
+                DomainError::invalid("key_id", "clusters are not enabled on this console")
+            })
     }
 
     /// Refuses a change of a key that was replaced, or that a running change involves.

@@ -53,7 +53,10 @@ fn unconfigured(detail: &str) -> crate::domain::DomainError {
 
 /// An Azure key is saved with the tenant its vault was found in: the vault is the customer's
 /// only while it stays there. A key whose tenant was not seen is not saved.
-pub(super) fn pin_tenant(request: &mut KeyRequest, checklist: &Checklist) -> Result<(), DomainError> {
+pub(super) fn pin_tenant(
+    request: &mut KeyRequest,
+    checklist: &Checklist,
+) -> Result<(), DomainError> {
     if let KeyRef::Azure { tenant, .. } = &mut request.key_ref {
         match &checklist.tenant {
             Some(found) => *tenant = Some(found.clone()),

@@ -156,7 +156,10 @@ impl Clusters {
     }
 
     /// The stored data key `row` names, if it is still wrapped by the re-wrap's old key.
-    fn data_key_mut(&mut self, row: &DataKeyRow) -> Option<&mut crate::domain::clusters::ClusterRegion> {
+    fn data_key_mut(
+        &mut self,
+        row: &DataKeyRow,
+    ) -> Option<&mut crate::domain::clusters::ClusterRegion> {
         match row {
             DataKeyRow::ClusterRegion { cluster_id, region } => self
                 .clusters
@@ -854,7 +857,8 @@ impl ClusterStore for MemoryClusters {
         let mut swapped = 0u32;
         for (swap, event) in swaps {
             let moved = c.data_key_mut(&swap.row).is_some_and(|stored| {
-                let still = stored.key_id == Some(rewrap.from_key_id) && stored.wrapped_key == swap.old;
+                let still =
+                    stored.key_id == Some(rewrap.from_key_id) && stored.wrapped_key == swap.old;
                 if still {
                     stored.key_id = Some(rewrap.to_key_id);
                     stored.key_ref = Some(to_key_ref.to_owned());
@@ -871,7 +875,10 @@ impl ClusterStore for MemoryClusters {
         }
         let mut failed = 0u32;
         for (row, old, failure) in failures {
-            let pending = c.to_move(rewrap).iter().any(|k| &k.row == row && &k.wrapped == old);
+            let pending = c
+                .to_move(rewrap)
+                .iter()
+                .any(|k| &k.row == row && &k.wrapped == old);
             if pending {
                 c.gave_up.insert(row.label(), rewrap.id);
                 c.failures.push((rewrap.id, failure.clone()));

@@ -49,6 +49,13 @@ pub struct KeyBody {
     /// Automatic rotation as the last check saw it (absent until a check reports it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rotation_enabled: Option<bool>,
+    /// Set once a replacement took over: the key that is now the region's. This key stays,
+    /// watched, until nothing it wrapped remains (`versions` empty), then may be deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaced_by: Option<Uuid>,
+    /// The latest change (replacement or re-wrap) from or to this key, with its progress.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change: Option<crate::http::api::key_changes::KeyChangeBody>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     /// On a single key's read: its latest status changes, newest first (the whole history is
@@ -174,6 +181,8 @@ impl From<EncryptionKey> for KeyBody {
             last_checked_at: k.last_checked_at,
             last_error: k.last_error,
             rotation_enabled: k.rotation_enabled,
+            replaced_by: k.replaced_by,
+            change: None,
             created_by: k.created_by,
             created_at: k.created_at,
             history: None,
@@ -360,8 +369,26 @@ pub async fn list(
         .keys()
         .encryption_keys(&caller.0, path.into_inner())
         .await?;
+    let ids: Vec<Uuid> = keys.iter().map(|k| k.id).collect();
+    let mut changes = state
+        .console
+        .keys()
+        .key_changes(caller.0.organization_id, &ids)
+        .await?;
     Ok(HttpResponse::Ok().json(ListBody {
-        items: keys.into_iter().map(KeyBody::from).collect(),
+        items: keys
+            .into_iter()
+            .map(|k| {
+                let change = changes
+                    .iter()
+                    .position(|(id, _)| *id == k.id)
+                    .map(|i| changes.swap_remove(i).1.into());
+                KeyBody {
+                    change,
+                    ..KeyBody::from(k)
+                }
+            })
+            .collect(),
         next_page_token: None,
     }))
 }
@@ -397,7 +424,13 @@ pub async fn read(
         .await?;
     let versions = state.console.keys().key_versions(&caller.0, &key).await?;
     let revoked = versions.iter().any(VersionInUse::revoked);
+    let change = state
+        .console
+        .keys()
+        .key_change(&caller.0, project_id, key_id)
+        .await?;
     Ok(HttpResponse::Ok().json(KeyBody {
+        change: change.map(Into::into),
         history: Some(
             history
                 .items

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod backups;
 pub mod clusters;
+pub mod key_changes;
 pub mod key_status;
 pub mod keys;
 pub mod local_kms;

@@ -10,7 +10,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::http::api::{
-    audit, backups, clusters, key_status, keys, local_kms, me, objects, projects, webhooks,
+    audit, backups, clusters, key_changes, key_status, keys, local_kms, me, objects, projects,
+    webhooks,
 };
 use crate::http::errors::Problem;
 use crate::http::wire::{AuditEvent, FieldError, Outcome, RevocationPolicy, Role};
@@ -40,6 +41,8 @@ use crate::http::wire::{AuditEvent, FieldError, Outcome, RevocationPolicy, Role}
         keys::check,
         keys::history,
         keys::impact,
+        key_changes::replace,
+        key_changes::rewrap,
         keys::v1beta_list,
         keys::v1beta_create,
         clusters::create,

@@ -1,0 +1,436 @@
+//! Changing a key in place, end to end over the API: a replacement moves every data key of
+//! the region (running and paused clusters, backups) while a client reads and writes without
+//! a failure; the old key's census reaches zero, the impact preview says it is safe, and
+//! deleting it and disabling it in its KMS breaks nothing. On the local KMS, and on moto.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cmek_console::domain::identity::Role;
+use serde_json::{Value, json};
+
+use crate::clusters::{Fixture, get, id, local_cmek, marked, post, put};
+use crate::helpers::{TestApp, problem, rule};
+
+fn key_path(project: &str, key: &str) -> String {
+    format!("/api/v1/projects/{project}/encryption-keys/{key}")
+}
+
+async fn json_of(app: &TestApp, path: &str, key: &str) -> Value {
+    let response = app.get(path, key).await;
+    assert_eq!(response.status(), 200, "{path}");
+    response.json().await.unwrap()
+}
+
+/// The key's latest change once it has ended.
+async fn change_when_ended(app: &TestApp, owner: &str, project: &str, key: &str) -> Value {
+    for _ in 0..600 {
+        let read = json_of(app, &key_path(project, key), owner).await;
+        if read["change"]["state"] != "rewrapping" {
+            return read["change"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the change of key {key} never ended");
+}
+
+/// A client that writes and reads objects of the cluster without a pause, until told to
+/// stop: how many rounds it made, and how many requests failed.
+async fn busy_client(
+    app: &TestApp,
+    owner: &str,
+    cluster: &str,
+    stop: &AtomicBool,
+) -> (usize, usize) {
+    let mut done = 0;
+    let failed = AtomicUsize::new(0);
+    while !stop.load(Ordering::SeqCst) {
+        let name = format!("busy/{}", done % 16);
+        let bytes = marked(&format!("busy {done}"), 4096);
+        if put(app, owner, cluster, &name, bytes.clone())
+            .await
+            .status()
+            != 201
+        {
+            failed.fetch_add(1, Ordering::SeqCst);
+        }
+        let read = get(app, owner, cluster, &name).await;
+        if read.status() != 200 || read.bytes().await.unwrap().as_ref() != bytes.as_slice() {
+            failed.fetch_add(1, Ordering::SeqCst);
+        }
+        done += 1;
+    }
+    (done, failed.load(Ordering::SeqCst))
+}
+
+async fn new_local_key(f: &Fixture, name: &str) -> uuid::Uuid {
+    let operator = f.app.console.identity().operator(None).await.unwrap();
+    f.app
+        .console
+        .keys()
+        .create_local_key(&operator, name)
+        .await
+        .unwrap()
+        .id
+}
+
+fn verdict<'a>(impact: &'a Value, action: &str) -> &'a Value {
+    impact["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["action"] == action)
+        .unwrap_or_else(|| panic!("no {action} verdict: {impact}"))
+}
+
+#[tokio::test]
+async fn replacing_a_key_moves_every_data_key_while_a_client_reads_and_writes() {
+    let f = local_cmek(&["us-east-1", "eu-west-1"]).await;
+    let live = id(&f.cluster("live", &["us-east-1", "eu-west-1"]).await);
+    let sleepy = id(&f.cluster("sleepy", &["us-east-1"]).await);
+    let kept = marked("kept", 70_000);
+    assert_eq!(
+        put(&f.app, &f.owner, &live, "kept", kept.clone())
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        put(&f.app, &f.owner, &sleepy, "nap", kept.clone())
+            .await
+            .status(),
+        201
+    );
+    let backup = id(&f.app.take_backup(&f.owner, &live).await);
+    assert_eq!(
+        f.app.backup_when_done(&f.owner, &backup).await["state"],
+        "available"
+    );
+    let paused = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/clusters/{sleepy}/pause"),
+    )
+    .await;
+    assert_eq!(paused.status(), 200);
+    let old = f.key_id("us-east-1").await;
+    let old_local = f.local_keys[0].1;
+    let new_local = new_local_key(&f, "new east").await;
+    let before = json_of(
+        &f.app,
+        &format!("{}/impact", key_path(&f.project, &old)),
+        &f.owner,
+    )
+    .await;
+    assert_eq!(verdict(&before, "delete")["safe"], false, "{before}");
+
+    let stop = AtomicBool::new(false);
+    let client = busy_client(&f.app, &f.owner, &live, &stop);
+    let change = async {
+        let started = f
+            .app
+            .post_json(
+                &format!("{}/replace", key_path(&f.project, &old)),
+                &f.owner,
+                &json!({ "provider": "local", "region": "us-east-1", "key_id": new_local }),
+            )
+            .await;
+        assert_eq!(started.status(), 202);
+        let started: Value = started.json().await.unwrap();
+        let change = change_when_ended(&f.app, &f.owner, &f.project, &old).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, Ordering::SeqCst);
+        (started, change)
+    };
+    let ((requests, failed), (started, change)) = tokio::join!(client, change);
+    let new = id(&started["key"]);
+    assert_eq!(started["change"]["kind"], "replace");
+    assert_eq!(started["change"]["from_key_id"], old.as_str());
+    assert_eq!(started["change"]["to_key_id"], new.as_str());
+    // live's and sleepy's us-east-1 regions, and the backup.
+    assert_eq!(started["change"]["total"], 3, "{started}");
+    assert!(started["checks"]["passed"].as_bool().unwrap());
+
+    assert_eq!(change["state"], "done", "{change}");
+    assert_eq!(
+        (change["done"].as_u64(), change["failed"].as_u64()),
+        (Some(3), Some(0))
+    );
+    assert!(requests > 0);
+    assert_eq!(
+        failed, 0,
+        "no request failed during the change ({requests} made)"
+    );
+    // The old key wraps nothing now; the new one is the region's key.
+    let old_read = json_of(&f.app, &key_path(&f.project, &old), &f.owner).await;
+    assert_eq!(old_read["replaced_by"], new.as_str());
+    assert_eq!(old_read["versions"], json!([]), "{old_read}");
+    let impact = json_of(
+        &f.app,
+        &format!("{}/impact", key_path(&f.project, &old)),
+        &f.owner,
+    )
+    .await;
+    assert_eq!(verdict(&impact, "delete")["safe"], true, "{impact}");
+    assert_eq!(verdict(&impact, "disable_key")["safe"], true, "{impact}");
+    let cluster = json_of(&f.app, &format!("/api/v1/clusters/{sleepy}"), &f.owner).await;
+    assert_eq!(cluster["state"], "paused", "a paused cluster stays paused");
+    assert_eq!(cluster["regions"][0]["key_id"], new.as_str());
+    // Each swap is audited.
+    let audit = json_of(
+        &f.app,
+        "/api/v1/audit-events?action=data_key.rewrapped",
+        &f.owner,
+    )
+    .await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 3, "{audit}");
+
+    // Deleting the old key, then disabling it in its KMS, breaks nothing.
+    assert_eq!(
+        f.app
+            .delete(&key_path(&f.project, &old), &f.owner)
+            .await
+            .status(),
+        204
+    );
+    let disabled = f
+        .app
+        .post_json(
+            &format!("/api/v1/local-kms/keys/{old_local}/disable"),
+            &f.owner,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(disabled.status(), 200);
+    let resumed = post(
+        &f.app,
+        &f.owner,
+        &format!("/api/v1/clusters/{sleepy}/resume"),
+    )
+    .await;
+    assert_eq!(resumed.status(), 200, "{}", resumed.text().await.unwrap());
+    let nap = get(&f.app, &f.owner, &sleepy, "nap")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(nap.as_ref(), kept.as_slice());
+    let restored = f.app.restore_backup(&f.owner, &backup, None).await;
+    assert_eq!(restored["state"], "available", "{restored}");
+    let copy = get(&f.app, &f.owner, &id(&restored), "kept")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(copy.as_ref(), kept.as_slice());
+    // New clusters take the new key.
+    let fresh = f.cluster("fresh", &["us-east-1"]).await;
+    assert_eq!(fresh["regions"][0]["key_id"], new.as_str());
+}
+
+#[tokio::test]
+async fn a_rewrap_moves_data_keys_to_the_current_version_after_a_rotation() {
+    let f = local_cmek(&["us-east-1"]).await;
+    let cluster = id(&f.cluster("c", &["us-east-1"]).await);
+    assert_eq!(
+        put(&f.app, &f.owner, &cluster, "a", b"alpha".to_vec())
+            .await
+            .status(),
+        201
+    );
+    let backup = id(&f.app.take_backup(&f.owner, &cluster).await);
+    f.app.backup_when_done(&f.owner, &backup).await;
+    let key = f.key_id("us-east-1").await;
+    let local = f.local_keys[0].1;
+    let rotated = f
+        .app
+        .post_json(
+            &format!("/api/v1/local-kms/keys/{local}/rotate"),
+            &f.owner,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(rotated.status(), 200);
+    let versions = json_of(&f.app, &key_path(&f.project, &key), &f.owner).await["versions"].clone();
+    assert_eq!(versions[0]["version"], "1", "{versions}");
+
+    let started = post(
+        &f.app,
+        &f.owner,
+        &format!("{}/rewrap", key_path(&f.project, &key)),
+    )
+    .await;
+    assert_eq!(started.status(), 202);
+    let started: Value = started.json().await.unwrap();
+    assert_eq!(started["kind"], "rewrap");
+    let change = change_when_ended(&f.app, &f.owner, &f.project, &key).await;
+
+    assert_eq!(change["state"], "done", "{change}");
+    assert_eq!(
+        change["done"], 2,
+        "the cluster's data key and the backup's: {change}"
+    );
+    assert_eq!(change["target_version"], "2");
+    let read = json_of(&f.app, &key_path(&f.project, &key), &f.owner).await;
+    let versions: Vec<&str> = read["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        versions,
+        ["2"],
+        "only the current version wraps data keys now: {read}"
+    );
+    let impact = json_of(
+        &f.app,
+        &format!("{}/impact", key_path(&f.project, &key)),
+        &f.owner,
+    )
+    .await;
+    let safe_to_disable_1 = impact["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|v| v["action"] != "disable_version" || v["version"] != "1" || v["safe"] == true);
+    assert!(safe_to_disable_1, "{impact}");
+    // A second re-wrap has nothing left to move.
+    let again = post(
+        &f.app,
+        &f.owner,
+        &format!("{}/rewrap", key_path(&f.project, &key)),
+    )
+    .await;
+    assert_eq!(again.status(), 202);
+    let again = change_when_ended(&f.app, &f.owner, &f.project, &key).await;
+    assert_eq!(
+        (again["state"].as_str(), again["done"].as_u64()),
+        (Some("done"), Some(0))
+    );
+}
+
+#[tokio::test]
+async fn only_owners_change_keys_and_other_organizations_see_nothing() {
+    let f = local_cmek(&["us-east-1"]).await;
+    let key = f.key_id("us-east-1").await;
+    let body =
+        json!({ "provider": "local", "region": "us-east-1", "key_id": uuid::Uuid::now_v7() });
+    for role in [Role::Member, Role::Auditor] {
+        let caller = f.app.api_key(role).await;
+        let replace = f
+            .app
+            .post_json(
+                &format!("{}/replace", key_path(&f.project, &key)),
+                &caller,
+                &body,
+            )
+            .await;
+        assert_eq!(replace.status(), 403, "{role:?} replace");
+        let rewrap = post(
+            &f.app,
+            &caller,
+            &format!("{}/rewrap", key_path(&f.project, &key)),
+        )
+        .await;
+        assert_eq!(rewrap.status(), 403, "{role:?} rewrap");
+        // They can read the key, its change and its impact.
+        json_of(&f.app, &key_path(&f.project, &key), &caller).await;
+        json_of(
+            &f.app,
+            &format!("{}/impact", key_path(&f.project, &key)),
+            &caller,
+        )
+        .await;
+    }
+    let stranger = f.app.stranger_key().await;
+    let replace = f
+        .app
+        .post_json(
+            &format!("{}/replace", key_path(&f.project, &key)),
+            &stranger,
+            &body,
+        )
+        .await;
+    assert_eq!(replace.status(), 404);
+    let rewrap = post(
+        &f.app,
+        &stranger,
+        &format!("{}/rewrap", key_path(&f.project, &key)),
+    )
+    .await;
+    assert_eq!(rewrap.status(), 404);
+    let impact = f
+        .app
+        .get(&format!("{}/impact", key_path(&f.project, &key)), &stranger)
+        .await;
+    assert_eq!(impact.status(), 404);
+}
+
+#[tokio::test]
+async fn a_replacement_is_refused_clearly_and_leaves_nothing_half_made() {
+    let f = local_cmek(&["us-east-1"]).await;
+    let key = f.key_id("us-east-1").await;
+    let path = format!("{}/replace", key_path(&f.project, &key));
+
+    // Another region, and the same key: 422 naming the field.
+    let other = new_local_key(&f, "other").await;
+    let wrong_region = f
+        .app
+        .post_json(
+            &path,
+            &f.owner,
+            &json!({ "provider": "local", "region": "eu-west-1", "key_id": other }),
+        )
+        .await;
+    assert_eq!(wrong_region.status(), 422);
+    assert!(crate::helpers::fields(&problem(wrong_region).await).contains(&"region".to_owned()));
+    let same = f
+        .app
+        .post_json(
+            &path,
+            &f.owner,
+            &json!({ "provider": "local", "region": "us-east-1", "key_id": f.local_keys[0].1 }),
+        )
+        .await;
+    assert_eq!(same.status(), 422);
+    // A key that fails its checks (unknown to the KMS): 422 with the checklist; nothing saved.
+    let unknown = f
+        .app
+        .post_json(
+            &path,
+            &f.owner,
+            &json!({ "provider": "local", "region": "us-east-1", "key_id": uuid::Uuid::now_v7() }),
+        )
+        .await;
+    assert_eq!(unknown.status(), 422);
+    let keys = json_of(
+        &f.app,
+        &format!("/api/v1/projects/{}/encryption-keys", f.project),
+        &f.owner,
+    )
+    .await;
+    assert_eq!(keys["items"].as_array().unwrap().len(), 1, "{keys}");
+    // A replaced key is not replaced again.
+    let replaced = f
+        .app
+        .post_json(
+            &path,
+            &f.owner,
+            &json!({ "provider": "local", "region": "us-east-1", "key_id": other }),
+        )
+        .await;
+    assert_eq!(replaced.status(), 202);
+    let third = new_local_key(&f, "third").await;
+    change_when_ended(&f.app, &f.owner, &f.project, &key).await;
+    let again = f
+        .app
+        .post_json(
+            &path,
+            &f.owner,
+            &json!({ "provider": "local", "region": "us-east-1", "key_id": third }),
+        )
+        .await;
+    assert_eq!(again.status(), 409);
+    assert_eq!(problem(again).await["type"], rule("key-change"));
+}
