@@ -27,6 +27,12 @@ document.addEventListener("submit", (event) => {
     event.preventDefault();
     return;
   }
+  // A form that takes a while (Replace key tests the new key first) says what it is doing.
+  const progress = form.dataset.progress && form.querySelector("[role=status]");
+  if (progress) {
+    progress.textContent = form.dataset.progress;
+    progress.hidden = false;
+  }
   // One submission per click: a slow server must not get the form twice.
   for (const button of form.querySelectorAll("button[type=submit]")) {
     setTimeout(() => { button.disabled = true; }, 0);

@@ -434,3 +434,92 @@ async fn a_replacement_is_refused_clearly_and_leaves_nothing_half_made() {
     assert_eq!(again.status(), 409);
     assert_eq!(problem(again).await["type"], rule("key-change"));
 }
+
+#[tokio::test]
+async fn the_key_page_replaces_a_key_without_javascript_and_shows_the_progress() {
+    let f = local_cmek(&["us-east-1"]).await;
+    let cluster = id(&f.cluster("c", &["us-east-1"]).await);
+    assert_eq!(
+        put(&f.app, &f.owner, &cluster, "a", b"alpha".to_vec())
+            .await
+            .status(),
+        201
+    );
+    let old = f.key_id("us-east-1").await;
+    let new_local = new_local_key(&f, "replacement").await;
+    let browser = f.app.signed_in_owner().await;
+    let page_path = format!("/projects/{}/encryption-keys/{old}", f.project);
+    let page = browser
+        .get(f.app.url(&page_path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Replace with another key") && page.contains("Re-wrap"),
+        "{page}"
+    );
+    assert!(
+        page.contains(&new_local.to_string()),
+        "the form lists the local keys"
+    );
+
+    // A key of another region: the form comes back with the field's error, nothing changed.
+    let refused = browser
+        .post(f.app.url(&format!("{page_path}/replace")))
+        .form(&[
+            ("provider", "local"),
+            ("region", "eu-west-1"),
+            ("key_id", &new_local.to_string()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    let page = refused.text().await.unwrap();
+    assert!(page.contains("data-field=\"region\""), "{page}");
+    assert!(page.contains("This key has not been changed."));
+
+    let replaced = browser
+        .post(f.app.url(&format!("{page_path}/replace")))
+        .form(&[
+            ("provider", "local"),
+            ("region", "us-east-1"),
+            ("key_id", &new_local.to_string()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replaced.status(), 303);
+    let location = replaced.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.ends_with("?changed=replace#change"), "{location}");
+    change_when_ended(&f.app, &f.owner, &f.project, &old).await;
+    let page = browser
+        .get(f.app.url(&location))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"change-state\">done<"), "{page}");
+    assert!(page.contains("1 of 1 data keys moved"), "{page}");
+    assert!(page.contains("This key was replaced by"));
+    assert!(
+        !page.contains("Replace with another key"),
+        "a replaced key is not changed again"
+    );
+    // Members see the change but are offered no form.
+    let member = f.app.signed_in_as(Role::Member).await;
+    let page = member
+        .get(f.app.url(&page_path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"change-state\">done<") && !page.contains("Re-wrap</button>"));
+}

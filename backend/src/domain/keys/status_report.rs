@@ -94,6 +94,8 @@ pub struct KeyStatusEntry {
     /// Versions of the key, still wrapping data keys, recorded revoked: the key itself may
     /// be `active` while what an older version wrapped cannot be unwrapped.
     pub revoked_versions: Vec<(String, KeyStatus)>,
+    /// The latest change (replacement or re-wrap) from or to the key, with its progress.
+    pub change: Option<super::rewrap::Rewrap>,
 }
 
 /// What each region's data key can count on: its key's status, or its version's when that
@@ -212,9 +214,15 @@ impl Keys {
             .await?
             .into_iter()
             .collect();
+        let page_ids: Vec<Uuid> = keys.iter().map(|k| k.id).collect();
+        let mut changes = self.key_changes(organization_id, &page_ids).await?;
         Ok(keys
             .into_iter()
             .map(|key| KeyStatusEntry {
+                change: changes
+                    .iter()
+                    .position(|(id, _)| *id == key.id)
+                    .map(|i| changes.swap_remove(i).1),
                 project_name: names.get(&key.project_id).cloned().unwrap_or_default(),
                 clusters: protected_by(&key, &clusters, &statuses),
                 revoked_versions: revoked

@@ -81,6 +81,7 @@ impl From<KeyStatusReport> for KeyStatusBody {
                         versions_status: Some(VersionsStatus::of(
                             !entry.revoked_versions.is_empty(),
                         )),
+                        change: entry.change.map(Into::into),
                         ..KeyBody::from(entry.key)
                     },
                     project_name: entry.project_name,

@@ -49,6 +49,10 @@ pub struct KeyLine {
     pub clusters: Vec<ClusterLine>,
     /// "version V disabled", one per version in use recorded revoked.
     pub revoked_versions: Vec<String>,
+    /// A change running or failed: ("rewrapping" or "failed", "3 of 10 data keys moved").
+    pub change: Option<(&'static str, String)>,
+    /// Replaced by another key (it stays until nothing it wrapped remains).
+    pub replaced: bool,
 }
 
 pub fn rotation_text(key: &EncryptionKey) -> &'static str {
@@ -76,6 +80,16 @@ impl From<KeyStatusEntry> for KeyLine {
                 .unwrap_or_else(|| "never".into()),
             last_error: e.key.last_error.clone().unwrap_or_default(),
             rotation: rotation_text(&e.key),
+            replaced: e.key.replaced_by.is_some(),
+            change: e
+                .change
+                .filter(|c| c.state != crate::domain::keys::rewrap::RewrapState::Done)
+                .map(|c| {
+                    (
+                        c.state.as_str(),
+                        format!("{} of {} data keys moved", c.done, c.total),
+                    )
+                }),
             clusters: e.clusters.into_iter().map(ClusterLine::from).collect(),
             revoked_versions: e
                 .revoked_versions

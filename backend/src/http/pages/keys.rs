@@ -18,6 +18,7 @@ use crate::domain::keys::azure::{ARM_TEMPLATE_FILE, AzureSetup, VaultName};
 use crate::domain::keys::checks::{Check, Checklist, Progress};
 use crate::domain::keys::policy::{AwsAccessPolicies, Statement};
 use crate::domain::keys::region::{AWS_REGIONS, AZURE_REGIONS};
+use crate::domain::keys::rewrap::{Rewrap, RewrapState};
 use crate::domain::keys::{ConfirmProgress, Confirmation, KeyRequestInput, KeyStatus};
 use crate::domain::local_kms::LocalKey;
 use crate::domain::page::{MAX_PAGE_SIZE, PageRequest};
@@ -720,6 +721,81 @@ struct KeyPage {
     verdicts: Vec<(bool, String, String)>,
     /// Backups wrapped under this key: (id, cluster name, state, version).
     backups: Vec<(Uuid, String, &'static str, String)>,
+    /// The latest replacement or re-wrap from or to the key.
+    change: Option<ChangeView>,
+    /// The key can be changed now (owner, not replaced, no change running).
+    can_change: bool,
+    /// The key's provider, as the API spells it (which replacement fields to show).
+    provider_code: &'static str,
+    local_keys: Vec<LocalKey>,
+    /// The replacement form as sent, with what was wrong with it.
+    form: WizardForm,
+    errors: FormErrors,
+    checklist: Option<Checklist>,
+    problem: Option<String>,
+}
+
+impl KeyPage {
+    fn value(&self, field: &str) -> &str {
+        let value = match field {
+            "key_arn" => &self.form.key_arn,
+            "role_arn" => &self.form.role_arn,
+            "mode" => &self.form.mode,
+            "vault_name" => &self.form.vault_name,
+            "key_name" => &self.form.key_name,
+            "key_id" => &self.form.key_id,
+            _ => &None,
+        };
+        WizardForm::text(value)
+    }
+}
+
+/// A change of key as its page shows it.
+pub struct ChangeView {
+    pub replaces: bool,
+    pub state: &'static str,
+    pub from_key_id: Uuid,
+    pub to_key_id: Uuid,
+    pub total: u32,
+    pub done: u32,
+    pub failed: u32,
+    /// Of the data keys to move, moved or given up on (0-100).
+    pub percent: u32,
+    pub target_version: String,
+    /// (data key, code, what the KMS said)
+    pub failures: Vec<(String, String, String)>,
+    pub started: String,
+    pub started_by: String,
+    pub finished: String,
+}
+
+impl From<Rewrap> for ChangeView {
+    fn from(r: Rewrap) -> Self {
+        let settled = r.done.saturating_add(r.failed);
+        Self {
+            replaces: r.replaces(),
+            state: r.state.as_str(),
+            from_key_id: r.from_key_id,
+            to_key_id: r.to_key_id,
+            total: r.total,
+            done: r.done,
+            failed: r.failed,
+            percent: if r.total == 0 {
+                100
+            } else {
+                (u64::from(settled.min(r.total)) * 100 / u64::from(r.total)) as u32
+            },
+            target_version: r.target_version.unwrap_or_default(),
+            failures: r
+                .failures
+                .into_iter()
+                .map(|f| (f.data_key, f.code, f.message))
+                .collect(),
+            started: when(r.started_at),
+            started_by: r.started_by,
+            finished: r.finished_at.map(when).unwrap_or_default(),
+        }
+    }
 }
 
 /// The key's page: its status, the clusters it protects, and its history as a timeline.
@@ -727,6 +803,17 @@ struct KeyPage {
 pub struct KeyShowParams {
     /// Set by Check now: what it did (`not_needed`, `confirmed`, `not_confirmed`).
     checked: Option<String>,
+    /// Set after a change of key started.
+    changed: Option<String>,
+}
+
+/// What the replacement form brings to the key's page when it was refused.
+#[derive(Default)]
+struct ChangeForm {
+    form: WizardForm,
+    errors: FormErrors,
+    checklist: Option<Checklist>,
+    problem: Option<String>,
 }
 
 pub async fn show(
@@ -736,20 +823,45 @@ pub async fn show(
     params: web::Query<KeyShowParams>,
 ) -> Result<HttpResponse, PageError> {
     let (project_id, key_id) = path.into_inner();
-    let console = &state.console;
-    let notice = params
-        .checked
-        .as_deref()
-        .map(crate::http::pages::projects::check_notice);
-    let project = console.projects().project(&caller.0, project_id).await?;
+    let notice = match (params.checked.as_deref(), params.changed.as_deref()) {
+        (Some(checked), _) => Some(crate::http::pages::projects::check_notice(checked)),
+        (None, Some("replace")) => Some(
+            "The new key passed every check and is now the region's key; the data keys move to it below.",
+        ),
+        (None, Some(_)) => Some("The data keys are moving to the key's current version below."),
+        (None, None) => None,
+    };
+    key_page(
+        &state.console,
+        &caller.0,
+        project_id,
+        key_id,
+        notice,
+        ChangeForm::default(),
+        StatusCode::OK,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn key_page(
+    console: &Console,
+    caller: &Caller,
+    project_id: Uuid,
+    key_id: Uuid,
+    notice: Option<&'static str>,
+    change_form: ChangeForm,
+    status: StatusCode,
+) -> Result<HttpResponse, PageError> {
+    let project = console.projects().project(caller, project_id).await?;
     let key = console
         .keys()
-        .encryption_key(&caller.0, project_id, key_id)
+        .encryption_key(caller, project_id, key_id)
         .await?;
     let history = console
         .keys()
         .key_history(
-            &caller.0,
+            caller,
             project_id,
             key_id,
             PageRequest {
@@ -760,10 +872,10 @@ pub async fn show(
         .await?;
     let complete = history.next.is_none();
     let history = history.items;
-    let clusters = console.keys().key_clusters(&caller.0, &key).await?;
+    let clusters = console.keys().key_clusters(caller, &key).await?;
     let impact = console
         .keys()
-        .key_impact(&caller.0, project_id, key_id)
+        .key_impact(caller, project_id, key_id)
         .await?;
     let verdicts = impact
         .verdicts
@@ -791,7 +903,14 @@ pub async fn show(
         })
         .collect();
     let versions = impact.versions;
-    let chrome = Chrome::load(console, &caller.0, "projects").await?;
+    let change = console
+        .keys()
+        .key_change(caller, project_id, key_id)
+        .await?;
+    let running = change
+        .as_ref()
+        .is_some_and(|c| c.state == RewrapState::Rewrapping);
+    let chrome = Chrome::load(console, caller, "projects").await?;
     let policy = match effective_policy(&project, key.key_ref.provider()) {
         RevocationPolicy::Stop => {
             "stop: once a revocation is confirmed, the clusters using this key become inaccessible"
@@ -807,8 +926,15 @@ pub async fn show(
         &history,
         complete,
     );
+    let provider_code = key.key_ref.provider().as_str();
+    let can_change = caller.is_owner() && key.replaced_by.is_none() && !running;
+    let local_keys = if can_change && provider_code == "local" {
+        console.keys().local_keys(caller).await?
+    } else {
+        Vec::new()
+    };
     html_status(
-        StatusCode::OK,
+        status,
         &KeyPage {
             chrome,
             rotation: rotation_text(&key),
@@ -830,6 +956,95 @@ pub async fn show(
             versions,
             verdicts,
             backups,
+            change: change.map(ChangeView::from),
+            can_change,
+            provider_code,
+            local_keys,
+            form: change_form.form,
+            errors: change_form.errors,
+            checklist: change_form.checklist,
+            problem: change_form.problem,
         },
     )
+}
+
+/// Replace key, without JavaScript: test the new key and start the change, or show what was
+/// wrong on the key's page.
+pub async fn replace(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<(Uuid, Uuid)>,
+    form: web::Form<WizardForm>,
+) -> Result<HttpResponse, PageError> {
+    let (project_id, key_id) = path.into_inner();
+    let form = form.into_inner();
+    let result = state
+        .console
+        .keys()
+        .replace_key(&caller.0, project_id, key_id, &form.input(), None)
+        .await;
+    let err = match result {
+        Ok(_) => {
+            return Ok(see_other(&format!(
+                "/projects/{project_id}/encryption-keys/{key_id}?changed=replace#change"
+            )));
+        }
+        Err(err) => err,
+    };
+    let (change_form, status) = match Refusal::of(err)? {
+        Refusal::Checks(checklist) => (
+            ChangeForm {
+                checklist: Some(checklist),
+                problem: Some(
+                    "The new key did not pass every required check, so nothing changed.".into(),
+                ),
+                form,
+                ..ChangeForm::default()
+            },
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        Refusal::Message { status, text } => (
+            ChangeForm {
+                problem: Some(text),
+                form,
+                ..ChangeForm::default()
+            },
+            status,
+        ),
+        Refusal::Fields { status, errors } => (
+            ChangeForm {
+                errors,
+                form,
+                ..ChangeForm::default()
+            },
+            status,
+        ),
+    };
+    key_page(
+        &state.console,
+        &caller.0,
+        project_id,
+        key_id,
+        None,
+        change_form,
+        status,
+    )
+    .await
+}
+
+/// Re-wrap under the current version.
+pub async fn rewrap(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, PageError> {
+    let (project_id, key_id) = path.into_inner();
+    state
+        .console
+        .keys()
+        .rewrap_key(&caller.0, project_id, key_id)
+        .await?;
+    Ok(see_other(&format!(
+        "/projects/{project_id}/encryption-keys/{key_id}?changed=rewrap#change"
+    )))
 }

@@ -74,6 +74,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(keys::delete),
         )
         .route(
+            "/projects/{project_id}/encryption-keys/{key_id}/replace",
+            web::post().to(keys::replace),
+        )
+        .route(
+            "/projects/{project_id}/encryption-keys/{key_id}/rewrap",
+            web::post().to(keys::rewrap),
+        )
+        .route(
             "/projects/{project_id}/clusters/new",
             web::get().to(clusters::new),
         )

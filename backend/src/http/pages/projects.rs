@@ -163,6 +163,8 @@ pub struct KeyRow {
     pub last_checked: String,
     pub last_error: Option<String>,
     pub created: String,
+    /// The key that replaced this one (it stays until nothing it wrapped remains).
+    pub replaced_by: Option<Uuid>,
 }
 
 impl From<EncryptionKey> for KeyRow {
@@ -184,6 +186,7 @@ impl From<EncryptionKey> for KeyRow {
                 .map(when)
                 .unwrap_or_else(|| "never".into()),
             last_error: k.last_error,
+            replaced_by: k.replaced_by,
             created: format!("{} by {}", when(k.created_at), actor_name(&k.created_by)),
         }
     }
