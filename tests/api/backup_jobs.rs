@@ -54,7 +54,7 @@ async fn fill(f: &Fixture, cluster: &str, n: usize, size: usize) {
 }
 
 /// Makes the job's lease lapse now, as it would once its holder has been dead long enough.
-async fn lapse_leases(f: &Fixture) {
+pub async fn lapse_leases(f: &Fixture) {
     use sea_orm::{ConnectionTrait, Statement};
     let db = f.app.db().await;
     db.execute_raw(Statement::from_string(

@@ -310,3 +310,98 @@ async fn an_older_key_version_still_in_use_is_watched_and_disabling_it_stops_the
     let resumed = post(app, owner, &format!("/api/v1/clusters/{cluster}/resume")).await;
     assert_eq!(resumed.status(), 200, "{}", resumed.text().await.unwrap());
 }
+
+#[tokio::test]
+#[ignore = "needs the Azure Key Vault stand-in (scripts/test starts it)"]
+async fn after_a_rotation_a_rewrap_moves_everything_to_the_current_version_and_the_old_one_can_go()
+{
+    let azure = Azure::new().await;
+    let c = azure.console().await;
+    let (app, owner) = (&c.app, c.owner.as_str());
+    let (key, cluster) = azure_cluster(&azure, &c).await;
+    let bytes = marked("azure rewrap", 50_000);
+    assert_eq!(
+        put(app, owner, &cluster, "rows", bytes.clone())
+            .await
+            .status(),
+        201
+    );
+    let backup = id(&app.take_backup(owner, &cluster).await);
+    app.backup_when_done(owner, &backup).await;
+    let key_id = id(&c.keys().await[0]);
+    let key_path = format!("{}/{key_id}", c.keys_path());
+    let read = async || -> Value { app.get(&key_path, owner).await.json().await.unwrap() };
+    let old = read().await["versions"][0]["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rotated = azure.rotate(&key).await;
+    let current = rotated["version"].as_str().unwrap().to_owned();
+    let impact: Value = app
+        .get(&format!("{key_path}/impact"), owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let disable_old = |impact: &Value| {
+        impact["verdicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["action"] == "disable_version" && v["version"] == old.as_str())
+            .cloned()
+    };
+    assert_eq!(
+        disable_old(&impact).unwrap()["safe"],
+        false,
+        "before: {impact}"
+    );
+
+    let started = post(app, owner, &format!("{key_path}/rewrap")).await;
+    assert_eq!(started.status(), 202, "{}", started.text().await.unwrap());
+    eventually("the re-wrap ends", async || {
+        read().await["change"]["state"] != "rewrapping"
+    })
+    .await;
+    let change = read().await["change"].clone();
+    assert_eq!(change["state"], "done", "{change}");
+    assert_eq!(
+        change["done"], 2,
+        "the cluster's data key and the backup's: {change}"
+    );
+    assert_eq!(change["target_version"], current.as_str());
+    let versions = read().await["versions"].clone();
+    assert_eq!(versions.as_array().unwrap().len(), 1, "{versions}");
+    assert_eq!(versions[0]["version"], current.as_str());
+    // The preview says disabling the old version is safe now (it wraps nothing, so it is
+    // not even listed), and it is right: disabled, nothing breaks.
+    let impact: Value = app
+        .get(&format!("{key_path}/impact"), owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        disable_old(&impact).is_none_or(|v| v["safe"] == true),
+        "after: {impact}"
+    );
+    azure
+        .patch_key(&key, json!({ "version": old, "enabled": false }))
+        .await;
+    assert_eq!(
+        post(app, owner, &format!("/api/v1/clusters/{cluster}/pause"))
+            .await
+            .status(),
+        200
+    );
+    let resumed = post(app, owner, &format!("/api/v1/clusters/{cluster}/resume")).await;
+    assert_eq!(resumed.status(), 200, "{}", resumed.text().await.unwrap());
+    let rows = get(app, owner, &cluster, "rows")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(rows.as_ref(), bytes.as_slice());
+    let restored = app.restore_backup(owner, &backup, None).await;
+    assert_eq!(restored["state"], "available", "{restored}");
+}

@@ -523,3 +523,250 @@ async fn the_key_page_replaces_a_key_without_javascript_and_shows_the_progress()
         .unwrap();
     assert!(page.contains("id=\"change-state\">done<") && !page.contains("Re-wrap</button>"));
 }
+
+#[tokio::test]
+#[ignore = "needs moto (scripts/test starts it)"]
+async fn replacing_an_aws_key_under_a_multi_region_cluster_then_disabling_it_breaks_nothing() {
+    use crate::clusters_aws::aws_cluster;
+    let moto = crate::moto::Moto::open();
+    let (east, west) = ("us-east-1", "us-west-2");
+    let old_arn = moto.create_key(east).await;
+    let west_arn = moto.create_key(west).await;
+    let new_arn = moto.create_key(east).await;
+    let app = moto.app().await;
+    let owner = app.api_key(Role::Owner).await;
+    let cluster = aws_cluster(
+        &app,
+        &owner,
+        &[(east, &old_arn), (west, &west_arn)],
+        "orders",
+    )
+    .await;
+    let project = cluster["project_id"].as_str().unwrap().to_owned();
+    let cluster = id(&cluster);
+    let bytes = marked("aws replace", 90_000);
+    assert_eq!(
+        put(&app, &owner, &cluster, "kept", bytes.clone())
+            .await
+            .status(),
+        201
+    );
+    let backup = id(&app.take_backup(&owner, &cluster).await);
+    app.backup_when_done(&owner, &backup).await;
+    let keys = json_of(
+        &app,
+        &format!("/api/v1/projects/{project}/encryption-keys"),
+        &owner,
+    )
+    .await;
+    let old = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["region"] == east)
+        .map(id)
+        .unwrap();
+
+    let stop = AtomicBool::new(false);
+    let client = busy_client(&app, &owner, &cluster, &stop);
+    let change = async {
+        let started = app
+            .post_json(
+                &format!("{}/replace", key_path(&project, &old)),
+                &owner,
+                &json!({ "provider": "aws_kms", "region": east, "key_arn": new_arn }),
+            )
+            .await;
+        assert_eq!(started.status(), 202, "{}", started.text().await.unwrap());
+        let change = change_when_ended(&app, &owner, &project, &old).await;
+        stop.store(true, Ordering::SeqCst);
+        change
+    };
+    let ((requests, failed), change) = tokio::join!(client, change);
+
+    assert_eq!(change["state"], "done", "{change}");
+    assert_eq!(
+        change["done"], 2,
+        "the cluster's us-east-1 data key and the backup's: {change}"
+    );
+    assert_eq!(
+        failed, 0,
+        "no request failed during the change ({requests} made)"
+    );
+    let old_read = json_of(&app, &key_path(&project, &old), &owner).await;
+    assert_eq!(old_read["versions"], json!([]), "{old_read}");
+    // Delete the old key here, disable it in AWS: the cluster pauses and resumes, the backup
+    // restores, every byte reads back.
+    assert_eq!(
+        app.delete(&key_path(&project, &old), &owner).await.status(),
+        204
+    );
+    moto.disable_key(east, &old_arn).await;
+    assert_eq!(
+        post(&app, &owner, &format!("/api/v1/clusters/{cluster}/pause"))
+            .await
+            .status(),
+        200
+    );
+    let resumed = post(&app, &owner, &format!("/api/v1/clusters/{cluster}/resume")).await;
+    assert_eq!(resumed.status(), 200, "{}", resumed.text().await.unwrap());
+    let read = get(&app, &owner, &cluster, "kept")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(read.as_ref(), bytes.as_slice());
+    let restored = app.restore_backup(&owner, &backup, None).await;
+    assert_eq!(restored["state"], "available", "{restored}");
+    let copy = get(&app, &owner, &id(&restored), "kept")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(copy.as_ref(), bytes.as_slice());
+}
+
+/// `n` clusters in us-east-1, made a few at a time: `n` data keys under the region's key.
+async fn many_clusters(f: &Fixture, n: usize) {
+    use futures_util::StreamExt;
+    futures_util::stream::iter(0..n)
+        .for_each_concurrent(8, |i| async move {
+            let created = f
+                .create(json!({ "name": format!("c{i}"), "provider": "local", "regions": ["us-east-1"] }))
+                .await;
+            assert_eq!(created.status(), 201);
+        })
+        .await;
+}
+
+async fn start_replacement(f: &Fixture, old: &str) -> Value {
+    let new_local = new_local_key(f, "successor").await;
+    let started = f
+        .app
+        .post_json(
+            &format!("{}/replace", key_path(&f.project, old)),
+            &f.owner,
+            &json!({ "provider": "local", "region": "us-east-1", "key_id": new_local }),
+        )
+        .await;
+    assert_eq!(started.status(), 202);
+    started.json().await.unwrap()
+}
+
+/// Every item of a list, page after page.
+async fn all_items(f: &Fixture, path: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut token: Option<String> = None;
+    let join = if path.contains('?') { '&' } else { '?' };
+    loop {
+        let page_path = match &token {
+            Some(t) => format!("{path}{join}page_size=100&page_token={t}"),
+            None => format!("{path}{join}page_size=100"),
+        };
+        let page = json_of(&f.app, &page_path, &f.owner).await;
+        items.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_page_token"].as_str() {
+            Some(next) => token = Some(next.to_owned()),
+            None => return items,
+        }
+    }
+}
+
+/// Every data key of the change was swapped exactly once: one audit event each, the count
+/// as recorded, and every cluster now under the new key.
+async fn each_swapped_once(f: &Fixture, change: &Value, n: usize) {
+    assert_eq!(change["state"], "done", "{change}");
+    assert_eq!(change["done"], n, "{change}");
+    let swaps = all_items(f, "/api/v1/audit-events?action=data_key.rewrapped").await;
+    assert_eq!(swaps.len(), n, "one swap, and one event, per data key");
+    let clusters = all_items(f, &format!("/api/v1/projects/{}/clusters", f.project)).await;
+    assert_eq!(clusters.len(), n);
+    let new = change["to_key_id"].as_str().unwrap();
+    for cluster in &clusters {
+        assert_eq!(cluster["regions"][0]["key_id"], new, "{cluster}");
+    }
+}
+
+#[tokio::test]
+async fn a_console_killed_in_the_middle_of_a_change_leaves_it_to_another_and_loses_nothing() {
+    use crate::clusters::{local_cmek_quiet, serve, until_up};
+    let f = local_cmek_quiet(&["us-east-1"]).await;
+    let n = 400;
+    many_clusters(&f, n).await;
+    let old = f.key_id("us-east-1").await;
+    let port = crate::clusters::free_port();
+    let mut first = serve(
+        &f.app,
+        port,
+        &[("CMEK_TEST_WORKER_FAULTS", "storage-sweeper")],
+    );
+    until_up(&f.app, port).await;
+
+    start_replacement(&f, &old).await;
+    let mut done = 0;
+    for _ in 0..5000 {
+        done = json_of(&f.app, &key_path(&f.project, &old), &f.owner).await["change"]["done"]
+            .as_u64()
+            .unwrap();
+        if done > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let at_kill = json_of(&f.app, &key_path(&f.project, &old), &f.owner).await["change"].clone();
+    assert_eq!(
+        at_kill["state"], "rewrapping",
+        "killed in the middle: {at_kill}"
+    );
+    assert!(
+        done > 0 && at_kill["done"].as_u64().unwrap() < n as u64,
+        "{at_kill}"
+    );
+
+    // Its lease lapses; another console finishes the change.
+    crate::backup_jobs::lapse_leases(&f).await;
+    let port = crate::clusters::free_port();
+    let mut second = serve(
+        &f.app,
+        port,
+        &[("CMEK_TEST_WORKER_FAULTS", "storage-sweeper")],
+    );
+    until_up(&f.app, port).await;
+    let change = change_when_ended(&f.app, &f.owner, &f.project, &old).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    each_swapped_once(&f, &change, n).await;
+}
+
+#[tokio::test]
+async fn two_consoles_share_a_change_and_each_data_key_is_moved_once() {
+    use crate::clusters::{local_cmek_quiet, serve, until_up};
+    let f = local_cmek_quiet(&["us-east-1"]).await;
+    let n = 200;
+    many_clusters(&f, n).await;
+    let old = f.key_id("us-east-1").await;
+    let ports = [crate::clusters::free_port(), crate::clusters::free_port()];
+    let mut consoles: Vec<_> = ports
+        .iter()
+        .map(|port| {
+            serve(
+                &f.app,
+                *port,
+                &[("CMEK_TEST_WORKER_FAULTS", "storage-sweeper")],
+            )
+        })
+        .collect();
+    for port in ports {
+        until_up(&f.app, port).await;
+    }
+
+    start_replacement(&f, &old).await;
+    let change = change_when_ended(&f.app, &f.owner, &f.project, &old).await;
+    for console in &mut consoles {
+        console.kill().unwrap();
+        console.wait().unwrap();
+    }
+    each_swapped_once(&f, &change, n).await;
+}
