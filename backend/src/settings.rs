@@ -91,6 +91,11 @@ pub struct Settings {
     /// `CMEK_KEY_CONFIRM_DELAY` (default `2s`, at most `30s`): how long Check now waits
     /// before the second probe that confirms a revocation the first one saw.
     pub key_confirm_delay: Duration,
+    /// `CMEK_KEY_TEST_PROPAGATION` (default `60s`, at most `10m`; `0s` turns it off): how long
+    /// Test Encryption Key keeps retrying, with back-off, a check the KMS refused the way a
+    /// grant made a moment ago is refused until it propagates (AWS `AccessDeniedException`,
+    /// Azure `Forbidden`).
+    pub key_test_propagation: Duration,
     /// `CMEK_UPLOAD_MEMORY_MIB` (default 512, at least 16): the memory uploads of cluster
     /// data may hold at once; an upload reserves its copies' buffers (15 MiB per region) and
     /// is refused with 503 and `Retry-After` when that is not free.
@@ -202,6 +207,7 @@ struct FileSettings {
     key_check_interval: Option<String>,
     key_check_concurrency: Option<String>,
     key_confirm_delay: Option<String>,
+    key_test_propagation: Option<String>,
     reconcile_interval: Option<String>,
     storage_sweep_interval: Option<String>,
     storage_sweep_grace: Option<String>,
@@ -480,6 +486,18 @@ impl Settings {
                 reason: "must be at most 30s (Check now waits for it)".into(),
             });
         }
+        let key_test_propagation = duration_setting(
+            "CMEK_KEY_TEST_PROPAGATION",
+            pick("CMEK_KEY_TEST_PROPAGATION", file.key_test_propagation)
+                .map(|v| if v.trim() == "0" { "0s".to_owned() } else { v }),
+            Duration::from_secs(60),
+        )?;
+        if key_test_propagation > Duration::from_secs(600) {
+            return Err(SettingsError::Invalid {
+                name: "CMEK_KEY_TEST_PROPAGATION",
+                reason: "must be at most 10m (Test Encryption Key waits for it)".into(),
+            });
+        }
         let reconcile_interval = duration_setting(
             "CMEK_RECONCILE_INTERVAL",
             pick("CMEK_RECONCILE_INTERVAL", file.reconcile_interval),
@@ -542,6 +560,7 @@ impl Settings {
             key_check_interval,
             key_check_concurrency,
             key_confirm_delay,
+            key_test_propagation,
             reconcile_interval,
             storage_sweep_interval,
             storage_sweep_grace,

@@ -276,7 +276,8 @@ pub async fn console_with(
     )
     .with_clusters(clusters)
     .with_alerts(alerts)
-    .with_confirm_delay(settings.key_confirm_delay);
+    .with_confirm_delay(settings.key_confirm_delay)
+    .with_key_test_propagation(settings.key_test_propagation);
     Ok(match sso {
         Some(provider) => console.with_sso(Arc::new(provider)),
         None => console,

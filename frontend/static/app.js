@@ -78,6 +78,15 @@ if (keyForm && window.fetch && window.ReadableStream) {
 }
 
 function handle(event, list, pending, box) {
+  if (event.type === "waiting") {
+    // A fresh grant not propagated yet: the checks run again; show this attempt's wait.
+    for (const item of list.querySelectorAll("li:not(.running)")) item.remove();
+    for (const old of box.querySelectorAll(".checklist-summary")) old.remove();
+    const note = status(event.message, "waiting");
+    note.dataset.attempt = event.attempt;
+    box.prepend(note);
+    return;
+  }
   if (event.type === "check") {
     // The server renders each check with the page's own partial; nothing is drawn twice.
     const item = document.createElement("template");
@@ -91,7 +100,8 @@ function handle(event, list, pending, box) {
     box.prepend(status("Every required check passed. Creating the key…", "ok"));
     window.location.assign(event.location);
   } else if (event.type === "done") {
-    box.prepend(status(event.passed ? "Every required check passed." : "Some required checks failed.", event.passed ? "ok" : "bad"));
+    const waited = event.waited_seconds ? ` (after waiting ${event.waited_seconds} s for the grant to propagate)` : "";
+    box.prepend(status((event.passed ? "Every required check passed." : "Some required checks failed.") + waited, event.passed ? "ok" : "bad"));
   } else {
     box.prepend(status(event.problem || "The request was refused.", "bad"));
     for (const error of event.errors || []) {

@@ -770,3 +770,95 @@ async fn two_consoles_share_a_change_and_each_data_key_is_moved_once() {
     }
     each_swapped_once(&f, &change, n).await;
 }
+
+/// Test Encryption Key against moto with IAM enforced, for a console identity whose KMS
+/// permission is granted `grant_after` into the test (or never).
+async fn test_while_the_grant_propagates(
+    propagation: &str,
+    grant_after: Option<Duration>,
+) -> (Vec<Value>, std::time::Duration) {
+    use crate::clusters_aws::{console_user, grant, revoke};
+    let moto = crate::moto::Moto::iam_admin();
+    let (user, key, secret) = console_user(&moto).await;
+    let arn = moto.create_key("us-east-1").await;
+    let app = moto
+        .app_with(
+            &key,
+            &secret,
+            &moto.url,
+            &[("CMEK_KEY_TEST_PROPAGATION", propagation)],
+        )
+        .await;
+    revoke(&moto, &user).await;
+    let browser = app.signed_in_owner().await;
+    let owner = app.api_key(Role::Owner).await;
+    let project = id(&app.create_project(&owner, "fresh grant", true).await);
+    let granting = async {
+        if let Some(after) = grant_after {
+            tokio::time::sleep(after).await;
+            grant(&moto, &user).await;
+        }
+    };
+    let testing = async {
+        let started = std::time::Instant::now();
+        let text = browser
+            .post(app.url(&format!("/projects/{project}/encryption-keys/stream")))
+            .form(&[
+                ("provider", "aws_kms"),
+                ("region", "us-east-1"),
+                ("key_arn", arn.as_str()),
+                ("action", "test"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let events: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (events, started.elapsed())
+    };
+    let ((), outcome) = tokio::join!(granting, testing);
+    outcome
+}
+
+#[tokio::test]
+#[ignore = "needs moto with IAM enforced (scripts/test starts it)"]
+async fn test_encryption_key_waits_for_a_fresh_grant_to_propagate_and_says_so() {
+    let (events, _) = test_while_the_grant_propagates("30s", Some(Duration::from_secs(3))).await;
+
+    let waiting: Vec<&Value> = events.iter().filter(|e| e["type"] == "waiting").collect();
+    assert!(
+        !waiting.is_empty(),
+        "the checklist said it was waiting: {events:?}"
+    );
+    assert!(
+        waiting[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Waiting for the grant to propagate"),
+        "{waiting:?}"
+    );
+    let done = events.last().unwrap();
+    assert_eq!(done["type"], "done", "{done}");
+    assert_eq!(
+        done["passed"], true,
+        "passed once the grant propagated: {events:?}"
+    );
+    assert!(done["waited_seconds"].as_u64().unwrap() >= 2, "{done}");
+}
+
+#[tokio::test]
+#[ignore = "needs moto with IAM enforced (scripts/test starts it)"]
+async fn with_propagation_off_a_refused_key_fails_at_once() {
+    let (events, took) = test_while_the_grant_propagates("0", None).await;
+
+    assert!(events.iter().all(|e| e["type"] != "waiting"), "{events:?}");
+    let done = events.last().unwrap();
+    assert_eq!(done["passed"], false, "{done}");
+    assert_eq!(done["waited_seconds"], 0);
+    assert!(took < Duration::from_secs(20), "it did not wait: {took:?}");
+}

@@ -16,7 +16,7 @@ export async function startConsole(extraEnv = {}) {
   if (!bin) throw new Error("CMEK_BIN must name the cmek-console binary (scripts/test sets it)");
   const dataDir = mkdtempSync(join(tmpdir(), "cmek-e2e-"));
   const child = spawn(bin, [], {
-    env: { ...process.env, CMEK_LISTEN: "127.0.0.1:0", CMEK_DATA_DIR: dataDir, DATABASE_URL: "", RUST_LOG: "warn", ...extraEnv },
+    env: { ...process.env, CMEK_LISTEN: "127.0.0.1:0", CMEK_DATA_DIR: dataDir, DATABASE_URL: "", RUST_LOG: "warn", CMEK_KEY_TEST_PROPAGATION: "0s", ...extraEnv },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let stderr = "";

@@ -119,6 +119,7 @@ impl Console {
             clock: clock.clone(),
             environment: policy.environment,
             confirm_delay: std::time::Duration::from_secs(2),
+            propagation: std::time::Duration::ZERO,
             monitor_checks: Arc::default(),
             reactions: reactions.clone(),
         };
@@ -158,6 +159,12 @@ impl Console {
     }
 
     /// How long Check now waits before its confirming probe (`CMEK_KEY_CONFIRM_DELAY`).
+    /// How long Test Encryption Key waits out a refusal a fresh grant typically causes.
+    pub fn with_key_test_propagation(mut self, wait: std::time::Duration) -> Self {
+        self.keys.propagation = wait;
+        self
+    }
+
     pub fn with_confirm_delay(mut self, delay: std::time::Duration) -> Self {
         self.keys.confirm_delay = delay;
         self

@@ -153,6 +153,14 @@ pub struct Checklist {
     /// True when every required check passed.
     pub passed: bool,
     pub checks: Vec<Check>,
+    /// How many times the checks ran: more than 1 when the KMS refused access the way a
+    /// grant made a moment ago is refused until it propagates, and the console waited
+    /// (`CMEK_KEY_TEST_PROPAGATION`).
+    #[schema(required = false)]
+    pub attempts: u32,
+    /// Seconds spent waiting for such a grant to propagate (0 when it did not wait).
+    #[schema(required = false)]
+    pub waited_seconds: u64,
 }
 
 impl From<domain_checks::Checklist> for Checklist {
@@ -160,6 +168,8 @@ impl From<domain_checks::Checklist> for Checklist {
         Self {
             passed: c.passed,
             checks: c.checks.into_iter().map(Check::from).collect(),
+            attempts: c.attempts.max(1),
+            waited_seconds: c.waited.as_secs(),
         }
     }
 }

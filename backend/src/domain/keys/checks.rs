@@ -62,6 +62,12 @@ pub struct Checklist {
     /// Azure: the tenant the vault was found in, kept with the key when it is saved.
     #[serde(skip)]
     pub tenant: Option<String>,
+    /// How long Test Encryption Key waited for a fresh grant to propagate, and how many
+    /// times it ran the checks (1 when it did not wait).
+    #[serde(skip)]
+    pub waited: std::time::Duration,
+    #[serde(skip)]
+    pub attempts: u32,
 }
 
 impl Checklist {
@@ -73,6 +79,36 @@ impl Checklist {
 /// Told about each check as it completes, so a caller can show progress while the rest run.
 pub trait Progress: Send + Sync {
     fn completed(&self, check: &Check);
+    /// The checks failed the way a grant made a moment ago fails until it propagates
+    /// (`failed` says how): they run again after a pause. `attempt` is the one that failed.
+    fn waiting(&self, attempt: u32, waited: std::time::Duration, failed: &Check) {
+        let _ = (attempt, waited, failed);
+    }
+}
+
+/// Error codes a KMS answers while a grant made a moment ago has not propagated yet: AWS
+/// (KMS `AccessDeniedException`, STS `AccessDenied` on the role) and Azure RBAC (`Forbidden`).
+const PROPAGATION_CODES: [&str; 4] = [
+    "AccessDeniedException",
+    "AccessDenied",
+    "Forbidden",
+    "ForbiddenByRbac",
+];
+
+impl Checklist {
+    /// Whether the checks failed only on access, as a grant that has not propagated yet
+    /// fails: worth waiting for. A key that is missing, disabled, of the wrong kind or in
+    /// the wrong region fails at once.
+    pub fn awaits_propagation(&self) -> bool {
+        let Some(failed) = self.first_failure() else {
+            return false;
+        };
+        let code = failed.code.as_deref().unwrap_or_default();
+        failed.shows == Some(KeyStatus::AccessDenied)
+            && (PROPAGATION_CODES.contains(&code)
+                || failed.detail.contains("not authorized")
+                || failed.detail.contains("is not authorized"))
+    }
 }
 
 struct Run<'a> {
@@ -311,6 +347,8 @@ fn finish(
         checks: run.checks,
         rotation_enabled: rotation_enabled.ok().flatten(),
         tenant: None,
+        waited: std::time::Duration::ZERO,
+        attempts: 1,
     }
 }
 
@@ -549,6 +587,49 @@ fn azure_fix_for(err: &KmsError, region: &Region) -> String {
 mod tests {
     use super::*;
     use crate::domain::testing::FakeKms;
+
+    #[tokio::test]
+    async fn only_an_access_refusal_is_worth_waiting_for() {
+        let refused = |code: &str| FakeKms {
+            describe: Err(KmsError::AccessDenied {
+                code: code.into(),
+                message: "User: arn:aws:iam::123456789012:user/console is not authorized".into(),
+            }),
+        };
+        let run_with = async |kms: FakeKms| {
+            let key = KeyRef::Local {
+                key_id: uuid::Uuid::now_v7(),
+                organization_id: uuid::Uuid::now_v7(),
+            };
+            let region = Region::parse_known("region", "us-east-1").unwrap();
+            run(
+                &kms,
+                &key,
+                &region,
+                &EncryptionContext::default(),
+                Utc::now(),
+                None,
+            )
+            .await
+        };
+        assert!(
+            run_with(refused("AccessDeniedException"))
+                .await
+                .awaits_propagation()
+        );
+        assert!(run_with(refused("Forbidden")).await.awaits_propagation());
+        let missing = FakeKms {
+            describe: Err(KmsError::NotFound {
+                code: "NotFoundException".into(),
+            }),
+        };
+        assert!(!run_with(missing).await.awaits_propagation());
+        let disabled = FakeKms {
+            describe: Ok(KeyState::Disabled),
+        };
+        assert!(!run_with(disabled).await.awaits_propagation());
+        assert!(!run_with(FakeKms::passing()).await.awaits_propagation());
+    }
 
     async fn status_after(describe: Result<KeyState, KmsError>) -> KeyStatus {
         let key = KeyRef::Local {

@@ -94,6 +94,9 @@ pub struct Keys {
     pub(crate) environment: Environment,
     /// How long Check now waits before the probe that confirms a revocation it saw.
     pub(crate) confirm_delay: Duration,
+    /// How long Test Encryption Key waits out an access refusal a fresh grant typically
+    /// causes (`CMEK_KEY_TEST_PROPAGATION`; zero: it does not).
+    pub(crate) propagation: Duration,
     /// Keys the monitor of this process has checked (for metrics and tests).
     pub(crate) monitor_checks: Arc<MonitorStats>,
     /// Wakes this process's reconciliation worker when a status change queued one.
@@ -434,15 +437,36 @@ impl Keys {
         progress: Option<&dyn Progress>,
     ) -> Result<Checklist, DomainError> {
         let provider = self.provider_for(&request.key_ref)?;
-        let checklist = checks::run(
-            provider.as_ref(),
-            &request.key_ref,
-            &request.region,
-            &self.context(caller, project_id),
-            self.clock.now(),
-            progress,
-        )
-        .await;
+        // A grant made a moment ago is refused until it propagates (IAM, RBAC): such a
+        // refusal is retried with back-off for up to `propagation`; anything else fails at
+        // once.
+        let started = std::time::Instant::now();
+        let mut attempts = 1u32;
+        let mut checklist = loop {
+            let checklist = checks::run(
+                provider.as_ref(),
+                &request.key_ref,
+                &request.region,
+                &self.context(caller, project_id),
+                self.clock.now(),
+                progress,
+            )
+            .await;
+            let waited = started.elapsed();
+            if checklist.passed || !checklist.awaits_propagation() || waited >= self.propagation {
+                break checklist;
+            }
+            if let (Some(progress), Some(failed)) = (progress, checklist.first_failure()) {
+                progress.waiting(attempts, waited, failed);
+            }
+            let pause = propagation_pause(attempts).min(self.propagation - waited);
+            tokio::time::sleep(pause).await;
+            attempts += 1;
+        };
+        if attempts > 1 {
+            checklist.waited = started.elapsed();
+            checklist.attempts = attempts;
+        }
         let failed = checklist.first_failure();
         let audit = AuditDraft::by(
             caller,
@@ -461,6 +485,8 @@ impl Keys {
             "key": request.key_ref.display(),
             "failed_check": failed.map(|c| c.id),
             "failed_code": failed.and_then(|c| c.code.clone()),
+            "attempts": checklist.attempts,
+            "waited_seconds": checklist.waited.as_secs(),
         }));
         self.record(audit).await?;
         Ok(checklist)
@@ -797,6 +823,8 @@ impl Keys {
             checks: Vec::new(),
             rotation_enabled: recorded.rotation_enabled,
             tenant: None,
+            waited: Duration::ZERO,
+            attempts: 1,
         };
         Ok(Some(KeyCheck {
             confirmation: Confirmation::Reused {
@@ -871,6 +899,12 @@ fn key_in_use(users: &[String]) -> DomainError {
             }
         ),
     }
+}
+
+/// The pause before attempt `after + 1` of a key test waiting for a grant to propagate:
+/// 2 s, 4 s, 8 s, then every 10 s.
+fn propagation_pause(after: u32) -> Duration {
+    Duration::from_secs((1u64 << after.min(4)).min(10))
 }
 
 pub(super) fn one_key_per_region(what: &str) -> DomainError {

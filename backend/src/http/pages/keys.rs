@@ -410,13 +410,32 @@ struct CheckItem<'a> {
     c: &'a Check,
 }
 
+/// What the wizard's stream hears from the checks.
+enum Heard {
+    Check(Check),
+    /// The checks failed as a fresh grant fails, and run again after a pause.
+    Waiting {
+        attempt: u32,
+        waited: std::time::Duration,
+        code: String,
+    },
+}
+
 /// The wizard's stream hears about each check through a channel.
-struct ToStream(tokio::sync::mpsc::UnboundedSender<Check>);
+struct ToStream(tokio::sync::mpsc::UnboundedSender<Heard>);
 
 impl Progress for ToStream {
     fn completed(&self, check: &Check) {
         // The browser may have gone; the checks go on and the result is still saved.
-        let _ = self.0.send(check.clone());
+        let _ = self.0.send(Heard::Check(check.clone()));
+    }
+
+    fn waiting(&self, attempt: u32, waited: std::time::Duration, failed: &Check) {
+        let _ = self.0.send(Heard::Waiting {
+            attempt,
+            waited,
+            code: failed.code.clone().unwrap_or_default(),
+        });
     }
 }
 
@@ -433,7 +452,7 @@ pub async fn stream(
     let console = state.console.clone();
     let caller = caller.0;
     console.keys().may_request_keys(&caller, project_id).await?;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Check>();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Heard>();
     let tx = ToStream(tx);
     let task = actix_web::rt::spawn(async move {
         let input = form.input();
@@ -442,20 +461,22 @@ pub async fn stream(
                 .keys()
                 .test_key(&caller, project_id, &input, Some(&tx))
                 .await
-                .map(|c| (false, c.passed))
+                .map(|c| (false, c.passed, c.waited.as_secs()))
         } else {
             console
                 .keys()
                 .create_key(&caller, project_id, &input, Some(&tx))
                 .await
-                .map(|(_, c)| (true, c.passed))
+                .map(|(_, c)| (true, c.passed, c.waited.as_secs()))
         };
         drop(tx);
         match result {
-            Ok((true, _)) => {
+            Ok((true, _, _)) => {
                 json!({ "type": "done", "created": true, "location": format!("/projects/{project_id}?key_created=1#encryption-access") })
             }
-            Ok((false, passed)) => json!({ "type": "done", "created": false, "passed": passed }),
+            Ok((false, passed, waited)) => {
+                json!({ "type": "done", "created": false, "passed": passed, "waited_seconds": waited })
+            }
             Err(err) => refusal_event(err),
         }
     });
@@ -463,12 +484,27 @@ pub async fn stream(
         rx,
         task,
         "The test stopped unexpectedly.",
-        |check: Check| {
-            let html = CheckItem { c: &check }.render().unwrap_or_else(|err| {
-                tracing::error!(error = %err, "a check could not be rendered");
-                String::new()
-            });
-            json!({ "type": "check", "id": check.id, "html": html })
+        |heard: Heard| match heard {
+            Heard::Check(check) => {
+                let html = CheckItem { c: &check }.render().unwrap_or_else(|err| {
+                    tracing::error!(error = %err, "a check could not be rendered");
+                    String::new()
+                });
+                json!({ "type": "check", "id": check.id, "html": html })
+            }
+            Heard::Waiting {
+                attempt,
+                waited,
+                code,
+            } => json!({
+                "type": "waiting",
+                "attempt": attempt,
+                "waited_seconds": waited.as_secs(),
+                "message": format!(
+                    "Waiting for the grant to propagate: attempt {attempt} was refused ({code}), {} s so far. Trying again…",
+                    waited.as_secs()
+                ),
+            }),
         },
     ))
 }
