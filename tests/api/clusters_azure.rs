@@ -405,3 +405,108 @@ async fn after_a_rotation_a_rewrap_moves_everything_to_the_current_version_and_t
     let restored = app.restore_backup(owner, &backup, None).await;
     assert_eq!(restored["state"], "available", "{restored}");
 }
+
+#[tokio::test]
+#[ignore = "needs the Azure Key Vault stand-in (scripts/test starts it)"]
+async fn a_vault_that_moved_tenant_is_followed_only_once_it_unwraps_a_data_key_there() {
+    let azure = Azure::new().await;
+    let c = azure.console().await;
+    let (app, owner) = (&c.app, c.owner.as_str());
+    let (key, cluster) = azure_cluster(&azure, &c).await;
+    let bytes = marked("repin", 20_000);
+    assert_eq!(
+        put(app, owner, &cluster, "rows", bytes.clone())
+            .await
+            .status(),
+        201
+    );
+    let key_id = id(&c.keys().await[0]);
+    let key_path = format!("{}/{key_id}", c.keys_path());
+    let repin = async |who: &str| post(app, who, &format!("{key_path}/repin")).await;
+
+    // Nothing moved: nothing to re-pin. Members may not.
+    assert_eq!(repin(owner).await.status(), 409);
+    let member = app
+        .api_key(cmek_console::domain::identity::Role::Member)
+        .await;
+    assert_eq!(repin(&member).await.status(), 403);
+
+    // The vault now answers for another tenant, where the platform has a service principal.
+    let elsewhere = uuid::Uuid::new_v4().to_string();
+    azure
+        .standin
+        .post(
+            "/tenants",
+            json!({ "tenant_id": elsewhere, "service_principals": [azure.app_id] }),
+        )
+        .await;
+    azure.patch_vault(json!({ "tenant_id": elsewhere })).await;
+
+    // The version that wrapped the data key is disabled there: no proof, no re-pin.
+    let read: Value = app.get(&key_path, owner).await.json().await.unwrap();
+    let version = read["versions"][0]["version"].as_str().unwrap().to_owned();
+    azure
+        .patch_key(&key, json!({ "version": version, "enabled": false }))
+        .await;
+    let refused = repin(owner).await;
+    assert_eq!(refused.status(), 409);
+    let problem: Value = refused.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("could not unwrap"),
+        "{problem}"
+    );
+
+    // It unwraps there: the key follows the vault, audited, and works again.
+    azure
+        .patch_key(&key, json!({ "version": version, "enabled": true }))
+        .await;
+    let repinned = repin(owner).await;
+    assert_eq!(repinned.status(), 200, "{}", repinned.text().await.unwrap());
+    let checked: Value = c.check_now(&key_id).await.json().await.unwrap();
+    assert_eq!(checked["status"], "active", "{checked}");
+    let audit: Value = app
+        .get("/api/v1/audit-events?action=encryption_key.repinned", owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        audit["items"][0]["detail"]["to_tenant"],
+        elsewhere.as_str(),
+        "{audit}"
+    );
+    let refusals: Value = app
+        .get(
+            "/api/v1/audit-events?action=encryption_key.repin_refused",
+            owner,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(refusals["items"].as_array().unwrap().len(), 1, "{refusals}");
+    assert_eq!(
+        post(app, owner, &format!("/api/v1/clusters/{cluster}/pause"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        post(app, owner, &format!("/api/v1/clusters/{cluster}/resume"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        get(app, owner, &cluster, "rows")
+            .await
+            .bytes()
+            .await
+            .unwrap()
+            .as_ref(),
+        bytes.as_slice()
+    );
+}

@@ -33,7 +33,7 @@ fn operation_ids_are_unique_and_named_for_what_they_do() {
         assert!(seen.insert(id.to_owned()), "{id} is used twice");
         let verb = [
             "get", "list", "create", "update", "delete", "test", "check", "pause", "resume", "put",
-            "restore", "send", "enable", "disable", "rotate", "replace", "rewrap",
+            "restore", "send", "enable", "disable", "rotate", "replace", "rewrap", "repin",
         ];
         assert!(
             verb.iter().any(|v| id.starts_with(v)) && id.chars().any(char::is_uppercase),

@@ -27,6 +27,7 @@ mod local_kms;
 mod monitor_aws;
 mod ops;
 mod pages;
+mod policy_doctor;
 mod projects;
 mod scale_out;
 mod snapshots;

@@ -72,6 +72,12 @@ test("every page passes axe-core with no violation", async (t) => {
     await check("AWS wizard");
     await page.goto(`${projectUrl}/encryption-keys/new?provider=azure_key_vault`);
     await check("Azure wizard");
+    await page.goto(`${projectUrl}/encryption-keys/aws-policy-check?region=us-east-1`);
+    await check("check my key policy");
+    await page.getByLabel("Key policy, or the role's trust policy").fill('{"Statement": [');
+    await page.getByRole("button", { name: "Check my key policy" }).click();
+    await page.getByRole("heading", { name: "Check my key policy" }).waitFor();
+    await check("check my key policy, answered");
 
     await page.goto(`${projectUrl}/clusters/new`);
     await check("new cluster");

@@ -261,6 +261,16 @@ pub trait KeyStore: Send + Sync {
         organization_id: Uuid,
         ids: &[Uuid],
     ) -> Result<Vec<(Uuid, KeyStatus)>, StoreError>;
+    /// Moves a saved Azure key's pinned tenant from `from` to `to`, with the event, if it is
+    /// still pinned to `from`; false (nothing recorded) otherwise.
+    async fn repin_key(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        from: &str,
+        to: &str,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError>;
     /// Records the key's automatic rotation as a check saw it.
     async fn record_rotation(&self, id: Uuid, enabled: Option<bool>) -> Result<(), StoreError>;
     /// Schedules the key's next check, releases its lease, and keeps (or clears) the status

@@ -8,7 +8,7 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, Route, web};
 use crate::domain::DomainError;
 use crate::http::api::{
     audit, backups, clusters, key_changes, key_status, keys, local_kms, me, objects, openapi,
-    projects, webhooks,
+    policy_check, projects, webhooks,
 };
 use crate::http::errors::{ApiError, PageError};
 use crate::http::json::MAX_BODY_BYTES;
@@ -54,6 +54,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
         api(M::PATCH, "/api/v1/projects/{project_id}", SignedIn, web::patch().to(projects::update)),
         api(M::GET, "/api/v1/projects/{project_id}/encryption-keys/aws-trust-policy", SignedIn, web::get().to(keys::aws_trust_policy)),
         api(M::GET, "/api/v1/projects/{project_id}/encryption-keys/azure-setup", SignedIn, web::get().to(keys::azure_setup)),
+        api(M::POST, "/api/v1/projects/{project_id}/encryption-keys/aws-policy-check", SignedIn, web::post().to(policy_check::check)),
         api(M::POST, "/api/v1/projects/{project_id}/encryption-keys/test", SignedIn, web::post().to(keys::test)),
         api(M::POST, "/api/v1/projects/{project_id}/encryption-keys", SignedIn, web::post().to(keys::create)),
         api(M::GET, "/api/v1/projects/{project_id}/encryption-keys", SignedIn, web::get().to(keys::list)),
@@ -64,6 +65,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
         api(M::GET, "/api/v1/projects/{project_id}/encryption-keys/{key_id}/impact", SignedIn, web::get().to(keys::impact)),
         api(M::POST, "/api/v1/projects/{project_id}/encryption-keys/{key_id}/replace", SignedIn, web::post().to(key_changes::replace)),
         api(M::POST, "/api/v1/projects/{project_id}/encryption-keys/{key_id}/rewrap", SignedIn, web::post().to(key_changes::rewrap)),
+        api(M::POST, "/api/v1/projects/{project_id}/encryption-keys/{key_id}/repin", SignedIn, web::post().to(key_changes::repin)),
         api(M::GET, "/api/v1beta/projects/{project_id}/aws-cmek", SignedIn, web::get().to(keys::v1beta_list)),
         api(M::POST, "/api/v1beta/projects/{project_id}/aws-cmek", SignedIn, web::post().to(keys::v1beta_create)),
         api(M::POST, "/api/v1/projects/{project_id}/clusters", SignedIn, web::post().to(clusters::create)),

@@ -496,6 +496,31 @@ impl KeyStore for SeaStore {
         )
     }
 
+    async fn repin_key(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        from: &str,
+        to: &str,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        audited!(self, audit, |txn| {
+            let moved = encryption_keys::Entity::update_many()
+                .col_expr(
+                    encryption_keys::Column::AzureTenantId,
+                    Expr::value(Some(to.to_owned())),
+                )
+                .filter(encryption_keys::Column::Id.eq(id))
+                .filter(encryption_keys::Column::OrganizationId.eq(organization_id))
+                .filter(encryption_keys::Column::AzureTenantId.eq(from))
+                .exec(txn)
+                .await?
+                .rows_affected
+                > 0;
+            (moved, moved)
+        })
+    }
+
     async fn record_rotation(&self, id: Uuid, enabled: Option<bool>) -> Result<(), StoreError> {
         audited!(self, events: Vec::new(), |txn| {
             encryption_keys::Entity::update_many()

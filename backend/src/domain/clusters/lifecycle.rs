@@ -61,7 +61,7 @@ impl Clusters {
     }
 
     /// The KMS context a data key is bound to: the KMS refuses to unwrap it for anything else.
-    pub(super) fn data_key_context(
+    pub fn data_key_context(
         organization_id: Uuid,
         project_id: Uuid,
         owner: Uuid,

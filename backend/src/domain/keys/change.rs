@@ -235,6 +235,154 @@ impl Keys {
         }
     }
 
+    /// Re-pin (Azure, owners only): a saved key's vault now answers for another Microsoft
+    /// Entra tenant (re-created there, or the subscription moved). The key follows it only
+    /// once the vault in the new tenant has unwrapped a data key this key wrapped, which
+    /// proves it holds the same key material; otherwise it stays pinned, refused as before.
+    /// Either way it is audited.
+    pub async fn repin_key(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        key_id: Uuid,
+    ) -> Result<EncryptionKey, DomainError> {
+        let key = self.encryption_key(caller, project_id, key_id).await?;
+        caller.require_owner("re-pin encryption keys")?;
+        let super::KeyRef::Azure {
+            vault,
+            key_name,
+            tenant: Some(pinned),
+        } = &key.key_ref
+        else {
+            return Err(DomainError::invalid(
+                "key_id",
+                "only an Azure Key Vault key, saved with its vault's tenant, can be re-pinned",
+            ));
+        };
+        let provider = self.provider_for(&key.key_ref)?;
+        let unpinned = super::KeyRef::Azure {
+            vault: vault.clone(),
+            key_name: key_name.clone(),
+            tenant: None,
+        };
+        let found = match provider.describe(&unpinned).await {
+            Ok(described) => described.azure.map(|a| a.tenant).unwrap_or_default(),
+            Err(err) => {
+                return Err(key_change(format!(
+                    "The vault could not be read where it is now ({}): the key stays pinned to tenant {pinned}.",
+                    err.code()
+                )));
+            }
+        };
+        if found.is_empty() || &found == pinned {
+            return Err(key_change(format!(
+                "The vault still answers for tenant {pinned}: there is nothing to re-pin."
+            )));
+        }
+        let refuse =
+            async |why: String, code: Option<&str>| -> Result<EncryptionKey, DomainError> {
+                let audit = AuditDraft::by(
+                    caller,
+                    self.clock.now(),
+                    "encryption_key.repin_refused",
+                    format!("encryption_key/{}", key.id),
+                )
+                .outcome(crate::domain::audit::Outcome::Failure)
+                .detail(json!({ "from_tenant": pinned, "to_tenant": found, "code": code }))
+                .in_project(project_id);
+                self.record(audit).await?;
+                Err(key_change(why))
+            };
+        // A data key this key wrapped, and what it is bound to.
+        let store = self.data_keys()?;
+        let mut proof = None;
+        for cluster in store
+            .clusters_using_key(caller.organization_id, key.id)
+            .await?
+        {
+            if let Some(region) = cluster.regions.iter().find(|r| r.key_id == Some(key.id)) {
+                let context = crate::domain::clusters::Clusters::data_key_context(
+                    cluster.organization_id,
+                    cluster.project_id,
+                    cluster.id,
+                    &region.region,
+                    "cluster-data",
+                );
+                proof = Some((
+                    format!("cluster/{}/{}", cluster.id, region.region),
+                    region.wrapped_key.clone(),
+                    context,
+                ));
+                break;
+            }
+        }
+        if proof.is_none()
+            && let Some(backup) = store
+                .backups_using_key(caller.organization_id, key.id)
+                .await?
+                .into_iter()
+                .next()
+        {
+            let context = crate::domain::clusters::Clusters::data_key_context(
+                backup.organization_id,
+                backup.project_id,
+                backup.id,
+                &backup.region.region,
+                "backup",
+            );
+            proof = Some((
+                format!("backup/{}", backup.id),
+                backup.region.wrapped_key.clone(),
+                context,
+            ));
+        }
+        let Some((data_key, wrapped, context)) = proof else {
+            return refuse(
+                format!(
+                    "No data key is wrapped under this key, so nothing can prove that the vault in tenant {found} holds the same key material: delete the key and create it again (nothing uses it)."
+                ),
+                None,
+            )
+            .await;
+        };
+        if let Err(err) = provider
+            .decrypt_data_key(&unpinned, &wrapped, &context)
+            .await
+        {
+            return refuse(
+                format!(
+                    "The vault in tenant {found} could not unwrap a data key this key wrapped ({}: {err}): it does not hold the same key material, so the key stays pinned to tenant {pinned}.",
+                    err.code()
+                ),
+                Some(err.code()),
+            )
+            .await;
+        }
+        let audit = AuditDraft::by(
+            caller,
+            self.clock.now(),
+            "encryption_key.repinned",
+            format!("encryption_key/{}", key.id),
+        )
+        .detail(json!({
+            "key": key.key_ref.display(),
+            "from_tenant": pinned,
+            "to_tenant": found,
+            "proved_with": data_key,
+        }))
+        .in_project(project_id);
+        if !self
+            .keys
+            .repin_key(caller.organization_id, key.id, pinned, &found, audit)
+            .await?
+        {
+            return Err(key_change(
+                "The key was re-pinned (or changed) meanwhile.".into(),
+            ));
+        }
+        self.encryption_key(caller, project_id, key_id).await
+    }
+
     /// The latest change from or to the key, if any (anyone who can see the key).
     pub async fn key_change(
         &self,

@@ -11,6 +11,7 @@ mod impact;
 mod local;
 mod monitor;
 pub mod policy;
+pub mod policy_doctor;
 pub mod region;
 mod request;
 pub mod rewrap;

@@ -74,9 +74,9 @@ pub struct AwsAccessPolicies {
     pub documents: Vec<PolicyDocument>,
 }
 
-const EBS_SID: &str =
+pub(crate) const EBS_SID: &str =
     "Allow access through EBS for all principals in the account that are authorized to use EBS";
-const BACKUP_SID: &str =
+pub(crate) const BACKUP_SID: &str =
     "Allow the platform to use the key for encrypted backups to S3 and to verify it";
 
 pub fn aws_policies(
@@ -144,7 +144,7 @@ fn key_policy(
             "Sid": BACKUP_SID,
             "Effect": "Allow",
             "Principal": { "AWS": platform_root },
-            "Action": ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey", "kms:GetKeyRotationStatus"],
+            "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey", "kms:GetKeyRotationStatus"],
             "Resource": "*",
         }),
     ];
@@ -165,7 +165,8 @@ fn key_policy(
             sid: BACKUP_SID.into(),
             explanation:
                 "Lets the platform's account generate and decrypt the data keys that encrypt \
-                backups in S3, and describe the key and read its rotation status, which is how the \
+                backups in S3, wrap existing data keys under this key (when it replaces another key \
+                of the region), and describe the key and read its rotation status, which is how the \
                 console tests the key and watches it afterwards."
                     .into(),
         },

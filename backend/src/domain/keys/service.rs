@@ -181,6 +181,63 @@ impl Keys {
         }
     }
 
+    /// The policy doctor (AWS): what is missing or wrong in a pasted key policy (or a role's
+    /// trust and permission policies) for this project, region and mode. Reads nothing
+    /// from AWS and sends nothing anywhere.
+    pub async fn aws_policy_check(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        input: &super::policy_doctor::PolicyCheckInput,
+    ) -> Result<super::policy_doctor::Diagnosis, DomainError> {
+        self.cmek_project(caller, project_id).await?;
+        let account = self.kms.aws_account_id.clone().ok_or_else(|| unavailable(
+            "AWS KMS is not configured on this console (the operator sets CMEK_AWS_ACCOUNT_ID).",
+        ))?;
+        let scope = match input.region.trim() {
+            "*" => Ok(PolicyScope::AllRegions),
+            code => Region::parse("region", code).map(PolicyScope::Region),
+        };
+        let mode = AccessMode::parse("mode", input.mode.as_deref());
+        let sized = |field: &str, text: Option<&str>, required: bool| match text {
+            Some(t) if t.len() > super::policy_doctor::MAX_POLICY_BYTES => Err(FieldError::new(
+                field,
+                "must be at most 32768 bytes (AWS's limit for a key policy)",
+            )),
+            Some(t) if !t.trim().is_empty() => Ok(()),
+            _ if required => Err(FieldError::new(field, "paste the policy to check")),
+            _ => Ok(()),
+        };
+        let policy = sized("policy", Some(input.policy.as_str()), true);
+        let permission = sized(
+            "permission_policy",
+            input.permission_policy.as_deref(),
+            false,
+        );
+        match (scope, mode, policy, permission) {
+            (Ok(scope), Ok(mode), Ok(()), Ok(())) => {
+                let organization = caller.organization_id.to_string();
+                let needs = super::policy_doctor::Needs {
+                    mode,
+                    scope: &scope,
+                    platform_account: &account,
+                    organization_id: &organization,
+                };
+                Ok(super::policy_doctor::diagnose(
+                    &needs,
+                    &input.policy,
+                    input.permission_policy.as_deref(),
+                ))
+            }
+            (scope, mode, policy, permission) => Err(DomainError::Invalid(
+                [scope.err(), mode.err(), policy.err(), permission.err()]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+            )),
+        }
+    }
+
     /// What the Azure wizard shows for this project and region (steps 2 and 3): the platform's
     /// Entra application, the commands, the full key name for a prefix, the checklist and the
     /// Resource Manager template.

@@ -37,6 +37,29 @@ impl KeyStore for MemoryStore {
         Ok(())
     }
 
+    async fn repin_key(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        from: &str,
+        to: &str,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        self.write(audit, |s| {
+            let key = s
+                .keys
+                .iter_mut()
+                .find(|k| k.id == id && k.organization_id == organization_id);
+            match key.map(|k| &mut k.key_ref) {
+                Some(KeyRef::Azure { tenant, .. }) if tenant.as_deref() == Some(from) => {
+                    *tenant = Some(to.to_owned());
+                    Ok((true, true))
+                }
+                _ => Ok((false, false)),
+            }
+        })
+    }
+
     async fn record_rotation(&self, id: Uuid, enabled: Option<bool>) -> Result<(), StoreError> {
         if let Some(key) = self.state().keys.iter_mut().find(|k| k.id == id) {
             key.rotation_enabled = enabled;

@@ -184,3 +184,29 @@ pub async fn rewrap(
         .await?;
     Ok(HttpResponse::Accepted().json(KeyChangeBody::from(rewrap)))
 }
+
+#[utoipa::path(
+    post, path = "/api/v1/projects/{project_id}/encryption-keys/{key_id}/repin", operation_id = "repinEncryptionKey", tag = "encryption keys",
+    params(("project_id" = Uuid, Path), ("key_id" = Uuid, Path)),
+    responses(
+        (status = 200, body = KeyBody, description = "The key's vault answers for another Microsoft Entra tenant, and unwrapped a data key this key wrapped there: the key now follows the vault to that tenant"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "Nothing to re-pin (the vault did not move), or the vault where it is now could not prove it holds the same key material (rules/key-change)"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "Not an Azure Key Vault key"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn repin(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
+    let (project_id, key_id) = path.into_inner();
+    let key = state
+        .console
+        .keys()
+        .repin_key(&caller.0, project_id, key_id)
+        .await?;
+    Ok(HttpResponse::Ok().json(KeyBody::from(key)))
+}

@@ -10,6 +10,7 @@ pub mod local_kms;
 pub mod me;
 pub mod objects;
 pub mod openapi;
+pub mod policy_check;
 pub mod projects;
 pub mod webhooks;
 

@@ -864,6 +864,9 @@ pub async fn show(
         (None, Some("replace")) => Some(
             "The new key passed every check and is now the region's key; the data keys move to it below.",
         ),
+        (None, Some("repin")) => Some(
+            "The vault in its new tenant unwrapped a data key this key wrapped: the key now follows it there.",
+        ),
         (None, Some(_)) => Some("The data keys are moving to the key's current version below."),
         (None, None) => None,
     };
@@ -1066,6 +1069,54 @@ pub async fn replace(
         status,
     )
     .await
+}
+
+/// Re-pin an Azure key to the tenant its vault answers for now (the console proves the
+/// vault there holds the same key material first).
+pub async fn repin(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, PageError> {
+    let (project_id, key_id) = path.into_inner();
+    let result = state
+        .console
+        .keys()
+        .repin_key(&caller.0, project_id, key_id)
+        .await;
+    match result {
+        Ok(_) => Ok(see_other(&format!(
+            "/projects/{project_id}/encryption-keys/{key_id}?changed=repin#change"
+        ))),
+        Err(err) => {
+            let (problem, status) = match Refusal::of(err)? {
+                Refusal::Message { status, text } => (text, status),
+                Refusal::Fields { status, errors } => (
+                    errors
+                        .0
+                        .into_iter()
+                        .map(|e| e.reason)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    status,
+                ),
+                Refusal::Checks(_) => (String::new(), StatusCode::CONFLICT),
+            };
+            key_page(
+                &state.console,
+                &caller.0,
+                project_id,
+                key_id,
+                None,
+                ChangeForm {
+                    problem: Some(problem),
+                    ..ChangeForm::default()
+                },
+                status,
+            )
+            .await
+        }
+    }
 }
 
 /// Re-wrap under the current version.

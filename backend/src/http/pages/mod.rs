@@ -10,6 +10,7 @@ pub mod key_status;
 pub mod keys;
 pub mod local_kms;
 pub mod members;
+pub mod policy_check;
 pub mod problems;
 pub mod projects;
 pub mod render;
@@ -58,6 +59,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::get().to(keys::download),
         )
         .route(
+            "/projects/{project_id}/encryption-keys/aws-policy-check",
+            web::get().to(policy_check::form),
+        )
+        .route(
+            "/projects/{project_id}/encryption-keys/aws-policy-check",
+            web::post().to(policy_check::check),
+        )
+        .route(
             "/projects/{project_id}/encryption-keys/azure-template",
             web::get().to(keys::azure_template),
         )
@@ -80,6 +89,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/projects/{project_id}/encryption-keys/{key_id}/rewrap",
             web::post().to(keys::rewrap),
+        )
+        .route(
+            "/projects/{project_id}/encryption-keys/{key_id}/repin",
+            web::post().to(keys::repin),
         )
         .route(
             "/projects/{project_id}/clusters/new",

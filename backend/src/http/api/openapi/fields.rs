@@ -151,6 +151,10 @@ pub(super) fn refine_request_fields(doc: &mut Value) {
         request["properties"][field] = any;
     }
     schemas["CreateWebhook"]["properties"]["url"]["maxLength"] = json!(2000);
+    // The policy doctor takes at most AWS's size of a key policy.
+    for field in ["policy", "permission_policy"] {
+        schemas["PolicyCheckBody"]["properties"][field]["maxLength"] = json!(32768);
+    }
     // A valid body of each create, shown by the reference page and sent by tools that start
     // from examples.
     let arn = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
@@ -177,6 +181,14 @@ pub(super) fn refine_request_fields(doc: &mut Value) {
         (
             "AwsCmekBody",
             json!({ "specs": [{ "region": "us-east-1", "kms_arn": arn }] }),
+        ),
+        (
+            "PolicyCheckBody",
+            json!({
+                "region": "us-east-1",
+                "mode": "key_policy",
+                "policy": "{\"Version\": \"2012-10-17\", \"Statement\": []}"
+            }),
         ),
     ] {
         schemas[schema]["examples"] = json!([example]);

@@ -10,8 +10,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::http::api::{
-    audit, backups, clusters, key_changes, key_status, keys, local_kms, me, objects, projects,
-    webhooks,
+    audit, backups, clusters, key_changes, key_status, keys, local_kms, me, objects, policy_check,
+    projects, webhooks,
 };
 use crate::http::errors::Problem;
 use crate::http::wire::{AuditEvent, FieldError, Outcome, RevocationPolicy, Role};
@@ -33,6 +33,7 @@ use crate::http::wire::{AuditEvent, FieldError, Outcome, RevocationPolicy, Role}
         projects::update,
         keys::aws_trust_policy,
         keys::azure_setup,
+        policy_check::check,
         keys::test,
         keys::create,
         keys::list,
@@ -43,6 +44,7 @@ use crate::http::wire::{AuditEvent, FieldError, Outcome, RevocationPolicy, Role}
         keys::impact,
         key_changes::replace,
         key_changes::rewrap,
+        key_changes::repin,
         keys::v1beta_list,
         keys::v1beta_create,
         clusters::create,
