@@ -510,3 +510,64 @@ async fn a_vault_that_moved_tenant_is_followed_only_once_it_unwraps_a_data_key_t
         bytes.as_slice()
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the Azure Key Vault stand-in (scripts/test starts it)"]
+async fn replacing_a_vault_key_moves_the_cluster_and_its_backup_and_the_old_key_can_go() {
+    let azure = Azure::new().await;
+    let c = azure.console().await;
+    let (app, owner) = (&c.app, c.owner.as_str());
+    let (old_key, cluster) = azure_cluster(&azure, &c).await;
+    let bytes = marked("azure replace", 40_000);
+    assert_eq!(
+        put(app, owner, &cluster, "rows", bytes.clone())
+            .await
+            .status(),
+        201
+    );
+    let backup = id(&app.take_backup(owner, &cluster).await);
+    app.backup_when_done(owner, &backup).await;
+    let old = id(&c.keys().await[0]);
+    let old_path = format!("{}/{old}", c.keys_path());
+    let new_key = azure.key(&c, json!({})).await;
+
+    let started = app
+        .post_json(&format!("{old_path}/replace"), owner, &azure.body(&new_key))
+        .await;
+    assert_eq!(started.status(), 202, "{}", started.text().await.unwrap());
+    let read = async || -> Value { app.get(&old_path, owner).await.json().await.unwrap() };
+    eventually("the replacement ends", async || {
+        read().await["change"]["state"] != "rewrapping"
+    })
+    .await;
+    let change = read().await["change"].clone();
+    assert_eq!(change["state"], "done", "{change}");
+    assert_eq!(change["done"], 2, "{change}");
+    assert_eq!(read().await["versions"], json!([]));
+
+    // The old key goes, then its vault key is disabled: nothing breaks.
+    assert_eq!(app.delete(&old_path, owner).await.status(), 204);
+    azure.patch_key(&old_key, json!({ "enabled": false })).await;
+    assert_eq!(
+        post(app, owner, &format!("/api/v1/clusters/{cluster}/pause"))
+            .await
+            .status(),
+        200
+    );
+    let resumed = post(app, owner, &format!("/api/v1/clusters/{cluster}/resume")).await;
+    assert_eq!(resumed.status(), 200, "{}", resumed.text().await.unwrap());
+    let rows = get(app, owner, &cluster, "rows")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(rows.as_ref(), bytes.as_slice());
+    let restored = app.restore_backup(owner, &backup, None).await;
+    assert_eq!(restored["state"], "available", "{restored}");
+    let copy = get(app, owner, &id(&restored), "rows")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(copy.as_ref(), bytes.as_slice());
+}

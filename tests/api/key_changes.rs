@@ -567,6 +567,11 @@ async fn replacing_an_aws_key_under_a_multi_region_cluster_then_disabling_it_bre
         .map(id)
         .unwrap();
 
+    let impact_path = format!("{}/impact", key_path(&project, &old));
+    let before = json_of(&app, &impact_path, &owner).await;
+    assert_eq!(verdict(&before, "delete")["safe"], false, "{before}");
+    assert_eq!(verdict(&before, "disable_key")["safe"], false, "{before}");
+
     let stop = AtomicBool::new(false);
     let client = busy_client(&app, &owner, &cluster, &stop);
     let change = async {
@@ -595,6 +600,9 @@ async fn replacing_an_aws_key_under_a_multi_region_cluster_then_disabling_it_bre
     );
     let old_read = json_of(&app, &key_path(&project, &old), &owner).await;
     assert_eq!(old_read["versions"], json!([]), "{old_read}");
+    let after = json_of(&app, &impact_path, &owner).await;
+    assert_eq!(verdict(&after, "delete")["safe"], true, "{after}");
+    assert_eq!(verdict(&after, "disable_key")["safe"], true, "{after}");
     // Delete the old key here, disable it in AWS: the cluster pauses and resumes, the backup
     // restores, every byte reads back.
     assert_eq!(

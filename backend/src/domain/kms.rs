@@ -197,11 +197,19 @@ impl KmsError {
 #[async_trait]
 pub trait KeyProvider: Send + Sync {
     async fn describe(&self, key: &KeyRef) -> Result<KeyDescription, KmsError>;
+    /// A new data key: by default 32 random bytes made here and wrapped by the key (a KMS
+    /// that makes data keys itself, AWS's GenerateDataKey, says so by overriding this).
     async fn generate_data_key(
         &self,
         key: &KeyRef,
         context: &EncryptionContext,
-    ) -> Result<DataKey, KmsError>;
+    ) -> Result<DataKey, KmsError> {
+        let mut bytes = vec![0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        let plaintext = PlaintextKey::new(bytes);
+        let wrapped = self.wrap_data_key(key, &plaintext, context).await?;
+        Ok(DataKey { plaintext, wrapped })
+    }
     async fn decrypt_data_key(
         &self,
         key: &KeyRef,

@@ -27,7 +27,6 @@ use azure_security_keyvault_keys::models::{
     KeyOperationParameters,
 };
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
-use rand::RngCore;
 use secrecy::ExposeSecret;
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
@@ -36,7 +35,7 @@ use super::KmsTimeouts;
 use crate::domain::keys::KeyRef;
 use crate::domain::keys::azure::{KeyName, VaultName};
 use crate::domain::kms::{
-    AzureKeyFacts, DataKey, EncryptionContext, KeyDescription, KeyProvider, KeyState, KmsError,
+    AzureKeyFacts, EncryptionContext, KeyDescription, KeyProvider, KeyState, KmsError,
     PlaintextKey, VersionState,
 };
 use crate::settings::AzureSettings;
@@ -616,18 +615,6 @@ impl KeyProvider for AzureKeyVault {
     /// Wraps the data key followed by the context's digest: RSA-OAEP takes no associated
     /// data, so this binds the wrapped key to its organization, project and purpose (a
     /// wrapped key moved elsewhere does not unwrap).
-    async fn generate_data_key(
-        &self,
-        key: &KeyRef,
-        context: &EncryptionContext,
-    ) -> Result<DataKey, KmsError> {
-        let mut bytes = vec![0u8; DATA_KEY_LEN];
-        rand::rng().fill_bytes(&mut bytes);
-        let plaintext = PlaintextKey::new(bytes);
-        let wrapped = self.wrap_data_key(key, &plaintext, context).await?;
-        Ok(DataKey { plaintext, wrapped })
-    }
-
     /// Wraps under the key's current version (a re-wrap after a rotation moves data keys
     /// to it).
     async fn wrap_data_key(

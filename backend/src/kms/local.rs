@@ -15,8 +15,7 @@ use zeroize::Zeroizing;
 use crate::crypto::keys::{fingerprint, key_file, random, seal, unseal};
 use crate::domain::keys::KeyRef;
 use crate::domain::kms::{
-    DataKey, EncryptionContext, KeyDescription, KeyProvider, KeyState, KmsError, PlaintextKey,
-    VersionState,
+    EncryptionContext, KeyDescription, KeyProvider, KeyState, KmsError, PlaintextKey, VersionState,
 };
 use crate::domain::local_kms::{LocalKey, LocalKeyAdmin};
 use crate::domain::ports::StoreError;
@@ -145,16 +144,6 @@ impl KeyProvider for LocalKms {
             usage: "ENCRYPT_DECRYPT".into(),
             region: None,
         })
-    }
-
-    async fn generate_data_key(
-        &self,
-        key: &KeyRef,
-        context: &EncryptionContext,
-    ) -> Result<DataKey, KmsError> {
-        let plaintext = PlaintextKey::new(random::<32>().to_vec());
-        let wrapped = self.wrap_data_key(key, &plaintext, context).await?;
-        Ok(DataKey { plaintext, wrapped })
     }
 
     /// Seals under the key's current version.

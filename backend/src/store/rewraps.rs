@@ -32,40 +32,33 @@ fn unsigned(n: i32) -> u32 {
     u32::try_from(n).unwrap_or(0)
 }
 
-/// The cluster regions a re-wrap still has to move.
-fn regions_to_move(rewrap: &Rewrap) -> Condition {
-    use cluster_regions::Column as C;
-    let mut pending = Condition::all().add(C::KeyId.eq(rewrap.from_key_id)).add(
+/// The rows a re-wrap still has to move, for a table with these columns: wrapped by its old
+/// key (and, for a re-wrap under the same key, by a version other than the target), not
+/// given up on by this re-wrap.
+fn to_move<C: ColumnTrait>(rewrap: &Rewrap, key_id: C, failed: C, version: C) -> Condition {
+    let mut pending = Condition::all().add(key_id.eq(rewrap.from_key_id)).add(
         Condition::any()
-            .add(C::RewrapFailed.is_null())
-            .add(C::RewrapFailed.ne(rewrap.id)),
+            .add(failed.is_null())
+            .add(failed.ne(rewrap.id)),
     );
     if let (false, Some(target)) = (rewrap.replaces(), &rewrap.target_version) {
         pending = pending.add(
             Condition::any()
-                .add(C::KeyVersion.is_null())
-                .add(C::KeyVersion.ne(target.clone())),
+                .add(version.is_null())
+                .add(version.ne(target.clone())),
         );
     }
     pending
 }
 
-/// The backups a re-wrap still has to move.
+fn regions_to_move(rewrap: &Rewrap) -> Condition {
+    use cluster_regions::Column as C;
+    to_move(rewrap, C::KeyId, C::RewrapFailed, C::KeyVersion)
+}
+
 fn backups_to_move(rewrap: &Rewrap) -> Condition {
     use backups::Column as C;
-    let mut pending = Condition::all().add(C::KeyId.eq(rewrap.from_key_id)).add(
-        Condition::any()
-            .add(C::RewrapFailed.is_null())
-            .add(C::RewrapFailed.ne(rewrap.id)),
-    );
-    if let (false, Some(target)) = (rewrap.replaces(), &rewrap.target_version) {
-        pending = pending.add(
-            Condition::any()
-                .add(C::KeyVersion.is_null())
-                .add(C::KeyVersion.ne(target.clone())),
-        );
-    }
-    pending
+    to_move(rewrap, C::KeyId, C::RewrapFailed, C::KeyVersion)
 }
 
 async fn left_to_move(db: &impl ConnectionTrait, rewrap: &Rewrap) -> Result<u64, StoreError> {

@@ -1030,35 +1030,7 @@ pub async fn replace(
         }
         Err(err) => err,
     };
-    let (change_form, status) = match Refusal::of(err)? {
-        Refusal::Checks(checklist) => (
-            ChangeForm {
-                checklist: Some(checklist),
-                problem: Some(
-                    "The new key did not pass every required check, so nothing changed.".into(),
-                ),
-                form,
-                ..ChangeForm::default()
-            },
-            StatusCode::UNPROCESSABLE_ENTITY,
-        ),
-        Refusal::Message { status, text } => (
-            ChangeForm {
-                problem: Some(text),
-                form,
-                ..ChangeForm::default()
-            },
-            status,
-        ),
-        Refusal::Fields { status, errors } => (
-            ChangeForm {
-                errors,
-                form,
-                ..ChangeForm::default()
-            },
-            status,
-        ),
-    };
+    let (change_form, status) = change_refused(err, form)?;
     key_page(
         &state.console,
         &caller.0,
@@ -1089,34 +1061,62 @@ pub async fn repin(
             "/projects/{project_id}/encryption-keys/{key_id}?changed=repin#change"
         ))),
         Err(err) => {
-            let (problem, status) = match Refusal::of(err)? {
-                Refusal::Message { status, text } => (text, status),
-                Refusal::Fields { status, errors } => (
-                    errors
-                        .0
-                        .into_iter()
-                        .map(|e| e.reason)
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                    status,
-                ),
-                Refusal::Checks(_) => (String::new(), StatusCode::CONFLICT),
-            };
+            let (mut change_form, status) = change_refused(err, WizardForm::default())?;
+            // Re-pin has no fields of its own: what was wrong is said above the forms.
+            if change_form.problem.is_none() && change_form.errors.any() {
+                let reasons: Vec<String> =
+                    change_form.errors.0.drain(..).map(|e| e.reason).collect();
+                change_form.problem = Some(reasons.join("; "));
+            }
             key_page(
                 &state.console,
                 &caller.0,
                 project_id,
                 key_id,
                 None,
-                ChangeForm {
-                    problem: Some(problem),
-                    ..ChangeForm::default()
-                },
+                change_form,
                 status,
             )
             .await
         }
     }
+}
+
+/// What a refused change of key shows on the key's page: the failed checklist, a problem, or
+/// each field's error beside it; the form comes back as it was sent.
+fn change_refused(
+    err: DomainError,
+    form: WizardForm,
+) -> Result<(ChangeForm, StatusCode), PageError> {
+    Ok(match Refusal::of(err)? {
+        Refusal::Checks(checklist) => (
+            ChangeForm {
+                checklist: Some(checklist),
+                problem: Some(
+                    "The new key did not pass every required check, so nothing changed.".into(),
+                ),
+                form,
+                ..ChangeForm::default()
+            },
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        Refusal::Message { status, text } => (
+            ChangeForm {
+                problem: Some(text),
+                form,
+                ..ChangeForm::default()
+            },
+            status,
+        ),
+        Refusal::Fields { status, errors } => (
+            ChangeForm {
+                errors,
+                form,
+                ..ChangeForm::default()
+            },
+            status,
+        ),
+    })
 }
 
 /// Re-wrap under the current version.
