@@ -214,15 +214,24 @@ impl SeaStore {
             if running > 0 {
                 return Err(StoreError::Conflict(Constraint::KeyChange));
             }
-            // The old key must still be its region's key (not replaced meanwhile).
+            // A replacement or a re-wrap: the old key must still be its region's key (not
+            // replaced meanwhile). What is left of a replacement: it must still be replaced
+            // by the same key.
+            let successor = match (replacement, rewrap.replaces()) {
+                (None, true) => Some(rewrap.to_key_id),
+                _ => None,
+            };
             let claimed = encryption_keys::Entity::update_many()
                 .col_expr(
                     encryption_keys::Column::ReplacedBy,
-                    Expr::value(replacement.map(|k| k.id)),
+                    Expr::value(replacement.map(|k| k.id).or(successor)),
                 )
                 .filter(encryption_keys::Column::Id.eq(rewrap.from_key_id))
                 .filter(encryption_keys::Column::OrganizationId.eq(rewrap.organization_id))
-                .filter(encryption_keys::Column::ReplacedBy.is_null())
+                .filter(match successor {
+                    Some(to) => encryption_keys::Column::ReplacedBy.eq(to),
+                    None => encryption_keys::Column::ReplacedBy.is_null(),
+                })
                 .exec(txn)
                 .await?
                 .rows_affected;

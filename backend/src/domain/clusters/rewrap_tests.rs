@@ -174,7 +174,21 @@ async fn a_refusing_kms_leaves_the_data_keys_readable_and_fails_the_change_with_
         rule_of(keys.delete_key(&w.owner, w.project, old.id).await),
         Rule::KeyInUse
     );
-    let _ = replaced;
+    // Once the KMS answers again, what is left moves to the successor (a re-wrap of the
+    // replaced key), and then the old key can go.
+    let retried = keys.rewrap_key(&w.owner, w.project, old.id).await.unwrap();
+    assert_eq!(retried.to_key_id, replaced.key.id);
+    assert_eq!(retried.total, 1);
+    run_rewraps(&w).await;
+    let change = keys
+        .key_change(&w.owner, w.project, old.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((change.state, change.done), (RewrapState::Done, 1));
+    let moved = w.svc().cluster(&w.owner, cluster.id).await.unwrap();
+    assert_eq!(moved.regions[0].key_id, Some(replaced.key.id));
+    keys.delete_key(&w.owner, w.project, old.id).await.unwrap();
 }
 
 #[tokio::test]

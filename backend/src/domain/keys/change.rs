@@ -70,7 +70,8 @@ impl Keys {
             .find(|r| r.state == RewrapState::Rewrapping))
     }
 
-    /// Deleting a key is refused while a change moves data keys from or to it.
+    /// Deleting a key (or moving what a replaced key still wraps) is refused while a change
+    /// moves data keys from or to it.
     pub(super) async fn refuse_while_changing(
         &self,
         key: &EncryptionKey,
@@ -201,7 +202,9 @@ impl Keys {
 
     /// Re-wrap: moves the key's data keys to its current version (after a rotation in Azure
     /// or the local KMS; AWS KMS keeps every backing key and decrypts with the right one, so
-    /// an AWS key has nothing to move).
+    /// an AWS key has nothing to move). On a key that was replaced, it moves what is left
+    /// (a replacement that ended `failed`, once what the KMS refused is fixed) to its
+    /// successor.
     pub async fn rewrap_key(
         &self,
         caller: &Caller,
@@ -211,9 +214,18 @@ impl Keys {
         let key = self.encryption_key(caller, project_id, key_id).await?;
         caller.require_owner("change encryption keys")?;
         self.provider_for(&key.key_ref)?;
-        self.may_change(&key).await?;
+        let to = match key.replaced_by {
+            Some(successor) => {
+                self.refuse_while_changing(&key).await?;
+                successor
+            }
+            None => {
+                self.may_change(&key).await?;
+                key.id
+            }
+        };
         let store = self.data_keys()?;
-        let rewrap = self.new_rewrap(caller, &key, key.id);
+        let rewrap = self.new_rewrap(caller, &key, to);
         let started = AuditDraft::by(
             caller,
             rewrap.started_at,
@@ -224,6 +236,7 @@ impl Keys {
             "rewrap_id": rewrap.id,
             "key": key.key_ref.display(),
             "region": key.region.as_str(),
+            "to_key_id": to,
         }))
         .in_project(project_id);
         match store.start_rewrap(&rewrap, None, vec![started]).await {

@@ -767,10 +767,15 @@ impl ClusterStore for MemoryClusters {
         }) {
             return Err(StoreError::Conflict(Constraint::KeyChange));
         }
+        // What is left of a replacement: the old key must still be replaced by the same key.
+        let expected = match (replacement, rewrap.replaces()) {
+            (None, true) => Some(rewrap.to_key_id),
+            _ => None,
+        };
         let Some(old) = store.keys.iter().position(|k| {
             k.id == rewrap.from_key_id
                 && k.organization_id == rewrap.organization_id
-                && k.replaced_by.is_none()
+                && k.replaced_by == expected
         }) else {
             return Err(StoreError::Conflict(Constraint::KeyChange));
         };

@@ -164,10 +164,10 @@ pub async fn replace(
     post, path = "/api/v1/projects/{project_id}/encryption-keys/{key_id}/rewrap", operation_id = "rewrapEncryptionKey", tag = "encryption keys",
     params(("project_id" = Uuid, Path), ("key_id" = Uuid, Path)),
     responses(
-        (status = 202, body = KeyChangeBody, description = "The key's data keys are being moved to its current version (after a rotation in Azure Key Vault or the local KMS; an AWS key has nothing to move: KMS decrypts with the backing key that encrypted)"),
+        (status = 202, body = KeyChangeBody, description = "The key's data keys are being moved to its current version (after a rotation in Azure Key Vault or the local KMS; an AWS key has nothing to move: KMS decrypts with the backing key that encrypted). On a replaced key: what it still wraps (a replacement that ended failed) is moved to its successor."),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "The key was replaced, or a change of it is running (rules/key-change)"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "A change of the key is running (rules/key-change)"),
     ),
     security(("api_key" = []), ("session" = []))
 )]

@@ -761,6 +761,9 @@ struct KeyPage {
     change: Option<ChangeView>,
     /// The key can be changed now (owner, not replaced, no change running).
     can_change: bool,
+    /// A replaced key still wraps data keys its replacement could not move (owner, no change
+    /// running): they can be moved again.
+    can_retry: bool,
     /// The key's provider, as the API spells it (which replacement fields to show).
     provider_code: &'static str,
     local_keys: Vec<LocalKey>,
@@ -967,6 +970,8 @@ async fn key_page(
     );
     let provider_code = key.key_ref.provider().as_str();
     let can_change = caller.is_owner() && key.replaced_by.is_none() && !running;
+    let can_retry =
+        caller.is_owner() && key.replaced_by.is_some() && !running && !versions.is_empty();
     let local_keys = if can_change && provider_code == "local" {
         console.keys().local_keys(caller).await?
     } else {
@@ -997,6 +1002,7 @@ async fn key_page(
             backups,
             change: change.map(ChangeView::from),
             can_change,
+            can_retry,
             provider_code,
             local_keys,
             form: change_form.form,
