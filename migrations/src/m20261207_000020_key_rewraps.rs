@@ -183,6 +183,23 @@ impl MigrationTrait for Migration {
         manager
             .drop_table(Table::drop().table(KeyRewraps::Table).to_owned())
             .await?;
+        let db = manager.get_connection();
+        db.execute_unprepared("DROP INDEX ux_encryption_keys_region_key")
+            .await?;
+        // Fails, as it should, while a replaced key and its successor share a slot.
+        db.execute_unprepared(
+            "CREATE UNIQUE INDEX ux_encryption_keys_project_provider_region \
+             ON encryption_keys (project_id, provider, region)",
+        )
+        .await?;
+        for (table, column) in [
+            ("encryption_keys", "replaced_by"),
+            ("cluster_regions", "rewrap_failed"),
+            ("backups", "rewrap_failed"),
+        ] {
+            db.execute_unprepared(&format!("ALTER TABLE {table} DROP COLUMN {column}"))
+                .await?;
+        }
         Ok(())
     }
 }

@@ -74,6 +74,11 @@ async fn new_local_key(f: &Fixture, name: &str) -> uuid::Uuid {
         .id
 }
 
+/// The key that replaced this one.
+fn started_key(old: &Value) -> String {
+    old["replaced_by"].as_str().unwrap().to_owned()
+}
+
 fn verdict<'a>(impact: &'a Value, action: &str) -> &'a Value {
     impact["verdicts"]
         .as_array()
@@ -150,6 +155,15 @@ async fn replacing_a_key_moves_every_data_key_while_a_client_reads_and_writes() 
     // live's and sleepy's us-east-1 regions, and the backup.
     assert_eq!(started["change"]["total"], 3, "{started}");
     assert!(started["checks"]["passed"].as_bool().unwrap());
+    // Beside Test Encryption Key's checks, what the job will do: wrap an existing data key.
+    let wrap = started["checks"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "wrap_existing_data_key")
+        .cloned()
+        .unwrap_or_else(|| panic!("{started}"));
+    assert_eq!(wrap["outcome"], "pass", "{wrap}");
 
     assert_eq!(change["state"], "done", "{change}");
     assert_eq!(
@@ -603,6 +617,14 @@ async fn replacing_an_aws_key_under_a_multi_region_cluster_then_disabling_it_bre
     let after = json_of(&app, &impact_path, &owner).await;
     assert_eq!(verdict(&after, "delete")["safe"], true, "{after}");
     assert_eq!(verdict(&after, "disable_key")["safe"], true, "{after}");
+    // An AWS key has nothing to re-wrap (KMS decrypts with the backing key that encrypted).
+    let nothing = post(
+        &app,
+        &owner,
+        &format!("{}/rewrap", key_path(&project, &started_key(&old_read))),
+    )
+    .await;
+    assert_eq!(nothing.status(), 409);
     // Delete the old key here, disable it in AWS: the cluster pauses and resumes, the backup
     // restores, every byte reads back.
     assert_eq!(

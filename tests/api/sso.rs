@@ -632,6 +632,8 @@ async fn another_organizations_resources_are_not_found_on_every_route() {
             json!({ "name": "intruder", "provider": "local", "regions": ["us-east-1"] })
         } else if route.path.ends_with("/restore") {
             json!({ "name": "intruder" })
+        } else if route.path.ends_with("/aws-policy-check") {
+            json!({ "region": "us-east-1", "policy": "{}" })
         } else {
             json!({ "provider": "local", "region": "us-east-1", "key_id": local.id })
         };

@@ -168,7 +168,7 @@ async fn swap(
                 .col_expr(C::RewrapFailed, Expr::value(Option::<Uuid>::None))
                 .filter(C::ClusterId.eq(*cluster_id))
                 .filter(C::Region.eq(region.clone()))
-                .filter(C::KeyId.eq(rewrap.from_key_id))
+                .filter(regions_to_move(rewrap))
                 .filter(C::WrappedKey.eq(swap.old.clone()))
                 .exec(db)
                 .await?
@@ -183,7 +183,7 @@ async fn swap(
                 .col_expr(C::KeyVersion, Expr::value(swap.version.clone()))
                 .col_expr(C::RewrapFailed, Expr::value(Option::<Uuid>::None))
                 .filter(C::Id.eq(*id))
-                .filter(C::KeyId.eq(rewrap.from_key_id))
+                .filter(backups_to_move(rewrap))
                 .filter(C::WrappedKey.eq(swap.old.clone()))
                 .exec(db)
                 .await?
@@ -215,22 +215,35 @@ impl SeaStore {
                 return Err(StoreError::Conflict(Constraint::KeyChange));
             }
             // A replacement or a re-wrap: the old key must still be its region's key (not
-            // replaced meanwhile). What is left of a replacement: it must still be replaced
-            // by the same key.
-            let successor = match (replacement, rewrap.replaces()) {
-                (None, true) => Some(rewrap.to_key_id),
-                _ => None,
-            };
+            // replaced meanwhile). What is left of a replacement: the old key must still be
+            // replaced, and now points at the slot's current key, the change's target, which
+            // must exist and not be replaced itself.
+            let retry = replacement.is_none() && rewrap.replaces();
+            if retry {
+                let target = encryption_keys::Entity::find_by_id(rewrap.to_key_id)
+                    .filter(encryption_keys::Column::OrganizationId.eq(rewrap.organization_id))
+                    .filter(encryption_keys::Column::ReplacedBy.is_null())
+                    .count(txn)
+                    .await?;
+                if target == 0 {
+                    return Err(StoreError::Conflict(Constraint::KeyChange));
+                }
+            }
             let claimed = encryption_keys::Entity::update_many()
                 .col_expr(
                     encryption_keys::Column::ReplacedBy,
-                    Expr::value(replacement.map(|k| k.id).or(successor)),
+                    Expr::value(
+                        replacement
+                            .map(|k| k.id)
+                            .or(retry.then_some(rewrap.to_key_id)),
+                    ),
                 )
                 .filter(encryption_keys::Column::Id.eq(rewrap.from_key_id))
                 .filter(encryption_keys::Column::OrganizationId.eq(rewrap.organization_id))
-                .filter(match successor {
-                    Some(to) => encryption_keys::Column::ReplacedBy.eq(to),
-                    None => encryption_keys::Column::ReplacedBy.is_null(),
+                .filter(if retry {
+                    encryption_keys::Column::ReplacedBy.is_not_null()
+                } else {
+                    encryption_keys::Column::ReplacedBy.is_null()
                 })
                 .exec(txn)
                 .await?
@@ -441,7 +454,11 @@ impl SeaStore {
                 let left = left_to_move(txn, rewrap).await?;
                 update = update.col_expr(
                     key_rewraps::Column::Total,
-                    Expr::value(done.saturating_add(current.failed).saturating_add(count(left))),
+                    Expr::value(
+                        done.saturating_add(current.failed)
+                            .saturating_add(failed)
+                            .saturating_add(count(left)),
+                    ),
                 );
             }
             update

@@ -20,7 +20,7 @@ use std::time::Instant;
 use futures_util::StreamExt;
 use serde_json::json;
 
-use super::backup_job::{Heartbeat, LEASE, MAX_ATTEMPTS, PAGE, SLICE, backoff};
+use super::backup_job::{Heartbeat, LEASE, PAGE, SLICE, backoff};
 use super::service::Clusters;
 use crate::domain::DomainError;
 use crate::domain::audit::{AuditDraft, Outcome};
@@ -32,8 +32,12 @@ use crate::domain::kms::{EncryptionContext, KeyProvider, KmsError, PlaintextKey}
 use crate::domain::notice::{Notice, RewrapAlert};
 use crate::domain::ports::DataKeyRow;
 
-/// Data keys in flight at once (unwrap + wrap each).
+/// Data keys in flight at once (unwrap, wrap, and the check that the new form unwraps).
 pub const CONCURRENCY: usize = 8;
+/// Rounds a change may fail (a KMS that cannot be reached, the console's own faults) before
+/// what is left is given up on: with the back-off (2 s doubling, at most 5 minutes) about
+/// an hour of waiting.
+const MAX_ATTEMPTS: i32 = 16;
 
 /// What a round of the `rewraps` worker did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -63,6 +67,12 @@ type Moved = Result<DataKeySwap, (DataKeyToMove, KmsError)>;
 
 fn passing(error: &KmsError) -> bool {
     error.key_status() == KeyStatus::Unreachable
+}
+
+/// Worth another round: a KMS that cannot be reached, or an access refusal while a grant
+/// made for the change may still be propagating (`CMEK_KEY_TEST_PROPAGATION` from its start).
+fn retryable(error: &KmsError, propagating: bool) -> bool {
+    passing(error) || (propagating && matches!(error, KmsError::AccessDenied { .. }))
 }
 
 impl Clusters {
@@ -111,7 +121,15 @@ impl Clusters {
             }
             // A key is gone (deleted by an operator behind the console's back): nothing can
             // be moved; everything left is listed as failed.
-            _ => self.give_up_on_all(&mut rewrap, report).await,
+            _ => {
+                self.give_up_on_all(
+                    &mut rewrap,
+                    report,
+                    "KeyNotFound",
+                    "the key was deleted from the console during the change",
+                )
+                .await
+            }
         };
         drop(heartbeat);
         match round {
@@ -123,11 +141,19 @@ impl Clusters {
                 let due = self.clock.now() + backoff(job.attempts);
                 Ok(self.jobs.retry_job(job, due, &why).await?)
             }
-            Err(err) => {
+            Err(err) if job.attempts + 1 < MAX_ATTEMPTS => {
                 let why = super::lifecycle::public_text(&err);
                 tracing::warn!(rewrap = %rewrap.id, error = %why, "a key change could not go on; it will be retried");
                 let due = self.clock.now() + backoff(job.attempts);
                 Ok(self.jobs.retry_job(job, due, &why).await?)
+            }
+            // It kept failing: what is left is given up on, the change ends failed and alerts.
+            Err(err) => {
+                let why = super::lifecycle::public_text(&err);
+                tracing::warn!(rewrap = %rewrap.id, error = %why, "a key change failed");
+                self.give_up_on_all(&mut rewrap, report, "ChangeFailed", &why)
+                    .await?;
+                self.end_rewrap(job, &rewrap, report).await
             }
         }
     }
@@ -149,18 +175,38 @@ impl Clusters {
         let to_ref = to.key_ref.display();
         // Waited out so far: give up on unreachable data keys only after the last attempt.
         let last_attempt = job.attempts + 1 >= MAX_ATTEMPTS;
+        let propagating = self.clock.now()
+            < rewrap.started_at
+                + chrono::Duration::from_std(self.key_service.propagation).unwrap_or_default();
         loop {
             if heartbeat.lost() {
                 return Ok(Round::Stopped);
             }
             if rewrap.target_version.is_none() {
                 match self.current_version(new.as_ref(), to, rewrap).await {
-                    Ok(version) => rewrap.target_version = version,
-                    Err(error) if passing(&error) && !last_attempt => {
+                    Ok(Some(version)) => rewrap.target_version = Some(version),
+                    Err(error) if retryable(&error, propagating) && !last_attempt => {
                         return Ok(Round::Unreachable(error.to_string()));
                     }
-                    // A refusal shows on each data key below.
-                    Err(_) => {}
+                    // A re-wrap under the same key moves what another version wrapped: without
+                    // the current version it could not tell what is left, so it stops here.
+                    Ok(None) if !rewrap.replaces() => {
+                        return self
+                            .give_up_on_all(
+                                rewrap,
+                                report,
+                                "NoKeyVersion",
+                                "the KMS names no key version, so there is nothing to re-wrap to",
+                            )
+                            .await;
+                    }
+                    Err(error) if !rewrap.replaces() => {
+                        return self
+                            .give_up_on_all(rewrap, report, error.code(), &error.to_string())
+                            .await;
+                    }
+                    // A replacement: a refusal shows on each data key below.
+                    Ok(None) | Err(_) => {}
                 }
             }
             let page = store.data_keys_to_move(rewrap, PAGE).await?;
@@ -187,7 +233,7 @@ impl Clusters {
                         let event = swap_event(&system, now, rewrap, from, &swap);
                         swaps.push((swap, event));
                     }
-                    Err((_, error)) if passing(&error) && !last_attempt => {
+                    Err((_, error)) if retryable(&error, propagating) && !last_attempt => {
                         unreachable = Some(error.to_string());
                     }
                     Err((item, error)) => failures.push((
@@ -288,22 +334,46 @@ impl Clusters {
         self.parts
             .kms_calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match new.wrap_data_key(&to.key_ref, plaintext, &context).await {
-            Ok(wrapped) => Ok(DataKeySwap {
-                version: new.wrapped_version(&to.key_ref, &wrapped),
-                row: item.row,
-                old: item.wrapped,
-                new: wrapped,
-            }),
-            Err(error) => Err((item, error)),
+        let wrapped = match new.wrap_data_key(&to.key_ref, plaintext, &context).await {
+            Ok(wrapped) => wrapped,
+            Err(error) => return Err((item, error)),
+        };
+        // The new form must unwrap to the same key before it replaces the old one: once the
+        // old key goes, it is the only way back to the data.
+        self.parts
+            .kms_calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match new.decrypt_data_key(&to.key_ref, &wrapped, &context).await {
+            Ok(back) if back.same_as(plaintext) => {}
+            Ok(_) => {
+                return Err((
+                    item,
+                    KmsError::Other {
+                        code: "RewrapVerifyFailed".into(),
+                        message:
+                            "the data key wrapped by the new key did not unwrap to the same key"
+                                .into(),
+                    },
+                ));
+            }
+            Err(error) => return Err((item, error)),
         }
+        Ok(DataKeySwap {
+            version: new.wrapped_version(&to.key_ref, &wrapped),
+            row: item.row,
+            old: item.wrapped,
+            new: wrapped,
+        })
     }
 
-    /// A key of the change is gone: every data key left is listed as failed.
+    /// Nothing more can be moved (a key of the change is gone, the current version is
+    /// unknown, the change kept failing): every data key left is listed as failed, why.
     async fn give_up_on_all(
         &self,
         rewrap: &mut Rewrap,
         report: &mut RewrapReport,
+        code: &str,
+        message: &str,
     ) -> Result<Round, DomainError> {
         let store = &self.parts.store;
         loop {
@@ -317,8 +387,8 @@ impl Clusters {
                 .map(|item| {
                     let failure = RewrapFailure {
                         data_key: item.row.label(),
-                        code: "KeyNotFound".into(),
-                        message: "the key was deleted from the console during the change".into(),
+                        code: code.to_owned(),
+                        message: message.to_owned(),
                         at: now,
                     };
                     (item.row, item.wrapped, failure)

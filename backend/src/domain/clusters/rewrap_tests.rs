@@ -174,6 +174,11 @@ async fn a_refusing_kms_leaves_the_data_keys_readable_and_fails_the_change_with_
         rule_of(keys.delete_key(&w.owner, w.project, old.id).await),
         Rule::KeyInUse
     );
+    // The new key cannot go while the old one still wraps what should move to it.
+    assert_eq!(
+        rule_of(keys.delete_key(&w.owner, w.project, replaced.key.id).await),
+        Rule::KeyChange
+    );
     // Once the KMS answers again, what is left moves to the successor (a re-wrap of the
     // replaced key), and then the old key can go.
     let retried = keys.rewrap_key(&w.owner, w.project, old.id).await.unwrap();

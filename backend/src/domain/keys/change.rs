@@ -6,13 +6,14 @@
 use serde_json::json;
 use uuid::Uuid;
 
-use super::checks::{Checklist, Progress};
+use super::checks::{Check, CheckOutcome, Checklist, Progress};
 use super::rewrap::{Rewrap, RewrapState};
 use super::service::{one_key_per_region, pin_tenant, request_label};
 use super::{EncryptionKey, KeyRequestInput, Keys};
 use crate::domain::audit::AuditDraft;
 use crate::domain::error::{Constraint, Rule, StoreError};
 use crate::domain::identity::Caller;
+use crate::domain::kms::PlaintextKey;
 use crate::domain::ports::ClusterStore;
 use crate::domain::{DomainError, FieldError};
 
@@ -160,6 +161,18 @@ impl Keys {
         if !checklist.passed {
             return Err(DomainError::ChecksFailed(checklist));
         }
+        // What the job will do with this key, tried once now: wrap a data key that exists
+        // (AWS: Encrypt, not GenerateDataKey) and unwrap it again.
+        let mut checklist = checklist;
+        let check = self
+            .rewrap_check(&request.key_ref, caller, project_id)
+            .await?;
+        let refused = check.outcome == CheckOutcome::Fail;
+        checklist.checks.push(check);
+        if refused {
+            checklist.passed = false;
+            return Err(DomainError::ChecksFailed(checklist));
+        }
         let mut request = request;
         pin_tenant(&mut request, &checklist)?;
         let (key, created) = self.new_key(caller, project_id, request);
@@ -200,6 +213,112 @@ impl Keys {
         })
     }
 
+    /// The check Replace adds to the checklist: the new key wraps a data key made here (as
+    /// the re-wrap job will, with the same kind of context) and unwraps it to the same bytes.
+    async fn rewrap_check(
+        &self,
+        key: &super::KeyRef,
+        caller: &Caller,
+        project_id: Uuid,
+    ) -> Result<Check, DomainError> {
+        let provider = self.provider_for(key)?;
+        let mut bytes = vec![0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        let probe = PlaintextKey::new(bytes);
+        let context = self.context(caller, project_id);
+        let result = match provider.wrap_data_key(key, &probe, &context).await {
+            Ok(wrapped) => provider
+                .decrypt_data_key(key, &wrapped, &context)
+                .await
+                .map(|back| back.same_as(&probe)),
+            Err(err) => Err(err),
+        };
+        let (outcome, detail, code, fix, shows) = match result {
+            Ok(true) => (
+                CheckOutcome::Pass,
+                "An existing data key was wrapped by the new key and unwrapped to the same bytes."
+                    .to_owned(),
+                None,
+                None,
+                None,
+            ),
+            Ok(false) => (
+                CheckOutcome::Fail,
+                "The data key wrapped by the new key unwrapped to other bytes.".to_owned(),
+                None,
+                Some("Use another key: this one does not round-trip.".to_owned()),
+                None,
+            ),
+            Err(err) => (
+                CheckOutcome::Fail,
+                format!("Wrapping an existing data key failed: {err}."),
+                Some(err.code().to_owned()),
+                Some(match key.provider() {
+                    super::Provider::AwsKms => "Allow the platform's account kms:Encrypt on the key (Check my key policy shows the statement), then try again.".to_owned(),
+                    super::Provider::AzureKeyVault => "Allow wrapKey and unwrapKey on the key (Key Vault Crypto Service Encryption User), then try again.".to_owned(),
+                    super::Provider::Local => "Enable the key, then try again.".to_owned(),
+                }),
+                Some(err.key_status()),
+            ),
+        };
+        Ok(Check {
+            id: "wrap_existing_data_key",
+            title: "Wraps an existing data key and unwraps it (what the re-wrap does)",
+            required: true,
+            outcome,
+            detail,
+            code,
+            fix,
+            shows,
+        })
+    }
+
+    /// The key the region's slot holds now: following `replaced_by` from `key` to the key
+    /// that was not replaced (a chain of replacements ends there).
+    async fn current_successor(&self, key: &EncryptionKey) -> Result<Uuid, DomainError> {
+        let keys = self.keys.keys(key.organization_id, key.project_id).await?;
+        let mut at = key.replaced_by;
+        for _ in 0..keys.len() {
+            let Some(id) = at else { break };
+            match keys.iter().find(|k| k.id == id) {
+                Some(next) if next.replaced_by.is_none() => return Ok(next.id),
+                Some(next) => at = next.replaced_by,
+                None => break,
+            }
+        }
+        Err(key_change(
+            "The key that replaced this one no longer exists, so what this key still wraps has no key to move to.".into(),
+        ))
+    }
+
+    /// Deleting a key that a replaced key still points at, while that one still wraps data
+    /// keys, would strand them: refused until they are moved here.
+    pub(super) async fn refuse_while_predecessor_wraps(
+        &self,
+        key: &EncryptionKey,
+    ) -> Result<(), DomainError> {
+        let keys = self.keys.keys(key.organization_id, key.project_id).await?;
+        let Some(store) = self.clusters.get() else {
+            return Ok(());
+        };
+        for old in keys.iter().filter(|k| k.replaced_by == Some(key.id)) {
+            let clusters = store
+                .clusters_using_key(key.organization_id, old.id)
+                .await?;
+            let backups = store.backups_using_key(key.organization_id, old.id).await?;
+            if !clusters.is_empty() || !backups.is_empty() {
+                return Err(key_change(format!(
+                    "Key {} was replaced by this one and still wraps {} cluster(s) and {} backup(s): \
+                     move them here first (Move the remaining data keys, on that key's page).",
+                    old.id,
+                    clusters.len(),
+                    backups.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Re-wrap: moves the key's data keys to its current version (after a rotation in Azure
     /// or the local KMS; AWS KMS keeps every backing key and decrypts with the right one, so
     /// an AWS key has nothing to move). On a key that was replaced, it moves what is left
@@ -213,13 +332,21 @@ impl Keys {
     ) -> Result<Rewrap, DomainError> {
         let key = self.encryption_key(caller, project_id, key_id).await?;
         caller.require_owner("change encryption keys")?;
-        self.provider_for(&key.key_ref)?;
+        let provider = self.provider_for(&key.key_ref)?;
         let to = match key.replaced_by {
-            Some(successor) => {
+            Some(_) => {
                 self.refuse_while_changing(&key).await?;
-                successor
+                self.current_successor(&key).await?
             }
             None => {
+                if !provider.has_versions() {
+                    return Err(key_change(
+                        "AWS KMS keeps every backing key of a rotated key and decrypts with the one \
+                         that encrypted, so an AWS key has nothing to re-wrap. To move to another \
+                         key, replace it."
+                            .into(),
+                    ));
+                }
                 self.may_change(&key).await?;
                 key.id
             }
@@ -273,6 +400,7 @@ impl Keys {
             ));
         };
         let provider = self.provider_for(&key.key_ref)?;
+        self.refuse_while_changing(&key).await?;
         let unpinned = super::KeyRef::Azure {
             vault: vault.clone(),
             key_name: key_name.clone(),
@@ -358,8 +486,15 @@ impl Keys {
             )
             .await;
         };
+        // The proof is asked of the tenant that will be recorded, not of whichever the vault
+        // names by then.
+        let candidate = super::KeyRef::Azure {
+            vault: vault.clone(),
+            key_name: key_name.clone(),
+            tenant: Some(found.clone()),
+        };
         if let Err(err) = provider
-            .decrypt_data_key(&unpinned, &wrapped, &context)
+            .decrypt_data_key(&candidate, &wrapped, &context)
             .await
         {
             return refuse(

@@ -318,6 +318,51 @@ fn rendered(needs: &Needs<'_>, document: usize, sid: &str) -> Option<Value> {
     })
 }
 
+/// A condition operator that grants when the value matches (not `StringNotEquals` & co.).
+fn positive(operator: &str) -> bool {
+    !operator.contains("Not")
+}
+
+/// Whether `(operator, value)` lets the clusters' volumes reach the key through EC2 in the
+/// scope: exact under `StringEquals`; a wildcard only counts under a `...Like` operator (under
+/// `StringEquals`, `*` is a literal character); every region needs a pattern that matches
+/// more than one.
+fn via_service_ok(scope: &PolicyScope, operator: &str, value: &str) -> bool {
+    if !positive(operator) {
+        return false;
+    }
+    let like = operator.contains("Like");
+    let matches = |region: &str| {
+        let expected = format!("ec2.{region}.amazonaws.com");
+        if like {
+            glob(value, &expected)
+        } else {
+            value == expected
+        }
+    };
+    match scope {
+        PolicyScope::Region(r) => {
+            let expected = expected_via_service(scope);
+            if like {
+                glob(value, &expected)
+            } else {
+                value == expected || matches(r.as_str())
+            }
+        }
+        PolicyScope::AllRegions => like && matches("us-east-1") && matches("eu-west-1"),
+    }
+}
+
+/// Whether a condition requires exactly `expected` with an operator that grants on a match.
+fn requires(values: &[(String, String)], expected: &str) -> bool {
+    values
+        .iter()
+        .any(|(op, v)| positive(op) && !op.contains("Like") && v == expected)
+        || values.iter().any(|(op, v)| {
+            positive(op) && op.contains("Like") && glob(v, expected) && !v.contains(['*', '?'])
+        })
+}
+
 fn expected_via_service(scope: &PolicyScope) -> String {
     match scope {
         PolicyScope::Region(r) => format!("ec2.{}.{}", r.as_str(), r.dns_suffix()),
@@ -437,16 +482,22 @@ fn key_policy(needs: &Needs<'_>, statements: &[Stmt], findings: &mut Vec<Finding
         }),
         Some(s) => {
             let via = s.condition("kms:ViaService");
-            if !via.iter().any(|(_, v)| glob(v, &expected) || glob(&expected, v) || v == &expected) {
+            if !via.iter().any(|(op, v)| via_service_ok(needs.scope, op, v)) {
+                let literal = via
+                    .iter()
+                    .any(|(op, v)| !op.contains("Like") && v.contains(['*', '?']));
+                let negated = via.iter().any(|(op, _)| !positive(op));
                 findings.push(Finding {
                     document: doc,
                     severity: Severity::Error,
                     problem: "wrong_region",
                     statement: Some(s.label.clone()),
                     detail: format!(
-                        "\"{}\" allows the key through {} but this key's clusters reach it through {expected}: set kms:ViaService to \"{expected}\".",
+                        "\"{}\" allows the key through {} but this key's clusters reach it through {expected}{}: set kms:ViaService to \"{expected}\"{}.",
                         s.label,
-                        via.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(", "),
+                        via.iter().map(|(op, v)| format!("{v} ({op})")).collect::<Vec<_>>().join(", "),
+                        if literal { "; under StringEquals a `*` is a literal character" } else if negated { "; a Not operator refuses the value instead of requiring it" } else { "" },
+                        if matches!(needs.scope, PolicyScope::AllRegions) { " under StringLike" } else { "" },
                     ),
                     add: rendered(needs, 0, EBS_SID),
                 });
@@ -477,16 +528,16 @@ fn key_policy(needs: &Needs<'_>, statements: &[Stmt], findings: &mut Vec<Finding
                         add: rendered(needs, 0, EBS_SID),
                     });
                 }
-            } else if !callers.iter().any(|(_, v)| v == account) {
+            } else if !requires(&callers, account) {
                 findings.push(Finding {
                     document: doc,
                     severity: Severity::Error,
                     problem: "wrong_account",
                     statement: Some(s.label.clone()),
                     detail: format!(
-                        "\"{}\" requires kms:CallerAccount {}, but the platform's account is {account}.",
+                        "\"{}\" requires kms:CallerAccount {}, but it must require the platform's account {account} (with StringEquals).",
                         s.label,
-                        callers.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(", ")
+                        callers.iter().map(|(op, v)| format!("{v} ({op})")).collect::<Vec<_>>().join(", ")
                     ),
                     add: rendered(needs, 0, EBS_SID),
                 });
@@ -536,16 +587,16 @@ fn trust_policy(needs: &Needs<'_>, statements: &[Stmt], findings: &mut Vec<Findi
             ),
             add: fix(),
         });
-    } else if !ids.iter().any(|(_, v)| v == needs.organization_id) {
+    } else if !requires(&ids, needs.organization_id) {
         findings.push(Finding {
             document: doc,
             severity: Severity::Error,
             problem: "wrong_external_id",
             statement: Some(ours.label.clone()),
             detail: format!(
-                "\"{}\" requires sts:ExternalId {}, but the console presents your organization id {}.",
+                "\"{}\" requires sts:ExternalId {}, but it must require (with StringEquals) your organization id {}, which the console presents.",
                 ours.label,
-                ids.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(", "),
+                ids.iter().map(|(op, v)| format!("{v} ({op})")).collect::<Vec<_>>().join(", "),
                 needs.organization_id
             ),
             add: fix(),
@@ -913,6 +964,37 @@ mod tests {
             Some(&permission.to_string()),
         );
         assert!(d.ok && d.findings.is_empty(), "{:?}", d.findings);
+    }
+
+    #[test]
+    fn condition_operators_count_as_iam_counts_them() {
+        // A wildcard under StringEquals is a literal `*`.
+        let d = key_policy_with(|doc| {
+            sid(doc, EBS_SID)["Condition"]["StringEquals"]["kms:ViaService"] =
+                json!("ec2.*.amazonaws.com");
+        });
+        assert_eq!(problems(&d), ["wrong_region"]);
+        assert!(d.findings[0].detail.contains("literal"), "{:?}", d.findings);
+        // A Not operator refuses instead of requiring.
+        let d = role_with(
+            |t| {
+                let c = t["Statement"][0]["Condition"].as_object_mut().unwrap();
+                let value = c.remove("StringEquals").unwrap();
+                c.insert("StringNotEquals".into(), value);
+            },
+            |_| {},
+        );
+        assert_eq!(problems(&d), ["wrong_external_id"]);
+        // One region's ViaService does not serve a policy meant for every region.
+        let every = PolicyScope::AllRegions;
+        let mut doc = rendered_doc(AccessMode::KeyPolicy, &east(), 0);
+        sid(&mut doc, EBS_SID)["Condition"]["StringEquals"]["kms:CallerAccount"] = json!(PLATFORM);
+        let d = diagnose(
+            &needs(AccessMode::KeyPolicy, &every),
+            &doc.to_string(),
+            None,
+        );
+        assert_eq!(problems(&d), ["wrong_region"]);
     }
 
     #[test]

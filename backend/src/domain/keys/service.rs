@@ -609,6 +609,7 @@ impl Keys {
         let key = self.encryption_key(caller, project_id, key_id).await?;
         caller.require_owner("manage encryption keys")?;
         self.refuse_while_changing(&key).await?;
+        self.refuse_while_predecessor_wraps(&key).await?;
         let users = self.key_users(caller.organization_id, key_id).await?;
         if !users.is_empty() {
             return Err(key_in_use(&users));

@@ -767,18 +767,27 @@ impl ClusterStore for MemoryClusters {
         }) {
             return Err(StoreError::Conflict(Constraint::KeyChange));
         }
-        // What is left of a replacement: the old key must still be replaced by the same key.
-        let expected = match (replacement, rewrap.replaces()) {
-            (None, true) => Some(rewrap.to_key_id),
-            _ => None,
-        };
+        // What is left of a replacement: the old key must still be replaced, and the target
+        // (the slot's current key) must exist and not be replaced.
+        let retry = replacement.is_none() && rewrap.replaces();
+        if retry
+            && !store
+                .keys
+                .iter()
+                .any(|k| k.id == rewrap.to_key_id && k.replaced_by.is_none())
+        {
+            return Err(StoreError::Conflict(Constraint::KeyChange));
+        }
         let Some(old) = store.keys.iter().position(|k| {
             k.id == rewrap.from_key_id
                 && k.organization_id == rewrap.organization_id
-                && k.replaced_by == expected
+                && k.replaced_by.is_some() == retry
         }) else {
             return Err(StoreError::Conflict(Constraint::KeyChange));
         };
+        if retry {
+            store.keys[old].replaced_by = Some(rewrap.to_key_id);
+        }
         if let Some(new) = replacement {
             let mut keys = store.keys.clone();
             keys[old].replaced_by = Some(new.id);
@@ -861,6 +870,9 @@ impl ClusterStore for MemoryClusters {
         let mut store = self.store.state();
         let mut swapped = 0u32;
         for (swap, event) in swaps {
+            if c.gave_up.get(&swap.row.label()) == Some(&rewrap.id) {
+                continue;
+            }
             let moved = c.data_key_mut(&swap.row).is_some_and(|stored| {
                 let still =
                     stored.key_id == Some(rewrap.from_key_id) && stored.wrapped_key == swap.old;
@@ -873,7 +885,6 @@ impl ClusterStore for MemoryClusters {
                 still
             });
             if moved {
-                c.gave_up.remove(&swap.row.label());
                 store.append(&self.store.key, event);
                 swapped += 1;
             }

@@ -167,7 +167,7 @@ pub async fn replace(
         (status = 202, body = KeyChangeBody, description = "The key's data keys are being moved to its current version (after a rotation in Azure Key Vault or the local KMS; an AWS key has nothing to move: KMS decrypts with the backing key that encrypted). On a replaced key: what it still wraps (a replacement that ended failed) is moved to its successor."),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "A change of the key is running (rules/key-change)"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "A change of the key is running, or the key is an AWS key, which has nothing to re-wrap (rules/key-change)"),
     ),
     security(("api_key" = []), ("session" = []))
 )]

@@ -744,8 +744,10 @@ pub async fn v1beta_list(
         .keys()
         .encryption_keys(&caller.0, path.into_inner())
         .await?;
+    // One spec per region: the region's key (a replaced one stays listed on the v1 API).
     let items = keys
         .into_iter()
+        .filter(|k| k.replaced_by.is_none())
         .filter_map(|k| match k.key_ref {
             KeyRef::Aws { arn, .. } => Some(AwsCmekSpec {
                 region: k.region.as_str().to_owned(),

@@ -282,11 +282,15 @@ async fn new_page(
     message: Option<String>,
 ) -> Result<NewPage, PageError> {
     let project = state.console.projects().project(caller, project_id).await?;
-    let keys = state
+    // The keys clusters can take: a replaced key is no region's key any more.
+    let keys: Vec<EncryptionKey> = state
         .console
         .keys()
         .encryption_keys(caller, project_id)
-        .await?;
+        .await?
+        .into_iter()
+        .filter(|k| k.replaced_by.is_none())
+        .collect();
     let form = if project.cmek_enabled {
         with_key_defaults(form, &keys)
     } else {

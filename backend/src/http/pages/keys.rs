@@ -1132,12 +1132,27 @@ pub async fn rewrap(
     path: web::Path<(Uuid, Uuid)>,
 ) -> Result<HttpResponse, PageError> {
     let (project_id, key_id) = path.into_inner();
-    state
+    match state
         .console
         .keys()
         .rewrap_key(&caller.0, project_id, key_id)
-        .await?;
-    Ok(see_other(&format!(
-        "/projects/{project_id}/encryption-keys/{key_id}?changed=rewrap#change"
-    )))
+        .await
+    {
+        Ok(_) => Ok(see_other(&format!(
+            "/projects/{project_id}/encryption-keys/{key_id}?changed=rewrap#change"
+        ))),
+        Err(err) => {
+            let (change_form, status) = change_refused(err, WizardForm::default())?;
+            key_page(
+                &state.console,
+                &caller.0,
+                project_id,
+                key_id,
+                None,
+                change_form,
+                status,
+            )
+            .await
+        }
+    }
 }

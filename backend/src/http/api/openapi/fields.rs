@@ -151,9 +151,17 @@ pub(super) fn refine_request_fields(doc: &mut Value) {
         request["properties"][field] = any;
     }
     schemas["CreateWebhook"]["properties"]["url"]["maxLength"] = json!(2000);
-    // The policy doctor takes at most AWS's size of a key policy.
+    // The policy doctor: an AWS region code or `*`; documents of at most AWS's size of a
+    // key policy (32 KiB, so 8,192 characters of up to four bytes), with something in them.
+    schemas["PolicyCheckBody"]["properties"]["region"]["enum"] = json!(
+        std::iter::once("*")
+            .chain(aws.iter().copied())
+            .collect::<Vec<_>>()
+    );
     for field in ["policy", "permission_policy"] {
-        schemas["PolicyCheckBody"]["properties"][field]["maxLength"] = json!(32768);
+        schemas["PolicyCheckBody"]["properties"][field]["maxLength"] = json!(8192);
+        schemas["PolicyCheckBody"]["properties"][field]["pattern"] =
+            json!(r"[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]");
     }
     // A valid body of each create, shown by the reference page and sent by tools that start
     // from examples.
