@@ -7,6 +7,7 @@ pub mod arn;
 pub mod azure;
 mod change;
 pub mod checks;
+pub mod gcp;
 mod impact;
 mod local;
 mod monitor;

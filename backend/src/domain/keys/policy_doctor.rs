@@ -16,8 +16,9 @@ use serde_json::Value;
 
 use super::policy::{AccessMode, BACKUP_SID, EBS_SID, PolicyScope, aws_policies};
 
-/// AWS's limit for a key policy; larger pastes are refused before parsing.
-pub const MAX_POLICY_BYTES: usize = 32 * 1024;
+/// The longest document the doctor reads, in characters (AWS allows 32 KB for a key policy;
+/// two documents of this length fit the console's 64 KiB request body).
+pub const MAX_POLICY_CHARS: usize = 16_384;
 
 /// What a customer pastes: the region (or `*`), the access mode, and the documents.
 #[derive(Clone, Debug, Default)]

@@ -109,6 +109,51 @@ pub const AZURE_REGIONS: &[(&str, &str)] = &[
     ("chinaeast3", "China East 3"),
 ];
 
+/// Google Cloud regions where Cloud KMS keeps keys (a key's location must be its clusters'
+/// region, so the multi-regions `global`, `us`, `europe`, `asia` are not offered).
+pub const GCP_REGIONS: &[(&str, &str)] = &[
+    ("us-central1", "Iowa"),
+    ("us-east1", "South Carolina"),
+    ("us-east4", "Northern Virginia"),
+    ("us-east5", "Columbus"),
+    ("us-south1", "Dallas"),
+    ("us-west1", "Oregon"),
+    ("us-west2", "Los Angeles"),
+    ("us-west3", "Salt Lake City"),
+    ("us-west4", "Las Vegas"),
+    ("northamerica-northeast1", "Montréal"),
+    ("northamerica-northeast2", "Toronto"),
+    ("southamerica-east1", "São Paulo"),
+    ("southamerica-west1", "Santiago"),
+    ("europe-west1", "Belgium"),
+    ("europe-west2", "London"),
+    ("europe-west3", "Frankfurt"),
+    ("europe-west4", "Netherlands"),
+    ("europe-west6", "Zurich"),
+    ("europe-west8", "Milan"),
+    ("europe-west9", "Paris"),
+    ("europe-west10", "Berlin"),
+    ("europe-west12", "Turin"),
+    ("europe-north1", "Finland"),
+    ("europe-central2", "Warsaw"),
+    ("europe-southwest1", "Madrid"),
+    ("asia-east1", "Taiwan"),
+    ("asia-east2", "Hong Kong"),
+    ("asia-northeast1", "Tokyo"),
+    ("asia-northeast2", "Osaka"),
+    ("asia-northeast3", "Seoul"),
+    ("asia-south1", "Mumbai"),
+    ("asia-south2", "Delhi"),
+    ("asia-southeast1", "Singapore"),
+    ("asia-southeast2", "Jakarta"),
+    ("australia-southeast1", "Sydney"),
+    ("australia-southeast2", "Melbourne"),
+    ("me-west1", "Tel Aviv"),
+    ("me-central1", "Doha"),
+    ("me-central2", "Dammam"),
+    ("africa-south1", "Johannesburg"),
+];
+
 /// The ARN partition of an AWS region code.
 pub fn aws_partition(code: &str) -> &'static str {
     if code.starts_with("us-gov-") {
@@ -149,6 +194,21 @@ impl Region {
                 format!(
                     "\"{}\" is not an Azure region name (for example eastus2)",
                     raw.trim()
+                ),
+            ))
+        }
+    }
+
+    /// A Google Cloud region (`us-east1`), as Cloud KMS names a key's location.
+    pub fn parse_gcp(field: &str, raw: &str) -> Result<Self, crate::domain::FieldError> {
+        let code = raw.trim();
+        if GCP_REGIONS.iter().any(|(c, _)| *c == code) {
+            Ok(Self(code.to_owned()))
+        } else {
+            Err(crate::domain::FieldError::new(
+                field,
+                format!(
+                    "\"{code}\" is not a Google Cloud region (for example us-east1 or europe-west1; a key's location must be its clusters' region, so multi-regions such as global are not accepted)"
                 ),
             ))
         }

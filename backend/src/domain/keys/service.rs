@@ -198,12 +198,18 @@ impl Keys {
             "*" => Ok(PolicyScope::AllRegions),
             code => Region::parse("region", code).map(PolicyScope::Region),
         };
-        let mode = AccessMode::parse("mode", input.mode.as_deref());
-        let sized = |field: &str, text: Option<&str>, required: bool| match text {
-            Some(t) if t.len() > super::policy_doctor::MAX_POLICY_BYTES => Err(FieldError::new(
-                field,
-                "must be at most 32768 bytes (AWS's limit for a key policy)",
+        let mode = match input.mode.as_deref() {
+            // Given, it must be one of the two (absent means key_policy).
+            Some("") => Err(FieldError::new(
+                "mode",
+                "must be \"key_policy\" or \"role\"",
             )),
+            other => AccessMode::parse("mode", other),
+        };
+        let sized = |field: &str, text: Option<&str>, required: bool| match text {
+            Some(t) if t.chars().count() > super::policy_doctor::MAX_POLICY_CHARS => {
+                Err(FieldError::new(field, "must be at most 16384 characters"))
+            }
             Some(t) if !t.trim().is_empty() => Ok(()),
             _ if required => Err(FieldError::new(field, "paste the policy to check")),
             _ => Ok(()),

@@ -151,18 +151,20 @@ pub(super) fn refine_request_fields(doc: &mut Value) {
         request["properties"][field] = any;
     }
     schemas["CreateWebhook"]["properties"]["url"]["maxLength"] = json!(2000);
-    // The policy doctor: an AWS region code or `*`; documents of at most AWS's size of a
-    // key policy (32 KiB, so 8,192 characters of up to four bytes), with something in them.
+    // The policy doctor: an AWS region code or `*`; documents of at most 16,384 characters
+    // (two fit the 64 KiB body), the policy with something in it (a blank permission policy
+    // is the same as none).
     schemas["PolicyCheckBody"]["properties"]["region"]["enum"] = json!(
         std::iter::once("*")
             .chain(aws.iter().copied())
             .collect::<Vec<_>>()
     );
     for field in ["policy", "permission_policy"] {
-        schemas["PolicyCheckBody"]["properties"][field]["maxLength"] = json!(8192);
-        schemas["PolicyCheckBody"]["properties"][field]["pattern"] =
-            json!(r"[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]");
+        schemas["PolicyCheckBody"]["properties"][field]["maxLength"] =
+            json!(crate::domain::keys::policy_doctor::MAX_POLICY_CHARS);
     }
+    schemas["PolicyCheckBody"]["properties"]["policy"]["pattern"] =
+        json!(r"[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]");
     // A valid body of each create, shown by the reference page and sent by tools that start
     // from examples.
     let arn = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";

@@ -1,0 +1,513 @@
+//! Google Cloud KMS: a key's resource name as Cloud KMS's naming rules allow each part, the
+//! suffix the console requires at the end of a key's name, and what the wizard shows (the
+//! platform's service account, the `gcloud` commands, and a Terraform configuration in
+//! Terraform's JSON syntax).
+//!
+//! Another organization must never register a customer's key, although the platform's one
+//! service account reaches every key granted to it (the confused deputy). As for Azure, the
+//! key's name must end with a suffix the console derives from the project and region: a
+//! customer who follows the wizard names the key for their own project, and a key named for
+//! one project is refused in any other.
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::region::Region;
+use crate::domain::FieldError;
+
+/// The Terraform configuration's file name, for downloads.
+pub const TERRAFORM_FILE: &str = "cmek-gcp.tf.json";
+
+/// What the platform's service account must hold on the key: use it to encrypt and decrypt,
+/// and read it and its versions (the checks and the monitor read the versions' states).
+pub const ROLES: [&str; 2] = [
+    "roles/cloudkms.cryptoKeyEncrypterDecrypter",
+    "roles/cloudkms.viewer",
+];
+
+/// The rotation the wizard suggests: 90 days, in Cloud KMS's duration form.
+pub const ROTATION_PERIOD: &str = "7776000s";
+
+/// A key's full resource name: `projects/P/locations/L/keyRings/R/cryptoKeys/K`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GcpKeyName {
+    project: String,
+    location: Region,
+    key_ring: String,
+    key: String,
+}
+
+/// A Google Cloud project id: 6-30 lowercase letters, digits and hyphens, starting with a
+/// letter, not ending with a hyphen.
+fn check_project(field: &str, raw: &str) -> Result<(), FieldError> {
+    let problem = if raw.is_empty() {
+        Some("names no Google Cloud project: projects/<project id>/... is required".to_owned())
+    } else if !(6..=30).contains(&raw.len()) {
+        Some(format!(
+            "has a project id of {} characters (\"{raw}\"); a Google Cloud project id has 6 to 30",
+            raw.chars().count()
+        ))
+    } else if let Some(c) = raw
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        Some(format!(
+            "has a project id with {c:?}; a Google Cloud project id holds only lowercase letters, digits and hyphens"
+        ))
+    } else if !raw.starts_with(|c: char| c.is_ascii_lowercase()) {
+        Some(format!(
+            "has a project id that does not start with a letter (\"{raw}\")"
+        ))
+    } else if raw.ends_with('-') {
+        Some(format!(
+            "has a project id that ends with a hyphen (\"{raw}\")"
+        ))
+    } else {
+        None
+    };
+    problem.map_or(Ok(()), |p| Err(FieldError::new(field, p)))
+}
+
+/// A key ring or key id: 1-63 letters, digits, underscores and hyphens.
+fn check_id(field: &str, what: &str, raw: &str) -> Result<(), FieldError> {
+    let problem = if raw.is_empty() {
+        Some(format!("names no {what}"))
+    } else if raw.len() > 63 {
+        Some(format!(
+            "has a {what} name of {} characters; Cloud KMS allows at most 63",
+            raw.chars().count()
+        ))
+    } else {
+        raw.chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+            .map(|c| {
+                format!(
+                    "has a {what} name with {c:?}; Cloud KMS allows only letters, digits, underscores and hyphens"
+                )
+            })
+    };
+    problem.map_or(Ok(()), |p| Err(FieldError::new(field, p)))
+}
+
+impl GcpKeyName {
+    /// Parses `projects/P/locations/L/keyRings/R/cryptoKeys/K`; each part is checked against
+    /// its own rules and a problem says which part is wrong. A key version's name
+    /// (`.../cryptoKeyVersions/N`) is refused: a key is registered, not one of its versions.
+    pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
+        let name = raw.trim();
+        let parts: Vec<&str> = name.split('/').collect();
+        let shape = || {
+            FieldError::new(
+                field,
+                "must be the key's full resource name, projects/<project>/locations/<location>/keyRings/<key ring>/cryptoKeys/<key>",
+            )
+        };
+        if parts.len() == 10 && parts[8] == "cryptoKeyVersions" {
+            return Err(FieldError::new(
+                field,
+                "names a key version; give the key's name (without /cryptoKeyVersions/...)",
+            ));
+        }
+        let [
+            projects,
+            project,
+            locations,
+            location,
+            key_rings,
+            key_ring,
+            crypto_keys,
+            key,
+        ] = parts[..]
+        else {
+            return Err(shape());
+        };
+        if (projects, locations, key_rings, crypto_keys)
+            != ("projects", "locations", "keyRings", "cryptoKeys")
+        {
+            return Err(shape());
+        }
+        check_project(field, project)?;
+        let location = Region::parse_gcp(field, location).map_err(|e| {
+            FieldError::new(
+                field,
+                format!("has a location that is not usable: {}", e.reason),
+            )
+        })?;
+        check_id(field, "key ring", key_ring)?;
+        check_id(field, "key", key)?;
+        Ok(Self {
+            project: project.to_owned(),
+            location,
+            key_ring: key_ring.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+
+    /// Builds the name from the wizard's separate fields, each checked by its own rules.
+    pub fn from_parts(
+        project: &str,
+        location: &Region,
+        key_ring: &str,
+        key: &str,
+    ) -> Result<Self, Vec<FieldError>> {
+        let errors: Vec<FieldError> = [
+            check_project("project_id", project.trim()),
+            check_id("key_ring", "key ring", key_ring.trim()),
+            check_id("key", "key", key.trim()),
+        ]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            project: project.trim().to_owned(),
+            location: location.clone(),
+            key_ring: key_ring.trim().to_owned(),
+            key: key.trim().to_owned(),
+        })
+    }
+
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+
+    pub fn location(&self) -> &Region {
+        &self.location
+    }
+
+    pub fn key_ring(&self) -> &str {
+        &self.key_ring
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The key ring's resource name.
+    pub fn key_ring_name(&self) -> String {
+        format!(
+            "projects/{}/locations/{}/keyRings/{}",
+            self.project,
+            self.location.as_str(),
+            self.key_ring
+        )
+    }
+
+    pub fn as_string(&self) -> String {
+        format!("{}/cryptoKeys/{}", self.key_ring_name(), self.key)
+    }
+}
+
+/// Length of the generated suffix, with its hyphen.
+const SUFFIX_LEN: usize = 9;
+
+/// The suffix the console gives key names of this project and region (`-` and 8 hex
+/// digits), derived with a label of its own so it differs from the Azure suffix.
+pub fn suffix(project_id: Uuid, region: &Region) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"cmek-console gcp key suffix\0")
+        .chain_update(project_id.as_bytes())
+        .chain_update(region.as_str().as_bytes())
+        .finalize();
+    format!("-{}", hex::encode(&digest[..4]))
+}
+
+/// The key's name for a prefix: the prefix, a hyphen and this project's suffix.
+pub fn key_id_for(
+    field: &str,
+    prefix: &str,
+    project_id: Uuid,
+    region: &Region,
+) -> Result<String, FieldError> {
+    let prefix = prefix.trim().trim_end_matches('-');
+    if prefix.is_empty() {
+        return Err(FieldError::new(
+            field,
+            "is required: a key name prefix such as cmek",
+        ));
+    }
+    check_id(field, "key", prefix)?;
+    if prefix.len() + SUFFIX_LEN > 63 {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "must be at most {} characters, to leave room for the suffix",
+                63 - SUFFIX_LEN
+            ),
+        ));
+    }
+    Ok(format!("{prefix}{}", suffix(project_id, region)))
+}
+
+/// A key registered in a project must carry that project's suffix: the platform's service
+/// account may be granted keys of many customers, and the suffix ties each key to the one
+/// project that asked for it, so no other organization can register it. The key's location
+/// must be the region it is registered for.
+pub fn require_suffix(
+    field: &str,
+    key: &GcpKeyName,
+    project_id: Uuid,
+    region: &Region,
+) -> Result<(), FieldError> {
+    if key.location() != region {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "names a key in {}, but this key is for {region}: a key's location must be its clusters' region",
+                key.location()
+            ),
+        ));
+    }
+    let suffix = suffix(project_id, region);
+    if key.key().len() > suffix.len() && key.key().ends_with(&suffix) {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!(
+                "names a key whose name does not end with this project's suffix {suffix} for {region} (name it as the wizard shows, e.g. cmek{suffix})"
+            ),
+        ))
+    }
+}
+
+/// What the Google Cloud wizard shows: the service account to grant, the commands, and the
+/// Terraform configuration, filled in.
+#[derive(Clone, Debug)]
+pub struct GcpSetup {
+    pub region: String,
+    pub service_account: String,
+    /// Present when the key's parts were given.
+    pub key_name: Option<String>,
+    pub commands: Vec<String>,
+    pub terraform: Value,
+}
+
+/// The wizard's commands and Terraform for a key; `key` names what the customer chose (or
+/// placeholders when they have not chosen yet).
+pub fn setup(region: &Region, service_account: &str, key: Option<&GcpKeyName>) -> GcpSetup {
+    let (project, ring, name) = match key {
+        Some(k) => (
+            k.project().to_owned(),
+            k.key_ring().to_owned(),
+            k.key().to_owned(),
+        ),
+        None => (
+            "PROJECT_ID".to_owned(),
+            "KEY_RING".to_owned(),
+            "KEY_NAME".to_owned(),
+        ),
+    };
+    let location = region.as_str();
+    let scope = format!("--keyring={ring} --location={location} --project={project}");
+    let mut commands = vec![
+        format!("gcloud kms keyrings create {ring} --location={location} --project={project}"),
+        format!(
+            "gcloud kms keys create {name} {scope} --purpose=encryption --rotation-period=90d --next-rotation-time=$(date -u -d '+90 days' +%Y-%m-%dT%H:%M:%SZ)"
+        ),
+    ];
+    for role in ROLES {
+        commands.push(format!(
+            "gcloud kms keys add-iam-policy-binding {name} {scope} --member=serviceAccount:{service_account} --role={role}"
+        ));
+    }
+    GcpSetup {
+        region: location.to_owned(),
+        service_account: service_account.to_owned(),
+        key_name: key.map(GcpKeyName::as_string),
+        commands,
+        terraform: terraform(region, service_account, &project, &ring, &name),
+    }
+}
+
+/// A Terraform configuration in Terraform's JSON syntax (`cmek-gcp.tf.json`): the key ring,
+/// the key (encrypt/decrypt, rotated every 90 days, protected from `terraform destroy`), and
+/// the platform's two IAM members on the key.
+pub fn terraform(
+    region: &Region,
+    service_account: &str,
+    project: &str,
+    key_ring: &str,
+    key: &str,
+) -> Value {
+    let member = format!("serviceAccount:{service_account}");
+    json!({
+        "terraform": {
+            "required_providers": { "google": { "source": "hashicorp/google" } }
+        },
+        "provider": { "google": { "project": project } },
+        "resource": {
+            "google_kms_key_ring": {
+                "cmek": { "name": key_ring, "location": region.as_str(), "project": project }
+            },
+            "google_kms_crypto_key": {
+                "cmek": {
+                    "name": key,
+                    "key_ring": "${google_kms_key_ring.cmek.id}",
+                    "purpose": "ENCRYPT_DECRYPT",
+                    "rotation_period": ROTATION_PERIOD,
+                    "lifecycle": { "prevent_destroy": true }
+                }
+            },
+            "google_kms_crypto_key_iam_member": {
+                "platform_encrypter_decrypter": {
+                    "crypto_key_id": "${google_kms_crypto_key.cmek.id}",
+                    "role": ROLES[0],
+                    "member": member
+                },
+                "platform_viewer": {
+                    "crypto_key_id": "${google_kms_crypto_key.cmek.id}",
+                    "role": ROLES[1],
+                    "member": member
+                }
+            }
+        },
+        "output": {
+            "key_name": { "value": "${google_kms_crypto_key.cmek.id}" }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn east() -> Region {
+        Region::parse_gcp("region", "us-east1").unwrap()
+    }
+
+    #[test]
+    fn a_full_name_parses_and_each_wrong_part_is_named() {
+        let key = GcpKeyName::parse(
+            "key_name",
+            " projects/acme-prod/locations/us-east1/keyRings/cmek/cryptoKeys/orders-1a2b3c4d ",
+        )
+        .unwrap();
+        assert_eq!(key.project(), "acme-prod");
+        assert_eq!(key.location().as_str(), "us-east1");
+        assert_eq!(
+            key.as_string(),
+            "projects/acme-prod/locations/us-east1/keyRings/cmek/cryptoKeys/orders-1a2b3c4d"
+        );
+        for (raw, says) in [
+            (
+                "projects/acme/locations/us-east1/keyRings/r/cryptoKeys/k",
+                "6 to 30",
+            ),
+            (
+                "projects/Acme-prod/locations/us-east1/keyRings/r/cryptoKeys/k",
+                "lowercase",
+            ),
+            (
+                "projects/1acme-prod/locations/us-east1/keyRings/r/cryptoKeys/k",
+                "start with a letter",
+            ),
+            (
+                "projects/acme-prod-/locations/us-east1/keyRings/r/cryptoKeys/k",
+                "ends with a hyphen",
+            ),
+            (
+                "projects/acme-prod/locations/global/keyRings/r/cryptoKeys/k",
+                "location",
+            ),
+            (
+                "projects/acme-prod/locations/us-east1/keyRings/r.s/cryptoKeys/k",
+                "key ring",
+            ),
+            (
+                "projects/acme-prod/locations/us-east1/keyRings/r/cryptoKeys/",
+                "names no key",
+            ),
+            (
+                "projects/acme-prod/locations/us-east1/keyRings/r/cryptoKeys/k/cryptoKeyVersions/1",
+                "key version",
+            ),
+            ("acme-prod/us-east1/r/k", "full resource name"),
+        ] {
+            let err = GcpKeyName::parse("key_name", raw).unwrap_err();
+            assert_eq!(err.field, "key_name");
+            assert!(err.reason.contains(says), "{raw}: {}", err.reason);
+        }
+        let long = format!(
+            "projects/acme-prod/locations/us-east1/keyRings/r/cryptoKeys/{}",
+            "k".repeat(64)
+        );
+        assert!(
+            GcpKeyName::parse("key_name", &long)
+                .unwrap_err()
+                .reason
+                .contains("63")
+        );
+    }
+
+    #[test]
+    fn the_suffix_ties_a_key_to_one_project_and_region() {
+        let (mine, theirs) = (Uuid::now_v7(), Uuid::now_v7());
+        let name = key_id_for("key", "orders", mine, &east()).unwrap();
+        assert!(
+            name.starts_with("orders-") && name.len() == "orders".len() + 9,
+            "{name}"
+        );
+        let key = GcpKeyName::from_parts("acme-prod", &east(), "cmek", &name).unwrap();
+        assert!(require_suffix("key_name", &key, mine, &east()).is_ok());
+        // Another organization's project cannot register it.
+        assert!(require_suffix("key_name", &key, theirs, &east()).is_err());
+        // Nor is a key of another location accepted for this region.
+        let west = Region::parse_gcp("region", "us-west1").unwrap();
+        let err = require_suffix("key_name", &key, mine, &west).unwrap_err();
+        assert!(err.reason.contains("location"), "{}", err.reason);
+        // The suffix differs from Azure's for the same project and region.
+        let azure = super::super::azure::full_key_name("key_name", "x", mine, &east()).unwrap();
+        assert_ne!(format!("x{}", suffix(mine, &east())), azure.as_str());
+    }
+
+    #[test]
+    fn the_terraform_names_the_key_ring_the_key_and_both_roles() {
+        let key = GcpKeyName::from_parts("acme-prod", &east(), "cmek", "orders-1a2b3c4d").unwrap();
+        let s = setup(&east(), "cmek@platform.iam.gserviceaccount.com", Some(&key));
+        let tf = &s.terraform["resource"];
+        assert_eq!(tf["google_kms_key_ring"]["cmek"]["location"], "us-east1");
+        assert_eq!(
+            tf["google_kms_crypto_key"]["cmek"]["purpose"],
+            "ENCRYPT_DECRYPT"
+        );
+        assert_eq!(
+            tf["google_kms_crypto_key"]["cmek"]["rotation_period"],
+            ROTATION_PERIOD
+        );
+        let members = tf["google_kms_crypto_key_iam_member"].as_object().unwrap();
+        let roles: Vec<&str> = members
+            .values()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles.len(), 2);
+        assert!(ROLES.iter().all(|r| roles.contains(r)));
+        assert!(
+            members
+                .values()
+                .all(|m| m["member"] == "serviceAccount:cmek@platform.iam.gserviceaccount.com")
+        );
+        assert!(s.commands[0].starts_with(
+            "gcloud kms keyrings create cmek --location=us-east1 --project=acme-prod"
+        ));
+        assert!(
+            s.commands
+                .iter()
+                .any(|c| c.contains("--purpose=encryption") && c.contains("--rotation-period=90d"))
+        );
+        assert_eq!(
+            s.commands
+                .iter()
+                .filter(|c| c.contains("add-iam-policy-binding"))
+                .count(),
+            2
+        );
+        assert_eq!(
+            s.key_name.as_deref(),
+            Some("projects/acme-prod/locations/us-east1/keyRings/cmek/cryptoKeys/orders-1a2b3c4d")
+        );
+    }
+}
