@@ -39,35 +39,42 @@ document.addEventListener("submit", (event) => {
   }
 });
 
-// Test Encryption Key: send the form to the streaming endpoint and show each check as the
-// server completes it. Without JavaScript the form posts and the page shows the result.
-const keyForm = document.getElementById("key-form");
-if (keyForm && window.fetch && window.ReadableStream) {
+// Test Encryption Key (the wizard) and Replace key (a key's page): send the form to its
+// streaming endpoint and show each check as the server completes it. Without JavaScript the
+// form posts and the page shows the result.
+if (window.fetch && window.ReadableStream) {
+  const wizard = document.getElementById("key-form");
+  if (wizard) streamChecks(wizard, document.getElementById("checklist"), "Creating the key…");
+  for (const form of document.querySelectorAll("form.replace-form[data-stream]")) {
+    streamChecks(form, form.querySelector(".replace-checklist"), "Starting the change…");
+  }
+}
+
+function streamChecks(form, box, onward) {
   let submitter = null;
-  keyForm.addEventListener("click", (event) => {
+  form.addEventListener("click", (event) => {
     const button = event.target.closest("button[type=submit]");
     if (button) submitter = button;
   });
-  keyForm.addEventListener("submit", async (event) => {
+  form.addEventListener("submit", async (event) => {
     event.preventDefault();
-    const box = document.getElementById("checklist");
-    const buttons = keyForm.querySelectorAll("button[type=submit]");
-    const data = new URLSearchParams(new FormData(keyForm));
+    const buttons = form.querySelectorAll("button[type=submit]");
+    const data = new URLSearchParams(new FormData(form));
     if (submitter && submitter.name) data.set(submitter.name, submitter.value);
-    for (const old of keyForm.querySelectorAll(".field-error[data-field]")) old.remove();
-    for (const field of keyForm.querySelectorAll(".field.invalid")) field.classList.remove("invalid");
+    for (const old of form.querySelectorAll(".field-error[data-field]")) old.remove();
+    for (const field of form.querySelectorAll(".field.invalid")) field.classList.remove("invalid");
     box.replaceChildren(status("Testing the key…"), element("ul", "checklist"));
     const list = box.querySelector("ul");
     const pending = element("li", "check running");
     pending.append(element("span", "check-mark"), element("div", "", "Running the next check…"));
     list.append(pending);
     try {
-      const response = await fetch(keyForm.dataset.stream, {
+      const response = await fetch(form.dataset.stream, {
         method: "POST",
         body: data,
         headers: { "content-type": "application/x-www-form-urlencoded", accept: "application/x-ndjson" },
       });
-      await eachLine(response, (event) => handle(event, list, pending, box));
+      await eachLine(response, (event) => handle(event, { form, list, pending, box, onward }));
     } catch (error) {
       pending.remove();
       box.prepend(status(`The test could not run: ${error.message}. Try again, or submit without JavaScript.`, "bad"));
@@ -77,7 +84,7 @@ if (keyForm && window.fetch && window.ReadableStream) {
   });
 }
 
-function handle(event, list, pending, box) {
+function handle(event, { form, list, pending, box, onward }) {
   if (event.type === "waiting") {
     // A fresh grant not propagated yet: the checks run again; show this attempt's wait.
     for (const item of list.querySelectorAll("li:not(.running)")) item.remove();
@@ -97,7 +104,7 @@ function handle(event, list, pending, box) {
   pending.remove();
   box.querySelector(".checklist-summary")?.remove();
   if (event.type === "done" && event.created) {
-    box.prepend(status("Every required check passed. Creating the key…", "ok"));
+    box.prepend(status(`Every required check passed. ${onward}`, "ok"));
     window.location.assign(event.location);
   } else if (event.type === "done") {
     const waited = event.waited_seconds ? ` (after waiting ${event.waited_seconds} s for the grant to propagate)` : "";
@@ -105,7 +112,7 @@ function handle(event, list, pending, box) {
   } else {
     box.prepend(status(event.problem || "The request was refused.", "bad"));
     for (const error of event.errors || []) {
-      const input = document.querySelector(`#key-form [name="${error.field}"]`);
+      const input = form.querySelector(`[name="${error.field}"]`);
       const field = input?.closest(".field");
       if (field) {
         field.classList.add("invalid");

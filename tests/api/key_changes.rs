@@ -887,6 +887,15 @@ async fn with_propagation_off_a_refused_key_fails_at_once() {
     let (events, took) = test_while_the_grant_propagates("0", None).await;
 
     assert!(events.iter().all(|e| e["type"] != "waiting"), "{events:?}");
+    // The check the KMS refused for access offers Check my key policy, for this region.
+    assert!(
+        events.iter().any(|e| e["type"] == "check"
+            && e["html"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("aws-policy-check?region=us-east-1")),
+        "{events:?}"
+    );
     let done = events.last().unwrap();
     assert_eq!(done["passed"], false, "{done}");
     assert_eq!(done["waited_seconds"], 0);

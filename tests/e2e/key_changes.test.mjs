@@ -42,6 +42,16 @@ test("the key page shows its impact before Delete and replaces the key with Java
     assert.match(await impact.textContent(), /not safe/);
     assert.match(await impact.textContent(), /ledger/);
 
+    // A disabled key: its checks stream in on the page, the refusal says nothing changed.
+    const off = await api(page, app, "POST", "/api/v1/local-kms/keys", { name: "switched off" });
+    await api(page, app, "POST", `/api/v1/local-kms/keys/${off.id}/disable`, {});
+    await page.reload();
+    await page.getByLabel("New local key").selectOption(off.id);
+    await page.getByRole("button", { name: "Test Encryption Key and Replace" }).click();
+    await page.locator(".replace-checklist").getByText("The new key did not pass every required check").waitFor();
+    assert.ok(await page.locator(".replace-checklist li.check").count() > 0, "the checks were shown as they ran");
+    assert.match(page.url(), /encryption-keys\/[0-9a-f-]{36}$/);
+
     await page.getByLabel("New local key").selectOption(second);
     const progress = page.locator(".replace-form [role=status]");
     await Promise.all([

@@ -95,6 +95,13 @@ const PROPAGATION_CODES: [&str; 4] = [
     "ForbiddenByRbac",
 ];
 
+impl Check {
+    /// A required check the KMS refused for access (what a key policy or a grant decides).
+    pub fn access_refused(&self) -> bool {
+        self.outcome == CheckOutcome::Fail && self.shows == Some(KeyStatus::AccessDenied)
+    }
+}
+
 impl Checklist {
     /// Whether the checks failed only on access, as a grant that has not propagated yet
     /// fails: worth waiting for. A key that is missing, disabled, of the wrong kind or in

@@ -34,6 +34,25 @@ use crate::http::pages::render::{Chrome, FormErrors, Refusal, html_status, see_o
 use crate::http::pages::timeline;
 use crate::http::shared::query::query_string;
 
+/// Check my key policy, for an AWS key of this project, region and access mode: what a
+/// check refused for access offers (None for other KMSs).
+fn doctor_url(
+    project_id: Uuid,
+    provider: &str,
+    region: &str,
+    mode: Option<&str>,
+) -> Option<String> {
+    (provider == "aws_kms").then(|| {
+        format!(
+            "/projects/{project_id}/encryption-keys/aws-policy-check?{}",
+            query_string(&[
+                ("region", &Some(region.to_owned())),
+                ("mode", &mode.map(str::to_owned)),
+            ])
+        )
+    })
+}
+
 /// Everything the wizard's forms carry, step to step.
 #[derive(Deserialize, Default, Clone)]
 pub struct WizardForm {
@@ -157,6 +176,8 @@ struct WizardPage {
     problem: Option<String>,
     /// The query string that reproduces steps 1-2 (for downloads and the stream).
     step_query: String,
+    /// Check my key policy, offered beside a check the KMS refused for access (AWS).
+    doctor: Option<String>,
 }
 
 impl WizardPage {
@@ -289,6 +310,12 @@ async fn render(
         chrome,
         project: project.into(),
         step_query: step_query(&form),
+        doctor: doctor_url(
+            project_id,
+            WizardForm::text(&form.provider),
+            WizardForm::text(&form.region),
+            form.mode.as_deref(),
+        ),
         form,
         regions: AWS_REGIONS,
         azure_regions: AZURE_REGIONS,
@@ -375,6 +402,7 @@ pub async fn submit(
 }
 
 const NOT_CREATED: &str = "The key did not pass every required check, so it was not created.";
+const NOT_REPLACED: &str = "The new key did not pass every required check, so nothing changed.";
 
 /// What a refused test or create shows on the form (see `Refusal`).
 fn refusal(err: DomainError) -> Result<(Outcome, StatusCode), PageError> {
@@ -408,6 +436,7 @@ fn refusal(err: DomainError) -> Result<(Outcome, StatusCode), PageError> {
 #[template(path = "keys/_check.html")]
 struct CheckItem<'a> {
     c: &'a Check,
+    doctor: &'a Option<String>,
 }
 
 /// What the wizard's stream hears from the checks.
@@ -452,6 +481,12 @@ pub async fn stream(
     let console = state.console.clone();
     let caller = caller.0;
     console.keys().may_request_keys(&caller, project_id).await?;
+    let doctor = doctor_url(
+        project_id,
+        WizardForm::text(&form.provider),
+        WizardForm::text(&form.region),
+        form.mode.as_deref(),
+    );
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Heard>();
     let tx = ToStream(tx);
     let task = actix_web::rt::spawn(async move {
@@ -477,35 +512,91 @@ pub async fn stream(
             Ok((false, passed, waited)) => {
                 json!({ "type": "done", "created": false, "passed": passed, "waited_seconds": waited })
             }
-            Err(err) => refusal_event(err),
+            Err(err) => refusal_event(err, NOT_CREATED),
         }
     });
     Ok(ndjson_stream(
         rx,
         task,
         "The test stopped unexpectedly.",
-        |heard: Heard| match heard {
-            Heard::Check(check) => {
-                let html = CheckItem { c: &check }.render().unwrap_or_else(|err| {
+        move |heard: Heard| heard_line(heard, &doctor),
+    ))
+}
+
+/// One line of a checks stream: a check, rendered with the page's own partial, or a wait for
+/// a grant to propagate.
+fn heard_line(heard: Heard, doctor: &Option<String>) -> serde_json::Value {
+    match heard {
+        Heard::Check(check) => {
+            let html = CheckItem { c: &check, doctor }
+                .render()
+                .unwrap_or_else(|err| {
                     tracing::error!(error = %err, "a check could not be rendered");
                     String::new()
                 });
-                json!({ "type": "check", "id": check.id, "html": html })
-            }
-            Heard::Waiting {
-                attempt,
-                waited,
-                code,
-            } => json!({
-                "type": "waiting",
-                "attempt": attempt,
-                "waited_seconds": waited.as_secs(),
-                "message": format!(
-                    "Waiting for the grant to propagate: attempt {attempt} was refused ({code}), {} s so far. Trying again…",
-                    waited.as_secs()
-                ),
+            json!({ "type": "check", "id": check.id, "html": html })
+        }
+        Heard::Waiting {
+            attempt,
+            waited,
+            code,
+        } => json!({
+            "type": "waiting",
+            "attempt": attempt,
+            "waited_seconds": waited.as_secs(),
+            "message": format!(
+                "Waiting for the grant to propagate: attempt {attempt} was refused ({code}), {} s so far. Trying again…",
+                waited.as_secs()
+            ),
+        }),
+    }
+}
+
+/// Replace key with JavaScript: the same stream as the wizard's, the new key's checks one by
+/// one, then `done` (where the change shows) or `refused`.
+pub async fn replace_stream(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<(Uuid, Uuid)>,
+    form: web::Form<WizardForm>,
+) -> Result<HttpResponse, PageError> {
+    let (project_id, key_id) = path.into_inner();
+    let form = form.into_inner();
+    let console = state.console.clone();
+    let caller = caller.0;
+    console.keys().may_request_keys(&caller, project_id).await?;
+    console
+        .keys()
+        .encryption_key(&caller, project_id, key_id)
+        .await?;
+    let doctor = doctor_url(
+        project_id,
+        WizardForm::text(&form.provider),
+        WizardForm::text(&form.region),
+        form.mode.as_deref(),
+    );
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Heard>();
+    let tx = ToStream(tx);
+    let task = actix_web::rt::spawn(async move {
+        let result = console
+            .keys()
+            .replace_key(&caller, project_id, key_id, &form.input(), Some(&tx))
+            .await;
+        drop(tx);
+        match result {
+            Ok(_) => json!({
+                "type": "done",
+                "created": true,
+                "location": format!("/projects/{project_id}/encryption-keys/{key_id}?changed=replace#change"),
             }),
-        },
+            Err(err) => refusal_event(err, NOT_REPLACED),
+        }
+    });
+    Ok(ndjson_stream(
+        rx,
+        task,
+        "The test stopped unexpectedly.",
+        move |heard: Heard| heard_line(heard, &doctor),
     ))
 }
 
@@ -550,9 +641,9 @@ fn ndjson(value: &serde_json::Value) -> Bytes {
 }
 
 /// The stream's last line for a refusal: the same sorting as the form (see `Refusal`).
-fn refusal_event(err: DomainError) -> serde_json::Value {
+fn refusal_event(err: DomainError, not_passed: &str) -> serde_json::Value {
     match Refusal::of(err) {
-        Ok(Refusal::Checks(_)) => json!({ "type": "refused", "problem": NOT_CREATED }),
+        Ok(Refusal::Checks(_)) => json!({ "type": "refused", "problem": not_passed }),
         Ok(Refusal::Fields { errors, .. }) => json!({ "type": "refused", "errors": errors.0 }),
         Ok(Refusal::Message { text, .. }) => json!({ "type": "refused", "problem": text }),
         Err(page) => {
@@ -706,7 +797,7 @@ pub async fn check_stream(
                 "confirmation": checked.confirmation.as_str(),
                 "location": after_check(project_id, key_id, back_to_key, checked.confirmation),
             }),
-            Err(err) => refusal_event(err),
+            Err(err) => refusal_event(err, NOT_CREATED),
         }
     });
     Ok(ndjson_stream(
@@ -772,6 +863,8 @@ struct KeyPage {
     errors: FormErrors,
     checklist: Option<Checklist>,
     problem: Option<String>,
+    /// Check my key policy, offered beside a replacement's check refused for access (AWS).
+    doctor: Option<String>,
 }
 
 impl KeyPage {
@@ -969,6 +1062,8 @@ async fn key_page(
         complete,
     );
     let provider_code = key.key_ref.provider().as_str();
+    let key_region = key.region.as_str().to_owned();
+    let key_mode = key.key_ref.access_mode().map(|m| m.as_str().to_owned());
     let can_change = caller.is_owner() && key.replaced_by.is_none() && !running;
     let can_retry =
         caller.is_owner() && key.replaced_by.is_some() && !running && !versions.is_empty();
@@ -1009,6 +1104,7 @@ async fn key_page(
             errors: change_form.errors,
             checklist: change_form.checklist,
             problem: change_form.problem,
+            doctor: doctor_url(project_id, provider_code, &key_region, key_mode.as_deref()),
         },
     )
 }
@@ -1098,9 +1194,7 @@ fn change_refused(
         Refusal::Checks(checklist) => (
             ChangeForm {
                 checklist: Some(checklist),
-                problem: Some(
-                    "The new key did not pass every required check, so nothing changed.".into(),
-                ),
+                problem: Some(NOT_REPLACED.into()),
                 form,
                 ..ChangeForm::default()
             },

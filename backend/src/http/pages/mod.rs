@@ -87,6 +87,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::post().to(keys::replace),
         )
         .route(
+            "/projects/{project_id}/encryption-keys/{key_id}/replace/stream",
+            web::post().to(keys::replace_stream),
+        )
+        .route(
             "/projects/{project_id}/encryption-keys/{key_id}/rewrap",
             web::post().to(keys::rewrap),
         )
