@@ -62,8 +62,24 @@ enum Round {
     Unreachable(String),
 }
 
+/// A data key that could not be moved, why, and whether it was the check that the new
+/// wrapped form unwraps that failed.
+struct NotMoved {
+    item: DataKeyToMove,
+    error: KmsError,
+    at_verify: bool,
+}
+
 /// One data key's move, or why it could not be made.
-type Moved = Result<DataKeySwap, (DataKeyToMove, KmsError)>;
+type Moved = Result<DataKeySwap, Box<NotMoved>>;
+
+fn not_moved(item: DataKeyToMove, error: KmsError, at_verify: bool) -> Moved {
+    Err(Box::new(NotMoved {
+        item,
+        error,
+        at_verify,
+    }))
+}
 
 fn passing(error: &KmsError) -> bool {
     error.key_status() == KeyStatus::Unreachable
@@ -213,11 +229,40 @@ impl Clusters {
             if page.is_empty() {
                 return Ok(Round::Done);
             }
-            let moves: Vec<Moved> = futures_util::stream::iter(page)
-                .map(|item| self.move_one(rewrap, old.clone(), new.clone(), from, to, item))
+            // The new key must unwrap what it wrapped: checked for every data key of the
+            // change's first page and for the first of every later one (a key policy or role
+            // that lets the platform encrypt but not decrypt fails there, and its page with it).
+            let first_page = rewrap.done == 0 && rewrap.failed == 0;
+            let mut moves: Vec<Moved> = futures_util::stream::iter(page.into_iter().enumerate())
+                .map(|(i, item)| {
+                    let verify = first_page || i == 0;
+                    self.move_one(rewrap, old.clone(), new.clone(), from, to, item, verify)
+                })
                 .buffer_unordered(CONCURRENCY)
                 .collect()
                 .await;
+            if let Some(error) = moves.iter().find_map(|m| match m {
+                Err(failed) if failed.at_verify => Some(failed.error.clone()),
+                _ => None,
+            }) {
+                moves = moves
+                    .into_iter()
+                    .map(|m| match m {
+                        Ok(swap) => not_moved(
+                            DataKeyToMove {
+                                row: swap.row,
+                                project_id: rewrap.project_id,
+                                region: from.region.clone(),
+                                wrapped: swap.old,
+                                key_version: None,
+                            },
+                            error.clone(),
+                            true,
+                        ),
+                        failed => failed,
+                    })
+                    .collect();
+            }
             let now = self.clock.now();
             let system = Caller::system(rewrap.organization_id, Role::Owner);
             let mut swaps = Vec::new();
@@ -233,19 +278,22 @@ impl Clusters {
                         let event = swap_event(&system, now, rewrap, from, &swap);
                         swaps.push((swap, event));
                     }
-                    Err((_, error)) if retryable(&error, propagating) && !last_attempt => {
-                        unreachable = Some(error.to_string());
+                    Err(failed) if retryable(&failed.error, propagating) && !last_attempt => {
+                        unreachable = Some(failed.error.to_string());
                     }
-                    Err((item, error)) => failures.push((
-                        item.row,
-                        item.wrapped,
-                        RewrapFailure {
-                            data_key: String::new(),
-                            code: error.code().to_owned(),
-                            message: error.to_string(),
-                            at: now,
-                        },
-                    )),
+                    Err(failed) => {
+                        let NotMoved { item, error, .. } = *failed;
+                        failures.push((
+                            item.row,
+                            item.wrapped,
+                            RewrapFailure {
+                                data_key: String::new(),
+                                code: error.code().to_owned(),
+                                message: error.to_string(),
+                                at: now,
+                            },
+                        ));
+                    }
                 }
             }
             for (row, _, failure) in &mut failures {
@@ -286,7 +334,9 @@ impl Clusters {
     }
 
     /// Unwraps one data key (from memory when this process serves its cluster) and wraps it
-    /// by the target key under the same context.
+    /// by the target key under the same context; with `verify`, unwraps the new form too and
+    /// compares.
+    #[allow(clippy::too_many_arguments)]
     async fn move_one(
         &self,
         rewrap: &Rewrap,
@@ -295,6 +345,7 @@ impl Clusters {
         from: &EncryptionKey,
         to: &EncryptionKey,
         item: DataKeyToMove,
+        verify: bool,
     ) -> Moved {
         let (owner, purpose) = match &item.row {
             DataKeyRow::ClusterRegion { cluster_id, .. } => (*cluster_id, "cluster-data"),
@@ -327,7 +378,7 @@ impl Clusters {
                         unwrapped = key;
                         &unwrapped
                     }
-                    Err(error) => return Err((item, error)),
+                    Err(error) => return not_moved(item, error, false),
                 }
             }
         };
@@ -336,27 +387,27 @@ impl Clusters {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let wrapped = match new.wrap_data_key(&to.key_ref, plaintext, &context).await {
             Ok(wrapped) => wrapped,
-            Err(error) => return Err((item, error)),
+            Err(error) => return not_moved(item, error, false),
         };
         // The new form must unwrap to the same key before it replaces the old one: once the
         // old key goes, it is the only way back to the data.
-        self.parts
-            .kms_calls
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match new.decrypt_data_key(&to.key_ref, &wrapped, &context).await {
-            Ok(back) if back.same_as(plaintext) => {}
-            Ok(_) => {
-                return Err((
-                    item,
-                    KmsError::Other {
+        if verify {
+            self.parts
+                .kms_calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match new.decrypt_data_key(&to.key_ref, &wrapped, &context).await {
+                Ok(back) if back.same_as(plaintext) => {}
+                Ok(_) => {
+                    let error = KmsError::Other {
                         code: "RewrapVerifyFailed".into(),
                         message:
                             "the data key wrapped by the new key did not unwrap to the same key"
                                 .into(),
-                    },
-                ));
+                    };
+                    return not_moved(item, error, true);
+                }
+                Err(error) => return not_moved(item, error, true),
             }
-            Err(error) => return Err((item, error)),
         }
         Ok(DataKeySwap {
             version: new.wrapped_version(&to.key_ref, &wrapped),
