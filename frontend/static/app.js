@@ -33,7 +33,9 @@ document.addEventListener("submit", (event) => {
     progress.textContent = form.dataset.progress;
     progress.hidden = false;
   }
-  // One submission per click: a slow server must not get the form twice.
+  // One submission per click: a slow server must not get the form twice. (A form whose
+  // checks stream handles its own buttons.)
+  if ((form.id === "key-form" || form.classList.contains("replace-form")) && window.fetch && window.ReadableStream) return;
   for (const button of form.querySelectorAll("button[type=submit]")) {
     setTimeout(() => { button.disabled = true; }, 0);
   }
@@ -61,6 +63,8 @@ function streamChecks(form, box, onward) {
     const buttons = form.querySelectorAll("button[type=submit]");
     const data = new URLSearchParams(new FormData(form));
     if (submitter && submitter.name) data.set(submitter.name, submitter.value);
+    // One test at a time; the buttons come back when the stream ends.
+    for (const button of buttons) button.disabled = true;
     for (const old of form.querySelectorAll(".field-error[data-field]")) old.remove();
     for (const field of form.querySelectorAll(".field.invalid")) field.classList.remove("invalid");
     box.replaceChildren(status("Testing the key…"), element("ul", "checklist"));

@@ -15,6 +15,7 @@
 //!   it (a backup taken meanwhile under the old key keeps it going).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use futures_util::StreamExt;
@@ -229,22 +230,42 @@ impl Clusters {
             if page.is_empty() {
                 return Ok(Round::Done);
             }
-            // The new key must unwrap what it wrapped: checked for every data key of the
-            // change's first page and for the first of every later one (a key policy or role
-            // that lets the platform encrypt but not decrypt fails there, and its page with it).
+            // The new key must unwrap what it wrapped: checked for the first data keys of the
+            // change's first page, and for at least one of every page (the first move that
+            // gets that far checks; later ones skip once one passed). A key policy or role
+            // that lets the platform encrypt but not decrypt fails there, and its page with it.
             let first_page = rewrap.done == 0 && rewrap.failed == 0;
+            let checked = AtomicBool::new(false);
             let mut moves: Vec<Moved> = futures_util::stream::iter(page.into_iter().enumerate())
                 .map(|(i, item)| {
-                    let verify = first_page || i == 0;
-                    self.move_one(rewrap, old.clone(), new.clone(), from, to, item, verify)
+                    let always = first_page && i < CONCURRENCY;
+                    self.move_one(
+                        rewrap,
+                        old.clone(),
+                        new.clone(),
+                        from,
+                        to,
+                        item,
+                        always,
+                        &checked,
+                    )
                 })
                 .buffer_unordered(CONCURRENCY)
                 .collect()
                 .await;
-            if let Some(error) = moves.iter().find_map(|m| match m {
-                Err(failed) if failed.at_verify => Some(failed.error.clone()),
-                _ => None,
-            }) {
+            let refused = moves
+                .iter()
+                .filter_map(|m| match m {
+                    Err(failed) if failed.at_verify && !retryable(&failed.error, propagating) => {
+                        Some((failed.item.row.label(), failed.error.clone()))
+                    }
+                    _ => None,
+                })
+                .min_by(|a, b| a.0.cmp(&b.0));
+            let unchecked = !checked.load(Ordering::SeqCst) && moves.iter().any(Result::is_ok);
+            let mut unverified = None;
+            if let Some((_, error)) = refused {
+                // The new key refused to give back what it wrapped: nothing of the page moves.
                 moves = moves
                     .into_iter()
                     .map(|m| match m {
@@ -262,12 +283,17 @@ impl Clusters {
                         failed => failed,
                     })
                     .collect();
+            } else if unchecked {
+                // No check could run (it met a KMS that could not be reached): the page's
+                // swaps wait for another round rather than go unchecked.
+                moves.retain(Result::is_err);
+                unverified = Some("the new key's check could not run".to_owned());
             }
             let now = self.clock.now();
             let system = Caller::system(rewrap.organization_id, Role::Owner);
             let mut swaps = Vec::new();
             let mut failures = Vec::new();
-            let mut unreachable = None;
+            let mut unreachable = unverified;
             for moved in moves {
                 match moved {
                     Ok(swap) => {
@@ -345,7 +371,8 @@ impl Clusters {
         from: &EncryptionKey,
         to: &EncryptionKey,
         item: DataKeyToMove,
-        verify: bool,
+        always: bool,
+        checked: &AtomicBool,
     ) -> Moved {
         let (owner, purpose) = match &item.row {
             DataKeyRow::ClusterRegion { cluster_id, .. } => (*cluster_id, "cluster-data"),
@@ -391,12 +418,12 @@ impl Clusters {
         };
         // The new form must unwrap to the same key before it replaces the old one: once the
         // old key goes, it is the only way back to the data.
-        if verify {
+        if always || !checked.load(Ordering::SeqCst) {
             self.parts
                 .kms_calls
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match new.decrypt_data_key(&to.key_ref, &wrapped, &context).await {
-                Ok(back) if back.same_as(plaintext) => {}
+                Ok(back) if back.same_as(plaintext) => checked.store(true, Ordering::SeqCst),
                 Ok(_) => {
                     let error = KmsError::Other {
                         code: "RewrapVerifyFailed".into(),

@@ -301,7 +301,22 @@ impl Keys {
         let Some(store) = self.clusters.get() else {
             return Ok(());
         };
-        for old in keys.iter().filter(|k| k.replaced_by == Some(key.id)) {
+        // Every key whose chain of replacements leads here (A replaced by B, B by this key).
+        let mut chain = vec![key.id];
+        let mut grew = true;
+        while grew {
+            grew = false;
+            for k in &keys {
+                if !chain.contains(&k.id) && k.replaced_by.is_some_and(|to| chain.contains(&to)) {
+                    chain.push(k.id);
+                    grew = true;
+                }
+            }
+        }
+        for old in keys
+            .iter()
+            .filter(|k| k.id != key.id && chain.contains(&k.id))
+        {
             let clusters = store
                 .clusters_using_key(key.organization_id, old.id)
                 .await?;

@@ -96,9 +96,14 @@ const PROPAGATION_CODES: [&str; 4] = [
 ];
 
 impl Check {
-    /// A required check the KMS refused for access (what a key policy or a grant decides).
+    /// A required check the KMS refused for access, the way a key policy or a grant (or one
+    /// made a moment ago, not propagated yet) refuses: what Check my key policy is for, and
+    /// what Test Encryption Key waits out.
     pub fn access_refused(&self) -> bool {
-        self.outcome == CheckOutcome::Fail && self.shows == Some(KeyStatus::AccessDenied)
+        let code = self.code.as_deref().unwrap_or_default();
+        self.outcome == CheckOutcome::Fail
+            && self.shows == Some(KeyStatus::AccessDenied)
+            && (PROPAGATION_CODES.contains(&code) || self.detail.contains("not authorized"))
     }
 }
 
@@ -107,14 +112,7 @@ impl Checklist {
     /// fails: worth waiting for. A key that is missing, disabled, of the wrong kind or in
     /// the wrong region fails at once.
     pub fn awaits_propagation(&self) -> bool {
-        let Some(failed) = self.first_failure() else {
-            return false;
-        };
-        let code = failed.code.as_deref().unwrap_or_default();
-        failed.shows == Some(KeyStatus::AccessDenied)
-            && (PROPAGATION_CODES.contains(&code)
-                || failed.detail.contains("not authorized")
-                || failed.detail.contains("is not authorized"))
+        self.first_failure().is_some_and(Check::access_refused)
     }
 }
 

@@ -234,12 +234,18 @@ fn parse(document: Document, text: &str, findings: &mut Vec<Finding>) -> Option<
     )
 }
 
-/// IAM's wildcard match: `*` any run, `?` one character; actions are case-insensitive.
+/// IAM's wildcard match for actions: `*` any run, `?` one character, case-insensitive.
 fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (
-        pattern.to_ascii_lowercase().chars().collect(),
-        text.to_ascii_lowercase().chars().collect(),
-    );
+    glob_chars(&pattern.to_ascii_lowercase(), &text.to_ascii_lowercase())
+}
+
+/// The same for condition values under `StringLike`, which are case-sensitive.
+fn glob_case(pattern: &str, text: &str) -> bool {
+    glob_chars(pattern, text)
+}
+
+fn glob_chars(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
     let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
     while ti < t.len() {
         if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
@@ -319,9 +325,10 @@ fn rendered(needs: &Needs<'_>, document: usize, sid: &str) -> Option<Value> {
     })
 }
 
-/// A condition operator that grants when the value matches (not `StringNotEquals` & co.).
+/// A condition operator that requires the value (not `StringNotEquals` & co., and not
+/// `...IfExists`, which a request without the key also satisfies).
 fn positive(operator: &str) -> bool {
-    !operator.contains("Not")
+    !operator.contains("Not") && !operator.ends_with("IfExists")
 }
 
 /// Whether `(operator, value)` lets the clusters' volumes reach the key through EC2 in the
@@ -333,24 +340,20 @@ fn via_service_ok(scope: &PolicyScope, operator: &str, value: &str) -> bool {
         return false;
     }
     let like = operator.contains("Like");
-    let matches = |region: &str| {
-        let expected = format!("ec2.{region}.amazonaws.com");
-        if like {
-            glob(value, &expected)
-        } else {
-            value == expected
-        }
-    };
     match scope {
-        PolicyScope::Region(r) => {
+        PolicyScope::Region(_) => {
             let expected = expected_via_service(scope);
             if like {
-                glob(value, &expected)
+                glob_case(value, &expected)
             } else {
-                value == expected || matches(r.as_str())
+                value == expected
             }
         }
-        PolicyScope::AllRegions => like && matches("us-east-1") && matches("eu-west-1"),
+        PolicyScope::AllRegions => {
+            like && ["us-east-1", "eu-west-1"]
+                .iter()
+                .all(|r| glob_case(value, &format!("ec2.{r}.amazonaws.com")))
+        }
     }
 }
 
@@ -360,7 +363,7 @@ fn requires(values: &[(String, String)], expected: &str) -> bool {
         .iter()
         .any(|(op, v)| positive(op) && !op.contains("Like") && v == expected)
         || values.iter().any(|(op, v)| {
-            positive(op) && op.contains("Like") && glob(v, expected) && !v.contains(['*', '?'])
+            positive(op) && op.contains("Like") && glob_case(v, expected) && !v.contains(['*', '?'])
         })
 }
 

@@ -967,7 +967,7 @@ fn key_in_use(users: &[String]) -> DomainError {
 
 /// The pause before attempt `after + 1` of a key test waiting for a grant to propagate:
 /// 2 s, 4 s, 8 s, then every 10 s.
-fn propagation_pause(after: u32) -> Duration {
+pub(super) fn propagation_pause(after: u32) -> Duration {
     Duration::from_secs((1u64 << after.min(4)).min(10))
 }
 

@@ -1064,6 +1064,13 @@ async fn key_page(
     let provider_code = key.key_ref.provider().as_str();
     let key_region = key.region.as_str().to_owned();
     let key_mode = key.key_ref.access_mode().map(|m| m.as_str().to_owned());
+    // The replacement's own access mode when one was sent, else this key's.
+    let doctor = doctor_url(
+        project_id,
+        provider_code,
+        &key_region,
+        change_form.form.mode.as_deref().or(key_mode.as_deref()),
+    );
     let can_change = caller.is_owner() && key.replaced_by.is_none() && !running;
     let can_retry =
         caller.is_owner() && key.replaced_by.is_some() && !running && !versions.is_empty();
@@ -1104,7 +1111,7 @@ async fn key_page(
             errors: change_form.errors,
             checklist: change_form.checklist,
             problem: change_form.problem,
-            doctor: doctor_url(project_id, provider_code, &key_region, key_mode.as_deref()),
+            doctor,
         },
     )
 }
