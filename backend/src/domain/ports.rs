@@ -12,6 +12,7 @@ use crate::domain::identity::{
     ApiKey, Invitation, MembershipChange, Organization, Role, Session, SignInLink, User,
 };
 use crate::domain::keys::KeyStatusFilter;
+pub use crate::domain::keys::rewrap::DataKeyRow;
 use crate::domain::keys::rewrap::{DataKeySwap, DataKeyToMove, Rewrap, RewrapFailure, RewrapState};
 use crate::domain::keys::{EncryptionKey, KeyStatus, Provider, StatusChange};
 use crate::domain::local_kms::LocalKey;
@@ -692,13 +693,6 @@ pub trait JobStore: Send + Sync {
         status: KeyVersionStatus,
         audit: Option<AuditDraft>,
     ) -> Result<(), StoreError>;
-}
-
-/// Where a wrapped data key is stored.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum DataKeyRow {
-    ClusterRegion { cluster_id: Uuid, region: String },
-    Backup { id: Uuid },
 }
 
 /// A data key stored before the key version that wrapped it was recorded.

@@ -16,8 +16,6 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::ports::DataKeyRow;
-
 /// Failures a re-wrap lists when read (the count is complete; the list stops here).
 pub const FAILURES_SHOWN: u64 = 50;
 
@@ -86,6 +84,13 @@ impl Rewrap {
     pub fn replaces(&self) -> bool {
         self.from_key_id != self.to_key_id
     }
+}
+
+/// Where a wrapped data key is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum DataKeyRow {
+    ClusterRegion { cluster_id: Uuid, region: String },
+    Backup { id: Uuid },
 }
 
 impl DataKeyRow {

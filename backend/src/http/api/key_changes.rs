@@ -1,113 +1,18 @@
 //! Changing a key in place over the API: `POST .../encryption-keys/{key_id}/replace` (a key
 //! body: tested, then saved as the region's key) and `.../rewrap` (to the key's current
-//! version). Both answer 202 with the change; its progress is on the key (`change`).
+//! version). Both answer 202 with the change; its progress is on the key (`change`, whose
+//! shape is with the key's, in `keys.rs`).
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::domain::keys::rewrap::{Rewrap, RewrapState};
 use crate::http::AppState;
-use crate::http::api::keys::KeyBody;
+use crate::http::api::keys::{KeyBody, KeyChangeBody};
 use crate::http::auth::ApiCaller;
 use crate::http::errors::{ApiError, Problem};
 use crate::http::json::ApiJson;
 use crate::http::wire::{Checklist, KeyRequestInput};
-
-/// Where a change of key stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum KeyChangeState {
-    /// Data keys are being moved; the clusters serve meanwhile.
-    Rewrapping,
-    /// Every data key is wrapped by the target key.
-    Done,
-    /// Some data keys could not be moved (`failures`): they stay wrapped as they were, and
-    /// readable; the old key must stay until they are moved (re-run the change).
-    Failed,
-}
-
-/// Which change.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum KeyChangeKind {
-    /// To another key (`to_key_id`), which is now the region's key.
-    Replace,
-    /// To the key's current version.
-    Rewrap,
-}
-
-/// A data key a change could not move, with what the KMS said.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct KeyChangeFailureBody {
-    /// `cluster/<id>/<region>` or `backup/<id>`.
-    pub data_key: String,
-    /// The KMS's error code (`DisabledException`, `Forbidden`, ...).
-    pub code: String,
-    pub message: String,
-    pub at: DateTime<Utc>,
-}
-
-/// A replacement or re-wrap and its progress.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct KeyChangeBody {
-    pub id: Uuid,
-    pub kind: KeyChangeKind,
-    pub state: KeyChangeState,
-    /// The key whose data keys are moved.
-    pub from_key_id: Uuid,
-    /// The key they are moved to (the same key for a re-wrap).
-    pub to_key_id: Uuid,
-    /// The key version new wraps get, once the job has seen it.
-    pub target_version: Option<String>,
-    /// Data keys (cluster regions and backups) to move.
-    pub total: u32,
-    pub done: u32,
-    pub failed: u32,
-    /// The first 50 data keys not moved.
-    pub failures: Vec<KeyChangeFailureBody>,
-    pub started_by: String,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-impl From<Rewrap> for KeyChangeBody {
-    fn from(r: Rewrap) -> Self {
-        Self {
-            id: r.id,
-            kind: if r.replaces() {
-                KeyChangeKind::Replace
-            } else {
-                KeyChangeKind::Rewrap
-            },
-            state: match r.state {
-                RewrapState::Rewrapping => KeyChangeState::Rewrapping,
-                RewrapState::Done => KeyChangeState::Done,
-                RewrapState::Failed => KeyChangeState::Failed,
-            },
-            from_key_id: r.from_key_id,
-            to_key_id: r.to_key_id,
-            target_version: r.target_version,
-            total: r.total,
-            done: r.done,
-            failed: r.failed,
-            failures: r
-                .failures
-                .into_iter()
-                .map(|f| KeyChangeFailureBody {
-                    data_key: f.data_key,
-                    code: f.code,
-                    message: f.message,
-                    at: f.at,
-                })
-                .collect(),
-            started_by: r.started_by,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-        }
-    }
-}
 
 /// A replacement that started.
 #[derive(Serialize, utoipa::ToSchema)]
