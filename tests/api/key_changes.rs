@@ -268,6 +268,21 @@ async fn a_rewrap_moves_data_keys_to_the_current_version_after_a_rotation() {
     let versions = json_of(&f.app, &key_path(&f.project, &key), &f.owner).await["versions"].clone();
     assert_eq!(versions[0]["version"], "1", "{versions}");
 
+    // Before: version 1 still wraps both data keys, so disabling it is not safe (this is what
+    // makes the check after the re-wrap mean something).
+    let before = json_of(
+        &f.app,
+        &format!("{}/impact", key_path(&f.project, &key)),
+        &f.owner,
+    )
+    .await;
+    let disable_1 = before["verdicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["action"] == "disable_version" && v["version"] == "1")
+        .unwrap_or_else(|| panic!("{before}"));
+    assert_eq!(disable_1["safe"], false, "{before}");
     let started = post(
         &f.app,
         &f.owner,

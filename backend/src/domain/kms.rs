@@ -17,6 +17,13 @@ impl PlaintextKey {
         Self(Zeroizing::new(bytes))
     }
 
+    /// 32 random bytes (an AES-256 data key), made in place so no copy is left behind.
+    pub fn random() -> Self {
+        let mut bytes = Zeroizing::new(vec![0u8; 32]);
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        Self(bytes)
+    }
+
     pub fn expose(&self) -> &[u8] {
         &self.0
     }
@@ -204,9 +211,7 @@ pub trait KeyProvider: Send + Sync {
         key: &KeyRef,
         context: &EncryptionContext,
     ) -> Result<DataKey, KmsError> {
-        let mut bytes = vec![0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-        let plaintext = PlaintextKey::new(bytes);
+        let plaintext = PlaintextKey::random();
         let wrapped = self.wrap_data_key(key, &plaintext, context).await?;
         Ok(DataKey { plaintext, wrapped })
     }

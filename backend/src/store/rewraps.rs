@@ -375,7 +375,6 @@ impl SeaStore {
                 },
                 project_id: *project_id,
                 wrapped: region.wrapped_key,
-                key_version: region.key_version,
             });
         }
         let room = limit.saturating_sub(left.len() as u64);
@@ -394,7 +393,6 @@ impl SeaStore {
                     region,
                     project_id: b.project_id,
                     wrapped: b.wrapped_key,
-                    key_version: b.key_version,
                 });
             }
         }

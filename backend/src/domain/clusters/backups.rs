@@ -97,10 +97,22 @@ impl Clusters {
             .primary()
             .cloned()
             .ok_or_else(|| DomainError::Integrity("the cluster has no region".into()))?;
-        let key = match primary.key_id {
+        let mut key = match primary.key_id {
             Some(id) => self.keys.key(caller.organization_id, id).await?,
             None => None,
         };
+        // A new backup's data key goes under the region's current key: while (or just after)
+        // a replacement moves the cluster's data keys, the cluster may still name the old one,
+        // and a backup wrapped by it would keep that key in use once the change has ended.
+        for _ in 0..8 {
+            let Some(successor) = key.as_ref().and_then(|k| k.replaced_by) else {
+                break;
+            };
+            match self.keys.key(caller.organization_id, successor).await? {
+                Some(next) => key = Some(next),
+                None => break,
+            }
+        }
         if primary.key_id.is_some() && key.is_none() {
             return Err(DomainError::NotFound("encryption key"));
         }
@@ -144,6 +156,8 @@ impl Clusters {
             provider: cluster.provider,
             regions: cluster.regions.iter().map(|r| r.region.clone()).collect(),
             region: ClusterRegion {
+                key_id: key.as_ref().map(|k| k.id),
+                key_ref: key.as_ref().map(|k| k.key_ref.display()),
                 wrapped_key: data_key.wrapped.clone(),
                 key_version,
                 ..primary.clone()

@@ -40,7 +40,7 @@ pub use lifecycle::{PLATFORM_KEY, RegionKeyFacts, describe_failures};
 pub use objects::{BodyError, MAX_OBJECT_BYTES, ObjectBody, ObjectRead};
 pub use reaction::{Keys, Reaction, ReconcileReport, effective_policy, reaction};
 pub use request::{ClusterRequestInput, NewCluster};
-pub use rewrap_job::{CONCURRENCY as REWRAP_CONCURRENCY, RewrapReport};
+pub use rewrap_job::RewrapReport;
 pub use service::{ClusterPorts, Clusters};
 
 /// A budget of memory for uploads, in MiB.

@@ -275,7 +275,6 @@ impl Clusters {
                                 project_id: rewrap.project_id,
                                 region: from.region.clone(),
                                 wrapped: swap.old,
-                                key_version: None,
                             },
                             error.clone(),
                             true,
@@ -348,7 +347,7 @@ impl Clusters {
         to: &EncryptionKey,
         rewrap: &Rewrap,
     ) -> Result<Option<String>, KmsError> {
-        let probe = PlaintextKey::new(rand::random::<[u8; 32]>().to_vec());
+        let probe = PlaintextKey::random();
         let context = EncryptionContext::default()
             .with("organization_id", rewrap.organization_id.to_string())
             .with("project_id", rewrap.project_id.to_string())

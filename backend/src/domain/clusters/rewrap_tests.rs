@@ -68,6 +68,13 @@ async fn a_replacement_moves_every_data_key_of_the_region_while_clusters_serve()
 
     // Three data keys: the two clusters' us-east-1 regions and the backup.
     assert_eq!(replaced.rewrap.total, 3);
+    // A backup taken now, while the cluster still names the old key, goes under the new one
+    // (it would otherwise keep the old key in use after the change).
+    let during = w.svc().create_backup(&w.owner, paused.id).await;
+    assert!(during.is_err(), "a paused cluster takes no backup");
+    let during = w.svc().create_backup(&w.owner, running.id).await.unwrap();
+    assert_eq!(during.region.key_id, Some(replaced.key.id));
+    w.run_jobs().await;
     assert_eq!(replaced.rewrap.state, RewrapState::Rewrapping);
     // While it runs, neither key is deleted nor changed again.
     assert_eq!(

@@ -222,9 +222,7 @@ impl Keys {
         project_id: Uuid,
     ) -> Result<Check, DomainError> {
         let provider = self.provider_for(key)?;
-        let mut bytes = vec![0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-        let probe = PlaintextKey::new(bytes);
+        let probe = PlaintextKey::random();
         let context = self.context(caller, project_id);
         let result = match provider.wrap_data_key(key, &probe, &context).await {
             Ok(wrapped) => provider
@@ -298,9 +296,6 @@ impl Keys {
         key: &EncryptionKey,
     ) -> Result<(), DomainError> {
         let keys = self.keys.keys(key.organization_id, key.project_id).await?;
-        let Some(store) = self.clusters.get() else {
-            return Ok(());
-        };
         // Every key whose chain of replacements leads here (A replaced by B, B by this key).
         let mut chain = vec![key.id];
         let mut grew = true;
@@ -313,21 +308,13 @@ impl Keys {
                 }
             }
         }
-        for old in keys
-            .iter()
-            .filter(|k| k.id != key.id && chain.contains(&k.id))
-        {
-            let clusters = store
-                .clusters_using_key(key.organization_id, old.id)
-                .await?;
-            let backups = store.backups_using_key(key.organization_id, old.id).await?;
-            if !clusters.is_empty() || !backups.is_empty() {
+        for old in chain.iter().skip(1) {
+            let users = self.key_users(key.organization_id, *old).await?;
+            if !users.is_empty() {
                 return Err(key_change(format!(
-                    "Key {} was replaced by this one and still wraps {} cluster(s) and {} backup(s): \
+                    "Key {old} was replaced by this one and still wraps the data keys of {}: \
                      move them here first (Move the remaining data keys, on that key's page).",
-                    old.id,
-                    clusters.len(),
-                    backups.len()
+                    users.join(", ")
                 )));
             }
         }

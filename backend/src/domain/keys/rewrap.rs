@@ -114,7 +114,6 @@ pub struct DataKeyToMove {
     /// The region whose key wraps it (a backup's: its cluster's primary region).
     pub region: crate::domain::keys::region::Region,
     pub wrapped: Vec<u8>,
-    pub key_version: Option<String>,
 }
 
 /// A data key moved: the stored wrapped form `old` becomes `new`, under the target key's

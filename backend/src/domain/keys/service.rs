@@ -643,7 +643,7 @@ impl Keys {
     }
 
     /// What uses a key: `cluster "name"` and `backup <id> of "name"`.
-    async fn key_users(
+    pub(super) async fn key_users(
         &self,
         organization_id: Uuid,
         key_id: Uuid,

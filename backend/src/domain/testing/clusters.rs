@@ -135,7 +135,6 @@ impl Clusters {
                         region: region.region.clone(),
                         project_id: cluster.project_id,
                         wrapped: region.wrapped_key.clone(),
-                        key_version: region.key_version.clone(),
                     });
                 }
             }
@@ -148,7 +147,6 @@ impl Clusters {
                     region: backup.region.region.clone(),
                     project_id: backup.project_id,
                     wrapped: backup.region.wrapped_key.clone(),
-                    key_version: backup.region.key_version.clone(),
                 });
             }
         }
