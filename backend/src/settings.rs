@@ -58,6 +58,9 @@ pub struct Settings {
     /// The platform's multi-tenant Microsoft Entra application; without `CMEK_AZURE_APP_ID`
     /// the Azure Key Vault provider is off.
     pub azure: Option<AzureSettings>,
+    /// The platform's Google Cloud service account; without `CMEK_GCP_SERVICE_ACCOUNT` the
+    /// Google Cloud KMS provider is off.
+    pub gcp: Option<GcpSettings>,
     /// Single sign-on; off unless `CMEK_OIDC_ISSUER` is set.
     pub oidc: Option<OidcSettings>,
     /// `CMEK_TRUSTED_PROXIES`: addresses or CIDR ranges (comma-separated) whose
@@ -152,6 +155,19 @@ impl AzureSettings {
     }
 }
 
+/// `CMEK_GCP_SERVICE_ACCOUNT`, `CMEK_GCP_CREDENTIALS_FILE` (or the standard
+/// `GOOGLE_APPLICATION_CREDENTIALS`), `CMEK_GCP_KMS_ENDPOINT`.
+#[derive(Debug, Clone)]
+pub struct GcpSettings {
+    /// The service account's email, shown in the wizard for customers to grant.
+    pub service_account: String,
+    /// Its key file (JSON, `type: service_account`, for that same account).
+    pub credentials_file: PathBuf,
+    /// Cloud KMS's endpoint when not `https://cloudkms.googleapis.com` (private endpoints;
+    /// tests, where plain http is allowed to a loopback address).
+    pub endpoint: Option<String>,
+}
+
 /// `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 /// `AWS_SESSION_TOKEN`.
 #[derive(Debug, Default, Clone)]
@@ -217,6 +233,9 @@ struct FileSettings {
     azure_authority_host: Option<String>,
     azure_vault_url_template: Option<String>,
     azure_ca_file: Option<PathBuf>,
+    gcp_service_account: Option<String>,
+    gcp_credentials_file: Option<PathBuf>,
+    gcp_kms_endpoint: Option<String>,
 }
 
 /// Every variable we read; any other `CMEK_*` variable is reported as a likely typo.
@@ -255,6 +274,9 @@ const KNOWN_VARIABLES: &[&str] = &[
     "CMEK_AZURE_CLIENT_SECRET",
     "CMEK_AZURE_VAULT_URL_TEMPLATE",
     "CMEK_AZURE_CA_FILE",
+    "CMEK_GCP_SERVICE_ACCOUNT",
+    "CMEK_GCP_CREDENTIALS_FILE",
+    "CMEK_GCP_KMS_ENDPOINT",
 ];
 
 impl Settings {
@@ -379,6 +401,14 @@ impl Settings {
                     .or(file.azure_ca_file),
             },
             environment,
+        )?;
+        let gcp = gcp_settings(
+            pick("CMEK_GCP_SERVICE_ACCOUNT", file.gcp_service_account),
+            lookup(vars, "CMEK_GCP_CREDENTIALS_FILE")
+                .map(PathBuf::from)
+                .or(file.gcp_credentials_file)
+                .or_else(|| lookup(vars, "GOOGLE_APPLICATION_CREDENTIALS").map(PathBuf::from)),
+            pick("CMEK_GCP_KMS_ENDPOINT", file.gcp_kms_endpoint),
         )?;
         let oidc = match (
             pick("CMEK_OIDC_ISSUER", file.oidc_issuer),
@@ -570,6 +600,7 @@ impl Settings {
                 .or(file.platform_key_file),
             oidc,
             azure,
+            gcp,
             trusted_proxies,
             forwarded_header,
             body_timeout,
@@ -780,6 +811,113 @@ fn azure_settings(
         vault_url_template: template.trim_end_matches('/').to_owned(),
         ca_file: input.ca_file,
         verify_challenge_resource: environment == Environment::Production || on_key_vault_domain,
+    }))
+}
+
+/// The Google Cloud provider's settings: off without a service account; with one, its key
+/// file must be that account's, so the wizard never names an account the console is not.
+fn gcp_settings(
+    service_account: Option<String>,
+    credentials_file: Option<PathBuf>,
+    endpoint: Option<String>,
+) -> Result<Option<GcpSettings>, SettingsError> {
+    let invalid = |name: &'static str, reason: String| SettingsError::Invalid { name, reason };
+    let Some(service_account) = service_account
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.is_empty())
+    else {
+        return Ok(None);
+    };
+    if !service_account
+        .split_once('@')
+        .is_some_and(|(user, domain)| !user.is_empty() && domain.contains('.'))
+    {
+        return Err(invalid(
+            "CMEK_GCP_SERVICE_ACCOUNT",
+            "must be a service account's email, e.g. cmek@platform-project.iam.gserviceaccount.com"
+                .into(),
+        ));
+    }
+    let Some(credentials_file) = credentials_file else {
+        return Err(invalid(
+            "CMEK_GCP_CREDENTIALS_FILE",
+            "the Google Cloud provider needs the service account's key file (CMEK_GCP_CREDENTIALS_FILE or GOOGLE_APPLICATION_CREDENTIALS)".into(),
+        ));
+    };
+    // Only the two fields that say whose key it is are read here; the private key is left to
+    // the client (and never logged).
+    #[derive(serde::Deserialize)]
+    struct KeyFile {
+        #[serde(rename = "type")]
+        kind: String,
+        client_email: String,
+    }
+    let key_file: KeyFile = std::fs::read(&credentials_file)
+        .map_err(|e| {
+            invalid(
+                "CMEK_GCP_CREDENTIALS_FILE",
+                format!("{}: {e}", credentials_file.display()),
+            )
+        })
+        .and_then(|raw| {
+            serde_json::from_slice(&raw).map_err(|_| {
+                invalid(
+                    "CMEK_GCP_CREDENTIALS_FILE",
+                    format!(
+                        "{} is not a service account key file (JSON with type and client_email)",
+                        credentials_file.display()
+                    ),
+                )
+            })
+        })?;
+    if key_file.kind != "service_account" {
+        return Err(invalid(
+            "CMEK_GCP_CREDENTIALS_FILE",
+            format!(
+                "{} is of type {:?}; a service account key file is needed",
+                credentials_file.display(),
+                key_file.kind
+            ),
+        ));
+    }
+    if key_file.client_email != service_account {
+        return Err(invalid(
+            "CMEK_GCP_SERVICE_ACCOUNT",
+            format!(
+                "is {service_account}, but the key file is for {}: customers would grant an account the console does not use",
+                key_file.client_email
+            ),
+        ));
+    }
+    let endpoint = match endpoint.map(|e| e.trim().trim_end_matches('/').to_owned()) {
+        None => None,
+        Some(raw) => {
+            let url = url::Url::parse(&raw).ok();
+            let loopback_http = url.as_ref().is_some_and(|u| {
+                u.scheme() == "http"
+                    && match u.host() {
+                        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                        Some(url::Host::Domain(d)) => d == "localhost",
+                        None => false,
+                    }
+            });
+            let fine = url.as_ref().is_some_and(|u| {
+                (plain_https(u) || loopback_http) && u.path().trim_end_matches('/').is_empty()
+            });
+            if !fine {
+                return Err(invalid(
+                    "CMEK_GCP_KMS_ENDPOINT",
+                    "must be an https URL with no path, query or user (plain http only to a loopback address), e.g. https://cloudkms.googleapis.com".into(),
+                ));
+            }
+            Some(raw)
+        }
+    };
+    Ok(Some(GcpSettings {
+        service_account,
+        credentials_file,
+        endpoint,
     }))
 }
 

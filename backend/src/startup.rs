@@ -28,6 +28,7 @@ use crate::http::{AppState, middleware, routes};
 use crate::kms::KmsTimeouts;
 use crate::kms::aws::AwsKms;
 use crate::kms::azure::AzureKeyVault;
+use crate::kms::gcp::{GcpConfig, GcpKms};
 use crate::kms::local::LocalKms;
 use crate::kms::platform::PlatformKms;
 use crate::settings::{Environment, Settings, SettingsError, private_dir};
@@ -51,6 +52,8 @@ pub enum StartupError {
     Webhooks(String),
     #[error("Azure Key Vault: {0}")]
     Azure(String),
+    #[error("Google Cloud KMS: {0}")]
+    Gcp(String),
     #[error("local KMS master key: {0}")]
     LocalKms(std::io::Error),
     #[error(
@@ -203,6 +206,20 @@ pub async fn console_with(
         )),
         None => None,
     };
+    let gcp: Option<Arc<dyn KeyProvider>> = match &settings.gcp {
+        Some(gcp) => Some(Arc::new(
+            GcpKms::new(
+                &GcpConfig {
+                    credentials_file: gcp.credentials_file.clone(),
+                    endpoint: gcp.endpoint.clone(),
+                },
+                timeouts,
+            )
+            .await
+            .map_err(|e| StartupError::Gcp(e.to_string()))?,
+        )),
+        None => None,
+    };
     let local = match settings.environment {
         Environment::Production => None,
         Environment::Development => Some(Arc::new(
@@ -270,6 +287,8 @@ pub async fn console_with(
                 id: a.app_id.clone(),
                 name: a.app_name.clone(),
             }),
+            gcp,
+            gcp_service_account: settings.gcp.as_ref().map(|g| g.service_account.clone()),
         },
         local.map(|l| l as Arc<dyn LocalKeyAdmin>),
         chain_keys,

@@ -97,6 +97,25 @@ pub struct KeyDescription {
     pub region: Option<String>,
     /// What Key Vault says of a key beyond the above (its own checks use these).
     pub azure: Option<AzureKeyFacts>,
+    /// What Cloud KMS says of a key beyond the above.
+    pub gcp: Option<GcpKeyFacts>,
+}
+
+/// A Cloud KMS key as `getCryptoKey` describes it.
+#[derive(Clone, Debug, Default)]
+pub struct GcpKeyFacts {
+    /// The primary version's number, when the key has one.
+    pub primary_version: Option<String>,
+    /// `ENABLED`, `DISABLED`, `DESTROY_SCHEDULED`, `DESTROYED`, ... (empty: no primary).
+    pub primary_state: String,
+    /// `SOFTWARE`, `HSM`, `EXTERNAL`, `EXTERNAL_VPC`.
+    pub protection_level: String,
+    pub rotation_period: Option<std::time::Duration>,
+    pub next_rotation: Option<chrono::DateTime<chrono::Utc>>,
+    /// How long a version stays DESTROY_SCHEDULED before it is destroyed.
+    pub destroy_scheduled_duration: Option<std::time::Duration>,
+    /// When a primary scheduled for destruction is destroyed.
+    pub primary_destroy_time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// An Azure Key Vault key as `GET /keys/{name}` describes it, and the vault's region header.
@@ -231,6 +250,16 @@ pub trait KeyProvider: Send + Sync {
     ) -> Result<Vec<u8>, KmsError>;
     /// Whether the KMS rotates the key automatically (R9); `None` when it cannot say.
     async fn rotation_enabled(&self, key: &KeyRef) -> Result<Option<bool>, KmsError>;
+    /// Which of `wanted` (IAM permissions) the platform holds on the key, for a KMS that can
+    /// say (Cloud KMS's testIamPermissions); `None` when it cannot.
+    async fn held_permissions(
+        &self,
+        key: &KeyRef,
+        wanted: &[&str],
+    ) -> Result<Option<Vec<String>>, KmsError> {
+        let _ = (key, wanted);
+        Ok(None)
+    }
     /// Whether a key has versions of its own to watch beside the key itself (Azure, local);
     /// AWS's backing keys are the KMS's business (Decrypt finds them), so there is nothing
     /// more to probe, and the monitor skips the versions' bookkeeping.

@@ -38,7 +38,7 @@ wire_enum!(
     /// means the provider's default (AWS keeps running, Azure stops).
     RevocationPolicy from domain::projects::RevocationPolicy { KeepRunning, Stop }
 );
-wire_enum!(Provider from domain::keys::Provider { AwsKms, AzureKeyVault, Local });
+wire_enum!(Provider from domain::keys::Provider { AwsKms, AzureKeyVault, GcpKms, Local });
 wire_enum!(KeyStatus from domain::keys::KeyStatus {
     Active,
     AccessDenied,
@@ -274,15 +274,16 @@ impl From<domain_policy::AwsAccessPolicies> for AwsAccessPolicies {
 }
 
 /// A key request as clients send it (every provider's fields; each uses its own). AWS:
-/// `provider: "aws_kms", region, key_arn, access_mode?, role_arn?`; local: `provider:
-/// "local", region, key_id`.
+/// `provider: "aws_kms", region, key_arn, access_mode?, role_arn?`; Azure: `provider:
+/// "azure_key_vault", region, vault_name, key_name`; Google Cloud: `provider: "gcp_kms",
+/// region, key_name` (the full resource name); local: `provider: "local", region, key_id`.
 #[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRequestInput {
     #[schema(value_type = Provider)]
     pub provider: String,
     /// The provider's region: an AWS region code for `aws_kms` and `local`, an Azure region
-    /// name for `azure_key_vault`.
+    /// name for `azure_key_vault`, a Google Cloud region for `gcp_kms` (the key's location).
     pub region: String,
     /// AWS: the key's own ARN (not an alias), in `region`.
     pub key_arn: Option<String>,
@@ -293,7 +294,10 @@ pub struct KeyRequestInput {
     pub role_arn: Option<String>,
     /// Azure: the Key Vault's name.
     pub vault_name: Option<String>,
-    /// Azure: the full key name, with the console's suffix (from `azure-setup`).
+    /// Azure: the full key name, with the console's suffix (from `azure-setup`). Google
+    /// Cloud: the key's full resource name,
+    /// `projects/P/locations/L/keyRings/R/cryptoKeys/K`, K ending with the console's suffix
+    /// (from `gcp-setup`).
     pub key_name: Option<String>,
     /// Local KMS: the local key's id.
     #[schema(value_type = Option<uuid::Uuid>)]

@@ -322,6 +322,7 @@ impl KeyProvider for AwsKms {
         let key_id = meta.arn.clone().unwrap_or_else(|| meta.key_id.clone());
         Ok(KeyDescription {
             azure: None,
+            gcp: None,
             region: region_of_arn(&key_id),
             key_id,
             state,

@@ -598,6 +598,7 @@ impl KeyProvider for AzureKeyVault {
             spec: kty.clone(),
             usage: jwk.key_ops.clone().unwrap_or_default().join(","),
             region,
+            gcp: None,
             azure: Some(AzureKeyFacts {
                 version,
                 kty,

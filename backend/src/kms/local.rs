@@ -134,6 +134,7 @@ impl KeyProvider for LocalKms {
         let key = self.key(key).await?;
         Ok(KeyDescription {
             azure: None,
+            gcp: None,
             key_id: key.id.to_string(),
             state: if key.enabled {
                 KeyState::Enabled

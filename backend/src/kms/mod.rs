@@ -1,8 +1,10 @@
 //! KMS adapters implementing the domain's `KeyProvider`: AWS KMS through aws-sdk-kms, Azure Key
-//! Vault through the Azure SDK, and the built-in local KMS for development.
+//! Vault through the Azure SDK, Google Cloud KMS through its Rust client, and the built-in
+//! local KMS for development.
 
 pub mod aws;
 pub mod azure;
+pub mod gcp;
 pub mod local;
 pub mod platform;
 

@@ -18,6 +18,7 @@ use super::entities::{
 };
 use crate::domain::keys::arn::{KmsKeyArn, RoleArn};
 use crate::domain::keys::azure::{KeyName, VaultName};
+use crate::domain::keys::gcp::GcpKeyName;
 use crate::domain::keys::policy::AccessMode;
 use crate::domain::keys::region::Region;
 use crate::domain::keys::status_report::KeyStatusFilter;
@@ -40,6 +41,10 @@ fn from_model(m: encryption_keys::Model) -> Result<EncryptionKey, StoreError> {
             };
             KeyRef::Aws { arn, access }
         }
+        Provider::GcpKms => KeyRef::Gcp {
+            name: GcpKeyName::parse("key_name", &m.key_ref)
+                .map_err(|_| corrupt("Cloud KMS key name"))?,
+        },
         Provider::Local => KeyRef::Local {
             key_id: Uuid::parse_str(&m.key_ref).map_err(|_| corrupt("local key id"))?,
             organization_id: m.organization_id,

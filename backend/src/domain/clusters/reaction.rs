@@ -24,10 +24,11 @@ use crate::domain::ports::{Job, JobKind, KeyVersionStatus};
 use crate::domain::projects::{Project, RevocationPolicy};
 
 /// R10: what running clusters do when their key is revoked. AWS keeps them running (the
-/// failure shows at resume); Azure stops them.
+/// failure shows at resume); Azure and Google Cloud stop them (as Google's own CMEK services
+/// make a resource unavailable when its key version is disabled).
 pub fn effective_policy(project: &Project, provider: Provider) -> RevocationPolicy {
     project.revocation_policy.unwrap_or(match provider {
-        Provider::AzureKeyVault => RevocationPolicy::Stop,
+        Provider::AzureKeyVault | Provider::GcpKms => RevocationPolicy::Stop,
         Provider::AwsKms | Provider::Local => RevocationPolicy::KeepRunning,
     })
 }

@@ -141,7 +141,7 @@ impl Keys {
         if request.key_ref.display() == old.key_ref.display() {
             let field = match old.key_ref.provider() {
                 super::Provider::AwsKms => "key_arn",
-                super::Provider::AzureKeyVault => "key_name",
+                super::Provider::AzureKeyVault | super::Provider::GcpKms => "key_name",
                 super::Provider::Local => "key_id",
             };
             wrong.push(FieldError::new(
@@ -254,6 +254,7 @@ impl Keys {
                 Some(match key.provider() {
                     super::Provider::AwsKms => "Allow the platform's account kms:Encrypt on the key (Check my key policy shows the statement), then try again.".to_owned(),
                     super::Provider::AzureKeyVault => "Allow wrapKey and unwrapKey on the key (Key Vault Crypto Service Encryption User), then try again.".to_owned(),
+                    super::Provider::GcpKms => "Grant roles/cloudkms.cryptoKeyEncrypterDecrypter on the key to the platform's service account, then try again.".to_owned(),
                     super::Provider::Local => "Enable the key, then try again.".to_owned(),
                 }),
                 Some(err.key_status()),

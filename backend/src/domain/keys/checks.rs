@@ -5,6 +5,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+mod gcp;
+
 use super::region::Region;
 use super::{AwsAccess, KeyRef, KeyStatus};
 use crate::domain::kms::{EncryptionContext, KeyProvider, KeyState, KmsError};
@@ -87,12 +89,14 @@ pub trait Progress: Send + Sync {
 }
 
 /// Error codes a KMS answers while a grant made a moment ago has not propagated yet: AWS
-/// (KMS `AccessDeniedException`, STS `AccessDenied` on the role) and Azure RBAC (`Forbidden`).
-const PROPAGATION_CODES: [&str; 4] = [
+/// (KMS `AccessDeniedException`, STS `AccessDenied` on the role), Azure RBAC (`Forbidden`)
+/// and Google Cloud IAM (`PERMISSION_DENIED`).
+const PROPAGATION_CODES: [&str; 5] = [
     "AccessDeniedException",
     "AccessDenied",
     "Forbidden",
     "ForbiddenByRbac",
+    "PERMISSION_DENIED",
 ];
 
 impl Check {
@@ -234,6 +238,11 @@ pub async fn run(
         let mut checklist = finish(run, Ok(None), rotation);
         checklist.tenant = seen.map(|s| s.tenant).filter(|t| !t.is_empty());
         return checklist;
+    }
+    if matches!(key, KeyRef::Gcp { .. }) {
+        let seen = gcp::checks(&mut run, provider, key, region, context).await;
+        let rotates = seen.as_ref().map(|(_, rotates)| *rotates);
+        return finish(run, Ok(rotates), seen.map(|(text, _)| text));
     }
     match provider.describe(key).await {
         Err(err) => {
@@ -554,6 +563,9 @@ fn fix_for(err: &KmsError, key: &KeyRef, region: &Region) -> String {
     );
     if let KeyRef::Azure { .. } = key {
         return azure_fix_for(err, region);
+    }
+    if let KeyRef::Gcp { .. } = key {
+        return gcp::fix(err, region);
     }
     match err {
         KmsError::AccessDenied { .. } if role => "Check that the role trusts the platform account with your organization id as ExternalId, \

@@ -242,25 +242,16 @@ pub fn key_id_for(
     Ok(format!("{prefix}{}", suffix(project_id, region)))
 }
 
-/// A key registered in a project must carry that project's suffix: the platform's service
-/// account may be granted keys of many customers, and the suffix ties each key to the one
-/// project that asked for it, so no other organization can register it. The key's location
-/// must be the region it is registered for.
+/// A key registered in a project must carry that project's suffix for the region: the
+/// platform's service account may be granted keys of many customers, and the suffix ties each
+/// key to the one project that asked for it, so no other organization can register it. (That
+/// the key's location is the region is one of Test Encryption Key's checks.)
 pub fn require_suffix(
     field: &str,
     key: &GcpKeyName,
     project_id: Uuid,
     region: &Region,
 ) -> Result<(), FieldError> {
-    if key.location() != region {
-        return Err(FieldError::new(
-            field,
-            format!(
-                "names a key in {}, but this key is for {region}: a key's location must be its clusters' region",
-                key.location()
-            ),
-        ));
-    }
     let suffix = suffix(project_id, region);
     if key.key().len() > suffix.len() && key.key().ends_with(&suffix) {
         Ok(())
@@ -274,33 +265,91 @@ pub fn require_suffix(
     }
 }
 
+/// What the customer chose in the wizard so far; each part may still be missing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KeyParts<'a> {
+    pub gcp_project_id: Option<&'a str>,
+    pub key_ring: Option<&'a str>,
+    pub key_name_prefix: Option<&'a str>,
+}
+
+/// The key the wizard's commands make: its ring and name (the prefix the customer chose, or
+/// `cmek`, with this project's suffix), and its full name once the project id is known.
+#[derive(Clone, Debug)]
+pub struct ChosenKey {
+    pub gcp_project_id: Option<String>,
+    pub key_ring: String,
+    pub key_id: String,
+    pub full_name: Option<GcpKeyName>,
+}
+
+fn given<'a>(part: Option<&'a str>) -> Option<&'a str> {
+    part.map(str::trim).filter(|p| !p.is_empty())
+}
+
+/// The key for the wizard's parts: each given part checked by its own rules (every problem
+/// at once); defaults for the others.
+pub fn key_for(
+    parts: &KeyParts<'_>,
+    project_id: Uuid,
+    region: &Region,
+) -> Result<ChosenKey, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let key_id = key_id_for(
+        "key_name_prefix",
+        given(parts.key_name_prefix).unwrap_or("cmek"),
+        project_id,
+        region,
+    )
+    .map_err(|e| errors.push(e))
+    .ok();
+    let key_ring = given(parts.key_ring).unwrap_or("cmek");
+    if let Err(e) = check_id("key_ring", "key ring", key_ring) {
+        errors.push(e);
+    }
+    let gcp_project_id = given(parts.gcp_project_id);
+    if let Some(Err(e)) = gcp_project_id.map(|p| check_project("gcp_project_id", p)) {
+        errors.push(e);
+    }
+    let Some(key_id) = key_id.filter(|_| errors.is_empty()) else {
+        return Err(errors);
+    };
+    let full_name = gcp_project_id.map(|project| GcpKeyName {
+        project: project.to_owned(),
+        location: region.clone(),
+        key_ring: key_ring.to_owned(),
+        key: key_id.clone(),
+    });
+    Ok(ChosenKey {
+        gcp_project_id: gcp_project_id.map(str::to_owned),
+        key_ring: key_ring.to_owned(),
+        key_id,
+        full_name,
+    })
+}
+
 /// What the Google Cloud wizard shows: the service account to grant, the commands, and the
 /// Terraform configuration, filled in.
 #[derive(Clone, Debug)]
 pub struct GcpSetup {
     pub region: String,
     pub service_account: String,
-    /// Present when the key's parts were given.
+    pub key_ring: String,
+    /// The key's name, with this project's suffix.
+    pub key_id: String,
+    /// `-` and 8 hex digits: what every key name of this project and region ends with.
+    pub suffix: String,
+    /// The full resource name, once the Google Cloud project id is given.
     pub key_name: Option<String>,
     pub commands: Vec<String>,
     pub terraform: Value,
 }
 
-/// The wizard's commands and Terraform for a key; `key` names what the customer chose (or
-/// placeholders when they have not chosen yet).
-pub fn setup(region: &Region, service_account: &str, key: Option<&GcpKeyName>) -> GcpSetup {
-    let (project, ring, name) = match key {
-        Some(k) => (
-            k.project().to_owned(),
-            k.key_ring().to_owned(),
-            k.key().to_owned(),
-        ),
-        None => (
-            "PROJECT_ID".to_owned(),
-            "KEY_RING".to_owned(),
-            "KEY_NAME".to_owned(),
-        ),
-    };
+/// The wizard's commands and Terraform for the chosen key (`PROJECT_ID` until the customer's
+/// project id is given).
+pub fn setup(region: &Region, service_account: &str, key: &ChosenKey, suffix: String) -> GcpSetup {
+    let project = key.gcp_project_id.as_deref().unwrap_or("PROJECT_ID");
+    let (ring, name) = (key.key_ring.as_str(), key.key_id.as_str());
     let location = region.as_str();
     let scope = format!("--keyring={ring} --location={location} --project={project}");
     let mut commands = vec![
@@ -317,9 +366,12 @@ pub fn setup(region: &Region, service_account: &str, key: Option<&GcpKeyName>) -
     GcpSetup {
         region: location.to_owned(),
         service_account: service_account.to_owned(),
-        key_name: key.map(GcpKeyName::as_string),
+        key_ring: ring.to_owned(),
+        key_id: name.to_owned(),
+        suffix,
+        key_name: key.full_name.as_ref().map(GcpKeyName::as_string),
         commands,
-        terraform: terraform(region, service_account, &project, &ring, &name),
+        terraform: terraform(region, service_account, project, ring, name),
     }
 }
 
@@ -455,10 +507,10 @@ mod tests {
         assert!(require_suffix("key_name", &key, mine, &east()).is_ok());
         // Another organization's project cannot register it.
         assert!(require_suffix("key_name", &key, theirs, &east()).is_err());
-        // Nor is a key of another location accepted for this region.
+        // Nor is a key named for another region accepted for this one.
         let west = Region::parse_gcp("region", "us-west1").unwrap();
         let err = require_suffix("key_name", &key, mine, &west).unwrap_err();
-        assert!(err.reason.contains("location"), "{}", err.reason);
+        assert!(err.reason.contains("us-west1"), "{}", err.reason);
         // The suffix differs from Azure's for the same project and region.
         let azure = super::super::azure::full_key_name("key_name", "x", mine, &east()).unwrap();
         assert_ne!(format!("x{}", suffix(mine, &east())), azure.as_str());
@@ -466,8 +518,19 @@ mod tests {
 
     #[test]
     fn the_terraform_names_the_key_ring_the_key_and_both_roles() {
-        let key = GcpKeyName::from_parts("acme-prod", &east(), "cmek", "orders-1a2b3c4d").unwrap();
-        let s = setup(&east(), "cmek@platform.iam.gserviceaccount.com", Some(&key));
+        let project = Uuid::now_v7();
+        let parts = KeyParts {
+            gcp_project_id: Some("acme-prod"),
+            key_ring: Some("cmek"),
+            key_name_prefix: Some("orders"),
+        };
+        let key = key_for(&parts, project, &east()).unwrap();
+        let s = setup(
+            &east(),
+            "cmek@platform.iam.gserviceaccount.com",
+            &key,
+            suffix(project, &east()),
+        );
         let tf = &s.terraform["resource"];
         assert_eq!(tf["google_kms_key_ring"]["cmek"]["location"], "us-east1");
         assert_eq!(
@@ -505,9 +568,43 @@ mod tests {
                 .count(),
             2
         );
-        assert_eq!(
-            s.key_name.as_deref(),
-            Some("projects/acme-prod/locations/us-east1/keyRings/cmek/cryptoKeys/orders-1a2b3c4d")
+        let full = format!(
+            "projects/acme-prod/locations/us-east1/keyRings/cmek/cryptoKeys/orders{}",
+            suffix(project, &east())
         );
+        assert_eq!(s.key_name.as_deref(), Some(full.as_str()));
+        assert!(
+            require_suffix(
+                "key_name",
+                &GcpKeyName::parse("k", &full).unwrap(),
+                project,
+                &east()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_wizard_parts_are_checked_each_by_its_rules_and_default_otherwise() {
+        let project = Uuid::now_v7();
+        let none = key_for(&KeyParts::default(), project, &east()).unwrap();
+        assert_eq!(none.key_ring, "cmek");
+        assert_eq!(none.key_id, format!("cmek{}", suffix(project, &east())));
+        assert!(none.full_name.is_none());
+        let s = setup(
+            &east(),
+            "a@b.iam.gserviceaccount.com",
+            &none,
+            suffix(project, &east()),
+        );
+        assert!(s.commands[0].contains("--project=PROJECT_ID"));
+        let bad = KeyParts {
+            gcp_project_id: Some("Acme"),
+            key_ring: Some("ring/1"),
+            key_name_prefix: Some("k.1"),
+        };
+        let errors = key_for(&bad, project, &east()).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["key_name_prefix", "key_ring", "gcp_project_id"]);
     }
 }

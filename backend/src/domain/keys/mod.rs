@@ -46,6 +46,7 @@ pub use versions::VersionInUse;
 pub enum Provider {
     AwsKms,
     AzureKeyVault,
+    GcpKms,
     Local,
 }
 
@@ -54,6 +55,7 @@ impl Provider {
         match self {
             Provider::AwsKms => "aws_kms",
             Provider::AzureKeyVault => "azure_key_vault",
+            Provider::GcpKms => "gcp_kms",
             Provider::Local => "local",
         }
     }
@@ -62,10 +64,11 @@ impl Provider {
         match raw {
             "aws_kms" => Ok(Provider::AwsKms),
             "azure_key_vault" => Ok(Provider::AzureKeyVault),
+            "gcp_kms" => Ok(Provider::GcpKms),
             "local" => Ok(Provider::Local),
             _ => Err(FieldError::new(
                 "provider",
-                "must be \"aws_kms\", \"azure_key_vault\" or \"local\"",
+                "must be \"aws_kms\", \"azure_key_vault\", \"gcp_kms\" or \"local\"",
             )),
         }
     }
@@ -74,6 +77,7 @@ impl Provider {
         match self {
             Provider::AwsKms => "AWS KMS",
             Provider::AzureKeyVault => "Azure Key Vault",
+            Provider::GcpKms => "Google Cloud KMS",
             Provider::Local => "Local KMS (development)",
         }
     }
@@ -112,6 +116,11 @@ pub enum KeyRef {
         key_name: azure::KeyName,
         tenant: Option<String>,
     },
+    /// A key in a customer's Google Cloud KMS, by its full resource name. Cloud KMS uses
+    /// the key's primary version to encrypt and the version a ciphertext names to decrypt.
+    Gcp {
+        name: gcp::GcpKeyName,
+    },
     /// A key of the built-in local KMS, scoped to its organization.
     Local {
         key_id: Uuid,
@@ -124,6 +133,7 @@ impl KeyRef {
         match self {
             KeyRef::Aws { .. } => Provider::AwsKms,
             KeyRef::Azure { .. } => Provider::AzureKeyVault,
+            KeyRef::Gcp { .. } => Provider::GcpKms,
             KeyRef::Local { .. } => Provider::Local,
         }
     }
@@ -137,6 +147,7 @@ impl KeyRef {
             } => {
                 format!("{}/{}", vault.as_str(), key_name.as_str())
             }
+            KeyRef::Gcp { name } => name.as_string(),
             KeyRef::Local { key_id, .. } => key_id.to_string(),
         }
     }
@@ -151,7 +162,7 @@ impl KeyRef {
                 access: AwsAccess::Role { .. },
                 ..
             } => Some(AccessMode::Role),
-            KeyRef::Azure { .. } | KeyRef::Local { .. } => None,
+            KeyRef::Azure { .. } | KeyRef::Gcp { .. } | KeyRef::Local { .. } => None,
         }
     }
 }
@@ -256,6 +267,10 @@ pub struct KmsProviders {
     pub azure: Option<Arc<dyn KeyProvider>>,
     /// The platform's Entra application, named in the Azure wizard.
     pub azure_app: Option<AzureApp>,
+    pub gcp: Option<Arc<dyn KeyProvider>>,
+    /// The platform's Google Cloud service account (`CMEK_GCP_SERVICE_ACCOUNT`), named in the
+    /// Google Cloud wizard.
+    pub gcp_service_account: Option<String>,
 }
 
 /// The platform's multi-tenant Microsoft Entra application (`CMEK_AZURE_APP_ID`, `..._NAME`).

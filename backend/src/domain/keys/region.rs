@@ -165,7 +165,7 @@ pub fn aws_partition(code: &str) -> &'static str {
     }
 }
 
-/// A known region code, of AWS or of Azure.
+/// A known region code, of AWS, Azure or Google Cloud.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Region(String);
 
@@ -222,13 +222,16 @@ impl Region {
     ) -> Result<Self, crate::domain::FieldError> {
         match provider {
             super::Provider::AzureKeyVault => Self::parse_azure(field, raw),
+            super::Provider::GcpKms => Self::parse_gcp(field, raw),
             super::Provider::AwsKms | super::Provider::Local => Self::parse(field, raw),
         }
     }
 
-    /// A stored region of either list (what the database holds was parsed on the way in).
+    /// A stored region of any list (what the database holds was parsed on the way in).
     pub fn parse_known(field: &str, raw: &str) -> Result<Self, crate::domain::FieldError> {
-        Self::parse(field, raw).or_else(|_| Self::parse_azure(field, raw))
+        Self::parse(field, raw)
+            .or_else(|_| Self::parse_azure(field, raw))
+            .or_else(|_| Self::parse_gcp(field, raw))
     }
 
     /// Whether `reported` (as Key Vault's `x-ms-keyvault-region` header says it, in any case

@@ -4,6 +4,7 @@ use uuid::Uuid;
 
 use super::arn::{KmsKeyArn, RoleArn};
 use super::azure::{KeyName, VaultName};
+use super::gcp::GcpKeyName;
 use super::policy::AccessMode;
 use super::region::Region;
 use super::{AwsAccess, KeyRef, Provider};
@@ -11,7 +12,9 @@ use crate::domain::{DomainError, FieldError};
 
 /// A key request as clients send it (every provider's fields; each uses its own). AWS:
 /// `provider: "aws_kms", region, key_arn, access_mode?, role_arn?`; Azure: `provider:
-/// "azure_key_vault", region, vault_name, key_name`; local: `provider: "local", region, key_id`. It is also the API's request body.
+/// "azure_key_vault", region, vault_name, key_name`; Google Cloud: `provider: "gcp_kms",
+/// region, key_name` (the key's full resource name); local: `provider: "local", region,
+/// key_id`. It is also the API's request body.
 #[derive(Clone, Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRequestInput {
@@ -49,6 +52,7 @@ impl KeyRequest {
                 None
             }
             Ok(Provider::AzureKeyVault) => parse_azure(input, &mut errors),
+            Ok(Provider::GcpKms) => parse_gcp(input, &mut errors),
             Ok(Provider::AwsKms) => parse_aws(input, region.as_ref(), organization_id, &mut errors),
             Ok(Provider::Local) => parse_local(input, organization_id, &mut errors),
         };
@@ -71,6 +75,23 @@ fn parse_azure(input: &KeyRequestInput, errors: &mut Vec<FieldError>) -> Option<
         key_name: key_name?,
         tenant: None,
     })
+}
+
+/// A Google Cloud key by its full resource name. Its location is compared with the region by
+/// Test Encryption Key, which names both and the fix.
+fn parse_gcp(input: &KeyRequestInput, errors: &mut Vec<FieldError>) -> Option<KeyRef> {
+    let raw = input.key_name.as_deref().unwrap_or("");
+    if raw.trim().is_empty() {
+        errors.push(FieldError::new(
+            "key_name",
+            "is required: the key's full resource name, projects/<project>/locations/<location>/keyRings/<key ring>/cryptoKeys/<key>",
+        ));
+        return None;
+    }
+    GcpKeyName::parse("key_name", raw)
+        .map_err(|e| errors.push(e))
+        .ok()
+        .map(|name| KeyRef::Gcp { name })
 }
 
 fn parse_local(

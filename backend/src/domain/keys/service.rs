@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::arn::KmsKeyArn;
 use super::azure::{self, AzureSetup};
 use super::checks::{self, Checklist, Progress};
+use super::gcp::{self, GcpSetup};
 use super::monitor::MonitorStats;
 use super::policy::{self, AccessMode, AwsAccessPolicies, PolicyScope};
 use super::region::Region;
@@ -39,6 +40,7 @@ impl KmsProviders {
         match key {
             KeyRef::Aws { .. } => self.aws.clone().ok_or_else(|| unconfigured("AWS KMS is not configured on this console (the operator sets CMEK_AWS_ACCOUNT_ID).")),
             KeyRef::Azure { .. } => self.azure.clone().ok_or_else(|| unconfigured("Azure Key Vault is not configured on this console (the operator sets CMEK_AZURE_APP_ID and CMEK_AZURE_CLIENT_SECRET).")),
+            KeyRef::Gcp { .. } => self.gcp.clone().ok_or_else(|| unconfigured("Google Cloud KMS is not configured on this console (the operator sets CMEK_GCP_SERVICE_ACCOUNT and CMEK_GCP_CREDENTIALS_FILE).")),
             KeyRef::Local { .. } => {
                 crate::domain::local_kms::refuse_in_production(environment)?;
                 self.local.clone().ok_or_else(|| unconfigured("The local KMS is not available."))
@@ -282,6 +284,35 @@ impl Keys {
         self.kms.azure_app.as_ref()
     }
 
+    /// What the Google Cloud wizard shows for this project and region: the platform's service
+    /// account, the key's full name (with this project's suffix) when its parts are given, the
+    /// commands and the Terraform configuration. Parts not given yet show as placeholders.
+    pub async fn gcp_setup(
+        &self,
+        caller: &Caller,
+        project_id: Uuid,
+        region: &str,
+        parts: gcp::KeyParts<'_>,
+    ) -> Result<GcpSetup, DomainError> {
+        self.cmek_project(caller, project_id).await?;
+        let account = self.kms.gcp_service_account.clone().ok_or_else(|| unavailable(
+            "Google Cloud KMS is not configured on this console (the operator sets CMEK_GCP_SERVICE_ACCOUNT and CMEK_GCP_CREDENTIALS_FILE).",
+        ))?;
+        let region =
+            Region::parse_gcp("region", region).map_err(|e| DomainError::Invalid(vec![e]))?;
+        let key = gcp::key_for(&parts, project_id, &region).map_err(DomainError::Invalid)?;
+        Ok(gcp::setup(
+            &region,
+            &account,
+            &key,
+            gcp::suffix(project_id, &region),
+        ))
+    }
+
+    pub fn gcp_service_account(&self) -> Option<&str> {
+        self.kms.gcp_service_account.as_deref()
+    }
+
     async fn cmek_project(
         &self,
         caller: &Caller,
@@ -485,9 +516,16 @@ impl Keys {
         self.cmek_project(caller, project_id).await?;
         let request = KeyRequest::parse(input, caller.organization_id)?;
         self.provider_for(&request.key_ref)?;
-        if let KeyRef::Azure { key_name, .. } = &request.key_ref {
-            azure::require_suffix("key_name", key_name, project_id, &request.region)
-                .map_err(|e| DomainError::Invalid(vec![e]))?;
+        match &request.key_ref {
+            KeyRef::Azure { key_name, .. } => {
+                azure::require_suffix("key_name", key_name, project_id, &request.region)
+                    .map_err(|e| DomainError::Invalid(vec![e]))?;
+            }
+            KeyRef::Gcp { name } => {
+                gcp::require_suffix("key_name", name, project_id, &request.region)
+                    .map_err(|e| DomainError::Invalid(vec![e]))?;
+            }
+            KeyRef::Aws { .. } | KeyRef::Local { .. } => {}
         }
         Ok(request)
     }

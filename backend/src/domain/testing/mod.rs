@@ -217,6 +217,7 @@ impl KeyProvider for FakeKms {
     async fn describe(&self, _: &KeyRef) -> Result<KeyDescription, KmsError> {
         self.describe.clone().map(|state| KeyDescription {
             azure: None,
+            gcp: None,
             key_id: "test".into(),
             state,
             spec: "SYMMETRIC_DEFAULT".into(),

@@ -165,6 +165,7 @@ impl From<EncryptionKey> for KeyBody {
                 vault_name = Some(vault.as_str().to_owned());
                 key_name = Some(k.as_str().to_owned());
             }
+            KeyRef::Gcp { name } => key_name = Some(name.as_string()),
             KeyRef::Local { key_id: id, .. } => key_id = Some(id.to_string()),
         }
         Self {
@@ -848,7 +849,7 @@ pub async fn v1beta_list(
                 region: k.region.as_str().to_owned(),
                 kms_arn: arn.as_str().to_owned(),
             }),
-            KeyRef::Azure { .. } | KeyRef::Local { .. } => None,
+            KeyRef::Azure { .. } | KeyRef::Gcp { .. } | KeyRef::Local { .. } => None,
         })
         .collect();
     Ok(HttpResponse::Ok().json(AwsCmekList { items }))
