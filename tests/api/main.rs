@@ -4,6 +4,7 @@
 
 mod azure;
 mod backup_jobs;
+mod gcp;
 mod helpers;
 mod moto;
 
@@ -23,6 +24,7 @@ mod key_monitor;
 mod key_status;
 mod keys;
 mod keys_azure;
+mod keys_gcp;
 mod local_kms;
 mod monitor_aws;
 mod ops;

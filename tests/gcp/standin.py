@@ -556,7 +556,9 @@ class StandIn:
         now = time.time()
         if exp <= now:
             return None, "ACCESS_TOKEN_EXPIRED"
-        if iat > now + CLOCK_SKEW or exp - iat > MAX_JWT_LIFETIME or exp <= iat:
+        # Google's Rust client backdates iat (seen: exp - iat = 3620 s), so the hour of
+        # lifetime is allowed the clock skew too.
+        if iat > now + CLOCK_SKEW or exp - iat > MAX_JWT_LIFETIME + CLOCK_SKEW or exp <= iat:
             return None, "ACCESS_TOKEN_TYPE_UNSUPPORTED"
         if disabled:
             return None, "ACCESS_TOKEN_TYPE_UNSUPPORTED"

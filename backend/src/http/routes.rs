@@ -54,6 +54,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
         api(M::PATCH, "/api/v1/projects/{project_id}", SignedIn, web::patch().to(projects::update)),
         api(M::GET, "/api/v1/projects/{project_id}/encryption-keys/aws-trust-policy", SignedIn, web::get().to(keys::aws_trust_policy)),
         api(M::GET, "/api/v1/projects/{project_id}/encryption-keys/azure-setup", SignedIn, web::get().to(keys::azure_setup)),
+        api(M::GET, "/api/v1/projects/{project_id}/encryption-keys/gcp-setup", SignedIn, web::get().to(keys::gcp_setup)),
         api(M::POST, "/api/v1/projects/{project_id}/encryption-keys/aws-policy-check", SignedIn, web::post().to(policy_check::check)),
         api(M::POST, "/api/v1/projects/{project_id}/encryption-keys/test", SignedIn, web::post().to(keys::test)),
         api(M::POST, "/api/v1/projects/{project_id}/encryption-keys", SignedIn, web::post().to(keys::create)),

@@ -233,6 +233,52 @@ impl From<domain::keys::azure::AzureSetup> for AzureSetup {
     }
 }
 
+/// What the Google Cloud KMS wizard shows: the platform's service account, the commands to
+/// create the key ring and key and grant the account, the key's name with the console's
+/// suffix, and a Terraform configuration in Terraform's JSON syntax.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct GcpSetup {
+    pub region: String,
+    /// The platform's service account: grant it the two roles on your key.
+    pub service_account: String,
+    /// The roles to grant, on the key.
+    pub roles: Vec<String>,
+    pub key_ring: String,
+    /// The key's name: your prefix and the console's suffix.
+    pub key_id: String,
+    /// What every key name of this project and region must end with.
+    pub suffix: String,
+    /// The key's full resource name (once `gcp_project_id` was given): the `key_name` to
+    /// register.
+    pub key_name: Option<String>,
+    /// `gcloud` commands, in order: the key ring, the key (90-day rotation), the two grants.
+    pub commands: Vec<String>,
+    /// File name of the Terraform download.
+    pub terraform_file_name: String,
+    #[schema(value_type = Object)]
+    pub terraform: serde_json::Value,
+}
+
+impl From<domain::keys::gcp::GcpSetup> for GcpSetup {
+    fn from(s: domain::keys::gcp::GcpSetup) -> Self {
+        Self {
+            region: s.region,
+            service_account: s.service_account,
+            roles: domain::keys::gcp::ROLES
+                .iter()
+                .map(|r| (*r).to_owned())
+                .collect(),
+            key_ring: s.key_ring,
+            key_id: s.key_id,
+            suffix: s.suffix,
+            key_name: s.key_name,
+            commands: s.commands,
+            terraform_file_name: domain::keys::gcp::TERRAFORM_FILE.to_owned(),
+            terraform: s.terraform,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct AwsAccessPolicies {
     pub mode: AccessMode,

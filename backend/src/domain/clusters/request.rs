@@ -31,10 +31,11 @@ fn provider(raw: &str) -> Result<Provider, FieldError> {
     match raw {
         "aws" => Ok(Provider::AwsKms),
         "azure" => Ok(Provider::AzureKeyVault),
+        "gcp" => Ok(Provider::GcpKms),
         other => Provider::parse(other).map_err(|_| {
             FieldError::new(
                 "provider",
-                "must be \"aws_kms\" (or \"aws\"), \"azure_key_vault\" (or \"azure\") or \"local\"",
+                "must be \"aws_kms\" (or \"aws\"), \"azure_key_vault\" (or \"azure\"), \"gcp_kms\" (or \"gcp\") or \"local\"",
             )
         }),
     }

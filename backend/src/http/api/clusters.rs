@@ -49,7 +49,7 @@ pub struct ClusterBody {
     pub id: Uuid,
     pub project_id: Uuid,
     pub name: String,
-    /// The cloud, named as for its keys: `aws_kms`, `azure_key_vault` or `local`.
+    /// The cloud, named as for its keys: `aws_kms`, `azure_key_vault`, `gcp_kms` or `local`.
     pub provider: Provider,
     pub tier: Tier,
     /// In order; the first is the primary region, where backups are kept.
@@ -126,6 +126,8 @@ pub enum ClusterProvider {
     Aws,
     AzureKeyVault,
     Azure,
+    GcpKms,
+    Gcp,
     Local,
 }
 
@@ -135,11 +137,12 @@ pub struct CreateClusterBody {
     /// 1-40 characters: lower-case letters, digits and `-`, starting with a letter and not
     /// ending with `-`.
     pub name: String,
-    /// `aws_kms` (or `aws`), `azure_key_vault` (or `azure`), `local`.
+    /// `aws_kms` (or `aws`), `azure_key_vault` (or `azure`), `gcp_kms` (or `gcp`), `local`.
     #[schema(value_type = ClusterProvider)]
     pub provider: String,
     /// One to five distinct regions of the provider (AWS region codes for `aws_kms` and
-    /// `local`, Azure region names for `azure_key_vault`); in a CMEK project each needs an
+    /// `local`, Azure region names for `azure_key_vault`, Google Cloud regions for `gcp_kms`);
+    /// in a CMEK project each needs an
     /// active key (R5, R11).
     #[schema(min_items = 1, max_items = 5)]
     pub regions: Vec<String>,

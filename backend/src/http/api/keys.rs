@@ -19,7 +19,8 @@ use crate::http::errors::{ApiError, Problem};
 use crate::http::json::ApiJson;
 use crate::http::shared::query::PageQuery;
 use crate::http::wire::{
-    AccessMode, AwsAccessPolicies, AzureSetup, Checklist, KeyRequestInput, KeyStatus, Provider,
+    AccessMode, AwsAccessPolicies, AzureSetup, Checklist, GcpSetup, KeyRequestInput, KeyStatus,
+    Provider,
 };
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -381,6 +382,57 @@ pub async fn azure_setup(
         )
         .await?;
     Ok(HttpResponse::Ok().json(AzureSetup::from(setup)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GcpSetupQuery {
+    /// A Google Cloud region, e.g. `us-east1`: the key ring's location.
+    pub region: String,
+    /// Your Google Cloud project id, for the commands and the key's full name.
+    #[param(value_type = Option<String>)]
+    pub gcp_project_id: Option<String>,
+    /// The key ring's name (default `cmek`).
+    #[param(value_type = Option<String>)]
+    pub key_ring: Option<String>,
+    /// Your key name prefix (default `cmek`); the answer's `key_id` adds the console's
+    /// unique suffix.
+    #[param(value_type = Option<String>)]
+    pub key_name_prefix: Option<String>,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/projects/{project_id}/encryption-keys/gcp-setup", operation_id = "getGcpSetup", tag = "encryption keys",
+    params(("project_id" = Uuid, Path), GcpSetupQuery),
+    responses(
+        (status = 200, body = GcpSetup, description = "The platform's service account, the commands, the key's name and the Terraform configuration"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "Not a CMEK project"),
+        (status = 422, body = Problem, content_type = "application/problem+json", description = "A bad region, project id, key ring or prefix, or Google Cloud KMS is not configured"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn gcp_setup(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+    path: web::Path<Uuid>,
+    query: web::Query<GcpSetupQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let setup = state
+        .console
+        .keys()
+        .gcp_setup(
+            &caller.0,
+            path.into_inner(),
+            &query.region,
+            crate::domain::keys::gcp::KeyParts {
+                gcp_project_id: query.gcp_project_id.as_deref(),
+                key_ring: query.key_ring.as_deref(),
+                key_name_prefix: query.key_name_prefix.as_deref(),
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(GcpSetup::from(setup)))
 }
 
 #[utoipa::path(

@@ -190,7 +190,7 @@ pub struct KeyStatusQuery {
     /// `active`, `access_denied`, `disabled`, `pending_deletion`, `not_found` or `unreachable`.
     #[param(value_type = Option<wire::KeyStatus>)]
     pub status: Option<String>,
-    /// `aws_kms`, `azure_key_vault` or `local`.
+    /// `aws_kms`, `azure_key_vault`, `gcp_kms` or `local`.
     #[param(value_type = Option<wire::Provider>)]
     pub provider: Option<String>,
     /// Keys of this project only.

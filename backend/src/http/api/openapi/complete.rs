@@ -125,6 +125,7 @@ pub(super) fn add_links(doc: &mut Value) {
         "testEncryptionKey",
         "getAwsTrustPolicy",
         "getAzureSetup",
+        "getGcpSetup",
         "listClusters",
         "createCluster",
         "listProjectBackups",

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::domain::keys::region::{AWS_REGIONS, AZURE_REGIONS};
+use crate::domain::keys::region::{AWS_REGIONS, AZURE_REGIONS, GCP_REGIONS};
 use crate::domain::page::PAGE_TOKEN_PATTERN;
 
 /// What the annotations cannot say: the values of parameters whose lists the domain keeps
@@ -73,6 +73,7 @@ pub(super) fn refine_parameters(operation: &mut Value) {
                 .chain(AWS_REGIONS.iter().map(|(code, _)| *code))
                 .collect(),
             "getAzureSetup" => AZURE_REGIONS.iter().map(|(code, _)| *code).collect(),
+            "getGcpSetup" => GCP_REGIONS.iter().map(|(code, _)| *code).collect(),
             _ => continue,
         };
         parameter["schema"] = json!({ "type": "string", "enum": regions });
@@ -80,7 +81,7 @@ pub(super) fn refine_parameters(operation: &mut Value) {
 }
 
 /// What utoipa's attributes cannot say about request fields: region fields take the known
-/// regions (AWS codes, Azure names; which list applies follows the body's `provider`, as the
+/// regions (AWS codes, Azure names, Google Cloud regions; which list applies follows the body's `provider`, as the
 /// field's description says), a cluster's regions are distinct, a webhook's URL is a URI.
 pub(super) fn refine_request_fields(doc: &mut Value) {
     let aws: Vec<&str> = AWS_REGIONS.iter().map(|(code, _)| *code).collect();
@@ -88,6 +89,7 @@ pub(super) fn refine_request_fields(doc: &mut Value) {
         .iter()
         .copied()
         .chain(AZURE_REGIONS.iter().map(|(code, _)| *code))
+        .chain(GCP_REGIONS.iter().map(|(code, _)| *code))
         .collect();
     let schemas = &mut doc["components"]["schemas"];
     schemas["KeyRequestInput"]["properties"]["region"]["enum"] = json!(any);
@@ -97,11 +99,17 @@ pub(super) fn refine_request_fields(doc: &mut Value) {
     // Rules between fields, as JSON Schema 2020-12 states them (OpenAPI 3.1): the regions
     // follow the provider, each provider needs its own fields, a revocation policy needs CMEK.
     let azure: Vec<&str> = AZURE_REGIONS.iter().map(|(code, _)| *code).collect();
+    let gcp: Vec<&str> = GCP_REGIONS.iter().map(|(code, _)| *code).collect();
     let is_azure = json!({ "properties": { "provider": { "enum": ["azure_key_vault", "azure"] } }, "required": ["provider"] });
+    let is_gcp = json!({ "properties": { "provider": { "enum": ["gcp_kms", "gcp"] } }, "required": ["provider"] });
     schemas["CreateClusterBody"]["allOf"] = json!([{
         "if": is_azure,
         "then": { "properties": { "regions": { "items": { "enum": azure } } } },
-        "else": { "properties": { "regions": { "items": { "enum": aws } } } }
+        "else": {
+            "if": is_gcp,
+            "then": { "properties": { "regions": { "items": { "enum": gcp } } } },
+            "else": { "properties": { "regions": { "items": { "enum": aws } } } }
+        }
     }]);
     let provider_is =
         |p: &str| json!({ "properties": { "provider": { "const": p } }, "required": ["provider"] });
@@ -109,7 +117,21 @@ pub(super) fn refine_request_fields(doc: &mut Value) {
         {
             "if": provider_is("azure_key_vault"),
             "then": { "properties": { "region": { "enum": azure } }, "required": ["vault_name", "key_name"] },
-            "else": { "properties": { "region": { "enum": aws } } }
+            "else": {
+                "if": provider_is("gcp_kms"),
+                "then": {
+                    "properties": {
+                        "region": { "enum": gcp },
+                        "key_name": {
+                            "type": "string",
+                            "description": "The key's full resource name, projects/P/locations/L/keyRings/R/cryptoKeys/K.",
+                            "pattern": gcp_key_name(),
+                        }
+                    },
+                    "required": ["key_name"]
+                },
+                "else": { "properties": { "region": { "enum": aws } } }
+            }
         },
         { "if": provider_is("aws_kms"), "then": { "required": ["key_arn"] } },
         { "if": provider_is("local"), "then": { "required": ["key_id"] } },
@@ -266,6 +288,15 @@ fn object_name() -> String {
     let d = format!(r"[^/\\.{CONTROL}]");
     let segment = format!(r"(?:{d}{c}*|\.{d}{c}*|\.\.{c}+)");
     format!("^{segment}(?:/{segment})*$")
+}
+
+/// A Cloud KMS key's full resource name as the server parses it (each part by its rules).
+fn gcp_key_name() -> String {
+    let locations: Vec<&str> = GCP_REGIONS.iter().map(|(code, _)| *code).collect();
+    trimmed(&format!(
+        r"projects/[a-z][a-z0-9-]{{4,28}}[a-z0-9]/locations/(?:{})/keyRings/[A-Za-z0-9_-]{{1,63}}/cryptoKeys/[A-Za-z0-9_-]{{1,63}}",
+        locations.join("|")
+    ))
 }
 
 /// The patterns of request fields, each the server's own rule (names are trimmed first).

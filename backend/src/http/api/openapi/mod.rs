@@ -33,6 +33,7 @@ use crate::http::wire::{AuditEvent, FieldError, Outcome, RevocationPolicy, Role}
         projects::update,
         keys::aws_trust_policy,
         keys::azure_setup,
+        keys::gcp_setup,
         policy_check::check,
         keys::test,
         keys::create,
