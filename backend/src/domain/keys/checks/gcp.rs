@@ -245,7 +245,7 @@ fn rotation_text(facts: &GcpKeyFacts) -> String {
 pub(super) fn fix(err: &KmsError, region: &Region) -> String {
     match err {
         KmsError::AccessDenied { message, .. } if message.contains("cloudkms.cryptoKeys.get") || message.contains("cloudkms.cryptoKeyVersions.get") =>
-            "Grant roles/cloudkms.viewer on the key to the platform's service account (step 2): the console reads the key's versions to watch them.".into(),
+            "Grant roles/cloudkms.viewer on the key to the platform's service account, with roles/cloudkms.cryptoKeyEncrypterDecrypter (step 2): the console reads the key and its versions to watch them.".into(),
         KmsError::AccessDenied { .. } =>
             "Grant roles/cloudkms.cryptoKeyEncrypterDecrypter and roles/cloudkms.viewer on the key to the platform's service account (step 2); a new grant can take a few minutes to apply.".into(),
         KmsError::NotFound { code } if code == "DESTROYED" => "The key's primary version is destroyed: rotate the key to a new primary version, or use another key.".into(),
