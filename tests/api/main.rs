@@ -16,6 +16,7 @@ mod cluster_pages;
 mod clusters;
 mod clusters_aws;
 mod clusters_azure;
+mod clusters_gcp;
 mod contract;
 mod hardening;
 mod key_changes;
