@@ -17,7 +17,7 @@ use crate::domain::clusters::{
     RegionKeyFacts, StoredObject,
 };
 use crate::domain::identity::Caller;
-use crate::domain::keys::region::{AWS_REGIONS, AZURE_REGIONS};
+use crate::domain::keys::region::{AWS_REGIONS, AZURE_REGIONS, GCP_REGIONS};
 use crate::domain::keys::{EncryptionKey, KeyStatus};
 use crate::domain::page::{MAX_PAGE_SIZE, PageRequest};
 use crate::http::AppState;
@@ -162,6 +162,7 @@ struct NewPage {
     missing: Vec<(String, String)>,
     regions: &'static [(&'static str, &'static str)],
     azure_regions: &'static [(&'static str, &'static str)],
+    gcp_regions: &'static [(&'static str, &'static str)],
     providers: Vec<(&'static str, &'static str)>,
 }
 
@@ -227,7 +228,11 @@ fn providers(
     cmek: bool,
     keys: &[EncryptionKey],
 ) -> Vec<(&'static str, &'static str)> {
-    let mut providers = vec![("aws_kms", "AWS"), ("azure_key_vault", "Azure")];
+    let mut providers = vec![
+        ("aws_kms", "AWS"),
+        ("azure_key_vault", "Azure"),
+        ("gcp_kms", "Google Cloud"),
+    ];
     if state.console.local_kms_available() {
         providers.push(("local", "Local (development)"));
     }
@@ -324,6 +329,7 @@ async fn new_page(
         missing,
         regions: AWS_REGIONS,
         azure_regions: AZURE_REGIONS,
+        gcp_regions: GCP_REGIONS,
     })
 }
 

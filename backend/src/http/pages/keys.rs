@@ -16,8 +16,9 @@ use crate::domain::clusters::effective_policy;
 use crate::domain::identity::Caller;
 use crate::domain::keys::azure::{ARM_TEMPLATE_FILE, AzureSetup, VaultName};
 use crate::domain::keys::checks::{Check, Checklist, Progress};
+use crate::domain::keys::gcp::{GcpSetup, KeyParts, TERRAFORM_FILE};
 use crate::domain::keys::policy::{AwsAccessPolicies, Statement};
-use crate::domain::keys::region::{AWS_REGIONS, AZURE_REGIONS};
+use crate::domain::keys::region::{AWS_REGIONS, AZURE_REGIONS, GCP_REGIONS};
 use crate::domain::keys::rewrap::{Rewrap, RewrapState};
 use crate::domain::keys::{ConfirmProgress, Confirmation, KeyRequestInput, KeyStatus};
 use crate::domain::local_kms::LocalKey;
@@ -70,6 +71,10 @@ pub struct WizardForm {
     pub vault_name: Option<String>,
     pub key_name_prefix: Option<String>,
     pub key_name: Option<String>,
+    /// Google Cloud: the customer's project id and key ring (the prefix is `key_name_prefix`,
+    /// the full resource name `key_name`).
+    pub gcp_project_id: Option<String>,
+    pub key_ring: Option<String>,
     /// `test` to test only; anything else tests and creates.
     pub action: Option<String>,
 }
@@ -128,6 +133,44 @@ fn policy_views(policies: &AwsAccessPolicies) -> Vec<PolicyView> {
         .collect()
 }
 
+/// Steps 2-3 of the Google Cloud wizard, as the page shows them.
+pub struct GcpView {
+    pub service_account: String,
+    pub key_ring: String,
+    pub key_id: String,
+    pub suffix: String,
+    pub key_name: Option<String>,
+    /// Each command with its index (for its copy button).
+    pub commands: Vec<(usize, String)>,
+    pub terraform_json: String,
+    pub terraform_file: &'static str,
+}
+
+impl From<GcpSetup> for GcpView {
+    fn from(s: GcpSetup) -> Self {
+        Self {
+            terraform_json: serde_json::to_string_pretty(&s.terraform).unwrap_or_default(),
+            service_account: s.service_account,
+            key_ring: s.key_ring,
+            key_id: s.key_id,
+            suffix: s.suffix,
+            key_name: s.key_name,
+            commands: s.commands.into_iter().enumerate().collect(),
+            terraform_file: TERRAFORM_FILE,
+        }
+    }
+}
+
+impl WizardForm {
+    fn gcp_parts(&self) -> KeyParts<'_> {
+        KeyParts {
+            gcp_project_id: self.gcp_project_id.as_deref(),
+            key_ring: self.key_ring.as_deref(),
+            key_name_prefix: self.key_name_prefix.as_deref(),
+        }
+    }
+}
+
 /// Steps 2-3 of the Azure wizard, as the page shows them.
 pub struct AzureView {
     pub app_name: String,
@@ -165,6 +208,9 @@ struct WizardPage {
     azure_regions: &'static [(&'static str, &'static str)],
     azure: Option<AzureView>,
     azure_available: bool,
+    gcp_regions: &'static [(&'static str, &'static str)],
+    gcp: Option<GcpView>,
+    gcp_available: bool,
     policies: Vec<PolicyView>,
     external_id: Option<String>,
     platform_account: Option<String>,
@@ -212,6 +258,8 @@ impl WizardPage {
             "vault_name" => WizardForm::text(&self.form.vault_name),
             "key_name_prefix" => WizardForm::text(&self.form.key_name_prefix),
             "key_name" => WizardForm::text(&self.form.key_name),
+            "gcp_project_id" => WizardForm::text(&self.form.gcp_project_id),
+            "key_ring" => WizardForm::text(&self.form.key_ring),
             _ => "",
         }
     }
@@ -227,6 +275,8 @@ fn step_query(form: &WizardForm) -> String {
         ("key_arn", &form.key_arn),
         ("vault_name", &form.vault_name),
         ("key_name_prefix", &form.key_name_prefix),
+        ("gcp_project_id", &form.gcp_project_id),
+        ("key_ring", &form.key_ring),
     ])
 }
 
@@ -300,6 +350,23 @@ async fn render(
             errors.0.push(e);
         }
     }
+    let mut gcp = None;
+    if WizardForm::text(&form.provider) == "gcp_kms" && !WizardForm::text(&form.region).is_empty() {
+        match console
+            .keys()
+            .gcp_setup(
+                caller,
+                project_id,
+                WizardForm::text(&form.region),
+                form.gcp_parts(),
+            )
+            .await
+        {
+            Ok(setup) => gcp = Some(GcpView::from(setup)),
+            Err(DomainError::Invalid(fields)) => errors.0.extend(fields),
+            Err(other) => return Err(other.into()),
+        }
+    }
     let local_available = console.local_kms_available();
     let local_keys = if local_available {
         console.keys().local_keys(caller).await?
@@ -321,6 +388,9 @@ async fn render(
         azure_regions: AZURE_REGIONS,
         azure,
         azure_available: console.keys().azure_app().is_some(),
+        gcp_regions: GCP_REGIONS,
+        gcp,
+        gcp_available: console.keys().gcp_service_account().is_some(),
         policies,
         external_id,
         platform_account: console.keys().aws_account_id().map(str::to_owned),
@@ -713,6 +783,34 @@ pub async fn azure_template(
         .insert_header((
             header::CONTENT_DISPOSITION,
             format!("attachment; filename=\"{ARM_TEMPLATE_FILE}\""),
+        ))
+        .body(body))
+}
+
+/// The Terraform configuration (Terraform's JSON syntax) as a file, filled in with the
+/// wizard's region, project id, key ring and key name.
+pub async fn gcp_terraform(
+    state: web::Data<AppState>,
+    caller: PageCaller,
+    path: web::Path<Uuid>,
+    form: web::Query<WizardForm>,
+) -> Result<HttpResponse, PageError> {
+    let setup = state
+        .console
+        .keys()
+        .gcp_setup(
+            &caller.0,
+            path.into_inner(),
+            WizardForm::text(&form.region),
+            form.gcp_parts(),
+        )
+        .await?;
+    let body = serde_json::to_string_pretty(&setup.terraform).unwrap_or_default();
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{TERRAFORM_FILE}\""),
         ))
         .body(body))
 }

@@ -71,6 +71,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::get().to(keys::azure_template),
         )
         .route(
+            "/projects/{project_id}/encryption-keys/gcp-terraform",
+            web::get().to(keys::gcp_terraform),
+        )
+        .route(
             "/projects/{project_id}/encryption-keys/{key_id}/check",
             web::post().to(keys::check),
         )

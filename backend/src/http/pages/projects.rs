@@ -178,6 +178,9 @@ impl From<EncryptionKey> for KeyRow {
                 (_, Some(AccessMode::KeyPolicy)) => "Key policy grant",
                 (_, Some(AccessMode::Role)) => "Cross-account role",
                 (KeyRef::Azure { .. }, None) => "Service principal of the platform's application",
+                (KeyRef::Gcp { .. }, None) => {
+                    "The platform's service account (IAM roles on the key)"
+                }
                 (_, None) => "Built-in",
             },
             status: k.status.as_str(),
