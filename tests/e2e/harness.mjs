@@ -3,6 +3,7 @@
 import { spawn } from "node:child_process";
 import { createHash, createHmac, randomUUID } from "node:crypto";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { mkdtemp, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -259,6 +260,38 @@ export async function azureStandin() {
       AZURE_AUTHORITY_HOST: url,
       CMEK_AZURE_VAULT_URL_TEMPLATE: `${url}/{vault}`,
       CMEK_AZURE_CA_FILE: ca,
+    },
+  };
+}
+
+/// The Google Cloud KMS stand-in (tests/gcp/standin.py, started by scripts/test): a platform
+/// service account of the test's own (its key file written to a temporary file), a customer
+/// project id, and the console's settings.
+export async function gcpStandin() {
+  const url = process.env.CMEK_TEST_GCP_URL;
+  if (!url) throw new Error("CMEK_TEST_GCP_URL must be set (scripts/test starts the stand-in)");
+  async function control(method, path, body) {
+    const response = await fetch(`${url}/_control/${path}`, {
+      method,
+      headers: { "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await response.text();
+    if (!response.ok) throw new Error(`stand-in ${method} ${path}: ${response.status} ${text}`);
+    return text ? JSON.parse(text) : null;
+  }
+  const keyFile = await control("POST", "serviceAccounts", { project: "platform-e2e" });
+  const dir = await mkdtemp(join(tmpdir(), "cmek-gcp-e2e-"));
+  const keyPath = join(dir, "platform-key.json");
+  await writeFile(keyPath, JSON.stringify(keyFile));
+  return {
+    url, control,
+    account: keyFile.client_email,
+    project: `cust-${randomUUID().replaceAll("-", "").slice(0, 10)}`,
+    env: {
+      CMEK_GCP_SERVICE_ACCOUNT: keyFile.client_email,
+      CMEK_GCP_CREDENTIALS_FILE: keyPath,
+      CMEK_GCP_KMS_ENDPOINT: url,
     },
   };
 }
