@@ -283,7 +283,7 @@ pub struct ChosenKey {
     pub full_name: Option<GcpKeyName>,
 }
 
-fn given<'a>(part: Option<&'a str>) -> Option<&'a str> {
+fn given(part: Option<&str>) -> Option<&str> {
     part.map(str::trim).filter(|p| !p.is_empty())
 }
 
