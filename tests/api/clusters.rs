@@ -434,7 +434,7 @@ async fn bad_cluster_requests_name_every_field() {
     let f = local_cmek(&["us-east-1"]).await;
 
     let refused = f
-        .create(json!({ "name": "Bad_Name", "provider": "gcp", "regions": ["us-east-1", "mars-1"], "tier": "huge" }))
+        .create(json!({ "name": "Bad_Name", "provider": "oracle", "regions": ["us-east-1", "mars-1"], "tier": "huge" }))
         .await;
 
     assert_eq!(refused.status(), 422);

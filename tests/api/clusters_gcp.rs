@@ -348,3 +348,158 @@ async fn a_data_key_decrypts_only_under_its_own_context() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the Google Cloud KMS stand-in (scripts/test starts it)"]
+async fn a_project_that_chose_keep_running_keeps_its_cluster_running_when_the_key_is_disabled() {
+    let gcp = Gcp::new().await;
+    let c = gcp
+        .console_with(&[("CMEK_KEY_CHECK_INTERVAL", "60s")])
+        .await;
+    let (app, owner) = (&c.app, c.owner.as_str());
+    let changed = app
+        .patch_json(
+            &format!("/api/v1/projects/{}", c.project),
+            owner,
+            &json!({ "revocation_policy": "keep_running" }),
+        )
+        .await;
+    assert_eq!(changed.status(), 200, "{}", changed.text().await.unwrap());
+    let key = saved_key(&gcp, &c, REGION).await;
+    let cluster = cluster_in(&c, &[REGION]).await;
+    gcp.act(&Gcp::version(&key, 1), "disable", json!({})).await;
+    sweep(&c, 67).await;
+    app.clock.advance(chrono::Duration::seconds(16));
+    eventually("the key shows disabled", async || {
+        c.keys().await[0]["status"] == "disabled"
+    })
+    .await;
+    eventually("the cluster is marked: it would not resume", async || {
+        let read: Value = app
+            .get(&format!("/api/v1/clusters/{cluster}"), owner)
+            .await
+            .json()
+            .await
+            .unwrap();
+        read["will_not_resume"].is_string()
+    })
+    .await;
+    assert_eq!(
+        cluster_state(app, owner, &cluster).await,
+        "available",
+        "keep_running overrides stop"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the Google Cloud KMS stand-in (scripts/test starts it)"]
+async fn after_a_rotation_a_rewrap_moves_everything_to_the_new_primary_and_the_old_version_can_go()
+{
+    let gcp = Gcp::new().await;
+    let c = gcp.console().await;
+    let (app, owner) = (&c.app, c.owner.as_str());
+    let key = saved_key(&gcp, &c, REGION).await;
+    let cluster = cluster_in(&c, &[REGION]).await;
+    let bytes = marked("gcp rewrap", 30_000);
+    assert_eq!(
+        put(app, owner, &cluster, "rows", bytes.clone())
+            .await
+            .status(),
+        201
+    );
+    let backup = id(&app.take_backup(owner, &cluster).await);
+    app.backup_when_done(owner, &backup).await;
+    let key_path = format!("{}/{}", c.keys_path(), id(&c.keys().await[0]));
+    let read = async || -> Value { app.get(&key_path, owner).await.json().await.unwrap() };
+    gcp.act(&key, "rotate", json!({})).await;
+    let impact: Value = app
+        .get(&format!("{key_path}/impact"), owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(impact.to_string().contains("disable_version"), "{impact}");
+
+    let started = post(app, owner, &format!("{key_path}/rewrap")).await;
+    assert_eq!(started.status(), 202, "{}", started.text().await.unwrap());
+    eventually("the re-wrap ends", async || {
+        read().await["change"]["state"] != "rewrapping"
+    })
+    .await;
+    let change = read().await["change"].clone();
+    assert_eq!(change["state"], "done", "{change}");
+    assert_eq!(
+        change["done"], 2,
+        "the cluster's data key and the backup's: {change}"
+    );
+    assert_eq!(change["target_version"], "2");
+    let versions = read().await["versions"].clone();
+    assert_eq!(versions.as_array().unwrap().len(), 1, "{versions}");
+    assert_eq!(versions[0]["version"], "2");
+
+    // Version 1 disabled, then destroyed: nothing breaks.
+    gcp.act(&Gcp::version(&key, 1), "disable", json!({})).await;
+    gcp.act(&Gcp::version(&key, 1), "destroy", json!({})).await;
+    assert_eq!(
+        post(app, owner, &format!("/api/v1/clusters/{cluster}/pause"))
+            .await
+            .status(),
+        200
+    );
+    let resumed = post(app, owner, &format!("/api/v1/clusters/{cluster}/resume")).await;
+    assert_eq!(resumed.status(), 200, "{}", resumed.text().await.unwrap());
+    let rows = get(app, owner, &cluster, "rows")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(rows.as_ref(), bytes.as_slice());
+    let restored = app.restore_backup(owner, &backup, None).await;
+    assert_eq!(restored["state"], "available", "{restored}");
+}
+
+#[tokio::test]
+#[ignore = "needs the Google Cloud KMS stand-in (scripts/test starts it)"]
+async fn replacing_a_google_key_moves_the_cluster_and_the_old_key_can_go() {
+    let gcp = Gcp::new().await;
+    let c = gcp.console().await;
+    let (app, owner) = (&c.app, c.owner.as_str());
+    let old_key = saved_key(&gcp, &c, REGION).await;
+    let cluster = cluster_in(&c, &[REGION]).await;
+    let bytes = marked("gcp replace", 20_000);
+    assert_eq!(
+        put(app, owner, &cluster, "rows", bytes.clone())
+            .await
+            .status(),
+        201
+    );
+    let old_path = format!("{}/{}", c.keys_path(), id(&c.keys().await[0]));
+    let new_key = gcp.key(&c, REGION, REGION, json!({})).await;
+    let started = app
+        .post_json(&format!("{old_path}/replace"), owner, &Gcp::body(&new_key))
+        .await;
+    assert_eq!(started.status(), 202, "{}", started.text().await.unwrap());
+    let read = async || -> Value { app.get(&old_path, owner).await.json().await.unwrap() };
+    eventually("the replacement ends", async || {
+        read().await["change"]["state"] != "rewrapping"
+    })
+    .await;
+    assert_eq!(read().await["change"]["state"], "done");
+    assert_eq!(app.delete(&old_path, owner).await.status(), 204);
+    gcp.act(&Gcp::version(&old_key, 1), "disable", json!({}))
+        .await;
+    assert_eq!(
+        post(app, owner, &format!("/api/v1/clusters/{cluster}/pause"))
+            .await
+            .status(),
+        200
+    );
+    let resumed = post(app, owner, &format!("/api/v1/clusters/{cluster}/resume")).await;
+    assert_eq!(resumed.status(), 200, "{}", resumed.text().await.unwrap());
+    let rows = get(app, owner, &cluster, "rows")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(rows.as_ref(), bytes.as_slice());
+}

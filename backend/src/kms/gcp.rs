@@ -10,6 +10,9 @@
 //!   version and decrypts with the version the ciphertext names; the wrapped form records that
 //!   version too (from the encrypt answer's `name`), so the census of versions in use and the
 //!   version probes cover Google keys.
+//! - A data key's plaintext is handed to the client in a buffer that wipes itself when the
+//!   client drops it, and the decrypt answer's copy is wiped once read. The client's own
+//!   base64 JSON body of a request or answer is beyond reach (as with the Azure SDK's).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -334,7 +337,10 @@ impl KeyProvider for GcpKms {
             )
             .await?;
         let plaintext = PlaintextKey::new(answer.plaintext.to_vec());
-        drop(answer);
+        // The answer's copy is ours alone once read: wiped before it is freed.
+        if let Ok(mut buffer) = answer.plaintext.try_into_mut() {
+            zeroize::Zeroize::zeroize(buffer.as_mut());
+        }
         if plaintext.expose().len() != DATA_KEY_LEN {
             return Err(KmsError::Other {
                 code: "InvalidPlaintext".into(),
@@ -356,7 +362,10 @@ impl KeyProvider for GcpKms {
                 self.client
                     .encrypt()
                     .set_name(name.as_string())
-                    .set_plaintext(bytes::Bytes::copy_from_slice(plaintext.expose()))
+                    // Owned by a buffer that wipes itself when the client lets go of it.
+                    .set_plaintext(bytes::Bytes::from_owner(Zeroizing::new(
+                        plaintext.expose().to_vec(),
+                    )))
                     .set_additional_authenticated_data(aad(context))
                     .send(),
             )
