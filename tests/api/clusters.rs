@@ -192,6 +192,23 @@ pub async fn post(app: &TestApp, key: &str, path: &str) -> Response {
         .unwrap()
 }
 
+/// Pauses and resumes the cluster (the resume unwraps its data keys through the KMS again)
+/// and reads `name` back: it must be `bytes`.
+pub async fn pause_resume_and_read(
+    app: &TestApp,
+    key: &str,
+    cluster: &str,
+    name: &str,
+    bytes: &[u8],
+) {
+    let paused = post(app, key, &format!("/api/v1/clusters/{cluster}/pause")).await;
+    assert_eq!(paused.status(), 200, "{}", paused.text().await.unwrap());
+    let resumed = post(app, key, &format!("/api/v1/clusters/{cluster}/resume")).await;
+    assert_eq!(resumed.status(), 200, "{}", resumed.text().await.unwrap());
+    let read = get(app, key, cluster, name).await.bytes().await.unwrap();
+    assert_eq!(read.as_ref(), bytes);
+}
+
 /// Bytes that look like nothing else, so a scan for them cannot hit by accident.
 pub fn marked(marker: &str, len: usize) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(len);

@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::azure::Console;
-use crate::clusters::{get, id, marked, post, put};
+use crate::clusters::{get, id, marked, pause_resume_and_read, post, put};
 use crate::gcp::{Gcp, REGION};
 use crate::key_monitor::{cluster_state, eventually};
 
@@ -74,16 +74,7 @@ async fn a_cluster_writes_pauses_and_resumes_with_the_version_that_encrypted_its
 
     // Rotated: version 2 is the primary; the data key still decrypts with version 1.
     gcp.act(&key, "rotate", json!({})).await;
-    assert_eq!(
-        post(app, owner, &format!("/api/v1/clusters/{cluster}/pause"))
-            .await
-            .status(),
-        200
-    );
-    let resumed = post(app, owner, &format!("/api/v1/clusters/{cluster}/resume")).await;
-    assert_eq!(resumed.status(), 200, "{}", resumed.text().await.unwrap());
-    let read = get(app, owner, &cluster, "rows").await;
-    assert_eq!(read.bytes().await.unwrap().as_ref(), bytes.as_slice());
+    pause_resume_and_read(app, owner, &cluster, "rows", &bytes).await;
 
     // Every encrypt and decrypt carried the context as additional authenticated data: the
     // stand-in refuses a decrypt under any other (checked on the adapter itself below).
@@ -440,20 +431,7 @@ async fn after_a_rotation_a_rewrap_moves_everything_to_the_new_primary_and_the_o
     // Version 1 disabled, then destroyed: nothing breaks.
     gcp.act(&Gcp::version(&key, 1), "disable", json!({})).await;
     gcp.act(&Gcp::version(&key, 1), "destroy", json!({})).await;
-    assert_eq!(
-        post(app, owner, &format!("/api/v1/clusters/{cluster}/pause"))
-            .await
-            .status(),
-        200
-    );
-    let resumed = post(app, owner, &format!("/api/v1/clusters/{cluster}/resume")).await;
-    assert_eq!(resumed.status(), 200, "{}", resumed.text().await.unwrap());
-    let rows = get(app, owner, &cluster, "rows")
-        .await
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(rows.as_ref(), bytes.as_slice());
+    pause_resume_and_read(app, owner, &cluster, "rows", &bytes).await;
     let restored = app.restore_backup(owner, &backup, None).await;
     assert_eq!(restored["state"], "available", "{restored}");
 }
@@ -488,18 +466,5 @@ async fn replacing_a_google_key_moves_the_cluster_and_the_old_key_can_go() {
     assert_eq!(app.delete(&old_path, owner).await.status(), 204);
     gcp.act(&Gcp::version(&old_key, 1), "disable", json!({}))
         .await;
-    assert_eq!(
-        post(app, owner, &format!("/api/v1/clusters/{cluster}/pause"))
-            .await
-            .status(),
-        200
-    );
-    let resumed = post(app, owner, &format!("/api/v1/clusters/{cluster}/resume")).await;
-    assert_eq!(resumed.status(), 200, "{}", resumed.text().await.unwrap());
-    let rows = get(app, owner, &cluster, "rows")
-        .await
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(rows.as_ref(), bytes.as_slice());
+    pause_resume_and_read(app, owner, &cluster, "rows", &bytes).await;
 }

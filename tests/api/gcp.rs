@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::azure::Console;
-use crate::helpers::{TempDir, TestApp, spawn_app_with};
+use crate::helpers::{TempDir, TestApp, spawn_app_with, stand_in_control};
 use crate::moto::service;
 
 pub const REGION: &str = "us-east1";
@@ -29,17 +29,13 @@ impl Standin {
     }
 
     pub async fn control(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let response = self
-            .http
-            .request(method, format!("{}/_control/{path}", self.url))
-            .json(&body)
-            .send()
-            .await
-            .expect("stand-in control");
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        assert!(status.is_success(), "control {path}: {status} {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
+        stand_in_control(
+            &self.http,
+            method,
+            format!("{}/_control/{path}", self.url),
+            body,
+        )
+        .await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Value {

@@ -515,3 +515,23 @@ pub fn fields(problem: &Value) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// One call to a KMS stand-in's control API: JSON in, the JSON answer out (`null` when
+/// empty); any answer but 2xx fails the test, with what the stand-in said.
+pub async fn stand_in_control(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Value,
+) -> Value {
+    let response = http
+        .request(method, &url)
+        .json(&body)
+        .send()
+        .await
+        .expect("stand-in control");
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    assert!(status.is_success(), "control {url}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}

@@ -229,15 +229,11 @@ export function iamMoto() {
   };
 }
 
-/// The Azure Key Vault and Entra stand-in (tests/azure/standin.py, started by scripts/test,
-/// which also sets NODE_EXTRA_CA_CERTS to its test CA): a platform application of the test's
-/// own, a customer tenant with its service principal, and the console's settings.
-export async function azureStandin() {
-  const url = process.env.CMEK_TEST_AZURE_URL;
-  const ca = process.env.CMEK_TEST_AZURE_CA;
-  if (!url || !ca) throw new Error("CMEK_TEST_AZURE_URL and CMEK_TEST_AZURE_CA must be set (scripts/test starts the stand-in)");
-  async function control(method, path, body) {
-    const response = await fetch(`${url}/_control${path}`, {
+/// A stand-in's control API under `base`: `control(method, path, body)` sends JSON and
+/// answers the parsed reply, throwing on anything but 2xx.
+function controlApi(base) {
+  return async function control(method, path, body) {
+    const response = await fetch(`${base}${path}`, {
       method,
       headers: { "content-type": "application/json" },
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -245,7 +241,17 @@ export async function azureStandin() {
     const text = await response.text();
     if (!response.ok) throw new Error(`stand-in ${method} ${path}: ${response.status} ${text}`);
     return text ? JSON.parse(text) : null;
-  }
+  };
+}
+
+/// The Azure Key Vault and Entra stand-in (tests/azure/standin.py, started by scripts/test,
+/// which also sets NODE_EXTRA_CA_CERTS to its test CA): a platform application of the test's
+/// own, a customer tenant with its service principal, and the console's settings.
+export async function azureStandin() {
+  const url = process.env.CMEK_TEST_AZURE_URL;
+  const ca = process.env.CMEK_TEST_AZURE_CA;
+  if (!url || !ca) throw new Error("CMEK_TEST_AZURE_URL and CMEK_TEST_AZURE_CA must be set (scripts/test starts the stand-in)");
+  const control = controlApi(`${url}/_control`);
   const appId = randomUUID();
   const secret = `secret-${randomUUID()}`;
   const tenant = randomUUID();
@@ -270,16 +276,7 @@ export async function azureStandin() {
 export async function gcpStandin() {
   const url = process.env.CMEK_TEST_GCP_URL;
   if (!url) throw new Error("CMEK_TEST_GCP_URL must be set (scripts/test starts the stand-in)");
-  async function control(method, path, body) {
-    const response = await fetch(`${url}/_control/${path}`, {
-      method,
-      headers: { "content-type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await response.text();
-    if (!response.ok) throw new Error(`stand-in ${method} ${path}: ${response.status} ${text}`);
-    return text ? JSON.parse(text) : null;
-  }
+  const control = controlApi(`${url}/_control/`);
   const keyFile = await control("POST", "serviceAccounts", { project: "platform-e2e" });
   const dir = await mkdtemp(join(tmpdir(), "cmek-gcp-e2e-"));
   const keyPath = join(dir, "platform-key.json");
