@@ -354,9 +354,8 @@ async fn another_organization_cannot_register_a_customers_key() {
     // The same platform service account can reach the key, but the name carries the
     // customer's project suffix: another organization's project is refused before any call.
     let attacker = gcp.console().await;
-    gcp.standin
-        .control(reqwest::Method::DELETE, "requests", Value::Null)
-        .await;
+    // The stand-in's request log is shared by every test: only this test's Google Cloud
+    // project (made for it) is looked for in it.
     for name in [
         key.clone(),
         key.rsplit_once('-').unwrap().0.to_owned(),
@@ -388,12 +387,18 @@ async fn another_organization_cannot_register_a_customers_key() {
         !requests.to_string().contains(&gcp.project),
         "Cloud KMS was never asked: {requests}"
     );
-    // The customer registers it.
+    // The customer registers it, and the log does show that call (so it would have shown
+    // the attacker's).
     let response = customer
         .app
         .post_json(&customer.keys_path(), &customer.owner, &Gcp::body(&key))
         .await;
     assert_eq!(response.status(), 201);
+    let requests = gcp
+        .standin
+        .control(reqwest::Method::GET, "requests", Value::Null)
+        .await;
+    assert!(requests.to_string().contains(&gcp.project), "{requests}");
 }
 
 #[tokio::test]
@@ -439,7 +444,11 @@ async fn the_wizard_setup_names_the_account_the_commands_and_the_terraform() {
         &c.owner,
     ).await;
     assert_eq!(response.status(), 422);
-    assert_eq!(fields(&problem(response).await), ["region"]);
+    assert_eq!(
+        fields(&problem(response).await),
+        ["region", "key_ring", "gcp_project_id"],
+        "every problem at once"
+    );
     let response = c.app.get(
         &format!("/api/v1/projects/{}/encryption-keys/gcp-setup?region={REGION}&gcp_project_id=X&key_ring=a.b", c.project),
         &c.owner,

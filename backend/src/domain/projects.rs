@@ -44,7 +44,7 @@ impl ProjectName {
 }
 
 /// R10: what happens to running clusters when key access is revoked. `None` on a project
-/// means the provider's default (AWS keeps running, Azure stops).
+/// means the provider's default (AWS keeps running, Azure and Google Cloud stop).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RevocationPolicy {

@@ -35,7 +35,7 @@ wire_enum!(Role from domain::identity::Role { Owner, Member, Auditor });
 wire_enum!(Outcome from domain::audit::Outcome { Success, Denied, Failure });
 wire_enum!(
     /// R10: what happens to running clusters when key access is revoked. Null on a project
-    /// means the provider's default (AWS keeps running, Azure stops).
+    /// means the provider's default (AWS keeps running, Azure and Google Cloud stop).
     RevocationPolicy from domain::projects::RevocationPolicy { KeepRunning, Stop }
 );
 wire_enum!(Provider from domain::keys::Provider { AwsKms, AzureKeyVault, GcpKms, Local });

@@ -178,6 +178,17 @@ fn state_name(state: &CryptoKeyVersionState) -> String {
         .to_owned()
 }
 
+/// The `locations/<L>` segment of a resource name, whatever the rest looks like.
+fn location_of(name: &str) -> Option<String> {
+    let mut parts = name.split('/');
+    parts
+        .by_ref()
+        .find(|p| *p == "locations")
+        .and_then(|_| parts.next())
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+}
+
 /// The number at the end of a version's name (`.../cryptoKeyVersions/3`).
 fn version_number(version_name: &str) -> Option<u32> {
     version_name
@@ -206,28 +217,42 @@ fn classify(err: &GaxError) -> KmsError {
                     matches!(d, StatusDetails::PreconditionFailure(f)
                         if f.violations.iter().any(|v| v.r#type == "KEY_DISABLED"))
                 });
-                if disabled_detail || message.contains("current state is: DISABLED") {
-                    KmsError::Disabled {
+                // Cloud KMS names the version's state at the end of its message ("... is not
+                // enabled, current state is: DISABLED."); the names before it are the
+                // customer's (a key ring may be called DESTROYED), so only that part is read.
+                let state = message
+                    .rsplit_once("current state is: ")
+                    .map(|(_, rest)| rest.trim_end_matches('.').trim());
+                match state {
+                    _ if disabled_detail => KmsError::Disabled {
                         code: "DISABLED".into(),
-                    }
-                } else if message.contains("DESTROY_SCHEDULED") {
-                    KmsError::PendingDeletion {
+                    },
+                    Some("DISABLED") => KmsError::Disabled {
+                        code: "DISABLED".into(),
+                    },
+                    Some("DESTROY_SCHEDULED") => KmsError::PendingDeletion {
                         code: "DESTROY_SCHEDULED".into(),
-                    }
-                } else if message.contains("DESTROYED") {
-                    KmsError::NotFound {
+                    },
+                    Some("DESTROYED") => KmsError::NotFound {
                         code: "DESTROYED".into(),
+                    },
+                    // A version still being made (imported, generated) says nothing yet.
+                    Some(other) if other.starts_with("PENDING") => {
+                        KmsError::Unreachable(format!("{code}: {message}"))
                     }
-                } else if message.to_ascii_lowercase().contains("purpose") {
-                    KmsError::WrongKeyUsage { code }
-                } else {
-                    KmsError::Other { code, message }
+                    _ if message.to_ascii_lowercase().contains("purpose") => {
+                        KmsError::WrongKeyUsage { code }
+                    }
+                    _ => KmsError::Other { code, message },
                 }
             }
             Code::ResourceExhausted => KmsError::Throttled { code },
-            Code::Unavailable | Code::DeadlineExceeded | Code::Internal | Code::Unknown => {
-                KmsError::Unreachable(format!("{code}: {message}"))
-            }
+            Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Internal
+            | Code::Unknown
+            | Code::Aborted
+            | Code::Cancelled => KmsError::Unreachable(format!("{code}: {message}")),
             // The platform's own credentials were refused: nothing about the customer's key.
             Code::Unauthenticated => {
                 tracing::error!(message, "Cloud KMS refused the platform's credentials");
@@ -251,11 +276,11 @@ fn classify(err: &GaxError) -> KmsError {
         Some(429) => KmsError::Throttled {
             code: "RESOURCE_EXHAUSTED".into(),
         },
-        Some(code) if code >= 500 => KmsError::Unreachable(format!("HTTP {code} from Cloud KMS")),
-        Some(code) => KmsError::Other {
-            code: format!("HTTP {code}"),
-            message: "Cloud KMS answered with something that is not a Cloud KMS error".into(),
-        },
+        // A bare status without Google's error body comes from something in front of Cloud
+        // KMS (a proxy, a gateway), not from it: never a refusal of the key.
+        Some(code) => KmsError::Unreachable(format!(
+            "HTTP {code} without a Cloud KMS error (from something in front of it?)"
+        )),
         // Connection refused or reset, DNS, a body cut short: the KMS was not reached.
         None => KmsError::Unreachable(format!("Cloud KMS could not be reached: {err}")),
     }
@@ -275,9 +300,7 @@ impl KeyProvider for GcpKms {
             Some(other) => KeyState::Other(other.to_owned()),
             None => KeyState::Other("NO_PRIMARY_VERSION".into()),
         };
-        let location = GcpKeyName::parse("name", &crypto_key.name)
-            .ok()
-            .map(|n| n.location().as_str().to_owned());
+        let location = location_of(&crypto_key.name);
         let facts = GcpKeyFacts {
             primary_version: primary
                 .and_then(|v| version_number(&v.name))
@@ -466,6 +489,11 @@ mod tests {
             version_number("projects/p/locations/l/keyRings/r/cryptoKeys/k/cryptoKeyVersions/12"),
             Some(12)
         );
+        assert_eq!(
+            location_of("projects/123456789/locations/us-east1/keyRings/r/cryptoKeys/k").as_deref(),
+            Some("us-east1")
+        );
+        assert_eq!(location_of("projects/p/keyRings/r"), None);
     }
 
     #[test]
@@ -515,6 +543,29 @@ mod tests {
             (
                 status(Code::NotFound, "CryptoKey x not found."),
                 KeyStatus::NotFound,
+            ),
+            (status(Code::Aborted, "try again"), KeyStatus::Unreachable),
+            (
+                status(
+                    Code::FailedPrecondition,
+                    "projects/p/locations/l/keyRings/DESTROYED/cryptoKeys/k/cryptoKeyVersions/1 is not enabled, current state is: DISABLED.",
+                ),
+                KeyStatus::Disabled,
+            ),
+            (
+                status(
+                    Code::FailedPrecondition,
+                    &format!("{v} is not enabled, current state is: PENDING_GENERATION."),
+                ),
+                KeyStatus::Unreachable,
+            ),
+            (
+                GaxError::http(
+                    407,
+                    http::HeaderMap::new(),
+                    bytes::Bytes::from_static(b"Proxy Authentication Required"),
+                ),
+                KeyStatus::Unreachable,
             ),
             (
                 status(Code::Unavailable, "The service is currently unavailable."),

@@ -26,6 +26,9 @@ pub const ROLES: [&str; 2] = [
     "roles/cloudkms.viewer",
 ];
 
+/// A region to check the wizard's parts against when the one given is not one.
+pub const SOME_REGION: &str = "us-east1";
+
 /// The rotation the wizard suggests: 90 days, in Cloud KMS's duration form.
 pub const ROTATION_PERIOD: &str = "7776000s";
 
@@ -43,7 +46,7 @@ pub struct GcpKeyName {
 fn check_project(field: &str, raw: &str) -> Result<(), FieldError> {
     let problem = if raw.is_empty() {
         Some("names no Google Cloud project: projects/<project id>/... is required".to_owned())
-    } else if !(6..=30).contains(&raw.len()) {
+    } else if !(6..=30).contains(&raw.chars().count()) {
         Some(format!(
             "has a project id of {} characters (\"{raw}\"); a Google Cloud project id has 6 to 30",
             raw.chars().count()
@@ -73,7 +76,7 @@ fn check_project(field: &str, raw: &str) -> Result<(), FieldError> {
 fn check_id(field: &str, what: &str, raw: &str) -> Result<(), FieldError> {
     let problem = if raw.is_empty() {
         Some(format!("names no {what}"))
-    } else if raw.len() > 63 {
+    } else if raw.chars().count() > 63 {
         Some(format!(
             "has a {what} name of {} characters; Cloud KMS allows at most 63",
             raw.chars().count()
@@ -96,6 +99,12 @@ impl GcpKeyName {
     /// (`.../cryptoKeyVersions/N`) is refused: a key is registered, not one of its versions.
     pub fn parse(field: &str, raw: &str) -> Result<Self, FieldError> {
         let name = raw.trim();
+        if name.contains(char::is_whitespace) {
+            return Err(FieldError::new(
+                field,
+                "has a space in it; a key's resource name has none",
+            ));
+        }
         let parts: Vec<&str> = name.split('/').collect();
         let shape = || {
             FieldError::new(
@@ -347,7 +356,13 @@ pub struct GcpSetup {
 
 /// The wizard's commands and Terraform for the chosen key (`PROJECT_ID` until the customer's
 /// project id is given).
-pub fn setup(region: &Region, service_account: &str, key: &ChosenKey, suffix: String) -> GcpSetup {
+pub fn setup(
+    region: &Region,
+    service_account: &str,
+    key: &ChosenKey,
+    suffix: String,
+    next_rotation: chrono::DateTime<chrono::Utc>,
+) -> GcpSetup {
     let project = key.gcp_project_id.as_deref().unwrap_or("PROJECT_ID");
     let (ring, name) = (key.key_ring.as_str(), key.key_id.as_str());
     let location = region.as_str();
@@ -355,7 +370,8 @@ pub fn setup(region: &Region, service_account: &str, key: &ChosenKey, suffix: St
     let mut commands = vec![
         format!("gcloud kms keyrings create {ring} --location={location} --project={project}"),
         format!(
-            "gcloud kms keys create {name} {scope} --purpose=encryption --rotation-period=90d --next-rotation-time=$(date -u -d '+90 days' +%Y-%m-%dT%H:%M:%SZ)"
+            "gcloud kms keys create {name} {scope} --purpose=encryption --rotation-period=90d --next-rotation-time={}",
+            next_rotation.format("%Y-%m-%dT%H:%M:%SZ")
         ),
     ];
     for role in ROLES {
@@ -478,6 +494,10 @@ mod tests {
                 "key version",
             ),
             ("acme-prod/us-east1/r/k", "full resource name"),
+            (
+                "projects/acme-prod/locations/ us-east1/keyRings/r/cryptoKeys/k",
+                "space",
+            ),
         ] {
             let err = GcpKeyName::parse("key_name", raw).unwrap_err();
             assert_eq!(err.field, "key_name");
@@ -530,6 +550,12 @@ mod tests {
             "cmek@platform.iam.gserviceaccount.com",
             &key,
             suffix(project, &east()),
+            chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        );
+        assert!(
+            s.commands[1].contains("--next-rotation-time=2027-01-15T08:00:00Z"),
+            "{}",
+            s.commands[1]
         );
         let tf = &s.terraform["resource"];
         assert_eq!(tf["google_kms_key_ring"]["cmek"]["location"], "us-east1");
@@ -596,6 +622,7 @@ mod tests {
             "a@b.iam.gserviceaccount.com",
             &none,
             suffix(project, &east()),
+            chrono::Utc::now(),
         );
         assert!(s.commands[0].contains("--project=PROJECT_ID"));
         let bad = KeyParts {

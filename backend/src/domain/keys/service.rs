@@ -298,15 +298,32 @@ impl Keys {
         let account = self.kms.gcp_service_account.clone().ok_or_else(|| unavailable(
             "Google Cloud KMS is not configured on this console (the operator sets CMEK_GCP_SERVICE_ACCOUNT and CMEK_GCP_CREDENTIALS_FILE).",
         ))?;
-        let region =
-            Region::parse_gcp("region", region).map_err(|e| DomainError::Invalid(vec![e]))?;
-        let key = gcp::key_for(&parts, project_id, &region).map_err(DomainError::Invalid)?;
-        Ok(gcp::setup(
-            &region,
-            &account,
-            &key,
-            gcp::suffix(project_id, &region),
-        ))
+        // Every problem at once: the parts are checked even when the region is wrong (their
+        // rules do not depend on it).
+        let region = Region::parse_gcp("region", region);
+        let any_region = region
+            .clone()
+            .or_else(|_| Region::parse_gcp("region", gcp::SOME_REGION));
+        let key = match &any_region {
+            Ok(r) => gcp::key_for(&parts, project_id, r),
+            Err(e) => Err(vec![e.clone()]),
+        };
+        match (region, key) {
+            (Ok(region), Ok(key)) => Ok(gcp::setup(
+                &region,
+                &account,
+                &key,
+                gcp::suffix(project_id, &region),
+                self.clock.now() + chrono::Duration::days(90),
+            )),
+            (region, key) => Err(DomainError::Invalid(
+                region
+                    .err()
+                    .into_iter()
+                    .chain(key.err().unwrap_or_default())
+                    .collect(),
+            )),
+        }
     }
 
     pub fn gcp_service_account(&self) -> Option<&str> {

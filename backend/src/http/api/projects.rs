@@ -20,7 +20,7 @@ pub struct ProjectBody {
     pub name: String,
     /// Chosen at creation; never changes (R1).
     pub cmek_enabled: bool,
-    /// `null`: the provider's default (AWS keeps clusters running, Azure stops them).
+    /// `null`: the provider's default (AWS keeps clusters running, Azure and Google Cloud stop them).
     pub revocation_policy: Option<RevocationPolicy>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,

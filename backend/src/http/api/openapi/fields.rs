@@ -54,17 +54,19 @@ pub(super) fn refine_parameters(operation: &mut Value) {
                 parameter["schema"]["pattern"] = json!("^[0-9]{12}$");
                 parameter["schema"]["maxLength"] = json!(12);
             }
-            // Google Cloud's parts, each as the server checks it once trimmed: a key name
-            // prefix of at most 54 characters (63 with the suffix), a key ring id, a project id.
+            // Google Cloud's parts, each as the server checks it once trimmed (blank means
+            // not given: the default, or a placeholder): a key name prefix of at most 54
+            // characters (63 with the suffix), a key ring id, a project id.
             Some("key_name_prefix") if operation_id == "getGcpSetup" => {
                 parameter["schema"]["pattern"] =
-                    json!(trimmed(r"[A-Za-z0-9_-]{0,53}[A-Za-z0-9_]-*"))
+                    json!(trimmed(r"(?:[A-Za-z0-9_-]{0,53}[A-Za-z0-9_]-*)?"))
             }
             Some("key_ring") => {
-                parameter["schema"]["pattern"] = json!(trimmed(r"[A-Za-z0-9_-]{1,63}"))
+                parameter["schema"]["pattern"] = json!(trimmed(r"(?:[A-Za-z0-9_-]{1,63})?"))
             }
             Some("gcp_project_id") => {
-                parameter["schema"]["pattern"] = json!(trimmed(r"[a-z][a-z0-9-]{4,28}[a-z0-9]"))
+                parameter["schema"]["pattern"] =
+                    json!(trimmed(r"(?:[a-z][a-z0-9-]{4,28}[a-z0-9])?"))
             }
             Some("key_name_prefix") => {
                 // At most 118 characters once trailing hyphens are dropped (127 with the
