@@ -1,5 +1,6 @@
 //! The operator's command line: `serve` (the default), `migrate`, `api-key create`,
-//! `sign-in-link`, `organization create`, `key impact`, `audit verify` and `audit rotate-key`.
+//! `sign-in-link`, `organization create`, `key impact`, `audit verify`, `audit verify-export`
+//! and `audit rotate-key`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,6 +101,80 @@ pub enum AuditCommand {
     },
     /// Add a new chain key to the key file; events are sealed with it from the next start.
     RotateKey,
+    /// Verify an organization's audit export (format cmek-console-audit/2) offline, with no
+    /// database: exits 0 when intact, 1 naming the first broken event, 2 when unreadable.
+    VerifyExport {
+        /// The export (JSON).
+        file: PathBuf,
+        /// The published signing keys (`GET /api/v1/audit/signing-keys`, JSON).
+        #[arg(long)]
+        keys: PathBuf,
+        /// A checkpoint you kept (JSON, e.g. an `audit.checkpoint` webhook's `data`);
+        /// repeatable.
+        #[arg(long)]
+        checkpoint: Vec<PathBuf>,
+    },
+}
+
+/// `audit verify-export`: reads the keys and kept checkpoints whole, the export as a stream.
+fn verify_export(file: &PathBuf, keys: &PathBuf, kept: &[PathBuf]) -> ExitCode {
+    use crate::crypto::audit_chain::{self, Checkpoint as Kept, ExportError, PublishedKey};
+    #[derive(serde::Deserialize)]
+    struct Keys {
+        keys: Vec<PublishedKey>,
+    }
+    let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+    let inputs = read(keys)
+        .and_then(|raw| {
+            serde_json::from_slice::<Keys>(&raw)
+                .map_err(|e| format!("{}: not a signing keys file: {e}", keys.display()))
+        })
+        .and_then(|keys| {
+            let kept = kept
+                .iter()
+                .map(|p| {
+                    read(p).and_then(|raw| {
+                        serde_json::from_slice::<Kept>(&raw)
+                            .map_err(|e| format!("{}: not a checkpoint: {e}", p.display()))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let export =
+                std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            Ok((keys.keys, kept, export))
+        });
+    let (keys, kept, export) = match inputs {
+        Ok(inputs) => inputs,
+        Err(problem) => {
+            eprintln!("cmek-console: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    match audit_chain::verify_export_reader(export, &keys, &kept) {
+        Ok(v) => {
+            println!(
+                "Verified: {} events, seq {} to {}, head {}; checkpoints matched: {}.",
+                v.events,
+                v.first_seq.map_or("-".into(), |s| s.to_string()),
+                v.last_seq.map_or("-".into(), |s| s.to_string()),
+                v.head_hash.as_deref().unwrap_or("-"),
+                if v.checkpoints.is_empty() {
+                    "none".to_owned()
+                } else {
+                    format!("{:?}", v.checkpoints)
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(ExportError::Broken(b)) => {
+            println!("NOT VERIFIED: {b}");
+            ExitCode::FAILURE
+        }
+        Err(e @ ExportError::Unreadable(_)) => {
+            eprintln!("cmek-console: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
@@ -108,6 +183,11 @@ fn parse_role(text: &str) -> Result<Role, String> {
 
 pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError> {
     match cli.command.unwrap_or(Command::Serve) {
+        Command::Audit(AuditCommand::VerifyExport {
+            file,
+            keys,
+            checkpoint,
+        }) => Ok(verify_export(&file, &keys, &checkpoint)),
         Command::Serve => serve(settings).await,
         Command::Migrate => {
             startup::console(&settings, Arc::new(SystemClock)).await?;

@@ -463,3 +463,66 @@ async fn key_impact_prints_what_the_key_protects_and_each_verdict() {
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("not found"));
 }
+
+/// `audit verify-export` with no database at all (its URL points where nothing listens): the
+/// fixed vectors verify, a tampered copy names the broken event, a missing file is exit 2.
+#[test]
+fn audit_verify_export_runs_without_a_database() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/audit-v2");
+    let verify = |export: &str, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_cmek-console"))
+            .args([
+                "audit",
+                "verify-export",
+                export,
+                "--keys",
+                &format!("{fixtures}/keys.json"),
+            ])
+            .args(extra)
+            .env("DATABASE_URL", "postgres://nobody@127.0.0.1:9/none")
+            .env("CMEK_DATA_DIR", "/nonexistent/cmek")
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("cmek-console runs")
+    };
+    let good = verify(&format!("{fixtures}/export.json"), &[]);
+    let stdout = String::from_utf8_lossy(&good.stdout);
+    assert!(
+        good.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert!(
+        stdout.contains("Verified: 5 events, seq 1 to 5") && stdout.contains("[5]"),
+        "{stdout}"
+    );
+
+    let dir = crate::helpers::TempDir(
+        std::env::temp_dir().join(format!("cmek-export-{}", uuid::Uuid::new_v4())),
+    );
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let mut export: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{fixtures}/export.json")).unwrap())
+            .unwrap();
+    export["items"][2]["actor"] = "someone else".into();
+    let tampered = dir.0.join("tampered.json");
+    std::fs::write(&tampered, export.to_string()).unwrap();
+    let bad = verify(tampered.to_str().unwrap(), &[]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("NOT VERIFIED: event 3"));
+
+    // A checkpoint kept from elsewhere must be signed: a forged one is refused.
+    let mut kept = export["checkpoint"].clone();
+    kept["seq"] = 4.into();
+    let forged = dir.0.join("cp.json");
+    std::fs::write(&forged, kept.to_string()).unwrap();
+    let refused = verify(
+        &format!("{fixtures}/export.json"),
+        &["--checkpoint", forged.to_str().unwrap()],
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("not signed"));
+
+    let missing = verify("/nonexistent/export.json", &[]);
+    assert_eq!(missing.status.code(), Some(2));
+}

@@ -1,0 +1,657 @@
+//! The audit log's format 2, which a customer can verify on their own: one hash chain per
+//! organization (and one, `platform`, for events of none), each event's SHA-256 hash signed
+//! with the console's Ed25519 key, and signed checkpoints of a chain's head. Everything a
+//! verifier needs is public: the hashes are plain SHA-256, the public keys are published
+//! with the time each was valid for. `docs/audit-export.md` gives every byte, and
+//! `tools/verify_audit_export.py` verifies an export with nothing but Python's
+//! `cryptography` package.
+//!
+//! What it catches, for someone who can write the database but does not hold the signing
+//! key: a modified event (its hash or signature no longer matches), an inserted, removed or
+//! reordered one (the sequence numbers or the `prev_hash` links break), a rewritten chain (the
+//! signatures), and a truncated one up to the latest checkpoint the verifier holds. A retired
+//! key signs nothing after its retirement: events carry `signed_at`, which never goes back
+//! along a chain, and a key is accepted only inside its validity.
+
+use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The export's `format`.
+pub const FORMAT: &str = "cmek-console-audit/2";
+/// The chain of events that belong to no organization.
+pub const PLATFORM_CHAIN: &str = "platform";
+/// The `prev_hash` of a chain's first event when nothing came before it.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+const EVENT_DOMAIN: &str = "cmek-console audit event v2\n";
+const SIGNATURE_DOMAIN: &str = "cmek-console audit signature v2\n";
+const CHECKPOINT_DOMAIN: &str = "cmek-console audit checkpoint v2\n";
+
+/// A time as the format writes it: RFC 3339, UTC, six fractional digits, `Z`.
+pub fn time_text(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// A key's id: the first 16 hex digits of the SHA-256 of its 32-byte public key.
+pub fn key_id(public_key: &[u8]) -> String {
+    hex::encode(&Sha256::digest(public_key)[..8])
+}
+
+/// The console's signing key (Ed25519). Its seed lives outside the database.
+pub struct SigningKey {
+    id: String,
+    pair: Ed25519KeyPair,
+}
+
+impl SigningKey {
+    pub fn from_seed(seed: &[u8; 32]) -> Option<Self> {
+        let pair = Ed25519KeyPair::from_seed_unchecked(seed).ok()?;
+        Some(Self {
+            id: key_id(pair.public_key().as_ref()),
+            pair,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The public key, base64 (standard, padded) of its 32 bytes.
+    pub fn public_key(&self) -> String {
+        B64.encode(self.pair.public_key().as_ref())
+    }
+
+    fn sign(&self, message: &[u8]) -> String {
+        B64.encode(self.pair.sign(message).as_ref())
+    }
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A public key as published (`GET /api/v1/audit/signing-keys`): valid from `valid_from`,
+/// and until `retired_at` once a newer key took over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedKey {
+    pub key_id: String,
+    /// Always `Ed25519`.
+    pub algorithm: String,
+    pub public_key: String,
+    pub valid_from: String,
+    pub retired_at: Option<String>,
+}
+
+impl PublishedKey {
+    pub fn of(
+        key: &SigningKey,
+        valid_from: DateTime<Utc>,
+        retired_at: Option<DateTime<Utc>>,
+    ) -> Self {
+        Self {
+            key_id: key.id.clone(),
+            algorithm: "Ed25519".into(),
+            public_key: key.public_key(),
+            valid_from: time_text(valid_from),
+            retired_at: retired_at.map(time_text),
+        }
+    }
+
+    /// Whether the key could sign at `at` (a time in the format's form).
+    fn valid_at(&self, at: &str) -> bool {
+        // The format's times compare as text: same width, same zone.
+        self.valid_from.as_str() <= at && self.retired_at.as_deref().is_none_or(|r| at < r)
+    }
+
+    fn verifies(&self, message: &[u8], signature: &str) -> bool {
+        let (Ok(public), Ok(signature)) = (B64.decode(&self.public_key), B64.decode(signature))
+        else {
+            return false;
+        };
+        key_id(&public) == self.key_id
+            && UnparsedPublicKey::new(&ED25519, &public)
+                .verify(message, &signature)
+                .is_ok()
+    }
+}
+
+/// What an event says, before it has a place in a chain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventBody {
+    pub id: String,
+    pub occurred_at: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    pub source_ip: Option<String>,
+    /// Ids, names and outcomes; numbers in it are integers (see `integers_only`).
+    pub detail: Value,
+}
+
+/// An event in its chain, as stored and as exported.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChainEvent {
+    pub chain: String,
+    pub seq: u64,
+    #[serde(flatten)]
+    pub body: EventBody,
+    /// When the console signed it; never earlier than the event before it in the chain.
+    pub signed_at: String,
+    pub prev_hash: String,
+    pub hash: String,
+    pub key_id: String,
+    pub signature: String,
+}
+
+/// Writes `value` as canonical JSON: object keys sorted (by code point), no whitespace,
+/// strings escaped as JSON requires and nothing more, non-ASCII as UTF-8.
+fn canonical_json(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                canonical_json(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// A detail with every non-integer number made a string, so that any JSON library writes it
+/// the same way (integers are written alike everywhere; fractions are not).
+pub fn integers_only(value: Value) -> Value {
+    match value {
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => Value::String(n.to_string()),
+        Value::Array(items) => Value::Array(items.into_iter().map(integers_only).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, integers_only(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+impl ChainEvent {
+    /// The bytes whose SHA-256 is the event's hash.
+    pub fn canonical(&self) -> Vec<u8> {
+        let body = serde_json::json!({
+            "action": self.body.action,
+            "actor": self.body.actor,
+            "detail": self.body.detail,
+            "id": self.body.id,
+            "occurred_at": self.body.occurred_at,
+            "outcome": self.body.outcome,
+            "signed_at": self.signed_at,
+            "source_ip": self.body.source_ip,
+            "target": self.body.target,
+        });
+        let mut text = format!(
+            "{EVENT_DOMAIN}{}\n{}\n{}\n",
+            self.chain, self.seq, self.prev_hash
+        );
+        canonical_json(&body, &mut text);
+        text.into_bytes()
+    }
+
+    pub fn compute_hash(&self) -> String {
+        hex::encode(Sha256::digest(self.canonical()))
+    }
+
+    fn signed_message(hash: &str) -> Vec<u8> {
+        format!("{SIGNATURE_DOMAIN}{hash}").into_bytes()
+    }
+
+    /// Gives `body` its place in `chain` after `prev_hash`, at `signed_at`, signed by `key`.
+    pub fn seal(
+        chain: &str,
+        seq: u64,
+        prev_hash: &str,
+        mut body: EventBody,
+        signed_at: DateTime<Utc>,
+        key: &SigningKey,
+    ) -> Self {
+        body.detail = integers_only(body.detail);
+        let mut event = Self {
+            chain: chain.to_owned(),
+            seq,
+            body,
+            signed_at: time_text(signed_at),
+            prev_hash: prev_hash.to_owned(),
+            hash: String::new(),
+            key_id: key.id.clone(),
+            signature: String::new(),
+        };
+        event.hash = event.compute_hash();
+        event.signature = key.sign(&Self::signed_message(&event.hash));
+        event
+    }
+}
+
+/// "Chain `chain` had `seq` events, the last hashing to `hash`, at `at`", signed: kept by the
+/// customer (delivered to their webhooks), it shows any later rewrite or truncation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub chain: String,
+    pub seq: u64,
+    pub hash: String,
+    pub at: String,
+    pub key_id: String,
+    pub signature: String,
+}
+
+impl Checkpoint {
+    fn message(chain: &str, seq: u64, hash: &str, at: &str) -> Vec<u8> {
+        format!("{CHECKPOINT_DOMAIN}{chain}\n{seq}\n{hash}\n{at}").into_bytes()
+    }
+
+    pub fn sign(chain: &str, seq: u64, hash: &str, at: DateTime<Utc>, key: &SigningKey) -> Self {
+        let at = time_text(at);
+        Self {
+            signature: key.sign(&Self::message(chain, seq, hash, &at)),
+            chain: chain.to_owned(),
+            seq,
+            hash: hash.to_owned(),
+            at,
+            key_id: key.id.clone(),
+        }
+    }
+
+    /// Whether a published key, valid at the checkpoint's time, signed it.
+    pub fn is_signed(&self, keys: &[PublishedKey]) -> bool {
+        keys.iter().any(|k| {
+            k.key_id == self.key_id
+                && k.valid_at(&self.at)
+                && k.verifies(
+                    &Self::message(&self.chain, self.seq, &self.hash, &self.at),
+                    &self.signature,
+                )
+        })
+    }
+}
+
+/// One organization's export: the latest checkpoint, then its chain's events in order (the
+/// fields in this order, so a verifier reading the file as it goes knows the checkpoint
+/// before the events).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Export {
+    pub format: String,
+    pub chain: String,
+    pub checkpoint: Option<Checkpoint>,
+    pub items: Vec<ChainEvent>,
+}
+
+/// What a verification found intact.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub events: u64,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    pub head_hash: Option<String>,
+    /// The checkpoints that matched the events (their `seq`).
+    pub checkpoints: Vec<u64>,
+}
+
+/// Where and why a verification failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}{reason}", seq.map(|s| format!("event {s}: ")).unwrap_or_default())]
+pub struct Broken {
+    pub seq: Option<u64>,
+    pub reason: String,
+}
+
+fn broken(seq: Option<u64>, reason: impl Into<String>) -> Broken {
+    Broken {
+        seq,
+        reason: reason.into(),
+    }
+}
+
+/// Checks a chain's events one at a time (so an export of any length takes constant memory),
+/// then the checkpoints against them.
+pub struct ChainVerifier<'k> {
+    chain: String,
+    keys: &'k [PublishedKey],
+    last: Option<(u64, String, String)>,
+    first_seq: Option<u64>,
+    events: u64,
+    /// Checkpoints to match, by the seq they name: (seq, hash).
+    pending: Vec<(u64, String)>,
+    matched: Vec<u64>,
+}
+
+impl<'k> ChainVerifier<'k> {
+    /// `checkpoints`: the export's own and any the customer kept; each must be signed.
+    pub fn new(
+        chain: &str,
+        keys: &'k [PublishedKey],
+        checkpoints: &[Checkpoint],
+    ) -> Result<Self, Broken> {
+        let mut pending = Vec::new();
+        for cp in checkpoints {
+            if cp.chain != chain {
+                return Err(broken(
+                    None,
+                    format!("a checkpoint is of chain {}, not {chain}", cp.chain),
+                ));
+            }
+            if !cp.is_signed(keys) {
+                return Err(broken(
+                    None,
+                    format!(
+                        "the checkpoint of seq {} is not signed by a key valid at {}",
+                        cp.seq, cp.at
+                    ),
+                ));
+            }
+            pending.push((cp.seq, cp.hash.clone()));
+        }
+        Ok(Self {
+            chain: chain.to_owned(),
+            keys,
+            last: None,
+            first_seq: None,
+            events: 0,
+            pending,
+            matched: Vec::new(),
+        })
+    }
+
+    pub fn push(&mut self, event: &ChainEvent) -> Result<(), Broken> {
+        let at = Some(event.seq);
+        if event.chain != self.chain {
+            return Err(broken(
+                at,
+                format!("belongs to chain {}, not {}", event.chain, self.chain),
+            ));
+        }
+        if let Some((seq, hash, signed_at)) = &self.last {
+            if event.seq != seq + 1 {
+                return Err(broken(
+                    at,
+                    format!("follows event {seq}: an event was removed, inserted or moved"),
+                ));
+            }
+            if &event.prev_hash != hash {
+                return Err(broken(
+                    at,
+                    "its prev_hash is not the hash of the event before it",
+                ));
+            }
+            if event.signed_at.as_str() < signed_at.as_str() {
+                return Err(broken(at, "it was signed before the event before it"));
+            }
+        }
+        if event.compute_hash() != event.hash {
+            return Err(broken(at, "its content does not match its hash"));
+        }
+        let Some(key) = self.keys.iter().find(|k| k.key_id == event.key_id) else {
+            return Err(broken(
+                at,
+                format!("signed by {}, which is not a published key", event.key_id),
+            ));
+        };
+        if !key.valid_at(&event.signed_at) {
+            return Err(broken(
+                at,
+                format!(
+                    "signed at {} by {}, which was not valid then",
+                    event.signed_at, key.key_id
+                ),
+            ));
+        }
+        if !key.verifies(&ChainEvent::signed_message(&event.hash), &event.signature) {
+            return Err(broken(at, "its signature does not verify"));
+        }
+        self.pending.retain(|(seq, hash)| {
+            if *seq == event.seq {
+                if *hash == event.hash {
+                    self.matched.push(*seq);
+                }
+                *hash != event.hash
+            } else {
+                true
+            }
+        });
+        if let Some((seq, _)) = self.pending.iter().find(|(seq, _)| *seq == event.seq) {
+            return Err(broken(
+                Some(*seq),
+                "a signed checkpoint names another hash here: history was rewritten",
+            ));
+        }
+        self.first_seq.get_or_insert(event.seq);
+        self.events += 1;
+        self.last = Some((event.seq, event.hash.clone(), event.signed_at.clone()));
+        Ok(())
+    }
+
+    /// Ends the check: a checkpoint beyond the last event means events were removed from the
+    /// end (checkpoints before the first event cannot be checked and are left out).
+    pub fn finish(self) -> Result<Verified, Broken> {
+        let last_seq = self.last.as_ref().map(|(seq, _, _)| *seq);
+        if let Some((seq, _)) = self
+            .pending
+            .iter()
+            .filter(|(seq, _)| last_seq.is_none_or(|last| *seq > last))
+            .max_by_key(|(seq, _)| *seq)
+        {
+            return Err(broken(
+                None,
+                format!(
+                    "a signed checkpoint covers event {seq}, but the chain ends at {}: events were removed from its end",
+                    last_seq.map_or("nothing".into(), |s| s.to_string())
+                ),
+            ));
+        }
+        Ok(Verified {
+            events: self.events,
+            first_seq: self.first_seq,
+            last_seq,
+            head_hash: self.last.map(|(_, hash, _)| hash),
+            checkpoints: self.matched,
+        })
+    }
+}
+
+/// Verifies an export with the published keys and any checkpoints kept elsewhere.
+pub fn verify_export(
+    export: &Export,
+    keys: &[PublishedKey],
+    kept: &[Checkpoint],
+) -> Result<Verified, Broken> {
+    if export.format != FORMAT {
+        return Err(broken(
+            None,
+            format!("format {:?} is not {FORMAT}", export.format),
+        ));
+    }
+    let checkpoints: Vec<Checkpoint> = export.checkpoint.iter().chain(kept).cloned().collect();
+    let mut verifier = ChainVerifier::new(&export.chain, keys, &checkpoints)?;
+    for event in &export.items {
+        verifier.push(event)?;
+    }
+    verifier.finish()
+}
+
+/// Why an export read from a file did not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{0}")]
+    Broken(Broken),
+    #[error("the export could not be read: {0}")]
+    Unreadable(String),
+}
+
+/// Verifies an export read from `reader` one event at a time: memory stays the same for any
+/// number of events. `format`, `chain` and `checkpoint` must come before `items`, as the
+/// console writes them.
+pub fn verify_export_reader(
+    reader: impl std::io::Read,
+    keys: &[PublishedKey],
+    kept: &[Checkpoint],
+) -> Result<Verified, ExportError> {
+    use serde::de::DeserializeSeed;
+    let found = std::cell::RefCell::new(None);
+    let seed = streaming::ExportSeed {
+        keys,
+        kept,
+        broken: &found,
+    };
+    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::new(reader));
+    let result = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
+    match (result, found.into_inner()) {
+        (Ok(verified), _) => Ok(verified),
+        (Err(_), Some(broken)) => Err(ExportError::Broken(broken)),
+        (Err(e), None) => Err(ExportError::Unreadable(e.to_string())),
+    }
+}
+
+mod streaming {
+    use std::cell::RefCell;
+
+    use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    use super::{
+        Broken, ChainEvent, ChainVerifier, Checkpoint, FORMAT, PublishedKey, Verified, broken,
+    };
+
+    pub(super) struct ExportSeed<'a> {
+        pub keys: &'a [PublishedKey],
+        pub kept: &'a [Checkpoint],
+        pub broken: &'a RefCell<Option<Broken>>,
+    }
+
+    impl<'a> ExportSeed<'a> {
+        fn fail<E: de::Error>(&self, b: Broken) -> E {
+            let message = b.to_string();
+            *self.broken.borrow_mut() = Some(b);
+            E::custom(message)
+        }
+
+        fn start<E: de::Error>(
+            &self,
+            format: &Option<String>,
+            chain: &Option<String>,
+            checkpoint: &Option<Checkpoint>,
+        ) -> Result<ChainVerifier<'a>, E> {
+            if format.as_deref() != Some(FORMAT) {
+                return Err(self.fail(broken(
+                    None,
+                    format!(
+                        "format {format:?} is not {FORMAT} (or it does not come before the items)"
+                    ),
+                )));
+            }
+            let chain = chain
+                .as_deref()
+                .ok_or_else(|| de::Error::missing_field("chain"))?;
+            let checkpoints: Vec<Checkpoint> =
+                checkpoint.iter().chain(self.kept).cloned().collect();
+            ChainVerifier::new(chain, self.keys, &checkpoints).map_err(|b| self.fail(b))
+        }
+    }
+
+    impl<'de, 'a> DeserializeSeed<'de> for ExportSeed<'a> {
+        type Value = Verified;
+
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Verified, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de, 'a> Visitor<'de> for ExportSeed<'a> {
+        type Value = Verified;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an audit export (a JSON object)")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Verified, A::Error> {
+            let (mut format, mut chain, mut checkpoint) = (None, None, None);
+            let mut verifier = None;
+            while let Some(key) = map.next_key::<String>()? {
+                match key.as_str() {
+                    "format" => format = Some(map.next_value::<String>()?),
+                    "chain" => chain = Some(map.next_value::<String>()?),
+                    "checkpoint" => checkpoint = map.next_value::<Option<Checkpoint>>()?,
+                    "items" if verifier.is_none() => {
+                        let started = self.start(&format, &chain, &checkpoint)?;
+                        verifier = Some(map.next_value_seed(ItemsSeed {
+                            verifier: started,
+                            export: &self,
+                        })?);
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            let verifier = match verifier {
+                Some(v) => v,
+                None => self.start(&format, &chain, &checkpoint)?,
+            };
+            verifier.finish().map_err(|b| self.fail(b))
+        }
+    }
+
+    struct ItemsSeed<'a, 'b> {
+        verifier: ChainVerifier<'a>,
+        export: &'b ExportSeed<'a>,
+    }
+
+    impl<'de, 'a, 'b> DeserializeSeed<'de> for ItemsSeed<'a, 'b> {
+        type Value = ChainVerifier<'a>;
+
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de, 'a, 'b> Visitor<'de> for ItemsSeed<'a, 'b> {
+        type Value = ChainVerifier<'a>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("the export's events (an array)")
+        }
+
+        fn visit_seq<S: SeqAccess<'de>>(mut self, mut seq: S) -> Result<Self::Value, S::Error> {
+            while let Some(event) = seq.next_element::<ChainEvent>()? {
+                self.verifier
+                    .push(&event)
+                    .map_err(|b| self.export.fail::<S::Error>(b))?;
+            }
+            Ok(self.verifier)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,254 @@
+//! Fixed vectors (a fixed key and events give fixed hashes and signatures, checked in under
+//! tests/fixtures/audit-v2, which the Python verifier's tests read too) and every kind of
+//! tampering.
+
+use super::*;
+use chrono::TimeZone;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/audit-v2");
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_796_650_000 + seconds, 123_456_000)
+        .unwrap()
+}
+
+fn key(byte: u8) -> SigningKey {
+    SigningKey::from_seed(&[byte; 32]).unwrap()
+}
+
+const ORG: &str = "0193a5b2-7c1d-7e3f-8a9b-0c1d2e3f4a5b";
+
+fn body(n: u64) -> EventBody {
+    EventBody {
+        id: format!("0193a5b2-0000-7000-8000-{n:012}"),
+        occurred_at: time_text(at(n as i64)),
+        actor: if n.is_multiple_of(2) {
+            "user:ada@example.com".into()
+        } else {
+            "api_key:ci \"deploy\"".into()
+        },
+        action: [
+            "project.created",
+            "encryption_key.created",
+            "cluster.paused",
+        ][(n % 3) as usize]
+            .into(),
+        target: format!("project/{n}"),
+        outcome: "success".into(),
+        source_ip: n.is_multiple_of(2).then(|| "203.0.113.7".into()),
+        detail: serde_json::json!({
+            "name": format!("payments \u{e9}\u{4e2d} {n}"),
+            "z": [1, {"b": true, "a": null}],
+            "ratio": 0.5,
+            "tab\tnew\nline": "\u{1}",
+        }),
+    }
+}
+
+/// Three events signed by key A, a rotation, two by key B, and a checkpoint by B.
+fn fixture() -> (Export, Vec<PublishedKey>) {
+    let (a, b) = (key(7), key(8));
+    let mut items = Vec::new();
+    let mut prev = GENESIS.to_owned();
+    for n in 1..=5u64 {
+        let signer = if n <= 3 { &a } else { &b };
+        let event = ChainEvent::seal(ORG, n, &prev, body(n), at(n as i64), signer);
+        prev = event.hash.clone();
+        items.push(event);
+    }
+    let checkpoint = Checkpoint::sign(ORG, 5, &prev, at(10), &b);
+    let keys = vec![
+        PublishedKey::of(&a, at(0), Some(at(4))),
+        PublishedKey::of(&b, at(4), None),
+    ];
+    (
+        Export {
+            format: FORMAT.into(),
+            chain: ORG.into(),
+            items,
+            checkpoint: Some(checkpoint),
+        },
+        keys,
+    )
+}
+
+fn pretty(value: &impl Serialize) -> String {
+    serde_json::to_string_pretty(value).unwrap() + "\n"
+}
+
+#[test]
+fn a_fixed_key_and_events_give_the_checked_in_hashes_and_signatures() {
+    let (export, keys) = fixture();
+    let files = [
+        ("export.json", pretty(&export)),
+        ("keys.json", pretty(&serde_json::json!({ "keys": keys }))),
+    ];
+    for (name, text) in files {
+        let path = format!("{FIXTURES}/{name}");
+        if std::env::var_os("UPDATE_AUDIT_VECTORS").is_some() {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let stored = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(
+            stored, text,
+            "{name} changed: the format changed (UPDATE_AUDIT_VECTORS=1 rewrites it, but exports already given out would no longer verify)"
+        );
+    }
+    // Ed25519 is deterministic: the signing key's public half and the first signature are
+    // fixed too.
+    assert_eq!(
+        keys[0].key_id,
+        key_id(&B64.decode(&keys[0].public_key).unwrap())
+    );
+    let verified = verify_export(&export, &keys, &[]).unwrap();
+    assert_eq!(verified.events, 5);
+    assert_eq!(verified.checkpoints, [5]);
+    assert_eq!(
+        export.items[0].body.detail["ratio"], "0.5",
+        "fractions become strings"
+    );
+}
+
+#[test]
+fn the_canonical_form_sorts_keys_and_escapes_as_json_does() {
+    let (export, _) = fixture();
+    let text = String::from_utf8(export.items[0].canonical()).unwrap();
+    let mut lines = text.splitn(5, '\n');
+    assert_eq!(lines.next(), Some("cmek-console audit event v2"));
+    assert_eq!(lines.next(), Some(ORG));
+    assert_eq!(lines.next(), Some("1"));
+    assert_eq!(lines.next(), Some(GENESIS));
+    let body = lines.next().unwrap();
+    assert!(body.starts_with(r#"{"action":"encryption_key.created","actor":"api_key:ci \"deploy\"","detail":{"name":"payments é中 1","ratio":"0.5","tab\tnew\nline":"\u0001","z":[1,{"a":null,"b":true}]},"id":"#), "{body}");
+}
+
+fn tampered(change: impl FnOnce(&mut Export)) -> Broken {
+    let (mut export, keys) = fixture();
+    change(&mut export);
+    verify_export(&export, &keys, &[]).unwrap_err()
+}
+
+#[test]
+fn every_kind_of_tampering_is_detected() {
+    let (_, keys) = fixture();
+    let modified = tampered(|e| e.items[1].body.target = "project/other".into());
+    assert_eq!(modified.seq, Some(2));
+    assert!(modified.reason.contains("hash"), "{modified}");
+
+    let rehashed = tampered(|e| {
+        e.items[1].body.outcome = "denied".into();
+        e.items[1].hash = e.items[1].compute_hash();
+    });
+    assert_eq!(rehashed.seq, Some(2), "{rehashed}");
+
+    let deleted = tampered(|e| {
+        e.items.remove(2);
+    });
+    assert_eq!(deleted.seq, Some(4), "{deleted}");
+
+    let reordered = tampered(|e| e.items.swap(1, 2));
+    assert!(
+        reordered.reason.contains("removed, inserted or moved"),
+        "{reordered}"
+    );
+
+    // Inserted: a new event 3 with the later ones renumbered; the renumbered ones no longer
+    // match their hashes or signatures.
+    let inserted = tampered(|e| {
+        let mut extra = e.items[2].clone();
+        extra.body.id = "0193a5b2-0000-7000-8000-999999999999".into();
+        e.items.insert(3, extra);
+        for (i, item) in e.items.iter_mut().enumerate() {
+            item.seq = i as u64 + 1;
+        }
+    });
+    assert_eq!(inserted.seq, Some(4), "{inserted}");
+
+    // The whole chain rewritten and signed with a key the console does not publish.
+    let forged = tampered(|e| {
+        let mut prev = GENESIS.to_owned();
+        for item in &mut e.items {
+            let mut b = item.body.clone();
+            b.actor = "someone else".into();
+            *item = ChainEvent::seal(ORG, item.seq, &prev, b, at(item.seq as i64), &key(9));
+            prev = item.hash.clone();
+        }
+    });
+    assert!(
+        forged.reason.contains("not signed") || forged.reason.contains("not a published key"),
+        "{forged}"
+    );
+
+    // Truncated: the export's own checkpoint covers event 5.
+    let truncated = tampered(|e| {
+        e.items.pop();
+    });
+    assert!(
+        truncated.reason.contains("removed from its end"),
+        "{truncated}"
+    );
+
+    // A retired key signing after its retirement: key A retired at 4.
+    let late = tampered(|e| {
+        let mut b = e.items[4].body.clone();
+        b.target = "project/late".into();
+        let prev = e.items[3].hash.clone();
+        e.items[4] = ChainEvent::seal(ORG, 5, &prev, b, at(6), &key(7));
+        e.checkpoint = None;
+    });
+    assert!(late.reason.contains("not valid then"), "{late}");
+    // ...and backdating its signing time is caught too: it goes back along the chain.
+    let backdated = tampered(|e| {
+        let b = e.items[4].body.clone();
+        let prev = e.items[3].hash.clone();
+        e.items[4] = ChainEvent::seal(ORG, 5, &prev, b, at(3), &key(7));
+        e.checkpoint = None;
+    });
+    assert!(backdated.reason.contains("signed before"), "{backdated}");
+
+    // A checkpoint the customer kept catches a rewrite made after it, though the export's
+    // own checkpoint was re-made by whoever rewrote it (with the signing key).
+    let (export, _) = fixture();
+    let kept = export.checkpoint.clone().unwrap();
+    let mut rewritten = export.clone();
+    let mut prev = rewritten.items[2].hash.clone();
+    for n in 4..=5 {
+        let mut b = rewritten.items[n - 1].body.clone();
+        b.outcome = "failure".into();
+        rewritten.items[n - 1] = ChainEvent::seal(ORG, n as u64, &prev, b, at(n as i64), &key(8));
+        prev = rewritten.items[n - 1].hash.clone();
+    }
+    rewritten.checkpoint = Some(Checkpoint::sign(ORG, 5, &prev, at(11), &key(8)));
+    assert!(
+        verify_export(&rewritten, &keys, &[]).is_ok(),
+        "the signing key's holder can rewrite"
+    );
+    let caught = verify_export(&rewritten, &keys, &[kept]).unwrap_err();
+    assert!(caught.reason.contains("rewritten"), "{caught}");
+}
+
+#[test]
+fn an_export_of_part_of_a_chain_verifies_from_its_first_event() {
+    let (mut export, keys) = fixture();
+    export.items.drain(..2);
+    let verified = verify_export(&export, &keys, &[]).unwrap();
+    assert_eq!((verified.first_seq, verified.last_seq), (Some(3), Some(5)));
+}
+
+#[test]
+fn an_export_read_as_a_stream_verifies_as_the_whole_does() {
+    let (export, keys) = fixture();
+    let text = serde_json::to_vec(&export).unwrap();
+    let verified = verify_export_reader(text.as_slice(), &keys, &[]).unwrap();
+    assert_eq!(verified, verify_export(&export, &keys, &[]).unwrap());
+    let mut cut = export.clone();
+    cut.items.pop();
+    let err =
+        verify_export_reader(serde_json::to_vec(&cut).unwrap().as_slice(), &keys, &[]).unwrap_err();
+    assert!(
+        matches!(&err, ExportError::Broken(b) if b.reason.contains("removed from its end")),
+        "{err}"
+    );
+    let err = verify_export_reader(&b"{\"format\": 1"[..], &keys, &[]).unwrap_err();
+    assert!(matches!(err, ExportError::Unreadable(_)), "{err}");
+}
