@@ -99,7 +99,9 @@ pub enum AuditCommand {
         #[arg(long)]
         checkpoint: Option<String>,
     },
-    /// Add a new chain key to the key file; events are sealed with it from the next start.
+    /// Add a new chain key to the key file, and a new signing key to the signing key file
+    /// (valid from now; the one before it retires now). Events are sealed with them from the
+    /// next start.
     RotateKey,
     /// Verify an organization's audit export (format cmek-console-audit/2) offline, with no
     /// database: exits 0 when intact, 1 naming the first broken event, 2 when unreadable.
@@ -344,6 +346,17 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
                 "Added chain key {id} to {}. Restart every instance (with this same file) to seal \
                  new events with it; keep the older lines so older events still verify.",
                 path.display()
+            );
+            let signing = settings.audit_signing_key_path();
+            let now = chrono::Utc::now();
+            let signing_id = crate::store::signing_keys::rotate(&signing, now)
+                .map_err(|e| StartupError::SigningKeys(e.to_string()))?;
+            println!(
+                "Added signing key {signing_id} to {}, valid from {}; the key before it retired then \
+                 and is still published for what it signed. Copy the file to every instance and \
+                 restart them.",
+                signing.display(),
+                crate::crypto::audit_chain::time_text(now)
             );
             Ok(ExitCode::SUCCESS)
         }

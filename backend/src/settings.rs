@@ -72,6 +72,10 @@ pub struct Settings {
     /// `CMEK_AUDIT_KEY_FILE`: the audit chain's keys (default `<CMEK_DATA_DIR>/audit-chain.keys`,
     /// created 0600 on first start). Every instance on one database needs the same file.
     pub audit_key_file: Option<PathBuf>,
+    /// `CMEK_AUDIT_SIGNING_KEY_FILE`: the audit log's Ed25519 signing keys (default
+    /// `<CMEK_DATA_DIR>/audit-signing.keys`, created 0600 by the first `serve`); every
+    /// instance on one database needs the same file.
+    pub audit_signing_key_file: Option<PathBuf>,
     /// `CMEK_BODY_TIMEOUT` (default `30s`): a request body must arrive within this after its
     /// headers, or the request gets 408 and the connection closes.
     pub body_timeout: Duration,
@@ -216,6 +220,7 @@ struct FileSettings {
     trusted_proxies: Option<String>,
     forwarded_header: Option<String>,
     audit_key_file: Option<PathBuf>,
+    audit_signing_key_file: Option<PathBuf>,
     audit_checkpoint_interval: Option<String>,
     body_timeout: Option<String>,
     storage_url: Option<String>,
@@ -257,6 +262,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "CMEK_TRUSTED_PROXIES",
     "CMEK_FORWARDED_HEADER",
     "CMEK_AUDIT_KEY_FILE",
+    "CMEK_AUDIT_SIGNING_KEY_FILE",
     "CMEK_AUDIT_CHECKPOINT_INTERVAL",
     "CMEK_BODY_TIMEOUT",
     "CMEK_STORAGE_URL",
@@ -607,6 +613,9 @@ impl Settings {
             audit_key_file: lookup(vars, "CMEK_AUDIT_KEY_FILE")
                 .map(PathBuf::from)
                 .or(file.audit_key_file),
+            audit_signing_key_file: lookup(vars, "CMEK_AUDIT_SIGNING_KEY_FILE")
+                .map(PathBuf::from)
+                .or(file.audit_signing_key_file),
             audit_checkpoint_interval,
             aws,
             aws_account_id,
@@ -654,6 +663,13 @@ impl Settings {
         self.audit_key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("audit-chain.keys"))
+    }
+
+    /// The audit log's Ed25519 signing keys (format 2).
+    pub fn audit_signing_key_path(&self) -> PathBuf {
+        self.audit_signing_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit-signing.keys"))
     }
 
     /// The SQLite file of the embedded default, if that is the database in use.

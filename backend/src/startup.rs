@@ -54,6 +54,8 @@ pub enum StartupError {
     Azure(String),
     #[error("Google Cloud KMS: {0}")]
     Gcp(String),
+    #[error("{0}")]
+    SigningKeys(String),
     #[error("local KMS master key: {0}")]
     LocalKms(std::io::Error),
     #[error(
@@ -191,6 +193,25 @@ pub async fn console_with(
         }
         .into());
     }
+    let signing_path = settings.audit_signing_key_path();
+    let signing_keys = match access {
+        // The first `serve` makes the file (an upgraded installation's too); a one-off
+        // command never does: in a job's own data directory it would make a key no server
+        // has.
+        KeyAccess::Serve => {
+            if let Some(dir) = signing_path.parent() {
+                private_dir(dir).map_err(|source| StartupError::DataDir {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+            }
+            crate::store::signing_keys::load_or_create(&signing_path, clock.now())
+        }
+        KeyAccess::ReadWrite | KeyAccess::ReadOnly => {
+            crate::store::signing_keys::load(&signing_path)
+        }
+    }
+    .map_err(|e| StartupError::SigningKeys(e.to_string()))?;
     let timeouts = KmsTimeouts {
         call: settings.kms_timeout,
         ..KmsTimeouts::default()
@@ -296,6 +317,7 @@ pub async fn console_with(
     .with_clusters(clusters)
     .with_alerts(alerts)
     .with_confirm_delay(settings.key_confirm_delay)
+    .with_audit_signing_keys(signing_keys)
     .with_key_test_propagation(settings.key_test_propagation);
     Ok(match sso {
         Some(provider) => console.with_sso(Arc::new(provider)),

@@ -659,3 +659,69 @@ async fn events_from_before_the_project_column_are_given_their_project() {
             .unwrap();
     }
 }
+
+/// The audit log's signing keys (format 2): made 0600 by the first start, published to every
+/// signed-in role with their validity, shown on the Audit Log page; a rotation retires the
+/// key before it at the new key's start.
+#[tokio::test]
+async fn the_signing_keys_are_published_and_a_rotation_retires_the_one_before() {
+    let app = spawn_app().await;
+    let member = app.api_key(Role::Member).await;
+    let response = app.get("/api/v1/audit/signing-keys", &member).await;
+    assert_eq!(response.status(), 200);
+    let published: Value = response.json().await.unwrap();
+    let keys = published["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{published}");
+    assert_eq!(keys[0]["algorithm"], "Ed25519");
+    assert!(keys[0]["retired_at"].is_null());
+    let key_id = keys[0]["key_id"].as_str().unwrap().to_owned();
+    let public = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        keys[0]["public_key"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(public.len(), 32);
+    assert_eq!(cmek_console::crypto::audit_chain::key_id(&public), key_id);
+
+    let file = app.data_dir().join("audit-signing.keys");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let unauthenticated = reqwest::get(app.url("/api/v1/audit/signing-keys"))
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+
+    let page = app
+        .signed_in_owner()
+        .await
+        .get(app.url("/audit"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("data-key-id=\"{key_id}\"")),
+        "the Audit Log page lists it"
+    );
+
+    // A rotation (what `cmek-console audit rotate-key` does) appends a key valid from now;
+    // the first one retires then, and both stay published.
+    let later = chrono::Utc::now() + chrono::Duration::days(1);
+    let second = cmek_console::store::signing_keys::rotate(&file, later).unwrap();
+    let both = cmek_console::store::signing_keys::load(&file)
+        .unwrap()
+        .published();
+    assert_eq!(both.len(), 2);
+    assert_eq!(both[0].key_id, key_id);
+    assert_eq!(
+        both[0].retired_at.as_deref(),
+        Some(both[1].valid_from.as_str())
+    );
+    assert_eq!(both[1].key_id, second);
+}

@@ -79,6 +79,44 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
+/// Every signing key with when it became valid, oldest first; the last one signs, and each
+/// earlier one retired when the next became valid.
+#[derive(Debug, Default)]
+pub struct SigningKeys {
+    keys: Vec<(DateTime<Utc>, SigningKey)>,
+}
+
+impl SigningKeys {
+    pub fn new(keys: Vec<(DateTime<Utc>, SigningKey)>) -> Self {
+        Self { keys }
+    }
+
+    /// No key (a console that has not made its key file yet publishes none).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    pub fn current(&self) -> Option<&SigningKey> {
+        self.keys.last().map(|(_, key)| key)
+    }
+
+    /// When the newest key became valid.
+    pub fn newest_from(&self) -> Option<DateTime<Utc>> {
+        self.keys.last().map(|(from, _)| *from)
+    }
+
+    /// The public keys, each valid from its own time until the next key's.
+    pub fn published(&self) -> Vec<PublishedKey> {
+        self.keys
+            .iter()
+            .enumerate()
+            .map(|(i, (from, key))| {
+                PublishedKey::of(key, *from, self.keys.get(i + 1).map(|(next, _)| *next))
+            })
+            .collect()
+    }
+}
+
 /// A public key as published (`GET /api/v1/audit/signing-keys`): valid from `valid_from`,
 /// and until `retired_at` once a newer key took over.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

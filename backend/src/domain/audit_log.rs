@@ -21,6 +21,8 @@ pub struct Audit {
     clock: std::sync::Arc<dyn crate::domain::clock::Clock>,
     /// The audit page's last verification of the chain.
     chain_status: std::sync::Arc<tokio::sync::Mutex<Option<ChainStatus>>>,
+    /// The Ed25519 keys of the log's format 2, published with when each was valid.
+    signing: std::sync::Arc<crate::crypto::audit_chain::SigningKeys>,
 }
 
 impl Audit {
@@ -34,7 +36,19 @@ impl Audit {
             audit_keys,
             clock,
             chain_status: std::sync::Arc::default(),
+            signing: std::sync::Arc::default(),
         }
+    }
+
+    pub fn with_signing_keys(mut self, keys: crate::crypto::audit_chain::SigningKeys) -> Self {
+        self.signing = std::sync::Arc::new(keys);
+        self
+    }
+
+    /// The public keys that sign the audit log, with the time each was valid for. Public by
+    /// nature: any signed-in caller may read them, and keep them to verify exports offline.
+    pub fn signing_keys(&self, _caller: &Caller) -> Vec<crate::crypto::audit_chain::PublishedKey> {
+        self.signing.published()
     }
 
     /// Owners and auditors read the audit log; members get 403 (it says who did what and

@@ -201,6 +201,15 @@ impl Console {
         &self.keys
     }
 
+    /// The audit log's signing keys (format 2), as the key file holds them.
+    pub fn with_audit_signing_keys(
+        mut self,
+        keys: crate::crypto::audit_chain::SigningKeys,
+    ) -> Self {
+        self.audit = self.audit.with_signing_keys(keys);
+        self
+    }
+
     /// The audit service (the log, its chain's verification, checkpoints).
     pub fn audit(&self) -> &audit_log::Audit {
         &self.audit

@@ -87,6 +87,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
         api(M::POST, "/api/v1/backups/{backup_id}/restore", SignedIn, web::post().to(backups::restore)),
         api(M::GET, "/api/v1/key-status", SignedIn, web::get().to(key_status::list)),
         api(M::GET, "/api/v1/audit-events", SignedIn, web::get().to(audit::list)),
+        api(M::GET, "/api/v1/audit/signing-keys", SignedIn, web::get().to(audit::signing_keys)),
         api(M::POST, "/api/v1/webhooks", SignedIn, web::post().to(webhooks::create)),
         api(M::GET, "/api/v1/webhooks", SignedIn, web::get().to(webhooks::list)),
         api(M::GET, "/api/v1/webhooks/{webhook_id}", SignedIn, web::get().to(webhooks::read)),

@@ -105,6 +105,7 @@ mod members;
 mod projects;
 mod rate_limits;
 mod rewraps;
+pub mod signing_keys;
 mod webhooks;
 
 use std::sync::atomic::{AtomicBool, Ordering};

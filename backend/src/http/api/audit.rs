@@ -216,3 +216,53 @@ mod tests {
         assert_eq!(csv_field("=cmd()"), "'=cmd()");
     }
 }
+
+/// A public key that signs the audit log (format 2), and when it was valid.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SigningKeyBody {
+    /// The first 16 hex digits of the SHA-256 of the raw public key.
+    pub key_id: String,
+    /// `Ed25519`.
+    pub algorithm: String,
+    /// The raw 32-byte public key, base64.
+    pub public_key: String,
+    /// RFC 3339, UTC, six fractional digits.
+    pub valid_from: String,
+    /// When the next key took over; it signs nothing after this. `null` for the current key.
+    pub retired_at: Option<String>,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SigningKeysBody {
+    /// Oldest first; the last one signs now. Save this document to verify exports offline
+    /// (`cmek-console audit verify-export FILE --keys KEYS`, or tools/verify_audit_export.py).
+    pub keys: Vec<SigningKeyBody>,
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/audit/signing-keys", operation_id = "listAuditSigningKeys", tag = "audit",
+    responses(
+        (status = 200, body = SigningKeysBody, description = "The public keys that sign the audit log, each with the time it was valid for"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []), ("session" = []))
+)]
+pub async fn signing_keys(
+    state: web::Data<AppState>,
+    caller: ApiCaller,
+) -> Result<HttpResponse, ApiError> {
+    let keys = state
+        .console
+        .audit()
+        .signing_keys(&caller.0)
+        .into_iter()
+        .map(|k| SigningKeyBody {
+            key_id: k.key_id,
+            algorithm: k.algorithm,
+            public_key: k.public_key,
+            valid_from: k.valid_from,
+            retired_at: k.retired_at,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(SigningKeysBody { keys }))
+}

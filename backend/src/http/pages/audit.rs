@@ -106,6 +106,8 @@ struct AuditPage {
     next_page_token: Option<String>,
     /// The current filters as a query string, for export and paging links.
     filter_query: String,
+    /// The public keys that sign the log (format 2), newest last.
+    signing_keys: Vec<crate::crypto::audit_chain::PublishedKey>,
 }
 
 pub async fn list(
@@ -153,5 +155,6 @@ pub async fn list(
         errors,
         next_page_token: next,
         filter_query: query.filter_query(),
+        signing_keys: state.console.audit().signing_keys(&caller.0),
     })
 }

@@ -66,6 +66,7 @@ use crate::http::wire::{AuditEvent, FieldError, Outcome, RevocationPolicy, Role}
         backups::restore,
         key_status::list,
         audit::list,
+        audit::signing_keys,
         webhooks::create,
         webhooks::list,
         webhooks::read,

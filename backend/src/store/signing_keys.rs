@@ -1,0 +1,166 @@
+//! The audit log's signing keys (format 2, Ed25519), kept outside the database: a file
+//! (`CMEK_AUDIT_SIGNING_KEY_FILE`, default `<CMEK_DATA_DIR>/audit-signing.keys`, mode 0600)
+//! with one key per line, `<valid from, RFC 3339> <64 hex digits of its seed>`, oldest first.
+//! The last line signs; each earlier key retired when the next one became valid, and signs
+//! nothing after that. `cmek-console audit rotate-key` appends a line; keep the old lines, so
+//! the keys can still be published for the events they signed. Lines starting with `#` are
+//! comments.
+
+use std::io::Write;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+
+use crate::crypto::audit_chain::{SigningKey, SigningKeys};
+use crate::crypto::keys::{Private, private_file};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SigningKeyFileError {
+    #[error("audit signing key file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "audit signing key file {path}, line {line}: expected `<valid from, RFC 3339> <64 hex digits>`, oldest first"
+    )]
+    Malformed { path: String, line: usize },
+    #[error(
+        "audit signing key file {path}: its newest key is valid from {from}, so a new key cannot start at {now} (check the clock)"
+    )]
+    NotAfter {
+        path: String,
+        from: String,
+        now: String,
+    },
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> SigningKeyFileError + '_ {
+    move |source| SigningKeyFileError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Reads the keys; a missing file is no keys.
+pub fn load(path: &Path) -> Result<SigningKeys, SigningKeyFileError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => zeroize::Zeroizing::new(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(SigningKeys::none()),
+        Err(e) => return Err(io(path)(e)),
+    };
+    let mut keys: Vec<(DateTime<Utc>, SigningKey)> = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let malformed = || SigningKeyFileError::Malformed {
+            path: path.display().to_string(),
+            line: number + 1,
+        };
+        let (from, seed) = line.split_once(' ').ok_or_else(malformed)?;
+        let from = DateTime::parse_from_rfc3339(from)
+            .map_err(|_| malformed())?
+            .with_timezone(&Utc);
+        if keys.last().is_some_and(|(previous, _)| *previous >= from) {
+            return Err(malformed());
+        }
+        let bytes = zeroize::Zeroizing::new(hex::decode(seed.trim()).map_err(|_| malformed())?);
+        let seed: &[u8; 32] = bytes.as_slice().try_into().map_err(|_| malformed())?;
+        keys.push((from, SigningKey::from_seed(seed).ok_or_else(malformed)?));
+    }
+    Ok(SigningKeys::new(keys))
+}
+
+/// Reads the keys, making the file with one fresh key, valid from `now`, on first use.
+pub fn load_or_create(path: &Path, now: DateTime<Utc>) -> Result<SigningKeys, SigningKeyFileError> {
+    let keys = load(path)?;
+    if keys.current().is_some() {
+        return Ok(keys);
+    }
+    append_new_key(path, now)?;
+    load(path)
+}
+
+/// Rotation: a fresh key valid from `now`, which retires the one before it. Its id.
+pub fn rotate(path: &Path, now: DateTime<Utc>) -> Result<String, SigningKeyFileError> {
+    if let Some(from) = load(path)?.newest_from()
+        && from >= now
+    {
+        return Err(SigningKeyFileError::NotAfter {
+            path: path.display().to_string(),
+            from: from.to_rfc3339(),
+            now: now.to_rfc3339(),
+        });
+    }
+    append_new_key(path, now)
+}
+
+fn append_new_key(path: &Path, now: DateTime<Utc>) -> Result<String, SigningKeyFileError> {
+    let seed = crate::crypto::keys::random::<32>();
+    let key = SigningKey::from_seed(&seed).ok_or_else(|| SigningKeyFileError::Malformed {
+        path: path.display().to_string(),
+        line: 0,
+    })?;
+    let line = zeroize::Zeroizing::new(format!(
+        "{} {}\n",
+        crate::crypto::audit_chain::time_text(now),
+        hex::encode(seed.as_ref())
+    ));
+    let mut file = private_file(Private::Append).open(path).map_err(io(path))?;
+    file.write_all(line.as_bytes()).map_err(io(path))?;
+    file.sync_all().map_err(io(path))?;
+    Ok(key.id().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotation_retires_the_key_before_it_when_the_new_one_starts() {
+        let dir = std::env::temp_dir().join(format!("cmek-signing-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit-signing.keys");
+        assert!(
+            load(&path).unwrap().published().is_empty(),
+            "no file, no keys"
+        );
+        let t0 = DateTime::parse_from_rfc3339("2026-12-07T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let first = load_or_create(&path, t0).unwrap();
+        let first_id = first.current().unwrap().id().to_owned();
+        assert_eq!(
+            load_or_create(&path, t0).unwrap().published().len(),
+            1,
+            "made once"
+        );
+        let t1 = t0 + chrono::Duration::hours(1);
+        let second_id = rotate(&path, t1).unwrap();
+        let published = load(&path).unwrap().published();
+        assert_eq!(published.len(), 2);
+        assert_eq!(published[0].key_id, first_id);
+        assert_eq!(
+            published[0].retired_at.as_deref(),
+            Some("2026-12-07T11:00:00.000000Z")
+        );
+        assert_eq!(published[1].key_id, second_id);
+        assert_eq!(published[1].valid_from, "2026-12-07T11:00:00.000000Z");
+        assert_eq!(published[1].retired_at, None);
+        // A rotation dated before the newest key is refused (a clock gone back).
+        assert!(matches!(
+            rotate(&path, t0),
+            Err(SigningKeyFileError::NotAfter { .. })
+        ));
+        assert_eq!(load(&path).unwrap().published().len(), 2);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
