@@ -35,6 +35,17 @@ async fn cluster_in(c: &Console, regions: &[&str]) -> String {
     id(&cluster)
 }
 
+/// A saved key in the region, a cluster there, and `size` bytes written to its `rows`: the
+/// key's name, the cluster's id and the bytes.
+async fn written(gcp: &Gcp, c: &Console, label: &str, size: usize) -> (String, String, Vec<u8>) {
+    let key = saved_key(gcp, c, REGION).await;
+    let cluster = cluster_in(c, &[REGION]).await;
+    let bytes = marked(label, size);
+    let put = put(&c.app, &c.owner, &cluster, "rows", bytes.clone()).await;
+    assert_eq!(put.status(), 201);
+    (key, cluster, bytes)
+}
+
 async fn sweep(c: &Console, seconds: i64) {
     let app = &c.app;
     let before = app.console.keys().monitor_checks();
@@ -51,15 +62,7 @@ async fn a_cluster_writes_pauses_and_resumes_with_the_version_that_encrypted_its
     let gcp = Gcp::new().await;
     let c = gcp.console().await;
     let (app, owner) = (&c.app, c.owner.as_str());
-    let key = saved_key(&gcp, &c, REGION).await;
-    let cluster = cluster_in(&c, &[REGION]).await;
-    let bytes = marked("gcp", 70_000);
-    assert_eq!(
-        put(app, owner, &cluster, "rows", bytes.clone())
-            .await
-            .status(),
-        201
-    );
+    let (key, cluster, bytes) = written(&gcp, &c, "gcp", 70_000).await;
 
     // The key page knows which version encrypted the cluster's data key.
     let key_id = c.keys().await[0]["id"].as_str().unwrap().to_owned();
@@ -103,15 +106,7 @@ async fn a_disabled_primary_stops_the_cluster_within_an_interval_and_the_owner_r
         .console_with(&[("CMEK_KEY_CHECK_INTERVAL", "60s")])
         .await;
     let (app, owner) = (&c.app, c.owner.as_str());
-    let key = saved_key(&gcp, &c, REGION).await;
-    let cluster = cluster_in(&c, &[REGION]).await;
-    let bytes = marked("stop", 10_000);
-    assert_eq!(
-        put(app, owner, &cluster, "rows", bytes.clone())
-            .await
-            .status(),
-        201
-    );
+    let (key, cluster, bytes) = written(&gcp, &c, "stop", 10_000).await;
 
     gcp.act(&Gcp::version(&key, 1), "disable", json!({})).await;
     // Google Cloud's default policy is stop: suspected on one probe, confirmed by the next,
@@ -220,15 +215,7 @@ async fn a_backup_restores_into_a_new_cluster_and_not_while_the_version_is_disab
     let gcp = Gcp::new().await;
     let c = gcp.console().await;
     let (app, owner) = (&c.app, c.owner.as_str());
-    let key = saved_key(&gcp, &c, REGION).await;
-    let cluster = cluster_in(&c, &[REGION]).await;
-    let bytes = marked("backup", 40_000);
-    assert_eq!(
-        put(app, owner, &cluster, "rows", bytes.clone())
-            .await
-            .status(),
-        201
-    );
+    let (key, cluster, bytes) = written(&gcp, &c, "backup", 40_000).await;
     let backup = app.take_backup(owner, &cluster).await;
     assert_eq!(backup["state"], "available");
     let restore = format!("/api/v1/backups/{}/restore", id(&backup));
@@ -389,15 +376,7 @@ async fn after_a_rotation_a_rewrap_moves_everything_to_the_new_primary_and_the_o
     let gcp = Gcp::new().await;
     let c = gcp.console().await;
     let (app, owner) = (&c.app, c.owner.as_str());
-    let key = saved_key(&gcp, &c, REGION).await;
-    let cluster = cluster_in(&c, &[REGION]).await;
-    let bytes = marked("gcp rewrap", 30_000);
-    assert_eq!(
-        put(app, owner, &cluster, "rows", bytes.clone())
-            .await
-            .status(),
-        201
-    );
+    let (key, cluster, bytes) = written(&gcp, &c, "gcp rewrap", 30_000).await;
     let backup = id(&app.take_backup(owner, &cluster).await);
     app.backup_when_done(owner, &backup).await;
     let key_path = format!("{}/{}", c.keys_path(), id(&c.keys().await[0]));
@@ -442,15 +421,7 @@ async fn replacing_a_google_key_moves_the_cluster_and_the_old_key_can_go() {
     let gcp = Gcp::new().await;
     let c = gcp.console().await;
     let (app, owner) = (&c.app, c.owner.as_str());
-    let old_key = saved_key(&gcp, &c, REGION).await;
-    let cluster = cluster_in(&c, &[REGION]).await;
-    let bytes = marked("gcp replace", 20_000);
-    assert_eq!(
-        put(app, owner, &cluster, "rows", bytes.clone())
-            .await
-            .status(),
-        201
-    );
+    let (old_key, cluster, bytes) = written(&gcp, &c, "gcp replace", 20_000).await;
     let old_path = format!("{}/{}", c.keys_path(), id(&c.keys().await[0]));
     let new_key = gcp.key(&c, REGION, REGION, json!({})).await;
     let started = app
