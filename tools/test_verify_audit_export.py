@@ -122,6 +122,53 @@ class VerifierTest(unittest.TestCase):
             item["seq"] = i + 1
         self.assertEqual(self.broken(e).seq, 4)
 
+    def test_dropping_the_oldest_events_is_caught_unless_the_export_is_a_part(self):
+        e = copy.deepcopy(self.export)
+        dropped = e["items"][:2]
+        del e["items"][:2]
+        self.assertIn("first event", self.broken(e).reason)
+        path = os.path.join(self.dir.name, "part.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(e, f, ensure_ascii=False)
+        self.assertEqual(v.verify(path, self.keys_path, [], partial=True)["first_seq"], 3)
+        # A kept checkpoint of event 2 is checked against event 3's prev_hash.
+        retired = self.keys[0]
+        cp = {"chain": e["chain"], "seq": 2, "hash": "ab" * 32, "at": retired["valid_from"], "key_id": retired["key_id"]}
+        cp["signature"] = sign(signer(7), f"{v.CHECKPOINT_DOMAIN}{cp['chain']}\n2\n{cp['hash']}\n{cp['at']}")
+        cp_path = os.path.join(self.dir.name, "cp-before.json")
+        with open(cp_path, "w", encoding="utf-8") as f:
+            json.dump(cp, f)
+        with self.assertRaises(v.Broken):
+            v.verify(path, self.keys_path, [cp_path], partial=True)
+        cp["hash"] = dropped[1]["hash"]
+        cp["signature"] = sign(signer(7), f"{v.CHECKPOINT_DOMAIN}{cp['chain']}\n2\n{cp['hash']}\n{cp['at']}")
+        with open(cp_path, "w", encoding="utf-8") as f:
+            json.dump(cp, f)
+        self.assertIn(2, v.verify(path, self.keys_path, [cp_path], partial=True)["checkpoints"])
+
+    def test_a_file_two_readers_could_read_differently_is_refused(self):
+        text = json.dumps(self.export, ensure_ascii=False)
+        variants = {
+            "second items": text[:-1] + ',"items":[]}',
+            "unknown field": text[:-1] + ',"note":1}',
+            "trailing object": text + "{}",
+        }
+        extra = copy.deepcopy(self.export)
+        extra["items"][0]["approved_by"] = "CISO"
+        variants["unsigned field"] = json.dumps(extra)
+        floaty = copy.deepcopy(self.export)
+        floaty["items"][0]["detail"]["ratio"] = 0.5
+        variants["fraction"] = json.dumps(floaty)
+        stringy = copy.deepcopy(self.export)
+        stringy["items"][0]["seq"] = "1"
+        variants["seq as a string"] = json.dumps(stringy)
+        for name, body in variants.items():
+            path = os.path.join(self.dir.name, "variant.json")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(body)
+            with self.assertRaises(v.Unreadable, msg=name):
+                v.verify(path, self.keys_path, [])
+
     def test_a_truncated_chain_is_caught_by_the_checkpoint(self):
         e = copy.deepcopy(self.export)
         e["items"].pop()
@@ -183,7 +230,7 @@ class VerifierTest(unittest.TestCase):
                 f.write(("," if n else "") + json.dumps(item, ensure_ascii=False))
             f.write("]}")
         tracemalloc.start()
-        report = v.verify(path, self.keys_path, [])
+        report = v.verify(path, self.keys_path, [], partial=True)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         self.assertEqual(report["events"], 20000)

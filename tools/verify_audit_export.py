@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Verifies an audit log export of cmek-console (format cmek-console-audit/2) on its own.
 
-    python3 verify_audit_export.py EXPORT.json --keys KEYS.json [--checkpoint CHECKPOINT.json ...]
+    python3 verify_audit_export.py EXPORT.json --keys KEYS.json [--checkpoint CHECKPOINT.json ...] [--partial]
 
 EXPORT.json is what GET /api/v1/audit-events?format=json gives an auditor; KEYS.json is what
 GET /api/v1/audit/signing-keys gives (the public keys and when each was valid); each
 --checkpoint is a checkpoint you kept (an `audit.checkpoint` webhook delivery's `data`, or the
-export's own `checkpoint` saved earlier). Exit status 0: every event is intact, in order,
-signed by a key valid when it signed, and matches every checkpoint; 1: it says where and why
-not; 2: the files could not be read.
+export's own `checkpoint` saved earlier): the export's own checkpoint proves nothing against
+whoever made the export. --partial: the export is a part of the chain (a time range) and may
+start after its first event. Exit status 0: every event is intact, in order, signed by a key
+valid when it signed, and matches every checkpoint; 1: it says where and why not; 2: the
+files could not be read, or could be read two ways (duplicate or unknown fields, fields out
+of order, anything after the end).
 
 Only the standard library and the `cryptography` package are used, and the file is read one
 event at a time (memory stays the same for any length). docs/audit-export.md gives the
@@ -17,8 +20,10 @@ format; this file is meant to be read, so nobody has to trust the console's own 
 
 import argparse
 import base64
+import binascii
 import hashlib
 import json
+import re
 import sys
 
 from cryptography.exceptions import InvalidSignature
@@ -29,6 +34,88 @@ EVENT_DOMAIN = "cmek-console audit event v2\n"
 SIGNATURE_DOMAIN = "cmek-console audit signature v2\n"
 CHECKPOINT_DOMAIN = "cmek-console audit checkpoint v2\n"
 BODY_FIELDS = ("action", "actor", "detail", "id", "occurred_at", "outcome", "signed_at", "source_ip", "target")
+EVENT_FIELDS = {"chain", "seq", "id", "occurred_at", "actor", "action", "target", "outcome", "source_ip",
+                "detail", "signed_at", "prev_hash", "hash", "key_id", "signature"}
+CHECKPOINT_FIELDS = {"chain", "seq", "hash", "at", "key_id", "signature"}
+KEY_FIELDS = {"key_id", "algorithm", "public_key", "valid_from", "retired_at"}
+EXPORT_FIELDS = ("format", "chain", "checkpoint", "items")
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+MAX_EXACT = 2 ** 53 - 1
+MAX_FIELD = 1 << 20  # bytes of a field other than items
+
+
+class Unreadable(ValueError):
+    pass
+
+
+def no_duplicates(pairs):
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise Unreadable(f"the key {key!r} appears twice in one object")
+        seen[key] = value
+    return seen
+
+
+def hex_of(text, length):
+    return isinstance(text, str) and len(text) == length and all(c in "0123456789abcdef" for c in text)
+
+
+def is_time(text):
+    return isinstance(text, str) and TIME.fullmatch(text) is not None
+
+
+def exact_integers(value):
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return True
+    if isinstance(value, int):
+        return -MAX_EXACT <= value <= MAX_EXACT
+    if isinstance(value, list):
+        return all(exact_integers(v) for v in value)
+    if isinstance(value, dict):
+        return all(exact_integers(v) for v in value.values())
+    return False  # a fraction
+
+
+def b64(text):
+    """Standard base64, in its one form."""
+    raw = base64.b64decode(text, validate=True)
+    if base64.b64encode(raw).decode() != text:
+        raise binascii.Error("not in base64's canonical form")
+    return raw
+
+
+def is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_event(event):
+    if not isinstance(event, dict):
+        raise Unreadable("an item is not an object")
+    keys = set(event)
+    if not keys <= EVENT_FIELDS or not (EVENT_FIELDS - {"source_ip"}) <= keys:
+        raise Unreadable(f"an event's fields are {sorted(EVENT_FIELDS)}; found {sorted(keys)}")
+    seq = event["seq"]
+    where = f"event {seq}"
+    if not is_int(seq):
+        raise Unreadable(f"{where}: seq is a non-negative integer")
+    for field in ("chain", "id", "actor", "action", "target", "outcome", "key_id", "signature"):
+        if not isinstance(event[field], str):
+            raise Unreadable(f"{where}: {field} is a string")
+    if event.get("source_ip") is not None and not isinstance(event["source_ip"], str):
+        raise Unreadable(f"{where}: source_ip is a string or null")
+    if not (hex_of(event["prev_hash"], 64) and hex_of(event["hash"], 64) and hex_of(event["key_id"], 16)):
+        raise Unreadable(f"{where}: hashes are 64 and key ids 16 lowercase hex digits")
+    if not (is_time(event["occurred_at"]) and is_time(event["signed_at"])):
+        raise Unreadable(f"{where}: times are RFC 3339 UTC with six fractional digits and Z")
+    if not exact_integers(event["detail"]):
+        raise Unreadable(f"{where}: detail holds a number that is not an integer within +-(2^53 - 1)")
+
+
+def check_checkpoint(cp):
+    if not isinstance(cp, dict) or set(cp) != CHECKPOINT_FIELDS or not is_int(cp["seq"]) \
+            or not hex_of(cp["hash"], 64) or not is_time(cp["at"]) or not hex_of(cp["key_id"], 16):
+        raise Unreadable(f"not a checkpoint: {cp!r:.200}")
 
 
 class Broken(Exception):
@@ -51,7 +138,11 @@ def event_hash(event):
 
 class Key:
     def __init__(self, published):
-        raw = base64.b64decode(published["public_key"], validate=True)
+        if not isinstance(published, dict) or set(published) != KEY_FIELDS:
+            raise Unreadable(f"a key's fields are {sorted(KEY_FIELDS)}")
+        if not is_time(published["valid_from"]) or (published["retired_at"] is not None and not is_time(published["retired_at"])):
+            raise Unreadable(f"key {published['key_id']}: its times are not in the format's form")
+        raw = b64(published["public_key"])
         if hashlib.sha256(raw).hexdigest()[:16] != published["key_id"]:
             raise ValueError(f"key {published['key_id']}: its id is not its public key's")
         if published.get("algorithm") != "Ed25519":
@@ -67,9 +158,9 @@ class Key:
 
     def verifies(self, message, signature):
         try:
-            self.public.verify(base64.b64decode(signature, validate=True), message.encode("utf-8"))
+            self.public.verify(b64(signature), message.encode("utf-8"))
             return True
-        except (InvalidSignature, ValueError):
+        except (InvalidSignature, ValueError, TypeError):
             return False
 
 
@@ -80,19 +171,35 @@ def checkpoint_signed(cp, keys):
 
 
 class ChainVerifier:
-    def __init__(self, chain, keys, checkpoints):
-        self.chain, self.keys = chain, keys
+    def __init__(self, chain, keys, checkpoints, partial=False):
+        self.chain, self.keys, self.partial = chain, keys, partial
         self.last = None  # (seq, hash, signed_at)
-        self.first_seq, self.events, self.matched = None, 0, []
-        self.pending = {}
+        self.first_seq, self.events, self.matched, self.unchecked = None, 0, [], []
+        self.pending = {}  # seq -> [(hash, at)]
         for cp in checkpoints:
+            check_checkpoint(cp)
             if cp["chain"] != chain:
                 raise Broken(None, f"a checkpoint is of chain {cp['chain']}, not {chain}")
             if not checkpoint_signed(cp, keys):
                 raise Broken(None, f"the checkpoint of seq {cp['seq']} is not signed by a key valid at {cp['at']}")
-            self.pending.setdefault(cp["seq"], set()).add(cp["hash"])
+            self.pending.setdefault(cp["seq"], []).append((cp["hash"], cp["at"]))
+
+    def _first(self, event):
+        seq = event["seq"]
+        if seq == 0 or (not self.partial and seq != 1):
+            raise Broken(seq, "the export starts here, not at the chain's first event (1): events were removed "
+                              "from its start, or it is a part of the chain (verify a part with --partial)")
+        named = self.pending.pop(seq - 1, None)
+        if named is not None:
+            if any(h != event["prev_hash"] for h, _ in named):
+                raise Broken(seq, "a signed checkpoint of the event before it names another hash: history was rewritten")
+            self.matched.append(seq - 1)
+        self.unchecked = sorted(s for s in self.pending if s < seq)
+        for s in self.unchecked:
+            del self.pending[s]
 
     def push(self, event):
+        check_event(event)
         seq = event["seq"]
         if event["chain"] != self.chain:
             raise Broken(seq, f"belongs to chain {event['chain']}, not {self.chain}")
@@ -104,6 +211,8 @@ class ChainVerifier:
                 raise Broken(seq, "its prev_hash is not the hash of the event before it")
             if event["signed_at"] < last_signed:
                 raise Broken(seq, "it was signed before the event before it")
+        else:
+            self._first(event)
         if event_hash(event) != event["hash"]:
             raise Broken(seq, "its content does not match its hash")
         key = self.keys.get(event["key_id"])
@@ -113,10 +222,13 @@ class ChainVerifier:
             raise Broken(seq, f"signed at {event['signed_at']} by {key.key_id}, which was not valid then")
         if not key.verifies(SIGNATURE_DOMAIN + event["hash"], event["signature"]):
             raise Broken(seq, "its signature does not verify")
-        hashes = self.pending.pop(seq, None)
-        if hashes is not None:
-            if hashes != {event["hash"]}:
-                raise Broken(seq, "a signed checkpoint names another hash here: history was rewritten")
+        named = self.pending.pop(seq, None)
+        if named is not None:
+            for h, at in named:
+                if h != event["hash"]:
+                    raise Broken(seq, "a signed checkpoint names another hash here: history was rewritten")
+                if at < event["signed_at"]:
+                    raise Broken(seq, "a checkpoint of it was signed before it was")
             self.matched.append(seq)
         if self.first_seq is None:
             self.first_seq = seq
@@ -125,25 +237,27 @@ class ChainVerifier:
 
     def finish(self):
         last_seq = self.last[0] if self.last else None
-        beyond = [s for s in self.pending if last_seq is None or s > last_seq]
-        if beyond:
-            raise Broken(None, f"a signed checkpoint covers event {max(beyond)}, but the chain ends at "
+        if self.pending:
+            raise Broken(None, f"a signed checkpoint covers event {max(self.pending)}, but the chain ends at "
                                f"{last_seq if last_seq is not None else 'nothing'}: events were removed from its end")
         return {"events": self.events, "first_seq": self.first_seq, "last_seq": last_seq,
-                "head_hash": self.last[1] if self.last else None, "checkpoints": self.matched}
+                "head_hash": self.last[1] if self.last else None, "checkpoints": self.matched,
+                "unchecked": self.unchecked}
 
 
 class Reader:
-    """Reads one JSON object from a file, handing each element of its `items` array to a
-    callback as soon as it is parsed, so the file is never held whole."""
+    """Reads the export object from a file, handing each element of its `items` array to a
+    callback as soon as it is parsed, so the file is never held whole. The object must have
+    exactly the fields format, chain, checkpoint, items, in that order, and nothing may
+    follow it."""
 
     def __init__(self, stream, chunk=1 << 16):
         self.stream, self.chunk = stream, chunk
         self.buf, self.pos, self.eof = "", 0, False
-        self.decoder = json.JSONDecoder()
+        self.decoder = json.JSONDecoder(object_pairs_hook=no_duplicates)
 
-    def _more(self):
-        data = self.stream.read(self.chunk)
+    def _more(self, size=None):
+        data = self.stream.read(size or self.chunk)
         if not data:
             self.eof = True
             return False
@@ -162,86 +276,92 @@ class Reader:
         self._skip_ws()
         if self.pos >= len(self.buf) or self.buf[self.pos] != char:
             found = self.buf[self.pos] if self.pos < len(self.buf) else "the end"
-            raise ValueError(f"expected {char!r}, found {found!r}")
+            raise Unreadable(f"expected {char!r}, found {found!r}")
         self.pos += 1
 
     def _peek(self):
         self._skip_ws()
         return self.buf[self.pos] if self.pos < len(self.buf) else ""
 
-    def _value(self):
+    def _value(self, limit):
         self._skip_ws()
+        size = self.chunk
         while True:
             try:
                 value, end = self.decoder.raw_decode(self.buf, self.pos)
                 # A number at the very end of the buffer may continue in the next chunk.
-                if end == len(self.buf) and not self.eof and self._more():
+                if end == len(self.buf) and not self.eof and self._more(size):
                     continue
                 self.pos = end
                 return value
             except json.JSONDecodeError:
-                if self.eof or not self._more():
+                if len(self.buf) - self.pos > limit:
+                    raise Unreadable(f"a value longer than {limit} bytes")
+                # Read twice as much each time, so a long value is parsed a few times, not once
+                # per chunk.
+                size *= 2
+                if self.eof or not self._more(size):
                     raise
 
-    def read(self, on_item):
-        fields = {}
+    def read(self, on_fields, on_item):
         self._expect("{")
-        if self._peek() == "}":
-            self.pos += 1
-            return fields
-        while True:
-            name = self._value()
+        fields = {}
+        for n, name in enumerate(EXPORT_FIELDS):
+            if n:
+                self._expect(",")
+            got = self._value(MAX_FIELD)
+            if got != name:
+                raise Unreadable(f"the export's fields are {', '.join(EXPORT_FIELDS)} in this order, once each; "
+                                 f"found {got!r} where {name!r} belongs")
             self._expect(":")
-            if name == "items":
-                self._expect("[")
-                if self._peek() == "]":
-                    self.pos += 1
-                else:
-                    while True:
-                        on_item(self._value(), fields)
-                        if self._peek() == ",":
-                            self.pos += 1
-                            continue
-                        self._expect("]")
-                        break
-            else:
-                fields[name] = self._value()
-            if self._peek() == ",":
-                self.pos += 1
+            if name != "items":
+                fields[name] = self._value(MAX_FIELD)
                 continue
-            self._expect("}")
-            return fields
+            on_fields(fields)
+            self._expect("[")
+            if self._peek() == "]":
+                self.pos += 1
+            else:
+                while True:
+                    on_item(self._value(MAX_FIELD))
+                    if self._peek() == ",":
+                        self.pos += 1
+                        continue
+                    self._expect("]")
+                    break
+        self._expect("}")
+        if self._peek() != "":
+            raise Unreadable("something follows the export")
+        return fields
 
 
-def verify(export_path, keys_path, kept_paths):
+def verify(export_path, keys_path, kept_paths, partial=False):
     with open(keys_path, encoding="utf-8") as f:
-        published = json.load(f)
+        published = json.load(f, object_pairs_hook=no_duplicates)
+    if not isinstance(published, dict) or set(published) != {"keys"}:
+        raise Unreadable("the keys file is {\"keys\": [...]}")
     keys = {}
     for k in published["keys"]:
         key = Key(k)
+        if key.key_id in keys:
+            raise Broken(None, f"the keys list {key.key_id} twice")
         keys[key.key_id] = key
     kept = []
     for path in kept_paths:
         with open(path, encoding="utf-8") as f:
-            kept.append(json.load(f))
+            kept.append(json.load(f, object_pairs_hook=no_duplicates))
     state = {}
 
-    def on_item(event, fields):
-        # format, chain and checkpoint come before the items (docs/audit-export.md).
-        if "verifier" not in state:
-            if fields.get("format") != FORMAT:
-                raise Broken(None, f"format {fields.get('format')!r} is not {FORMAT}")
-            checkpoints = kept + ([fields["checkpoint"]] if fields.get("checkpoint") else [])
-            state["verifier"] = ChainVerifier(fields.get("chain"), keys, checkpoints)
-        state["verifier"].push(event)
-
-    with open(export_path, encoding="utf-8") as f:
-        fields = Reader(f).read(on_item)
-    if "verifier" not in state:  # no events at all: the checkpoints still say what is missing
+    def on_fields(fields):
         if fields.get("format") != FORMAT:
             raise Broken(None, f"format {fields.get('format')!r} is not {FORMAT}")
-        checkpoints = kept + ([fields["checkpoint"]] if fields.get("checkpoint") else [])
-        state["verifier"] = ChainVerifier(fields.get("chain"), keys, checkpoints)
+        if not isinstance(fields.get("chain"), str):
+            raise Unreadable("chain is a string")
+        own = [fields["checkpoint"]] if fields.get("checkpoint") is not None else []
+        state["verifier"] = ChainVerifier(fields["chain"], keys, kept + own, partial)
+
+    with open(export_path, encoding="utf-8") as f:
+        Reader(f).read(on_fields, lambda event: state["verifier"].push(event))
     return state["verifier"].finish()
 
 
@@ -250,9 +370,13 @@ def main(argv=None):
     parser.add_argument("export")
     parser.add_argument("--keys", required=True, help="the published signing keys (JSON)")
     parser.add_argument("--checkpoint", action="append", default=[], help="a checkpoint you kept (JSON); repeatable")
+    parser.add_argument("--partial", action="store_true", help="the export is a part of the chain (a time range)")
     args = parser.parse_args(argv)
+    if not args.checkpoint:
+        print("note: no --checkpoint given: the export's own checkpoint proves nothing against whoever made "
+              "the export; pass the checkpoints you kept", file=sys.stderr)
     try:
-        report = verify(args.export, args.keys, args.checkpoint)
+        report = verify(args.export, args.keys, args.checkpoint, args.partial)
     except Broken as broken:
         print(f"NOT VERIFIED: {broken}")
         return 1
@@ -260,7 +384,8 @@ def main(argv=None):
         print(f"could not read the files: {error}", file=sys.stderr)
         return 2
     print(f"verified: {report['events']} events, seq {report['first_seq']} to {report['last_seq']}, "
-          f"head {report['head_hash']}; checkpoints matched: {report['checkpoints'] or 'none'}")
+          f"head {report['head_hash']}; checkpoints matched: {report['checkpoints'] or 'none'}"
+          + (f"; before this part, not checked: {report['unchecked']}" if report["unchecked"] else ""))
     return 0
 
 

@@ -115,11 +115,15 @@ pub enum AuditCommand {
         /// repeatable.
         #[arg(long)]
         checkpoint: Vec<PathBuf>,
+        /// The export is a part of the chain (a time range): it may start after the chain's
+        /// first event.
+        #[arg(long)]
+        partial: bool,
     },
 }
 
 /// `audit verify-export`: reads the keys and kept checkpoints whole, the export as a stream.
-fn verify_export(file: &PathBuf, keys: &PathBuf, kept: &[PathBuf]) -> ExitCode {
+fn verify_export(file: &PathBuf, keys: &PathBuf, kept: &[PathBuf], partial: bool) -> ExitCode {
     use crate::crypto::audit_chain::{self, Checkpoint as Kept, ExportError, PublishedKey};
     #[derive(serde::Deserialize)]
     struct Keys {
@@ -152,7 +156,13 @@ fn verify_export(file: &PathBuf, keys: &PathBuf, kept: &[PathBuf]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match audit_chain::verify_export_reader(export, &keys, &kept) {
+    if kept.is_empty() {
+        eprintln!(
+            "cmek-console: no --checkpoint given: the export's own checkpoint proves nothing \
+             against whoever made the export; pass the checkpoints you kept"
+        );
+    }
+    match audit_chain::verify_export_reader(export, &keys, &kept, partial) {
         Ok(v) => {
             println!(
                 "Verified: {} events, seq {} to {}, head {}; checkpoints matched: {}.",
@@ -189,7 +199,8 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
             file,
             keys,
             checkpoint,
-        }) => Ok(verify_export(&file, &keys, &checkpoint)),
+            partial,
+        }) => Ok(verify_export(&file, &keys, &checkpoint, partial)),
         Command::Serve => serve(settings).await,
         Command::Migrate => {
             startup::console(&settings, Arc::new(SystemClock)).await?;

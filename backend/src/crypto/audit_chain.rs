@@ -120,6 +120,7 @@ impl SigningKeys {
 /// A public key as published (`GET /api/v1/audit/signing-keys`): valid from `valid_from`,
 /// and until `retired_at` once a newer key took over.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PublishedKey {
     pub key_id: String,
     /// Always `Ed25519`.
@@ -155,6 +156,9 @@ impl PublishedKey {
         else {
             return false;
         };
+        if self.algorithm != "Ed25519" {
+            return false;
+        }
         key_id(&public) == self.key_id
             && UnparsedPublicKey::new(&ED25519, &public)
                 .verify(message, &signature)
@@ -176,8 +180,10 @@ pub struct EventBody {
     pub detail: Value,
 }
 
-/// An event in its chain, as stored and as exported.
+/// An event in its chain, as stored and as exported. Read strictly: exactly its fields, each
+/// in its one form (see `WireEvent`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "WireEvent")]
 pub struct ChainEvent {
     pub chain: String,
     pub seq: u64,
@@ -189,6 +195,70 @@ pub struct ChainEvent {
     pub hash: String,
     pub key_id: String,
     pub signature: String,
+}
+
+/// An event as read: every field named, none unknown (an extra field would be unsigned).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireEvent {
+    chain: String,
+    seq: u64,
+    id: String,
+    occurred_at: String,
+    actor: String,
+    action: String,
+    target: String,
+    outcome: String,
+    source_ip: Option<String>,
+    detail: Value,
+    signed_at: String,
+    prev_hash: String,
+    hash: String,
+    key_id: String,
+    signature: String,
+}
+
+impl TryFrom<WireEvent> for ChainEvent {
+    type Error = String;
+
+    fn try_from(w: WireEvent) -> Result<Self, String> {
+        let at = |what: &str| format!("event {}: {what}", w.seq);
+        if !is_hex(&w.prev_hash, 64) || !is_hex(&w.hash, 64) {
+            return Err(at("hashes are 64 lowercase hex digits"));
+        }
+        if !is_hex(&w.key_id, 16) {
+            return Err(at("key_id is 16 lowercase hex digits"));
+        }
+        if !is_time_text(&w.occurred_at) || !is_time_text(&w.signed_at) {
+            return Err(at(
+                "times are RFC 3339 UTC with six fractional digits and Z",
+            ));
+        }
+        if !only_exact_integers(&w.detail) {
+            return Err(at(
+                "detail holds a number that is not an integer within ±(2^53 - 1)",
+            ));
+        }
+        Ok(Self {
+            chain: w.chain,
+            seq: w.seq,
+            body: EventBody {
+                id: w.id,
+                occurred_at: w.occurred_at,
+                actor: w.actor,
+                action: w.action,
+                target: w.target,
+                outcome: w.outcome,
+                source_ip: w.source_ip,
+                detail: w.detail,
+            },
+            signed_at: w.signed_at,
+            prev_hash: w.prev_hash,
+            hash: w.hash,
+            key_id: w.key_id,
+            signature: w.signature,
+        })
+    }
 }
 
 /// Writes `value` as canonical JSON: object keys sorted (by code point), no whitespace,
@@ -223,11 +293,42 @@ fn canonical_json(value: &Value, out: &mut String) {
     }
 }
 
-/// A detail with every non-integer number made a string, so that any JSON library writes it
+/// The integers every JSON library reads exactly: within ±(2^53 - 1).
+const MAX_EXACT: i64 = (1 << 53) - 1;
+
+fn exact_integer(n: &serde_json::Number) -> bool {
+    n.as_i64()
+        .is_some_and(|i| (-MAX_EXACT..=MAX_EXACT).contains(&i))
+}
+
+/// Whether a value holds only what `integers_only` leaves (what a verifier accepts).
+fn only_exact_integers(value: &Value) -> bool {
+    match value {
+        Value::Number(n) => exact_integer(n),
+        Value::Array(items) => items.iter().all(only_exact_integers),
+        Value::Object(map) => map.values().all(only_exact_integers),
+        _ => true,
+    }
+}
+
+fn is_hex(text: &str, len: usize) -> bool {
+    text.len() == len
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A time in the format's one form (which is what lets times compare as text).
+pub fn is_time_text(text: &str) -> bool {
+    DateTime::parse_from_rfc3339(text).is_ok_and(|t| time_text(t.with_timezone(&Utc)) == text)
+}
+
+/// A detail with every non-integer number, and every integer beyond ±(2^53 - 1), made a
+/// string, so that any JSON library writes it
 /// the same way (integers are written alike everywhere; fractions are not).
 pub fn integers_only(value: Value) -> Value {
     match value {
-        Value::Number(n) if !(n.is_i64() || n.is_u64()) => Value::String(n.to_string()),
+        Value::Number(n) if !exact_integer(&n) => Value::String(n.to_string()),
         Value::Array(items) => Value::Array(items.into_iter().map(integers_only).collect()),
         Value::Object(map) => Value::Object(
             map.into_iter()
@@ -297,6 +398,7 @@ impl ChainEvent {
 /// "Chain `chain` had `seq` events, the last hashing to `hash`, at `at`", signed: kept by the
 /// customer (delivered to their webhooks), it shows any later rewrite or truncation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Checkpoint {
     pub chain: String,
     pub seq: u64,
@@ -340,6 +442,7 @@ impl Checkpoint {
 /// fields in this order, so a verifier reading the file as it goes knows the checkpoint
 /// before the events).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Export {
     pub format: String,
     pub chain: String,
@@ -356,6 +459,8 @@ pub struct Verified {
     pub head_hash: Option<String>,
     /// The checkpoints that matched the events (their `seq`).
     pub checkpoints: Vec<u64>,
+    /// Checkpoints of events before a partial export's first one, which it cannot check.
+    pub unchecked: Vec<u64>,
 }
 
 /// Where and why a verification failed.
@@ -373,27 +478,47 @@ fn broken(seq: Option<u64>, reason: impl Into<String>) -> Broken {
     }
 }
 
+/// A signed checkpoint not yet matched: the hash it names and when it was signed.
+type Pending = std::collections::HashMap<u64, Vec<(String, String)>>;
+
 /// Checks a chain's events one at a time (so an export of any length takes constant memory),
 /// then the checkpoints against them.
 pub struct ChainVerifier<'k> {
     chain: String,
     keys: &'k [PublishedKey],
+    /// Whether the export may start after the chain's first event (a time range).
+    partial: bool,
     last: Option<(u64, String, String)>,
     first_seq: Option<u64>,
     events: u64,
-    /// Checkpoints to match, by the seq they name: (seq, hash).
-    pending: Vec<(u64, String)>,
+    pending: Pending,
     matched: Vec<u64>,
+    unchecked: Vec<u64>,
 }
 
 impl<'k> ChainVerifier<'k> {
     /// `checkpoints`: the export's own and any the customer kept; each must be signed.
+    /// Unless `partial`, the export must start at the chain's first event.
     pub fn new(
         chain: &str,
         keys: &'k [PublishedKey],
         checkpoints: &[Checkpoint],
+        partial: bool,
     ) -> Result<Self, Broken> {
-        let mut pending = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if keys[..i].iter().any(|k| k.key_id == key.key_id) {
+                return Err(broken(None, format!("the keys list {} twice", key.key_id)));
+            }
+            if !is_time_text(&key.valid_from)
+                || key.retired_at.as_deref().is_some_and(|r| !is_time_text(r))
+            {
+                return Err(broken(
+                    None,
+                    format!("key {}: its times are not in the format's form", key.key_id),
+                ));
+            }
+        }
+        let mut pending = Pending::new();
         for cp in checkpoints {
             if cp.chain != chain {
                 return Err(broken(
@@ -401,7 +526,7 @@ impl<'k> ChainVerifier<'k> {
                     format!("a checkpoint is of chain {}, not {chain}", cp.chain),
                 ));
             }
-            if !cp.is_signed(keys) {
+            if !is_hex(&cp.hash, 64) || !is_time_text(&cp.at) || !cp.is_signed(keys) {
                 return Err(broken(
                     None,
                     format!(
@@ -410,16 +535,21 @@ impl<'k> ChainVerifier<'k> {
                     ),
                 ));
             }
-            pending.push((cp.seq, cp.hash.clone()));
+            pending
+                .entry(cp.seq)
+                .or_default()
+                .push((cp.hash.clone(), cp.at.clone()));
         }
         Ok(Self {
             chain: chain.to_owned(),
             keys,
+            partial,
             last: None,
             first_seq: None,
             events: 0,
             pending,
             matched: Vec::new(),
+            unchecked: Vec::new(),
         })
     }
 
@@ -447,6 +577,8 @@ impl<'k> ChainVerifier<'k> {
             if event.signed_at.as_str() < signed_at.as_str() {
                 return Err(broken(at, "it was signed before the event before it"));
             }
+        } else {
+            self.first(event)?;
         }
         if event.compute_hash() != event.hash {
             return Err(broken(at, "its content does not match its hash"));
@@ -469,21 +601,19 @@ impl<'k> ChainVerifier<'k> {
         if !key.verifies(&ChainEvent::signed_message(&event.hash), &event.signature) {
             return Err(broken(at, "its signature does not verify"));
         }
-        self.pending.retain(|(seq, hash)| {
-            if *seq == event.seq {
-                if *hash == event.hash {
-                    self.matched.push(*seq);
+        if let Some(named) = self.pending.remove(&event.seq) {
+            for (hash, cp_at) in named {
+                if hash != event.hash {
+                    return Err(broken(
+                        at,
+                        "a signed checkpoint names another hash here: history was rewritten",
+                    ));
                 }
-                *hash != event.hash
-            } else {
-                true
+                if cp_at < event.signed_at {
+                    return Err(broken(at, "a checkpoint of it was signed before it was"));
+                }
             }
-        });
-        if let Some((seq, _)) = self.pending.iter().find(|(seq, _)| *seq == event.seq) {
-            return Err(broken(
-                Some(*seq),
-                "a signed checkpoint names another hash here: history was rewritten",
-            ));
+            self.matched.push(event.seq);
         }
         self.first_seq.get_or_insert(event.seq);
         self.events += 1;
@@ -491,16 +621,44 @@ impl<'k> ChainVerifier<'k> {
         Ok(())
     }
 
+    /// The first event: the chain's own first unless the export is partial; a checkpoint of
+    /// the event just before it names its `prev_hash`; earlier ones cannot be checked.
+    fn first(&mut self, event: &ChainEvent) -> Result<(), Broken> {
+        let at = Some(event.seq);
+        if event.seq == 0 || (!self.partial && event.seq != 1) {
+            return Err(broken(
+                at,
+                "the export starts here, not at the chain's first event (1): events were removed from its start, or it is a part of the chain (verify a part with --partial)",
+            ));
+        }
+        if let Some(named) = self.pending.remove(&(event.seq - 1)) {
+            if named.iter().any(|(hash, _)| *hash != event.prev_hash) {
+                return Err(broken(
+                    at,
+                    "a signed checkpoint of the event before it names another hash: history was rewritten",
+                ));
+            }
+            self.matched.push(event.seq - 1);
+        }
+        let mut before: Vec<u64> = self
+            .pending
+            .keys()
+            .copied()
+            .filter(|s| *s < event.seq)
+            .collect();
+        before.sort_unstable();
+        for seq in &before {
+            self.pending.remove(seq);
+        }
+        self.unchecked = before;
+        Ok(())
+    }
+
     /// Ends the check: a checkpoint beyond the last event means events were removed from the
-    /// end (checkpoints before the first event cannot be checked and are left out).
+    /// end.
     pub fn finish(self) -> Result<Verified, Broken> {
         let last_seq = self.last.as_ref().map(|(seq, _, _)| *seq);
-        if let Some((seq, _)) = self
-            .pending
-            .iter()
-            .filter(|(seq, _)| last_seq.is_none_or(|last| *seq > last))
-            .max_by_key(|(seq, _)| *seq)
-        {
+        if let Some(seq) = self.pending.keys().copied().max() {
             return Err(broken(
                 None,
                 format!(
@@ -515,15 +673,18 @@ impl<'k> ChainVerifier<'k> {
             last_seq,
             head_hash: self.last.map(|(_, hash, _)| hash),
             checkpoints: self.matched,
+            unchecked: self.unchecked,
         })
     }
 }
 
-/// Verifies an export with the published keys and any checkpoints kept elsewhere.
+/// Verifies an export with the published keys and any checkpoints kept elsewhere (the
+/// export's own checkpoint proves nothing against whoever made the export: keep yours).
 pub fn verify_export(
     export: &Export,
     keys: &[PublishedKey],
     kept: &[Checkpoint],
+    partial: bool,
 ) -> Result<Verified, Broken> {
     if export.format != FORMAT {
         return Err(broken(
@@ -532,7 +693,7 @@ pub fn verify_export(
         ));
     }
     let checkpoints: Vec<Checkpoint> = export.checkpoint.iter().chain(kept).cloned().collect();
-    let mut verifier = ChainVerifier::new(&export.chain, keys, &checkpoints)?;
+    let mut verifier = ChainVerifier::new(&export.chain, keys, &checkpoints, partial)?;
     for event in &export.items {
         verifier.push(event)?;
     }
@@ -549,18 +710,20 @@ pub enum ExportError {
 }
 
 /// Verifies an export read from `reader` one event at a time: memory stays the same for any
-/// number of events. `format`, `chain` and `checkpoint` must come before `items`, as the
-/// console writes them.
+/// number of events. The export has exactly `format`, `chain`, `checkpoint` and `items`, in
+/// that order, and nothing after it: a file two readers could read differently is refused.
 pub fn verify_export_reader(
     reader: impl std::io::Read,
     keys: &[PublishedKey],
     kept: &[Checkpoint],
+    partial: bool,
 ) -> Result<Verified, ExportError> {
     use serde::de::DeserializeSeed;
     let found = std::cell::RefCell::new(None);
     let seed = streaming::ExportSeed {
         keys,
         kept,
+        partial,
         broken: &found,
     };
     let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::new(reader));
@@ -575,7 +738,7 @@ pub fn verify_export_reader(
 mod streaming {
     use std::cell::RefCell;
 
-    use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
     use super::{
         Broken, ChainEvent, ChainVerifier, Checkpoint, FORMAT, PublishedKey, Verified, broken,
@@ -584,8 +747,12 @@ mod streaming {
     pub(super) struct ExportSeed<'a> {
         pub keys: &'a [PublishedKey],
         pub kept: &'a [Checkpoint],
+        pub partial: bool,
         pub broken: &'a RefCell<Option<Broken>>,
     }
+
+    /// The export's fields, in their one order.
+    const FIELDS: [&str; 4] = ["format", "chain", "checkpoint", "items"];
 
     impl<'a> ExportSeed<'a> {
         fn fail<E: de::Error>(&self, b: Broken) -> E {
@@ -613,7 +780,8 @@ mod streaming {
                 .ok_or_else(|| de::Error::missing_field("chain"))?;
             let checkpoints: Vec<Checkpoint> =
                 checkpoint.iter().chain(self.kept).cloned().collect();
-            ChainVerifier::new(chain, self.keys, &checkpoints).map_err(|b| self.fail(b))
+            ChainVerifier::new(chain, self.keys, &checkpoints, self.partial)
+                .map_err(|b| self.fail(b))
         }
     }
 
@@ -635,26 +803,31 @@ mod streaming {
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Verified, A::Error> {
             let (mut format, mut chain, mut checkpoint) = (None, None, None);
             let mut verifier = None;
+            let mut next = 0;
             while let Some(key) = map.next_key::<String>()? {
+                if FIELDS.get(next) != Some(&key.as_str()) {
+                    return Err(de::Error::custom(format!(
+                        "the export's fields are {} in this order, once each; found {key:?} where {} belongs",
+                        FIELDS.join(", "),
+                        FIELDS.get(next).unwrap_or(&"nothing more")
+                    )));
+                }
+                next += 1;
                 match key.as_str() {
                     "format" => format = Some(map.next_value::<String>()?),
                     "chain" => chain = Some(map.next_value::<String>()?),
                     "checkpoint" => checkpoint = map.next_value::<Option<Checkpoint>>()?,
-                    "items" if verifier.is_none() => {
+                    _ => {
                         let started = self.start(&format, &chain, &checkpoint)?;
                         verifier = Some(map.next_value_seed(ItemsSeed {
                             verifier: started,
                             export: &self,
                         })?);
                     }
-                    _ => {
-                        map.next_value::<IgnoredAny>()?;
-                    }
                 }
             }
-            let verifier = match verifier {
-                Some(v) => v,
-                None => self.start(&format, &chain, &checkpoint)?,
+            let Some(verifier) = verifier else {
+                return Err(de::Error::missing_field(FIELDS[next.min(3)]));
             };
             verifier.finish().map_err(|b| self.fail(b))
         }

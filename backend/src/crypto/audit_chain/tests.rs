@@ -100,7 +100,7 @@ fn a_fixed_key_and_events_give_the_checked_in_hashes_and_signatures() {
         keys[0].key_id,
         key_id(&B64.decode(&keys[0].public_key).unwrap())
     );
-    let verified = verify_export(&export, &keys, &[]).unwrap();
+    let verified = verify_export(&export, &keys, &[], false).unwrap();
     assert_eq!(verified.events, 5);
     assert_eq!(verified.checkpoints, [5]);
     assert_eq!(
@@ -125,7 +125,7 @@ fn the_canonical_form_sorts_keys_and_escapes_as_json_does() {
 fn tampered(change: impl FnOnce(&mut Export)) -> Broken {
     let (mut export, keys) = fixture();
     change(&mut export);
-    verify_export(&export, &keys, &[]).unwrap_err()
+    verify_export(&export, &keys, &[], false).unwrap_err()
 }
 
 #[test]
@@ -220,35 +220,97 @@ fn every_kind_of_tampering_is_detected() {
     }
     rewritten.checkpoint = Some(Checkpoint::sign(ORG, 5, &prev, at(11), &key(8)));
     assert!(
-        verify_export(&rewritten, &keys, &[]).is_ok(),
+        verify_export(&rewritten, &keys, &[], false).is_ok(),
         "the signing key's holder can rewrite"
     );
-    let caught = verify_export(&rewritten, &keys, &[kept]).unwrap_err();
+    let caught = verify_export(&rewritten, &keys, &[kept], false).unwrap_err();
     assert!(caught.reason.contains("rewritten"), "{caught}");
 }
 
 #[test]
 fn an_export_of_part_of_a_chain_verifies_from_its_first_event() {
     let (mut export, keys) = fixture();
-    export.items.drain(..2);
-    let verified = verify_export(&export, &keys, &[]).unwrap();
+    let dropped = export.items.drain(..2).collect::<Vec<_>>();
+    // Unless it is said to be a part, an export must start at the chain's first event:
+    // dropping the oldest events is caught.
+    let err = verify_export(&export, &keys, &[], false).unwrap_err();
+    assert!(err.reason.contains("first event"), "{err}");
+    let verified = verify_export(&export, &keys, &[], true).unwrap();
     assert_eq!((verified.first_seq, verified.last_seq), (Some(3), Some(5)));
+    // A kept checkpoint of the event just before the part is checked against its prev_hash;
+    // one further back cannot be, and is reported.
+    let a = key(7);
+    let just_before = Checkpoint::sign(ORG, 2, &dropped[1].hash, at(2), &a);
+    let further = Checkpoint::sign(ORG, 1, &dropped[0].hash, at(2), &a);
+    let verified = verify_export(&export, &keys, &[just_before.clone(), further], true).unwrap();
+    assert_eq!(verified.unchecked, [1]);
+    assert!(verified.checkpoints.contains(&2));
+    let forged_before = Checkpoint::sign(ORG, 2, &"ab".repeat(32), at(2), &a);
+    assert!(verify_export(&export, &keys, &[forged_before], true).is_err());
 }
 
 #[test]
 fn an_export_read_as_a_stream_verifies_as_the_whole_does() {
     let (export, keys) = fixture();
     let text = serde_json::to_vec(&export).unwrap();
-    let verified = verify_export_reader(text.as_slice(), &keys, &[]).unwrap();
-    assert_eq!(verified, verify_export(&export, &keys, &[]).unwrap());
+    let verified = verify_export_reader(text.as_slice(), &keys, &[], false).unwrap();
+    assert_eq!(verified, verify_export(&export, &keys, &[], false).unwrap());
     let mut cut = export.clone();
     cut.items.pop();
-    let err =
-        verify_export_reader(serde_json::to_vec(&cut).unwrap().as_slice(), &keys, &[]).unwrap_err();
+    let err = verify_export_reader(
+        serde_json::to_vec(&cut).unwrap().as_slice(),
+        &keys,
+        &[],
+        false,
+    )
+    .unwrap_err();
     assert!(
         matches!(&err, ExportError::Broken(b) if b.reason.contains("removed from its end")),
         "{err}"
     );
-    let err = verify_export_reader(&b"{\"format\": 1"[..], &keys, &[]).unwrap_err();
+    let err = verify_export_reader(&b"{\"format\": 1"[..], &keys, &[], false).unwrap_err();
     assert!(matches!(err, ExportError::Unreadable(_)), "{err}");
+}
+
+#[test]
+fn a_file_two_readers_could_read_differently_is_refused() {
+    let (export, keys) = fixture();
+    let text = serde_json::to_string(&export).unwrap();
+    let unreadable = |text: String| {
+        matches!(
+            verify_export_reader(text.as_bytes(), &keys, &[], false),
+            Err(ExportError::Unreadable(_))
+        )
+    };
+    let items_at = text.find(",\"items\"").unwrap();
+    // A second items list, an unknown field, fields out of order, anything after the end.
+    assert!(unreadable(format!(
+        "{},\"items\":[]}}",
+        &text[..text.len() - 1]
+    )));
+    assert!(unreadable(format!(
+        "{},\"note\":1}}",
+        &text[..text.len() - 1]
+    )));
+    let moved = format!(
+        "{{\"format\":\"{FORMAT}\",\"chain\":\"{ORG}\"{},\"checkpoint\":null}}",
+        &text[items_at..text.len() - 1]
+    );
+    assert!(unreadable(moved));
+    assert!(unreadable(format!("{text}{{}}")));
+    // An event with a field its hash does not cover, a number no other reader keeps exactly.
+    let mut extra = serde_json::to_value(&export).unwrap();
+    extra["items"][0]["approved_by"] = "CISO".into();
+    assert!(unreadable(extra.to_string()));
+    let mut float = serde_json::to_value(&export).unwrap();
+    float["items"][0]["detail"]["ratio"] = serde_json::json!(0.5);
+    assert!(unreadable(float.to_string()));
+    // What the console writes: huge integers and fractions as strings.
+    let big = integers_only(
+        serde_json::json!({"n": 9_007_199_254_740_993u64, "ok": 9_007_199_254_740_991u64}),
+    );
+    assert_eq!(
+        big,
+        serde_json::json!({"n": "9007199254740993", "ok": 9_007_199_254_740_991u64})
+    );
 }
