@@ -10,6 +10,8 @@
 //!   version and decrypts with the version the ciphertext names; the wrapped form records that
 //!   version too (from the encrypt answer's `name`), so the census of versions in use and the
 //!   version probes cover Google keys.
+//! - Every encrypt and decrypt carries CRC32C checksums, and the answer's are checked (as
+//!   Google recommends): damage on the way shows as `unreachable`, never as a revocation.
 //! - A data key's plaintext is handed to the client in a buffer that wipes itself when the
 //!   client drops it, and the decrypt answer's copy is wiped once read. The client's own
 //!   base64 JSON body of a request or answer is beyond reach (as with the Azure SDK's).
@@ -160,6 +162,31 @@ fn gcp_name(key: &KeyRef) -> Result<&GcpKeyName, KmsError> {
         KeyRef::Gcp { name } => Ok(name),
         _ => Err(KmsError::Misconfigured("not a Google Cloud KMS key".into())),
     }
+}
+
+/// CRC32C (Castagnoli), the checksum Cloud KMS verifies on what it receives and returns with
+/// what it sends, as Google recommends for every encrypt and decrypt.
+fn crc32c(data: &[u8]) -> i64 {
+    let mut crc: u32 = !0;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    i64::from(!crc)
+}
+
+/// A checksum that did not match: the bytes were damaged on the way, which says nothing
+/// about the key (retried as an outage is, never a revocation).
+fn corrupted(call: &str) -> KmsError {
+    KmsError::Unreachable(format!(
+        "Cloud KMS's {call} did not arrive intact (CRC32C mismatch)"
+    ))
 }
 
 /// The additional authenticated data: the encryption context as JSON, its names in order.
@@ -349,20 +376,27 @@ impl KeyProvider for GcpKms {
             code: "InvalidCiphertext".into(),
             message: "the wrapped data key is not in the Cloud KMS form".into(),
         })?;
+        let aad = aad(context);
         let answer = self
             .bounded(
                 self.client
                     .decrypt()
                     .set_name(name.as_string())
                     .set_ciphertext(bytes::Bytes::copy_from_slice(ciphertext))
-                    .set_additional_authenticated_data(aad(context))
+                    .set_ciphertext_crc32c(crc32c(ciphertext))
+                    .set_additional_authenticated_data_crc32c(crc32c(&aad))
+                    .set_additional_authenticated_data(aad)
                     .send(),
             )
             .await?;
+        let intact = answer.plaintext_crc32c == Some(crc32c(&answer.plaintext));
         let plaintext = PlaintextKey::new(answer.plaintext.to_vec());
         // The answer's copy is ours alone once read: wiped before it is freed.
         if let Ok(mut buffer) = answer.plaintext.try_into_mut() {
             zeroize::Zeroize::zeroize(buffer.as_mut());
+        }
+        if !intact {
+            return Err(corrupted("decrypt"));
         }
         if plaintext.expose().len() != DATA_KEY_LEN {
             return Err(KmsError::Other {
@@ -380,6 +414,7 @@ impl KeyProvider for GcpKms {
         context: &EncryptionContext,
     ) -> Result<Vec<u8>, KmsError> {
         let name = gcp_name(key)?;
+        let aad = aad(context);
         let answer = self
             .bounded(
                 self.client
@@ -389,10 +424,19 @@ impl KeyProvider for GcpKms {
                     .set_plaintext(bytes::Bytes::from_owner(Zeroizing::new(
                         plaintext.expose().to_vec(),
                     )))
-                    .set_additional_authenticated_data(aad(context))
+                    .set_plaintext_crc32c(crc32c(plaintext.expose()))
+                    .set_additional_authenticated_data_crc32c(crc32c(&aad))
+                    .set_additional_authenticated_data(aad)
                     .send(),
             )
             .await?;
+        // Cloud KMS confirms it received both intact, and says what it sent back.
+        if !answer.verified_plaintext_crc32c
+            || !answer.verified_additional_authenticated_data_crc32c
+            || answer.ciphertext_crc32c != Some(crc32c(&answer.ciphertext))
+        {
+            return Err(corrupted("encrypt"));
+        }
         let number = version_number(&answer.name).ok_or_else(|| KmsError::Other {
             code: "InvalidResponse".into(),
             message: "Cloud KMS's encrypt answer names no key version".into(),
@@ -494,6 +538,12 @@ mod tests {
             Some("us-east1")
         );
         assert_eq!(location_of("projects/p/keyRings/r"), None);
+    }
+
+    #[test]
+    fn crc32c_is_castagnolis() {
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c(b""), 0);
     }
 
     #[test]
