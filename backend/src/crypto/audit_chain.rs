@@ -210,7 +210,7 @@ struct WireEvent {
     target: String,
     outcome: String,
     source_ip: Option<String>,
-    detail: Value,
+    detail: StrictValue,
     signed_at: String,
     prev_hash: String,
     hash: String,
@@ -234,7 +234,8 @@ impl TryFrom<WireEvent> for ChainEvent {
                 "times are RFC 3339 UTC with six fractional digits and Z",
             ));
         }
-        if !only_exact_integers(&w.detail) {
+        let detail = w.detail.0;
+        if !only_exact_integers(&detail) {
             return Err(at(
                 "detail holds a number that is not an integer within ±(2^53 - 1)",
             ));
@@ -250,7 +251,7 @@ impl TryFrom<WireEvent> for ChainEvent {
                 target: w.target,
                 outcome: w.outcome,
                 source_ip: w.source_ip,
-                detail: w.detail,
+                detail,
             },
             signed_at: w.signed_at,
             prev_hash: w.prev_hash,
@@ -258,6 +259,67 @@ impl TryFrom<WireEvent> for ChainEvent {
             key_id: w.key_id,
             signature: w.signature,
         })
+    }
+}
+
+/// A JSON value read with no object holding a key twice: most readers keep the last of two,
+/// some the first, so such a file could be shown one way and verified another.
+struct StrictValue(Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, SeqAccess, Visitor};
+        struct Strict;
+        impl<'de> Visitor<'de> for Strict {
+            type Value = Value;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+                Ok(Value::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+                Ok(Value::from(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+                Ok(Value::from(v))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+                Ok(Value::from(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+                Ok(Value::String(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Value, E> {
+                Ok(Value::String(v))
+            }
+            fn visit_unit<E>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_none<E>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(StrictValue(v)) = seq.next_element()? {
+                    items.push(v);
+                }
+                Ok(Value::Array(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+                let mut object = serde_json::Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let StrictValue(value) = map.next_value()?;
+                    if object.insert(key.clone(), value).is_some() {
+                        return Err(A::Error::custom(format!(
+                            "the key {key:?} appears twice in one object"
+                        )));
+                    }
+                }
+                Ok(Value::Object(object))
+            }
+        }
+        d.deserialize_any(Strict).map(StrictValue)
     }
 }
 

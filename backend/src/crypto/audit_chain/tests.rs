@@ -302,6 +302,13 @@ fn a_file_two_readers_could_read_differently_is_refused() {
     let mut extra = serde_json::to_value(&export).unwrap();
     extra["items"][0]["approved_by"] = "CISO".into();
     assert!(unreadable(extra.to_string()));
+    let first_detail = text.find("\"detail\":{").unwrap() + "\"detail\":{".len();
+    let twice = format!(
+        "{}\"name\":\"other\",{}",
+        &text[..first_detail],
+        &text[first_detail..]
+    );
+    assert!(unreadable(twice), "a key twice inside detail");
     let mut float = serde_json::to_value(&export).unwrap();
     float["items"][0]["detail"]["ratio"] = serde_json::json!(0.5);
     assert!(unreadable(float.to_string()));
