@@ -330,9 +330,27 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
             match console.audit().verify_audit_chain(since.as_ref()).await {
                 Ok(Verification::Intact { events, checkpoint }) => {
                     println!("Audit chain intact: {events} events verified.");
-                    println!("Checkpoint (keep it to detect removal of newer events later):");
-                    println!("{}", checkpoint.token());
-                    Ok(ExitCode::SUCCESS)
+                    // The organizations' own chains (format 2), with the published keys.
+                    match console.audit().verify_org_chains().await {
+                        Ok(Ok((chains, signed))) => {
+                            println!(
+                                "Organization chains intact: {chains} chains, {signed} signed events verified."
+                            );
+                            println!(
+                                "Checkpoint (keep it to detect removal of newer events later):"
+                            );
+                            println!("{}", checkpoint.token());
+                            Ok(ExitCode::SUCCESS)
+                        }
+                        Ok(Err((chain, broken))) => {
+                            eprintln!("Organization chain {chain} broken: {broken}.");
+                            Ok(ExitCode::FAILURE)
+                        }
+                        Err(err) => {
+                            eprintln!("The organization chains could not be read: {err}.");
+                            Ok(ExitCode::FAILURE)
+                        }
+                    }
                 }
                 Ok(Verification::Broken(found)) => {
                     eprintln!(

@@ -212,6 +212,21 @@ pub async fn console_with(
         }
     }
     .map_err(|e| StartupError::SigningKeys(e.to_string()))?;
+    // As for the chain keys: a console whose signing key file lacks the key that signed the
+    // newest event would start a second history beside the other instances' one.
+    if access != KeyAccess::ReadOnly
+        && signing_keys.current().is_some()
+        && let Some(id) = store::newest_signing_key(&db)
+            .await
+            .map_err(|e| DomainError::from(StoreError::from(e)))?
+        && !signing_keys.published().iter().any(|k| k.key_id == id)
+    {
+        return Err(StartupError::SigningKeys(format!(
+            "the audit log's newest event is signed with key {id}, which {} does not hold: give \
+             this console the signing key file the other instances use (CMEK_AUDIT_SIGNING_KEY_FILE)",
+            signing_path.display()
+        )));
+    }
     let timeouts = KmsTimeouts {
         call: settings.kms_timeout,
         ..KmsTimeouts::default()
@@ -259,7 +274,9 @@ pub async fn console_with(
         ),
         None => None,
     };
-    let store = Arc::new(SeaStore::new(db, chain_keys.clone()));
+    let signing_keys = Arc::new(signing_keys);
+    let store =
+        Arc::new(SeaStore::new(db, chain_keys.clone()).with_signing_keys(signing_keys.clone()));
     // Only the start that keys the chain re-seals a legacy one: re-sealing later would seal
     // whatever someone with database access rewrote in the unkeyed form meanwhile.
     if created {

@@ -22,6 +22,7 @@ mod m20261205_000017_delivery_fairness_index;
 mod m20261207_000018_audit_project_column;
 mod m20261207_000019_backup_jobs;
 mod m20261207_000020_key_rewraps;
+mod m20261207_000021_audit_org_chains;
 
 pub struct Migrator;
 
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000018_audit_project_column::Migration),
             Box::new(m20261207_000019_backup_jobs::Migration),
             Box::new(m20261207_000020_key_rewraps::Migration),
+            Box::new(m20261207_000021_audit_org_chains::Migration),
         ]
     }
 }

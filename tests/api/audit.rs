@@ -725,3 +725,63 @@ async fn the_signing_keys_are_published_and_a_rotation_retires_the_one_before() 
     );
     assert_eq!(both[1].key_id, second);
 }
+
+/// Format 2 beside format 1: each new event is also signed into its organization's own chain;
+/// the chains verify with the published keys, and a row edited in the database breaks its
+/// organization's chain, named.
+#[tokio::test]
+async fn each_organization_has_its_own_signed_chain_and_an_edit_breaks_it() {
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    for name in ["alpha", "beta"] {
+        app.create_project(&owner, name, false).await;
+    }
+    let verified = app.console.audit().verify_org_chains().await.unwrap();
+    let (chains, events) = verified.expect("intact");
+    assert!(
+        chains >= 1 && events >= 3,
+        "{chains} chains, {events} events"
+    );
+    // Every event of the organization is in its chain, numbered from 1 without a gap, and the
+    // first starts from format 1's hash before it.
+    let db = app.db().await;
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT chain_seq, chain_prev_hash, prev_hash, chain, signature FROM audit_events \
+             WHERE chain IS NOT NULL ORDER BY chain, chain_seq",
+        ))
+        .await
+        .unwrap();
+    let mut by_chain: std::collections::BTreeMap<String, Vec<i64>> = Default::default();
+    for row in &rows {
+        let chain: String = row.try_get("", "chain").unwrap();
+        let seq: i64 = row.try_get("", "chain_seq").unwrap();
+        if seq == 1 {
+            let a: String = row.try_get("", "chain_prev_hash").unwrap();
+            let b: String = row.try_get("", "prev_hash").unwrap();
+            assert_eq!(a, b, "a chain starts from format 1's hash before it");
+        }
+        by_chain.entry(chain).or_default().push(seq);
+    }
+    for (chain, seqs) in &by_chain {
+        assert_eq!(
+            *seqs,
+            (1..=seqs.len() as i64).collect::<Vec<_>>(),
+            "{chain}"
+        );
+    }
+    // Someone with the database changes who did something: the chain names the event.
+    db.execute_unprepared("UPDATE audit_events SET actor = 'someone else' WHERE chain_seq = 2")
+        .await
+        .unwrap();
+    let broken = app
+        .console
+        .audit()
+        .verify_org_chains()
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(broken.1.seq, Some(2), "{broken:?}");
+    assert!(broken.1.reason.contains("hash"), "{broken:?}");
+}

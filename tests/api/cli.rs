@@ -526,3 +526,44 @@ fn audit_verify_export_runs_without_a_database() {
     let missing = verify("/nonexistent/export.json", &[]);
     assert_eq!(missing.status.code(), Some(2));
 }
+
+/// A console given another signing key file than the one that signed the newest event
+/// refuses to start (it would begin a second history), as it does for the chain key file.
+#[tokio::test]
+async fn a_console_with_another_signing_key_file_refuses_to_start() {
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    app.create_project(&owner, "signed", true).await;
+    let other = app.data_dir().join("other-signing.keys");
+    std::fs::write(
+        &other,
+        format!("2026-01-01T00:00:00.000000Z {}\n", "17".repeat(32)),
+    )
+    .unwrap();
+    let output = run_with(
+        &app,
+        &["api-key", "create", "--role", "auditor", "--name", "job"],
+        &[("CMEK_AUDIT_SIGNING_KEY_FILE", other.as_path())],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("CMEK_AUDIT_SIGNING_KEY_FILE"), "{stderr}");
+    // With the right file it runs, and its event is signed into the organization's chain.
+    let ok = run(
+        &app,
+        &["api-key", "create", "--role", "auditor", "--name", "job"],
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let (_, events) = app
+        .console
+        .audit()
+        .verify_org_chains()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(events >= 3, "{events}");
+}

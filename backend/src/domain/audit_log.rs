@@ -40,9 +40,64 @@ impl Audit {
         }
     }
 
-    pub fn with_signing_keys(mut self, keys: crate::crypto::audit_chain::SigningKeys) -> Self {
-        self.signing = std::sync::Arc::new(keys);
+    pub fn with_signing_keys(
+        mut self,
+        keys: std::sync::Arc<crate::crypto::audit_chain::SigningKeys>,
+    ) -> Self {
+        self.signing = keys;
         self
+    }
+
+    /// Verifies every organization's chain (format 2) with the published keys, a batch at a
+    /// time: how many chains and events, or the first broken one.
+    pub async fn verify_org_chains(
+        &self,
+    ) -> Result<Result<(u64, u64), (String, crate::crypto::audit_chain::Broken)>, DomainError> {
+        use crate::crypto::audit_chain::ChainVerifier;
+        const BATCH: u64 = 500;
+        let keys = self.signing.published();
+        let (mut chains, mut events) = (0u64, 0u64);
+        let mut current: Option<(String, ChainVerifier<'_>)> = None;
+        let mut after = None;
+        loop {
+            let batch = self.store.audit_org_chains(after.clone(), BATCH).await?;
+            for event in &batch {
+                if current
+                    .as_ref()
+                    .is_none_or(|(chain, _)| *chain != event.chain)
+                {
+                    if let Some((chain, done)) = current.take()
+                        && let Err(b) = done.finish()
+                    {
+                        return Ok(Err((chain, b)));
+                    }
+                    chains += 1;
+                    let started = match ChainVerifier::new(&event.chain, &keys, &[], false) {
+                        Ok(v) => v,
+                        Err(b) => return Ok(Err((event.chain.clone(), b))),
+                    };
+                    current = Some((event.chain.clone(), started));
+                }
+                if let Some((chain, verifier)) = current.as_mut()
+                    && let Err(b) = verifier.push(event)
+                {
+                    return Ok(Err((chain.clone(), b)));
+                }
+                events += 1;
+            }
+            match batch.last() {
+                Some(last) if batch.len() as u64 == BATCH => {
+                    after = Some((last.chain.clone(), last.seq as i64));
+                }
+                _ => break,
+            }
+        }
+        if let Some((chain, done)) = current.take()
+            && let Err(b) = done.finish()
+        {
+            return Ok(Err((chain, b)));
+        }
+        Ok(Ok((chains, events)))
     }
 
     /// The public keys that sign the audit log, with the time each was valid for. Public by

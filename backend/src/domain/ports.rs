@@ -333,6 +333,16 @@ pub trait AuditStore: Send + Sync {
     async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError>;
     /// Re-seals, once, events written before the chain was keyed; how many.
     async fn reseal_legacy_audit_chain(&self) -> Result<u64, StoreError>;
+    /// The events of the organizations' chains (format 2), in chain then sequence order,
+    /// `limit` of them after `after`. (The in-memory fakes keep none.)
+    async fn audit_org_chains(
+        &self,
+        after: Option<(String, i64)>,
+        limit: u64,
+    ) -> Result<Vec<crate::crypto::audit_chain::ChainEvent>, StoreError> {
+        let _ = (after, limit);
+        Ok(Vec::new())
+    }
 }
 
 /// What a cluster's object write found when it came to record the new version.

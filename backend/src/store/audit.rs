@@ -13,21 +13,33 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::entities::audit_events;
+use crate::crypto::audit_chain::{ChainEvent, EventBody, PLATFORM_CHAIN, SigningKey, time_text};
 use crate::domain::audit::{
     AuditDraft, AuditEvent, AuditFilter, ChainKey, ChainRow, GENESIS, Outcome,
 };
 use crate::domain::page::PageRequest;
 use crate::domain::ports::StoreError;
+use chrono::Timelike;
 
 pub async fn append(
     db: &impl ConnectionTrait,
-    draft: AuditDraft,
+    mut draft: AuditDraft,
     key: &ChainKey,
+    signing: Option<&SigningKey>,
 ) -> Result<(), StoreError> {
+    // Microseconds, as both databases keep them and format 2 writes them.
+    draft.occurred_at = draft
+        .occurred_at
+        .with_nanosecond(draft.occurred_at.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(draft.occurred_at);
     let (seq, prev_hash) = head(db).await?.unwrap_or((0, GENESIS.to_owned()));
     let notice = draft.notice.clone();
     let project = draft.project_id().map(|id| id.to_string());
     let event = draft.seal(seq + 1, &prev_hash, key);
+    let signed = match signing {
+        Some(signing) => Some(seal_in_chain(db, &event, signing).await?),
+        None => None,
+    };
     // An event whose use case gave it a notice queues its webhook deliveries in the same
     // transaction.
     super::webhooks::queue_alert(db, &event, notice.as_ref()).await?;
@@ -46,10 +58,128 @@ pub async fn append(
         hash: Set(event.hash),
         key_id: Set(event.key_id),
         project: Set(project),
+        chain: Set(signed.as_ref().map(|e| e.chain.clone())),
+        chain_seq: Set(signed.as_ref().map(|e| e.seq as i64)),
+        chain_prev_hash: Set(signed.as_ref().map(|e| e.prev_hash.clone())),
+        chain_hash: Set(signed.as_ref().map(|e| e.hash.clone())),
+        signed_at: Set(signed.as_ref().map(|e| e.signed_at.clone())),
+        signing_key_id: Set(signed.as_ref().map(|e| e.key_id.clone())),
+        signature: Set(signed.map(|e| e.signature)),
     })
     .exec_without_returning(db)
     .await?;
     Ok(())
+}
+
+/// The chain an event belongs to in format 2: its organization's, or the platform's.
+fn chain_of(organization_id: Option<Uuid>) -> String {
+    organization_id.map_or_else(|| PLATFORM_CHAIN.to_owned(), |id| id.to_string())
+}
+
+/// Seals the event into its organization's chain (format 2), after that chain's newest event;
+/// a chain's first event starts from format 1's hash before it, which binds the two logs.
+/// Its signing time never goes back along the chain.
+async fn seal_in_chain(
+    db: &impl ConnectionTrait,
+    event: &AuditEvent,
+    key: &SigningKey,
+) -> Result<ChainEvent, StoreError> {
+    let chain = chain_of(event.organization_id);
+    let newest = audit_events::Entity::find()
+        .filter(audit_events::Column::Chain.eq(chain.as_str()))
+        .order_by_desc(audit_events::Column::ChainSeq)
+        .one(db)
+        .await?;
+    let (seq, prev, after) = match newest {
+        Some(m) => (
+            m.chain_seq.unwrap_or_default(),
+            m.chain_hash.unwrap_or_default(),
+            m.signed_at
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc)),
+        ),
+        None => (0, event.prev_hash.clone(), None),
+    };
+    let signed_at = after.map_or(event.occurred_at, |a| Ord::max(a, event.occurred_at));
+    Ok(ChainEvent::seal(
+        &chain,
+        seq as u64 + 1,
+        &prev,
+        chain_body(event),
+        signed_at,
+        key,
+    ))
+}
+
+/// What format 2 signs of an event.
+pub(crate) fn chain_body(event: &AuditEvent) -> EventBody {
+    EventBody {
+        id: event.id.to_string(),
+        occurred_at: time_text(event.occurred_at),
+        actor: event.actor.clone(),
+        action: event.action.clone(),
+        target: event.target.clone(),
+        outcome: event.outcome.as_str().to_owned(),
+        source_ip: event.source_ip.clone(),
+        detail: crate::crypto::audit_chain::integers_only(event.detail.clone()),
+    }
+}
+
+/// The events of the format-2 chains, in chain then sequence order, `limit` of them after
+/// `after` (a chain and a sequence number).
+pub async fn org_chains(
+    db: &impl ConnectionTrait,
+    after: Option<(String, i64)>,
+    limit: u64,
+) -> Result<Vec<ChainEvent>, StoreError> {
+    let mut query = audit_events::Entity::find().filter(audit_events::Column::Chain.is_not_null());
+    if let Some((chain, seq)) = after {
+        query = query.filter(
+            audit_events::Column::Chain
+                .gt(chain.clone())
+                .or(audit_events::Column::Chain
+                    .eq(chain)
+                    .and(audit_events::Column::ChainSeq.gt(seq))),
+        );
+    }
+    query
+        .order_by_asc(audit_events::Column::Chain)
+        .order_by_asc(audit_events::Column::ChainSeq)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| {
+            let seq = m.seq;
+            let corrupt = |what: &str| StoreError::Corrupt(format!("audit event {seq}: {what}"));
+            let chain = m.chain.clone().ok_or_else(|| corrupt("chain"))?;
+            let chain_seq = m.chain_seq.ok_or_else(|| corrupt("chain_seq"))?;
+            let signed = (
+                m.chain_prev_hash.clone(),
+                m.chain_hash.clone(),
+                m.signed_at.clone(),
+                m.signing_key_id.clone(),
+                m.signature.clone(),
+            );
+            let event = from_model(m)?;
+            let (Some(prev_hash), Some(hash), Some(signed_at), Some(key_id), Some(signature)) =
+                signed
+            else {
+                return Err(corrupt("its format-2 fields"));
+            };
+            Ok(ChainEvent {
+                chain,
+                seq: u64::try_from(chain_seq).map_err(|_| corrupt("chain_seq"))?,
+                body: chain_body(&event),
+                signed_at,
+                prev_hash,
+                hash,
+                key_id,
+                signature,
+            })
+        })
+        .collect()
 }
 
 fn from_model(m: audit_events::Model) -> Result<AuditEvent, StoreError> {
@@ -279,6 +409,14 @@ impl AuditStore for SeaStore {
 
     async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
         super::audit::head(&self.db).await
+    }
+
+    async fn audit_org_chains(
+        &self,
+        after: Option<(String, i64)>,
+        limit: u64,
+    ) -> Result<Vec<ChainEvent>, StoreError> {
+        super::audit::org_chains(&self.db, after, limit).await
     }
 
     async fn reseal_legacy_audit_chain(&self) -> Result<u64, StoreError> {

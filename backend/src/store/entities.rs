@@ -154,6 +154,15 @@ pub mod audit_events {
         pub key_id: Option<String>,
         /// The project the event is about (migration 000018), for the project filter.
         pub project: Option<String>,
+        /// Format 2 (migration 000021): the event's place in its organization's chain, its
+        /// SHA-256 and its Ed25519 signature; none for events in format 1 only.
+        pub chain: Option<String>,
+        pub chain_seq: Option<i64>,
+        pub chain_prev_hash: Option<String>,
+        pub chain_hash: Option<String>,
+        pub signed_at: Option<String>,
+        pub signing_key_id: Option<String>,
+        pub signature: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -145,6 +145,9 @@ pub struct SeaStore {
     cache: cache::ReadCache,
     /// Held by the one request that reads the audit head for the cache.
     head_poll: Mutex<()>,
+    /// Signs each new event into its organization's chain (format 2), when the console has
+    /// the signing key file.
+    signing: std::sync::Arc<crate::crypto::audit_chain::SigningKeys>,
 }
 
 /// How long a passed integrity check counts for readiness.
@@ -265,6 +268,17 @@ pub async fn newest_chain_key(db: &DatabaseConnection) -> Result<Option<String>,
         .and_then(|event| event.key_id))
 }
 
+/// The signing key of the newest event signed into an organization's chain, if any.
+pub async fn newest_signing_key(db: &DatabaseConnection) -> Result<Option<String>, DbErr> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    Ok(entities::audit_events::Entity::find()
+        .filter(entities::audit_events::Column::SigningKeyId.is_not_null())
+        .order_by_desc(entities::audit_events::Column::Seq)
+        .one(db)
+        .await?
+        .and_then(|event| event.signing_key_id))
+}
+
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     Migrator::up(db, None).await
 }
@@ -274,6 +288,7 @@ struct Write<'a> {
     txn: DatabaseTransaction,
     _local: Option<MutexGuard<'a, ()>>,
     key: &'a ChainKey,
+    signing: Option<&'a crate::crypto::audit_chain::SigningKey>,
 }
 
 impl SeaStore {
@@ -289,7 +304,17 @@ impl SeaStore {
             checked_at: std::sync::Mutex::new(None),
             cache: cache::ReadCache::default(),
             head_poll: Mutex::new(()),
+            signing: std::sync::Arc::default(),
         }
+    }
+
+    /// The keys that sign new events into their organizations' chains.
+    pub fn with_signing_keys(
+        mut self,
+        keys: std::sync::Arc<crate::crypto::audit_chain::SigningKeys>,
+    ) -> Self {
+        self.signing = keys;
+        self
     }
 
     fn mark_damaged(&self, why: &str) {
@@ -362,6 +387,7 @@ impl SeaStore {
             txn,
             _local: local,
             key: self.chain_keys.current(),
+            signing: self.signing.current(),
         })
     }
 }
@@ -370,7 +396,7 @@ impl Write<'_> {
     /// Appends the events and commits everything written in this transaction.
     async fn commit_with(self, events: Vec<AuditDraft>) -> Result<(), StoreError> {
         for event in events {
-            audit::append(&self.txn, event, self.key).await?;
+            audit::append(&self.txn, event, self.key, self.signing).await?;
         }
         self.txn.commit().await?;
         Ok(())
