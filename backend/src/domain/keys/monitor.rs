@@ -291,11 +291,7 @@ impl Keys {
         )
         .await;
         let probed = KeyStatus::from_checklist(&checklist);
-        self.monitor_checks.record(
-            key.key_ref.provider().as_str(),
-            probed.as_str(),
-            started.elapsed(),
-        );
+        let took = started.elapsed();
         if checklist.rotation_enabled.is_some()
             && checklist.rotation_enabled != key.rotation_enabled
         {
@@ -348,6 +344,10 @@ impl Keys {
         self.keys
             .schedule_key_check(key.id, now, next_at, suspect)
             .await?;
+        // Counted once recorded and scheduled: whoever waits for a check (a test moving the
+        // clock, say) then sees its next time fixed from this probe's own now.
+        self.monitor_checks
+            .record(key.key_ref.provider().as_str(), probed.as_str(), took);
         if changed {
             self.wake_reactions();
         }
