@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use cmek_console::domain::identity::Role;
 
-use crate::helpers::{TestApp, spawn_app_with, stand_in_control};
+use crate::helpers::{TestApp, spawn_app_with_settings, stand_in_control};
 use crate::moto::service;
 
 pub struct Standin {
@@ -184,16 +184,7 @@ impl Azure {
 
     /// A console with these Azure settings, `extra` overriding or adding.
     pub async fn app_with(&self, extra: &[(&str, &str)]) -> TestApp {
-        let mut settings = self.settings();
-        for (k, v) in extra {
-            settings.retain(|(name, _)| name != k);
-            settings.push(((*k).to_owned(), (*v).to_owned()));
-        }
-        let pairs: Vec<(&str, &str)> = settings
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        spawn_app_with(&pairs).await
+        spawn_app_with_settings(self.settings(), extra).await
     }
 
     /// The request body for a key of this vault.

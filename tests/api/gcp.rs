@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::azure::Console;
-use crate::helpers::{TempDir, TestApp, spawn_app_with, stand_in_control};
+use crate::helpers::{TempDir, TestApp, spawn_app_with_settings, stand_in_control};
 use crate::moto::service;
 
 pub const REGION: &str = "us-east1";
@@ -97,16 +97,7 @@ impl Gcp {
 
     /// A console with these settings, `extra` overriding or adding.
     pub async fn app_with(&self, extra: &[(&str, &str)]) -> TestApp {
-        let mut settings = self.settings();
-        for (k, v) in extra {
-            settings.retain(|(name, _)| name != k);
-            settings.push(((*k).to_owned(), (*v).to_owned()));
-        }
-        let pairs: Vec<(&str, &str)> = settings
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        spawn_app_with(&pairs).await
+        spawn_app_with_settings(self.settings(), extra).await
     }
 
     /// A key in `location` named as the console's wizard names keys of `console`'s project

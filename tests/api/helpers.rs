@@ -111,6 +111,23 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// An app with extra settings (AWS endpoint and credentials, `CMEK_ENV`, ...).
+/// An app with a provider's `settings`, `extra` overriding or adding to them.
+pub async fn spawn_app_with_settings(
+    settings: Vec<(String, String)>,
+    extra: &[(&str, &str)],
+) -> TestApp {
+    let mut settings = settings;
+    for (k, v) in extra {
+        settings.retain(|(name, _)| name != k);
+        settings.push(((*k).to_owned(), (*v).to_owned()));
+    }
+    let pairs: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    spawn_app_with(&pairs).await
+}
+
 pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     let dir = TempDir(std::env::temp_dir().join(format!("cmek-test-{}", Uuid::new_v4())));
     std::fs::create_dir_all(&dir.0).expect("temp dir");

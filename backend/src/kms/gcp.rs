@@ -43,12 +43,6 @@ use crate::domain::kms::{
 const WRAPPED_TAG: &[u8; 4] = b"gkm1";
 const DATA_KEY_LEN: usize = 32;
 
-/// The permissions the platform needs on a key to wrap and unwrap data keys.
-pub const USE_PERMISSIONS: [&str; 2] = [
-    "cloudkms.cryptoKeyVersions.useToEncrypt",
-    "cloudkms.cryptoKeyVersions.useToDecrypt",
-];
-
 /// What the Google Cloud provider is made from (`CMEK_GCP_*`, see `settings`).
 #[derive(Clone, Debug)]
 pub struct GcpConfig {
@@ -309,7 +303,11 @@ fn classify(err: &GaxError) -> KmsError {
             "HTTP {code} without a Cloud KMS error (from something in front of it?)"
         )),
         // Connection refused or reset, DNS, a body cut short: the KMS was not reached.
-        None => KmsError::Unreachable(format!("Cloud KMS could not be reached: {err}")),
+        None => {
+            // The transport's own words (addresses, the endpoint) go to the log, not to clients.
+            tracing::warn!(error = %err, "Cloud KMS could not be reached");
+            KmsError::Unreachable("Cloud KMS could not be reached".into())
+        }
     }
 }
 
