@@ -130,7 +130,7 @@ class VerifierTest(unittest.TestCase):
         path = os.path.join(self.dir.name, "part.json")
         with open(path, "w", encoding="utf-8") as f:
             json.dump(e, f, ensure_ascii=False)
-        self.assertEqual(v.verify(path, self.keys_path, [], partial=True)["first_seq"], 3)
+        self.assertEqual(v.verify(path, self.keys_path, [], extent="part")["first_seq"], 3)
         # A kept checkpoint of event 2 is checked against event 3's prev_hash.
         retired = self.keys[0]
         cp = {"chain": e["chain"], "seq": 2, "hash": "ab" * 32, "at": retired["valid_from"], "key_id": retired["key_id"]}
@@ -139,12 +139,12 @@ class VerifierTest(unittest.TestCase):
         with open(cp_path, "w", encoding="utf-8") as f:
             json.dump(cp, f)
         with self.assertRaises(v.Broken):
-            v.verify(path, self.keys_path, [cp_path], partial=True)
+            v.verify(path, self.keys_path, [cp_path], extent="part")
         cp["hash"] = dropped[1]["hash"]
         cp["signature"] = sign(signer(7), f"{v.CHECKPOINT_DOMAIN}{cp['chain']}\n2\n{cp['hash']}\n{cp['at']}")
         with open(cp_path, "w", encoding="utf-8") as f:
             json.dump(cp, f)
-        self.assertIn(2, v.verify(path, self.keys_path, [cp_path], partial=True)["checkpoints"])
+        self.assertIn(2, v.verify(path, self.keys_path, [cp_path], extent="part")["checkpoints"])
 
     def test_a_file_two_readers_could_read_differently_is_refused(self):
         text = json.dumps(self.export, ensure_ascii=False)
@@ -230,7 +230,7 @@ class VerifierTest(unittest.TestCase):
                 f.write(("," if n else "") + json.dumps(item, ensure_ascii=False))
             f.write("]}")
         tracemalloc.start()
-        report = v.verify(path, self.keys_path, [], partial=True)
+        report = v.verify(path, self.keys_path, [], extent="part")
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         self.assertEqual(report["events"], 20000)

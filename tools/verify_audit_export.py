@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Verifies an audit log export of cmek-console (format cmek-console-audit/2) on its own.
 
-    python3 verify_audit_export.py EXPORT.json --keys KEYS.json [--checkpoint CHECKPOINT.json ...] [--partial]
+    python3 verify_audit_export.py EXPORT.json|EXPORT.csv --keys KEYS.json [--checkpoint CHECKPOINT.json ...]
+                                   [--partial | --selection]
 
 EXPORT.json is what GET /api/v1/audit-events?format=json gives an auditor; KEYS.json is what
 GET /api/v1/audit/signing-keys gives (the public keys and when each was valid); each
 --checkpoint is a checkpoint you kept (an `audit.checkpoint` webhook delivery's `data`, or the
 export's own `checkpoint` saved earlier): the export's own checkpoint proves nothing against
 whoever made the export. --partial: the export is a part of the chain (a time range) and may
-start after its first event. Exit status 0: every event is intact, in order, signed by a key
+start after its first event. --selection: the export holds the events a filter chose (an
+action, an actor...): each is checked, but events may be missing between them. The export
+may be the JSON or the CSV form. Exit status 0: every event is intact, in order, signed by a key
 valid when it signed, and matches every checkpoint; 1: it says where and why not; 2: the
 files could not be read, or could be read two ways (duplicate or unknown fields, fields out
 of order, anything after the end).
@@ -21,6 +24,7 @@ format; this file is meant to be read, so nobody has to trust the console's own 
 import argparse
 import base64
 import binascii
+import csv
 import hashlib
 import json
 import re
@@ -171,8 +175,8 @@ def checkpoint_signed(cp, keys):
 
 
 class ChainVerifier:
-    def __init__(self, chain, keys, checkpoints, partial=False):
-        self.chain, self.keys, self.partial = chain, keys, partial
+    def __init__(self, chain, keys, checkpoints, extent="whole"):
+        self.chain, self.keys, self.extent = chain, keys, extent
         self.last = None  # (seq, hash, signed_at)
         self.first_seq, self.events, self.matched, self.unchecked = None, 0, [], []
         self.pending = {}  # seq -> [(hash, at)]
@@ -186,17 +190,23 @@ class ChainVerifier:
 
     def _first(self, event):
         seq = event["seq"]
-        if seq == 0 or (not self.partial and seq != 1):
+        if seq == 0 or (self.extent == "whole" and seq != 1):
             raise Broken(seq, "the export starts here, not at the chain's first event (1): events were removed "
                               "from its start, or it is a part of the chain (verify a part with --partial)")
+        self._before(event, range(0, seq))
+
+    def _before(self, event, missing):
+        """Events missing before this one: a checkpoint of the one just before names its prev_hash."""
+        seq = event["seq"]
         named = self.pending.pop(seq - 1, None)
         if named is not None:
             if any(h != event["prev_hash"] for h, _ in named):
                 raise Broken(seq, "a signed checkpoint of the event before it names another hash: history was rewritten")
             self.matched.append(seq - 1)
-        self.unchecked = sorted(s for s in self.pending if s < seq)
-        for s in self.unchecked:
+        skipped = sorted(s for s in self.pending if s in missing)
+        for s in skipped:
             del self.pending[s]
+        self.unchecked.extend(skipped)
 
     def push(self, event):
         check_event(event)
@@ -205,12 +215,17 @@ class ChainVerifier:
             raise Broken(seq, f"belongs to chain {event['chain']}, not {self.chain}")
         if self.last is not None:
             last_seq, last_hash, last_signed = self.last
-            if seq != last_seq + 1:
-                raise Broken(seq, f"follows event {last_seq}: an event was removed, inserted or moved")
-            if event["prev_hash"] != last_hash:
-                raise Broken(seq, "its prev_hash is not the hash of the event before it")
+            gap = self.extent == "selection" and seq > last_seq + 1
+            if seq != last_seq + 1 and not gap:
+                raise Broken(seq, f"follows event {last_seq}: an event was removed, inserted or moved"
+                             + ("" if self.extent == "selection" else
+                                " (an export of some events only verifies with --selection)"))
             if event["signed_at"] < last_signed:
                 raise Broken(seq, "it was signed before the event before it")
+            if gap:
+                self._before(event, range(last_seq + 1, seq))
+            elif event["prev_hash"] != last_hash:
+                raise Broken(seq, "its prev_hash is not the hash of the event before it")
         else:
             self._first(event)
         if event_hash(event) != event["hash"]:
@@ -237,6 +252,10 @@ class ChainVerifier:
 
     def finish(self):
         last_seq = self.last[0] if self.last else None
+        if self.extent == "selection":
+            # A selection cannot tell a removed event from one its filter left out.
+            self.unchecked.extend(sorted(self.pending))
+            self.pending = {}
         if self.pending:
             raise Broken(None, f"a signed checkpoint covers event {max(self.pending)}, but the chain ends at "
                                f"{last_seq if last_seq is not None else 'nothing'}: events were removed from its end")
@@ -335,7 +354,58 @@ class Reader:
         return fields
 
 
-def verify(export_path, keys_path, kept_paths, partial=False):
+CSV_COLUMNS = ["record", "chain", "seq", "id", "occurred_at", "actor", "action", "target", "outcome", "source_ip",
+               "detail", "signed_at", "prev_hash", "hash", "key_id", "signature"]
+
+
+def csv_records(f):
+    """The CSV form, a row at a time: (kind, record). A field starting with ' had one put in
+    front of it (so no spreadsheet runs it as a formula); it is taken off."""
+    csv.field_size_limit(MAX_FIELD)
+    rows = csv.reader(f, strict=True)
+    header = next(rows, None)
+    if header != CSV_COLUMNS:
+        raise Unreadable(f"the CSV's columns are {','.join(CSV_COLUMNS)}")
+    for row in rows:
+        if len(row) != len(CSV_COLUMNS):
+            raise Unreadable(f"a CSV row has {len(row)} fields, not {len(CSV_COLUMNS)}")
+        row = [v[1:] if v.startswith("'") else v for v in row]
+        r = dict(zip(CSV_COLUMNS, row))
+        seq = r["seq"]
+        if not (seq.isdigit() and seq.isascii() and str(int(seq)) == seq):
+            raise Unreadable(f"a CSV row's seq {seq!r} is not a whole number")
+        if r["record"] == "checkpoint":
+            if any(r[c] for c in CSV_COLUMNS[3:11] + ["prev_hash"]):
+                raise Unreadable("a checkpoint row has only chain, seq, signed_at (its time), hash, key_id, signature")
+            yield "checkpoint", {"chain": r["chain"], "seq": int(seq), "hash": r["hash"], "at": r["signed_at"],
+                                 "key_id": r["key_id"], "signature": r["signature"]}
+        elif r["record"] == "event":
+            event = {c: r[c] for c in CSV_COLUMNS[1:]}
+            event["seq"] = int(seq)
+            event["source_ip"] = r["source_ip"] or None
+            event["detail"] = json.loads(r["detail"], object_pairs_hook=no_duplicates)
+            yield "event", event
+        else:
+            raise Unreadable(f"a CSV row's record is checkpoint or event, not {r['record']!r}")
+
+
+def read_csv(f, on_fields, on_item):
+    started = False
+    for kind, record in csv_records(f):
+        if kind == "checkpoint":
+            if started:
+                raise Unreadable("the checkpoint row comes first, and only once")
+            on_fields({"format": FORMAT, "chain": record["chain"], "checkpoint": record})
+        else:
+            if not started:
+                on_fields({"format": FORMAT, "chain": record["chain"], "checkpoint": None})
+            on_item(record)
+        started = True
+    if not started:
+        raise Unreadable("the CSV holds no record: nothing says which chain it is")
+
+
+def verify(export_path, keys_path, kept_paths, extent="whole"):
     with open(keys_path, encoding="utf-8") as f:
         published = json.load(f, object_pairs_hook=no_duplicates)
     if not isinstance(published, dict) or set(published) != {"keys"}:
@@ -353,15 +423,22 @@ def verify(export_path, keys_path, kept_paths, partial=False):
     state = {}
 
     def on_fields(fields):
+        if "verifier" in state:
+            raise Unreadable("the export starts twice")
         if fields.get("format") != FORMAT:
             raise Broken(None, f"format {fields.get('format')!r} is not {FORMAT}")
         if not isinstance(fields.get("chain"), str):
             raise Unreadable("chain is a string")
         own = [fields["checkpoint"]] if fields.get("checkpoint") is not None else []
-        state["verifier"] = ChainVerifier(fields["chain"], keys, kept + own, partial)
+        state["verifier"] = ChainVerifier(fields["chain"], keys, kept + own, extent)
 
-    with open(export_path, encoding="utf-8") as f:
-        Reader(f).read(on_fields, lambda event: state["verifier"].push(event))
+    with open(export_path, encoding="utf-8", newline="") as f:
+        if f.read(7) == "record,":
+            f.seek(0)
+            read_csv(f, on_fields, lambda event: state["verifier"].push(event))
+        else:
+            f.seek(0)
+            Reader(f).read(on_fields, lambda event: state["verifier"].push(event))
     return state["verifier"].finish()
 
 
@@ -370,13 +447,17 @@ def main(argv=None):
     parser.add_argument("export")
     parser.add_argument("--keys", required=True, help="the published signing keys (JSON)")
     parser.add_argument("--checkpoint", action="append", default=[], help="a checkpoint you kept (JSON); repeatable")
-    parser.add_argument("--partial", action="store_true", help="the export is a part of the chain (a time range)")
+    extent = parser.add_mutually_exclusive_group()
+    extent.add_argument("--partial", action="store_true", help="the export is a part of the chain (a time range)")
+    extent.add_argument("--selection", action="store_true",
+                        help="the export holds the events a filter chose: events may be missing between them")
     args = parser.parse_args(argv)
     if not args.checkpoint:
         print("note: no --checkpoint given: the export's own checkpoint proves nothing against whoever made "
               "the export; pass the checkpoints you kept", file=sys.stderr)
     try:
-        report = verify(args.export, args.keys, args.checkpoint, args.partial)
+        extent = "selection" if args.selection else "part" if args.partial else "whole"
+        report = verify(args.export, args.keys, args.checkpoint, extent)
     except Broken as broken:
         print(f"NOT VERIFIED: {broken}")
         return 1
@@ -385,7 +466,8 @@ def main(argv=None):
         return 2
     print(f"verified: {report['events']} events, seq {report['first_seq']} to {report['last_seq']}, "
           f"head {report['head_hash']}; checkpoints matched: {report['checkpoints'] or 'none'}"
-          + (f"; before this part, not checked: {report['unchecked']}" if report["unchecked"] else ""))
+          + (f"; not checked (their events are not in this export): {report['unchecked']}"
+             if report["unchecked"] else ""))
     return 0
 
 

@@ -82,6 +82,10 @@ pub struct Settings {
     /// `CMEK_AUDIT_CHECKPOINT_INTERVAL` (default `15m`): how often `serve` logs a signed
     /// checkpoint of the audit chain's head.
     pub audit_checkpoint_interval: Duration,
+    /// `CMEK_AUDIT_CHECKPOINT_EVENTS` (default `1000`): every this many events of an
+    /// organization's chain, its head is checkpointed (signed, kept, sent to its webhooks as
+    /// `audit.checkpoint`) in the transaction of the event; `0`: on the interval only.
+    pub audit_checkpoint_events: u64,
     /// `CMEK_STORAGE_URL`: where cluster data and backups go (sealed). Default: local files
     /// under `<CMEK_DATA_DIR>/storage`; `s3://bucket/prefix` with the AWS settings above so
     /// several instances share them; `file:///path` for another directory.
@@ -222,6 +226,7 @@ struct FileSettings {
     audit_key_file: Option<PathBuf>,
     audit_signing_key_file: Option<PathBuf>,
     audit_checkpoint_interval: Option<String>,
+    audit_checkpoint_events: Option<String>,
     body_timeout: Option<String>,
     storage_url: Option<String>,
     platform_key_file: Option<PathBuf>,
@@ -498,6 +503,23 @@ impl Settings {
                 reason: "must be at least 1s".into(),
             });
         }
+        let audit_checkpoint_events = match pick(
+            "CMEK_AUDIT_CHECKPOINT_EVENTS",
+            file.audit_checkpoint_events,
+        ) {
+            None => crate::store::DEFAULT_CHECKPOINT_EVERY,
+            Some(raw) => match raw.trim().parse::<u64>() {
+                Ok(n) if n <= 1_000_000 => n,
+                _ => {
+                    return Err(SettingsError::Invalid {
+                        name: "CMEK_AUDIT_CHECKPOINT_EVENTS",
+                        reason: format!(
+                            "expected a whole number from 0 (the interval only) to 1000000, got `{raw}`"
+                        ),
+                    });
+                }
+            },
+        };
         let key_check_concurrency =
             match pick("CMEK_KEY_CHECK_CONCURRENCY", file.key_check_concurrency) {
                 None => 16,
@@ -595,6 +617,7 @@ impl Settings {
             test_worker_faults,
             key_check_interval,
             key_check_concurrency,
+            audit_checkpoint_events,
             key_confirm_delay,
             key_test_propagation,
             reconcile_interval,

@@ -275,8 +275,11 @@ pub async fn console_with(
         None => None,
     };
     let signing_keys = Arc::new(signing_keys);
-    let store =
-        Arc::new(SeaStore::new(db, chain_keys.clone()).with_signing_keys(signing_keys.clone()));
+    let store = Arc::new(
+        SeaStore::new(db, chain_keys.clone())
+            .with_signing_keys(signing_keys.clone())
+            .with_checkpoint_every(settings.audit_checkpoint_events),
+    );
     // Only the start that keys the chain re-seals a legacy one: re-sealing later would seal
     // whatever someone with database access rewrote in the unkeyed form meanwhile.
     if created {
@@ -550,9 +553,10 @@ pub const WORKERS: [&str; 10] = [
 ];
 
 /// Starts the background workers under one supervisor:
-/// - `audit-checkpoints`: a signed checkpoint of the audit chain's head in the logs at start
-///   and then every `CMEK_AUDIT_CHECKPOINT_INTERVAL` (`audit verify --checkpoint` notices
-///   that the newest events were removed);
+/// - `audit-checkpoints`: at start and then every `CMEK_AUDIT_CHECKPOINT_INTERVAL`, a
+///   signed checkpoint of format 1's chain in the logs (`audit verify --checkpoint` notices
+///   that the newest events were removed), and one of every organization's chain that moved
+///   since its last, kept and sent to its webhooks (`audit.checkpoint`);
 /// - `data-key-sweep`: drops the plaintext data keys of clusters that stopped being available
 ///   (another instance paused, deleted or made them inaccessible), every second;
 /// - `webhook-deliveries`: sends the deliveries that are due (each once across instances);
@@ -591,6 +595,14 @@ fn start_workers(
                     checkpoint = checkpoint.token(),
                     "audit checkpoint"
                 );
+                let signed = c
+                    .audit()
+                    .checkpoint_chains()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !signed.is_empty() {
+                    tracing::info!(chains = signed.len(), "audit chains checkpointed");
+                }
                 Ok(())
             }
         },

@@ -23,6 +23,7 @@ mod m20261207_000018_audit_project_column;
 mod m20261207_000019_backup_jobs;
 mod m20261207_000020_key_rewraps;
 mod m20261207_000021_audit_org_chains;
+mod m20261208_000022_audit_chain_heads;
 
 pub struct Migrator;
 
@@ -51,6 +52,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000019_backup_jobs::Migration),
             Box::new(m20261207_000020_key_rewraps::Migration),
             Box::new(m20261207_000021_audit_org_chains::Migration),
+            Box::new(m20261208_000022_audit_chain_heads::Migration),
         ]
     }
 }

@@ -128,15 +128,29 @@ async fn the_log_exports_as_csv() {
         response.headers()["content-disposition"]
             .to_str()
             .unwrap()
-            .contains("audit-events.csv")
+            .ends_with(".csv\"")
     );
     let text = response.text().await.unwrap();
     let mut lines = text.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "seq,id,occurred_at,actor,action,target,outcome,source_ip,detail,prev_hash,hash"
+        "record,chain,seq,id,occurred_at,actor,action,target,outcome,source_ip,detail,signed_at,prev_hash,hash,key_id,signature"
     );
-    assert_eq!(text.lines().count(), 1 + 4);
+    // The install's events and the project's, after the chain's checkpoint if it has one
+    // yet (the worker makes one at start).
+    let records: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(records.iter().filter(|r| **r == "event").count(), 4);
+    assert!(
+        records
+            .iter()
+            .skip_while(|r| **r == "checkpoint")
+            .all(|r| *r == "event"),
+        "{records:?}"
+    );
 }
 
 #[tokio::test]
@@ -358,6 +372,32 @@ async fn append_events(app: &crate::helpers::TestApp, organization: Uuid, n: usi
     let (mut seq, mut prev) = (head.seq, head.hash);
     assert_ne!(prev, GENESIS, "the install's own events come first");
     let other = Uuid::now_v7();
+    // Each organization's own chain (format 2) too, signed with the console's key, from
+    // where ours stands.
+    let signing =
+        cmek_console::store::signing_keys::load(&app.data_dir().join("audit-signing.keys"))
+            .unwrap();
+    let signer = signing.current().unwrap();
+    let db = app.db().await;
+    let backend = db.get_database_backend();
+    let ours_head = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            backend,
+            format!("SELECT seq, hash, signed_at FROM audit_chains WHERE chain = '{organization}'"),
+        ))
+        .await
+        .unwrap()
+        .expect("our chain has a head");
+    let mut chains: std::collections::HashMap<Uuid, (u64, String, String)> = [(
+        organization,
+        (
+            ours_head.try_get::<i64>("", "seq").unwrap() as u64,
+            ours_head.try_get::<String>("", "hash").unwrap(),
+            ours_head.try_get::<String>("", "signed_at").unwrap(),
+        ),
+    )]
+    .into();
+    let mut signed = Vec::new();
     // Whole seconds, stored and compared alike on both databases.
     let start = chrono::SubsecRound::trunc_subsecs(app.clock.now(), 0);
     let mut ours = Vec::new();
@@ -379,6 +419,33 @@ async fn append_events(app: &crate::helpers::TestApp, organization: Uuid, n: usi
                 format!("project/{i}"),
             )
             .seal(seq, &prev, keys.current());
+            // A new chain is signed no earlier than ours (the key is valid from then on).
+            let (chain_seq, chain_prev, after) = chains
+                .get(&org)
+                .cloned()
+                .unwrap_or_else(|| (0, prev.clone(), chains[&organization].2.clone()));
+            let signed_at = chrono::DateTime::parse_from_rfc3339(&after)
+                .map(|t| t.with_timezone(&chrono::Utc).max(at))
+                .unwrap_or(at);
+            let link = cmek_console::crypto::audit_chain::ChainEvent::seal(
+                &org.to_string(),
+                chain_seq + 1,
+                &chain_prev,
+                cmek_console::crypto::audit_chain::EventBody {
+                    id: event.id.to_string(),
+                    occurred_at: cmek_console::crypto::audit_chain::time_text(event.occurred_at),
+                    actor: event.actor.clone(),
+                    action: event.action.clone(),
+                    target: event.target.clone(),
+                    outcome: event.outcome.as_str().to_owned(),
+                    source_ip: event.source_ip.clone(),
+                    detail: event.detail.clone(),
+                },
+                signed_at,
+                signer,
+            );
+            chains.insert(org, (link.seq, link.hash.clone(), link.signed_at.clone()));
+            signed.push(link);
             prev = event.hash.clone();
             if org == organization {
                 ours.push(Seeded {
@@ -390,8 +457,7 @@ async fn append_events(app: &crate::helpers::TestApp, organization: Uuid, n: usi
             rows.push(event);
         }
     }
-    let db = app.db().await;
-    for batch in rows.chunks(200) {
+    for (batch, links) in rows.chunks(200).zip(signed.chunks(200)) {
         let mut insert = Query::insert();
         insert.into_table(Alias::new("audit_events")).columns(
             [
@@ -408,10 +474,17 @@ async fn append_events(app: &crate::helpers::TestApp, organization: Uuid, n: usi
                 "prev_hash",
                 "hash",
                 "key_id",
+                "chain",
+                "chain_seq",
+                "chain_prev_hash",
+                "chain_hash",
+                "signed_at",
+                "signing_key_id",
+                "signature",
             ]
             .map(Alias::new),
         );
-        for e in batch {
+        for (e, link) in batch.iter().zip(links) {
             insert
                 .values([
                     Expr::val(e.seq),
@@ -427,12 +500,30 @@ async fn append_events(app: &crate::helpers::TestApp, organization: Uuid, n: usi
                     Expr::val(e.prev_hash.clone()),
                     Expr::val(e.hash.clone()),
                     Expr::val(e.key_id.clone()),
+                    Expr::val(link.chain.clone()),
+                    Expr::val(link.seq as i64),
+                    Expr::val(link.prev_hash.clone()),
+                    Expr::val(link.hash.clone()),
+                    Expr::val(link.signed_at.clone()),
+                    Expr::val(link.key_id.clone()),
+                    Expr::val(link.signature.clone()),
                 ])
                 .unwrap();
         }
         db.execute_raw(db.get_database_backend().build(&insert))
             .await
             .unwrap();
+    }
+    for (org, (seq, hash, signed_at)) in chains {
+        db.execute_unprepared(&format!("DELETE FROM audit_chains WHERE chain = '{org}'"))
+            .await
+            .unwrap();
+        db.execute_unprepared(&format!(
+            "INSERT INTO audit_chains (chain, seq, hash, signed_at, checkpoint_seq) \
+             VALUES ('{org}', {seq}, '{hash}', '{signed_at}', 0)"
+        ))
+        .await
+        .unwrap();
     }
     ours
 }
@@ -450,12 +541,12 @@ fn assert_same_events(got: &[String], expected: &[String], what: &str) {
     assert_eq!(
         (got.len(), first_difference),
         (expected.len(), None),
-        "{what}: every event once, newest first"
+        "{what}: every event once, in order"
     );
 }
 
 #[tokio::test]
-async fn an_export_of_thousands_of_events_holds_each_once_newest_first() {
+async fn an_export_of_thousands_of_events_holds_each_once_in_order() {
     let app = spawn_app().await;
     let auditor = app.api_key(Role::Auditor).await;
     let organization = app
@@ -472,7 +563,7 @@ async fn an_export_of_thousands_of_events_holds_each_once_newest_first() {
             .collect()
     };
     let existing = ids(&events(&app, &auditor, "page_size=100").await);
-    // 2,500 of ours: 25 full export pages and a part, between 2,500 events of another
+    // 2,500 of ours: 5 full export pages and more, between 2,500 events of another
     // organization.
     let seeded = append_events(&app, organization, 2_500).await;
     let expected: Vec<String> = seeded
@@ -481,6 +572,8 @@ async fn an_export_of_thousands_of_events_holds_each_once_newest_first() {
         .map(|s| s.id.clone())
         .chain(existing)
         .collect();
+    // An export is the chain, oldest first.
+    let oldest_first: Vec<String> = expected.iter().rev().cloned().collect();
 
     let export: Value = app
         .get("/api/v1/audit-events?format=json", &auditor)
@@ -522,18 +615,17 @@ async fn an_export_of_thousands_of_events_holds_each_once_newest_first() {
 
     assert_same_events(
         &ids(export["items"].as_array().unwrap()),
-        &expected,
+        &oldest_first,
         "JSON export",
     );
     assert_same_events(&paged, &expected, "pages of 100");
     let filtered: Vec<String> = filtered
         .lines()
-        .skip(1)
-        .map(|line| line.split(',').nth(1).unwrap().to_owned())
+        .filter(|line| line.starts_with("event,"))
+        .map(|line| line.split(',').nth(3).unwrap().to_owned())
         .collect();
     let expected_filtered: Vec<String> = seeded
         .iter()
-        .rev()
         .filter(|s| s.deleted && s.at >= middle)
         .map(|s| s.id.clone())
         .collect();
@@ -548,6 +640,11 @@ async fn an_export_of_thousands_of_events_holds_each_once_newest_first() {
             Verification::Intact { .. }
         ),
         "the appended events extend the chain"
+    );
+    let chains = app.console.audit().verify_org_chains().await.unwrap();
+    assert!(
+        chains.is_ok(),
+        "and each organization's own chain: {chains:?}"
     );
 }
 

@@ -10,6 +10,7 @@ mod moto;
 
 mod alerts;
 mod audit;
+mod audit_export;
 mod auth;
 mod cli;
 mod cluster_pages;

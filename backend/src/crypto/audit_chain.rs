@@ -323,6 +323,13 @@ impl<'de> Deserialize<'de> for StrictValue {
     }
 }
 
+/// `value` as canonical JSON (see `canonical_json`).
+pub fn canonical_text(value: &Value) -> String {
+    let mut out = String::new();
+    canonical_json(value, &mut out);
+    out
+}
+
 /// Writes `value` as canonical JSON: object keys sorted (by code point), no whitespace,
 /// strings escaped as JSON requires and nothing more, non-ASCII as UTF-8.
 fn canonical_json(value: &Value, out: &mut String) {
@@ -540,6 +547,20 @@ fn broken(seq: Option<u64>, reason: impl Into<String>) -> Broken {
     }
 }
 
+/// What part of a chain an export holds, which decides what its verification may expect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Extent {
+    /// The whole chain, from its first event.
+    #[default]
+    Whole,
+    /// A run of it (a time range): it may start after the chain's first event.
+    Part,
+    /// The events a filter chose (an action, an actor...): each event is checked on its own
+    /// and in order, but events may be missing between them, so a checkpoint can only be
+    /// matched where the export holds its event (or the one after it).
+    Selection,
+}
+
 /// A signed checkpoint not yet matched: the hash it names and when it was signed.
 type Pending = std::collections::HashMap<u64, Vec<(String, String)>>;
 
@@ -548,8 +569,8 @@ type Pending = std::collections::HashMap<u64, Vec<(String, String)>>;
 pub struct ChainVerifier<'k> {
     chain: String,
     keys: &'k [PublishedKey],
-    /// Whether the export may start after the chain's first event (a time range).
-    partial: bool,
+    /// What part of the chain the export holds.
+    extent: Extent,
     last: Option<(u64, String, String)>,
     first_seq: Option<u64>,
     events: u64,
@@ -560,12 +581,12 @@ pub struct ChainVerifier<'k> {
 
 impl<'k> ChainVerifier<'k> {
     /// `checkpoints`: the export's own and any the customer kept; each must be signed.
-    /// Unless `partial`, the export must start at the chain's first event.
+    /// A whole export must start at the chain's first event.
     pub fn new(
         chain: &str,
         keys: &'k [PublishedKey],
         checkpoints: &[Checkpoint],
-        partial: bool,
+        extent: Extent,
     ) -> Result<Self, Broken> {
         for (i, key) in keys.iter().enumerate() {
             if keys[..i].iter().any(|k| k.key_id == key.key_id) {
@@ -605,7 +626,7 @@ impl<'k> ChainVerifier<'k> {
         Ok(Self {
             chain: chain.to_owned(),
             keys,
-            partial,
+            extent,
             last: None,
             first_seq: None,
             events: 0,
@@ -624,20 +645,31 @@ impl<'k> ChainVerifier<'k> {
             ));
         }
         if let Some((seq, hash, signed_at)) = &self.last {
-            if event.seq != seq + 1 {
+            let gap = self.extent == Extent::Selection && event.seq > seq + 1;
+            if event.seq != seq + 1 && !gap {
                 return Err(broken(
                     at,
-                    format!("follows event {seq}: an event was removed, inserted or moved"),
-                ));
-            }
-            if &event.prev_hash != hash {
-                return Err(broken(
-                    at,
-                    "its prev_hash is not the hash of the event before it",
+                    format!(
+                        "follows event {seq}: an event was removed, inserted or moved{}",
+                        if self.extent == Extent::Selection {
+                            ""
+                        } else {
+                            " (an export of some events only verifies with --selection)"
+                        }
+                    ),
                 ));
             }
             if event.signed_at.as_str() < signed_at.as_str() {
                 return Err(broken(at, "it was signed before the event before it"));
+            }
+            if gap {
+                let skipped = seq + 1..event.seq;
+                self.before(event, skipped)?;
+            } else if &event.prev_hash != hash {
+                return Err(broken(
+                    at,
+                    "its prev_hash is not the hash of the event before it",
+                ));
             }
         } else {
             self.first(event)?;
@@ -683,43 +715,55 @@ impl<'k> ChainVerifier<'k> {
         Ok(())
     }
 
-    /// The first event: the chain's own first unless the export is partial; a checkpoint of
-    /// the event just before it names its `prev_hash`; earlier ones cannot be checked.
+    /// The first event: the chain's own first unless the export is a part or a selection.
     fn first(&mut self, event: &ChainEvent) -> Result<(), Broken> {
         let at = Some(event.seq);
-        if event.seq == 0 || (!self.partial && event.seq != 1) {
+        if event.seq == 0 || (self.extent == Extent::Whole && event.seq != 1) {
             return Err(broken(
                 at,
                 "the export starts here, not at the chain's first event (1): events were removed from its start, or it is a part of the chain (verify a part with --partial)",
             ));
         }
+        self.before(event, 0..event.seq)
+    }
+
+    /// Events missing before `event` (a part's start, a selection's gap): a checkpoint of the
+    /// event just before it names its `prev_hash`; those of the others cannot be checked.
+    fn before(&mut self, event: &ChainEvent, missing: std::ops::Range<u64>) -> Result<(), Broken> {
         if let Some(named) = self.pending.remove(&(event.seq - 1)) {
             if named.iter().any(|(hash, _)| *hash != event.prev_hash) {
                 return Err(broken(
-                    at,
+                    Some(event.seq),
                     "a signed checkpoint of the event before it names another hash: history was rewritten",
                 ));
             }
             self.matched.push(event.seq - 1);
         }
-        let mut before: Vec<u64> = self
+        let mut skipped: Vec<u64> = self
             .pending
             .keys()
             .copied()
-            .filter(|s| *s < event.seq)
+            .filter(|s| missing.contains(s))
             .collect();
-        before.sort_unstable();
-        for seq in &before {
+        skipped.sort_unstable();
+        for seq in &skipped {
             self.pending.remove(seq);
         }
-        self.unchecked = before;
+        self.unchecked.extend(skipped);
         Ok(())
     }
 
     /// Ends the check: a checkpoint beyond the last event means events were removed from the
     /// end.
-    pub fn finish(self) -> Result<Verified, Broken> {
+    /// A selection cannot tell a removed event from one the filter left out: its checkpoints
+    /// beyond the last event are reported as unchecked.
+    pub fn finish(mut self) -> Result<Verified, Broken> {
         let last_seq = self.last.as_ref().map(|(seq, _, _)| *seq);
+        if self.extent == Extent::Selection {
+            let mut beyond: Vec<u64> = self.pending.drain().map(|(seq, _)| seq).collect();
+            beyond.sort_unstable();
+            self.unchecked.extend(beyond);
+        }
         if let Some(seq) = self.pending.keys().copied().max() {
             return Err(broken(
                 None,
@@ -746,7 +790,7 @@ pub fn verify_export(
     export: &Export,
     keys: &[PublishedKey],
     kept: &[Checkpoint],
-    partial: bool,
+    extent: Extent,
 ) -> Result<Verified, Broken> {
     if export.format != FORMAT {
         return Err(broken(
@@ -755,7 +799,7 @@ pub fn verify_export(
         ));
     }
     let checkpoints: Vec<Checkpoint> = export.checkpoint.iter().chain(kept).cloned().collect();
-    let mut verifier = ChainVerifier::new(&export.chain, keys, &checkpoints, partial)?;
+    let mut verifier = ChainVerifier::new(&export.chain, keys, &checkpoints, extent)?;
     for event in &export.items {
         verifier.push(event)?;
     }
@@ -778,14 +822,14 @@ pub fn verify_export_reader(
     reader: impl std::io::Read,
     keys: &[PublishedKey],
     kept: &[Checkpoint],
-    partial: bool,
+    extent: Extent,
 ) -> Result<Verified, ExportError> {
     use serde::de::DeserializeSeed;
     let found = std::cell::RefCell::new(None);
     let seed = streaming::ExportSeed {
         keys,
         kept,
-        partial,
+        extent,
         broken: &found,
     };
     let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::new(reader));
@@ -797,19 +841,225 @@ pub fn verify_export_reader(
     }
 }
 
+/// The CSV form's columns, in their one order (docs/audit-export.md).
+pub const CSV_COLUMNS: [&str; 16] = [
+    "record",
+    "chain",
+    "seq",
+    "id",
+    "occurred_at",
+    "actor",
+    "action",
+    "target",
+    "outcome",
+    "source_ip",
+    "detail",
+    "signed_at",
+    "prev_hash",
+    "hash",
+    "key_id",
+    "signature",
+];
+
+/// Verifies an export in its CSV form, read a row at a time: the header, an optional
+/// `checkpoint` row, then one `event` row per event. A field that starts with `'` had one put
+/// in front of it (so no spreadsheet runs it as a formula): it is taken off.
+pub fn verify_csv_reader(
+    reader: impl std::io::BufRead,
+    keys: &[PublishedKey],
+    kept: &[Checkpoint],
+    extent: Extent,
+) -> Result<Verified, ExportError> {
+    let unreadable = |why: String| ExportError::Unreadable(why);
+    let mut rows = csv::Rows::new(reader);
+    let header = rows.next_row().map_err(unreadable)?;
+    if header.as_deref() != Some(&CSV_COLUMNS.map(str::to_owned)[..]) {
+        return Err(unreadable(format!(
+            "the CSV's columns are {}",
+            CSV_COLUMNS.join(",")
+        )));
+    }
+    let mut verifier: Option<ChainVerifier<'_>> = None;
+    let start = |chain: &str, own: Option<Checkpoint>| {
+        let checkpoints: Vec<Checkpoint> = own.into_iter().chain(kept.iter().cloned()).collect();
+        ChainVerifier::new(chain, keys, &checkpoints, extent).map_err(ExportError::Broken)
+    };
+    while let Some(row) = rows.next_row().map_err(unreadable)? {
+        if row.len() != CSV_COLUMNS.len() {
+            return Err(unreadable(format!(
+                "a row has {} fields, not {}",
+                row.len(),
+                CSV_COLUMNS.len()
+            )));
+        }
+        let row: Vec<&str> = row
+            .iter()
+            .map(|f| f.strip_prefix('\'').unwrap_or(f))
+            .collect();
+        let field = |name: &str| row[CSV_COLUMNS.iter().position(|c| *c == name).unwrap_or(0)];
+        let seq = field("seq");
+        if seq.is_empty()
+            || !seq.bytes().all(|b| b.is_ascii_digit())
+            || (seq.len() > 1 && seq.starts_with('0'))
+        {
+            return Err(unreadable(format!(
+                "a row's seq {seq:?} is not a whole number"
+            )));
+        }
+        let seq: u64 = seq
+            .parse()
+            .map_err(|_| unreadable(format!("a row's seq {seq} is too large")))?;
+        match field("record") {
+            "checkpoint" => {
+                let empty = ["id", "occurred_at", "actor", "action", "target", "outcome"]
+                    .into_iter()
+                    .chain(["source_ip", "detail", "prev_hash"])
+                    .all(|c| field(c).is_empty());
+                if verifier.is_some() || !empty {
+                    return Err(unreadable(
+                        "the checkpoint row comes first, once, with only chain, seq, signed_at (its time), hash, key_id and signature".into(),
+                    ));
+                }
+                let cp = Checkpoint {
+                    chain: field("chain").to_owned(),
+                    seq,
+                    hash: field("hash").to_owned(),
+                    at: field("signed_at").to_owned(),
+                    key_id: field("key_id").to_owned(),
+                    signature: field("signature").to_owned(),
+                };
+                verifier = Some(start(&cp.chain.clone(), Some(cp))?);
+            }
+            "event" => {
+                let detail: StrictValue = serde_json::from_str(field("detail"))
+                    .map_err(|e| unreadable(format!("event {seq}: detail: {e}")))?;
+                let source_ip = match field("source_ip") {
+                    "" => Value::Null,
+                    ip => Value::String(ip.to_owned()),
+                };
+                let mut object = serde_json::Map::new();
+                for name in CSV_COLUMNS.iter().skip(1) {
+                    object.insert((*name).to_owned(), Value::String(field(name).to_owned()));
+                }
+                object.insert("seq".into(), Value::from(seq));
+                object.insert("source_ip".into(), source_ip);
+                object.insert("detail".into(), detail.0);
+                let event: ChainEvent = serde_json::from_value(Value::Object(object))
+                    .map_err(|e| unreadable(e.to_string()))?;
+                if verifier.is_none() {
+                    verifier = Some(start(&event.chain, None)?);
+                }
+                if let Some(v) = verifier.as_mut() {
+                    v.push(&event).map_err(ExportError::Broken)?;
+                }
+            }
+            other => {
+                return Err(unreadable(format!(
+                    "a row's record is checkpoint or event, not {other:?}"
+                )));
+            }
+        }
+    }
+    match verifier {
+        Some(v) => v.finish().map_err(ExportError::Broken),
+        None => Err(unreadable(
+            "the CSV holds no record: nothing says which chain it is".into(),
+        )),
+    }
+}
+
+/// Just enough of RFC 4180 to read the export back: fields separated by commas, records by
+/// CRLF or LF, a quoted field may hold commas, quotes (doubled) and line breaks.
+mod csv {
+    /// Bytes of one row at most: a row longer than this is refused, so memory stays bounded.
+    const MAX_ROW: usize = 4 << 20;
+
+    pub struct Rows<R> {
+        reader: R,
+    }
+
+    impl<R: std::io::BufRead> Rows<R> {
+        pub fn new(reader: R) -> Self {
+            Self { reader }
+        }
+
+        /// The next row's fields, or `None` at the end.
+        pub fn next_row(&mut self) -> Result<Option<Vec<String>>, String> {
+            let mut fields = Vec::new();
+            let mut field = Vec::new();
+            let (mut quoted, mut in_quotes, mut any, mut size) = (false, false, false, 0usize);
+            let mut byte = [0u8; 1];
+            loop {
+                let n = self.reader.read(&mut byte).map_err(|e| e.to_string())?;
+                if n == 0 {
+                    if in_quotes {
+                        return Err("the file ends inside a quoted field".into());
+                    }
+                    if !any {
+                        return Ok(None);
+                    }
+                    return Err("the last row does not end with a line break".into());
+                }
+                any = true;
+                size += 1;
+                if size > MAX_ROW {
+                    return Err("a row is longer than 4 MiB".into());
+                }
+                let b = byte[0];
+                if in_quotes {
+                    if b == b'"' {
+                        in_quotes = false;
+                    } else {
+                        field.push(b);
+                    }
+                    continue;
+                }
+                match b {
+                    b'"' if field.is_empty() && !quoted => {
+                        quoted = true;
+                        in_quotes = true;
+                    }
+                    // A doubled quote inside a quoted field.
+                    b'"' if quoted => {
+                        field.push(b'"');
+                        in_quotes = true;
+                    }
+                    b',' | b'\n' => {
+                        if field.last() == Some(&b'\r') && b == b'\n' && !quoted {
+                            field.pop();
+                        }
+                        let text = String::from_utf8(std::mem::take(&mut field))
+                            .map_err(|_| "a field is not UTF-8".to_owned())?;
+                        fields.push(text);
+                        quoted = false;
+                        if b == b'\n' {
+                            return Ok(Some(fields));
+                        }
+                    }
+                    b'\r' if quoted => {}
+                    _ if quoted => return Err("text after a quoted field's closing quote".into()),
+                    b'"' => return Err("a quote inside an unquoted field".into()),
+                    _ => field.push(b),
+                }
+            }
+        }
+    }
+}
+
 mod streaming {
     use std::cell::RefCell;
 
     use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
     use super::{
-        Broken, ChainEvent, ChainVerifier, Checkpoint, FORMAT, PublishedKey, Verified, broken,
+        Broken, ChainEvent, ChainVerifier, Checkpoint, Extent, FORMAT, PublishedKey, Verified,
+        broken,
     };
 
     pub(super) struct ExportSeed<'a> {
         pub keys: &'a [PublishedKey],
         pub kept: &'a [Checkpoint],
-        pub partial: bool,
+        pub extent: Extent,
         pub broken: &'a RefCell<Option<Broken>>,
     }
 
@@ -842,7 +1092,7 @@ mod streaming {
                 .ok_or_else(|| de::Error::missing_field("chain"))?;
             let checkpoints: Vec<Checkpoint> =
                 checkpoint.iter().chain(self.kept).cloned().collect();
-            ChainVerifier::new(chain, self.keys, &checkpoints, self.partial)
+            ChainVerifier::new(chain, self.keys, &checkpoints, self.extent)
                 .map_err(|b| self.fail(b))
         }
     }

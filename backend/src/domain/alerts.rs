@@ -38,6 +38,9 @@ pub const EVENT_TYPES: [&str; 7] = [
     "webhook.test",
 ];
 
+/// The type of a delivered audit checkpoint: its `data` is the signed checkpoint itself.
+pub const CHECKPOINT_TYPE: &str = "audit.checkpoint";
+
 /// The audit action of **Send test event**.
 pub const TEST_ACTION: &str = "webhook.test_sent";
 

@@ -1,6 +1,7 @@
 //! The audit log as a service: reading it, verifying its chain (and what the Audit Log page
 //! shows of it), signed checkpoints. The events, the chain and its keys are in `audit.rs`.
 
+use crate::crypto::audit_chain::{ChainEvent, Checkpoint as SignedCheckpoint, Extent};
 use crate::domain::DomainError;
 use crate::domain::audit::{
     AuditEvent, AuditFilter, ChainBreak, ChainKeys, ChainRow, ChainStatus, ChainVerifier,
@@ -9,6 +10,22 @@ use crate::domain::audit::{
 use crate::domain::error::StoreError;
 use crate::domain::identity::Caller;
 use crate::domain::page::{Page, PageRequest};
+
+/// Events an export reads at a time.
+pub const EXPORT_PAGE: u64 = 500;
+
+/// An export of one organization's chain, fixed when it starts: events signed after it are
+/// not in it.
+#[derive(Clone, Debug)]
+pub struct ChainExport {
+    pub chain: String,
+    /// The last place in the chain it may hold.
+    pub through: u64,
+    /// The chain's newest signed checkpoint at or before `through`.
+    pub checkpoint: Option<SignedCheckpoint>,
+    pub extent: Extent,
+    pub filter: AuditFilter,
+}
 
 /// The audit feature as a service: reading the log, verifying its chain (and what the Audit
 /// Log page shows of it), signed checkpoints. Over the audit port, the chain's keys and the
@@ -49,7 +66,10 @@ impl Audit {
     }
 
     /// Verifies every organization's chain (format 2) with the published keys, a batch at a
-    /// time: how many chains and events, or the first broken one.
+    /// time: how many chains and events, or the first broken one. Each chain must also reach
+    /// its newest stored checkpoint and end where its head row says: removing the newest
+    /// events is caught unless those were rewritten too (a checkpoint the customer kept
+    /// catches that).
     pub async fn verify_org_chains(
         &self,
     ) -> Result<Result<(u64, u64), (String, crate::crypto::audit_chain::Broken)>, DomainError> {
@@ -67,12 +87,21 @@ impl Audit {
                     .is_none_or(|(chain, _)| *chain != event.chain)
                 {
                     if let Some((chain, done)) = current.take()
-                        && let Err(b) = done.finish()
+                        && let Err(b) = self.finish_chain(&chain, done).await?
                     {
                         return Ok(Err((chain, b)));
                     }
                     chains += 1;
-                    let started = match ChainVerifier::new(&event.chain, &keys, &[], false) {
+                    let latest = self
+                        .store
+                        .audit_latest_checkpoint(&event.chain, u64::MAX)
+                        .await?;
+                    let started = match ChainVerifier::new(
+                        &event.chain,
+                        &keys,
+                        latest.as_slice(),
+                        Extent::Whole,
+                    ) {
                         Ok(v) => v,
                         Err(b) => return Ok(Err((event.chain.clone(), b))),
                     };
@@ -93,11 +122,101 @@ impl Audit {
             }
         }
         if let Some((chain, done)) = current.take()
-            && let Err(b) = done.finish()
+            && let Err(b) = self.finish_chain(&chain, done).await?
         {
             return Ok(Err((chain, b)));
         }
         Ok(Ok((chains, events)))
+    }
+
+    /// A chain's verification ends where its head row says it does.
+    async fn finish_chain(
+        &self,
+        chain: &str,
+        verifier: crate::crypto::audit_chain::ChainVerifier<'_>,
+    ) -> Result<Result<(), crate::crypto::audit_chain::Broken>, DomainError> {
+        let verified = match verifier.finish() {
+            Ok(v) => v,
+            Err(b) => return Ok(Err(b)),
+        };
+        let head = self.store.audit_chain_head(chain, None).await?;
+        let end = verified.last_seq.zip(verified.head_hash);
+        if head.is_some() && head != end {
+            let (seq, _) = head.unwrap_or_default();
+            return Ok(Err(crate::crypto::audit_chain::Broken {
+                seq: end.map(|(s, _)| s),
+                reason: format!(
+                    "the chain's head is event {seq}, but its events end here: events were removed or replaced"
+                ),
+            }));
+        }
+        Ok(Ok(()))
+    }
+
+    /// Starts an export of the caller's organization's chain (format 2): the events signed
+    /// up to now, or in the filter's time range, or those it chooses; and the newest signed
+    /// checkpoint among them, which the export carries first. Owners and auditors.
+    pub async fn start_export(
+        &self,
+        caller: &Caller,
+        filter: AuditFilter,
+    ) -> Result<ChainExport, DomainError> {
+        caller.require_auditor_view("read the audit log")?;
+        let chain = caller.organization_id.to_string();
+        let through = self
+            .store
+            .audit_chain_head(&chain, filter.until)
+            .await?
+            .map_or(0, |(seq, _)| seq);
+        let checkpoint = if through > 0 {
+            self.store.audit_latest_checkpoint(&chain, through).await?
+        } else {
+            None
+        };
+        let chooses = filter.action.is_some()
+            || filter.actor.is_some()
+            || filter.outcome.is_some()
+            || filter.project_id.is_some();
+        let extent = if chooses {
+            Extent::Selection
+        } else if filter.since.is_some() || filter.until.is_some() {
+            Extent::Part
+        } else {
+            Extent::Whole
+        };
+        Ok(ChainExport {
+            chain,
+            through,
+            checkpoint,
+            extent,
+            filter,
+        })
+    }
+
+    /// The export's next events in chain order, after the place `after`.
+    pub async fn export_page(
+        &self,
+        caller: &Caller,
+        export: &ChainExport,
+        after: u64,
+    ) -> Result<Vec<ChainEvent>, DomainError> {
+        caller.require_auditor_view("read the audit log")?;
+        Ok(self
+            .store
+            .audit_chain_events(
+                &export.chain,
+                after,
+                export.through,
+                &export.filter,
+                EXPORT_PAGE,
+            )
+            .await?)
+    }
+
+    /// Checkpoints every chain whose head moved since its last checkpoint (each is kept and
+    /// queued to its organization's webhooks); the checkpoints made.
+    pub async fn checkpoint_chains(&self) -> Result<Vec<SignedCheckpoint>, DomainError> {
+        Ok(self.store.checkpoint_audit_chains(self.clock.now()).await?)
     }
 
     /// The public keys that sign the audit log, with the time each was valid for. Public by

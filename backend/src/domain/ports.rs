@@ -343,6 +343,47 @@ pub trait AuditStore: Send + Sync {
         let _ = (after, limit);
         Ok(Vec::new())
     }
+    /// One chain's head: its newest event's place and hash, or its newest signed before
+    /// `before` (`None`: no such event).
+    async fn audit_chain_head(
+        &self,
+        chain: &str,
+        before: Option<DateTime<Utc>>,
+    ) -> Result<Option<(u64, String)>, StoreError> {
+        let _ = (chain, before);
+        Ok(None)
+    }
+    /// A page of one chain's events in chain order, after `after` and up to `through`,
+    /// signed in the filter's time range and matching its other filters.
+    async fn audit_chain_events(
+        &self,
+        chain: &str,
+        after: u64,
+        through: u64,
+        filter: &AuditFilter,
+        limit: u64,
+    ) -> Result<Vec<crate::crypto::audit_chain::ChainEvent>, StoreError> {
+        let _ = (chain, after, through, filter, limit);
+        Ok(Vec::new())
+    }
+    /// The chain's newest signed checkpoint at or before the place `at_most`.
+    async fn audit_latest_checkpoint(
+        &self,
+        chain: &str,
+        at_most: u64,
+    ) -> Result<Option<crate::crypto::audit_chain::Checkpoint>, StoreError> {
+        let _ = (chain, at_most);
+        Ok(None)
+    }
+    /// Signs, keeps and queues to webhooks a checkpoint of every chain whose head moved since
+    /// its last one (a batch of them); the checkpoints made.
+    async fn checkpoint_audit_chains(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<crate::crypto::audit_chain::Checkpoint>, StoreError> {
+        let _ = now;
+        Ok(Vec::new())
+    }
 }
 
 /// What a cluster's object write found when it came to record the new version.

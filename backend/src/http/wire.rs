@@ -98,6 +98,62 @@ pub struct AuditEvent {
     pub key_id: Option<String>,
 }
 
+/// A signed checkpoint of an organization's audit chain (format 2): what an export carries
+/// first, and an `audit.checkpoint` webhook's `data`.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditCheckpoint {
+    /// The organization's id (`platform` for events of none).
+    pub chain: String,
+    pub seq: u64,
+    /// The hash of the chain's event `seq`, 64 lowercase hex digits.
+    pub hash: String,
+    /// When it was signed: RFC 3339, UTC, six fractional digits.
+    pub at: String,
+    pub key_id: String,
+    /// Ed25519, base64.
+    pub signature: String,
+}
+
+/// An event in its organization's chain (format 2), as an export carries it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct ChainedAuditEvent {
+    pub chain: String,
+    pub seq: u64,
+    pub id: String,
+    pub occurred_at: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: Outcome,
+    pub source_ip: Option<String>,
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+    pub signed_at: String,
+    pub prev_hash: String,
+    pub hash: String,
+    pub key_id: String,
+    pub signature: String,
+}
+
+/// An organization's audit export in format 2 (docs/audit-export.md): its newest signed
+/// checkpoint, then its chain's events, oldest first.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditExport {
+    /// `cmek-console-audit/2`.
+    pub format: String,
+    pub chain: String,
+    pub checkpoint: Option<AuditCheckpoint>,
+    pub items: Vec<ChainedAuditEvent>,
+}
+
+/// What `GET /api/v1/audit-events` answers in JSON: a page, or (`format=json`) an export.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum AuditEventsAnswer {
+    Page(crate::http::api::ListBody<AuditEvent>),
+    Export(AuditExport),
+}
+
 impl From<domain::audit::AuditEvent> for AuditEvent {
     fn from(e: domain::audit::AuditEvent) -> Self {
         Self {

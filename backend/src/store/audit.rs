@@ -12,8 +12,10 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::entities::audit_events;
-use crate::crypto::audit_chain::{ChainEvent, EventBody, PLATFORM_CHAIN, SigningKey, time_text};
+use super::entities::{audit_chains, audit_checkpoints, audit_events};
+use crate::crypto::audit_chain::{
+    ChainEvent, Checkpoint, EventBody, PLATFORM_CHAIN, SigningKey, time_text,
+};
 use crate::domain::audit::{
     AuditDraft, AuditEvent, AuditFilter, ChainKey, ChainRow, GENESIS, Outcome,
 };
@@ -26,6 +28,7 @@ pub async fn append(
     mut draft: AuditDraft,
     key: &ChainKey,
     signing: Option<&SigningKey>,
+    checkpoint_every: u64,
 ) -> Result<(), StoreError> {
     // Microseconds, as both databases keep them and format 2 writes them.
     draft.occurred_at = draft
@@ -37,7 +40,7 @@ pub async fn append(
     let project = draft.project_id().map(|id| id.to_string());
     let event = draft.seal(seq + 1, &prev_hash, key);
     let signed = match signing {
-        Some(signing) => Some(seal_in_chain(db, &event, signing).await?),
+        Some(signing) => Some(seal_in_chain(db, &event, signing, checkpoint_every).await?),
         None => None,
     };
     // An event whose use case gave it a notice queues its webhook deliveries in the same
@@ -76,42 +79,228 @@ fn chain_of(organization_id: Option<Uuid>) -> String {
     organization_id.map_or_else(|| PLATFORM_CHAIN.to_owned(), |id| id.to_string())
 }
 
-/// Seals the event into its organization's chain (format 2), after that chain's newest event;
-/// a chain's first event starts from format 1's hash before it, which binds the two logs.
-/// Its signing time never goes back along the chain.
+/// Seals the event into its organization's chain (format 2), after that chain's head (its
+/// row in `audit_chains`, moved here); a chain's first event starts from format 1's hash
+/// before it, which binds the two logs. Its signing time never goes back along the chain.
+/// Every `checkpoint_every` events of a chain, the new head is also checkpointed, in the same
+/// transaction.
 async fn seal_in_chain(
     db: &impl ConnectionTrait,
     event: &AuditEvent,
     key: &SigningKey,
+    checkpoint_every: u64,
 ) -> Result<ChainEvent, StoreError> {
     let chain = chain_of(event.organization_id);
-    let newest = audit_events::Entity::find()
-        .filter(audit_events::Column::Chain.eq(chain.as_str()))
-        .order_by_desc(audit_events::Column::ChainSeq)
+    let head = audit_chains::Entity::find_by_id(chain.clone())
         .one(db)
         .await?;
-    let (seq, prev, after) = match newest {
-        Some(m) => (
-            m.chain_seq.unwrap_or_default(),
-            m.chain_hash.unwrap_or_default(),
-            m.signed_at
-                .as_deref()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&chrono::Utc)),
+    let (seq, prev, after) = match &head {
+        Some(h) => (
+            u64::try_from(h.seq).map_err(|_| corrupt_head(&chain))?,
+            h.hash.clone(),
+            Some(parse_time(&h.signed_at).ok_or_else(|| corrupt_head(&chain))?),
         ),
         None => (0, event.prev_hash.clone(), None),
     };
     let signed_at = after.map_or(event.occurred_at, |a| Ord::max(a, event.occurred_at));
-    Ok(ChainEvent::seal(
-        &chain,
-        seq as u64 + 1,
-        &prev,
-        chain_body(event),
-        signed_at,
-        key,
-    ))
+    let sealed = ChainEvent::seal(&chain, seq + 1, &prev, chain_body(event), signed_at, key);
+    let new_seq = i64::try_from(sealed.seq).map_err(|_| corrupt_head(&chain))?;
+    if head.is_some() {
+        // Moved only from the place it was read at: anything else lost a race for the head.
+        let moved = audit_chains::Entity::update_many()
+            .col_expr(audit_chains::Column::Seq, Expr::value(new_seq))
+            .col_expr(audit_chains::Column::Hash, Expr::value(sealed.hash.clone()))
+            .col_expr(
+                audit_chains::Column::SignedAt,
+                Expr::value(sealed.signed_at.clone()),
+            )
+            .filter(audit_chains::Column::Chain.eq(chain.as_str()))
+            .filter(audit_chains::Column::Seq.eq(new_seq - 1))
+            .exec(db)
+            .await?;
+        if moved.rows_affected != 1 {
+            return Err(StoreError::Contention(format!(
+                "the head of audit chain {chain} moved"
+            )));
+        }
+    } else {
+        audit_chains::Entity::insert(audit_chains::ActiveModel {
+            chain: Set(chain.clone()),
+            seq: Set(new_seq),
+            hash: Set(sealed.hash.clone()),
+            signed_at: Set(sealed.signed_at.clone()),
+            checkpoint_seq: Set(0),
+        })
+        .exec_without_returning(db)
+        .await?;
+    }
+    if checkpoint_every > 0 && sealed.seq.is_multiple_of(checkpoint_every) {
+        checkpoint(db, &chain, sealed.seq, &sealed.hash, signed_at, key).await?;
+    }
+    Ok(sealed)
 }
 
+fn corrupt_head(chain: &str) -> StoreError {
+    StoreError::Corrupt(format!("the head of audit chain {chain}"))
+}
+
+fn parse_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// Signs a checkpoint of `chain` at `seq` (whose event hashes to `hash`), keeps it, and
+/// queues it to the organization's webhooks, unless the chain already has one at or past
+/// `seq` (another instance made it): then `None`.
+pub async fn checkpoint(
+    db: &impl ConnectionTrait,
+    chain: &str,
+    seq: u64,
+    hash: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    key: &SigningKey,
+) -> Result<Option<Checkpoint>, StoreError> {
+    let place = i64::try_from(seq).map_err(|_| corrupt_head(chain))?;
+    let claimed = audit_chains::Entity::update_many()
+        .col_expr(audit_chains::Column::CheckpointSeq, Expr::value(place))
+        .filter(audit_chains::Column::Chain.eq(chain))
+        .filter(audit_chains::Column::CheckpointSeq.lt(place))
+        .exec(db)
+        .await?;
+    if claimed.rows_affected != 1 {
+        return Ok(None);
+    }
+    let signed = Checkpoint::sign(chain, seq, hash, at, key);
+    audit_checkpoints::Entity::insert(audit_checkpoints::ActiveModel {
+        chain: Set(signed.chain.clone()),
+        seq: Set(place),
+        hash: Set(signed.hash.clone()),
+        at: Set(signed.at.clone()),
+        key_id: Set(signed.key_id.clone()),
+        signature: Set(signed.signature.clone()),
+    })
+    .exec_without_returning(db)
+    .await?;
+    if let Ok(organization_id) = Uuid::parse_str(chain) {
+        super::webhooks::queue_checkpoint(db, organization_id, &signed, at).await?;
+    }
+    Ok(Some(signed))
+}
+
+/// Checkpoints the heads of up to `limit` chains that moved since their last checkpoint;
+/// each is signed at `now`, or at its head's signing time if that is later.
+pub async fn checkpoint_moved_chains(
+    db: &impl ConnectionTrait,
+    key: &SigningKey,
+    now: chrono::DateTime<chrono::Utc>,
+    limit: u64,
+) -> Result<Vec<Checkpoint>, StoreError> {
+    let moved = audit_chains::Entity::find()
+        .filter(
+            Expr::col(audit_chains::Column::Seq).gt(Expr::col(audit_chains::Column::CheckpointSeq)),
+        )
+        .order_by_asc(audit_chains::Column::Chain)
+        .limit(limit)
+        .all(db)
+        .await?;
+    let mut made = Vec::new();
+    for head in moved {
+        let signed_at = parse_time(&head.signed_at).ok_or_else(|| corrupt_head(&head.chain))?;
+        let seq = u64::try_from(head.seq).map_err(|_| corrupt_head(&head.chain))?;
+        let at = Ord::max(now, signed_at);
+        if let Some(cp) = checkpoint(db, &head.chain, seq, &head.hash, at, key).await? {
+            made.push(cp);
+        }
+    }
+    Ok(made)
+}
+
+/// The chain's newest checkpoint at or before `at_most` (a place in the chain).
+pub async fn latest_checkpoint(
+    db: &impl ConnectionTrait,
+    chain: &str,
+    at_most: u64,
+) -> Result<Option<Checkpoint>, StoreError> {
+    let place = i64::try_from(at_most).unwrap_or(i64::MAX);
+    audit_checkpoints::Entity::find()
+        .filter(audit_checkpoints::Column::Chain.eq(chain))
+        .filter(audit_checkpoints::Column::Seq.lte(place))
+        .order_by_desc(audit_checkpoints::Column::Seq)
+        .one(db)
+        .await?
+        .map(|m| {
+            Ok(Checkpoint {
+                seq: u64::try_from(m.seq).map_err(|_| corrupt_head(chain))?,
+                chain: m.chain,
+                hash: m.hash,
+                at: m.at,
+                key_id: m.key_id,
+                signature: m.signature,
+            })
+        })
+        .transpose()
+}
+
+/// The chain's head: its newest event's place and hash; or its newest event signed before
+/// `before`.
+pub async fn chain_head(
+    db: &impl ConnectionTrait,
+    chain: &str,
+    before: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Option<(u64, String)>, StoreError> {
+    let place = |seq: i64| u64::try_from(seq).map_err(|_| corrupt_head(chain));
+    let Some(before) = before else {
+        return audit_chains::Entity::find_by_id(chain.to_owned())
+            .one(db)
+            .await?
+            .map(|h| Ok((place(h.seq)?, h.hash)))
+            .transpose();
+    };
+    audit_events::Entity::find()
+        .filter(audit_events::Column::Chain.eq(chain))
+        .filter(audit_events::Column::SignedAt.lt(time_text(before)))
+        .order_by_desc(audit_events::Column::ChainSeq)
+        .one(db)
+        .await?
+        .map(|m| {
+            let seq = m.chain_seq.ok_or_else(|| corrupt_head(chain))?;
+            Ok((place(seq)?, m.chain_hash.unwrap_or_default()))
+        })
+        .transpose()
+}
+
+/// A page of one chain's events in chain order: after `after`, up to `through` (both places
+/// in the chain), signed in `filter`'s time range and matching its other filters.
+pub async fn chain_events(
+    db: &impl ConnectionTrait,
+    chain: &str,
+    after: u64,
+    through: u64,
+    filter: &AuditFilter,
+    limit: u64,
+) -> Result<Vec<ChainEvent>, StoreError> {
+    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    let mut query = filtered(audit_events::Entity::find(), filter)
+        .filter(audit_events::Column::Chain.eq(chain))
+        .filter(audit_events::Column::ChainSeq.gt(clamp(after)))
+        .filter(audit_events::Column::ChainSeq.lte(clamp(through)));
+    // Signing times never go back along a chain, so a time range is one run of it.
+    if let Some(since) = filter.since {
+        query = query.filter(audit_events::Column::SignedAt.gte(time_text(since)));
+    }
+    if let Some(until) = filter.until {
+        query = query.filter(audit_events::Column::SignedAt.lt(time_text(until)));
+    }
+    query
+        .order_by_asc(audit_events::Column::ChainSeq)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(chain_event_from)
+        .collect()
+}
 /// What format 2 signs of an event.
 pub(crate) fn chain_body(event: &AuditEvent) -> EventBody {
     EventBody {
@@ -150,36 +339,37 @@ pub async fn org_chains(
         .all(db)
         .await?
         .into_iter()
-        .map(|m| {
-            let seq = m.seq;
-            let corrupt = |what: &str| StoreError::Corrupt(format!("audit event {seq}: {what}"));
-            let chain = m.chain.clone().ok_or_else(|| corrupt("chain"))?;
-            let chain_seq = m.chain_seq.ok_or_else(|| corrupt("chain_seq"))?;
-            let signed = (
-                m.chain_prev_hash.clone(),
-                m.chain_hash.clone(),
-                m.signed_at.clone(),
-                m.signing_key_id.clone(),
-                m.signature.clone(),
-            );
-            let event = from_model(m)?;
-            let (Some(prev_hash), Some(hash), Some(signed_at), Some(key_id), Some(signature)) =
-                signed
-            else {
-                return Err(corrupt("its format-2 fields"));
-            };
-            Ok(ChainEvent {
-                chain,
-                seq: u64::try_from(chain_seq).map_err(|_| corrupt("chain_seq"))?,
-                body: chain_body(&event),
-                signed_at,
-                prev_hash,
-                hash,
-                key_id,
-                signature,
-            })
-        })
+        .map(chain_event_from)
         .collect()
+}
+
+fn chain_event_from(m: audit_events::Model) -> Result<ChainEvent, StoreError> {
+    let seq = m.seq;
+    let corrupt = |what: &str| StoreError::Corrupt(format!("audit event {seq}: {what}"));
+    let chain = m.chain.clone().ok_or_else(|| corrupt("chain"))?;
+    let chain_seq = m.chain_seq.ok_or_else(|| corrupt("chain_seq"))?;
+    let signed = (
+        m.chain_prev_hash.clone(),
+        m.chain_hash.clone(),
+        m.signed_at.clone(),
+        m.signing_key_id.clone(),
+        m.signature.clone(),
+    );
+    let event = from_model(m)?;
+    let (Some(prev_hash), Some(hash), Some(signed_at), Some(key_id), Some(signature)) = signed
+    else {
+        return Err(corrupt("its format-2 fields"));
+    };
+    Ok(ChainEvent {
+        chain,
+        seq: u64::try_from(chain_seq).map_err(|_| corrupt("chain_seq"))?,
+        body: chain_body(&event),
+        signed_at,
+        prev_hash,
+        hash,
+        key_id,
+        signature,
+    })
 }
 
 fn from_model(m: audit_events::Model) -> Result<AuditEvent, StoreError> {
@@ -240,6 +430,34 @@ fn page_query(
         .filter(audit_events::Column::Seq.gte(1))
         .order_by_desc(audit_events::Column::Seq)
         .limit(page.fetch_limit());
+    query = filtered(query, filter);
+    if let Some(since) = filter.since {
+        query = query.filter(audit_events::Column::OccurredAt.gte(since));
+    }
+    if let Some(until) = filter.until {
+        query = query.filter(audit_events::Column::OccurredAt.lt(until));
+    }
+    if let Some(after) = page.after {
+        // The page goes on below the cursor's place in the chain, found in the same statement:
+        // the scan starts there on the index instead of passing the pages before it. A cursor
+        // that names no event ends the listing rather than starting it over.
+        let cursor = audit_events::Entity::find()
+            .select_only()
+            .column(audit_events::Column::Seq)
+            .filter(audit_events::Column::OrganizationId.eq(organization_id))
+            .filter(audit_events::Column::Id.eq(after))
+            .into_query();
+        query =
+            query.filter(Expr::col((audit_events::Entity, audit_events::Column::Seq)).lt(cursor));
+    }
+    query
+}
+
+/// The filters other than time: action, actor, outcome, project.
+fn filtered(
+    mut query: sea_orm::Select<audit_events::Entity>,
+    filter: &AuditFilter,
+) -> sea_orm::Select<audit_events::Entity> {
     if let Some(action) = &filter.action {
         query = query.filter(audit_events::Column::Action.eq(action.as_str()));
     }
@@ -262,25 +480,6 @@ fn page_query(
     if let Some(project) = filter.project_id {
         // The project itself, or anything in it (migration 000018).
         query = query.filter(audit_events::Column::Project.eq(project.to_string()));
-    }
-    if let Some(since) = filter.since {
-        query = query.filter(audit_events::Column::OccurredAt.gte(since));
-    }
-    if let Some(until) = filter.until {
-        query = query.filter(audit_events::Column::OccurredAt.lt(until));
-    }
-    if let Some(after) = page.after {
-        // The page goes on below the cursor's place in the chain, found in the same statement:
-        // the scan starts there on the index instead of passing the pages before it. A cursor
-        // that names no event ends the listing rather than starting it over.
-        let cursor = audit_events::Entity::find()
-            .select_only()
-            .column(audit_events::Column::Seq)
-            .filter(audit_events::Column::OrganizationId.eq(organization_id))
-            .filter(audit_events::Column::Id.eq(after))
-            .into_query();
-        query =
-            query.filter(Expr::col((audit_events::Entity, audit_events::Column::Seq)).lt(cursor));
     }
     query
 }
@@ -417,6 +616,49 @@ impl AuditStore for SeaStore {
         limit: u64,
     ) -> Result<Vec<ChainEvent>, StoreError> {
         super::audit::org_chains(&self.db, after, limit).await
+    }
+
+    async fn audit_chain_head(
+        &self,
+        chain: &str,
+        before: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Option<(u64, String)>, StoreError> {
+        chain_head(&self.db, chain, before).await
+    }
+
+    async fn audit_chain_events(
+        &self,
+        chain: &str,
+        after: u64,
+        through: u64,
+        filter: &AuditFilter,
+        limit: u64,
+    ) -> Result<Vec<ChainEvent>, StoreError> {
+        chain_events(&self.db, chain, after, through, filter, limit).await
+    }
+
+    async fn audit_latest_checkpoint(
+        &self,
+        chain: &str,
+        at_most: u64,
+    ) -> Result<Option<Checkpoint>, StoreError> {
+        latest_checkpoint(&self.db, chain, at_most).await
+    }
+
+    async fn checkpoint_audit_chains(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Checkpoint>, StoreError> {
+        /// Chains checkpointed in one transaction; the rest wait for the next round.
+        const BATCH: u64 = 200;
+        let Some(key) = self.signing.current() else {
+            return Ok(Vec::new());
+        };
+        audited!(self, quietly, |txn| {
+            let made = checkpoint_moved_chains(txn, key, now, BATCH).await?;
+            let happened = !made.is_empty();
+            (made, happened)
+        })
     }
 
     async fn reseal_legacy_audit_chain(&self) -> Result<u64, StoreError> {

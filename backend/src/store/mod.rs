@@ -123,6 +123,9 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::domain::audit::{AuditDraft, ChainKey, ChainKeys};
 use crate::domain::ports::{Store, StoreError};
 
+/// Every how many events of a chain a checkpoint is signed, unless configured otherwise.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
+
 /// The advisory lock that orders appends to the audit chain on PostgreSQL ("cmekaudt").
 const CHAIN_LOCK: i64 = 0x636d_656b_6175_6474;
 /// Attempts of a write transaction that keeps losing races before the error is returned.
@@ -148,6 +151,8 @@ pub struct SeaStore {
     /// Signs each new event into its organization's chain (format 2), when the console has
     /// the signing key file.
     signing: std::sync::Arc<crate::crypto::audit_chain::SigningKeys>,
+    /// Every how many events of a chain its head is checkpointed in the append's transaction.
+    checkpoint_every: u64,
 }
 
 /// How long a passed integrity check counts for readiness.
@@ -289,6 +294,7 @@ struct Write<'a> {
     _local: Option<MutexGuard<'a, ()>>,
     key: &'a ChainKey,
     signing: Option<&'a crate::crypto::audit_chain::SigningKey>,
+    checkpoint_every: u64,
 }
 
 impl SeaStore {
@@ -305,7 +311,14 @@ impl SeaStore {
             cache: cache::ReadCache::default(),
             head_poll: Mutex::new(()),
             signing: std::sync::Arc::default(),
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
         }
+    }
+
+    /// Every how many events of a chain its head is checkpointed (0: only on the interval).
+    pub fn with_checkpoint_every(mut self, events: u64) -> Self {
+        self.checkpoint_every = events;
+        self
     }
 
     /// The keys that sign new events into their organizations' chains.
@@ -388,6 +401,7 @@ impl SeaStore {
             _local: local,
             key: self.chain_keys.current(),
             signing: self.signing.current(),
+            checkpoint_every: self.checkpoint_every,
         })
     }
 }
@@ -396,7 +410,14 @@ impl Write<'_> {
     /// Appends the events and commits everything written in this transaction.
     async fn commit_with(self, events: Vec<AuditDraft>) -> Result<(), StoreError> {
         for event in events {
-            audit::append(&self.txn, event, self.key, self.signing).await?;
+            audit::append(
+                &self.txn,
+                event,
+                self.key,
+                self.signing,
+                self.checkpoint_every,
+            )
+            .await?;
         }
         self.txn.commit().await?;
         Ok(())

@@ -31,7 +31,40 @@ pub async fn queue_alert(
     let (Some(organization_id), Some(notice)) = (event.organization_id, notice) else {
         return Ok(());
     };
-    let alert = Alert::of(notice, event);
+    queue(
+        db,
+        organization_id,
+        &Alert::of(notice, event),
+        event.occurred_at,
+    )
+    .await
+}
+
+/// Queues a signed checkpoint of the organization's audit chain to every one of its webhooks
+/// (`audit.checkpoint`; its `data` is the checkpoint as `audit verify-export --checkpoint`
+/// reads it).
+pub async fn queue_checkpoint(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    checkpoint: &crate::crypto::audit_chain::Checkpoint,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let alert = Alert {
+        event_type: crate::domain::alerts::CHECKPOINT_TYPE,
+        only_webhook: None,
+        data: serde_json::to_value(checkpoint)
+            .map_err(|e| StoreError::Corrupt(format!("checkpoint: {e}")))?,
+    };
+    queue(db, organization_id, &alert, at).await
+}
+
+/// Queues one delivery of `alert` per webhook of the organization (or to its one webhook).
+async fn queue(
+    db: &impl ConnectionTrait,
+    organization_id: Uuid,
+    alert: &Alert,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let mut query =
         webhooks::Entity::find().filter(webhooks::Column::OrganizationId.eq(organization_id));
     if let Some(only) = alert.only_webhook {
@@ -41,7 +74,7 @@ pub async fn queue_alert(
     if targets.is_empty() {
         return Ok(());
     }
-    let body = payload(&alert, event.occurred_at);
+    let body = payload(alert, at);
     let rows = targets
         .into_iter()
         .map(|webhook| webhook_deliveries::ActiveModel {
@@ -52,11 +85,11 @@ pub async fn queue_alert(
             payload: Set(body.clone()),
             state: Set(DeliveryState::Pending.as_str().to_owned()),
             attempts: Set(0),
-            next_attempt_at: Set(Some(event.occurred_at)),
+            next_attempt_at: Set(Some(at)),
             lease_until: Set(None),
             last_status_code: Set(None),
             last_error: Set(None),
-            created_at: Set(event.occurred_at),
+            created_at: Set(at),
             delivered_at: Set(None),
         });
     webhook_deliveries::Entity::insert_many(rows)

@@ -100,7 +100,7 @@ fn a_fixed_key_and_events_give_the_checked_in_hashes_and_signatures() {
         keys[0].key_id,
         key_id(&B64.decode(&keys[0].public_key).unwrap())
     );
-    let verified = verify_export(&export, &keys, &[], false).unwrap();
+    let verified = verify_export(&export, &keys, &[], Extent::Whole).unwrap();
     assert_eq!(verified.events, 5);
     assert_eq!(verified.checkpoints, [5]);
     assert_eq!(
@@ -125,7 +125,7 @@ fn the_canonical_form_sorts_keys_and_escapes_as_json_does() {
 fn tampered(change: impl FnOnce(&mut Export)) -> Broken {
     let (mut export, keys) = fixture();
     change(&mut export);
-    verify_export(&export, &keys, &[], false).unwrap_err()
+    verify_export(&export, &keys, &[], Extent::Whole).unwrap_err()
 }
 
 #[test]
@@ -220,10 +220,10 @@ fn every_kind_of_tampering_is_detected() {
     }
     rewritten.checkpoint = Some(Checkpoint::sign(ORG, 5, &prev, at(11), &key(8)));
     assert!(
-        verify_export(&rewritten, &keys, &[], false).is_ok(),
+        verify_export(&rewritten, &keys, &[], Extent::Whole).is_ok(),
         "the signing key's holder can rewrite"
     );
-    let caught = verify_export(&rewritten, &keys, &[kept], false).unwrap_err();
+    let caught = verify_export(&rewritten, &keys, &[kept], Extent::Whole).unwrap_err();
     assert!(caught.reason.contains("rewritten"), "{caught}");
 }
 
@@ -233,42 +233,83 @@ fn an_export_of_part_of_a_chain_verifies_from_its_first_event() {
     let dropped = export.items.drain(..2).collect::<Vec<_>>();
     // Unless it is said to be a part, an export must start at the chain's first event:
     // dropping the oldest events is caught.
-    let err = verify_export(&export, &keys, &[], false).unwrap_err();
+    let err = verify_export(&export, &keys, &[], Extent::Whole).unwrap_err();
     assert!(err.reason.contains("first event"), "{err}");
-    let verified = verify_export(&export, &keys, &[], true).unwrap();
+    let verified = verify_export(&export, &keys, &[], Extent::Part).unwrap();
     assert_eq!((verified.first_seq, verified.last_seq), (Some(3), Some(5)));
     // A kept checkpoint of the event just before the part is checked against its prev_hash;
     // one further back cannot be, and is reported.
     let a = key(7);
     let just_before = Checkpoint::sign(ORG, 2, &dropped[1].hash, at(2), &a);
     let further = Checkpoint::sign(ORG, 1, &dropped[0].hash, at(2), &a);
-    let verified = verify_export(&export, &keys, &[just_before.clone(), further], true).unwrap();
+    let verified = verify_export(
+        &export,
+        &keys,
+        &[just_before.clone(), further],
+        Extent::Part,
+    )
+    .unwrap();
     assert_eq!(verified.unchecked, [1]);
     assert!(verified.checkpoints.contains(&2));
     let forged_before = Checkpoint::sign(ORG, 2, &"ab".repeat(32), at(2), &a);
-    assert!(verify_export(&export, &keys, &[forged_before], true).is_err());
+    assert!(verify_export(&export, &keys, &[forged_before], Extent::Part).is_err());
+}
+
+#[test]
+fn a_selection_checks_each_event_but_not_what_lies_between() {
+    let (mut export, keys) = fixture();
+    // Events 1 and 5: what a filter on an action could choose.
+    let all = export.items.clone();
+    export.items.retain(|e| e.seq == 1 || e.seq == 5);
+    for extent in [Extent::Whole, Extent::Part] {
+        let err = verify_export(&export, &keys, &[], extent).unwrap_err();
+        assert!(err.reason.contains("--selection"), "{err}");
+    }
+    let (a, b) = (key(7), key(8));
+    // A checkpoint of the event before a chosen one is checked against its prev_hash; one of
+    // a missing event further back, or beyond the last, cannot be.
+    let before_fifth = Checkpoint::sign(ORG, 4, &all[3].hash, at(4), &b);
+    let of_second = Checkpoint::sign(ORG, 2, &"cd".repeat(32), at(2), &a);
+    let beyond = Checkpoint::sign(ORG, 9, &"ef".repeat(32), at(20), &b);
+    let kept = [before_fifth, of_second, beyond];
+    let verified = verify_export(&export, &keys, &kept, Extent::Selection).unwrap();
+    assert_eq!(verified.events, 2);
+    assert!(verified.checkpoints.contains(&4) && verified.checkpoints.contains(&5));
+    assert_eq!(verified.unchecked, [2, 9]);
+    // Each chosen event is still checked: its content, its order, its signature.
+    let mut edited = export.clone();
+    edited.items[1].body.target = "project/other".into();
+    assert!(verify_export(&edited, &keys, &[], Extent::Selection).is_err());
+    let mut swapped = export.clone();
+    swapped.items.swap(0, 1);
+    assert!(verify_export(&swapped, &keys, &[], Extent::Selection).is_err());
+    let forged = Checkpoint::sign(ORG, 4, &"ab".repeat(32), at(4), &b);
+    assert!(verify_export(&export, &keys, &[forged], Extent::Selection).is_err());
 }
 
 #[test]
 fn an_export_read_as_a_stream_verifies_as_the_whole_does() {
     let (export, keys) = fixture();
     let text = serde_json::to_vec(&export).unwrap();
-    let verified = verify_export_reader(text.as_slice(), &keys, &[], false).unwrap();
-    assert_eq!(verified, verify_export(&export, &keys, &[], false).unwrap());
+    let verified = verify_export_reader(text.as_slice(), &keys, &[], Extent::Whole).unwrap();
+    assert_eq!(
+        verified,
+        verify_export(&export, &keys, &[], Extent::Whole).unwrap()
+    );
     let mut cut = export.clone();
     cut.items.pop();
     let err = verify_export_reader(
         serde_json::to_vec(&cut).unwrap().as_slice(),
         &keys,
         &[],
-        false,
+        Extent::Whole,
     )
     .unwrap_err();
     assert!(
         matches!(&err, ExportError::Broken(b) if b.reason.contains("removed from its end")),
         "{err}"
     );
-    let err = verify_export_reader(&b"{\"format\": 1"[..], &keys, &[], false).unwrap_err();
+    let err = verify_export_reader(&b"{\"format\": 1"[..], &keys, &[], Extent::Whole).unwrap_err();
     assert!(matches!(err, ExportError::Unreadable(_)), "{err}");
 }
 
@@ -278,7 +319,7 @@ fn a_file_two_readers_could_read_differently_is_refused() {
     let text = serde_json::to_string(&export).unwrap();
     let unreadable = |text: String| {
         matches!(
-            verify_export_reader(text.as_bytes(), &keys, &[], false),
+            verify_export_reader(text.as_bytes(), &keys, &[], Extent::Whole),
             Err(ExportError::Unreadable(_))
         )
     };

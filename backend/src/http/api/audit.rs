@@ -5,11 +5,12 @@
 use actix_web::http::header;
 use actix_web::{HttpResponse, web};
 use bytes::Bytes;
-use uuid::Uuid;
 
-use crate::domain::audit::{AuditEvent, AuditFilter};
+use crate::crypto::audit_chain::{ChainEvent, Checkpoint as SignedCheckpoint, Extent, FORMAT};
+use crate::domain::audit::AuditFilter;
+use crate::domain::audit_log::{ChainExport, EXPORT_PAGE};
 use crate::domain::identity::Caller;
-use crate::domain::page::{MAX_PAGE_SIZE, PageRequest};
+use crate::domain::page::PageRequest;
 use crate::domain::{Console, DomainError};
 use crate::http::AppState;
 use crate::http::api::ListBody;
@@ -22,8 +23,9 @@ use crate::http::wire;
     get, path = "/api/v1/audit-events", operation_id = "listAuditEvents", tag = "audit",
     params(AuditQuery),
     responses(
-        (status = 200, description = "Without format: a page of JSON. format=json: every matching event as one JSON document of the same shape (streamed, next_page_token null); format=csv: every matching event as CSV (streamed)",
-            content((ListBody<wire::AuditEvent> = "application/json"), (String = "text/csv"))),
+        (status = 200, description = "Without format: a page of JSON, newest first. format=json or csv: the organization's chain in format 2 (docs/audit-export.md), oldest first, streamed: its newest signed checkpoint, then every event signed until the export started, or in the since/until range (a part), or those the other filters choose (a selection); the x-audit-export-extent header says which (whole, part, selection). Verify it offline with cmek-console audit verify-export or tools/verify_audit_export.py",
+            headers(("x-audit-export-extent" = String, description = "Exports only: whole, part or selection")),
+            content((wire::AuditEventsAnswer = "application/json"), (String = "text/csv"))),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json", description = "Members: the audit log is for owners and auditors"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
@@ -55,108 +57,119 @@ pub async fn list(
     }))
 }
 
-/// The whole filtered log as a CSV or JSON attachment, streamed a page at a time. The first
-/// page is read before the answer starts, so a refusal (a member: 403) is a proper problem;
-/// a failure later cuts the transfer short rather than ending it as if it were complete.
+/// The organization's chain in format 2 (docs/audit-export.md) as a JSON or CSV attachment,
+/// oldest first, streamed a page at a time: its newest signed checkpoint, then the events
+/// signed up to when the export started (or in the filter's time range, or those it
+/// chooses). The start is read before the answer begins, so a refusal (a member: 403) is a
+/// proper problem; a failure later cuts the transfer short rather than ending it as if it
+/// were complete.
 pub async fn download(
     console: &Console,
     caller: &Caller,
     filter: AuditFilter,
     export: ExportFormat,
 ) -> Result<HttpResponse, DomainError> {
-    let request = PageRequest {
-        size: MAX_PAGE_SIZE,
-        after: None,
+    let plan = console.audit().start_export(caller, filter).await?;
+    let head = match export {
+        ExportFormat::Csv => {
+            let mut head = CSV_HEADER.to_owned();
+            if let Some(cp) = &plan.checkpoint {
+                head.push_str(&csv_checkpoint(cp));
+            }
+            head
+        }
+        ExportFormat::Json => format!(
+            "{{\"format\":{},\"chain\":{},\"checkpoint\":{},\"items\":[",
+            json_text(&FORMAT),
+            json_text(&plan.chain),
+            json_text(&plan.checkpoint)
+        ),
     };
-    let first = console
-        .audit()
-        .audit_events(caller, &filter, request)
-        .await?;
+    let extent = match plan.extent {
+        Extent::Whole => "whole",
+        Extent::Part => "part",
+        Extent::Selection => "selection",
+    };
+    let file = format!(
+        "audit-events-{}{}.{}",
+        plan.chain,
+        match plan.extent {
+            Extent::Whole => "",
+            Extent::Part => "-part",
+            Extent::Selection => "-selection",
+        },
+        match export {
+            ExportFormat::Csv => "csv",
+            ExportFormat::Json => "json",
+        }
+    );
     struct Cursor {
         console: Console,
         caller: Caller,
-        filter: AuditFilter,
-        pending: Option<Vec<AuditEvent>>,
-        after: Option<Uuid>,
-        more: bool,
-        started: bool,
+        plan: ChainExport,
         export: ExportFormat,
+        head: Option<String>,
+        after: u64,
+        wrote: bool,
         finished: bool,
     }
     let cursor = Cursor {
         console: console.clone(),
         caller: caller.clone(),
-        filter,
-        after: first.items.last().map(|e| e.id),
-        more: first.next.is_some(),
-        pending: Some(first.items),
-        started: false,
+        plan,
         export,
+        head: Some(head),
+        after: 0,
+        wrote: false,
         finished: false,
     };
     let body = futures_util::stream::unfold(cursor, |mut c| async move {
         if c.finished {
             return None;
         }
-        let events = match c.pending.take() {
-            Some(events) => events,
-            None if c.more => {
-                let request = PageRequest {
-                    size: MAX_PAGE_SIZE,
-                    after: c.after,
-                };
-                match c
-                    .console
-                    .audit()
-                    .audit_events(&c.caller, &c.filter, request)
-                    .await
-                {
-                    Ok(page) => {
-                        c.after = page.items.last().map(|e| e.id);
-                        c.more = page.next.is_some();
-                        page.items
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "audit export cut short");
-                        c.finished = true;
-                        return Some((Err(std::io::Error::other("audit export failed")), c));
-                    }
+        let mut chunk = c.head.take().unwrap_or_default();
+        let events = if c.after >= c.plan.through {
+            Vec::new()
+        } else {
+            match c
+                .console
+                .audit()
+                .export_page(&c.caller, &c.plan, c.after)
+                .await
+            {
+                Ok(events) => events,
+                Err(err) => {
+                    tracing::warn!(error = %err, "audit export cut short");
+                    c.finished = true;
+                    return Some((Err(std::io::Error::other("audit export failed")), c));
                 }
             }
-            None => Vec::new(),
         };
-        let mut chunk = String::new();
-        if !c.started {
-            chunk.push_str(match c.export {
-                ExportFormat::Csv => CSV_HEADER,
-                _ => "{\"items\":[",
-            });
-        }
-        for (i, event) in events.into_iter().enumerate() {
+        let more = events.len() as u64 == EXPORT_PAGE;
+        for event in &events {
             match c.export {
-                ExportFormat::Csv => chunk.push_str(&csv_row(&event)),
-                _ => {
-                    if c.started || i > 0 {
+                ExportFormat::Csv => chunk.push_str(&csv_event(event)),
+                ExportFormat::Json => {
+                    if c.wrote {
                         chunk.push(',');
                     }
-                    chunk.push_str(
-                        &serde_json::to_string(&wire::AuditEvent::from(event)).unwrap_or_default(),
-                    );
+                    chunk.push_str(&json_text(event));
                 }
             }
+            c.wrote = true;
         }
-        c.started = true;
-        if !c.more {
+        c.after = events.last().map_or(c.plan.through, |e| e.seq);
+        if !more {
             if c.export == ExportFormat::Json {
-                chunk.push_str("],\"next_page_token\":null}");
+                chunk.push_str("]}");
             }
             c.finished = true;
         }
         Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), c))
     });
-    let (content_type, file) = match export {
-        ExportFormat::Csv => ("text/csv; charset=utf-8", "audit-events.csv"),
-        _ => ("application/json", "audit-events.json"),
+    let content_type = match export {
+        ExportFormat::Csv => "text/csv; charset=utf-8",
+        ExportFormat::Json => "application/json",
     };
     Ok(HttpResponse::Ok()
         .content_type(content_type)
@@ -164,14 +177,22 @@ pub async fn download(
             header::CONTENT_DISPOSITION,
             format!("attachment; filename=\"{file}\""),
         ))
+        .insert_header(("x-audit-export-extent", extent))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .streaming(body))
 }
 
-/// Quotes a CSV field, and defuses values a spreadsheet would run as a formula.
+/// A value as JSON text (what the export writes cannot fail to serialize).
+fn json_text(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+/// Quotes a CSV field, and defuses what a spreadsheet would run as a formula: a field that
+/// starts with `=`, `+`, `-`, `@`, a tab, a carriage return or `'` gets a `'` in front. A
+/// verifier takes one leading `'` off any field that has one (docs/audit-export.md).
 fn csv_field(value: &str) -> String {
     let defused = match value.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{value}"),
+        Some('=' | '+' | '-' | '@' | '\t' | '\r' | '\'') => format!("'{value}"),
         _ => value.to_owned(),
     };
     if defused.contains([',', '"', '\n', '\r']) {
@@ -181,27 +202,61 @@ fn csv_field(value: &str) -> String {
     }
 }
 
-const CSV_HEADER: &str =
-    "seq,id,occurred_at,actor,action,target,outcome,source_ip,detail,prev_hash,hash\n";
+/// The CSV form of the export: one row per record, `checkpoint` first (if any), then each
+/// `event`; a checkpoint's `at` is in the `signed_at` column.
+const CSV_HEADER: &str = "record,chain,seq,id,occurred_at,actor,action,target,outcome,source_ip,detail,signed_at,prev_hash,hash,key_id,signature\n";
 
-fn csv_row(e: &AuditEvent) -> String {
-    let row = [
-        e.seq.to_string(),
-        e.id.to_string(),
-        e.occurred_at.to_rfc3339(),
-        e.actor.clone(),
-        e.action.clone(),
-        e.target.clone(),
-        e.outcome.as_str().to_owned(),
-        e.source_ip.clone().unwrap_or_default(),
-        e.detail.to_string(),
-        e.prev_hash.clone(),
-        e.hash.clone(),
-    ];
+fn csv_line(row: &[&str]) -> String {
     let fields: Vec<String> = row.iter().map(|f| csv_field(f)).collect();
     let mut line = fields.join(",");
     line.push('\n');
     line
+}
+
+fn csv_checkpoint(cp: &SignedCheckpoint) -> String {
+    let seq = cp.seq.to_string();
+    csv_line(&[
+        "checkpoint",
+        &cp.chain,
+        &seq,
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        &cp.at,
+        "",
+        &cp.hash,
+        &cp.key_id,
+        &cp.signature,
+    ])
+}
+
+/// An event's row: `detail` in its canonical JSON, `source_ip` empty for none.
+fn csv_event(e: &ChainEvent) -> String {
+    let seq = e.seq.to_string();
+    let detail = crate::crypto::audit_chain::canonical_text(&e.body.detail);
+    csv_line(&[
+        "event",
+        &e.chain,
+        &seq,
+        &e.body.id,
+        &e.body.occurred_at,
+        &e.body.actor,
+        &e.body.action,
+        &e.body.target,
+        &e.body.outcome,
+        e.body.source_ip.as_deref().unwrap_or(""),
+        &detail,
+        &e.signed_at,
+        &e.prev_hash,
+        &e.hash,
+        &e.key_id,
+        &e.signature,
+    ])
 }
 
 #[cfg(test)]
@@ -214,6 +269,8 @@ mod tests {
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\","), "\"say \"\"hi\"\",\"");
         assert_eq!(csv_field("=cmd()"), "'=cmd()");
+        assert_eq!(csv_field("'quoted"), "''quoted");
+        assert_eq!(csv_field("-1"), "'-1");
     }
 }
 

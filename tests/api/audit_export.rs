@@ -1,0 +1,612 @@
+//! The audit log a customer verifies on their own (issue 22): an organization's export in
+//! format 2, JSON and CSV, checked by both offline verifiers (`cmek-console audit
+//! verify-export`, with no database, and tools/verify_audit_export.py, Python with the
+//! `cryptography` package only), every kind of tampering caught by them and by `audit
+//! verify`, and signed checkpoints delivered to webhooks (checked with the Python
+//! `standardwebhooks` package) that catch a later rewrite, even by someone holding the
+//! signing key.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cmek_console::domain::identity::Role;
+use sea_orm::ConnectionTrait;
+use serde_json::Value;
+
+use crate::alerts::{Receiver, add_webhook};
+use crate::helpers::{TempDir, TestApp, spawn_app, spawn_app_with};
+use crate::moto::service;
+
+/// A verifier's exit status and what it printed.
+#[derive(Debug)]
+struct Verdict {
+    code: i32,
+    said: String,
+}
+
+impl Verdict {
+    fn of(output: std::process::Output) -> Self {
+        Self {
+            code: output.status.code().unwrap_or(-1),
+            said: format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        }
+    }
+}
+
+/// A scratch directory with the published keys, and the files a test writes there.
+struct Workbench {
+    dir: TempDir,
+    keys: PathBuf,
+}
+
+impl Workbench {
+    async fn new(app: &TestApp, key: &str) -> Self {
+        let dir =
+            TempDir(std::env::temp_dir().join(format!("cmek-verify-{}", uuid::Uuid::new_v4())));
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let keys = app.get("/api/v1/audit/signing-keys", key).await;
+        assert_eq!(keys.status(), 200);
+        let path = dir.0.join("keys.json");
+        std::fs::write(&path, keys.bytes().await.unwrap()).unwrap();
+        Self { dir, keys: path }
+    }
+
+    fn write(&self, name: &str, content: &[u8]) -> PathBuf {
+        let path = self.dir.0.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    /// Runs both offline verifiers on `file`, with the kept checkpoints and a flag
+    /// (`--partial`, `--selection`), and asserts they agree.
+    fn verify(&self, file: &Path, kept: &[PathBuf], flag: Option<&str>) -> Verdict {
+        let mut args: Vec<String> = vec![
+            file.display().to_string(),
+            "--keys".into(),
+            self.keys.display().to_string(),
+        ];
+        for cp in kept {
+            args.push("--checkpoint".into());
+            args.push(cp.display().to_string());
+        }
+        args.extend(flag.map(str::to_owned));
+        let ours = Verdict::of(
+            Command::new(env!("CARGO_BIN_EXE_cmek-console"))
+                .args(["audit", "verify-export"])
+                .args(&args)
+                // No database: the verifier must not need one.
+                .env("DATABASE_URL", "postgres://nobody@127.0.0.1:9/none")
+                .env("CMEK_DATA_DIR", "/nonexistent/cmek")
+                .env("RUST_LOG", "warn")
+                .output()
+                .expect("cmek-console runs"),
+        );
+        let python = Verdict::of(
+            Command::new(service("CMEK_TEST_PYTHON"))
+                .arg(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../tools/verify_audit_export.py"
+                ))
+                .args(&args)
+                .output()
+                .expect("python runs"),
+        );
+        assert_eq!(
+            ours.code,
+            python.code,
+            "the two verifiers disagree on {}:\nours: {}\npython: {}",
+            file.display(),
+            ours.said,
+            python.said
+        );
+        ours
+    }
+}
+
+async fn organization_of(app: &TestApp, key: &str) -> String {
+    let me: Value = app.get("/api/v1/me", key).await.json().await.unwrap();
+    me["organization"]["id"]
+        .as_str()
+        .expect("the caller's organization")
+        .to_owned()
+}
+
+async fn export(app: &TestApp, key: &str, query: &str) -> (Vec<u8>, String) {
+    let response = app.get(&format!("/api/v1/audit-events?{query}"), key).await;
+    assert_eq!(response.status(), 200, "{query}");
+    let extent = response.headers()["x-audit-export-extent"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (response.bytes().await.unwrap().to_vec(), extent)
+}
+
+/// Runs the statements; `{new id}` in one stands for a fresh event id.
+async fn sql(app: &TestApp, statements: &[String]) {
+    let db = app.db().await;
+    let backend = db.get_database_backend();
+    for statement in statements {
+        if statement.contains("{new id}") {
+            let mark = match backend {
+                sea_orm::DatabaseBackend::Postgres => "$1",
+                _ => "?",
+            };
+            db.execute_raw(sea_orm::Statement::from_sql_and_values(
+                backend,
+                statement.replace("{new id}", mark),
+                [uuid::Uuid::now_v7().into()],
+            ))
+            .await
+            .unwrap();
+        } else {
+            db.execute_unprepared(statement).await.unwrap();
+        }
+    }
+}
+
+/// `audit verify` over every chain (what the command runs): `None` when intact, else the
+/// chain and why.
+async fn audit_verify(app: &TestApp) -> Option<String> {
+    match app.console.audit().verify_org_chains().await.unwrap() {
+        Ok(_) => None,
+        Err((chain, broken)) => Some(format!("{chain}: {broken}")),
+    }
+}
+
+#[tokio::test]
+async fn an_export_verifies_offline_in_json_and_csv_and_holds_nothing_of_another_organization() {
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    let auditor = app.api_key(Role::Auditor).await;
+    let member = app.api_key(Role::Member).await;
+    for name in ["alpha", "payments é中", "with space.dot_under-score"] {
+        app.create_project(&owner, name, false).await;
+    }
+    let stranger = app.stranger_key().await;
+    app.create_project(&stranger, "strangers-secret-project", false)
+        .await;
+    let ours = organization_of(&app, &owner).await;
+    let theirs = organization_of(&app, &stranger).await;
+    app.console.audit().checkpoint_chains().await.unwrap();
+    let bench = Workbench::new(&app, &auditor).await;
+
+    let (json, extent) = export(&app, &auditor, "format=json").await;
+    let (csv, csv_extent) = export(&app, &auditor, "format=csv").await;
+
+    assert_eq!((extent.as_str(), csv_extent.as_str()), ("whole", "whole"));
+    let doc: Value = serde_json::from_slice(&json).unwrap();
+    let keys: Vec<&str> = doc
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["format", "chain", "checkpoint", "items"],
+        "in the spec's order"
+    );
+    assert_eq!(doc["format"], "cmek-console-audit/2");
+    assert_eq!(doc["chain"], ours.as_str());
+    let items = doc["items"].as_array().unwrap();
+    let seqs: Vec<u64> = items.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=items.len() as u64).collect::<Vec<_>>(),
+        "oldest first, whole"
+    );
+    assert!(items.iter().all(|e| e["chain"] == ours.as_str()));
+    assert_eq!(
+        doc["checkpoint"]["seq"],
+        items.len() as u64,
+        "the newest checkpoint first"
+    );
+    let text = String::from_utf8_lossy(&json);
+    assert!(!text.contains(&theirs) && !text.contains("strangers-secret-project"));
+    let csv_text = String::from_utf8_lossy(&csv);
+    assert!(csv_text.starts_with("record,chain,seq,id,occurred_at"));
+    assert_eq!(
+        csv_text
+            .lines()
+            .filter(|l| l.starts_with("checkpoint,"))
+            .count(),
+        1
+    );
+
+    for (name, content) in [("export.json", &json), ("export.csv", &csv)] {
+        let file = bench.write(name, content);
+        let verdict = bench.verify(&file, &[], None);
+        assert_eq!(verdict.code, 0, "{name}: {}", verdict.said);
+        assert!(
+            verdict
+                .said
+                .to_lowercase()
+                .contains(&format!("verified: {} events", items.len())),
+            "{}",
+            verdict.said
+        );
+    }
+    // The other organization's export verifies on its own too, with nothing of ours.
+    let (theirs_json, _) = export(&app, &stranger, "format=json").await;
+    assert!(!String::from_utf8_lossy(&theirs_json).contains(&ours));
+    let file = bench.write("theirs.json", &theirs_json);
+    assert_eq!(bench.verify(&file, &[], None).code, 0);
+    assert_eq!(audit_verify(&app).await, None);
+
+    // Members do not read the audit log, exports included.
+    assert_eq!(
+        app.get("/api/v1/audit-events?format=json", &member)
+            .await
+            .status(),
+        403
+    );
+}
+
+#[tokio::test]
+async fn a_time_range_exports_a_part_and_a_filter_exports_a_selection() {
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    app.create_project(&owner, "before", false).await;
+    app.clock.advance(chrono::Duration::hours(1));
+    let cut = {
+        use cmek_console::domain::clock::Clock;
+        app.clock.now().to_rfc3339()
+    };
+    let cut = cut.replace('+', "%2B").replace(':', "%3A");
+    for name in ["after-1", "after-2"] {
+        let created = app.create_project(&owner, name, false).await;
+        // Something else between the two, so a filter on the creations leaves a gap.
+        let renamed = app
+            .patch_json(
+                &format!("/api/v1/projects/{}", created["id"].as_str().unwrap()),
+                &owner,
+                &serde_json::json!({ "name": format!("{name}-renamed") }),
+            )
+            .await;
+        assert_eq!(renamed.status(), 200);
+    }
+    app.console.audit().checkpoint_chains().await.unwrap();
+    let bench = Workbench::new(&app, &owner).await;
+
+    let (part, extent) = export(&app, &owner, &format!("format=json&since={cut}")).await;
+    assert_eq!(extent, "part");
+    let doc: Value = serde_json::from_slice(&part).unwrap();
+    let actions: Vec<&str> = doc["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "project.created",
+            "project.updated",
+            "project.created",
+            "project.updated"
+        ]
+    );
+    let file = bench.write("part.json", &part);
+    let whole = bench.verify(&file, &[], None);
+    assert_eq!(
+        whole.code, 1,
+        "a part is not the whole chain: {}",
+        whole.said
+    );
+    let verdict = bench.verify(&file, &[], Some("--partial"));
+    assert_eq!(verdict.code, 0, "{}", verdict.said);
+
+    let (chosen, extent) = export(&app, &owner, "format=csv&action=project.created").await;
+    assert_eq!(extent, "selection");
+    let file = bench.write("chosen.csv", &chosen);
+    assert_eq!(
+        String::from_utf8_lossy(&chosen)
+            .lines()
+            .filter(|l| l.starts_with("event,"))
+            .count(),
+        3
+    );
+    let strict = bench.verify(&file, &[], Some("--partial"));
+    assert_eq!(strict.code, 1, "{}", strict.said);
+    assert!(strict.said.contains("--selection"), "{}", strict.said);
+    let verdict = bench.verify(&file, &[], Some("--selection"));
+    assert_eq!(verdict.code, 0, "{}", verdict.said);
+}
+
+/// The ways someone who can write the database, but does not hold the signing key, could
+/// change an organization's log (its chain holds at least four events).
+fn tamperings(chain: &str) -> Vec<(&'static str, Vec<String>)> {
+    let head = |seq: i64| {
+        format!(
+            "UPDATE audit_chains SET seq = {seq}, hash = (SELECT chain_hash FROM audit_events \
+             WHERE chain = '{chain}' AND chain_seq = {seq}) WHERE chain = '{chain}'"
+        )
+    };
+    let at = |seq: i64| format!("chain = '{chain}' AND chain_seq = {seq}");
+    vec![
+        (
+            "modified",
+            vec![format!(
+                "UPDATE audit_events SET target = 'project/forged' WHERE {}",
+                at(2)
+            )],
+        ),
+        (
+            "deleted",
+            vec![format!("DELETE FROM audit_events WHERE {}", at(2))],
+        ),
+        (
+            "reordered",
+            vec![
+                format!("UPDATE audit_events SET chain_seq = -2 WHERE {}", at(2)),
+                format!("UPDATE audit_events SET chain_seq = 2 WHERE {}", at(3)),
+                format!("UPDATE audit_events SET chain_seq = 3 WHERE {}", at(-2)),
+            ],
+        ),
+        (
+            "inserted (an event replayed)",
+            vec![
+                format!(
+                    "UPDATE audit_events SET chain_seq = -chain_seq WHERE chain = '{chain}' AND chain_seq >= 3"
+                ),
+                format!(
+                    "UPDATE audit_events SET chain_seq = 1 - chain_seq WHERE chain = '{chain}' AND chain_seq < 0"
+                ),
+                format!(
+                    "INSERT INTO audit_events (seq, id, organization_id, occurred_at, actor, action, \
+                     target, outcome, source_ip, detail, prev_hash, hash, key_id, project, chain, \
+                     chain_seq, chain_prev_hash, chain_hash, signed_at, signing_key_id, signature) \
+                     SELECT (SELECT MAX(seq) + 1 FROM audit_events), {{new id}}, organization_id, \
+                     occurred_at, actor, action, target, outcome, source_ip, detail, prev_hash, \
+                     hash, key_id, project, chain, 3, chain_prev_hash, chain_hash, signed_at, \
+                     signing_key_id, signature FROM audit_events WHERE {}",
+                    at(2)
+                ),
+            ],
+        ),
+        (
+            "the newest events removed",
+            vec![format!(
+                "DELETE FROM audit_events WHERE chain = '{chain}' AND chain_seq >= 3"
+            )],
+        ),
+        (
+            "the newest events removed, the log's checkpoints and head too",
+            vec![
+                format!("DELETE FROM audit_events WHERE chain = '{chain}' AND chain_seq >= 3"),
+                format!("DELETE FROM audit_checkpoints WHERE chain = '{chain}'"),
+                head(2),
+            ],
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_kind_of_tampering_is_caught_by_audit_verify_and_both_offline_verifiers() {
+    let template = tamperings("x");
+    for (n, (kind, _)) in template.iter().enumerate() {
+        let app = spawn_app().await;
+        let owner = app.api_key(Role::Owner).await;
+        for name in ["one", "two", "three", "four"] {
+            app.create_project(&owner, name, false).await;
+        }
+        let chain = organization_of(&app, &owner).await;
+        // A checkpoint of the head, which the customer received before the change.
+        app.console.audit().checkpoint_chains().await.unwrap();
+        let bench = Workbench::new(&app, &owner).await;
+        let (before, _) = export(&app, &owner, "format=json").await;
+        let doc: Value = serde_json::from_slice(&before).unwrap();
+        assert_eq!(doc["checkpoint"]["chain"], chain.as_str());
+        assert_eq!(
+            doc["checkpoint"]["seq"],
+            doc["items"].as_array().unwrap().len() as u64
+        );
+        let kept = bench.write(
+            "kept.json",
+            &serde_json::to_vec(&doc["checkpoint"]).unwrap(),
+        );
+        let file = bench.write("before.json", &before);
+        assert_eq!(
+            bench.verify(&file, std::slice::from_ref(&kept), None).code,
+            0
+        );
+
+        let (_, statements) = tamperings(&chain).swap_remove(n);
+        sql(&app, &statements).await;
+
+        // With the log's own checkpoints and head gone too, only a checkpoint kept outside
+        // tells (format 1's chain, until it closes, also does).
+        if !kind.contains("checkpoints") {
+            assert!(
+                audit_verify(&app).await.is_some(),
+                "{kind}: audit verify saw nothing"
+            );
+        }
+        for format in ["json", "csv"] {
+            let (after, _) = export(&app, &owner, &format!("format={format}")).await;
+            let file = bench.write(&format!("after.{format}"), &after);
+            let verdict = bench.verify(&file, std::slice::from_ref(&kept), None);
+            assert_eq!(verdict.code, 1, "{kind} ({format}): {}", verdict.said);
+            assert!(verdict.said.contains("NOT VERIFIED"), "{}", verdict.said);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_retired_keys_late_signature_is_refused() {
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    app.create_project(&owner, "one", false).await;
+    let chain = organization_of(&app, &owner).await;
+    let file = app.data_dir().join("audit-signing.keys");
+    let before = cmek_console::store::signing_keys::load(&file).unwrap();
+    let retired = before.current().unwrap();
+    // The key retires a minute from now (a rotation); it leaks later, and someone appends an
+    // event signed after that.
+    let now = chrono::Utc::now();
+    cmek_console::store::signing_keys::rotate(&file, now + chrono::Duration::minutes(1)).unwrap();
+    let later = now + chrono::Duration::hours(2);
+    let bench = Workbench::new(&app, &owner).await;
+    // The running console publishes what its file held when it started; the customer's list
+    // after the rotation is the file's (as the next start publishes it).
+    let keys = cmek_console::store::signing_keys::load(&file).unwrap();
+    let body = serde_json::json!({ "keys": keys.published() });
+    assert_eq!(body["keys"].as_array().unwrap().len(), 2);
+    assert!(!body["keys"][0]["retired_at"].is_null());
+    std::fs::write(&bench.keys, serde_json::to_vec(&body).unwrap()).unwrap();
+
+    let (doc, _) = export(&app, &owner, "format=json").await;
+    let mut doc: Value = serde_json::from_slice(&doc).unwrap();
+    let last = doc["items"].as_array().unwrap().last().unwrap().clone();
+    let forged = cmek_console::crypto::audit_chain::ChainEvent::seal(
+        &chain,
+        last["seq"].as_u64().unwrap() + 1,
+        last["hash"].as_str().unwrap(),
+        cmek_console::crypto::audit_chain::EventBody {
+            id: uuid::Uuid::now_v7().to_string(),
+            occurred_at: cmek_console::crypto::audit_chain::time_text(later),
+            actor: "user:mallory@example.com".into(),
+            action: "project.deleted".into(),
+            target: "project/forged".into(),
+            outcome: "success".into(),
+            source_ip: None,
+            detail: serde_json::json!({}),
+        },
+        later,
+        retired,
+    );
+    doc["items"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::to_value(&forged).unwrap());
+    let file = bench.write("late.json", &serde_json::to_vec(&doc).unwrap());
+    let verdict = bench.verify(&file, &[], None);
+    assert_eq!(verdict.code, 1, "{}", verdict.said);
+    assert!(verdict.said.contains("not valid then"), "{}", verdict.said);
+}
+
+#[tokio::test]
+async fn checkpoints_reach_the_webhooks_signed_and_catch_a_later_rewrite_even_with_the_signing_key()
+{
+    // A checkpoint after every 3 events of a chain, in the transaction of the third.
+    let app = spawn_app_with(&[("CMEK_AUDIT_CHECKPOINT_EVENTS", "3")]).await;
+    let owner = app.api_key(Role::Owner).await;
+    let receiver = Receiver::start();
+    let (_, secret) = add_webhook(&app, &owner, &receiver.url).await;
+    receiver
+        .configure(serde_json::json!({ "secret": secret }))
+        .await;
+    for name in ["one", "two", "three", "four"] {
+        app.create_project(&owner, name, false).await;
+    }
+    let chain = organization_of(&app, &owner).await;
+    // And one on the interval, of the head wherever it is (the worker makes them; this is
+    // its round).
+    app.console.audit().checkpoint_chains().await.unwrap();
+    let (now, _) = export(&app, &owner, "format=json").await;
+    let head = serde_json::from_slice::<Value>(&now).unwrap()["items"]
+        .as_array()
+        .unwrap()
+        .len() as u64;
+    assert!(
+        head >= 6,
+        "the webhook's creation and four projects at least"
+    );
+
+    let mut checkpoints = Vec::new();
+    for _ in 0..300 {
+        checkpoints = receiver
+            .received()
+            .await
+            .into_iter()
+            .filter(|d| d["body"]["type"] == "audit.checkpoint")
+            .collect();
+        if checkpoints.iter().any(|d| d["body"]["data"]["seq"] == head) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        checkpoints.iter().any(|d| d["body"]["data"]["seq"] == head),
+        "the head's checkpoint arrives: {checkpoints:?}"
+    );
+    assert!(
+        checkpoints.iter().all(|d| d["verified"] == true),
+        "Standard Webhooks signatures: {checkpoints:?}"
+    );
+    let seqs: Vec<u64> = checkpoints
+        .iter()
+        .map(|d| d["body"]["data"]["seq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        seqs.iter().any(|s| s % 3 == 0),
+        "one after N events: {seqs:?}"
+    );
+    let newest = checkpoints
+        .iter()
+        .max_by_key(|d| d["body"]["data"]["seq"].as_u64().unwrap())
+        .unwrap();
+    assert_eq!(newest["body"]["data"]["chain"], chain.as_str());
+    let bench = Workbench::new(&app, &owner).await;
+    let kept = bench.write(
+        "delivered.json",
+        &serde_json::to_vec(&newest["body"]["data"]).unwrap(),
+    );
+    let (export_now, _) = export(&app, &owner, "format=json").await;
+    let file = bench.write("now.json", &export_now);
+    let verdict = bench.verify(&file, std::slice::from_ref(&kept), None);
+    assert_eq!(verdict.code, 0, "{}", verdict.said);
+
+    // Someone with the database and the signing key file rewrites event 2 and re-signs
+    // everything after it, checkpoints too: the log is consistent again...
+    let signing =
+        cmek_console::store::signing_keys::load(&app.data_dir().join("audit-signing.keys"))
+            .unwrap();
+    let key = signing.current().unwrap();
+    let doc: Value = serde_json::from_slice(&export_now).unwrap();
+    let mut events: Vec<cmek_console::crypto::audit_chain::ChainEvent> =
+        serde_json::from_value(doc["items"].clone()).unwrap();
+    let mut statements = vec![format!(
+        "DELETE FROM audit_checkpoints WHERE chain = '{chain}'"
+    )];
+    let mut prev = events[0].hash.clone();
+    for event in events.iter_mut().skip(1) {
+        if event.seq == 2 {
+            event.body.target = "project/rewritten".into();
+        }
+        let at = chrono::DateTime::parse_from_rfc3339(&event.signed_at)
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        *event = cmek_console::crypto::audit_chain::ChainEvent::seal(
+            &chain,
+            event.seq,
+            &prev,
+            event.body.clone(),
+            at,
+            key,
+        );
+        prev = event.hash.clone();
+        statements.push(format!(
+            "UPDATE audit_events SET target = '{}', chain_prev_hash = '{}', chain_hash = '{}', \
+             signature = '{}' WHERE chain = '{chain}' AND chain_seq = {}",
+            event.body.target, event.prev_hash, event.hash, event.signature, event.seq
+        ));
+    }
+    sql(&app, &statements).await;
+    let (rewritten, _) = export(&app, &owner, "format=json").await;
+    let file = bench.write("rewritten.json", &rewritten);
+    let unaware = bench.verify(&file, &[], None);
+    assert_eq!(
+        unaware.code, 0,
+        "without a kept checkpoint: {}",
+        unaware.said
+    );
+    // ...but not with the checkpoint the customer's webhook received before.
+    let verdict = bench.verify(&file, &[kept], None);
+    assert_eq!(verdict.code, 1, "{}", verdict.said);
+    assert!(verdict.said.contains("rewritten"), "{}", verdict.said);
+}
