@@ -361,9 +361,11 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
                     .await?;
             match console.audit().verify_audit_chain(since.as_ref()).await {
                 Ok(Verification::Intact { events, checkpoint }) => {
-                    println!("Audit chain intact: {events} events verified.");
+                    println!(
+                        "Format 1's chain (the legacy segment, closed when the organizations' chains took over) intact: {events} events verified."
+                    );
                     // The organizations' own chains (format 2), with the published keys.
-                    match console.audit().verify_org_chains().await {
+                    match console.audit().verify_org_chains(None).await {
                         Ok(Ok((chains, signed))) => {
                             println!(
                                 "Organization chains intact: {chains} chains, {signed} signed events verified."

@@ -294,6 +294,22 @@ pub async fn console_with(
             );
         }
     }
+    // The first start that signs (serve, with the signing key file) closes format 1's single
+    // chain: from then on each event goes to its organization's chain only, and nothing is
+    // shared by every write. Other consoles read where it ended.
+    let legacy = store
+        .open_legacy(
+            access == KeyAccess::Serve && signing_keys.current().is_some(),
+            clock.now(),
+        )
+        .await
+        .map_err(DomainError::from)?;
+    if let Some(end) = &legacy {
+        tracing::debug!(
+            last_seq = end.last_seq,
+            "format 1's audit chain is closed (legacy segment)"
+        );
+    }
     let clusters = cluster_parts(
         settings,
         store.clone(),

@@ -4,7 +4,7 @@ use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{fields, spawn_app};
+use crate::helpers::{fields, spawn_app, spawn_app_from_fixture};
 
 async fn events(app: &crate::helpers::TestApp, key: &str, query: &str) -> Vec<Value> {
     let body: Value = app
@@ -153,15 +153,14 @@ async fn the_log_exports_as_csv() {
     );
 }
 
+/// Format 1's single chain, closed into a legacy segment by the upgrade (the fixture was made
+/// by the version before format 2), is verified as before: an altered event is named.
 #[tokio::test]
-async fn verification_names_the_first_altered_event() {
-    let app = spawn_app().await;
-    let owner = app.api_key(Role::Owner).await;
-    app.create_project(&owner, "one", true).await;
-    app.create_project(&owner, "two", true).await;
+async fn verification_names_the_first_altered_event_of_the_legacy_segment() {
+    let app = spawn_app_from_fixture("format1").await;
     assert!(matches!(
         app.console.audit().verify_audit_chain(None).await.unwrap(),
-        Verification::Intact { events: 5, .. }
+        Verification::Intact { events: 7, .. }
     ));
 
     app.db()
@@ -177,11 +176,8 @@ async fn verification_names_the_first_altered_event() {
 }
 
 #[tokio::test]
-async fn verification_notices_a_removed_event() {
-    let app = spawn_app().await;
-    let owner = app.api_key(Role::Owner).await;
-    app.create_project(&owner, "one", true).await;
-    app.create_project(&owner, "two", true).await;
+async fn verification_notices_a_removed_event_of_the_legacy_segment() {
+    let app = spawn_app_from_fixture("format1").await;
 
     app.db()
         .await
@@ -192,6 +188,39 @@ async fn verification_notices_a_removed_event() {
     match app.console.audit().verify_audit_chain(None).await.unwrap() {
         Verification::Broken(found) => assert_eq!(found.seq, 3),
         Verification::Intact { .. } => panic!("a deletion went unnoticed"),
+    }
+}
+
+/// The legacy segment ends where it ended when it closed: removing its newest events, or
+/// moving the record of its end, is caught.
+#[tokio::test]
+async fn the_legacy_segment_must_end_where_it_closed() {
+    let app = spawn_app_from_fixture("format1").await;
+    app.db()
+        .await
+        .execute_unprepared("DELETE FROM audit_events WHERE seq = 7")
+        .await
+        .unwrap();
+    match app.console.audit().verify_audit_chain(None).await.unwrap() {
+        Verification::Broken(found) => assert!(
+            found.reason.contains("closed at event 7"),
+            "{}",
+            found.reason
+        ),
+        Verification::Intact { .. } => panic!("a truncated legacy segment went unnoticed"),
+    }
+    app.db()
+        .await
+        .execute_unprepared(
+            "UPDATE audit_legacy SET last_seq = 6, last_hash = (SELECT hash FROM audit_events WHERE seq = 6)",
+        )
+        .await
+        .unwrap();
+    match app.console.audit().verify_audit_chain(None).await.unwrap() {
+        Verification::Broken(found) => {
+            assert!(found.reason.contains("not sealed"), "{}", found.reason)
+        }
+        Verification::Intact { .. } => panic!("a moved end went unnoticed"),
     }
 }
 
@@ -244,19 +273,40 @@ async fn a_row_planted_outside_the_chain_is_refused_then_reported_and_never_list
 
 #[tokio::test]
 async fn an_unreadable_row_is_a_break_at_that_event_not_an_error() {
-    let app = spawn_app().await;
-    let owner = app.api_key(Role::Owner).await;
-    app.create_project(&owner, "one", true).await;
-
-    app.db()
+    // In the legacy segment.
+    let upgraded = spawn_app_from_fixture("format1").await;
+    upgraded
+        .db()
         .await
         .execute_unprepared("UPDATE audit_events SET outcome = 'forged' WHERE seq = 2")
         .await
         .unwrap();
-
-    match app.console.audit().verify_audit_chain(None).await.unwrap() {
+    match upgraded
+        .console
+        .audit()
+        .verify_audit_chain(None)
+        .await
+        .unwrap()
+    {
         Verification::Broken(found) => assert_eq!(found.seq, 2),
         Verification::Intact { .. } => panic!("tampering went unnoticed"),
+    }
+
+    // In an organization's chain.
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    app.create_project(&owner, "one", true).await;
+    app.db()
+        .await
+        .execute_unprepared("UPDATE audit_events SET outcome = 'forged' WHERE chain_seq = 2")
+        .await
+        .unwrap();
+    match app.console.audit().verify_org_chains(None).await.unwrap() {
+        Err((_, broken)) => {
+            assert_eq!(broken.seq, Some(2));
+            assert!(broken.reason.contains("does not read back"), "{broken}");
+        }
+        Ok(_) => panic!("tampering went unnoticed"),
     }
 }
 
@@ -271,31 +321,38 @@ impl crate::helpers::TestApp {
     }
 }
 
-/// An install from before the chain was keyed: its events carry plain SHA-256 hashes. The
-/// next start re-seals them with the chain key, after checking they still link up.
+/// An install from before the chain was keyed: its events carry plain SHA-256 hashes and it
+/// has no chain key file. Its first start with a key re-seals them, after checking they still
+/// link up, and then closes format 1's chain there.
 #[tokio::test]
-async fn a_legacy_unkeyed_chain_is_resealed_at_start_and_then_verifies() {
+async fn a_legacy_unkeyed_chain_is_resealed_at_start_then_closed_and_verifies() {
     use cmek_console::domain::audit::{AuditEvent, GENESIS, Outcome};
-    let app = spawn_app().await;
-    let owner = app.api_key(Role::Owner).await;
-    app.create_project(&owner, "old", true).await;
-    let auditor = app.api_key(Role::Auditor).await;
-    let mut log = events(&app, &auditor, "").await;
-    log.reverse();
-    let db = app.db().await;
+    use sea_orm::{DbBackend, Statement};
+    let dir = crate::helpers::copy_fixture("format1");
+    let db = cmek_console::store::connect(&crate::helpers::fixture_database(&dir))
+        .await
+        .unwrap();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Sqlite,
+            "SELECT seq, id, organization_id, occurred_at, actor, action, target, outcome, \
+             source_ip, detail FROM audit_events ORDER BY seq",
+        ))
+        .await
+        .unwrap();
     let mut prev = GENESIS.to_owned();
-    for e in &log {
+    for row in &rows {
         let mut event = AuditEvent {
-            seq: e["seq"].as_i64().unwrap(),
-            id: e["id"].as_str().unwrap().parse().unwrap(),
-            organization_id: e["organization_id"].as_str().map(|s| s.parse().unwrap()),
-            occurred_at: e["occurred_at"].as_str().unwrap().parse().unwrap(),
-            actor: e["actor"].as_str().unwrap().into(),
-            action: e["action"].as_str().unwrap().into(),
-            target: e["target"].as_str().unwrap().into(),
-            outcome: Outcome::parse(e["outcome"].as_str().unwrap()).unwrap(),
-            source_ip: e["source_ip"].as_str().map(str::to_owned),
-            detail: e["detail"].clone(),
+            seq: row.try_get("", "seq").unwrap(),
+            id: row.try_get("", "id").unwrap(),
+            organization_id: row.try_get("", "organization_id").unwrap(),
+            occurred_at: row.try_get("", "occurred_at").unwrap(),
+            actor: row.try_get("", "actor").unwrap(),
+            action: row.try_get("", "action").unwrap(),
+            target: row.try_get("", "target").unwrap(),
+            outcome: Outcome::parse(&row.try_get::<String>("", "outcome").unwrap()).unwrap(),
+            source_ip: row.try_get("", "source_ip").unwrap(),
+            detail: serde_json::from_str(&row.try_get::<String>("", "detail").unwrap()).unwrap(),
             prev_hash: prev.clone(),
             hash: String::new(),
             key_id: None,
@@ -309,51 +366,33 @@ async fn a_legacy_unkeyed_chain_is_resealed_at_start_and_then_verifies() {
         .unwrap();
         prev = event.hash;
     }
-    assert!(
-        matches!(
-            app.console.audit().verify_audit_chain(None).await.unwrap(),
-            Verification::Broken(_)
-        ),
-        "unkeyed events do not pass as keyed"
-    );
+    db.close().await.unwrap();
+    std::fs::remove_file(dir.0.join("audit-chain.keys")).unwrap();
 
-    // With the key file in place, a restart re-seals nothing: that would seal whatever was
-    // rewritten in the unkeyed form (this rewrite, say).
-    let settings = cmek_console::settings::Settings::from_vars(&[
-        ("DATABASE_URL", app.database_url.as_str()),
-        ("CMEK_DATA_DIR", app.data_dir().to_str().unwrap()),
-    ])
-    .unwrap();
-    let keyed_already = cmek_console::startup::console(
-        &settings,
-        std::sync::Arc::new(cmek_console::domain::clock::SystemClock),
-    )
-    .await
-    .unwrap();
-    assert!(matches!(
-        keyed_already
-            .audit()
-            .verify_audit_chain(None)
-            .await
-            .unwrap(),
-        Verification::Broken(_)
-    ));
-    // An install from before the chain was keyed has no key file: its first keyed start
-    // re-seals the legacy chain, once, after checking it.
-    std::fs::remove_file(app.data_dir().join("audit-chain.keys")).unwrap();
-    let restarted = app.another_instance().await;
+    let app = crate::helpers::spawn_app_in(dir).await;
 
-    match restarted
-        .console
-        .audit()
-        .verify_audit_chain(None)
-        .await
-        .unwrap()
-    {
-        // The restart's own events (a new sign-in link) come after the re-sealed ones.
-        Verification::Intact { events, .. } => assert!(events as usize > log.len()),
+    match app.console.audit().verify_audit_chain(None).await.unwrap() {
+        Verification::Intact { events, checkpoint } => {
+            assert_eq!(events as usize, rows.len());
+            assert_eq!(checkpoint.hash.len(), 64);
+        }
         Verification::Broken(found) => panic!("not re-sealed: {} {}", found.seq, found.reason),
     }
+    // New events go to the organization's chain, which verifies too.
+    let owner = app.api_key(Role::Owner).await;
+    app.create_project(&owner, "after-the-upgrade", false).await;
+    assert!(
+        app.console
+            .audit()
+            .verify_org_chains(None)
+            .await
+            .unwrap()
+            .is_ok()
+    );
+    assert!(matches!(
+        app.console.audit().verify_audit_chain(None).await.unwrap(),
+        Verification::Intact { .. }
+    ));
 }
 
 /// Appends `2 * n` events straight to the chain, sealed with the install's chain key so that
@@ -362,24 +401,36 @@ async fn a_legacy_unkeyed_chain_is_resealed_at_start_and_then_verifies() {
 /// in a shared install. Event `i` of the organization happens `i` seconds after now, and
 /// every third is a `project.deleted`. Returns the organization's new events, oldest first.
 async fn append_events(app: &crate::helpers::TestApp, organization: Uuid, n: usize) -> Vec<Seeded> {
-    use cmek_console::domain::audit::{AuditDraft, GENESIS};
+    use cmek_console::domain::audit::AuditDraft;
     use cmek_console::domain::clock::Clock;
     use sea_orm::sea_query::{Alias, Expr, Query};
 
-    let keys =
-        cmek_console::store::chain_keys::load(&app.data_dir().join("audit-chain.keys")).unwrap();
-    let head = app.console.audit().audit_checkpoint().await.unwrap();
-    let (mut seq, mut prev) = (head.seq, head.hash);
-    assert_ne!(prev, GENESIS, "the install's own events come first");
     let other = Uuid::now_v7();
-    // Each organization's own chain (format 2) too, signed with the console's key, from
-    // where ours stands.
+    // Each event is signed into its organization's chain with the console's key, from where
+    // ours stands; a new chain starts where format 1's closed. `seq` is only an ordinal.
     let signing =
         cmek_console::store::signing_keys::load(&app.data_dir().join("audit-signing.keys"))
             .unwrap();
     let signer = signing.current().unwrap();
     let db = app.db().await;
     let backend = db.get_database_backend();
+    let scalar = |sql: &'static str| {
+        let db = &db;
+        async move {
+            db.query_one_raw(sea_orm::Statement::from_string(backend, sql))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let mut seq: i64 = scalar("SELECT MAX(seq) AS v FROM audit_events")
+        .await
+        .try_get("", "v")
+        .unwrap();
+    let prev: String = scalar("SELECT last_hash AS v FROM audit_legacy")
+        .await
+        .try_get("", "v")
+        .unwrap();
     let ours_head = db
         .query_one_raw(sea_orm::Statement::from_string(
             backend,
@@ -411,14 +462,14 @@ async fn append_events(app: &crate::helpers::TestApp, organization: Uuid, n: usi
             };
             let at = start + chrono::Duration::seconds(i as i64);
             seq += 1;
-            let event = AuditDraft::new(
+            let mut event = AuditDraft::new(
                 "system".into(),
                 Some(org),
                 at,
                 action,
                 format!("project/{i}"),
             )
-            .seal(seq, &prev, keys.current());
+            .unsealed(seq);
             // A new chain is signed no earlier than ours (the key is valid from then on).
             let (chain_seq, chain_prev, after) = chains
                 .get(&org)
@@ -445,8 +496,9 @@ async fn append_events(app: &crate::helpers::TestApp, organization: Uuid, n: usi
                 signer,
             );
             chains.insert(org, (link.seq, link.hash.clone(), link.signed_at.clone()));
+            event.prev_hash = link.prev_hash.clone();
+            event.hash = link.hash.clone();
             signed.push(link);
-            prev = event.hash.clone();
             if org == organization {
                 ours.push(Seeded {
                     id: event.id.to_string(),
@@ -513,6 +565,13 @@ async fn append_events(app: &crate::helpers::TestApp, organization: Uuid, n: usi
         db.execute_raw(db.get_database_backend().build(&insert))
             .await
             .unwrap();
+    }
+    if backend == sea_orm::DatabaseBackend::Postgres {
+        db.execute_unprepared(
+            "SELECT setval('audit_events_seq', (SELECT MAX(seq) FROM audit_events) + 1, false)",
+        )
+        .await
+        .unwrap();
     }
     for (org, (seq, hash, signed_at)) in chains {
         db.execute_unprepared(&format!("DELETE FROM audit_chains WHERE chain = '{org}'"))
@@ -641,7 +700,7 @@ async fn an_export_of_thousands_of_events_holds_each_once_in_order() {
         ),
         "the appended events extend the chain"
     );
-    let chains = app.console.audit().verify_org_chains().await.unwrap();
+    let chains = app.console.audit().verify_org_chains(None).await.unwrap();
     assert!(
         chains.is_ok(),
         "and each organization's own chain: {chains:?}"
@@ -833,7 +892,7 @@ async fn each_organization_has_its_own_signed_chain_and_an_edit_breaks_it() {
     for name in ["alpha", "beta"] {
         app.create_project(&owner, name, false).await;
     }
-    let verified = app.console.audit().verify_org_chains().await.unwrap();
+    let verified = app.console.audit().verify_org_chains(None).await.unwrap();
     let (chains, events) = verified.expect("intact");
     assert!(
         chains >= 1 && events >= 3,
@@ -875,7 +934,7 @@ async fn each_organization_has_its_own_signed_chain_and_an_edit_breaks_it() {
     let broken = app
         .console
         .audit()
-        .verify_org_chains()
+        .verify_org_chains(None)
         .await
         .unwrap()
         .unwrap_err();

@@ -151,7 +151,7 @@ async fn sql(app: &TestApp, statements: &[String]) {
 /// `audit verify` over every chain (what the command runs): `None` when intact, else the
 /// chain and why.
 async fn audit_verify(app: &TestApp) -> Option<String> {
-    match app.console.audit().verify_org_chains().await.unwrap() {
+    match app.console.audit().verify_org_chains(None).await.unwrap() {
         Ok(_) => None,
         Err((chain, broken)) => Some(format!("{chain}: {broken}")),
     }
@@ -609,4 +609,64 @@ async fn checkpoints_reach_the_webhooks_signed_and_catch_a_later_rewrite_even_wi
     let verdict = bench.verify(&file, &[kept], None);
     assert_eq!(verdict.code, 1, "{}", verdict.said);
     assert!(verdict.said.contains("rewritten"), "{}", verdict.said);
+}
+
+/// Installations made by the versions before (tests/fixtures/upgrade: `format1` by the one
+/// that wrote format 1 only, `dual` by the one that also signed each event into its
+/// organization's chain) upgrade: format 1's chain closes into a legacy segment that still
+/// verifies, new events go to the organization's chain, which starts where format 1 ended
+/// (or goes on from the dual writes), and the export verifies offline.
+#[tokio::test]
+async fn an_installation_made_by_the_versions_before_upgrades_and_verifies_legacy_segment_included()
+{
+    use cmek_console::domain::audit::Verification;
+    for (fixture, legacy_events, signed_before) in [("format1", 7, 0), ("dual", 12, 5)] {
+        let app = crate::helpers::spawn_app_from_fixture(fixture).await;
+        let legacy_head = match app.console.audit().verify_audit_chain(None).await.unwrap() {
+            Verification::Intact { events, checkpoint } => {
+                assert_eq!(events, legacy_events, "{fixture}");
+                checkpoint.hash
+            }
+            Verification::Broken(b) => panic!("{fixture}: {} {}", b.seq, b.reason),
+        };
+        let owner = app.api_key(Role::Owner).await;
+        app.create_project(&owner, "after-the-upgrade", false).await;
+
+        assert!(
+            app.console
+                .audit()
+                .verify_org_chains(None)
+                .await
+                .unwrap()
+                .is_ok(),
+            "{fixture}"
+        );
+        let (json, _) = export(&app, &owner, "format=json").await;
+        let doc: Value = serde_json::from_slice(&json).unwrap();
+        let items = doc["items"].as_array().unwrap();
+        assert_eq!(items[0]["seq"], 1, "{fixture}");
+        // The chain's first event is bound to format 1: where it ended, or (written beside
+        // it) the format-1 event before it.
+        if signed_before == 0 {
+            assert_eq!(items[0]["prev_hash"], legacy_head.as_str(), "{fixture}");
+        }
+        assert!(
+            items.len() >= signed_before + 2,
+            "{fixture}: the api key's and the project's"
+        );
+        assert_eq!(
+            items.last().unwrap()["action"],
+            "project.created",
+            "{fixture}"
+        );
+        let bench = Workbench::new(&app, &owner).await;
+        let file = bench.write("upgraded.json", &json);
+        let verdict = bench.verify(&file, &[], None);
+        assert_eq!(verdict.code, 0, "{fixture}: {}", verdict.said);
+        // Format 1 is closed: it does not grow.
+        match app.console.audit().verify_audit_chain(None).await.unwrap() {
+            Verification::Intact { events, .. } => assert_eq!(events, legacy_events),
+            Verification::Broken(b) => panic!("{fixture}: {} {}", b.seq, b.reason),
+        }
+    }
 }

@@ -138,6 +138,47 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     app
 }
 
+/// A copy of an installation made by an earlier version (tests/fixtures/upgrade/<name>: its
+/// SQLite database `cmek-console.sqlite3` and its key files), for `spawn_app_in`.
+pub fn copy_fixture(name: &str) -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let fixture = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/upgrade"
+    ))
+    .join(name);
+    let dir = TempDir(std::env::temp_dir().join(format!("cmek-upgrade-{}", Uuid::new_v4())));
+    std::fs::create_dir_all(&dir.0).expect("temp dir");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for entry in std::fs::read_dir(&fixture).expect("the fixture") {
+        let from = entry.unwrap().path();
+        let to = dir.0.join(from.file_name().unwrap());
+        std::fs::copy(&from, &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    dir
+}
+
+/// The SQLite URL of an installation's database in `dir`.
+pub fn fixture_database(dir: &TempDir) -> String {
+    format!(
+        "sqlite://{}?mode=rwc",
+        dir.0.join("cmek-console.sqlite3").display()
+    )
+}
+
+/// An app started on an installation copied by `copy_fixture`, as an upgrade starts it.
+pub async fn spawn_app_in(dir: TempDir) -> TestApp {
+    let database_url = fixture_database(&dir);
+    let data_dir = dir.0.display().to_string();
+    start(database_url, &data_dir, dir, &[]).await
+}
+
+/// An app upgraded from the installation `name` (tests/fixtures/upgrade).
+pub async fn spawn_app_from_fixture(name: &str) -> TestApp {
+    spawn_app_in(copy_fixture(name)).await
+}
+
 /// An app on a database the test prepared itself (a second PostgreSQL server, say).
 pub async fn spawn_app_on(database_url: &str, extra: &[(&str, &str)]) -> TestApp {
     let dir = TempDir(std::env::temp_dir().join(format!("cmek-test-{}", Uuid::new_v4())));

@@ -300,6 +300,26 @@ impl AuditDraft {
     }
 
     /// Gives the draft its place after `prev` (sequence number and hash), sealed with `key`.
+    /// The event at `seq` with no place in format 1's chain (closed): its hashes are its
+    /// organization's chain's, filled in when it is signed there.
+    pub fn unsealed(self, seq: i64) -> AuditEvent {
+        AuditEvent {
+            seq,
+            id: self.id,
+            organization_id: self.organization_id,
+            occurred_at: self.occurred_at,
+            actor: self.actor,
+            action: self.action.to_owned(),
+            target: self.target,
+            outcome: self.outcome,
+            source_ip: self.source_ip,
+            detail: self.detail,
+            prev_hash: String::new(),
+            hash: String::new(),
+            key_id: None,
+        }
+    }
+
     pub fn seal(self, seq: i64, prev_hash: &str, key: &ChainKey) -> AuditEvent {
         let mut event = AuditEvent {
             seq,
@@ -368,6 +388,64 @@ impl AuditEvent {
             self.prev_hash,
         ])
         .to_string()
+    }
+}
+
+/// Where format 1's single chain ended when the organizations' own chains took over: its
+/// last event's place and hash, sealed with the chain key (so someone who can write the
+/// database but not read the key file cannot move it). `last_seq` 0 with `GENESIS`: closed
+/// empty (a new installation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LegacyEnd {
+    pub last_seq: i64,
+    pub last_hash: String,
+    pub key_id: String,
+    pub seal: String,
+}
+
+impl LegacyEnd {
+    fn message(last_seq: i64, last_hash: &str) -> String {
+        format!("cmek-console audit legacy end\n{last_seq}\n{last_hash}")
+    }
+
+    pub fn sealed(last_seq: i64, last_hash: &str, key: &ChainKey) -> Self {
+        Self {
+            last_seq,
+            last_hash: last_hash.to_owned(),
+            key_id: key.id.clone(),
+            seal: key.mac(Self::message(last_seq, last_hash).as_bytes()),
+        }
+    }
+
+    /// Whether one of `keys` sealed it as it reads now.
+    pub fn is_sealed_by(&self, keys: &ChainKeys) -> bool {
+        keys.get(&self.key_id).is_some_and(|key| {
+            let expected = key.mac(Self::message(self.last_seq, &self.last_hash).as_bytes());
+            constant_time_eq(expected.as_bytes(), self.seal.as_bytes())
+        })
+    }
+}
+
+/// A stored event of an organization's chain (format 2) as read back: the event, or a row
+/// whose fields no longer read (which only tampering produces).
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // read in batches; nearly every row is an event
+pub enum ChainRead {
+    Event(crate::crypto::audit_chain::ChainEvent),
+    Unreadable {
+        chain: String,
+        seq: Option<u64>,
+        reason: String,
+    },
+}
+
+impl ChainRead {
+    /// Its chain and place.
+    pub fn place(&self) -> (&str, Option<u64>) {
+        match self {
+            ChainRead::Event(e) => (&e.chain, Some(e.seq)),
+            ChainRead::Unreadable { chain, seq, .. } => (chain, *seq),
+        }
     }
 }
 

@@ -1,11 +1,11 @@
 //! The audit log as a service: reading it, verifying its chain (and what the Audit Log page
 //! shows of it), signed checkpoints. The events, the chain and its keys are in `audit.rs`.
 
-use crate::crypto::audit_chain::{ChainEvent, Checkpoint as SignedCheckpoint, Extent};
+use crate::crypto::audit_chain::{Broken, ChainEvent, Checkpoint as SignedCheckpoint, Extent};
 use crate::domain::DomainError;
 use crate::domain::audit::{
-    AuditEvent, AuditFilter, ChainBreak, ChainKeys, ChainRow, ChainStatus, ChainVerifier,
-    Checkpoint, GENESIS, Verification,
+    AuditEvent, AuditFilter, ChainBreak, ChainKeys, ChainRead, ChainRow, ChainStatus,
+    ChainVerifier, Checkpoint, GENESIS, Verification,
 };
 use crate::domain::error::StoreError;
 use crate::domain::identity::Caller;
@@ -36,8 +36,9 @@ pub struct Audit {
     store: std::sync::Arc<dyn crate::domain::ports::AuditStore>,
     audit_keys: ChainKeys,
     clock: std::sync::Arc<dyn crate::domain::clock::Clock>,
-    /// The audit page's last verification of the chain.
-    chain_status: std::sync::Arc<tokio::sync::Mutex<Option<ChainStatus>>>,
+    /// The audit page's last verification of each organization's chain.
+    chain_status:
+        std::sync::Arc<tokio::sync::Mutex<std::collections::HashMap<String, ChainStatus>>>,
     /// The Ed25519 keys of the log's format 2, published with when each was valid.
     signing: std::sync::Arc<crate::crypto::audit_chain::SigningKeys>,
 }
@@ -65,58 +66,79 @@ impl Audit {
         self
     }
 
-    /// Verifies every organization's chain (format 2) with the published keys, a batch at a
-    /// time: how many chains and events, or the first broken one. Each chain must also reach
-    /// its newest stored checkpoint and end where its head row says: removing the newest
-    /// events is caught unless those were rewritten too (a checkpoint the customer kept
-    /// catches that).
+    /// Verifies every organization's chain (format 2), or only chain `only`, with the
+    /// published keys, a batch at a time: how many chains and events, or the first broken
+    /// one. Each chain must also reach its newest stored checkpoint and end where its head
+    /// row says: removing the newest events is caught unless those were rewritten too (a
+    /// checkpoint the customer kept catches that).
     pub async fn verify_org_chains(
         &self,
-    ) -> Result<Result<(u64, u64), (String, crate::crypto::audit_chain::Broken)>, DomainError> {
-        use crate::crypto::audit_chain::ChainVerifier;
+        only: Option<&str>,
+    ) -> Result<Result<(u64, u64), (String, Broken)>, DomainError> {
         const BATCH: u64 = 500;
         let keys = self.signing.published();
+        if only.is_none()
+            && let Some(end) = self.store.audit_legacy_end().await?
+        {
+            let planted = self.store.audit_unchained_after(end.last_seq).await?;
+            if planted > 0 {
+                return Ok(Err((
+                    "-".into(),
+                    Broken {
+                        seq: None,
+                        reason: format!(
+                            "{planted} events after the legacy segment are in no organization's chain: they were planted"
+                        ),
+                    },
+                )));
+            }
+        }
         let (mut chains, mut events) = (0u64, 0u64);
-        let mut current: Option<(String, ChainVerifier<'_>)> = None;
+        let mut current: Option<(String, crate::crypto::audit_chain::ChainVerifier<'_>)> = None;
         let mut after = None;
         loop {
-            let batch = self.store.audit_org_chains(after.clone(), BATCH).await?;
-            for event in &batch {
-                if current
-                    .as_ref()
-                    .is_none_or(|(chain, _)| *chain != event.chain)
-                {
-                    if let Some((chain, done)) = current.take()
-                        && let Err(b) = self.finish_chain(&chain, done).await?
+            let batch = self
+                .store
+                .audit_org_chains(only, after.clone(), BATCH)
+                .await?;
+            for read in &batch {
+                let (chain, seq) = read.place();
+                if current.as_ref().is_none_or(|(c, _)| c != chain) {
+                    if let Some((done_chain, done)) = current.take()
+                        && let Err(b) = self.finish_chain(&done_chain, done).await?
                     {
-                        return Ok(Err((chain, b)));
+                        return Ok(Err((done_chain, b)));
                     }
                     chains += 1;
-                    let latest = self
-                        .store
-                        .audit_latest_checkpoint(&event.chain, u64::MAX)
-                        .await?;
-                    let started = match ChainVerifier::new(
-                        &event.chain,
+                    let latest = self.store.audit_latest_checkpoint(chain, u64::MAX).await?;
+                    let started = match crate::crypto::audit_chain::ChainVerifier::new(
+                        chain,
                         &keys,
                         latest.as_slice(),
                         Extent::Whole,
                     ) {
                         Ok(v) => v,
-                        Err(b) => return Ok(Err((event.chain.clone(), b))),
+                        Err(b) => return Ok(Err((chain.to_owned(), b))),
                     };
-                    current = Some((event.chain.clone(), started));
+                    current = Some((chain.to_owned(), started));
                 }
-                if let Some((chain, verifier)) = current.as_mut()
-                    && let Err(b) = verifier.push(event)
-                {
-                    return Ok(Err((chain.clone(), b)));
+                let pushed = match (read, current.as_mut()) {
+                    (ChainRead::Event(event), Some((_, verifier))) => verifier.push(event),
+                    (ChainRead::Unreadable { reason, .. }, _) => Err(Broken {
+                        seq,
+                        reason: format!("it does not read back: {reason}"),
+                    }),
+                    (ChainRead::Event(_), None) => Ok(()),
+                };
+                if let Err(b) = pushed {
+                    return Ok(Err((chain.to_owned(), b)));
                 }
                 events += 1;
             }
             match batch.last() {
                 Some(last) if batch.len() as u64 == BATCH => {
-                    after = Some((last.chain.clone(), last.seq as i64));
+                    let (chain, seq) = last.place();
+                    after = Some((chain.to_owned(), seq.unwrap_or_default() as i64));
                 }
                 _ => break,
             }
@@ -126,6 +148,21 @@ impl Audit {
         {
             return Ok(Err((chain, b)));
         }
+        // A chain whose every event was removed still has its head row.
+        if let Some(chain) = only
+            && chains == 0
+            && let Some((seq, _)) = self.store.audit_chain_head(chain, None).await?
+        {
+            return Ok(Err((
+                chain.to_owned(),
+                Broken {
+                    seq: None,
+                    reason: format!(
+                        "the chain's head is event {seq}, but it holds no event: they were removed"
+                    ),
+                },
+            )));
+        }
         Ok(Ok((chains, events)))
     }
 
@@ -134,7 +171,7 @@ impl Audit {
         &self,
         chain: &str,
         verifier: crate::crypto::audit_chain::ChainVerifier<'_>,
-    ) -> Result<Result<(), crate::crypto::audit_chain::Broken>, DomainError> {
+    ) -> Result<Result<(), Broken>, DomainError> {
         let verified = match verifier.finish() {
             Ok(v) => v,
             Err(b) => return Ok(Err(b)),
@@ -143,7 +180,7 @@ impl Audit {
         let end = verified.last_seq.zip(verified.head_hash);
         if head.is_some() && head != end {
             let (seq, _) = head.unwrap_or_default();
-            return Ok(Err(crate::crypto::audit_chain::Broken {
+            return Ok(Err(Broken {
                 seq: end.map(|(s, _)| s),
                 reason: format!(
                     "the chain's head is event {seq}, but its events end here: events were removed or replaced"
@@ -280,6 +317,24 @@ impl Audit {
             }
         }
         let head = verifier.next_seq() - 1;
+        // A closed chain must still end where it ended, as sealed then.
+        if let Some(end) = self.store.audit_legacy_end().await? {
+            if !end.is_sealed_by(keys) {
+                return Ok(Verification::Broken(ChainBreak {
+                    seq: end.last_seq,
+                    reason: "the record of where the chain closed is not sealed by the chain keys: it was changed".into(),
+                }));
+            }
+            if head != end.last_seq || verifier.head_hash() != end.last_hash {
+                return Ok(Verification::Broken(ChainBreak {
+                    seq: head + 1,
+                    reason: format!(
+                        "the chain closed at event {} (its legacy segment), but it ends at {head} now: events were removed, added or replaced",
+                        end.last_seq
+                    ),
+                }));
+            }
+        }
         // A checkpoint of an empty log covers nothing.
         let since = since.filter(|cp| !(cp.seq == 0 && cp.hash == GENESIS));
         if let Some(cp) = since {
@@ -318,28 +373,34 @@ impl Audit {
     /// at a time.
     pub async fn audit_chain_status(&self, caller: &Caller) -> Result<ChainStatus, DomainError> {
         caller.require_auditor_view("read the audit log")?;
-        let mut last = self.chain_status.lock().await;
-        let head = self.store.audit_head().await?.map_or(0, |(seq, _)| seq);
+        let chain = caller.organization_id.to_string();
+        let mut known = self.chain_status.lock().await;
+        let head = self
+            .store
+            .audit_chain_head(&chain, None)
+            .await?
+            .map_or(0, |(seq, _)| seq as i64);
         let now = self.clock.now();
-        if let Some(status) = last.as_ref()
+        if let Some(status) = known.get(&chain)
             && status.head_seq == head
             && now - status.checked_at < chrono::Duration::seconds(60)
         {
             return Ok(status.clone());
         }
-        let status = match self.verify_audit_chain(None).await? {
-            Verification::Intact { checkpoint, .. } => ChainStatus {
-                head_seq: checkpoint.seq,
-                broken: None,
-                checked_at: now,
-            },
-            Verification::Broken(found) => ChainStatus {
-                head_seq: head,
-                broken: Some(found),
-                checked_at: now,
-            },
+        let broken = match self.verify_org_chains(Some(&chain)).await? {
+            Ok(_) => None,
+            Err((_, b)) => Some(ChainBreak {
+                seq: b.seq.map_or(head, |s| s as i64),
+                reason: b.reason,
+            }),
         };
-        *last = Some(status.clone());
+        let status = ChainStatus {
+            head_seq: head,
+            broken,
+            checked_at: now,
+        };
+        // One entry per organization that looked; a page view verifies its own chain only.
+        known.insert(chain, status.clone());
         Ok(status)
     }
 

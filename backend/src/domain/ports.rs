@@ -334,14 +334,27 @@ pub trait AuditStore: Send + Sync {
     /// Re-seals, once, events written before the chain was keyed; how many.
     async fn reseal_legacy_audit_chain(&self) -> Result<u64, StoreError>;
     /// The events of the organizations' chains (format 2), in chain then sequence order,
-    /// `limit` of them after `after`. (The in-memory fakes keep none.)
+    /// `limit` of them after `after` (a chain and a sequence number), of chain `only` if
+    /// given. (The in-memory fakes keep none.)
     async fn audit_org_chains(
         &self,
+        only: Option<&str>,
         after: Option<(String, i64)>,
         limit: u64,
-    ) -> Result<Vec<crate::crypto::audit_chain::ChainEvent>, StoreError> {
-        let _ = (after, limit);
+    ) -> Result<Vec<crate::domain::audit::ChainRead>, StoreError> {
+        let _ = (only, after, limit);
         Ok(Vec::new())
+    }
+    /// Where format 1's chain ended, once closed.
+    async fn audit_legacy_end(
+        &self,
+    ) -> Result<Option<crate::domain::audit::LegacyEnd>, StoreError> {
+        Ok(None)
+    }
+    /// How many events after `last_seq` (format 1's end) are in no organization's chain.
+    async fn audit_unchained_after(&self, last_seq: i64) -> Result<u64, StoreError> {
+        let _ = last_seq;
+        Ok(0)
     }
     /// One chain's head: its newest event's place and hash, or its newest signed before
     /// `before` (`None`: no such event).

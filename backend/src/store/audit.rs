@@ -12,12 +12,12 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::entities::{audit_chains, audit_checkpoints, audit_events};
+use super::entities::{audit_chains, audit_checkpoints, audit_events, audit_legacy};
 use crate::crypto::audit_chain::{
     ChainEvent, Checkpoint, EventBody, PLATFORM_CHAIN, SigningKey, time_text,
 };
 use crate::domain::audit::{
-    AuditDraft, AuditEvent, AuditFilter, ChainKey, ChainRow, GENESIS, Outcome,
+    AuditDraft, AuditEvent, AuditFilter, ChainKey, ChainRead, ChainRow, GENESIS, LegacyEnd, Outcome,
 };
 use crate::domain::page::PageRequest;
 use crate::domain::ports::StoreError;
@@ -29,19 +29,44 @@ pub async fn append(
     key: &ChainKey,
     signing: Option<&SigningKey>,
     checkpoint_every: u64,
+    legacy: Option<&LegacyEnd>,
 ) -> Result<(), StoreError> {
     // Microseconds, as both databases keep them and format 2 writes them.
     draft.occurred_at = draft
         .occurred_at
         .with_nanosecond(draft.occurred_at.nanosecond() / 1_000 * 1_000)
         .unwrap_or(draft.occurred_at);
-    let (seq, prev_hash) = head(db).await?.unwrap_or((0, GENESIS.to_owned()));
     let notice = draft.notice.clone();
     let project = draft.project_id().map(|id| id.to_string());
-    let event = draft.seal(seq + 1, &prev_hash, key);
-    let signed = match signing {
-        Some(signing) => Some(seal_in_chain(db, &event, signing, checkpoint_every).await?),
-        None => None,
+    let (event, signed) = match legacy {
+        // Format 1's chain is closed: the event goes to its organization's chain only, which
+        // starts (if new) from format 1's last hash; its `seq` is only an ordinal.
+        Some(end) => {
+            let signing = signing.ok_or_else(|| {
+                StoreError::Database(
+                    "this console has no audit signing key file (CMEK_AUDIT_SIGNING_KEY_FILE): \
+                     events are signed into their organization's chain since format 1's closed"
+                        .into(),
+                )
+            })?;
+            let mut event = draft.unsealed(next_seq(db).await?);
+            let signed =
+                seal_in_chain(db, &event, signing, checkpoint_every, &end.last_hash).await?;
+            event.prev_hash = signed.prev_hash.clone();
+            event.hash = signed.hash.clone();
+            (event, Some(signed))
+        }
+        None => {
+            let (seq, prev_hash) = head(db).await?.unwrap_or((0, GENESIS.to_owned()));
+            let event = draft.seal(seq + 1, &prev_hash, key);
+            let signed = match signing {
+                Some(signing) => Some(
+                    seal_in_chain(db, &event, signing, checkpoint_every, &event.prev_hash).await?,
+                ),
+                None => None,
+            };
+            (event, signed)
+        }
     };
     // An event whose use case gave it a notice queues its webhook deliveries in the same
     // transaction.
@@ -80,8 +105,8 @@ fn chain_of(organization_id: Option<Uuid>) -> String {
 }
 
 /// Seals the event into its organization's chain (format 2), after that chain's head (its
-/// row in `audit_chains`, moved here); a chain's first event starts from format 1's hash
-/// before it, which binds the two logs. Its signing time never goes back along the chain.
+/// row in `audit_chains`, moved here); a chain's first event starts from `first_prev`, format
+/// 1's hash before it (or where format 1 ended), which binds the two logs. Its signing time never goes back along the chain.
 /// Every `checkpoint_every` events of a chain, the new head is also checkpointed, in the same
 /// transaction.
 async fn seal_in_chain(
@@ -89,6 +114,7 @@ async fn seal_in_chain(
     event: &AuditEvent,
     key: &SigningKey,
     checkpoint_every: u64,
+    first_prev: &str,
 ) -> Result<ChainEvent, StoreError> {
     let chain = chain_of(event.organization_id);
     let head = audit_chains::Entity::find_by_id(chain.clone())
@@ -100,7 +126,7 @@ async fn seal_in_chain(
             h.hash.clone(),
             Some(parse_time(&h.signed_at).ok_or_else(|| corrupt_head(&chain))?),
         ),
-        None => (0, event.prev_hash.clone(), None),
+        None => (0, first_prev.to_owned(), None),
     };
     let signed_at = after.map_or(event.occurred_at, |a| Ord::max(a, event.occurred_at));
     let sealed = ChainEvent::seal(&chain, seq + 1, &prev, chain_body(event), signed_at, key);
@@ -315,14 +341,19 @@ pub(crate) fn chain_body(event: &AuditEvent) -> EventBody {
     }
 }
 
-/// The events of the format-2 chains, in chain then sequence order, `limit` of them after
-/// `after` (a chain and a sequence number).
+/// The events of the format-2 chains (of `only` if given), in chain then sequence order,
+/// `limit` of them after `after` (a chain and a sequence number); a row that does not read
+/// back is returned as such, for verification to report.
 pub async fn org_chains(
     db: &impl ConnectionTrait,
+    only: Option<&str>,
     after: Option<(String, i64)>,
     limit: u64,
-) -> Result<Vec<ChainEvent>, StoreError> {
+) -> Result<Vec<ChainRead>, StoreError> {
     let mut query = audit_events::Entity::find().filter(audit_events::Column::Chain.is_not_null());
+    if let Some(chain) = only {
+        query = query.filter(audit_events::Column::Chain.eq(chain));
+    }
     if let Some((chain, seq)) = after {
         query = query.filter(
             audit_events::Column::Chain
@@ -332,15 +363,25 @@ pub async fn org_chains(
                     .and(audit_events::Column::ChainSeq.gt(seq))),
         );
     }
-    query
+    Ok(query
         .order_by_asc(audit_events::Column::Chain)
         .order_by_asc(audit_events::Column::ChainSeq)
         .limit(limit)
         .all(db)
         .await?
         .into_iter()
-        .map(chain_event_from)
-        .collect()
+        .map(|m| {
+            let chain = m.chain.clone().unwrap_or_default();
+            let seq = m.chain_seq.and_then(|s| u64::try_from(s).ok());
+            chain_event_from(m)
+                .map(ChainRead::Event)
+                .unwrap_or_else(|e| ChainRead::Unreadable {
+                    chain,
+                    seq,
+                    reason: e.to_string(),
+                })
+        })
+        .collect())
 }
 
 fn chain_event_from(m: audit_events::Model) -> Result<ChainEvent, StoreError> {
@@ -390,6 +431,92 @@ fn from_model(m: audit_events::Model) -> Result<AuditEvent, StoreError> {
         hash: m.hash,
         key_id: m.key_id,
     })
+}
+
+/// The next event's ordinal: PostgreSQL's sequence (no lock shared by organizations), or on
+/// SQLite (one writer at a time) the one after the newest.
+async fn next_seq(db: &impl ConnectionTrait) -> Result<i64, StoreError> {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        sea_orm::DatabaseBackend::Postgres => "SELECT nextval('audit_events_seq') AS seq",
+        _ => "SELECT COALESCE(MAX(seq), 0) + 1 AS seq FROM audit_events",
+    };
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(backend, sql))
+        .await?
+        .ok_or_else(|| StoreError::Database("no next audit event ordinal".into()))?;
+    Ok(row.try_get::<i64>("", "seq")?)
+}
+
+/// A number that grows with every event recorded, in commit order: the events of every
+/// organization's chain (each append moves its chain's head by one in its transaction). What
+/// the read cache tags its entries with.
+pub async fn version(db: &impl ConnectionTrait) -> Result<i64, StoreError> {
+    let backend = db.get_database_backend();
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            backend,
+            "SELECT CAST(COALESCE(SUM(seq), 0) AS BIGINT) AS version FROM audit_chains",
+        ))
+        .await?;
+    Ok(row.map_or(Ok(0), |r| r.try_get::<i64>("", "version"))?)
+}
+
+/// Where format 1's chain ended, if it is closed.
+pub async fn legacy_end(db: &impl ConnectionTrait) -> Result<Option<LegacyEnd>, StoreError> {
+    Ok(audit_legacy::Entity::find_by_id(1)
+        .one(db)
+        .await?
+        .map(|m| LegacyEnd {
+            last_seq: m.last_seq,
+            last_hash: m.last_hash,
+            key_id: m.key_id,
+            seal: m.seal,
+        }))
+}
+
+/// Closes format 1's chain where it ends now (its head, sealed with `key`), unless it is
+/// closed already; on PostgreSQL, the ordinal sequence starts after the newest event. The
+/// caller holds format 1's lock, so no append of an older console is in flight.
+pub async fn close_legacy(
+    db: &impl ConnectionTrait,
+    key: &ChainKey,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<LegacyEnd, StoreError> {
+    if let Some(end) = legacy_end(db).await? {
+        return Ok(end);
+    }
+    let (seq, hash) = head(db).await?.unwrap_or((0, GENESIS.to_owned()));
+    let end = LegacyEnd::sealed(seq, &hash, key);
+    audit_legacy::Entity::insert(audit_legacy::ActiveModel {
+        id: Set(1),
+        last_seq: Set(end.last_seq),
+        last_hash: Set(end.last_hash.clone()),
+        closed_at: Set(now),
+        key_id: Set(end.key_id.clone()),
+        seal: Set(end.seal.clone()),
+    })
+    .exec_without_returning(db)
+    .await?;
+    if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        db.execute_unprepared(
+            "SELECT setval('audit_events_seq', \
+             COALESCE((SELECT MAX(seq) FROM audit_events), 0) + 1, false)",
+        )
+        .await?;
+    }
+    Ok(end)
+}
+
+/// How many events after format 1's end are in no organization's chain (only tampering
+/// plants such rows; `audit verify` reports them).
+pub async fn unchained_after(db: &impl ConnectionTrait, last_seq: i64) -> Result<u64, StoreError> {
+    use sea_orm::PaginatorTrait;
+    Ok(audit_events::Entity::find()
+        .filter(audit_events::Column::Seq.gt(last_seq))
+        .filter(audit_events::Column::Chain.is_null())
+        .count(db)
+        .await?)
 }
 
 /// The newest event's place: its sequence number and hash.
@@ -603,19 +730,40 @@ impl AuditStore for SeaStore {
     }
 
     async fn audit_chain(&self, from_seq: i64, limit: u64) -> Result<Vec<ChainRow>, StoreError> {
-        super::audit::chain(&self.db, from_seq, limit).await
+        let mut rows = super::audit::chain(&self.db, from_seq, limit).await?;
+        // A closed format 1 is its legacy segment: the rows after its end are in the
+        // organizations' chains.
+        if let Some(end) = self.legacy.get() {
+            rows.retain(|row| match row {
+                ChainRow::Event(e) => e.seq <= end.last_seq,
+                ChainRow::Unreadable { seq, .. } => *seq <= end.last_seq,
+            });
+        }
+        Ok(rows)
     }
 
     async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        if let Some(end) = self.legacy.get() {
+            return Ok((end.last_seq > 0).then(|| (end.last_seq, end.last_hash.clone())));
+        }
         super::audit::head(&self.db).await
+    }
+
+    async fn audit_legacy_end(&self) -> Result<Option<LegacyEnd>, StoreError> {
+        legacy_end(&self.db).await
+    }
+
+    async fn audit_unchained_after(&self, last_seq: i64) -> Result<u64, StoreError> {
+        unchained_after(&self.db, last_seq).await
     }
 
     async fn audit_org_chains(
         &self,
+        only: Option<&str>,
         after: Option<(String, i64)>,
         limit: u64,
-    ) -> Result<Vec<ChainEvent>, StoreError> {
-        super::audit::org_chains(&self.db, after, limit).await
+    ) -> Result<Vec<ChainRead>, StoreError> {
+        super::audit::org_chains(&self.db, only, after, limit).await
     }
 
     async fn audit_chain_head(
@@ -662,6 +810,9 @@ impl AuditStore for SeaStore {
     }
 
     async fn reseal_legacy_audit_chain(&self) -> Result<u64, StoreError> {
+        if self.legacy.get().is_some() || legacy_end(&self.db).await?.is_some() {
+            return Ok(0);
+        }
         let write = self.begin().await?;
         let count = super::audit::reseal_legacy(&write.txn, write.key).await?;
         write.txn.commit().await?;

@@ -192,6 +192,28 @@ pub mod audit_chains {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// Where format 1's single chain ended (migration 000023): one row, once closed.
+pub mod audit_legacy {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_legacy")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub last_seq: i64,
+        pub last_hash: String,
+        pub closed_at: DateTimeUtc,
+        pub key_id: String,
+        pub seal: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 /// The signed checkpoints of the format-2 chains (migration 000022).
 pub mod audit_checkpoints {
     use sea_orm::entity::prelude::*;

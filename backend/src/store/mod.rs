@@ -153,6 +153,8 @@ pub struct SeaStore {
     signing: std::sync::Arc<crate::crypto::audit_chain::SigningKeys>,
     /// Every how many events of a chain its head is checkpointed in the append's transaction.
     checkpoint_every: u64,
+    /// Where format 1's chain ended, once it is closed (read or closed at start).
+    legacy: std::sync::OnceLock<crate::domain::audit::LegacyEnd>,
 }
 
 /// How long a passed integrity check counts for readiness.
@@ -265,8 +267,16 @@ pub async fn same_key_file(
 
 /// The chain key that sealed the newest event, if any event is sealed.
 pub async fn newest_chain_key(db: &DatabaseConnection) -> Result<Option<String>, DbErr> {
-    use sea_orm::{EntityTrait, QueryOrder};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    // Once format 1's chain is closed, the key that sealed where it ended.
+    if let Some(end) = entities::audit_legacy::Entity::find_by_id(1)
+        .one(db)
+        .await?
+    {
+        return Ok(Some(end.key_id));
+    }
     Ok(entities::audit_events::Entity::find()
+        .filter(entities::audit_events::Column::KeyId.is_not_null())
         .order_by_desc(entities::audit_events::Column::Seq)
         .one(db)
         .await?
@@ -295,6 +305,7 @@ struct Write<'a> {
     key: &'a ChainKey,
     signing: Option<&'a crate::crypto::audit_chain::SigningKey>,
     checkpoint_every: u64,
+    legacy: Option<&'a crate::domain::audit::LegacyEnd>,
 }
 
 impl SeaStore {
@@ -312,7 +323,49 @@ impl SeaStore {
             head_poll: Mutex::new(()),
             signing: std::sync::Arc::default(),
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            legacy: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Reads where format 1's chain ended; with `close`, closes it first if it is still open
+    /// (under its lock, so no append of an older console is in flight). From then on events
+    /// go to their organization's chain only.
+    pub async fn open_legacy(
+        &self,
+        close: bool,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<crate::domain::audit::LegacyEnd>, StoreError> {
+        let end = match audit::legacy_end(&self.db).await? {
+            Some(end) => Some(end),
+            None if close => {
+                let txn = match self.db.get_database_backend() {
+                    DatabaseBackend::Sqlite => {
+                        self.db
+                            .begin_with_options(TransactionOptions {
+                                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                                ..TransactionOptions::default()
+                            })
+                            .await?
+                    }
+                    _ => {
+                        let txn = self.db.begin().await?;
+                        txn.execute_unprepared(&format!(
+                            "SELECT pg_advisory_xact_lock({CHAIN_LOCK})"
+                        ))
+                        .await?;
+                        txn
+                    }
+                };
+                let end = audit::close_legacy(&txn, self.chain_keys.current(), now).await?;
+                txn.commit().await?;
+                Some(end)
+            }
+            None => None,
+        };
+        if let Some(end) = &end {
+            let _ = self.legacy.set(end.clone());
+        }
+        Ok(end)
     }
 
     /// Every how many events of a chain its head is checkpointed (0: only on the interval).
@@ -358,8 +411,8 @@ impl SeaStore {
             if polling.is_some() && self.cache.poll_due() {
                 // Stamped before the query, so a slow one does not stretch how stale reads may be.
                 let asked = Instant::now();
-                let head = audit::head(&self.db).await?.map_or(0, |(seq, _)| seq);
-                self.cache.polled(head, asked);
+                let version = audit::version(&self.db).await?;
+                self.cache.polled(version, asked);
             }
         }
         Ok(self.cache.tag())
@@ -402,6 +455,7 @@ impl SeaStore {
             key: self.chain_keys.current(),
             signing: self.signing.current(),
             checkpoint_every: self.checkpoint_every,
+            legacy: self.legacy.get(),
         })
     }
 }
@@ -416,6 +470,7 @@ impl Write<'_> {
                 self.key,
                 self.signing,
                 self.checkpoint_every,
+                self.legacy,
             )
             .await?;
         }
