@@ -520,7 +520,7 @@ async fn checkpoints_reach_the_webhooks_signed_and_catch_a_later_rewrite_even_wi
     let mut checkpoints = Vec::new();
     for _ in 0..300 {
         checkpoints = receiver
-            .received()
+            .received_all()
             .await
             .into_iter()
             .filter(|d| d["body"]["type"] == "audit.checkpoint")

@@ -147,11 +147,41 @@ pub struct AuditExport {
 }
 
 /// What `GET /api/v1/audit-events` answers in JSON: a page, or (`format=json`) an export.
-#[derive(Serialize, utoipa::ToSchema)]
-#[serde(untagged)]
-pub enum AuditEventsAnswer {
-    Page(crate::http::api::ListBody<AuditEvent>),
-    Export(AuditExport),
+/// Described by hand as `anyOf`: an export also reads as a list (it has `items`), so `oneOf`
+/// would match it twice.
+pub struct AuditEventsAnswer;
+
+/// The name of a page of audit events in the OpenAPI document.
+const AUDIT_PAGE: &str = "ListBody_AuditEvent";
+
+impl utoipa::PartialSchema for AuditEventsAnswer {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::AnyOfBuilder::new()
+            .item(utoipa::openapi::Ref::from_schema_name(AUDIT_PAGE))
+            .item(utoipa::openapi::Ref::from_schema_name(
+                <AuditExport as utoipa::ToSchema>::name(),
+            ))
+            .description(Some(
+                "Without `format`: a page of events, newest first. With `format=json`: the organization's chain in format 2 (docs/audit-export.md).",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for AuditEventsAnswer {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::{PartialSchema, ToSchema};
+        type Page = crate::http::api::ListBody<AuditEvent>;
+        schemas.push((AUDIT_PAGE.into(), Page::schema()));
+        <Page as ToSchema>::schemas(schemas);
+        schemas.push((AuditExport::name().into(), AuditExport::schema()));
+        <AuditExport as ToSchema>::schemas(schemas);
+    }
 }
 
 impl From<domain::audit::AuditEvent> for AuditEvent {

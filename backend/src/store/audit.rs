@@ -813,7 +813,7 @@ impl AuditStore for SeaStore {
         if self.legacy.get().is_some() || legacy_end(&self.db).await?.is_some() {
             return Ok(0);
         }
-        let write = self.begin().await?;
+        let write = self.begin(super::Locks::Chains(Vec::new())).await?;
         let count = super::audit::reseal_legacy(&write.txn, write.key).await?;
         write.txn.commit().await?;
         self.cache.changed();

@@ -219,7 +219,13 @@ async fn object_row(
 /// Whether the cluster is available, and whether a backup is reading it (its lease lasts as
 /// long as the backup's job: until it ends, whatever happens to the instance running it).
 async fn serving(db: &impl ConnectionTrait, cluster_id: Uuid) -> Result<Option<bool>, StoreError> {
-    let row = clusters::Entity::find_by_id(cluster_id).one(db).await?;
+    // Its row share-locked: a pause, a delete or a backup starting (each updates the row)
+    // waits for the object writes in flight, and they for it; writes to other clusters do
+    // not wait at all.
+    let row = clusters::Entity::find_by_id(cluster_id)
+        .lock_shared()
+        .one(db)
+        .await?;
     Ok(row
         .filter(|c| c.state == ClusterState::Available.as_str())
         .map(|c| c.backup_lease.is_some()))
@@ -757,7 +763,10 @@ impl ClusterStore for SeaStore {
     ) -> Result<bool, StoreError> {
         let copies = copies.to_vec();
         audited!(self, quietly, |txn| {
+            // Its row locked: the backup's end or deletion (each updates it) is ordered
+            // against these copies.
             let creating = backups::Entity::find_by_id(backup_id)
+                .lock_exclusive()
                 .one(txn)
                 .await?
                 .filter(|b| b.state == BackupState::Creating.as_str());
@@ -981,7 +990,10 @@ impl ClusterStore for SeaStore {
         let objects = objects.to_vec();
         // No event, but the cluster's progress is cached with it: invalidated.
         audited!(self, events: Vec::new(), |txn| {
+            // Its row locked: the restore's end or the cluster's deletion is ordered against
+            // these objects.
             let row = clusters::Entity::find_by_id(cluster_id)
+                .lock_exclusive()
                 .one(txn)
                 .await?
                 .filter(|c| c.state == ClusterState::Creating.as_str());

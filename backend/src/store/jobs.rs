@@ -37,38 +37,38 @@ pub(super) async fn enqueue(
     subject: Uuid,
     due_at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let pending = jobs::Entity::find()
-        .filter(jobs::Column::Kind.eq(kind.as_str()))
-        .filter(jobs::Column::Subject.eq(subject))
-        .one(db)
-        .await?;
-    match pending {
-        Some(job) => {
-            jobs::Entity::update_many()
-                .col_expr(jobs::Column::DueAt, Expr::value(due_at.min(job.due_at)))
-                .col_expr(jobs::Column::Generation, Expr::value(job.generation + 1))
-                .filter(jobs::Column::Id.eq(job.id))
-                .exec(db)
-                .await?;
-        }
-        None => {
-            jobs::Entity::insert(jobs::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                kind: Set(kind.as_str().to_owned()),
-                organization_id: Set(organization_id),
-                subject: Set(subject),
-                due_at: Set(due_at),
-                lease_until: Set(None),
-                attempts: Set(0),
-                generation: Set(0),
-                last_error: Set(None),
-                created_at: Set(due_at),
-                holder: Set(None),
-            })
-            .exec_without_returning(db)
-            .await?;
-        }
-    }
+    use sea_orm::sea_query::OnConflict;
+    // One statement, so no lock is needed against a job finishing meanwhile: a new one, or
+    // the pending one again (its generation moved on, so a run in progress does not finish
+    // it, and due at the earlier of the two times).
+    let earlier = match db.get_database_backend() {
+        sea_orm::DatabaseBackend::Postgres => "LEAST",
+        _ => "MIN",
+    };
+    jobs::Entity::insert(jobs::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        kind: Set(kind.as_str().to_owned()),
+        organization_id: Set(organization_id),
+        subject: Set(subject),
+        due_at: Set(due_at),
+        lease_until: Set(None),
+        attempts: Set(0),
+        generation: Set(0),
+        last_error: Set(None),
+        created_at: Set(due_at),
+        holder: Set(None),
+    })
+    .on_conflict(
+        OnConflict::columns([jobs::Column::Kind, jobs::Column::Subject])
+            .value(jobs::Column::Generation, Expr::cust("jobs.generation + 1"))
+            .value(
+                jobs::Column::DueAt,
+                Expr::cust(format!("{earlier}(jobs.due_at, excluded.due_at)")),
+            )
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
     Ok(())
 }
 
@@ -144,6 +144,8 @@ impl JobStore for SeaStore {
             return Ok(Vec::new());
         }
         audited!(self, quietly, |txn| {
+            // Two instances never lease the same job: the scan has a lock of its own.
+            super::lock_named(txn, &format!("lease:jobs:{}", kind.as_str())).await?;
             let due = jobs::Entity::find()
                 .filter(jobs::Column::Kind.eq(kind.as_str()))
                 .filter(jobs::Column::DueAt.lte(now))
@@ -540,7 +542,9 @@ impl JobStore for SeaStore {
         let events: Vec<AuditDraft> = audit.into_iter().collect();
         let changed = !events.is_empty();
         let now = status.last_checked_at.unwrap_or_default();
-        audited!(self, events: events.clone(), |txn| {
+        // The organization's lock even with no event: the version's row is read, then
+        // written.
+        audited!(@write self, super::Locks::chains([Some(organization_id)]), events.clone(), true, |txn| {
             let row = key_versions::ActiveModel {
                 key_id: Set(status.key_id),
                 version: Set(status.version.clone()),

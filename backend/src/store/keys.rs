@@ -384,9 +384,10 @@ impl KeyStore for SeaStore {
         limit: u64,
     ) -> Result<Vec<(EncryptionKey, Option<KeyStatus>)>, StoreError> {
         use sea_orm::sea_query::Condition;
-        // Inside the write lock (the chain lock on PostgreSQL, BEGIN IMMEDIATE on SQLite), so
-        // two instances never lease the same key: each key is checked once per interval.
+        // Under a lock of its own (on PostgreSQL; BEGIN IMMEDIATE on SQLite), so two instances
+        // never lease the same key: each key is checked once per interval.
         audited!(self, quietly, |txn| {
+            super::lock_named(txn, "lease:keys").await?;
             let due = encryption_keys::Entity::find()
                 .filter(
                     Condition::any()

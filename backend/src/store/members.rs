@@ -333,6 +333,9 @@ impl MemberStore for SeaStore {
         audit: AuditDraft,
     ) -> Result<User, StoreError> {
         audited!(self, audit, |txn| {
+            // Its events go to the new organization's chain, whose lock nobody else holds:
+            // two consoles starting at once wait here for each other, so one makes it.
+            super::lock_named(txn, "first-organization").await?;
             match super::identity::first_owner(txn).await? {
                 Some(existing) => (existing, false),
                 None => {

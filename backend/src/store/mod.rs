@@ -1,22 +1,28 @@
 //! The storage adapter: sea-orm over SQLite or PostgreSQL, implementing the domain's `Store`.
 //!
-//! Every write that carries an audit event runs in one transaction that first takes the
-//! chain lock in the database itself: `pg_advisory_xact_lock` on PostgreSQL, `BEGIN IMMEDIATE`
-//! on SQLite. So the audit chain stays linear and the guards that read before they write
-//! (the last owner, R4's pre-check) hold across every console process on the database, not
-//! only inside one. A transaction that loses a race anyway (deadlock, serialization failure,
-//! a busy SQLite file) is rolled back and run again.
+//! Every write that carries audit events runs in one transaction that first takes the lock of
+//! each organization whose chain the events go to, in the database itself: on PostgreSQL an
+//! advisory lock per organization (`pg_advisory_xact_lock(class, hashtext(org))`), so writes
+//! in different organizations never wait for each other; on SQLite `BEGIN IMMEDIATE` (one
+//! writer at a time, which SQLite has anyway). So each organization's chain stays linear and
+//! the guards that read before they write (the last owner, R4's pre-check, one invitation per
+//! email) hold across every console process on the database. Writes without events (object
+//! index rows, leases) take no audit lock: they are ordered by row locks on what they touch
+//! (a cluster's row, a backup's, a delivery's) or by a lock of their own (each kind of lease
+//! scan). Before format 1's chain is closed, every audited write takes its one lock, as it
+//! always did. A transaction that loses a race anyway (deadlock, serialization failure, a
+//! busy SQLite file) is rolled back and run again.
 
 /// Runs `$body` (an expression using `$txn` that yields `(value, happened)`) in a write
-/// transaction holding the chain lock; appends `$audit` and commits when the change happened,
-/// rolls back otherwise. A transaction that lost a race is run again from the start, with
-/// a short growing pause, up to `WRITE_ATTEMPTS` times.
+/// transaction holding the locks `$locks`; appends `$events` and commits when the change
+/// happened, rolls back otherwise. A transaction that lost a race is run again from the
+/// start, with a short growing pause, up to `WRITE_ATTEMPTS` times.
 macro_rules! audited {
-    (@write $store:expr, $events:expr, $invalidate:expr, |$txn:ident| $body:expr) => {{
+    (@write $store:expr, $locks:expr, $events:expr, $invalidate:expr, |$txn:ident| $body:expr) => {{
         let mut attempt = 1;
         let result = loop {
             let result: Result<_, $crate::domain::ports::StoreError> = async {
-                let write = $store.begin().await?;
+                let write = $store.begin($locks).await?;
                 let $txn = &write.txn;
                 let (value, happened) = $body;
                 if happened {
@@ -46,18 +52,66 @@ macro_rules! audited {
         }
         result
     }};
-    // A write with no event (a cluster's object index): it holds the lock and retries the
-    // same way, but changes nothing the read cache holds.
+    // A write with no event (a cluster's object index, a lease): no audit lock, retried the
+    // same way, and it changes nothing the read cache holds.
     ($store:expr, quietly, |$txn:ident| $body:expr) => {
-        audited!(@write $store, Vec::new(), false, |$txn| $body)
+        audited!(@write $store, $crate::store::Locks::Quiet, Vec::new(), false, |$txn| $body)
     };
     ($store:expr, $audit:expr, |$txn:ident| $body:expr) => {
         audited!($store, events: vec![$audit.clone()], |$txn| $body)
     };
     ($store:expr, events: $events:expr, |$txn:ident| $body:expr) => {
-        audited!(@write $store, $events, true, |$txn| $body)
+        audited!(@write $store, $crate::store::Locks::of(&$events), $events, true, |$txn| $body)
     };
+}
 
+/// What a write transaction locks before its body runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Locks {
+    /// No audit lock: a write with no event, ordered by the rows it touches.
+    Quiet,
+    /// The chains (organization ids, or `platform`) its events go to, sorted, each once.
+    Chains(Vec<String>),
+}
+
+impl Locks {
+    pub(crate) fn of(events: &[AuditDraft]) -> Self {
+        Self::chains(events.iter().map(|e| e.organization_id))
+    }
+
+    pub(crate) fn chains(organizations: impl IntoIterator<Item = Option<uuid::Uuid>>) -> Self {
+        let mut names: Vec<String> = organizations
+            .into_iter()
+            .map(|org| {
+                org.map_or_else(
+                    || crate::crypto::audit_chain::PLATFORM_CHAIN.to_owned(),
+                    |id| id.to_string(),
+                )
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        Self::Chains(names)
+    }
+}
+
+/// The class of the console's named advisory locks on PostgreSQL (`"cmek"`), used with
+/// `hashtext(name)`; the two-key form never meets format 1's one-key `CHAIN_LOCK`.
+const LOCK_CLASS: i32 = 0x636d_656b;
+
+/// Takes, on PostgreSQL, the advisory lock named `name` until the transaction ends; SQLite's
+/// write transactions already run one at a time.
+pub(crate) async fn lock_named(db: &impl ConnectionTrait, name: &str) -> Result<(), StoreError> {
+    if db.get_database_backend() != DatabaseBackend::Postgres {
+        return Ok(());
+    }
+    db.execute_raw(Statement::from_sql_and_values(
+        DatabaseBackend::Postgres,
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        [LOCK_CLASS.into(), name.into()],
+    ))
+    .await?;
+    Ok(())
 }
 
 /// Answers a read from the cache when it holds it under the current version, else from the
@@ -135,10 +189,12 @@ pub struct SeaStore {
     db: DatabaseConnection,
     /// Seals appended events (the current key) and re-seals legacy ones.
     chain_keys: ChainKeys,
-    /// This process's writers queue here, so only one of them waits for the database's lock
-    /// (and holds a connection meanwhile). Correctness does not rest on it: the chain lock in
-    /// the database does.
-    local_writers: Option<Mutex<()>>,
+    /// This process's writers queue here on SQLite (and on PostgreSQL before format 1's chain
+    /// closes), so only one of them waits for the database's lock (and holds a connection
+    /// meanwhile). Correctness does not rest on it: the locks in the database do.
+    local_writers: Mutex<()>,
+    /// The same on PostgreSQL, by organization: writers of one organization queue here.
+    local_chains: Vec<Mutex<()>>,
     /// Set once the SQLite file is found damaged: no more writes go into it, and readiness
     /// fails, until an operator restores it and restarts.
     damaged: AtomicBool,
@@ -301,7 +357,7 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
 struct Write<'a> {
     // Dropped in this order: the transaction ends before the next local writer may begin.
     txn: DatabaseTransaction,
-    _local: Option<MutexGuard<'a, ()>>,
+    _local: Vec<MutexGuard<'a, ()>>,
     key: &'a ChainKey,
     signing: Option<&'a crate::crypto::audit_chain::SigningKey>,
     checkpoint_every: u64,
@@ -310,13 +366,11 @@ struct Write<'a> {
 
 impl SeaStore {
     pub fn new(db: DatabaseConnection, chain_keys: ChainKeys) -> Self {
-        // One waiting writer per process: the others queue here rather than each holding a
-        // pooled connection while it waits for the database's lock.
-        let local_writers = Some(Mutex::new(()));
         Self {
             db,
             chain_keys,
-            local_writers,
+            local_writers: Mutex::new(()),
+            local_chains: (0..LOCAL_STRIPES).map(|_| Mutex::new(())).collect(),
             damaged: AtomicBool::new(false),
             checked_at: std::sync::Mutex::new(None),
             cache: cache::ReadCache::default(),
@@ -418,36 +472,55 @@ impl SeaStore {
         Ok(self.cache.tag())
     }
 
-    /// Opens a write transaction that holds the chain lock until it ends.
-    async fn begin(&self) -> Result<Write<'_>, StoreError> {
+    /// Opens a write transaction that holds `locks` until it ends. Writers wait in this
+    /// process first (for the same organization, or on SQLite for anyone), rather than each
+    /// holding a pooled connection while it waits for the database's lock.
+    async fn begin(&self, locks: Locks) -> Result<Write<'_>, StoreError> {
         if self.damaged.load(Ordering::SeqCst) {
             return Err(StoreError::Damaged(
                 "writes stopped: the file is damaged".into(),
             ));
         }
-        let local = match &self.local_writers {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        };
-        let txn = match self.db.get_database_backend() {
-            DatabaseBackend::Sqlite => {
-                self.db
-                    .begin_with_options(TransactionOptions {
-                        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                        ..TransactionOptions::default()
-                    })
-                    .await?
+        let sqlite = self.db.get_database_backend() == DatabaseBackend::Sqlite;
+        // Until format 1's chain closes, every audited write appends to it: one lock.
+        let single = !sqlite && self.legacy.get().is_none() && locks != Locks::Quiet;
+        let mut local = Vec::new();
+        if sqlite || single {
+            local.push(self.local_writers.lock().await);
+        } else if let Locks::Chains(names) = &locks {
+            let mut stripes: Vec<usize> = names.iter().map(|n| stripe_of(n)).collect();
+            stripes.sort_unstable();
+            stripes.dedup();
+            for stripe in stripes {
+                local.push(self.local_chains[stripe].lock().await);
             }
-            _ => {
-                let txn = self.db.begin().await?;
-                // A writer stuck while holding the lock must not hang every other one: the wait
-                // is bounded, and a write that times out is a lost race (retried, then 503).
-                txn.execute_unprepared("SET LOCAL lock_timeout = '5s'")
-                    .await?;
-                txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({CHAIN_LOCK})"))
-                    .await?;
-                txn
+        }
+        let txn = if sqlite {
+            self.db
+                .begin_with_options(TransactionOptions {
+                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                    ..TransactionOptions::default()
+                })
+                .await?
+        } else {
+            let txn = self.db.begin().await?;
+            // A writer stuck while holding a lock must not hang every other one: the wait is
+            // bounded, and a write that times out is a lost race (retried, then 503).
+            txn.execute_unprepared("SET LOCAL lock_timeout = '5s'")
+                .await?;
+            match &locks {
+                _ if single => {
+                    txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({CHAIN_LOCK})"))
+                        .await?;
+                }
+                Locks::Chains(names) => {
+                    for name in names {
+                        lock_named(&txn, &format!("chain:{name}")).await?;
+                    }
+                }
+                Locks::Quiet => {}
             }
+            txn
         };
         Ok(Write {
             txn,
@@ -458,6 +531,16 @@ impl SeaStore {
             legacy: self.legacy.get(),
         })
     }
+}
+
+/// Local queues of writers on PostgreSQL, by organization (a hash of its name picks one).
+const LOCAL_STRIPES: usize = 64;
+
+fn stripe_of(name: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut hasher);
+    (hasher.finish() % LOCAL_STRIPES as u64) as usize
 }
 
 impl Write<'_> {

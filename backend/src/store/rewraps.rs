@@ -409,7 +409,7 @@ impl SeaStore {
         // The events of the swaps made, gathered inside the transaction (a swap that found
         // the row changed is not recorded, nor is its event).
         let mut made: Vec<AuditDraft> = Vec::new();
-        audited!(@write self, std::mem::take(&mut made), true, |txn| {
+        audited!(@write self, super::Locks::chains([Some(rewrap.organization_id)]), std::mem::take(&mut made), true, |txn| {
             made.clear();
             for (one, event) in &swaps {
                 if swap(txn, rewrap, to_key_ref, one).await? {

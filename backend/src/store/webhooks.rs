@@ -295,10 +295,11 @@ impl WebhookStore for SeaStore {
         {
             return Ok(Vec::new());
         }
-        // Under the write lock, like the key monitor's leases: two instances never take the
+        // Under a lock of its own, like the key monitor's leases: two instances never take the
         // same delivery, so each is sent once (unless an instance dies mid-send; then the
         // lease lapses and the same message id is sent again, which receivers deduplicate).
         audited!(self, quietly, |txn| {
+            super::lock_named(txn, "lease:webhook-deliveries").await?;
             // Fair between webhooks and organizations: a webhook has one delivery in flight
             // at a time (a slow receiver holds back only its own queue), an organization at
             // most `PER_ORGANIZATION`, and the oldest due delivery of each other webhook goes
@@ -401,7 +402,9 @@ impl WebhookStore for SeaStore {
         outcome: &AttemptOutcome,
     ) -> Result<(), StoreError> {
         audited!(self, quietly, |txn| {
+            // Its row locked, so a webhook deleted meanwhile is seen as gone.
             let Some(delivery) = webhook_deliveries::Entity::find_by_id(delivery_id)
+                .lock_exclusive()
                 .one(txn)
                 .await?
             else {
