@@ -142,8 +142,15 @@ def event_hash(event):
 
 class Key:
     def __init__(self, published):
-        if not isinstance(published, dict) or set(published) != KEY_FIELDS:
-            raise Unreadable(f"a key's fields are {sorted(KEY_FIELDS)}")
+        if not isinstance(published, dict) or set(published) - {"signed"} != KEY_FIELDS:
+            raise Unreadable(f"a key's fields are {sorted(KEY_FIELDS)}, and \"signed\" if known")
+        signed = published.get("signed")
+        if signed is not None and (not isinstance(signed, dict) or set(signed) != {"chain", "first_seq", "last_seq"}
+                                   or not isinstance(signed["chain"], str)
+                                   or not is_int(signed["first_seq"]) or not is_int(signed["last_seq"])):
+            raise Unreadable(f"key {published.get('key_id')}: \"signed\" is {{chain, first_seq, last_seq}}")
+        # The places of one chain the key signed (both 0 for none), if the keys say.
+        self.signed = signed
         if not is_time(published["valid_from"]) or (published["retired_at"] is not None and not is_time(published["retired_at"])):
             raise Unreadable(f"key {published['key_id']}: its times are not in the format's form")
         raw = b64(published["public_key"])
@@ -155,6 +162,12 @@ class Key:
         self.public = Ed25519PublicKey.from_public_bytes(raw)
         self.valid_from = published["valid_from"]
         self.retired_at = published.get("retired_at")
+
+    def may_sign(self, chain, seq):
+        """A retired key signed only the places of a chain its keys say it did."""
+        if self.retired_at is None or self.signed is None or self.signed["chain"] != chain:
+            return True
+        return 1 <= self.signed["first_seq"] <= seq <= self.signed["last_seq"]
 
     def valid_at(self, at):
         # Times are RFC 3339, UTC, six fractional digits: they compare as text.
@@ -237,6 +250,10 @@ class ChainVerifier:
             raise Broken(seq, f"signed at {event['signed_at']} by {key.key_id}, which was not valid then")
         if not key.verifies(SIGNATURE_DOMAIN + event["hash"], event["signature"]):
             raise Broken(seq, "its signature does not verify")
+        if not key.may_sign(self.chain, seq):
+            r = key.signed
+            raise Broken(seq, f"signed by {key.key_id}, which retired having signed events {r['first_seq']} to "
+                              f"{r['last_seq']} of this chain only: someone holding the retired key made it")
         named = self.pending.pop(seq, None)
         if named is not None:
             for h, at in named:

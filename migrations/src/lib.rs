@@ -25,6 +25,7 @@ mod m20261207_000020_key_rewraps;
 mod m20261207_000021_audit_org_chains;
 mod m20261208_000022_audit_chain_heads;
 mod m20261208_000023_audit_legacy_end;
+mod m20261208_000024_audit_chain_keys;
 
 pub struct Migrator;
 
@@ -55,6 +56,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000021_audit_org_chains::Migration),
             Box::new(m20261208_000022_audit_chain_heads::Migration),
             Box::new(m20261208_000023_audit_legacy_end::Migration),
+            Box::new(m20261208_000024_audit_chain_keys::Migration),
         ]
     }
 }

@@ -670,3 +670,92 @@ async fn an_installation_made_by_the_versions_before_upgrades_and_verifies_legac
         }
     }
 }
+
+/// A retired key that leaked cannot extend a chain, even with events dated before it
+/// retired: the keys an owner or auditor fetches say which places of their chain each key
+/// signed, and both verifiers refuse the rest.
+#[tokio::test]
+async fn a_retired_key_cannot_extend_the_chain_within_its_validity() {
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    app.create_project(&owner, "one", false).await;
+    let chain = organization_of(&app, &owner).await;
+    let file = app.data_dir().join("audit-signing.keys");
+    let before = cmek_console::store::signing_keys::load(&file).unwrap();
+    let retired = before.current().unwrap();
+    // Events so far were signed at the test clock's start, before now.
+    let retires_at = chrono::Utc::now();
+    cmek_console::store::signing_keys::rotate(&file, retires_at).unwrap();
+    // An instance started after the rotation publishes both keys, and what each signed.
+    let restarted = app.another_instance().await;
+    let bench = Workbench::new(&restarted, &owner).await;
+    let keys: Value = serde_json::from_slice(&std::fs::read(&bench.keys).unwrap()).unwrap();
+    let old = &keys["keys"][0];
+    assert!(!old["retired_at"].is_null(), "{keys}");
+    assert_eq!(old["signed"]["chain"], chain.as_str());
+    let (doc, _) = export(&app, &owner, "format=json").await;
+    let mut doc: Value = serde_json::from_slice(&doc).unwrap();
+    // What the old key signed, up to where it stopped (the restarted instance signs with
+    // the new one).
+    let old_last = old["signed"]["last_seq"].as_u64().unwrap();
+    doc["items"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|e| e["seq"].as_u64().unwrap() <= old_last);
+    let last = doc["items"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["seq"], old_last, "{keys}");
+    assert_eq!(last["key_id"], old["key_id"]);
+    // Members are not told: it would say how long the log is.
+    let member = app.api_key(Role::Member).await;
+    let told: Value = restarted
+        .get("/api/v1/audit/signing-keys", &member)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(told["keys"][0].get("signed").is_none(), "{told}");
+
+    // Someone holding the retired key appends an event dated before it retired.
+    let at = chrono::DateTime::parse_from_rfc3339(last["signed_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+        + chrono::Duration::milliseconds(1);
+    assert!(at < retires_at);
+    let forged = cmek_console::crypto::audit_chain::ChainEvent::seal(
+        &chain,
+        last["seq"].as_u64().unwrap() + 1,
+        last["hash"].as_str().unwrap(),
+        cmek_console::crypto::audit_chain::EventBody {
+            id: uuid::Uuid::now_v7().to_string(),
+            occurred_at: cmek_console::crypto::audit_chain::time_text(at),
+            actor: "user:mallory@example.com".into(),
+            action: "project.deleted".into(),
+            target: "project/forged".into(),
+            outcome: "success".into(),
+            source_ip: None,
+            detail: serde_json::json!({}),
+        },
+        at,
+        retired,
+    );
+    doc["items"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::to_value(&forged).unwrap());
+    doc["checkpoint"] = Value::Null;
+    let file = bench.write("extended.json", &serde_json::to_vec(&doc).unwrap());
+    let verdict = bench.verify(&file, &[], None);
+    assert_eq!(verdict.code, 1, "{}", verdict.said);
+    assert!(
+        verdict.said.contains("retired having signed"),
+        "{}",
+        verdict.said
+    );
+    // Without what each key signed (a member's copy of the keys), it would have passed.
+    let mut unknown = keys.clone();
+    for key in unknown["keys"].as_array_mut().unwrap() {
+        key.as_object_mut().unwrap().remove("signed");
+    }
+    std::fs::write(&bench.keys, serde_json::to_vec(&unknown).unwrap()).unwrap();
+    assert_eq!(bench.verify(&file, &[], None).code, 0);
+}

@@ -213,6 +213,8 @@ async fn two_instances_under_200_concurrent_writes_keep_one_winner_and_an_intact
             .unwrap(),
         Verification::Intact { .. }
     ));
+    let chains = first.console.audit().verify_org_chains(None).await.unwrap();
+    assert!(chains.is_ok(), "{chains:?}");
     assert_eq!(
         count(&first, "SELECT COUNT(*) FROM projects").await,
         count(
@@ -246,6 +248,77 @@ async fn two_instances_under_200_concurrent_writes_keep_one_winner_and_an_intact
     assert!(
         count(&first, "SELECT COUNT(*) FROM users WHERE role = 'owner'").await >= 1,
         "an owner remains"
+    );
+}
+
+/// Writes in different organizations take no lock in common (on PostgreSQL): 8
+/// organizations creating projects at once through two instances lose nothing, and each
+/// organization's chain stays linear (its places 1..n, each once) and verifies.
+#[tokio::test]
+async fn creates_in_eight_organizations_at_once_on_two_instances_lose_nothing_and_each_chain_verifies()
+ {
+    let first = spawn_app().await;
+    let second = first.another_instance().await;
+    let mut keys = vec![first.api_key(Role::Owner).await];
+    for i in 1..8 {
+        let identity = first.console.identity();
+        let (organization, _) = identity
+            .create_organization(&format!("Org {i}"), &format!("owner{i}@example.com"))
+            .await
+            .unwrap();
+        let operator = identity.operator(Some(organization.id)).await.unwrap();
+        keys.push(
+            identity
+                .create_api_key(&operator, "bench", Role::Owner)
+                .await
+                .unwrap()
+                .secret,
+        );
+    }
+    let before = count(&first, "SELECT COUNT(*) FROM projects").await;
+    let instances = [&first, &second];
+    let mut requests = Vec::new();
+    for n in 0..25 {
+        for (o, key) in keys.iter().enumerate() {
+            let app = instances[(n + o) % 2];
+            requests.push(async move {
+                app.post_json(
+                    "/api/v1/projects",
+                    key,
+                    &json!({ "name": format!("p{n}"), "cmek_enabled": false }),
+                )
+                .await
+                .status()
+            });
+        }
+    }
+    let statuses = join_all(requests).await;
+
+    assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+    assert_eq!(
+        count(&first, "SELECT COUNT(*) FROM projects").await - before,
+        200
+    );
+    let chains = first.console.audit().verify_org_chains(None).await.unwrap();
+    assert!(chains.is_ok(), "{chains:?}");
+    // Each chain's places are 1..n, once each, and its head row names the last.
+    assert_eq!(
+        count(
+            &first,
+            "SELECT COUNT(*) FROM audit_chains c WHERE c.seq <> \
+             (SELECT COUNT(*) FROM audit_events e WHERE e.chain = c.chain) \
+             OR c.seq <> (SELECT MAX(chain_seq) FROM audit_events e WHERE e.chain = c.chain)"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &first,
+            "SELECT COUNT(DISTINCT chain) FROM audit_events WHERE action = 'project.created'"
+        )
+        .await,
+        8
     );
 }
 

@@ -128,9 +128,34 @@ pub struct PublishedKey {
     pub public_key: String,
     pub valid_from: String,
     pub retired_at: Option<String>,
+    /// The places of one chain (the organization's that fetched the keys) the key signed;
+    /// absent when not known. A verifier refuses an event of that chain signed by the key,
+    /// once retired, outside them: a retired key that leaked cannot extend the chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<SignedRange>,
+}
+
+/// The first and last places of `chain` a key signed; both 0 when it signed none of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedRange {
+    pub chain: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
 }
 
 impl PublishedKey {
+    /// Whether the key may have signed place `seq` of `chain`: always, unless it is retired
+    /// and its published range of that chain leaves `seq` out.
+    fn may_sign(&self, chain: &str, seq: u64) -> bool {
+        match (&self.retired_at, &self.signed) {
+            (Some(_), Some(range)) if range.chain == chain => {
+                range.first_seq >= 1 && range.first_seq <= seq && seq <= range.last_seq
+            }
+            _ => true,
+        }
+    }
+
     pub fn of(
         key: &SigningKey,
         valid_from: DateTime<Utc>,
@@ -142,6 +167,7 @@ impl PublishedKey {
             public_key: key.public_key(),
             valid_from: time_text(valid_from),
             retired_at: retired_at.map(time_text),
+            signed: None,
         }
     }
 
@@ -694,6 +720,19 @@ impl<'k> ChainVerifier<'k> {
         }
         if !key.verifies(&ChainEvent::signed_message(&event.hash), &event.signature) {
             return Err(broken(at, "its signature does not verify"));
+        }
+        if !key.may_sign(&self.chain, event.seq) {
+            let range = key
+                .signed
+                .as_ref()
+                .map_or((0, 0), |r| (r.first_seq, r.last_seq));
+            return Err(broken(
+                at,
+                format!(
+                    "signed by {}, which retired having signed events {} to {} of this chain only: someone holding the retired key made it",
+                    key.key_id, range.0, range.1
+                ),
+            ));
         }
         if let Some(named) = self.pending.remove(&event.seq) {
             for (hash, cp_at) in named {

@@ -258,8 +258,31 @@ impl Audit {
 
     /// The public keys that sign the audit log, with the time each was valid for. Public by
     /// nature: any signed-in caller may read them, and keep them to verify exports offline.
-    pub fn signing_keys(&self, _caller: &Caller) -> Vec<crate::crypto::audit_chain::PublishedKey> {
-        self.signing.published()
+    /// For owners and auditors (who read the log), each key also says which places of their
+    /// organization's chain it signed: with them a verifier refuses what a retired key signed
+    /// outside them.
+    pub async fn signing_keys(
+        &self,
+        caller: &Caller,
+    ) -> Result<Vec<crate::crypto::audit_chain::PublishedKey>, DomainError> {
+        let mut keys = self.signing.published();
+        if caller.require_auditor_view("read the audit log").is_err() {
+            return Ok(keys);
+        }
+        let chain = caller.organization_id.to_string();
+        let ranges = self.store.audit_key_ranges(&chain).await?;
+        for key in &mut keys {
+            let (first_seq, last_seq) = ranges
+                .iter()
+                .find(|(id, ..)| *id == key.key_id)
+                .map_or((0, 0), |(_, first, last)| (*first, *last));
+            key.signed = Some(crate::crypto::audit_chain::SignedRange {
+                chain: chain.clone(),
+                first_seq,
+                last_seq,
+            });
+        }
+        Ok(keys)
     }
 
     /// Owners and auditors read the audit log; members get 403 (it says who did what and

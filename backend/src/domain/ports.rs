@@ -345,6 +345,11 @@ pub trait AuditStore: Send + Sync {
         let _ = (only, after, limit);
         Ok(Vec::new())
     }
+    /// The places of `chain` each signing key signed: the key's id, its first and last.
+    async fn audit_key_ranges(&self, chain: &str) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let _ = chain;
+        Ok(Vec::new())
+    }
     /// Where format 1's chain ended, once closed.
     async fn audit_legacy_end(
         &self,

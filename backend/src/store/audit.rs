@@ -12,7 +12,9 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::entities::{audit_chains, audit_checkpoints, audit_events, audit_legacy};
+use super::entities::{
+    audit_chain_keys, audit_chains, audit_checkpoints, audit_events, audit_legacy,
+};
 use crate::crypto::audit_chain::{
     ChainEvent, Checkpoint, EventBody, PLATFORM_CHAIN, SigningKey, time_text,
 };
@@ -160,6 +162,23 @@ async fn seal_in_chain(
         .exec_without_returning(db)
         .await?;
     }
+    // What this key signed of this chain: its first place once, its last every time.
+    audit_chain_keys::Entity::insert(audit_chain_keys::ActiveModel {
+        chain: Set(chain.clone()),
+        key_id: Set(sealed.key_id.clone()),
+        first_seq: Set(new_seq),
+        last_seq: Set(new_seq),
+    })
+    .on_conflict(
+        sea_orm::sea_query::OnConflict::columns([
+            audit_chain_keys::Column::Chain,
+            audit_chain_keys::Column::KeyId,
+        ])
+        .update_column(audit_chain_keys::Column::LastSeq)
+        .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
     if checkpoint_every > 0 && sealed.seq.is_multiple_of(checkpoint_every) {
         checkpoint(db, &chain, sealed.seq, &sealed.hash, signed_at, key).await?;
     }
@@ -240,6 +259,26 @@ pub async fn checkpoint_moved_chains(
         }
     }
     Ok(made)
+}
+
+/// The places of `chain` each signing key signed: its id, first and last.
+pub async fn key_ranges(
+    db: &impl ConnectionTrait,
+    chain: &str,
+) -> Result<Vec<(String, u64, u64)>, StoreError> {
+    Ok(audit_chain_keys::Entity::find()
+        .filter(audit_chain_keys::Column::Chain.eq(chain))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| {
+            (
+                m.key_id,
+                u64::try_from(m.first_seq).unwrap_or_default(),
+                u64::try_from(m.last_seq).unwrap_or_default(),
+            )
+        })
+        .collect())
 }
 
 /// The chain's newest checkpoint at or before `at_most` (a place in the chain).
@@ -747,6 +786,10 @@ impl AuditStore for SeaStore {
             return Ok((end.last_seq > 0).then(|| (end.last_seq, end.last_hash.clone())));
         }
         super::audit::head(&self.db).await
+    }
+
+    async fn audit_key_ranges(&self, chain: &str) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        key_ranges(&self.db, chain).await
     }
 
     async fn audit_legacy_end(&self) -> Result<Option<LegacyEnd>, StoreError> {

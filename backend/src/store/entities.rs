@@ -192,6 +192,27 @@ pub mod audit_chains {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// The first and last places of each chain each signing key signed (migration 000024).
+pub mod audit_chain_keys {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_chain_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub chain: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key_id: String,
+        pub first_seq: i64,
+        pub last_seq: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 /// Where format 1's single chain ended (migration 000023): one row, once closed.
 pub mod audit_legacy {
     use sea_orm::entity::prelude::*;

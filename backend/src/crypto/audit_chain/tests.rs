@@ -362,3 +362,38 @@ fn a_file_two_readers_could_read_differently_is_refused() {
         serde_json::json!({"n": "9007199254740993", "ok": 9_007_199_254_740_991u64})
     );
 }
+
+#[test]
+fn a_retired_key_signs_only_the_places_its_keys_say() {
+    let (export, mut keys) = fixture();
+    // Key A (retired) signed events 1 to 3 of this chain, B the rest.
+    keys[0].signed = Some(SignedRange {
+        chain: ORG.into(),
+        first_seq: 1,
+        last_seq: 3,
+    });
+    assert!(verify_export(&export, &keys, &[], Extent::Whole).is_ok());
+    // Said to have stopped at 2, event 3 by A is refused; said of another chain, not.
+    keys[0].signed = Some(SignedRange {
+        chain: ORG.into(),
+        first_seq: 1,
+        last_seq: 2,
+    });
+    let err = verify_export(&export, &keys, &[], Extent::Whole).unwrap_err();
+    assert_eq!(err.seq, Some(3));
+    assert!(err.reason.contains("retired having signed"), "{err}");
+    keys[0].signed = Some(SignedRange {
+        chain: "another".into(),
+        first_seq: 0,
+        last_seq: 0,
+    });
+    assert!(verify_export(&export, &keys, &[], Extent::Whole).is_ok());
+    // The current key is never held to its range: it goes on signing.
+    keys[0].signed = None;
+    keys[1].signed = Some(SignedRange {
+        chain: ORG.into(),
+        first_seq: 4,
+        last_seq: 4,
+    });
+    assert!(verify_export(&export, &keys, &[], Extent::Whole).is_ok());
+}

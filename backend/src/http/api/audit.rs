@@ -287,6 +287,20 @@ pub struct SigningKeyBody {
     pub valid_from: String,
     /// When the next key took over; it signs nothing after this. `null` for the current key.
     pub retired_at: Option<String>,
+    /// Owners and auditors: the places of their organization's chain the key signed (both 0
+    /// if none). A verifier refuses an event of that chain signed by the key, once retired,
+    /// outside them. Absent for members.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed: Option<SignedRangeBody>,
+}
+
+/// The first and last places of a chain a key signed.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SignedRangeBody {
+    /// The organization's id.
+    pub chain: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -312,6 +326,7 @@ pub async fn signing_keys(
         .console
         .audit()
         .signing_keys(&caller.0)
+        .await?
         .into_iter()
         .map(|k| SigningKeyBody {
             key_id: k.key_id,
@@ -319,6 +334,11 @@ pub async fn signing_keys(
             public_key: k.public_key,
             valid_from: k.valid_from,
             retired_at: k.retired_at,
+            signed: k.signed.map(|r| SignedRangeBody {
+                chain: r.chain,
+                first_seq: r.first_seq,
+                last_seq: r.last_seq,
+            }),
         })
         .collect();
     Ok(HttpResponse::Ok().json(SigningKeysBody { keys }))

@@ -155,6 +155,6 @@ pub async fn list(
         errors,
         next_page_token: next,
         filter_query: query.filter_query(),
-        signing_keys: state.console.audit().signing_keys(&caller.0),
+        signing_keys: state.console.audit().signing_keys(&caller.0).await?,
     })
 }
