@@ -157,6 +157,34 @@ async fn audit_verify(app: &TestApp) -> Option<String> {
     }
 }
 
+/// An event appended to `chain` after `prev` by someone holding `key`, as the console would
+/// have signed it at `at`.
+fn forged(
+    chain: &str,
+    seq: u64,
+    prev: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    key: &cmek_console::crypto::audit_chain::SigningKey,
+) -> cmek_console::crypto::audit_chain::ChainEvent {
+    cmek_console::crypto::audit_chain::ChainEvent::seal(
+        chain,
+        seq,
+        prev,
+        cmek_console::crypto::audit_chain::EventBody {
+            id: uuid::Uuid::now_v7().to_string(),
+            occurred_at: cmek_console::crypto::audit_chain::time_text(at),
+            actor: "user:mallory@example.com".into(),
+            action: "project.deleted".into(),
+            target: "project/forged".into(),
+            outcome: "success".into(),
+            source_ip: None,
+            detail: serde_json::json!({}),
+        },
+        at,
+        key,
+    )
+}
+
 #[tokio::test]
 async fn an_export_verifies_offline_in_json_and_csv_and_holds_nothing_of_another_organization() {
     let app = spawn_app().await;
@@ -462,20 +490,10 @@ async fn a_retired_keys_late_signature_is_refused() {
     let (doc, _) = export(&app, &owner, "format=json").await;
     let mut doc: Value = serde_json::from_slice(&doc).unwrap();
     let last = doc["items"].as_array().unwrap().last().unwrap().clone();
-    let forged = cmek_console::crypto::audit_chain::ChainEvent::seal(
+    let forged = forged(
         &chain,
         last["seq"].as_u64().unwrap() + 1,
         last["hash"].as_str().unwrap(),
-        cmek_console::crypto::audit_chain::EventBody {
-            id: uuid::Uuid::now_v7().to_string(),
-            occurred_at: cmek_console::crypto::audit_chain::time_text(later),
-            actor: "user:mallory@example.com".into(),
-            action: "project.deleted".into(),
-            target: "project/forged".into(),
-            outcome: "success".into(),
-            source_ip: None,
-            detail: serde_json::json!({}),
-        },
         later,
         retired,
     );
@@ -721,20 +739,10 @@ async fn a_retired_key_cannot_extend_the_chain_within_its_validity() {
         .with_timezone(&chrono::Utc)
         + chrono::Duration::milliseconds(1);
     assert!(at < retires_at);
-    let forged = cmek_console::crypto::audit_chain::ChainEvent::seal(
+    let forged = forged(
         &chain,
         last["seq"].as_u64().unwrap() + 1,
         last["hash"].as_str().unwrap(),
-        cmek_console::crypto::audit_chain::EventBody {
-            id: uuid::Uuid::now_v7().to_string(),
-            occurred_at: cmek_console::crypto::audit_chain::time_text(at),
-            actor: "user:mallory@example.com".into(),
-            action: "project.deleted".into(),
-            target: "project/forged".into(),
-            outcome: "success".into(),
-            source_ip: None,
-            detail: serde_json::json!({}),
-        },
         at,
         retired,
     );

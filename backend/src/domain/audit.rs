@@ -321,21 +321,9 @@ impl AuditDraft {
     }
 
     pub fn seal(self, seq: i64, prev_hash: &str, key: &ChainKey) -> AuditEvent {
-        let mut event = AuditEvent {
-            seq,
-            id: self.id,
-            organization_id: self.organization_id,
-            occurred_at: self.occurred_at,
-            actor: self.actor,
-            action: self.action.to_owned(),
-            target: self.target,
-            outcome: self.outcome,
-            source_ip: self.source_ip,
-            detail: self.detail,
-            prev_hash: prev_hash.to_owned(),
-            hash: String::new(),
-            key_id: Some(key.id.clone()),
-        };
+        let mut event = self.unsealed(seq);
+        event.prev_hash = prev_hash.to_owned();
+        event.key_id = Some(key.id.clone());
         event.hash = event.compute_hash(key);
         event
     }

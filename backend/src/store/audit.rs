@@ -650,13 +650,19 @@ fn filtered(
     query
 }
 
+/// Format 1's rows in `seq` order, `limit` of them from `from_seq` on, up to `through` if
+/// given (where it closed).
 pub async fn chain(
     db: &impl ConnectionTrait,
     from_seq: i64,
+    through: Option<i64>,
     limit: u64,
 ) -> Result<Vec<ChainRow>, StoreError> {
     Ok(audit_events::Entity::find()
         .filter(audit_events::Column::Seq.gte(from_seq))
+        .apply_if(through, |q, last| {
+            q.filter(audit_events::Column::Seq.lte(last))
+        })
         .order_by_asc(audit_events::Column::Seq)
         .limit(limit)
         .all(db)
@@ -698,7 +704,7 @@ pub async fn reseal_legacy(db: &impl ConnectionTrait, key: &ChainKey) -> Result<
     // First pass: the legacy chain must verify as it was written.
     let (mut expected, mut prev) = (1, GENESIS.to_owned());
     loop {
-        let batch = chain(db, expected, BATCH).await?;
+        let batch = chain(db, expected, None, BATCH).await?;
         for row in &batch {
             let ChainRow::Event(event) = row else {
                 tracing::error!("unreadable audit event; not re-sealing the legacy chain");
@@ -722,7 +728,7 @@ pub async fn reseal_legacy(db: &impl ConnectionTrait, key: &ChainKey) -> Result<
     // Second pass: the same events, linked and sealed with the key.
     let (mut from, mut prev, mut count) = (1, GENESIS.to_owned(), 0);
     loop {
-        let batch = chain(db, from, BATCH).await?;
+        let batch = chain(db, from, None, BATCH).await?;
         for row in &batch {
             let ChainRow::Event(event) = row else {
                 return Err(StoreError::Corrupt(
@@ -769,16 +775,10 @@ impl AuditStore for SeaStore {
     }
 
     async fn audit_chain(&self, from_seq: i64, limit: u64) -> Result<Vec<ChainRow>, StoreError> {
-        let mut rows = super::audit::chain(&self.db, from_seq, limit).await?;
         // A closed format 1 is its legacy segment: the rows after its end are in the
         // organizations' chains.
-        if let Some(end) = self.legacy.get() {
-            rows.retain(|row| match row {
-                ChainRow::Event(e) => e.seq <= end.last_seq,
-                ChainRow::Unreadable { seq, .. } => *seq <= end.last_seq,
-            });
-        }
-        Ok(rows)
+        let through = self.legacy.get().map(|end| end.last_seq);
+        super::audit::chain(&self.db, from_seq, through, limit).await
     }
 
     async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
