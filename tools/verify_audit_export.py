@@ -269,8 +269,8 @@ class ChainVerifier:
 
     def finish(self):
         last_seq = self.last[0] if self.last else None
-        if self.extent == "selection":
-            # A selection cannot tell a removed event from one its filter left out.
+        if self.extent != "whole":
+            # A part or a selection cannot tell a removed event from one outside it.
             self.unchecked.extend(sorted(self.pending))
             self.pending = {}
         if self.pending:
@@ -478,7 +478,7 @@ def main(argv=None):
     except Broken as broken:
         print(f"NOT VERIFIED: {broken}")
         return 1
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, csv.Error, RecursionError) as error:
         print(f"could not read the files: {error}", file=sys.stderr)
         return 2
     print(f"verified: {report['events']} events, seq {report['first_seq']} to {report['last_seq']}, "

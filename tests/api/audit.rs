@@ -941,3 +941,53 @@ async fn each_organization_has_its_own_signed_chain_and_an_edit_breaks_it() {
     assert_eq!(broken.1.seq, Some(2), "{broken:?}");
     assert!(broken.1.reason.contains("hash"), "{broken:?}");
 }
+
+/// An event moved to another organization (its `organization_id` changed, so another
+/// organization's log lists it), and an organization whose every event was removed, are both
+/// caught by `audit verify`.
+#[tokio::test]
+async fn an_event_moved_to_another_organization_or_a_chain_emptied_is_caught() {
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    app.create_project(&owner, "one", false).await;
+    let chain = app
+        .console
+        .identity()
+        .operator(None)
+        .await
+        .unwrap()
+        .organization_id;
+    app.db()
+        .await
+        .execute_unprepared(&format!(
+            "UPDATE audit_events SET organization_id = NULL WHERE chain = '{chain}' AND chain_seq = 2"
+        ))
+        .await
+        .unwrap();
+    match app.console.audit().verify_org_chains(None).await.unwrap() {
+        Err((_, broken)) => assert!(broken.reason.contains("organization"), "{broken}"),
+        Ok(_) => panic!("a moved event went unnoticed"),
+    }
+
+    let emptied = spawn_app().await;
+    let owner = emptied.api_key(Role::Owner).await;
+    emptied.create_project(&owner, "one", false).await;
+    emptied
+        .db()
+        .await
+        .execute_unprepared(
+            "DELETE FROM audit_events WHERE chain IS NOT NULL AND chain <> 'platform'",
+        )
+        .await
+        .unwrap();
+    match emptied
+        .console
+        .audit()
+        .verify_org_chains(None)
+        .await
+        .unwrap()
+    {
+        Err((_, broken)) => assert!(broken.reason.contains("holds no event"), "{broken}"),
+        Ok(_) => panic!("an emptied chain went unnoticed"),
+    }
+}

@@ -327,6 +327,23 @@ async fn a_time_range_exports_a_part_and_a_filter_exports_a_selection() {
     );
     let verdict = bench.verify(&file, &[], Some("--partial"));
     assert_eq!(verdict.code, 0, "{}", verdict.said);
+    // A checkpoint kept from later (beyond the part's end) cannot be checked against a part:
+    // reported, not taken for a truncation.
+    let (later, _) = export(&app, &owner, "format=json").await;
+    let later: Value = serde_json::from_slice(&later).unwrap();
+    let kept = bench.write(
+        "kept.json",
+        &serde_json::to_vec(&later["checkpoint"]).unwrap(),
+    );
+    let (before_cut, _) = export(&app, &owner, &format!("format=json&until={cut}")).await;
+    let file = bench.write("before-cut.json", &before_cut);
+    let verdict = bench.verify(&file, &[kept], Some("--partial"));
+    assert_eq!(verdict.code, 0, "{}", verdict.said);
+    assert!(
+        verdict.said.to_lowercase().contains("not checked"),
+        "{}",
+        verdict.said
+    );
 
     let (chosen, extent) = export(&app, &owner, "format=csv&action=project.created").await;
     assert_eq!(extent, "selection");

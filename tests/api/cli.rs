@@ -147,11 +147,11 @@ async fn audit_verify_with_a_saved_checkpoint_notices_that_the_newest_events_wer
 
     assert!(still_whole.status.success(), "newer events are fine");
     // Format 1's chain still links up without the checkpoint, but the organization's own
-    // chain no longer ends where its head row says.
+    // chain no longer reaches its newest stored checkpoint, nor ends where its head row says.
     assert_eq!(plain.status.code(), Some(1));
     let plain_err = String::from_utf8_lossy(&plain.stderr);
     assert!(
-        plain_err.contains("Organization chain") && plain_err.contains("head"),
+        plain_err.contains("Organization chain") && plain_err.contains("removed"),
         "{plain_err}"
     );
     assert_eq!(with_checkpoint.status.code(), Some(1));

@@ -794,11 +794,11 @@ impl<'k> ChainVerifier<'k> {
 
     /// Ends the check: a checkpoint beyond the last event means events were removed from the
     /// end.
-    /// A selection cannot tell a removed event from one the filter left out: its checkpoints
-    /// beyond the last event are reported as unchecked.
+    /// A part or a selection cannot tell a removed event from one outside it: its
+    /// checkpoints beyond the last event are reported as unchecked.
     pub fn finish(mut self) -> Result<Verified, Broken> {
         let last_seq = self.last.as_ref().map(|(seq, _, _)| *seq);
-        if self.extent == Extent::Selection {
+        if self.extent != Extent::Whole {
             let mut beyond: Vec<u64> = self.pending.drain().map(|(seq, _)| seq).collect();
             beyond.sort_unstable();
             self.unchecked.extend(beyond);

@@ -94,6 +94,7 @@ impl Audit {
             }
         }
         let (mut chains, mut events) = (0u64, 0u64);
+        let mut visited = std::collections::HashSet::new();
         let mut current: Option<(String, crate::crypto::audit_chain::ChainVerifier<'_>)> = None;
         let mut after = None;
         loop {
@@ -110,6 +111,7 @@ impl Audit {
                         return Ok(Err((done_chain, b)));
                     }
                     chains += 1;
+                    visited.insert(chain.to_owned());
                     let latest = self.store.audit_latest_checkpoint(chain, u64::MAX).await?;
                     let started = match crate::crypto::audit_chain::ChainVerifier::new(
                         chain,
@@ -149,19 +151,35 @@ impl Audit {
             return Ok(Err((chain, b)));
         }
         // A chain whose every event was removed still has its head row.
-        if let Some(chain) = only
-            && chains == 0
-            && let Some((seq, _)) = self.store.audit_chain_head(chain, None).await?
-        {
-            return Ok(Err((
-                chain.to_owned(),
-                Broken {
-                    seq: None,
-                    reason: format!(
-                        "the chain's head is event {seq}, but it holds no event: they were removed"
-                    ),
-                },
-            )));
+        let mut heads = match only {
+            Some(chain) => vec![chain.to_owned()],
+            None => Vec::new(),
+        };
+        let mut after = None;
+        loop {
+            if only.is_none() {
+                heads = self.store.audit_chain_names(after.clone(), BATCH).await?;
+            }
+            for chain in &heads {
+                if visited.contains(chain) {
+                    continue;
+                }
+                if let Some((seq, _)) = self.store.audit_chain_head(chain, None).await? {
+                    return Ok(Err((
+                        chain.to_owned(),
+                        Broken {
+                            seq: None,
+                            reason: format!(
+                                "the chain's head is event {seq}, but it holds no event: they were removed"
+                            ),
+                        },
+                    )));
+                }
+            }
+            if only.is_some() || (heads.len() as u64) < BATCH {
+                break;
+            }
+            after = heads.last().cloned();
         }
         Ok(Ok((chains, events)))
     }
@@ -178,7 +196,13 @@ impl Audit {
         };
         let head = self.store.audit_chain_head(chain, None).await?;
         let end = verified.last_seq.zip(verified.head_hash);
-        if head.is_some() && head != end {
+        if head.is_none() {
+            return Ok(Err(Broken {
+                seq: None,
+                reason: "the chain has events but no head row: it was removed".into(),
+            }));
+        }
+        if head != end {
             let (seq, _) = head.unwrap_or_default();
             return Ok(Err(Broken {
                 seq: end.map(|(s, _)| s),
@@ -253,7 +277,19 @@ impl Audit {
     /// Checkpoints every chain whose head moved since its last checkpoint (each is kept and
     /// queued to its organization's webhooks); the checkpoints made.
     pub async fn checkpoint_chains(&self) -> Result<Vec<SignedCheckpoint>, DomainError> {
-        Ok(self.store.checkpoint_audit_chains(self.clock.now()).await?)
+        let now = self.clock.now();
+        let mut made = Vec::new();
+        // A batch at a time until none has moved: every organization's chain gets its
+        // checkpoint each round, however many there are (bounded, should chains move as fast
+        // as they are checkpointed).
+        for _ in 0..1_000 {
+            let batch = self.store.checkpoint_audit_chains(now).await?;
+            if batch.is_empty() {
+                break;
+            }
+            made.extend(batch);
+        }
+        Ok(made)
     }
 
     /// The public keys that sign the audit log, with the time each was valid for. Public by

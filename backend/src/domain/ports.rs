@@ -350,6 +350,15 @@ pub trait AuditStore: Send + Sync {
         let _ = chain;
         Ok(Vec::new())
     }
+    /// The chains that have a head row, in name order, `limit` of them after `after`.
+    async fn audit_chain_names(
+        &self,
+        after: Option<String>,
+        limit: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let _ = (after, limit);
+        Ok(Vec::new())
+    }
     /// Where format 1's chain ended, once closed.
     async fn audit_legacy_end(
         &self,

@@ -30,6 +30,7 @@ pub async fn append(
     mut draft: AuditDraft,
     key: &ChainKey,
     signing: Option<&SigningKey>,
+    signing_from: Option<chrono::DateTime<chrono::Utc>>,
     checkpoint_every: u64,
     legacy: Option<&LegacyEnd>,
 ) -> Result<(), StoreError> {
@@ -52,8 +53,15 @@ pub async fn append(
                 )
             })?;
             let mut event = draft.unsealed(next_seq(db).await?);
-            let signed =
-                seal_in_chain(db, &event, signing, checkpoint_every, &end.last_hash).await?;
+            let signed = seal_in_chain(
+                db,
+                &event,
+                signing,
+                signing_from,
+                checkpoint_every,
+                &end.last_hash,
+            )
+            .await?;
             event.prev_hash = signed.prev_hash.clone();
             event.hash = signed.hash.clone();
             (event, Some(signed))
@@ -63,7 +71,15 @@ pub async fn append(
             let event = draft.seal(seq + 1, &prev_hash, key);
             let signed = match signing {
                 Some(signing) => Some(
-                    seal_in_chain(db, &event, signing, checkpoint_every, &event.prev_hash).await?,
+                    seal_in_chain(
+                        db,
+                        &event,
+                        signing,
+                        signing_from,
+                        checkpoint_every,
+                        &event.prev_hash,
+                    )
+                    .await?,
                 ),
                 None => None,
             };
@@ -115,6 +131,7 @@ async fn seal_in_chain(
     db: &impl ConnectionTrait,
     event: &AuditEvent,
     key: &SigningKey,
+    key_from: Option<chrono::DateTime<chrono::Utc>>,
     checkpoint_every: u64,
     first_prev: &str,
 ) -> Result<ChainEvent, StoreError> {
@@ -130,7 +147,10 @@ async fn seal_in_chain(
         ),
         None => (0, first_prev.to_owned(), None),
     };
+    // Never before the event before it, nor before the key became valid (an instance whose
+    // clock lags would otherwise sign what no verifier accepts).
     let signed_at = after.map_or(event.occurred_at, |a| Ord::max(a, event.occurred_at));
+    let signed_at = key_from.map_or(signed_at, |from| Ord::max(from, signed_at));
     let sealed = ChainEvent::seal(&chain, seq + 1, &prev, chain_body(event), signed_at, key);
     let new_seq = i64::try_from(sealed.seq).map_err(|_| corrupt_head(&chain))?;
     if head.is_some() {
@@ -238,9 +258,11 @@ pub async fn checkpoint(
 pub async fn checkpoint_moved_chains(
     db: &impl ConnectionTrait,
     key: &SigningKey,
+    key_from: Option<chrono::DateTime<chrono::Utc>>,
     now: chrono::DateTime<chrono::Utc>,
     limit: u64,
 ) -> Result<Vec<Checkpoint>, StoreError> {
+    let now = key_from.map_or(now, |from| Ord::max(from, now));
     let moved = audit_chains::Entity::find()
         .filter(
             Expr::col(audit_chains::Column::Seq).gt(Expr::col(audit_chains::Column::CheckpointSeq)),
@@ -428,6 +450,10 @@ fn chain_event_from(m: audit_events::Model) -> Result<ChainEvent, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("audit event {seq}: {what}"));
     let chain = m.chain.clone().ok_or_else(|| corrupt("chain"))?;
     let chain_seq = m.chain_seq.ok_or_else(|| corrupt("chain_seq"))?;
+    // The organization the log shows it under is the chain's: anything else moved it.
+    if chain_of(m.organization_id) != chain {
+        return Err(corrupt("its organization is not its chain's"));
+    }
     let signed = (
         m.chain_prev_hash.clone(),
         m.chain_hash.clone(),
@@ -788,6 +814,24 @@ impl AuditStore for SeaStore {
         super::audit::head(&self.db).await
     }
 
+    async fn audit_chain_names(
+        &self,
+        after: Option<String>,
+        limit: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(audit_chains::Entity::find()
+            .apply_if(after, |q, name| {
+                q.filter(audit_chains::Column::Chain.gt(name))
+            })
+            .order_by_asc(audit_chains::Column::Chain)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|m| m.chain)
+            .collect())
+    }
+
     async fn audit_key_ranges(&self, chain: &str) -> Result<Vec<(String, u64, u64)>, StoreError> {
         key_ranges(&self.db, chain).await
     }
@@ -846,7 +890,8 @@ impl AuditStore for SeaStore {
             return Ok(Vec::new());
         };
         audited!(self, quietly, |txn| {
-            let made = checkpoint_moved_chains(txn, key, now, BATCH).await?;
+            let made =
+                checkpoint_moved_chains(txn, key, self.signing.newest_from(), now, BATCH).await?;
             let happened = !made.is_empty();
             (made, happened)
         })

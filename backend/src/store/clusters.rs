@@ -591,6 +591,13 @@ impl ClusterStore for SeaStore {
             match serving(txn, cluster_id).await? {
                 None => (ObjectWrite::ClusterNotAvailable, false),
                 Some(backup_running) => {
+                    // Writes of one object name, one at a time: the version replaced is the
+                    // one read, and a new name is inserted once.
+                    super::lock_named(
+                        txn,
+                        &format!("object:{cluster_id}:{}", object.name.as_str()),
+                    )
+                    .await?;
                     let existing = object_row(txn, cluster_id, &object.name).await?;
                     let replaced = match existing {
                         Some(old) => {
@@ -632,6 +639,8 @@ impl ClusterStore for SeaStore {
             match serving(txn, cluster_id).await? {
                 None => (Some(ObjectWrite::ClusterNotAvailable), false),
                 Some(backup_running) => {
+                    super::lock_named(txn, &format!("object:{cluster_id}:{}", name.as_str()))
+                        .await?;
                     let existing = object_row(txn, cluster_id, name).await?;
                     match existing {
                         None => (None, false),

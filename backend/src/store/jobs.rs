@@ -159,16 +159,31 @@ impl JobStore for SeaStore {
                 .all(txn)
                 .await?;
             let lease = Uuid::now_v7();
+            let mut leased_ids = std::collections::HashSet::new();
             if !due.is_empty() {
+                // The lease conditions again: a holder renewing meanwhile keeps its job.
                 jobs::Entity::update_many()
                     .col_expr(jobs::Column::LeaseUntil, Expr::value(Some(lease_until)))
                     .col_expr(jobs::Column::Holder, Expr::value(Some(lease)))
                     .filter(jobs::Column::Id.is_in(due.iter().map(|j| j.id)))
+                    .filter(
+                        Condition::any()
+                            .add(jobs::Column::LeaseUntil.is_null())
+                            .add(jobs::Column::LeaseUntil.lte(now)),
+                    )
                     .exec(txn)
                     .await?;
+                leased_ids = jobs::Entity::find()
+                    .filter(jobs::Column::Holder.eq(lease))
+                    .all(txn)
+                    .await?
+                    .into_iter()
+                    .map(|j| j.id)
+                    .collect();
             }
             let leased = due
                 .into_iter()
+                .filter(|m| leased_ids.contains(&m.id))
                 .filter_map(|m| {
                     Some(Job {
                         kind: kind_from(&m.kind)?,

@@ -360,6 +360,8 @@ struct Write<'a> {
     _local: Vec<MutexGuard<'a, ()>>,
     key: &'a ChainKey,
     signing: Option<&'a crate::crypto::audit_chain::SigningKey>,
+    /// When the signing key became valid: nothing is signed before.
+    signing_from: Option<chrono::DateTime<chrono::Utc>>,
     checkpoint_every: u64,
     legacy: Option<&'a crate::domain::audit::LegacyEnd>,
 }
@@ -527,6 +529,7 @@ impl SeaStore {
             _local: local,
             key: self.chain_keys.current(),
             signing: self.signing.current(),
+            signing_from: self.signing.newest_from(),
             checkpoint_every: self.checkpoint_every,
             legacy: self.legacy.get(),
         })
@@ -552,6 +555,7 @@ impl Write<'_> {
                 event,
                 self.key,
                 self.signing,
+                self.signing_from,
                 self.checkpoint_every,
                 self.legacy,
             )
