@@ -236,6 +236,82 @@ class VerifierTest(unittest.TestCase):
         self.assertEqual(report["events"], 20000)
         self.assertLess(peak, 2 * 1024 * 1024, f"peak {peak} bytes")
 
+    def write_csv(self, export, name="export.csv"):
+        """The export in the CSV form, as docs/audit-export.md gives it (formulas defused)."""
+        import csv
+
+        def defuse(value):
+            return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r", "'") else value
+
+        path = os.path.join(self.dir.name, name)
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            out = csv.writer(f, lineterminator="\n")
+            out.writerow(v.CSV_COLUMNS)
+            cp = export["checkpoint"]
+            if cp is not None:
+                out.writerow(["checkpoint", cp["chain"], cp["seq"], "", "", "", "", "", "", "", "", cp["at"], "",
+                              cp["hash"], cp["key_id"], cp["signature"]])
+            for e in export["items"]:
+                row = ["event", e["chain"], str(e["seq"]), e["id"], e["occurred_at"], e["actor"], e["action"],
+                       e["target"], e["outcome"], e.get("source_ip") or "", v.canonical_json(e["detail"]),
+                       e["signed_at"], e["prev_hash"], e["hash"], e["key_id"], e["signature"]]
+                out.writerow([defuse(x) for x in row])
+        return path
+
+    def test_the_csv_form_verifies_as_the_json_does_and_tampering_is_caught(self):
+        report = v.verify(self.write_csv(self.export), self.keys_path, [])
+        self.assertEqual(report["events"], 5)
+        self.assertEqual(report["checkpoints"], [5])
+        # A field starting like a formula is defused, and verifies once the quote is taken off.
+        e = copy.deepcopy(self.export)
+        e["items"][4]["target"] = "=cmd()"
+        reseal(e["items"][4], 8, e["items"][4]["key_id"])
+        e["checkpoint"] = None
+        path = self.write_csv(e, "formula.csv")
+        with open(path, encoding="utf-8") as f:
+            self.assertIn("'=cmd()", f.read())
+        self.assertEqual(v.verify(path, self.keys_path, [])["events"], 5)
+        bad = copy.deepcopy(self.export)
+        bad["items"][2]["actor"] = "someone else"
+        with self.assertRaises(v.Broken) as caught:
+            v.verify(self.write_csv(bad, "bad.csv"), self.keys_path, [])
+        self.assertEqual(caught.exception.seq, 3)
+
+    def test_a_selection_checks_each_event_and_reports_what_it_cannot_check(self):
+        e = copy.deepcopy(self.export)
+        e["items"] = [i for i in e["items"] if i["seq"] in (1, 5)]
+        e["checkpoint"] = None
+        for extent in ("whole", "part"):
+            with self.assertRaises(v.Broken) as caught:
+                self.run_on_extent(e, extent)
+            self.assertIn("--selection", str(caught.exception))
+        report = self.run_on_extent(e, "selection")
+        self.assertEqual(report["events"], 2)
+        forged = copy.deepcopy(e)
+        forged["items"][1]["target"] = "project/other"
+        with self.assertRaises(v.Broken):
+            self.run_on_extent(forged, "selection")
+
+    def run_on_extent(self, export, extent):
+        path = os.path.join(self.dir.name, f"export-{extent}.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(export, f, ensure_ascii=False)
+        return v.verify(path, self.keys_path, [], extent=extent)
+
+    def test_a_retired_key_signs_only_the_places_its_keys_say(self):
+        keys = copy.deepcopy(self.keys)
+        keys[0]["signed"] = {"chain": self.export["chain"], "first_seq": 1, "last_seq": 2}
+        path = os.path.join(self.dir.name, "keys-ranges.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"keys": keys}, f)
+        with self.assertRaises(v.Broken) as caught:
+            v.verify(os.path.join(FIXTURES, "export.json"), path, [])
+        self.assertEqual(caught.exception.seq, 3)
+        keys[0]["signed"]["last_seq"] = 3
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"keys": keys}, f)
+        self.assertEqual(v.verify(os.path.join(FIXTURES, "export.json"), path, [])["events"], 5)
+
 
 if __name__ == "__main__":
     unittest.main()

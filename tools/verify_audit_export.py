@@ -25,6 +25,7 @@ import argparse
 import base64
 import binascii
 import csv
+import datetime
 import hashlib
 import json
 import re
@@ -43,7 +44,7 @@ EVENT_FIELDS = {"chain", "seq", "id", "occurred_at", "actor", "action", "target"
 CHECKPOINT_FIELDS = {"chain", "seq", "hash", "at", "key_id", "signature"}
 KEY_FIELDS = {"key_id", "algorithm", "public_key", "valid_from", "retired_at"}
 EXPORT_FIELDS = ("format", "chain", "checkpoint", "items")
-TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", re.ASCII)
 MAX_EXACT = 2 ** 53 - 1
 MAX_FIELD = 1 << 20  # bytes of a field other than items
 
@@ -66,7 +67,14 @@ def hex_of(text, length):
 
 
 def is_time(text):
-    return isinstance(text, str) and TIME.fullmatch(text) is not None
+    """RFC 3339 in UTC with six fractional digits and Z, and a real date and time."""
+    if not isinstance(text, str) or TIME.fullmatch(text) is None:
+        return False
+    try:
+        datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ")
+    except ValueError:
+        return False
+    return True
 
 
 def exact_integers(value):
