@@ -91,11 +91,12 @@ pub enum OrganizationCommand {
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Verify every row of the log; exits 1 and names the first bad event if it is broken.
-    /// Prints a signed checkpoint of the head to keep for the next run.
+    /// Verify every row of the log (format 1's legacy segment and every organization's
+    /// chain); exits 1 and names the first bad event if it is broken. Prints a signed
+    /// checkpoint of format 1's chain (once closed, where it ended).
     Verify {
-        /// A checkpoint saved earlier (from this command or the `audit checkpoint` log
-        /// lines): also checks that no event it covered was removed or replaced since.
+        /// A format-1 checkpoint saved earlier (from this command or the `audit checkpoint`
+        /// log lines): also checks that no event it covered was removed or replaced since.
         #[arg(long)]
         checkpoint: Option<String>,
     },

@@ -587,6 +587,17 @@ pub enum Extent {
     Selection,
 }
 
+impl Extent {
+    /// Its name in the `x-audit-export-extent` header and in export file names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Extent::Whole => "whole",
+            Extent::Part => "part",
+            Extent::Selection => "selection",
+        }
+    }
+}
+
 /// A signed checkpoint not yet matched: the hash it names and when it was signed.
 type Pending = std::collections::HashMap<u64, Vec<(String, String)>>;
 

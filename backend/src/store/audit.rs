@@ -118,7 +118,7 @@ pub async fn append(
 }
 
 /// The chain an event belongs to in format 2: its organization's, or the platform's.
-fn chain_of(organization_id: Option<Uuid>) -> String {
+pub(crate) fn chain_of(organization_id: Option<Uuid>) -> String {
     organization_id.map_or_else(|| PLATFORM_CHAIN.to_owned(), |id| id.to_string())
 }
 

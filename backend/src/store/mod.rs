@@ -80,15 +80,7 @@ impl Locks {
     }
 
     pub(crate) fn chains(organizations: impl IntoIterator<Item = Option<uuid::Uuid>>) -> Self {
-        let mut names: Vec<String> = organizations
-            .into_iter()
-            .map(|org| {
-                org.map_or_else(
-                    || crate::crypto::audit_chain::PLATFORM_CHAIN.to_owned(),
-                    |id| id.to_string(),
-                )
-            })
-            .collect();
+        let mut names: Vec<String> = organizations.into_iter().map(audit::chain_of).collect();
         names.sort_unstable();
         names.dedup();
         Self::Chains(names)

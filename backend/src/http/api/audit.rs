@@ -85,18 +85,13 @@ pub async fn download(
             json_text(&plan.checkpoint)
         ),
     };
-    let extent = match plan.extent {
-        Extent::Whole => "whole",
-        Extent::Part => "part",
-        Extent::Selection => "selection",
-    };
+    let extent = plan.extent.as_str();
     let file = format!(
         "audit-events-{}{}.{}",
         plan.chain,
         match plan.extent {
-            Extent::Whole => "",
-            Extent::Part => "-part",
-            Extent::Selection => "-selection",
+            Extent::Whole => String::new(),
+            other => format!("-{}", other.as_str()),
         },
         match export {
             ExportFormat::Csv => "csv",
