@@ -2,7 +2,8 @@
 """PUT then GET a cluster's objects over one keep-alive connection; prints MB/s for each.
 
 Used by scripts/bench-objects. Arguments: BASE_URL CLUSTER_ID OBJECTS OBJECT_MIB [CONNECTIONS]
-(default 1; with more, each connection takes its share of the objects at once); the API key
+[--put-only] (CONNECTIONS default 1; with more, each connection takes its share of the objects
+at once; --put-only skips the GETs, for scripts/bench_objects_floor.py); the API key
 comes in CMEK_BENCH_KEY (not argv, so it stays out of `ps`). Each object is sent in 1 MiB
 writes with a Content-Length (no chunked encoding) and read back into one 1 MiB buffer, so
 the client's own memory stays flat; every byte read back is compared with what was sent.
@@ -103,16 +104,19 @@ def parallel(phase, connections, url, headers, cluster, objects, mib, piece):
 
 
 def main():
-    base, cluster, objects, mib = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    connections = int(sys.argv[5]) if len(sys.argv) > 5 else 1
+    args = [a for a in sys.argv[1:] if a != "--put-only"]
+    put_only = len(args) < len(sys.argv) - 1
+    base, cluster, objects, mib = args[0], args[1], int(args[2]), int(args[3])
+    connections = int(args[4]) if len(args) > 4 else 1
     url = urllib.parse.urlsplit(base)
     headers = {"Authorization": f"Bearer {os.environ['CMEK_BENCH_KEY']}"}
     piece = os.urandom(MIB)
     total = objects * mib * MIB
     put_took = parallel(put_all, connections, url, headers, cluster, objects, mib, piece)
-    get_took = parallel(get_all, connections, url, headers, cluster, objects, mib, piece)
     print(f"PUT MB/s {total / 1e6 / put_took:.0f}")
-    print(f"GET MB/s {total / 1e6 / get_took:.0f}")
+    if not put_only:
+        get_took = parallel(get_all, connections, url, headers, cluster, objects, mib, piece)
+        print(f"GET MB/s {total / 1e6 / get_took:.0f}")
 
 
 if __name__ == "__main__":

@@ -264,7 +264,17 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         .connect_timeout(Duration::from_secs(3))
         .acquire_timeout(Duration::from_secs(3))
         .sqlx_logging(false);
-    if !sqlite {
+    if sqlite {
+        // Write-ahead logging: a commit appends to one file and syncs it, where the default
+        // rollback journal creates, syncs and deletes a file (and syncs its directory) per
+        // commit. FULL keeps every commit durable once it returns. The mode is a setting of
+        // the file, so every later connection (`audit verify`, the CLI) uses it too.
+        options.map_sqlx_sqlite_opts(|o| {
+            use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+        });
+    } else {
         // A connection left over from before a database restart is found dead at once.
         options.test_before_acquire(true);
     }
