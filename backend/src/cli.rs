@@ -100,10 +100,17 @@ pub enum AuditCommand {
         #[arg(long)]
         checkpoint: Option<String>,
     },
-    /// Add a new chain key to the key file, and a new signing key to the signing key file
-    /// (valid from now; the one before it retires now). Events are sealed with them from the
-    /// next start.
-    RotateKey,
+    /// Add a new signing key to the signing key file, valid from now or from `--in` ahead
+    /// (the key before it retires then), and a new chain key to the chain key file. Running
+    /// instances read the signing key file every 10 s and sign with the new key from its
+    /// time on; the chain key is used from their next start.
+    RotateKey {
+        /// How far ahead the new signing key becomes valid (`30s`, `5m`, `1h`; default now):
+        /// time to copy the file to every instance that does not share it, which must hold
+        /// the new key before it becomes valid.
+        #[arg(long = "in", value_name = "DURATION", value_parser = parse_ahead)]
+        ahead: Option<std::time::Duration>,
+    },
     /// Verify an organization's audit export (format cmek-console-audit/2) offline, with no
     /// database: exits 0 when intact, 1 naming the first broken event, 2 when unreadable.
     VerifyExport {
@@ -211,6 +218,12 @@ fn verify_export(
             ExitCode::from(2)
         }
     }
+}
+
+fn parse_ahead(text: &str) -> Result<std::time::Duration, String> {
+    crate::settings::parse_duration(text)
+        .filter(|d| *d <= std::time::Duration::from_secs(30 * 86_400))
+        .ok_or_else(|| format!("`{text}` is not a duration of 30 days or less, like 30s, 5m or 1h"))
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
@@ -403,7 +416,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
                 }
             }
         }
-        Command::Audit(AuditCommand::RotateKey) => {
+        Command::Audit(AuditCommand::RotateKey { ahead }) => {
             let path = settings.audit_key_path();
             let id = crate::store::chain_keys::rotate(&path)?;
             println!(
@@ -412,15 +425,17 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
                 path.display()
             );
             let signing = settings.audit_signing_key_path();
-            let now = chrono::Utc::now();
-            let signing_id = crate::store::signing_keys::rotate(&signing, now)
+            let from = chrono::Utc::now()
+                + chrono::Duration::from_std(ahead.unwrap_or_default()).unwrap_or_default();
+            let signing_id = crate::store::signing_keys::rotate(&signing, from)
                 .map_err(|e| StartupError::SigningKeys(e.to_string()))?;
             println!(
-                "Added signing key {signing_id} to {}, valid from {}; the key before it retired then \
-                 and is still published for what it signed. Copy the file to every instance and \
-                 restart them.",
+                "Added signing key {signing_id} to {}, valid from {}; the key before it retires \
+                 then and stays published for what it signed. Instances using this file take \
+                 the new key within 10 s; copy the file to any other instance before that time \
+                 (one that lacks the new key then signs what no verifier accepts).",
                 signing.display(),
-                crate::crypto::audit_chain::time_text(now)
+                crate::crypto::audit_chain::time_text(from)
             );
             Ok(ExitCode::SUCCESS)
         }

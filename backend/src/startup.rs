@@ -274,7 +274,7 @@ pub async fn console_with(
         ),
         None => None,
     };
-    let signing_keys = Arc::new(signing_keys);
+    let signing_keys = crate::crypto::audit_chain::SigningKeyRing::new(signing_keys);
     let store = Arc::new(
         SeaStore::new(db, chain_keys.clone())
             .with_signing_keys(signing_keys.clone())
@@ -299,7 +299,7 @@ pub async fn console_with(
     // shared by every write. Other consoles read where it ended.
     let legacy = store
         .open_legacy(
-            access == KeyAccess::Serve && signing_keys.current().is_some(),
+            access == KeyAccess::Serve && !signing_keys.get().is_empty(),
             clock.now(),
         )
         .await
@@ -555,8 +555,9 @@ impl Application {
 }
 
 /// The background workers' names, as logs, `/metrics` and `/readyz` give them.
-pub const WORKERS: [&str; 10] = [
+pub const WORKERS: [&str; 11] = [
     "audit-checkpoints",
+    "audit-signing-keys",
     "data-key-sweep",
     "webhook-deliveries",
     "key-monitor",
@@ -573,6 +574,9 @@ pub const WORKERS: [&str; 10] = [
 ///   signed checkpoint of format 1's chain in the logs (`audit verify --checkpoint` notices
 ///   that the newest events were removed), and one of every organization's chain that moved
 ///   since its last, kept and sent to its webhooks (`audit.checkpoint`);
+/// - `audit-signing-keys`: every 10 s, reads the signing key file again and takes the keys a
+///   rotation appended (`audit rotate-key --in`), so running instances sign with the new key
+///   from its time on; a file that lost or changed a key is refused (logged, counted);
 /// - `data-key-sweep`: drops the plaintext data keys of clusters that stopped being available
 ///   (another instance paused, deleted or made them inaccessible), every second;
 /// - `webhook-deliveries`: sends the deliveries that are due (each once across instances);
@@ -618,6 +622,27 @@ fn start_workers(
                     .map_err(|e| e.to_string())?;
                 if !signed.is_empty() {
                     tracing::info!(chains = signed.len(), "audit chains checkpointed");
+                }
+                Ok(())
+            }
+        },
+    );
+    let ring = console.audit().signing_ring().clone();
+    let path = settings.audit_signing_key_path();
+    supervisor.every(
+        "audit-signing-keys",
+        std::time::Duration::from_secs(10),
+        move || {
+            let (ring, path) = (ring.clone(), path.clone());
+            async move {
+                let added = tokio::task::spawn_blocking(move || {
+                    crate::store::signing_keys::reload(&path, &ring)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+                if added > 0 {
+                    tracing::info!(added, "audit signing keys added from the key file");
                 }
                 Ok(())
             }

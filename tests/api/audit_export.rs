@@ -524,6 +524,79 @@ async fn a_retired_keys_late_signature_is_refused() {
     assert!(verdict.said.contains("not valid then"), "{}", verdict.said);
 }
 
+/// A rotation scheduled ahead (`audit rotate-key --in`) reaches a running console without a
+/// restart: once it read the key file again (its `audit-signing-keys` worker, every 10 s),
+/// it publishes the new key, signs with the old one until the new one's time and with the
+/// new one from then on, and the export verifies with both offline verifiers. A file that
+/// lost a key is refused and changes nothing.
+#[tokio::test]
+async fn a_rotation_scheduled_ahead_reaches_a_running_console_and_its_export_verifies() {
+    use cmek_console::domain::clock::Clock as _;
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    app.create_project(&owner, "before", false).await;
+    let file = app.data_dir().join("audit-signing.keys");
+    let ring = app.console.audit().signing_ring();
+    let old = ring.get().current().unwrap().id().to_owned();
+    let from = app.clock.now() + chrono::Duration::minutes(5);
+    let new = cmek_console::store::signing_keys::rotate(&file, from).unwrap();
+    assert_eq!(
+        cmek_console::store::signing_keys::reload(&file, ring).unwrap(),
+        1
+    );
+    assert_eq!(
+        cmek_console::store::signing_keys::reload(&file, ring).unwrap(),
+        0,
+        "read again unchanged"
+    );
+    let published: Value = app
+        .get("/api/v1/audit/signing-keys", &owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(published["keys"][1]["key_id"], new.as_str(), "{published}");
+    assert_eq!(
+        published["keys"][0]["retired_at"], published["keys"][1]["valid_from"],
+        "{published}"
+    );
+
+    // Before the new key's time the old one still signs; after it, the new one.
+    app.create_project(&owner, "still-before", false).await;
+    app.clock.advance(chrono::Duration::minutes(6));
+    app.create_project(&owner, "after", false).await;
+    let (json, _) = export(&app, &owner, "format=json").await;
+    let doc: Value = serde_json::from_slice(&json).unwrap();
+    let items = doc["items"].as_array().unwrap();
+    let signer = |name: &str| {
+        items
+            .iter()
+            .find(|e| e["action"] == "project.created" && e["detail"]["name"] == name)
+            .map(|e| e["key_id"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    assert_eq!(signer("before"), old);
+    assert_eq!(signer("still-before"), old);
+    assert_eq!(signer("after"), new);
+    let bench = Workbench::new(&app, &owner).await;
+    let verdict = bench.verify(&bench.write("rotated.json", &json), &[], None);
+    assert_eq!(verdict.code, 0, "{}", verdict.said);
+    let (csv, _) = export(&app, &owner, "format=csv").await;
+    let verdict = bench.verify(&bench.write("rotated.csv", &csv), &[], None);
+    assert_eq!(verdict.code, 0, "{}", verdict.said);
+
+    // A file with the first key taken out is not taken: both keys stay.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let rest: String = text.lines().skip(1).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&file, rest).unwrap();
+    assert!(cmek_console::store::signing_keys::reload(&file, ring).is_err());
+    assert_eq!(ring.get().len(), 2);
+    app.create_project(&owner, "after-refused", false).await;
+    let (json, _) = export(&app, &owner, "format=json").await;
+    let verdict = bench.verify(&bench.write("kept.json", &json), &[], None);
+    assert_eq!(verdict.code, 0, "{}", verdict.said);
+}
+
 #[tokio::test]
 async fn checkpoints_reach_the_webhooks_signed_and_catch_a_later_rewrite_even_with_the_signing_key()
 {
@@ -657,6 +730,10 @@ async fn an_installation_made_by_the_versions_before_upgrades_and_verifies_legac
     use cmek_console::domain::audit::Verification;
     for (fixture, legacy_events, signed_before) in [("format1", 7, 0), ("dual", 12, 5)] {
         let app = crate::helpers::spawn_app_from_fixture(fixture).await;
+        // On PostgreSQL the installation upgraded is the one that version made there.
+        if std::env::var("CMEK_TEST_POSTGRES_URL").is_ok_and(|url| !url.is_empty()) {
+            assert!(app.database_url.starts_with("postgres"), "{fixture}");
+        }
         let legacy_head = match app.console.audit().verify_audit_chain(None).await.unwrap() {
             Verification::Intact { events, checkpoint } => {
                 assert_eq!(events, legacy_events, "{fixture}");

@@ -174,9 +174,42 @@ pub async fn spawn_app_in(dir: TempDir) -> TestApp {
     start(database_url, &data_dir, dir, &[]).await
 }
 
-/// An app upgraded from the installation `name` (tests/fixtures/upgrade).
+/// An app upgraded from the installation `name` (tests/fixtures/upgrade). When the suite
+/// runs on PostgreSQL, the installation that version made on PostgreSQL (`postgres.sql`, a
+/// `pg_dump --inserts` of its database, beside the same key files) is restored into a new
+/// database and upgraded there; an installation with no such dump upgrades on SQLite.
 pub async fn spawn_app_from_fixture(name: &str) -> TestApp {
-    spawn_app_in(copy_fixture(name)).await
+    let dir = copy_fixture(name);
+    let dump = dir.0.join("postgres.sql");
+    match std::env::var("CMEK_TEST_POSTGRES_URL") {
+        Ok(admin_url) if !admin_url.is_empty() && dump.exists() => {
+            let database_url = create_postgres_database(&admin_url).await;
+            restore_dump(&database_url, &dump).await;
+            let data_dir = dir.0.display().to_string();
+            let mut app = start(database_url.clone(), &data_dir, dir, &[]).await;
+            app._database = test_database(&database_url);
+            app
+        }
+        _ => spawn_app_in(dir).await,
+    }
+}
+
+/// Runs a plain-text `pg_dump` on a connection of its own (the dump empties `search_path`
+/// for the session it runs in).
+async fn restore_dump(database_url: &str, dump: &std::path::Path) {
+    let sql = std::fs::read_to_string(dump).expect("the dump");
+    let db = Database::connect(
+        sea_orm::ConnectOptions::new(database_url.to_owned())
+            .max_connections(1)
+            .sqlx_logging(false)
+            .to_owned(),
+    )
+    .await
+    .expect("PostgreSQL reachable");
+    db.execute_unprepared(&sql)
+        .await
+        .expect("the dump restores");
+    db.close().await.expect("closed");
 }
 
 /// An app on a database the test prepared itself (a second PostgreSQL server, say).

@@ -79,8 +79,9 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
-/// Every signing key with when it became valid, oldest first; the last one signs, and each
-/// earlier one retired when the next became valid.
+/// Every signing key with when it became valid, oldest first; each signs from its own time
+/// until the next one's, when it retires. A key may be valid from a time still to come (a
+/// rotation scheduled ahead, so every instance holds the key before it signs).
 #[derive(Debug, Default)]
 pub struct SigningKeys {
     keys: Vec<(DateTime<Utc>, SigningKey)>,
@@ -96,13 +97,43 @@ impl SigningKeys {
         Self::default()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The newest key of the file (valid now, or from a time to come).
     pub fn current(&self) -> Option<&SigningKey> {
         self.keys.last().map(|(_, key)| key)
     }
 
-    /// When the newest key became valid.
+    /// When the newest key becomes valid.
     pub fn newest_from(&self) -> Option<DateTime<Utc>> {
         self.keys.last().map(|(from, _)| *from)
+    }
+
+    /// The key that signs at `at` (the newest valid by then) and the time to sign at: `at`,
+    /// or, before the first key was valid, when it became valid (nothing is signed before).
+    pub fn signer_at(&self, at: DateTime<Utc>) -> Option<(&SigningKey, DateTime<Utc>)> {
+        match self.keys.iter().rev().find(|(from, _)| *from <= at) {
+            Some((_, key)) => Some((key, at)),
+            None => self.keys.first().map(|(from, key)| (key, *from)),
+        }
+    }
+
+    /// Whether these keys are `older`'s and then maybe more: each of `older`'s keys in its
+    /// place, with the same time. A running console takes only such a file: a key it signed
+    /// with must stay published.
+    pub fn extends(&self, older: &SigningKeys) -> bool {
+        self.keys.len() >= older.keys.len()
+            && self
+                .keys
+                .iter()
+                .zip(&older.keys)
+                .all(|((from, key), (old_from, old_key))| from == old_from && key.id == old_key.id)
     }
 
     /// The public keys, each valid from its own time until the next key's.
@@ -114,6 +145,42 @@ impl SigningKeys {
                 PublishedKey::of(key, *from, self.keys.get(i + 1).map(|(next, _)| *next))
             })
             .collect()
+    }
+}
+
+/// The signing keys a running console holds, shared by its writers and its published list;
+/// replaced as a whole when the key file grows (a rotation), so each write signs with one
+/// consistent set.
+#[derive(Clone, Debug, Default)]
+pub struct SigningKeyRing(std::sync::Arc<std::sync::RwLock<std::sync::Arc<SigningKeys>>>);
+
+impl SigningKeyRing {
+    pub fn new(keys: SigningKeys) -> Self {
+        Self(std::sync::Arc::new(std::sync::RwLock::new(
+            std::sync::Arc::new(keys),
+        )))
+    }
+
+    /// The keys as they are now.
+    pub fn get(&self) -> std::sync::Arc<SigningKeys> {
+        match self.0.read() {
+            Ok(keys) => keys.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Takes `keys` in place of the ones held, if they extend them; false (and nothing
+    /// changed) if not.
+    pub fn replace(&self, keys: SigningKeys) -> bool {
+        let mut held = match self.0.write() {
+            Ok(held) => held,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if !keys.extends(&held) {
+            return false;
+        }
+        *held = std::sync::Arc::new(keys);
+        true
     }
 }
 

@@ -40,7 +40,7 @@ pub struct Audit {
     chain_status:
         std::sync::Arc<tokio::sync::Mutex<std::collections::HashMap<String, ChainStatus>>>,
     /// The Ed25519 keys of the log's format 2, published with when each was valid.
-    signing: std::sync::Arc<crate::crypto::audit_chain::SigningKeys>,
+    signing: crate::crypto::audit_chain::SigningKeyRing,
 }
 
 impl Audit {
@@ -54,16 +54,19 @@ impl Audit {
             audit_keys,
             clock,
             chain_status: std::sync::Arc::default(),
-            signing: std::sync::Arc::default(),
+            signing: crate::crypto::audit_chain::SigningKeyRing::default(),
         }
     }
 
-    pub fn with_signing_keys(
-        mut self,
-        keys: std::sync::Arc<crate::crypto::audit_chain::SigningKeys>,
-    ) -> Self {
+    pub fn with_signing_keys(mut self, keys: crate::crypto::audit_chain::SigningKeyRing) -> Self {
         self.signing = keys;
         self
+    }
+
+    /// The signing keys this console holds (the `audit-signing-keys` worker replaces them
+    /// when the key file grows).
+    pub fn signing_ring(&self) -> &crate::crypto::audit_chain::SigningKeyRing {
+        &self.signing
     }
 
     /// Verifies every organization's chain (format 2), or only chain `only`, with the
@@ -76,7 +79,7 @@ impl Audit {
         only: Option<&str>,
     ) -> Result<Result<(u64, u64), (String, Broken)>, DomainError> {
         const BATCH: u64 = 500;
-        let keys = self.signing.published();
+        let keys = self.signing.get().published();
         if only.is_none()
             && let Some(end) = self.store.audit_legacy_end().await?
         {
@@ -301,7 +304,7 @@ impl Audit {
         &self,
         caller: &Caller,
     ) -> Result<Vec<crate::crypto::audit_chain::PublishedKey>, DomainError> {
-        let mut keys = self.signing.published();
+        let mut keys = self.signing.get().published();
         if caller.require_auditor_view("read the audit log").is_err() {
             return Ok(keys);
         }

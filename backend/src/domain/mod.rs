@@ -204,7 +204,7 @@ impl Console {
     /// The audit log's signing keys (format 2), as the key file holds them.
     pub fn with_audit_signing_keys(
         mut self,
-        keys: std::sync::Arc<crate::crypto::audit_chain::SigningKeys>,
+        keys: crate::crypto::audit_chain::SigningKeyRing,
     ) -> Self {
         self.audit = self.audit.with_signing_keys(keys);
         self

@@ -16,7 +16,7 @@ use super::entities::{
     audit_chain_keys, audit_chains, audit_checkpoints, audit_events, audit_legacy,
 };
 use crate::crypto::audit_chain::{
-    ChainEvent, Checkpoint, EventBody, PLATFORM_CHAIN, SigningKey, time_text,
+    ChainEvent, Checkpoint, EventBody, PLATFORM_CHAIN, SigningKey, SigningKeys, time_text,
 };
 use crate::domain::audit::{
     AuditDraft, AuditEvent, AuditFilter, ChainKey, ChainRead, ChainRow, GENESIS, LegacyEnd, Outcome,
@@ -29,8 +29,7 @@ pub async fn append(
     db: &impl ConnectionTrait,
     mut draft: AuditDraft,
     key: &ChainKey,
-    signing: Option<&SigningKey>,
-    signing_from: Option<chrono::DateTime<chrono::Utc>>,
+    signing: &SigningKeys,
     checkpoint_every: u64,
     legacy: Option<&LegacyEnd>,
 ) -> Result<(), StoreError> {
@@ -45,23 +44,16 @@ pub async fn append(
         // Format 1's chain is closed: the event goes to its organization's chain only, which
         // starts (if new) from format 1's last hash; its `seq` is only an ordinal.
         Some(end) => {
-            let signing = signing.ok_or_else(|| {
-                StoreError::Database(
+            if signing.is_empty() {
+                return Err(StoreError::Database(
                     "this console has no audit signing key file (CMEK_AUDIT_SIGNING_KEY_FILE): \
                      events are signed into their organization's chain since format 1's closed"
                         .into(),
-                )
-            })?;
+                ));
+            }
             let mut event = draft.unsealed(next_seq(db).await?);
-            let signed = seal_in_chain(
-                db,
-                &event,
-                signing,
-                signing_from,
-                checkpoint_every,
-                &end.last_hash,
-            )
-            .await?;
+            let signed =
+                seal_in_chain(db, &event, signing, checkpoint_every, &end.last_hash).await?;
             event.prev_hash = signed.prev_hash.clone();
             event.hash = signed.hash.clone();
             (event, Some(signed))
@@ -69,19 +61,10 @@ pub async fn append(
         None => {
             let (seq, prev_hash) = head(db).await?.unwrap_or((0, GENESIS.to_owned()));
             let event = draft.seal(seq + 1, &prev_hash, key);
-            let signed = match signing {
-                Some(signing) => Some(
-                    seal_in_chain(
-                        db,
-                        &event,
-                        signing,
-                        signing_from,
-                        checkpoint_every,
-                        &event.prev_hash,
-                    )
-                    .await?,
-                ),
-                None => None,
+            let signed = if signing.is_empty() {
+                None
+            } else {
+                Some(seal_in_chain(db, &event, signing, checkpoint_every, &event.prev_hash).await?)
             };
             (event, signed)
         }
@@ -130,8 +113,7 @@ pub(crate) fn chain_of(organization_id: Option<Uuid>) -> String {
 async fn seal_in_chain(
     db: &impl ConnectionTrait,
     event: &AuditEvent,
-    key: &SigningKey,
-    key_from: Option<chrono::DateTime<chrono::Utc>>,
+    keys: &SigningKeys,
     checkpoint_every: u64,
     first_prev: &str,
 ) -> Result<ChainEvent, StoreError> {
@@ -147,10 +129,13 @@ async fn seal_in_chain(
         ),
         None => (0, first_prev.to_owned(), None),
     };
-    // Never before the event before it, nor before the key became valid (an instance whose
-    // clock lags would otherwise sign what no verifier accepts).
+    // Never before the event before it, nor before the first key became valid (an instance
+    // whose clock lags would otherwise sign what no verifier accepts); signed by the key
+    // valid then, so once another instance signed with a new key, this one does too.
     let signed_at = after.map_or(event.occurred_at, |a| Ord::max(a, event.occurred_at));
-    let signed_at = key_from.map_or(signed_at, |from| Ord::max(from, signed_at));
+    let (key, signed_at) = keys
+        .signer_at(signed_at)
+        .ok_or_else(|| StoreError::Database("no audit signing key".into()))?;
     let sealed = ChainEvent::seal(&chain, seq + 1, &prev, chain_body(event), signed_at, key);
     let new_seq = i64::try_from(sealed.seq).map_err(|_| corrupt_head(&chain))?;
     if head.is_some() {
@@ -254,15 +239,14 @@ pub async fn checkpoint(
 }
 
 /// Checkpoints the heads of up to `limit` chains that moved since their last checkpoint;
-/// each is signed at `now`, or at its head's signing time if that is later.
+/// each is signed at `now`, or at its head's signing time if that is later, by the key
+/// valid then.
 pub async fn checkpoint_moved_chains(
     db: &impl ConnectionTrait,
-    key: &SigningKey,
-    key_from: Option<chrono::DateTime<chrono::Utc>>,
+    keys: &SigningKeys,
     now: chrono::DateTime<chrono::Utc>,
     limit: u64,
 ) -> Result<Vec<Checkpoint>, StoreError> {
-    let now = key_from.map_or(now, |from| Ord::max(from, now));
     let moved = audit_chains::Entity::find()
         .filter(
             Expr::col(audit_chains::Column::Seq).gt(Expr::col(audit_chains::Column::CheckpointSeq)),
@@ -275,7 +259,9 @@ pub async fn checkpoint_moved_chains(
     for head in moved {
         let signed_at = parse_time(&head.signed_at).ok_or_else(|| corrupt_head(&head.chain))?;
         let seq = u64::try_from(head.seq).map_err(|_| corrupt_head(&head.chain))?;
-        let at = Ord::max(now, signed_at);
+        let Some((key, at)) = keys.signer_at(Ord::max(now, signed_at)) else {
+            break;
+        };
         if let Some(cp) = checkpoint(db, &head.chain, seq, &head.hash, at, key).await? {
             made.push(cp);
         }
@@ -886,12 +872,12 @@ impl AuditStore for SeaStore {
     ) -> Result<Vec<Checkpoint>, StoreError> {
         /// Chains checkpointed in one transaction; the rest wait for the next round.
         const BATCH: u64 = 200;
-        let Some(key) = self.signing.current() else {
+        let keys = self.signing.get();
+        if keys.is_empty() {
             return Ok(Vec::new());
-        };
+        }
         audited!(self, quietly, |txn| {
-            let made =
-                checkpoint_moved_chains(txn, key, self.signing.newest_from(), now, BATCH).await?;
+            let made = checkpoint_moved_chains(txn, &keys, now, BATCH).await?;
             let happened = !made.is_empty();
             (made, happened)
         })

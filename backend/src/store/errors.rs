@@ -39,6 +39,9 @@ const CONSTRAINTS: &[(&str, &str, Constraint)] = &[
     ),
 ];
 
+/// SQLITE_CORRUPT (and its extended codes), SQLITE_NOTADB: a damaged file.
+const DAMAGED: &[&str] = &["11", "267", "523", "779", "26"];
+
 /// The audit chain's positions: a write that collides here lost a race, it broke no rule.
 const AUDIT_CHAIN: &[&str] = &["audit_events_pkey", "audit_events.seq"];
 
@@ -53,6 +56,13 @@ fn constraint(name: Option<&str>, message: &str) -> Constraint {
 impl From<DbErr> for StoreError {
     fn from(err: DbErr) -> Self {
         let sqlx_error = match &err {
+            // A damaged file can fail a connection's first statement (its PRAGMAs).
+            DbErr::Conn(RuntimeErr::SqlxError(e))
+                if matches!(e.deref(), sqlx::Error::Database(d)
+                    if d.code().is_some_and(|c| DAMAGED.contains(&c.deref()))) =>
+            {
+                return StoreError::Damaged(e.to_string());
+            }
             DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => {
                 return StoreError::Unavailable(err.to_string());
             }
@@ -80,8 +90,7 @@ impl From<DbErr> for StoreError {
             "23503" | "787" => StoreError::Conflict(Constraint::InUse),
             // SQLite: SQLITE_CONSTRAINT_UNIQUE and SQLITE_CONSTRAINT_PRIMARYKEY.
             "2067" | "1555" => unique_violation(None, message),
-            // SQLITE_CORRUPT (and its extended codes), SQLITE_NOTADB: a damaged file.
-            "11" | "267" | "523" | "779" | "26" => StoreError::Damaged(message.to_owned()),
+            c if DAMAGED.contains(&c) => StoreError::Damaged(message.to_owned()),
             // serialization_failure, deadlock_detected; SQLITE_BUSY and its extended codes.
             // lock_not_available (lock_timeout) too.
             "40001" | "40P01" | "55P03" | "5" | "261" | "517" | "773" | "6" | "262" => {

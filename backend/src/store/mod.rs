@@ -198,7 +198,7 @@ pub struct SeaStore {
     head_poll: Mutex<()>,
     /// Signs each new event into its organization's chain (format 2), when the console has
     /// the signing key file.
-    signing: std::sync::Arc<crate::crypto::audit_chain::SigningKeys>,
+    signing: crate::crypto::audit_chain::SigningKeyRing,
     /// Every how many events of a chain its head is checkpointed in the append's transaction.
     checkpoint_every: u64,
     /// Where format 1's chain ended, once it is closed (read or closed at start).
@@ -361,9 +361,9 @@ struct Write<'a> {
     txn: DatabaseTransaction,
     _local: Vec<MutexGuard<'a, ()>>,
     key: &'a ChainKey,
-    signing: Option<&'a crate::crypto::audit_chain::SigningKey>,
-    /// When the signing key became valid: nothing is signed before.
-    signing_from: Option<chrono::DateTime<chrono::Utc>>,
+    /// The signing keys as they were when the write began (a rotation read meanwhile
+    /// applies to the next write).
+    signing: std::sync::Arc<crate::crypto::audit_chain::SigningKeys>,
     checkpoint_every: u64,
     legacy: Option<&'a crate::domain::audit::LegacyEnd>,
 }
@@ -379,7 +379,7 @@ impl SeaStore {
             checked_at: std::sync::Mutex::new(None),
             cache: cache::ReadCache::default(),
             head_poll: Mutex::new(()),
-            signing: std::sync::Arc::default(),
+            signing: crate::crypto::audit_chain::SigningKeyRing::default(),
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             legacy: std::sync::OnceLock::new(),
         }
@@ -433,10 +433,7 @@ impl SeaStore {
     }
 
     /// The keys that sign new events into their organizations' chains.
-    pub fn with_signing_keys(
-        mut self,
-        keys: std::sync::Arc<crate::crypto::audit_chain::SigningKeys>,
-    ) -> Self {
+    pub fn with_signing_keys(mut self, keys: crate::crypto::audit_chain::SigningKeyRing) -> Self {
         self.signing = keys;
         self
     }
@@ -530,8 +527,7 @@ impl SeaStore {
             txn,
             _local: local,
             key: self.chain_keys.current(),
-            signing: self.signing.current(),
-            signing_from: self.signing.newest_from(),
+            signing: self.signing.get(),
             checkpoint_every: self.checkpoint_every,
             legacy: self.legacy.get(),
         })
@@ -556,8 +552,7 @@ impl Write<'_> {
                 &self.txn,
                 event,
                 self.key,
-                self.signing,
-                self.signing_from,
+                &self.signing,
                 self.checkpoint_every,
                 self.legacy,
             )

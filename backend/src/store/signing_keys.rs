@@ -1,17 +1,18 @@
 //! The audit log's signing keys (format 2, Ed25519), kept outside the database: a file
 //! (`CMEK_AUDIT_SIGNING_KEY_FILE`, default `<CMEK_DATA_DIR>/audit-signing.keys`, mode 0600)
 //! with one key per line, `<valid from, RFC 3339> <64 hex digits of its seed>`, oldest first.
-//! The last line signs; each earlier key retired when the next one became valid, and signs
-//! nothing after that. `cmek-console audit rotate-key` appends a line; keep the old lines, so
-//! the keys can still be published for the events they signed. Lines starting with `#` are
-//! comments.
+//! Each key signs from its time until the next key's, when it retires and signs nothing
+//! more. `cmek-console audit rotate-key [--in 5m]` appends a line, valid from now or later;
+//! running consoles read the file again every 10 s (`reload`), so every instance holds the
+//! new key before its time. Keep the old lines, so the keys can still be published for the
+//! events they signed. Lines starting with `#` are comments.
 
 use std::io::Write;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
-use crate::crypto::audit_chain::{SigningKey, SigningKeys};
+use crate::crypto::audit_chain::{SigningKey, SigningKeyRing, SigningKeys};
 use crate::crypto::keys::{Private, private_file};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,25 @@ pub enum SigningKeyFileError {
         from: String,
         now: String,
     },
+    #[error(
+        "audit signing key file {path} no longer holds every key this console holds (a line was removed or changed); the console keeps signing with the keys it had: put the earlier lines back, a rotation only appends"
+    )]
+    NotAnExtension { path: String },
+}
+
+/// Reads the file again and takes its keys if it grew (a rotation, scheduled ahead by
+/// `audit rotate-key --in`): how many keys were added, 0 when none. A file that lost or
+/// changed a key this console holds is refused, and the console keeps the keys it had.
+pub fn reload(path: &Path, ring: &SigningKeyRing) -> Result<usize, SigningKeyFileError> {
+    let keys = load(path)?;
+    let held = ring.get().len();
+    let added = keys.len().saturating_sub(held);
+    if (added == 0 && keys.extends(&ring.get())) || ring.replace(keys) {
+        return Ok(added);
+    }
+    Err(SigningKeyFileError::NotAnExtension {
+        path: path.display().to_string(),
+    })
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> SigningKeyFileError + '_ {
@@ -161,6 +181,51 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn each_key_signs_from_its_time_and_a_reload_takes_only_a_file_that_grew() {
+        let dir = std::env::temp_dir().join(format!("cmek-signing-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit-signing.keys");
+        let t0 = DateTime::parse_from_rfc3339("2026-12-07T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let ring = SigningKeyRing::new(load_or_create(&path, t0).unwrap());
+        let first = ring.get().current().unwrap().id().to_owned();
+        // Scheduled an hour ahead.
+        let t1 = t0 + chrono::Duration::hours(1);
+        let second = rotate(&path, t1).unwrap();
+        assert_eq!(reload(&path, &ring).unwrap(), 1);
+        assert_eq!(reload(&path, &ring).unwrap(), 0);
+        let keys = ring.get();
+        let at = |t| keys.signer_at(t).map(|(k, at)| (k.id().to_owned(), at));
+        // Before the first key: the first key, at its own time.
+        assert_eq!(
+            at(t0 - chrono::Duration::seconds(1)),
+            Some((first.clone(), t0))
+        );
+        let before = t1 - chrono::Duration::microseconds(1);
+        assert_eq!(at(before), Some((first.clone(), before)));
+        assert_eq!(at(t1), Some((second.clone(), t1)));
+        // A file that lost its first key, or whose key changed, is refused; nothing changes.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        std::fs::write(&path, format!("{}\n", lines[1])).unwrap();
+        assert!(matches!(
+            reload(&path, &ring),
+            Err(SigningKeyFileError::NotAnExtension { .. })
+        ));
+        let changed = format!(
+            "{}\n{} {}\n",
+            lines[0],
+            lines[1].split(' ').next().unwrap(),
+            "11".repeat(32)
+        );
+        std::fs::write(&path, changed).unwrap();
+        assert!(reload(&path, &ring).is_err());
+        assert_eq!(ring.get().current().unwrap().id(), second);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
