@@ -105,11 +105,12 @@ pub enum AuditCommand {
     /// instances read the signing key file every 10 s and sign with the new key from its
     /// time on; the chain key is used from their next start.
     RotateKey {
-        /// How far ahead the new signing key becomes valid (`30s`, `5m`, `1h`; default now):
-        /// time to copy the file to every instance that does not share it, which must hold
-        /// the new key before it becomes valid.
-        #[arg(long = "in", value_name = "DURATION", value_parser = parse_ahead)]
-        ahead: Option<std::time::Duration>,
+        /// How far ahead the new signing key becomes valid (`2m`, `10m`, `1h`; at least 2
+        /// minutes, the default): every instance must hold the new key before then. Running
+        /// instances read the file every 10 s; give more to copy it to instances that do not
+        /// share it.
+        #[arg(long = "in", value_name = "DURATION", value_parser = parse_ahead, default_value = "2m")]
+        ahead: std::time::Duration,
     },
     /// Verify an organization's audit export (format cmek-console-audit/2) offline, with no
     /// database: exits 0 when intact, 1 naming the first broken event, 2 when unreadable.
@@ -220,10 +221,18 @@ fn verify_export(
     }
 }
 
+/// At least two minutes: a running instance reads the key file every 10 s, and a round that
+/// failed is retried with a backoff of up to a minute; the new key must reach every
+/// instance before it becomes valid.
 fn parse_ahead(text: &str) -> Result<std::time::Duration, String> {
     crate::settings::parse_duration(text)
-        .filter(|d| *d <= std::time::Duration::from_secs(30 * 86_400))
-        .ok_or_else(|| format!("`{text}` is not a duration of 30 days or less, like 30s, 5m or 1h"))
+        .filter(|d| {
+            (std::time::Duration::from_secs(120)..=std::time::Duration::from_secs(30 * 86_400))
+                .contains(d)
+        })
+        .ok_or_else(|| {
+            format!("`{text}` is not a duration from 2 minutes to 30 days, like 2m, 10m or 1h")
+        })
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
@@ -417,16 +426,24 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
             }
         }
         Command::Audit(AuditCommand::RotateKey { ahead }) => {
+            // Both files must be there (the first `serve` makes them), and the signing key
+            // goes first: it is the one that can be refused (a key already scheduled later),
+            // and then nothing is changed.
             let path = settings.audit_key_path();
-            let id = crate::store::chain_keys::rotate(&path)?;
-            println!(
-                "Added chain key {id} to {}. Restart every instance (with this same file) to seal \
-                 new events with it; keep the older lines so older events still verify.",
-                path.display()
-            );
+            crate::store::chain_keys::load(&path)?;
             let signing = settings.audit_signing_key_path();
-            let from = chrono::Utc::now()
-                + chrono::Duration::from_std(ahead.unwrap_or_default()).unwrap_or_default();
+            if crate::store::signing_keys::load(&signing)
+                .map_err(|e| StartupError::SigningKeys(e.to_string()))?
+                .is_empty()
+            {
+                return Err(StartupError::SigningKeys(format!(
+                    "audit signing key file {} is missing or empty: it is made by the first \
+                     `serve`; give this command the file the instances use \
+                     (CMEK_AUDIT_SIGNING_KEY_FILE)",
+                    signing.display()
+                )));
+            }
+            let from = chrono::Utc::now() + chrono::Duration::from_std(ahead).unwrap_or_default();
             let signing_id = crate::store::signing_keys::rotate(&signing, from)
                 .map_err(|e| StartupError::SigningKeys(e.to_string()))?;
             println!(
@@ -436,6 +453,12 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
                  (one that lacks the new key then signs what no verifier accepts).",
                 signing.display(),
                 crate::crypto::audit_chain::time_text(from)
+            );
+            let id = crate::store::chain_keys::rotate(&path)?;
+            println!(
+                "Added chain key {id} to {}. Restart every instance (with this same file) to seal \
+                 new events with it; keep the older lines so older events still verify.",
+                path.display()
             );
             Ok(ExitCode::SUCCESS)
         }

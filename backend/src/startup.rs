@@ -76,7 +76,9 @@ pub enum StartupError {
     #[error(
         "the database file {file} is damaged ({problem}). Stop every console using it, restore \
          the file from a backup (or salvage what SQLite can read: `sqlite3 {file} .recover | \
-         sqlite3 recovered.sqlite3`, then put the recovered file in its place) and start again"
+         sqlite3 recovered.sqlite3`, then put the recovered file in its place), remove \
+         {file}-wal and {file}-shm if they are there (they belong to the damaged file), and \
+         start again"
     )]
     DamagedDatabase { file: String, problem: String },
     #[error("data directory {path}: {source}")]
@@ -635,14 +637,29 @@ fn start_workers(
         move || {
             let (ring, path) = (ring.clone(), path.clone());
             async move {
-                let added = tokio::task::spawn_blocking(move || {
+                let read = tokio::task::spawn_blocking(move || {
                     crate::store::signing_keys::reload(&path, &ring)
                 })
                 .await
-                .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?;
-                if added > 0 {
-                    tracing::info!(added, "audit signing keys added from the key file");
+                match read {
+                    Ok(added) => {
+                        let now = chrono::Utc::now();
+                        for (key_id, from) in added {
+                            if from <= now {
+                                // Already valid: what this instance signed since then with
+                                // the key before it does not verify.
+                                tracing::error!(%key_id, valid_from = %from, "audit signing key taken after its time; rotate with `--in` ahead of every instance's next read");
+                            } else {
+                                tracing::info!(%key_id, valid_from = %from, "audit signing key added from the key file");
+                            }
+                        }
+                    }
+                    // A bad edit of a shared file must not take every instance out of
+                    // service: each keeps signing with the keys it holds.
+                    Err(err) => {
+                        tracing::error!(error = %err, "audit signing key file refused; signing with the keys held");
+                    }
                 }
                 Ok(())
             }

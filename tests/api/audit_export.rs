@@ -496,8 +496,8 @@ async fn a_retired_keys_late_signature_is_refused() {
     cmek_console::store::signing_keys::rotate(&file, now + chrono::Duration::minutes(1)).unwrap();
     let later = now + chrono::Duration::hours(2);
     let bench = Workbench::new(&app, &owner).await;
-    // The running console publishes what its file held when it started; the customer's list
-    // after the rotation is the file's (as the next start publishes it).
+    // The customer's list after the rotation is the file's (the running console takes it
+    // within 10 s; this test does not wait for that).
     let keys = cmek_console::store::signing_keys::load(&file).unwrap();
     let body = serde_json::json!({ "keys": keys.published() });
     assert_eq!(body["keys"].as_array().unwrap().len(), 2);
@@ -532,7 +532,8 @@ async fn a_retired_keys_late_signature_is_refused() {
 #[tokio::test]
 async fn a_rotation_scheduled_ahead_reaches_a_running_console_and_its_export_verifies() {
     use cmek_console::domain::clock::Clock as _;
-    let app = spawn_app().await;
+    // Its own worker would read the file at any moment: the test reads it itself.
+    let app = spawn_app_with(&[("CMEK_TEST_WORKER_FAULTS", "audit-signing-keys")]).await;
     let owner = app.api_key(Role::Owner).await;
     app.create_project(&owner, "before", false).await;
     let file = app.data_dir().join("audit-signing.keys");
@@ -540,13 +541,13 @@ async fn a_rotation_scheduled_ahead_reaches_a_running_console_and_its_export_ver
     let old = ring.get().current().unwrap().id().to_owned();
     let from = app.clock.now() + chrono::Duration::minutes(5);
     let new = cmek_console::store::signing_keys::rotate(&file, from).unwrap();
-    assert_eq!(
-        cmek_console::store::signing_keys::reload(&file, ring).unwrap(),
-        1
-    );
-    assert_eq!(
-        cmek_console::store::signing_keys::reload(&file, ring).unwrap(),
-        0,
+    let added = cmek_console::store::signing_keys::reload(&file, ring).unwrap();
+    assert_eq!(added.len(), 1);
+    assert_eq!(added[0].0, new);
+    assert!(
+        cmek_console::store::signing_keys::reload(&file, ring)
+            .unwrap()
+            .is_empty(),
         "read again unchanged"
     );
     let published: Value = app
@@ -560,6 +561,8 @@ async fn a_rotation_scheduled_ahead_reaches_a_running_console_and_its_export_ver
         published["keys"][0]["retired_at"], published["keys"][1]["valid_from"],
         "{published}"
     );
+    // The old key still signs until then: the places it signed are not final yet.
+    assert!(published["keys"][0].get("signed").is_none(), "{published}");
 
     // Before the new key's time the old one still signs; after it, the new one.
     app.create_project(&owner, "still-before", false).await;
@@ -578,7 +581,13 @@ async fn a_rotation_scheduled_ahead_reaches_a_running_console_and_its_export_ver
     assert_eq!(signer("before"), old);
     assert_eq!(signer("still-before"), old);
     assert_eq!(signer("after"), new);
+    // Now the old key has retired, and its places are told.
     let bench = Workbench::new(&app, &owner).await;
+    let keys: Value = serde_json::from_slice(&std::fs::read(&bench.keys).unwrap()).unwrap();
+    assert!(
+        keys["keys"][0]["signed"]["last_seq"].as_u64().unwrap() >= 2,
+        "{keys}"
+    );
     let verdict = bench.verify(&bench.write("rotated.json", &json), &[], None);
     assert_eq!(verdict.code, 0, "{}", verdict.said);
     let (csv, _) = export(&app, &owner, "format=csv").await;

@@ -578,3 +578,54 @@ async fn a_console_with_another_signing_key_file_refuses_to_start() {
         .unwrap();
     assert!(events >= 3, "{events}");
 }
+
+/// `audit rotate-key` schedules the new signing key ahead (two minutes at least, so every
+/// running instance reads it first), and refuses a shorter delay without touching a file.
+#[tokio::test]
+async fn audit_rotate_key_schedules_the_new_signing_key_ahead() {
+    let app = spawn_app().await;
+    let file = app.data_dir().join("audit-signing.keys");
+    let chain_file = app.data_dir().join("audit-chain.keys");
+    let (signing_before, chain_before) = (
+        std::fs::read(&file).unwrap(),
+        std::fs::read(&chain_file).unwrap(),
+    );
+
+    let refused = run(&app, &["audit", "rotate-key", "--in", "30s"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("2 minutes"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), signing_before);
+    assert_eq!(std::fs::read(&chain_file).unwrap(), chain_before);
+
+    let started = chrono::Utc::now();
+    let output = run(&app, &["audit", "rotate-key", "--in", "10m"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let keys = cmek_console::store::signing_keys::load(&file)
+        .unwrap()
+        .published();
+    assert_eq!(keys.len(), 2);
+    let from = chrono::DateTime::parse_from_rfc3339(&keys[1].valid_from).unwrap();
+    assert!(from >= started + chrono::Duration::minutes(10), "{from}");
+    assert_eq!(
+        keys[0].retired_at.as_deref(),
+        Some(keys[1].valid_from.as_str())
+    );
+    // A second rotation may not start before the one scheduled: refused, nothing changed.
+    let chain_after = std::fs::read(&chain_file).unwrap();
+    let again = run(&app, &["audit", "rotate-key"]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already scheduled"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(std::fs::read(&chain_file).unwrap(), chain_after);
+}

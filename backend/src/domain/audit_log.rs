@@ -310,7 +310,17 @@ impl Audit {
         }
         let chain = caller.organization_id.to_string();
         let ranges = self.store.audit_key_ranges(&chain).await?;
+        let now = crate::crypto::audit_chain::time_text(self.clock.now());
         for key in &mut keys {
+            // A key whose retirement is scheduled still signs until then: the places it
+            // signed are not final, and a verifier holds a retired key to them.
+            if key
+                .retired_at
+                .as_deref()
+                .is_some_and(|at| at > now.as_str())
+            {
+                continue;
+            }
             let (first_seq, last_seq) = ranges
                 .iter()
                 .find(|(id, ..)| *id == key.key_id)

@@ -27,7 +27,7 @@ pub enum SigningKeyFileError {
     )]
     Malformed { path: String, line: usize },
     #[error(
-        "audit signing key file {path}: its newest key is valid from {from}, so a new key cannot start at {now} (check the clock)"
+        "audit signing key file {path}: its newest key is valid from {from}, so a new key cannot start at {now} (a rotation is already scheduled after that time, or the clock went back)"
     )]
     NotAfter {
         path: String,
@@ -41,13 +41,25 @@ pub enum SigningKeyFileError {
 }
 
 /// Reads the file again and takes its keys if it grew (a rotation, scheduled ahead by
-/// `audit rotate-key --in`): how many keys were added, 0 when none. A file that lost or
-/// changed a key this console holds is refused, and the console keeps the keys it had.
-pub fn reload(path: &Path, ring: &SigningKeyRing) -> Result<usize, SigningKeyFileError> {
+/// `audit rotate-key --in`): the keys added (id and valid from), none when it did not grow.
+/// A file that lost or changed a key this console holds is refused, and the console keeps
+/// the keys it had.
+pub fn reload(
+    path: &Path,
+    ring: &SigningKeyRing,
+) -> Result<Vec<(String, DateTime<Utc>)>, SigningKeyFileError> {
     let keys = load(path)?;
-    let held = ring.get().len();
-    let added = keys.len().saturating_sub(held);
-    if (added == 0 && keys.extends(&ring.get())) || ring.replace(keys) {
+    let held = ring.get();
+    let added: Vec<(String, DateTime<Utc>)> = keys
+        .published()
+        .into_iter()
+        .skip(held.len())
+        .filter_map(|k| {
+            let from = DateTime::parse_from_rfc3339(&k.valid_from).ok()?;
+            Some((k.key_id, from.with_timezone(&Utc)))
+        })
+        .collect();
+    if (added.is_empty() && keys.extends(&held)) || ring.replace(keys) {
         return Ok(added);
     }
     Err(SigningKeyFileError::NotAnExtension {
@@ -197,8 +209,9 @@ mod tests {
         // Scheduled an hour ahead.
         let t1 = t0 + chrono::Duration::hours(1);
         let second = rotate(&path, t1).unwrap();
-        assert_eq!(reload(&path, &ring).unwrap(), 1);
-        assert_eq!(reload(&path, &ring).unwrap(), 0);
+        let added = reload(&path, &ring).unwrap();
+        assert_eq!(added, vec![(second.clone(), t1)]);
+        assert!(reload(&path, &ring).unwrap().is_empty());
         let keys = ring.get();
         let at = |t| keys.signer_at(t).map(|(k, at)| (k.id().to_owned(), at));
         // Before the first key: the first key, at its own time.
