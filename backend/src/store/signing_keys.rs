@@ -115,8 +115,12 @@ pub fn load_or_create(path: &Path, now: DateTime<Utc>) -> Result<SigningKeys, Si
     load(path)
 }
 
-/// Rotation: a fresh key valid from `now`, which retires the one before it. Its id.
+/// Rotation: a fresh key valid from `now`, which retires the one before it. Its id. Two
+/// rotations at once run one after the other (a lock on the file), so the second sees the
+/// first's key and cannot append one dated before it.
 pub fn rotate(path: &Path, now: DateTime<Utc>) -> Result<String, SigningKeyFileError> {
+    let mut file = private_file(Private::Append).open(path).map_err(io(path))?;
+    file.lock().map_err(io(path))?;
     if let Some(from) = load(path)?.newest_from()
         && from >= now
     {
@@ -126,10 +130,19 @@ pub fn rotate(path: &Path, now: DateTime<Utc>) -> Result<String, SigningKeyFileE
             now: now.to_rfc3339(),
         });
     }
-    append_new_key(path, now)
+    append_key_to(&mut file, path, now)
 }
 
 fn append_new_key(path: &Path, now: DateTime<Utc>) -> Result<String, SigningKeyFileError> {
+    let mut file = private_file(Private::Append).open(path).map_err(io(path))?;
+    append_key_to(&mut file, path, now)
+}
+
+fn append_key_to(
+    file: &mut std::fs::File,
+    path: &Path,
+    now: DateTime<Utc>,
+) -> Result<String, SigningKeyFileError> {
     let seed = crate::crypto::keys::random::<32>();
     let key = SigningKey::from_seed(&seed).ok_or_else(|| SigningKeyFileError::Malformed {
         path: path.display().to_string(),
@@ -140,7 +153,6 @@ fn append_new_key(path: &Path, now: DateTime<Utc>) -> Result<String, SigningKeyF
         crate::crypto::audit_chain::time_text(now),
         hex::encode(seed.as_ref())
     ));
-    let mut file = private_file(Private::Append).open(path).map_err(io(path))?;
     file.write_all(line.as_bytes()).map_err(io(path))?;
     file.sync_all().map_err(io(path))?;
     Ok(key.id().to_owned())
@@ -239,6 +251,27 @@ mod tests {
         std::fs::write(&path, changed).unwrap();
         assert!(reload(&path, &ring).is_err());
         assert_eq!(ring.get().current().unwrap().id(), second);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rotations_at_once_run_one_after_the_other_and_leave_a_file_that_loads() {
+        let dir = std::env::temp_dir().join(format!("cmek-signing-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("audit-signing.keys");
+        let t0 = DateTime::parse_from_rfc3339("2026-12-07T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        load_or_create(&path, t0).unwrap();
+        let at = t0 + chrono::Duration::hours(1);
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| rotate(&path, at).is_ok()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(results.iter().filter(|ok| **ok).count(), 1, "{results:?}");
+        assert_eq!(load(&path).unwrap().len(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
