@@ -608,13 +608,7 @@ fn assert_same_events(got: &[String], expected: &[String], what: &str) {
 async fn an_export_of_thousands_of_events_holds_each_once_in_order() {
     let app = spawn_app().await;
     let auditor = app.api_key(Role::Auditor).await;
-    let organization = app
-        .console
-        .identity()
-        .operator(None)
-        .await
-        .unwrap()
-        .organization_id;
+    let organization = app.first_organization().await;
     let ids = |events: &[Value]| -> Vec<String> {
         events
             .iter()
@@ -950,13 +944,7 @@ async fn an_event_moved_to_another_organization_or_a_chain_emptied_is_caught() {
     let app = spawn_app().await;
     let owner = app.api_key(Role::Owner).await;
     app.create_project(&owner, "one", false).await;
-    let chain = app
-        .console
-        .identity()
-        .operator(None)
-        .await
-        .unwrap()
-        .organization_id;
+    let chain = app.first_organization().await;
     app.db()
         .await
         .execute_unprepared(&format!(

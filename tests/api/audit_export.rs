@@ -481,19 +481,36 @@ async fn every_kind_of_tampering_is_caught_by_audit_verify_and_both_offline_veri
     }
 }
 
+/// An owner's key and one project in its organization (its chain), then a rotation of the
+/// signing key file to a key valid from `at`: the owner's key, the chain, the file, and the
+/// keys it held before (the first retires at `at`).
+async fn one_project_then_rotation(
+    app: &TestApp,
+    at: chrono::DateTime<chrono::Utc>,
+) -> (
+    String,
+    String,
+    PathBuf,
+    cmek_console::crypto::audit_chain::SigningKeys,
+) {
+    let owner = app.api_key(Role::Owner).await;
+    app.create_project(&owner, "one", false).await;
+    let chain = organization_of(app, &owner).await;
+    let file = app.data_dir().join("audit-signing.keys");
+    let before = cmek_console::store::signing_keys::load(&file).unwrap();
+    cmek_console::store::signing_keys::rotate(&file, at).unwrap();
+    (owner, chain, file, before)
+}
+
 #[tokio::test]
 async fn a_retired_keys_late_signature_is_refused() {
     let app = spawn_app().await;
-    let owner = app.api_key(Role::Owner).await;
-    app.create_project(&owner, "one", false).await;
-    let chain = organization_of(&app, &owner).await;
-    let file = app.data_dir().join("audit-signing.keys");
-    let before = cmek_console::store::signing_keys::load(&file).unwrap();
-    let retired = before.current().unwrap();
     // The key retires a minute from now (a rotation); it leaks later, and someone appends an
     // event signed after that.
     let now = chrono::Utc::now();
-    cmek_console::store::signing_keys::rotate(&file, now + chrono::Duration::minutes(1)).unwrap();
+    let (owner, chain, file, before) =
+        one_project_then_rotation(&app, now + chrono::Duration::minutes(1)).await;
+    let retired = before.current().unwrap();
     let later = now + chrono::Duration::hours(2);
     let bench = Workbench::new(&app, &owner).await;
     // The customer's list after the rotation is the file's (the running console takes it
@@ -798,15 +815,10 @@ async fn an_installation_made_by_the_versions_before_upgrades_and_verifies_legac
 #[tokio::test]
 async fn a_retired_key_cannot_extend_the_chain_within_its_validity() {
     let app = spawn_app().await;
-    let owner = app.api_key(Role::Owner).await;
-    app.create_project(&owner, "one", false).await;
-    let chain = organization_of(&app, &owner).await;
-    let file = app.data_dir().join("audit-signing.keys");
-    let before = cmek_console::store::signing_keys::load(&file).unwrap();
-    let retired = before.current().unwrap();
     // Events so far were signed at the test clock's start, before now.
     let retires_at = chrono::Utc::now();
-    cmek_console::store::signing_keys::rotate(&file, retires_at).unwrap();
+    let (owner, chain, _, before) = one_project_then_rotation(&app, retires_at).await;
+    let retired = before.current().unwrap();
     // An instance started after the rotation publishes both keys, and what each signed.
     let restarted = app.another_instance().await;
     let bench = Workbench::new(&restarted, &owner).await;

@@ -278,16 +278,20 @@ impl TestApp {
         start(self.database_url.clone(), &data_dir, cleanup, extra).await
     }
 
-    /// Adds an owner to the first organization, as an accepted invitation would.
-    pub async fn add_owner(&self, name: &str) -> Uuid {
-        let id = Uuid::now_v7();
-        let organization = self
-            .console
+    /// The first organization's id (the one the start made, and the operator's).
+    pub async fn first_organization(&self) -> Uuid {
+        self.console
             .identity()
             .operator(None)
             .await
-            .unwrap()
-            .organization_id;
+            .expect("operator")
+            .organization_id
+    }
+
+    /// Adds an owner to the first organization, as an accepted invitation would.
+    pub async fn add_owner(&self, name: &str) -> Uuid {
+        let id = Uuid::now_v7();
+        let organization = self.first_organization().await;
         let db = self.db().await;
         let backend = db.get_database_backend();
         db.execute_raw(Statement::from_sql_and_values(

@@ -326,13 +326,7 @@ async fn creates_in_eight_organizations_at_once_on_two_instances_lose_nothing_an
 async fn two_owners_demoting_each_other_on_two_instances_leave_one_owner() {
     let first = spawn_app().await;
     let second = first.another_instance().await;
-    let organization = first
-        .console
-        .identity()
-        .operator(None)
-        .await
-        .unwrap()
-        .organization_id;
+    let organization = first.first_organization().await;
     for round in 0..10 {
         // Exactly two owners, a and b.
         first

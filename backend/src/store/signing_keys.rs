@@ -162,18 +162,24 @@ fn append_key_to(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_rotation_retires_the_key_before_it_when_the_new_one_starts() {
+    /// A directory of its own with the key file's path in it (no file yet), and a fixed time.
+    fn scratch() -> (std::path::PathBuf, std::path::PathBuf, DateTime<Utc>) {
         let dir = std::env::temp_dir().join(format!("cmek-signing-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("audit-signing.keys");
+        let t0 = DateTime::parse_from_rfc3339("2026-12-07T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        (dir, path, t0)
+    }
+
+    #[test]
+    fn a_rotation_retires_the_key_before_it_when_the_new_one_starts() {
+        let (dir, path, t0) = scratch();
         assert!(
             load(&path).unwrap().published().is_empty(),
             "no file, no keys"
         );
-        let t0 = DateTime::parse_from_rfc3339("2026-12-07T10:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
         let first = load_or_create(&path, t0).unwrap();
         let first_id = first.current().unwrap().id().to_owned();
         assert_eq!(
@@ -210,12 +216,7 @@ mod tests {
 
     #[test]
     fn each_key_signs_from_its_time_and_a_reload_takes_only_a_file_that_grew() {
-        let dir = std::env::temp_dir().join(format!("cmek-signing-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("audit-signing.keys");
-        let t0 = DateTime::parse_from_rfc3339("2026-12-07T10:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let (dir, path, t0) = scratch();
         let ring = SigningKeyRing::new(load_or_create(&path, t0).unwrap());
         let first = ring.get().current().unwrap().id().to_owned();
         // Scheduled an hour ahead.
@@ -256,12 +257,7 @@ mod tests {
 
     #[test]
     fn rotations_at_once_run_one_after_the_other_and_leave_a_file_that_loads() {
-        let dir = std::env::temp_dir().join(format!("cmek-signing-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("audit-signing.keys");
-        let t0 = DateTime::parse_from_rfc3339("2026-12-07T10:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let (dir, path, t0) = scratch();
         load_or_create(&path, t0).unwrap();
         let at = t0 + chrono::Duration::hours(1);
         let results: Vec<_> = std::thread::scope(|scope| {
