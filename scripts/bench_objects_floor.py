@@ -10,12 +10,19 @@ that no server on this machine avoids. The same client (scripts/bench_objects_ht
 --put-only) drives it, so its figure is the ceiling for the console's PUT here.
 
 Arguments: DIR. Runs until killed.
+
+With --disk DIR OBJECTS OBJECT_MIB GROUP it measures the disk alone instead and prints the
+figure in MB/s: OBJECTS bodies of OBJECT_MIB MiB appended to one file, made durable
+(fdatasync) after every GROUP of them, as a store that appended every PUT to a log and
+committed GROUP concurrent PUTs at once would do at best. No network, no file per object:
+the ceiling for any layout of the data that keeps the fsyncs.
 """
 
 import os
 import socket
 import sys
 import threading
+import time
 import uuid
 
 CHUNK = 1024 * 1024
@@ -54,7 +61,29 @@ def serve(conn, directory):
         conn.close()
 
 
+def disk_alone(directory, objects, object_mib, group):
+    body = os.urandom(object_mib << 20)
+    path = os.path.join(directory, "append")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        started = time.perf_counter()
+        for n in range(1, objects + 1):
+            os.write(fd, body)
+            if n % group == 0 or n == objects:
+                os.fdatasync(fd)
+        elapsed = time.perf_counter() - started
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    print(f"{objects * len(body) / elapsed / 1e6:.0f}")
+
+
 def main():
+    if sys.argv[1] == "--disk":
+        directory, objects, object_mib, group = sys.argv[2], *map(int, sys.argv[3:6])
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        disk_alone(directory, objects, object_mib, group)
+        return
     directory = sys.argv[1]
     os.makedirs(directory, mode=0o700, exist_ok=True)
     listener = socket.socket()

@@ -315,3 +315,33 @@ class VerifierTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+    def long_last_event(self, chars):
+        """The fixture with its last event's detail holding `chars` characters of é (two
+        bytes each), signed again; the checkpoint dropped, since it covered the old event."""
+        e = copy.deepcopy(self.export)
+        e["items"][4]["detail"] = {"note": "\u00e9" * chars}
+        reseal(e["items"][4], 8, e["items"][4]["key_id"])
+        e["checkpoint"] = None
+        return e
+
+    def test_an_event_longer_than_the_limit_is_refused_in_both_forms_counted_in_characters(self):
+        limit = v.MAX_EVENT_CHARS
+        self.assertEqual(limit, 1 << 20)  # the Rust verifier's MAX_EVENT_CHARS
+        under = self.long_last_event(limit - 1000)
+        self.assertEqual(self.run_on(under)["events"], 5)
+        self.assertEqual(v.verify(self.write_csv(under, "under.csv"), self.keys_path, [])["events"], 5)
+        over = self.long_last_event(limit + 1)
+        for verify in (lambda: self.run_on(over), lambda: v.verify(self.write_csv(over, "over.csv"), self.keys_path, [])):
+            with self.assertRaises(v.Unreadable) as caught:
+                verify()
+            self.assertIn(f"longer than {limit} characters", str(caught.exception))
+
+    def test_a_key_without_retired_at_is_refused(self):
+        keys = copy.deepcopy(self.keys)
+        del keys[-1]["retired_at"]
+        path = os.path.join(self.dir.name, "keys.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"keys": keys}, f)
+        with self.assertRaises(v.Unreadable):
+            v.verify(os.path.join(FIXTURES, "export.json"), path, [])

@@ -46,7 +46,10 @@ KEY_FIELDS = {"key_id", "algorithm", "public_key", "valid_from", "retired_at"}
 EXPORT_FIELDS = ("format", "chain", "checkpoint", "items")
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", re.ASCII)
 MAX_EXACT = 2 ** 53 - 1
-MAX_FIELD = 1 << 20  # bytes of a field other than items
+# The longest value read, in characters: a field before the items or an item of the JSON
+# form (the whitespace and separators before it counted), a row of the CSV form as written
+# (its line break counted). The console writes none near it; the Rust verifier has the same.
+MAX_EVENT_CHARS = 1 << 20
 
 
 class Unreadable(ValueError):
@@ -298,6 +301,9 @@ class Reader:
     def __init__(self, stream, chunk=1 << 16):
         self.stream, self.chunk = stream, chunk
         self.buf, self.pos, self.eof = "", 0, False
+        # Where the value being read started counting (see MAX_EVENT_CHARS); below 0 once the
+        # buffer dropped its start.
+        self.mark = 0
         self.decoder = json.JSONDecoder(object_pairs_hook=no_duplicates)
 
     def _more(self, size=None):
@@ -306,6 +312,7 @@ class Reader:
             self.eof = True
             return False
         self.buf = self.buf[self.pos:] + data
+        self.mark -= self.pos
         self.pos = 0
         return True
 
@@ -327,20 +334,27 @@ class Reader:
         self._skip_ws()
         return self.buf[self.pos] if self.pos < len(self.buf) else ""
 
-    def _value(self, limit):
+    def _begin(self):
+        """The next value's characters count from here."""
+        self.mark = self.pos
+
+    def _value(self):
         self._skip_ws()
         size = self.chunk
+        too_long = Unreadable(f"a value is longer than {MAX_EVENT_CHARS} characters")
         while True:
             try:
                 value, end = self.decoder.raw_decode(self.buf, self.pos)
                 # A number at the very end of the buffer may continue in the next chunk.
                 if end == len(self.buf) and not self.eof and self._more(size):
                     continue
+                if end - self.mark > MAX_EVENT_CHARS:
+                    raise too_long
                 self.pos = end
                 return value
             except json.JSONDecodeError:
-                if len(self.buf) - self.pos > limit:
-                    raise Unreadable(f"a value longer than {limit} bytes")
+                if len(self.buf) - self.mark > MAX_EVENT_CHARS:
+                    raise too_long
                 # Read twice as much each time, so a long value is parsed a few times, not once
                 # per chunk.
                 size *= 2
@@ -351,23 +365,27 @@ class Reader:
         self._expect("{")
         fields = {}
         for n, name in enumerate(EXPORT_FIELDS):
+            self._begin()
             if n:
                 self._expect(",")
-            got = self._value(MAX_FIELD)
+            got = self._value()
             if got != name:
                 raise Unreadable(f"the export's fields are {', '.join(EXPORT_FIELDS)} in this order, once each; "
                                  f"found {got!r} where {name!r} belongs")
+            self._begin()
             self._expect(":")
             if name != "items":
-                fields[name] = self._value(MAX_FIELD)
+                fields[name] = self._value()
                 continue
             on_fields(fields)
             self._expect("[")
+            self._begin()
             if self._peek() == "]":
                 self.pos += 1
             else:
                 while True:
-                    on_item(self._value(MAX_FIELD))
+                    on_item(self._value())
+                    self._begin()
                     if self._peek() == ",":
                         self.pos += 1
                         continue
@@ -383,11 +401,29 @@ CSV_COLUMNS = ["record", "chain", "seq", "id", "occurred_at", "actor", "action",
                "detail", "signed_at", "prev_hash", "hash", "key_id", "signature"]
 
 
+def csv_rows(f):
+    """The CSV's rows, each refused once its text (line breaks included) passes
+    MAX_EVENT_CHARS, before it is held whole."""
+    csv.field_size_limit(MAX_EVENT_CHARS)
+    taken = 0  # characters of the lines the row being read took
+
+    def lines():
+        nonlocal taken
+        while line := f.readline(MAX_EVENT_CHARS + 1):
+            taken += len(line)
+            if taken > MAX_EVENT_CHARS:
+                raise Unreadable(f"a row is longer than {MAX_EVENT_CHARS} characters")
+            yield line
+
+    for row in csv.reader(lines(), strict=True):
+        yield row
+        taken = 0
+
+
 def csv_records(f):
     """The CSV form, a row at a time: (kind, record). A field starting with ' had one put in
     front of it (so no spreadsheet runs it as a formula); it is taken off."""
-    csv.field_size_limit(MAX_FIELD)
-    rows = csv.reader(f, strict=True)
+    rows = csv_rows(f)
     header = next(rows, None)
     if header != CSV_COLUMNS:
         raise Unreadable(f"the CSV's columns are {','.join(CSV_COLUMNS)}")

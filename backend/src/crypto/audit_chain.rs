@@ -184,6 +184,12 @@ impl SigningKeyRing {
     }
 }
 
+/// A field that must be present, `null` or a value (serde takes a missing `Option` as
+/// `None` unless it goes through a function of its own).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
+}
+
 /// A public key as published (`GET /api/v1/audit/signing-keys`): valid from `valid_from`,
 /// and until `retired_at` once a newer key took over.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +200,9 @@ pub struct PublishedKey {
     pub algorithm: String,
     pub public_key: String,
     pub valid_from: String,
+    /// Written as `null` while the key is current, never left out: a key without it is
+    /// refused (as the Python verifier does).
+    #[serde(deserialize_with = "present")]
     pub retired_at: Option<String>,
     /// The places of one chain (the organization's that fetched the keys) the key signed;
     /// absent when not known. A verifier refuses an event of that chain signed by the key,
@@ -943,13 +952,18 @@ pub fn verify_export_reader(
 ) -> Result<Verified, ExportError> {
     use serde::de::DeserializeSeed;
     let found = std::cell::RefCell::new(None);
+    let left = std::cell::Cell::new(MAX_EVENT_CHARS);
     let seed = streaming::ExportSeed {
         keys,
         kept,
         extent,
         broken: &found,
+        left: &left,
     };
-    let mut de = serde_json::Deserializer::from_reader(std::io::BufReader::new(reader));
+    let mut de = serde_json::Deserializer::from_reader(streaming::Budgeted {
+        reader: std::io::BufReader::new(reader),
+        left: &left,
+    });
     let result = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
     match (result, found.into_inner()) {
         (Ok(verified), _) => Ok(verified),
@@ -957,6 +971,12 @@ pub fn verify_export_reader(
         (Err(e), None) => Err(ExportError::Unreadable(e.to_string())),
     }
 }
+
+/// The longest event either verifier reads, in characters: its JSON text (an item, or a
+/// field before the items) or its CSV row. The console writes none near it; a longer one is
+/// refused as unreadable, so memory stays bounded whatever the file holds. The Python
+/// verifier has the same limit.
+pub const MAX_EVENT_CHARS: usize = 1 << 20;
 
 /// The CSV form's columns, in their one order (docs/audit-export.md).
 pub const CSV_COLUMNS: [&str; 16] = [
@@ -1088,8 +1108,7 @@ pub fn verify_csv_reader(
 /// Just enough of RFC 4180 to read the export back: fields separated by commas, records by
 /// CRLF or LF, a quoted field may hold commas, quotes (doubled) and line breaks.
 mod csv {
-    /// Bytes of one row at most: a row longer than this is refused, so memory stays bounded.
-    const MAX_ROW: usize = 4 << 20;
+    use super::{CSV_COLUMNS, MAX_EVENT_CHARS};
 
     pub struct Rows<R> {
         reader: R,
@@ -1104,7 +1123,9 @@ mod csv {
         pub fn next_row(&mut self) -> Result<Option<Vec<String>>, String> {
             let mut fields = Vec::new();
             let mut field = Vec::new();
-            let (mut quoted, mut in_quotes, mut any, mut size) = (false, false, false, 0usize);
+            // The row's characters as written, its line break included (UTF-8 continuation
+            // bytes are not counted).
+            let (mut quoted, mut in_quotes, mut any, mut chars) = (false, false, false, 0usize);
             let mut byte = [0u8; 1];
             loop {
                 let n = self.reader.read(&mut byte).map_err(|e| e.to_string())?;
@@ -1118,11 +1139,15 @@ mod csv {
                     return Err("the last row does not end with a line break".into());
                 }
                 any = true;
-                size += 1;
-                if size > MAX_ROW {
-                    return Err("a row is longer than 4 MiB".into());
-                }
                 let b = byte[0];
+                if b & 0xC0 != 0x80 {
+                    chars += 1;
+                    if chars > MAX_EVENT_CHARS {
+                        return Err(format!(
+                            "a row is longer than {MAX_EVENT_CHARS} characters"
+                        ));
+                    }
+                }
                 if in_quotes {
                     if b == b'"' {
                         in_quotes = false;
@@ -1148,6 +1173,12 @@ mod csv {
                         let text = String::from_utf8(std::mem::take(&mut field))
                             .map_err(|_| "a field is not UTF-8".to_owned())?;
                         fields.push(text);
+                        if fields.len() > CSV_COLUMNS.len() {
+                            return Err(format!(
+                                "a row has more than {} fields",
+                                CSV_COLUMNS.len()
+                            ));
+                        }
                         quoted = false;
                         if b == b'\n' {
                             return Ok(Some(fields));
@@ -1164,13 +1195,13 @@ mod csv {
 }
 
 mod streaming {
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
 
     use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
     use super::{
-        Broken, ChainEvent, ChainVerifier, Checkpoint, Extent, FORMAT, PublishedKey, Verified,
-        broken,
+        Broken, ChainEvent, ChainVerifier, Checkpoint, Extent, FORMAT, MAX_EVENT_CHARS,
+        PublishedKey, Verified, broken,
     };
 
     pub(super) struct ExportSeed<'a> {
@@ -1178,6 +1209,37 @@ mod streaming {
         pub kept: &'a [Checkpoint],
         pub extent: Extent,
         pub broken: &'a RefCell<Option<Broken>>,
+        /// The characters the value being read may still take (see [`Budgeted`]).
+        pub left: &'a Cell<usize>,
+    }
+
+    /// A reader that refuses to read on once the value being read has taken
+    /// [`MAX_EVENT_CHARS`] characters: the visitors give each value (a field before the items,
+    /// an item) a new budget, so one long value cannot fill memory. What separates values
+    /// (whitespace, a comma) counts towards the next.
+    pub(super) struct Budgeted<'a, R> {
+        pub reader: R,
+        pub left: &'a Cell<usize>,
+    }
+
+    impl<R: std::io::Read> std::io::Read for Budgeted<'_, R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.reader.read(buf)?;
+            let chars = buf[..n].iter().filter(|b| *b & 0xC0 != 0x80).count();
+            match self.left.get().checked_sub(chars) {
+                Some(left) => {
+                    self.left.set(left);
+                    Ok(n)
+                }
+                None => Err(std::io::Error::other(format!(
+                    "a value is longer than {MAX_EVENT_CHARS} characters"
+                ))),
+            }
+        }
+    }
+
+    fn new_budget(left: &Cell<usize>) {
+        left.set(MAX_EVENT_CHARS);
     }
 
     /// The export's fields, in their one order.
@@ -1233,7 +1295,10 @@ mod streaming {
             let (mut format, mut chain, mut checkpoint) = (None, None, None);
             let mut verifier = None;
             let mut next = 0;
-            while let Some(key) = map.next_key::<String>()? {
+            while let Some(key) = {
+                new_budget(self.left);
+                map.next_key::<String>()?
+            } {
                 if FIELDS.get(next) != Some(&key.as_str()) {
                     return Err(de::Error::custom(format!(
                         "the export's fields are {} in this order, once each; found {key:?} where {} belongs",
@@ -1242,6 +1307,7 @@ mod streaming {
                     )));
                 }
                 next += 1;
+                new_budget(self.left);
                 match key.as_str() {
                     "format" => format = Some(map.next_value::<String>()?),
                     "chain" => chain = Some(map.next_value::<String>()?),
@@ -1283,7 +1349,10 @@ mod streaming {
         }
 
         fn visit_seq<S: SeqAccess<'de>>(mut self, mut seq: S) -> Result<Self::Value, S::Error> {
-            while let Some(event) = seq.next_element::<ChainEvent>()? {
+            while let Some(event) = {
+                new_budget(self.export.left);
+                seq.next_element::<ChainEvent>()?
+            } {
                 self.verifier
                     .push(&event)
                     .map_err(|b| self.export.fail::<S::Error>(b))?;

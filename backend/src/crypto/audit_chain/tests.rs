@@ -397,3 +397,74 @@ fn a_retired_key_signs_only_the_places_its_keys_say() {
     });
     assert!(verify_export(&export, &keys, &[], Extent::Whole).is_ok());
 }
+
+/// The fixture with its last event's detail holding `chars` characters of `é` (two bytes
+/// each), signed again; the checkpoint dropped, since it covered the old event.
+fn with_long_last_event(chars: usize) -> (String, Vec<PublishedKey>) {
+    let (mut export, keys) = fixture();
+    let last = export.items.pop().unwrap();
+    let mut long = body(5);
+    long.detail = serde_json::json!({ "note": "\u{e9}".repeat(chars) });
+    export.items.push(ChainEvent::seal(
+        ORG,
+        5,
+        &last.prev_hash,
+        long,
+        at(5),
+        &key(8),
+    ));
+    export.checkpoint = None;
+    (serde_json::to_string(&export).unwrap(), keys)
+}
+
+#[test]
+fn an_event_longer_than_the_limit_is_refused_in_both_forms_counted_in_characters() {
+    // Under the limit in characters, over it in bytes: read, and verified.
+    let (text, keys) = with_long_last_event(MAX_EVENT_CHARS - 1_000);
+    assert!(text.len() > MAX_EVENT_CHARS + MAX_EVENT_CHARS / 2);
+    let verified = verify_export_reader(text.as_bytes(), &keys, &[], Extent::Whole).unwrap();
+    assert_eq!(verified.events, 5);
+    // Over it: refused as unreadable, before the value is held whole.
+    let (text, keys) = with_long_last_event(MAX_EVENT_CHARS + 1);
+    let err = verify_export_reader(text.as_bytes(), &keys, &[], Extent::Whole).unwrap_err();
+    assert!(
+        matches!(&err, ExportError::Unreadable(why) if why.contains("longer than 1048576 characters")),
+        "{err}"
+    );
+    // A field before the items is held to the same limit.
+    let chain = format!(
+        "{{\"format\":\"{FORMAT}\",\"chain\":\"{}\",\"checkpoint\":null,\"items\":[]}}",
+        "a".repeat(MAX_EVENT_CHARS + 1)
+    );
+    let err = verify_export_reader(chain.as_bytes(), &keys, &[], Extent::Whole).unwrap_err();
+    assert!(matches!(&err, ExportError::Unreadable(why) if why.contains("longer than")), "{err}");
+
+    // The CSV form: a row is counted as written, its line break included.
+    let header = format!("{}\n", CSV_COLUMNS.join(","));
+    let row = |chars: usize| {
+        let line = |detail: &str| format!("event,c,1,,,,,,,,{detail},,,,,\n");
+        let fixed = line("").chars().count();
+        format!("{header}{}", line(&"\u{e9}".repeat(chars - fixed)))
+    };
+    let csv_error = |text: String| {
+        match verify_csv_reader(text.as_bytes(), &keys, &[], Extent::Whole).unwrap_err() {
+            ExportError::Unreadable(why) => why,
+            ExportError::Broken(b) => b.to_string(),
+        }
+    };
+    assert!(!csv_error(row(MAX_EVENT_CHARS)).contains("longer than"));
+    assert!(csv_error(row(MAX_EVENT_CHARS + 1)).contains("a row is longer than 1048576 characters"));
+    let many = format!("{header}event{}\n", ",".repeat(CSV_COLUMNS.len()));
+    assert!(csv_error(many).contains("more than 16 fields"));
+}
+
+#[test]
+fn a_published_key_without_retired_at_is_refused() {
+    let (_, keys) = fixture();
+    let mut value = serde_json::to_value(&keys[1]).unwrap();
+    assert_eq!(value["retired_at"], serde_json::Value::Null);
+    assert!(serde_json::from_value::<PublishedKey>(value.clone()).is_ok());
+    value.as_object_mut().unwrap().remove("retired_at");
+    let err = serde_json::from_value::<PublishedKey>(value).unwrap_err();
+    assert!(err.to_string().contains("retired_at"), "{err}");
+}
