@@ -525,8 +525,10 @@ def main(argv=None):
     except (OSError, ValueError, KeyError, TypeError, csv.Error, RecursionError) as error:
         print(f"could not read the files: {error}", file=sys.stderr)
         return 2
-    print(f"verified: {report['events']} events, seq {report['first_seq']} to {report['last_seq']}, "
-          f"head {report['head_hash']}; checkpoints matched: {report['checkpoints'] or 'none'}"
+    # An export with no event has no places and no head.
+    shown = {k: "-" if report[k] is None else report[k] for k in ("first_seq", "last_seq", "head_hash")}
+    print(f"verified: {report['events']} events, seq {shown['first_seq']} to {shown['last_seq']}, "
+          f"head {shown['head_hash']}; checkpoints matched: {report['checkpoints'] or 'none'}"
           + (f"; not checked (their events are not in this export): {report['unchecked']}"
              if report["unchecked"] else ""))
     return 0

@@ -92,13 +92,17 @@ pub enum OrganizationCommand {
 #[derive(Subcommand)]
 pub enum AuditCommand {
     /// Verify every row of the log (format 1's legacy segment and every organization's
-    /// chain); exits 1 and names the first bad event if it is broken. Prints a signed
-    /// checkpoint of format 1's chain (once closed, where it ended).
+    /// chain); exits 1 and names the first bad event if it is broken, 2 if it cannot verify
+    /// (no signing key file, an unreadable checkpoint). Prints a signed checkpoint of format
+    /// 1's chain (closed: where it ended).
     Verify {
-        /// A format-1 checkpoint saved earlier (from this command or the `audit checkpoint`
-        /// log lines): also checks that no event it covered was removed or replaced since.
+        /// A checkpoint kept earlier, repeatable: a file holding an organization's signed
+        /// checkpoint (a webhook's `audit.checkpoint` data, or an export's `checkpoint`), or
+        /// a format-1 token (`cp1....`, from this command). Also checks that no event it
+        /// covers was removed or replaced since, even with the log's own checkpoints and
+        /// head rewritten.
         #[arg(long)]
-        checkpoint: Option<String>,
+        checkpoint: Vec<String>,
     },
     /// Add a new signing key to the signing key file, valid from now or from `--in` ahead
     /// (the key before it retires then), and a new chain key to the chain key file. Running
@@ -150,8 +154,13 @@ fn verify_export(
     let read = |path: &PathBuf| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
     let inputs = read(keys)
         .and_then(|raw| {
-            serde_json::from_slice::<Keys>(&raw)
-                .map_err(|e| format!("{}: not a signing keys file: {e}", keys.display()))
+            let parsed = serde_json::from_slice::<Keys>(&raw)
+                .map_err(|e| format!("{}: not a signing keys file: {e}", keys.display()))?;
+            // A key the file cannot vouch for is a bad file (2), not a broken log (1).
+            match parsed.keys.iter().find_map(PublishedKey::problem) {
+                Some(problem) => Err(format!("{}: {problem}", keys.display())),
+                None => Ok(parsed),
+            }
         })
         .and_then(|keys| {
             let kept = kept
@@ -369,16 +378,19 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
             })
         }
         Command::Audit(AuditCommand::Verify { checkpoint }) => {
-            let since = match checkpoint.as_deref().map(Checkpoint::parse) {
-                None => None,
-                Some(Some(parsed)) => Some(parsed),
-                Some(None) => {
-                    eprintln!(
-                        "cmek-console: --checkpoint: not a checkpoint (expected cp1.<seq>.<hash>...)"
-                    );
+            let (since, kept) = match kept_checkpoints(&checkpoint) {
+                Ok(found) => found,
+                Err(why) => {
+                    eprintln!("cmek-console: --checkpoint: {why}");
                     return Ok(ExitCode::from(2));
                 }
             };
+            // Without the signing keys every signature would look forged: say what is
+            // missing instead of reporting a broken chain.
+            if let Err(why) = signing_key_file(&settings) {
+                eprintln!("cmek-console: {why}; the log is not verified");
+                return Ok(ExitCode::from(2));
+            }
             let console =
                 startup::console_with(&settings, Arc::new(SystemClock), KeyAccess::ReadOnly)
                     .await?;
@@ -388,19 +400,30 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
                         "Format 1's chain (the legacy segment, closed when the organizations' chains took over) intact: {events} events verified."
                     );
                     // The organizations' own chains (format 2), with the published keys.
-                    match console.audit().verify_org_chains(None).await {
+                    match console.audit().verify_org_chains(None, &kept).await {
                         Ok(Ok((chains, signed))) => {
                             println!(
-                                "Organization chains intact: {chains} chains, {signed} signed events verified."
+                                "Signed chains intact (the organizations', and the platform's): {chains} chain(s), {signed} signed events verified; {} kept checkpoint(s) matched.",
+                                kept.len()
                             );
                             println!(
-                                "Checkpoint (keep it to detect removal of newer events later):"
+                                "The organizations' checkpoints reach their webhooks (audit.checkpoint): \
+                                 keep them and pass them here with --checkpoint FILE. Format 1's \
+                                 chain is closed and ends at this checkpoint (it shows the legacy \
+                                 segment is never cut back):"
                             );
                             println!("{}", checkpoint.token());
                             Ok(ExitCode::SUCCESS)
                         }
                         Ok(Err((chain, broken))) => {
-                            eprintln!("Organization chain {chain} broken: {broken}.");
+                            let which = match chain.as_str() {
+                                "-" => "The log".to_owned(),
+                                crate::crypto::audit_chain::PLATFORM_CHAIN => {
+                                    "The platform's chain".to_owned()
+                                }
+                                org => format!("Organization chain {org}"),
+                            };
+                            eprintln!("{which} broken: {broken}.");
                             Ok(ExitCode::FAILURE)
                         }
                         Err(err) => {
@@ -431,18 +454,7 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
             // and then nothing is changed.
             let path = settings.audit_key_path();
             crate::store::chain_keys::load(&path)?;
-            let signing = settings.audit_signing_key_path();
-            if crate::store::signing_keys::load(&signing)
-                .map_err(|e| StartupError::SigningKeys(e.to_string()))?
-                .is_empty()
-            {
-                return Err(StartupError::SigningKeys(format!(
-                    "audit signing key file {} is missing or empty: it is made by the first \
-                     `serve`; give this command the file the instances use \
-                     (CMEK_AUDIT_SIGNING_KEY_FILE)",
-                    signing.display()
-                )));
-            }
+            let signing = signing_key_file(&settings).map_err(StartupError::SigningKeys)?;
             let from = chrono::Utc::now() + chrono::Duration::from_std(ahead).unwrap_or_default();
             let signing_id = crate::store::signing_keys::rotate(&signing, from)
                 .map_err(|e| StartupError::SigningKeys(e.to_string()))?;
@@ -462,6 +474,51 @@ pub async fn run(cli: Cli, settings: Settings) -> Result<ExitCode, StartupError>
             );
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `audit verify --checkpoint` values: at most one format-1 token (`cp1.<seq>.<hash>...`),
+/// and files of format-2 checkpoints (a webhook's `data`, or an export's `checkpoint`).
+fn kept_checkpoints(
+    given: &[String],
+) -> Result<
+    (
+        Option<Checkpoint>,
+        Vec<crate::crypto::audit_chain::Checkpoint>,
+    ),
+    String,
+> {
+    let (mut legacy, mut kept) = (None, Vec::new());
+    for value in given {
+        if value.starts_with("cp1.") {
+            let parsed = Checkpoint::parse(value)
+                .ok_or_else(|| format!("{value} is not a format-1 checkpoint"))?;
+            if legacy.replace(parsed).is_some() {
+                return Err("give one format-1 checkpoint at most".into());
+            }
+            continue;
+        }
+        let raw = std::fs::read(value).map_err(|e| {
+            format!("{value}: {e} (expected a file holding a checkpoint, or cp1.<seq>.<hash>...)")
+        })?;
+        kept.push(
+            serde_json::from_slice(&raw).map_err(|e| format!("{value}: not a checkpoint: {e}"))?,
+        );
+    }
+    Ok((legacy, kept))
+}
+
+/// The signing key file the instances use, if it holds a key: the audit commands need it.
+fn signing_key_file(settings: &Settings) -> Result<std::path::PathBuf, String> {
+    let signing = settings.audit_signing_key_path();
+    match crate::store::signing_keys::load(&signing) {
+        Ok(keys) if !keys.is_empty() => Ok(signing),
+        Ok(_) => Err(format!(
+            "audit signing key file {} is missing or empty: it is made by the first `serve`; \
+             give this command the file the instances use (CMEK_AUDIT_SIGNING_KEY_FILE)",
+            signing.display()
+        )),
+        Err(err) => Err(err.to_string()),
     }
 }
 

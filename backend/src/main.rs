@@ -19,10 +19,16 @@ async fn main() -> ExitCode {
     for warning in warnings {
         tracing::warn!("{warning}");
     }
+    // A server's failure goes to its log; a command's is said once, on its standard error.
+    let serving = matches!(cli.command, None | Some(cli::Command::Serve));
     match cli::run(cli, settings).await {
         Ok(code) => code,
-        Err(err) => {
+        Err(err) if serving => {
             tracing::error!(error = %err, "cmek-console failed");
+            eprintln!("cmek-console: {err}");
+            ExitCode::FAILURE
+        }
+        Err(err) => {
             eprintln!("cmek-console: {err}");
             ExitCode::FAILURE
         }

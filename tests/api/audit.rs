@@ -110,6 +110,30 @@ async fn the_log_filters_by_time_and_refuses_bad_times() {
 }
 
 #[tokio::test]
+async fn the_text_filters_refuse_control_characters_and_names_too_long() {
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    app.create_project(&owner, "one", false).await;
+    let long = "a".repeat(257);
+    for (query, field) in [
+        ("actor=%00zzz", "actor"),
+        ("action=project.%01created", "action"),
+        (&*format!("actor={long}"), "actor"),
+    ] {
+        for format in ["", "&format=json"] {
+            let bad = app
+                .get(&format!("/api/v1/audit-events?{query}{format}"), &owner)
+                .await;
+            assert_eq!(bad.status(), 422, "{query}{format}");
+            assert_eq!(fields(&bad.json().await.unwrap()), [field], "{query}");
+        }
+    }
+    // What a name may hold still filters.
+    let found = events(&app, &owner, "action=project.created").await;
+    assert_eq!(found.len(), 1);
+}
+
+#[tokio::test]
 async fn the_log_exports_as_csv() {
     let app = spawn_app().await;
     let owner = app.api_key(Role::Owner).await;
@@ -301,7 +325,13 @@ async fn an_unreadable_row_is_a_break_at_that_event_not_an_error() {
         .execute_unprepared("UPDATE audit_events SET outcome = 'forged' WHERE chain_seq = 2")
         .await
         .unwrap();
-    match app.console.audit().verify_org_chains(None).await.unwrap() {
+    match app
+        .console
+        .audit()
+        .verify_org_chains(None, &[])
+        .await
+        .unwrap()
+    {
         Err((_, broken)) => {
             assert_eq!(broken.seq, Some(2));
             assert!(broken.reason.contains("does not read back"), "{broken}");
@@ -356,6 +386,8 @@ async fn a_legacy_unkeyed_chain_is_resealed_at_start_then_closed_and_verifies() 
             prev_hash: prev.clone(),
             hash: String::new(),
             key_id: None,
+            chain_seq: None,
+            signing_key_id: None,
         };
         event.hash = event.legacy_hash();
         db.execute_unprepared(&format!(
@@ -384,7 +416,7 @@ async fn a_legacy_unkeyed_chain_is_resealed_at_start_then_closed_and_verifies() 
     assert!(
         app.console
             .audit()
-            .verify_org_chains(None)
+            .verify_org_chains(None, &[])
             .await
             .unwrap()
             .is_ok()
@@ -694,7 +726,12 @@ async fn an_export_of_thousands_of_events_holds_each_once_in_order() {
         ),
         "the appended events extend the chain"
     );
-    let chains = app.console.audit().verify_org_chains(None).await.unwrap();
+    let chains = app
+        .console
+        .audit()
+        .verify_org_chains(None, &[])
+        .await
+        .unwrap();
     assert!(
         chains.is_ok(),
         "and each organization's own chain: {chains:?}"
@@ -886,7 +923,12 @@ async fn each_organization_has_its_own_signed_chain_and_an_edit_breaks_it() {
     for name in ["alpha", "beta"] {
         app.create_project(&owner, name, false).await;
     }
-    let verified = app.console.audit().verify_org_chains(None).await.unwrap();
+    let verified = app
+        .console
+        .audit()
+        .verify_org_chains(None, &[])
+        .await
+        .unwrap();
     let (chains, events) = verified.expect("intact");
     assert!(
         chains >= 1 && events >= 3,
@@ -928,7 +970,7 @@ async fn each_organization_has_its_own_signed_chain_and_an_edit_breaks_it() {
     let broken = app
         .console
         .audit()
-        .verify_org_chains(None)
+        .verify_org_chains(None, &[])
         .await
         .unwrap()
         .unwrap_err();
@@ -952,7 +994,13 @@ async fn an_event_moved_to_another_organization_or_a_chain_emptied_is_caught() {
         ))
         .await
         .unwrap();
-    match app.console.audit().verify_org_chains(None).await.unwrap() {
+    match app
+        .console
+        .audit()
+        .verify_org_chains(None, &[])
+        .await
+        .unwrap()
+    {
         Err((_, broken)) => assert!(broken.reason.contains("organization"), "{broken}"),
         Ok(_) => panic!("a moved event went unnoticed"),
     }
@@ -971,11 +1019,101 @@ async fn an_event_moved_to_another_organization_or_a_chain_emptied_is_caught() {
     match emptied
         .console
         .audit()
-        .verify_org_chains(None)
+        .verify_org_chains(None, &[])
         .await
         .unwrap()
     {
         Err((_, broken)) => assert!(broken.reason.contains("holds no event"), "{broken}"),
         Ok(_) => panic!("an emptied chain went unnoticed"),
     }
+}
+
+/// The page, the API and the export number an organization's events alike: by their place
+/// in its own chain, dense whatever other organizations record in between (the install-wide
+/// `seq` is not), each with the signing key that signed it.
+#[tokio::test]
+async fn events_carry_their_place_in_the_chain_as_the_export_numbers_it() {
+    use crate::cli::run;
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    app.create_project(&owner, "before", false).await;
+    // Another organization records events in between.
+    let other = run(
+        &app,
+        &[
+            "organization",
+            "create",
+            "--name",
+            "Other",
+            "--owner-email",
+            "o@example.com",
+        ],
+    );
+    assert!(other.status.success());
+    let said = String::from_utf8_lossy(&other.stdout);
+    let other_id = said
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')')
+        .find(|word| uuid::Uuid::parse_str(word).is_ok())
+        .unwrap_or_else(|| panic!("the new organization's id: {said}"));
+    let key = run(
+        &app,
+        &[
+            "api-key",
+            "create",
+            "--role",
+            "owner",
+            "--name",
+            "o",
+            "--organization",
+            other_id,
+        ],
+    );
+    assert!(
+        key.status.success(),
+        "{}",
+        String::from_utf8_lossy(&key.stderr)
+    );
+    app.create_project(&owner, "after", false).await;
+
+    let page = events(&app, &owner, "").await;
+    let export: Value = app
+        .get("/api/v1/audit-events?format=json", &owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let items = export["items"].as_array().unwrap();
+    assert_eq!(page.len(), items.len());
+    let places: Vec<i64> = page
+        .iter()
+        .map(|e| e["chain_seq"].as_i64().unwrap())
+        .collect();
+    let dense: Vec<i64> = (1..=page.len() as i64).rev().collect();
+    assert_eq!(places, dense, "newest first, with no gap");
+    let seqs: Vec<i64> = page.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert!(
+        seqs[0] - seqs[seqs.len() - 1] >= seqs.len() as i64,
+        "the other organization's events lie between: {seqs:?}"
+    );
+    for event in &page {
+        let exported = items.iter().find(|i| i["id"] == event["id"]).unwrap();
+        assert_eq!(event["chain_seq"], exported["seq"]);
+        assert_eq!(event["signing_key_id"], exported["key_id"]);
+    }
+
+    let html = app
+        .signed_in_owner()
+        .await
+        .get(app.url("/audit"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let newest = format!("<td>{}</td><td>", places[0] + 1); // the sign-in is one more
+    assert!(
+        html.contains(&newest),
+        "the page shows the chain's places: {newest}"
+    );
 }

@@ -150,8 +150,17 @@ async fn sql(app: &TestApp, statements: &[String]) {
 
 /// `audit verify` over every chain (what the command runs): `None` when intact, else the
 /// chain and why.
-async fn audit_verify(app: &TestApp) -> Option<String> {
-    match app.console.audit().verify_org_chains(None).await.unwrap() {
+async fn audit_verify(
+    app: &TestApp,
+    kept: &[cmek_console::crypto::audit_chain::Checkpoint],
+) -> Option<String> {
+    match app
+        .console
+        .audit()
+        .verify_org_chains(None, kept)
+        .await
+        .unwrap()
+    {
         Ok(_) => None,
         Err((chain, broken)) => Some(format!("{chain}: {broken}")),
     }
@@ -263,7 +272,7 @@ async fn an_export_verifies_offline_in_json_and_csv_and_holds_nothing_of_another
     assert!(!String::from_utf8_lossy(&theirs_json).contains(&ours));
     let file = bench.write("theirs.json", &theirs_json);
     assert_eq!(bench.verify(&file, &[], None).code, 0);
-    assert_eq!(audit_verify(&app).await, None);
+    assert_eq!(audit_verify(&app, &[]).await, None);
 
     // Members do not read the audit log, exports included.
     assert_eq!(
@@ -467,10 +476,15 @@ async fn every_kind_of_tampering_is_caught_by_audit_verify_and_both_offline_veri
         // tells (format 1's chain, until it closes, also does).
         if !kind.contains("checkpoints") {
             assert!(
-                audit_verify(&app).await.is_some(),
+                audit_verify(&app, &[]).await.is_some(),
                 "{kind}: audit verify saw nothing"
             );
         }
+        let kept_checkpoint = serde_json::from_value(doc["checkpoint"].clone()).unwrap();
+        assert!(
+            audit_verify(&app, &[kept_checkpoint]).await.is_some(),
+            "{kind}: audit verify with the kept checkpoint saw nothing"
+        );
         for format in ["json", "csv"] {
             let (after, _) = export(&app, &owner, &format!("format={format}")).await;
             let file = bench.write(&format!("after.{format}"), &after);
@@ -479,6 +493,73 @@ async fn every_kind_of_tampering_is_caught_by_audit_verify_and_both_offline_veri
             assert!(verdict.said.contains("NOT VERIFIED"), "{}", verdict.said);
         }
     }
+}
+
+/// The operator's `audit verify` with the checkpoint an organization kept (a file holding
+/// its webhook's `data`): matched while the log is whole; after the newest events are
+/// removed with the log's own checkpoints and head rewritten to agree, the kept checkpoint
+/// catches it. A file that is not a checkpoint, or no signing key file, is exit 2, not a
+/// false alarm of tampering.
+#[tokio::test]
+async fn audit_verify_takes_the_checkpoints_an_organization_kept() {
+    use crate::cli::{run, run_with};
+    let app = spawn_app().await;
+    let owner = app.api_key(Role::Owner).await;
+    for name in ["one", "two", "three", "four"] {
+        app.create_project(&owner, name, false).await;
+    }
+    let chain = organization_of(&app, &owner).await;
+    app.console.audit().checkpoint_chains().await.unwrap();
+    let (exported, _) = export(&app, &owner, "format=json").await;
+    let doc: Value = serde_json::from_slice(&exported).unwrap();
+    let dir = TempDir(std::env::temp_dir().join(format!("cmek-kept-{}", uuid::Uuid::new_v4())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let kept = dir.0.join("kept.json");
+    std::fs::write(&kept, doc["checkpoint"].to_string()).unwrap();
+    let kept = kept.to_str().unwrap();
+
+    let whole = run(&app, &["audit", "verify", "--checkpoint", kept]);
+    let said = String::from_utf8_lossy(&whole.stdout);
+    assert!(
+        whole.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&whole.stderr)
+    );
+    assert!(said.contains("1 kept checkpoint(s) matched"), "{said}");
+
+    let garbage = dir.0.join("garbage.json");
+    std::fs::write(&garbage, "{\"seq\": 1}").unwrap();
+    for bad in [garbage.to_str().unwrap(), "/nonexistent/kept.json", "cp1.x"] {
+        let refused = run(&app, &["audit", "verify", "--checkpoint", bad]);
+        assert_eq!(refused.status.code(), Some(2), "{bad}");
+    }
+    let no_keys = run_with(
+        &app,
+        &["audit", "verify"],
+        &[(
+            "CMEK_AUDIT_SIGNING_KEY_FILE",
+            Path::new("/nonexistent/signing.keys"),
+        )],
+    );
+    assert_eq!(no_keys.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&no_keys.stderr);
+    assert!(
+        said.contains("signing key file") && !said.contains("broken"),
+        "{said}"
+    );
+
+    let (_, thorough) = tamperings(&chain)
+        .into_iter()
+        .find(|(kind, _)| kind.contains("checkpoints and head"))
+        .unwrap();
+    sql(&app, &thorough).await;
+    let caught = run(&app, &["audit", "verify", "--checkpoint", kept]);
+    assert_eq!(caught.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&caught.stderr);
+    assert!(
+        said.contains(&format!("Organization chain {chain} broken")) && said.contains("removed"),
+        "{said}"
+    );
 }
 
 /// An owner's key and one project in its organization (its chain), then a rotation of the
@@ -773,7 +854,7 @@ async fn an_installation_made_by_the_versions_before_upgrades_and_verifies_legac
         assert!(
             app.console
                 .audit()
-                .verify_org_chains(None)
+                .verify_org_chains(None, &[])
                 .await
                 .unwrap()
                 .is_ok(),

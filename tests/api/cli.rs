@@ -8,12 +8,16 @@ use serde_json::Value;
 
 use crate::helpers::{TestApp, spawn_app};
 
-fn run(app: &TestApp, args: &[&str]) -> Output {
+pub(crate) fn run(app: &TestApp, args: &[&str]) -> Output {
     run_with(app, args, &[])
 }
 
 /// The command on the test's database and data directory, with settings of its own.
-fn run_with(app: &TestApp, args: &[&str], settings: &[(&str, &std::path::Path)]) -> Output {
+pub(crate) fn run_with(
+    app: &TestApp,
+    args: &[&str],
+    settings: &[(&str, &std::path::Path)],
+) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cmek-console"));
     command
         .args(args)
@@ -223,7 +227,7 @@ async fn audit_verify_passes_then_names_a_tampered_event() {
     // A new install's format 1 closed empty: every event is in its organization's chain.
     assert!(said.contains("intact: 0 events verified"), "{said}");
     assert!(
-        said.contains("1 chains, 4 signed events verified"),
+        said.contains("1 chain(s), 4 signed events verified"),
         "{said}"
     );
 
@@ -572,7 +576,7 @@ async fn a_console_with_another_signing_key_file_refuses_to_start() {
     let (_, events) = app
         .console
         .audit()
-        .verify_org_chains(None)
+        .verify_org_chains(None, &[])
         .await
         .unwrap()
         .unwrap();

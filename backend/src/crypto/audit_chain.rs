@@ -221,6 +221,34 @@ pub struct SignedRange {
 }
 
 impl PublishedKey {
+    /// What makes this key unusable, if anything: it is not Ed25519, its public key is not
+    /// 32 bytes of base64, its id is not its public key's (the first 16 hex digits of the
+    /// key's SHA-256), or its times are not in the format's form.
+    pub fn problem(&self) -> Option<String> {
+        let id = &self.key_id;
+        if self.algorithm != "Ed25519" {
+            return Some(format!("key {id}: not an Ed25519 key"));
+        }
+        match B64.decode(&self.public_key) {
+            Ok(raw) if raw.len() == 32 => {
+                if key_id(&raw) != *id {
+                    return Some(format!("key {id}: its id is not its public key's"));
+                }
+            }
+            _ => {
+                return Some(format!(
+                    "key {id}: its public key is not 32 bytes of base64"
+                ));
+            }
+        }
+        if !is_time_text(&self.valid_from)
+            || self.retired_at.as_deref().is_some_and(|r| !is_time_text(r))
+        {
+            return Some(format!("key {id}: its times are not in the format's form"));
+        }
+        None
+    }
+
     /// Whether the key may have signed place `seq` of `chain`: always, unless it is retired
     /// and its published range of that chain leaves `seq` out.
     fn may_sign(&self, chain: &str, seq: u64) -> bool {
@@ -705,13 +733,8 @@ impl<'k> ChainVerifier<'k> {
             if keys[..i].iter().any(|k| k.key_id == key.key_id) {
                 return Err(broken(None, format!("the keys list {} twice", key.key_id)));
             }
-            if !is_time_text(&key.valid_from)
-                || key.retired_at.as_deref().is_some_and(|r| !is_time_text(r))
-            {
-                return Err(broken(
-                    None,
-                    format!("key {}: its times are not in the format's form", key.key_id),
-                ));
+            if let Some(problem) = key.problem() {
+                return Err(broken(None, problem));
             }
         }
         let mut pending = Pending::new();
@@ -1143,9 +1166,7 @@ mod csv {
                 if b & 0xC0 != 0x80 {
                     chars += 1;
                     if chars > MAX_EVENT_CHARS {
-                        return Err(format!(
-                            "a row is longer than {MAX_EVENT_CHARS} characters"
-                        ));
+                        return Err(format!("a row is longer than {MAX_EVENT_CHARS} characters"));
                     }
                 }
                 if in_quotes {

@@ -27,19 +27,20 @@ use crate::domain::notice::Notice;
 use crate::domain::page::{Page, PageRequest};
 use crate::domain::{DomainError, Environment};
 
-/// The event types a webhook receives.
-pub const EVENT_TYPES: [&str; 7] = [
+/// The type of a delivered audit checkpoint: its `data` is the signed checkpoint itself.
+pub const CHECKPOINT_TYPE: &str = "audit.checkpoint";
+
+/// The event types a webhook receives (every webhook receives all of them).
+pub const EVENT_TYPES: [&str; 8] = [
     "key.status_changed",
     "key.version_status_changed",
     "key.rewrap_failed",
     "cluster.inaccessible",
     "cluster.will_not_resume",
     "cluster.resume_failed",
+    CHECKPOINT_TYPE,
     "webhook.test",
 ];
-
-/// The type of a delivered audit checkpoint: its `data` is the signed checkpoint itself.
-pub const CHECKPOINT_TYPE: &str = "audit.checkpoint";
 
 /// The audit action of **Send test event**.
 pub const TEST_ACTION: &str = "webhook.test_sent";
@@ -792,6 +793,8 @@ mod tests {
             prev_hash: String::new(),
             hash: String::new(),
             key_id: None,
+            chain_seq: None,
+            signing_key_id: None,
         }
     }
 

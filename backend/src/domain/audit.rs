@@ -317,6 +317,8 @@ impl AuditDraft {
             prev_hash: String::new(),
             hash: String::new(),
             key_id: None,
+            chain_seq: None,
+            signing_key_id: None,
         }
     }
 
@@ -346,6 +348,12 @@ pub struct AuditEvent {
     /// The chain key that sealed the event; `None` for events from before the chain was
     /// keyed (plain SHA-256), which the console re-seals once at start.
     pub key_id: Option<String>,
+    /// The event's place in its organization's chain (format 2), as exports and verifiers
+    /// number it; `None` for the events of format 1's legacy segment. Outside that chain's
+    /// hash (`seq` is the install-wide order).
+    pub chain_seq: Option<i64>,
+    /// The signing key that signed the event in its chain (format 2).
+    pub signing_key_id: Option<String>,
 }
 
 impl AuditEvent {

@@ -72,14 +72,32 @@ impl Audit {
     /// Verifies every organization's chain (format 2), or only chain `only`, with the
     /// published keys, a batch at a time: how many chains and events, or the first broken
     /// one. Each chain must also reach its newest stored checkpoint and end where its head
-    /// row says: removing the newest events is caught unless those were rewritten too (a
-    /// checkpoint the customer kept catches that).
+    /// row says: removing the newest events is caught unless those were rewritten too.
+    /// Checkpoints the customer `kept` (from their webhooks or an export) catch that: each
+    /// must be signed, and its chain must hold its event with its hash.
     pub async fn verify_org_chains(
         &self,
         only: Option<&str>,
+        kept: &[SignedCheckpoint],
     ) -> Result<Result<(u64, u64), (String, Broken)>, DomainError> {
         const BATCH: u64 = 500;
         let keys = self.signing.get().published();
+        // A kept checkpoint of a chain with no event left is checked here: the chain's own
+        // verification never starts.
+        for cp in kept {
+            if !cp.is_signed(&keys) {
+                return Ok(Err((
+                    cp.chain.clone(),
+                    Broken {
+                        seq: Some(cp.seq),
+                        reason: format!(
+                            "the kept checkpoint of seq {} is not signed by a key valid at {}",
+                            cp.seq, cp.at
+                        ),
+                    },
+                )));
+            }
+        }
         if only.is_none()
             && let Some(end) = self.store.audit_legacy_end().await?
         {
@@ -115,11 +133,17 @@ impl Audit {
                     }
                     chains += 1;
                     visited.insert(chain.to_owned());
-                    let latest = self.store.audit_latest_checkpoint(chain, u64::MAX).await?;
+                    let mut checkpoints: Vec<SignedCheckpoint> = self
+                        .store
+                        .audit_latest_checkpoint(chain, u64::MAX)
+                        .await?
+                        .into_iter()
+                        .collect();
+                    checkpoints.extend(kept.iter().filter(|cp| cp.chain == chain).cloned());
                     let started = match crate::crypto::audit_chain::ChainVerifier::new(
                         chain,
                         &keys,
-                        latest.as_slice(),
+                        &checkpoints,
                         Extent::Whole,
                     ) {
                         Ok(v) => v,
@@ -152,6 +176,21 @@ impl Audit {
             && let Err(b) = self.finish_chain(&chain, done).await?
         {
             return Ok(Err((chain, b)));
+        }
+        if let Some(cp) = kept
+            .iter()
+            .find(|cp| !visited.contains(&cp.chain) && only.is_none_or(|c| c == cp.chain))
+        {
+            return Ok(Err((
+                cp.chain.clone(),
+                Broken {
+                    seq: None,
+                    reason: format!(
+                        "a kept checkpoint covers event {} of this chain, but it holds no event: they were removed",
+                        cp.seq
+                    ),
+                },
+            )));
         }
         // A chain whose every event was removed still has its head row.
         let mut heads = match only {
@@ -459,7 +498,7 @@ impl Audit {
         {
             return Ok(status.clone());
         }
-        let broken = match self.verify_org_chains(Some(&chain)).await? {
+        let broken = match self.verify_org_chains(Some(&chain), &[]).await? {
             Ok(_) => None,
             Err((_, b)) => Some(ChainBreak {
                 seq: b.seq.map_or(head, |s| s as i64),

@@ -81,6 +81,8 @@ impl From<domain::FieldError> for FieldError {
 
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {
+    /// The install-wide order events were recorded in (what pages are sorted by); an
+    /// organization's own numbering is `chain_seq`.
     pub seq: i64,
     pub id: Uuid,
     pub organization_id: Option<Uuid>,
@@ -94,8 +96,13 @@ pub struct AuditEvent {
     pub detail: serde_json::Value,
     pub prev_hash: String,
     pub hash: String,
-    /// The chain key that sealed the event.
+    /// The chain key that sealed the event (format 1's legacy segment only).
     pub key_id: Option<String>,
+    /// The event's place in its organization's chain, as an export and the verifiers number
+    /// it (`null` for events of format 1's legacy segment).
+    pub chain_seq: Option<i64>,
+    /// The signing key (`GET /api/v1/audit/signing-keys`) that signed the event in its chain.
+    pub signing_key_id: Option<String>,
 }
 
 /// A signed checkpoint of an organization's audit chain (format 2): what an export carries
@@ -200,6 +207,8 @@ impl From<domain::audit::AuditEvent> for AuditEvent {
             prev_hash: e.prev_hash,
             hash: e.hash,
             key_id: e.key_id,
+            chain_seq: e.chain_seq,
+            signing_key_id: e.signing_key_id,
         }
     }
 }

@@ -481,6 +481,8 @@ fn from_model(m: audit_events::Model) -> Result<AuditEvent, StoreError> {
         prev_hash: m.prev_hash,
         hash: m.hash,
         key_id: m.key_id,
+        chain_seq: m.chain_seq,
+        signing_key_id: m.signing_key_id,
     })
 }
 

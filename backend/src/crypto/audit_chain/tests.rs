@@ -437,7 +437,10 @@ fn an_event_longer_than_the_limit_is_refused_in_both_forms_counted_in_characters
         "a".repeat(MAX_EVENT_CHARS + 1)
     );
     let err = verify_export_reader(chain.as_bytes(), &keys, &[], Extent::Whole).unwrap_err();
-    assert!(matches!(&err, ExportError::Unreadable(why) if why.contains("longer than")), "{err}");
+    assert!(
+        matches!(&err, ExportError::Unreadable(why) if why.contains("longer than")),
+        "{err}"
+    );
 
     // The CSV form: a row is counted as written, its line break included.
     let header = format!("{}\n", CSV_COLUMNS.join(","));
@@ -446,14 +449,17 @@ fn an_event_longer_than_the_limit_is_refused_in_both_forms_counted_in_characters
         let fixed = line("").chars().count();
         format!("{header}{}", line(&"\u{e9}".repeat(chars - fixed)))
     };
-    let csv_error = |text: String| {
-        match verify_csv_reader(text.as_bytes(), &keys, &[], Extent::Whole).unwrap_err() {
+    let csv_error =
+        |text: String| match verify_csv_reader(text.as_bytes(), &keys, &[], Extent::Whole)
+            .unwrap_err()
+        {
             ExportError::Unreadable(why) => why,
             ExportError::Broken(b) => b.to_string(),
-        }
-    };
+        };
     assert!(!csv_error(row(MAX_EVENT_CHARS)).contains("longer than"));
-    assert!(csv_error(row(MAX_EVENT_CHARS + 1)).contains("a row is longer than 1048576 characters"));
+    assert!(
+        csv_error(row(MAX_EVENT_CHARS + 1)).contains("a row is longer than 1048576 characters")
+    );
     let many = format!("{header}event{}\n", ",".repeat(CSV_COLUMNS.len()));
     assert!(csv_error(many).contains("more than 16 fields"));
 }

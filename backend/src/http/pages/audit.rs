@@ -12,7 +12,9 @@ use crate::http::pages::render::{Chrome, FormErrors, html, when};
 use crate::http::shared::query::AuditQuery;
 
 pub struct EventView {
-    pub seq: i64,
+    /// The event's place in the organization's chain (what the export, the verifiers and
+    /// the chain's status number), or `legacy <seq>` for format 1's segment.
+    pub place: String,
     pub time: String,
     pub actor: String,
     pub action: String,
@@ -25,7 +27,9 @@ pub struct EventView {
 impl From<AuditEvent> for EventView {
     fn from(e: AuditEvent) -> Self {
         Self {
-            seq: e.seq,
+            place: e
+                .chain_seq
+                .map_or_else(|| format!("legacy {}", e.seq), |s| s.to_string()),
             time: when(e.occurred_at),
             actor: e.actor,
             action: e.action,

@@ -148,9 +148,18 @@ impl AuditQuery {
         );
         // `until` at or before `since` is an empty range, answered as one (no events): a rule
         // between two parameters is one the API's document cannot state to clients.
+        // Text matched as given: no control character (a NUL is an error to PostgreSQL and
+        // matched nothing on SQLite), and short enough to be a name.
+        const TEXT: &str = "must be at most 256 characters, none of them control characters";
+        let text = |raw: &str| {
+            (raw.chars().count() <= 256 && !raw.chars().any(char::is_control))
+                .then(|| raw.to_owned())
+        };
+        let action = fields.read("action", &self.action, TEXT, text);
+        let actor = fields.read("actor", &self.actor, TEXT, text);
         fields.finish(AuditFilter {
-            action: QueryFields::text(&self.action),
-            actor: QueryFields::text(&self.actor),
+            action,
+            actor,
             project_id,
             outcome,
             since,
