@@ -540,6 +540,29 @@ fn audit_verify_export_runs_without_a_database() {
 
     let missing = verify("/nonexistent/export.json", &[]);
     assert_eq!(missing.status.code(), Some(2));
+
+    // A keys file whose key id is not its public key's cannot vouch for anything: a bad
+    // file (2), as the Python verifier says, not a broken log (1).
+    let mut keys: Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{fixtures}/keys.json")).unwrap())
+            .unwrap();
+    keys["keys"][0]["key_id"] = "0000000000000000".into();
+    let bad_keys = dir.0.join("keys.json");
+    std::fs::write(&bad_keys, keys.to_string()).unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_cmek-console"))
+        .args([
+            "audit",
+            "verify-export",
+            &format!("{fixtures}/export.json"),
+            "--keys",
+        ])
+        .arg(&bad_keys)
+        .env("CMEK_DATA_DIR", "/nonexistent/cmek")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("cmek-console runs");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("its id is not its public key's"));
 }
 
 /// A console given another signing key file than the one that signed the newest event
