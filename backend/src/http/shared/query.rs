@@ -43,6 +43,21 @@ impl QueryFields {
             .map(str::to_owned)
     }
 
+    /// Text matched as given (an action, part of an actor), held to what the API's document
+    /// says of it before any trimming: at most 256 characters, no control character (a NUL
+    /// is an error to PostgreSQL and matched everything on SQLite).
+    pub fn name(&mut self, field: &str, raw: &Option<String>) -> Option<String> {
+        let raw = raw.as_deref()?;
+        if raw.chars().count() > 256 || raw.chars().any(char::is_control) {
+            self.refuse(
+                field,
+                "must be at most 256 characters, none of them control characters",
+            );
+            return None;
+        }
+        Self::text(&Some(raw.to_owned()))
+    }
+
     pub fn refuse(&mut self, field: &str, reason: &str) {
         self.errors.push(FieldError::new(field, reason));
     }
@@ -95,8 +110,10 @@ impl PageQuery {
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Exact action, e.g. `project.created`.
+    #[param(max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub action: Option<String>,
     /// Part of the actor: a user's or API key's id or name, or `system`.
+    #[param(max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub actor: Option<String>,
     /// Events about this project or anything in it (keys, clusters, backups).
     #[param(value_type = Option<uuid::Uuid>)]
@@ -148,15 +165,8 @@ impl AuditQuery {
         );
         // `until` at or before `since` is an empty range, answered as one (no events): a rule
         // between two parameters is one the API's document cannot state to clients.
-        // Text matched as given: no control character (a NUL is an error to PostgreSQL and
-        // matched nothing on SQLite), and short enough to be a name.
-        const TEXT: &str = "must be at most 256 characters, none of them control characters";
-        let text = |raw: &str| {
-            (raw.chars().count() <= 256 && !raw.chars().any(char::is_control))
-                .then(|| raw.to_owned())
-        };
-        let action = fields.read("action", &self.action, TEXT, text);
-        let actor = fields.read("actor", &self.actor, TEXT, text);
+        let action = fields.name("action", &self.action);
+        let actor = fields.name("actor", &self.actor);
         fields.finish(AuditFilter {
             action,
             actor,
