@@ -882,16 +882,7 @@ async fn the_signing_keys_are_published_and_a_rotation_retires_the_one_before() 
         .unwrap();
     assert_eq!(unauthenticated.status(), 401);
 
-    let page = app
-        .signed_in_owner()
-        .await
-        .get(app.url("/audit"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = app.owner_page("/audit").await;
     assert!(
         page.contains(&format!("data-key-id=\"{key_id}\"")),
         "the Audit Log page lists it"
@@ -1101,16 +1092,7 @@ async fn events_carry_their_place_in_the_chain_as_the_export_numbers_it() {
         assert_eq!(event["signing_key_id"], exported["key_id"]);
     }
 
-    let html = app
-        .signed_in_owner()
-        .await
-        .get(app.url("/audit"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = app.owner_page("/audit").await;
     let newest = format!("<td>{}</td><td>", places[0] + 1); // the sign-in is one more
     assert!(
         html.contains(&newest),

@@ -439,20 +439,26 @@ fn tamperings(chain: &str) -> Vec<(&'static str, Vec<String>)> {
     ]
 }
 
+/// An owner's key, four projects in its organization, and a checkpoint of the chain's head
+/// (which the customer receives): the key, the chain, and the export in JSON then.
+async fn four_projects_then_a_checkpoint(app: &TestApp) -> (String, String, Vec<u8>) {
+    let owner = app.api_key(Role::Owner).await;
+    for name in ["one", "two", "three", "four"] {
+        app.create_project(&owner, name, false).await;
+    }
+    let chain = organization_of(app, &owner).await;
+    app.console.audit().checkpoint_chains().await.unwrap();
+    let (exported, _) = export(app, &owner, "format=json").await;
+    (owner, chain, exported)
+}
+
 #[tokio::test]
 async fn every_kind_of_tampering_is_caught_by_audit_verify_and_both_offline_verifiers() {
     let template = tamperings("x");
     for (n, (kind, _)) in template.iter().enumerate() {
         let app = spawn_app().await;
-        let owner = app.api_key(Role::Owner).await;
-        for name in ["one", "two", "three", "four"] {
-            app.create_project(&owner, name, false).await;
-        }
-        let chain = organization_of(&app, &owner).await;
-        // A checkpoint of the head, which the customer received before the change.
-        app.console.audit().checkpoint_chains().await.unwrap();
+        let (owner, chain, before) = four_projects_then_a_checkpoint(&app).await;
         let bench = Workbench::new(&app, &owner).await;
-        let (before, _) = export(&app, &owner, "format=json").await;
         let doc: Value = serde_json::from_slice(&before).unwrap();
         assert_eq!(doc["checkpoint"]["chain"], chain.as_str());
         assert_eq!(
@@ -504,13 +510,7 @@ async fn every_kind_of_tampering_is_caught_by_audit_verify_and_both_offline_veri
 async fn audit_verify_takes_the_checkpoints_an_organization_kept() {
     use crate::cli::{run, run_with};
     let app = spawn_app().await;
-    let owner = app.api_key(Role::Owner).await;
-    for name in ["one", "two", "three", "four"] {
-        app.create_project(&owner, name, false).await;
-    }
-    let chain = organization_of(&app, &owner).await;
-    app.console.audit().checkpoint_chains().await.unwrap();
-    let (exported, _) = export(&app, &owner, "format=json").await;
+    let (_, chain, exported) = four_projects_then_a_checkpoint(&app).await;
     let doc: Value = serde_json::from_slice(&exported).unwrap();
     let dir = TempDir(std::env::temp_dir().join(format!("cmek-kept-{}", uuid::Uuid::new_v4())));
     std::fs::create_dir_all(&dir.0).unwrap();

@@ -374,6 +374,19 @@ impl TestApp {
             .expect("client")
     }
 
+    /// A page's HTML as a newly signed-in first owner sees it.
+    pub async fn owner_page(&self, path: &str) -> String {
+        self.signed_in_owner()
+            .await
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// A browser signed in as the first owner: with the bootstrap link the first time, with
     /// a fresh link (as `cmek-console sign-in-link` prints) after that.
     pub async fn signed_in_owner(&self) -> Client {
