@@ -325,13 +325,7 @@ async fn an_unreadable_row_is_a_break_at_that_event_not_an_error() {
         .execute_unprepared("UPDATE audit_events SET outcome = 'forged' WHERE chain_seq = 2")
         .await
         .unwrap();
-    match app
-        .console
-        .audit()
-        .verify_org_chains(None, &[])
-        .await
-        .unwrap()
-    {
+    match app.verify_chains().await {
         Err((_, broken)) => {
             assert_eq!(broken.seq, Some(2));
             assert!(broken.reason.contains("does not read back"), "{broken}");
@@ -413,14 +407,7 @@ async fn a_legacy_unkeyed_chain_is_resealed_at_start_then_closed_and_verifies() 
     // New events go to the organization's chain, which verifies too.
     let owner = app.api_key(Role::Owner).await;
     app.create_project(&owner, "after-the-upgrade", false).await;
-    assert!(
-        app.console
-            .audit()
-            .verify_org_chains(None, &[])
-            .await
-            .unwrap()
-            .is_ok()
-    );
+    assert!(app.verify_chains().await.is_ok());
     assert!(matches!(
         app.console.audit().verify_audit_chain(None).await.unwrap(),
         Verification::Intact { .. }
@@ -726,12 +713,7 @@ async fn an_export_of_thousands_of_events_holds_each_once_in_order() {
         ),
         "the appended events extend the chain"
     );
-    let chains = app
-        .console
-        .audit()
-        .verify_org_chains(None, &[])
-        .await
-        .unwrap();
+    let chains = app.verify_chains().await;
     assert!(
         chains.is_ok(),
         "and each organization's own chain: {chains:?}"
@@ -914,12 +896,7 @@ async fn each_organization_has_its_own_signed_chain_and_an_edit_breaks_it() {
     for name in ["alpha", "beta"] {
         app.create_project(&owner, name, false).await;
     }
-    let verified = app
-        .console
-        .audit()
-        .verify_org_chains(None, &[])
-        .await
-        .unwrap();
+    let verified = app.verify_chains().await;
     let (chains, events) = verified.expect("intact");
     assert!(
         chains >= 1 && events >= 3,
@@ -958,13 +935,7 @@ async fn each_organization_has_its_own_signed_chain_and_an_edit_breaks_it() {
     db.execute_unprepared("UPDATE audit_events SET actor = 'someone else' WHERE chain_seq = 2")
         .await
         .unwrap();
-    let broken = app
-        .console
-        .audit()
-        .verify_org_chains(None, &[])
-        .await
-        .unwrap()
-        .unwrap_err();
+    let broken = app.verify_chains().await.unwrap_err();
     assert_eq!(broken.1.seq, Some(2), "{broken:?}");
     assert!(broken.1.reason.contains("hash"), "{broken:?}");
 }
@@ -985,13 +956,7 @@ async fn an_event_moved_to_another_organization_or_a_chain_emptied_is_caught() {
         ))
         .await
         .unwrap();
-    match app
-        .console
-        .audit()
-        .verify_org_chains(None, &[])
-        .await
-        .unwrap()
-    {
+    match app.verify_chains().await {
         Err((_, broken)) => assert!(broken.reason.contains("organization"), "{broken}"),
         Ok(_) => panic!("a moved event went unnoticed"),
     }
@@ -1007,13 +972,7 @@ async fn an_event_moved_to_another_organization_or_a_chain_emptied_is_caught() {
         )
         .await
         .unwrap();
-    match emptied
-        .console
-        .audit()
-        .verify_org_chains(None, &[])
-        .await
-        .unwrap()
-    {
+    match emptied.verify_chains().await {
         Err((_, broken)) => assert!(broken.reason.contains("holds no event"), "{broken}"),
         Ok(_) => panic!("an emptied chain went unnoticed"),
     }

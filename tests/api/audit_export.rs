@@ -851,15 +851,7 @@ async fn an_installation_made_by_the_versions_before_upgrades_and_verifies_legac
         let owner = app.api_key(Role::Owner).await;
         app.create_project(&owner, "after-the-upgrade", false).await;
 
-        assert!(
-            app.console
-                .audit()
-                .verify_org_chains(None, &[])
-                .await
-                .unwrap()
-                .is_ok(),
-            "{fixture}"
-        );
+        assert!(app.verify_chains().await.is_ok(), "{fixture}");
         let (json, _) = export(&app, &owner, "format=json").await;
         let doc: Value = serde_json::from_slice(&json).unwrap();
         let items = doc["items"].as_array().unwrap();

@@ -596,13 +596,7 @@ async fn a_console_with_another_signing_key_file_refuses_to_start() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
-    let (_, events) = app
-        .console
-        .audit()
-        .verify_org_chains(None, &[])
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, events) = app.verify_chains().await.unwrap();
     assert!(events >= 3, "{events}");
 }
 

@@ -374,6 +374,17 @@ impl TestApp {
             .expect("client")
     }
 
+    /// `audit verify` over every organization's chain (format 2), with no kept checkpoint.
+    pub async fn verify_chains(
+        &self,
+    ) -> Result<(u64, u64), (String, cmek_console::crypto::audit_chain::Broken)> {
+        self.console
+            .audit()
+            .verify_org_chains(None, &[])
+            .await
+            .unwrap()
+    }
+
     /// A page's HTML as a newly signed-in first owner sees it.
     pub async fn owner_page(&self, path: &str) -> String {
         self.signed_in_owner()

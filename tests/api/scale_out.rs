@@ -213,12 +213,7 @@ async fn two_instances_under_200_concurrent_writes_keep_one_winner_and_an_intact
             .unwrap(),
         Verification::Intact { .. }
     ));
-    let chains = first
-        .console
-        .audit()
-        .verify_org_chains(None, &[])
-        .await
-        .unwrap();
+    let chains = first.verify_chains().await;
     assert!(chains.is_ok(), "{chains:?}");
     assert_eq!(
         count(&first, "SELECT COUNT(*) FROM projects").await,
@@ -304,12 +299,7 @@ async fn creates_in_eight_organizations_at_once_on_two_instances_lose_nothing_an
         count(&first, "SELECT COUNT(*) FROM projects").await - before,
         200
     );
-    let chains = first
-        .console
-        .audit()
-        .verify_org_chains(None, &[])
-        .await
-        .unwrap();
+    let chains = first.verify_chains().await;
     assert!(chains.is_ok(), "{chains:?}");
     // Each chain's places are 1..n, once each, and its head row names the last.
     assert_eq!(
