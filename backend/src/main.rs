@@ -23,12 +23,10 @@ async fn main() -> ExitCode {
     let serving = matches!(cli.command, None | Some(cli::Command::Serve));
     match cli::run(cli, settings).await {
         Ok(code) => code,
-        Err(err) if serving => {
-            tracing::error!(error = %err, "cmek-console failed");
-            eprintln!("cmek-console: {err}");
-            ExitCode::FAILURE
-        }
         Err(err) => {
+            if serving {
+                tracing::error!(error = %err, "cmek-console failed");
+            }
             eprintln!("cmek-console: {err}");
             ExitCode::FAILURE
         }

@@ -578,7 +578,8 @@ pub const WORKERS: [&str; 11] = [
 ///   since its last, kept and sent to its webhooks (`audit.checkpoint`);
 /// - `audit-signing-keys`: every 10 s, reads the signing key file again and takes the keys a
 ///   rotation appended (`audit rotate-key --in`), so running instances sign with the new key
-///   from its time on; a file that lost or changed a key is refused (logged, counted);
+///   from its time on; a file that lost or changed a key is refused and logged as an error
+///   (the round still succeeds: the instance keeps the keys it holds and stays ready);
 /// - `data-key-sweep`: drops the plaintext data keys of clusters that stopped being available
 ///   (another instance paused, deleted or made them inaccessible), every second;
 /// - `webhook-deliveries`: sends the deliveries that are due (each once across instances);

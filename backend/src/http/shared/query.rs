@@ -47,15 +47,15 @@ impl QueryFields {
     /// says of it before any trimming: at most 256 characters, no control character (a NUL
     /// is an error to PostgreSQL and matched everything on SQLite).
     pub fn name(&mut self, field: &str, raw: &Option<String>) -> Option<String> {
-        let raw = raw.as_deref()?;
-        if raw.chars().count() > 256 || raw.chars().any(char::is_control) {
+        let given = raw.as_deref()?;
+        if given.chars().count() > 256 || given.chars().any(char::is_control) {
             self.refuse(
                 field,
                 "must be at most 256 characters, none of them control characters",
             );
             return None;
         }
-        Self::text(&Some(raw.to_owned()))
+        Self::text(raw)
     }
 
     pub fn refuse(&mut self, field: &str, reason: &str) {
